@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Provisions the real Docker test bed, installing only what is missing:
+#   1. a running Docker engine (Debian's docker.io, dockerd started in the background);
+#   2. the Compose v2 CLI plugin (from Debian's next release, trixie, when bookworm only has v1);
+#   3. locally built images standing in for the official ones (Docker Hub is not reachable here):
+#      xtask-test/postgres, xtask-test/redis, xtask-test/helper (Debian minbase with GNU tar) and
+#      xtask-test/busybox (a 2 MB busybox-static image for the stateless services).
+# Idempotent and cached: a second run prints nothing and changes nothing. On a machine where Docker,
+# Compose v2 and the images are already there it does nothing at all.
+set -euo pipefail
+
+# Bump when the image recipes below change: images with another revision are rebuilt.
+TESTBED_REV=3
+CACHE_DIR=${XTASK_TESTBED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/xtask-testbed}
+SUITE=bookworm
+SOURCES=/etc/apt/sources.list.d/debian.sources
+
+say() { echo "provision: $*" >&2; }
+die() { echo "provision: error: $*" >&2; exit 1; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+        die "need root to run: $* (run this script as root or install sudo)"
+    fi
+}
+
+apt_updated=0
+apt_install() {
+    local missing=()
+    for p in "$@"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get: install them by hand"
+    say "installing ${missing[*]}"
+    if [ $apt_updated -eq 0 ]; then as_root apt-get update -qq >/dev/null; apt_updated=1; fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# The machine's own Debian mirror, as one-line `deb` sources for SUITE (never hard-coded here).
+deb_lines() {
+    local suite=$1
+    [ -r "$SOURCES" ] || die "cannot read $SOURCES to find this machine's Debian mirror"
+    awk -v suite="$suite" '
+        /^URIs:/ { uri = $2 } /^Components:/ { $1 = ""; comps = $0 }
+        /^Suites:/ { main = 0; for (i = 2; i <= NF; i++) if ($i !~ /-/) main = 1 }
+        /^$/ { if (main && uri != "" && uri !~ /security/) { print "deb " uri " " suite comps; exit } uri = "" }
+        END { if (main && uri != "" && uri !~ /security/) print "deb " uri " " suite comps }' "$SOURCES" | head -n 1
+}
+
+# --- 1. Docker engine -------------------------------------------------------------------------
+if ! docker info >/dev/null 2>&1; then
+    command -v dockerd >/dev/null || apt_install docker.io
+    command -v docker >/dev/null || apt_install docker.io
+    if ! pgrep -x dockerd >/dev/null; then
+        say "starting dockerd in the background (log: /var/log/xtask-dockerd.log)"
+        as_root sh -c 'nohup dockerd >/var/log/xtask-dockerd.log 2>&1 &'
+    fi
+    for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+    docker info >/dev/null 2>&1 || die "the Docker daemon did not come up in 60 s; see /var/log/xtask-dockerd.log"
+fi
+
+# --- 2. Compose v2 ----------------------------------------------------------------------------
+if ! docker compose version --short 2>/dev/null | grep -Eq '^v?2\.'; then
+    say "installing the Compose v2 CLI plugin from Debian trixie"
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    mkdir -p "$tmp/lists/partial" "$tmp/archives/partial"
+    deb_lines trixie >"$tmp/trixie.list"
+    [ -s "$tmp/trixie.list" ] || die "no Debian mirror found in $SOURCES"
+    aptopts=(-o "Dir::Etc::SourceList=$tmp/trixie.list" -o "Dir::Etc::SourceParts=/dev/null"
+        -o "Dir::State::Lists=$tmp/lists" -o "Dir::Cache::Archives=$tmp/archives" -o "Debug::NoLocking=1" -o "APT::Sandbox::User=root")
+    apt-get "${aptopts[@]}" update -qq >/dev/null
+    (cd "$tmp" && apt-get "${aptopts[@]}" download -qq docker-compose >/dev/null)
+    dpkg-deb -x "$tmp"/docker-compose_*.deb "$tmp/x"
+    bin=$(find "$tmp/x" -path '*/cli-plugins/docker-compose' \( -type f -o -type l \) | head -n 1)
+    [ -n "$bin" ] || bin=$(find "$tmp/x" -path '*/bin/docker-compose' -type f | head -n 1)
+    [ -n "$bin" ] || die "the trixie docker-compose package holds no docker-compose binary"
+    as_root install -D -m 0755 "$bin" /usr/libexec/docker/cli-plugins/docker-compose
+    docker compose version --short | grep -Eq '^v?2\.' || die "docker compose is still not v2 after install"
+    rm -rf "$tmp"
+    trap - EXIT
+fi
+
+# --- 3. Images --------------------------------------------------------------------------------
+image_ok() { [ "$(docker image inspect -f '{{index .Config.Labels "xtask.testbed.rev"}}' "$1" 2>/dev/null)" = "$TESTBED_REV" ]; }
+
+build_debian_rootfs() {
+    local out=$CACHE_DIR/debian-$SUITE-rev$TESTBED_REV.tar
+    if [ ! -s "$out" ]; then
+        apt_install mmdebstrap
+        mkdir -p "$CACHE_DIR"
+        say "building a Debian $SUITE rootfs with postgresql and redis-server (about a minute)"
+        deb_lines "$SUITE" >"$CACHE_DIR/sources.list"
+        mmdebstrap --quiet --format=tar --variant=minbase --include=postgresql,redis-server,tar,procps \
+            --customize-hook='rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*' \
+            --setup-hook='mkdir -p "$1"/etc/postgresql-common/createcluster.d && echo "create_main_cluster = false" > "$1"/etc/postgresql-common/createcluster.d/no-main.conf' \
+            "$SUITE" "$out.tmp" - <"$CACHE_DIR/sources.list" >/dev/null 2>&1 ||
+            die "mmdebstrap failed; run it by hand to see why: mmdebstrap --variant=minbase $SUITE /tmp/x.tar"
+        mv "$out.tmp" "$out"
+    fi
+    echo "$out"
+}
+
+# Adds the entrypoint scripts to a copy of the rootfs tar and imports it with the given changes.
+import_debian() {
+    local image=$1 rootfs=$2; shift 2
+    local d
+    d=$(mktemp -d)
+    mkdir -p "$d/usr/local/bin"
+    cp "$(dirname "$0")/testbed/postgres-entrypoint.sh" "$d/usr/local/bin/docker-entrypoint.sh"
+    cp "$(dirname "$0")/testbed/redis-entrypoint.sh" "$d/usr/local/bin/redis-entrypoint.sh"
+    chmod 0755 "$d"/usr/local/bin/*
+    cp "$rootfs" "$d/rootfs.tar"
+    tar -rf "$d/rootfs.tar" -C "$d" --owner=0 --group=0 ./usr/local/bin/docker-entrypoint.sh ./usr/local/bin/redis-entrypoint.sh
+    docker import --change "LABEL xtask.testbed.rev=$TESTBED_REV" "$@" "$d/rootfs.tar" "$image" >/dev/null
+    rm -rf "$d"
+}
+
+pgbin=/usr/lib/postgresql/15/bin
+path_env="PATH=$pgbin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+if ! image_ok xtask-test/postgres:local || ! image_ok xtask-test/redis:local || ! image_ok xtask-test/helper:local; then
+    rootfs=$(build_debian_rootfs)
+    say "importing xtask-test/postgres, xtask-test/redis and xtask-test/helper"
+    import_debian xtask-test/postgres:local "$rootfs" --change "ENV $path_env" \
+        --change 'ENV PGDATA=/var/lib/postgresql/data' --change 'ENV LANG=C.UTF-8' \
+        --change 'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' --change 'CMD ["postgres"]' \
+        --change 'EXPOSE 5432'
+    import_debian xtask-test/redis:local "$rootfs" --change "ENV $path_env" --change 'WORKDIR /data' \
+        --change 'ENTRYPOINT ["/usr/local/bin/redis-entrypoint.sh"]' --change 'CMD ["redis-server"]' \
+        --change 'EXPOSE 6379'
+    import_debian xtask-test/helper:local "$rootfs" --change "ENV $path_env" --change 'CMD ["sh"]'
+fi
+
+if ! image_ok xtask-test/busybox:local; then
+    apt_install busybox-static
+    say "importing xtask-test/busybox"
+    d=$(mktemp -d)
+    mkdir -p "$d/bin" "$d/tmp" "$d/etc" "$d/var/log" "$d/app"
+    cp /bin/busybox "$d/bin/busybox"
+    for applet in $("$d/bin/busybox" --list); do [ "$applet" = busybox ] || ln -s busybox "$d/bin/$applet"; done
+    echo 'root:x:0:0:root:/root:/bin/sh' >"$d/etc/passwd"
+    echo 'root:x:0:' >"$d/etc/group"
+    chmod 1777 "$d/tmp"
+    tar -cf - -C "$d" --owner=0 --group=0 . |
+        docker import --change "LABEL xtask.testbed.rev=$TESTBED_REV" --change 'ENV PATH=/bin' \
+            --change 'CMD ["sh"]' - xtask-test/busybox:local >/dev/null
+    rm -rf "$d"
+fi
