@@ -1,0 +1,323 @@
+//! The one wrapper that runs `docker` and `docker compose`. Every invocation in the tool is built
+//! here as an explicit argv (never a shell string), `docker compose` always gets the project's
+//! name, directory, files and profiles pinned, secrets travel in the child's environment (never
+//! its command line) and are never printed, and a failed child becomes an error carrying its
+//! stderr. Queries run even under `--dry-run`; changes are only printed then.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::compose::Stack;
+
+/// A prepared docker command: argv plus environment for the child.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerCmd {
+    pub args: Vec<String>,
+    /// Variables set in the child's environment; their values are secret and never printed.
+    pub secret_env: Vec<(String, String)>,
+}
+
+impl DockerCmd {
+    /// Passes `value` to the child as environment variable `name`, hidden from output and errors.
+    /// Pair it with `-e NAME` (no value) in the args so docker forwards it to the container.
+    #[cfg_attr(not(test), allow(dead_code))] // the database tasks pass passwords this way
+    pub fn secret_env(mut self, name: &str, value: &str) -> Self {
+        self.secret_env.push((name.to_string(), value.to_string()));
+        self
+    }
+}
+
+impl fmt::Display for DockerCmd {
+    /// The command as a user could paste it into a shell (secret values shown as `***`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (name, _) in &self.secret_env {
+            write!(f, "{name}=*** ")?;
+        }
+        write!(f, "docker")?;
+        for a in &self.args {
+            write!(f, " {}", shell_quote(a))?;
+        }
+        Ok(())
+    }
+}
+
+/// Quotes for display only; nothing is ever run through a shell.
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// The docker client found on PATH, with the run mode.
+#[derive(Debug, Clone)]
+pub struct Docker {
+    bin: PathBuf,
+    dry_run: bool,
+    /// Print each command before running it (`--verbose`) or instead of running it (`--dry-run`).
+    echo: bool,
+}
+
+impl Docker {
+    /// Finds `docker` on PATH and checks that the daemon answers and Compose v2 is there.
+    pub fn connect(dry_run: bool, echo: bool) -> Result<Docker> {
+        let bin = which::which("docker").map_err(|_| {
+            anyhow!(
+                "the `docker` command was not found on PATH\n  \
+                 install Docker Engine (https://docs.docker.com/engine/install/), or on Debian run \
+                 `scripts/provision.sh`, or use --offline to only read the compose files"
+            )
+        })?;
+        let docker = Docker { bin, dry_run, echo };
+        docker.preflight()?;
+        Ok(docker)
+    }
+
+    fn preflight(&self) -> Result<()> {
+        let out = self.output(&self.cmd(["version", "--format", "{{.Server.Version}}"]))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            bail!(
+                "cannot reach the Docker daemon: {}\n  \
+                 start it (`sudo systemctl start docker`, or `scripts/provision.sh` on a test machine), \
+                 check DOCKER_HOST and that you may use the socket, or use --offline",
+                err.trim()
+            );
+        }
+        let out = self.output(&self.cmd(["compose", "version", "--short"]))?;
+        let version = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .trim_start_matches('v')
+            .to_string();
+        if !out.status.success() || !version.starts_with("2.") {
+            bail!(
+                "Docker Compose v2 (`docker compose`) is required, found {}\n  \
+                 install the Compose plugin (https://docs.docker.com/compose/install/linux/), \
+                 or on Debian run `scripts/provision.sh`",
+                if version.is_empty() {
+                    "none".to_string()
+                } else {
+                    version
+                }
+            );
+        }
+        Ok(())
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    /// `docker ARGS...`
+    pub fn cmd<I: IntoIterator<Item = S>, S: Into<String>>(&self, args: I) -> DockerCmd {
+        DockerCmd {
+            args: args.into_iter().map(Into::into).collect(),
+            secret_env: Vec::new(),
+        }
+    }
+
+    /// `docker compose -p NAME --project-directory DIR -f F... [--profile P]... ARGS...`
+    pub fn compose<I: IntoIterator<Item = S>, S: Into<String>>(
+        &self,
+        stack: &Stack,
+        args: I,
+    ) -> DockerCmd {
+        let mut argv = vec![
+            "compose".to_string(),
+            "--project-name".into(),
+            stack.name.clone(),
+        ];
+        argv.push("--project-directory".into());
+        argv.push(stack.project_dir.to_string_lossy().into_owned());
+        for f in &stack.files {
+            argv.push("--file".into());
+            argv.push(f.to_string_lossy().into_owned());
+        }
+        for p in &stack.profiles {
+            argv.push("--profile".into());
+            argv.push(p.clone());
+        }
+        argv.extend(args.into_iter().map(Into::into));
+        DockerCmd {
+            args: argv,
+            secret_env: Vec::new(),
+        }
+    }
+
+    /// `docker run --rm` of the small helper image with `volumes` mounted read-only at
+    /// `/v/0`, `/v/1`... in that order, no network, running `command`.
+    pub fn helper_read_only(&self, volumes: &[&str], command: &[&str]) -> DockerCmd {
+        let mut args: Vec<String> = [
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--label",
+            "xtask.helper=1",
+        ]
+        .map(String::from)
+        .to_vec();
+        for (i, v) in volumes.iter().enumerate() {
+            args.push("--mount".into());
+            args.push(format!("type=volume,source={v},target=/v/{i},readonly"));
+        }
+        args.push(helper_image());
+        args.extend(command.iter().map(|c| c.to_string()));
+        DockerCmd {
+            args,
+            secret_env: Vec::new(),
+        }
+    }
+
+    #[allow(clippy::disallowed_methods)] // this module is the one place allowed to spawn docker
+    fn command(&self, cmd: &DockerCmd) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.args(cmd.args.iter().map(OsString::from));
+        for (k, v) in &cmd.secret_env {
+            c.env(k, v);
+        }
+        c.stdin(Stdio::null());
+        c
+    }
+
+    fn output(&self, cmd: &DockerCmd) -> Result<std::process::Output> {
+        self.command(cmd)
+            .output()
+            .with_context(|| format!("run `{cmd}`"))
+    }
+
+    /// Runs a command that only reads (always, also under `--dry-run`) and returns its stdout.
+    pub fn query(&self, cmd: &DockerCmd) -> Result<String> {
+        let out = self.output(cmd)?;
+        if !out.status.success() {
+            return Err(failure(cmd, out.status, &out.stderr));
+        }
+        String::from_utf8(out.stdout)
+            .with_context(|| format!("`{cmd}` printed something that is not UTF-8"))
+    }
+
+    /// Runs a command that changes something; under `--dry-run` prints it instead.
+    /// Its output is captured and shown only when it fails (or echoed with `--verbose`).
+    pub fn apply(&self, cmd: &DockerCmd) -> Result<()> {
+        if self.dry_run {
+            println!("{cmd}");
+            return Ok(());
+        }
+        if self.echo {
+            eprintln!("+ {cmd}");
+        }
+        let out = self.output(cmd)?;
+        if self.echo {
+            std::io::stderr().write_all(&out.stderr).ok();
+        }
+        if !out.status.success() {
+            return Err(failure(cmd, out.status, &out.stderr));
+        }
+        Ok(())
+    }
+}
+
+/// The small image the tool runs to read or write volumes: `$XTASK_HELPER_IMAGE`, else busybox.
+pub fn helper_image() -> String {
+    std::env::var("XTASK_HELPER_IMAGE")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "busybox:1.36".to_string())
+}
+
+/// The error for a failed child: the command, its exit status and what it wrote to stderr.
+fn failure(cmd: &DockerCmd, status: std::process::ExitStatus, stderr: &[u8]) -> anyhow::Error {
+    let mut err = String::from_utf8_lossy(stderr).trim().to_string();
+    for (_, v) in &cmd.secret_env {
+        if !v.is_empty() {
+            err = err.replace(v.as_str(), "***");
+        }
+    }
+    let hint = if err.contains("Cannot connect to the Docker daemon")
+        || err.contains("Is the docker daemon running")
+    {
+        "\n  the Docker daemon is not reachable: start it and run this again"
+    } else {
+        ""
+    };
+    anyhow!("`{cmd}` failed ({status}): {err}{hint}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compose::Env;
+
+    fn docker() -> Docker {
+        Docker {
+            bin: "docker".into(),
+            dry_run: true,
+            echo: false,
+        }
+    }
+
+    #[test]
+    fn compose_pins_project_directory_files_and_profiles() {
+        let stack = Stack {
+            name: "demo".into(),
+            files: vec!["/s/compose.yaml".into(), "/s/compose.test.yaml".into()],
+            project_dir: "/s".into(),
+            profiles: vec!["debug".into()],
+            env: Env::default(),
+        };
+        let c = docker().compose(&stack, ["ps", "--format", "json"]);
+        assert_eq!(
+            c.args,
+            [
+                "compose",
+                "--project-name",
+                "demo",
+                "--project-directory",
+                "/s",
+                "--file",
+                "/s/compose.yaml",
+                "--file",
+                "/s/compose.test.yaml",
+                "--profile",
+                "debug",
+                "ps",
+                "--format",
+                "json"
+            ]
+        );
+    }
+
+    #[test]
+    fn display_quotes_and_hides_secrets() {
+        let c = docker()
+            .cmd(["run", "-e", "PGPASSWORD", "it's here", "{{.Name}}"])
+            .secret_env("PGPASSWORD", "hunter2");
+        let shown = c.to_string();
+        assert_eq!(
+            shown,
+            r"PGPASSWORD=*** docker run -e PGPASSWORD 'it'\''s here' '{{.Name}}'"
+        );
+        assert!(!shown.contains("hunter2"));
+    }
+
+    #[test]
+    fn failure_carries_stderr_without_secrets() {
+        let c = docker()
+            .cmd(["exec", "db"])
+            .secret_env("PGPASSWORD", "hunter2");
+        let status = std::process::ExitStatus::default();
+        let e = failure(&c, status, b"auth failed for password hunter2\n").to_string();
+        assert!(e.contains("auth failed for password ***"), "{e}");
+        assert!(!e.contains("hunter2"));
+        assert!(e.contains("docker exec db"));
+    }
+}

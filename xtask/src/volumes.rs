@@ -1,0 +1,282 @@
+//! The `volumes` task: every named volume of the stack with its role, priority, driver, whether
+//! it exists, its size on disk (measured by the engine through a throwaway helper container),
+//! the services that mount it and the containers using it now.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::compose::{self, Project};
+use crate::context::Ctx;
+use crate::docker::Docker;
+use crate::roles;
+use crate::ui::{human_bytes, table};
+
+#[derive(Debug, Serialize)]
+pub struct Inventory {
+    pub project: String,
+    pub volumes: Vec<VolumeReport>,
+    /// Sum of the sizes of the volumes that exist; null offline.
+    pub total_size_bytes: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VolumeReport {
+    pub key: String,
+    pub name: String,
+    pub external: bool,
+    pub role: &'static str,
+    pub role_inferred: bool,
+    pub priority: &'static str,
+    pub priority_inferred: bool,
+    pub driver: Option<String>,
+    pub exists: Option<bool>,
+    pub size_bytes: Option<u64>,
+    pub mounts: Vec<MountReport>,
+    /// Containers (running or not) that use the volume now; null offline.
+    pub containers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MountReport {
+    pub service: String,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// The stack's model: from `docker compose config` when the engine is reachable, else the files.
+pub fn model(ctx: &Ctx) -> Result<Project> {
+    match ctx.online() {
+        Some(docker) => {
+            let json = docker
+                .query(&docker.compose(&ctx.stack, ["config", "--format", "json"]))
+                .context("read the stack's model with `docker compose config`")?;
+            compose::from_engine_config(&ctx.stack.name, &json)
+        }
+        None => ctx.stack.parse_offline(),
+    }
+}
+
+/// What the engine knows about one volume.
+#[derive(Debug, Default)]
+struct EngineVolume {
+    driver: String,
+    size: Option<u64>,
+    containers: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Inspect {
+    #[serde(rename = "Name")]
+    name: String,
+    #[serde(rename = "Driver")]
+    driver: String,
+}
+
+fn engine_facts(docker: &Docker, names: &[&str]) -> Result<BTreeMap<String, EngineVolume>> {
+    let listed = docker
+        .query(&docker.cmd(["volume", "ls", "--quiet"]))
+        .context("list the engine's volumes")?;
+    let listed: BTreeSet<&str> = listed.lines().collect();
+    let existing: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| listed.contains(n))
+        .collect();
+    let mut facts = BTreeMap::new();
+    if existing.is_empty() {
+        return Ok(facts);
+    }
+    let mut args = vec!["volume", "inspect"];
+    args.extend(&existing);
+    let inspected: Vec<Inspect> = serde_json::from_str(
+        &docker
+            .query(&docker.cmd(args))
+            .context("inspect the volumes")?,
+    )
+    .context("parse `docker volume inspect` output")?;
+    for i in inspected {
+        facts.insert(
+            i.name,
+            EngineVolume {
+                driver: i.driver,
+                ..EngineVolume::default()
+            },
+        );
+    }
+    // One helper container measures every volume: `du -sk /v/0 /v/1 ...` (read-only mounts).
+    let targets: Vec<String> = (0..existing.len()).map(|i| format!("/v/{i}")).collect();
+    let mut command = vec!["du", "-s", "-k"];
+    command.extend(targets.iter().map(String::as_str));
+    let du = docker
+        .query(&docker.helper_read_only(&existing, &command))
+        .context("measure the volumes' sizes with a helper container (set XTASK_HELPER_IMAGE to another small image if this one cannot be pulled)")?;
+    for line in du.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(kib), Some(path)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Some(idx) = path
+            .strip_prefix("/v/")
+            .and_then(|i| i.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if let (Ok(kib), Some(name)) = (kib.parse::<u64>(), existing.get(idx)) {
+            facts.entry(name.to_string()).or_default().size = Some(kib * 1024);
+        }
+    }
+    for name in &existing {
+        let filter = format!("volume={name}");
+        let out = docker.query(&docker.cmd([
+            "ps",
+            "--all",
+            "--filter",
+            &filter,
+            "--format",
+            "{{.Names}}",
+        ]))?;
+        facts.entry(name.to_string()).or_default().containers =
+            out.lines().map(str::to_string).collect();
+    }
+    Ok(facts)
+}
+
+/// Builds the inventory; engine facts are filled only when online.
+pub fn inventory(ctx: &Ctx) -> Result<Inventory> {
+    let project = model(ctx)?;
+    let names: Vec<&str> = project.volumes.iter().map(|v| v.name.as_str()).collect();
+    let facts = match ctx.online() {
+        Some(docker) => Some(engine_facts(docker, &names)?),
+        None => None,
+    };
+    let mut volumes = Vec::new();
+    for v in &project.volumes {
+        let c = roles::classify(&project, v)?;
+        let fact = facts.as_ref().and_then(|f| f.get(&v.name));
+        let declared_driver = v
+            .driver
+            .clone()
+            .or_else(|| (!v.external).then(|| "local".to_string()));
+        volumes.push(VolumeReport {
+            key: v.key.clone(),
+            name: v.name.clone(),
+            external: v.external,
+            role: c.role.as_str(),
+            role_inferred: c.role_inferred,
+            priority: c.priority.as_str(),
+            priority_inferred: c.priority_inferred,
+            driver: fact.map(|f| f.driver.clone()).or(declared_driver),
+            exists: facts.as_ref().map(|f| f.contains_key(&v.name)),
+            size_bytes: fact.and_then(|f| f.size),
+            mounts: project
+                .mounts_of(&v.key)
+                .map(|(s, m)| MountReport {
+                    service: s.name.clone(),
+                    target: m.target.clone(),
+                    read_only: m.read_only,
+                })
+                .collect(),
+            containers: facts
+                .as_ref()
+                .map(|_| fact.map(|f| f.containers.clone()).unwrap_or_default()),
+        });
+    }
+    let total_size_bytes = facts
+        .as_ref()
+        .map(|_| volumes.iter().filter_map(|v| v.size_bytes).sum());
+    Ok(Inventory {
+        project: project.name,
+        volumes,
+        total_size_bytes,
+    })
+}
+
+/// The human table.
+pub fn render(inv: &Inventory) -> String {
+    let rows: Vec<Vec<String>> = inv
+        .volumes
+        .iter()
+        .map(|v| {
+            let mark = |inferred: bool| if inferred { "*" } else { "" };
+            let users: Vec<String> = v
+                .mounts
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{}:{}{}",
+                        m.service,
+                        m.target,
+                        if m.read_only { " (ro)" } else { "" }
+                    )
+                })
+                .collect();
+            vec![
+                format!("{}{}", v.name, if v.external { " (external)" } else { "" }),
+                format!("{}{}", v.role, mark(v.role_inferred)),
+                format!("{}{}", v.priority, mark(v.priority_inferred)),
+                v.driver.clone().unwrap_or_else(|| "-".into()),
+                match v.exists {
+                    Some(true) => "yes".into(),
+                    Some(false) => "no".into(),
+                    None => "?".into(),
+                },
+                v.size_bytes.map(human_bytes).unwrap_or_else(|| "-".into()),
+                users.join(", "),
+                v.containers
+                    .as_ref()
+                    .map(|c| c.join(", "))
+                    .unwrap_or_else(|| "?".into()),
+            ]
+        })
+        .collect();
+    let mut out = format!("Project {}: {} volumes\n\n", inv.project, inv.volumes.len());
+    out.push_str(&table(
+        &[
+            "VOLUME",
+            "ROLE",
+            "PRIORITY",
+            "DRIVER",
+            "EXISTS",
+            "SIZE",
+            "MOUNTED BY",
+            "CONTAINERS",
+        ],
+        &rows,
+    ));
+    let existing = inv
+        .volumes
+        .iter()
+        .filter(|v| v.exists == Some(true))
+        .count();
+    match inv.total_size_bytes {
+        Some(total) => out.push_str(&format!(
+            "\nTotal: {} volumes, {existing} exist, {} on disk\n",
+            inv.volumes.len(),
+            human_bytes(total)
+        )),
+        None => out.push_str(&format!(
+            "\nTotal: {} volumes (offline: existence and sizes unknown)\n",
+            inv.volumes.len()
+        )),
+    }
+    if inv
+        .volumes
+        .iter()
+        .any(|v| v.role_inferred || v.priority_inferred)
+    {
+        out.push_str("* inferred (no xtask.role / xtask.priority label on the volume; see docs/volume-labels.md)\n");
+    }
+    out
+}
+
+pub fn run(ctx: &Ctx, json: bool) -> Result<()> {
+    let inv = inventory(ctx)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&inv)?);
+    } else {
+        print!("{}", render(&inv));
+    }
+    Ok(())
+}
