@@ -46,15 +46,21 @@ pub struct MountReport {
 }
 
 /// The stack's model: from `docker compose config` when the engine is reachable, else the files.
+/// The files are always parsed first, so a broken file is reported with its name and key.
 pub fn model(ctx: &Ctx) -> Result<Project> {
+    let offline = ctx.stack.parse_offline()?;
     match ctx.online() {
+        None => Ok(offline),
         Some(docker) => {
             let json = docker
                 .query(&docker.compose(&ctx.stack, ["config", "--format", "json"]))
                 .context("read the stack's model with `docker compose config`")?;
-            compose::from_engine_config(&ctx.stack.name, &json)
+            let mut project = compose::from_engine_config(&ctx.stack.name, &json)?;
+            for v in &mut project.volumes {
+                v.origin = offline.volumes.iter().find(|o| o.key == v.key).and_then(|o| o.origin.clone());
+            }
+            Ok(project)
         }
-        None => ctx.stack.parse_offline(),
     }
 }
 
