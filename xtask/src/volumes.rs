@@ -57,7 +57,11 @@ pub fn model(ctx: &Ctx) -> Result<Project> {
                 .context("read the stack's model with `docker compose config`")?;
             let mut project = compose::from_engine_config(&ctx.stack.name, &json)?;
             for v in &mut project.volumes {
-                v.origin = offline.volumes.iter().find(|o| o.key == v.key).and_then(|o| o.origin.clone());
+                v.origin = offline
+                    .volumes
+                    .iter()
+                    .find(|o| o.key == v.key)
+                    .and_then(|o| o.origin.clone());
             }
             Ok(project)
         }
