@@ -226,6 +226,68 @@ impl Docker {
     }
 }
 
+/// A running docker child whose stdout the tool reads as a stream (a volume's tar, a dump).
+/// Its stderr is collected on a thread so a failure can be reported with it.
+pub struct ChildReader {
+    child: std::process::Child,
+    stdout: std::process::ChildStdout,
+    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
+    cmd: DockerCmd,
+}
+
+impl std::io::Read for ChildReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.stdout.read(buf)
+    }
+}
+
+impl ChildReader {
+    /// Reads whatever is left, waits for the child and turns a non-zero exit into an error.
+    pub fn finish(mut self) -> Result<()> {
+        std::io::copy(&mut self.stdout, &mut std::io::sink()).ok();
+        let status = self.child.wait().with_context(|| format!("wait for `{}`", self.cmd))?;
+        let stderr = self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
+        if !status.success() {
+            return Err(failure(&self.cmd, status, &stderr));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ChildReader {
+    fn drop(&mut self) {
+        // Not finished (an error elsewhere): make sure the child does not outlive us.
+        if self.stderr.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Docker {
+    /// Starts `cmd` with its stdout piped to the caller (also under `--dry-run`: callers only
+    /// stream from commands that read).
+    pub fn stream(&self, cmd: &DockerCmd) -> Result<ChildReader> {
+        if self.echo {
+            eprintln!("+ {cmd}");
+        }
+        let mut child = self
+            .command(cmd)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("start `{cmd}`"))?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        let mut err = child.stderr.take().context("child stderr")?;
+        let stderr = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut err, &mut buf);
+            buf
+        });
+        Ok(ChildReader { child, stdout, stderr: Some(stderr), cmd: cmd.clone() })
+    }
+}
+
 /// The small image the tool runs to read or write volumes: `$XTASK_HELPER_IMAGE`, else busybox.
 pub fn helper_image() -> String {
     std::env::var("XTASK_HELPER_IMAGE")

@@ -1,6 +1,7 @@
 //! `cargo xtask`: owns the persistent data of the project's Docker Compose stack.
 //! This file only parses the command line and dispatches; each task family has its module.
 
+mod archive;
 mod compose;
 mod context;
 mod docker;

@@ -1,0 +1,256 @@
+//! Writing archives from synthetic volume streams and reading them back; tampered archives
+//! (truncated, flipped byte, missing checksum entry, `../`, absolute path, symlink escape,
+//! newer format) must each fail verification with a message naming the problem.
+
+use super::*;
+use std::io::Write;
+
+fn meta(volumes: &[&str]) -> Metadata {
+    Metadata {
+        format: FORMAT.into(),
+        format_version: FORMAT_VERSION,
+        kind: "full".into(),
+        project: "p".into(),
+        compose_files: vec!["compose.yaml".into()],
+        model_sha256: "0".repeat(64),
+        environment: None,
+        created_at: "2026-01-01T00:00:00Z".into(),
+        tool_version: "test".into(),
+        tag: None,
+        entries: vec![],
+        postgres: None,
+        volumes: volumes
+            .iter()
+            .map(|v| VolumeInfo {
+                key: v.to_string(),
+                name: v.to_string(),
+                role: "uploads".into(),
+                priority: "critical".into(),
+                driver: "local".into(),
+                labels: BTreeMap::new(),
+                entry: volume_prefix(v),
+                consistency: "live".into(),
+            })
+            .collect(),
+        skipped: vec![],
+    }
+}
+
+/// A tar like `tar -c -C /v .` would print, with the odd cases.
+fn volume_stream() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let dir = |path: &str, b: &mut tar::Builder<Vec<u8>>| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        b.append_data(&mut h, path, io::empty()).unwrap();
+    };
+    dir("./", &mut b);
+    dir("./empty dir/", &mut b);
+    dir("./ünï code/", &mut b);
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o640);
+    h.set_uid(1234);
+    h.set_gid(5678);
+    h.set_mtime(1_600_000_000);
+    h.set_size(5);
+    b.append_data(&mut h, "./ünï code/file one", &b"hello"[..]).unwrap();
+    let long = format!("./{}/{}", "a".repeat(120), "b".repeat(50));
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o600);
+    h.set_size(3);
+    b.append_data(&mut h, &long, &b"abc"[..]).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(2);
+    b.append_data(&mut h, "./new\nline", &b"nl"[..]).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    b.append_link(&mut h, "./link", "ünï code/file one").unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Link);
+    h.set_size(0);
+    b.append_link(&mut h, "./hard", "./ünï code/file one").unwrap();
+    b.into_inner().unwrap()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("xtask-archive-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn write_good(dir: &Path) -> PathBuf {
+    let path = dir.join("full_backup_20260101_000000.tar.gz");
+    let mut w = ArchiveWriter::create(&path, 6, 2).unwrap();
+    write_metadata(&mut w, &meta(&["vol"])).unwrap();
+    let mut seen = 0;
+    let stats = w.add_volume_tar("vol", &volume_stream()[..], &mut |n| seen += n).unwrap();
+    assert_eq!((stats.files, stats.bytes, seen), (3, 10, 10));
+    w.commit().unwrap();
+    path
+}
+
+#[test]
+fn written_archive_verifies_and_keeps_entry_details() {
+    let dir = temp_dir("good");
+    let path = write_good(&dir);
+    let report = verify(&path);
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.files, 4, "metadata + 3 volume files");
+    // Entry by entry: prefix, owner, mode, mtime, link targets, odd names.
+    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(File::open(&path).unwrap()));
+    let mut names = Vec::new();
+    for e in a.entries().unwrap() {
+        let e = e.unwrap();
+        let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        if name == "volumes/vol/ünï code/file one" {
+            let h = e.header();
+            assert_eq!((h.mode().unwrap(), h.uid().unwrap(), h.gid().unwrap(), h.mtime().unwrap()), (0o640, 1234, 5678, 1_600_000_000));
+        }
+        if name == "volumes/vol/hard" {
+            assert_eq!(e.link_name().unwrap().unwrap().to_str().unwrap(), "volumes/vol/ünï code/file one");
+        }
+        if name == "volumes/vol/link" {
+            assert_eq!(e.link_name().unwrap().unwrap().to_str().unwrap(), "ünï code/file one");
+        }
+        names.push(name);
+    }
+    assert_eq!(names.first().map(String::as_str), Some(METADATA));
+    assert_eq!(names.last().map(String::as_str), Some(CHECKSUMS));
+    assert!(names.iter().any(|n| n == "volumes/vol/new\nline"));
+    assert!(names.iter().any(|n| n.ends_with(&"b".repeat(50))));
+    assert!(names.iter().any(|n| n.trim_end_matches('/') == "volumes/vol/empty dir"));
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn dropped_writer_leaves_no_file() {
+    let dir = temp_dir("drop");
+    let path = dir.join("full_backup_x.tar.gz");
+    {
+        let mut w = ArchiveWriter::create(&path, 6, 1).unwrap();
+        write_metadata(&mut w, &meta(&[])).unwrap();
+        assert!(w.temp_path().exists());
+    }
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "temporary file removed, no final file");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn problems(path: &Path) -> String {
+    let r = verify(path);
+    assert!(!r.ok(), "verification of a bad archive passed");
+    r.problems.join("\n")
+}
+
+#[test]
+fn truncated_and_flipped_archives_fail() {
+    let dir = temp_dir("tamper");
+    let path = write_good(&dir);
+    let bytes = std::fs::read(&path).unwrap();
+    let truncated = dir.join("truncated.tar.gz");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(problems(&truncated).contains("truncated or corrupt"));
+    let flipped = dir.join("flipped.tar.gz");
+    let mut b = bytes.clone();
+    let mid = b.len() / 2;
+    b[mid] ^= 0x55;
+    std::fs::write(&flipped, &b).unwrap();
+    let p = problems(&flipped);
+    assert!(p.contains("corrupt") || p.contains("checksum"), "{p}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Builds an archive entry by entry with raw names (so `..` and absolute paths can be written).
+fn raw_archive(path: &Path, meta_json: &[u8], entries: &[(&[u8], tar::EntryType, &[u8], Option<&[u8]>)], sums: bool) {
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(File::create(path).unwrap(), flate2::Compression::fast()));
+    fn add<W: Write>(b: &mut tar::Builder<W>, name: &[u8], kind: tar::EntryType, data: &[u8], link: Option<&[u8]>) {
+        let mut h = tar::Header::new_old();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name);
+        if let Some(l) = link {
+            h.as_old_mut().linkname[..l.len()].copy_from_slice(l);
+        }
+        h.set_entry_type(kind);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    }
+    let mut digests = vec![(METADATA.as_bytes().to_vec(), Sha256::digest(meta_json).into())];
+    add(&mut b, METADATA.as_bytes(), tar::EntryType::Regular, meta_json, None);
+    for (name, kind, data, link) in entries {
+        add(&mut b, name, *kind, data, *link);
+        if *kind == tar::EntryType::Regular {
+            digests.push((name.to_vec(), Sha256::digest(data).into()));
+        }
+    }
+    if sums {
+        let s = format_sums(&digests);
+        add(&mut b, CHECKSUMS.as_bytes(), tar::EntryType::Regular, &s, None);
+    }
+    b.into_inner().unwrap().finish().unwrap();
+}
+
+#[test]
+fn unsafe_or_incomplete_archives_fail_with_the_entry_named() {
+    let dir = temp_dir("unsafe");
+    let m = serde_json::to_vec(&meta(&["vol"])).unwrap();
+    let f = tar::EntryType::Regular;
+    let cases: Vec<(&str, Vec<(&[u8], tar::EntryType, &[u8], Option<&[u8]>)>, bool, &str)> = vec![
+        ("dotdot", vec![(b"volumes/vol/../../etc/passwd", f, b"x", None)], true, "'..'"),
+        ("absolute", vec![(b"/etc/passwd", f, b"x", None)], true, "absolute"),
+        (
+            "symlink",
+            vec![(b"volumes/vol/esc", tar::EntryType::Symlink, b"", Some(b"/etc")), (b"volumes/vol/esc/passwd", f, b"x", None)],
+            true,
+            "symlink",
+        ),
+        ("hardlink", vec![(b"volumes/vol/h", tar::EntryType::Link, b"", Some(b"/etc/shadow"))], true, "hard link"),
+        ("unlisted", vec![(b"volumes/other/x", f, b"x", None)], true, "not listed"),
+        ("nosums", vec![(b"volumes/vol/x", f, b"x", None)], false, "SHA256SUMS is missing"),
+    ];
+    for (name, entries, sums, needle) in cases {
+        let path = dir.join(format!("{name}.tar.gz"));
+        raw_archive(&path, &m, &entries, sums);
+        let p = problems(&path);
+        assert!(p.contains(needle), "{name}: {p}");
+    }
+    // An altered checksum line.
+    let path = dir.join("altered.tar.gz");
+    raw_archive(&path, &m, &[(b"volumes/vol/x", f, b"x", None)], true);
+    let good = verify(&path);
+    assert!(good.ok(), "{:?}", good.problems);
+    let bytes = std::fs::read(&path).unwrap();
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(&bytes[..]).read_to_end(&mut plain).unwrap();
+    let digest = hex(&Sha256::digest(b"x"));
+    let at = plain.windows(64).position(|w| w == digest.as_bytes()).expect("checksum line present");
+    plain[at] = if plain[at] == b'0' { b'1' } else { b'0' };
+    // Re-wrap the tar with the altered SHA256SUMS (its tar header checksum covers only the header).
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&plain).unwrap();
+    std::fs::write(&path, gz.finish().unwrap()).unwrap();
+    assert!(problems(&path).contains("\"volumes/vol/x\": checksum mismatch"));
+    let mut newer = meta(&["vol"]);
+    newer.format_version = FORMAT_VERSION + 1;
+    let path = dir.join("newer.tar.gz");
+    raw_archive(&path, &serde_json::to_vec(&newer).unwrap(), &[], true);
+    assert!(problems(&path).contains("newer than this tool"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn sums_round_trip_with_escapes() {
+    let entries = vec![(b"plain".to_vec(), [1u8; 32]), (b"new\nline\\x".to_vec(), [2u8; 32])];
+    let text = format_sums(&entries);
+    assert!(text.starts_with(hex(&[1u8; 32]).as_bytes()));
+    assert!(String::from_utf8_lossy(&text).contains("\\0202"), "escaped line starts with a backslash");
+    let back = parse_sums(&text).unwrap();
+    assert_eq!(back[&b"new\nline\\x".to_vec()], hex(&[2u8; 32]));
+    assert!(parse_sums(b"garbage\n").is_err());
+}
