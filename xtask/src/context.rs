@@ -16,25 +16,11 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(
-        selection: &Selection,
-        offline: bool,
-        dry_run: bool,
-        verbose: bool,
-        quiet: bool,
-    ) -> Result<Ctx> {
+    pub fn new(selection: &Selection, offline: bool, dry_run: bool, verbose: bool, quiet: bool) -> Result<Ctx> {
         let process: BTreeMap<String, String> = std::env::vars().collect();
         let stack = selection.resolve(&process)?;
-        let docker = if offline {
-            None
-        } else {
-            Some(Docker::connect(dry_run, verbose)?)
-        };
-        Ok(Ctx {
-            stack,
-            docker,
-            ui: Ui { quiet },
-        })
+        let docker = if offline { None } else { Some(Docker::connect(dry_run, verbose)?) };
+        Ok(Ctx { stack, docker, ui: Ui { quiet } })
     }
 
     /// The docker runner, or an error saying the command cannot work offline.

@@ -48,10 +48,7 @@ impl fmt::Display for DockerCmd {
 
 /// Quotes for display only; nothing is ever run through a shell.
 fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
-    {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c)) {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
@@ -94,20 +91,13 @@ impl Docker {
             );
         }
         let out = self.output(&self.cmd(["compose", "version", "--short"]))?;
-        let version = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .trim_start_matches('v')
-            .to_string();
+        let version = String::from_utf8_lossy(&out.stdout).trim().trim_start_matches('v').to_string();
         if !out.status.success() || !version.starts_with("2.") {
             bail!(
                 "Docker Compose v2 (`docker compose`) is required, found {}\n  \
                  install the Compose plugin (https://docs.docker.com/compose/install/linux/), \
                  or on Debian run `scripts/provision.sh`",
-                if version.is_empty() {
-                    "none".to_string()
-                } else {
-                    version
-                }
+                if version.is_empty() { "none".to_string() } else { version }
             );
         }
         Ok(())
@@ -119,23 +109,12 @@ impl Docker {
 
     /// `docker ARGS...`
     pub fn cmd<I: IntoIterator<Item = S>, S: Into<String>>(&self, args: I) -> DockerCmd {
-        DockerCmd {
-            args: args.into_iter().map(Into::into).collect(),
-            secret_env: Vec::new(),
-        }
+        DockerCmd { args: args.into_iter().map(Into::into).collect(), secret_env: Vec::new() }
     }
 
     /// `docker compose -p NAME --project-directory DIR -f F... [--profile P]... ARGS...`
-    pub fn compose<I: IntoIterator<Item = S>, S: Into<String>>(
-        &self,
-        stack: &Stack,
-        args: I,
-    ) -> DockerCmd {
-        let mut argv = vec![
-            "compose".to_string(),
-            "--project-name".into(),
-            stack.name.clone(),
-        ];
+    pub fn compose<I: IntoIterator<Item = S>, S: Into<String>>(&self, stack: &Stack, args: I) -> DockerCmd {
+        let mut argv = vec!["compose".to_string(), "--project-name".into(), stack.name.clone()];
         argv.push("--project-directory".into());
         argv.push(stack.project_dir.to_string_lossy().into_owned());
         for f in &stack.files {
@@ -147,35 +126,21 @@ impl Docker {
             argv.push(p.clone());
         }
         argv.extend(args.into_iter().map(Into::into));
-        DockerCmd {
-            args: argv,
-            secret_env: Vec::new(),
-        }
+        DockerCmd { args: argv, secret_env: Vec::new() }
     }
 
     /// `docker run --rm` of the small helper image with `volumes` mounted read-only at
     /// `/v/0`, `/v/1`... in that order, no network, running `command`.
     pub fn helper_read_only(&self, volumes: &[&str], command: &[&str]) -> DockerCmd {
-        let mut args: Vec<String> = [
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--label",
-            "xtask.helper=1",
-        ]
-        .map(String::from)
-        .to_vec();
+        let mut args: Vec<String> =
+            ["run", "--rm", "--network", "none", "--label", "xtask.helper=1"].map(String::from).to_vec();
         for (i, v) in volumes.iter().enumerate() {
             args.push("--mount".into());
             args.push(format!("type=volume,source={v},target=/v/{i},readonly"));
         }
         args.push(helper_image());
         args.extend(command.iter().map(|c| c.to_string()));
-        DockerCmd {
-            args,
-            secret_env: Vec::new(),
-        }
+        DockerCmd { args, secret_env: Vec::new() }
     }
 
     #[allow(clippy::disallowed_methods)] // this module is the one place allowed to spawn docker
@@ -190,9 +155,7 @@ impl Docker {
     }
 
     fn output(&self, cmd: &DockerCmd) -> Result<std::process::Output> {
-        self.command(cmd)
-            .output()
-            .with_context(|| format!("run `{cmd}`"))
+        self.command(cmd).output().with_context(|| format!("run `{cmd}`"))
     }
 
     /// Runs a command that only reads (always, also under `--dry-run`) and returns its stdout.
@@ -201,8 +164,7 @@ impl Docker {
         if !out.status.success() {
             return Err(failure(cmd, out.status, &out.stderr));
         }
-        String::from_utf8(out.stdout)
-            .with_context(|| format!("`{cmd}` printed something that is not UTF-8"))
+        String::from_utf8(out.stdout).with_context(|| format!("`{cmd}` printed something that is not UTF-8"))
     }
 
     /// Runs a command that changes something; under `--dry-run` prints it instead.
@@ -290,10 +252,7 @@ impl Docker {
 
 /// The small image the tool runs to read or write volumes: `$XTASK_HELPER_IMAGE`, else busybox.
 pub fn helper_image() -> String {
-    std::env::var("XTASK_HELPER_IMAGE")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "busybox:1.36".to_string())
+    std::env::var("XTASK_HELPER_IMAGE").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "busybox:1.36".to_string())
 }
 
 /// The error for a failed child: the command, its exit status and what it wrote to stderr.
@@ -304,9 +263,7 @@ fn failure(cmd: &DockerCmd, status: std::process::ExitStatus, stderr: &[u8]) -> 
             err = err.replace(v.as_str(), "***");
         }
     }
-    let hint = if err.contains("Cannot connect to the Docker daemon")
-        || err.contains("Is the docker daemon running")
-    {
+    let hint = if err.contains("Cannot connect to the Docker daemon") || err.contains("Is the docker daemon running") {
         "\n  the Docker daemon is not reachable: start it and run this again"
     } else {
         ""
@@ -320,11 +277,7 @@ mod tests {
     use crate::compose::Env;
 
     fn docker() -> Docker {
-        Docker {
-            bin: "docker".into(),
-            dry_run: true,
-            echo: false,
-        }
+        Docker { bin: "docker".into(), dry_run: true, echo: false }
     }
 
     #[test]
@@ -360,22 +313,15 @@ mod tests {
 
     #[test]
     fn display_quotes_and_hides_secrets() {
-        let c = docker()
-            .cmd(["run", "-e", "PGPASSWORD", "it's here", "{{.Name}}"])
-            .secret_env("PGPASSWORD", "hunter2");
+        let c = docker().cmd(["run", "-e", "PGPASSWORD", "it's here", "{{.Name}}"]).secret_env("PGPASSWORD", "hunter2");
         let shown = c.to_string();
-        assert_eq!(
-            shown,
-            r"PGPASSWORD=*** docker run -e PGPASSWORD 'it'\''s here' '{{.Name}}'"
-        );
+        assert_eq!(shown, r"PGPASSWORD=*** docker run -e PGPASSWORD 'it'\''s here' '{{.Name}}'");
         assert!(!shown.contains("hunter2"));
     }
 
     #[test]
     fn failure_carries_stderr_without_secrets() {
-        let c = docker()
-            .cmd(["exec", "db"])
-            .secret_env("PGPASSWORD", "hunter2");
+        let c = docker().cmd(["exec", "db"]).secret_env("PGPASSWORD", "hunter2");
         let status = std::process::ExitStatus::default();
         let e = failure(&c, status, b"auth failed for password hunter2\n").to_string();
         assert!(e.contains("auth failed for password ***"), "{e}");

@@ -2,11 +2,14 @@
 //! This file only parses the command line and dispatches; each task family has its module.
 
 mod archive;
+mod backup;
 mod compose;
 mod context;
 mod docker;
+mod lock;
 mod plan;
 mod roles;
+mod services;
 mod stack;
 mod status;
 mod ui;
@@ -81,6 +84,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Back up the database (as a dump) and the critical and important volumes into one archive
+    Backup(BackupArgs),
+    /// Back up only the PostgreSQL databases, e.g. before a migration
+    BackupDb(BackupDbArgs),
     /// Start the stack (or the given services) and wait until healthy
     Up {
         /// Services to start [default: all]
@@ -88,6 +95,65 @@ enum Command {
     },
     /// Remove the stack's containers and networks; volumes are kept
     Down,
+}
+
+/// Where and how archives are written.
+#[derive(Args)]
+struct ArchiveArgs {
+    /// Directory for archives [default: backups/ in the workspace]
+    #[arg(long, value_name = "DIR", env = "XTASK_BACKUP_DIR")]
+    output_dir: Option<PathBuf>,
+    /// Label recorded in the archive and added to its file name, e.g. pre-migration
+    #[arg(long)]
+    tag: Option<String>,
+    /// Dump only this database; repeatable [default: every database of the cluster]
+    #[arg(long = "database", value_name = "NAME")]
+    databases: Vec<String>,
+    /// gzip level, 1 (fastest) to 9 (smallest)
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=9))]
+    level: u32,
+    /// Print a JSON summary (path, bytes, duration, entries, skipped volumes) on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct BackupArgs {
+    #[command(flatten)]
+    archive: ArchiveArgs,
+    /// Back up this volume (name or compose key) whatever its priority; repeatable
+    #[arg(long = "volume", value_name = "NAME")]
+    volumes: Vec<String>,
+    /// Back up every volume of the stack, regenerable and optional ones too
+    #[arg(long, conflicts_with = "volumes")]
+    all: bool,
+    /// Leave this volume out; repeatable
+    #[arg(long, value_name = "NAME")]
+    exclude: Vec<String>,
+    /// Stop the services using the copied volumes for a file-consistent copy (started again after)
+    #[arg(long)]
+    stop: bool,
+}
+
+#[derive(Args)]
+struct BackupDbArgs {
+    #[command(flatten)]
+    archive: ArchiveArgs,
+}
+
+fn backup_options(a: ArchiveArgs, kind: backup::Kind, env: Option<&str>) -> backup::Options {
+    backup::Options {
+        kind,
+        output_dir: a.output_dir.unwrap_or_else(status::backup_dir),
+        volumes: Vec::new(),
+        all: false,
+        exclude: Vec::new(),
+        databases: a.databases,
+        tag: a.tag,
+        stop: false,
+        level: a.level,
+        environment: env.map(str::to_string),
+    }
 }
 
 fn main() -> ExitCode {
@@ -106,14 +172,10 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let g = cli.global;
+    let env_name = g.env.map(|e| e.to_possible_value().expect("no skipped variants").get_name().to_string());
     let selection = compose::Selection {
         files: g.files,
-        env_overlay: g.env.map(|e| {
-            e.to_possible_value()
-                .expect("no skipped variants")
-                .get_name()
-                .to_string()
-        }),
+        env_overlay: env_name.clone(),
         project_name: g.project_name,
         project_dir: g.project_directory,
         profiles: g.profiles,
@@ -122,6 +184,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Volumes { json } => volumes::run(&ctx, json),
         Command::Status { json } => status::run(&ctx, json),
+        Command::Backup(b) => {
+            let json = b.archive.json;
+            let opts = backup::Options {
+                volumes: b.volumes,
+                all: b.all,
+                exclude: b.exclude,
+                stop: b.stop,
+                ..backup_options(b.archive, backup::Kind::Full, env_name.as_deref())
+            };
+            backup::run(&ctx, &opts, json)
+        }
+        Command::BackupDb(b) => {
+            let json = b.archive.json;
+            backup::run(&ctx, &backup_options(b.archive, backup::Kind::Db, env_name.as_deref()), json)
+        }
         Command::Up { services } => stack::up(&ctx, &services),
         Command::Down => stack::down(&ctx),
     }

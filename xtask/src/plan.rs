@@ -21,10 +21,7 @@ pub struct Plan {
 
 impl Plan {
     pub fn step(mut self, what: impl Into<String>, cmd: DockerCmd) -> Self {
-        self.steps.push(Step {
-            what: what.into(),
-            cmd,
-        });
+        self.steps.push(Step { what: what.into(), cmd });
         self
     }
 

@@ -33,21 +33,10 @@ pub enum Priority {
     Optional,
 }
 
-pub const ROLES: [Role; 7] = [
-    Role::Database,
-    Role::Cache,
-    Role::Uploads,
-    Role::Static,
-    Role::Dependencies,
-    Role::Logs,
-    Role::Data,
-];
-pub const PRIORITIES: [Priority; 4] = [
-    Priority::Critical,
-    Priority::Important,
-    Priority::Regenerable,
-    Priority::Optional,
-];
+pub const ROLES: [Role; 7] =
+    [Role::Database, Role::Cache, Role::Uploads, Role::Static, Role::Dependencies, Role::Logs, Role::Data];
+pub const PRIORITIES: [Priority; 4] =
+    [Priority::Critical, Priority::Important, Priority::Regenerable, Priority::Optional];
 
 impl Role {
     pub fn as_str(self) -> &'static str {
@@ -100,32 +89,22 @@ pub struct Classification {
 /// Classifies `vol` from its labels, else from how the project's services mount it.
 pub fn classify(project: &Project, vol: &VolumeDecl) -> Result<Classification> {
     let at = || {
-        let file = vol
-            .origin
-            .as_ref()
-            .map(|p| format!("{}: ", p.display()))
-            .unwrap_or_default();
+        let file = vol.origin.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default();
         format!("{file}key volumes.{}.labels", vol.key)
     };
     let role = match vol.labels.get(ROLE_LABEL) {
         Some(v) => match parse(&ROLES, Role::as_str, v) {
             Some(r) => Some(r),
-            None => bail!(
-                "{}: {ROLE_LABEL} is {v:?}; use one of {}",
-                at(),
-                ROLES.map(Role::as_str).join(", ")
-            ),
+            None => bail!("{}: {ROLE_LABEL} is {v:?}; use one of {}", at(), ROLES.map(Role::as_str).join(", ")),
         },
         None => None,
     };
     let priority = match vol.labels.get(PRIORITY_LABEL) {
         Some(v) => match parse(&PRIORITIES, Priority::as_str, v) {
             Some(p) => Some(p),
-            None => bail!(
-                "{}: {PRIORITY_LABEL} is {v:?}; use one of {}",
-                at(),
-                PRIORITIES.map(Priority::as_str).join(", ")
-            ),
+            None => {
+                bail!("{}: {PRIORITY_LABEL} is {v:?}; use one of {}", at(), PRIORITIES.map(Priority::as_str).join(", "))
+            }
         },
         None => None,
     };
@@ -138,26 +117,15 @@ pub fn classify(project: &Project, vol: &VolumeDecl) -> Result<Classification> {
         Some(p) => (p, false),
         None => (role.default_priority(), true),
     };
-    Ok(Classification {
-        role,
-        role_inferred,
-        priority,
-        priority_inferred,
-    })
+    Ok(Classification { role, role_inferred, priority, priority_inferred })
 }
 
 /// Infers a role from the images that mount the volume and where they mount it.
 pub fn infer_role(key: &str, mounts: &[(&Service, &Mount)]) -> Role {
     let image_base = |s: &Service| {
         let image = s.image.as_deref().unwrap_or_default().to_lowercase();
-        let no_tag = image
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .split([':', '@'])
-            .next()
-            .unwrap_or_default()
-            .to_string();
+        let no_tag =
+            image.rsplit('/').next().unwrap_or_default().split([':', '@']).next().unwrap_or_default().to_string();
         no_tag
     };
     let any = |pred: &dyn Fn(&Service, &Mount) -> bool| mounts.iter().any(|(s, m)| pred(s, m));
@@ -168,23 +136,10 @@ pub fn infer_role(key: &str, mounts: &[(&Service, &Mount)]) -> Role {
         })
     };
     if any(&|s, _| {
-        [
-            "postgres",
-            "postgis",
-            "mysql",
-            "mariadb",
-            "mongo",
-            "timescaledb",
-        ]
-        .iter()
-        .any(|d| image_base(s).contains(d))
+        ["postgres", "postgis", "mysql", "mariadb", "mongo", "timescaledb"].iter().any(|d| image_base(s).contains(d))
     }) {
         Role::Database
-    } else if any(&|s, _| {
-        ["redis", "valkey", "memcached", "keydb"]
-            .iter()
-            .any(|c| image_base(s).contains(c))
-    }) {
+    } else if any(&|s, _| ["redis", "valkey", "memcached", "keydb"].iter().any(|c| image_base(s).contains(c))) {
         Role::Cache
     } else if any(&|_, m| m.target.starts_with("/var/log")) || target_has(&["log", "logs"]) {
         Role::Logs
@@ -207,17 +162,13 @@ mod tests {
     use crate::compose::MountKind;
 
     fn svc(image: &str, target: &str) -> (Service, Mount) {
-        let m = Mount {
-            kind: MountKind::Volume,
-            source: Some("v".into()),
-            target: target.into(),
-            read_only: false,
-        };
+        let m = Mount { kind: MountKind::Volume, source: Some("v".into()), target: target.into(), read_only: false };
         (
             Service {
                 name: "s".into(),
                 image: Some(image.into()),
                 mounts: vec![m.clone()],
+                environment: Default::default(),
             },
             m,
         )
@@ -230,18 +181,9 @@ mod tests {
 
     #[test]
     fn inference_from_images_and_paths() {
-        assert_eq!(
-            infer("postgres:16", "/var/lib/postgresql/data"),
-            Role::Database
-        );
-        assert_eq!(
-            infer("registry.local:5000/library/postgres@sha256:abc", "/data"),
-            Role::Database
-        );
-        assert_eq!(
-            infer("xtask-test/postgres:local", "/var/lib/postgresql/data"),
-            Role::Database
-        );
+        assert_eq!(infer("postgres:16", "/var/lib/postgresql/data"), Role::Database);
+        assert_eq!(infer("registry.local:5000/library/postgres@sha256:abc", "/data"), Role::Database);
+        assert_eq!(infer("xtask-test/postgres:local", "/var/lib/postgresql/data"), Role::Database);
         assert_eq!(infer("redis:7", "/data"), Role::Cache);
         assert_eq!(infer("nginx", "/var/log/nginx"), Role::Logs);
         assert_eq!(infer("node:20", "/app/node_modules"), Role::Dependencies);
@@ -262,11 +204,7 @@ mod tests {
             labels: [(ROLE_LABEL.to_string(), "uploads".to_string())].into(),
             origin: Some("compose.yaml".into()),
         };
-        let project = Project {
-            name: "p".into(),
-            volumes: vec![vol.clone()],
-            services: vec![s],
-        };
+        let project = Project { name: "p".into(), volumes: vec![vol.clone()], services: vec![s] };
         let _ = m;
         let c = classify(&project, &vol).unwrap();
         assert_eq!(

@@ -12,16 +12,9 @@ pub fn up_plan(ctx: &Ctx, services: &[String]) -> Result<Plan> {
     let mut args = vec!["up", "--detach", "--wait", "--remove-orphans"];
     args.extend(services.iter().map(String::as_str));
     let what = if services.is_empty() {
-        format!(
-            "start stack {} and wait for its health checks",
-            ctx.stack.name
-        )
+        format!("start stack {} and wait for its health checks", ctx.stack.name)
     } else {
-        format!(
-            "start {} of stack {} and wait for health",
-            services.join(", "),
-            ctx.stack.name
-        )
+        format!("start {} of stack {} and wait for health", services.join(", "), ctx.stack.name)
     };
     Ok(Plan::default().step(what, docker.compose(&ctx.stack, args)))
 }
@@ -30,10 +23,7 @@ pub fn up_plan(ctx: &Ctx, services: &[String]) -> Result<Plan> {
 pub fn down_plan(ctx: &Ctx) -> Result<Plan> {
     let docker = ctx.docker()?;
     Ok(Plan::default().step(
-        format!(
-            "remove the containers and networks of stack {} (volumes stay)",
-            ctx.stack.name
-        ),
+        format!("remove the containers and networks of stack {} (volumes stay)", ctx.stack.name),
         docker.compose(&ctx.stack, ["down", "--remove-orphans"]),
     ))
 }

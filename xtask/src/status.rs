@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
+use anyhow::Result;
+use serde::Serialize;
 
 use crate::context::Ctx;
 use crate::ui::{human_bytes, table};
@@ -33,31 +33,6 @@ pub struct BackupFile {
     pub size_bytes: u64,
 }
 
-#[derive(Deserialize)]
-struct PsEntry {
-    #[serde(rename = "Service")]
-    service: String,
-    #[serde(rename = "Name")]
-    name: String,
-    #[serde(rename = "State")]
-    state: String,
-    #[serde(rename = "Health", default)]
-    health: String,
-}
-
-/// `docker compose ps --format json` prints one object per line (newer) or one array (older).
-fn parse_ps(out: &str) -> Result<Vec<PsEntry>> {
-    let trimmed = out.trim();
-    if trimmed.starts_with('[') {
-        return serde_json::from_str(trimmed).context("parse `docker compose ps` output");
-    }
-    trimmed
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).context("parse `docker compose ps` output"))
-        .collect()
-}
-
 /// Where archives live: `$XTASK_BACKUP_DIR`, else `backups/` in the workspace.
 pub fn backup_dir() -> PathBuf {
     std::env::var_os("XTASK_BACKUP_DIR")
@@ -80,13 +55,7 @@ pub fn newest_backup(dir: &Path) -> Option<BackupFile> {
         }
         let size_bytes = e.metadata().map(|m| m.len()).unwrap_or(0);
         if best.as_ref().is_none_or(|(s, _)| stamp > s.as_str()) {
-            best = Some((
-                stamp.to_string(),
-                BackupFile {
-                    path: e.path(),
-                    size_bytes,
-                },
-            ));
+            best = Some((stamp.to_string(), BackupFile { path: e.path(), size_bytes }));
         }
     }
     best.map(|(_, b)| b)
@@ -96,19 +65,15 @@ pub fn status(ctx: &Ctx) -> Result<Status> {
     let docker = ctx.docker()?;
     let inventory = volumes::inventory(ctx)?;
     let model = volumes::model(ctx)?;
-    let ps = docker.query(&docker.compose(&ctx.stack, ["ps", "--all", "--format", "json"]))?;
-    let entries = parse_ps(&ps)?;
+    let entries = crate::services::ps(docker, &ctx.stack)?;
     let services = model
         .services
         .iter()
         .map(|s| {
-            let mine: Vec<&PsEntry> = entries.iter().filter(|e| e.service == s.name).collect();
+            let mine: Vec<&crate::services::PsEntry> = entries.iter().filter(|e| e.service == s.name).collect();
             ServiceStatus {
                 service: s.name.clone(),
-                state: mine
-                    .first()
-                    .map(|e| e.state.clone())
-                    .unwrap_or_else(|| "not created".into()),
+                state: mine.first().map(|e| e.state.clone()).unwrap_or_else(|| "not created".into()),
                 health: mine.first().map(|e| e.health.clone()).unwrap_or_default(),
                 containers: mine.iter().map(|e| e.name.clone()).collect(),
             }
@@ -131,20 +96,9 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<()> {
     let rows: Vec<Vec<String>> = st
         .services
         .iter()
-        .map(|s| {
-            vec![
-                s.service.clone(),
-                s.state.clone(),
-                s.health.clone(),
-                s.containers.join(", "),
-            ]
-        })
+        .map(|s| vec![s.service.clone(), s.state.clone(), s.health.clone(), s.containers.join(", ")])
         .collect();
-    print!(
-        "Project {}\n\n{}",
-        st.project,
-        table(&["SERVICE", "STATE", "HEALTH", "CONTAINERS"], &rows)
-    );
+    print!("Project {}\n\n{}", st.project, table(&["SERVICE", "STATE", "HEALTH", "CONTAINERS"], &rows));
     let v = &st.volumes;
     let existing = v.volumes.iter().filter(|x| x.exists == Some(true)).count();
     println!(
@@ -153,11 +107,7 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<()> {
         human_bytes(v.total_size_bytes.unwrap_or(0))
     );
     match &st.newest_backup {
-        Some(b) => println!(
-            "Newest backup: {} ({})",
-            b.path.display(),
-            human_bytes(b.size_bytes)
-        ),
+        Some(b) => println!("Newest backup: {} ({})", b.path.display(), human_bytes(b.size_bytes)),
         None => println!("Newest backup: none in {}", backup_dir().display()),
     }
     Ok(())
@@ -166,25 +116,6 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ps_output_in_both_formats() {
-        let lines = "{\"Service\":\"db\",\"Name\":\"app-db-1\",\"State\":\"running\",\"Health\":\"healthy\"}\n\
-                     {\"Service\":\"web\",\"Name\":\"app-web-1\",\"State\":\"exited\",\"Health\":\"\"}\n";
-        let e = parse_ps(lines).unwrap();
-        assert_eq!(
-            (
-                e[0].service.as_str(),
-                e[0].health.as_str(),
-                e[1].state.as_str()
-            ),
-            ("db", "healthy", "exited")
-        );
-        let array = "[{\"Service\":\"db\",\"Name\":\"x\",\"State\":\"running\"}]";
-        assert_eq!(parse_ps(array).unwrap()[0].health, "");
-        assert!(parse_ps("").unwrap().is_empty());
-        assert!(parse_ps("not json").is_err());
-    }
 
     #[test]
     fn newest_backup_by_timestamp_in_name() {
@@ -201,11 +132,7 @@ mod tests {
         }
         let newest = newest_backup(&dir).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(
-            newest.path.ends_with("db_backup_20250301_000000.tar.gz"),
-            "{:?}",
-            newest.path
-        );
+        assert!(newest.path.ends_with("db_backup_20250301_000000.tar.gz"), "{:?}", newest.path);
         assert!(newest_backup(Path::new("/nonexistent/xtask")).is_none());
     }
 }

@@ -14,6 +14,58 @@ impl Ui {
     }
 }
 
+impl Ui {
+    /// A progress display for one step: a live byte counter with throughput on a terminal,
+    /// the step line and then one summary line otherwise; nothing under `--quiet`.
+    pub fn progress(&self, what: &str) -> Progress {
+        use std::io::IsTerminal;
+        let bar = if !self.quiet && std::io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::new_spinner();
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{spinner} {msg}: {bytes} ({binary_bytes_per_sec})")
+            {
+                bar.set_style(style);
+            }
+            bar.set_message(what.to_string());
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            Some(bar)
+        } else {
+            self.step(what);
+            None
+        };
+        Progress { bar, quiet: self.quiet, started: std::time::Instant::now(), bytes: std::cell::Cell::new(0) }
+    }
+}
+
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    quiet: bool,
+    started: std::time::Instant,
+    bytes: std::cell::Cell<u64>,
+}
+
+impl Progress {
+    pub fn inc(&self, n: u64) {
+        self.bytes.set(self.bytes.get() + n);
+        if let Some(bar) = &self.bar {
+            bar.inc(n);
+        }
+    }
+
+    /// Ends the step with a summary line and its throughput.
+    pub fn finish(&self, summary: &str) {
+        let secs = self.started.elapsed().as_secs_f64();
+        let rate = if secs > 0.0 { self.bytes.get() as f64 / secs } else { 0.0 };
+        let line = format!("    {summary} in {secs:.1} s ({}/s)", human_bytes(rate as u64));
+        match &self.bar {
+            Some(bar) => bar.finish_and_clear(),
+            None if self.quiet => return,
+            None => {}
+        }
+        eprintln!("{line}");
+    }
+}
+
 /// Bytes as a human reads them: 0 B, 1.5 KiB, 20.0 MiB.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -48,22 +48,23 @@ pub struct MountReport {
 /// The stack's model: from `docker compose config` when the engine is reachable, else the files.
 /// The files are always parsed first, so a broken file is reported with its name and key.
 pub fn model(ctx: &Ctx) -> Result<Project> {
+    Ok(model_and_config(ctx)?.0)
+}
+
+/// The model and, online, the `docker compose config --format json` text it came from.
+pub fn model_and_config(ctx: &Ctx) -> Result<(Project, Option<String>)> {
     let offline = ctx.stack.parse_offline()?;
     match ctx.online() {
-        None => Ok(offline),
+        None => Ok((offline, None)),
         Some(docker) => {
             let json = docker
                 .query(&docker.compose(&ctx.stack, ["config", "--format", "json"]))
                 .context("read the stack's model with `docker compose config`")?;
             let mut project = compose::from_engine_config(&ctx.stack.name, &json)?;
             for v in &mut project.volumes {
-                v.origin = offline
-                    .volumes
-                    .iter()
-                    .find(|o| o.key == v.key)
-                    .and_then(|o| o.origin.clone());
+                v.origin = offline.volumes.iter().find(|o| o.key == v.key).and_then(|o| o.origin.clone());
             }
-            Ok(project)
+            Ok((project, Some(json)))
         }
     }
 }
@@ -85,72 +86,54 @@ struct Inspect {
 }
 
 fn engine_facts(docker: &Docker, names: &[&str]) -> Result<BTreeMap<String, EngineVolume>> {
-    let listed = docker
-        .query(&docker.cmd(["volume", "ls", "--quiet"]))
-        .context("list the engine's volumes")?;
+    let listed = docker.query(&docker.cmd(["volume", "ls", "--quiet"])).context("list the engine's volumes")?;
     let listed: BTreeSet<&str> = listed.lines().collect();
-    let existing: Vec<&str> = names
-        .iter()
-        .copied()
-        .filter(|n| listed.contains(n))
-        .collect();
+    let existing: Vec<&str> = names.iter().copied().filter(|n| listed.contains(n)).collect();
     let mut facts = BTreeMap::new();
     if existing.is_empty() {
         return Ok(facts);
     }
     let mut args = vec!["volume", "inspect"];
     args.extend(&existing);
-    let inspected: Vec<Inspect> = serde_json::from_str(
-        &docker
-            .query(&docker.cmd(args))
-            .context("inspect the volumes")?,
-    )
-    .context("parse `docker volume inspect` output")?;
+    let inspected: Vec<Inspect> =
+        serde_json::from_str(&docker.query(&docker.cmd(args)).context("inspect the volumes")?)
+            .context("parse `docker volume inspect` output")?;
     for i in inspected {
-        facts.insert(
-            i.name,
-            EngineVolume {
-                driver: i.driver,
-                ..EngineVolume::default()
-            },
-        );
+        facts.insert(i.name, EngineVolume { driver: i.driver, ..EngineVolume::default() });
     }
-    // One helper container measures every volume: `du -sk /v/0 /v/1 ...` (read-only mounts).
-    let targets: Vec<String> = (0..existing.len()).map(|i| format!("/v/{i}")).collect();
-    let mut command = vec!["du", "-s", "-k"];
-    command.extend(targets.iter().map(String::as_str));
-    let du = docker
-        .query(&docker.helper_read_only(&existing, &command))
-        .context("measure the volumes' sizes with a helper container (set XTASK_HELPER_IMAGE to another small image if this one cannot be pulled)")?;
-    for line in du.lines() {
-        let mut parts = line.split_whitespace();
-        let (Some(kib), Some(path)) = (parts.next(), parts.next()) else {
-            continue;
-        };
-        let Some(idx) = path
-            .strip_prefix("/v/")
-            .and_then(|i| i.parse::<usize>().ok())
-        else {
-            continue;
-        };
-        if let (Ok(kib), Some(name)) = (kib.parse::<u64>(), existing.get(idx)) {
-            facts.entry(name.to_string()).or_default().size = Some(kib * 1024);
-        }
+    for (name, size) in sizes(docker, &existing)? {
+        facts.entry(name).or_default().size = Some(size);
     }
     for name in &existing {
         let filter = format!("volume={name}");
-        let out = docker.query(&docker.cmd([
-            "ps",
-            "--all",
-            "--filter",
-            &filter,
-            "--format",
-            "{{.Names}}",
-        ]))?;
-        facts.entry(name.to_string()).or_default().containers =
-            out.lines().map(str::to_string).collect();
+        let out = docker.query(&docker.cmd(["ps", "--all", "--filter", &filter, "--format", "{{.Names}}"]))?;
+        facts.entry(name.to_string()).or_default().containers = out.lines().map(str::to_string).collect();
     }
     Ok(facts)
+}
+
+/// Sizes on disk of existing volumes, measured by one read-only helper container running
+/// `du -sk /v/0 /v/1 ...`. Callers pass only volumes that exist (a mount would create one).
+pub fn sizes(docker: &Docker, existing: &[&str]) -> Result<BTreeMap<String, u64>> {
+    let mut out = BTreeMap::new();
+    if existing.is_empty() {
+        return Ok(out);
+    }
+    let targets: Vec<String> = (0..existing.len()).map(|i| format!("/v/{i}")).collect();
+    let mut command = vec!["du", "-s", "-k"];
+    command.extend(targets.iter().map(String::as_str));
+    let du = docker.query(&docker.helper_read_only(existing, &command)).context(
+        "measure the volumes' sizes with a helper container (set XTASK_HELPER_IMAGE to another small image if this one cannot be pulled)",
+    )?;
+    for line in du.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(kib), Some(path)) = (parts.next(), parts.next()) else { continue };
+        let Some(idx) = path.strip_prefix("/v/").and_then(|i| i.parse::<usize>().ok()) else { continue };
+        if let (Ok(kib), Some(name)) = (kib.parse::<u64>(), existing.get(idx)) {
+            out.insert(name.to_string(), kib * 1024);
+        }
+    }
+    Ok(out)
 }
 
 /// Builds the inventory; engine facts are filled only when online.
@@ -165,10 +148,7 @@ pub fn inventory(ctx: &Ctx) -> Result<Inventory> {
     for v in &project.volumes {
         let c = roles::classify(&project, v)?;
         let fact = facts.as_ref().and_then(|f| f.get(&v.name));
-        let declared_driver = v
-            .driver
-            .clone()
-            .or_else(|| (!v.external).then(|| "local".to_string()));
+        let declared_driver = v.driver.clone().or_else(|| (!v.external).then(|| "local".to_string()));
         volumes.push(VolumeReport {
             key: v.key.clone(),
             name: v.name.clone(),
@@ -182,25 +162,13 @@ pub fn inventory(ctx: &Ctx) -> Result<Inventory> {
             size_bytes: fact.and_then(|f| f.size),
             mounts: project
                 .mounts_of(&v.key)
-                .map(|(s, m)| MountReport {
-                    service: s.name.clone(),
-                    target: m.target.clone(),
-                    read_only: m.read_only,
-                })
+                .map(|(s, m)| MountReport { service: s.name.clone(), target: m.target.clone(), read_only: m.read_only })
                 .collect(),
-            containers: facts
-                .as_ref()
-                .map(|_| fact.map(|f| f.containers.clone()).unwrap_or_default()),
+            containers: facts.as_ref().map(|_| fact.map(|f| f.containers.clone()).unwrap_or_default()),
         });
     }
-    let total_size_bytes = facts
-        .as_ref()
-        .map(|_| volumes.iter().filter_map(|v| v.size_bytes).sum());
-    Ok(Inventory {
-        project: project.name,
-        volumes,
-        total_size_bytes,
-    })
+    let total_size_bytes = facts.as_ref().map(|_| volumes.iter().filter_map(|v| v.size_bytes).sum());
+    Ok(Inventory { project: project.name, volumes, total_size_bytes })
 }
 
 /// The human table.
@@ -213,14 +181,7 @@ pub fn render(inv: &Inventory) -> String {
             let users: Vec<String> = v
                 .mounts
                 .iter()
-                .map(|m| {
-                    format!(
-                        "{}:{}{}",
-                        m.service,
-                        m.target,
-                        if m.read_only { " (ro)" } else { "" }
-                    )
-                })
+                .map(|m| format!("{}:{}{}", m.service, m.target, if m.read_only { " (ro)" } else { "" }))
                 .collect();
             vec![
                 format!("{}{}", v.name, if v.external { " (external)" } else { "" }),
@@ -234,48 +195,27 @@ pub fn render(inv: &Inventory) -> String {
                 },
                 v.size_bytes.map(human_bytes).unwrap_or_else(|| "-".into()),
                 users.join(", "),
-                v.containers
-                    .as_ref()
-                    .map(|c| c.join(", "))
-                    .unwrap_or_else(|| "?".into()),
+                v.containers.as_ref().map(|c| c.join(", ")).unwrap_or_else(|| "?".into()),
             ]
         })
         .collect();
     let mut out = format!("Project {}: {} volumes\n\n", inv.project, inv.volumes.len());
     out.push_str(&table(
-        &[
-            "VOLUME",
-            "ROLE",
-            "PRIORITY",
-            "DRIVER",
-            "EXISTS",
-            "SIZE",
-            "MOUNTED BY",
-            "CONTAINERS",
-        ],
+        &["VOLUME", "ROLE", "PRIORITY", "DRIVER", "EXISTS", "SIZE", "MOUNTED BY", "CONTAINERS"],
         &rows,
     ));
-    let existing = inv
-        .volumes
-        .iter()
-        .filter(|v| v.exists == Some(true))
-        .count();
+    let existing = inv.volumes.iter().filter(|v| v.exists == Some(true)).count();
     match inv.total_size_bytes {
         Some(total) => out.push_str(&format!(
             "\nTotal: {} volumes, {existing} exist, {} on disk\n",
             inv.volumes.len(),
             human_bytes(total)
         )),
-        None => out.push_str(&format!(
-            "\nTotal: {} volumes (offline: existence and sizes unknown)\n",
-            inv.volumes.len()
-        )),
+        None => {
+            out.push_str(&format!("\nTotal: {} volumes (offline: existence and sizes unknown)\n", inv.volumes.len()))
+        }
     }
-    if inv
-        .volumes
-        .iter()
-        .any(|v| v.role_inferred || v.priority_inferred)
-    {
+    if inv.volumes.iter().any(|v| v.role_inferred || v.priority_inferred) {
         out.push_str("* inferred (no xtask.role / xtask.priority label on the volume; see docs/volume-labels.md)\n");
     }
     out

@@ -166,7 +166,9 @@ impl ArchiveWriter {
         header.set_entry_type(tar::EntryType::Regular);
         header.set_size(size);
         header.set_mode(0o600);
-        header.set_mtime(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0));
+        header.set_mtime(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        );
         let mut reader = HashingReader { inner: data, hasher: Sha256::new(), bytes: 0 };
         self.builder()?.append_data(&mut header, path, &mut reader).with_context(|| format!("write entry {path}"))?;
         if reader.bytes != size {
@@ -256,7 +258,9 @@ impl ArchiveWriter {
         header.set_entry_type(tar::EntryType::Regular);
         header.set_size(sums.len() as u64);
         header.set_mode(0o600);
-        header.set_mtime(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0));
+        header.set_mtime(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        );
         let mut builder = self.builder.take().context("archive already committed")?;
         builder.append_data(&mut header, CHECKSUMS, &sums[..]).context("write SHA256SUMS")?;
         let gz = builder.into_inner().context("finish the tar stream")?;
@@ -473,7 +477,9 @@ fn verify_into(path: &Path, report: &mut Report) -> Result<()> {
                 let is_dump = name.starts_with(b"postgres/") && name.ends_with(b".sql");
                 let mut stats = dumpstats::DumpStats::default();
                 loop {
-                    let n = entry.read(&mut buf).with_context(|| format!("entry {shown:?}: the archive is truncated or corrupt"))?;
+                    let n = entry
+                        .read(&mut buf)
+                        .with_context(|| format!("entry {shown:?}: the archive is truncated or corrupt"))?;
                     if n == 0 {
                         break;
                     }
@@ -505,12 +511,16 @@ fn verify_into(path: &Path, report: &mut Report) -> Result<()> {
         let shown = String::from_utf8_lossy(name);
         match recorded.get(name) {
             None => report.problems.push(format!("entry {shown:?} has no checksum in {CHECKSUMS}")),
-            Some(d) if d != digest => report.problems.push(format!("entry {shown:?}: checksum mismatch (content altered)")),
+            Some(d) if d != digest => {
+                report.problems.push(format!("entry {shown:?}: checksum mismatch (content altered)"))
+            }
             Some(_) => {}
         }
     }
     for name in recorded.keys().filter(|n| !sums_seen.contains_key(*n)) {
-        report.problems.push(format!("{CHECKSUMS} lists {:?}, which is not in the archive", String::from_utf8_lossy(name)));
+        report
+            .problems
+            .push(format!("{CHECKSUMS} lists {:?}, which is not in the archive", String::from_utf8_lossy(name)));
     }
     let meta = report.metadata.clone().context("metadata missing")?;
     if let Some(pg) = &meta.postgres {

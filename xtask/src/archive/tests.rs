@@ -109,7 +109,10 @@ fn written_archive_verifies_and_keeps_entry_details() {
         let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
         if name == "volumes/vol/ünï code/file one" {
             let h = e.header();
-            assert_eq!((h.mode().unwrap(), h.uid().unwrap(), h.gid().unwrap(), h.mtime().unwrap()), (0o640, 1234, 5678, 1_600_000_000));
+            assert_eq!(
+                (h.mode().unwrap(), h.uid().unwrap(), h.gid().unwrap(), h.mtime().unwrap()),
+                (0o640, 1234, 5678, 1_600_000_000)
+            );
         }
         if name == "volumes/vol/hard" {
             assert_eq!(e.link_name().unwrap().unwrap().to_str().unwrap(), "volumes/vol/ünï code/file one");
@@ -168,7 +171,8 @@ fn truncated_and_flipped_archives_fail() {
 
 /// Builds an archive entry by entry with raw names (so `..` and absolute paths can be written).
 fn raw_archive(path: &Path, meta_json: &[u8], entries: &[(&[u8], tar::EntryType, &[u8], Option<&[u8]>)], sums: bool) {
-    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(File::create(path).unwrap(), flate2::Compression::fast()));
+    let mut b =
+        tar::Builder::new(flate2::write::GzEncoder::new(File::create(path).unwrap(), flate2::Compression::fast()));
     fn add<W: Write>(b: &mut tar::Builder<W>, name: &[u8], kind: tar::EntryType, data: &[u8], link: Option<&[u8]>) {
         let mut h = tar::Header::new_old();
         h.as_old_mut().name[..name.len()].copy_from_slice(name);
@@ -206,7 +210,10 @@ fn unsafe_or_incomplete_archives_fail_with_the_entry_named() {
         ("absolute", vec![(b"/etc/passwd", f, b"x", None)], true, "absolute"),
         (
             "symlink",
-            vec![(b"volumes/vol/esc", tar::EntryType::Symlink, b"", Some(b"/etc")), (b"volumes/vol/esc/passwd", f, b"x", None)],
+            vec![
+                (b"volumes/vol/esc", tar::EntryType::Symlink, b"", Some(b"/etc")),
+                (b"volumes/vol/esc/passwd", f, b"x", None),
+            ],
             true,
             "symlink",
         ),

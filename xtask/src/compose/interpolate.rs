@@ -20,19 +20,15 @@ impl std::fmt::Display for InterpolationError {
             InterpolationError::Required { var, message } => {
                 write!(f, "required variable {var} is missing a value: {message}")
             }
-            InterpolationError::Syntax(s) => write!(
-                f,
-                "invalid interpolation format in \"{s}\": use $$ for a literal $"
-            ),
+            InterpolationError::Syntax(s) => {
+                write!(f, "invalid interpolation format in \"{s}\": use $$ for a literal $")
+            }
         }
     }
 }
 
 /// Replaces every variable reference in `input`, looking names up with `lookup`.
-pub fn interpolate(
-    input: &str,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, InterpolationError> {
+pub fn interpolate(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, InterpolationError> {
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
     while let Some(pos) = rest.find('$') {
@@ -66,9 +62,7 @@ fn name_len(s: &str) -> usize {
         Some((_, c)) if c == '_' || c.is_ascii_alphabetic() => {}
         _ => return 0,
     }
-    chars
-        .find(|&(_, c)| !(c == '_' || c.is_ascii_alphanumeric()))
-        .map_or(s.len(), |(i, _)| i)
+    chars.find(|&(_, c)| !(c == '_' || c.is_ascii_alphanumeric())).map_or(s.len(), |(i, _)| i)
 }
 
 /// Index of the `}` closing a `${` whose body starts at `s`, honouring nested `${...}`.
@@ -92,11 +86,7 @@ fn matching_brace(s: &str) -> Option<usize> {
 }
 
 /// Expands the inside of one `${...}`.
-fn expand(
-    body: &str,
-    whole: &str,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, InterpolationError> {
+fn expand(body: &str, whole: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, InterpolationError> {
     let len = name_len(body);
     if len == 0 {
         return Err(InterpolationError::Syntax(whole.to_string()));
@@ -124,10 +114,7 @@ fn expand(
         "-" => arg(),
         ":?" if non_empty => Ok(value.unwrap_or_default()),
         "?" if set => Ok(value.unwrap_or_default()),
-        ":?" | "?" => Err(InterpolationError::Required {
-            var: name.to_string(),
-            message: arg()?,
-        }),
+        ":?" | "?" => Err(InterpolationError::Required { var: name.to_string(), message: arg()? }),
         ":+" if non_empty => arg(),
         "+" if set => arg(),
         ":+" | "+" => Ok(String::new()),
@@ -188,10 +175,7 @@ mod tests {
     fn required_variables() {
         assert_eq!(
             run("${UNSET:?set UNSET please}").unwrap_err(),
-            InterpolationError::Required {
-                var: "UNSET".into(),
-                message: "set UNSET please".into()
-            }
+            InterpolationError::Required { var: "UNSET".into(), message: "set UNSET please".into() }
         );
         assert!(run("${EMPTY:?x}").is_err());
         assert_eq!(run("${EMPTY?x}").unwrap(), "");
@@ -201,14 +185,8 @@ mod tests {
     #[test]
     fn malformed_syntax_is_an_error() {
         assert!(matches!(run("${SET"), Err(InterpolationError::Syntax(_))));
-        assert!(matches!(
-            run("cost: 5$"),
-            Err(InterpolationError::Syntax(_))
-        ));
+        assert!(matches!(run("cost: 5$"), Err(InterpolationError::Syntax(_))));
         assert!(matches!(run("${}"), Err(InterpolationError::Syntax(_))));
-        assert!(matches!(
-            run("${SET!x}"),
-            Err(InterpolationError::Syntax(_))
-        ));
+        assert!(matches!(run("${SET!x}"), Err(InterpolationError::Syntax(_))));
     }
 }

@@ -21,10 +21,8 @@ impl Env {
     pub fn load(dotenv: &Path, process: &BTreeMap<String, String>) -> Result<Env> {
         let mut vars = BTreeMap::new();
         if dotenv.is_file() {
-            let text = std::fs::read_to_string(dotenv)
-                .with_context(|| format!("read {}", dotenv.display()))?;
-            parse_dotenv(&text, process, &mut vars)
-                .with_context(|| format!("parse {}", dotenv.display()))?;
+            let text = std::fs::read_to_string(dotenv).with_context(|| format!("read {}", dotenv.display()))?;
+            parse_dotenv(&text, process, &mut vars).with_context(|| format!("parse {}", dotenv.display()))?;
         }
         vars.extend(process.iter().map(|(k, v)| (k.clone(), v.clone())));
         Ok(Env { vars })
@@ -37,11 +35,7 @@ impl Env {
 
 /// `KEY=VALUE` lines; `export` prefixes, comments, single quotes (literal) and double quotes
 /// (escapes and interpolation), like Compose's dotenv reader.
-fn parse_dotenv(
-    text: &str,
-    process: &BTreeMap<String, String>,
-    out: &mut BTreeMap<String, String>,
-) -> Result<()> {
+fn parse_dotenv(text: &str, process: &BTreeMap<String, String>, out: &mut BTreeMap<String, String>) -> Result<()> {
     for (n, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -54,8 +48,7 @@ fn parse_dotenv(
         let key = key.trim().to_string();
         let value = value.trim();
         let lookup = |k: &str| process.get(k).or_else(|| out.get(k)).cloned();
-        let value = if let Some(inner) = value.strip_prefix('\'').and_then(|v| v.strip_suffix('\''))
-        {
+        let value = if let Some(inner) = value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
             inner.to_string()
         } else if let Some(inner) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
             let unescaped = inner.replace("\\n", "\n").replace("\\\"", "\"");
@@ -105,10 +98,7 @@ fn record_origins(doc: &Mapping, file: &Path, origins: &mut BTreeMap<String, Pat
 /// Parses one file: YAML (anchors, `<<` merge keys), interpolation, then `extends` and `include`.
 fn load_one(file: &Path, env: &Env, depth: usize) -> Result<Mapping> {
     if depth > 16 {
-        bail!(
-            "{}: include or extends nested more than 16 levels deep (a cycle?)",
-            file.display()
-        );
+        bail!("{}: include or extends nested more than 16 levels deep (a cycle?)", file.display());
     }
     let mut doc = read_interpolated(file, env)?;
     resolve_extends(&mut doc, file, env, depth)?;
@@ -120,35 +110,20 @@ fn load_one(file: &Path, env: &Env, depth: usize) -> Result<Mapping> {
 
 /// Reads and parses a file, applies merge keys and interpolates every string value.
 pub fn read_interpolated(file: &Path, env: &Env) -> Result<Mapping> {
-    let text = std::fs::read_to_string(file).with_context(|| {
-        format!(
-            "read compose file {} (pass the right one with -f)",
-            file.display()
-        )
-    })?;
-    let mut value: Value =
-        serde_yaml::from_str(&text).with_context(|| format!("{}: invalid YAML", file.display()))?;
-    value
-        .apply_merge()
-        .with_context(|| format!("{}: invalid YAML merge key (<<)", file.display()))?;
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("read compose file {} (pass the right one with -f)", file.display()))?;
+    let mut value: Value = serde_yaml::from_str(&text).with_context(|| format!("{}: invalid YAML", file.display()))?;
+    value.apply_merge().with_context(|| format!("{}: invalid YAML merge key (<<)", file.display()))?;
     let mut path = Vec::new();
     interpolate_tree(&mut value, &mut path, file, env)?;
     match value {
         Value::Mapping(m) => Ok(m),
         Value::Null => Ok(Mapping::new()),
-        _ => bail!(
-            "{}: a compose file must be a mapping at the top level",
-            file.display()
-        ),
+        _ => bail!("{}: a compose file must be a mapping at the top level", file.display()),
     }
 }
 
-fn interpolate_tree(
-    value: &mut Value,
-    path: &mut Vec<String>,
-    file: &Path,
-    env: &Env,
-) -> Result<()> {
+fn interpolate_tree(value: &mut Value, path: &mut Vec<String>, file: &Path, env: &Env) -> Result<()> {
     match value {
         Value::String(s) => {
             let lookup = |k: &str| env.get(k).map(str::to_string);
@@ -178,10 +153,7 @@ fn interpolate_tree(
 pub fn key_str(k: &Value) -> String {
     match k {
         Value::String(s) => s.clone(),
-        other => serde_yaml::to_string(other)
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
+        other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
     }
 }
 
@@ -210,18 +182,11 @@ fn resolve_service(
 ) -> Result<Value> {
     let here = format!("{}#{name}", file.display());
     if seen.contains(&here) {
-        bail!(
-            "{}: services.{name}.extends: circular extends ({})",
-            file.display(),
-            seen.join(" -> ")
-        );
+        bail!("{}: services.{name}.extends: circular extends ({})", file.display(), seen.join(" -> "));
     }
     seen.push(here);
     let Some(svc) = services.get(name) else {
-        bail!(
-            "{}: service \"{name}\" not found (named by an extends)",
-            file.display()
-        );
+        bail!("{}: service \"{name}\" not found (named by an extends)", file.display());
     };
     let mut svc = svc.clone();
     let ext = match &mut svc {
@@ -234,22 +199,11 @@ fn resolve_service(
         Value::String(s) => (s.clone(), None),
         Value::Mapping(m) => {
             let Some(service) = m.get("service").and_then(Value::as_str) else {
-                bail!(
-                    "{}: services.{name}.extends needs a `service` key",
-                    file.display()
-                );
+                bail!("{}: services.{name}.extends needs a `service` key", file.display());
             };
-            (
-                service.to_string(),
-                m.get("file")
-                    .and_then(Value::as_str)
-                    .map(|f| relative_to(file, f)),
-            )
+            (service.to_string(), m.get("file").and_then(Value::as_str).map(|f| relative_to(file, f)))
         }
-        _ => bail!(
-            "{}: services.{name}.extends must be a service name or a mapping",
-            file.display()
-        ),
+        _ => bail!("{}: services.{name}.extends must be a service name or a mapping", file.display()),
     };
     let base = match base_file {
         Some(other) => {
@@ -259,11 +213,7 @@ fn resolve_service(
             let other_doc = read_interpolated(&other, env)
                 .with_context(|| format!("{}: services.{name}.extends.file", file.display()))?;
             let Some(Value::Mapping(other_services)) = other_doc.get("services") else {
-                bail!(
-                    "{}: services.{name}.extends: {} has no services",
-                    file.display(),
-                    other.display()
-                );
+                bail!("{}: services.{name}.extends: {} has no services", file.display(), other.display());
             };
             resolve_service(&base_name, other_services, &other, env, depth + 1, seen)?
         }
@@ -274,13 +224,7 @@ fn resolve_service(
 }
 
 /// Merges the models of `include` entries into `doc`; a resource defined on both sides is an error.
-fn merge_includes(
-    doc: &mut Mapping,
-    includes: &Value,
-    file: &Path,
-    env: &Env,
-    depth: usize,
-) -> Result<()> {
+fn merge_includes(doc: &mut Mapping, includes: &Value, file: &Path, env: &Env, depth: usize) -> Result<()> {
     let Value::Sequence(entries) = includes else {
         bail!("{}: key include: must be a list", file.display());
     };
@@ -289,23 +233,16 @@ fn merge_includes(
             Value::String(s) => vec![s.clone()],
             Value::Mapping(m) => match m.get("path") {
                 Some(Value::String(s)) => vec![s.clone()],
-                Some(Value::Sequence(seq)) => seq
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect(),
+                Some(Value::Sequence(seq)) => seq.iter().filter_map(Value::as_str).map(str::to_string).collect(),
                 _ => bail!("{}: key include[{i}]: needs a `path`", file.display()),
             },
-            _ => bail!(
-                "{}: key include[{i}]: must be a path or a mapping",
-                file.display()
-            ),
+            _ => bail!("{}: key include[{i}]: must be a path or a mapping", file.display()),
         };
         let mut included = Value::Mapping(Mapping::new());
         for p in paths {
             let path = relative_to(file, &p);
-            let sub = load_one(&path, env, depth + 1)
-                .with_context(|| format!("{}: key include[{i}]", file.display()))?;
+            let sub =
+                load_one(&path, env, depth + 1).with_context(|| format!("{}: key include[{i}]", file.display()))?;
             included = merge(included, Value::Mapping(sub), &mut Vec::new());
         }
         let Value::Mapping(mut included) = included else {
@@ -316,9 +253,7 @@ fn merge_includes(
             let Some(Value::Mapping(theirs)) = included.remove(section) else {
                 continue;
             };
-            let ours = doc
-                .entry(Value::from(section))
-                .or_insert_with(|| Value::Mapping(Mapping::new()));
+            let ours = doc.entry(Value::from(section)).or_insert_with(|| Value::Mapping(Mapping::new()));
             let Value::Mapping(ours) = ours else { continue };
             for (k, v) in theirs {
                 if ours.contains_key(&k) {
@@ -353,9 +288,7 @@ fn tag_is(v: &Value, name: &str) -> bool {
 /// lists are replaced and other lists appended.
 pub fn merge(base: Value, over: Value, path: &mut Vec<String>) -> Value {
     if tag_is(&over, "override") {
-        let Value::Tagged(t) = over else {
-            unreachable!()
-        };
+        let Value::Tagged(t) = over else { unreachable!() };
         return t.value;
     }
     let last = path.last().map(String::as_str).unwrap_or("");
@@ -423,10 +356,7 @@ fn merge_by_target(base: Vec<Value>, over: Vec<Value>) -> Value {
     let mut all = base;
     for item in over {
         let target = super::mount_target(&item);
-        match all
-            .iter()
-            .position(|b| target.is_some() && super::mount_target(b) == target)
-        {
+        match all.iter().position(|b| target.is_some() && super::mount_target(b) == target) {
             Some(i) => all[i] = item,
             None => all.push(item),
         }
@@ -436,11 +366,7 @@ fn merge_by_target(base: Vec<Value>, over: Vec<Value>) -> Value {
 
 /// Drops tags left after merging: `!reset` with nothing under it removes the key, other tags keep their value.
 fn strip_tags(m: &mut Mapping) {
-    let reset: Vec<Value> = m
-        .iter()
-        .filter(|(_, v)| tag_is(v, "reset"))
-        .map(|(k, _)| k.clone())
-        .collect();
+    let reset: Vec<Value> = m.iter().filter(|(_, v)| tag_is(v, "reset")).map(|(k, _)| k.clone()).collect();
     for k in reset {
         m.remove(&k);
     }
@@ -474,9 +400,7 @@ mod tests {
     fn mappings_merge_and_reset_removes() {
         let base = yaml("services: {a: {image: x, ports: ['1:1'], environment: [A=1]}}");
         let over = yaml("services: {a: {ports: !reset [], environment: {B: '2'}}}");
-        let Value::Mapping(mut m) = merge(base, over, &mut Vec::new()) else {
-            panic!()
-        };
+        let Value::Mapping(mut m) = merge(base, over, &mut Vec::new()) else { panic!() };
         strip_tags(&mut m);
         let a = &m["services"]["a"];
         assert_eq!(a["image"], "x");
@@ -496,9 +420,7 @@ mod tests {
     #[test]
     fn service_volumes_merge_by_target() {
         let base = yaml("services: {a: {volumes: [d1:/one, d2:/two]}}");
-        let over = yaml(
-            "services: {a: {volumes: [{type: volume, source: d9, target: /two}, d3:/three:ro]}}",
-        );
+        let over = yaml("services: {a: {volumes: [{type: volume, source: d9, target: /two}, d3:/three:ro]}}");
         let merged = merge(base, over, &mut Vec::new());
         let vols = merged["services"]["a"]["volumes"].as_sequence().unwrap();
         assert_eq!(vols.len(), 3);
@@ -509,10 +431,7 @@ mod tests {
     fn command_is_replaced_not_appended() {
         let base = yaml("services: {a: {command: [a, b]}}");
         let over = yaml("services: {a: {command: [c]}}");
-        assert_eq!(
-            merge(base, over, &mut Vec::new())["services"]["a"]["command"],
-            yaml("[c]")
-        );
+        assert_eq!(merge(base, over, &mut Vec::new())["services"]["a"]["command"], yaml("[c]"));
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub struct Service {
     pub name: String,
     pub image: Option<String>,
     pub mounts: Vec<Mount>,
+    /// The container's environment as declared (values interpolated; unset ones absent).
+    pub environment: BTreeMap<String, String>,
 }
 
 /// The stack as far as its data is concerned.
@@ -89,10 +91,7 @@ impl Project {
     }
 
     /// Every (service, mount) that mounts the named volume `key`.
-    pub fn mounts_of<'a>(
-        &'a self,
-        key: &'a str,
-    ) -> impl Iterator<Item = (&'a Service, &'a Mount)> + 'a {
+    pub fn mounts_of<'a>(&'a self, key: &'a str) -> impl Iterator<Item = (&'a Service, &'a Mount)> + 'a {
         self.services.iter().flat_map(move |s| {
             s.mounts
                 .iter()
@@ -104,10 +103,7 @@ impl Project {
 
 /// The directory holding the workspace (where `compose/` and `backups/` live by default).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
 }
 
 impl Selection {
@@ -117,14 +113,8 @@ impl Selection {
         let mut files: Vec<PathBuf> = if !self.files.is_empty() {
             self.files.iter().map(|f| cwd.join(f)).collect()
         } else if let Some(list) = process.get("COMPOSE_FILE").filter(|s| !s.is_empty()) {
-            let sep = process
-                .get("COMPOSE_PATH_SEPARATOR")
-                .map(String::as_str)
-                .unwrap_or(":");
-            list.split(sep)
-                .filter(|s| !s.is_empty())
-                .map(|f| cwd.join(f))
-                .collect()
+            let sep = process.get("COMPOSE_PATH_SEPARATOR").map(String::as_str).unwrap_or(":");
+            list.split(sep).filter(|s| !s.is_empty()).map(|f| cwd.join(f)).collect()
         } else {
             vec![workspace_root().join("compose").join("compose.yaml")]
         };
@@ -132,20 +122,14 @@ impl Selection {
             let first = &files[0];
             let overlay = first.with_file_name(format!("compose.{env}.yaml"));
             if !overlay.is_file() {
-                bail!(
-                    "no overlay for --env {env}: {} does not exist",
-                    overlay.display()
-                );
+                bail!("no overlay for --env {env}: {} does not exist", overlay.display());
             }
             files.push(overlay);
         }
         let files: Vec<PathBuf> = files.into_iter().map(|f| normalize(&f)).collect();
         for f in &files {
             if !f.is_file() {
-                bail!(
-                    "compose file {} not found: pass the stack's files with -f or set COMPOSE_FILE",
-                    f.display()
-                );
+                bail!("compose file {} not found: pass the stack's files with -f or set COMPOSE_FILE", f.display());
             }
         }
         let project_dir = match &self.project_dir {
@@ -157,47 +141,24 @@ impl Selection {
             self.profiles.clone()
         } else {
             env.get("COMPOSE_PROFILES")
-                .map(|p| {
-                    p.split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_string)
-                        .collect()
-                })
+                .map(|p| p.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())
                 .unwrap_or_default()
         };
-        let explicit = self
-            .project_name
-            .clone()
-            .or_else(|| env.get("COMPOSE_PROJECT_NAME").map(str::to_string));
+        let explicit = self.project_name.clone().or_else(|| env.get("COMPOSE_PROJECT_NAME").map(str::to_string));
         let name = match explicit.filter(|n| !n.is_empty()) {
             Some(n) => validate_name(&n, "the project name (-p / COMPOSE_PROJECT_NAME)")?,
             None => {
                 // The top-level `name:` of the merged files, else the directory's name.
                 let merged = load::load_files(&files, &env)?;
-                match merged
-                    .doc
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.is_empty())
-                {
+                match merged.doc.get("name").and_then(Value::as_str).filter(|s| !s.is_empty()) {
                     Some(n) => validate_name(n, "the top-level `name:`")?,
                     None => normalize_name(
-                        &project_dir
-                            .file_name()
-                            .map(|s| s.to_string_lossy().into_owned())
-                            .unwrap_or_default(),
+                        &project_dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
                     ),
                 }
             }
         };
-        Ok(Stack {
-            name,
-            files,
-            project_dir,
-            profiles,
-            env,
-        })
+        Ok(Stack { name, files, project_dir, profiles, env })
     }
 }
 
@@ -217,9 +178,7 @@ fn normalize(p: &Path) -> PathBuf {
 }
 
 fn validate_name(n: &str, what: &str) -> Result<String> {
-    let ok = n
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+    let ok = n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
         && n.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit());
     if !ok {
         bail!("{what} {n:?} is not valid: use lowercase letters, digits, '-' and '_', starting with a letter or digit");
@@ -245,18 +204,12 @@ impl Stack {
         filter_profiles(&mut doc, &self.profiles);
         let mut project = build_project(&self.name, &doc, &merged.origins)?;
         // Relative bind sources are relative to the project directory, as Compose resolves them.
-        for m in project
-            .services
-            .iter_mut()
-            .flat_map(|s| s.mounts.iter_mut())
-        {
+        for m in project.services.iter_mut().flat_map(|s| s.mounts.iter_mut()) {
             if let (MountKind::Bind, Some(src)) = (m.kind, m.source.as_mut()) {
                 if let Some(home) = src.strip_prefix('~').and(self.env.get("HOME")) {
                     *src = format!("{home}{}", &src[1..]);
                 } else if src.starts_with('.') {
-                    *src = normalize(&self.project_dir.join(&*src))
-                        .to_string_lossy()
-                        .into_owned();
+                    *src = normalize(&self.project_dir.join(&*src)).to_string_lossy().into_owned();
                 }
             }
         }
@@ -266,16 +219,10 @@ impl Stack {
 
 /// Builds the model from the JSON `docker compose config --format json` printed.
 pub fn from_engine_config(project: &str, json: &str) -> Result<Project> {
-    let value: Value = serde_yaml::from_str(json)
-        .context("parse the output of `docker compose config --format json`")?;
-    let Value::Mapping(doc) = value else {
-        bail!("`docker compose config` did not print an object")
-    };
-    let name = doc
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or(project)
-        .to_string();
+    let value: Value =
+        serde_yaml::from_str(json).context("parse the output of `docker compose config --format json`")?;
+    let Value::Mapping(doc) = value else { bail!("`docker compose config` did not print an object") };
+    let name = doc.get("name").and_then(Value::as_str).unwrap_or(project).to_string();
     build_project(&name, &doc, &BTreeMap::new())
 }
 
@@ -284,34 +231,21 @@ fn filter_profiles(doc: &mut Mapping, active: &[String]) {
     let Some(Value::Mapping(services)) = doc.get_mut("services") else {
         return;
     };
-    services.retain(
-        |_, svc| match svc.get("profiles").and_then(Value::as_sequence) {
-            None => true,
-            Some(p) if p.is_empty() => true,
-            Some(p) => active
-                .iter()
-                .any(|a| a == "*" || p.iter().any(|x| x.as_str() == Some(a))),
-        },
-    );
+    services.retain(|_, svc| match svc.get("profiles").and_then(Value::as_sequence) {
+        None => true,
+        Some(p) if p.is_empty() => true,
+        Some(p) => active.iter().any(|a| a == "*" || p.iter().any(|x| x.as_str() == Some(a))),
+    });
 }
 
 fn origin_of(origins: &BTreeMap<String, PathBuf>, key: &str) -> String {
-    origins
-        .get(key)
-        .map(|p| format!("{}: ", p.display()))
-        .unwrap_or_default()
+    origins.get(key).map(|p| format!("{}: ", p.display())).unwrap_or_default()
 }
 
-fn build_project(
-    name: &str,
-    doc: &Mapping,
-    origins: &BTreeMap<String, PathBuf>,
-) -> Result<Project> {
+fn build_project(name: &str, doc: &Mapping, origins: &BTreeMap<String, PathBuf>) -> Result<Project> {
     let mut volumes = Vec::new();
     if let Some(v) = doc.get("volumes") {
-        let Value::Mapping(decls) = v else {
-            bail!("key volumes: must be a mapping")
-        };
+        let Value::Mapping(decls) = v else { bail!("key volumes: must be a mapping") };
         for (k, decl) in decls {
             let key = load::key_str(k);
             let at = origin_of(origins, &format!("volumes.{key}"));
@@ -334,8 +268,7 @@ fn build_project(
                     bail!("{at}key services.{sname}.volumes: must be a list");
                 };
                 for (i, item) in items.iter().enumerate() {
-                    let m = parse_mount(item)
-                        .with_context(|| format!("{at}key services.{sname}.volumes[{i}]"))?;
+                    let m = parse_mount(item).with_context(|| format!("{at}key services.{sname}.volumes[{i}]"))?;
                     if m.kind == MountKind::Volume {
                         let src = m.source.as_deref().unwrap_or_default();
                         if !volumes.iter().any(|v| v.key == src) {
@@ -348,35 +281,30 @@ fn build_project(
                     mounts.push(m);
                 }
             }
-            services.push(Service {
-                name: sname,
-                image,
-                mounts,
-            });
+            let environment = match svc.get("environment") {
+                Some(Value::Mapping(m)) => {
+                    m.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (load::key_str(k), load::key_str(v))).collect()
+                }
+                Some(Value::Sequence(items)) => items
+                    .iter()
+                    .filter_map(|i| load::key_str(i).split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+                    .collect(),
+                _ => BTreeMap::new(),
+            };
+            services.push(Service { name: sname, image, mounts, environment });
         }
     }
     services.sort_by(|a, b| a.name.cmp(&b.name));
     // Like `docker compose config`: a volume no active service mounts is not part of the stack.
     volumes.retain(|v| {
-        services.iter().any(|s| {
-            s.mounts
-                .iter()
-                .any(|m| m.kind == MountKind::Volume && m.source.as_deref() == Some(&v.key))
-        })
+        services
+            .iter()
+            .any(|s| s.mounts.iter().any(|m| m.kind == MountKind::Volume && m.source.as_deref() == Some(&v.key)))
     });
-    Ok(Project {
-        name: name.to_string(),
-        volumes,
-        services,
-    })
+    Ok(Project { name: name.to_string(), volumes, services })
 }
 
-fn volume_decl(
-    project: &str,
-    key: &str,
-    decl: &Value,
-    origin: Option<&PathBuf>,
-) -> Result<VolumeDecl> {
+fn volume_decl(project: &str, key: &str, decl: &Value, origin: Option<&PathBuf>) -> Result<VolumeDecl> {
     let empty = Mapping::new();
     let m = match decl {
         Value::Mapping(m) => m,
@@ -388,10 +316,7 @@ fn volume_decl(
         None | Some(Value::Null) => (false, None),
         Some(Value::Bool(b)) => (*b, None),
         Some(Value::String(s)) if s == "true" || s == "false" => (s == "true", None),
-        Some(Value::Mapping(e)) => (
-            true,
-            e.get("name").and_then(Value::as_str).map(str::to_string),
-        ),
+        Some(Value::Mapping(e)) => (true, e.get("name").and_then(Value::as_str).map(str::to_string)),
         Some(_) => bail!("external: must be true, false or {{name: ...}}"),
     };
     let name = match (external, explicit.or(external_name)) {
@@ -401,10 +326,7 @@ fn volume_decl(
     };
     let labels = match m.get("labels") {
         None | Some(Value::Null) => BTreeMap::new(),
-        Some(Value::Mapping(l)) => l
-            .iter()
-            .map(|(k, v)| (load::key_str(k), load::key_str(v)))
-            .collect(),
+        Some(Value::Mapping(l)) => l.iter().map(|(k, v)| (load::key_str(k), load::key_str(v))).collect(),
         Some(Value::Sequence(l)) => l
             .iter()
             .map(|item| {
@@ -446,27 +368,14 @@ fn parse_mount(item: &Value) -> Result<Mount> {
             let Some(target) = m.get("target").and_then(Value::as_str) else {
                 bail!("a long-syntax mount needs a `target`");
             };
-            let source = m
-                .get("source")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string);
-            let kind = if kind == MountKind::Volume && source.is_none() {
-                MountKind::Anonymous
-            } else {
-                kind
-            };
+            let source = m.get("source").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+            let kind = if kind == MountKind::Volume && source.is_none() { MountKind::Anonymous } else { kind };
             let read_only = match m.get("read_only") {
                 Some(Value::Bool(b)) => *b,
                 Some(Value::String(s)) => s == "true",
                 _ => false,
             };
-            Ok(Mount {
-                kind,
-                source,
-                target: target.to_string(),
-                read_only,
-            })
+            Ok(Mount { kind, source, target: target.to_string(), read_only })
         }
         _ => bail!("a mount must be a string or a mapping"),
     }
@@ -490,21 +399,11 @@ fn parse_short_mount(s: &str) -> Result<Mount> {
         Some(src) if src.starts_with(['.', '/', '~']) => MountKind::Bind,
         Some(_) => MountKind::Volume,
     };
-    Ok(Mount {
-        kind,
-        source: source.map(str::to_string),
-        target: target.to_string(),
-        read_only,
-    })
+    Ok(Mount { kind, source: source.map(str::to_string), target: target.to_string(), read_only })
 }
 
 fn is_mode(s: &str) -> bool {
-    s.split(',').all(|o| {
-        matches!(
-            o,
-            "ro" | "rw" | "z" | "Z" | "nocopy" | "cached" | "delegated" | "consistent"
-        )
-    })
+    s.split(',').all(|o| matches!(o, "ro" | "rw" | "z" | "Z" | "nocopy" | "cached" | "delegated" | "consistent"))
 }
 
 #[cfg(test)]

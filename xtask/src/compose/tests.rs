@@ -21,10 +21,7 @@ fn parse(files: &[&str], profiles: &[&str]) -> Project {
 }
 
 fn names(p: &Project) -> Vec<(&str, &str)> {
-    p.volumes
-        .iter()
-        .map(|v| (v.key.as_str(), v.name.as_str()))
-        .collect()
+    p.volumes.iter().map(|v| (v.key.as_str(), v.name.as_str())).collect()
 }
 
 #[test]
@@ -44,10 +41,7 @@ fn basic_names_follow_compose_rules() {
     assert!(legacy.external);
     assert!(p.volume("shared").unwrap().external);
     assert!(!p.volume("dbdata").unwrap().external);
-    assert_eq!(
-        p.volume("dbdata").unwrap().labels["com.example.team"],
-        "core"
-    );
+    assert_eq!(p.volume("dbdata").unwrap().labels["com.example.team"], "core");
     assert_eq!(p.volume("dbdata").unwrap().driver.as_deref(), Some("local"));
 }
 
@@ -55,11 +49,7 @@ fn basic_names_follow_compose_rules() {
 fn basic_mount_kinds_and_modes() {
     let p = parse(&["basic/compose.yaml"], &[]);
     let web = p.services.iter().find(|s| s.name == "web").unwrap();
-    let kinds: Vec<_> = web
-        .mounts
-        .iter()
-        .map(|m| (m.kind, m.target.as_str(), m.read_only))
-        .collect();
+    let kinds: Vec<_> = web.mounts.iter().map(|m| (m.kind, m.target.as_str(), m.read_only)).collect();
     assert_eq!(
         kinds,
         [
@@ -71,35 +61,17 @@ fn basic_mount_kinds_and_modes() {
         ]
     );
     let bind = &web.mounts[4];
-    assert_eq!(
-        bind.source.as_deref(),
-        Some(fixtures().join("basic/logs").to_str().unwrap())
-    );
-    let users: Vec<_> = p
-        .mounts_of("uploads")
-        .map(|(s, m)| (s.name.as_str(), m.target.as_str()))
-        .collect();
-    assert_eq!(
-        users,
-        [("web", "/srv/uploads"), ("worker", "/work/uploads")]
-    );
+    assert_eq!(bind.source.as_deref(), Some(fixtures().join("basic/logs").to_str().unwrap()));
+    let users: Vec<_> = p.mounts_of("uploads").map(|(s, m)| (s.name.as_str(), m.target.as_str())).collect();
+    assert_eq!(users, [("web", "/srv/uploads"), ("worker", "/work/uploads")]);
 }
 
 #[test]
 fn overlay_merges_with_reset_and_override() {
-    let p = parse(
-        &["overlay/compose.yaml", "overlay/compose.override.yaml"],
-        &[],
-    );
+    let p = parse(&["overlay/compose.yaml", "overlay/compose.override.yaml"], &[]);
     assert_eq!(p.name, "fixture-overlay");
     // `cache` lost its only mount to data2 (same target), so it drops out like in `docker compose config`.
-    assert_eq!(
-        names(&p),
-        [
-            ("data", "fixture-overlay_data"),
-            ("data2", "fixture-overlay-second")
-        ]
-    );
+    assert_eq!(names(&p), [("data", "fixture-overlay_data"), ("data2", "fixture-overlay-second")]);
     let sidecar = p.services.iter().find(|s| s.name == "sidecar").unwrap();
     assert_eq!(sidecar.mounts.len(), 1, "!override replaced the list");
     assert_eq!(sidecar.mounts[0].target, "/other");
@@ -117,13 +89,7 @@ fn extends_in_file_and_from_another_file() {
 #[test]
 fn include_brings_services_and_volumes() {
     let p = parse(&["include/compose.yaml"], &[]);
-    assert_eq!(
-        names(&p),
-        [
-            ("app-data", "fixture-include_app-data"),
-            ("included-data", "fixture-include-logs")
-        ]
-    );
+    assert_eq!(names(&p), [("app-data", "fixture-include_app-data"), ("included-data", "fixture-include-logs")]);
 }
 
 #[test]
@@ -146,28 +112,13 @@ fn anchors_and_merge_keys() {
 
 #[test]
 fn errors_name_the_file_and_key() {
-    let err = |f: &str| {
-        format!(
-            "{:#}",
-            stack(&[f], &[])
-                .and_then(|s| s.parse_offline())
-                .unwrap_err()
-        )
-    };
+    let err = |f: &str| format!("{:#}", stack(&[f], &[]).and_then(|s| s.parse_offline()).unwrap_err());
     let e = err("errors/bad-yaml.yaml");
     assert!(e.contains("bad-yaml.yaml") && e.contains("line"), "{e}");
     let e = err("errors/undeclared.yaml");
-    assert!(
-        e.contains("undeclared.yaml")
-            && e.contains("services.app.volumes[0]")
-            && e.contains("nowhere"),
-        "{e}"
-    );
+    assert!(e.contains("undeclared.yaml") && e.contains("services.app.volumes[0]") && e.contains("nowhere"), "{e}");
     let e = err("errors/required.yaml");
-    assert!(
-        e.contains("required.yaml") && e.contains("services.app.image") && e.contains("IMAGE"),
-        "{e}"
-    );
+    assert!(e.contains("required.yaml") && e.contains("services.app.image") && e.contains("IMAGE"), "{e}");
     let e = err("errors/does-not-exist.yaml");
     assert!(e.contains("does-not-exist.yaml") && e.contains("-f"), "{e}");
 }
@@ -181,30 +132,13 @@ fn project_name_precedence_and_validation() {
     };
     assert_eq!(sel.resolve(&BTreeMap::new()).unwrap().name, "from-cli");
     let env = BTreeMap::from([("COMPOSE_PROJECT_NAME".to_string(), "from-env".to_string())]);
-    let sel = Selection {
-        project_name: None,
-        ..sel
-    };
+    let sel = Selection { project_name: None, ..sel };
     assert_eq!(sel.resolve(&env).unwrap().name, "from-env");
-    assert_eq!(
-        sel.resolve(&BTreeMap::new()).unwrap().name,
-        "fixture-overlay",
-        "top-level name:"
-    );
-    let bad = Selection {
-        project_name: Some("Bad Name".into()),
-        ..sel.clone()
-    };
-    assert!(bad
-        .resolve(&BTreeMap::new())
-        .unwrap_err()
-        .to_string()
-        .contains("Bad Name"));
+    assert_eq!(sel.resolve(&BTreeMap::new()).unwrap().name, "fixture-overlay", "top-level name:");
+    let bad = Selection { project_name: Some("Bad Name".into()), ..sel.clone() };
+    assert!(bad.resolve(&BTreeMap::new()).unwrap_err().to_string().contains("Bad Name"));
     // No name anywhere: the directory's name, normalised.
-    let sel = Selection {
-        files: vec![fixtures().join("errors/undeclared.yaml")],
-        ..Selection::default()
-    };
+    let sel = Selection { files: vec![fixtures().join("errors/undeclared.yaml")], ..Selection::default() };
     assert_eq!(sel.resolve(&BTreeMap::new()).unwrap().name, "errors");
     assert_eq!(normalize_name("My_App.v2"), "my_appv2");
 }
@@ -221,53 +155,24 @@ fn compose_file_env_and_overlay_selection() {
     )]);
     let s = Selection::default().resolve(&env).unwrap();
     assert_eq!(s.files.len(), 2);
-    let sample = Selection {
-        env_overlay: Some("test".into()),
-        ..Selection::default()
-    }
-    .resolve(&BTreeMap::new())
-    .unwrap();
+    let sample =
+        Selection { env_overlay: Some("test".into()), ..Selection::default() }.resolve(&BTreeMap::new()).unwrap();
     assert!(sample.files[1].ends_with("compose/compose.test.yaml"));
-    let missing = Selection {
-        env_overlay: Some("nope".into()),
-        ..Selection::default()
-    };
-    assert!(missing
-        .resolve(&BTreeMap::new())
-        .unwrap_err()
-        .to_string()
-        .contains("compose.nope.yaml"));
+    let missing = Selection { env_overlay: Some("nope".into()), ..Selection::default() };
+    assert!(missing.resolve(&BTreeMap::new()).unwrap_err().to_string().contains("compose.nope.yaml"));
 }
 
 #[test]
 fn sample_stack_has_six_named_volumes_per_environment() {
-    for (env, prefix) in [
-        (None, "app"),
-        (Some("test"), "app-test"),
-        (Some("prod"), "app-prod"),
-        (Some("dev"), "app"),
-    ] {
-        let sel = Selection {
-            env_overlay: env.map(str::to_string),
-            ..Selection::default()
-        };
-        let p = sel
-            .resolve(&BTreeMap::new())
-            .unwrap()
-            .parse_offline()
-            .unwrap();
+    for (env, prefix) in [(None, "app"), (Some("test"), "app-test"), (Some("prod"), "app-prod"), (Some("dev"), "app")] {
+        let sel = Selection { env_overlay: env.map(str::to_string), ..Selection::default() };
+        let p = sel.resolve(&BTreeMap::new()).unwrap().parse_offline().unwrap();
         let got: Vec<_> = p.volumes.iter().map(|v| v.name.clone()).collect();
-        let want: Vec<_> = [
-            "backend-media",
-            "backend-static",
-            "frontend-node-modules",
-            "postgres-data",
-            "proxy-logs",
-            "redis-data",
-        ]
-        .iter()
-        .map(|s| format!("{prefix}-{s}"))
-        .collect();
+        let want: Vec<_> =
+            ["backend-media", "backend-static", "frontend-node-modules", "postgres-data", "proxy-logs", "redis-data"]
+                .iter()
+                .map(|s| format!("{prefix}-{s}"))
+                .collect();
         assert_eq!(got, want, "env {env:?}");
     }
 }
@@ -280,17 +185,8 @@ fn short_mount_syntax() {
         (MountKind::Volume, Some("data"), "/x", true)
     );
     let m = parse_short_mount("/only:ro").unwrap();
-    assert_eq!(
-        (m.kind, m.target.as_str(), m.read_only),
-        (MountKind::Anonymous, "/only", true)
-    );
-    assert_eq!(
-        parse_short_mount("~/src:/src").unwrap().kind,
-        MountKind::Bind
-    );
-    assert_eq!(
-        parse_short_mount("../src:/src:rw").unwrap().kind,
-        MountKind::Bind
-    );
+    assert_eq!((m.kind, m.target.as_str(), m.read_only), (MountKind::Anonymous, "/only", true));
+    assert_eq!(parse_short_mount("~/src:/src").unwrap().kind, MountKind::Bind);
+    assert_eq!(parse_short_mount("../src:/src:rw").unwrap().kind, MountKind::Bind);
     assert!(parse_short_mount("a:b:c:d").is_err());
 }

@@ -8,10 +8,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 pub fn fixtures() -> PathBuf {
@@ -36,35 +33,24 @@ pub fn engine() -> bool {
 
 /// The test bed's image overrides (scripts/testbed.env), parsed so tests need no shell.
 pub fn testbed_env() -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(workspace().join("scripts/testbed.env"))
-        .expect("read scripts/testbed.env");
+    let text = std::fs::read_to_string(workspace().join("scripts/testbed.env")).expect("read scripts/testbed.env");
     text.lines()
         .filter_map(|l| l.strip_prefix("export "))
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| {
-            let v = v
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .unwrap_or(v);
+            let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v);
             (k.to_string(), v.to_string())
         })
         .collect()
 }
 
 pub fn docker(args: &[&str]) -> Output {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .expect("run docker")
+    Command::new("docker").args(args).output().expect("run docker")
 }
 
 pub fn docker_ok(args: &[&str]) -> String {
     let out = docker(args);
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "docker {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -80,18 +66,10 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 impl TestStack {
     pub fn sample(name: &str) -> TestStack {
-        let project = format!(
-            "xt-{name}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
+        let project = format!("xt-{name}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
         let mut env = testbed_env();
         env.push(("APP_VOLUME_PREFIX".into(), project.clone()));
-        TestStack {
-            project,
-            env,
-            files: vec![workspace().join("compose/compose.yaml")],
-        }
+        TestStack { project, env, files: vec![workspace().join("compose/compose.yaml")] }
     }
 
     pub fn volume(&self, suffix: &str) -> String {
@@ -105,16 +83,11 @@ impl TestStack {
         for f in &self.files {
             cmd.arg("--file").arg(f);
         }
-        cmd.args(args)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        cmd.args(args).envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let out = cmd.output().expect("run xtask");
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(!stderr.contains("panicked"), "xtask panicked: {stderr}");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr,
-        )
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
     }
 
     pub fn xtask_ok(&self, args: &[&str]) -> String {
@@ -139,13 +112,7 @@ impl Drop for TestStack {
         cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let _ = cmd.output();
         // Anything left under this test's prefix (e.g. created by a helper) goes too; nothing else.
-        let left = docker(&[
-            "volume",
-            "ls",
-            "--quiet",
-            "--filter",
-            &format!("name=^{}-", self.project),
-        ]);
+        let left = docker(&["volume", "ls", "--quiet", "--filter", &format!("name=^{}-", self.project)]);
         for v in String::from_utf8_lossy(&left.stdout).lines() {
             if v.starts_with(&format!("{}-", self.project)) {
                 let _ = docker(&["volume", "rm", "--force", v]);

@@ -1,0 +1,703 @@
+//! The `backup` and `backup-db` tasks. Decide, then do: `plan` turns the stack's model and the
+//! options into a `BackupPlan` (plain data: the database to dump, the volumes to copy and why
+//! the others are skipped); `execute` carries it out: lock, space check, services started only
+//! where needed (and returned to how they were, also on failure), PostgreSQL dumped inside its
+//! container, Redis saved, volumes streamed from read-only helper containers into one archive
+//! written atomically.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::archive::{self, dumpstats::DumpStats, ArchiveWriter, Metadata, PgDatabase, PgInfo, Skipped, VolumeInfo};
+use crate::compose::{Project, Stack};
+use crate::context::Ctx;
+use crate::docker::{Docker, DockerCmd};
+use crate::lock::Lock;
+use crate::roles::{self, Priority, Role};
+use crate::services::ServiceGuard;
+use crate::ui::{human_bytes, Progress};
+use crate::volumes;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Full,
+    Db,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Full => "full",
+            Kind::Db => "db",
+        }
+    }
+}
+
+/// What the user asked for.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub kind: Kind,
+    pub output_dir: PathBuf,
+    /// Volumes by name or compose key; empty: by priority.
+    pub volumes: Vec<String>,
+    pub all: bool,
+    pub exclude: Vec<String>,
+    /// Databases to dump; empty: every database of the cluster.
+    pub databases: Vec<String>,
+    pub tag: Option<String>,
+    pub stop: bool,
+    pub level: u32,
+    pub environment: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbSource {
+    pub service: String,
+    pub volume: Option<String>,
+    pub user: String,
+    /// Passed to the container's environment as PGPASSWORD, never on a command line.
+    pub password: Option<String>,
+    pub databases: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSource {
+    pub service: String,
+    pub volume: String,
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeChoice {
+    pub key: String,
+    pub name: String,
+    pub role: Role,
+    pub priority: Priority,
+    pub driver: String,
+    pub labels: BTreeMap<String, String>,
+    /// Services that mount it (stopped around the copy with --stop).
+    pub services: Vec<String>,
+}
+
+/// The decision, as data: drives `--dry-run`, the summary and the execution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupPlan {
+    pub kind: Kind,
+    pub project: String,
+    pub db: Option<DbSource>,
+    pub redis: Option<RedisSource>,
+    pub volumes: Vec<VolumeChoice>,
+    pub skipped: Vec<(String, String)>,
+    pub stop: bool,
+}
+
+fn is_postgres(image: Option<&str>) -> bool {
+    image.is_some_and(|i| i.to_lowercase().contains("postgres") || i.to_lowercase().contains("postgis"))
+}
+
+fn is_redis(image: Option<&str>) -> bool {
+    image.is_some_and(|i| ["redis", "valkey", "keydb"].iter().any(|r| i.to_lowercase().contains(r)))
+}
+
+/// Chooses what to back up. Pure: no engine access.
+pub fn plan(project: &Project, opts: &Options) -> Result<BackupPlan> {
+    let mut classified = Vec::new();
+    for v in &project.volumes {
+        classified.push((v, roles::classify(project, v)?));
+    }
+    let find = |wanted: &str| {
+        classified.iter().find(|(v, _)| v.name == wanted || v.key == wanted).map(|(v, _)| v.name.clone()).ok_or_else(
+            || anyhow::anyhow!("no volume {wanted:?} in stack {}; `cargo xtask volumes` lists them", project.name),
+        )
+    };
+    let requested: Vec<String> = opts.volumes.iter().map(|w| find(w)).collect::<Result<_>>()?;
+    let excluded: Vec<String> = opts.exclude.iter().map(|w| find(w)).collect::<Result<_>>()?;
+
+    // The database: a PostgreSQL service mounting a volume with the database role.
+    let mut db = None;
+    let mut skipped = Vec::new();
+    for (v, c) in &classified {
+        if c.role != Role::Database {
+            continue;
+        }
+        let pg = project.mounts_of(&v.key).map(|(s, _)| s).find(|s| is_postgres(s.image.as_deref()));
+        match pg {
+            Some(s) if db.is_none() => {
+                db = Some(DbSource {
+                    service: s.name.clone(),
+                    volume: Some(v.name.clone()),
+                    user: s.environment.get("POSTGRES_USER").cloned().unwrap_or_else(|| "postgres".into()),
+                    password: s.environment.get("POSTGRES_PASSWORD").cloned(),
+                    databases: opts.databases.clone(),
+                });
+            }
+            _ if !requested.contains(&v.name) => skipped.push((
+                v.name.clone(),
+                "database volume of a server other than PostgreSQL: not dumped; copy it raw with --volume NAME --stop"
+                    .to_string(),
+            )),
+            _ => {}
+        }
+    }
+    if opts.kind == Kind::Db && db.is_none() {
+        bail!(
+            "stack {} has no PostgreSQL service mounting a volume with role database; backup-db has nothing to dump",
+            project.name
+        );
+    }
+
+    let mut volumes = Vec::new();
+    if opts.kind == Kind::Full {
+        for (v, c) in &classified {
+            let explicitly = requested.contains(&v.name);
+            let reason = if excluded.contains(&v.name) {
+                Some("excluded with --exclude".to_string())
+            } else if db.as_ref().and_then(|d| d.volume.as_ref()) == Some(&v.name) && !explicitly {
+                Some("represented by the pg_dump of its databases (postgres/ in the archive)".to_string())
+            } else if !requested.is_empty() && !explicitly {
+                Some("not named with --volume".to_string())
+            } else if requested.is_empty()
+                && !opts.all
+                && !matches!(c.priority, Priority::Critical | Priority::Important)
+            {
+                Some(format!(
+                    "priority {}: not backed up by default (--all or --volume {} to include)",
+                    c.priority.as_str(),
+                    v.name
+                ))
+            } else {
+                None
+            };
+            if let Some(r) = reason {
+                if !skipped.iter().any(|(n, _)| n == &v.name) {
+                    skipped.push((v.name.clone(), r));
+                }
+                continue;
+            }
+            volumes.push(VolumeChoice {
+                key: v.key.clone(),
+                name: v.name.clone(),
+                role: c.role,
+                priority: c.priority,
+                driver: v.driver.clone().unwrap_or_else(|| "local".into()),
+                labels: v.labels.clone(),
+                services: project.mounts_of(&v.key).map(|(s, _)| s.name.clone()).collect(),
+            });
+        }
+    }
+    let redis = volumes.iter().find_map(|v| {
+        let s = project.mounts_of(&v.key).map(|(s, _)| s).find(|s| is_redis(s.image.as_deref()))?;
+        Some(RedisSource {
+            service: s.name.clone(),
+            volume: v.name.clone(),
+            password: s.environment.get("REDIS_PASSWORD").cloned(),
+        })
+    });
+    Ok(BackupPlan { kind: opts.kind, project: project.name.clone(), db, redis, volumes, skipped, stop: opts.stop })
+}
+
+impl BackupPlan {
+    /// The plan in words, for `--dry-run`.
+    pub fn describe(&self) -> String {
+        let mut out = format!("{} backup of stack {}:\n", self.kind.as_str(), self.project);
+        if let Some(db) = &self.db {
+            let which = if db.databases.is_empty() { "every database".to_string() } else { db.databases.join(", ") };
+            out.push_str(&format!(
+                "  - dump PostgreSQL ({which}, and roles) inside service {} as user {}\n",
+                db.service, db.user
+            ));
+        }
+        if let Some(r) = &self.redis {
+            out.push_str(&format!(
+                "  - make Redis in service {} save its data, then copy volume {}\n",
+                r.service, r.volume
+            ));
+        }
+        for v in &self.volumes {
+            let how = if self.stop && !v.services.is_empty() {
+                format!(" (stopping {} meanwhile)", v.services.join(", "))
+            } else {
+                String::new()
+            };
+            out.push_str(&format!(
+                "  - copy volume {} ({}, {}) read-only{how}\n",
+                v.name,
+                v.role.as_str(),
+                v.priority.as_str()
+            ));
+        }
+        for (name, why) in &self.skipped {
+            out.push_str(&format!("  - skip {name}: {why}\n"));
+        }
+        out
+    }
+}
+
+/// What a finished backup reports (`--json`).
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub path: PathBuf,
+    pub kind: Kind,
+    pub bytes: u64,
+    pub data_bytes: u64,
+    pub duration_seconds: f64,
+    pub entries: u64,
+    pub files: u64,
+    pub databases: Vec<String>,
+    pub volumes: Vec<String>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// Makes the backup directory (0700) and returns it.
+pub fn prepare_dir(dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create the backup directory {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("make {} private (0700)", dir.display()))?;
+    Ok(dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()))
+}
+
+/// Partial archives and dumps left by a backup that was killed: safe to remove once we hold the lock.
+fn remove_stale_temporaries(dir: &Path, ctx: &Ctx) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ours = (name.starts_with('.') && name.contains("_backup_") && name.contains(".tmp-"))
+            || (name.starts_with(".pgdump-") && name.ends_with(".sql"));
+        if ours && std::fs::remove_file(e.path()).is_ok() {
+            ctx.ui.step(&format!("removed {name}, left by an interrupted backup"));
+        }
+    }
+}
+
+/// Free bytes for an unprivileged writer in `dir`.
+pub fn free_space(dir: &Path) -> Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).context("directory path holds a NUL byte")?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("statvfs {}", dir.display()));
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+fn archive_name(kind: Kind, tag: Option<&str>) -> Result<String> {
+    let t = time::OffsetDateTime::now_utc();
+    let stamp =
+        format!("{:04}{:02}{:02}_{:02}{:02}{:02}", t.year(), t.month() as u8, t.day(), t.hour(), t.minute(), t.second());
+    let tag = tag.map(|t| {
+        let clean: String =
+            t.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' }).collect();
+        format!("_{clean}")
+    });
+    Ok(format!("{}_backup_{stamp}{}.tar.gz", kind.as_str(), tag.unwrap_or_default()))
+}
+
+/// A temporary dump file (0600) that removes itself.
+struct TempDump {
+    path: PathBuf,
+}
+
+impl Drop for TempDump {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn exec(docker: &Docker, stack: &Stack, service: &str, secret: Option<(&str, &str)>, cmd: &[&str]) -> DockerCmd {
+    let mut args = vec!["exec", "-T"];
+    if let Some((name, _)) = secret {
+        args.extend(["-e", name]);
+    }
+    args.push(service);
+    args.extend(cmd);
+    let c = docker.compose(stack, args);
+    match secret {
+        Some((name, value)) => c.secret_env(name, value),
+        None => c,
+    }
+}
+
+fn pg_secret(db: &DbSource) -> Option<(&str, &str)> {
+    db.password.as_deref().map(|p| ("PGPASSWORD", p))
+}
+
+/// Streams `cmd`'s output into a new temporary file, feeding the dump parser.
+fn dump_to_file(docker: &Docker, cmd: &DockerCmd, path: &Path, progress: &Progress) -> Result<(TempDump, DumpStats)> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    let temp = TempDump { path: path.to_path_buf() };
+    let mut child = docker.stream(cmd)?;
+    let mut stats = DumpStats::default();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = child.read(&mut buf).context("read the dump")?;
+        if n == 0 {
+            break;
+        }
+        stats.feed(&buf[..n]);
+        file.write_all(&buf[..n]).with_context(|| format!("write {}", path.display()))?;
+        progress.inc(n as u64);
+    }
+    child.finish()?;
+    file.sync_all()?;
+    Ok((temp, stats))
+}
+
+fn query_pg(docker: &Docker, stack: &Stack, db: &DbSource, sql: &str) -> Result<String> {
+    let cmd = exec(
+        docker,
+        stack,
+        &db.service,
+        pg_secret(db),
+        &["psql", "-X", "-q", "-At", "-U", &db.user, "-d", "template1", "-c", sql],
+    );
+    docker.query(&cmd)
+}
+
+/// Asks Redis to write a fresh snapshot (an AOF rewrite when append-only is on, else BGSAVE)
+/// and waits until it is on disk, so the volume copy that follows is consistent.
+fn redis_save(docker: &Docker, stack: &Stack, r: &RedisSource) -> Result<()> {
+    let secret = r.password.as_deref().map(|p| ("REDISCLI_AUTH", p));
+    let info = || -> Result<BTreeMap<String, String>> {
+        let out = docker.query(&exec(docker, stack, &r.service, secret, &["redis-cli", "INFO", "persistence"]))?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.trim().split_once(':'))
+            .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+            .collect())
+    };
+    let aof = info()?.get("aof_enabled").map(String::as_str) == Some("1");
+    let command = if aof { "BGREWRITEAOF" } else { "BGSAVE" };
+    docker.query(&exec(docker, stack, &r.service, secret, &["redis-cli", command]))?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let i = info()?;
+        let busy = ["aof_rewrite_in_progress", "aof_rewrite_scheduled", "rdb_bgsave_in_progress"]
+            .iter()
+            .any(|k| i.get(*k).map(String::as_str) == Some("1"));
+        if !busy {
+            let status = if aof { "aof_last_bgrewrite_status" } else { "rdb_last_bgsave_status" };
+            if i.get(status).map(String::as_str) != Some("ok") {
+                bail!("Redis reported {status}:{} after {command}", i.get(status).cloned().unwrap_or_default());
+            }
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("Redis did not finish {command} within 5 minutes");
+        }
+    }
+}
+
+/// Which volumes exist in the engine now.
+fn existing_volumes(docker: &Docker) -> Result<Vec<String>> {
+    Ok(docker.query(&docker.cmd(["volume", "ls", "--quiet"]))?.lines().map(str::to_string).collect())
+}
+
+pub fn run(ctx: &Ctx, opts: &Options, json: bool) -> Result<()> {
+    let docker = ctx.docker()?;
+    let (project, config) = volumes::model_and_config(ctx)?;
+    let plan = plan(&project, opts)?;
+    if docker.dry_run() {
+        print!("{}", plan.describe());
+        return Ok(());
+    }
+    let summary = execute(ctx, &plan, opts, config.as_deref().unwrap_or_default())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else if !ctx.ui.quiet {
+        println!(
+            "{} ({}, {} files, {} of data in {:.1} s)",
+            summary.path.display(),
+            human_bytes(summary.bytes),
+            summary.files,
+            human_bytes(summary.data_bytes),
+            summary.duration_seconds
+        );
+    } else {
+        println!("{}", summary.path.display());
+    }
+    Ok(())
+}
+
+pub fn execute(ctx: &Ctx, plan: &BackupPlan, opts: &Options, config_json: &str) -> Result<Summary> {
+    let started = Instant::now();
+    let docker = ctx.docker()?;
+    let stack = &ctx.stack;
+    let dir = prepare_dir(&opts.output_dir)?;
+    let _lock = Lock::acquire(&dir, &plan.project, &format!("backup ({})", plan.kind.as_str()))?;
+    remove_stale_temporaries(&dir, ctx);
+
+    let existing = existing_volumes(docker)?;
+    let mut skipped: Vec<Skipped> =
+        plan.skipped.iter().map(|(n, r)| Skipped { name: n.clone(), reason: r.clone() }).collect();
+    let mut to_copy = Vec::new();
+    for v in &plan.volumes {
+        if existing.contains(&v.name) {
+            to_copy.push(v);
+        } else {
+            skipped
+                .push(Skipped { name: v.name.clone(), reason: "does not exist in the engine (never created)".into() });
+        }
+    }
+    for s in &skipped {
+        ctx.ui.step(&format!("skip {}: {}", s.name, s.reason));
+    }
+
+    // Space: the archive can be as large as the data when nothing compresses.
+    let sizes = volumes::sizes(
+        docker,
+        &to_copy
+            .iter()
+            .map(|v| v.name.as_str())
+            .chain(plan.db.iter().filter_map(|d| d.volume.as_deref()))
+            .collect::<Vec<_>>(),
+    )?;
+    let needed: u64 = sizes.values().sum();
+    let free = free_space(&dir)?;
+    if free < needed {
+        bail!(
+            "not enough free space in {}: the data to back up is {} and only {} is free; free some space or pass --output-dir on a larger disk",
+            dir.display(),
+            human_bytes(needed),
+            human_bytes(free)
+        );
+    }
+
+    let mut guard = ServiceGuard::new(docker, stack);
+    let services = [plan.db.as_ref().map(|d| d.service.clone()), plan.redis.as_ref().map(|r| r.service.clone())];
+    for svc in services.into_iter().flatten() {
+        if guard.ensure_running(&svc, &ctx.ui).with_context(|| format!("start service {svc} for the backup"))? {
+            ctx.ui.step(&format!("started {svc} for the backup; it will be stopped again afterwards"));
+        }
+    }
+
+    let result = (|| -> Result<Summary> {
+        // 1. PostgreSQL: roles and every database, dumped to private temporary files first so the
+        //    metadata (which comes first in the archive) can record the row counts.
+        let mut dumps = Vec::new();
+        let mut pg_info = None;
+        if let Some(db) = &plan.db {
+            let version =
+                query_pg(docker, stack, db, "SHOW server_version").context("ask PostgreSQL for its version")?;
+            let databases = if db.databases.is_empty() {
+                query_pg(
+                    docker,
+                    stack,
+                    db,
+                    "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1",
+                )?
+                .lines()
+                .map(str::to_string)
+                .collect()
+            } else {
+                db.databases.clone()
+            };
+            let mut info = PgInfo {
+                service: db.service.clone(),
+                volume: db.volume.clone(),
+                server_version: version.trim().to_string(),
+                user: db.user.clone(),
+                globals_entry: "postgres/globals.sql".into(),
+                databases: Vec::new(),
+            };
+            let progress = ctx.ui.progress("dump roles (pg_dumpall --globals-only)");
+            let path = dir.join(format!(".pgdump-{}-globals.sql", std::process::id()));
+            let cmd =
+                exec(docker, stack, &db.service, pg_secret(db), &["pg_dumpall", "-U", &db.user, "--globals-only"]);
+            let (file, stats) = dump_to_file(docker, &cmd, &path, &progress).context("dump the roles")?;
+            progress.finish(&format!("roles: {}", human_bytes(stats.bytes)));
+            if stats.bytes == 0 {
+                bail!("pg_dumpall --globals-only printed nothing: the backup is not valid");
+            }
+            dumps.push((info.globals_entry.clone(), file));
+            for (i, name) in databases.iter().enumerate() {
+                let progress = ctx.ui.progress(&format!("dump database {name}"));
+                let path = dir.join(format!(".pgdump-{}-{i}.sql", std::process::id()));
+                let cmd = exec(
+                    docker,
+                    stack,
+                    &db.service,
+                    pg_secret(db),
+                    &["pg_dump", "-U", &db.user, "--no-password", "--quote-all-identifiers", "-d", name],
+                );
+                let (file, stats) =
+                    dump_to_file(docker, &cmd, &path, &progress).with_context(|| format!("dump database {name}"))?;
+                if stats.bytes == 0 || !stats.complete {
+                    bail!(
+                        "the dump of database {name} is empty or lacks pg_dump's completion trailer: the backup failed"
+                    );
+                }
+                progress.finish(&format!(
+                    "database {name}: {} tables, {}",
+                    stats.tables.len(),
+                    human_bytes(stats.bytes)
+                ));
+                let entry = format!("postgres/{}.sql", safe_entry_name(name));
+                info.databases.push(PgDatabase { name: name.clone(), entry: entry.clone(), tables: stats.tables });
+                dumps.push((entry, file));
+            }
+            pg_info = Some(info);
+        }
+        // 2. Redis: a fresh snapshot on disk before its volume is copied.
+        if let Some(r) = &plan.redis {
+            ctx.ui.step(&format!("ask Redis ({}) to save its data", r.service));
+            redis_save(docker, stack, r).context("make Redis save its data")?;
+        }
+        // 3. With --stop, the services using the copied volumes stop (and start again later).
+        if plan.stop {
+            let db_service = plan.db.as_ref().map(|d| d.service.as_str());
+            let mut svcs: Vec<String> = to_copy.iter().flat_map(|v| v.services.clone()).collect();
+            svcs.sort();
+            svcs.dedup();
+            svcs.retain(|s| Some(s.as_str()) != db_service);
+            guard.stop_for_copy(&svcs, &ctx.ui)?;
+        }
+
+        let name = archive_name(plan.kind, opts.tag.as_deref())?;
+        let mut final_path = dir.join(&name);
+        let mut n = 1;
+        while final_path.exists() {
+            final_path = dir.join(name.replace(".tar.gz", &format!("-{n}.tar.gz")));
+            n += 1;
+        }
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let mut writer = ArchiveWriter::create(&final_path, opts.level, threads)?;
+        let meta = metadata(ctx, plan, opts, config_json, pg_info.clone(), &to_copy, &skipped)?;
+        archive::write_metadata(&mut writer, &meta)?;
+        for (entry, file) in &dumps {
+            let f = File::open(&file.path)?;
+            let size = f.metadata()?.len();
+            writer.add_file(entry, size, f).with_context(|| format!("add {entry}"))?;
+        }
+        drop(dumps);
+        for v in &to_copy {
+            let progress = ctx.ui.progress(&format!("copy volume {}", v.name));
+            let cmd = docker.helper_read_only(&[v.name.as_str()], &["tar", "-c", "-f", "-", "-C", "/v/0", "."]);
+            let mut child = docker.stream(&cmd)?;
+            let stats = writer
+                .add_volume_tar(&v.name, &mut child, &mut |n| progress.inc(n))
+                .with_context(|| format!("back up volume {}", v.name))?;
+            child.finish().with_context(|| format!("back up volume {}", v.name))?;
+            progress.finish(&format!("volume {}: {} files, {}", v.name, stats.files, human_bytes(stats.bytes)));
+        }
+        let stats = writer.stats;
+        let bytes = writer.commit()?;
+        Ok(Summary {
+            path: final_path,
+            kind: plan.kind,
+            bytes,
+            data_bytes: stats.bytes,
+            duration_seconds: started.elapsed().as_secs_f64(),
+            entries: stats.entries + 1,
+            files: stats.files,
+            databases: pg_info.map(|p| p.databases.into_iter().map(|d| d.name).collect()).unwrap_or_default(),
+            volumes: to_copy.iter().map(|v| v.name.clone()).collect(),
+            skipped: skipped.clone(),
+        })
+    })();
+    // Services go back to how they were, whether the backup worked or not.
+    let restored = guard.restore(&ctx.ui);
+    let summary = result?;
+    restored?;
+    Ok(summary)
+}
+
+/// Database names as entry names: anything outside `[A-Za-z0-9._-]` becomes `_` plus its hex.
+fn safe_entry_name(name: &str) -> String {
+    name.chars()
+        .map(
+            |c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c.to_string() } else { format!("_{:x}", c as u32) },
+        )
+        .collect()
+}
+
+fn metadata(
+    ctx: &Ctx,
+    plan: &BackupPlan,
+    opts: &Options,
+    config_json: &str,
+    postgres: Option<PgInfo>,
+    volumes: &[&VolumeChoice],
+    skipped: &[Skipped],
+) -> Result<Metadata> {
+    let mut entries =
+        vec![archive::EntryInfo { path: archive::METADATA.into(), what: "this description of the archive".into() }];
+    if let Some(pg) = &postgres {
+        entries.push(archive::EntryInfo {
+            path: pg.globals_entry.clone(),
+            what: "PostgreSQL roles and tablespaces (pg_dumpall --globals-only)".into(),
+        });
+        for d in &pg.databases {
+            entries.push(archive::EntryInfo {
+                path: d.entry.clone(),
+                what: format!("plain SQL pg_dump of database {}", d.name),
+            });
+        }
+    }
+    let redis_volume = plan.redis.as_ref().map(|r| r.volume.as_str());
+    let infos: Vec<VolumeInfo> = volumes
+        .iter()
+        .map(|v| {
+            entries.push(archive::EntryInfo {
+                path: archive::volume_prefix(&v.name),
+                what: format!("the files of volume {} (role {})", v.name, v.role.as_str()),
+            });
+            let consistency = if Some(v.name.as_str()) == redis_volume {
+                "redis-save"
+            } else if plan.stop {
+                "stopped"
+            } else {
+                "live"
+            };
+            VolumeInfo {
+                key: v.key.clone(),
+                name: v.name.clone(),
+                role: v.role.as_str().into(),
+                priority: v.priority.as_str().into(),
+                driver: v.driver.clone(),
+                labels: v.labels.clone(),
+                entry: archive::volume_prefix(&v.name),
+                consistency: consistency.into(),
+            }
+        })
+        .collect();
+    entries.push(archive::EntryInfo {
+        path: archive::CHECKSUMS.into(),
+        what: "SHA-256 of every file (sha256sum -c)".into(),
+    });
+    Ok(Metadata {
+        format: archive::FORMAT.into(),
+        format_version: archive::FORMAT_VERSION,
+        kind: plan.kind.as_str().into(),
+        project: plan.project.clone(),
+        compose_files: ctx.stack.files.iter().map(|f| f.display().to_string()).collect(),
+        model_sha256: archive::hex(&Sha256::digest(config_json.as_bytes())),
+        environment: opts.environment.clone(),
+        created_at: time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        tag: opts.tag.clone(),
+        entries,
+        postgres,
+        volumes: infos,
+        skipped: skipped.to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

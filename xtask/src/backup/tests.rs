@@ -1,0 +1,90 @@
+//! Backup planning on the sample stack's model: which volumes go in, which are skipped and why.
+
+use super::*;
+use crate::compose::Selection;
+
+fn sample() -> Project {
+    let s = Selection::default().resolve(&BTreeMap::new()).unwrap();
+    s.parse_offline().unwrap()
+}
+
+fn opts(kind: Kind) -> Options {
+    Options {
+        kind,
+        output_dir: "/tmp".into(),
+        volumes: vec![],
+        all: false,
+        exclude: vec![],
+        databases: vec![],
+        tag: None,
+        stop: false,
+        level: 6,
+        environment: None,
+    }
+}
+
+fn names(p: &BackupPlan) -> Vec<&str> {
+    p.volumes.iter().map(|v| v.name.as_str()).collect()
+}
+
+fn skipped(p: &BackupPlan, name: &str) -> String {
+    p.skipped.iter().find(|(n, _)| n == name).map(|(_, r)| r.clone()).unwrap_or_default()
+}
+
+#[test]
+fn default_full_backup_takes_critical_and_important_and_dumps_the_database() {
+    let p = plan(&sample(), &opts(Kind::Full)).unwrap();
+    assert_eq!(names(&p), ["app-backend-media", "app-redis-data"]);
+    let db = p.db.as_ref().unwrap();
+    assert_eq!((db.service.as_str(), db.user.as_str(), db.volume.as_deref()), ("db", "app", Some("app-postgres-data")));
+    assert_eq!(db.password.as_deref(), Some("app-dev-password"), "read from the service environment");
+    assert_eq!(p.redis.as_ref().map(|r| r.service.as_str()), Some("redis"));
+    assert!(skipped(&p, "app-postgres-data").contains("pg_dump"));
+    assert!(skipped(&p, "app-backend-static").contains("regenerable"));
+    assert!(skipped(&p, "app-proxy-logs").contains("optional"));
+    assert!(p.describe().contains("skip app-frontend-node-modules"));
+    assert!(!p.describe().contains("app-dev-password"), "the plan text never shows the password");
+}
+
+#[test]
+fn all_volume_and_exclude_options() {
+    let all = plan(&sample(), &Options { all: true, ..opts(Kind::Full) }).unwrap();
+    assert_eq!(all.volumes.len(), 5, "every volume but the database one, which the dump stands for");
+    let one = plan(&sample(), &Options { volumes: vec!["app-backend-static".into()], ..opts(Kind::Full) }).unwrap();
+    assert_eq!(names(&one), ["app-backend-static"]);
+    assert!(skipped(&one, "app-backend-media").contains("--volume"));
+    let by_key = plan(&sample(), &Options { volumes: vec!["app-proxy-logs".into()], ..opts(Kind::Full) }).unwrap();
+    assert_eq!(names(&by_key), ["app-proxy-logs"]);
+    let ex = plan(&sample(), &Options { exclude: vec!["app-redis-data".into()], ..opts(Kind::Full) }).unwrap();
+    assert_eq!(names(&ex), ["app-backend-media"]);
+    assert!(ex.redis.is_none());
+    let raw_db = plan(&sample(), &Options { volumes: vec!["app-postgres-data".into()], ..opts(Kind::Full) }).unwrap();
+    assert_eq!(names(&raw_db), ["app-postgres-data"], "asked for by name, the raw volume is copied too");
+    let err = plan(&sample(), &Options { volumes: vec!["nope".into()], ..opts(Kind::Full) }).unwrap_err().to_string();
+    assert!(err.contains("nope") && err.contains("cargo xtask volumes"), "{err}");
+    let err = plan(&sample(), &Options { exclude: vec!["nope".into()], ..opts(Kind::Full) }).unwrap_err().to_string();
+    assert!(err.contains("nope"), "{err}");
+}
+
+#[test]
+fn db_backup_dumps_only() {
+    let p = plan(&sample(), &Options { databases: vec!["app".into()], ..opts(Kind::Db) }).unwrap();
+    assert!(p.volumes.is_empty());
+    assert!(p.redis.is_none());
+    assert_eq!(p.db.unwrap().databases, ["app"]);
+    let mut no_db = sample();
+    no_db.services.retain(|s| s.name != "db");
+    no_db.volumes.retain(|v| v.key != "app-postgres-data");
+    let err = plan(&no_db, &opts(Kind::Db)).unwrap_err().to_string();
+    assert!(err.contains("no PostgreSQL service"), "{err}");
+}
+
+#[test]
+fn archive_names_carry_kind_time_and_a_clean_tag() {
+    let n = archive_name(Kind::Db, Some("pre migration/1")).unwrap();
+    assert!(n.starts_with("db_backup_") && n.ends_with("_pre-migration-1.tar.gz"), "{n}");
+    let stamp = &n["db_backup_".len().."db_backup_".len() + 15];
+    assert!(stamp.chars().enumerate().all(|(i, c)| if i == 8 { c == '_' } else { c.is_ascii_digit() }), "{stamp}");
+    assert!(archive_name(Kind::Full, None).unwrap().starts_with("full_backup_"));
+    assert_eq!(safe_entry_name("my db/ü"), "my_20db_2f_fc");
+}

@@ -1,0 +1,73 @@
+//! One backup or restore of a project at a time: an exclusive lock (flock) on
+//! `<backup dir>/.xtask-<project>.lock`. The kernel drops it when the holder exits, even by
+//! kill -9, so a stale lock never blocks; the file records who holds it for the error message.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+pub struct Lock {
+    _file: File,
+    pub path: PathBuf,
+}
+
+impl Lock {
+    pub fn acquire(dir: &Path, project: &str, what: &str) -> Result<Lock> {
+        let path = dir.join(format!(".xtask-{project}.lock"));
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("open the lock file {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                file.read_to_string(&mut holder).ok();
+                bail!(
+                    "another backup or restore of project {project} is running ({}); wait for it to finish \
+                     (the lock {} is released when that process exits)",
+                    holder.trim(),
+                    path.display()
+                );
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("lock {}", path.display()));
+            }
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        let now =
+            time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        writeln!(file, "held by pid {} running `cargo xtask {what}` since {now}", std::process::id())?;
+        file.flush()?;
+        Ok(Lock { _file: file, path })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_holder_is_refused_with_the_holder_named() {
+        let dir = std::env::temp_dir().join(format!("xtask-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let first = Lock::acquire(&dir, "proj", "backup").unwrap();
+        let err = Lock::acquire(&dir, "proj", "restore").err().expect("second lock refused").to_string();
+        assert!(
+            err.contains("another backup or restore of project proj") && err.contains("cargo xtask backup"),
+            "{err}"
+        );
+        assert!(Lock::acquire(&dir, "other-project", "backup").is_ok(), "locks are per project");
+        drop(first);
+        assert!(Lock::acquire(&dir, "proj", "restore").is_ok(), "released on drop");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
