@@ -293,8 +293,15 @@ pub fn free_space(dir: &Path) -> Result<u64> {
 
 fn archive_name(kind: Kind, tag: Option<&str>) -> Result<String> {
     let t = time::OffsetDateTime::now_utc();
-    let stamp =
-        format!("{:04}{:02}{:02}_{:02}{:02}{:02}", t.year(), t.month() as u8, t.day(), t.hour(), t.minute(), t.second());
+    let stamp = format!(
+        "{:04}{:02}{:02}_{:02}{:02}{:02}",
+        t.year(),
+        t.month() as u8,
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
     let tag = tag.map(|t| {
         let clean: String =
             t.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' }).collect();

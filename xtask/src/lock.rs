@@ -5,13 +5,12 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
 pub struct Lock {
     _file: File,
-    pub path: PathBuf,
 }
 
 impl Lock {
@@ -47,7 +46,7 @@ impl Lock {
             time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
         writeln!(file, "held by pid {} running `cargo xtask {what}` since {now}", std::process::id())?;
         file.flush()?;
-        Ok(Lock { _file: file, path })
+        Ok(Lock { _file: file })
     }
 }
 

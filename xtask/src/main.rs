@@ -2,6 +2,7 @@
 //! This file only parses the command line and dispatches; each task family has its module.
 
 mod archive;
+mod archives;
 mod backup;
 mod compose;
 mod context;
@@ -88,6 +89,48 @@ enum Command {
     Backup(BackupArgs),
     /// Back up only the PostgreSQL databases, e.g. before a migration
     BackupDb(BackupDbArgs),
+    /// List the archives: file, created, age, size, kind, tag, checksum status, contents
+    Backups {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read archives: gzip and tar integrity, every checksum, metadata, path safety, dumps
+    Verify {
+        /// The archive to verify
+        #[arg(required_unless_present_any = ["latest", "all"], conflicts_with_all = ["latest", "all"])]
+        archive: Option<PathBuf>,
+        /// Verify the newest archive of the project
+        #[arg(long, conflicts_with = "all")]
+        latest: bool,
+        /// Verify every archive of the project
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        dir: DirArg,
+        /// Print the reports as JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete old archives by a retention policy; never the newest verified one, never other files
+    Prune {
+        /// Keep the N newest archives
+        #[arg(long, value_name = "N", env = "XTASK_KEEP_LAST", default_value_t = 3)]
+        keep_last: usize,
+        /// Keep the newest archive of each of the last D days that have one
+        #[arg(long, value_name = "D", env = "XTASK_KEEP_DAILY", default_value_t = 7)]
+        keep_daily: usize,
+        /// Keep the newest archive of each of the last W weeks that have one
+        #[arg(long, value_name = "W", env = "XTASK_KEEP_WEEKLY", default_value_t = 4)]
+        keep_weekly: usize,
+        /// Keep the newest archive of each of the last M months that have one
+        #[arg(long, value_name = "M", env = "XTASK_KEEP_MONTHLY", default_value_t = 6)]
+        keep_monthly: usize,
+        #[command(flatten)]
+        dir: DirArg,
+    },
     /// Start the stack (or the given services) and wait until healthy
     Up {
         /// Services to start [default: all]
@@ -118,6 +161,19 @@ struct ArchiveArgs {
 }
 
 #[derive(Args)]
+struct DirArg {
+    /// Directory holding the archives [default: backups/ in the workspace]
+    #[arg(long = "output-dir", value_name = "DIR", env = "XTASK_BACKUP_DIR")]
+    dir: Option<PathBuf>,
+}
+
+impl DirArg {
+    fn path(self) -> PathBuf {
+        self.dir.unwrap_or_else(archives::default_dir)
+    }
+}
+
+#[derive(Args)]
 struct BackupArgs {
     #[command(flatten)]
     archive: ArchiveArgs,
@@ -144,7 +200,7 @@ struct BackupDbArgs {
 fn backup_options(a: ArchiveArgs, kind: backup::Kind, env: Option<&str>) -> backup::Options {
     backup::Options {
         kind,
-        output_dir: a.output_dir.unwrap_or_else(status::backup_dir),
+        output_dir: a.output_dir.unwrap_or_else(archives::default_dir),
         volumes: Vec::new(),
         all: false,
         exclude: Vec::new(),
@@ -180,7 +236,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         project_dir: g.project_directory,
         profiles: g.profiles,
     };
-    let ctx = context::Ctx::new(&selection, g.offline, g.dry_run, g.verbose, g.quiet)?;
+    // Reading archives needs no engine.
+    let offline =
+        g.offline || matches!(cli.command, Command::Backups { .. } | Command::Verify { .. } | Command::Prune { .. });
+    let ctx = context::Ctx::new(&selection, offline, g.dry_run, g.verbose, g.quiet)?;
     match cli.command {
         Command::Volumes { json } => volumes::run(&ctx, json),
         Command::Status { json } => status::run(&ctx, json),
@@ -198,6 +257,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::BackupDb(b) => {
             let json = b.archive.json;
             backup::run(&ctx, &backup_options(b.archive, backup::Kind::Db, env_name.as_deref()), json)
+        }
+        Command::Backups { dir, json } => archives::list(&dir.path(), &ctx.stack.name, json),
+        Command::Verify { archive, latest, all, dir, json } => {
+            let which = match (archive, latest, all) {
+                (Some(p), _, _) => archives::Which::One(p),
+                (None, true, _) => archives::Which::Latest,
+                _ => archives::Which::All,
+            };
+            archives::verify(&dir.path(), &ctx.stack.name, which, &ctx.ui, json)
+        }
+        Command::Prune { keep_last, keep_daily, keep_weekly, keep_monthly, dir } => {
+            let r =
+                archives::Retention { last: keep_last, daily: keep_daily, weekly: keep_weekly, monthly: keep_monthly };
+            archives::prune(&dir.path(), &ctx.stack.name, &r, g.dry_run, &ctx.ui)
         }
         Command::Up { services } => stack::up(&ctx, &services),
         Command::Down => stack::down(&ctx),

@@ -33,14 +33,6 @@ pub struct BackupFile {
     pub size_bytes: u64,
 }
 
-/// Where archives live: `$XTASK_BACKUP_DIR`, else `backups/` in the workspace.
-pub fn backup_dir() -> PathBuf {
-    std::env::var_os("XTASK_BACKUP_DIR")
-        .filter(|s| !s.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::compose::workspace_root().join("backups"))
-}
-
 /// The newest `*_backup_YYYYMMDD_HHMMSS*` file in `dir` (names sort by time within a kind).
 pub fn newest_backup(dir: &Path) -> Option<BackupFile> {
     let entries = std::fs::read_dir(dir).ok()?;
@@ -83,7 +75,7 @@ pub fn status(ctx: &Ctx) -> Result<Status> {
         project: ctx.stack.name.clone(),
         services,
         volumes: inventory,
-        newest_backup: newest_backup(&backup_dir()),
+        newest_backup: newest_backup(&crate::archives::default_dir()),
     })
 }
 
@@ -108,7 +100,7 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<()> {
     );
     match &st.newest_backup {
         Some(b) => println!("Newest backup: {} ({})", b.path.display(), human_bytes(b.size_bytes)),
-        None => println!("Newest backup: none in {}", backup_dir().display()),
+        None => println!("Newest backup: none in {}", crate::archives::default_dir().display()),
     }
     Ok(())
 }

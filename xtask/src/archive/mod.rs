@@ -152,6 +152,7 @@ impl ArchiveWriter {
         })
     }
 
+    #[cfg(test)]
     pub fn temp_path(&self) -> &Path {
         &self.temp_path
     }
