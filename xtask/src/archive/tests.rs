@@ -169,8 +169,11 @@ fn truncated_and_flipped_archives_fail() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A raw entry: name, type, content, link target.
+type RawEntry<'a> = (&'a [u8], tar::EntryType, &'a [u8], Option<&'a [u8]>);
+
 /// Builds an archive entry by entry with raw names (so `..` and absolute paths can be written).
-fn raw_archive(path: &Path, meta_json: &[u8], entries: &[(&[u8], tar::EntryType, &[u8], Option<&[u8]>)], sums: bool) {
+fn raw_archive(path: &Path, meta_json: &[u8], entries: &[RawEntry], sums: bool) {
     let mut b =
         tar::Builder::new(flate2::write::GzEncoder::new(File::create(path).unwrap(), flate2::Compression::fast()));
     fn add<W: Write>(b: &mut tar::Builder<W>, name: &[u8], kind: tar::EntryType, data: &[u8], link: Option<&[u8]>) {
@@ -205,7 +208,7 @@ fn unsafe_or_incomplete_archives_fail_with_the_entry_named() {
     let dir = temp_dir("unsafe");
     let m = serde_json::to_vec(&meta(&["vol"])).unwrap();
     let f = tar::EntryType::Regular;
-    let cases: Vec<(&str, Vec<(&[u8], tar::EntryType, &[u8], Option<&[u8]>)>, bool, &str)> = vec![
+    let cases: Vec<(&str, Vec<RawEntry>, bool, &str)> = vec![
         ("dotdot", vec![(b"volumes/vol/../../etc/passwd", f, b"x", None)], true, "'..'"),
         ("absolute", vec![(b"/etc/passwd", f, b"x", None)], true, "absolute"),
         (
