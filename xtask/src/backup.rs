@@ -595,8 +595,7 @@ pub fn execute(ctx: &Ctx, plan: &BackupPlan, opts: &Options, config_json: &str) 
         drop(dumps);
         for v in &to_copy {
             let progress = ctx.ui.progress(&format!("copy volume {}", v.name));
-            let cmd = docker.helper_read_only(&[v.name.as_str()], &["tar", "-c", "-f", "-", "-C", "/v/0", "."]);
-            let mut child = docker.stream(&cmd)?;
+            let mut child = docker.volume_tar(&v.name).with_context(|| format!("read volume {}", v.name))?;
             let stats = writer
                 .add_volume_tar(&v.name, &mut child, &mut |n| progress.inc(n))
                 .with_context(|| format!("back up volume {}", v.name))?;

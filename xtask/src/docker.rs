@@ -226,27 +226,167 @@ impl Drop for ChildReader {
     }
 }
 
+/// A child whose stderr is collected on a thread.
+type Spawned = (std::process::Child, std::thread::JoinHandle<Vec<u8>>);
+
 impl Docker {
-    /// Starts `cmd` with its stdout piped to the caller (also under `--dry-run`: callers only
-    /// stream from commands that read).
-    pub fn stream(&self, cmd: &DockerCmd) -> Result<ChildReader> {
+    fn spawn(&self, cmd: &DockerCmd, stdout: Stdio) -> Result<Spawned> {
         if self.echo {
             eprintln!("+ {cmd}");
         }
         let mut child = self
             .command(cmd)
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("start `{cmd}`"))?;
-        let stdout = child.stdout.take().context("child stdout")?;
         let mut err = child.stderr.take().context("child stderr")?;
         let stderr = std::thread::spawn(move || {
             let mut buf = Vec::new();
             let _ = std::io::Read::read_to_end(&mut err, &mut buf);
             buf
         });
+        Ok((child, stderr))
+    }
+
+    /// Starts `cmd` with its stdout piped to the caller (also under `--dry-run`: callers only
+    /// stream from commands that read).
+    pub fn stream(&self, cmd: &DockerCmd) -> Result<ChildReader> {
+        let (mut child, stderr) = self.spawn(cmd, Stdio::piped())?;
+        let stdout = child.stdout.take().context("child stdout")?;
         Ok(ChildReader { child, stdout, stderr: Some(stderr), cmd: cmd.clone() })
+    }
+
+    /// The tar stream of a volume's root (`tar -c -C ROOT .` in a read-only helper container).
+    /// With a local engine the bytes travel through a FIFO in a bind-mounted private directory,
+    /// kernel to kernel; otherwise (or with XTASK_TRANSPORT=stream) through the container's
+    /// stdout, which the daemon relays. If the FIFO cannot be used, the stream is the fallback.
+    pub fn volume_tar(&self, volume: &str) -> Result<VolumeTar> {
+        let transport = std::env::var("XTASK_TRANSPORT").unwrap_or_default();
+        let local = std::env::var("DOCKER_HOST").map_or(true, |h| h.is_empty() || h.starts_with("unix://"));
+        if transport != "stream" && (local || transport == "fifo") {
+            match self.volume_tar_fifo(volume) {
+                Ok(Some(t)) => return Ok(t),
+                Ok(None) => {} // the engine does not see our files: use the stream
+                Err(e) => return Err(e),
+            }
+        }
+        let cmd = self.helper_read_only(&[volume], &["tar", "-c", "-f", "-", "-C", "/v/0", "."]);
+        Ok(VolumeTar::Stream(self.stream(&cmd)?))
+    }
+
+    fn volume_tar_fifo(&self, volume: &str) -> Result<Option<VolumeTar>> {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("xtask-io-{}-{n}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let dir = TempIoDir(dir);
+        let fifo = dir.0.join("stream");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).context("FIFO path")?;
+        // SAFETY: a valid NUL-terminated path; mkfifo has no other preconditions.
+        if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("mkfifo {}", fifo.display()));
+        }
+        let mut cmd = self.helper_read_only(&[volume], &["tar", "-c", "-f", "/xtask-io/stream", "-C", "/v/0", "."]);
+        let image_at = cmd.args.len() - 8;
+        cmd.args.splice(
+            image_at..image_at,
+            ["--mount".to_string(), format!("type=bind,source={},target=/xtask-io", dir.0.display())],
+        );
+        let (mut child, stderr) = self.spawn(&cmd, Stdio::null())?;
+        // Opening a FIFO for reading blocks until the writer opens it: do it on a thread and
+        // watch the child meanwhile, so a helper that fails early cannot hang us.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(std::fs::File::open(&path));
+        });
+        loop {
+            match rx.recv_timeout(std::time::Duration::from_millis(50)) {
+                Ok(file) => {
+                    let file = file.with_context(|| format!("open {}", fifo.display()))?;
+                    return Ok(Some(VolumeTar::Fifo(FifoReader { file, child, stderr: Some(stderr), cmd, _dir: dir })));
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(e) => bail!("FIFO reader thread: {e}"),
+            }
+            if let Some(status) = child.try_wait()? {
+                // Unblock the opener, then decide: a failure is an error, a success means the
+                // helper wrote somewhere we cannot see (a remote engine): fall back.
+                let _ = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&fifo);
+                let err = stderr.join().unwrap_or_default();
+                if !status.success() {
+                    return Err(failure(&cmd, status, &err));
+                }
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// A private directory shared with a helper container; removed when dropped.
+struct TempIoDir(PathBuf);
+
+impl Drop for TempIoDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A volume's tar stream, by FIFO or by the container's stdout.
+pub enum VolumeTar {
+    Fifo(FifoReader),
+    Stream(ChildReader),
+}
+
+/// The reading end of the FIFO a helper container writes its tar into.
+pub struct FifoReader {
+    file: std::fs::File,
+    child: std::process::Child,
+    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
+    cmd: DockerCmd,
+    _dir: TempIoDir,
+}
+
+impl std::io::Read for VolumeTar {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            VolumeTar::Fifo(f) => f.file.read(buf),
+            VolumeTar::Stream(r) => r.read(buf),
+        }
+    }
+}
+
+impl VolumeTar {
+    /// Drains the stream, waits for the helper and reports its failure with its stderr.
+    pub fn finish(self) -> Result<()> {
+        match self {
+            VolumeTar::Stream(r) => r.finish(),
+            VolumeTar::Fifo(f) => f.finish(),
+        }
+    }
+}
+
+impl FifoReader {
+    fn finish(mut self) -> Result<()> {
+        std::io::copy(&mut self.file, &mut std::io::sink()).ok();
+        let status = self.child.wait().with_context(|| format!("wait for `{}`", self.cmd))?;
+        let err = self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
+        if !status.success() {
+            return Err(failure(&self.cmd, status, &err));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FifoReader {
+    fn drop(&mut self) {
+        if self.stderr.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
