@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::archive::{self, Metadata};
+use crate::context::Ctx;
 use crate::ui::{human_bytes, table, Ui};
 
 #[derive(Debug, Clone, Serialize)]
@@ -191,7 +192,8 @@ pub enum Which {
     All,
 }
 
-pub fn verify(dir: &Path, project: &str, which: Which, ui: &Ui, json: bool) -> Result<()> {
+pub fn verify(ctx: &Ctx, dir: &Path, which: Which, deep: bool, json: bool) -> Result<()> {
+    let (project, ui) = (ctx.stack.name.as_str(), &ctx.ui);
     let paths: Vec<PathBuf> = match which {
         Which::One(p) => vec![p],
         Which::Latest => match scan(dir, project)?.into_iter().next() {
@@ -203,8 +205,15 @@ pub fn verify(dir: &Path, project: &str, which: Which, ui: &Ui, json: bool) -> R
     let mut reports = Vec::new();
     for path in paths {
         let progress = ui.progress(&format!("verify {}", path.display()));
-        let report = archive::verify(&path);
+        let mut report = archive::verify(&path);
         progress.inc(report.bytes);
+        if deep && report.ok() {
+            if let Some(meta) = report.metadata.clone() {
+                if let Err(e) = deep_check(ctx, &path, &meta) {
+                    report.problems.push(format!("--deep: {e:#}"));
+                }
+            }
+        }
         record_verification(&path, report.ok());
         if report.ok() {
             progress.finish(&format!("OK: {} entries, {} files, checksums match", report.entries, report.files));
@@ -222,6 +231,136 @@ pub fn verify(dir: &Path, project: &str, which: Which, ui: &Ui, json: bool) -> R
     let failed: Vec<String> = reports.iter().filter(|r| !r.ok()).map(|r| r.path.display().to_string()).collect();
     if !failed.is_empty() {
         bail!("verification failed for {}: do not restore from it", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// Removes a throwaway container or volume when dropped.
+struct Scratch<'a> {
+    docker: &'a crate::docker::Docker,
+    args: Vec<String>,
+}
+
+impl Drop for Scratch<'_> {
+    fn drop(&mut self) {
+        let _ = self.docker.query(&self.docker.cmd(self.args.clone()));
+    }
+}
+
+/// Proves the archive loads: the dumps into a throwaway PostgreSQL (same image as the stack's
+/// database service) with the row counts compared, each volume into a scratch volume with its
+/// file count compared; everything is removed afterwards.
+fn deep_check(ctx: &Ctx, path: &Path, meta: &Metadata) -> Result<()> {
+    let docker = ctx.docker()?;
+    let pid = std::process::id();
+    if let Some(pg) = &meta.postgres {
+        let model = crate::volumes::model(ctx)?;
+        let image =
+            model.services.iter().find(|s| s.name == pg.service).and_then(|s| s.image.clone()).with_context(|| {
+                format!("the stack has no service {} to take the PostgreSQL image from", pg.service)
+            })?;
+        let name = format!("xtask-verify-{pid}");
+        let password = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos());
+        let user = format!("POSTGRES_USER={}", pg.user);
+        let run = docker
+            .cmd([
+                "run",
+                "-d",
+                "--name",
+                &name,
+                "--network",
+                "none",
+                "--label",
+                "xtask.helper=1",
+                "-e",
+                "POSTGRES_PASSWORD",
+                "-e",
+                &user,
+                &image,
+            ])
+            .secret_env("POSTGRES_PASSWORD", &password);
+        docker.query(&run).context("start a throwaway PostgreSQL")?;
+        let _container = Scratch { docker, args: vec!["rm".into(), "-f".into(), "-v".into(), name.clone()] };
+        let ready = docker.cmd(["exec", &name, "pg_isready", "-U", &pg.user, "-d", "postgres"]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while docker.query(&ready).is_err() {
+            if std::time::Instant::now() > deadline {
+                bail!("the throwaway PostgreSQL did not become ready in 120 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        let psql = |db: &str, stop: bool| {
+            let mut args = vec!["exec", "-i", name.as_str(), "psql", "-X", "-q", "-U", &pg.user, "-d", db];
+            if stop {
+                args.extend(["-v", "ON_ERROR_STOP=1"]);
+            }
+            docker.cmd(args)
+        };
+        // Roles: the cluster's own superuser exists already, so errors here are expected and ignored.
+        crate::extract::pipe_entry(docker, path, &pg.globals_entry, &psql("postgres", false))?;
+        for db in &pg.databases {
+            let exists = docker.query(&docker.cmd([
+                "exec",
+                &name,
+                "psql",
+                "-X",
+                "-At",
+                "-U",
+                &pg.user,
+                "-d",
+                "postgres",
+                "-c",
+                &format!("SELECT 1 FROM pg_database WHERE datname = '{}'", db.name.replace('\'', "''")),
+            ]))?;
+            if exists.trim() != "1" {
+                crate::extract::pipe_text(
+                    docker,
+                    "CREATE DATABASE :\"d\";",
+                    &psql("postgres", true).arg_pair("-v", &format!("d={}", db.name)),
+                )?;
+            }
+            crate::extract::pipe_entry(docker, path, &db.entry, &psql(&db.name, true))
+                .with_context(|| format!("load {} into a throwaway PostgreSQL", db.entry))?;
+            for (table, rows) in &db.tables {
+                let got = docker.query(&docker.cmd([
+                    "exec",
+                    &name,
+                    "psql",
+                    "-X",
+                    "-At",
+                    "-U",
+                    &pg.user,
+                    "-d",
+                    &db.name,
+                    "-c",
+                    &format!("SELECT count(*) FROM {table}"),
+                ]))?;
+                if got.trim() != rows.to_string() {
+                    bail!(
+                        "database {}: table {table} has {} rows after loading, the metadata says {rows}",
+                        db.name,
+                        got.trim()
+                    );
+                }
+            }
+        }
+    }
+    for (i, v) in meta.volumes.iter().enumerate() {
+        let scratch = format!("xtask-verify-{pid}-{i}");
+        docker.query(&docker.cmd(["volume", "create", "--label", "xtask.helper=1", &scratch]))?;
+        let _volume = Scratch { docker, args: vec!["volume".into(), "rm".into(), "-f".into(), scratch.clone()] };
+        let files = crate::extract::fill_volume(docker, path, &v.name, &scratch)
+            .with_context(|| format!("load volume {} into a scratch volume", v.name))?;
+        let counted = docker.query(&docker.helper_read_only(&[scratch.as_str()], &["find", "/v/0", "-type", "f"]))?;
+        if counted.lines().count() as u64 != files {
+            // Names with newlines print over several lines: count NUL-separated instead.
+            let nul = docker
+                .query(&docker.helper_read_only(&[scratch.as_str()], &["find", "/v/0", "-type", "f", "-print0"]))?;
+            let n = nul.split('\0').filter(|s| !s.is_empty()).count() as u64;
+            if n != files {
+                bail!("volume {}: {n} files after loading, the archive holds {files}", v.name);
+            }
+        }
     }
     Ok(())
 }
@@ -309,11 +448,11 @@ mod tests {
 
     #[test]
     fn retention_keeps_last_daily_weekly_monthly_and_newest_verified() {
-        // Newest first: two on Nov 23, one each on Nov 22, Nov 10, Oct 5.
+        // Newest first: two on Wed Nov 25, one each on Tue Nov 24 (same ISO week), Nov 10, Oct 5.
         let archives = [
-            (at(23, 11, 12), false),
-            (at(23, 11, 8), true),
-            (at(22, 11, 8), false),
+            (at(25, 11, 12), false),
+            (at(25, 11, 8), true),
+            (at(24, 11, 8), false),
             (at(10, 11, 8), false),
             (at(5, 10, 8), false),
         ];
@@ -325,7 +464,7 @@ mod tests {
         assert_eq!(keep(Retention { weekly: 2, ..none }), [true, true, false, true, false]);
         assert_eq!(keep(Retention { monthly: 2, ..none }), [true, true, false, false, true]);
         let why = decide(&archives, &Retention { last: 1, daily: 1, weekly: 0, monthly: 0 });
-        assert_eq!(why[0], ["last 1", "daily 2026-11-23"]);
+        assert_eq!(why[0], ["last 1", "daily 2026-11-25"]);
         assert_eq!(why[1], ["newest verified archive"]);
     }
 

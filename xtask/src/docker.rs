@@ -25,9 +25,17 @@ pub struct DockerCmd {
 impl DockerCmd {
     /// Passes `value` to the child as environment variable `name`, hidden from output and errors.
     /// Pair it with `-e NAME` (no value) in the args so docker forwards it to the container.
-    #[cfg_attr(not(test), allow(dead_code))] // the database tasks pass passwords this way
     pub fn secret_env(mut self, name: &str, value: &str) -> Self {
         self.secret_env.push((name.to_string(), value.to_string()));
+        self
+    }
+}
+
+impl DockerCmd {
+    /// Appends `flag value`.
+    pub fn arg_pair(mut self, flag: &str, value: &str) -> Self {
+        self.args.push(flag.to_string());
+        self.args.push(value.to_string());
         self
     }
 }
@@ -129,6 +137,18 @@ impl Docker {
         DockerCmd { args: argv, secret_env: Vec::new() }
     }
 
+    /// `docker run --rm -i` of the helper image with `volume` mounted read-write at `/v/0`,
+    /// running `command` (which reads its stdin).
+    pub fn helper_writer(&self, volume: &str, command: &[&str]) -> DockerCmd {
+        let mut args: Vec<String> =
+            ["run", "--rm", "-i", "--network", "none", "--label", "xtask.helper=1"].map(String::from).to_vec();
+        args.push("--mount".into());
+        args.push(format!("type=volume,source={volume},target=/v/0"));
+        args.push(helper_image());
+        args.extend(command.iter().map(|c| c.to_string()));
+        DockerCmd { args, secret_env: Vec::new() }
+    }
+
     /// `docker run --rm` of the small helper image with `volumes` mounted read-only at
     /// `/v/0`, `/v/1`... in that order, no network, running `command`.
     pub fn helper_read_only(&self, volumes: &[&str], command: &[&str]) -> DockerCmd {
@@ -226,6 +246,61 @@ impl Drop for ChildReader {
     }
 }
 
+/// A running docker child the tool writes into.
+pub struct ChildWriter {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
+    cmd: DockerCmd,
+}
+
+impl Write for ChildWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.stdin.as_mut() {
+            Some(s) => s.write(buf),
+            None => Err(std::io::Error::other("stdin already closed")),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stdin.as_mut().map_or(Ok(()), |s| s.flush())
+    }
+}
+
+impl ChildWriter {
+    /// Closes stdin, waits, and turns a non-zero exit into an error carrying stderr.
+    pub fn finish(mut self) -> Result<()> {
+        drop(self.stdin.take());
+        let status = self.child.wait().with_context(|| format!("wait for `{}`", self.cmd))?;
+        let stderr = self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
+        if !status.success() {
+            return Err(failure(&self.cmd, status, &stderr));
+        }
+        Ok(())
+    }
+
+    /// The child's error after a write failed (it usually exited early: its stderr says why).
+    pub fn failed(mut self) -> anyhow::Error {
+        drop(self.stdin.take());
+        let status = self.child.wait();
+        let stderr = self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
+        match status {
+            Ok(s) => failure(&self.cmd, s, &stderr),
+            Err(e) => anyhow!("wait for `{}`: {e}", self.cmd),
+        }
+    }
+}
+
+impl Drop for ChildWriter {
+    fn drop(&mut self) {
+        if self.stderr.is_some() {
+            drop(self.stdin.take());
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// A child whose stderr is collected on a thread.
 type Spawned = (std::process::Child, std::thread::JoinHandle<Vec<u8>>);
 
@@ -255,6 +330,31 @@ impl Docker {
         let (mut child, stderr) = self.spawn(cmd, Stdio::piped())?;
         let stdout = child.stdout.take().context("child stdout")?;
         Ok(ChildReader { child, stdout, stderr: Some(stderr), cmd: cmd.clone() })
+    }
+
+    /// Starts `cmd` with its stdin fed by the caller (a dump into psql, a tar into a helper).
+    pub fn pipe_into(&self, cmd: &DockerCmd) -> Result<ChildWriter> {
+        if self.dry_run {
+            bail!("internal error: a command that writes must not run under --dry-run: {cmd}");
+        }
+        if self.echo {
+            eprintln!("+ {cmd}");
+        }
+        let mut child = self
+            .command(cmd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("start `{cmd}`"))?;
+        let stdin = child.stdin.take().context("child stdin")?;
+        let mut err = child.stderr.take().context("child stderr")?;
+        let stderr = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut err, &mut buf);
+            buf
+        });
+        Ok(ChildWriter { child, stdin: Some(stdin), stderr: Some(stderr), cmd: cmd.clone() })
     }
 
     /// The tar stream of a volume's root (`tar -c -C ROOT .` in a read-only helper container).

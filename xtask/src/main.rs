@@ -7,6 +7,7 @@ mod backup;
 mod compose;
 mod context;
 mod docker;
+mod extract;
 mod lock;
 mod plan;
 mod roles;
@@ -108,6 +109,9 @@ enum Command {
         /// Verify every archive of the project
         #[arg(long)]
         all: bool,
+        /// Also prove it loads: dumps into a throwaway PostgreSQL, volumes into scratch volumes
+        #[arg(long)]
+        deep: bool,
         #[command(flatten)]
         dir: DirArg,
         /// Print the reports as JSON on stdout
@@ -237,8 +241,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         profiles: g.profiles,
     };
     // Reading archives needs no engine.
-    let offline =
-        g.offline || matches!(cli.command, Command::Backups { .. } | Command::Verify { .. } | Command::Prune { .. });
+    let offline = g.offline
+        || matches!(cli.command, Command::Backups { .. } | Command::Verify { deep: false, .. } | Command::Prune { .. });
     let ctx = context::Ctx::new(&selection, offline, g.dry_run, g.verbose, g.quiet)?;
     match cli.command {
         Command::Volumes { json } => volumes::run(&ctx, json),
@@ -259,13 +263,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             backup::run(&ctx, &backup_options(b.archive, backup::Kind::Db, env_name.as_deref()), json)
         }
         Command::Backups { dir, json } => archives::list(&dir.path(), &ctx.stack.name, json),
-        Command::Verify { archive, latest, all, dir, json } => {
+        Command::Verify { archive, latest, all, deep, dir, json } => {
             let which = match (archive, latest, all) {
                 (Some(p), _, _) => archives::Which::One(p),
                 (None, true, _) => archives::Which::Latest,
                 _ => archives::Which::All,
             };
-            archives::verify(&dir.path(), &ctx.stack.name, which, &ctx.ui, json)
+            archives::verify(&ctx, &dir.path(), which, deep, json)
         }
         Command::Prune { keep_last, keep_daily, keep_weekly, keep_monthly, dir } => {
             let r =

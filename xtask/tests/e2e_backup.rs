@@ -362,8 +362,10 @@ fn full_backup_matches_the_source_and_loads() {
     drop(fresh_redis);
 
     // verify passes; damaged copies fail with a clear message and exit 1.
-    let ok = stack.xtask_ok(&["verify", path.to_str().unwrap()]);
-    let _ = ok;
+    stack.xtask_ok(&["verify", path.to_str().unwrap()]);
+    // --deep loads it all into throwaway PostgreSQL and scratch volumes, and removes them again.
+    let (ok, _, err) = stack.xtask(&["verify", "--deep", path.to_str().unwrap()]);
+    assert!(ok && err.contains("OK:"), "{err}");
     let bytes = std::fs::read(&path).unwrap();
     let damaged = [
         ("truncated", bytes[..bytes.len() * 2 / 3].to_vec(), "truncated"),
