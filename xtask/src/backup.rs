@@ -443,11 +443,17 @@ pub fn run(ctx: &Ctx, opts: &Options, json: bool) -> Result<()> {
 }
 
 pub fn execute(ctx: &Ctx, plan: &BackupPlan, opts: &Options, config_json: &str) -> Result<Summary> {
+    let dir = prepare_dir(&opts.output_dir)?;
+    let _lock = Lock::acquire(&dir, &plan.project, &format!("backup ({})", plan.kind.as_str()))?;
+    execute_locked(ctx, plan, opts, config_json, &dir)
+}
+
+/// The backup itself, for a caller that already holds the project's lock (restore's safety backup).
+pub fn execute_locked(ctx: &Ctx, plan: &BackupPlan, opts: &Options, config_json: &str, dir: &Path) -> Result<Summary> {
     let started = Instant::now();
     let docker = ctx.docker()?;
     let stack = &ctx.stack;
-    let dir = prepare_dir(&opts.output_dir)?;
-    let _lock = Lock::acquire(&dir, &plan.project, &format!("backup ({})", plan.kind.as_str()))?;
+    let dir = dir.to_path_buf();
     remove_stale_temporaries(&dir, ctx);
 
     let existing = existing_volumes(docker)?;

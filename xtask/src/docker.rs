@@ -111,6 +111,12 @@ impl Docker {
         Ok(())
     }
 
+    /// A runner that only builds commands, for unit tests of plans.
+    #[cfg(test)]
+    pub fn for_plans() -> Docker {
+        Docker { bin: "docker".into(), dry_run: true, echo: false }
+    }
+
     pub fn dry_run(&self) -> bool {
         self.dry_run
     }

@@ -143,7 +143,6 @@ mod tests {
         add("volumes/v/h", tar::EntryType::Link, Some("volumes/v/f"), b"");
         add("volumes/v/s", tar::EntryType::Symlink, Some("f"), b"");
         add("volumes/other/x", tar::EntryType::Regular, None, b"not mine");
-        drop(add);
         b.into_inner().unwrap().finish().unwrap();
         let mut out = Vec::new();
         assert_eq!(volume_entries(&path, "v", &mut out).unwrap(), 1);

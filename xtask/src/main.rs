@@ -4,12 +4,14 @@
 mod archive;
 mod archives;
 mod backup;
+mod clean;
 mod compose;
 mod context;
 mod docker;
 mod extract;
 mod lock;
 mod plan;
+mod restore;
 mod roles;
 mod services;
 mod stack;
@@ -135,6 +137,59 @@ enum Command {
         #[command(flatten)]
         dir: DirArg,
     },
+    /// Restore an archive: verified first, confirmed, with a safety backup and an undo command
+    Restore {
+        /// The archive to restore
+        #[arg(required_unless_present = "latest", conflicts_with = "latest")]
+        archive: Option<PathBuf>,
+        /// Restore the newest archive of the project
+        #[arg(long)]
+        latest: bool,
+        /// Restore only `db` or the named volume; repeatable [default: everything in the archive]
+        #[arg(long, value_name = "db|VOLUME")]
+        only: Vec<String>,
+        /// Do not ask: for scripts (without a terminal, restore refuses unless given)
+        #[arg(long)]
+        yes: bool,
+        /// Restore an archive made for another project into this one
+        #[arg(long)]
+        force: bool,
+        /// Skip the backup of what is replaced (the restore then cannot be undone)
+        #[arg(long)]
+        no_safety_backup: bool,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Remove the stack's containers and networks; every volume stays
+    Clean,
+    /// The same as `clean`, by its explicit name
+    CleanContainers,
+    /// Remove the volumes with the logs role (asks yes/no)
+    CleanLogs {
+        /// Do not ask: for scripts
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Remove the volumes with the cache role (asks yes/no); they come back empty
+    CleanCache {
+        /// Do not ask: for scripts
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Remove containers, networks and EVERY volume of the stack (asks for DELETE EVERYTHING)
+    CleanAll {
+        /// Confirmation for scripts: must be exactly "DELETE EVERYTHING"
+        #[arg(long, value_name = "PHRASE")]
+        confirm: Option<String>,
+        /// Take a full backup first; the clean is aborted if it fails
+        #[arg(long)]
+        backup_first: bool,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Regenerate generated docs (docs/data-protection.md)
+    #[command(hide = true)]
+    GenDocs,
     /// Start the stack (or the given services) and wait until healthy
     Up {
         /// Services to start [default: all]
@@ -216,6 +271,10 @@ fn backup_options(a: ArchiveArgs, kind: backup::Kind, env: Option<&str>) -> back
     }
 }
 
+fn clean_opts(yes: bool, confirm: Option<String>, backup_first: bool, dir: Option<PathBuf>) -> clean::Options {
+    clean::Options { yes, confirm, backup_first, dir: dir.unwrap_or_else(archives::default_dir) }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -275,6 +334,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let r =
                 archives::Retention { last: keep_last, daily: keep_daily, weekly: keep_weekly, monthly: keep_monthly };
             archives::prune(&dir.path(), &ctx.stack.name, &r, g.dry_run, &ctx.ui)
+        }
+        Command::Restore { archive, latest, only, yes, force, no_safety_backup, dir } => restore::run(
+            &ctx,
+            &restore::Options { archive, latest, only, yes, force, no_safety_backup, dir: dir.path() },
+        ),
+        Command::Clean | Command::CleanContainers => {
+            clean::run(&ctx, clean::Clean::Containers, &clean_opts(false, None, false, None))
+        }
+        Command::CleanLogs { yes } => clean::run(&ctx, clean::Clean::Logs, &clean_opts(yes, None, false, None)),
+        Command::CleanCache { yes } => clean::run(&ctx, clean::Clean::Cache, &clean_opts(yes, None, false, None)),
+        Command::CleanAll { confirm, backup_first, dir } => {
+            clean::run(&ctx, clean::Clean::All, &clean_opts(false, confirm, backup_first, Some(dir.path())))
+        }
+        Command::GenDocs => {
+            let path = compose::workspace_root().join("docs/data-protection.md");
+            std::fs::write(&path, clean::matrix_markdown())?;
+            println!("wrote {}", path.display());
+            Ok(())
         }
         Command::Up { services } => stack::up(&ctx, &services),
         Command::Down => stack::down(&ctx),

@@ -25,6 +25,11 @@ impl Plan {
         self
     }
 
+    /// Each step and its command, for confirmations and `--dry-run`.
+    pub fn describe(&self) -> String {
+        self.steps.iter().map(|s| format!("  - {}\n      {}\n", s.what, s.cmd)).collect()
+    }
+
     /// Runs the steps in order and stops at the first failure, naming the step.
     pub fn execute(&self, docker: &Docker, ui: &Ui) -> Result<()> {
         for step in &self.steps {

@@ -66,6 +66,51 @@ impl Progress {
     }
 }
 
+/// How a destructive act is confirmed.
+pub enum Confirm<'a> {
+    /// A yes/no question; `--yes` answers it for scripts.
+    YesNo { yes_flag: bool },
+    /// The user must type `phrase` exactly; without a terminal, `given` (from a flag) must equal it.
+    Phrase { phrase: &'a str, given: Option<&'a str>, flag: &'a str },
+}
+
+/// Shows `text` and asks for confirmation on the terminal. Without a terminal only the flag
+/// counts: a script cannot confirm by accident (no stdin, `yes |` piping, a stray `--yes`).
+pub fn confirm(text: &str, how: Confirm) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    match how {
+        Confirm::YesNo { yes_flag: true } => return Ok(()),
+        Confirm::Phrase { phrase, given: Some(g), flag } => {
+            if g == phrase {
+                return Ok(());
+            }
+            anyhow::bail!("{flag} must be exactly {phrase:?}; nothing was changed");
+        }
+        _ => {}
+    }
+    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    let (question, expected, hint) = match &how {
+        Confirm::YesNo { .. } => {
+            ("Proceed? Type yes to continue: ".to_string(), "yes".to_string(), "--yes".to_string())
+        }
+        Confirm::Phrase { phrase, flag, .. } => {
+            (format!("Type {phrase} to continue: "), phrase.to_string(), format!("{flag} {phrase:?}"))
+        }
+    };
+    eprint!("{text}");
+    if !interactive {
+        anyhow::bail!("no terminal to confirm on; nothing was changed. To run this from a script, pass {hint}");
+    }
+    eprint!("{question}");
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if answer.trim_end_matches(['\n', '\r']) != expected {
+        anyhow::bail!("not confirmed; nothing was changed");
+    }
+    Ok(())
+}
+
 /// Bytes as a human reads them: 0 B, 1.5 KiB, 20.0 MiB.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -90,6 +90,11 @@ impl Project {
         self.volumes.iter().find(|v| v.key == key)
     }
 
+    /// The engine's name of the volume with compose key `key`.
+    pub fn volume_name(&self, key: &str) -> Option<&str> {
+        self.volumes.iter().find(|v| v.key == key).map(|v| v.name.as_str())
+    }
+
     /// Every (service, mount) that mounts the named volume `key`.
     pub fn mounts_of<'a>(&'a self, key: &'a str) -> impl Iterator<Item = (&'a Service, &'a Mount)> + 'a {
         self.services.iter().flat_map(move |s| {

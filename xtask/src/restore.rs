@@ -1,0 +1,405 @@
+//! The `restore` task. Safe by construction: the archive is verified completely before anything
+//! is touched (a bad one is refused), the user confirms what will be replaced, a safety backup
+//! of exactly that is taken first (and its undo command printed at the end), only the services
+//! using what is restored are stopped, and they are started again and waited for.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::archive::{self, Metadata, PgDatabase};
+use crate::archives;
+use crate::backup;
+use crate::compose::Project;
+use crate::context::Ctx;
+use crate::docker::Docker;
+use crate::extract;
+use crate::lock::Lock;
+use crate::services::ServiceGuard;
+use crate::ui::{confirm, human_bytes, Confirm};
+use crate::volumes;
+
+pub struct Options {
+    pub archive: Option<PathBuf>,
+    pub latest: bool,
+    /// `db` and/or volume names or keys; empty: everything in the archive.
+    pub only: Vec<String>,
+    pub yes: bool,
+    pub force: bool,
+    pub no_safety_backup: bool,
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DbRestore {
+    pub service: String,
+    pub user: String,
+    pub password: Option<String>,
+    pub globals_entry: String,
+    pub databases: Vec<PgDatabase>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VolumeRestore {
+    /// The volume's name inside the archive (`volumes/<archived>/`).
+    pub archived: String,
+    /// The volume it goes into now (same compose key, this stack's name for it).
+    pub target: String,
+    pub key: String,
+    pub driver: String,
+    pub labels: BTreeMap<String, String>,
+    /// Services of this stack that mount it: stopped while it is replaced.
+    pub services: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestorePlan {
+    pub project: String,
+    pub db: Option<DbRestore>,
+    pub volumes: Vec<VolumeRestore>,
+}
+
+/// Decides what the archive restores into this stack. Pure: no engine access.
+pub fn plan(project: &Project, meta: &Metadata, only: &[String], force: bool) -> Result<RestorePlan> {
+    if meta.project != project.name && !force {
+        bail!(
+            "the archive belongs to project {:?}, this stack is {:?}; pass --force to restore it into this stack anyway",
+            meta.project,
+            project.name
+        );
+    }
+    let want_db = only.is_empty() || only.iter().any(|o| o == "db");
+    for o in only.iter().filter(|o| *o != "db") {
+        if !meta.volumes.iter().any(|v| &v.name == o || &v.key == o || project.volume_name(&v.key) == Some(o.as_str()))
+        {
+            let have: Vec<&str> = meta.volumes.iter().map(|v| v.name.as_str()).collect();
+            bail!("--only {o}: the archive holds no such volume (it holds: db, {})", have.join(", "));
+        }
+    }
+    let db = match (&meta.postgres, want_db) {
+        (Some(pg), true) => {
+            let svc = project.services.iter().find(|s| s.name == pg.service).with_context(|| {
+                format!("the archive's database came from service {:?}, which this stack does not have", pg.service)
+            })?;
+            Some(DbRestore {
+                service: svc.name.clone(),
+                user: svc.environment.get("POSTGRES_USER").cloned().unwrap_or_else(|| pg.user.clone()),
+                password: svc.environment.get("POSTGRES_PASSWORD").cloned(),
+                globals_entry: pg.globals_entry.clone(),
+                databases: pg.databases.clone(),
+            })
+        }
+        (None, true) if only.iter().any(|o| o == "db") => bail!("--only db: the archive holds no database dump"),
+        _ => None,
+    };
+    let mut volumes = Vec::new();
+    for v in &meta.volumes {
+        let target = project.volume_name(&v.key).map(str::to_string).unwrap_or_else(|| v.name.clone());
+        let chosen = only.is_empty() || only.iter().any(|o| o == &v.name || o == &v.key || o == &target);
+        if !chosen {
+            continue;
+        }
+        volumes.push(VolumeRestore {
+            archived: v.name.clone(),
+            target,
+            key: v.key.clone(),
+            driver: v.driver.clone(),
+            labels: v.labels.clone(),
+            services: project.mounts_of(&v.key).map(|(s, _)| s.name.clone()).collect(),
+        });
+    }
+    if db.is_none() && volumes.is_empty() {
+        bail!("nothing to restore: the archive holds nothing that --only selects");
+    }
+    Ok(RestorePlan { project: project.name.clone(), db, volumes })
+}
+
+impl RestorePlan {
+    /// What will be replaced, for the confirmation.
+    pub fn describe(&self, archive: &Path, meta: &Metadata, sizes: &BTreeMap<String, u64>) -> String {
+        let mut out = format!(
+            "\nRestore into stack {} from {}\n  archive of project {}, made {}{}\n\nThis REPLACES:\n",
+            self.project,
+            archive.display(),
+            meta.project,
+            meta.created_at,
+            meta.tag.as_ref().map(|t| format!(", tag {t}")).unwrap_or_default()
+        );
+        if let Some(db) = &self.db {
+            let names: Vec<&str> = db.databases.iter().map(|d| d.name.as_str()).collect();
+            out.push_str(&format!(
+                "  - databases {} in service {} (dropped and recreated)\n",
+                names.join(", "),
+                db.service
+            ));
+        }
+        for v in &self.volumes {
+            let now = match sizes.get(&v.target) {
+                Some(s) => format!("now {}", human_bytes(*s)),
+                None => "does not exist now".to_string(),
+            };
+            out.push_str(&format!("  - volume {} ({now}) emptied and refilled\n", v.target));
+        }
+        out
+    }
+}
+
+pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
+    let docker = ctx.docker()?;
+    let dir = backup::prepare_dir(&opts.dir)?;
+    let path = match (&opts.archive, opts.latest) {
+        (Some(p), _) => p.clone(),
+        (None, _) => archives::scan(&dir, &ctx.stack.name)?
+            .into_iter()
+            .next()
+            .map(|a| a.path)
+            .with_context(|| format!("no archive of project {} in {}", ctx.stack.name, dir.display()))?,
+    };
+    // 1. Verify first: a bad archive is refused before anything is touched.
+    ctx.ui.step(&format!("verify {}", path.display()));
+    let report = archive::verify(&path);
+    if !report.ok() {
+        for p in &report.problems {
+            eprintln!("    problem: {p}");
+        }
+        bail!("{} failed verification; nothing was restored", path.display());
+    }
+    let meta = report.metadata.context("verified archive without metadata")?;
+    let (project, config) = volumes::model_and_config(ctx)?;
+    let plan = plan(&project, &meta, &opts.only, opts.force)?;
+    let existing: Vec<String> =
+        docker.query(&docker.cmd(["volume", "ls", "--quiet"]))?.lines().map(str::to_string).collect();
+    let present: Vec<&str> =
+        plan.volumes.iter().map(|v| v.target.as_str()).filter(|t| existing.iter().any(|e| e == t)).collect();
+    let sizes = volumes::sizes(docker, &present)?;
+    let text = plan.describe(&path, &meta, &sizes);
+    if docker.dry_run() {
+        print!("{text}");
+        return Ok(());
+    }
+    confirm(&text, Confirm::YesNo { yes_flag: opts.yes })?;
+    let _lock = Lock::acquire(&dir, &plan.project, "restore")?;
+
+    // 2. A way back: a backup of exactly what will be overwritten.
+    let safety = if opts.no_safety_backup {
+        ctx.ui.step("no safety backup (--no-safety-backup): this restore cannot be undone");
+        None
+    } else {
+        let kind = if plan.volumes.is_empty() { backup::Kind::Db } else { backup::Kind::Full };
+        let bopts = backup::Options {
+            kind,
+            output_dir: dir.clone(),
+            volumes: present.iter().map(|s| s.to_string()).collect(),
+            all: false,
+            exclude: Vec::new(),
+            databases: Vec::new(),
+            tag: Some("pre-restore".into()),
+            stop: false,
+            level: 1,
+            environment: None,
+        };
+        let mut bplan = backup::plan(&project, &bopts)?;
+        if plan.db.is_none() {
+            bplan.db = None;
+        }
+        if bplan.db.is_none() && present.is_empty() {
+            None
+        } else {
+            ctx.ui.step("safety backup of what will be replaced");
+            let s = backup::execute_locked(ctx, &bplan, &bopts, config.as_deref().unwrap_or_default(), &dir)
+                .context("take the safety backup (nothing was restored)")?;
+            Some(s.path)
+        }
+    };
+
+    // 3. Replace, with only the services that use the volumes stopped.
+    let mut guard = ServiceGuard::new(docker, &ctx.stack);
+    let result = (|| -> Result<()> {
+        let mut users: Vec<String> = plan.volumes.iter().flat_map(|v| v.services.clone()).collect();
+        users.sort();
+        users.dedup();
+        guard.stop_for_copy(&users, &ctx.ui)?;
+        for v in &plan.volumes {
+            restore_volume(ctx, docker, &path, v, existing.contains(&v.target), &plan.project)
+                .with_context(|| format!("restore volume {}", v.target))?;
+        }
+        if let Some(db) = &plan.db {
+            guard.ensure_running(&db.service, &ctx.ui)?;
+            restore_db(ctx, docker, &path, db)?;
+        }
+        Ok(())
+    })();
+    let restarted = guard.restore(&ctx.ui);
+    if let Err(e) = result {
+        if let Some(s) = &safety {
+            eprintln!(
+                "the restore failed; the state before it is in {}:\n  cargo xtask restore {} --yes",
+                s.display(),
+                s.display()
+            );
+        }
+        return Err(e);
+    }
+    restarted?;
+    println!("restored {} from {}", plan.project, path.display());
+    if let Some(s) = safety {
+        println!("to undo this restore: cargo xtask restore {} --yes", s.display());
+    }
+    Ok(())
+}
+
+fn restore_volume(
+    ctx: &Ctx,
+    docker: &Docker,
+    path: &Path,
+    v: &VolumeRestore,
+    exists: bool,
+    project: &str,
+) -> Result<()> {
+    if exists {
+        ctx.ui.step(&format!("empty volume {}", v.target));
+        let empty = docker.helper_writer(&v.target, &["find", "/v/0", "-mindepth", "1", "-delete"]);
+        docker.apply(&empty)?;
+    } else {
+        ctx.ui.step(&format!("recreate volume {} (driver {}, with its labels)", v.target, v.driver));
+        let mut args = vec!["volume".to_string(), "create".into(), "--driver".into(), v.driver.clone()];
+        let mut labels = v.labels.clone();
+        labels.insert("com.docker.compose.project".into(), project.to_string());
+        labels.insert("com.docker.compose.volume".into(), v.key.clone());
+        for (k, val) in labels {
+            args.push("--label".into());
+            args.push(format!("{k}={val}"));
+        }
+        args.push(v.target.clone());
+        docker.apply(&docker.cmd(args))?;
+    }
+    let progress = ctx.ui.progress(&format!("fill volume {}", v.target));
+    let files = extract::fill_volume(docker, path, &v.archived, &v.target)?;
+    progress.finish(&format!("volume {}: {files} files", v.target));
+    Ok(())
+}
+
+fn restore_db(ctx: &Ctx, docker: &Docker, path: &Path, db: &DbRestore) -> Result<()> {
+    let secret = db.password.as_deref().map(|p| ("PGPASSWORD", p));
+    let psql = |database: &str, extra: &[&str]| {
+        let mut args = vec!["exec", "-T"];
+        if secret.is_some() {
+            args.extend(["-e", "PGPASSWORD"]);
+        }
+        args.extend([db.service.as_str(), "psql", "-X", "-q", "-U", db.user.as_str(), "-d", database]);
+        args.extend(extra);
+        let c = docker.compose(&ctx.stack, args);
+        match secret {
+            Some((k, v)) => c.secret_env(k, v),
+            None => c,
+        }
+    };
+    // Roles: ones that exist already (the superuser) make statements fail harmlessly.
+    ctx.ui.step("restore roles");
+    extract::pipe_entry(docker, path, &db.globals_entry, &psql("template1", &[])).context("restore roles")?;
+    for d in &db.databases {
+        ctx.ui.step(&format!("drop and recreate database {}, then load its dump", d.name));
+        let sql = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :'d' AND pid <> pg_backend_pid();\n\
+                   DROP DATABASE IF EXISTS :\"d\" WITH (FORCE);\nCREATE DATABASE :\"d\";\n";
+        let var = format!("d={}", d.name);
+        extract::pipe_text(docker, sql, &psql("template1", &["-v", "ON_ERROR_STOP=1", "-v", &var]))
+            .with_context(|| format!("recreate database {}", d.name))?;
+        extract::pipe_entry(docker, path, &d.entry, &psql(&d.name, &["-v", "ON_ERROR_STOP=1"]))
+            .with_context(|| format!("load {} (stopped at the first SQL error)", d.entry))?;
+        for (table, rows) in &d.tables {
+            let sql = format!("SELECT count(*) FROM {table}");
+            let got = docker.query(&psql(&d.name, &["-At", "-c", &sql]))?;
+            if got.trim() != rows.to_string() {
+                bail!(
+                    "database {}: table {table} has {} rows after the restore, the archive says {rows}",
+                    d.name,
+                    got.trim()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compose::Selection;
+
+    fn sample() -> Project {
+        Selection::default().resolve(&BTreeMap::new()).unwrap().parse_offline().unwrap()
+    }
+
+    fn meta(project: &str, volumes: &[(&str, &str)]) -> Metadata {
+        Metadata {
+            format: archive::FORMAT.into(),
+            format_version: 1,
+            kind: "full".into(),
+            project: project.into(),
+            compose_files: vec![],
+            model_sha256: String::new(),
+            environment: None,
+            created_at: "2026-01-01T00:00:00Z".into(),
+            tool_version: "t".into(),
+            tag: None,
+            entries: vec![],
+            postgres: Some(archive::PgInfo {
+                service: "db".into(),
+                volume: None,
+                server_version: "15".into(),
+                user: "app".into(),
+                globals_entry: "postgres/globals.sql".into(),
+                databases: vec![],
+            }),
+            volumes: volumes
+                .iter()
+                .map(|(key, name)| archive::VolumeInfo {
+                    key: key.to_string(),
+                    name: name.to_string(),
+                    role: "uploads".into(),
+                    priority: "critical".into(),
+                    driver: "local".into(),
+                    labels: BTreeMap::new(),
+                    entry: archive::volume_prefix(name),
+                    consistency: "live".into(),
+                })
+                .collect(),
+            skipped: vec![],
+        }
+    }
+
+    #[test]
+    fn maps_archived_volumes_by_key_and_stops_their_users() {
+        // Archived from the test environment, restored into the default one: same keys, new names.
+        let m =
+            meta("app", &[("app-backend-media", "app-test-backend-media"), ("app-redis-data", "app-test-redis-data")]);
+        let p = plan(&sample(), &m, &[], false).unwrap();
+        assert_eq!(p.volumes[0].target, "app-backend-media");
+        assert_eq!(p.volumes[0].archived, "app-test-backend-media");
+        assert_eq!(p.volumes[0].services, ["backend"]);
+        assert_eq!(p.volumes[1].services, ["redis"]);
+        assert_eq!(p.db.as_ref().unwrap().service, "db");
+        let text = p.describe(Path::new("a.tar.gz"), &m, &BTreeMap::from([("app-backend-media".to_string(), 2048)]));
+        assert!(
+            text.contains("app-backend-media (now 2.0 KiB)") && text.contains("app-redis-data (does not exist now)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn only_selects_and_other_projects_need_force() {
+        let m = meta("app", &[("app-backend-media", "app-backend-media"), ("app-redis-data", "app-redis-data")]);
+        let only_db = plan(&sample(), &m, &["db".into()], false).unwrap();
+        assert!(only_db.volumes.is_empty() && only_db.db.is_some());
+        let only_vol = plan(&sample(), &m, &["app-redis-data".into()], false).unwrap();
+        assert!(only_vol.db.is_none());
+        assert_eq!(only_vol.volumes.len(), 1);
+        let err = plan(&sample(), &m, &["nope".into()], false).unwrap_err().to_string();
+        assert!(err.contains("nope") && err.contains("app-redis-data"), "{err}");
+        let other = meta("elsewhere", &[]);
+        let err = plan(&sample(), &other, &[], false).unwrap_err().to_string();
+        assert!(err.contains("--force"), "{err}");
+        assert!(plan(&sample(), &other, &[], true).is_ok());
+    }
+}
