@@ -20,6 +20,9 @@ use crate::services::ServiceGuard;
 use crate::ui::{confirm, human_bytes, Confirm};
 use crate::volumes;
 
+/// The tag of the safety backups restore takes; `--latest` passes over them.
+pub const SAFETY_TAG: &str = "pre-restore";
+
 pub struct Options {
     pub archive: Option<PathBuf>,
     pub latest: bool,
@@ -150,9 +153,10 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
     let dir = backup::prepare_dir(&opts.dir)?;
     let path = match (&opts.archive, opts.latest) {
         (Some(p), _) => p.clone(),
+        // The newest archive that is not a safety backup taken by an earlier restore.
         (None, _) => archives::scan(&dir, &ctx.stack.name)?
             .into_iter()
-            .next()
+            .find(|a| a.tag.as_deref() != Some(SAFETY_TAG))
             .map(|a| a.path)
             .with_context(|| format!("no archive of project {} in {}", ctx.stack.name, dir.display()))?,
     };
@@ -194,13 +198,21 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
             all: false,
             exclude: Vec::new(),
             databases: Vec::new(),
-            tag: Some("pre-restore".into()),
+            tag: Some(SAFETY_TAG.into()),
             stop: false,
             level: 1,
             environment: None,
         };
+        // Exactly what will be overwritten: the present target volumes, and the databases if
+        // their volume exists (starting PostgreSQL on a missing volume would only create one).
         let mut bplan = backup::plan(&project, &bopts)?;
-        if plan.db.is_none() {
+        bplan.volumes.retain(|v| present.contains(&v.name.as_str()));
+        if bplan.redis.as_ref().is_some_and(|r| !present.contains(&r.volume.as_str())) {
+            bplan.redis = None;
+        }
+        let db_volume_exists =
+            bplan.db.as_ref().and_then(|d| d.volume.as_ref()).is_none_or(|v| existing.iter().any(|e| e == v));
+        if plan.db.is_none() || !db_volume_exists {
             bplan.db = None;
         }
         if bplan.db.is_none() && present.is_empty() {
@@ -221,7 +233,9 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
         users.dedup();
         guard.stop_for_copy(&users, &ctx.ui)?;
         for v in &plan.volumes {
-            restore_volume(ctx, docker, &path, v, existing.contains(&v.target), &plan.project)
+            let now: Vec<String> =
+                docker.query(&docker.cmd(["volume", "ls", "--quiet"]))?.lines().map(str::to_string).collect();
+            restore_volume(ctx, docker, &path, v, now.contains(&v.target), &plan.project)
                 .with_context(|| format!("restore volume {}", v.target))?;
         }
         if let Some(db) = &plan.db {
@@ -259,7 +273,10 @@ fn restore_volume(
 ) -> Result<()> {
     if exists {
         ctx.ui.step(&format!("empty volume {}", v.target));
-        let empty = docker.helper_writer(&v.target, &["find", "/v/0", "-mindepth", "1", "-delete"]);
+        let empty = docker.helper_writer(
+            &v.target,
+            &["find", "/v/0", "-mindepth", "1", "-maxdepth", "1", "-exec", "rm", "-rf", "{}", "+"],
+        );
         docker.apply(&empty)?;
     } else {
         ctx.ui.step(&format!("recreate volume {} (driver {}, with its labels)", v.target, v.driver));
