@@ -216,6 +216,7 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
             bplan.db = None;
         }
         if bplan.db.is_none() && present.is_empty() {
+            ctx.ui.step("nothing that would be replaced exists: no safety backup needed");
             None
         } else {
             ctx.ui.step("safety backup of what will be replaced");
@@ -257,8 +258,10 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
     }
     restarted?;
     println!("restored {} from {}", plan.project, path.display());
-    if let Some(s) = safety {
-        println!("to undo this restore: cargo xtask restore {} --yes", s.display());
+    match safety {
+        Some(s) => println!("to undo this restore: cargo xtask restore {} --yes", s.display()),
+        None if !opts.no_safety_backup => println!("nothing existed before that this restore replaced"),
+        None => {}
     }
     Ok(())
 }

@@ -1,0 +1,259 @@
+//! The seeds' acceptance story end to end on the live engine: data survives stop/start and
+//! container recreation, a backup, `clean-all` (volumes gone), and a restore brings back every
+//! file, table and Redis key; `clean-logs` / `clean-cache` remove exactly their volumes; refusals
+//! (no confirmation, damaged archive) change nothing; kill -9 during a backup leaves no archive
+//! under a final name and the next backup works.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+fn psql(container: &str, sql: &str) -> String {
+    docker_ok(&[
+        "exec",
+        container,
+        "psql",
+        "-X",
+        "-q",
+        "-At",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-U",
+        "app",
+        "-d",
+        "app",
+        "-c",
+        sql,
+    ])
+    .trim()
+    .to_string()
+}
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("xtask-e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+    fn s(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Everything the story must preserve, read from the live stack.
+#[derive(Debug, PartialEq)]
+struct State {
+    files: String,
+    items: String,
+    schema: String,
+    redis: Vec<String>,
+}
+
+fn state(stack: &TestStack) -> State {
+    let db = format!("{}-db-1", stack.project);
+    let redis = format!("{}-redis-1", stack.project);
+    let media = stack.volume("backend-media");
+    let files = docker_ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{media}:/v:ro"),
+        "xtask-test/busybox:local",
+        "sh",
+        "-c",
+        "cd /v && find . -type f -exec sha256sum {} + | sort && find . | sort && stat -c '%n %a %u' ./upload.txt",
+    ]);
+    State {
+        files,
+        items: psql(&db, "SELECT md5(string_agg(i::text, ',' ORDER BY id)) FROM items i"),
+        schema: psql(&db, "SELECT string_agg(column_name, ',' ORDER BY column_name) FROM information_schema.columns WHERE table_name = 'items'"),
+        redis: (0..5).map(|i| String::from_utf8_lossy(&docker(&["exec", &redis, "redis-cli", "GET", &format!("k{i}")]).stdout).trim().to_string()).collect(),
+    }
+}
+
+fn compose(stack: &TestStack, args: &[&str]) {
+    let mut c = Command::new("docker");
+    c.args(["compose", "--project-name", &stack.project, "--file"]).arg(&stack.files[0]).args(args);
+    c.envs(stack.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "docker compose {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn existing(stack: &TestStack) -> Vec<String> {
+    let mut v: Vec<String> = docker_ok(&["volume", "ls", "--quiet"])
+        .lines()
+        .filter(|n| n.starts_with(&stack.project))
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn acceptance_story_backup_clean_all_restore() {
+    if !engine() {
+        return;
+    }
+    let stack = TestStack::sample("story");
+    let dir = Dir::new("story");
+    stack.xtask_ok(&["up"]);
+    let db = format!("{}-db-1", stack.project);
+    psql(&db, "CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items SELECT g, 'n' || g FROM generate_series(1, 500) g;");
+    psql(&db, "ALTER TABLE items ADD COLUMN migrated_at timestamptz DEFAULT now()");
+    docker_ok(&["exec", &format!("{}-backend-1", stack.project), "sh", "-c", "echo 'an upload' > /app/media/upload.txt && chmod 0640 /app/media/upload.txt && chown 33:33 /app/media/upload.txt && mkdir -p '/app/media/sub dir' && head -c 100000 /dev/urandom > '/app/media/sub dir/photo.bin'"]);
+    for i in 0..5 {
+        docker_ok(&[
+            "exec",
+            &format!("{}-redis-1", stack.project),
+            "redis-cli",
+            "SET",
+            &format!("k{i}"),
+            &format!("v{i}"),
+        ]);
+    }
+    let original = state(&stack);
+    assert_eq!(original.redis[4], "v4");
+
+    compose(&stack, &["stop"]);
+    stack.xtask_ok(&["up"]);
+    assert_eq!(state(&stack), original, "stop and start");
+    compose(&stack, &["up", "--detach", "--wait", "--force-recreate"]);
+    assert_eq!(state(&stack), original, "containers recreated");
+
+    let summary = stack.xtask_json(&["backup", "--output-dir", dir.s(), "--json"]);
+    let archive = summary["path"].as_str().unwrap().to_string();
+    let all_volumes = existing(&stack);
+    assert_eq!(all_volumes.len(), 6);
+
+    // clean-all refuses without the exact phrase (no terminal here), and changes nothing.
+    let (ok, _, err) = stack.xtask(&["clean-all", "--output-dir", dir.s()]);
+    assert!(!ok && err.contains("--confirm \"DELETE EVERYTHING\""), "{err}");
+    let (ok, _, err) = stack.xtask(&["clean-all", "--confirm", "delete everything"]);
+    assert!(!ok && err.contains("must be exactly"), "{err}");
+    assert_eq!(existing(&stack), all_volumes);
+    let dry = stack.xtask_ok(&["clean-all", "--dry-run"]);
+    assert!(dry.contains("docker volume rm") && dry.contains("WARNING"), "{dry}");
+    assert_eq!(existing(&stack), all_volumes, "--dry-run removes nothing");
+
+    let out = stack.xtask_ok(&["clean-all", "--confirm", "DELETE EVERYTHING", "--output-dir", dir.s()]);
+    assert_eq!(out.matches("removed volume").count(), 6, "{out}");
+    assert!(existing(&stack).is_empty(), "clean-all removed every stack volume");
+
+    // Restore refuses without --yes when there is no terminal, then restores with it.
+    let (ok, _, err) = stack.xtask(&["restore", &archive, "--output-dir", dir.s()]);
+    assert!(!ok && err.contains("--yes"), "{err}");
+    assert!(existing(&stack).is_empty(), "nothing restored without confirmation");
+    let out = stack.xtask_ok(&["restore", &archive, "--yes", "--output-dir", dir.s()]);
+    assert!(out.contains("nothing existed before"), "after clean-all there is nothing to undo: {out}");
+    let media_labels =
+        docker_ok(&["volume", "inspect", "-f", "{{index .Labels \"xtask.role\"}}", &stack.volume("backend-media")]);
+    assert_eq!(media_labels.trim(), "uploads", "recreated with its labels");
+    stack.xtask_ok(&["up"]);
+    assert_eq!(state(&stack), original, "everything is back after clean-all and restore");
+    let st = stack.xtask_json(&["status", "--json"]);
+    assert!(st["services"].as_array().unwrap().iter().all(|s| s["health"] == "healthy"), "{st}");
+
+    // A damaged archive is refused before anything is touched.
+    let bytes = std::fs::read(&archive).unwrap();
+    let bad = dir.0.join("damaged.tar.gz");
+    let mut b = bytes.clone();
+    let at = b.len() / 2;
+    b[at] ^= 0x10;
+    std::fs::write(&bad, b).unwrap();
+    docker_ok(&[
+        "exec",
+        &format!("{}-backend-1", stack.project),
+        "sh",
+        "-c",
+        "echo changed-after > /app/media/later.txt",
+    ]);
+    let (ok, _, err) = stack.xtask(&["restore", bad.to_str().unwrap(), "--yes", "--output-dir", dir.s()]);
+    assert!(!ok && err.contains("failed verification"), "{err}");
+    let later = docker_ok(&["exec", &format!("{}-backend-1", stack.project), "cat", "/app/media/later.txt"]);
+    assert_eq!(later.trim(), "changed-after", "a refused restore wrote nothing");
+
+    // --only db restores the database alone; the undo command brings back what it replaced.
+    psql(&db, "DELETE FROM items WHERE id > 100");
+    let out = stack.xtask_ok(&["restore", &archive, "--only", "db", "--yes", "--output-dir", dir.s()]);
+    assert_eq!(psql(&db, "SELECT count(*) FROM items"), "500");
+    let later = docker_ok(&["exec", &format!("{}-backend-1", stack.project), "cat", "/app/media/later.txt"]);
+    assert_eq!(later.trim(), "changed-after", "--only db left the volumes alone");
+    let undo = out.lines().find_map(|l| l.strip_prefix("to undo this restore: cargo xtask restore ")).unwrap();
+    let undo_path = undo.trim_end_matches(" --yes");
+    stack.xtask_ok(&["restore", undo_path, "--yes", "--no-safety-backup", "--output-dir", dir.s()]);
+    assert_eq!(psql(&db, "SELECT count(*) FROM items"), "100", "the undo brought back the state before the restore");
+
+    // clean-logs and clean-cache remove exactly their volumes.
+    let before = existing(&stack);
+    let out = stack.xtask_ok(&["clean-logs", "--yes"]);
+    assert!(out.contains(&stack.volume("proxy-logs")), "{out}");
+    let after: Vec<String> = existing(&stack);
+    assert_eq!(before.iter().filter(|v| !after.contains(v)).collect::<Vec<_>>(), [&stack.volume("proxy-logs")]);
+    let out = stack.xtask_ok(&["clean-cache", "--yes"]);
+    assert!(out.contains("comes back empty"), "{out}");
+    let after2 = existing(&stack);
+    assert_eq!(after.iter().filter(|v| !after2.contains(v)).collect::<Vec<_>>(), [&stack.volume("redis-data")]);
+    assert_eq!(psql(&db, "SELECT count(*) FROM items"), "100", "the database was not touched");
+    let (ok, _, err) = stack.xtask(&["clean-logs"]);
+    assert!(ok || err.contains("--yes"), "{err}");
+}
+
+#[test]
+fn kill_during_backup_leaves_no_archive_and_the_next_backup_works() {
+    if !engine() {
+        return;
+    }
+    let stack = TestStack::sample("kill");
+    let dir = Dir::new("kill");
+    stack.xtask_ok(&["up", "db", "redis", "backend"]);
+    docker_ok(&[
+        "exec",
+        &format!("{}-backend-1", stack.project),
+        "sh",
+        "-c",
+        "head -c 209715200 /dev/urandom > /app/media/big.bin",
+    ]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["--project-name", &stack.project, "--file"])
+        .arg(&stack.files[0])
+        .args(["--quiet", "backup", "--output-dir", dir.s(), "--level", "9"])
+        .envs(stack.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .spawn()
+        .unwrap();
+    // Wait until the archive is being written, then kill -9.
+    let temp_seen = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::fs::read_dir(&dir.0).unwrap().flatten().any(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(temp_seen, "the backup never started writing");
+    let names = || -> Vec<String> {
+        std::fs::read_dir(&dir.0).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+    };
+    assert!(
+        names().iter().all(|n| !n.ends_with(".tar.gz") || n.starts_with('.')),
+        "no archive under a final name: {:?}",
+        names()
+    );
+    // The volume is untouched and the next backup works, removing the stale partial file.
+    let size = docker_ok(&["exec", &format!("{}-backend-1", stack.project), "stat", "-c", "%s", "/app/media/big.bin"]);
+    assert_eq!(size.trim(), "209715200");
+    let out = stack.xtask_json(&["backup", "--output-dir", dir.s(), "--json", "--level", "1"]);
+    assert!(Path::new(out["path"].as_str().unwrap()).exists());
+    assert!(names().iter().all(|n| !n.contains(".tmp-")), "stale partial archive removed: {:?}", names());
+    stack.xtask_ok(&["verify", "--latest", "--output-dir", dir.s()]);
+}
