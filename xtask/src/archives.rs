@@ -281,7 +281,7 @@ fn deep_check(ctx: &Ctx, path: &Path, meta: &Metadata) -> Result<()> {
             .secret_env("POSTGRES_PASSWORD", &password);
         docker.query(&run).context("start a throwaway PostgreSQL")?;
         let _container = Scratch { docker, args: vec!["rm".into(), "-f".into(), "-v".into(), name.clone()] };
-        let ready = docker.cmd(["exec", &name, "pg_isready", "-U", &pg.user, "-d", "postgres"]);
+        let ready = docker.cmd(["exec", &name, "pg_isready", "-h", "127.0.0.1", "-U", &pg.user, "-d", "postgres"]);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         while docker.query(&ready).is_err() {
             if std::time::Instant::now() > deadline {

@@ -382,6 +382,32 @@ impl Docker {
     }
 
     fn volume_tar_fifo(&self, volume: &str) -> Result<Option<VolumeTar>> {
+        let cmd = self.helper_read_only(&[volume], &["tar", "-c", "-f", "/xtask-io/stream", "-C", "/v/0", "."]);
+        Ok(self.fifo_helper(cmd, false)?.map(VolumeTar::Fifo))
+    }
+
+    /// A sink that fills volume `volume` from a tar stream (`tar -x --numeric-owner` in a helper
+    /// container); by FIFO with a local engine, else through the container's stdin.
+    pub fn volume_untar(&self, volume: &str) -> Result<VolumeSink> {
+        let transport = std::env::var("XTASK_TRANSPORT").unwrap_or_default();
+        let local = std::env::var("DOCKER_HOST").map_or(true, |h| h.is_empty() || h.starts_with("unix://"));
+        if transport != "stream" && (local || transport == "fifo") {
+            let mut cmd =
+                self.helper_writer(volume, &["tar", "-x", "--numeric-owner", "-f", "/xtask-io/stream", "-C", "/v/0"]);
+            cmd.args.retain(|a| a != "-i");
+            if let Some(f) = self.fifo_helper(cmd, true)? {
+                return Ok(VolumeSink::Fifo(f));
+            }
+        }
+        let cmd = self.helper_writer(volume, &["tar", "-x", "--numeric-owner", "-f", "-", "-C", "/v/0"]);
+        Ok(VolumeSink::Stdin(self.pipe_into(&cmd)?))
+    }
+
+    /// Runs a helper `cmd` (whose image is followed by its command) with a private directory
+    /// holding a FIFO mounted at /xtask-io, and opens our end: for reading (the helper writes
+    /// `/xtask-io/stream`) or for writing (the helper reads it). Ok(None): the engine cannot see
+    /// our directory (a remote engine), so the caller falls back to the attach stream.
+    fn fifo_helper(&self, mut cmd: DockerCmd, we_write: bool) -> Result<Option<FifoIo>> {
         use std::os::unix::ffi::OsStrExt;
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -395,37 +421,45 @@ impl Docker {
         if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
             return Err(std::io::Error::last_os_error()).with_context(|| format!("mkfifo {}", fifo.display()));
         }
-        let mut cmd = self.helper_read_only(&[volume], &["tar", "-c", "-f", "/xtask-io/stream", "-C", "/v/0", "."]);
-        let image_at = cmd.args.len() - 8;
+        let image = helper_image();
+        let image_at = cmd.args.iter().position(|a| *a == image).context("helper command without image")?;
         cmd.args.splice(
             image_at..image_at,
             ["--mount".to_string(), format!("type=bind,source={},target=/xtask-io", dir.0.display())],
         );
         let (mut child, stderr) = self.spawn(&cmd, Stdio::null())?;
-        // Opening a FIFO for reading blocks until the writer opens it: do it on a thread and
-        // watch the child meanwhile, so a helper that fails early cannot hang us.
+        // Opening a FIFO blocks until the other end opens it: do it on a thread and watch the
+        // child meanwhile, so a helper that fails early cannot hang us.
         let (tx, rx) = std::sync::mpsc::channel();
         let path = fifo.clone();
         std::thread::spawn(move || {
-            let _ = tx.send(std::fs::File::open(&path));
+            let opened =
+                if we_write { std::fs::OpenOptions::new().write(true).open(&path) } else { std::fs::File::open(&path) };
+            let _ = tx.send(opened);
         });
         loop {
             match rx.recv_timeout(std::time::Duration::from_millis(50)) {
                 Ok(file) => {
                     let file = file.with_context(|| format!("open {}", fifo.display()))?;
-                    return Ok(Some(VolumeTar::Fifo(FifoReader { file, child, stderr: Some(stderr), cmd, _dir: dir })));
+                    return Ok(Some(FifoIo { file: Some(file), child, stderr: Some(stderr), cmd, _dir: dir }));
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                Err(e) => bail!("FIFO reader thread: {e}"),
+                Err(e) => bail!("FIFO opener thread: {e}"),
             }
             if let Some(status) = child.try_wait()? {
-                // Unblock the opener, then decide: a failure is an error, a success means the
-                // helper wrote somewhere we cannot see (a remote engine): fall back.
-                let _ = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&fifo);
+                // Unblock the opener by opening the other end ourselves, then decide.
+                let mut other = std::fs::OpenOptions::new();
+                if we_write {
+                    other.read(true);
+                } else {
+                    other.write(true);
+                }
+                let _ = other.custom_flags(libc::O_NONBLOCK).open(&fifo);
                 let err = stderr.join().unwrap_or_default();
-                if !status.success() {
+                if !status.success() && !we_write {
                     return Err(failure(&cmd, status, &err));
                 }
+                // Reading: it succeeded writing elsewhere. Writing: it could not open our FIFO.
                 return Ok(None);
             }
         }
@@ -443,13 +477,19 @@ impl Drop for TempIoDir {
 
 /// A volume's tar stream, by FIFO or by the container's stdout.
 pub enum VolumeTar {
-    Fifo(FifoReader),
+    Fifo(FifoIo),
     Stream(ChildReader),
 }
 
-/// The reading end of the FIFO a helper container writes its tar into.
-pub struct FifoReader {
-    file: std::fs::File,
+/// Where a volume's tar stream goes to be extracted: a FIFO or the container's stdin.
+pub enum VolumeSink {
+    Fifo(FifoIo),
+    Stdin(ChildWriter),
+}
+
+/// Our end of the FIFO a helper container reads or writes, and the helper.
+pub struct FifoIo {
+    file: Option<std::fs::File>,
     child: std::process::Child,
     stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
     cmd: DockerCmd,
@@ -459,9 +499,25 @@ pub struct FifoReader {
 impl std::io::Read for VolumeTar {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {
-            VolumeTar::Fifo(f) => f.file.read(buf),
+            VolumeTar::Fifo(f) => f.file.as_mut().map_or(Ok(0), |file| file.read(buf)),
             VolumeTar::Stream(r) => r.read(buf),
         }
+    }
+}
+
+impl Write for VolumeSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            VolumeSink::Fifo(f) => match f.file.as_mut() {
+                Some(file) => file.write(buf),
+                None => Err(std::io::Error::other("FIFO already closed")),
+            },
+            VolumeSink::Stdin(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -470,14 +526,37 @@ impl VolumeTar {
     pub fn finish(self) -> Result<()> {
         match self {
             VolumeTar::Stream(r) => r.finish(),
-            VolumeTar::Fifo(f) => f.finish(),
+            VolumeTar::Fifo(mut f) => {
+                if let Some(file) = f.file.as_mut() {
+                    std::io::copy(file, &mut std::io::sink()).ok();
+                }
+                f.finish()
+            }
         }
     }
 }
 
-impl FifoReader {
+impl VolumeSink {
+    /// Closes our end, waits for the helper and reports its failure with its stderr.
+    pub fn finish(self) -> Result<()> {
+        match self {
+            VolumeSink::Stdin(w) => w.finish(),
+            VolumeSink::Fifo(f) => f.finish(),
+        }
+    }
+
+    /// The helper's error after a write failed (it exited early: its stderr says why).
+    pub fn failed(self) -> anyhow::Error {
+        match self {
+            VolumeSink::Stdin(w) => w.failed(),
+            VolumeSink::Fifo(f) => f.finish().err().unwrap_or_else(|| anyhow!("the helper stopped reading")),
+        }
+    }
+}
+
+impl FifoIo {
     fn finish(mut self) -> Result<()> {
-        std::io::copy(&mut self.file, &mut std::io::sink()).ok();
+        drop(self.file.take());
         let status = self.child.wait().with_context(|| format!("wait for `{}`", self.cmd))?;
         let err = self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
         if !status.success() {
@@ -487,9 +566,10 @@ impl FifoReader {
     }
 }
 
-impl Drop for FifoReader {
+impl Drop for FifoIo {
     fn drop(&mut self) {
         if self.stderr.is_some() {
+            drop(self.file.take());
             let _ = self.child.kill();
             let _ = self.child.wait();
         }

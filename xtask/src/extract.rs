@@ -66,8 +66,7 @@ pub fn volume_entries(path: &Path, name: &str, out: &mut dyn Write) -> Result<u6
 /// Fills volume `target` (which the caller made empty) with volume `name`'s entries of the
 /// archive, keeping owners (numerically), modes, mtimes and links.
 pub fn fill_volume(docker: &Docker, path: &Path, name: &str, target: &str) -> Result<u64> {
-    let cmd = docker.helper_writer(target, &["tar", "-x", "--numeric-owner", "-f", "-", "-C", "/v/0"]);
-    let mut child = docker.pipe_into(&cmd)?;
+    let mut child = docker.volume_untar(target)?;
     match volume_entries(path, name, &mut child) {
         Ok(files) => {
             child.finish()?;

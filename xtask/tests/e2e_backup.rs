@@ -283,7 +283,8 @@ fn full_backup_matches_the_source_and_loads() {
         "xtask-test/postgres:local",
     ]);
     for _ in 0..60 {
-        if docker(&["exec", &fresh.0, "pg_isready", "-U", "app", "-d", "postgres"]).status.success() {
+        if docker(&["exec", &fresh.0, "pg_isready", "-h", "127.0.0.1", "-U", "app", "-d", "postgres"]).status.success()
+        {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(500));
