@@ -66,9 +66,16 @@ pub fn volume_entries(path: &Path, name: &str, out: &mut dyn Write) -> Result<u6
 /// Fills volume `target` (which the caller made empty) with volume `name`'s entries of the
 /// archive, keeping owners (numerically), modes, mtimes and links.
 pub fn fill_volume(docker: &Docker, path: &Path, name: &str, target: &str) -> Result<u64> {
-    let mut child = docker.volume_untar(target)?;
-    match volume_entries(path, name, &mut child) {
-        Ok(files) => {
+    let child = docker.volume_untar(target)?;
+    // Large writes: the tar's 512-byte headers must not each become a syscall.
+    let mut out = io::BufWriter::with_capacity(1 << 20, child);
+    let written = volume_entries(path, name, &mut out).and_then(|files| Ok((files, out.flush()?)));
+    let child = match out.into_inner() {
+        Ok(c) => c,
+        Err(e) => e.into_inner().into_parts().0,
+    };
+    match written {
+        Ok((files, ())) => {
             child.finish()?;
             Ok(files)
         }

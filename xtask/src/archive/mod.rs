@@ -193,7 +193,8 @@ impl ArchiveWriter {
     ) -> Result<StreamStats> {
         let prefix = volume_prefix(name);
         let mut stats = StreamStats::default();
-        let mut archive = tar::Archive::new(source);
+        // Large reads: the tar's 512-byte headers must not each become a syscall.
+        let mut archive = tar::Archive::new(io::BufReader::with_capacity(1 << 20, source));
         let entries = archive.entries().context("read the volume's tar stream")?;
         for entry in entries {
             let mut entry = entry.context("read the volume's tar stream")?;
