@@ -405,6 +405,8 @@ pub fn decide(archives: &[(OffsetDateTime, bool)], r: &Retention) -> Vec<Vec<Str
 }
 
 pub fn prune(dir: &Path, project: &str, r: &Retention, dry_run: bool, ui: &Ui) -> Result<()> {
+    // Not while a backup or restore of the project runs (it may be reading an archive).
+    let _lock = if dry_run || !dir.exists() { None } else { Some(crate::lock::Lock::acquire(dir, project, "prune")?) };
     let archives = scan(dir, project)?;
     let mut removed = 0;
     for kind in ["full", "db"] {

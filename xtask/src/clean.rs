@@ -193,7 +193,8 @@ pub fn run(ctx: &Ctx, kind: Clean, opts: &Options) -> Result<()> {
         )?,
     }
     let dir = backup::prepare_dir(&opts.dir)?;
-    let lock = Lock::acquire(&dir, &ctx.stack.name, &format!("{} ", kind.command()))?;
+    // Held until the clean is done: no backup or restore of the project runs meanwhile.
+    let _lock = Lock::acquire(&dir, &ctx.stack.name, kind.command())?;
     if opts.backup_first {
         ctx.ui.step("full backup first (--backup-first)");
         let (model, config) = volumes::model_and_config(ctx)?;
@@ -214,7 +215,6 @@ pub fn run(ctx: &Ctx, kind: Clean, opts: &Options) -> Result<()> {
             .context("the backup before the clean failed, so nothing was removed")?;
         println!("backup: {}", s.path.display());
     }
-    drop(lock);
     plan.steps.execute(docker, &ctx.ui)?;
     for t in &plan.targets {
         println!("removed volume {} ({})", t.name, t.role.as_str());

@@ -17,7 +17,8 @@ fn open(path: &Path) -> Result<tar::Archive<flate2::read::GzDecoder<io::BufReade
 }
 
 /// Writes a tar of volume `name`'s entries with the `volumes/<name>/` prefix removed (hard link
-/// targets too), ready for `tar -x -C ROOT`. Returns the number of regular files.
+/// targets too), ready for `tar -x -C ROOT`. Returns the number of regular file names (hard
+/// links included, as `find -type f` counts them).
 pub fn volume_entries(path: &Path, name: &str, out: &mut dyn Write) -> Result<u64> {
     let prefix = archive::volume_prefix(name);
     let mut a = open(path)?;
@@ -46,6 +47,7 @@ pub fn volume_entries(path: &Path, name: &str, out: &mut dyn Write) -> Result<u6
                 let mut t2 = b"./".to_vec();
                 t2.extend_from_slice(t);
                 b.append_link(&mut h, &dest, <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&t2))?;
+                files += 1;
             }
             tar::EntryType::Symlink => {
                 let target = e.link_name_bytes().context("symlink without target")?.into_owned();
@@ -151,7 +153,7 @@ mod tests {
         add("volumes/other/x", tar::EntryType::Regular, None, b"not mine");
         b.into_inner().unwrap().finish().unwrap();
         let mut out = Vec::new();
-        assert_eq!(volume_entries(&path, "v", &mut out).unwrap(), 1);
+        assert_eq!(volume_entries(&path, "v", &mut out).unwrap(), 2, "the file and its hard link");
         let mut a = tar::Archive::new(&out[..]);
         let got: Vec<(String, Option<String>, u64)> = a
             .entries()
