@@ -1,0 +1,157 @@
+//! Faults on the live engine, each asserting that nothing was lost: kill -9 during a restore
+//! (the safety backup brings the state back), the database container dying mid-dump (the backup
+//! fails, no archive), a backup directory too small (refused before writing, nothing left).
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("xtask-e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+    fn s(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+    fn names(&self) -> Vec<String> {
+        std::fs::read_dir(&self.0).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).output();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn spawn_xtask(stack: &TestStack, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["--project-name", &stack.project, "--file"])
+        .arg(&stack.files[0])
+        .args(args)
+        .envs(stack.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn media_listing(stack: &TestStack) -> String {
+    docker_ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{}:/v:ro", stack.volume("backend-media")),
+        "xtask-test/busybox:local",
+        "sh",
+        "-c",
+        "cd /v && find . -type f -exec sha256sum {} + | sort",
+    ])
+}
+
+#[test]
+fn kill_during_restore_then_the_safety_backup_brings_the_state_back() {
+    if !engine() {
+        return;
+    }
+    let stack = TestStack::sample("killrestore");
+    let dir = Dir::new("killrestore");
+    stack.xtask_ok(&["up", "db", "redis", "backend"]);
+    let backend = format!("{}-backend-1", stack.project);
+    // The archive to restore: big enough that the restore takes a while.
+    docker_ok(&["exec", &backend, "sh", "-c", "head -c 157286400 /dev/urandom > /app/media/old-big.bin"]);
+    let old = stack.xtask_json(&["backup", "--output-dir", dir.s(), "--json", "--level", "1"]);
+    // The state the restore will overwrite.
+    docker_ok(&["exec", &backend, "sh", "-c", "rm /app/media/old-big.bin && echo current > /app/media/current.txt"]);
+    let before = media_listing(&stack);
+
+    let mut child = spawn_xtask(&stack, &["restore", old["path"].as_str().unwrap(), "--yes", "--output-dir", dir.s()]);
+    // Wait for the safety backup to be complete, then for the refill to start, and kill -9.
+    let safety = (0..600).find_map(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        dir.names().into_iter().find(|n| n.contains("_pre-restore.tar.gz") && !n.starts_with('.'))
+    });
+    let safety = safety.expect("the safety backup was written before anything was replaced");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "the restore was still running when killed");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Whatever the kill left, the safety backup brings back the state from before.
+    let undo = dir.0.join(&safety);
+    stack.xtask_ok(&["restore", undo.to_str().unwrap(), "--yes", "--no-safety-backup", "--output-dir", dir.s()]);
+    stack.xtask_ok(&["up", "backend"]);
+    assert_eq!(media_listing(&stack), before, "the state before the interrupted restore is back");
+}
+
+#[test]
+fn database_dying_mid_dump_fails_the_backup_and_leaves_no_archive() {
+    if !engine() {
+        return;
+    }
+    let stack = TestStack::sample("dbcrash");
+    let dir = Dir::new("dbcrash");
+    stack.xtask_ok(&["up", "db"]);
+    let db = format!("{}-db-1", stack.project);
+    docker_ok(&[
+        "exec", &db, "psql", "-U", "app", "-d", "app", "-q", "-c",
+        "CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS payload FROM generate_series(1, 3000000) g",
+    ]);
+    let mut child = spawn_xtask(&stack, &["backup-db", "--output-dir", dir.s()]);
+    let dumping = (0..400).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(25));
+        dir.names().iter().any(|n| n.starts_with(".pgdump-") && !n.contains("globals"))
+    });
+    assert!(dumping, "the dump never started");
+    docker_ok(&["kill", "--signal", "KILL", &db]);
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "a backup whose database died must fail");
+    assert!(err.contains("error:") && !err.contains("panicked"), "{err}");
+    let left: Vec<String> = dir.names().into_iter().filter(|n| !n.starts_with(".xtask-")).collect();
+    assert!(left.is_empty(), "no archive and no partial files left: {left:?}");
+}
+
+#[test]
+fn backup_directory_too_small_is_refused_before_writing() {
+    if !engine() {
+        return;
+    }
+    let stack = TestStack::sample("full");
+    let dir = Dir::new("full");
+    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"]).arg(&dir.0).status();
+    if !mounted.is_ok_and(|s| s.success()) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "cannot mount a small tmpfs for the disk-full test (need root)"
+        );
+        eprintln!("SKIPPED: cannot mount a tmpfs here");
+        return;
+    }
+    stack.xtask_ok(&["up", "backend"]);
+    docker_ok(&[
+        "exec",
+        &format!("{}-backend-1", stack.project),
+        "sh",
+        "-c",
+        "head -c 20971520 /dev/urandom > /app/media/big.bin",
+    ]);
+    let (ok, _, err) = stack.xtask(&["backup", "--output-dir", dir.s(), "--exclude", &stack.volume("redis-data")]);
+    assert!(!ok, "a backup that cannot fit must fail");
+    assert!(err.contains("not enough free space") && err.contains(dir.s()), "{err}");
+    let left: Vec<String> = dir.names().into_iter().filter(|n| !n.starts_with(".xtask-")).collect();
+    assert!(left.is_empty(), "nothing written: {left:?}");
+    let size = docker_ok(&["exec", &format!("{}-backend-1", stack.project), "stat", "-c", "%s", "/app/media/big.bin"]);
+    assert_eq!(size.trim(), "20971520", "the data is untouched");
+}
