@@ -88,7 +88,7 @@ def write_section(title, section):
     start = text.find(f"## {title}\n")
     if start >= 0:
         end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+        text = text[:start] + section + ("\n" + text[end + 1:] if end >= 0 else "")
     else:
         text = text.rstrip() + "\n\n" + section
     open(path, "w").write(text)
@@ -147,6 +147,7 @@ def restore_bench(a):
                      f"{r['tool']/r['plain']:.2f}x | {r['rss']/1024:.1f} MiB |")
     lines.append("\nRuns (wall seconds): " + "; ".join(f"{r['size']} MiB plain {r['plain_runs']} xtask {r['tool_runs']}" for r in rows))
     write_section("Restore", "\n".join(lines) + "\n")
+
 
 
 def main():
@@ -221,17 +222,7 @@ def main():
                      f"{r['tool_size']/2**20:.1f} MiB | {r['tool_wall']/r['plain_wall']:.2f}x | {r['tool_size']/r['plain_size']:.3f}x | "
                      f"{r['rss_kib']/1024:.1f} MiB |")
     lines.append("\nRuns (wall seconds): " + "; ".join(f"{r['size']} MiB plain {r['plain_runs']} xtask {r['tool_runs']}" for r in rows))
-    section = "\n".join(lines) + "\n"
-    path = os.path.join(ROOT, "docs", "benchmarks.md")
-    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n\n"
-    start = text.find("## Backup\n")
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
-    else:
-        text = text.rstrip() + "\n\n" + section
-    open(path, "w").write(text)
-    print(section)
+    write_section("Backup", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

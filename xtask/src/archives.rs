@@ -471,6 +471,46 @@ mod tests {
     }
 
     #[test]
+    fn scan_reads_metadata_filters_by_project_and_sorts_newest_first() {
+        let dir = std::env::temp_dir().join(format!("xtask-scan-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |file: &str, project: &str, created: &str| {
+            let mut w = archive::ArchiveWriter::create(&dir.join(file), 1, 1).unwrap();
+            let meta = Metadata {
+                format: archive::FORMAT.into(),
+                format_version: archive::FORMAT_VERSION,
+                kind: "full".into(),
+                project: project.into(),
+                compose_files: vec![],
+                model_sha256: String::new(),
+                environment: None,
+                created_at: created.into(),
+                tool_version: "t".into(),
+                tag: None,
+                entries: vec![],
+                postgres: None,
+                volumes: vec![],
+                skipped: vec![],
+            };
+            archive::write_metadata(&mut w, &meta).unwrap();
+            w.commit().unwrap();
+        };
+        write("full_backup_20260101_000000.tar.gz", "p", "2026-01-01T00:00:00Z");
+        write("full_backup_20260301_000000.tar.gz", "p", "2026-03-01T00:00:00Z");
+        write("full_backup_20260401_000000.tar.gz", "other", "2026-04-01T00:00:00Z");
+        std::fs::write(dir.join("full_backup_20260501_000000.tar.gz"), b"not ours").unwrap();
+        std::fs::write(dir.join("notes.txt"), b"x").unwrap();
+        let found = scan(&dir, "p").unwrap();
+        let files: Vec<&str> = found.iter().map(|a| a.file.as_str()).collect();
+        assert_eq!(files, ["full_backup_20260301_000000.tar.gz", "full_backup_20260101_000000.tar.gz"]);
+        assert_eq!(found[0].checksums, "unverified");
+        record_verification(&found[0].path, true);
+        assert_eq!(verification(&found[0].path), "ok");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn only_our_file_names() {
         assert!(is_our_name("full_backup_20260101_000000.tar.gz"));
         assert!(is_our_name("db_backup_20260101_000000_pre-migration.tar.gz"));

@@ -245,7 +245,7 @@ fn describe(plan: &CleanPlan, sizes: &BTreeMap<String, u64>, dir: &Path, project
         out.push_str(&format!("  - volume {e} is external: kept\n"));
     }
     if plan.kind == Clean::All {
-        match status::newest_backup(dir) {
+        match status::newest_backup(dir, project) {
             Some(b) => {
                 out.push_str(&format!("\nNewest backup: {} ({})\n", b.path.display(), human_bytes(b.size_bytes)))
             }

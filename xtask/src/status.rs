@@ -33,24 +33,10 @@ pub struct BackupFile {
     pub size_bytes: u64,
 }
 
-/// The newest `*_backup_YYYYMMDD_HHMMSS*` file in `dir` (names sort by time within a kind).
-pub fn newest_backup(dir: &Path) -> Option<BackupFile> {
-    let entries = std::fs::read_dir(dir).ok()?;
-    let mut best: Option<(String, BackupFile)> = None;
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some((_, stamp)) = name.split_once("_backup_") else {
-            continue;
-        };
-        if name.starts_with('.') || !(name.ends_with(".tar.gz") || name.ends_with(".tar.zst")) {
-            continue;
-        }
-        let size_bytes = e.metadata().map(|m| m.len()).unwrap_or(0);
-        if best.as_ref().is_none_or(|(s, _)| stamp > s.as_str()) {
-            best = Some((stamp.to_string(), BackupFile { path: e.path(), size_bytes }));
-        }
-    }
-    best.map(|(_, b)| b)
+/// The newest archive of `project` in `dir` (files this tool wrote, read by their metadata).
+pub fn newest_backup(dir: &Path, project: &str) -> Option<BackupFile> {
+    let newest = crate::archives::scan(dir, project).ok()?.into_iter().next()?;
+    Some(BackupFile { path: newest.path, size_bytes: newest.size_bytes })
 }
 
 pub fn status(ctx: &Ctx) -> Result<Status> {
@@ -75,7 +61,7 @@ pub fn status(ctx: &Ctx) -> Result<Status> {
         project: ctx.stack.name.clone(),
         services,
         volumes: inventory,
-        newest_backup: newest_backup(&crate::archives::default_dir()),
+        newest_backup: newest_backup(&crate::archives::default_dir(), &ctx.stack.name),
     })
 }
 
@@ -103,28 +89,4 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<()> {
         None => println!("Newest backup: none in {}", crate::archives::default_dir().display()),
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn newest_backup_by_timestamp_in_name() {
-        let dir = std::env::temp_dir().join(format!("xtask-status-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        for f in [
-            "full_backup_20250101_000000.tar.gz",
-            "db_backup_20250301_000000.tar.gz",
-            "full_backup_20250201_000000.tar.gz",
-            ".full_backup_20991231_000000.tar.gz.tmp",
-            "notes.txt",
-        ] {
-            std::fs::write(dir.join(f), b"x").unwrap();
-        }
-        let newest = newest_backup(&dir).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert!(newest.path.ends_with("db_backup_20250301_000000.tar.gz"), "{:?}", newest.path);
-        assert!(newest_backup(Path::new("/nonexistent/xtask")).is_none());
-    }
 }
