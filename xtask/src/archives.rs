@@ -262,23 +262,10 @@ fn deep_check(ctx: &Ctx, path: &Path, meta: &Metadata) -> Result<()> {
         let name = format!("xtask-verify-{pid}");
         let password = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos());
         let user = format!("POSTGRES_USER={}", pg.user);
-        let run = docker
-            .cmd([
-                "run",
-                "-d",
-                "--name",
-                &name,
-                "--network",
-                "none",
-                "--label",
-                "xtask.helper=1",
-                "-e",
-                "POSTGRES_PASSWORD",
-                "-e",
-                &user,
-                &image,
-            ])
-            .secret_env("POSTGRES_PASSWORD", &password);
+        let mut args: Vec<String> = ["run", "-d", "--name", &name, "--network", "none"].map(String::from).to_vec();
+        args.extend(crate::docker::helper_labels());
+        args.extend(["-e", "POSTGRES_PASSWORD", "-e", &user, &image].map(String::from));
+        let run = docker.cmd(args).secret_env("POSTGRES_PASSWORD", &password);
         docker.query(&run).context("start a throwaway PostgreSQL")?;
         let _container = Scratch { docker, args: vec!["rm".into(), "-f".into(), "-v".into(), name.clone()] };
         let ready = docker.cmd(["exec", &name, "pg_isready", "-h", "127.0.0.1", "-U", &pg.user, "-d", "postgres"]);

@@ -455,6 +455,9 @@ pub fn execute_locked(ctx: &Ctx, plan: &BackupPlan, opts: &Options, config_json:
     let stack = &ctx.stack;
     let dir = dir.to_path_buf();
     remove_stale_temporaries(&dir, ctx);
+    if docker.remove_orphan_helpers()? > 0 {
+        ctx.ui.step("removed helper containers left by an interrupted run");
+    }
 
     let existing = existing_volumes(docker)?;
     let mut skipped: Vec<Skipped> =

@@ -195,6 +195,7 @@ pub fn run(ctx: &Ctx, kind: Clean, opts: &Options) -> Result<()> {
     let dir = backup::prepare_dir(&opts.dir)?;
     // Held until the clean is done: no backup or restore of the project runs meanwhile.
     let _lock = Lock::acquire(&dir, &ctx.stack.name, kind.command())?;
+    docker.remove_orphan_helpers()?;
     if opts.backup_first {
         ctx.ui.step("full backup first (--backup-first)");
         let (model, config) = volumes::model_and_config(ctx)?;

@@ -146,8 +146,8 @@ impl Docker {
     /// `docker run --rm -i` of the helper image with `volume` mounted read-write at `/v/0`,
     /// running `command` (which reads its stdin).
     pub fn helper_writer(&self, volume: &str, command: &[&str]) -> DockerCmd {
-        let mut args: Vec<String> =
-            ["run", "--rm", "-i", "--network", "none", "--label", "xtask.helper=1"].map(String::from).to_vec();
+        let mut args: Vec<String> = ["run", "--rm", "-i", "--network", "none"].map(String::from).to_vec();
+        args.extend(helper_labels());
         args.push("--mount".into());
         args.push(format!("type=volume,source={volume},target=/v/0"));
         args.push(helper_image());
@@ -158,8 +158,8 @@ impl Docker {
     /// `docker run --rm` of the small helper image with `volumes` mounted read-only at
     /// `/v/0`, `/v/1`... in that order, no network, running `command`.
     pub fn helper_read_only(&self, volumes: &[&str], command: &[&str]) -> DockerCmd {
-        let mut args: Vec<String> =
-            ["run", "--rm", "--network", "none", "--label", "xtask.helper=1"].map(String::from).to_vec();
+        let mut args: Vec<String> = ["run", "--rm", "--network", "none"].map(String::from).to_vec();
+        args.extend(helper_labels());
         for (i, v) in volumes.iter().enumerate() {
             args.push("--mount".into());
             args.push(format!("type=volume,source={v},target=/v/{i},readonly"));
@@ -576,6 +576,53 @@ impl Drop for FifoIo {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// The labels on every container the tool starts for itself: that it is a helper, and which
+/// process on which host started it, so a later run can remove helpers a killed run left behind.
+pub fn helper_labels() -> Vec<String> {
+    vec![
+        "--label".into(),
+        "xtask.helper=1".into(),
+        "--label".into(),
+        format!("xtask.pid={}", std::process::id()),
+        "--label".into(),
+        format!("xtask.host={}", hostname()),
+    ]
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+}
+
+impl Docker {
+    /// Removes helper containers whose xtask process (on this host) is gone: after a kill -9 a
+    /// helper may still hold a volume (e.g. blocked opening its FIFO). Returns how many.
+    pub fn remove_orphan_helpers(&self) -> Result<usize> {
+        let out = self.query(&self.cmd([
+            "ps",
+            "--all",
+            "--filter",
+            "label=xtask.helper=1",
+            "--format",
+            "{{.ID}}\t{{.Label \"xtask.pid\"}}\t{{.Label \"xtask.host\"}}",
+        ]))?;
+        let me = hostname();
+        let mut removed = 0;
+        for line in out.lines() {
+            let mut f = line.split('\t');
+            let (Some(id), Some(pid), Some(host)) = (f.next(), f.next(), f.next()) else { continue };
+            let Ok(pid) = pid.parse::<u32>() else { continue };
+            if host != me || pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            if !self.dry_run {
+                self.query(&self.cmd(["rm", "--force", "--volumes", id]))?;
+            }
+            removed += 1;
+        }
+        Ok(removed)
     }
 }
 

@@ -184,6 +184,9 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
     }
     confirm(&text, Confirm::YesNo { yes_flag: opts.yes })?;
     let _lock = Lock::acquire(&dir, &plan.project, "restore")?;
+    if docker.remove_orphan_helpers()? > 0 {
+        ctx.ui.step("removed helper containers left by an interrupted run");
+    }
 
     // 2. A way back: a backup of exactly what will be overwritten.
     let safety = if opts.no_safety_backup {
