@@ -210,31 +210,3 @@ mod tests {
         assert!(flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut back).is_err());
     }
 }
-#[cfg(test)]
-mod speed {
-    #[test]
-    #[ignore]
-    fn speed() {
-        let mut data = Vec::new();
-        let words = ["alpha ", "beta ", "gamma ", "delta\n", "epsilon ", "zeta "];
-        let mut x: u32 = 7;
-        while data.len() < 64 << 20 {
-            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            data.extend_from_slice(words[(x >> 24) as usize % 6].as_bytes());
-        }
-        let t = std::time::Instant::now();
-        let mut n = 0;
-        for c in data.chunks(1 << 20) {
-            n += super::deflate_block(c, 6, false).unwrap().len();
-        }
-        eprintln!("deflate: {:.1} MB/s -> {n}", 64.0 / t.elapsed().as_secs_f64());
-        use sha2::Digest;
-        let t = std::time::Instant::now();
-        let d = sha2::Sha256::digest(&data);
-        eprintln!("sha256: {:.1} MB/s {:x}", 64.0 / t.elapsed().as_secs_f64(), d[0]);
-        let t = std::time::Instant::now();
-        let mut h = crc32fast::Hasher::new();
-        h.update(&data);
-        eprintln!("crc: {:.1} MB/s {}", 64.0 / t.elapsed().as_secs_f64(), h.finalize());
-    }
-}
