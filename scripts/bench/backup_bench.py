@@ -177,26 +177,8 @@ def main():
             plain.append((wall, os.path.getsize(os.path.join(pdir, "x.tar.gz"))))
             shutil.rmtree(pdir)
             tdir = os.path.join(work, f"tool{run}")
-            # Peak RSS of the xtask process itself (VmHWM), not of the docker CLIs it starts.
-            t0 = time.monotonic()
-            p = subprocess.Popen([a.xtask, "--file", compose, "--quiet", "backup", "--output-dir", tdir, "--json"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            hwm = 0
-            while p.poll() is None:
-                try:
-                    for line in open(f"/proc/{p.pid}/status"):
-                        if line.startswith("VmHWM:"):
-                            hwm = max(hwm, int(line.split()[1]))
-                except OSError:
-                    pass
-                time.sleep(0.02)
-            stdout, stderr = p.communicate()
-            wall = time.monotonic() - t0
-            if p.returncode != 0:
-                sys.exit(f"xtask backup failed: {stderr}")
-            summary = json.loads(stdout)
-            r = {"rss": hwm}
-            tool.append((wall, summary["bytes"], r["rss"]))
+            wall, stdout, hwm = run_xtask([a.xtask, "--file", compose, "--quiet", "backup", "--output-dir", tdir, "--json"])
+            tool.append((wall, json.loads(stdout)["bytes"], hwm))
             shutil.rmtree(tdir)
         shutil.rmtree(work)
         pw = statistics.median(w for w, _ in plain)

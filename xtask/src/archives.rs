@@ -283,22 +283,17 @@ fn deep_check(ctx: &Ctx, path: &Path, meta: &Metadata) -> Result<()> {
             }
             docker.cmd(args)
         };
+        // One value from a query.
+        let psql_at = |db: &str, sql: &str| {
+            docker.query(&docker.cmd(["exec", &name, "psql", "-X", "-At", "-U", &pg.user, "-d", db, "-c", sql]))
+        };
         // Roles: the cluster's own superuser exists already, so errors here are expected and ignored.
         crate::extract::pipe_entry(docker, path, &pg.globals_entry, &psql("postgres", false))?;
         for db in &pg.databases {
-            let exists = docker.query(&docker.cmd([
-                "exec",
-                &name,
-                "psql",
-                "-X",
-                "-At",
-                "-U",
-                &pg.user,
-                "-d",
+            let exists = psql_at(
                 "postgres",
-                "-c",
                 &format!("SELECT 1 FROM pg_database WHERE datname = '{}'", db.name.replace('\'', "''")),
-            ]))?;
+            )?;
             if exists.trim() != "1" {
                 crate::extract::pipe_text(
                     docker,
@@ -309,19 +304,7 @@ fn deep_check(ctx: &Ctx, path: &Path, meta: &Metadata) -> Result<()> {
             crate::extract::pipe_entry(docker, path, &db.entry, &psql(&db.name, true))
                 .with_context(|| format!("load {} into a throwaway PostgreSQL", db.entry))?;
             for (table, rows) in &db.tables {
-                let got = docker.query(&docker.cmd([
-                    "exec",
-                    &name,
-                    "psql",
-                    "-X",
-                    "-At",
-                    "-U",
-                    &pg.user,
-                    "-d",
-                    &db.name,
-                    "-c",
-                    &format!("SELECT count(*) FROM {table}"),
-                ]))?;
+                let got = psql_at(&db.name, &format!("SELECT count(*) FROM {table}"))?;
                 if got.trim() != rows.to_string() {
                     bail!(
                         "database {}: table {table} has {} rows after loading, the metadata says {rows}",

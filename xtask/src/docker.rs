@@ -215,12 +215,38 @@ impl Docker {
 }
 
 /// A running docker child whose stdout the tool reads as a stream (a volume's tar, a dump).
-/// Its stderr is collected on a thread so a failure can be reported with it.
 pub struct ChildReader {
-    child: std::process::Child,
     stdout: std::process::ChildStdout,
+    run: Running,
+}
+
+/// A spawned docker child with its stderr collected on a thread. Waiting turns a non-zero exit
+/// into an error carrying that stderr; dropped unwaited (an error elsewhere), it kills the
+/// child so none outlives us.
+struct Running {
+    child: std::process::Child,
     stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
     cmd: DockerCmd,
+}
+
+impl Running {
+    fn wait(&mut self) -> Result<()> {
+        let status = self.child.wait().with_context(|| format!("wait for `{}`", self.cmd))?;
+        let stderr = self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
+        if !status.success() {
+            return Err(failure(&self.cmd, status, &stderr));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.stderr.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 impl std::io::Read for ChildReader {
@@ -233,31 +259,14 @@ impl ChildReader {
     /// Reads whatever is left, waits for the child and turns a non-zero exit into an error.
     pub fn finish(mut self) -> Result<()> {
         std::io::copy(&mut self.stdout, &mut std::io::sink()).ok();
-        let status = self.child.wait().with_context(|| format!("wait for `{}`", self.cmd))?;
-        let stderr = self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
-        if !status.success() {
-            return Err(failure(&self.cmd, status, &stderr));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for ChildReader {
-    fn drop(&mut self) {
-        // Not finished (an error elsewhere): make sure the child does not outlive us.
-        if self.stderr.is_some() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.run.wait()
     }
 }
 
 /// A running docker child the tool writes into.
 pub struct ChildWriter {
-    child: std::process::Child,
     stdin: Option<std::process::ChildStdin>,
-    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
-    cmd: DockerCmd,
+    run: Running,
 }
 
 impl Write for ChildWriter {
@@ -277,46 +286,24 @@ impl ChildWriter {
     /// Closes stdin, waits, and turns a non-zero exit into an error carrying stderr.
     pub fn finish(mut self) -> Result<()> {
         drop(self.stdin.take());
-        let status = self.child.wait().with_context(|| format!("wait for `{}`", self.cmd))?;
-        let stderr = self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
-        if !status.success() {
-            return Err(failure(&self.cmd, status, &stderr));
-        }
-        Ok(())
+        self.run.wait()
     }
 
     /// The child's error after a write failed (it usually exited early: its stderr says why).
-    pub fn failed(mut self) -> anyhow::Error {
-        drop(self.stdin.take());
-        let status = self.child.wait();
-        let stderr = self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
-        match status {
-            Ok(s) => failure(&self.cmd, s, &stderr),
-            Err(e) => anyhow!("wait for `{}`: {e}", self.cmd),
-        }
+    pub fn failed(self) -> anyhow::Error {
+        self.finish().err().unwrap_or_else(|| anyhow!("the child stopped reading its input"))
     }
 }
-
-impl Drop for ChildWriter {
-    fn drop(&mut self) {
-        if self.stderr.is_some() {
-            drop(self.stdin.take());
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// A child whose stderr is collected on a thread.
-type Spawned = (std::process::Child, std::thread::JoinHandle<Vec<u8>>);
 
 impl Docker {
-    fn spawn(&self, cmd: &DockerCmd, stdout: Stdio) -> Result<Spawned> {
+    /// Starts `cmd` with its stderr collected on a thread.
+    fn spawn(&self, cmd: &DockerCmd, stdin: Stdio, stdout: Stdio) -> Result<Running> {
         if self.echo {
             eprintln!("+ {cmd}");
         }
         let mut child = self
             .command(cmd)
+            .stdin(stdin)
             .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
@@ -327,15 +314,15 @@ impl Docker {
             let _ = std::io::Read::read_to_end(&mut err, &mut buf);
             buf
         });
-        Ok((child, stderr))
+        Ok(Running { child, stderr: Some(stderr), cmd: cmd.clone() })
     }
 
     /// Starts `cmd` with its stdout piped to the caller (also under `--dry-run`: callers only
     /// stream from commands that read).
     pub fn stream(&self, cmd: &DockerCmd) -> Result<ChildReader> {
-        let (mut child, stderr) = self.spawn(cmd, Stdio::piped())?;
-        let stdout = child.stdout.take().context("child stdout")?;
-        Ok(ChildReader { child, stdout, stderr: Some(stderr), cmd: cmd.clone() })
+        let mut run = self.spawn(cmd, Stdio::null(), Stdio::piped())?;
+        let stdout = run.child.stdout.take().context("child stdout")?;
+        Ok(ChildReader { stdout, run })
     }
 
     /// Starts `cmd` with its stdin fed by the caller (a dump into psql, a tar into a helper).
@@ -343,24 +330,9 @@ impl Docker {
         if self.dry_run {
             bail!("internal error: a command that writes must not run under --dry-run: {cmd}");
         }
-        if self.echo {
-            eprintln!("+ {cmd}");
-        }
-        let mut child = self
-            .command(cmd)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("start `{cmd}`"))?;
-        let stdin = child.stdin.take().context("child stdin")?;
-        let mut err = child.stderr.take().context("child stderr")?;
-        let stderr = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = std::io::Read::read_to_end(&mut err, &mut buf);
-            buf
-        });
-        Ok(ChildWriter { child, stdin: Some(stdin), stderr: Some(stderr), cmd: cmd.clone() })
+        let mut run = self.spawn(cmd, Stdio::piped(), Stdio::null())?;
+        let stdin = run.child.stdin.take().context("child stdin")?;
+        Ok(ChildWriter { stdin: Some(stdin), run })
     }
 
     /// The tar stream of a volume's root (`tar -c -C ROOT .` in a read-only helper container).
@@ -427,7 +399,7 @@ impl Docker {
             image_at..image_at,
             ["--mount".to_string(), format!("type=bind,source={},target=/xtask-io", dir.0.display())],
         );
-        let (mut child, stderr) = self.spawn(&cmd, Stdio::null())?;
+        let mut run = self.spawn(&cmd, Stdio::null(), Stdio::null())?;
         // Opening a FIFO blocks until the other end opens it: do it on a thread and watch the
         // child meanwhile, so a helper that fails early cannot hang us.
         let (tx, rx) = std::sync::mpsc::channel();
@@ -444,12 +416,12 @@ impl Docker {
                     // A 1 MiB pipe buffer (the default is 64 KiB) means fewer wake-ups; best effort.
                     // SAFETY: fcntl on a descriptor we own.
                     unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&file), libc::F_SETPIPE_SZ, 1 << 20) };
-                    return Ok(Some(FifoIo { file: Some(file), child, stderr: Some(stderr), cmd, _dir: dir }));
+                    return Ok(Some(FifoIo { file: Some(file), run, _dir: dir }));
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(e) => bail!("FIFO opener thread: {e}"),
             }
-            if let Some(status) = child.try_wait()? {
+            if let Some(status) = run.child.try_wait()? {
                 // Unblock the opener by opening the other end ourselves, then decide.
                 let mut other = std::fs::OpenOptions::new();
                 if we_write {
@@ -458,7 +430,7 @@ impl Docker {
                     other.write(true);
                 }
                 let _ = other.custom_flags(libc::O_NONBLOCK).open(&fifo);
-                let err = stderr.join().unwrap_or_default();
+                let err = run.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
                 if !status.success() && !we_write {
                     return Err(failure(&cmd, status, &err));
                 }
@@ -493,9 +465,7 @@ pub enum VolumeSink {
 /// Our end of the FIFO a helper container reads or writes, and the helper.
 pub struct FifoIo {
     file: Option<std::fs::File>,
-    child: std::process::Child,
-    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
-    cmd: DockerCmd,
+    run: Running,
     _dir: TempIoDir,
 }
 
@@ -560,22 +530,7 @@ impl VolumeSink {
 impl FifoIo {
     fn finish(mut self) -> Result<()> {
         drop(self.file.take());
-        let status = self.child.wait().with_context(|| format!("wait for `{}`", self.cmd))?;
-        let err = self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
-        if !status.success() {
-            return Err(failure(&self.cmd, status, &err));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for FifoIo {
-    fn drop(&mut self) {
-        if self.stderr.is_some() {
-            drop(self.file.take());
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.run.wait()
     }
 }
 

@@ -15,27 +15,6 @@ use std::process::Command;
 use common::*;
 use sha2::{Digest, Sha256};
 
-fn psql(container: &str, db: &str, sql: &str) -> String {
-    docker_ok(&[
-        "exec",
-        container,
-        "psql",
-        "-X",
-        "-q",
-        "-At",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-U",
-        "app",
-        "-d",
-        db,
-        "-c",
-        sql,
-    ])
-    .trim()
-    .to_string()
-}
-
 fn sh(container: &str, script: &str) -> String {
     docker_ok(&["exec", container, "sh", "-c", script])
 }
@@ -150,23 +129,6 @@ fn backup_json(stack: &TestStack, dir: &Path, args: &[&str]) -> serde_json::Valu
     let mut all = vec!["backup", "--output-dir", dir.to_str().unwrap(), "--json"];
     all.extend(args);
     stack.xtask_json(&all)
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let d = std::env::temp_dir().join(format!("xtask-e2e-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A container removed when dropped.

@@ -5,46 +5,9 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("xtask-e2e-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-    fn s(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-    fn names(&self) -> Vec<String> {
-        std::fs::read_dir(&self.0).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).output();
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn spawn_xtask(stack: &TestStack, args: &[&str]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["--project-name", &stack.project, "--file"])
-        .arg(&stack.files[0])
-        .args(args)
-        .envs(stack.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
-}
 
 fn media_listing(stack: &TestStack) -> String {
     docker_ok(&[
@@ -65,7 +28,7 @@ fn kill_during_restore_then_the_safety_backup_brings_the_state_back() {
         return;
     }
     let stack = TestStack::sample("killrestore");
-    let dir = Dir::new("killrestore");
+    let dir = TempDir::new("killrestore");
     stack.xtask_ok(&["up", "db", "redis", "backend"]);
     let backend = format!("{}-backend-1", stack.project);
     // The archive to restore: big enough that the restore takes a while.
@@ -75,7 +38,7 @@ fn kill_during_restore_then_the_safety_backup_brings_the_state_back() {
     docker_ok(&["exec", &backend, "sh", "-c", "rm /app/media/old-big.bin && echo current > /app/media/current.txt"]);
     let before = media_listing(&stack);
 
-    let mut child = spawn_xtask(&stack, &["restore", old["path"].as_str().unwrap(), "--yes", "--output-dir", dir.s()]);
+    let mut child = stack.spawn(&["restore", old["path"].as_str().unwrap(), "--yes", "--output-dir", dir.s()]);
     // Wait for the safety backup to be complete, then for the refill to start, and kill -9.
     let safety = (0..600).find_map(|_| {
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -110,14 +73,14 @@ fn database_dying_mid_dump_fails_the_backup_and_leaves_no_archive() {
         return;
     }
     let stack = TestStack::sample("dbcrash");
-    let dir = Dir::new("dbcrash");
+    let dir = TempDir::new("dbcrash");
     stack.xtask_ok(&["up", "db"]);
     let db = format!("{}-db-1", stack.project);
     docker_ok(&[
         "exec", &db, "psql", "-U", "app", "-d", "app", "-q", "-c",
         "CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS payload FROM generate_series(1, 3000000) g",
     ]);
-    let mut child = spawn_xtask(&stack, &["backup-db", "--output-dir", dir.s()]);
+    let mut child = stack.spawn(&["backup-db", "--output-dir", dir.s()]);
     let dumping = (0..400).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(25));
         dir.names().iter().any(|n| n.starts_with(".pgdump-") && !n.contains("globals"))
@@ -139,7 +102,7 @@ fn backup_directory_too_small_is_refused_before_writing() {
         return;
     }
     let stack = TestStack::sample("full");
-    let dir = Dir::new("full");
+    let dir = TempDir::new("full");
     let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"]).arg(&dir.0).status();
     if !mounted.is_ok_and(|s| s.success()) {
         assert!(

@@ -7,51 +7,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use common::*;
-
-fn psql(container: &str, sql: &str) -> String {
-    docker_ok(&[
-        "exec",
-        container,
-        "psql",
-        "-X",
-        "-q",
-        "-At",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-U",
-        "app",
-        "-d",
-        "app",
-        "-c",
-        sql,
-    ])
-    .trim()
-    .to_string()
-}
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("xtask-e2e-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-    fn s(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Everything the story must preserve, read from the live stack.
 #[derive(Debug, PartialEq)]
@@ -78,18 +36,10 @@ fn state(stack: &TestStack) -> State {
     ]);
     State {
         files,
-        items: psql(&db, "SELECT md5(string_agg(i::text, ',' ORDER BY id)) FROM items i"),
-        schema: psql(&db, "SELECT string_agg(column_name, ',' ORDER BY column_name) FROM information_schema.columns WHERE table_name = 'items'"),
+        items: psql(&db, "app", "SELECT md5(string_agg(i::text, ',' ORDER BY id)) FROM items i"),
+        schema: psql(&db, "app", "SELECT string_agg(column_name, ',' ORDER BY column_name) FROM information_schema.columns WHERE table_name = 'items'"),
         redis: (0..5).map(|i| String::from_utf8_lossy(&docker(&["exec", &redis, "redis-cli", "GET", &format!("k{i}")]).stdout).trim().to_string()).collect(),
     }
-}
-
-fn compose(stack: &TestStack, args: &[&str]) {
-    let mut c = Command::new("docker");
-    c.args(["compose", "--project-name", &stack.project, "--file"]).arg(&stack.files[0]).args(args);
-    c.envs(stack.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    let out = c.output().unwrap();
-    assert!(out.status.success(), "docker compose {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn existing(stack: &TestStack) -> Vec<String> {
@@ -108,11 +58,11 @@ fn acceptance_story_backup_clean_all_restore() {
         return;
     }
     let stack = TestStack::sample("story");
-    let dir = Dir::new("story");
+    let dir = TempDir::new("story");
     stack.xtask_ok(&["up"]);
     let db = format!("{}-db-1", stack.project);
-    psql(&db, "CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items SELECT g, 'n' || g FROM generate_series(1, 500) g;");
-    psql(&db, "ALTER TABLE items ADD COLUMN migrated_at timestamptz DEFAULT now()");
+    psql(&db, "app", "CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items SELECT g, 'n' || g FROM generate_series(1, 500) g;");
+    psql(&db, "app", "ALTER TABLE items ADD COLUMN migrated_at timestamptz DEFAULT now()");
     docker_ok(&["exec", &format!("{}-backend-1", stack.project), "sh", "-c", "echo 'an upload' > /app/media/upload.txt && chmod 0640 /app/media/upload.txt && chown 33:33 /app/media/upload.txt && mkdir -p '/app/media/sub dir' && head -c 100000 /dev/urandom > '/app/media/sub dir/photo.bin'"]);
     for i in 0..5 {
         docker_ok(&[
@@ -127,10 +77,10 @@ fn acceptance_story_backup_clean_all_restore() {
     let original = state(&stack);
     assert_eq!(original.redis[4], "v4");
 
-    compose(&stack, &["stop"]);
+    stack.compose(&["stop"]);
     stack.xtask_ok(&["up"]);
     assert_eq!(state(&stack), original, "stop and start");
-    compose(&stack, &["up", "--detach", "--wait", "--force-recreate"]);
+    stack.compose(&["up", "--detach", "--wait", "--force-recreate"]);
     assert_eq!(state(&stack), original, "containers recreated");
 
     let summary = stack.xtask_json(&["backup", "--output-dir", dir.s(), "--json"]);
@@ -186,15 +136,19 @@ fn acceptance_story_backup_clean_all_restore() {
     assert_eq!(later.trim(), "changed-after", "a refused restore wrote nothing");
 
     // --only db restores the database alone; the undo command brings back what it replaced.
-    psql(&db, "DELETE FROM items WHERE id > 100");
+    psql(&db, "app", "DELETE FROM items WHERE id > 100");
     let out = stack.xtask_ok(&["restore", &archive, "--only", "db", "--yes", "--output-dir", dir.s()]);
-    assert_eq!(psql(&db, "SELECT count(*) FROM items"), "500");
+    assert_eq!(psql(&db, "app", "SELECT count(*) FROM items"), "500");
     let later = docker_ok(&["exec", &format!("{}-backend-1", stack.project), "cat", "/app/media/later.txt"]);
     assert_eq!(later.trim(), "changed-after", "--only db left the volumes alone");
     let undo = out.lines().find_map(|l| l.strip_prefix("to undo this restore: cargo xtask restore ")).unwrap();
     let undo_path = undo.trim_end_matches(" --yes");
     stack.xtask_ok(&["restore", undo_path, "--yes", "--no-safety-backup", "--output-dir", dir.s()]);
-    assert_eq!(psql(&db, "SELECT count(*) FROM items"), "100", "the undo brought back the state before the restore");
+    assert_eq!(
+        psql(&db, "app", "SELECT count(*) FROM items"),
+        "100",
+        "the undo brought back the state before the restore"
+    );
 
     // clean-logs and clean-cache remove exactly their volumes.
     let before = existing(&stack);
@@ -206,7 +160,7 @@ fn acceptance_story_backup_clean_all_restore() {
     assert!(out.contains("comes back empty"), "{out}");
     let after2 = existing(&stack);
     assert_eq!(after.iter().filter(|v| !after2.contains(v)).collect::<Vec<_>>(), [&stack.volume("redis-data")]);
-    assert_eq!(psql(&db, "SELECT count(*) FROM items"), "100", "the database was not touched");
+    assert_eq!(psql(&db, "app", "SELECT count(*) FROM items"), "100", "the database was not touched");
     let (ok, _, err) = stack.xtask(&["clean-logs"]);
     assert!(ok || err.contains("--yes"), "{err}");
 }
@@ -217,7 +171,7 @@ fn kill_during_backup_leaves_no_archive_and_the_next_backup_works() {
         return;
     }
     let stack = TestStack::sample("kill");
-    let dir = Dir::new("kill");
+    let dir = TempDir::new("kill");
     stack.xtask_ok(&["up", "db", "redis", "backend"]);
     docker_ok(&[
         "exec",
@@ -226,13 +180,7 @@ fn kill_during_backup_leaves_no_archive_and_the_next_backup_works() {
         "-c",
         "head -c 209715200 /dev/urandom > /app/media/big.bin",
     ]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["--project-name", &stack.project, "--file"])
-        .arg(&stack.files[0])
-        .args(["--quiet", "backup", "--output-dir", dir.s(), "--level", "9"])
-        .envs(stack.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .spawn()
-        .unwrap();
+    let mut child = stack.spawn(&["--quiet", "backup", "--output-dir", dir.s(), "--level", "9"]);
     // Wait until the archive is being written, then kill -9.
     let temp_seen = (0..200).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(50));

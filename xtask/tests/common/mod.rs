@@ -101,6 +101,79 @@ impl TestStack {
     }
 }
 
+impl TestStack {
+    /// `docker compose` on this stack directly (not through the tool); must succeed.
+    pub fn compose(&self, args: &[&str]) {
+        let mut c = Command::new("docker");
+        c.args(["compose", "--project-name", &self.project, "--file"]).arg(&self.files[0]).args(args);
+        c.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "docker compose {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Starts the xtask binary on this stack in the background (stderr piped).
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["--project-name", &self.project, "--file"])
+            .arg(&self.files[0])
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+/// `psql -At` as user app in a container; must succeed; returns the trimmed output.
+pub fn psql(container: &str, db: &str, sql: &str) -> String {
+    docker_ok(&[
+        "exec",
+        container,
+        "psql",
+        "-X",
+        "-q",
+        "-At",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-U",
+        "app",
+        "-d",
+        db,
+        "-c",
+        sql,
+    ])
+    .trim()
+    .to_string()
+}
+
+/// A test's own directory under the system temp dir, removed (and unmounted) when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!("xtask-e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+
+    pub fn s(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        std::fs::read_dir(&self.0).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).output();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 impl Drop for TestStack {
     fn drop(&mut self) {
         let mut cmd = Command::new("docker");
