@@ -319,7 +319,7 @@ fn deep_check(ctx: &Ctx, path: &Path, meta: &Metadata) -> Result<()> {
         let scratch = format!("xtask-verify-{pid}-{i}");
         docker.query(&docker.cmd(["volume", "create", "--label", "xtask.helper=1", &scratch]))?;
         let _volume = Scratch { docker, args: vec!["volume".into(), "rm".into(), "-f".into(), scratch.clone()] };
-        let files = crate::extract::fill_volume(docker, path, &v.name, &scratch)
+        let files = crate::extract::fill_volume(docker, path, &v.name, &scratch, &mut |_| {})
             .with_context(|| format!("load volume {} into a scratch volume", v.name))?;
         let counted = docker.query(&docker.helper_read_only(&[scratch.as_str()], &["find", "/v/0", "-type", "f"]))?;
         if counted.lines().count() as u64 != files {

@@ -65,16 +65,40 @@ pub fn volume_entries(path: &Path, name: &str, out: &mut dyn Write) -> Result<u6
     Ok(files)
 }
 
+/// Counts the bytes passing through to `progress`.
+struct Counting<'a, W> {
+    inner: W,
+    progress: &'a mut dyn FnMut(u64),
+}
+
+impl<W: Write> Write for Counting<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        (self.progress)(n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Fills volume `target` (which the caller made empty) with volume `name`'s entries of the
-/// archive, keeping owners (numerically), modes, mtimes and links.
-pub fn fill_volume(docker: &Docker, path: &Path, name: &str, target: &str) -> Result<u64> {
-    let child = docker.volume_untar(target)?;
+/// archive, keeping owners (numerically), modes, mtimes and links; `progress` gets the bytes.
+pub fn fill_volume(
+    docker: &Docker,
+    path: &Path,
+    name: &str,
+    target: &str,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64> {
+    let child = Counting { inner: docker.volume_untar(target)?, progress };
     // Large writes: the tar's 512-byte headers must not each become a syscall.
     let mut out = io::BufWriter::with_capacity(1 << 20, child);
     let written = volume_entries(path, name, &mut out).and_then(|files| Ok((files, out.flush()?)));
     let child = match out.into_inner() {
-        Ok(c) => c,
-        Err(e) => e.into_inner().into_parts().0,
+        Ok(c) => c.inner,
+        Err(e) => e.into_inner().into_parts().0.inner,
     };
     match written {
         Ok((files, ())) => {

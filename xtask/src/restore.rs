@@ -138,11 +138,12 @@ impl RestorePlan {
             ));
         }
         for v in &self.volumes {
-            let now = match sizes.get(&v.target) {
-                Some(s) => format!("now {}", human_bytes(*s)),
-                None => "does not exist now".to_string(),
-            };
-            out.push_str(&format!("  - volume {} ({now}) emptied and refilled\n", v.target));
+            match sizes.get(&v.target) {
+                Some(s) => {
+                    out.push_str(&format!("  - volume {} (now {}) emptied and refilled\n", v.target, human_bytes(*s)))
+                }
+                None => out.push_str(&format!("  - volume {} (does not exist now) created and filled\n", v.target)),
+            }
         }
         out
     }
@@ -298,7 +299,7 @@ fn restore_volume(
         docker.apply(&docker.cmd(args))?;
     }
     let progress = ctx.ui.progress(&format!("fill volume {}", v.target));
-    let files = extract::fill_volume(docker, path, &v.archived, &v.target)?;
+    let files = extract::fill_volume(docker, path, &v.archived, &v.target, &mut |n| progress.inc(n))?;
     progress.finish(&format!("volume {}: {files} files", v.target));
     Ok(())
 }
