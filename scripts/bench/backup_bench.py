@@ -95,16 +95,22 @@ def write_section(title, section):
     print(section)
 
 
+def write_compose(work, volume):
+    """A one-service stack whose only volume is the external `volume` (may be ${VAR})."""
+    compose = os.path.join(work, "compose.yaml")
+    with open(compose, "w") as f:
+        f.write(f"name: xtask-bench\nservices:\n  files:\n    image: {HELPER}\n    command: [sleep, infinity]\n"
+                f"    volumes: [data:/data]\nvolumes:\n  data:\n    external: true\n    name: {volume}\n")
+    return compose
+
+
 def restore_bench(a):
     rows = []
     for size in [int(s) for s in a.sizes.split(",")]:
         vol = ensure_volume(size)
         data = volume_bytes(vol)
         work = tempfile.mkdtemp(prefix="xtask-bench-restore-")
-        compose = os.path.join(work, "compose.yaml")
-        with open(compose, "w") as f:
-            f.write(f"name: xtask-bench\nservices:\n  files:\n    image: {HELPER}\n    command: [sleep, infinity]\n"
-                    "    volumes: [data:/data]\nvolumes:\n  data:\n    external: true\n    name: ${BENCH_VOLUME}\n")
+        compose = write_compose(work, "${BENCH_VOLUME}")
         env = dict(os.environ, BENCH_VOLUME=vol)
         _, out, _ = run_xtask([a.xtask, "--file", compose, "--quiet", "backup", "--output-dir", os.path.join(work, "a"), "--json"], env)
         archive = json.loads(out)["path"]
@@ -164,10 +170,7 @@ def main():
         vol = ensure_volume(size)
         data = volume_bytes(vol)
         work = tempfile.mkdtemp(prefix="xtask-bench-")
-        compose = os.path.join(work, "compose.yaml")
-        with open(compose, "w") as f:
-            f.write(f"name: xtask-bench\nservices:\n  files:\n    image: {HELPER}\n    command: [sleep, infinity]\n"
-                    f"    volumes: [data:/data]\nvolumes:\n  data:\n    external: true\n    name: {vol}\n")
+        compose = write_compose(work, vol)
         plain, tool = [], []
         for run in range(a.runs):
             pdir = os.path.join(work, f"plain{run}")

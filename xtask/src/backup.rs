@@ -59,6 +59,24 @@ pub struct Options {
     pub environment: Option<String>,
 }
 
+impl Options {
+    /// A backup of `kind` into `output_dir` chosen by priority: every database, no tag, gzip level 6.
+    pub fn new(kind: Kind, output_dir: PathBuf) -> Options {
+        Options {
+            kind,
+            output_dir,
+            volumes: Vec::new(),
+            all: false,
+            exclude: Vec::new(),
+            databases: Vec::new(),
+            tag: None,
+            stop: false,
+            level: 6,
+            environment: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DbSource {
     pub service: String,

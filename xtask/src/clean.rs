@@ -199,18 +199,8 @@ pub fn run(ctx: &Ctx, kind: Clean, opts: &Options) -> Result<()> {
     if opts.backup_first {
         ctx.ui.step("full backup first (--backup-first)");
         let (model, config) = volumes::model_and_config(ctx)?;
-        let bopts = backup::Options {
-            kind: backup::Kind::Full,
-            output_dir: dir.clone(),
-            volumes: Vec::new(),
-            all: false,
-            exclude: Vec::new(),
-            databases: Vec::new(),
-            tag: Some("pre-clean".into()),
-            stop: false,
-            level: 6,
-            environment: None,
-        };
+        let bopts =
+            backup::Options { tag: Some("pre-clean".into()), ..backup::Options::new(backup::Kind::Full, dir.clone()) };
         let bplan = backup::plan(&model, &bopts)?;
         let s = backup::execute_locked(ctx, &bplan, &bopts, config.as_deref().unwrap_or_default(), &dir)
             .context("the backup before the clean failed, so nothing was removed")?;

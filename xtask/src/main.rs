@@ -258,16 +258,11 @@ struct BackupDbArgs {
 
 fn backup_options(a: ArchiveArgs, kind: backup::Kind, env: Option<&str>) -> backup::Options {
     backup::Options {
-        kind,
-        output_dir: a.output_dir.unwrap_or_else(archives::default_dir),
-        volumes: Vec::new(),
-        all: false,
-        exclude: Vec::new(),
         databases: a.databases,
         tag: a.tag,
-        stop: false,
         level: a.level,
         environment: env.map(str::to_string),
+        ..backup::Options::new(kind, a.output_dir.unwrap_or_else(archives::default_dir))
     }
 }
 

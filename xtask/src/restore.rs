@@ -196,16 +196,10 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
     } else {
         let kind = if plan.volumes.is_empty() { backup::Kind::Db } else { backup::Kind::Full };
         let bopts = backup::Options {
-            kind,
-            output_dir: dir.clone(),
             volumes: present.iter().map(|s| s.to_string()).collect(),
-            all: false,
-            exclude: Vec::new(),
-            databases: Vec::new(),
             tag: Some(SAFETY_TAG.into()),
-            stop: false,
             level: 1,
-            environment: None,
+            ..backup::Options::new(kind, dir.clone())
         };
         // Exactly what will be overwritten: the present target volumes, and the databases if
         // their volume exists (starting PostgreSQL on a missing volume would only create one).

@@ -55,16 +55,8 @@ fn kill_during_restore_then_the_safety_backup_brings_the_state_back() {
     stack.xtask_ok(&["restore", undo.to_str().unwrap(), "--yes", "--no-safety-backup", "--output-dir", dir.s()]);
     stack.xtask_ok(&["up", "backend"]);
     assert_eq!(media_listing(&stack), before, "the state before the interrupted restore is back");
-    let orphans = docker_ok(&[
-        "ps",
-        "--all",
-        "--quiet",
-        "--filter",
-        "label=xtask.helper=1",
-        "--filter",
-        &format!("volume={}", stack.volume("backend-media")),
-    ]);
-    assert!(orphans.trim().is_empty(), "helpers left by the killed run were removed: {orphans}");
+    let orphans = helpers_on(&stack.volume("backend-media"));
+    assert!(orphans.is_empty(), "helpers left by the killed run were removed: {orphans}");
 }
 
 #[test]

@@ -203,15 +203,7 @@ fn kill_during_backup_leaves_no_archive_and_the_next_backup_works() {
     let out = stack.xtask_json(&["backup", "--output-dir", dir.s(), "--json", "--level", "1"]);
     assert!(Path::new(out["path"].as_str().unwrap()).exists());
     assert!(names().iter().all(|n| !n.contains(".tmp-")), "stale partial archive removed: {:?}", names());
-    let orphans = docker_ok(&[
-        "ps",
-        "--all",
-        "--quiet",
-        "--filter",
-        "label=xtask.helper=1",
-        "--filter",
-        &format!("volume={}", stack.volume("backend-media")),
-    ]);
-    assert!(orphans.trim().is_empty(), "helpers left by the killed run were removed: {orphans}");
+    let orphans = helpers_on(&stack.volume("backend-media"));
+    assert!(orphans.is_empty(), "helpers left by the killed run were removed: {orphans}");
     stack.xtask_ok(&["verify", "--latest", "--output-dir", dir.s()]);
 }

@@ -9,18 +9,7 @@ fn sample() -> Project {
 }
 
 fn opts(kind: Kind) -> Options {
-    Options {
-        kind,
-        output_dir: "/tmp".into(),
-        volumes: vec![],
-        all: false,
-        exclude: vec![],
-        databases: vec![],
-        tag: None,
-        stop: false,
-        level: 6,
-        environment: None,
-    }
+    Options::new(kind, "/tmp".into())
 }
 
 fn names(p: &BackupPlan) -> Vec<&str> {

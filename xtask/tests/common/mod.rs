@@ -125,6 +125,13 @@ impl TestStack {
     }
 }
 
+/// IDs of the tool's helper containers (running or not) that mount `volume`.
+pub fn helpers_on(volume: &str) -> String {
+    docker_ok(&["ps", "--all", "--quiet", "--filter", "label=xtask.helper=1", "--filter", &format!("volume={volume}")])
+        .trim()
+        .to_string()
+}
+
 /// `psql -At` as user app in a container; must succeed; returns the trimmed output.
 pub fn psql(container: &str, db: &str, sql: &str) -> String {
     docker_ok(&[
