@@ -3,16 +3,17 @@
 //! `{full,db}_backup_*.tar.gz` and starting with an xtask `metadata.json`.
 
 use std::collections::BTreeSet;
-use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::archive::{self, Metadata};
+use crate::archive::{self, grammar, Metadata};
 use crate::context::Ctx;
+use crate::extract::Verified;
 use crate::ui::{human_bytes, table, Ui};
 
 #[derive(Debug, Clone, Serialize)]
@@ -22,6 +23,8 @@ pub struct ArchiveFile {
     pub kind: String,
     /// UTC, RFC 3339, from the archive's metadata.
     pub created_at: String,
+    /// When this tool wrote it: the stamp in its file name (checked against the metadata and
+    /// the file's mtime); what "latest" and retention order by.
     #[serde(skip)]
     pub created: OffsetDateTime,
     pub size_bytes: u64,
@@ -30,6 +33,9 @@ pub struct ArchiveFile {
     pub databases: Vec<String>,
     /// "ok", "failed" or "unverified" (as of the last `verify` of this exact file).
     pub checksums: String,
+    /// Why the file is damaged or its date is in doubt: it is then never "latest", never
+    /// counted or deleted by prune.
+    pub problem: Option<String>,
 }
 
 /// Where archives live: `--output-dir`, else `$XTASK_BACKUP_DIR`, else `backups/` in the workspace.
@@ -54,22 +60,36 @@ fn marker_path(path: &Path) -> PathBuf {
 }
 
 fn identity(path: &Path) -> Option<(u64, u64)> {
-    let m = std::fs::metadata(path).ok()?;
+    let m = std::fs::symlink_metadata(path).ok().filter(|m| m.file_type().is_file())?;
     let modified = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
     Some((m.len(), modified))
 }
 
+/// Writes the marker atomically (a new private file renamed over it): never through a symlink.
 fn record_verification(path: &Path, ok: bool) {
-    if let Some((size, modified)) = identity(path) {
-        if let Ok(json) = serde_json::to_vec(&Marker { size, modified, ok }) {
-            let _ = std::fs::write(marker_path(path), json);
-        }
+    let Some((size, modified)) = identity(path) else { return };
+    let Ok(json) = serde_json::to_vec(&Marker { size, modified, ok }) else { return };
+    let marker = marker_path(path);
+    let temp = marker.with_extension(format!("tmp-{}", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)
+        .and_then(|mut f| f.write_all(&json));
+    if written.is_err() || std::fs::rename(&temp, &marker).is_err() {
+        let _ = std::fs::remove_file(&temp);
     }
 }
 
 fn verification(path: &Path) -> &'static str {
-    let marker: Option<Marker> = std::fs::read(marker_path(path)).ok().and_then(|b| serde_json::from_slice(&b).ok());
-    match (marker, identity(path)) {
+    let read = || -> Option<Marker> {
+        let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(marker_path(path)).ok()?;
+        let mut text = Vec::new();
+        f.take(4096).read_to_end(&mut text).ok()?;
+        serde_json::from_slice(&text).ok()
+    };
+    match (read(), identity(path)) {
         (Some(m), Some((size, modified))) if m.size == size && m.modified == modified => {
             if m.ok {
                 "ok"
@@ -81,28 +101,60 @@ fn verification(path: &Path) -> &'static str {
     }
 }
 
-/// Reads only the first entry, `metadata.json`.
+/// Reads only the first entry, `metadata.json`, by the archive grammar (bounded, checked).
 pub fn read_metadata(path: &Path) -> Result<Metadata> {
-    let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    let mut entries = archive.entries().with_context(|| format!("{}: not a tar.gz archive", path.display()))?;
-    let mut first = entries
-        .next()
-        .with_context(|| format!("{}: the archive is empty", path.display()))?
-        .with_context(|| format!("{}: the archive is corrupt", path.display()))?;
-    if first.path_bytes().as_ref() != archive::METADATA.as_bytes() {
-        bail!("{}: the first entry is not {}: not an xtask archive", path.display(), archive::METADATA);
-    }
+    let src = archive::Source::open(path)?;
+    let mut archive = src.tar();
+    let mut entries = archive.entries().context("not a tar.gz archive")?;
+    let mut first = entries.next().context("the archive is empty")?.context("the archive is corrupt")?;
+    grammar::Grammar::new(false).check(&mut first)?;
     let mut text = Vec::new();
-    first.read_to_end(&mut text).with_context(|| format!("{}: read metadata.json", path.display()))?;
-    archive::parse_metadata(&text).with_context(|| format!("{}", path.display()))
+    first.read_to_end(&mut text).context("read metadata.json")?;
+    let meta = archive::parse_metadata(&text)?;
+    grammar::check_metadata(&meta)?;
+    Ok(meta)
 }
 
 fn is_our_name(name: &str) -> bool {
     (name.starts_with("full_backup_") || name.starts_with("db_backup_")) && name.ends_with(".tar.gz")
 }
 
-/// Every archive of `project` in `dir`, newest first. Files that are not ours are ignored.
+/// The time in a file name `{full,db}_backup_YYYYMMDD_HHMMSS…`.
+fn name_stamp(file: &str) -> Option<OffsetDateTime> {
+    let rest = file.strip_prefix("full_backup_").or_else(|| file.strip_prefix("db_backup_"))?;
+    let digits = |r: std::ops::Range<usize>| rest.get(r)?.parse::<u32>().ok();
+    if rest.as_bytes().get(8) != Some(&b'_') {
+        return None;
+    }
+    let month = time::Month::try_from(u8::try_from(digits(4..6)?).ok()?).ok()?;
+    let date = time::Date::from_calendar_date(digits(0..4)? as i32, month, digits(6..8)? as u8).ok()?;
+    let t = date.with_hms(digits(9..11)? as u8, digits(11..13)? as u8, digits(13..15)? as u8).ok()?;
+    Some(t.assume_utc())
+}
+
+/// How far the name's stamp, the metadata's date and the file's mtime may disagree.
+const SLACK_SECONDS: i64 = 300;
+
+/// Whether the dates of a file can be trusted for ordering: its name's stamp, its metadata's
+/// `created_at` and its mtime agree, and none lies in the future.
+pub fn date_doubt(stamp: OffsetDateTime, created_at: &str, mtime: OffsetDateTime, now: OffsetDateTime) -> Option<String> {
+    let Ok(declared) = OffsetDateTime::parse(created_at, &time::format_description::well_known::Rfc3339) else {
+        return Some(format!("its metadata's created_at {created_at:?} is not RFC 3339"));
+    };
+    if (declared - stamp).whole_seconds().abs() > SLACK_SECONDS {
+        return Some(format!("its metadata says {created_at}, its file name says {stamp}"));
+    }
+    if (stamp - now).whole_seconds() > SLACK_SECONDS {
+        return Some(format!("it is dated {stamp}, in the future"));
+    }
+    if (stamp - mtime).whole_seconds() > SLACK_SECONDS || (mtime - now).whole_seconds() > SLACK_SECONDS {
+        return Some(format!("its file was last written {mtime}, which does not fit its date {stamp}"));
+    }
+    None
+}
+
+/// Every archive of `project` in `dir`, newest first. Files that are not ours by name are
+/// ignored; ours that cannot be read are listed with their problem (and a warning), never abort.
 pub fn scan(dir: &Path, project: &str) -> Result<Vec<ArchiveFile>> {
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(dir) {
@@ -110,37 +162,73 @@ pub fn scan(dir: &Path, project: &str) -> Result<Vec<ArchiveFile>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
         Err(e) => return Err(e).with_context(|| format!("read {}", dir.display())),
     };
+    let now = OffsetDateTime::now_utc();
     for e in entries.flatten() {
         let file = e.file_name().to_string_lossy().into_owned();
-        if !is_our_name(&file) {
-            continue;
+        if is_our_name(&file) {
+            if let Some(a) = describe(&e.path(), file, project, now) {
+                out.push(a);
+            }
         }
-        let path = e.path();
-        let Ok(meta) = read_metadata(&path) else { continue };
-        if meta.project != project {
-            continue;
-        }
-        let created = OffsetDateTime::parse(&meta.created_at, &time::format_description::well_known::Rfc3339)
-            .with_context(|| format!("{}: metadata.json created_at is not RFC 3339", path.display()))?;
-        out.push(ArchiveFile {
-            size_bytes: e.metadata().map(|m| m.len()).unwrap_or(0),
-            checksums: verification(&path).to_string(),
-            path,
-            file,
-            kind: meta.kind.clone(),
-            created_at: meta.created_at.clone(),
-            created,
-            tag: meta.tag.clone(),
-            volumes: meta.volumes.iter().map(|v| v.name.clone()).collect(),
-            databases: meta
-                .postgres
-                .as_ref()
-                .map(|p| p.databases.iter().map(|d| d.name.clone()).collect())
-                .unwrap_or_default(),
-        });
     }
     out.sort_by(|a, b| b.created.cmp(&a.created).then(b.file.cmp(&a.file)));
     Ok(out)
+}
+
+/// One file of the backup directory: None when it belongs to another project.
+fn describe(path: &Path, file: String, project: &str, now: OffsetDateTime) -> Option<ArchiveFile> {
+    let stat = std::fs::symlink_metadata(path).ok();
+    let mtime = stat.as_ref().and_then(|m| m.modified().ok()).map(OffsetDateTime::from).unwrap_or(now);
+    let stamp = name_stamp(&file);
+    let mut a = ArchiveFile {
+        path: path.to_path_buf(),
+        created: stamp.unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        file,
+        kind: "?".into(),
+        created_at: String::new(),
+        size_bytes: stat.as_ref().map(|m| m.len()).unwrap_or(0),
+        tag: None,
+        volumes: Vec::new(),
+        databases: Vec::new(),
+        checksums: verification(path).to_string(),
+        problem: None,
+    };
+    let meta = match stat.filter(|m| m.file_type().is_file()) {
+        None => Err(anyhow::anyhow!("not a regular file")),
+        Some(_) => read_metadata(path),
+    };
+    let meta = match meta {
+        Ok(m) if m.project != project => return None,
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("warning: {}: damaged, skipped: {e:#}", path.display());
+            a.problem = Some(format!("damaged: {e:#}"));
+            return Some(a);
+        }
+    };
+    a.problem = match stamp {
+        None => Some("its file name holds no valid date".into()),
+        Some(stamp) => date_doubt(stamp, &meta.created_at, mtime, now),
+    }
+    .map(|why| {
+        eprintln!("warning: {}: date in doubt ({why}); never taken as latest nor pruned", path.display());
+        format!("date in doubt: {why}")
+    });
+    a.kind = meta.kind.clone();
+    a.created_at = meta.created_at.clone();
+    a.tag = meta.tag.clone();
+    a.volumes = meta.volumes.iter().map(|v| v.name.clone()).collect();
+    a.databases = meta.postgres.map(|p| p.databases.into_iter().map(|d| d.name).collect()).unwrap_or_default();
+    Some(a)
+}
+
+/// The newest sound archive of `project` that `wanted` accepts (never a damaged or doubtful one).
+pub fn latest(dir: &Path, project: &str, wanted: impl Fn(&ArchiveFile) -> bool) -> Result<PathBuf> {
+    scan(dir, project)?
+        .into_iter()
+        .find(|a| a.problem.is_none() && wanted(a))
+        .map(|a| a.path)
+        .with_context(|| format!("no archive of project {project} in {}; make one with `cargo xtask backup`", dir.display()))
 }
 
 fn age(created: OffsetDateTime) -> String {
@@ -170,12 +258,12 @@ pub fn list(dir: &Path, project: &str, json: bool) -> Result<()> {
             what.extend(a.volumes.iter().cloned());
             vec![
                 a.file.clone(),
-                a.created.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                a.created_at.clone(),
                 age(a.created),
                 human_bytes(a.size_bytes),
                 a.kind.clone(),
                 a.tag.clone().unwrap_or_else(|| "-".into()),
-                a.checksums.clone(),
+                a.problem.as_ref().map(|p| p.split(':').next().unwrap_or_default().to_string()).unwrap_or_else(|| a.checksums.clone()),
                 what.join(", "),
             ]
         })
@@ -192,28 +280,18 @@ pub enum Which {
     All,
 }
 
-pub fn verify(ctx: &Ctx, dir: &Path, which: Which, deep: bool, json: bool) -> Result<()> {
+pub fn verify(ctx: &Ctx, dir: &Path, which: Which, deep: bool, rules: archive::Rules, json: bool) -> Result<()> {
     let (project, ui) = (ctx.stack.name.as_str(), &ctx.ui);
     let paths: Vec<PathBuf> = match which {
         Which::One(p) => vec![p],
-        Which::Latest => match scan(dir, project)?.into_iter().next() {
-            Some(a) => vec![a.path],
-            None => bail!("no archive of project {project} in {}; make one with `cargo xtask backup`", dir.display()),
-        },
+        Which::Latest => vec![latest(dir, project, |_| true)?],
         Which::All => scan(dir, project)?.into_iter().map(|a| a.path).collect(),
     };
     let mut reports = Vec::new();
     for path in paths {
         let progress = ui.progress(&format!("verify {}", path.display()));
-        let mut report = archive::verify(&path);
+        let report = verify_one(ctx, &path, deep, rules);
         progress.inc(report.bytes);
-        if deep && report.ok() {
-            if let Some(meta) = report.metadata.clone() {
-                if let Err(e) = deep_check(ctx, &path, &meta) {
-                    report.problems.push(format!("--deep: {e:#}"));
-                }
-            }
-        }
         record_verification(&path, report.ok());
         if report.ok() {
             progress.finish(&format!("OK: {} entries, {} files, checksums match", report.entries, report.files));
@@ -235,6 +313,25 @@ pub fn verify(ctx: &Ctx, dir: &Path, which: Which, deep: bool, json: bool) -> Re
     Ok(())
 }
 
+/// Verifies one archive from one descriptor; with `deep`, loads what passed into throwaway targets.
+fn verify_one(ctx: &Ctx, path: &Path, deep: bool, rules: archive::Rules) -> archive::Report {
+    let src = match archive::Source::open(path) {
+        Ok(s) => s,
+        Err(e) => return archive::Report { path: path.to_path_buf(), problems: vec![format!("{e:#}")], ..Default::default() },
+    };
+    let report = archive::verify_source(&src, rules);
+    if !deep || !report.ok() {
+        return report;
+    }
+    let verified = Verified { src, report, rules };
+    let problem = deep_check(ctx, &verified).err();
+    let mut report = verified.report;
+    if let Some(e) = problem {
+        report.problems.push(format!("--deep: {e:#}"));
+    }
+    report
+}
+
 /// Removes a throwaway container or volume when dropped.
 struct Scratch<'a> {
     docker: &'a crate::docker::Docker,
@@ -250,8 +347,12 @@ impl Drop for Scratch<'_> {
 /// Proves the archive loads: the dumps into a throwaway PostgreSQL (same image as the stack's
 /// database service) with the row counts compared, each volume into a scratch volume with its
 /// file count compared; everything is removed afterwards.
-fn deep_check(ctx: &Ctx, path: &Path, meta: &Metadata) -> Result<()> {
+fn deep_check(ctx: &Ctx, verified: &Verified) -> Result<()> {
     let docker = ctx.docker()?;
+    if docker.dry_run() {
+        bail!("--deep starts throwaway containers, which --dry-run never does: run it without --dry-run");
+    }
+    let meta = verified.meta();
     let pid = std::process::id();
     if let Some(pg) = &meta.postgres {
         let model = crate::volumes::model(ctx)?;
@@ -276,8 +377,10 @@ fn deep_check(ctx: &Ctx, path: &Path, meta: &Metadata) -> Result<()> {
             }
             std::thread::sleep(std::time::Duration::from_millis(300));
         }
+        let os_user = crate::pgclient::OS_USER;
         let psql = |db: &str, stop: bool| {
-            let mut args = vec!["exec", "-i", name.as_str(), "psql", "-X", "-q", "-U", &pg.user, "-d", db];
+            let dbname = crate::pgclient::dbname_arg(db);
+            let mut args = vec!["exec", "-i", "--user", os_user, name.as_str(), "psql", "-X", "-q", "-U", &pg.user, &dbname];
             if stop {
                 args.extend(["-v", "ON_ERROR_STOP=1"]);
             }
@@ -285,10 +388,13 @@ fn deep_check(ctx: &Ctx, path: &Path, meta: &Metadata) -> Result<()> {
         };
         // One value from a query.
         let psql_at = |db: &str, sql: &str| {
-            docker.query(&docker.cmd(["exec", &name, "psql", "-X", "-At", "-U", &pg.user, "-d", db, "-c", sql]))
+            let dbname = crate::pgclient::dbname_arg(db);
+            docker.query(&docker.cmd(["exec", "--user", os_user, &name, "psql", "-X", "-At", "-U", &pg.user, &dbname, "-c", sql]))
         };
+        let dir = std::env::temp_dir();
         // Roles: the cluster's own superuser exists already, so errors here are expected and ignored.
-        crate::extract::pipe_entry(docker, path, &pg.globals_entry, &psql("postgres", false))?;
+        let globals = crate::extract::spool_dump(verified, &pg.globals_entry, &dir)?;
+        crate::extract::pipe_file(docker, &globals.path, &psql("postgres", false))?;
         for db in &pg.databases {
             let exists = psql_at(
                 "postgres",
@@ -301,7 +407,8 @@ fn deep_check(ctx: &Ctx, path: &Path, meta: &Metadata) -> Result<()> {
                     &psql("postgres", true).arg_pair("-v", &format!("d={}", db.name)),
                 )?;
             }
-            crate::extract::pipe_entry(docker, path, &db.entry, &psql(&db.name, true))
+            let dump = crate::extract::spool_dump(verified, &db.entry, &dir)?;
+            crate::extract::pipe_file(docker, &dump.path, &psql(&db.name, true))
                 .with_context(|| format!("load {} into a throwaway PostgreSQL", db.entry))?;
             for (table, rows) in &db.tables {
                 let got = psql_at(&db.name, &format!("SELECT count(*) FROM {table}"))?;
@@ -319,7 +426,7 @@ fn deep_check(ctx: &Ctx, path: &Path, meta: &Metadata) -> Result<()> {
         let scratch = format!("xtask-verify-{pid}-{i}");
         docker.query(&docker.cmd(["volume", "create", "--label", "xtask.helper=1", &scratch]))?;
         let _volume = Scratch { docker, args: vec!["volume".into(), "rm".into(), "-f".into(), scratch.clone()] };
-        let files = crate::extract::fill_volume(docker, path, &v.name, &scratch, &mut |_| {})
+        let files = crate::extract::fill_volume(docker, verified, &v.name, &scratch, &mut |_| {})
             .with_context(|| format!("load volume {} into a scratch volume", v.name))?;
         let counted = docker.query(&docker.helper_read_only(&[scratch.as_str()], &["find", "/v/0", "-type", "f"]))?;
         if counted.lines().count() as u64 != files {
@@ -379,8 +486,11 @@ pub fn prune(dir: &Path, project: &str, r: &Retention, dry_run: bool, ui: &Ui) -
     let _lock = if dry_run || !dir.exists() { None } else { Some(crate::lock::Lock::acquire(dir, project, "prune")?) };
     let archives = scan(dir, project)?;
     let mut removed = 0;
+    for a in archives.iter().filter(|a| a.problem.is_some()) {
+        println!("keep {} ({}; never pruned)", a.file, a.problem.as_deref().unwrap_or_default());
+    }
     for kind in ["full", "db"] {
-        let group: Vec<&ArchiveFile> = archives.iter().filter(|a| a.kind == kind).collect();
+        let group: Vec<&ArchiveFile> = archives.iter().filter(|a| a.kind == kind && a.problem.is_none()).collect();
         let facts: Vec<(OffsetDateTime, bool)> = group.iter().map(|a| (a.created, a.checksums == "ok")).collect();
         for (a, why) in group.iter().zip(decide(&facts, r)) {
             if why.is_empty() {
@@ -473,11 +583,36 @@ mod tests {
         std::fs::write(dir.join("notes.txt"), b"x").unwrap();
         let found = scan(&dir, "p").unwrap();
         let files: Vec<&str> = found.iter().map(|a| a.file.as_str()).collect();
-        assert_eq!(files, ["full_backup_20260301_000000.tar.gz", "full_backup_20260101_000000.tar.gz"]);
-        assert_eq!(found[0].checksums, "unverified");
-        record_verification(&found[0].path, true);
-        assert_eq!(verification(&found[0].path), "ok");
+        assert_eq!(
+            files,
+            [
+                "full_backup_20260501_000000.tar.gz",
+                "full_backup_20260301_000000.tar.gz",
+                "full_backup_20260101_000000.tar.gz"
+            ]
+        );
+        assert!(found[0].problem.as_deref().is_some_and(|p| p.starts_with("damaged")), "listed, not fatal");
+        assert!(found[1].problem.is_none());
+        assert_eq!(found[1].checksums, "unverified");
+        record_verification(&found[1].path, true);
+        assert_eq!(verification(&found[1].path), "ok");
+        assert_eq!(latest(&dir, "p", |_| true).unwrap(), found[1].path, "never a damaged file");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn dates_in_doubt() {
+        let t = |s: &str| OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap();
+        let now = t("2026-11-27T12:00:00Z");
+        let stamp = name_stamp("full_backup_20261127_100000_pre-migration.tar.gz").unwrap();
+        assert_eq!(stamp, t("2026-11-27T10:00:00Z"));
+        assert_eq!(date_doubt(stamp, "2026-11-27T10:00:01Z", t("2026-11-27T10:20:00Z"), now), None);
+        let future = name_stamp("full_backup_20991231_000000.tar.gz").unwrap();
+        assert!(date_doubt(future, "2099-12-31T00:00:00Z", future, now).unwrap().contains("future"));
+        assert!(date_doubt(stamp, "2099-12-31T00:00:00Z", now, now).unwrap().contains("metadata says"));
+        assert!(date_doubt(stamp, "2026-11-27T10:00:00Z", t("2026-01-01T00:00:00Z"), now).is_some());
+        assert!(date_doubt(stamp, "yesterday", now, now).unwrap().contains("RFC 3339"));
+        assert_eq!(name_stamp("full_backup_2026x127_100000.tar.gz"), None);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -16,11 +16,12 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::archive::{self, dumpstats::DumpStats, ArchiveWriter, Metadata, PgDatabase, PgInfo, Skipped, VolumeInfo};
+use crate::archive::{self, dumpstats::DumpStats, grammar, ArchiveWriter, Metadata, PgDatabase, PgInfo, Skipped, VolumeInfo};
 use crate::compose::{Project, Stack};
 use crate::context::Ctx;
 use crate::docker::{Docker, DockerCmd};
 use crate::lock::Lock;
+use crate::pgclient;
 use crate::roles::{self, Priority, Role};
 use crate::services::ServiceGuard;
 use crate::ui::{human_bytes, Progress};
@@ -128,6 +129,9 @@ fn is_redis(image: Option<&str>) -> bool {
 
 /// Chooses what to back up. Pure: no engine access.
 pub fn plan(project: &Project, opts: &Options) -> Result<BackupPlan> {
+    if let Some(tag) = opts.tag.as_deref().filter(|t| !grammar::is_plain_name(t)) {
+        bail!("--tag {tag:?}: use letters, digits, '.', '_' and '-' only, starting with a letter or digit");
+    }
     let mut classified = Vec::new();
     for v in &project.volumes {
         classified.push((v, roles::classify(project, v)?));
@@ -275,23 +279,43 @@ pub struct Summary {
     pub skipped: Vec<Skipped>,
 }
 
-/// Makes the backup directory (0700) and returns it.
+/// Makes the backup directory and returns it. Directories this creates are private (0700); an
+/// existing directory keeps the mode its owner gave it.
 pub fn prepare_dir(dir: &Path) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir).with_context(|| format!("create the backup directory {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("make {} private (0700)", dir.display()))?;
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("create the backup directory {}", dir.display()))?;
+    }
     Ok(dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()))
 }
 
-/// Partial archives and dumps left by a backup that was killed: safe to remove once we hold the lock.
+/// The process that wrote a temporary file of ours, from its name: `.…tmp-PID`,
+/// `.pgdump-PID-….sql`, `.restore-PID-….sql`.
+fn temp_owner(name: &str) -> Option<u32> {
+    let digits = |s: &str| s.split(|c: char| !c.is_ascii_digit()).next().and_then(|d| d.parse().ok());
+    if let Some(rest) = name.strip_prefix(".pgdump-").or_else(|| name.strip_prefix(crate::extract::SPOOL_PREFIX)) {
+        return name.ends_with(".sql").then(|| digits(rest)).flatten();
+    }
+    let (_, pid) = name.rsplit_once(".tmp-")?;
+    (name.starts_with('.') && name.contains("_backup_") && pid.chars().all(|c| c.is_ascii_digit())).then(|| digits(pid)).flatten()
+}
+
+/// Partial archives and dumps left by a run that was killed: removed only when the process that
+/// wrote them is gone (another project's backup may be writing into the same directory).
 fn remove_stale_temporaries(dir: &Path, ctx: &Ctx) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let ours = (name.starts_with('.') && name.contains("_backup_") && name.contains(".tmp-"))
-            || (name.starts_with(".pgdump-") && name.ends_with(".sql"));
-        if ours && std::fs::remove_file(e.path()).is_ok() {
-            ctx.ui.step(&format!("removed {name}, left by an interrupted backup"));
+        let Some(pid) = temp_owner(&name) else { continue };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        if e.file_type().is_ok_and(|t| t.is_file()) && std::fs::remove_file(e.path()).is_ok() {
+            ctx.ui.step(&format!("removed {name}, left by an interrupted run"));
         }
     }
 }
@@ -340,7 +364,22 @@ impl Drop for TempDump {
 }
 
 fn exec(docker: &Docker, stack: &Stack, service: &str, secret: Option<(&str, &str)>, cmd: &[&str]) -> DockerCmd {
+    exec_as(docker, stack, service, None, secret, cmd)
+}
+
+/// `docker compose exec -T [--user USER] [-e SECRET] SERVICE CMD...`
+fn exec_as(
+    docker: &Docker,
+    stack: &Stack,
+    service: &str,
+    user: Option<&str>,
+    secret: Option<(&str, &str)>,
+    cmd: &[&str],
+) -> DockerCmd {
     let mut args = vec!["exec", "-T"];
+    if let Some(u) = user {
+        args.extend(["--user", u]);
+    }
     if let Some((name, _)) = secret {
         args.extend(["-e", name]);
     }
@@ -383,15 +422,14 @@ fn dump_to_file(docker: &Docker, cmd: &DockerCmd, path: &Path, progress: &Progre
     Ok((temp, stats))
 }
 
+/// A PostgreSQL client command in the database service, as the `postgres` OS user.
+fn pg_cmd(docker: &Docker, stack: &Stack, db: &DbSource, cmd: &[&str]) -> DockerCmd {
+    exec_as(docker, stack, &db.service, Some(pgclient::OS_USER), pg_secret(db), cmd)
+}
+
 fn query_pg(docker: &Docker, stack: &Stack, db: &DbSource, sql: &str) -> Result<String> {
-    let cmd = exec(
-        docker,
-        stack,
-        &db.service,
-        pg_secret(db),
-        &["psql", "-X", "-q", "-At", "-U", &db.user, "-d", "template1", "-c", sql],
-    );
-    docker.query(&cmd)
+    let dbname = pgclient::dbname_arg("template1");
+    docker.query(&pg_cmd(docker, stack, db, &["psql", "-X", "-q", "-At", "-U", &db.user, &dbname, "-c", sql]))
 }
 
 /// Asks Redis to write a fresh snapshot (an AOF rewrite when append-only is on, else BGSAVE)
@@ -552,8 +590,7 @@ pub fn execute_locked(ctx: &Ctx, plan: &BackupPlan, opts: &Options, config_json:
             };
             let progress = ctx.ui.progress("dump roles (pg_dumpall --globals-only)");
             let path = dir.join(format!(".pgdump-{}-globals.sql", std::process::id()));
-            let cmd =
-                exec(docker, stack, &db.service, pg_secret(db), &["pg_dumpall", "-U", &db.user, "--globals-only"]);
+            let cmd = pg_cmd(docker, stack, db, &["pg_dumpall", "-U", &db.user, "--globals-only"]);
             let (file, stats) = dump_to_file(docker, &cmd, &path, &progress).context("dump the roles")?;
             progress.finish(&format!("roles: {}", human_bytes(stats.bytes)));
             if stats.bytes == 0 {
@@ -561,15 +598,18 @@ pub fn execute_locked(ctx: &Ctx, plan: &BackupPlan, opts: &Options, config_json:
             }
             dumps.push((info.globals_entry.clone(), file));
             for (i, name) in databases.iter().enumerate() {
+                if !grammar::is_db_name(name) {
+                    bail!(
+                        "database {name:?} has a name outside [A-Za-z0-9_.-] (at most 63 bytes), which archives \
+                         do not hold (docs/archive-format.md); rename it, or leave it out with --database NAME \
+                         for each database to keep"
+                    );
+                }
                 let progress = ctx.ui.progress(&format!("dump database {name}"));
                 let path = dir.join(format!(".pgdump-{}-{i}.sql", std::process::id()));
-                let cmd = exec(
-                    docker,
-                    stack,
-                    &db.service,
-                    pg_secret(db),
-                    &["pg_dump", "-U", &db.user, "--no-password", "--quote-all-identifiers", "-d", name],
-                );
+                let dbname = pgclient::dbname_arg(name);
+                let args = ["pg_dump", "-U", &db.user, "--no-password", "--quote-all-identifiers", &dbname];
+                let cmd = pg_cmd(docker, stack, db, &args);
                 let (file, stats) =
                     dump_to_file(docker, &cmd, &path, &progress).with_context(|| format!("dump database {name}"))?;
                 if stats.bytes == 0 || !stats.complete {
@@ -613,6 +653,8 @@ pub fn execute_locked(ctx: &Ctx, plan: &BackupPlan, opts: &Options, config_json:
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let mut writer = ArchiveWriter::create(&final_path, opts.level, threads)?;
         let meta = metadata(ctx, plan, opts, config_json, pg_info.clone(), &to_copy, &skipped)?;
+        // What verify and restore will demand of the archive, demanded of it before it is written.
+        grammar::check_metadata(&meta).context("this backup cannot be archived as it is (rename what the message names)")?;
         archive::write_metadata(&mut writer, &meta)?;
         for (entry, file) in &dumps {
             let f = File::open(&file.path)?;

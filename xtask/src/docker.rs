@@ -177,6 +177,10 @@ impl Docker {
             c.env(k, v);
         }
         c.stdin(Stdio::null());
+        if crate::signals::installed() {
+            // Ctrl-C in the terminal reaches the tool only: it runs the way back with these.
+            std::os::unix::process::CommandExt::process_group(&mut c, 0);
+        }
         c
     }
 

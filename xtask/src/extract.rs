@@ -1,65 +1,183 @@
-//! Loading an archive's content into the engine as it streams out of the archive: a volume's
-//! entries into a volume (a helper container runs `tar -x` on its stdin), a database dump into
-//! psql. Used by `verify --deep` (into throwaway targets); only ever fed archives that passed
-//! `verify`, whose entries are known to stay inside their volume.
+//! Loading a verified archive's content into the engine: a volume's entries into a volume (a
+//! helper container runs `tar -x` on a stream this module writes), a database dump into psql.
+//! Every read comes from the descriptor that was verified ([`Verified`]); every entry passes
+//! the same grammar again and must match the fingerprint verification recorded for it (a file's
+//! last chunk is held back until its content matched), the tar headers handed to the helper are
+//! built here from the parsed entry (never raw header bytes), and a dump reaches psql only from
+//! a private spooled copy that matched. Used by restore and by `verify --deep`.
 
 use std::io::{self, Read, Write};
-use std::path::Path;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use sha2::{Digest, Sha256};
 
-use crate::archive;
+use crate::archive::grammar::{self, Checked, Grammar, Kind, Place};
+use crate::archive::{Metadata, Report, Rules, Source};
 use crate::docker::{Docker, DockerCmd};
 
-fn open(path: &Path) -> Result<tar::Archive<flate2::read::GzDecoder<io::BufReader<std::fs::File>>>> {
-    let f = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
-    Ok(tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::with_capacity(1 << 20, f))))
+/// An archive that passed verification, with the open descriptor it was read from.
+pub struct Verified {
+    pub src: Source,
+    pub report: Report,
+    pub rules: Rules,
 }
 
-/// Writes a tar of volume `name`'s entries with the `volumes/<name>/` prefix removed (hard link
-/// targets too), ready for `tar -x -C ROOT`. Returns the number of regular file names (hard
-/// links included, as `find -type f` counts them).
-pub fn volume_entries(path: &Path, name: &str, out: &mut dyn Write) -> Result<u64> {
-    let prefix = archive::volume_prefix(name);
-    let mut a = open(path)?;
+impl Verified {
+    /// Verifies `src`; an archive with any problem is refused, each problem listed.
+    pub fn check(src: Source, rules: Rules) -> Result<Verified> {
+        let report = crate::archive::verify_source(&src, rules);
+        if !report.ok() {
+            let problems: Vec<String> = report.problems.iter().map(|p| format!("\n    problem: {p}")).collect();
+            bail!("{} failed verification; nothing was changed{}", src.path.display(), problems.concat());
+        }
+        Ok(Verified { src, report, rules })
+    }
+
+    pub fn meta(&self) -> &Metadata {
+        self.report.metadata.as_ref().expect("a verified archive has metadata")
+    }
+
+    /// A fresh grammar pass over the same descriptor, expecting the verified metadata.
+    fn pass(&self) -> Grammar {
+        let mut g = Grammar::new(self.rules.allow_special);
+        g.expect(self.meta());
+        g
+    }
+
+    fn expected(&self, c: &Checked) -> Result<[u8; 32]> {
+        self.report.manifest.get(&c.name).copied().ok_or_else(|| {
+            anyhow!("entry {} was not in the archive when it was verified: refused", grammar::shown(&c.name))
+        })
+    }
+}
+
+fn changed(c: &Checked) -> anyhow::Error {
+    anyhow!("entry {} changed since the archive was verified: the restore is stopped", grammar::shown(&c.name))
+}
+
+/// Serves a file entry's data while hashing it, holding back the last chunk until the whole
+/// content matched the verified fingerprint: a changed file is never completed in its target.
+struct CheckedReader<'a, R> {
+    inner: R,
+    entry: &'a Checked,
+    expected: [u8; 32],
+    hasher: Sha256,
+    held: Vec<u8>,
+    out: Vec<u8>,
+    out_pos: usize,
+    finished: bool,
+}
+
+impl<R: Read> Read for CheckedReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.out_pos < self.out.len() {
+                let n = buf.len().min(self.out.len() - self.out_pos);
+                buf[..n].copy_from_slice(&self.out[self.out_pos..self.out_pos + n]);
+                self.out_pos += n;
+                return Ok(n);
+            }
+            if self.finished {
+                return Ok(0);
+            }
+            let mut fresh = vec![0u8; 256 * 1024];
+            let n = self.inner.read(&mut fresh)?;
+            fresh.truncate(n);
+            self.hasher.update(&fresh);
+            if n == 0 {
+                self.finished = true;
+                let digest: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
+                if self.entry.fingerprint(Some(&digest)) != self.expected {
+                    return Err(io::Error::other(changed(self.entry).to_string()));
+                }
+            }
+            self.out = std::mem::replace(&mut self.held, fresh);
+            self.out_pos = 0;
+        }
+    }
+}
+
+/// A fresh tar header from the parsed entry.
+fn header_for(c: &Checked) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(match c.kind {
+        Kind::File => tar::EntryType::Regular,
+        Kind::Dir => tar::EntryType::Directory,
+        Kind::Symlink => tar::EntryType::Symlink,
+        Kind::HardLink => tar::EntryType::Link,
+        Kind::Char => tar::EntryType::Char,
+        Kind::Block => tar::EntryType::Block,
+        Kind::Fifo => tar::EntryType::Fifo,
+    });
+    h.set_size(if c.kind == Kind::File { c.size } else { 0 });
+    h.set_mode(c.mode);
+    h.set_uid(c.uid);
+    h.set_gid(c.gid);
+    h.set_mtime(c.mtime);
+    h
+}
+
+fn dot(rel: &[u8]) -> PathBuf {
+    let mut p = b"./".to_vec();
+    p.extend_from_slice(rel);
+    PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&p))
+}
+
+/// Writes a tar of volume `name`'s entries relative to its root, ready for `tar -x -C ROOT`.
+/// Returns the number of regular file names (hard links included, as `find -type f` counts).
+pub fn volume_entries(v: &Verified, name: &str, out: &mut dyn Write) -> Result<u64> {
+    let mut g = v.pass();
+    let mut archive = v.src.tar();
     let mut b = tar::Builder::new(out);
     b.mode(tar::HeaderMode::Complete);
-    let mut files = 0;
-    for e in a.entries()? {
+    let prefix = format!("volumes/{name}/");
+    let (mut files, mut written) = (0, 0usize);
+    for e in archive.entries().context("read the archive")? {
         let mut e = e.context("read the archive")?;
-        let raw = e.path_bytes().into_owned();
-        let Some(rel) = raw
-            .strip_prefix(prefix.as_bytes())
-            .or_else(|| (raw == prefix.trim_end_matches('/').as_bytes()).then_some(&b""[..]))
-        else {
+        let c = g.check(&mut e)?;
+        let Place::Volume { volume, rel } = &c.place else { continue };
+        if volume != name {
             continue;
-        };
-        let mut dest = b"./".to_vec();
-        dest.extend_from_slice(rel);
-        let dest = std::path::PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&dest));
-        let mut h = e.header().clone();
-        match h.entry_type() {
-            tar::EntryType::Link => {
-                let target = e.link_name_bytes().context("hard link without target")?.into_owned();
-                let Some(t) = target.strip_prefix(prefix.as_bytes()) else {
-                    bail!("hard link {} points outside its volume", dest.display());
-                };
-                let mut t2 = b"./".to_vec();
-                t2.extend_from_slice(t);
-                b.append_link(&mut h, &dest, <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&t2))?;
-                files += 1;
+        }
+        let expected = v.expected(&c)?;
+        let mut h = header_for(&c);
+        let path = dot(rel);
+        if c.kind == Kind::File {
+            let reader = CheckedReader {
+                inner: &mut e,
+                entry: &c,
+                expected,
+                hasher: Sha256::new(),
+                held: Vec::new(),
+                out: Vec::new(),
+                out_pos: 0,
+                finished: false,
+            };
+            b.append_data(&mut h, &path, reader).with_context(|| format!("write {}", grammar::shown(&c.name)))?;
+            files += 1;
+        } else {
+            if c.fingerprint(None) != expected {
+                return Err(changed(&c));
             }
-            tar::EntryType::Symlink => {
-                let target = e.link_name_bytes().context("symlink without target")?.into_owned();
-                b.append_link(&mut h, &dest, <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&target))?;
-            }
-            kind => {
-                if kind.is_file() {
+            match (&c.kind, &c.link) {
+                (Kind::HardLink, Some(t)) => {
+                    b.append_link(&mut h, &path, dot(&t[prefix.len()..]))?;
                     files += 1;
                 }
-                b.append_data(&mut h, &dest, &mut e)?;
+                (Kind::Symlink, Some(t)) => {
+                    b.append_link(&mut h, &path, <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(t))?
+                }
+                _ => b.append_data(&mut h, &path, io::empty())?,
             }
         }
+        written += 1;
+    }
+    let verified = v.report.manifest.keys().filter(|k| k.starts_with(prefix.trim_end_matches('/').as_bytes()));
+    let verified = verified.filter(|k| k.len() == prefix.len() - 1 || k.get(prefix.len() - 1) == Some(&b'/')).count();
+    if verified != written {
+        bail!("volume {name}: {written} entries now, {verified} when verified: the archive changed, the restore is stopped");
     }
     b.finish()?;
     Ok(files)
@@ -73,6 +191,9 @@ struct Counting<'a, W> {
 
 impl<W: Write> Write for Counting<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if crate::signals::interrupted() {
+            return Err(io::Error::other("interrupted by a signal"));
+        }
         let n = self.inner.write(buf)?;
         (self.progress)(n as u64);
         Ok(n)
@@ -87,7 +208,7 @@ impl<W: Write> Write for Counting<'_, W> {
 /// archive, keeping owners (numerically), modes, mtimes and links; `progress` gets the bytes.
 pub fn fill_volume(
     docker: &Docker,
-    path: &Path,
+    v: &Verified,
     name: &str,
     target: &str,
     progress: &mut dyn FnMut(u64),
@@ -95,7 +216,7 @@ pub fn fill_volume(
     let child = Counting { inner: docker.volume_untar(target)?, progress };
     // Large writes: the tar's 512-byte headers must not each become a syscall.
     let mut out = io::BufWriter::with_capacity(1 << 20, child);
-    let written = volume_entries(path, name, &mut out).and_then(|files| Ok((files, out.flush()?)));
+    let written = volume_entries(v, name, &mut out).and_then(|files| Ok((files, out.flush()?)));
     let child = match out.into_inner() {
         Ok(c) => c.inner,
         Err(e) => e.into_inner().into_parts().0.inner,
@@ -108,32 +229,89 @@ pub fn fill_volume(
         Err(e) if e.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe) => {
             Err(child.failed())
         }
-        Err(e) => Err(e),
+        Err(e) => {
+            drop(child);
+            Err(e)
+        }
     }
 }
 
-/// Streams the archive entry `entry` into the stdin of `cmd` (a psql).
-pub fn pipe_entry(docker: &Docker, path: &Path, entry: &str, cmd: &DockerCmd) -> Result<()> {
-    let mut a = open(path)?;
-    for e in a.entries()? {
+/// A dump copied out of the archive into a private file (0600), removed when dropped.
+pub struct Spooled {
+    pub path: PathBuf,
+}
+
+impl Drop for Spooled {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The file name prefix of spooled dumps: a later run removes those whose process is gone.
+pub const SPOOL_PREFIX: &str = ".restore-";
+
+/// Copies dump `entry` into a private file in `dir`, checking its fingerprint and that it is
+/// plain SQL; only a dump that passed is handed back to be loaded.
+pub fn spool_dump(v: &Verified, entry: &str, dir: &Path) -> Result<Spooled> {
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let path = dir.join(format!("{SPOOL_PREFIX}{}-{n}.sql", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("create {}", path.display()))?;
+    let spooled = Spooled { path };
+    let mut g = v.pass();
+    let mut archive = v.src.tar();
+    for e in archive.entries().context("read the archive")? {
         let mut e = e.context("read the archive")?;
-        if e.path_bytes().as_ref() != entry.as_bytes() {
+        let c = g.check(&mut e)?;
+        if c.place != Place::Dump || c.name != entry.as_bytes() {
             continue;
         }
-        let mut child = docker.pipe_into(cmd)?;
+        let mut stats = crate::archive::dumpstats::DumpStats::default();
+        let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n = e.read(&mut buf).context("read the archive")?;
             if n == 0 {
                 break;
             }
-            if child.write_all(&buf[..n]).is_err() {
-                return Err(child.failed());
-            }
+            hasher.update(&buf[..n]);
+            stats.feed(&buf[..n]);
+            file.write_all(&buf[..n]).with_context(|| format!("write {}", spooled.path.display()))?;
         }
-        return child.finish();
+        if c.fingerprint(Some(&hasher.finalize().into())) != v.expected(&c)? {
+            return Err(changed(&c));
+        }
+        if let Some(why) = stats.scan.violation {
+            bail!("entry {entry:?}: {why}; refused, nothing of it is loaded");
+        }
+        return Ok(spooled);
     }
-    bail!("{}: no entry {entry}", path.display())
+    bail!("{}: no entry {entry}", v.src.path.display())
+}
+
+/// Streams the file `path` into the stdin of `cmd` (a psql).
+pub fn pipe_file(docker: &Docker, path: &Path, cmd: &DockerCmd) -> Result<()> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let mut child = docker.pipe_into(cmd)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        if crate::signals::interrupted() {
+            bail!("interrupted by a signal");
+        }
+        let n = f.read(&mut buf).with_context(|| format!("read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        if child.write_all(&buf[..n]).is_err() {
+            return Err(child.failed());
+        }
+    }
+    child.finish()
 }
 
 /// Writes `text` into the stdin of `cmd`.
@@ -146,57 +324,4 @@ pub fn pipe_text(docker: &Docker, text: &str, cmd: &DockerCmd) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn volume_entries_strip_the_prefix_and_repoint_hard_links() {
-        let dir = std::env::temp_dir().join(format!("xtask-extract-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("a.tar.gz");
-        let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
-            std::fs::File::create(&path).unwrap(),
-            flate2::Compression::fast(),
-        ));
-        let mut add = |name: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8]| {
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(kind);
-            h.set_size(data.len() as u64);
-            h.set_mode(0o640);
-            h.set_uid(77);
-            match link {
-                Some(l) => b.append_link(&mut h, name, l).unwrap(),
-                None => b.append_data(&mut h, name, data).unwrap(),
-            }
-        };
-        add("metadata.json", tar::EntryType::Regular, None, b"{}");
-        add("volumes/v/", tar::EntryType::Directory, None, b"");
-        add("volumes/v/f", tar::EntryType::Regular, None, b"data");
-        add("volumes/v/h", tar::EntryType::Link, Some("volumes/v/f"), b"");
-        add("volumes/v/s", tar::EntryType::Symlink, Some("f"), b"");
-        add("volumes/other/x", tar::EntryType::Regular, None, b"not mine");
-        b.into_inner().unwrap().finish().unwrap();
-        let mut out = Vec::new();
-        assert_eq!(volume_entries(&path, "v", &mut out).unwrap(), 2, "the file and its hard link");
-        let mut a = tar::Archive::new(&out[..]);
-        let got: Vec<(String, Option<String>, u64)> = a
-            .entries()
-            .unwrap()
-            .map(|e| {
-                let e = e.unwrap();
-                let link = e.link_name().unwrap().map(|l| l.to_string_lossy().into_owned());
-                (e.path().unwrap().to_string_lossy().into_owned(), link, e.header().uid().unwrap())
-            })
-            .collect();
-        assert_eq!(
-            got,
-            [
-                ("./".to_string(), None, 77),
-                ("f".to_string(), None, 77),
-                ("h".to_string(), Some("./f".to_string()), 77),
-                ("s".to_string(), Some("f".to_string()), 77)
-            ]
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-}
+mod tests;

@@ -10,10 +10,12 @@ mod context;
 mod docker;
 mod extract;
 mod lock;
+mod pgclient;
 mod plan;
 mod restore;
 mod roles;
 mod services;
+mod signals;
 mod stack;
 mod status;
 mod ui;
@@ -114,6 +116,9 @@ enum Command {
         /// Also prove it loads: dumps into a throwaway PostgreSQL, volumes into scratch volumes
         #[arg(long)]
         deep: bool,
+        /// Accept device nodes and FIFOs inside volumes (refused by default)
+        #[arg(long)]
+        allow_special_files: bool,
         #[command(flatten)]
         dir: DirArg,
         /// Print the reports as JSON on stdout
@@ -157,6 +162,9 @@ enum Command {
         /// Skip the backup of what is replaced (the restore then cannot be undone)
         #[arg(long)]
         no_safety_backup: bool,
+        /// Accept device nodes and FIFOs inside volumes (refused by default)
+        #[arg(long)]
+        allow_special_files: bool,
         #[command(flatten)]
         dir: DirArg,
     },
@@ -317,23 +325,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             backup::run(&ctx, &backup_options(b.archive, backup::Kind::Db, env_name.as_deref()), json)
         }
         Command::Backups { dir, json } => archives::list(&dir.path(), &ctx.stack.name, json),
-        Command::Verify { archive, latest, all, deep, dir, json } => {
+        Command::Verify { archive, latest, all, deep, allow_special_files, dir, json } => {
             let which = match (archive, latest, all) {
                 (Some(p), _, _) => archives::Which::One(p),
                 (None, true, _) => archives::Which::Latest,
                 _ => archives::Which::All,
             };
-            archives::verify(&ctx, &dir.path(), which, deep, json)
+            let rules = archive::Rules { allow_special: allow_special_files };
+            archives::verify(&ctx, &dir.path(), which, deep, rules, json)
         }
         Command::Prune { keep_last, keep_daily, keep_weekly, keep_monthly, dir } => {
             let r =
                 archives::Retention { last: keep_last, daily: keep_daily, weekly: keep_weekly, monthly: keep_monthly };
             archives::prune(&dir.path(), &ctx.stack.name, &r, g.dry_run, &ctx.ui)
         }
-        Command::Restore { archive, latest, only, yes, force, no_safety_backup, dir } => restore::run(
-            &ctx,
-            &restore::Options { archive, latest, only, yes, force, no_safety_backup, dir: dir.path() },
-        ),
+        Command::Restore { archive, latest, only, yes, force, no_safety_backup, allow_special_files, dir } => {
+            let allow_special = allow_special_files;
+            let archive = if latest { None } else { archive };
+            let opts = restore::Options { archive, only, yes, force, no_safety_backup, allow_special, dir: dir.path() };
+            restore::run(&ctx, &opts)
+        }
         Command::Clean | Command::CleanContainers => {
             clean::run(&ctx, clean::Clean::Containers, &clean_opts(false, None, false, None))
         }

@@ -8,15 +8,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::archive::{self, Metadata, PgDatabase};
+use crate::archive::{Metadata, PgDatabase, Report, Rules, Source};
 use crate::archives;
 use crate::backup;
 use crate::compose::Project;
 use crate::context::Ctx;
 use crate::docker::Docker;
-use crate::extract;
+use crate::extract::{self, Verified};
 use crate::lock::Lock;
+use crate::pgclient;
 use crate::services::ServiceGuard;
+use crate::signals;
 use crate::ui::{confirm, human_bytes, Confirm};
 use crate::volumes;
 
@@ -24,13 +26,15 @@ use crate::volumes;
 pub const SAFETY_TAG: &str = "pre-restore";
 
 pub struct Options {
+    /// The archive; None: the newest of the project that is not a safety backup.
     pub archive: Option<PathBuf>,
-    pub latest: bool,
     /// `db` and/or volume names or keys; empty: everything in the archive.
     pub only: Vec<String>,
     pub yes: bool,
     pub force: bool,
     pub no_safety_backup: bool,
+    /// Accept device nodes and FIFOs in volumes.
+    pub allow_special: bool,
     pub dir: PathBuf,
 }
 
@@ -98,17 +102,27 @@ pub fn plan(project: &Project, meta: &Metadata, only: &[String], force: bool) ->
     };
     let mut volumes = Vec::new();
     for v in &meta.volumes {
-        let target = project.volume_name(&v.key).map(str::to_string).unwrap_or_else(|| v.name.clone());
-        let chosen = only.is_empty() || only.iter().any(|o| o == &v.name || o == &v.key || o == &target);
+        // Only into a volume of this stack, by compose key: never a name the archive chose.
+        let decl = project.volumes.iter().find(|d| d.key == v.key);
+        let chosen = only.is_empty()
+            || only.iter().any(|o| o == &v.name || o == &v.key || decl.is_some_and(|d| &d.name == o));
         if !chosen {
             continue;
         }
+        let decl = decl.with_context(|| {
+            format!(
+                "the archive's volume {} (compose key {:?}) is not a volume of this stack: refused; \
+                 leave it out with --only",
+                v.name, v.key
+            )
+        })?;
+        let target = decl.name.clone();
         volumes.push(VolumeRestore {
             archived: v.name.clone(),
             target,
             key: v.key.clone(),
-            driver: v.driver.clone(),
-            labels: v.labels.clone(),
+            driver: decl.driver.clone().unwrap_or_else(|| "local".into()),
+            labels: decl.labels.clone(),
             services: project.mounts_of(&v.key).map(|(s, _)| s.name.clone()).collect(),
         });
     }
@@ -152,29 +166,19 @@ impl RestorePlan {
 pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
     let docker = ctx.docker()?;
     let dir = backup::prepare_dir(&opts.dir)?;
-    let path = match (&opts.archive, opts.latest) {
-        (Some(p), _) => p.clone(),
-        // The newest archive that is not a safety backup taken by an earlier restore.
-        (None, _) => archives::scan(&dir, &ctx.stack.name)?
-            .into_iter()
-            .find(|a| a.tag.as_deref() != Some(SAFETY_TAG))
-            .map(|a| a.path)
-            .with_context(|| format!("no archive of project {} in {}", ctx.stack.name, dir.display()))?,
+    let path = match &opts.archive {
+        Some(p) => p.clone(),
+        None => archives::latest(&dir, &ctx.stack.name, |a| a.tag.as_deref() != Some(SAFETY_TAG))?,
     };
-    // 1. Verify first: a bad archive is refused before anything is touched.
+    // 1. Verify first, from the one descriptor every later read uses: a bad archive is refused
+    //    before anything is touched, and a file swapped after this check is never read.
     ctx.ui.step(&format!("verify {}", path.display()));
-    let report = archive::verify(&path);
-    if !report.ok() {
-        for p in &report.problems {
-            eprintln!("    problem: {p}");
-        }
-        bail!("{} failed verification; nothing was restored", path.display());
-    }
-    let meta = report.metadata.context("verified archive without metadata")?;
+    let source = Source::open(&path)?;
+    let verified = Verified::check(source, Rules { allow_special: opts.allow_special })?;
+    let meta = verified.meta().clone();
     let (project, config) = volumes::model_and_config(ctx)?;
     let plan = plan(&project, &meta, &opts.only, opts.force)?;
-    let existing: Vec<String> =
-        docker.query(&docker.cmd(["volume", "ls", "--quiet"]))?.lines().map(str::to_string).collect();
+    let existing = volumes::names(docker)?;
     let present: Vec<&str> =
         plan.volumes.iter().map(|v| v.target.as_str()).filter(|t| existing.iter().any(|e| e == t)).collect();
     let sizes = volumes::sizes(docker, &present)?;
@@ -188,73 +192,35 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
     if docker.remove_orphan_helpers()? > 0 {
         ctx.ui.step("removed helper containers left by an interrupted run");
     }
-
+    check_space(docker, &plan, &verified.report, &sizes)?;
     // 2. A way back: a backup of exactly what will be overwritten.
     let safety = if opts.no_safety_backup {
         ctx.ui.step("no safety backup (--no-safety-backup): this restore cannot be undone");
         None
     } else {
-        let kind = if plan.volumes.is_empty() { backup::Kind::Db } else { backup::Kind::Full };
-        let bopts = backup::Options {
-            volumes: present.iter().map(|s| s.to_string()).collect(),
-            tag: Some(SAFETY_TAG.into()),
-            level: 1,
-            ..backup::Options::new(kind, dir.clone())
-        };
-        // Exactly what will be overwritten: the present target volumes, and the databases if
-        // their volume exists (starting PostgreSQL on a missing volume would only create one).
-        let mut bplan = backup::plan(&project, &bopts)?;
-        bplan.volumes.retain(|v| present.contains(&v.name.as_str()));
-        if bplan.redis.as_ref().is_some_and(|r| !present.contains(&r.volume.as_str())) {
-            bplan.redis = None;
-        }
-        let db_volume_exists =
-            bplan.db.as_ref().and_then(|d| d.volume.as_ref()).is_none_or(|v| existing.iter().any(|e| e == v));
-        if plan.db.is_none() || !db_volume_exists {
-            bplan.db = None;
-        }
-        if bplan.db.is_none() && present.is_empty() {
-            ctx.ui.step("nothing that would be replaced exists: no safety backup needed");
-            None
-        } else {
-            ctx.ui.step("safety backup of what will be replaced");
-            let s = backup::execute_locked(ctx, &bplan, &bopts, config.as_deref().unwrap_or_default(), &dir)
-                .context("take the safety backup (nothing was restored)")?;
-            Some(s.path)
-        }
+        safety_backup(ctx, &project, &plan, &existing, &present, config.as_deref().unwrap_or_default(), &dir)?
     };
-
+    // From here on a signal does not kill the tool mid-way: it takes the way back below.
+    signals::install();
+    if let Some(s) = &safety {
+        ctx.ui.step(&format!("should this restore be cut off (kill -9), undo it with: cargo xtask restore {} --yes", s.display()));
+    }
     // 3. Replace, with only the services that use the volumes stopped.
     let mut guard = ServiceGuard::new(docker, &ctx.stack);
-    let result = (|| -> Result<()> {
-        let mut users: Vec<String> = plan.volumes.iter().flat_map(|v| v.services.clone()).collect();
-        users.sort();
-        users.dedup();
-        guard.stop_for_copy(&users, &ctx.ui)?;
-        for v in &plan.volumes {
-            let now: Vec<String> =
-                docker.query(&docker.cmd(["volume", "ls", "--quiet"]))?.lines().map(str::to_string).collect();
-            restore_volume(ctx, docker, &path, v, now.contains(&v.target), &plan.project)
-                .with_context(|| format!("restore volume {}", v.target))?;
-        }
-        if let Some(db) = &plan.db {
-            guard.ensure_running(&db.service, &ctx.ui)?;
-            restore_db(ctx, docker, &path, db)?;
-        }
-        Ok(())
-    })();
-    let restarted = guard.restore(&ctx.ui);
+    let mut created = Vec::new();
+    let result = replace(ctx, &verified, &plan, &dir, &mut guard, &mut created);
     if let Err(e) = result {
-        if let Some(s) = &safety {
-            eprintln!(
-                "the restore failed; the state before it is in {}:\n  cargo xtask restore {} --yes",
-                s.display(),
-                s.display()
-            );
-        }
-        return Err(e);
+        let back = way_back(ctx, &project, safety.as_deref(), &created, &dir, &mut guard);
+        let restarted = guard.restore(&ctx.ui);
+        return Err(match (back, restarted) {
+            (Ok(msg), Ok(())) => e.context(format!("the restore failed; {msg}")),
+            (Err(b), _) | (_, Err(b)) => e.context(format!(
+                "the restore failed and so did the way back ({b:#}); the state before it is in {}",
+                safety.map(|s| format!("{}: cargo xtask restore {} --yes", s.display(), s.display())).unwrap_or_else(|| "no safety backup".into())
+            )),
+        });
     }
-    restarted?;
+    guard.restore(&ctx.ui)?;
     println!("restored {} from {}", plan.project, path.display());
     match safety {
         Some(s) => println!("to undo this restore: cargo xtask restore {} --yes", s.display()),
@@ -264,10 +230,140 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
     Ok(())
 }
 
+/// The safety backup: exactly what will be overwritten, the present target volumes, and the
+/// databases if their volume exists (starting PostgreSQL on a missing volume would only create one).
+fn safety_backup(
+    ctx: &Ctx,
+    project: &Project,
+    plan: &RestorePlan,
+    existing: &[String],
+    present: &[&str],
+    config: &str,
+    dir: &Path,
+) -> Result<Option<PathBuf>> {
+    let kind = if plan.volumes.is_empty() { backup::Kind::Db } else { backup::Kind::Full };
+    let bopts = backup::Options {
+        volumes: present.iter().map(|s| s.to_string()).collect(),
+        tag: Some(SAFETY_TAG.into()),
+        level: 1,
+        ..backup::Options::new(kind, dir.to_path_buf())
+    };
+    let mut bplan = backup::plan(project, &bopts)?;
+    bplan.volumes.retain(|v| present.contains(&v.name.as_str()));
+    if bplan.redis.as_ref().is_some_and(|r| !present.contains(&r.volume.as_str())) {
+        bplan.redis = None;
+    }
+    let db_volume_exists =
+        bplan.db.as_ref().and_then(|d| d.volume.as_ref()).is_none_or(|v| existing.iter().any(|e| e == v));
+    if plan.db.is_none() || !db_volume_exists {
+        bplan.db = None;
+    }
+    if bplan.db.is_none() && present.is_empty() {
+        ctx.ui.step("nothing that would be replaced exists: no safety backup needed");
+        return Ok(None);
+    }
+    ctx.ui.step("safety backup of what will be replaced");
+    let s = backup::execute_locked(ctx, &bplan, &bopts, config, dir)
+        .context("take the safety backup (nothing was restored)")?;
+    Ok(Some(s.path))
+}
+
+/// The destructive part: volumes emptied and refilled, databases dropped and reloaded.
+/// Volumes it had to create are recorded in `created` for the way back.
+fn replace(
+    ctx: &Ctx,
+    verified: &Verified,
+    plan: &RestorePlan,
+    dir: &Path,
+    guard: &mut ServiceGuard,
+    created: &mut Vec<String>,
+) -> Result<()> {
+    let docker = ctx.docker()?;
+    let mut users: Vec<String> = plan.volumes.iter().flat_map(|v| v.services.clone()).collect();
+    users.sort();
+    users.dedup();
+    guard.stop_for_copy(&users, &ctx.ui)?;
+    for v in &plan.volumes {
+        signals::check()?;
+        let exists = volumes::names(docker)?.contains(&v.target);
+        if !exists {
+            created.push(v.target.clone());
+        }
+        restore_volume(ctx, docker, verified, v, exists, &plan.project)
+            .with_context(|| format!("restore volume {}", v.target))?;
+    }
+    if let Some(db) = &plan.db {
+        signals::check()?;
+        guard.ensure_running(&db.service, &ctx.ui)?;
+        restore_db(ctx, docker, verified, db, dir)?;
+    }
+    signals::check()
+}
+
+/// After a failure or a signal: volumes the restore created are removed, and the safety backup
+/// (if any) is restored the same way. Returns what it did.
+fn way_back(
+    ctx: &Ctx,
+    project: &Project,
+    safety: Option<&Path>,
+    created: &[String],
+    dir: &Path,
+    guard: &mut ServiceGuard,
+) -> Result<String> {
+    let docker = ctx.docker()?;
+    eprintln!("the restore failed or was interrupted: taking the way back");
+    for v in created {
+        docker.apply(&docker.cmd(["volume", "rm", "--force", v])).with_context(|| format!("remove volume {v}"))?;
+    }
+    let Some(safety) = safety else {
+        return Ok("no safety backup existed, so only volumes it had created were removed".into());
+    };
+    let verified = Verified::check(Source::open(safety)?, Rules::default())?;
+    let plan = plan(project, verified.meta(), &[], false)?;
+    let mut again = Vec::new();
+    replace_uninterruptible(ctx, &verified, &plan, dir, guard, &mut again)
+        .with_context(|| format!("restore the safety backup {}", safety.display()))?;
+    Ok(format!("the state before it was restored from the safety backup {}", safety.display()))
+}
+
+/// [`replace`] for the way back: a second signal must not cut it off.
+fn replace_uninterruptible(
+    ctx: &Ctx,
+    verified: &Verified,
+    plan: &RestorePlan,
+    dir: &Path,
+    guard: &mut ServiceGuard,
+    created: &mut Vec<String>,
+) -> Result<()> {
+    let _calm = signals::Suspended::new();
+    replace(ctx, verified, plan, dir, guard, created)
+}
+
+/// Refuses when a target volume's filesystem cannot hold what the archive puts there
+/// (counting the room the volume's current content frees when it is emptied).
+fn check_space(docker: &Docker, plan: &RestorePlan, report: &Report, sizes: &BTreeMap<String, u64>) -> Result<()> {
+    for v in &plan.volumes {
+        let needed = report.volume_bytes.get(&v.archived).copied().unwrap_or(0);
+        let now = sizes.get(&v.target).copied();
+        let free = volumes::free_bytes(docker, now.map(|_| v.target.as_str()))?;
+        let room = free + now.unwrap_or(0);
+        if room < needed {
+            bail!(
+                "not enough space for volume {}: the archive holds {} for it and only {} is available; \
+                 free space on the Docker host and retry (nothing was changed)",
+                v.target,
+                human_bytes(needed),
+                human_bytes(room)
+            );
+        }
+    }
+    Ok(())
+}
+
 fn restore_volume(
     ctx: &Ctx,
     docker: &Docker,
-    path: &Path,
+    verified: &Verified,
     v: &VolumeRestore,
     exists: bool,
     project: &str,
@@ -293,19 +389,20 @@ fn restore_volume(
         docker.apply(&docker.cmd(args))?;
     }
     let progress = ctx.ui.progress(&format!("fill volume {}", v.target));
-    let files = extract::fill_volume(docker, path, &v.archived, &v.target, &mut |n| progress.inc(n))?;
+    let files = extract::fill_volume(docker, verified, &v.archived, &v.target, &mut |n| progress.inc(n))?;
     progress.finish(&format!("volume {}: {files} files", v.target));
     Ok(())
 }
 
-fn restore_db(ctx: &Ctx, docker: &Docker, path: &Path, db: &DbRestore) -> Result<()> {
+fn restore_db(ctx: &Ctx, docker: &Docker, verified: &Verified, db: &DbRestore, dir: &Path) -> Result<()> {
     let secret = db.password.as_deref().map(|p| ("PGPASSWORD", p));
     let psql = |database: &str, extra: &[&str]| {
-        let mut args = vec!["exec", "-T"];
+        let dbname = pgclient::dbname_arg(database);
+        let mut args = vec!["exec", "-T", "--user", pgclient::OS_USER];
         if secret.is_some() {
             args.extend(["-e", "PGPASSWORD"]);
         }
-        args.extend([db.service.as_str(), "psql", "-X", "-q", "-U", db.user.as_str(), "-d", database]);
+        args.extend([db.service.as_str(), "psql", "-X", "-q", "-U", db.user.as_str(), &dbname]);
         args.extend(extra);
         let c = docker.compose(&ctx.stack, args);
         match secret {
@@ -313,19 +410,28 @@ fn restore_db(ctx: &Ctx, docker: &Docker, path: &Path, db: &DbRestore) -> Result
             None => c,
         }
     };
-    // Roles: ones that exist already (the superuser) make statements fail harmlessly.
-    ctx.ui.step("restore roles");
-    extract::pipe_entry(docker, path, &db.globals_entry, &psql("template1", &[])).context("restore roles")?;
+    // Every dump is copied out and checked before the first database is dropped.
+    let globals = extract::spool_dump(verified, &db.globals_entry, dir)?;
+    let mut dumps = Vec::new();
     for d in &db.databases {
+        dumps.push(extract::spool_dump(verified, &d.entry, dir)?);
+    }
+    // Roles: ones that exist already (the superuser) make statements fail harmlessly; the
+    // roles dump holds no COPY (verify checks), so no data line can become a command.
+    ctx.ui.step("restore roles");
+    extract::pipe_file(docker, &globals.path, &psql("template1", &[])).context("restore roles")?;
+    for (d, dump) in db.databases.iter().zip(&dumps) {
+        signals::check()?;
         ctx.ui.step(&format!("drop and recreate database {}, then load its dump", d.name));
         let sql = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :'d' AND pid <> pg_backend_pid();\n\
                    DROP DATABASE IF EXISTS :\"d\" WITH (FORCE);\nCREATE DATABASE :\"d\";\n";
         let var = format!("d={}", d.name);
         extract::pipe_text(docker, sql, &psql("template1", &["-v", "ON_ERROR_STOP=1", "-v", &var]))
             .with_context(|| format!("recreate database {}", d.name))?;
-        extract::pipe_entry(docker, path, &d.entry, &psql(&d.name, &["-v", "ON_ERROR_STOP=1"]))
+        extract::pipe_file(docker, &dump.path, &psql(&d.name, &["-v", "ON_ERROR_STOP=1"]))
             .with_context(|| format!("load {} (stopped at the first SQL error)", d.entry))?;
         for (table, rows) in &d.tables {
+            // `table` passed the grammar: `"schema"."table"`, no quote inside.
             let sql = format!("SELECT count(*) FROM {table}");
             let got = docker.query(&psql(&d.name, &["-At", "-c", &sql]))?;
             if got.trim() != rows.to_string() {
@@ -343,6 +449,7 @@ fn restore_db(ctx: &Ctx, docker: &Docker, path: &Path, db: &DbRestore) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::archive;
     use crate::compose::Selection;
 
     fn sample() -> Project {
@@ -419,5 +526,17 @@ mod tests {
         let err = plan(&sample(), &other, &[], false).unwrap_err().to_string();
         assert!(err.contains("--force"), "{err}");
         assert!(plan(&sample(), &other, &[], true).is_ok());
+    }
+
+    #[test]
+    fn a_volume_outside_the_stack_is_refused() {
+        // Archived under a key this stack does not have: never restored, never created.
+        let m = meta("app", &[("app-backend-media", "app-backend-media"), ("intruder", "some-other-volume")]);
+        let err = plan(&sample(), &m, &[], false).unwrap_err().to_string();
+        assert!(err.contains("some-other-volume") && err.contains("not a volume of this stack"), "{err}");
+        // Left out with --only, the rest restores; the target is always the stack's own name.
+        let p = plan(&sample(), &m, &["app-backend-media".into()], false).unwrap();
+        assert_eq!(p.volumes.len(), 1);
+        assert_eq!(p.volumes[0].target, "app-backend-media");
     }
 }

@@ -1,7 +1,10 @@
 //! Reads a plain-format `pg_dump` as it streams past: the rows each table's `COPY` block holds,
-//! and whether pg_dump's completion trailer is there (a dump without it is incomplete).
+//! whether pg_dump's completion trailer is there (a dump without it is incomplete), and whether
+//! anything in it would make psql do more than send SQL (see [`SqlScan`]).
 
 use std::collections::BTreeMap;
+
+pub use super::sqlscan::SqlScan;
 
 pub const TRAILER: &str = "-- PostgreSQL database dump complete";
 
@@ -12,11 +15,14 @@ pub struct DumpStats {
     pub tables: BTreeMap<String, u64>,
     pub complete: bool,
     pub bytes: u64,
+    /// The psql lexer's view of the same bytes: the first thing that is not plain SQL.
+    pub scan: SqlScan,
 }
 
 impl DumpStats {
     pub fn feed(&mut self, mut data: &[u8]) {
         self.bytes += data.len() as u64;
+        self.scan.feed(data);
         while let Some(nl) = data.iter().position(|&b| b == b'\n') {
             if self.partial.is_empty() {
                 self.line(&data[..nl]);

@@ -56,6 +56,7 @@ fn volume_stream() -> Vec<u8> {
     h.set_mtime(1_600_000_000);
     h.set_size(5);
     b.append_data(&mut h, "./ünï code/file one", &b"hello"[..]).unwrap();
+    dir(&format!("./{}/", "a".repeat(120)), &mut b);
     let long = format!("./{}/{}", "a".repeat(120), "b".repeat(50));
     let mut h = tar::Header::new_gnu();
     h.set_mode(0o600);
@@ -98,7 +99,7 @@ fn write_good(dir: &Path) -> PathBuf {
 fn written_archive_verifies_and_keeps_entry_details() {
     let dir = temp_dir("good");
     let path = write_good(&dir);
-    let report = verify(&path);
+    let report = verify(&path, Rules::default());
     assert!(report.ok(), "{:?}", report.problems);
     assert_eq!(report.files, 4, "metadata + 3 volume files");
     // Entry by entry: prefix, owner, mode, mtime, link targets, odd names.
@@ -146,7 +147,7 @@ fn dropped_writer_leaves_no_file() {
 }
 
 fn problems(path: &Path) -> String {
-    let r = verify(path);
+    let r = verify(path, Rules::default());
     assert!(!r.ok(), "verification of a bad archive passed");
     r.problems.join("\n")
 }
@@ -208,21 +209,30 @@ fn unsafe_or_incomplete_archives_fail_with_the_entry_named() {
     let dir = temp_dir("unsafe");
     let m = serde_json::to_vec(&meta(&["vol"])).unwrap();
     let f = tar::EntryType::Regular;
+    let root: RawEntry = (b"volumes/vol/", tar::EntryType::Directory, b"", None);
     let cases: Vec<(&str, Vec<RawEntry>, bool, &str)> = vec![
-        ("dotdot", vec![(b"volumes/vol/../../etc/passwd", f, b"x", None)], true, "'..'"),
-        ("absolute", vec![(b"/etc/passwd", f, b"x", None)], true, "absolute"),
+        ("dotdot", vec![root, (b"volumes/vol/../../etc/passwd", f, b"x", None)], true, "'..'"),
+        ("absolute", vec![root, (b"/etc/passwd", f, b"x", None)], true, "absolute"),
         (
             "symlink",
             vec![
+                root,
                 (b"volumes/vol/esc", tar::EntryType::Symlink, b"", Some(b"/etc")),
                 (b"volumes/vol/esc/passwd", f, b"x", None),
             ],
             true,
             "symlink",
         ),
-        ("hardlink", vec![(b"volumes/vol/h", tar::EntryType::Link, b"", Some(b"/etc/shadow"))], true, "hard link"),
-        ("unlisted", vec![(b"volumes/other/x", f, b"x", None)], true, "not listed"),
-        ("nosums", vec![(b"volumes/vol/x", f, b"x", None)], false, "SHA256SUMS is missing"),
+        ("dot", vec![root, (b"volumes/vol/./evil/x", f, b"x", None)], true, "'.' path component"),
+        ("slashes", vec![root, (b"volumes/vol//evil/x", f, b"x", None)], true, "empty path component"),
+        ("hardlink", vec![root, (b"volumes/vol/h", tar::EntryType::Link, b"", Some(b"/etc/shadow"))], true, "hard link"),
+        ("unlisted", vec![root, (b"volumes/other/x", f, b"x", None)], true, "not listed"),
+        ("nosums", vec![root, (b"volumes/vol/x", f, b"x", None)], false, "SHA256SUMS is missing"),
+        ("dirdata", vec![(b"volumes/vol/", tar::EntryType::Directory, b"hidden tar", None)], true, "carries 10 bytes"),
+        ("device", vec![root, (b"volumes/vol/sda", tar::EntryType::Block, b"", None)], true, "--allow-special-files"),
+        ("duplicate", vec![root, (b"volumes/vol/x", f, b"1", None), (b"volumes/vol/x", f, b"2", None)], true, "appears twice"),
+        ("noroot", vec![(b"volumes/vol/x", f, b"x", None)], true, "not an earlier directory"),
+        ("stray", vec![root, (b"postgres/app.sql", f, b"x", None)], true, "database dump"),
     ];
     for (name, entries, sums, needle) in cases {
         let path = dir.join(format!("{name}.tar.gz"));
@@ -232,8 +242,8 @@ fn unsafe_or_incomplete_archives_fail_with_the_entry_named() {
     }
     // An altered checksum line.
     let path = dir.join("altered.tar.gz");
-    raw_archive(&path, &m, &[(b"volumes/vol/x", f, b"x", None)], true);
-    let good = verify(&path);
+    raw_archive(&path, &m, &[root, (b"volumes/vol/x", f, b"x", None)], true);
+    let good = verify(&path, Rules::default());
     assert!(good.ok(), "{:?}", good.problems);
     let bytes = std::fs::read(&path).unwrap();
     let mut plain = Vec::new();
@@ -263,4 +273,79 @@ fn sums_round_trip_with_escapes() {
     let back = parse_sums(&text).unwrap();
     assert_eq!(back[&b"new\nline\\x".to_vec()], hex(&[2u8; 32]));
     assert!(parse_sums(b"garbage\n").is_err());
+}
+
+#[test]
+fn entries_after_the_checksums_pax_headers_and_huge_metadata_are_refused() {
+    let dir = temp_dir("grammar");
+    let m = serde_json::to_vec(&meta(&["vol"])).unwrap();
+    let root: RawEntry = (b"volumes/vol/", tar::EntryType::Directory, b"", None);
+    // A file after SHA256SUMS.
+    let path = dir.join("after.tar.gz");
+    raw_archive(&path, &m, &[root], true);
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(File::open(&path).unwrap()).read_to_end(&mut plain).unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut a = tar::Archive::new(&plain[..]);
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut h = e.header().clone();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        b.append_data(&mut h, e.path().unwrap(), &data[..]).unwrap();
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "volumes/vol/late", &b"x"[..]).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&b.into_inner().unwrap()).unwrap();
+    std::fs::write(&path, gz.finish().unwrap()).unwrap();
+    assert!(problems(&path).contains("after SHA256SUMS"));
+    // A PAX header (whose size could differ from the ustar one).
+    let path = dir.join("pax.tar.gz");
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(File::create(&path).unwrap(), flate2::Compression::fast()));
+    let mut h = tar::Header::new_ustar();
+    h.set_size(m.len() as u64);
+    h.set_mode(0o600);
+    b.append_pax_extensions([("size", &b"0"[..])]).unwrap();
+    b.append_data(&mut h, METADATA, &m[..]).unwrap();
+    b.into_inner().unwrap().finish().unwrap();
+    assert!(problems(&path).contains("PAX"));
+    // metadata.json claiming 1 GiB is refused before it is read.
+    let path = dir.join("huge.tar.gz");
+    let mut gz = flate2::write::GzEncoder::new(File::create(&path).unwrap(), flate2::Compression::fast());
+    let mut h = tar::Header::new_gnu();
+    h.set_path(METADATA).unwrap();
+    h.set_size(1 << 30);
+    h.set_mode(0o600);
+    h.set_cksum();
+    gz.write_all(h.as_bytes()).unwrap();
+    gz.finish().unwrap();
+    assert!(problems(&path).contains("at most 16 MiB"));
+    // Names the metadata may not hold.
+    let mut bad = meta(&["vol"]);
+    bad.postgres = Some(PgInfo {
+        service: "db".into(),
+        volume: None,
+        server_version: "15".into(),
+        user: "app".into(),
+        globals_entry: "postgres/globals.sql".into(),
+        databases: vec![PgDatabase { name: "host=evil dbname=x".into(), entry: "postgres/x.sql".into(), tables: BTreeMap::new() }],
+    });
+    let path = dir.join("dbname.tar.gz");
+    raw_archive(&path, &serde_json::to_vec(&bad).unwrap(), &[root], true);
+    assert!(problems(&path).contains("database name \"host=evil dbname=x\""));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_fifo_is_refused_as_an_archive() {
+    let dir = temp_dir("fifo");
+    let fifo = dir.join("full_backup_20260101_000000.tar.gz");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    assert!(problems(&fifo).contains("not a regular file"));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,0 +1,409 @@
+//! The strict grammar of an archive (docs/archive-format.md, "Grammar"): which entries may stand
+//! where, with which names, types and sizes, and which names the metadata may hold. One checker,
+//! [`Grammar`], is fed every entry in order by `verify` and again by every extraction, so what
+//! restore writes is judged by exactly the rules `verify` applied. An archive is untrusted input:
+//! any entry outside the grammar is refused with its name and the rule it breaks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+
+use anyhow::{bail, Result};
+use sha2::{Digest, Sha256};
+
+use super::{Metadata, CHECKSUMS, METADATA};
+
+/// The most `metadata.json` or `SHA256SUMS` may hold; larger ones are refused unread.
+pub const MAX_TEXT_ENTRY: u64 = 16 << 20;
+/// Longest entry name (bytes) and longest name component.
+const MAX_NAME: usize = 4096;
+const MAX_COMPONENT: usize = 255;
+
+/// What an entry is, from its parsed header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    HardLink,
+    Char,
+    Block,
+    Fifo,
+}
+
+/// Where an entry belongs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    Metadata,
+    Checksums,
+    /// A database dump named by the metadata (`postgres/<name>.sql`).
+    Dump,
+    /// Inside volume `volume`; `rel` is the path below its root (empty for the root itself).
+    Volume { volume: String, rel: Vec<u8> },
+}
+
+/// One entry as the grammar accepted it: everything an extraction needs, from the parsed
+/// header only (never raw header bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// The canonical name, without a directory's trailing `/`.
+    pub name: Vec<u8>,
+    pub place: Place,
+    pub kind: Kind,
+    pub size: u64,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub mtime: u64,
+    /// Symlink target (as stored) or hard link target (canonical archive name).
+    pub link: Option<Vec<u8>>,
+}
+
+impl Checked {
+    /// A fingerprint of the entry's facts and (for files) its content digest: what `verify`
+    /// records per entry and every extraction compares, so restore writes exactly what was verified.
+    pub fn fingerprint(&self, content: Option<&[u8; 32]>) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(&self.name);
+        h.update([0, self.kind as u8]);
+        for n in [self.size, u64::from(self.mode), self.uid, self.gid, self.mtime] {
+            h.update(n.to_le_bytes());
+        }
+        h.update(self.link.as_deref().unwrap_or(b"\0none"));
+        h.update(content.map(|c| &c[..]).unwrap_or(b"\0no content"));
+        h.finalize().into()
+    }
+}
+
+/// The state of one pass over an archive's entries.
+#[derive(Debug, Default)]
+pub struct Grammar {
+    /// Allow character and block devices and FIFOs in volumes (`--allow-special-files`).
+    pub allow_special: bool,
+    index: u64,
+    after_sums: bool,
+    volumes: BTreeSet<String>,
+    dumps: BTreeSet<String>,
+    /// Every name seen (canonical), to refuse duplicates.
+    seen: BTreeSet<Vec<u8>>,
+    dirs: BTreeSet<Vec<u8>>,
+    files: BTreeSet<Vec<u8>>,
+    /// Volumes whose root entry came.
+    pub started: BTreeSet<String>,
+}
+
+/// The name as text for messages (never used as a path).
+pub fn shown(name: &[u8]) -> String {
+    format!("{:?}", String::from_utf8_lossy(name))
+}
+
+impl Grammar {
+    pub fn new(allow_special: bool) -> Grammar {
+        Grammar { allow_special, ..Grammar::default() }
+    }
+
+    /// Learns which volumes and dumps may follow, once `metadata.json` has been read and checked.
+    pub fn expect(&mut self, meta: &Metadata) {
+        self.volumes = meta.volumes.iter().map(|v| v.name.clone()).collect();
+        self.dumps = meta.dump_entries().into_iter().collect();
+    }
+
+    /// Checks the next entry; the error names the entry and the rule it breaks.
+    pub fn check<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<Checked> {
+        let name = entry.path_bytes().into_owned();
+        let res = self.check_inner(entry, &name);
+        self.index += 1;
+        match res {
+            Ok(c) => Ok(c),
+            Err(e) => bail!("entry {}: {e}", shown(&name)),
+        }
+    }
+
+    fn check_inner<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, raw: &[u8]) -> Result<Checked> {
+        if entry.pax_extensions()?.is_some() {
+            bail!("has a PAX extended header; this tool never writes one (it could give readers another size or name)");
+        }
+        let h = entry.header();
+        let kind = kind_of(h.entry_type())?;
+        let size = entry.size();
+        if kind != Kind::File && size != 0 {
+            bail!("a {kind:?} entry carries {size} bytes of data; only regular files may");
+        }
+        let link = entry.link_name_bytes().map(|l| l.into_owned());
+        // An empty owner or time field (this tool's own files have none) reads as 0.
+        let (uid, gid, mtime) = (h.uid().unwrap_or(0), h.gid().unwrap_or(0), h.mtime().unwrap_or(0));
+        let mode = h.mode()? & 0o7777;
+        let name = canonical(raw, kind == Kind::Dir)?.to_vec();
+        let place = self.place(&name, kind, size, link.as_deref())?;
+        if !self.seen.insert(name.clone()) {
+            bail!("appears twice; every name may appear once");
+        }
+        match kind {
+            Kind::Dir => self.dirs.insert(name.clone()),
+            Kind::File => self.files.insert(name.clone()),
+            _ => false,
+        };
+        Ok(Checked { name, place, kind, size, mode, uid, gid, mtime, link })
+    }
+
+    fn place(&mut self, name: &[u8], kind: Kind, size: u64, link: Option<&[u8]>) -> Result<Place> {
+        let is_meta = name == METADATA.as_bytes();
+        if self.index == 0 && !is_meta {
+            bail!("comes first, where {METADATA} must be: not an xtask archive");
+        }
+        if self.after_sums {
+            bail!("comes after {CHECKSUMS}, which must be the last entry");
+        }
+        if is_meta || name == CHECKSUMS.as_bytes() {
+            if is_meta && self.index != 0 {
+                bail!("{METADATA} must be the first entry and appear once");
+            }
+            if kind != Kind::File || size > MAX_TEXT_ENTRY {
+                bail!("must be a regular file of at most {} MiB", MAX_TEXT_ENTRY >> 20);
+            }
+            self.after_sums = !is_meta;
+            return Ok(if is_meta { Place::Metadata } else { Place::Checksums });
+        }
+        let parts: Vec<&[u8]> = name.split(|&b| b == b'/').collect();
+        match parts[0] {
+            b"postgres" => {
+                if kind != Kind::File || parts.len() != 2 || !self.dumps.contains(&*String::from_utf8_lossy(name)) {
+                    bail!("is not a regular file the metadata names as a database dump");
+                }
+                Ok(Place::Dump)
+            }
+            b"volumes" if parts.len() >= 2 => self.volume_place(name, &parts, kind, link),
+            _ => bail!("stands outside {METADATA}, {CHECKSUMS}, postgres/ and volumes/<volume>/"),
+        }
+    }
+
+    fn volume_place(&mut self, name: &[u8], parts: &[&[u8]], kind: Kind, link: Option<&[u8]>) -> Result<Place> {
+        let volume = String::from_utf8_lossy(parts[1]).into_owned();
+        if !self.volumes.contains(&volume) {
+            bail!("volume {volume:?} is not listed in the metadata");
+        }
+        let prefix_len = b"volumes/".len() + parts[1].len();
+        if parts.len() == 2 {
+            if kind != Kind::Dir || self.started.contains(&volume) {
+                bail!("the root of volume {volume:?} must be its first entry, a directory");
+            }
+            self.started.insert(volume.clone());
+            return Ok(Place::Volume { volume, rel: Vec::new() });
+        }
+        let parent = &name[..name.len() - parts[parts.len() - 1].len() - 1];
+        if !self.dirs.contains(parent) {
+            bail!("its parent is not an earlier directory entry (refused: it could be written through a symlink)");
+        }
+        match kind {
+            Kind::Char | Kind::Block | Kind::Fifo if !self.allow_special => {
+                bail!("is a {kind:?} node; pass --allow-special-files to restore device nodes and FIFOs")
+            }
+            Kind::HardLink => {
+                let target = link.unwrap_or_default();
+                let inside = target.len() > prefix_len && target[..=prefix_len] == name[..=prefix_len];
+                if !inside || !self.files.contains(target) {
+                    bail!("hard link to {} is not a regular file earlier in the same volume", shown(target));
+                }
+            }
+            Kind::Symlink if link.is_none_or(|l| l.is_empty()) => bail!("symlink without a target"),
+            _ => {}
+        }
+        Ok(Place::Volume { volume, rel: name[prefix_len + 1..].to_vec() })
+    }
+
+    /// After the last entry: every volume the metadata lists came, and `SHA256SUMS` closed it.
+    pub fn finish(&self) -> Result<()> {
+        if let Some(v) = self.volumes.iter().find(|v| !self.started.contains(*v)) {
+            bail!("volume {v} named by the metadata has no entries");
+        }
+        if !self.after_sums {
+            bail!("the checksum entry {CHECKSUMS} is missing: the archive is incomplete");
+        }
+        Ok(())
+    }
+}
+
+fn kind_of(t: tar::EntryType) -> Result<Kind> {
+    Ok(match t {
+        tar::EntryType::Regular => Kind::File,
+        tar::EntryType::Directory => Kind::Dir,
+        tar::EntryType::Symlink => Kind::Symlink,
+        tar::EntryType::Link => Kind::HardLink,
+        tar::EntryType::Char => Kind::Char,
+        tar::EntryType::Block => Kind::Block,
+        tar::EntryType::Fifo => Kind::Fifo,
+        other => bail!("has entry type {other:?}, which an archive may not hold"),
+    })
+}
+
+/// A canonical relative name: no `/` at the start, no empty, `.` or `..` component, a
+/// directory's single trailing `/` removed (others may not end in `/`). Returns it trimmed.
+pub fn canonical(name: &[u8], is_dir: bool) -> Result<&[u8]> {
+    let trimmed = match (is_dir, name.strip_suffix(b"/")) {
+        (true, Some(t)) => t,
+        (true, None) => bail!("a directory's name must end in '/'"),
+        (false, Some(_)) => bail!("only a directory's name may end in '/'"),
+        (false, None) => name,
+    };
+    if trimmed.is_empty() || trimmed.len() > MAX_NAME {
+        bail!("name is empty or longer than {MAX_NAME} bytes");
+    }
+    if trimmed.starts_with(b"/") {
+        bail!("absolute path: refused, it would write outside the restore target");
+    }
+    for c in trimmed.split(|&b| b == b'/') {
+        match c {
+            b"" => bail!("empty path component ('//'): names must be canonical"),
+            b"." => bail!("'.' path component: names must be canonical"),
+            b".." => bail!("path with '..': refused, it would write outside the restore target"),
+            c if c.len() > MAX_COMPONENT => bail!("a path component is longer than {MAX_COMPONENT} bytes"),
+            c if c.contains(&0) => bail!("NUL byte in the name"),
+            _ => {}
+        }
+    }
+    Ok(trimmed)
+}
+
+/// A name of the stack (volume, compose key, service, project, role, tag):
+/// `[A-Za-z0-9][A-Za-z0-9_.-]*`, at most 128 bytes.
+pub fn is_plain_name(s: &str) -> bool {
+    s.len() <= 128
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// A database or role name the tool archives: `[A-Za-z0-9_][A-Za-z0-9_.-]*`, at most 63 bytes
+/// (PostgreSQL's limit); no space, quote, `=` or backslash that a client could reinterpret.
+pub fn is_db_name(s: &str) -> bool {
+    s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// A table as pg_dump `--quote-all-identifiers` names it: `"schema"."table"`, each part 1 to 63
+/// bytes without `"` or control characters, so it can stand in SQL as it is.
+pub fn is_table_name(s: &str) -> bool {
+    let part = |p: &str| {
+        let inner = p.strip_prefix('"').and_then(|p| p.strip_suffix('"'));
+        inner.is_some_and(|i| !i.is_empty() && i.len() <= 63 && !i.chars().any(|c| c == '"' || c.is_control()))
+    };
+    match s.split_once("\".\"") {
+        Some((a, b)) => part(&format!("{a}\"")) && part(&format!("\"{b}")),
+        None => false,
+    }
+}
+
+/// Free text from the metadata (reasons, versions, file names): printable, bounded.
+fn is_text(s: &str, max: usize) -> bool {
+    s.len() <= max && !s.chars().any(char::is_control)
+}
+
+/// Checks every name and value in the metadata against the documented character sets, so that
+/// nothing read from an archive can be reinterpreted by a shell, a client or SQL.
+pub fn check_metadata(m: &Metadata) -> Result<()> {
+    let bad = |what: &str, v: &str| -> Result<()> { bail!("metadata.json: {what} {v:?} is outside the allowed characters (docs/archive-format.md)") };
+    if !matches!(m.kind.as_str(), "full" | "db") {
+        bad("kind", &m.kind)?;
+    }
+    if !is_plain_name(&m.project) {
+        bad("project", &m.project)?;
+    }
+    for (what, v) in [("tag", &m.tag), ("environment", &m.environment)] {
+        if let Some(v) = v.as_deref().filter(|v| !is_plain_name(v)) {
+            bad(what, v)?;
+        }
+    }
+    for t in std::iter::once(&m.created_at).chain(&m.compose_files).chain([&m.tool_version, &m.model_sha256]) {
+        if !is_text(t, 4096) {
+            bad("text", t)?;
+        }
+    }
+    if let Some(pg) = &m.postgres {
+        check_postgres(pg)?;
+    }
+    let mut names = BTreeSet::new();
+    for v in &m.volumes {
+        for (what, s) in [("volume", &v.name), ("volume key", &v.key), ("role", &v.role), ("priority", &v.priority)] {
+            if !is_plain_name(s) {
+                bad(what, s)?;
+            }
+        }
+        if !names.insert(&v.name) || v.entry != super::volume_prefix(&v.name) {
+            bad("volume entry", &v.entry)?;
+        }
+    }
+    for s in &m.skipped {
+        if !is_text(&s.name, 256) || !is_text(&s.reason, 1024) {
+            bad("skipped entry", &s.name)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_postgres(pg: &super::PgInfo) -> Result<()> {
+    let bad = |what: &str, v: &str| -> Result<()> { bail!("metadata.json: {what} {v:?} is outside the allowed characters (docs/archive-format.md)") };
+    if !is_plain_name(&pg.service) {
+        bad("database service", &pg.service)?;
+    }
+    if !is_db_name(&pg.user) {
+        bad("database user", &pg.user)?;
+    }
+    if pg.volume.as_deref().is_some_and(|v| !is_plain_name(v)) || !is_text(&pg.server_version, 128) {
+        bad("database volume or version", &pg.server_version)?;
+    }
+    if pg.globals_entry != "postgres/globals.sql" {
+        bad("roles entry", &pg.globals_entry)?;
+    }
+    let mut entries = BTreeSet::from([pg.globals_entry.as_str()]);
+    for d in &pg.databases {
+        if !is_db_name(&d.name) {
+            bad("database name", &d.name)?;
+        }
+        if d.entry != format!("postgres/{}.sql", d.name) || !entries.insert(&d.entry) {
+            bad("dump entry", &d.entry)?;
+        }
+        if let Some(t) = d.tables.keys().find(|t| !is_table_name(t)) {
+            bad("table", t)?;
+        }
+    }
+    Ok(())
+}
+
+/// Per entry name, its fingerprint ([`Checked::fingerprint`]): what one verification saw.
+pub type Manifest = BTreeMap<Vec<u8>, [u8; 32]>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_names_only() {
+        assert_eq!(canonical(b"volumes/v/a/b", false).unwrap(), b"volumes/v/a/b");
+        assert_eq!(canonical(b"volumes/v/d/", true).unwrap(), b"volumes/v/d");
+        for (bad, rule) in [
+            (&b"/etc/passwd"[..], "absolute"),
+            (b"volumes/v/../x", "'..'"),
+            (b"volumes/v/./evil/x", "'.'"),
+            (b"volumes/v//evil/x", "empty"),
+            (b"volumes/v/x/", "only a directory"),
+            (b"", "empty"),
+        ] {
+            let err = canonical(bad, false).unwrap_err().to_string();
+            assert!(err.contains(rule), "{bad:?}: {err}");
+        }
+        assert!(canonical(b"volumes/v/d", true).is_err(), "a directory without its '/'");
+    }
+
+    #[test]
+    fn name_character_sets() {
+        assert!(is_plain_name("app-backend-media") && is_plain_name("app_1.x"));
+        assert!(!is_plain_name("-x") && !is_plain_name("a b") && !is_plain_name("a/b") && !is_plain_name(""));
+        assert!(is_db_name("app") && is_db_name("_x") && is_db_name("my-app.v2"));
+        for bad in ["host=evil port=1 dbname=x", "dbname=template1", "a b", "a'b", "x\\y", ""] {
+            assert!(!is_db_name(bad), "{bad}");
+        }
+        assert!(is_table_name("\"public\".\"items\"") && is_table_name("\"odd schema\".\"T\""));
+        for bad in ["public.items", "\"a\".\"b\"; DROP TABLE x", "\"a\"\"b\".\"c\"", "\"a\".\"\"", "\"a\""] {
+            assert!(!is_table_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Extraction from a verified archive: prefixes stripped, headers rebuilt, and an archive
+//! changed in place after verification stopped before the changed entry is completed.
+
+use super::*;
+use crate::archive::{write_metadata, ArchiveWriter, FORMAT, FORMAT_VERSION};
+
+fn meta() -> Metadata {
+    Metadata {
+        format: FORMAT.into(),
+        format_version: FORMAT_VERSION,
+        kind: "full".into(),
+        project: "p".into(),
+        compose_files: vec![],
+        model_sha256: String::new(),
+        environment: None,
+        created_at: "2026-01-01T00:00:00Z".into(),
+        tool_version: "t".into(),
+        tag: None,
+        entries: vec![],
+        postgres: None,
+        volumes: ["v", "other"]
+            .iter()
+            .map(|n| crate::archive::VolumeInfo {
+                key: n.to_string(),
+                name: n.to_string(),
+                role: "uploads".into(),
+                priority: "critical".into(),
+                driver: "local".into(),
+                labels: Default::default(),
+                entry: crate::archive::volume_prefix(n),
+                consistency: "live".into(),
+            })
+            .collect(),
+        skipped: vec![],
+    }
+}
+
+/// A volume stream as `tar -c -C ROOT .` prints it.
+fn stream(content: &[u8]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o640);
+        h.set_uid(77);
+        match link {
+            Some(l) => b.append_link(&mut h, name, l).unwrap(),
+            None => b.append_data(&mut h, name, data).unwrap(),
+        }
+    };
+    add("./", tar::EntryType::Directory, None, b"");
+    add("./f", tar::EntryType::Regular, None, content);
+    add("./h", tar::EntryType::Link, Some("./f"), b"");
+    add("./s", tar::EntryType::Symlink, Some("f"), b"");
+    b.into_inner().unwrap()
+}
+
+fn write(path: &Path, content: &[u8]) {
+    let mut w = ArchiveWriter::create(path, 1, 1).unwrap();
+    write_metadata(&mut w, &meta()).unwrap();
+    w.add_volume_tar("v", &stream(content)[..], &mut |_| {}).unwrap();
+    w.add_volume_tar("other", &stream(b"not mine")[..], &mut |_| {}).unwrap();
+    w.commit().unwrap();
+}
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("xtask-extract-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn volume_entries_strip_the_prefix_and_rebuild_headers() {
+    let dir = temp("strip");
+    let path = dir.join("a.tar.gz");
+    write(&path, b"data");
+    let v = Verified::check(Source::open(&path).unwrap(), Rules::default()).unwrap();
+    let mut out = Vec::new();
+    assert_eq!(volume_entries(&v, "v", &mut out).unwrap(), 2, "the file and its hard link");
+    let mut a = tar::Archive::new(&out[..]);
+    let got: Vec<(String, Option<String>, u64)> = a
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let link = e.link_name().unwrap().map(|l| l.to_string_lossy().into_owned());
+            (e.path().unwrap().to_string_lossy().into_owned(), link, e.header().uid().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("./".to_string(), None, 77),
+            ("f".to_string(), None, 77),
+            ("h".to_string(), Some("./f".to_string()), 77),
+            ("s".to_string(), Some("f".to_string()), 77)
+        ]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_archive_changed_after_verification_is_not_extracted() {
+    let dir = temp("changed");
+    let path = dir.join("a.tar.gz");
+    write(&path, b"the genuine content");
+    let v = Verified::check(Source::open(&path).unwrap(), Rules::default()).unwrap();
+    // Rewritten in place (same inode, same descriptor) with other content.
+    let other = dir.join("b.tar.gz");
+    write(&other, b"forged content here");
+    std::fs::write(&path, std::fs::read(&other).unwrap()).unwrap();
+    let mut out = Vec::new();
+    let err = volume_entries(&v, "v", &mut out).unwrap_err();
+    assert!(format!("{err:#}").contains("changed since the archive was verified"), "{err:#}");
+    assert!(
+        !out.windows(b"forged".len()).any(|w| w == b"forged"),
+        "the changed file's last chunk was held back"
+    );
+    // Replacing the path (rename) changes nothing: reads come from the verified descriptor.
+    write(&other, b"forged content here");
+    let v = Verified::check(Source::open(&other).unwrap(), Rules::default()).unwrap();
+    std::fs::rename(&path, &other).unwrap();
+    let mut out = Vec::new();
+    volume_entries(&v, "v", &mut out).unwrap();
+    assert!(out.windows(6).any(|w| w == b"forged"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
