@@ -137,7 +137,12 @@ const SLACK_SECONDS: i64 = 300;
 
 /// Whether the dates of a file can be trusted for ordering: its name's stamp, its metadata's
 /// `created_at` and its mtime agree, and none lies in the future.
-pub fn date_doubt(stamp: OffsetDateTime, created_at: &str, mtime: OffsetDateTime, now: OffsetDateTime) -> Option<String> {
+pub fn date_doubt(
+    stamp: OffsetDateTime,
+    created_at: &str,
+    mtime: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Option<String> {
     let Ok(declared) = OffsetDateTime::parse(created_at, &time::format_description::well_known::Rfc3339) else {
         return Some(format!("its metadata's created_at {created_at:?} is not RFC 3339"));
     };
@@ -224,11 +229,9 @@ fn describe(path: &Path, file: String, project: &str, now: OffsetDateTime) -> Op
 
 /// The newest sound archive of `project` that `wanted` accepts (never a damaged or doubtful one).
 pub fn latest(dir: &Path, project: &str, wanted: impl Fn(&ArchiveFile) -> bool) -> Result<PathBuf> {
-    scan(dir, project)?
-        .into_iter()
-        .find(|a| a.problem.is_none() && wanted(a))
-        .map(|a| a.path)
-        .with_context(|| format!("no archive of project {project} in {}; make one with `cargo xtask backup`", dir.display()))
+    scan(dir, project)?.into_iter().find(|a| a.problem.is_none() && wanted(a)).map(|a| a.path).with_context(|| {
+        format!("no archive of project {project} in {}; make one with `cargo xtask backup`", dir.display())
+    })
 }
 
 fn age(created: OffsetDateTime) -> String {
@@ -263,7 +266,10 @@ pub fn list(dir: &Path, project: &str, json: bool) -> Result<()> {
                 human_bytes(a.size_bytes),
                 a.kind.clone(),
                 a.tag.clone().unwrap_or_else(|| "-".into()),
-                a.problem.as_ref().map(|p| p.split(':').next().unwrap_or_default().to_string()).unwrap_or_else(|| a.checksums.clone()),
+                a.problem
+                    .as_ref()
+                    .map(|p| p.split(':').next().unwrap_or_default().to_string())
+                    .unwrap_or_else(|| a.checksums.clone()),
                 what.join(", "),
             ]
         })
@@ -317,7 +323,9 @@ pub fn verify(ctx: &Ctx, dir: &Path, which: Which, deep: bool, rules: archive::R
 fn verify_one(ctx: &Ctx, path: &Path, deep: bool, rules: archive::Rules) -> archive::Report {
     let src = match archive::Source::open(path) {
         Ok(s) => s,
-        Err(e) => return archive::Report { path: path.to_path_buf(), problems: vec![format!("{e:#}")], ..Default::default() },
+        Err(e) => {
+            return archive::Report { path: path.to_path_buf(), problems: vec![format!("{e:#}")], ..Default::default() }
+        }
     };
     let report = archive::verify_source(&src, rules);
     if !deep || !report.ok() {
@@ -380,7 +388,8 @@ fn deep_check(ctx: &Ctx, verified: &Verified) -> Result<()> {
         let os_user = crate::pgclient::OS_USER;
         let psql = |db: &str, stop: bool| {
             let dbname = crate::pgclient::dbname_arg(db);
-            let mut args = vec!["exec", "-i", "--user", os_user, name.as_str(), "psql", "-X", "-q", "-U", &pg.user, &dbname];
+            let mut args =
+                vec!["exec", "-i", "--user", os_user, name.as_str(), "psql", "-X", "-q", "-U", &pg.user, &dbname];
             if stop {
                 args.extend(["-v", "ON_ERROR_STOP=1"]);
             }
@@ -389,7 +398,10 @@ fn deep_check(ctx: &Ctx, verified: &Verified) -> Result<()> {
         // One value from a query.
         let psql_at = |db: &str, sql: &str| {
             let dbname = crate::pgclient::dbname_arg(db);
-            docker.query(&docker.cmd(["exec", "--user", os_user, &name, "psql", "-X", "-At", "-U", &pg.user, &dbname, "-c", sql]))
+            docker.query(
+                &docker
+                    .cmd(["exec", "--user", os_user, &name, "psql", "-X", "-At", "-U", &pg.user, &dbname, "-c", sql]),
+            )
         };
         let dir = std::env::temp_dir();
         // Roles: the cluster's own superuser exists already, so errors here are expected and ignored.

@@ -16,7 +16,9 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::archive::{self, dumpstats::DumpStats, grammar, ArchiveWriter, Metadata, PgDatabase, PgInfo, Skipped, VolumeInfo};
+use crate::archive::{
+    self, dumpstats::DumpStats, grammar, ArchiveWriter, Metadata, PgDatabase, PgInfo, Skipped, VolumeInfo,
+};
 use crate::compose::{Project, Stack};
 use crate::context::Ctx;
 use crate::docker::{Docker, DockerCmd};
@@ -301,7 +303,9 @@ fn temp_owner(name: &str) -> Option<u32> {
         return name.ends_with(".sql").then(|| digits(rest)).flatten();
     }
     let (_, pid) = name.rsplit_once(".tmp-")?;
-    (name.starts_with('.') && name.contains("_backup_") && pid.chars().all(|c| c.is_ascii_digit())).then(|| digits(pid)).flatten()
+    (name.starts_with('.') && name.contains("_backup_") && pid.chars().all(|c| c.is_ascii_digit()))
+        .then(|| digits(pid))
+        .flatten()
 }
 
 /// Partial archives and dumps left by a run that was killed: removed only when the process that
@@ -654,7 +658,8 @@ pub fn execute_locked(ctx: &Ctx, plan: &BackupPlan, opts: &Options, config_json:
         let mut writer = ArchiveWriter::create(&final_path, opts.level, threads)?;
         let meta = metadata(ctx, plan, opts, config_json, pg_info.clone(), &to_copy, &skipped)?;
         // What verify and restore will demand of the archive, demanded of it before it is written.
-        grammar::check_metadata(&meta).context("this backup cannot be archived as it is (rename what the message names)")?;
+        grammar::check_metadata(&meta)
+            .context("this backup cannot be archived as it is (rename what the message names)")?;
         archive::write_metadata(&mut writer, &meta)?;
         for (entry, file) in &dumps {
             let f = File::open(&file.path)?;

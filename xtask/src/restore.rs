@@ -104,8 +104,8 @@ pub fn plan(project: &Project, meta: &Metadata, only: &[String], force: bool) ->
     for v in &meta.volumes {
         // Only into a volume of this stack, by compose key: never a name the archive chose.
         let decl = project.volumes.iter().find(|d| d.key == v.key);
-        let chosen = only.is_empty()
-            || only.iter().any(|o| o == &v.name || o == &v.key || decl.is_some_and(|d| &d.name == o));
+        let chosen =
+            only.is_empty() || only.iter().any(|o| o == &v.name || o == &v.key || decl.is_some_and(|d| &d.name == o));
         if !chosen {
             continue;
         }
@@ -203,7 +203,10 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
     // From here on a signal does not kill the tool mid-way: it takes the way back below.
     signals::install();
     if let Some(s) = &safety {
-        ctx.ui.step(&format!("should this restore be cut off (kill -9), undo it with: cargo xtask restore {} --yes", s.display()));
+        ctx.ui.step(&format!(
+            "should this restore be cut off (kill -9), undo it with: cargo xtask restore {} --yes",
+            s.display()
+        ));
     }
     // 3. Replace, with only the services that use the volumes stopped.
     let mut guard = ServiceGuard::new(docker, &ctx.stack);
@@ -216,7 +219,9 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
             (Ok(msg), Ok(())) => e.context(format!("the restore failed; {msg}")),
             (Err(b), _) | (_, Err(b)) => e.context(format!(
                 "the restore failed and so did the way back ({b:#}); the state before it is in {}",
-                safety.map(|s| format!("{}: cargo xtask restore {} --yes", s.display(), s.display())).unwrap_or_else(|| "no safety backup".into())
+                safety
+                    .map(|s| format!("{}: cargo xtask restore {} --yes", s.display(), s.display()))
+                    .unwrap_or_else(|| "no safety backup".into())
             )),
         });
     }

@@ -38,7 +38,10 @@ pub enum Place {
     /// A database dump named by the metadata (`postgres/<name>.sql`).
     Dump,
     /// Inside volume `volume`; `rel` is the path below its root (empty for the root itself).
-    Volume { volume: String, rel: Vec<u8> },
+    Volume {
+        volume: String,
+        rel: Vec<u8>,
+    },
 }
 
 /// One entry as the grammar accepted it: everything an extraction needs, from the parsed
@@ -129,9 +132,9 @@ impl Grammar {
             bail!("a {kind:?} entry carries {size} bytes of data; only regular files may");
         }
         let link = entry.link_name_bytes().map(|l| l.into_owned());
-        // An empty owner or time field (this tool's own files have none) reads as 0.
+        // An empty owner, mode or time field (this tool's own files have no owner) reads as 0.
         let (uid, gid, mtime) = (h.uid().unwrap_or(0), h.gid().unwrap_or(0), h.mtime().unwrap_or(0));
-        let mode = h.mode()? & 0o7777;
+        let mode = h.mode().unwrap_or(0) & 0o7777;
         let name = canonical(raw, kind == Kind::Dir)?.to_vec();
         let place = self.place(&name, kind, size, link.as_deref())?;
         if !self.seen.insert(name.clone()) {
@@ -300,7 +303,9 @@ fn is_text(s: &str, max: usize) -> bool {
 /// Checks every name and value in the metadata against the documented character sets, so that
 /// nothing read from an archive can be reinterpreted by a shell, a client or SQL.
 pub fn check_metadata(m: &Metadata) -> Result<()> {
-    let bad = |what: &str, v: &str| -> Result<()> { bail!("metadata.json: {what} {v:?} is outside the allowed characters (docs/archive-format.md)") };
+    let bad = |what: &str, v: &str| -> Result<()> {
+        bail!("metadata.json: {what} {v:?} is outside the allowed characters (docs/archive-format.md)")
+    };
     if !matches!(m.kind.as_str(), "full" | "db") {
         bad("kind", &m.kind)?;
     }
@@ -340,7 +345,9 @@ pub fn check_metadata(m: &Metadata) -> Result<()> {
 }
 
 fn check_postgres(pg: &super::PgInfo) -> Result<()> {
-    let bad = |what: &str, v: &str| -> Result<()> { bail!("metadata.json: {what} {v:?} is outside the allowed characters (docs/archive-format.md)") };
+    let bad = |what: &str, v: &str| -> Result<()> {
+        bail!("metadata.json: {what} {v:?} is outside the allowed characters (docs/archive-format.md)")
+    };
     if !is_plain_name(&pg.service) {
         bad("database service", &pg.service)?;
     }

@@ -552,12 +552,14 @@ fn read_entry<R: Read>(
         match &c.place {
             grammar::Place::Metadata | grammar::Place::Checksums => text.extend_from_slice(&buf[..n]),
             grammar::Place::Dump => stats.feed(&buf[..n]),
-            grammar::Place::Volume { volume, .. } => *report.volume_bytes.entry(volume.clone()).or_default() += n as u64,
+            grammar::Place::Volume { volume, .. } => {
+                *report.volume_bytes.entry(volume.clone()).or_default() += n as u64
+            }
         }
         report.bytes += n as u64;
     }
     let digest: [u8; 32] = hasher.finalize().into();
-    report.files += 1;
+    report.files += u64::from(c.place != grammar::Place::Checksums);
     match &c.place {
         grammar::Place::Metadata => {
             let meta = parse_metadata(&text)?;

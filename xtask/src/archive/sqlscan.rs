@@ -201,7 +201,9 @@ impl SqlScan {
         let lower = line.to_ascii_lowercase();
         let mentions = lower.windows(27).any(|w| w == b"standard_conforming_strings");
         if mentions && line != b"SET standard_conforming_strings = on;" {
-            self.refuse("changes standard_conforming_strings (only `SET standard_conforming_strings = on;` is allowed)");
+            self.refuse(
+                "changes standard_conforming_strings (only `SET standard_conforming_strings = on;` is allowed)",
+            );
         }
     }
 }

@@ -225,12 +225,22 @@ fn unsafe_or_incomplete_archives_fail_with_the_entry_named() {
         ),
         ("dot", vec![root, (b"volumes/vol/./evil/x", f, b"x", None)], true, "'.' path component"),
         ("slashes", vec![root, (b"volumes/vol//evil/x", f, b"x", None)], true, "empty path component"),
-        ("hardlink", vec![root, (b"volumes/vol/h", tar::EntryType::Link, b"", Some(b"/etc/shadow"))], true, "hard link"),
+        (
+            "hardlink",
+            vec![root, (b"volumes/vol/h", tar::EntryType::Link, b"", Some(b"/etc/shadow"))],
+            true,
+            "hard link",
+        ),
         ("unlisted", vec![root, (b"volumes/other/x", f, b"x", None)], true, "not listed"),
         ("nosums", vec![root, (b"volumes/vol/x", f, b"x", None)], false, "SHA256SUMS is missing"),
         ("dirdata", vec![(b"volumes/vol/", tar::EntryType::Directory, b"hidden tar", None)], true, "carries 10 bytes"),
         ("device", vec![root, (b"volumes/vol/sda", tar::EntryType::Block, b"", None)], true, "--allow-special-files"),
-        ("duplicate", vec![root, (b"volumes/vol/x", f, b"1", None), (b"volumes/vol/x", f, b"2", None)], true, "appears twice"),
+        (
+            "duplicate",
+            vec![root, (b"volumes/vol/x", f, b"1", None), (b"volumes/vol/x", f, b"2", None)],
+            true,
+            "appears twice",
+        ),
         ("noroot", vec![(b"volumes/vol/x", f, b"x", None)], true, "not an earlier directory"),
         ("stray", vec![root, (b"postgres/app.sql", f, b"x", None)], true, "database dump"),
     ];
@@ -304,7 +314,8 @@ fn entries_after_the_checksums_pax_headers_and_huge_metadata_are_refused() {
     assert!(problems(&path).contains("after SHA256SUMS"));
     // A PAX header (whose size could differ from the ustar one).
     let path = dir.join("pax.tar.gz");
-    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(File::create(&path).unwrap(), flate2::Compression::fast()));
+    let mut b =
+        tar::Builder::new(flate2::write::GzEncoder::new(File::create(&path).unwrap(), flate2::Compression::fast()));
     let mut h = tar::Header::new_ustar();
     h.set_size(m.len() as u64);
     h.set_mode(0o600);
@@ -331,7 +342,11 @@ fn entries_after_the_checksums_pax_headers_and_huge_metadata_are_refused() {
         server_version: "15".into(),
         user: "app".into(),
         globals_entry: "postgres/globals.sql".into(),
-        databases: vec![PgDatabase { name: "host=evil dbname=x".into(), entry: "postgres/x.sql".into(), tables: BTreeMap::new() }],
+        databases: vec![PgDatabase {
+            name: "host=evil dbname=x".into(),
+            entry: "postgres/x.sql".into(),
+            tables: BTreeMap::new(),
+        }],
     });
     let path = dir.join("dbname.tar.gz");
     raw_archive(&path, &serde_json::to_vec(&bad).unwrap(), &[root], true);

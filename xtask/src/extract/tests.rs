@@ -114,10 +114,7 @@ fn an_archive_changed_after_verification_is_not_extracted() {
     let mut out = Vec::new();
     let err = volume_entries(&v, "v", &mut out).unwrap_err();
     assert!(format!("{err:#}").contains("changed since the archive was verified"), "{err:#}");
-    assert!(
-        !out.windows(b"forged".len()).any(|w| w == b"forged"),
-        "the changed file's last chunk was held back"
-    );
+    assert!(!out.windows(b"forged".len()).any(|w| w == b"forged"), "the changed file's last chunk was held back");
     // Replacing the path (rename) changes nothing: reads come from the verified descriptor.
     write(&other, b"forged content here");
     let v = Verified::check(Source::open(&other).unwrap(), Rules::default()).unwrap();
