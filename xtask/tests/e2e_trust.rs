@@ -1,0 +1,414 @@
+//! Archives are a trust boundary, on the live engine. A generator derives each attack from a
+//! genuine archive of a test stack (as someone with write access to the backup directory
+//! would, rewriting SHA256SUMS to match), and for each: `verify` exits 1 naming the entry and
+//! the rule, `restore --yes` exits 1, and the volumes, databases, a volume outside the stack
+//! and the host are exactly as before; no connection leaves for the address a crafted database
+//! name points at; no file appears in the database container. The genuine archive still
+//! verifies and restores. Then SIGTERM in the middle of a restore takes the way back.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use sha2::{Digest, Sha256};
+
+/// One entry of an archive, editable.
+#[derive(Clone)]
+struct Entry {
+    header: tar::Header,
+    name: Vec<u8>,
+    link: Option<Vec<u8>>,
+    data: Vec<u8>,
+}
+
+fn load(path: &Path) -> Vec<Entry> {
+    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap()));
+    let mut out = Vec::new();
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        out.push(Entry {
+            header: e.header().clone(),
+            name: e.path_bytes().into_owned(),
+            link: e.link_name_bytes().map(|l| l.into_owned()),
+            data,
+        });
+    }
+    out
+}
+
+/// Writes the entries with raw names (up to 100 bytes, so non-canonical names survive) and,
+/// like a forger would, a SHA256SUMS that matches the regular files.
+fn save(path: &Path, mut entries: Vec<Entry>, rewrite_sums: bool) {
+    if rewrite_sums {
+        let mut sums = Vec::new();
+        for e in entries.iter().filter(|e| e.header.entry_type() == tar::EntryType::Regular && e.name != b"SHA256SUMS")
+        {
+            sums.extend_from_slice(format!("{:x}  ", Sha256::digest(&e.data)).as_bytes());
+            sums.extend_from_slice(&e.name);
+            sums.push(b'\n');
+        }
+        // In its place: an entry appended after it stays after it.
+        entries.iter_mut().find(|e| e.name == b"SHA256SUMS").expect("SHA256SUMS").data = sums;
+    }
+    let gz = flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::fast());
+    let mut b = tar::Builder::new(gz);
+    for e in entries {
+        let mut h = e.header.clone();
+        if e.name.len() <= 100 && e.link.as_ref().is_none_or(|l| l.len() <= 100) {
+            let gnu = h.as_gnu_mut().expect("gnu header");
+            gnu.name = [0; 100];
+            gnu.name[..e.name.len()].copy_from_slice(&e.name);
+            if let Some(l) = &e.link {
+                gnu.linkname = [0; 100];
+                gnu.linkname[..l.len()].copy_from_slice(l);
+            }
+            h.set_size(e.data.len() as u64);
+            h.set_cksum();
+            b.append(&h, &e.data[..]).unwrap();
+        } else {
+            let name = PathBuf::from(String::from_utf8(e.name).unwrap());
+            match e.link {
+                Some(l) => b.append_link(&mut h, &name, String::from_utf8(l).unwrap()).unwrap(),
+                None => b.append_data(&mut h, &name, &e.data[..]).unwrap(),
+            }
+        }
+    }
+    b.into_inner().unwrap().finish().unwrap();
+}
+
+fn file(name: &str, data: &[u8]) -> Entry {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o600);
+    h.set_size(data.len() as u64);
+    Entry { header: h, name: name.as_bytes().to_vec(), link: None, data: data.to_vec() }
+}
+
+fn special(name: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8]) -> Entry {
+    let mut e = file(name, data);
+    e.header.set_entry_type(kind);
+    e.link = link.map(|l| l.as_bytes().to_vec());
+    e
+}
+
+fn edit_metadata(entries: &mut [Entry], f: impl FnOnce(&mut serde_json::Value)) {
+    let mut m: serde_json::Value = serde_json::from_slice(&entries[0].data).unwrap();
+    f(&mut m);
+    entries[0].data = serde_json::to_vec_pretty(&m).unwrap();
+}
+
+fn insert_before_sums(entries: &mut Vec<Entry>, e: Entry) {
+    let at = entries.iter().position(|x| x.name == b"SHA256SUMS").unwrap();
+    entries.insert(at, e);
+}
+
+/// Everything an attack must leave as it was.
+#[derive(Debug, PartialEq)]
+struct World {
+    media: String,
+    victim: String,
+    items: String,
+    databases: String,
+    db_tmp: String,
+}
+
+fn listing(volume: &str) -> String {
+    docker_ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{volume}:/v:ro"),
+        "xtask-test/busybox:local",
+        "sh",
+        "-c",
+        "cd /v && find . -exec stat -c '%n|%a|%u|%g|%F|%s' {} + | sort && find . -type f -exec sha256sum {} + | sort",
+    ])
+}
+
+fn world(stack: &TestStack, victim: &str) -> World {
+    let db = format!("{}-db-1", stack.project);
+    World {
+        media: listing(&stack.volume("backend-media")),
+        victim: listing(victim),
+        items: psql(&db, "app", "SELECT count(*) || ':' || md5(string_agg(i::text, ',' ORDER BY id)) FROM items i"),
+        databases: psql(&db, "postgres", "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database"),
+        db_tmp: docker_ok(&["exec", &db, "sh", "-c", "ls -a /tmp /var/lib/postgresql; ls -a / | sort"]),
+    }
+}
+
+/// A volume outside the stack, with content an attack must not touch; removed when dropped.
+struct Victim(String);
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        let _ = docker(&["volume", "rm", "--force", &self.0]);
+    }
+}
+
+#[test]
+fn crafted_archives_are_refused_and_change_nothing() {
+    if !engine() {
+        return;
+    }
+    let stack = TestStack::sample("trust");
+    let dir = TempDir::new("trust");
+    let victim = Victim(format!("{}-victim", stack.project.replace("xt-", "xv-")));
+    docker_ok(&["volume", "create", &victim.0]);
+    docker_ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{}:/v", victim.0),
+        "xtask-test/busybox:local",
+        "sh",
+        "-c",
+        "echo precious > /v/keep",
+    ]);
+    stack.xtask_ok(&["up", "db", "backend"]);
+    let db = format!("{}-db-1", stack.project);
+    psql(&db, "app", "CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items SELECT g, 'n' || g FROM generate_series(1, 300) g;");
+    let backend = format!("{}-backend-1", stack.project);
+    docker_ok(&["exec", &backend, "sh", "-c", "mkdir -p /app/media/sub && echo upload > /app/media/sub/a.txt"]);
+    let own = dir.0.join("made-by-the-tool");
+    let genuine = stack.xtask_json(&["backup", "--output-dir", own.to_str().unwrap(), "--json", "--level", "1"]);
+    let genuine = PathBuf::from(genuine["path"].as_str().unwrap());
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&own).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o700, "a directory the tool creates is private");
+    let before = world(&stack, &victim.0);
+    let entries = load(&genuine);
+    let media = format!("volumes/{}", stack.volume("backend-media"));
+
+    // Where a crafted connection string would send the password: a listener on the stack's gateway.
+    let listener = TcpListener::bind("0.0.0.0:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let gateway = docker_ok(&[
+        "network",
+        "inspect",
+        &format!("{}_default", stack.project),
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+    ]);
+    let conn = format!("host={} port={port} dbname=app", gateway.trim());
+
+    let attacks: Vec<(&str, Box<dyn Fn(&mut Vec<Entry>)>, &str)> = vec![
+        (
+            "connection-string",
+            Box::new(|e| edit_metadata(e, |m| m["postgres"]["databases"][0]["name"] = conn.clone().into())),
+            "outside the allowed characters",
+        ),
+        (
+            "template1",
+            Box::new(|e| edit_metadata(e, |m| m["postgres"]["databases"][0]["name"] = "dbname=template1".into())),
+            "outside the allowed characters",
+        ),
+        (
+            "table-sql",
+            Box::new(|e| {
+                edit_metadata(e, |m| {
+                    let t = m["postgres"]["databases"]
+                        .as_array_mut()
+                        .unwrap()
+                        .iter_mut()
+                        .find(|d| d["name"] == "app")
+                        .unwrap();
+                    t["tables"] = serde_json::json!({"\"public\".\"items\"; DROP TABLE items; --": 300});
+                })
+            }),
+            "table",
+        ),
+        (
+            "dir-with-data",
+            Box::new(|e| {
+                insert_before_sums(
+                    e,
+                    special(&format!("{media}/hidden/"), tar::EntryType::Directory, None, b"a hidden tar stream"),
+                )
+            }),
+            "carries 19 bytes",
+        ),
+        (
+            "device",
+            Box::new(|e| insert_before_sums(e, special(&format!("{media}/sda"), tar::EntryType::Block, None, b""))),
+            "--allow-special-files",
+        ),
+        (
+            "fifo",
+            Box::new(|e| insert_before_sums(e, special(&format!("{media}/pipe"), tar::EntryType::Fifo, None, b""))),
+            "--allow-special-files",
+        ),
+        (
+            "duplicate-dump",
+            Box::new(|e| {
+                let dump = e.iter().find(|x| x.name == b"postgres/app.sql").unwrap().clone();
+                let mut evil = dump.clone();
+                evil.data = b"DROP TABLE items;\n".to_vec();
+                let at = e.iter().position(|x| x.name == b"postgres/app.sql").unwrap();
+                e.insert(at, evil);
+            }),
+            "appears twice",
+        ),
+        (
+            "dot-component",
+            Box::new(|e| insert_before_sums(e, file(&format!("{media}/./sub/x"), b"x"))),
+            "'.' path component",
+        ),
+        (
+            "double-slash",
+            Box::new(|e| insert_before_sums(e, file(&format!("{media}//sub/x"), b"x"))),
+            "empty path component",
+        ),
+        (
+            "dotdot",
+            Box::new(|e| insert_before_sums(e, file(&format!("{media}/../../../tmp/xtask-pwned"), b"x"))),
+            "'..'",
+        ),
+        (
+            "symlink-escape",
+            Box::new(|e| {
+                insert_before_sums(e, special(&format!("{media}/esc"), tar::EntryType::Symlink, Some("/"), b""));
+                insert_before_sums(e, file(&format!("{media}/esc/tmp/xtask-pwned"), b"x"));
+            }),
+            "not an earlier directory entry",
+        ),
+        (
+            "hardlink-out",
+            Box::new(|e| {
+                insert_before_sums(e, special(&format!("{media}/h"), tar::EntryType::Link, Some("/etc/shadow"), b""))
+            }),
+            "hard link",
+        ),
+        (
+            "shell-in-dump",
+            Box::new(|e| {
+                let d = e.iter_mut().find(|x| x.name == b"postgres/app.sql").unwrap();
+                let at = d.data.windows(4).position(|w| w == b"\nSET").unwrap() + 1;
+                d.data.splice(at..at, b"\\! touch /tmp/pwned\n".iter().copied());
+            }),
+            "psql meta-command",
+        ),
+        (
+            "copy-program",
+            Box::new(|e| {
+                let d = e.iter_mut().find(|x| x.name == b"postgres/app.sql").unwrap();
+                let at = d.data.windows(4).position(|w| w == b"\nSET").unwrap() + 1;
+                d.data.splice(at..at, b"COPY (SELECT 1) TO PROGRAM 'touch /tmp/pwned';\n".iter().copied());
+            }),
+            "PROGRAM",
+        ),
+        ("huge-metadata", Box::new(|e| e[0].data.extend(std::iter::repeat_n(b' ', 17 << 20))), "at most 16 MiB"),
+        ("after-sums", Box::new(|e| e.push(file(&format!("{media}/late"), b"late"))), "after SHA256SUMS"),
+        (
+            "stray-top-level",
+            Box::new(|e| insert_before_sums(e, file("etc/cron.d/x", b"* * * * * root id"))),
+            "outside metadata.json",
+        ),
+    ];
+    for (name, attack, rule) in &attacks {
+        let mut crafted = entries.clone();
+        attack(&mut crafted);
+        let path = dir.0.join(format!("crafted-{name}.tar.gz"));
+        save(&path, crafted, true);
+        let (ok, _, err) = stack.xtask(&["verify", path.to_str().unwrap(), "--output-dir", dir.s()]);
+        assert!(!ok, "{name}: verify passed");
+        assert!(
+            err.contains(rule) && err.contains("entry") || err.contains(rule) && err.contains("metadata"),
+            "{name}: {err}"
+        );
+        let (ok, _, err) = stack.xtask(&["restore", path.to_str().unwrap(), "--yes", "--output-dir", dir.s()]);
+        assert!(!ok, "{name}: restore passed");
+        assert!(err.contains("failed verification") && err.contains(rule), "{name}: {err}");
+        assert_eq!(world(&stack, &victim.0), before, "{name}: something changed");
+    }
+
+    // Content altered without rewriting SHA256SUMS: a checksum mismatch.
+    let mut altered = entries.clone();
+    altered.iter_mut().find(|x| x.name.ends_with(b"sub/a.txt")).unwrap().data = b"forged\n".to_vec();
+    let path = dir.0.join("crafted-altered.tar.gz");
+    save(&path, altered, false);
+    let (ok, _, err) = stack.xtask(&["verify", path.to_str().unwrap(), "--output-dir", dir.s()]);
+    assert!(!ok && err.contains("sub/a.txt") && err.contains("checksum mismatch"), "{err}");
+
+    // A volume outside the stack in a well-formed archive: restore refuses, the volume is untouched.
+    let mut outside = entries.clone();
+    edit_metadata(&mut outside, |m| {
+        let vols = m["volumes"].as_array_mut().unwrap();
+        let mut v = vols.iter().find(|v| v["key"] == "app-backend-media").unwrap().clone();
+        v["key"] = "intruder".into();
+        v["name"] = victim.0.clone().into();
+        v["entry"] = format!("volumes/{}/", victim.0).into();
+        vols.push(v);
+    });
+    insert_before_sums(&mut outside, special(&format!("volumes/{}/", victim.0), tar::EntryType::Directory, None, b""));
+    insert_before_sums(&mut outside, file(&format!("volumes/{}/keep", victim.0), b"overwritten\n"));
+    let path = dir.0.join("crafted-outside.tar.gz");
+    save(&path, outside, true);
+    let (ok, _, err) =
+        stack.xtask(&["restore", path.to_str().unwrap(), "--yes", "--no-safety-backup", "--output-dir", dir.s()]);
+    assert!(!ok && err.contains(&victim.0) && err.contains("not a volume of this stack"), "{err}");
+    assert_eq!(world(&stack, &victim.0), before, "outside: something changed");
+
+    // A FIFO where an archive should be.
+    let fifo = dir.0.join("fifo.tar.gz");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let (ok, _, err) = stack.xtask(&["verify", fifo.to_str().unwrap(), "--output-dir", dir.s()]);
+    assert!(!ok && err.contains("not a regular file"), "{err}");
+    std::fs::remove_file(&fifo).unwrap();
+
+    assert!(listener.accept().is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock), "a connection arrived");
+    assert!(!Path::new("/tmp/xtask-pwned").exists() && !Path::new("/tmp/pwned").exists());
+
+    // The genuine archive still verifies and restores, with the dumps loaded as the postgres user.
+    stack.xtask_ok(&["verify", genuine.to_str().unwrap(), "--output-dir", dir.s()]);
+    psql(&db, "app", "DELETE FROM items WHERE id > 100");
+    stack.xtask_ok(&["restore", genuine.to_str().unwrap(), "--yes", "--output-dir", dir.s()]);
+    let after = world(&stack, &victim.0);
+    assert_eq!((after.items, after.media, after.victim), (before.items, before.media, before.victim));
+}
+
+#[test]
+fn sigterm_during_restore_takes_the_way_back() {
+    if !engine() {
+        return;
+    }
+    let stack = TestStack::sample("sigterm");
+    let dir = TempDir::new("sigterm");
+    stack.xtask_ok(&["up", "db", "backend"]);
+    let backend = format!("{}-backend-1", stack.project);
+    docker_ok(&["exec", &backend, "sh", "-c", "head -c 209715200 /dev/urandom > /app/media/big.bin"]);
+    let old = stack.xtask_json(&["backup", "--output-dir", dir.s(), "--json", "--level", "1"]);
+    docker_ok(&["exec", &backend, "sh", "-c", "rm /app/media/big.bin && echo current > /app/media/current.txt"]);
+    let db = format!("{}-db-1", stack.project);
+    psql(&db, "app", "CREATE TABLE now_only (id int); INSERT INTO now_only VALUES (1), (2)");
+    let before = listing(&stack.volume("backend-media"));
+
+    let mut child = stack.spawn(&["restore", old["path"].as_str().unwrap(), "--yes", "--output-dir", dir.s()]);
+    let mut stderr = child.stderr.take().unwrap();
+    // Wait until the refill is under way (the undo hint is printed right before it), then SIGTERM.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("should this restore be cut off") {
+        let n = stderr.read(&mut buf).unwrap();
+        assert!(n > 0, "restore ended early: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert!(child.try_wait().unwrap().is_none(), "the restore was still running when signalled");
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    stderr.read_to_end(&mut seen).unwrap();
+    let text = String::from_utf8_lossy(&seen);
+    assert!(!status.success(), "an interrupted restore exits non-zero: {text}");
+    assert!(text.contains("interrupted") && text.contains("restored from the safety backup"), "{text}");
+    assert_eq!(listing(&stack.volume("backend-media")), before, "the volume is as before the restore");
+    assert_eq!(psql(&db, "app", "SELECT count(*) FROM now_only"), "2", "the database is as before");
+    let state = docker_ok(&["inspect", "-f", "{{.State.Running}}", &backend]);
+    assert_eq!(state.trim(), "true", "the stopped service was started again");
+    let _ = std::io::stdout().flush();
+}
