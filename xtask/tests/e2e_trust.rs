@@ -108,6 +108,9 @@ fn insert_before_sums(entries: &mut Vec<Entry>, e: Entry) {
     entries.insert(at, e);
 }
 
+/// An edit of a genuine archive's entries.
+type Attack<'a> = dyn Fn(&mut Vec<Entry>) + 'a;
+
 /// Everything an attack must leave as it was.
 #[derive(Debug, PartialEq)]
 struct World {
@@ -197,7 +200,7 @@ fn crafted_archives_are_refused_and_change_nothing() {
     ]);
     let conn = format!("host={} port={port} dbname=app", gateway.trim());
 
-    let attacks: Vec<(&str, Box<dyn Fn(&mut Vec<Entry>)>, &str)> = vec![
+    let attacks: Vec<(&str, Box<Attack>, &str)> = vec![
         (
             "connection-string",
             Box::new(|e| edit_metadata(e, |m| m["postgres"]["databases"][0]["name"] = conn.clone().into())),
