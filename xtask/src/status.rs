@@ -35,7 +35,7 @@ pub struct BackupFile {
 
 /// The newest archive of `project` in `dir` (files this tool wrote, read by their metadata).
 pub fn newest_backup(dir: &Path, project: &str) -> Option<BackupFile> {
-    let newest = crate::archives::scan(dir, project).ok()?.into_iter().next()?;
+    let newest = crate::archives::scan(dir, project).ok()?.into_iter().find(|a| a.problem.is_none())?;
     Some(BackupFile { path: newest.path, size_bytes: newest.size_bytes })
 }
 
