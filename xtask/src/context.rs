@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
 
-use crate::compose::{Selection, Stack};
-use crate::docker::Docker;
+use crate::engine::docker::Docker;
+use crate::model::compose::{Selection, Stack};
 use crate::ui::Ui;
 
 pub struct Ctx {

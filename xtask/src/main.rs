@@ -1,30 +1,13 @@
 //! `cargo xtask`: owns the persistent data of the project's Docker Compose stack.
 //! This file only parses the command line and dispatches; each task family has its module.
 
-mod archive;
-mod archives;
-mod backup;
-mod clean;
-mod compose;
-mod context;
-mod docker;
-mod extract;
-mod lock;
-mod pgclient;
-mod plan;
-mod restore;
-mod roles;
-mod services;
-mod signals;
-mod stack;
-mod status;
-mod ui;
-mod volumes;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use xtask::model::compose;
+use xtask::tasks::{backup, catalog as archives, clean, restore, stack, status, volumes};
+use xtask::{archive, context};
 
 /// Back up, verify, restore and clean the named volumes of the project's Docker Compose stack.
 #[derive(Parser)]

@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 
-use crate::docker::{Docker, DockerCmd};
+use crate::engine::docker::{Docker, DockerCmd};
 use crate::ui::Ui;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -39,7 +39,7 @@ pub fn interrupted() -> bool {
 pub struct Suspended(());
 
 impl Suspended {
-    pub fn new() -> Suspended {
+    pub fn begin() -> Suspended {
         SUSPENDED.store(true, Ordering::SeqCst);
         Suspended(())
     }

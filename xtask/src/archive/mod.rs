@@ -4,6 +4,7 @@
 //! name, fsync, rename; removed on error) and reading one back to verify it.
 
 pub mod dumpstats;
+pub mod extract;
 pub mod grammar;
 pub mod pgz;
 pub mod sqlscan;

@@ -8,19 +8,19 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use crate::archive::extract::{self, Verified};
 use crate::archive::{Metadata, PgDatabase, Report, Rules, Source};
-use crate::archives;
-use crate::backup;
-use crate::compose::Project;
 use crate::context::Ctx;
-use crate::docker::Docker;
-use crate::extract::{self, Verified};
+use crate::engine::docker::Docker;
+use crate::engine::postgres;
+use crate::engine::services::ServiceGuard;
 use crate::lock::Lock;
-use crate::pgclient;
-use crate::services::ServiceGuard;
+use crate::model::compose::Project;
 use crate::signals;
+use crate::tasks::backup;
+use crate::tasks::catalog;
+use crate::tasks::volumes;
 use crate::ui::{confirm, human_bytes, Confirm};
-use crate::volumes;
 
 /// The tag of the safety backups restore takes; `--latest` passes over them.
 pub const SAFETY_TAG: &str = "pre-restore";
@@ -168,7 +168,7 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
     let dir = backup::prepare_dir(&opts.dir)?;
     let path = match &opts.archive {
         Some(p) => p.clone(),
-        None => archives::latest(&dir, &ctx.stack.name, |a| a.tag.as_deref() != Some(SAFETY_TAG))?,
+        None => catalog::latest(&dir, &ctx.stack.name, |a| a.tag.as_deref() != Some(SAFETY_TAG))?,
     };
     // 1. Verify first, from the one descriptor every later read uses: a bad archive is refused
     //    before anything is touched, and a file swapped after this check is never read.
@@ -340,7 +340,7 @@ fn replace_uninterruptible(
     guard: &mut ServiceGuard,
     created: &mut Vec<String>,
 ) -> Result<()> {
-    let _calm = signals::Suspended::new();
+    let _calm = signals::Suspended::begin();
     replace(ctx, verified, plan, dir, guard, created)
 }
 
@@ -402,8 +402,8 @@ fn restore_volume(
 fn restore_db(ctx: &Ctx, docker: &Docker, verified: &Verified, db: &DbRestore, dir: &Path) -> Result<()> {
     let secret = db.password.as_deref().map(|p| ("PGPASSWORD", p));
     let psql = |database: &str, extra: &[&str]| {
-        let dbname = pgclient::dbname_arg(database);
-        let mut args = vec!["exec", "-T", "--user", pgclient::OS_USER];
+        let dbname = postgres::dbname_arg(database);
+        let mut args = vec!["exec", "-T", "--user", postgres::OS_USER];
         if secret.is_some() {
             args.extend(["-e", "PGPASSWORD"]);
         }
@@ -455,7 +455,7 @@ fn restore_db(ctx: &Ctx, docker: &Docker, verified: &Verified, db: &DbRestore, d
 mod tests {
     use super::*;
     use crate::archive;
-    use crate::compose::Selection;
+    use crate::model::compose::Selection;
 
     fn sample() -> Project {
         Selection::default().resolve(&BTreeMap::new()).unwrap().parse_offline().unwrap()

@@ -6,8 +6,8 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::context::Ctx;
+use crate::tasks::volumes;
 use crate::ui::{human_bytes, table};
-use crate::volumes;
 
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -35,7 +35,7 @@ pub struct BackupFile {
 
 /// The newest archive of `project` in `dir` (files this tool wrote, read by their metadata).
 pub fn newest_backup(dir: &Path, project: &str) -> Option<BackupFile> {
-    let newest = crate::archives::scan(dir, project).ok()?.into_iter().find(|a| a.problem.is_none())?;
+    let newest = crate::tasks::catalog::scan(dir, project).ok()?.into_iter().find(|a| a.problem.is_none())?;
     Some(BackupFile { path: newest.path, size_bytes: newest.size_bytes })
 }
 
@@ -43,12 +43,12 @@ pub fn status(ctx: &Ctx) -> Result<Status> {
     let docker = ctx.docker()?;
     let inventory = volumes::inventory(ctx)?;
     let model = volumes::model(ctx)?;
-    let entries = crate::services::ps(docker, &ctx.stack)?;
+    let entries = crate::engine::services::ps(docker, &ctx.stack)?;
     let services = model
         .services
         .iter()
         .map(|s| {
-            let mine: Vec<&crate::services::PsEntry> = entries.iter().filter(|e| e.service == s.name).collect();
+            let mine: Vec<&crate::engine::services::PsEntry> = entries.iter().filter(|e| e.service == s.name).collect();
             ServiceStatus {
                 service: s.name.clone(),
                 state: mine.first().map(|e| e.state.clone()).unwrap_or_else(|| "not created".into()),
@@ -61,7 +61,7 @@ pub fn status(ctx: &Ctx) -> Result<Status> {
         project: ctx.stack.name.clone(),
         services,
         volumes: inventory,
-        newest_backup: newest_backup(&crate::archives::default_dir(), &ctx.stack.name),
+        newest_backup: newest_backup(&crate::tasks::catalog::default_dir(), &ctx.stack.name),
     })
 }
 
@@ -86,7 +86,7 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<()> {
     );
     match &st.newest_backup {
         Some(b) => println!("Newest backup: {} ({})", b.path.display(), human_bytes(b.size_bytes)),
-        None => println!("Newest backup: none in {}", crate::archives::default_dir().display()),
+        None => println!("Newest backup: none in {}", crate::tasks::catalog::default_dir().display()),
     }
     Ok(())
 }

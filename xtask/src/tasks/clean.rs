@@ -10,14 +10,14 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::compose::{Project, Stack};
 use crate::context::Ctx;
-use crate::docker::Docker;
+use crate::engine::docker::Docker;
 use crate::lock::Lock;
+use crate::model::compose::{Project, Stack};
+use crate::model::roles::{self, Priority, Role, ROLES};
 use crate::plan::Plan;
-use crate::roles::{self, Priority, Role, ROLES};
+use crate::tasks::{backup, status, volumes};
 use crate::ui::{confirm, human_bytes, Confirm};
-use crate::{backup, status, volumes};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Clean {
@@ -251,7 +251,7 @@ fn describe(plan: &CleanPlan, sizes: &BTreeMap<String, u64>, dir: &Path, project
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compose::Selection;
+    use crate::model::compose::Selection;
 
     fn setup() -> (Stack, Project, Vec<String>) {
         let stack = Selection::default().resolve(&BTreeMap::new()).unwrap();

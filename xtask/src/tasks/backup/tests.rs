@@ -1,7 +1,7 @@
 //! Backup planning on the sample stack's model: which volumes go in, which are skipped and why.
 
 use super::*;
-use crate::compose::Selection;
+use crate::model::compose::Selection;
 
 fn sample() -> Project {
     let s = Selection::default().resolve(&BTreeMap::new()).unwrap();

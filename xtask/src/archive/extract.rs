@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::archive::grammar::{self, Checked, Grammar, Kind, Place};
 use crate::archive::{Metadata, Report, Rules, Source};
-use crate::docker::{Docker, DockerCmd};
+use crate::engine::docker::{Docker, DockerCmd};
 
 /// An archive that passed verification, with the open descriptor it was read from.
 pub struct Verified {

@@ -11,9 +11,9 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::archive::extract::Verified;
 use crate::archive::{self, grammar, Metadata};
 use crate::context::Ctx;
-use crate::extract::Verified;
 use crate::ui::{human_bytes, table, Ui};
 
 #[derive(Debug, Clone, Serialize)]
@@ -43,7 +43,7 @@ pub fn default_dir() -> PathBuf {
     std::env::var_os("XTASK_BACKUP_DIR")
         .filter(|s| !s.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| crate::compose::workspace_root().join("backups"))
+        .unwrap_or_else(|| crate::model::compose::workspace_root().join("backups"))
 }
 
 /// The result of the last `verify`, kept beside the archive as `.<file>.verified`.
@@ -342,7 +342,7 @@ fn verify_one(ctx: &Ctx, path: &Path, deep: bool, rules: archive::Rules) -> arch
 
 /// Removes a throwaway container or volume when dropped.
 struct Scratch<'a> {
-    docker: &'a crate::docker::Docker,
+    docker: &'a crate::engine::docker::Docker,
     args: Vec<String>,
 }
 
@@ -363,7 +363,7 @@ fn deep_check(ctx: &Ctx, verified: &Verified) -> Result<()> {
     let meta = verified.meta();
     let pid = std::process::id();
     if let Some(pg) = &meta.postgres {
-        let model = crate::volumes::model(ctx)?;
+        let model = crate::tasks::volumes::model(ctx)?;
         let image =
             model.services.iter().find(|s| s.name == pg.service).and_then(|s| s.image.clone()).with_context(|| {
                 format!("the stack has no service {} to take the PostgreSQL image from", pg.service)
@@ -372,7 +372,7 @@ fn deep_check(ctx: &Ctx, verified: &Verified) -> Result<()> {
         let password = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos());
         let user = format!("POSTGRES_USER={}", pg.user);
         let mut args: Vec<String> = ["run", "-d", "--name", &name, "--network", "none"].map(String::from).to_vec();
-        args.extend(crate::docker::helper_labels());
+        args.extend(crate::engine::docker::helper_labels());
         args.extend(["-e", "POSTGRES_PASSWORD", "-e", &user, &image].map(String::from));
         let run = docker.cmd(args).secret_env("POSTGRES_PASSWORD", &password);
         docker.query(&run).context("start a throwaway PostgreSQL")?;
@@ -385,9 +385,9 @@ fn deep_check(ctx: &Ctx, verified: &Verified) -> Result<()> {
             }
             std::thread::sleep(std::time::Duration::from_millis(300));
         }
-        let os_user = crate::pgclient::OS_USER;
+        let os_user = crate::engine::postgres::OS_USER;
         let psql = |db: &str, stop: bool| {
-            let dbname = crate::pgclient::dbname_arg(db);
+            let dbname = crate::engine::postgres::dbname_arg(db);
             let mut args =
                 vec!["exec", "-i", "--user", os_user, name.as_str(), "psql", "-X", "-q", "-U", &pg.user, &dbname];
             if stop {
@@ -397,7 +397,7 @@ fn deep_check(ctx: &Ctx, verified: &Verified) -> Result<()> {
         };
         // One value from a query.
         let psql_at = |db: &str, sql: &str| {
-            let dbname = crate::pgclient::dbname_arg(db);
+            let dbname = crate::engine::postgres::dbname_arg(db);
             docker.query(
                 &docker
                     .cmd(["exec", "--user", os_user, &name, "psql", "-X", "-At", "-U", &pg.user, &dbname, "-c", sql]),
@@ -405,22 +405,22 @@ fn deep_check(ctx: &Ctx, verified: &Verified) -> Result<()> {
         };
         let dir = std::env::temp_dir();
         // Roles: the cluster's own superuser exists already, so errors here are expected and ignored.
-        let globals = crate::extract::spool_dump(verified, &pg.globals_entry, &dir)?;
-        crate::extract::pipe_file(docker, &globals.path, &psql("postgres", false))?;
+        let globals = crate::archive::extract::spool_dump(verified, &pg.globals_entry, &dir)?;
+        crate::archive::extract::pipe_file(docker, &globals.path, &psql("postgres", false))?;
         for db in &pg.databases {
             let exists = psql_at(
                 "postgres",
                 &format!("SELECT 1 FROM pg_database WHERE datname = '{}'", db.name.replace('\'', "''")),
             )?;
             if exists.trim() != "1" {
-                crate::extract::pipe_text(
+                crate::archive::extract::pipe_text(
                     docker,
                     "CREATE DATABASE :\"d\";",
                     &psql("postgres", true).arg_pair("-v", &format!("d={}", db.name)),
                 )?;
             }
-            let dump = crate::extract::spool_dump(verified, &db.entry, &dir)?;
-            crate::extract::pipe_file(docker, &dump.path, &psql(&db.name, true))
+            let dump = crate::archive::extract::spool_dump(verified, &db.entry, &dir)?;
+            crate::archive::extract::pipe_file(docker, &dump.path, &psql(&db.name, true))
                 .with_context(|| format!("load {} into a throwaway PostgreSQL", db.entry))?;
             for (table, rows) in &db.tables {
                 let got = psql_at(&db.name, &format!("SELECT count(*) FROM {table}"))?;
@@ -438,7 +438,7 @@ fn deep_check(ctx: &Ctx, verified: &Verified) -> Result<()> {
         let scratch = format!("xtask-verify-{pid}-{i}");
         docker.query(&docker.cmd(["volume", "create", "--label", "xtask.helper=1", &scratch]))?;
         let _volume = Scratch { docker, args: vec!["volume".into(), "rm".into(), "-f".into(), scratch.clone()] };
-        let files = crate::extract::fill_volume(docker, verified, &v.name, &scratch, &mut |_| {})
+        let files = crate::archive::extract::fill_volume(docker, verified, &v.name, &scratch, &mut |_| {})
             .with_context(|| format!("load volume {} into a scratch volume", v.name))?;
         let counted = docker.query(&docker.helper_read_only(&[scratch.as_str()], &["find", "/v/0", "-type", "f"]))?;
         if counted.lines().count() as u64 != files {

@@ -19,15 +19,15 @@ use sha2::{Digest, Sha256};
 use crate::archive::{
     self, dumpstats::DumpStats, grammar, ArchiveWriter, Metadata, PgDatabase, PgInfo, Skipped, VolumeInfo,
 };
-use crate::compose::{Project, Stack};
 use crate::context::Ctx;
-use crate::docker::{Docker, DockerCmd};
+use crate::engine::docker::{Docker, DockerCmd};
+use crate::engine::postgres;
+use crate::engine::services::ServiceGuard;
 use crate::lock::Lock;
-use crate::pgclient;
-use crate::roles::{self, Priority, Role};
-use crate::services::ServiceGuard;
+use crate::model::compose::{Project, Stack};
+use crate::model::roles::{self, Priority, Role};
+use crate::tasks::volumes;
 use crate::ui::{human_bytes, Progress};
-use crate::volumes;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -299,7 +299,9 @@ pub fn prepare_dir(dir: &Path) -> Result<PathBuf> {
 /// `.pgdump-PID-….sql`, `.restore-PID-….sql`.
 fn temp_owner(name: &str) -> Option<u32> {
     let digits = |s: &str| s.split(|c: char| !c.is_ascii_digit()).next().and_then(|d| d.parse().ok());
-    if let Some(rest) = name.strip_prefix(".pgdump-").or_else(|| name.strip_prefix(crate::extract::SPOOL_PREFIX)) {
+    if let Some(rest) =
+        name.strip_prefix(".pgdump-").or_else(|| name.strip_prefix(crate::archive::extract::SPOOL_PREFIX))
+    {
         return name.ends_with(".sql").then(|| digits(rest)).flatten();
     }
     let (_, pid) = name.rsplit_once(".tmp-")?;
@@ -428,11 +430,11 @@ fn dump_to_file(docker: &Docker, cmd: &DockerCmd, path: &Path, progress: &Progre
 
 /// A PostgreSQL client command in the database service, as the `postgres` OS user.
 fn pg_cmd(docker: &Docker, stack: &Stack, db: &DbSource, cmd: &[&str]) -> DockerCmd {
-    exec_as(docker, stack, &db.service, Some(pgclient::OS_USER), pg_secret(db), cmd)
+    exec_as(docker, stack, &db.service, Some(postgres::OS_USER), pg_secret(db), cmd)
 }
 
 fn query_pg(docker: &Docker, stack: &Stack, db: &DbSource, sql: &str) -> Result<String> {
-    let dbname = pgclient::dbname_arg("template1");
+    let dbname = postgres::dbname_arg("template1");
     docker.query(&pg_cmd(docker, stack, db, &["psql", "-X", "-q", "-At", "-U", &db.user, &dbname, "-c", sql]))
 }
 
@@ -611,7 +613,7 @@ pub fn execute_locked(ctx: &Ctx, plan: &BackupPlan, opts: &Options, config_json:
                 }
                 let progress = ctx.ui.progress(&format!("dump database {name}"));
                 let path = dir.join(format!(".pgdump-{}-{i}.sql", std::process::id()));
-                let dbname = pgclient::dbname_arg(name);
+                let dbname = postgres::dbname_arg(name);
                 let args = ["pg_dump", "-U", &db.user, "--no-password", "--quote-all-identifiers", &dbname];
                 let cmd = pg_cmd(docker, stack, db, &args);
                 let (file, stats) =

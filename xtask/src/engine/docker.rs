@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::compose::Stack;
+use crate::model::compose::Stack;
 
 /// A prepared docker command: argv plus environment for the child.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -609,7 +609,7 @@ fn failure(cmd: &DockerCmd, status: std::process::ExitStatus, stderr: &[u8]) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compose::Env;
+    use crate::model::compose::Env;
 
     fn docker() -> Docker {
         Docker { bin: "docker".into(), dry_run: true, echo: false }

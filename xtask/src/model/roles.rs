@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Result};
 
-use crate::compose::{Mount, Project, Service, VolumeDecl};
+use crate::model::compose::{Mount, Project, Service, VolumeDecl};
 
 pub const ROLE_LABEL: &str = "xtask.role";
 pub const PRIORITY_LABEL: &str = "xtask.priority";
@@ -159,7 +159,7 @@ pub fn infer_role(key: &str, mounts: &[(&Service, &Mount)]) -> Role {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compose::MountKind;
+    use crate::model::compose::MountKind;
 
     fn svc(image: &str, target: &str) -> (Service, Mount) {
         let m = Mount { kind: MountKind::Volume, source: Some("v".into()), target: target.into(), read_only: false };

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use crate::compose::Stack;
-use crate::docker::Docker;
+use crate::engine::docker::Docker;
+use crate::model::compose::Stack;
 use crate::ui::Ui;
 
 #[derive(Debug, Deserialize)]

@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::compose::{self, Project};
 use crate::context::Ctx;
-use crate::docker::Docker;
-use crate::roles;
+use crate::engine::docker::Docker;
+use crate::model::compose::{self, Project};
+use crate::model::roles;
 use crate::ui::{human_bytes, table};
 
 #[derive(Debug, Serialize)]

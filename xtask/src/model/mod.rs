@@ -1,0 +1,4 @@
+//! The stack as its compose files describe it: the Compose model and the volumes' roles.
+
+pub mod compose;
+pub mod roles;
