@@ -6,13 +6,15 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Result};
 
 use crate::engine::docker::Docker;
-use crate::model::compose::{Selection, Stack};
+use crate::model::compose::{Project, Selection, Stack};
 use crate::ui::Ui;
 
 pub struct Ctx {
     pub stack: Stack,
     docker: Option<Docker>,
     pub ui: Ui,
+    /// The model and the `docker compose config` text, read once on first use.
+    model: std::cell::OnceCell<(Project, Option<String>)>,
 }
 
 impl Ctx {
@@ -20,7 +22,7 @@ impl Ctx {
         let process: BTreeMap<String, String> = std::env::vars().collect();
         let stack = selection.resolve(&process)?;
         let docker = if offline { None } else { Some(Docker::connect(dry_run, verbose)?) };
-        Ok(Ctx { stack, docker, ui: Ui { quiet } })
+        Ok(Ctx { stack, docker, ui: Ui { quiet }, model: std::cell::OnceCell::new() })
     }
 
     /// The docker runner, or an error saying the command cannot work offline.
@@ -33,5 +35,15 @@ impl Ctx {
 
     pub fn online(&self) -> Option<&Docker> {
         self.docker.as_ref()
+    }
+
+    /// The stack's model (from `docker compose config` when online, else the files) and, online,
+    /// the config text it came from; read on first use and kept.
+    pub fn model(&self) -> Result<&(Project, Option<String>)> {
+        if self.model.get().is_none() {
+            let loaded = crate::tasks::volumes::load_model(self)?;
+            let _ = self.model.set(loaded);
+        }
+        Ok(self.model.get().expect("set just above"))
     }
 }

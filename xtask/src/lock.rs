@@ -5,12 +5,16 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+/// The project's lock, held while this value lives. Functions that change data take `&Lock` as
+/// proof that their caller holds it; composites take it once and pass it on.
 pub struct Lock {
     _file: File,
+    dir: PathBuf,
+    project: String,
 }
 
 impl Lock {
@@ -47,7 +51,26 @@ impl Lock {
             time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
         writeln!(file, "held by pid {} running `cargo xtask {what}` since {now}", std::process::id())?;
         file.flush()?;
-        Ok(Lock { _file: file })
+        Ok(Lock { _file: file, dir: dir.to_path_buf(), project: project.to_string() })
+    }
+
+    /// The directory the lock is held in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// An error unless this is the lock of `project` in `dir` (a composite passing the wrong one).
+    pub fn covers(&self, dir: &Path, project: &str) -> Result<()> {
+        let same = |a: &Path, b: &Path| a == b || a.canonicalize().ok() == b.canonicalize().ok();
+        if project != self.project || !same(dir, &self.dir) {
+            bail!(
+                "internal error: the lock held is for project {} in {}, not {project} in {}",
+                self.project,
+                self.dir.display(),
+                dir.display()
+            );
+        }
+        Ok(())
     }
 }
 

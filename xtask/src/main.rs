@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use xtask::lock::Lock;
 use xtask::model::compose;
-use xtask::tasks::{backup, catalog as archives, clean, restore, stack, status, volumes};
-use xtask::{archive, context};
+use xtask::tasks::{backup, catalog as archives, clean, migrate, restore, stack, status, volumes};
+use xtask::{archive, context, ui};
 
 /// Back up, verify, restore and clean the named volumes of the project's Docker Compose stack.
 #[derive(Parser)]
@@ -150,6 +151,23 @@ enum Command {
         allow_special_files: bool,
         #[command(flatten)]
         dir: DirArg,
+    },
+    /// Back up the databases, run a migration, and restore the databases if it fails
+    Migrate {
+        /// Run it in this service (`exec` when running, else a one-off `run`) [default: x-xtask.migrate.service]
+        #[arg(long, value_name = "SERVICE", conflicts_with = "host")]
+        service: Option<String>,
+        /// Run it on the host, in the project directory
+        #[arg(long)]
+        host: bool,
+        /// Keep the failed state instead of restoring the databases
+        #[arg(long)]
+        no_rollback: bool,
+        #[command(flatten)]
+        dir: DirArg,
+        /// The migration command, after `--` [default: x-xtask.migrate in the compose file]
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
     },
     /// Remove the stack's containers and networks; every volume stays
     Clean,
@@ -301,11 +319,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 stop: b.stop,
                 ..backup_options(b.archive, backup::Kind::Full, env_name.as_deref())
             };
-            backup::run(&ctx, &opts, json)
+            run_backup(&ctx, &opts, g.dry_run, json)
         }
         Command::BackupDb(b) => {
             let json = b.archive.json;
-            backup::run(&ctx, &backup_options(b.archive, backup::Kind::Db, env_name.as_deref()), json)
+            run_backup(&ctx, &backup_options(b.archive, backup::Kind::Db, env_name.as_deref()), g.dry_run, json)
         }
         Command::Backups { dir, json } => archives::list(&dir.path(), &ctx.stack.name, json),
         Command::Verify { archive, latest, all, deep, allow_special_files, dir, json } => {
@@ -326,7 +344,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let allow_special = allow_special_files;
             let archive = if latest { None } else { archive };
             let opts = restore::Options { archive, only, yes, force, no_safety_backup, allow_special, dir: dir.path() };
-            restore::run(&ctx, &opts)
+            run_restore(&ctx, &opts, g.dry_run)
+        }
+        Command::Migrate { service, host, no_rollback, dir, command } => {
+            let opts = migrate::Options { service, host, command, no_rollback, dir: dir.path() };
+            run_migrate(&ctx, &opts, g.dry_run)
         }
         Command::Clean | Command::CleanContainers => {
             clean::run(&ctx, clean::Clean::Containers, &clean_opts(false, None, false, None))
@@ -344,5 +366,78 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Up { services } => stack::up(&ctx, &services),
         Command::Down => stack::down(&ctx),
+    }
+}
+
+/// `backup` / `backup-db`: decide, show under `--dry-run`, else take the lock and write.
+fn run_backup(ctx: &context::Ctx, opts: &backup::Options, dry_run: bool, json: bool) -> anyhow::Result<()> {
+    let plan = backup::prepare(ctx, opts)?;
+    if dry_run {
+        print!("{}", plan.describe());
+        return Ok(());
+    }
+    let dir = backup::prepare_dir(&opts.output_dir)?;
+    let lock = Lock::acquire(&dir, &plan.project, &format!("backup ({})", plan.kind.as_str()))?;
+    let summary = backup::execute(ctx, &plan, opts, &lock)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else if !ctx.ui.quiet {
+        println!(
+            "{} ({}, {} files, {} of data in {:.1} s)",
+            summary.path.display(),
+            ui::human_bytes(summary.bytes),
+            summary.files,
+            ui::human_bytes(summary.data_bytes),
+            summary.duration_seconds
+        );
+    } else {
+        println!("{}", summary.path.display());
+    }
+    Ok(())
+}
+
+/// `restore`: verify and decide, show what is replaced and confirm, then restore under the lock.
+fn run_restore(ctx: &context::Ctx, opts: &restore::Options, dry_run: bool) -> anyhow::Result<()> {
+    let prepared = restore::prepare(ctx, opts)?;
+    let text = prepared.describe();
+    if dry_run {
+        print!("{text}");
+        return Ok(());
+    }
+    ui::confirm(&text, ui::Confirm::YesNo { yes_flag: opts.yes })?;
+    let lock = Lock::acquire(&backup::prepare_dir(&opts.dir)?, &prepared.plan.project, "restore")?;
+    let outcome = restore::execute(ctx, &prepared, opts, &lock)?;
+    println!("restored {} from {}", outcome.project, outcome.archive.display());
+    match outcome.undo {
+        Some(s) => println!("to undo this restore: cargo xtask restore {} --yes", s.display()),
+        None if !opts.no_safety_backup => println!("nothing existed before that this restore replaced"),
+        None => {}
+    }
+    Ok(())
+}
+
+/// `migrate`: backup, migration, rollback on failure; exits non-zero when the migration failed.
+fn run_migrate(ctx: &context::Ctx, opts: &migrate::Options, dry_run: bool) -> anyhow::Result<()> {
+    let plan = migrate::plan(ctx, opts)?;
+    if dry_run {
+        print!("{}", plan.describe());
+        return Ok(());
+    }
+    let lock = Lock::acquire(&backup::prepare_dir(&opts.dir)?, &ctx.stack.name, "migrate")?;
+    let o = migrate::run(ctx, &plan, &lock)?;
+    let code = o.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "killed by a signal".into());
+    match (o.succeeded, o.rolled_back) {
+        (true, _) => {
+            println!("the migration succeeded; the backup taken before it is {}", o.archive.display());
+            Ok(())
+        }
+        (false, true) => anyhow::bail!(
+            "the migration failed (exit {code}); the databases were restored from {} (kept)",
+            o.archive.display()
+        ),
+        (false, false) => anyhow::bail!(
+            "the migration failed (exit {code}); its state was kept (--no-rollback); to go back: cargo xtask restore {} --only db --yes",
+            o.archive.display()
+        ),
     }
 }

@@ -218,6 +218,39 @@ impl Docker {
     }
 }
 
+impl Docker {
+    /// Runs a command that changes something with its output going straight to the user's
+    /// terminal (a migration); under `--dry-run` prints it instead. Returns its exit status.
+    pub fn run_live(&self, cmd: &DockerCmd) -> Result<std::process::ExitStatus> {
+        if self.dry_run {
+            println!("{cmd}");
+            return Ok(std::process::ExitStatus::default());
+        }
+        if self.echo {
+            eprintln!("+ {cmd}");
+        }
+        let mut c = self.command(cmd);
+        c.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+        c.status().with_context(|| format!("run `{cmd}`"))
+    }
+
+    /// Runs `argv` on the host in `dir`, output to the user's terminal (`migrate --host`).
+    #[allow(clippy::disallowed_methods)] // this module is the one place allowed to spawn processes
+    pub fn run_host(&self, argv: &[String], dir: &std::path::Path) -> Result<std::process::ExitStatus> {
+        let shown = argv.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
+        if self.dry_run {
+            println!("{shown}");
+            return Ok(std::process::ExitStatus::default());
+        }
+        let (program, args) = argv.split_first().context("an empty command")?;
+        Command::new(program)
+            .args(args)
+            .current_dir(dir)
+            .status()
+            .with_context(|| format!("run `{shown}` (is {program} installed and on PATH?)"))
+    }
+}
+
 /// A running docker child whose stdout the tool reads as a stream (a volume's tar, a dump).
 pub struct ChildReader {
     stdout: std::process::ChildStdout,

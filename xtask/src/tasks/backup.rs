@@ -60,6 +60,10 @@ pub struct Options {
     pub stop: bool,
     pub level: u32,
     pub environment: Option<String>,
+    /// Back up only what exists now: never start a database on a missing volume (safety backups).
+    pub only_existing: bool,
+    /// Dump the databases (false: leave them out, e.g. a safety backup of volumes only).
+    pub dump_database: bool,
 }
 
 impl Options {
@@ -76,6 +80,8 @@ impl Options {
             stop: false,
             level: 6,
             environment: None,
+            only_existing: false,
+            dump_database: true,
         }
     }
 }
@@ -172,6 +178,9 @@ pub fn plan(project: &Project, opts: &Options) -> Result<BackupPlan> {
             _ => {}
         }
     }
+    // The dumped database's volume is represented by its dump even when the dump is left out.
+    let db_volume = db.as_ref().and_then(|d: &DbSource| d.volume.clone());
+    let db = db.filter(|_| opts.dump_database);
     if opts.kind == Kind::Db && db.is_none() {
         bail!(
             "stack {} has no PostgreSQL service mounting a volume with role database; backup-db has nothing to dump",
@@ -185,7 +194,7 @@ pub fn plan(project: &Project, opts: &Options) -> Result<BackupPlan> {
             let explicitly = requested.contains(&v.name);
             let reason = if excluded.contains(&v.name) {
                 Some("excluded with --exclude".to_string())
-            } else if db.as_ref().and_then(|d| d.volume.as_ref()) == Some(&v.name) && !explicitly {
+            } else if db_volume.as_ref() == Some(&v.name) && !explicitly {
                 Some("represented by the pg_dump of its databases (postgres/ in the archive)".to_string())
             } else if !requested.is_empty() && !explicitly {
                 Some("not named with --volume".to_string())
@@ -473,55 +482,85 @@ fn redis_save(docker: &Docker, stack: &Stack, r: &RedisSource) -> Result<()> {
     }
 }
 
-/// Which volumes exist in the engine now.
-fn existing_volumes(docker: &Docker) -> Result<Vec<String>> {
-    Ok(docker.query(&docker.cmd(["volume", "ls", "--quiet"]))?.lines().map(str::to_string).collect())
+/// Decides what a backup with `opts` takes, from the stack's model (read once per context).
+pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<BackupPlan> {
+    plan(&ctx.model()?.0, opts)
 }
 
-pub fn run(ctx: &Ctx, opts: &Options, json: bool) -> Result<()> {
-    let docker = ctx.docker()?;
-    let (project, config) = volumes::model_and_config(ctx)?;
-    let plan = plan(&project, opts)?;
-    if docker.dry_run() {
-        print!("{}", plan.describe());
-        return Ok(());
-    }
-    let summary = execute(ctx, &plan, opts, config.as_deref().unwrap_or_default())?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
-    } else if !ctx.ui.quiet {
-        println!(
-            "{} ({}, {} files, {} of data in {:.1} s)",
-            summary.path.display(),
-            human_bytes(summary.bytes),
-            summary.files,
-            human_bytes(summary.data_bytes),
-            summary.duration_seconds
-        );
-    } else {
-        println!("{}", summary.path.display());
-    }
-    Ok(())
+/// Takes a backup: decides it and writes the archive. `lock` proves the caller holds the
+/// project's lock on `opts.output_dir`; composites (restore's safety backup, `clean-all
+/// --backup-first`, `migrate`) take the lock once and pass it on.
+pub fn take(ctx: &Ctx, opts: &Options, lock: &Lock) -> Result<Summary> {
+    let plan = prepare(ctx, opts)?;
+    execute(ctx, &plan, opts, lock)
 }
 
-pub fn execute(ctx: &Ctx, plan: &BackupPlan, opts: &Options, config_json: &str) -> Result<Summary> {
-    let dir = prepare_dir(&opts.output_dir)?;
-    let _lock = Lock::acquire(&dir, &plan.project, &format!("backup ({})", plan.kind.as_str()))?;
-    execute_locked(ctx, plan, opts, config_json, &dir)
+/// What a backup found to copy: the volumes that exist, and the database unless it is left out.
+struct Sources<'a> {
+    db: Option<&'a DbSource>,
+    volumes: Vec<&'a VolumeChoice>,
+    skipped: Vec<Skipped>,
 }
 
-/// The backup itself, for a caller that already holds the project's lock (restore's safety backup).
-pub fn execute_locked(ctx: &Ctx, plan: &BackupPlan, opts: &Options, config_json: &str, dir: &Path) -> Result<Summary> {
+/// Writes the archive `plan` describes into the locked directory.
+pub fn execute(ctx: &Ctx, plan: &BackupPlan, opts: &Options, lock: &Lock) -> Result<Summary> {
     let started = Instant::now();
     let docker = ctx.docker()?;
-    let stack = &ctx.stack;
-    let dir = dir.to_path_buf();
+    let dir = prepare_dir(&opts.output_dir)?;
+    lock.covers(&dir, &plan.project)?;
     remove_stale_temporaries(&dir, ctx);
     if docker.remove_orphan_helpers()? > 0 {
         ctx.ui.step("removed helper containers left by an interrupted run");
     }
+    let sources = sources(docker, plan, opts)?;
+    for s in &sources.skipped {
+        ctx.ui.step(&format!("skip {}: {}", s.name, s.reason));
+    }
+    check_space(docker, &dir, &sources)?;
+    let mut guard = ServiceGuard::new(docker, &ctx.stack);
+    let result = (|| -> Result<Summary> {
+        let services = [sources.db.map(|d| d.service.clone()), plan.redis.as_ref().map(|r| r.service.clone())];
+        for svc in services.into_iter().flatten() {
+            if guard.ensure_running(&svc, &ctx.ui).with_context(|| format!("start service {svc} for the backup"))? {
+                ctx.ui.step(&format!("started {svc} for the backup; it will be stopped again afterwards"));
+            }
+        }
+        let (dumps, pg_info) = match sources.db {
+            Some(db) => dump_databases(ctx, db, &dir)?,
+            None => (Vec::new(), None),
+        };
+        if let Some(r) = plan.redis.as_ref().filter(|r| sources.volumes.iter().any(|v| v.name == r.volume)) {
+            ctx.ui.step(&format!("ask Redis ({}) to save its data", r.service));
+            redis_save(docker, &ctx.stack, r).context("make Redis save its data")?;
+        }
+        if plan.stop {
+            stop_users(&mut guard, ctx, &sources)?;
+        }
+        let written = write_archive(ctx, plan, opts, &dir, (dumps, pg_info.clone()), &sources)?;
+        Ok(Summary {
+            path: written.0,
+            kind: plan.kind,
+            bytes: written.1,
+            data_bytes: written.2.bytes,
+            duration_seconds: started.elapsed().as_secs_f64(),
+            entries: written.2.entries + 1,
+            files: written.2.files,
+            databases: pg_info.map(|p| p.databases.into_iter().map(|d| d.name).collect()).unwrap_or_default(),
+            volumes: sources.volumes.iter().map(|v| v.name.clone()).collect(),
+            skipped: sources.skipped.clone(),
+        })
+    })();
+    // Services go back to how they were, whether the backup worked or not.
+    let restored = guard.restore(&ctx.ui);
+    let summary = result?;
+    restored?;
+    Ok(summary)
+}
 
-    let existing = existing_volumes(docker)?;
+/// The planned volumes that exist in the engine; with `only_existing`, the database only when
+/// its volume exists (a service started on a missing volume would only create an empty one).
+fn sources<'a>(docker: &Docker, plan: &'a BackupPlan, opts: &Options) -> Result<Sources<'a>> {
+    let existing = volumes::names(docker)?;
     let mut skipped: Vec<Skipped> =
         plan.skipped.iter().map(|(n, r)| Skipped { name: n.clone(), reason: r.clone() }).collect();
     let mut to_copy = Vec::new();
@@ -533,21 +572,22 @@ pub fn execute_locked(ctx: &Ctx, plan: &BackupPlan, opts: &Options, config_json:
                 .push(Skipped { name: v.name.clone(), reason: "does not exist in the engine (never created)".into() });
         }
     }
-    for s in &skipped {
-        ctx.ui.step(&format!("skip {}: {}", s.name, s.reason));
+    let mut db = plan.db.as_ref();
+    if let Some(missing) = db.and_then(|d| d.volume.as_ref()).filter(|v| opts.only_existing && !existing.contains(v)) {
+        skipped.push(Skipped { name: missing.clone(), reason: "does not exist: no database to dump".into() });
+        db = None;
     }
+    Ok(Sources { db, volumes: to_copy, skipped })
+}
 
-    // Space: the archive can be as large as the data when nothing compresses.
-    let sizes = volumes::sizes(
-        docker,
-        &to_copy
-            .iter()
-            .map(|v| v.name.as_str())
-            .chain(plan.db.iter().filter_map(|d| d.volume.as_deref()))
-            .collect::<Vec<_>>(),
-    )?;
-    let needed: u64 = sizes.values().sum();
-    let free = free_space(&dir)?;
+/// Space: the archive can be as large as the data when nothing compresses.
+fn check_space(docker: &Docker, dir: &Path, sources: &Sources) -> Result<()> {
+    let names: Vec<&str> =
+        sources.volumes.iter().map(|v| v.name.as_str()).chain(sources.db.and_then(|d| d.volume.as_deref())).collect();
+    let existing = volumes::names(docker)?;
+    let names: Vec<&str> = names.into_iter().filter(|n| existing.iter().any(|e| e == n)).collect();
+    let needed: u64 = volumes::sizes(docker, &names)?.values().sum();
+    let free = free_space(dir)?;
     if free < needed {
         bail!(
             "not enough free space in {}: the data to back up is {} and only {} is free; free some space or pass --output-dir on a larger disk",
@@ -556,157 +596,131 @@ pub fn execute_locked(ctx: &Ctx, plan: &BackupPlan, opts: &Options, config_json:
             human_bytes(free)
         );
     }
-
-    let mut guard = ServiceGuard::new(docker, stack);
-    let services = [plan.db.as_ref().map(|d| d.service.clone()), plan.redis.as_ref().map(|r| r.service.clone())];
-    for svc in services.into_iter().flatten() {
-        if guard.ensure_running(&svc, &ctx.ui).with_context(|| format!("start service {svc} for the backup"))? {
-            ctx.ui.step(&format!("started {svc} for the backup; it will be stopped again afterwards"));
-        }
-    }
-
-    let result = (|| -> Result<Summary> {
-        // 1. PostgreSQL: roles and every database, dumped to private temporary files first so the
-        //    metadata (which comes first in the archive) can record the row counts.
-        let mut dumps = Vec::new();
-        let mut pg_info = None;
-        if let Some(db) = &plan.db {
-            let version =
-                query_pg(docker, stack, db, "SHOW server_version").context("ask PostgreSQL for its version")?;
-            let databases = if db.databases.is_empty() {
-                query_pg(
-                    docker,
-                    stack,
-                    db,
-                    "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1",
-                )?
-                .lines()
-                .map(str::to_string)
-                .collect()
-            } else {
-                db.databases.clone()
-            };
-            let mut info = PgInfo {
-                service: db.service.clone(),
-                volume: db.volume.clone(),
-                server_version: version.trim().to_string(),
-                user: db.user.clone(),
-                globals_entry: "postgres/globals.sql".into(),
-                databases: Vec::new(),
-            };
-            let progress = ctx.ui.progress("dump roles (pg_dumpall --globals-only)");
-            let path = dir.join(format!(".pgdump-{}-globals.sql", std::process::id()));
-            let cmd = pg_cmd(docker, stack, db, &["pg_dumpall", "-U", &db.user, "--globals-only"]);
-            let (file, stats) = dump_to_file(docker, &cmd, &path, &progress).context("dump the roles")?;
-            progress.finish(&format!("roles: {}", human_bytes(stats.bytes)));
-            if stats.bytes == 0 {
-                bail!("pg_dumpall --globals-only printed nothing: the backup is not valid");
-            }
-            dumps.push((info.globals_entry.clone(), file));
-            for (i, name) in databases.iter().enumerate() {
-                if !grammar::is_db_name(name) {
-                    bail!(
-                        "database {name:?} has a name outside [A-Za-z0-9_.-] (at most 63 bytes), which archives \
-                         do not hold (docs/archive-format.md); rename it, or leave it out with --database NAME \
-                         for each database to keep"
-                    );
-                }
-                let progress = ctx.ui.progress(&format!("dump database {name}"));
-                let path = dir.join(format!(".pgdump-{}-{i}.sql", std::process::id()));
-                let dbname = postgres::dbname_arg(name);
-                let args = ["pg_dump", "-U", &db.user, "--no-password", "--quote-all-identifiers", &dbname];
-                let cmd = pg_cmd(docker, stack, db, &args);
-                let (file, stats) =
-                    dump_to_file(docker, &cmd, &path, &progress).with_context(|| format!("dump database {name}"))?;
-                if stats.bytes == 0 || !stats.complete {
-                    bail!(
-                        "the dump of database {name} is empty or lacks pg_dump's completion trailer: the backup failed"
-                    );
-                }
-                progress.finish(&format!(
-                    "database {name}: {} tables, {}",
-                    stats.tables.len(),
-                    human_bytes(stats.bytes)
-                ));
-                let entry = format!("postgres/{}.sql", safe_entry_name(name));
-                info.databases.push(PgDatabase { name: name.clone(), entry: entry.clone(), tables: stats.tables });
-                dumps.push((entry, file));
-            }
-            pg_info = Some(info);
-        }
-        // 2. Redis: a fresh snapshot on disk before its volume is copied.
-        if let Some(r) = &plan.redis {
-            ctx.ui.step(&format!("ask Redis ({}) to save its data", r.service));
-            redis_save(docker, stack, r).context("make Redis save its data")?;
-        }
-        // 3. With --stop, the services using the copied volumes stop (and start again later).
-        if plan.stop {
-            let db_service = plan.db.as_ref().map(|d| d.service.as_str());
-            let mut svcs: Vec<String> = to_copy.iter().flat_map(|v| v.services.clone()).collect();
-            svcs.sort();
-            svcs.dedup();
-            svcs.retain(|s| Some(s.as_str()) != db_service);
-            guard.stop_for_copy(&svcs, &ctx.ui)?;
-        }
-
-        let name = archive_name(plan.kind, opts.tag.as_deref())?;
-        let mut final_path = dir.join(&name);
-        let mut n = 1;
-        while final_path.exists() {
-            final_path = dir.join(name.replace(".tar.gz", &format!("-{n}.tar.gz")));
-            n += 1;
-        }
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        let mut writer = ArchiveWriter::create(&final_path, opts.level, threads)?;
-        let meta = metadata(ctx, plan, opts, config_json, pg_info.clone(), &to_copy, &skipped)?;
-        // What verify and restore will demand of the archive, demanded of it before it is written.
-        grammar::check_metadata(&meta)
-            .context("this backup cannot be archived as it is (rename what the message names)")?;
-        archive::write_metadata(&mut writer, &meta)?;
-        for (entry, file) in &dumps {
-            let f = File::open(&file.path)?;
-            let size = f.metadata()?.len();
-            writer.add_file(entry, size, f).with_context(|| format!("add {entry}"))?;
-        }
-        drop(dumps);
-        for v in &to_copy {
-            let progress = ctx.ui.progress(&format!("copy volume {}", v.name));
-            let mut child = docker.volume_tar(&v.name).with_context(|| format!("read volume {}", v.name))?;
-            let stats = writer
-                .add_volume_tar(&v.name, &mut child, &mut |n| progress.inc(n))
-                .with_context(|| format!("back up volume {}", v.name))?;
-            child.finish().with_context(|| format!("back up volume {}", v.name))?;
-            progress.finish(&format!("volume {}: {} files, {}", v.name, stats.files, human_bytes(stats.bytes)));
-        }
-        let stats = writer.stats;
-        let bytes = writer.commit()?;
-        Ok(Summary {
-            path: final_path,
-            kind: plan.kind,
-            bytes,
-            data_bytes: stats.bytes,
-            duration_seconds: started.elapsed().as_secs_f64(),
-            entries: stats.entries + 1,
-            files: stats.files,
-            databases: pg_info.map(|p| p.databases.into_iter().map(|d| d.name).collect()).unwrap_or_default(),
-            volumes: to_copy.iter().map(|v| v.name.clone()).collect(),
-            skipped: skipped.clone(),
-        })
-    })();
-    // Services go back to how they were, whether the backup worked or not.
-    let restored = guard.restore(&ctx.ui);
-    let summary = result?;
-    restored?;
-    Ok(summary)
+    Ok(())
 }
 
-/// Database names as entry names: anything outside `[A-Za-z0-9._-]` becomes `_` plus its hex.
-fn safe_entry_name(name: &str) -> String {
-    name.chars()
-        .map(
-            |c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c.to_string() } else { format!("_{:x}", c as u32) },
-        )
-        .collect()
+/// With --stop, the services using the copied volumes stop (and start again later).
+fn stop_users(guard: &mut ServiceGuard, ctx: &Ctx, sources: &Sources) -> Result<()> {
+    let db_service = sources.db.map(|d| d.service.as_str());
+    let mut svcs: Vec<String> = sources.volumes.iter().flat_map(|v| v.services.clone()).collect();
+    svcs.sort();
+    svcs.dedup();
+    svcs.retain(|s| Some(s.as_str()) != db_service);
+    guard.stop_for_copy(&svcs, &ctx.ui)
+}
+
+/// Dumps taken before the archive is written, so the metadata (first entry) can record row counts.
+type Dumps = (Vec<(String, TempDump)>, Option<PgInfo>);
+
+/// PostgreSQL: roles and every database, dumped to private temporary files.
+fn dump_databases(ctx: &Ctx, db: &DbSource, dir: &Path) -> Result<Dumps> {
+    let (docker, stack) = (ctx.docker()?, &ctx.stack);
+    let version = query_pg(docker, stack, db, "SHOW server_version").context("ask PostgreSQL for its version")?;
+    let databases = if db.databases.is_empty() {
+        let sql = "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1";
+        query_pg(docker, stack, db, sql)?.lines().map(str::to_string).collect()
+    } else {
+        db.databases.clone()
+    };
+    let mut info = PgInfo {
+        service: db.service.clone(),
+        volume: db.volume.clone(),
+        server_version: version.trim().to_string(),
+        user: db.user.clone(),
+        globals_entry: "postgres/globals.sql".into(),
+        databases: Vec::new(),
+    };
+    let progress = ctx.ui.progress("dump roles (pg_dumpall --globals-only)");
+    let path = dir.join(format!(".pgdump-{}-globals.sql", std::process::id()));
+    let cmd = pg_cmd(docker, stack, db, &["pg_dumpall", "-U", &db.user, "--globals-only"]);
+    let (file, stats) = dump_to_file(docker, &cmd, &path, &progress).context("dump the roles")?;
+    progress.finish(&format!("roles: {}", human_bytes(stats.bytes)));
+    if stats.bytes == 0 {
+        bail!("pg_dumpall --globals-only printed nothing: the backup is not valid");
+    }
+    let mut dumps = vec![(info.globals_entry.clone(), file)];
+    for (i, name) in databases.iter().enumerate() {
+        let (entry, file, tables) = dump_database(ctx, db, dir, i, name)?;
+        info.databases.push(PgDatabase { name: name.clone(), entry: entry.clone(), tables });
+        dumps.push((entry, file));
+    }
+    Ok((dumps, Some(info)))
+}
+
+/// One database's `pg_dump`, checked complete; its entry name, file and row counts.
+fn dump_database(
+    ctx: &Ctx,
+    db: &DbSource,
+    dir: &Path,
+    i: usize,
+    name: &str,
+) -> Result<(String, TempDump, BTreeMap<String, u64>)> {
+    if !grammar::is_db_name(name) {
+        bail!(
+            "database {name:?} has a name outside [A-Za-z0-9_.-] (at most 63 bytes), which archives \
+             do not hold (docs/archive-format.md); rename it, or leave it out with --database NAME \
+             for each database to keep"
+        );
+    }
+    let docker = ctx.docker()?;
+    let progress = ctx.ui.progress(&format!("dump database {name}"));
+    let path = dir.join(format!(".pgdump-{}-{i}.sql", std::process::id()));
+    let dbname = postgres::dbname_arg(name);
+    let args = ["pg_dump", "-U", &db.user, "--no-password", "--quote-all-identifiers", &dbname];
+    let cmd = pg_cmd(docker, &ctx.stack, db, &args);
+    let (file, stats) =
+        dump_to_file(docker, &cmd, &path, &progress).with_context(|| format!("dump database {name}"))?;
+    if stats.bytes == 0 || !stats.complete {
+        bail!("the dump of database {name} is empty or lacks pg_dump's completion trailer: the backup failed");
+    }
+    progress.finish(&format!("database {name}: {} tables, {}", stats.tables.len(), human_bytes(stats.bytes)));
+    Ok((format!("postgres/{name}.sql"), file, stats.tables))
+}
+
+/// The archive itself: metadata, dumps, then each volume streamed from a read-only helper.
+/// Returns its path, size and what it holds.
+fn write_archive(
+    ctx: &Ctx,
+    plan: &BackupPlan,
+    opts: &Options,
+    dir: &Path,
+    (dumps, pg_info): Dumps,
+    sources: &Sources,
+) -> Result<(PathBuf, u64, archive::StreamStats)> {
+    let docker = ctx.docker()?;
+    let name = archive_name(plan.kind, opts.tag.as_deref())?;
+    let mut final_path = dir.join(&name);
+    let mut n = 1;
+    while final_path.exists() {
+        final_path = dir.join(name.replace(".tar.gz", &format!("-{n}.tar.gz")));
+        n += 1;
+    }
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let mut writer = ArchiveWriter::create(&final_path, opts.level, threads)?;
+    let config = ctx.model()?.1.clone().unwrap_or_default();
+    let meta = metadata(ctx, plan, opts, &config, pg_info, &sources.volumes, &sources.skipped)?;
+    // What verify and restore will demand of the archive, demanded of it before it is written.
+    grammar::check_metadata(&meta)
+        .context("this backup cannot be archived as it is (rename what the message names)")?;
+    archive::write_metadata(&mut writer, &meta)?;
+    for (entry, file) in &dumps {
+        let f = File::open(&file.path)?;
+        let size = f.metadata()?.len();
+        writer.add_file(entry, size, f).with_context(|| format!("add {entry}"))?;
+    }
+    drop(dumps);
+    for v in &sources.volumes {
+        let progress = ctx.ui.progress(&format!("copy volume {}", v.name));
+        let mut child = docker.volume_tar(&v.name).with_context(|| format!("read volume {}", v.name))?;
+        let stats = writer
+            .add_volume_tar(&v.name, &mut child, &mut |n| progress.inc(n))
+            .with_context(|| format!("back up volume {}", v.name))?;
+        child.finish().with_context(|| format!("back up volume {}", v.name))?;
+        progress.finish(&format!("volume {}: {} files, {}", v.name, stats.files, human_bytes(stats.bytes)));
+    }
+    let stats = writer.stats;
+    let bytes = writer.commit()?;
+    Ok((final_path, bytes, stats))
 }
 
 fn metadata(

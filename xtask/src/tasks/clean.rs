@@ -179,8 +179,8 @@ pub fn run(ctx: &Ctx, kind: Clean, opts: &Options) -> Result<()> {
     let sizes = volumes::sizes(docker, &names)?;
     let text = describe(&plan, &sizes, &opts.dir, &ctx.stack.name);
     if docker.dry_run() {
+        // The text lists every step and its command already: print it once, run nothing.
         print!("{text}");
-        plan.steps.execute(docker, &ctx.ui)?;
         return Ok(());
     }
     match kind {
@@ -194,16 +194,14 @@ pub fn run(ctx: &Ctx, kind: Clean, opts: &Options) -> Result<()> {
     }
     let dir = backup::prepare_dir(&opts.dir)?;
     // Held until the clean is done: no backup or restore of the project runs meanwhile.
-    let _lock = Lock::acquire(&dir, &ctx.stack.name, kind.command())?;
+    let lock = Lock::acquire(&dir, &ctx.stack.name, kind.command())?;
     docker.remove_orphan_helpers()?;
     if opts.backup_first {
         ctx.ui.step("full backup first (--backup-first)");
-        let (model, config) = volumes::model_and_config(ctx)?;
         let bopts =
             backup::Options { tag: Some("pre-clean".into()), ..backup::Options::new(backup::Kind::Full, dir.clone()) };
-        let bplan = backup::plan(&model, &bopts)?;
-        let s = backup::execute_locked(ctx, &bplan, &bopts, config.as_deref().unwrap_or_default(), &dir)
-            .context("the backup before the clean failed, so nothing was removed")?;
+        let s =
+            backup::take(ctx, &bopts, &lock).context("the backup before the clean failed, so nothing was removed")?;
         println!("backup: {}", s.path.display());
     }
     plan.steps.execute(docker, &ctx.ui)?;

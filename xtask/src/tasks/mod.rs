@@ -5,6 +5,7 @@
 pub mod backup;
 pub mod catalog;
 pub mod clean;
+pub mod migrate;
 pub mod restore;
 pub mod stack;
 pub mod status;

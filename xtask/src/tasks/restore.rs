@@ -20,7 +20,7 @@ use crate::signals;
 use crate::tasks::backup;
 use crate::tasks::catalog;
 use crate::tasks::volumes;
-use crate::ui::{confirm, human_bytes, Confirm};
+use crate::ui::human_bytes;
 
 /// The tag of the safety backups restore takes; `--latest` passes over them.
 pub const SAFETY_TAG: &str = "pre-restore";
@@ -163,42 +163,67 @@ impl RestorePlan {
     }
 }
 
-pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
+/// A restore decided from a verified archive, before anything is touched: what `--dry-run`
+/// and the confirmation show, and what [`execute`] carries out.
+pub struct Prepared {
+    pub path: PathBuf,
+    pub verified: Verified,
+    pub plan: RestorePlan,
+    /// Current sizes of the target volumes that exist.
+    pub sizes: BTreeMap<String, u64>,
+    dir: PathBuf,
+}
+
+impl Prepared {
+    /// What will be replaced, for the confirmation and `--dry-run`.
+    pub fn describe(&self) -> String {
+        self.plan.describe(&self.path, self.verified.meta(), &self.sizes)
+    }
+}
+
+/// What a finished restore reports.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub project: String,
+    pub archive: PathBuf,
+    /// The safety backup: restoring it undoes this restore.
+    pub undo: Option<PathBuf>,
+}
+
+/// Verifies the archive (from the one descriptor every later read uses) and decides what it
+/// restores into this stack. Touches nothing.
+pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<Prepared> {
     let docker = ctx.docker()?;
     let dir = backup::prepare_dir(&opts.dir)?;
     let path = match &opts.archive {
         Some(p) => p.clone(),
         None => catalog::latest(&dir, &ctx.stack.name, |a| a.tag.as_deref() != Some(SAFETY_TAG))?,
     };
-    // 1. Verify first, from the one descriptor every later read uses: a bad archive is refused
-    //    before anything is touched, and a file swapped after this check is never read.
     ctx.ui.step(&format!("verify {}", path.display()));
-    let source = Source::open(&path)?;
-    let verified = Verified::check(source, Rules { allow_special: opts.allow_special })?;
-    let meta = verified.meta().clone();
-    let (project, config) = volumes::model_and_config(ctx)?;
-    let plan = plan(&project, &meta, &opts.only, opts.force)?;
+    let verified = Verified::check(Source::open(&path)?, Rules { allow_special: opts.allow_special })?;
+    let plan = plan(&ctx.model()?.0, verified.meta(), &opts.only, opts.force)?;
     let existing = volumes::names(docker)?;
     let present: Vec<&str> =
         plan.volumes.iter().map(|v| v.target.as_str()).filter(|t| existing.iter().any(|e| e == t)).collect();
     let sizes = volumes::sizes(docker, &present)?;
-    let text = plan.describe(&path, &meta, &sizes);
-    if docker.dry_run() {
-        print!("{text}");
-        return Ok(());
-    }
-    confirm(&text, Confirm::YesNo { yes_flag: opts.yes })?;
-    let _lock = Lock::acquire(&dir, &plan.project, "restore")?;
+    Ok(Prepared { path, verified, plan, sizes, dir })
+}
+
+/// Carries out a prepared restore under the project's lock: free space checked, a safety
+/// backup of what is replaced, then the replacement; on failure or SIGINT/SIGTERM the way back
+/// (the safety backup restored, services put back) before the error is returned.
+pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<Outcome> {
+    let docker = ctx.docker()?;
+    lock.covers(&p.dir, &p.plan.project)?;
     if docker.remove_orphan_helpers()? > 0 {
         ctx.ui.step("removed helper containers left by an interrupted run");
     }
-    check_space(docker, &plan, &verified.report, &sizes)?;
-    // 2. A way back: a backup of exactly what will be overwritten.
+    check_space(docker, &p.plan, &p.verified.report, &p.sizes)?;
     let safety = if opts.no_safety_backup {
         ctx.ui.step("no safety backup (--no-safety-backup): this restore cannot be undone");
         None
     } else {
-        safety_backup(ctx, &project, &plan, &existing, &present, config.as_deref().unwrap_or_default(), &dir)?
+        safety_backup(ctx, p, lock)?
     };
     // From here on a signal does not kill the tool mid-way: it takes the way back below.
     signals::install();
@@ -208,12 +233,10 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
             s.display()
         ));
     }
-    // 3. Replace, with only the services that use the volumes stopped.
     let mut guard = ServiceGuard::new(docker, &ctx.stack);
     let mut created = Vec::new();
-    let result = replace(ctx, &verified, &plan, &dir, &mut guard, &mut created);
-    if let Err(e) = result {
-        let back = way_back(ctx, &project, safety.as_deref(), &created, &dir, &mut guard);
+    if let Err(e) = replace(ctx, &p.verified, &p.plan, &p.dir, &mut guard, &mut created) {
+        let back = way_back(ctx, safety.as_deref(), &created, &p.dir, &mut guard);
         let restarted = guard.restore(&ctx.ui);
         return Err(match (back, restarted) {
             (Ok(msg), Ok(())) => e.context(format!("the restore failed; {msg}")),
@@ -226,50 +249,33 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
         });
     }
     guard.restore(&ctx.ui)?;
-    println!("restored {} from {}", plan.project, path.display());
-    match safety {
-        Some(s) => println!("to undo this restore: cargo xtask restore {} --yes", s.display()),
-        None if !opts.no_safety_backup => println!("nothing existed before that this restore replaced"),
-        None => {}
-    }
-    Ok(())
+    Ok(Outcome { project: p.plan.project.clone(), archive: p.path.clone(), undo: safety })
 }
 
 /// The safety backup: exactly what will be overwritten, the present target volumes, and the
-/// databases if their volume exists (starting PostgreSQL on a missing volume would only create one).
-fn safety_backup(
-    ctx: &Ctx,
-    project: &Project,
-    plan: &RestorePlan,
-    existing: &[String],
-    present: &[&str],
-    config: &str,
-    dir: &Path,
-) -> Result<Option<PathBuf>> {
-    let kind = if plan.volumes.is_empty() { backup::Kind::Db } else { backup::Kind::Full };
-    let bopts = backup::Options {
-        volumes: present.iter().map(|s| s.to_string()).collect(),
-        tag: Some(SAFETY_TAG.into()),
-        level: 1,
-        ..backup::Options::new(kind, dir.to_path_buf())
-    };
-    let mut bplan = backup::plan(project, &bopts)?;
-    bplan.volumes.retain(|v| present.contains(&v.name.as_str()));
-    if bplan.redis.as_ref().is_some_and(|r| !present.contains(&r.volume.as_str())) {
-        bplan.redis = None;
-    }
-    let db_volume_exists =
-        bplan.db.as_ref().and_then(|d| d.volume.as_ref()).is_none_or(|v| existing.iter().any(|e| e == v));
-    if plan.db.is_none() || !db_volume_exists {
-        bplan.db = None;
-    }
-    if bplan.db.is_none() && present.is_empty() {
+/// databases if their volume exists. None when nothing that would be replaced exists.
+fn safety_backup(ctx: &Ctx, p: &Prepared, lock: &Lock) -> Result<Option<PathBuf>> {
+    let present: Vec<String> = p.sizes.keys().cloned().collect();
+    let kind = if present.is_empty() { backup::Kind::Db } else { backup::Kind::Full };
+    if p.plan.db.is_none() && present.is_empty() {
         ctx.ui.step("nothing that would be replaced exists: no safety backup needed");
         return Ok(None);
     }
+    let bopts = backup::Options {
+        volumes: present,
+        tag: Some(SAFETY_TAG.into()),
+        level: 1,
+        dump_database: p.plan.db.is_some(),
+        only_existing: true,
+        ..backup::Options::new(kind, p.dir.clone())
+    };
     ctx.ui.step("safety backup of what will be replaced");
-    let s = backup::execute_locked(ctx, &bplan, &bopts, config, dir)
-        .context("take the safety backup (nothing was restored)")?;
+    let s = backup::take(ctx, &bopts, lock).context("take the safety backup (nothing was restored)")?;
+    if s.volumes.is_empty() && s.databases.is_empty() {
+        let _ = std::fs::remove_file(&s.path);
+        ctx.ui.step("nothing that would be replaced exists: no safety backup needed");
+        return Ok(None);
+    }
     Ok(Some(s.path))
 }
 
@@ -309,7 +315,6 @@ fn replace(
 /// (if any) is restored the same way. Returns what it did.
 fn way_back(
     ctx: &Ctx,
-    project: &Project,
     safety: Option<&Path>,
     created: &[String],
     dir: &Path,
@@ -324,7 +329,7 @@ fn way_back(
         return Ok("no safety backup existed, so only volumes it had created were removed".into());
     };
     let verified = Verified::check(Source::open(safety)?, Rules::default())?;
-    let plan = plan(project, verified.meta(), &[], false)?;
+    let plan = plan(&ctx.model()?.0, verified.meta(), &[], false)?;
     let mut again = Vec::new();
     replace_uninterruptible(ctx, &verified, &plan, dir, guard, &mut again)
         .with_context(|| format!("restore the safety backup {}", safety.display()))?;

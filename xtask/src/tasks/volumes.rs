@@ -48,11 +48,18 @@ pub struct MountReport {
 /// The stack's model: from `docker compose config` when the engine is reachable, else the files.
 /// The files are always parsed first, so a broken file is reported with its name and key.
 pub fn model(ctx: &Ctx) -> Result<Project> {
-    Ok(model_and_config(ctx)?.0)
+    Ok(ctx.model()?.0.clone())
 }
 
-/// The model and, online, the `docker compose config --format json` text it came from.
+/// The model and, online, the `docker compose config --format json` text it came from (cached
+/// in the context: use `ctx.model()`).
 pub fn model_and_config(ctx: &Ctx) -> Result<(Project, Option<String>)> {
+    Ok(ctx.model()?.clone())
+}
+
+/// Reads the model: the files are parsed first (so a broken file is named), then, online,
+/// Compose's own view.
+pub(crate) fn load_model(ctx: &Ctx) -> Result<(Project, Option<String>)> {
     let offline = ctx.stack.parse_offline()?;
     match ctx.online() {
         None => Ok((offline, None)),

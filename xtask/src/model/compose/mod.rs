@@ -222,6 +222,15 @@ impl Stack {
     }
 }
 
+impl Stack {
+    /// The top-level `x-xtask:` block of the merged compose files (the tool's own settings,
+    /// kept beside the stack they are for), or None.
+    pub fn settings(&self) -> Result<Option<Value>> {
+        let merged = load::load_files(&self.files, &self.env)?;
+        Ok(merged.doc.get("x-xtask").cloned())
+    }
+}
+
 /// Builds the model from the JSON `docker compose config --format json` printed.
 pub fn from_engine_config(project: &str, json: &str) -> Result<Project> {
     let value: Value =

@@ -75,5 +75,21 @@ fn archive_names_carry_kind_time_and_a_clean_tag() {
     let stamp = &n["db_backup_".len().."db_backup_".len() + 15];
     assert!(stamp.chars().enumerate().all(|(i, c)| if i == 8 { c == '_' } else { c.is_ascii_digit() }), "{stamp}");
     assert!(archive_name(Kind::Full, None).unwrap().starts_with("full_backup_"));
-    assert_eq!(safe_entry_name("my db/ü"), "my_20db_2f_fc");
+}
+
+#[test]
+fn tags_outside_the_name_set_are_refused_before_anything_runs() {
+    let mut o = opts(Kind::Db);
+    o.tag = Some("pre migration".into());
+    let err = plan(&sample(), &o).unwrap_err().to_string();
+    assert!(err.contains("--tag"), "{err}");
+}
+
+#[test]
+fn the_database_can_be_left_out_and_its_volume_still_stands_for_it() {
+    let mut o = opts(Kind::Full);
+    o.dump_database = false;
+    let p = plan(&sample(), &o).unwrap();
+    assert!(p.db.is_none());
+    assert!(p.volumes.iter().all(|v| v.key != "app-postgres-data"), "never copied raw by accident");
 }
