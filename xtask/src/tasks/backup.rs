@@ -461,7 +461,7 @@ fn redis_save(docker: &Docker, stack: &Stack, r: &RedisSource) -> Result<()> {
     };
     let aof = info()?.get("aof_enabled").map(String::as_str) == Some("1");
     let command = if aof { "BGREWRITEAOF" } else { "BGSAVE" };
-    docker.query(&exec(docker, stack, &r.service, secret, &["redis-cli", command]))?;
+    docker.apply(&exec(docker, stack, &r.service, secret, &["redis-cli", command]))?;
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         std::thread::sleep(Duration::from_millis(200));

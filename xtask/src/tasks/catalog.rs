@@ -348,7 +348,7 @@ struct Scratch<'a> {
 
 impl Drop for Scratch<'_> {
     fn drop(&mut self) {
-        let _ = self.docker.query(&self.docker.cmd(self.args.clone()));
+        let _ = self.docker.apply(&self.docker.cmd(self.args.clone()));
     }
 }
 
@@ -372,10 +372,10 @@ fn deep_check(ctx: &Ctx, verified: &Verified) -> Result<()> {
         let password = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos());
         let user = format!("POSTGRES_USER={}", pg.user);
         let mut args: Vec<String> = ["run", "-d", "--name", &name, "--network", "none"].map(String::from).to_vec();
-        args.extend(crate::engine::docker::helper_labels());
+        args.extend(crate::engine::docker::helper::labels());
         args.extend(["-e", "POSTGRES_PASSWORD", "-e", &user, &image].map(String::from));
         let run = docker.cmd(args).secret_env("POSTGRES_PASSWORD", &password);
-        docker.query(&run).context("start a throwaway PostgreSQL")?;
+        docker.change(&run).context("start a throwaway PostgreSQL")?;
         let _container = Scratch { docker, args: vec!["rm".into(), "-f".into(), "-v".into(), name.clone()] };
         let ready = docker.cmd(["exec", &name, "pg_isready", "-h", "127.0.0.1", "-U", &pg.user, "-d", "postgres"]);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
@@ -436,7 +436,7 @@ fn deep_check(ctx: &Ctx, verified: &Verified) -> Result<()> {
     }
     for (i, v) in meta.volumes.iter().enumerate() {
         let scratch = format!("xtask-verify-{pid}-{i}");
-        docker.query(&docker.cmd(["volume", "create", "--label", "xtask.helper=1", &scratch]))?;
+        docker.apply(&docker.cmd(["volume", "create", "--label", "xtask.helper=1", &scratch]))?;
         let _volume = Scratch { docker, args: vec!["volume".into(), "rm".into(), "-f".into(), scratch.clone()] };
         let files = crate::archive::extract::fill_volume(docker, verified, &v.name, &scratch, &mut |_| {})
             .with_context(|| format!("load volume {} into a scratch volume", v.name))?;

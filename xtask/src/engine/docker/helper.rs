@@ -1,0 +1,319 @@
+//! Helper containers: the small image the tool runs to read or write volumes, described as a
+//! [`Helper`] spec (mounts, stdin, command) rather than argv. A volume's tar stream travels
+//! through a FIFO in a private bind-mounted directory when the engine is local (kernel to
+//! kernel), else through the container's stdout/stdin, which the daemon relays. Every helper
+//! carries labels naming the process that started it, so a later run removes orphans.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::run::{failure, ChildReader, ChildWriter, Running};
+use super::{Docker, DockerCmd};
+
+/// One mount of a helper container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelperMount {
+    /// A volume name, or a host directory for a bind mount.
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
+    pub bind: bool,
+}
+
+/// A helper container: `docker run --rm --network none` of the helper image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Helper {
+    pub mounts: Vec<HelperMount>,
+    /// Attach stdin (`-i`): the command reads what the tool writes.
+    pub stdin: bool,
+    pub command: Vec<String>,
+}
+
+impl Helper {
+    /// `volumes` mounted read-only at `/v/0`, `/v/1`… in that order.
+    pub fn read_only(volumes: &[&str], command: &[&str]) -> Helper {
+        let mounts = volumes
+            .iter()
+            .enumerate()
+            .map(|(i, v)| HelperMount {
+                source: v.to_string(),
+                target: format!("/v/{i}"),
+                read_only: true,
+                bind: false,
+            })
+            .collect();
+        Helper { mounts, stdin: false, command: command.iter().map(|c| c.to_string()).collect() }
+    }
+
+    /// `volume` mounted read-write at `/v/0`, stdin attached.
+    pub fn writer(volume: &str, command: &[&str]) -> Helper {
+        let mount = HelperMount { source: volume.into(), target: "/v/0".into(), read_only: false, bind: false };
+        Helper { mounts: vec![mount], stdin: true, command: command.iter().map(|c| c.to_string()).collect() }
+    }
+
+    /// The docker command that runs it.
+    pub fn to_cmd(&self) -> DockerCmd {
+        let mut args: Vec<String> = vec!["run".into(), "--rm".into()];
+        if self.stdin {
+            args.push("-i".into());
+        }
+        args.extend(["--network".into(), "none".into()]);
+        args.extend(labels());
+        for m in &self.mounts {
+            let kind = if m.bind { "bind" } else { "volume" };
+            let ro = if m.read_only { ",readonly" } else { "" };
+            args.extend(["--mount".into(), format!("type={kind},source={},target={}{ro}", m.source, m.target)]);
+        }
+        args.push(image());
+        args.extend(self.command.iter().cloned());
+        DockerCmd { args, secret_env: Vec::new() }
+    }
+}
+
+/// The labels on every container the tool starts for itself: that it is a helper, and which
+/// process on which host started it, so a later run can remove helpers a killed run left behind.
+pub fn labels() -> Vec<String> {
+    vec![
+        "--label".into(),
+        "xtask.helper=1".into(),
+        "--label".into(),
+        format!("xtask.pid={}", std::process::id()),
+        "--label".into(),
+        format!("xtask.host={}", hostname()),
+    ]
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+}
+
+/// The small image the tool runs to read or write volumes: `$XTASK_HELPER_IMAGE`, else busybox.
+pub fn image() -> String {
+    std::env::var("XTASK_HELPER_IMAGE").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "busybox:1.36".to_string())
+}
+
+/// Whether volume streams may use a FIFO: a local engine, unless XTASK_TRANSPORT says otherwise.
+fn fifo_allowed() -> bool {
+    let transport = std::env::var("XTASK_TRANSPORT").unwrap_or_default();
+    let local = std::env::var("DOCKER_HOST").map_or(true, |h| h.is_empty() || h.starts_with("unix://"));
+    transport != "stream" && (local || transport == "fifo")
+}
+
+impl Docker {
+    /// The tar stream of a volume's root (`tar -c -C ROOT .` in a read-only helper container).
+    pub fn volume_tar(&self, volume: &str) -> Result<VolumeTar> {
+        if fifo_allowed() {
+            let helper = Helper::read_only(&[volume], &["tar", "-c", "-f", "/xtask-io/stream", "-C", "/v/0", "."]);
+            if let Some(f) = self.fifo_helper(helper, false)? {
+                return Ok(VolumeTar::Fifo(f));
+            }
+        }
+        let helper = Helper::read_only(&[volume], &["tar", "-c", "-f", "-", "-C", "/v/0", "."]);
+        Ok(VolumeTar::Stream(self.stream(&helper.to_cmd())?))
+    }
+
+    /// A sink that fills volume `volume` from a tar stream (`tar -x --numeric-owner` in a helper).
+    pub fn volume_untar(&self, volume: &str) -> Result<VolumeSink> {
+        if fifo_allowed() {
+            let mut helper =
+                Helper::writer(volume, &["tar", "-x", "--numeric-owner", "-f", "/xtask-io/stream", "-C", "/v/0"]);
+            helper.stdin = false;
+            if let Some(f) = self.fifo_helper(helper, true)? {
+                return Ok(VolumeSink::Fifo(f));
+            }
+        }
+        let helper = Helper::writer(volume, &["tar", "-x", "--numeric-owner", "-f", "-", "-C", "/v/0"]);
+        Ok(VolumeSink::Stdin(self.pipe_into(&helper.to_cmd())?))
+    }
+
+    /// Runs `helper` with a private directory holding a FIFO mounted at /xtask-io, and opens our
+    /// end: for reading (the helper writes `/xtask-io/stream`) or for writing (it reads it).
+    /// Ok(None): the engine cannot see our directory (a remote engine): use the attach stream.
+    fn fifo_helper(&self, mut helper: Helper, we_write: bool) -> Result<Option<FifoIo>> {
+        let dir = TempIoDir::create()?;
+        let fifo = dir.0.join("stream");
+        mkfifo(&fifo)?;
+        let source = dir.0.display().to_string();
+        helper.mounts.push(HelperMount { source, target: "/xtask-io".into(), read_only: false, bind: true });
+        let run = self.start_quiet(&helper.to_cmd())?;
+        // Opening a FIFO blocks until the other end opens it: do it on a thread and watch the
+        // child meanwhile, so a helper that fails early cannot hang us.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || {
+            let opened =
+                if we_write { std::fs::OpenOptions::new().write(true).open(&path) } else { std::fs::File::open(&path) };
+            let _ = tx.send(opened);
+        });
+        loop {
+            match rx.recv_timeout(std::time::Duration::from_millis(50)) {
+                Ok(file) => {
+                    let file = file.with_context(|| format!("open {}", fifo.display()))?;
+                    // A 1 MiB pipe buffer (the default is 64 KiB) means fewer wake-ups; best effort.
+                    // SAFETY: fcntl on a descriptor we own.
+                    unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&file), libc::F_SETPIPE_SZ, 1 << 20) };
+                    return Ok(Some(FifoIo { file: Some(file), run, _dir: dir }));
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(e) => bail!("FIFO opener thread: {e}"),
+            }
+            if let Some((status, stderr)) = run.try_status()? {
+                // Unblock the opener by opening the other end ourselves, then decide.
+                let mut other = std::fs::OpenOptions::new();
+                if we_write {
+                    other.read(true);
+                } else {
+                    other.write(true);
+                }
+                let _ = std::os::unix::fs::OpenOptionsExt::custom_flags(&mut other, libc::O_NONBLOCK).open(&fifo);
+                if !status.success() && !we_write {
+                    return Err(failure(run.cmd(), status, &stderr));
+                }
+                // Reading: it succeeded writing elsewhere. Writing: it could not open our FIFO.
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Removes helper containers whose xtask process (on this host) is gone: after a kill -9 a
+    /// helper may still hold a volume (e.g. blocked opening its FIFO). Returns how many.
+    pub fn remove_orphan_helpers(&self) -> Result<usize> {
+        let out = self.query(&self.cmd([
+            "ps",
+            "--all",
+            "--filter",
+            "label=xtask.helper=1",
+            "--format",
+            "{{.ID}}\t{{.Label \"xtask.pid\"}}\t{{.Label \"xtask.host\"}}",
+        ]))?;
+        let me = hostname();
+        let mut removed = 0;
+        for line in out.lines() {
+            let mut f = line.split('\t');
+            let (Some(id), Some(pid), Some(host)) = (f.next(), f.next(), f.next()) else { continue };
+            let Ok(pid) = pid.parse::<u32>() else { continue };
+            if host != me || pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            self.apply(&self.cmd(["rm", "--force", "--volumes", id]))?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}
+
+fn mkfifo(path: &std::path::Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).context("FIFO path")?;
+    // SAFETY: a valid NUL-terminated path; mkfifo has no other preconditions.
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("mkfifo {}", path.display()));
+    }
+    Ok(())
+}
+
+/// A private directory (0700) shared with a helper container; removed when dropped.
+struct TempIoDir(PathBuf);
+
+impl TempIoDir {
+    fn create() -> Result<TempIoDir> {
+        use std::os::unix::fs::DirBuilderExt;
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("xtask-io-{}-{n}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).with_context(|| format!("create {}", dir.display()))?;
+        Ok(TempIoDir(dir))
+    }
+}
+
+impl Drop for TempIoDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A volume's tar stream, by FIFO or by the container's stdout.
+pub enum VolumeTar {
+    Fifo(FifoIo),
+    Stream(ChildReader),
+}
+
+/// Where a volume's tar stream goes to be extracted: a FIFO or the container's stdin.
+pub enum VolumeSink {
+    Fifo(FifoIo),
+    Stdin(ChildWriter),
+}
+
+/// Our end of the FIFO a helper container reads or writes, and the helper.
+pub struct FifoIo {
+    file: Option<std::fs::File>,
+    run: Running,
+    _dir: TempIoDir,
+}
+
+impl std::io::Read for VolumeTar {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            VolumeTar::Fifo(f) => f.file.as_mut().map_or(Ok(0), |file| file.read(buf)),
+            VolumeTar::Stream(r) => r.read(buf),
+        }
+    }
+}
+
+impl Write for VolumeSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            VolumeSink::Fifo(f) => match f.file.as_mut() {
+                Some(file) => file.write(buf),
+                None => Err(std::io::Error::other("FIFO already closed")),
+            },
+            VolumeSink::Stdin(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl VolumeTar {
+    /// Drains the stream, waits for the helper and reports its failure with its stderr.
+    pub fn finish(self) -> Result<()> {
+        match self {
+            VolumeTar::Stream(r) => r.finish(),
+            VolumeTar::Fifo(mut f) => {
+                if let Some(file) = f.file.as_mut() {
+                    std::io::copy(file, &mut std::io::sink()).ok();
+                }
+                f.finish()
+            }
+        }
+    }
+}
+
+impl VolumeSink {
+    /// Closes our end, waits for the helper and reports its failure with its stderr.
+    pub fn finish(self) -> Result<()> {
+        match self {
+            VolumeSink::Stdin(w) => w.finish(),
+            VolumeSink::Fifo(f) => f.finish(),
+        }
+    }
+
+    /// The helper's error after a write failed (it exited early: its stderr says why).
+    pub fn failed(self) -> anyhow::Error {
+        match self {
+            VolumeSink::Stdin(w) => w.failed(),
+            VolumeSink::Fifo(f) => f.finish().err().unwrap_or_else(|| anyhow!("the helper stopped reading")),
+        }
+    }
+}
+
+impl FifoIo {
+    fn finish(mut self) -> Result<()> {
+        drop(self.file.take());
+        self.run.wait()
+    }
+}
