@@ -18,13 +18,26 @@ impl Ui {
     /// A progress display for one step: a live byte counter with throughput on a terminal,
     /// the step line and then one summary line otherwise; nothing under `--quiet`.
     pub fn progress(&self, what: &str) -> Progress {
+        self.progress_of(what, None)
+    }
+
+    /// Like [`Ui::progress`] when the total is known: a bar with the total, percentage and ETA.
+    pub fn progress_to(&self, what: &str, total: u64) -> Progress {
+        self.progress_of(what, Some(total))
+    }
+
+    fn progress_of(&self, what: &str, total: Option<u64>) -> Progress {
         use std::io::IsTerminal;
         let bar = if !self.quiet && std::io::stderr().is_terminal() {
-            let bar = indicatif::ProgressBar::new_spinner();
-            if let Ok(style) =
-                indicatif::ProgressStyle::with_template("{spinner} {msg}: {bytes} ({binary_bytes_per_sec})")
-            {
-                bar.set_style(style);
+            let (bar, template) = match total {
+                Some(t) => (
+                    indicatif::ProgressBar::new(t),
+                    "{msg}: [{bar:30}] {bytes}/{total_bytes} {percent}% ({binary_bytes_per_sec}, ETA {eta})",
+                ),
+                None => (indicatif::ProgressBar::new_spinner(), "{spinner} {msg}: {bytes} ({binary_bytes_per_sec})"),
+            };
+            if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+                bar.set_style(style.progress_chars("=> "));
             }
             bar.set_message(what.to_string());
             bar.enable_steady_tick(std::time::Duration::from_millis(200));

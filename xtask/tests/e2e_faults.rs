@@ -120,3 +120,24 @@ fn backup_directory_too_small_is_refused_before_writing() {
     let size = docker_ok(&["exec", &format!("{}-backend-1", stack.project), "stat", "-c", "%s", "/app/media/big.bin"]);
     assert_eq!(size.trim(), "20971520", "the data is untouched");
 }
+
+#[test]
+fn a_service_that_fails_to_start_leaves_the_others_as_found() {
+    if !engine() {
+        return;
+    }
+    let mut stack = TestStack::sample("guard");
+    let dir = TempDir::new("guard");
+    stack.xtask_ok(&["up", "db", "redis"]);
+    // No containers, the volumes kept: the backup has to start db and then redis.
+    stack.compose(&["rm", "--stop", "--force", "db", "redis"]);
+    // Redis now cannot start (an image without redis-server): the second start fails.
+    stack.env.push(("REDIS_IMAGE".into(), "xtask-test/busybox:local".into()));
+    let (ok, _, err) = stack.xtask(&["backup", "--all", "--output-dir", dir.s()]);
+    assert!(!ok, "the backup cannot succeed without Redis");
+    assert!(err.contains("start service redis"), "{err}");
+    let filter = format!("label=com.docker.compose.project={}", stack.project);
+    let left = docker_ok(&["ps", "--all", "--quiet", "--filter", &filter]);
+    assert!(left.trim().is_empty(), "db, started first, was removed again as it was found: {left}");
+    assert!(dir.names().iter().all(|n| !n.ends_with(".tar.gz")), "no archive: {:?}", dir.names());
+}

@@ -161,8 +161,13 @@ fn acceptance_story_backup_clean_all_restore() {
     let after2 = existing(&stack);
     assert_eq!(after.iter().filter(|v| !after2.contains(v)).collect::<Vec<_>>(), [&stack.volume("redis-data")]);
     assert_eq!(psql(&db, "app", "SELECT count(*) FROM items"), "100", "the database was not touched");
-    let (ok, _, err) = stack.xtask(&["clean-logs"]);
-    assert!(ok || err.contains("--yes"), "{err}");
+    // Nothing left to remove: no question asked, and it says so.
+    let out = stack.xtask_ok(&["clean-logs"]);
+    assert!(out.contains("no volume to remove"), "{out}");
+    // --dry-run prints each step once and runs none.
+    let out = stack.xtask_ok(&["clean", "--dry-run"]);
+    let downs = out.lines().filter(|l| l.contains(" down ")).count();
+    assert_eq!(downs, 1, "each step printed once: {out}");
 }
 
 #[test]

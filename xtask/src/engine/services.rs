@@ -104,6 +104,10 @@ impl<'a> ServiceGuard<'a> {
 
     /// Puts every service back as it was; reports the first failure after trying them all.
     pub fn restore(mut self, ui: &Ui) -> Result<()> {
+        self.put_back(ui)
+    }
+
+    fn put_back(&mut self, ui: &Ui) -> Result<()> {
         let mut first_error = None;
         if !self.stopped.is_empty() {
             let list = std::mem::take(&mut self.stopped);
@@ -134,12 +138,15 @@ impl<'a> ServiceGuard<'a> {
 }
 
 impl Drop for ServiceGuard<'_> {
+    /// On every path, also an early `?` or a panic: services go back as they were found.
     fn drop(&mut self) {
-        if !self.started.is_empty() || !self.stopped.is_empty() {
-            // `restore` was not reached (a panic): say what the user must do.
+        if self.started.is_empty() && self.stopped.is_empty() {
+            return;
+        }
+        let (stopped, started) = (self.stopped.clone(), self.started.clone());
+        if let Err(e) = self.put_back(&Ui { quiet: false }) {
             eprintln!(
-                "warning: services were left changed; run `cargo xtask up` (stopped: {:?}, started: {:?})",
-                self.stopped, self.started
+                "warning: services could not be put back ({e:#}); run `cargo xtask up` (stopped: {stopped:?}, started: {started:?})"
             );
         }
     }

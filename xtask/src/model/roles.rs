@@ -195,7 +195,7 @@ mod tests {
 
     #[test]
     fn labels_win_and_bad_labels_are_errors() {
-        let (s, m) = svc("redis", "/data");
+        let (s, _) = svc("redis", "/data");
         let mut vol = VolumeDecl {
             key: "v".into(),
             name: "p_v".into(),
@@ -205,7 +205,6 @@ mod tests {
             origin: Some("compose.yaml".into()),
         };
         let project = Project { name: "p".into(), volumes: vec![vol.clone()], services: vec![s] };
-        let _ = m;
         let c = classify(&project, &vol).unwrap();
         assert_eq!(
             (c.role, c.role_inferred, c.priority, c.priority_inferred),

@@ -170,6 +170,16 @@ pub fn plan(project: &Project, opts: &Options) -> Result<BackupPlan> {
                     databases: opts.databases.clone(),
                 });
             }
+            Some(s) if !requested.contains(&v.name) => skipped.push((
+                v.name.clone(),
+                format!(
+                    "database volume of a second PostgreSQL server (service {}): only the first ({}) is dumped; \
+                     copy it raw with --volume {} --stop",
+                    s.name,
+                    db.as_ref().map(|d: &DbSource| d.service.as_str()).unwrap_or_default(),
+                    v.name
+                ),
+            )),
             _ if !requested.contains(&v.name) => skipped.push((
                 v.name.clone(),
                 "database volume of a server other than PostgreSQL: not dumped; copy it raw with --volume NAME --stop"
@@ -500,6 +510,8 @@ struct Sources<'a> {
     db: Option<&'a DbSource>,
     volumes: Vec<&'a VolumeChoice>,
     skipped: Vec<Skipped>,
+    /// Sizes on disk, measured before the copy: the progress bars' totals.
+    sizes: BTreeMap<String, u64>,
 }
 
 /// Writes the archive `plan` describes into the locked directory.
@@ -512,14 +524,15 @@ pub fn execute(ctx: &Ctx, plan: &BackupPlan, opts: &Options, lock: &Lock) -> Res
     if docker.remove_orphan_helpers()? > 0 {
         ctx.ui.step("removed helper containers left by an interrupted run");
     }
-    let sources = sources(docker, plan, opts)?;
+    let mut sources = sources(docker, plan, opts)?;
     for s in &sources.skipped {
         ctx.ui.step(&format!("skip {}: {}", s.name, s.reason));
     }
-    check_space(docker, &dir, &sources)?;
+    sources.sizes = check_space(docker, &dir, &sources)?;
     let mut guard = ServiceGuard::new(docker, &ctx.stack);
     let result = (|| -> Result<Summary> {
-        let services = [sources.db.map(|d| d.service.clone()), plan.redis.as_ref().map(|r| r.service.clone())];
+        let redis = plan.redis.as_ref().filter(|r| sources.volumes.iter().any(|v| v.name == r.volume));
+        let services = [sources.db.map(|d| d.service.clone()), redis.map(|r| r.service.clone())];
         for svc in services.into_iter().flatten() {
             if guard.ensure_running(&svc, &ctx.ui).with_context(|| format!("start service {svc} for the backup"))? {
                 ctx.ui.step(&format!("started {svc} for the backup; it will be stopped again afterwards"));
@@ -529,7 +542,7 @@ pub fn execute(ctx: &Ctx, plan: &BackupPlan, opts: &Options, lock: &Lock) -> Res
             Some(db) => dump_databases(ctx, db, &dir)?,
             None => (Vec::new(), None),
         };
-        if let Some(r) = plan.redis.as_ref().filter(|r| sources.volumes.iter().any(|v| v.name == r.volume)) {
+        if let Some(r) = redis {
             ctx.ui.step(&format!("ask Redis ({}) to save its data", r.service));
             redis_save(docker, &ctx.stack, r).context("make Redis save its data")?;
         }
@@ -577,16 +590,17 @@ fn sources<'a>(docker: &Docker, plan: &'a BackupPlan, opts: &Options) -> Result<
         skipped.push(Skipped { name: missing.clone(), reason: "does not exist: no database to dump".into() });
         db = None;
     }
-    Ok(Sources { db, volumes: to_copy, skipped })
+    Ok(Sources { db, volumes: to_copy, skipped, sizes: BTreeMap::new() })
 }
 
-/// Space: the archive can be as large as the data when nothing compresses.
-fn check_space(docker: &Docker, dir: &Path, sources: &Sources) -> Result<()> {
+/// Space: the archive can be as large as the data when nothing compresses. Returns the sizes.
+fn check_space(docker: &Docker, dir: &Path, sources: &Sources) -> Result<BTreeMap<String, u64>> {
     let names: Vec<&str> =
         sources.volumes.iter().map(|v| v.name.as_str()).chain(sources.db.and_then(|d| d.volume.as_deref())).collect();
     let existing = volumes::names(docker)?;
     let names: Vec<&str> = names.into_iter().filter(|n| existing.iter().any(|e| e == n)).collect();
-    let needed: u64 = volumes::sizes(docker, &names)?.values().sum();
+    let sizes = volumes::sizes(docker, &names)?;
+    let needed: u64 = sizes.values().sum();
     let free = free_space(dir)?;
     if free < needed {
         bail!(
@@ -596,7 +610,7 @@ fn check_space(docker: &Docker, dir: &Path, sources: &Sources) -> Result<()> {
             human_bytes(free)
         );
     }
-    Ok(())
+    Ok(sizes)
 }
 
 /// With --stop, the services using the copied volumes stop (and start again later).
@@ -710,7 +724,8 @@ fn write_archive(
     }
     drop(dumps);
     for v in &sources.volumes {
-        let progress = ctx.ui.progress(&format!("copy volume {}", v.name));
+        let total = sources.sizes.get(&v.name).copied().unwrap_or(0);
+        let progress = ctx.ui.progress_to(&format!("copy volume {}", v.name), total);
         let mut child = docker.volume_tar(&v.name).with_context(|| format!("read volume {}", v.name))?;
         let stats = writer
             .add_volume_tar(&v.name, &mut child, &mut |n| progress.inc(n))

@@ -261,7 +261,12 @@ pub fn list(dir: &Path, project: &str, json: bool) -> Result<()> {
             what.extend(a.volumes.iter().cloned());
             vec![
                 a.file.clone(),
-                a.created_at.clone(),
+                // To the second: the time in the file's name (the metadata's has nanoseconds).
+                if a.problem.as_deref().is_some_and(|p| p.starts_with("damaged")) {
+                    "-".into()
+                } else {
+                    a.created.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+                },
                 age(a.created),
                 human_bytes(a.size_bytes),
                 a.kind.clone(),

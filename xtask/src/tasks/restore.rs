@@ -398,7 +398,8 @@ fn restore_volume(
         args.push(v.target.clone());
         docker.apply(&docker.cmd(args))?;
     }
-    let progress = ctx.ui.progress(&format!("fill volume {}", v.target));
+    let total = verified.report.volume_bytes.get(&v.archived).copied().unwrap_or(0);
+    let progress = ctx.ui.progress_to(&format!("fill volume {}", v.target), total);
     let files = extract::fill_volume(docker, verified, &v.archived, &v.target, &mut |n| progress.inc(n))?;
     progress.finish(&format!("volume {}: {files} files", v.target));
     Ok(())

@@ -1,6 +1,7 @@
 //! Variable interpolation as the Compose specification defines it: `$VAR`, `${VAR}`,
 //! `${VAR:-default}`, `${VAR-default}`, `${VAR:?error}`, `${VAR?error}`, `${VAR:+alt}`,
-//! `${VAR+alt}`, nested expressions inside the default, and `$$` for a literal `$`.
+//! `${VAR+alt}`, nested expressions inside the default, `$$` for a literal `$`, and a `$` not
+//! followed by `{`, `$` or a name taken literally (as Compose does).
 
 /// Why a string could not be interpolated; the caller adds the file and key.
 #[derive(Debug, PartialEq, Eq)]
@@ -45,7 +46,11 @@ pub fn interpolate(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resu
         } else {
             let len = name_len(after);
             if len == 0 {
-                return Err(syntax());
+                // Like Compose: a `$` not followed by `{`, `$` or a name is a literal `$`
+                // (`$(date)` in a command, a trailing `5$`).
+                out.push('$');
+                rest = after;
+                continue;
             }
             out.push_str(&lookup(&after[..len]).unwrap_or_default());
             rest = &after[len..];
@@ -185,7 +190,9 @@ mod tests {
     #[test]
     fn malformed_syntax_is_an_error() {
         assert!(matches!(run("${SET"), Err(InterpolationError::Syntax(_))));
-        assert!(matches!(run("cost: 5$"), Err(InterpolationError::Syntax(_))));
+        // As `docker compose config` does: these are literal dollars.
+        assert_eq!(run("cost: 5$").unwrap(), "cost: 5$");
+        assert_eq!(run("echo $(date) a$-b").unwrap(), "echo $(date) a$-b");
         assert!(matches!(run("${}"), Err(InterpolationError::Syntax(_))));
         assert!(matches!(run("${SET!x}"), Err(InterpolationError::Syntax(_))));
     }

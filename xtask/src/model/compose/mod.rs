@@ -182,6 +182,28 @@ fn normalize(p: &Path) -> PathBuf {
     out
 }
 
+/// A container path as Compose cleans it (Go's `path.Clean`): `/data/` is `/data`, `//a/./b` is `/a/b`.
+pub fn clean_target(t: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in t.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    let joined = parts.join("/");
+    if t.starts_with('/') {
+        format!("/{joined}")
+    } else if joined.is_empty() {
+        ".".into()
+    } else {
+        joined
+    }
+}
+
 fn validate_name(n: &str, what: &str) -> Result<String> {
     let ok = n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
         && n.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit());
@@ -389,7 +411,7 @@ fn parse_mount(item: &Value) -> Result<Mount> {
                 Some(Value::String(s)) => s == "true",
                 _ => false,
             };
-            Ok(Mount { kind, source, target: target.to_string(), read_only })
+            Ok(Mount { kind, source, target: clean_target(target), read_only })
         }
         _ => bail!("a mount must be a string or a mapping"),
     }
@@ -413,7 +435,7 @@ fn parse_short_mount(s: &str) -> Result<Mount> {
         Some(src) if src.starts_with(['.', '/', '~']) => MountKind::Bind,
         Some(_) => MountKind::Volume,
     };
-    Ok(Mount { kind, source: source.map(str::to_string), target: target.to_string(), read_only })
+    Ok(Mount { kind, source: source.map(str::to_string), target: clean_target(target), read_only })
 }
 
 fn is_mode(s: &str) -> bool {

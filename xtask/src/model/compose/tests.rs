@@ -190,3 +190,14 @@ fn short_mount_syntax() {
     assert_eq!(parse_short_mount("../src:/src:rw").unwrap().kind, MountKind::Bind);
     assert!(parse_short_mount("a:b:c:d").is_err());
 }
+
+#[test]
+fn mount_targets_are_cleaned_like_compose_does() {
+    assert_eq!(clean_target("/data/"), "/data");
+    assert_eq!(clean_target("//srv/./x/../y/"), "/srv/y");
+    assert_eq!(clean_target("/"), "/");
+    let m = parse_mount(&serde_yaml::from_str("{type: volume, source: v, target: /data/}").unwrap()).unwrap();
+    assert_eq!(m.target, "/data");
+    let m = parse_mount(&serde_yaml::Value::String("./b:/b/".into())).unwrap();
+    assert_eq!(m.target, "/b");
+}

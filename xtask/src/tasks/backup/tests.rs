@@ -93,3 +93,20 @@ fn the_database_can_be_left_out_and_its_volume_still_stands_for_it() {
     assert!(p.db.is_none());
     assert!(p.volumes.iter().all(|v| v.key != "app-postgres-data"), "never copied raw by accident");
 }
+
+#[test]
+fn a_second_postgresql_server_is_named_as_such() {
+    let mut p = sample();
+    let mut vol = p.volumes.iter().find(|v| v.key == "app-postgres-data").unwrap().clone();
+    vol.key = "auth-db".into();
+    vol.name = "app-auth-db".into();
+    p.volumes.push(vol);
+    let mut svc = p.services.iter().find(|s| s.name == "db").unwrap().clone();
+    svc.name = "authdb".into();
+    svc.mounts[0].source = Some("auth-db".into());
+    p.services.push(svc);
+    let plan = plan(&p, &opts(Kind::Full)).unwrap();
+    assert_eq!(plan.db.as_ref().unwrap().service, "db", "the first is dumped");
+    let why = skipped(&plan, "app-auth-db");
+    assert!(why.contains("second PostgreSQL server (service authdb)") && !why.contains("other than"), "{why}");
+}
