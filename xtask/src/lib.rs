@@ -8,6 +8,26 @@
 //! - [`archive`]: the archive format: writing, the strict grammar, verification, extraction.
 //! - [`tasks`]: what a user asks for, as functions over a [`context::Ctx`] and typed options,
 //!   returning typed results.
+//!
+//! Another repository's xtask composing a backup and a restore (the lock is taken once and
+//! passed on as proof; every step returns what it did):
+//!
+//! ```no_run
+//! use xtask::{context::Ctx, lock::Lock, model::compose::Selection, tasks::{backup, restore}};
+//!
+//! fn main() -> anyhow::Result<()> {
+//!     let ctx = Ctx::new(&Selection::default(), false, false, false, false)?;
+//!     let dir = backup::prepare_dir("backups".as_ref())?;
+//!     let lock = Lock::acquire(&dir, &ctx.stack.name, "backup and restore")?;
+//!     let archive = backup::take(&ctx, &backup::Options::new(backup::Kind::Full, dir.clone()), &lock)?;
+//!     let opts = restore::Options::new(archive.path, dir);
+//!     let prepared = restore::prepare(&ctx, &opts)?;
+//!     println!("{}", prepared.describe());
+//!     let outcome = restore::execute(&ctx, &prepared, &opts, &lock)?;
+//!     println!("undo with: cargo xtask restore {:?} --yes", outcome.undo);
+//!     Ok(())
+//! }
+//! ```
 
 pub mod archive;
 pub mod context;

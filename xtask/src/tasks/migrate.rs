@@ -155,13 +155,8 @@ pub fn run(ctx: &Ctx, plan: &Plan, lock: &Lock) -> Result<Outcome> {
     }
     ctx.ui.step(&format!("the migration failed ({status}): restore the databases from {}", archive.path.display()));
     let ropts = restore::Options {
-        archive: Some(archive.path.clone()),
         only: vec!["db".into()],
-        yes: true,
-        force: false,
-        no_safety_backup: false,
-        allow_special: false,
-        dir: plan.backup.output_dir.clone(),
+        ..restore::Options::new(archive.path.clone(), plan.backup.output_dir.clone())
     };
     let prepared = restore::prepare(ctx, &ropts)?;
     restore::execute(ctx, &prepared, &ropts, lock).context("roll the database back after the failed migration")?;

@@ -38,6 +38,21 @@ pub struct Options {
     pub dir: PathBuf,
 }
 
+impl Options {
+    /// A restore of everything in `archive`, confirmed already (`yes`), with a safety backup.
+    pub fn new(archive: PathBuf, dir: PathBuf) -> Options {
+        Options {
+            archive: Some(archive),
+            only: Vec::new(),
+            yes: true,
+            force: false,
+            no_safety_backup: false,
+            allow_special: false,
+            dir,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct DbRestore {
     pub service: String,
