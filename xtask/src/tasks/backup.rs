@@ -151,43 +151,7 @@ pub fn plan(project: &Project, opts: &Options) -> Result<BackupPlan> {
     };
     let requested: Vec<String> = opts.volumes.iter().map(|w| find(w)).collect::<Result<_>>()?;
     let excluded: Vec<String> = opts.exclude.iter().map(|w| find(w)).collect::<Result<_>>()?;
-
-    // The database: a PostgreSQL service mounting a volume with the database role.
-    let mut db = None;
-    let mut skipped = Vec::new();
-    for (v, c) in &classified {
-        if c.role != Role::Database {
-            continue;
-        }
-        let pg = project.mounts_of(&v.key).map(|(s, _)| s).find(|s| is_postgres(s.image.as_deref()));
-        match pg {
-            Some(s) if db.is_none() => {
-                db = Some(DbSource {
-                    service: s.name.clone(),
-                    volume: Some(v.name.clone()),
-                    user: s.environment.get("POSTGRES_USER").cloned().unwrap_or_else(|| "postgres".into()),
-                    password: s.environment.get("POSTGRES_PASSWORD").cloned(),
-                    databases: opts.databases.clone(),
-                });
-            }
-            Some(s) if !requested.contains(&v.name) => skipped.push((
-                v.name.clone(),
-                format!(
-                    "database volume of a second PostgreSQL server (service {}): only the first ({}) is dumped; \
-                     copy it raw with --volume {} --stop",
-                    s.name,
-                    db.as_ref().map(|d: &DbSource| d.service.as_str()).unwrap_or_default(),
-                    v.name
-                ),
-            )),
-            _ if !requested.contains(&v.name) => skipped.push((
-                v.name.clone(),
-                "database volume of a server other than PostgreSQL: not dumped; copy it raw with --volume NAME --stop"
-                    .to_string(),
-            )),
-            _ => {}
-        }
-    }
+    let (db, mut skipped) = find_database(project, &classified, &requested, opts);
     // The dumped database's volume is represented by its dump even when the dump is left out.
     let db_volume = db.as_ref().and_then(|d: &DbSource| d.volume.clone());
     let db = db.filter(|_| opts.dump_database);
@@ -197,46 +161,13 @@ pub fn plan(project: &Project, opts: &Options) -> Result<BackupPlan> {
             project.name
         );
     }
-
-    let mut volumes = Vec::new();
-    if opts.kind == Kind::Full {
-        for (v, c) in &classified {
-            let explicitly = requested.contains(&v.name);
-            let reason = if excluded.contains(&v.name) {
-                Some("excluded with --exclude".to_string())
-            } else if db_volume.as_ref() == Some(&v.name) && !explicitly {
-                Some("represented by the pg_dump of its databases (postgres/ in the archive)".to_string())
-            } else if !requested.is_empty() && !explicitly {
-                Some("not named with --volume".to_string())
-            } else if requested.is_empty()
-                && !opts.all
-                && !matches!(c.priority, Priority::Critical | Priority::Important)
-            {
-                Some(format!(
-                    "priority {}: not backed up by default (--all or --volume {} to include)",
-                    c.priority.as_str(),
-                    v.name
-                ))
-            } else {
-                None
-            };
-            if let Some(r) = reason {
-                if !skipped.iter().any(|(n, _)| n == &v.name) {
-                    skipped.push((v.name.clone(), r));
-                }
-                continue;
-            }
-            volumes.push(VolumeChoice {
-                key: v.key.clone(),
-                name: v.name.clone(),
-                role: c.role,
-                priority: c.priority,
-                driver: v.driver.clone().unwrap_or_else(|| "local".into()),
-                labels: v.labels.clone(),
-                services: project.mounts_of(&v.key).map(|(s, _)| s.name.clone()).collect(),
-            });
-        }
-    }
+    let volumes = if opts.kind == Kind::Full {
+        let choice =
+            Choice { requested: &requested, excluded: &excluded, db_volume: db_volume.as_deref(), all: opts.all };
+        choose_volumes(project, &classified, &choice, &mut skipped)
+    } else {
+        Vec::new()
+    };
     let redis = volumes.iter().find_map(|v| {
         let s = project.mounts_of(&v.key).map(|(s, _)| s).find(|s| is_redis(s.image.as_deref()))?;
         Some(RedisSource {
@@ -246,6 +177,103 @@ pub fn plan(project: &Project, opts: &Options) -> Result<BackupPlan> {
         })
     });
     Ok(BackupPlan { kind: opts.kind, project: project.name.clone(), db, redis, volumes, skipped, stop: opts.stop })
+}
+
+type Classified<'a> = [(&'a crate::model::compose::VolumeDecl, roles::Classification)];
+
+/// The database: the first PostgreSQL service mounting a volume with the database role; other
+/// database volumes are reported as skipped, with why.
+fn find_database(
+    project: &Project,
+    classified: &Classified,
+    requested: &[String],
+    opts: &Options,
+) -> (Option<DbSource>, Vec<(String, String)>) {
+    let mut db: Option<DbSource> = None;
+    let mut skipped = Vec::new();
+    for (v, _) in classified.iter().filter(|(_, c)| c.role == Role::Database) {
+        let pg = project.mounts_of(&v.key).map(|(s, _)| s).find(|s| is_postgres(s.image.as_deref()));
+        let why = match (pg, &db) {
+            (Some(s), None) => {
+                db = Some(DbSource {
+                    service: s.name.clone(),
+                    volume: Some(v.name.clone()),
+                    user: s.environment.get("POSTGRES_USER").cloned().unwrap_or_else(|| "postgres".into()),
+                    password: s.environment.get("POSTGRES_PASSWORD").cloned(),
+                    databases: opts.databases.clone(),
+                });
+                continue;
+            }
+            (Some(s), Some(first)) => format!(
+                "database volume of a second PostgreSQL server (service {}): only the first ({}) is dumped; \
+                 copy it raw with --volume {} --stop",
+                s.name, first.service, v.name
+            ),
+            (None, _) => {
+                "database volume of a server other than PostgreSQL: not dumped; copy it raw with --volume NAME --stop"
+                    .to_string()
+            }
+        };
+        if !requested.contains(&v.name) {
+            skipped.push((v.name.clone(), why));
+        }
+    }
+    (db, skipped)
+}
+
+/// What the user asked of the volumes.
+struct Choice<'a> {
+    requested: &'a [String],
+    excluded: &'a [String],
+    db_volume: Option<&'a str>,
+    all: bool,
+}
+
+/// The volumes a full backup copies, by request or priority; the others go to `skipped`.
+fn choose_volumes(
+    project: &Project,
+    classified: &Classified,
+    choice: &Choice,
+    skipped: &mut Vec<(String, String)>,
+) -> Vec<VolumeChoice> {
+    let mut volumes = Vec::new();
+    for (v, c) in classified {
+        let explicitly = choice.requested.contains(&v.name);
+        let reason = if choice.excluded.contains(&v.name) {
+            Some("excluded with --exclude".to_string())
+        } else if choice.db_volume == Some(v.name.as_str()) && !explicitly {
+            Some("represented by the pg_dump of its databases (postgres/ in the archive)".to_string())
+        } else if !choice.requested.is_empty() && !explicitly {
+            Some("not named with --volume".to_string())
+        } else if choice.requested.is_empty()
+            && !choice.all
+            && !matches!(c.priority, Priority::Critical | Priority::Important)
+        {
+            Some(format!(
+                "priority {}: not backed up by default (--all or --volume {} to include)",
+                c.priority.as_str(),
+                v.name
+            ))
+        } else {
+            None
+        };
+        if let Some(r) = reason {
+            if !skipped.iter().any(|(n, _)| n == &v.name) {
+                skipped.push((v.name.clone(), r));
+            }
+            continue;
+        }
+        volumes.push(VolumeChoice {
+            key: v.key.clone(),
+            name: v.name.clone(),
+            role: c.role,
+            priority: c.priority,
+            driver: v.driver.clone().unwrap_or_else(|| "local".into()),
+            labels: v.labels.clone(),
+            services: project.mounts_of(&v.key).map(|(s, _)| s.name.clone()).collect(),
+        });
+    }
+    volumes
 }
 
 impl BackupPlan {

@@ -363,82 +363,97 @@ impl Drop for Scratch<'_> {
 fn deep_check(ctx: &Ctx, verified: &Verified) -> Result<()> {
     let docker = ctx.docker()?;
     if docker.dry_run() {
-        bail!("--deep starts throwaway containers, which --dry-run never does: run it without --dry-run");
+        ctx.ui.step("--deep skipped: it starts throwaway containers, which --dry-run never does");
+        return Ok(());
     }
-    let meta = verified.meta();
+    if let Some(pg) = &verified.meta().postgres {
+        deep_check_dumps(ctx, verified, pg)?;
+    }
+    deep_check_volumes(ctx, verified)
+}
+
+/// The dumps loaded into a throwaway PostgreSQL of the stack's image, row counts compared.
+fn deep_check_dumps(ctx: &Ctx, verified: &Verified, pg: &archive::PgInfo) -> Result<()> {
+    let docker = ctx.docker()?;
     let pid = std::process::id();
-    if let Some(pg) = &meta.postgres {
-        let model = crate::tasks::volumes::model(ctx)?;
-        let image =
-            model.services.iter().find(|s| s.name == pg.service).and_then(|s| s.image.clone()).with_context(|| {
-                format!("the stack has no service {} to take the PostgreSQL image from", pg.service)
-            })?;
-        let name = format!("xtask-verify-{pid}");
-        let password = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos());
-        let user = format!("POSTGRES_USER={}", pg.user);
-        let mut args: Vec<String> = ["run", "-d", "--name", &name, "--network", "none"].map(String::from).to_vec();
-        args.extend(crate::engine::docker::helper::labels());
-        args.extend(["-e", "POSTGRES_PASSWORD", "-e", &user, &image].map(String::from));
-        let run = docker.cmd(args).secret_env("POSTGRES_PASSWORD", &password);
-        docker.change(&run).context("start a throwaway PostgreSQL")?;
-        let _container = Scratch { docker, args: vec!["rm".into(), "-f".into(), "-v".into(), name.clone()] };
-        let ready = docker.cmd(["exec", &name, "pg_isready", "-h", "127.0.0.1", "-U", &pg.user, "-d", "postgres"]);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        while docker.query(&ready).is_err() {
-            if std::time::Instant::now() > deadline {
-                bail!("the throwaway PostgreSQL did not become ready in 120 s");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(300));
+    let model = crate::tasks::volumes::model(ctx)?;
+    let image = model
+        .services
+        .iter()
+        .find(|s| s.name == pg.service)
+        .and_then(|s| s.image.clone())
+        .with_context(|| format!("the stack has no service {} to take the PostgreSQL image from", pg.service))?;
+    let name = format!("xtask-verify-{pid}");
+    let password = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos());
+    let user = format!("POSTGRES_USER={}", pg.user);
+    let mut args: Vec<String> = ["run", "-d", "--name", &name, "--network", "none"].map(String::from).to_vec();
+    args.extend(crate::engine::docker::helper::labels());
+    args.extend(["-e", "POSTGRES_PASSWORD", "-e", &user, &image].map(String::from));
+    let run = docker.cmd(args).secret_env("POSTGRES_PASSWORD", &password);
+    docker.change(&run).context("start a throwaway PostgreSQL")?;
+    let _container = Scratch { docker, args: vec!["rm".into(), "-f".into(), "-v".into(), name.clone()] };
+    let ready = docker.cmd(["exec", &name, "pg_isready", "-h", "127.0.0.1", "-U", &pg.user, "-d", "postgres"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while docker.query(&ready).is_err() {
+        if std::time::Instant::now() > deadline {
+            bail!("the throwaway PostgreSQL did not become ready in 120 s");
         }
-        let os_user = crate::engine::postgres::OS_USER;
-        let psql = |db: &str, stop: bool| {
-            let dbname = crate::engine::postgres::dbname_arg(db);
-            let mut args =
-                vec!["exec", "-i", "--user", os_user, name.as_str(), "psql", "-X", "-q", "-U", &pg.user, &dbname];
-            if stop {
-                args.extend(["-v", "ON_ERROR_STOP=1"]);
-            }
-            docker.cmd(args)
-        };
-        // One value from a query.
-        let psql_at = |db: &str, sql: &str| {
-            let dbname = crate::engine::postgres::dbname_arg(db);
-            docker.query(
-                &docker
-                    .cmd(["exec", "--user", os_user, &name, "psql", "-X", "-At", "-U", &pg.user, &dbname, "-c", sql]),
-            )
-        };
-        let dir = std::env::temp_dir();
-        // Roles: the cluster's own superuser exists already, so errors here are expected and ignored.
-        let globals = crate::archive::extract::spool_dump(verified, &pg.globals_entry, &dir)?;
-        crate::archive::extract::pipe_file(docker, &globals.path, &psql("postgres", false))?;
-        for db in &pg.databases {
-            let exists = psql_at(
-                "postgres",
-                &format!("SELECT 1 FROM pg_database WHERE datname = '{}'", db.name.replace('\'', "''")),
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let os_user = crate::engine::postgres::OS_USER;
+    let psql = |db: &str, stop: bool| {
+        let dbname = crate::engine::postgres::dbname_arg(db);
+        let mut args =
+            vec!["exec", "-i", "--user", os_user, name.as_str(), "psql", "-X", "-q", "-U", &pg.user, &dbname];
+        if stop {
+            args.extend(["-v", "ON_ERROR_STOP=1"]);
+        }
+        docker.cmd(args)
+    };
+    // One value from a query.
+    let psql_at = |db: &str, sql: &str| {
+        let dbname = crate::engine::postgres::dbname_arg(db);
+        docker.query(
+            &docker.cmd(["exec", "--user", os_user, &name, "psql", "-X", "-At", "-U", &pg.user, &dbname, "-c", sql]),
+        )
+    };
+    let dir = std::env::temp_dir();
+    // Roles: the cluster's own superuser exists already, so errors here are expected and ignored.
+    let globals = crate::archive::extract::spool_dump(verified, &pg.globals_entry, &dir)?;
+    crate::archive::extract::pipe_file(docker, &globals.path, &psql("postgres", false))?;
+    for db in &pg.databases {
+        let exists = psql_at(
+            "postgres",
+            &format!("SELECT 1 FROM pg_database WHERE datname = '{}'", db.name.replace('\'', "''")),
+        )?;
+        if exists.trim() != "1" {
+            crate::archive::extract::pipe_text(
+                docker,
+                "CREATE DATABASE :\"d\";",
+                &psql("postgres", true).arg_pair("-v", &format!("d={}", db.name)),
             )?;
-            if exists.trim() != "1" {
-                crate::archive::extract::pipe_text(
-                    docker,
-                    "CREATE DATABASE :\"d\";",
-                    &psql("postgres", true).arg_pair("-v", &format!("d={}", db.name)),
-                )?;
-            }
-            let dump = crate::archive::extract::spool_dump(verified, &db.entry, &dir)?;
-            crate::archive::extract::pipe_file(docker, &dump.path, &psql(&db.name, true))
-                .with_context(|| format!("load {} into a throwaway PostgreSQL", db.entry))?;
-            for (table, rows) in &db.tables {
-                let got = psql_at(&db.name, &format!("SELECT count(*) FROM {table}"))?;
-                if got.trim() != rows.to_string() {
-                    bail!(
-                        "database {}: table {table} has {} rows after loading, the metadata says {rows}",
-                        db.name,
-                        got.trim()
-                    );
-                }
+        }
+        let dump = crate::archive::extract::spool_dump(verified, &db.entry, &dir)?;
+        crate::archive::extract::pipe_file(docker, &dump.path, &psql(&db.name, true))
+            .with_context(|| format!("load {} into a throwaway PostgreSQL", db.entry))?;
+        for (table, rows) in &db.tables {
+            let got = psql_at(&db.name, &format!("SELECT count(*) FROM {table}"))?;
+            if got.trim() != rows.to_string() {
+                bail!(
+                    "database {}: table {table} has {} rows after loading, the metadata says {rows}",
+                    db.name,
+                    got.trim()
+                );
             }
         }
     }
+    Ok(())
+}
+
+/// Each volume loaded into a scratch volume, its file count compared.
+fn deep_check_volumes(ctx: &Ctx, verified: &Verified) -> Result<()> {
+    let docker = ctx.docker()?;
+    let (pid, meta) = (std::process::id(), verified.meta());
     for (i, v) in meta.volumes.iter().enumerate() {
         let scratch = format!("xtask-verify-{pid}-{i}");
         docker.apply(&docker.cmd(["volume", "create", "--label", "xtask.helper=1", &scratch]))?;
