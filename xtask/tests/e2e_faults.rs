@@ -131,8 +131,11 @@ fn a_service_that_fails_to_start_leaves_the_others_as_found() {
     stack.xtask_ok(&["up", "db", "redis"]);
     // No containers, the volumes kept: the backup has to start db and then redis.
     stack.compose(&["rm", "--stop", "--force", "db", "redis"]);
-    // Redis now cannot start (an image without redis-server): the second start fails.
-    stack.env.push(("REDIS_IMAGE".into(), "xtask-test/busybox:local".into()));
+    // Redis now cannot start (an image named like Redis but without redis-server): the second
+    // start fails.
+    let broken = BrokenImage(format!("xtask-test/redis-broken-{}:local", std::process::id()));
+    docker_ok(&["tag", "xtask-test/busybox:local", &broken.0]);
+    stack.env.push(("REDIS_IMAGE".into(), broken.0.clone()));
     let (ok, _, err) = stack.xtask(&["backup", "--all", "--output-dir", dir.s()]);
     assert!(!ok, "the backup cannot succeed without Redis");
     assert!(err.contains("start service redis"), "{err}");
@@ -140,4 +143,13 @@ fn a_service_that_fails_to_start_leaves_the_others_as_found() {
     let left = docker_ok(&["ps", "--all", "--quiet", "--filter", &filter]);
     assert!(left.trim().is_empty(), "db, started first, was removed again as it was found: {left}");
     assert!(dir.names().iter().all(|n| !n.ends_with(".tar.gz")), "no archive: {:?}", dir.names());
+}
+
+/// An image tag this test made; removed (the tag only) when dropped.
+struct BrokenImage(String);
+
+impl Drop for BrokenImage {
+    fn drop(&mut self) {
+        let _ = docker(&["rmi", &self.0]);
+    }
 }
