@@ -94,6 +94,39 @@ pub struct Skipped {
 }
 
 impl Metadata {
+    /// Metadata of a full archive of `project` holding `volumes` (compose key, name), for tests.
+    #[cfg(test)]
+    pub fn sample(project: &str, volumes: &[(&str, &str)]) -> Metadata {
+        Metadata {
+            format: FORMAT.into(),
+            format_version: FORMAT_VERSION,
+            kind: "full".into(),
+            project: project.into(),
+            compose_files: vec![],
+            model_sha256: String::new(),
+            environment: None,
+            created_at: "2026-01-01T00:00:00Z".into(),
+            tool_version: "test".into(),
+            tag: None,
+            entries: vec![],
+            postgres: None,
+            volumes: volumes
+                .iter()
+                .map(|(key, name)| VolumeInfo {
+                    key: key.to_string(),
+                    name: name.to_string(),
+                    role: "uploads".into(),
+                    priority: "critical".into(),
+                    driver: "local".into(),
+                    labels: BTreeMap::new(),
+                    entry: volume_prefix(name),
+                    consistency: "live".into(),
+                })
+                .collect(),
+            skipped: vec![],
+        }
+    }
+
     /// The dump entries the metadata names: the roles, then one per database.
     pub fn dump_entries(&self) -> Vec<String> {
         let Some(pg) = &self.postgres else { return Vec::new() };

@@ -6,34 +6,11 @@ use super::*;
 use std::io::Write;
 
 fn meta(volumes: &[&str]) -> Metadata {
-    Metadata {
-        format: FORMAT.into(),
-        format_version: FORMAT_VERSION,
-        kind: "full".into(),
-        project: "p".into(),
-        compose_files: vec!["compose.yaml".into()],
-        model_sha256: "0".repeat(64),
-        environment: None,
-        created_at: "2026-01-01T00:00:00Z".into(),
-        tool_version: "test".into(),
-        tag: None,
-        entries: vec![],
-        postgres: None,
-        volumes: volumes
-            .iter()
-            .map(|v| VolumeInfo {
-                key: v.to_string(),
-                name: v.to_string(),
-                role: "uploads".into(),
-                priority: "critical".into(),
-                driver: "local".into(),
-                labels: BTreeMap::new(),
-                entry: volume_prefix(v),
-                consistency: "live".into(),
-            })
-            .collect(),
-        skipped: vec![],
-    }
+    let pairs: Vec<(&str, &str)> = volumes.iter().map(|v| (*v, *v)).collect();
+    let mut m = Metadata::sample("p", &pairs);
+    m.compose_files = vec!["compose.yaml".into()];
+    m.model_sha256 = "0".repeat(64);
+    m
 }
 
 /// A tar like `tar -c -C /v .` would print, with the odd cases.

@@ -589,22 +589,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let write = |file: &str, project: &str, created: &str| {
             let mut w = archive::ArchiveWriter::create(&dir.join(file), 1, 1).unwrap();
-            let meta = Metadata {
-                format: archive::FORMAT.into(),
-                format_version: archive::FORMAT_VERSION,
-                kind: "full".into(),
-                project: project.into(),
-                compose_files: vec![],
-                model_sha256: String::new(),
-                environment: None,
-                created_at: created.into(),
-                tool_version: "t".into(),
-                tag: None,
-                entries: vec![],
-                postgres: None,
-                volumes: vec![],
-                skipped: vec![],
-            };
+            let meta = Metadata { created_at: created.into(), ..Metadata::sample(project, &[]) };
             archive::write_metadata(&mut w, &meta).unwrap();
             w.commit().unwrap();
         };

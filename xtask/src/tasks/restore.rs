@@ -346,22 +346,11 @@ fn way_back(
     let verified = Verified::check(Source::open(safety)?, Rules::default())?;
     let plan = plan(&ctx.model()?.0, verified.meta(), &[], false)?;
     let mut again = Vec::new();
-    replace_uninterruptible(ctx, &verified, &plan, dir, guard, &mut again)
+    // A second signal must not cut the way back off.
+    let _calm = signals::Suspended::begin();
+    replace(ctx, &verified, &plan, dir, guard, &mut again)
         .with_context(|| format!("restore the safety backup {}", safety.display()))?;
     Ok(format!("the state before it was restored from the safety backup {}", safety.display()))
-}
-
-/// [`replace`] for the way back: a second signal must not cut it off.
-fn replace_uninterruptible(
-    ctx: &Ctx,
-    verified: &Verified,
-    plan: &RestorePlan,
-    dir: &Path,
-    guard: &mut ServiceGuard,
-    created: &mut Vec<String>,
-) -> Result<()> {
-    let _calm = signals::Suspended::begin();
-    replace(ctx, verified, plan, dir, guard, created)
 }
 
 /// Refuses when a target volume's filesystem cannot hold what the archive puts there
@@ -483,41 +472,16 @@ mod tests {
     }
 
     fn meta(project: &str, volumes: &[(&str, &str)]) -> Metadata {
-        Metadata {
-            format: archive::FORMAT.into(),
-            format_version: 1,
-            kind: "full".into(),
-            project: project.into(),
-            compose_files: vec![],
-            model_sha256: String::new(),
-            environment: None,
-            created_at: "2026-01-01T00:00:00Z".into(),
-            tool_version: "t".into(),
-            tag: None,
-            entries: vec![],
-            postgres: Some(archive::PgInfo {
-                service: "db".into(),
-                volume: None,
-                server_version: "15".into(),
-                user: "app".into(),
-                globals_entry: "postgres/globals.sql".into(),
-                databases: vec![],
-            }),
-            volumes: volumes
-                .iter()
-                .map(|(key, name)| archive::VolumeInfo {
-                    key: key.to_string(),
-                    name: name.to_string(),
-                    role: "uploads".into(),
-                    priority: "critical".into(),
-                    driver: "local".into(),
-                    labels: BTreeMap::new(),
-                    entry: archive::volume_prefix(name),
-                    consistency: "live".into(),
-                })
-                .collect(),
-            skipped: vec![],
-        }
+        let mut m = archive::Metadata::sample(project, volumes);
+        m.postgres = Some(archive::PgInfo {
+            service: "db".into(),
+            volume: None,
+            server_version: "15".into(),
+            user: "app".into(),
+            globals_entry: "postgres/globals.sql".into(),
+            databases: vec![],
+        });
+        m
     }
 
     #[test]

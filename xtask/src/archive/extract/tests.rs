@@ -2,37 +2,10 @@
 //! changed in place after verification stopped before the changed entry is completed.
 
 use super::*;
-use crate::archive::{write_metadata, ArchiveWriter, FORMAT, FORMAT_VERSION};
+use crate::archive::{write_metadata, ArchiveWriter};
 
 fn meta() -> Metadata {
-    Metadata {
-        format: FORMAT.into(),
-        format_version: FORMAT_VERSION,
-        kind: "full".into(),
-        project: "p".into(),
-        compose_files: vec![],
-        model_sha256: String::new(),
-        environment: None,
-        created_at: "2026-01-01T00:00:00Z".into(),
-        tool_version: "t".into(),
-        tag: None,
-        entries: vec![],
-        postgres: None,
-        volumes: ["v", "other"]
-            .iter()
-            .map(|n| crate::archive::VolumeInfo {
-                key: n.to_string(),
-                name: n.to_string(),
-                role: "uploads".into(),
-                priority: "critical".into(),
-                driver: "local".into(),
-                labels: Default::default(),
-                entry: crate::archive::volume_prefix(n),
-                consistency: "live".into(),
-            })
-            .collect(),
-        skipped: vec![],
-    }
+    Metadata::sample("p", &[("v", "v"), ("other", "other")])
 }
 
 /// A volume stream as `tar -c -C ROOT .` prints it.
