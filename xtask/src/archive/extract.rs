@@ -125,15 +125,27 @@ fn dot(rel: &[u8]) -> PathBuf {
     PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&p))
 }
 
+/// What a volume's extraction stream held.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Regular file names (hard links included, as `find -type f` counts them).
+    pub files: u64,
+    /// Symlinks and the volume root (path below the root, empty for the root) and their mtimes:
+    /// tar leaves these at the restore time.
+    pub times: Vec<(Vec<u8>, u64)>,
+}
+
 /// Writes a tar of volume `name`'s entries relative to its root, ready for `tar -x -C ROOT`.
-/// Returns the number of regular file names (hard links included, as `find -type f` counts).
-pub fn volume_entries(v: &Verified, name: &str, out: &mut dyn Write) -> Result<u64> {
+/// Every directory entry is written once more at the end, deepest first, so its mtime is set
+/// after its contents were created (busybox tar sets it only when it creates the directory).
+pub fn volume_entries(v: &Verified, name: &str, out: &mut dyn Write) -> Result<Written> {
     let mut g = v.pass();
     let mut archive = v.src.tar();
     let mut b = tar::Builder::new(out);
     b.mode(tar::HeaderMode::Complete);
     let prefix = format!("volumes/{name}/");
     let (mut files, mut written) = (0, 0usize);
+    let (mut dirs, mut times) = (Vec::new(), Vec::new());
     for e in archive.entries().context("read the archive")? {
         let mut e = e.context("read the archive")?;
         let c = g.check(&mut e)?;
@@ -167,7 +179,15 @@ pub fn volume_entries(v: &Verified, name: &str, out: &mut dyn Write) -> Result<u
                     files += 1;
                 }
                 (Kind::Symlink, Some(t)) => {
-                    b.append_link(&mut h, &path, <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(t))?
+                    b.append_link(&mut h, &path, <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(t))?;
+                    times.push((rel.clone(), c.mtime));
+                }
+                (Kind::Dir, _) => {
+                    b.append_data(&mut h, &path, io::empty())?;
+                    if rel.is_empty() {
+                        times.push((Vec::new(), c.mtime));
+                    }
+                    dirs.push(c.clone());
                 }
                 _ => b.append_data(&mut h, &path, io::empty())?,
             }
@@ -179,8 +199,13 @@ pub fn volume_entries(v: &Verified, name: &str, out: &mut dyn Write) -> Result<u
     if verified != written {
         bail!("volume {name}: {written} entries now, {verified} when verified: the archive changed, the restore is stopped");
     }
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.name.iter().filter(|&&c| c == b'/').count()));
+    for d in &dirs {
+        let Place::Volume { rel, .. } = &d.place else { continue };
+        b.append_data(&mut header_for(d), dot(rel), io::empty())?;
+    }
     b.finish()?;
-    Ok(files)
+    Ok(Written { files, times })
 }
 
 /// Counts the bytes passing through to `progress`.
@@ -216,15 +241,16 @@ pub fn fill_volume(
     let child = Counting { inner: docker.volume_untar(target)?, progress };
     // Large writes: the tar's 512-byte headers must not each become a syscall.
     let mut out = io::BufWriter::with_capacity(1 << 20, child);
-    let written = volume_entries(v, name, &mut out).and_then(|files| Ok((files, out.flush()?)));
+    let written = volume_entries(v, name, &mut out).and_then(|w| Ok((w, out.flush()?)));
     let child = match out.into_inner() {
         Ok(c) => c.inner,
         Err(e) => e.into_inner().into_parts().0.inner,
     };
     match written {
-        Ok((files, ())) => {
+        Ok((w, ())) => {
             child.finish()?;
-            Ok(files)
+            set_times(docker, target, &w.times)?;
+            Ok(w.files)
         }
         Err(e) if e.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe) => {
             Err(child.failed())
@@ -234,6 +260,26 @@ pub fn fill_volume(
             Err(e)
         }
     }
+}
+
+/// Gives symlinks and the volume root their archived mtimes (`touch -h -d @T` through
+/// `xargs -0` in a helper: the names travel on its stdin, never through a shell).
+fn set_times(docker: &Docker, target: &str, links: &[(Vec<u8>, u64)]) -> Result<()> {
+    if links.is_empty() {
+        return Ok(());
+    }
+    let mut input = Vec::new();
+    for (rel, mtime) in links {
+        input.extend_from_slice(format!("-d\0@{mtime}\0/v/0/").as_bytes());
+        input.extend_from_slice(rel);
+        input.push(0);
+    }
+    let cmd = docker.helper_writer(target, &["xargs", "-0", "-n", "3", "touch", "-h"]);
+    let mut child = docker.pipe_into(&cmd)?;
+    if child.write_all(&input).is_err() {
+        return Err(child.failed());
+    }
+    child.finish().context("set the mtimes of the symlinks and the volume root")
 }
 
 /// A dump copied out of the archive into a private file (0600), removed when dropped.

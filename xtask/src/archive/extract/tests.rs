@@ -51,7 +51,9 @@ fn volume_entries_strip_the_prefix_and_rebuild_headers() {
     write(&path, b"data");
     let v = Verified::check(Source::open(&path).unwrap(), Rules::default()).unwrap();
     let mut out = Vec::new();
-    assert_eq!(volume_entries(&v, "v", &mut out).unwrap(), 2, "the file and its hard link");
+    let written = volume_entries(&v, "v", &mut out).unwrap();
+    assert_eq!(written.files, 2, "the file and its hard link");
+    assert_eq!(written.times, [(Vec::new(), 0), (b"s".to_vec(), 0)], "the root and the symlink");
     let mut a = tar::Archive::new(&out[..]);
     let got: Vec<(String, Option<String>, u64)> = a
         .entries()
@@ -68,8 +70,10 @@ fn volume_entries_strip_the_prefix_and_rebuild_headers() {
             ("./".to_string(), None, 77),
             ("f".to_string(), None, 77),
             ("h".to_string(), Some("./f".to_string()), 77),
-            ("s".to_string(), Some("f".to_string()), 77)
-        ]
+            ("s".to_string(), Some("f".to_string()), 77),
+            ("./".to_string(), None, 77),
+        ],
+        "the directories once more at the end, for their mtimes"
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
