@@ -149,6 +149,10 @@ enum Command {
         /// Accept device nodes and FIFOs inside volumes (refused by default)
         #[arg(long)]
         allow_special_files: bool,
+        /// Empty each volume and fill it in place instead of staging the new copy beside the
+        /// current one (for a disk without room for both; the safety backup is then the way back)
+        #[arg(long)]
+        in_place: bool,
         #[command(flatten)]
         dir: DirArg,
     },
@@ -340,10 +344,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 archives::Retention { last: keep_last, daily: keep_daily, weekly: keep_weekly, monthly: keep_monthly };
             archives::prune(&dir.path(), &ctx.stack.name, &r, g.dry_run, &ctx.ui)
         }
-        Command::Restore { archive, latest, only, yes, force, no_safety_backup, allow_special_files, dir } => {
+        Command::Restore {
+            archive,
+            latest,
+            only,
+            yes,
+            force,
+            no_safety_backup,
+            allow_special_files,
+            in_place,
+            dir,
+        } => {
             let allow_special = allow_special_files;
             let archive = if latest { None } else { archive };
-            let opts = restore::Options { archive, only, yes, force, no_safety_backup, allow_special, dir: dir.path() };
+            let opts = restore::Options {
+                archive,
+                only,
+                yes,
+                force,
+                no_safety_backup,
+                allow_special,
+                in_place,
+                dir: dir.path(),
+            };
             run_restore(&ctx, &opts, g.dry_run)
         }
         Command::Migrate { service, host, no_rollback, dir, command } => {
@@ -408,6 +431,9 @@ fn run_restore(ctx: &context::Ctx, opts: &restore::Options, dry_run: bool) -> an
     let lock = Lock::acquire(&backup::prepare_dir(&opts.dir)?, &prepared.plan.project, "restore")?;
     let outcome = restore::execute(ctx, &prepared, opts, &lock)?;
     println!("restored {} from {}", outcome.project, outcome.archive.display());
+    if let Some(d) = outcome.downtime_seconds {
+        println!("the services using the restored volumes were stopped for {d:.1} s");
+    }
     match outcome.undo {
         Some(s) => println!("to undo this restore: cargo xtask restore {} --yes", s.display()),
         None if !opts.no_safety_backup => println!("nothing existed before that this restore replaced"),

@@ -382,13 +382,38 @@ fn crafted_archives_are_refused_and_change_nothing() {
     assert_eq!((after.items, after.media, after.victim), (before.items, before.media, before.victim));
 }
 
-#[test]
-fn sigterm_during_restore_takes_the_way_back() {
-    if !engine() {
-        return;
+/// Starts a restore of `archive` and returns it once it prints `line` (stderr is read meanwhile).
+fn restore_until(
+    stack: &TestStack,
+    archive: &str,
+    dir: &TempDir,
+    line: &str,
+) -> (std::process::Child, Vec<u8>, std::sync::mpsc::Receiver<Vec<u8>>) {
+    let mut child = stack.spawn(&["restore", archive, "--yes", "--output-dir", dir.s()]);
+    let mut stderr = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(line) {
+        let n = stderr.read(&mut buf).unwrap();
+        assert!(n > 0, "restore ended early: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
     }
-    let stack = TestStack::sample("sigterm");
-    let dir = TempDir::new("sigterm");
+    // Keep draining stderr so the child never blocks on a full pipe.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut rest = Vec::new();
+        let _ = stderr.read_to_end(&mut rest);
+        let _ = tx.send(rest);
+    });
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert!(child.try_wait().unwrap().is_none(), "the restore was still running when signalled");
+    (child, seen, rx)
+}
+
+/// The seeded stack of the interruption tests: a 200 MiB file in the archive, then other content.
+fn interrupted_setup(name: &str) -> (TestStack, TempDir, String, String) {
+    let stack = TestStack::sample(name);
+    let dir = TempDir::new(name);
     stack.xtask_ok(&["up", "db", "backend"]);
     let backend = format!("{}-backend-1", stack.project);
     docker_ok(&["exec", &backend, "sh", "-c", "head -c 209715200 /dev/urandom > /app/media/big.bin"]);
@@ -396,29 +421,51 @@ fn sigterm_during_restore_takes_the_way_back() {
     docker_ok(&["exec", &backend, "sh", "-c", "rm /app/media/big.bin && echo current > /app/media/current.txt"]);
     let db = format!("{}-db-1", stack.project);
     psql(&db, "app", "CREATE TABLE now_only (id int); INSERT INTO now_only VALUES (1), (2)");
-    let before = listing(&stack.volume("backend-media"));
+    let archive = old["path"].as_str().unwrap().to_string();
+    (stack, dir, archive, backend)
+}
 
-    let mut child = stack.spawn(&["restore", old["path"].as_str().unwrap(), "--yes", "--output-dir", dir.s()]);
-    let mut stderr = child.stderr.take().unwrap();
-    // Wait until the refill is under way (the undo hint is printed right before it), then SIGTERM.
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&seen).contains("should this restore be cut off") {
-        let n = stderr.read(&mut buf).unwrap();
-        assert!(n > 0, "restore ended early: {}", String::from_utf8_lossy(&seen));
-        seen.extend_from_slice(&buf[..n]);
+#[test]
+fn sigterm_during_restore_leaves_everything_as_it_was() {
+    if !engine() {
+        return;
     }
-    std::thread::sleep(std::time::Duration::from_millis(700));
-    assert!(child.try_wait().unwrap().is_none(), "the restore was still running when signalled");
+    let (stack, dir, archive, backend) = interrupted_setup("sigterm");
+    let before = listing(&stack.volume("backend-media"));
+    let (mut child, mut seen, rest) = restore_until(&stack, &archive, &dir, "==> stage volume");
     assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     let status = child.wait().unwrap();
-    stderr.read_to_end(&mut seen).unwrap();
+    seen.extend(rest.recv().unwrap_or_default());
     let text = String::from_utf8_lossy(&seen);
     assert!(!status.success(), "an interrupted restore exits non-zero: {text}");
-    assert!(text.contains("interrupted") && text.contains("restored from the safety backup"), "{text}");
-    assert_eq!(listing(&stack.volume("backend-media")), before, "the volume is as before the restore");
+    assert!(text.contains("interrupted") && text.contains("before anything was replaced"), "{text}");
+    assert!(!text.contains("restored from the safety backup"), "no safety backup was needed: {text}");
+    assert_eq!(listing(&stack.volume("backend-media")), before, "the volume is exactly as before, no staging left");
+    let db = format!("{}-db-1", stack.project);
     assert_eq!(psql(&db, "app", "SELECT count(*) FROM now_only"), "2", "the database is as before");
     let state = docker_ok(&["inspect", "-f", "{{.State.Running}}", &backend]);
-    assert_eq!(state.trim(), "true", "the stopped service was started again");
+    assert_eq!(state.trim(), "true", "the service kept running while the copy was staged");
     let _ = std::io::stdout().flush();
+}
+
+#[test]
+fn kill_9_while_staging_is_cleaned_by_the_next_run() {
+    if !engine() {
+        return;
+    }
+    let (stack, dir, archive, _backend) = interrupted_setup("kill9stage");
+    let media = stack.volume("backend-media");
+    let before = listing(&media);
+    let (mut child, _, _) = restore_until(&stack, &archive, &dir, "==> stage volume");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let after = listing(&media);
+    let visible: Vec<&str> = after.lines().filter(|l| !l.contains(".xtask-staging-")).collect();
+    assert_eq!(visible, before.lines().collect::<Vec<_>>(), "nothing outside the staging directory changed");
+    // The next restore removes the staging left behind, says so, and restores.
+    let out = stack.xtask(&["restore", &archive, "--yes", "--output-dir", dir.s()]);
+    assert!(out.0 && out.2.contains("remove the staged copy an interrupted restore"), "{}", out.2);
+    let restored = listing(&media);
+    assert!(!restored.contains(".xtask-"), "{restored}");
+    assert!(restored.contains("./big.bin"), "the archive's content is in place: {restored}");
 }

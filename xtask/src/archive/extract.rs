@@ -139,6 +139,12 @@ pub struct Written {
 /// Every directory entry is written once more at the end, deepest first, so its mtime is set
 /// after its contents were created (busybox tar sets it only when it creates the directory).
 pub fn volume_entries(v: &Verified, name: &str, out: &mut dyn Write) -> Result<Written> {
+    volume_entries_under(v, name, out, b"")
+}
+
+/// [`volume_entries`] with every path below `under` (a staging directory, ending in `/`).
+pub fn volume_entries_under(v: &Verified, name: &str, out: &mut dyn Write, under: &[u8]) -> Result<Written> {
+    let at = |rel: &[u8]| [under, rel].concat();
     let mut g = v.pass();
     let mut archive = v.src.tar();
     let mut b = tar::Builder::new(out);
@@ -155,7 +161,7 @@ pub fn volume_entries(v: &Verified, name: &str, out: &mut dyn Write) -> Result<W
         }
         let expected = v.expected(&c)?;
         let mut h = header_for(&c);
-        let path = dot(rel);
+        let path = dot(&at(rel));
         if c.kind == Kind::File {
             let reader = CheckedReader {
                 inner: &mut e,
@@ -175,17 +181,17 @@ pub fn volume_entries(v: &Verified, name: &str, out: &mut dyn Write) -> Result<W
             }
             match (&c.kind, &c.link) {
                 (Kind::HardLink, Some(t)) => {
-                    b.append_link(&mut h, &path, dot(&t[prefix.len()..]))?;
+                    b.append_link(&mut h, &path, dot(&at(&t[prefix.len()..])))?;
                     files += 1;
                 }
                 (Kind::Symlink, Some(t)) => {
                     b.append_link(&mut h, &path, <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(t))?;
-                    times.push((rel.clone(), c.mtime));
+                    times.push((at(rel), c.mtime));
                 }
                 (Kind::Dir, _) => {
                     b.append_data(&mut h, &path, io::empty())?;
                     if rel.is_empty() {
-                        times.push((Vec::new(), c.mtime));
+                        times.push((at(rel), c.mtime));
                     }
                     dirs.push(c.clone());
                 }
@@ -202,7 +208,7 @@ pub fn volume_entries(v: &Verified, name: &str, out: &mut dyn Write) -> Result<W
     dirs.sort_by_key(|d| std::cmp::Reverse(d.name.iter().filter(|&&c| c == b'/').count()));
     for d in &dirs {
         let Place::Volume { rel, .. } = &d.place else { continue };
-        b.append_data(&mut header_for(d), dot(rel), io::empty())?;
+        b.append_data(&mut header_for(d), dot(&at(rel)), io::empty())?;
     }
     b.finish()?;
     Ok(Written { files, times })
@@ -238,10 +244,22 @@ pub fn fill_volume(
     target: &str,
     progress: &mut dyn FnMut(u64),
 ) -> Result<u64> {
+    fill_volume_under(docker, v, name, target, b"", progress)
+}
+
+/// [`fill_volume`] into the directory `under` (ending in `/`) of the volume's root.
+pub fn fill_volume_under(
+    docker: &Docker,
+    v: &Verified,
+    name: &str,
+    target: &str,
+    under: &[u8],
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64> {
     let child = Counting { inner: docker.volume_untar(target)?, progress };
     // Large writes: the tar's 512-byte headers must not each become a syscall.
     let mut out = io::BufWriter::with_capacity(1 << 20, child);
-    let written = volume_entries(v, name, &mut out).and_then(|w| Ok((w, out.flush()?)));
+    let written = volume_entries_under(v, name, &mut out, under).and_then(|w| Ok((w, out.flush()?)));
     let child = match out.into_inner() {
         Ok(c) => c.inner,
         Err(e) => e.into_inner().into_parts().0.inner,

@@ -18,6 +18,10 @@ pub const MAX_TEXT_ENTRY: u64 = 16 << 20;
 const MAX_NAME: usize = 4096;
 const MAX_COMPONENT: usize = 255;
 
+/// Top-level names in a volume that restore uses while it swaps content in (`.xtask-staging-PID`,
+/// `.xtask-old-PID`, `.xtask-swap-PID`): an archive may not hold them; backups leave them out.
+pub const RESERVED: [&str; 3] = [".xtask-staging-", ".xtask-old-", ".xtask-swap-"];
+
 /// What an entry is, from its parsed header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -191,6 +195,9 @@ impl Grammar {
             }
             self.started.insert(volume.clone());
             return Ok(Place::Volume { volume, rel: Vec::new() });
+        }
+        if parts.len() == 3 && RESERVED.iter().any(|r| parts[2].starts_with(r.as_bytes())) {
+            bail!("is named like restore's staging directories ({}), which are reserved", RESERVED.join(", "));
         }
         let parent = &name[..name.len() - parts[parts.len() - 1].len() - 1];
         if !self.dirs.contains(parent) {

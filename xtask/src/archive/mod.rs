@@ -244,6 +244,11 @@ impl ArchiveWriter {
             let mut entry = entry.context("read the volume's tar stream")?;
             let rel = relative_in_volume(&entry.path_bytes())
                 .with_context(|| format!("volume {name}: unsafe path in helper output"))?;
+            // Left by an interrupted restore (reserved names): not data, never archived.
+            let top = rel.split(|&b| b == b'/').next().unwrap_or_default();
+            if grammar::RESERVED.iter().any(|r| top.starts_with(r.as_bytes())) {
+                continue;
+            }
             let mut dest = prefix.as_bytes().to_vec();
             dest.extend_from_slice(&rel);
             let mut header = entry.header().clone();

@@ -22,6 +22,8 @@ use crate::tasks::catalog;
 use crate::tasks::volumes;
 use crate::ui::human_bytes;
 
+mod staging;
+
 /// The tag of the safety backups restore takes; `--latest` passes over them.
 pub const SAFETY_TAG: &str = "pre-restore";
 
@@ -35,6 +37,9 @@ pub struct Options {
     pub no_safety_backup: bool,
     /// Accept device nodes and FIFOs in volumes.
     pub allow_special: bool,
+    /// Empty each volume and fill it in place (needs no room for a second copy, but the safety
+    /// backup is then the only way back) instead of staging beside the current content.
+    pub in_place: bool,
     pub dir: PathBuf,
 }
 
@@ -48,6 +53,7 @@ impl Options {
             force: false,
             no_safety_backup: false,
             allow_special: false,
+            in_place: false,
             dir,
         }
     }
@@ -203,6 +209,8 @@ pub struct Outcome {
     pub archive: PathBuf,
     /// The safety backup: restoring it undoes this restore.
     pub undo: Option<PathBuf>,
+    /// How long the services using the restored volumes were stopped (None: none was).
+    pub downtime_seconds: Option<f64>,
 }
 
 /// Verifies the archive (from the one descriptor every later read uses) and decides what it
@@ -233,7 +241,9 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
     if docker.remove_orphan_helpers()? > 0 {
         ctx.ui.step("removed helper containers left by an interrupted run");
     }
-    check_space(docker, &p.plan, &p.verified.report, &p.sizes)?;
+    let present: Vec<&str> = p.sizes.keys().map(String::as_str).collect();
+    staging::recover(ctx, &present)?;
+    check_space(docker, &p.plan, &p.verified.report, &p.sizes, opts.in_place)?;
     let safety = if opts.no_safety_backup {
         ctx.ui.step("no safety backup (--no-safety-backup): this restore cannot be undone");
         None
@@ -242,6 +252,16 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
     };
     // From here on a signal does not kill the tool mid-way: it takes the way back below.
     signals::install();
+    let mut created = Vec::new();
+    let names = staging::Names::of(std::process::id());
+    if !opts.in_place {
+        if let Err(e) = stage_all(ctx, p, &names, &mut created) {
+            unstage_all(ctx, p, &names, &created);
+            return Err(e.context(
+                "the restore failed or was interrupted before anything was replaced: the volumes are as they were",
+            ));
+        }
+    }
     if let Some(s) = &safety {
         ctx.ui.step(&format!(
             "should this restore be cut off (kill -9), undo it with: cargo xtask restore {} --yes",
@@ -249,8 +269,13 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
         ));
     }
     let mut guard = ServiceGuard::new(docker, &ctx.stack);
-    let mut created = Vec::new();
-    if let Err(e) = replace(ctx, &p.verified, &p.plan, &p.dir, &mut guard, &mut created) {
+    let stopped_at = std::time::Instant::now();
+    let replaced = if opts.in_place {
+        replace(ctx, &p.verified, &p.plan, &p.dir, &mut guard, &mut created)
+    } else {
+        swap_all(ctx, p, &names, &mut guard)
+    };
+    if let Err(e) = replaced {
         let back = way_back(ctx, safety.as_deref(), &created, &p.dir, &mut guard);
         let restarted = guard.restore(&ctx.ui);
         return Err(match (back, restarted) {
@@ -263,8 +288,62 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
             )),
         });
     }
+    let stopped_any = p.plan.volumes.iter().any(|v| !v.services.is_empty());
     guard.restore(&ctx.ui)?;
-    Ok(Outcome { project: p.plan.project.clone(), archive: p.path.clone(), undo: safety })
+    let downtime_seconds = stopped_any.then(|| stopped_at.elapsed().as_secs_f64());
+    Ok(Outcome { project: p.plan.project.clone(), archive: p.path.clone(), undo: safety, downtime_seconds })
+}
+
+/// Stages every volume while its services keep running; volumes it has to create are recorded.
+fn stage_all(ctx: &Ctx, p: &Prepared, names: &staging::Names, created: &mut Vec<String>) -> Result<()> {
+    let docker = ctx.docker()?;
+    for v in &p.plan.volumes {
+        signals::check()?;
+        if !volumes::names(docker)?.contains(&v.target) {
+            create_volume(ctx, docker, v, &p.plan.project)?;
+            created.push(v.target.clone());
+        }
+        staging::fill(ctx, &p.verified, &v.archived, &v.target, names)
+            .with_context(|| format!("stage volume {}", v.target))?;
+    }
+    signals::check()
+}
+
+/// After a failed staging: the staged copies go, and volumes the restore created.
+fn unstage_all(ctx: &Ctx, p: &Prepared, names: &staging::Names, created: &[String]) {
+    let Ok(docker) = ctx.docker() else { return };
+    let _calm = signals::Suspended::begin();
+    for v in &p.plan.volumes {
+        if created.contains(&v.target) {
+            let _ = docker.apply(&docker.cmd(["volume", "rm", "--force", &v.target]));
+        } else if let Err(e) = staging::discard(docker, &v.target, names) {
+            eprintln!("warning: {e:#}; the next restore removes it");
+        }
+    }
+}
+
+/// The short destructive part: the services using the volumes stop, every staged volume is
+/// swapped into place by renames, then the databases are restored.
+fn swap_all(ctx: &Ctx, p: &Prepared, names: &staging::Names, guard: &mut ServiceGuard) -> Result<()> {
+    let docker = ctx.docker()?;
+    let mut users: Vec<String> = p.plan.volumes.iter().flat_map(|v| v.services.clone()).collect();
+    users.sort();
+    users.dedup();
+    guard.stop_for_copy(&users, &ctx.ui)?;
+    {
+        // The swaps are short and must not be cut off half-way.
+        let _calm = signals::Suspended::begin();
+        for v in &p.plan.volumes {
+            ctx.ui.step(&format!("swap the restored content into volume {}", v.target));
+            staging::swap(docker, &v.target, names)?;
+        }
+    }
+    if let Some(db) = &p.plan.db {
+        signals::check()?;
+        guard.ensure_running(&db.service, &ctx.ui)?;
+        restore_db(ctx, docker, &p.verified, db, &p.dir)?;
+    }
+    signals::check()
 }
 
 /// The safety backup: exactly what will be overwritten, the present target volumes, and the
@@ -353,18 +432,33 @@ fn way_back(
     Ok(format!("the state before it was restored from the safety backup {}", safety.display()))
 }
 
-/// Refuses when a target volume's filesystem cannot hold what the archive puts there
-/// (counting the room the volume's current content frees when it is emptied).
-fn check_space(docker: &Docker, plan: &RestorePlan, report: &Report, sizes: &BTreeMap<String, u64>) -> Result<()> {
+/// Refuses when a target volume's filesystem cannot hold what the archive puts there: beside the
+/// current content when staging, in its place (`--in-place`) otherwise.
+fn check_space(
+    docker: &Docker,
+    plan: &RestorePlan,
+    report: &Report,
+    sizes: &BTreeMap<String, u64>,
+    in_place: bool,
+) -> Result<()> {
     for v in &plan.volumes {
         let needed = report.volume_bytes.get(&v.archived).copied().unwrap_or(0);
         let now = sizes.get(&v.target).copied();
         let free = volumes::free_bytes(docker, now.map(|_| v.target.as_str()))?;
-        let room = free + now.unwrap_or(0);
+        let room = if in_place { free + now.unwrap_or(0) } else { free };
         if room < needed {
+            let hint = if in_place {
+                "free space on the Docker host and retry".to_string()
+            } else {
+                format!(
+                    "the new copy is staged beside the current one; free {} more, or pass --in-place to empty the \
+                     volume first (the safety backup is then the only way back)",
+                    human_bytes(needed - room)
+                )
+            };
             bail!(
-                "not enough space for volume {}: the archive holds {} for it and only {} is available; \
-                 free space on the Docker host and retry (nothing was changed)",
+                "not enough space for volume {}: the archive holds {} for it and only {} is available; {hint} \
+                 (nothing was changed)",
                 v.target,
                 human_bytes(needed),
                 human_bytes(room)
@@ -390,23 +484,28 @@ fn restore_volume(
         );
         docker.apply(&empty)?;
     } else {
-        ctx.ui.step(&format!("recreate volume {} (driver {}, with its labels)", v.target, v.driver));
-        let mut args = vec!["volume".to_string(), "create".into(), "--driver".into(), v.driver.clone()];
-        let mut labels = v.labels.clone();
-        labels.insert("com.docker.compose.project".into(), project.to_string());
-        labels.insert("com.docker.compose.volume".into(), v.key.clone());
-        for (k, val) in labels {
-            args.push("--label".into());
-            args.push(format!("{k}={val}"));
-        }
-        args.push(v.target.clone());
-        docker.apply(&docker.cmd(args))?;
+        create_volume(ctx, docker, v, project)?;
     }
     let total = verified.report.volume_bytes.get(&v.archived).copied().unwrap_or(0);
     let progress = ctx.ui.progress_to(&format!("fill volume {}", v.target), total);
     let files = extract::fill_volume(docker, verified, &v.archived, &v.target, &mut |n| progress.inc(n))?;
     progress.finish(&format!("volume {}: {files} files", v.target));
     Ok(())
+}
+
+/// Creates a missing target volume with the name, driver and labels the compose file gives it.
+fn create_volume(ctx: &Ctx, docker: &Docker, v: &VolumeRestore, project: &str) -> Result<()> {
+    ctx.ui.step(&format!("recreate volume {} (driver {}, with its labels)", v.target, v.driver));
+    let mut args = vec!["volume".to_string(), "create".into(), "--driver".into(), v.driver.clone()];
+    let mut labels = v.labels.clone();
+    labels.insert("com.docker.compose.project".into(), project.to_string());
+    labels.insert("com.docker.compose.volume".into(), v.key.clone());
+    for (k, val) in labels {
+        args.push("--label".into());
+        args.push(format!("{k}={val}"));
+    }
+    args.push(v.target.clone());
+    docker.apply(&docker.cmd(args))
 }
 
 fn restore_db(ctx: &Ctx, docker: &Docker, verified: &Verified, db: &DbRestore, dir: &Path) -> Result<()> {
