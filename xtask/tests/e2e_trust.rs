@@ -469,3 +469,42 @@ fn kill_9_while_staging_is_cleaned_by_the_next_run() {
     assert!(!restored.contains(".xtask-"), "{restored}");
     assert!(restored.contains("./big.bin"), "the archive's content is in place: {restored}");
 }
+
+#[test]
+fn a_database_load_that_fails_half_way_changes_nothing() {
+    if !engine() {
+        return;
+    }
+    let stack = TestStack::sample("dbfail");
+    let dir = TempDir::new("dbfail");
+    stack.xtask_ok(&["up", "db"]);
+    let db = format!("{}-db-1", stack.project);
+    psql(&db, "app", "CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items SELECT g, 'n' || g FROM generate_series(1, 300) g;");
+    let genuine = stack.xtask_json(&["backup-db", "--output-dir", dir.s(), "--json"]);
+    let genuine = genuine["path"].as_str().unwrap().to_string();
+    psql(&db, "app", "INSERT INTO items SELECT g, 'later' FROM generate_series(301, 350) g");
+    let state = || {
+        let items =
+            psql(&db, "app", "SELECT count(*) || ':' || md5(string_agg(i::text, ',' ORDER BY id)) FROM items i");
+        (items, psql(&db, "postgres", "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database"))
+    };
+    let before = state();
+    // Plain SQL that verifies (sums rewritten, counts kept) but fails half-way through the load.
+    let mut entries = load(Path::new(&genuine));
+    let d = entries.iter_mut().find(|x| x.name == b"postgres/app.sql").unwrap();
+    let at = d.data.windows(4).position(|w| w == b"\n\\.\n").unwrap() + 4;
+    d.data.splice(at..at, b"SELECT 1/0;\n".iter().copied());
+    let crafted = dir.0.join("db_backup_crafted.tar.gz");
+    save(&crafted, entries, true);
+    stack.xtask_ok(&["verify", crafted.to_str().unwrap()]);
+    let (ok, _, err) = stack.xtask(&["restore", crafted.to_str().unwrap(), "--yes", "--output-dir", dir.s()]);
+    assert!(!ok && err.contains("before anything was replaced") && err.contains("division by zero"), "{err}");
+    assert!(!err.contains("restored from the safety backup"), "the live database was never touched: {err}");
+    assert_eq!(state(), before, "rows, checksum and the list of databases as before");
+    // The genuine archive swaps in by rename, and leaves no copy behind.
+    let out = stack.xtask_ok(&["restore", &genuine, "--yes", "--output-dir", dir.s()]);
+    assert!(out.contains("restored"), "{out}");
+    let (items, databases) = state();
+    assert!(items.starts_with("300:"), "{items}");
+    assert!(!databases.contains("xtask_"), "{databases}");
+}

@@ -12,7 +12,6 @@ use crate::archive::extract::{self, Verified};
 use crate::archive::{Metadata, PgDatabase, Report, Rules, Source};
 use crate::context::Ctx;
 use crate::engine::docker::Docker;
-use crate::engine::postgres;
 use crate::engine::services::ServiceGuard;
 use crate::lock::Lock;
 use crate::model::compose::Project;
@@ -22,6 +21,7 @@ use crate::tasks::catalog;
 use crate::tasks::volumes;
 use crate::ui::human_bytes;
 
+mod database;
 mod staging;
 
 /// The tag of the safety backups restore takes; `--latest` passes over them.
@@ -254,12 +254,17 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
     signals::install();
     let mut created = Vec::new();
     let names = staging::Names::of(std::process::id());
+    let mut guard = ServiceGuard::new(docker, &ctx.stack);
+    let mut staged_dbs = Vec::new();
     if !opts.in_place {
-        if let Err(e) = stage_all(ctx, p, &names, &mut created) {
+        if let Err(e) = stage_all(ctx, p, &names, &mut created, &mut guard, &mut staged_dbs) {
             unstage_all(ctx, p, &names, &created);
-            return Err(e.context(
-                "the restore failed or was interrupted before anything was replaced: the volumes are as they were",
-            ));
+            let restarted = guard.restore(&ctx.ui);
+            let e = e.context("the restore failed or was interrupted before anything was replaced: the volumes and databases are as they were");
+            return Err(match restarted {
+                Ok(()) => e,
+                Err(r) => e.context(format!("and putting the services back failed: {r:#}")),
+            });
         }
     }
     if let Some(s) = &safety {
@@ -268,12 +273,12 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
             s.display()
         ));
     }
-    let mut guard = ServiceGuard::new(docker, &ctx.stack);
     let stopped_at = std::time::Instant::now();
+    let mut old_dbs = Vec::new();
     let replaced = if opts.in_place {
         replace(ctx, &p.verified, &p.plan, &p.dir, &mut guard, &mut created)
     } else {
-        swap_all(ctx, p, &names, &mut guard)
+        swap_all(ctx, p, &names, &mut guard, &staged_dbs, &mut old_dbs)
     };
     if let Err(e) = replaced {
         let back = way_back(ctx, safety.as_deref(), &created, &p.dir, &mut guard);
@@ -291,11 +296,22 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
     let stopped_any = p.plan.volumes.iter().any(|v| !v.services.is_empty());
     guard.restore(&ctx.ui)?;
     let downtime_seconds = stopped_any.then(|| stopped_at.elapsed().as_secs_f64());
+    if let Some(db) = p.plan.db.as_ref().filter(|_| !old_dbs.is_empty()) {
+        database::drop_old(ctx, db, &old_dbs)?;
+    }
     Ok(Outcome { project: p.plan.project.clone(), archive: p.path.clone(), undo: safety, downtime_seconds })
 }
 
-/// Stages every volume while its services keep running; volumes it has to create are recorded.
-fn stage_all(ctx: &Ctx, p: &Prepared, names: &staging::Names, created: &mut Vec<String>) -> Result<()> {
+/// Stages every volume while its services keep running (volumes it has to create are
+/// recorded), then loads the databases beside the live ones.
+fn stage_all(
+    ctx: &Ctx,
+    p: &Prepared,
+    names: &staging::Names,
+    created: &mut Vec<String>,
+    guard: &mut ServiceGuard,
+    staged_dbs: &mut Vec<database::StagedDb>,
+) -> Result<()> {
     let docker = ctx.docker()?;
     for v in &p.plan.volumes {
         signals::check()?;
@@ -306,7 +322,13 @@ fn stage_all(ctx: &Ctx, p: &Prepared, names: &staging::Names, created: &mut Vec<
         staging::fill(ctx, &p.verified, &v.archived, &v.target, names)
             .with_context(|| format!("stage volume {}", v.target))?;
     }
-    signals::check()
+    signals::check()?;
+    if let Some(db) = &p.plan.db {
+        guard.ensure_running(&db.service, &ctx.ui)?;
+        database::recover(ctx, db)?;
+        *staged_dbs = database::stage(ctx, &p.verified, db, &p.dir)?;
+    }
+    Ok(())
 }
 
 /// After a failed staging: the staged copies go, and volumes the restore created.
@@ -323,27 +345,30 @@ fn unstage_all(ctx: &Ctx, p: &Prepared, names: &staging::Names, created: &[Strin
 }
 
 /// The short destructive part: the services using the volumes stop, every staged volume is
-/// swapped into place by renames, then the databases are restored.
-fn swap_all(ctx: &Ctx, p: &Prepared, names: &staging::Names, guard: &mut ServiceGuard) -> Result<()> {
+/// swapped into place by renames, then the staged databases.
+fn swap_all(
+    ctx: &Ctx,
+    p: &Prepared,
+    names: &staging::Names,
+    guard: &mut ServiceGuard,
+    staged_dbs: &[database::StagedDb],
+    old_dbs: &mut Vec<String>,
+) -> Result<()> {
     let docker = ctx.docker()?;
     let mut users: Vec<String> = p.plan.volumes.iter().flat_map(|v| v.services.clone()).collect();
     users.sort();
     users.dedup();
     guard.stop_for_copy(&users, &ctx.ui)?;
-    {
-        // The swaps are short and must not be cut off half-way.
-        let _calm = signals::Suspended::begin();
-        for v in &p.plan.volumes {
-            ctx.ui.step(&format!("swap the restored content into volume {}", v.target));
-            staging::swap(docker, &v.target, names)?;
-        }
+    // The swaps are short and must not be cut off half-way.
+    let _calm = signals::Suspended::begin();
+    for v in &p.plan.volumes {
+        ctx.ui.step(&format!("swap the restored content into volume {}", v.target));
+        staging::swap(docker, &v.target, names)?;
     }
     if let Some(db) = &p.plan.db {
-        signals::check()?;
-        guard.ensure_running(&db.service, &ctx.ui)?;
-        restore_db(ctx, docker, &p.verified, db, &p.dir)?;
+        *old_dbs = database::swap(ctx, db, staged_dbs)?;
     }
-    signals::check()
+    Ok(())
 }
 
 /// The safety backup: exactly what will be overwritten, the present target volumes, and the
@@ -400,7 +425,7 @@ fn replace(
     if let Some(db) = &plan.db {
         signals::check()?;
         guard.ensure_running(&db.service, &ctx.ui)?;
-        restore_db(ctx, docker, verified, db, dir)?;
+        database::in_place(ctx, verified, db, dir)?;
     }
     signals::check()
 }
@@ -506,58 +531,6 @@ fn create_volume(ctx: &Ctx, docker: &Docker, v: &VolumeRestore, project: &str) -
     }
     args.push(v.target.clone());
     docker.apply(&docker.cmd(args))
-}
-
-fn restore_db(ctx: &Ctx, docker: &Docker, verified: &Verified, db: &DbRestore, dir: &Path) -> Result<()> {
-    let secret = db.password.as_deref().map(|p| ("PGPASSWORD", p));
-    let psql = |database: &str, extra: &[&str]| {
-        let dbname = postgres::dbname_arg(database);
-        let mut args = vec!["exec", "-T", "--user", postgres::OS_USER];
-        if secret.is_some() {
-            args.extend(["-e", "PGPASSWORD"]);
-        }
-        args.extend([db.service.as_str(), "psql", "-X", "-q", "-U", db.user.as_str(), &dbname]);
-        args.extend(extra);
-        let c = docker.compose(&ctx.stack, args);
-        match secret {
-            Some((k, v)) => c.secret_env(k, v),
-            None => c,
-        }
-    };
-    // Every dump is copied out and checked before the first database is dropped.
-    let globals = extract::spool_dump(verified, &db.globals_entry, dir)?;
-    let mut dumps = Vec::new();
-    for d in &db.databases {
-        dumps.push(extract::spool_dump(verified, &d.entry, dir)?);
-    }
-    // Roles: ones that exist already (the superuser) make statements fail harmlessly; the
-    // roles dump holds no COPY (verify checks), so no data line can become a command.
-    ctx.ui.step("restore roles");
-    extract::pipe_file(docker, &globals.path, &psql("template1", &[])).context("restore roles")?;
-    for (d, dump) in db.databases.iter().zip(&dumps) {
-        signals::check()?;
-        ctx.ui.step(&format!("drop and recreate database {}, then load its dump", d.name));
-        let sql = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :'d' AND pid <> pg_backend_pid();\n\
-                   DROP DATABASE IF EXISTS :\"d\" WITH (FORCE);\nCREATE DATABASE :\"d\";\n";
-        let var = format!("d={}", d.name);
-        extract::pipe_text(docker, sql, &psql("template1", &["-v", "ON_ERROR_STOP=1", "-v", &var]))
-            .with_context(|| format!("recreate database {}", d.name))?;
-        extract::pipe_file(docker, &dump.path, &psql(&d.name, &["-v", "ON_ERROR_STOP=1"]))
-            .with_context(|| format!("load {} (stopped at the first SQL error)", d.entry))?;
-        for (table, rows) in &d.tables {
-            // `table` passed the grammar: `"schema"."table"`, no quote inside.
-            let sql = format!("SELECT count(*) FROM {table}");
-            let got = docker.query(&psql(&d.name, &["-At", "-c", &sql]))?;
-            if got.trim() != rows.to_string() {
-                bail!(
-                    "database {}: table {table} has {} rows after the restore, the archive says {rows}",
-                    d.name,
-                    got.trim()
-                );
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
