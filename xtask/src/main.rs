@@ -153,6 +153,9 @@ enum Command {
         /// current one (for a disk without room for both; the safety backup is then the way back)
         #[arg(long)]
         in_place: bool,
+        /// Print the outcome (archive, undo archive, downtime) as JSON on stdout
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         dir: DirArg,
     },
@@ -353,6 +356,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             no_safety_backup,
             allow_special_files,
             in_place,
+            json,
             dir,
         } => {
             let allow_special = allow_special_files;
@@ -367,7 +371,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 in_place,
                 dir: dir.path(),
             };
-            run_restore(&ctx, &opts, g.dry_run)
+            run_restore(&ctx, &opts, g.dry_run, json)
         }
         Command::Migrate { service, host, no_rollback, dir, command } => {
             let opts = migrate::Options { service, host, command, no_rollback, dir: dir.path() };
@@ -420,7 +424,7 @@ fn run_backup(ctx: &context::Ctx, opts: &backup::Options, dry_run: bool, json: b
 }
 
 /// `restore`: verify and decide, show what is replaced and confirm, then restore under the lock.
-fn run_restore(ctx: &context::Ctx, opts: &restore::Options, dry_run: bool) -> anyhow::Result<()> {
+fn run_restore(ctx: &context::Ctx, opts: &restore::Options, dry_run: bool, json: bool) -> anyhow::Result<()> {
     let prepared = restore::prepare(ctx, opts)?;
     let text = prepared.describe();
     if dry_run {
@@ -430,6 +434,10 @@ fn run_restore(ctx: &context::Ctx, opts: &restore::Options, dry_run: bool) -> an
     ui::confirm(&text, ui::Confirm::YesNo { yes_flag: opts.yes })?;
     let lock = Lock::acquire(&backup::prepare_dir(&opts.dir)?, &prepared.plan.project, "restore")?;
     let outcome = restore::execute(ctx, &prepared, opts, &lock)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+        return Ok(());
+    }
     println!("restored {} from {}", outcome.project, outcome.archive.display());
     if let Some(d) = outcome.downtime_seconds {
         println!("the services using the restored volumes were stopped for {d:.1} s");

@@ -508,3 +508,34 @@ fn a_database_load_that_fails_half_way_changes_nothing() {
     assert!(items.starts_with("300:"), "{items}");
     assert!(!databases.contains("xtask_"), "{databases}");
 }
+
+#[test]
+fn services_are_stopped_only_for_the_swap() {
+    if !engine() {
+        return;
+    }
+    let (stack, dir, archive, backend) = interrupted_setup("downtime");
+    // Poll the service every 100 ms while the restore runs.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (flag, name) = (done.clone(), backend.clone());
+    let poller = std::thread::spawn(move || {
+        let mut samples = Vec::new();
+        while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+            let out = docker(&["inspect", "-f", "{{.State.Running}}", &name]);
+            samples.push(String::from_utf8_lossy(&out.stdout).trim() == "true");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        samples
+    });
+    let started = std::time::Instant::now();
+    let out = stack.xtask_json(&["restore", &archive, "--yes", "--json", "--output-dir", dir.s()]);
+    let total = started.elapsed().as_secs_f64();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let samples = poller.join().unwrap();
+    let downtime = out["downtime_seconds"].as_f64().expect("the downtime is reported");
+    let down = samples.iter().filter(|up| !**up).count() as f64 * 0.1;
+    assert!(samples.iter().take(5).all(|up| *up), "running while the copy was staged: {samples:?}");
+    assert!(downtime < total / 2.0, "stopped {downtime:.1} s of a {total:.1} s restore");
+    assert!(down <= downtime + 1.5, "polled down {down:.1} s, reported {downtime:.1} s");
+    assert!(listing(&stack.volume("backend-media")).contains("./big.bin"), "restored");
+}

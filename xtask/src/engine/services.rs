@@ -107,17 +107,23 @@ impl<'a> ServiceGuard<'a> {
         self.put_back(ui)
     }
 
-    fn put_back(&mut self, ui: &Ui) -> Result<()> {
-        let mut first_error = None;
-        if !self.stopped.is_empty() {
-            let list = std::mem::take(&mut self.stopped);
-            ui.step(&format!("start {} again and wait for health", list.join(", ")));
-            let mut args: Vec<String> = vec!["up".into(), "--detach".into(), "--wait".into(), "--no-deps".into()];
-            args.extend(list.iter().cloned());
-            if let Err(e) = self.docker.apply(&self.docker.compose(self.stack, args)) {
-                first_error.get_or_insert(e.context(format!("start {} again", list.join(", "))));
-            }
+    /// Starts the services this guard stopped again and waits for their health (the ones it
+    /// started stay up until [`ServiceGuard::restore`]).
+    pub fn restart_stopped(&mut self, ui: &Ui) -> Result<()> {
+        if self.stopped.is_empty() {
+            return Ok(());
         }
+        let list = std::mem::take(&mut self.stopped);
+        ui.step(&format!("start {} again and wait for health", list.join(", ")));
+        let mut args: Vec<String> = vec!["up".into(), "--detach".into(), "--wait".into(), "--no-deps".into()];
+        args.extend(list.iter().cloned());
+        self.docker
+            .apply(&self.docker.compose(self.stack, args))
+            .with_context(|| format!("start {} again", list.join(", ")))
+    }
+
+    fn put_back(&mut self, ui: &Ui) -> Result<()> {
+        let mut first_error = self.restart_stopped(ui).err();
         for (service, existed) in std::mem::take(&mut self.started) {
             let cmd = if existed {
                 ui.step(&format!("stop {service} again, as it was before"));

@@ -553,6 +553,9 @@ pub fn execute(ctx: &Ctx, plan: &BackupPlan, opts: &Options, lock: &Lock) -> Res
         ctx.ui.step("removed helper containers left by an interrupted run");
     }
     let mut sources = sources(docker, plan, opts)?;
+    // A restore that died may have left a half-done swap in a volume: finish it before copying.
+    let names: Vec<&str> = sources.volumes.iter().map(|v| v.name.as_str()).collect();
+    crate::tasks::restore::recover_volumes(ctx, &names)?;
     for s in &sources.skipped {
         ctx.ui.step(&format!("skip {}: {}", s.name, s.reason));
     }

@@ -202,8 +202,8 @@ impl Prepared {
     }
 }
 
-/// What a finished restore reports.
-#[derive(Debug, Clone)]
+/// What a finished restore reports (`--json`).
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Outcome {
     pub project: String,
     pub archive: PathBuf,
@@ -294,12 +294,21 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
         });
     }
     let stopped_any = p.plan.volumes.iter().any(|v| !v.services.is_empty());
-    guard.restore(&ctx.ui)?;
+    guard.restart_stopped(&ctx.ui)?;
     let downtime_seconds = stopped_any.then(|| stopped_at.elapsed().as_secs_f64());
+    // The services are healthy again: the old database copies can go (the database service is
+    // still up, also when this restore had to start it).
     if let Some(db) = p.plan.db.as_ref().filter(|_| !old_dbs.is_empty()) {
         database::drop_old(ctx, db, &old_dbs)?;
     }
+    guard.restore(&ctx.ui)?;
     Ok(Outcome { project: p.plan.project.clone(), archive: p.path.clone(), undo: safety, downtime_seconds })
+}
+
+/// Settles what restores that died left in `volumes` (a swap finished, staging removed): every
+/// data command calls it before it reads or writes them.
+pub fn recover_volumes(ctx: &Ctx, volumes: &[&str]) -> Result<()> {
+    staging::recover(ctx, volumes)
 }
 
 /// Stages every volume while its services keep running (volumes it has to create are
