@@ -389,3 +389,189 @@ pub fn pipe_text(docker: &Docker, text: &str, cmd: &DockerCmd) -> Result<()> {
 
 #[cfg(test)]
 mod tests;
+
+/// A volume being staged during the one pass: the helper's tar stream and what it held.
+struct VolumeStage {
+    volume: String,
+    target: String,
+    builder: tar::Builder<io::BufWriter<crate::engine::docker::VolumeSink>>,
+    dirs: Vec<Checked>,
+    times: Vec<(Vec<u8>, u64)>,
+}
+
+/// Restore's one pass over an archive: verification by the grammar and the checksums, each
+/// target volume's entries extracted into its staging directory `under` (through a helper, with
+/// headers built here) and each dump spooled into `dir`, all from the same bytes as they stream.
+/// Nothing is committed here: a problem anywhere fails the pass and the caller discards the
+/// staging. `targets` maps archived volume names to the stack's volumes.
+pub struct OnePass<'a> {
+    pub docker: &'a Docker,
+    pub ui: &'a crate::ui::Ui,
+    pub targets: &'a std::collections::BTreeMap<String, String>,
+    pub under: &'a [u8],
+    pub dir: &'a Path,
+}
+
+impl OnePass<'_> {
+    /// Runs the pass; returns the verification report and the spooled dumps by entry name.
+    pub fn run(&self, src: &Source, rules: Rules) -> Result<(Report, std::collections::BTreeMap<String, Spooled>)> {
+        let mut open: Option<VolumeStage> = None;
+        let mut dumps = std::collections::BTreeMap::new();
+        let mut failure: Option<anyhow::Error> = None;
+        let report = crate::archive::verify_source_with(src, rules, &mut |entry, c| {
+            let taken = self.take(entry, c, &mut open, &mut dumps);
+            if let Err(e) = &taken {
+                failure.get_or_insert(anyhow!("{e:#}"));
+            }
+            taken
+        });
+        let closed = open.take().map_or(Ok(()), |stage| self.close(stage));
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if !report.ok() {
+            let problems: Vec<String> = report.problems.iter().map(|p| format!("\n    problem: {p}")).collect();
+            bail!("{} failed verification; nothing was replaced{}", src.path.display(), problems.concat());
+        }
+        closed?;
+        Ok((report, dumps))
+    }
+
+    fn take(
+        &self,
+        entry: &mut tar::Entry<'_, crate::archive::Gz<'_>>,
+        c: &Checked,
+        open: &mut Option<VolumeStage>,
+        dumps: &mut std::collections::BTreeMap<String, Spooled>,
+    ) -> Result<Option<crate::archive::Taken>> {
+        match &c.place {
+            Place::Dump => {
+                let name = String::from_utf8_lossy(&c.name).into_owned();
+                let (spooled, taken) = spool(entry, self.dir)?;
+                dumps.insert(name, spooled);
+                Ok(Some(taken))
+            }
+            Place::Volume { volume, rel } => {
+                let Some(target) = self.targets.get(volume) else { return Ok(None) };
+                if open.as_ref().is_some_and(|s| &s.volume != volume) {
+                    self.close(open.take().expect("checked above"))?;
+                }
+                if open.is_none() {
+                    *open = Some(self.open(volume, target)?);
+                }
+                let stage = open.as_mut().expect("opened above");
+                self.write(stage, entry, c, rel).with_context(|| format!("stage volume {target}"))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn open(&self, volume: &str, target: &str) -> Result<VolumeStage> {
+        self.ui.step(&format!("stage volume {target} (its services keep running)"));
+        let sink = self.docker.volume_untar(target)?;
+        let mut builder = tar::Builder::new(io::BufWriter::with_capacity(1 << 20, sink));
+        builder.mode(tar::HeaderMode::Complete);
+        Ok(VolumeStage { volume: volume.into(), target: target.into(), builder, dirs: Vec::new(), times: Vec::new() })
+    }
+
+    fn write(
+        &self,
+        stage: &mut VolumeStage,
+        entry: &mut tar::Entry<'_, crate::archive::Gz<'_>>,
+        c: &Checked,
+        rel: &[u8],
+    ) -> Result<Option<crate::archive::Taken>> {
+        crate::signals::check()?;
+        let at = |r: &[u8]| [self.under, r].concat();
+        let mut h = header_for(c);
+        let path = dot(&at(rel));
+        let prefix_len = format!("volumes/{}/", stage.volume).len();
+        match (&c.kind, &c.link) {
+            (Kind::File, _) => {
+                let mut reader = Hashing { inner: entry, hasher: Sha256::new(), bytes: 0 };
+                stage.builder.append_data(&mut h, &path, &mut reader)?;
+                let digest = reader.hasher.finalize().into();
+                return Ok(Some(crate::archive::Taken { digest, bytes: reader.bytes, dump: None }));
+            }
+            (Kind::HardLink, Some(t)) => stage.builder.append_link(&mut h, &path, dot(&at(&t[prefix_len..])))?,
+            (Kind::Symlink, Some(t)) => {
+                stage.builder.append_link(
+                    &mut h,
+                    &path,
+                    <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(t),
+                )?;
+                stage.times.push((at(rel), c.mtime));
+            }
+            (Kind::Dir, _) => {
+                stage.builder.append_data(&mut h, &path, io::empty())?;
+                if rel.is_empty() {
+                    stage.times.push((at(rel), c.mtime));
+                }
+                stage.dirs.push(c.clone());
+            }
+            _ => stage.builder.append_data(&mut h, &path, io::empty())?,
+        }
+        Ok(None)
+    }
+
+    /// Ends a volume's stream: directories once more (deepest first) for their mtimes, the
+    /// helper waited for, then the symlinks' and the root's mtimes.
+    fn close(&self, mut stage: VolumeStage) -> Result<()> {
+        stage.dirs.sort_by_key(|d| std::cmp::Reverse(d.name.iter().filter(|&&c| c == b'/').count()));
+        for d in &stage.dirs {
+            let Place::Volume { rel, .. } = &d.place else { continue };
+            let path = dot(&[self.under, rel.as_slice()].concat());
+            stage.builder.append_data(&mut header_for(d), path, io::empty())?;
+        }
+        stage.builder.finish()?;
+        let sink = stage.builder.into_inner()?.into_inner().map_err(|e| e.into_error())?;
+        sink.finish().with_context(|| format!("stage volume {}", stage.target))?;
+        set_times(self.docker, &stage.target, &stage.times)
+    }
+}
+
+/// Hashes what passes through.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// Copies a dump entry into a private file in `dir`, hashing it and reading its statistics.
+fn spool(entry: &mut impl Read, dir: &Path) -> Result<(Spooled, crate::archive::Taken)> {
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let path = dir.join(format!("{SPOOL_PREFIX}{}-p{n}.sql", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("create {}", path.display()))?;
+    let spooled = Spooled { path };
+    let mut stats = crate::archive::dumpstats::DumpStats::default();
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut bytes = 0;
+    loop {
+        let n = entry.read(&mut buf).context("read the archive")?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        stats.feed(&buf[..n]);
+        bytes += n as u64;
+        file.write_all(&buf[..n]).with_context(|| format!("write {}", spooled.path.display()))?;
+    }
+    let taken = crate::archive::Taken { digest: hasher.finalize().into(), bytes, dump: Some(stats) };
+    Ok((spooled, taken))
+}

@@ -85,6 +85,10 @@ pub struct VolumeInfo {
     pub entry: String,
     /// How the copy was made consistent: "live", "stopped", or "redis-save".
     pub consistency: String,
+    /// Its size on disk when it was backed up (what a restore must have room for); absent in
+    /// archives made before this field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -121,6 +125,7 @@ impl Metadata {
                     labels: BTreeMap::new(),
                     entry: volume_prefix(name),
                     consistency: "live".into(),
+                    size_bytes: None,
                 })
                 .collect(),
             skipped: vec![],
@@ -462,17 +467,39 @@ impl Source {
     }
 
     /// A fresh reader from the start of the file (positioned reads: independent of other readers).
-    pub fn reader(&self) -> impl Read + '_ {
+    pub fn reader(&self) -> PosReader<'_> {
         PosReader { file: &self.file, pos: 0 }
     }
 
+    /// A second handle on the same open file (a duplicated descriptor, never a reopening).
+    pub fn duplicate(&self) -> Result<Source> {
+        let file =
+            self.file.try_clone().with_context(|| format!("duplicate the descriptor of {}", self.path.display()))?;
+        Ok(Source { file, path: self.path.clone() })
+    }
+
     /// The archive's tar stream, decompressed, from the start.
-    pub fn tar(&self) -> tar::Archive<flate2::read::GzDecoder<io::BufReader<impl Read + '_>>> {
+    pub fn tar(&self) -> tar::Archive<Gz<'_>> {
         tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::with_capacity(1 << 20, self.reader())))
     }
 }
 
-struct PosReader<'a> {
+/// The decompressed stream of a [`Source`].
+pub type Gz<'a> = flate2::read::GzDecoder<io::BufReader<PosReader<'a>>>;
+
+/// What a consumer of an entry's data took instead of the verification reading it: the content
+/// digest, the bytes, and for a dump its statistics.
+pub struct Taken {
+    pub digest: [u8; 32],
+    pub bytes: u64,
+    pub dump: Option<dumpstats::DumpStats>,
+}
+
+/// Called for every entry that passed the grammar; `Some` when it consumed the entry's data.
+pub type Hook<'h> = dyn FnMut(&mut tar::Entry<'_, Gz<'_>>, &grammar::Checked) -> Result<Option<Taken>> + 'h;
+
+/// Reads positionally from the archive's file: never moves a shared offset.
+pub struct PosReader<'a> {
     file: &'a File,
     pos: u64,
 }
@@ -528,8 +555,14 @@ pub fn verify(path: &Path, rules: Rules) -> Report {
 
 /// [`verify`] of an archive already open.
 pub fn verify_source(src: &Source, rules: Rules) -> Report {
+    verify_source_with(src, rules, &mut |_, _| Ok(None))
+}
+
+/// [`verify_source`] in which `hook` may consume entries' data as they pass (restore stages
+/// volumes and spools dumps this way, in the one pass that verifies them).
+pub fn verify_source_with(src: &Source, rules: Rules, hook: &mut Hook) -> Report {
     let mut report = Report { path: src.path.clone(), ..Report::default() };
-    if let Err(e) = verify_into(src, rules, &mut report) {
+    if let Err(e) = verify_into(src, rules, &mut report, hook) {
         report.problems.push(format!("{e:#}"));
     }
     report
@@ -543,7 +576,7 @@ struct Seen {
     dumps: BTreeMap<String, dumpstats::DumpStats>,
 }
 
-fn verify_into(src: &Source, rules: Rules, report: &mut Report) -> Result<()> {
+fn verify_into(src: &Source, rules: Rules, report: &mut Report, hook: &mut Hook) -> Result<()> {
     let mut archive = src.tar();
     let mut grammar = grammar::Grammar::new(rules.allow_special);
     let mut seen = Seen::default();
@@ -552,7 +585,10 @@ fn verify_into(src: &Source, rules: Rules, report: &mut Report) -> Result<()> {
         let mut entry = entry.context("the archive is truncated or corrupt (gzip or tar stream broken)")?;
         report.entries += 1;
         let checked = grammar.check(&mut entry)?;
-        let content = read_entry(&mut entry, &checked, report, &mut seen)?;
+        let content = match hook(&mut entry, &checked)? {
+            Some(taken) => Some(record_taken(&checked, taken, report, &mut seen)),
+            None => read_entry(&mut entry, &checked, report, &mut seen)?,
+        };
         if checked.place == grammar::Place::Metadata {
             grammar.expect(report.metadata.as_ref().context("metadata missing")?);
         }
@@ -618,6 +654,20 @@ fn read_entry<R: Read>(
     Ok(Some(digest))
 }
 
+/// Records what a hook consumed as [`read_entry`] would have.
+fn record_taken(c: &grammar::Checked, taken: Taken, report: &mut Report, seen: &mut Seen) -> [u8; 32] {
+    report.files += 1;
+    report.bytes += taken.bytes;
+    if let grammar::Place::Volume { volume, .. } = &c.place {
+        *report.volume_bytes.entry(volume.clone()).or_default() += taken.bytes;
+    }
+    if let Some(stats) = taken.dump {
+        seen.dumps.insert(String::from_utf8_lossy(&c.name).into_owned(), stats);
+    }
+    seen.digests.insert(c.name.clone(), taken.digest);
+    taken.digest
+}
+
 fn compare_sums(seen: &Seen, report: &mut Report) {
     let Some(recorded) = &seen.recorded else { return };
     for (name, digest) in &seen.digests {
@@ -644,6 +694,11 @@ fn check_dumps(seen: &Seen, report: &mut Report) {
                 if let Some(v) = &stats.scan.violation {
                     report.problems.push(format!("entry {entry:?}: {v}; refused, nothing of it is loaded"));
                 }
+                // The roles are loaded without ON_ERROR_STOP (existing roles fail harmlessly): a
+                // COPY there could turn its data lines into commands, so none may stand in it.
+                if *entry == pg.globals_entry && !stats.tables.is_empty() {
+                    report.problems.push(format!("entry {entry:?}: the roles dump holds COPY data; refused"));
+                }
             }
         }
     }
@@ -656,6 +711,19 @@ fn check_dumps(seen: &Seen, report: &mut Report) {
             report.problems.push(format!("entry {:?}: row counts differ from the metadata's", db.entry));
         }
     }
+}
+
+/// Reads only the first entry, `metadata.json`, by the grammar (bounded, checked).
+pub fn read_metadata_from(src: &Source) -> Result<Metadata> {
+    let mut archive = src.tar();
+    let mut entries = archive.entries().context("not a tar.gz archive")?;
+    let mut first = entries.next().context("the archive is empty")?.context("the archive is corrupt")?;
+    grammar::Grammar::new(false).check(&mut first)?;
+    let mut text = Vec::new();
+    first.read_to_end(&mut text).context("read metadata.json")?;
+    let meta = parse_metadata(&text)?;
+    grammar::check_metadata(&meta)?;
+    Ok(meta)
 }
 
 pub fn parse_metadata(text: &[u8]) -> Result<Metadata> {

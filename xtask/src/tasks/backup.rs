@@ -743,7 +743,7 @@ fn write_archive(
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let mut writer = ArchiveWriter::create(&final_path, opts.level, threads)?;
     let config = ctx.model()?.1.clone().unwrap_or_default();
-    let meta = metadata(ctx, plan, opts, &config, pg_info, &sources.volumes, &sources.skipped)?;
+    let meta = metadata(ctx, plan, opts, &config, pg_info, sources)?;
     // What verify and restore will demand of the archive, demanded of it before it is written.
     grammar::check_metadata(&meta)
         .context("this backup cannot be archived as it is (rename what the message names)")?;
@@ -775,9 +775,9 @@ fn metadata(
     opts: &Options,
     config_json: &str,
     postgres: Option<PgInfo>,
-    volumes: &[&VolumeChoice],
-    skipped: &[Skipped],
+    sources: &Sources,
 ) -> Result<Metadata> {
+    let (volumes, skipped, sizes) = (&sources.volumes, &sources.skipped, &sources.sizes);
     let mut entries =
         vec![archive::EntryInfo { path: archive::METADATA.into(), what: "this description of the archive".into() }];
     if let Some(pg) = &postgres {
@@ -816,6 +816,7 @@ fn metadata(
                 labels: v.labels.clone(),
                 entry: archive::volume_prefix(&v.name),
                 consistency: consistency.into(),
+                size_bytes: sizes.get(&v.name).copied(),
             }
         })
         .collect();

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::archive::extract::Verified;
-use crate::archive::{self, grammar, Metadata};
+use crate::archive::{self, Metadata};
 use crate::context::Ctx;
 use crate::ui::{human_bytes, table, Ui};
 
@@ -103,16 +103,7 @@ fn verification(path: &Path) -> &'static str {
 
 /// Reads only the first entry, `metadata.json`, by the archive grammar (bounded, checked).
 pub fn read_metadata(path: &Path) -> Result<Metadata> {
-    let src = archive::Source::open(path)?;
-    let mut archive = src.tar();
-    let mut entries = archive.entries().context("not a tar.gz archive")?;
-    let mut first = entries.next().context("the archive is empty")?.context("the archive is corrupt")?;
-    grammar::Grammar::new(false).check(&mut first)?;
-    let mut text = Vec::new();
-    first.read_to_end(&mut text).context("read metadata.json")?;
-    let meta = archive::parse_metadata(&text)?;
-    grammar::check_metadata(&meta)?;
-    Ok(meta)
+    archive::read_metadata_from(&archive::Source::open(path)?)
 }
 
 fn is_our_name(name: &str) -> bool {

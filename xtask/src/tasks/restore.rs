@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::archive::extract::{self, Verified};
-use crate::archive::{Metadata, PgDatabase, Report, Rules, Source};
+use crate::archive::{self, Metadata, PgDatabase, Rules, Source};
 use crate::context::Ctx;
 use crate::engine::docker::Docker;
 use crate::engine::services::ServiceGuard;
@@ -184,21 +184,24 @@ impl RestorePlan {
     }
 }
 
-/// A restore decided from a verified archive, before anything is touched: what `--dry-run`
-/// and the confirmation show, and what [`execute`] carries out.
+/// A restore decided from an archive's metadata, before anything is touched: what `--dry-run`
+/// and the confirmation show, and what [`execute`] carries out from the same open file.
 pub struct Prepared {
     pub path: PathBuf,
-    pub verified: Verified,
+    pub meta: Metadata,
     pub plan: RestorePlan,
     /// Current sizes of the target volumes that exist.
     pub sizes: BTreeMap<String, u64>,
+    src: Source,
+    /// `--in-place` only: the archive verified whole before anything is touched.
+    verified: Option<Verified>,
     dir: PathBuf,
 }
 
 impl Prepared {
     /// What will be replaced, for the confirmation and `--dry-run`.
     pub fn describe(&self) -> String {
-        self.plan.describe(&self.path, self.verified.meta(), &self.sizes)
+        self.plan.describe(&self.path, &self.meta, &self.sizes)
     }
 }
 
@@ -213,8 +216,9 @@ pub struct Outcome {
     pub downtime_seconds: Option<f64>,
 }
 
-/// Verifies the archive (from the one descriptor every later read uses) and decides what it
-/// restores into this stack. Touches nothing.
+/// Opens the archive (the one descriptor every later read uses), reads its metadata by the
+/// grammar and decides what it restores into this stack. Touches nothing. With `--in-place` the
+/// whole archive is verified here; otherwise the restore's one pass verifies it while staging.
 pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<Prepared> {
     let docker = ctx.docker()?;
     let dir = backup::prepare_dir(&opts.dir)?;
@@ -222,14 +226,21 @@ pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<Prepared> {
         Some(p) => p.clone(),
         None => catalog::latest(&dir, &ctx.stack.name, |a| a.tag.as_deref() != Some(SAFETY_TAG))?,
     };
-    ctx.ui.step(&format!("verify {}", path.display()));
-    let verified = Verified::check(Source::open(&path)?, Rules { allow_special: opts.allow_special })?;
-    let plan = plan(&ctx.model()?.0, verified.meta(), &opts.only, opts.force)?;
+    let src = Source::open(&path)?;
+    let rules = Rules { allow_special: opts.allow_special };
+    let (meta, verified) = if opts.in_place {
+        ctx.ui.step(&format!("verify {}", path.display()));
+        let v = Verified::check(src.duplicate()?, rules)?;
+        (v.meta().clone(), Some(v))
+    } else {
+        (archive::read_metadata_from(&src).with_context(|| format!("read {}", path.display()))?, None)
+    };
+    let plan = plan(&ctx.model()?.0, &meta, &opts.only, opts.force)?;
     let existing = volumes::names(docker)?;
     let present: Vec<&str> =
         plan.volumes.iter().map(|v| v.target.as_str()).filter(|t| existing.iter().any(|e| e == t)).collect();
     let sizes = volumes::sizes(docker, &present)?;
-    Ok(Prepared { path, verified, plan, sizes, dir })
+    Ok(Prepared { path, meta, plan, sizes, src, verified, dir })
 }
 
 /// Carries out a prepared restore under the project's lock: free space checked, a safety
@@ -243,30 +254,32 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
     }
     let present: Vec<&str> = p.sizes.keys().map(String::as_str).collect();
     staging::recover(ctx, &present)?;
-    check_space(docker, &p.plan, &p.verified.report, &p.sizes, opts.in_place)?;
-    let safety = if opts.no_safety_backup {
-        ctx.ui.step("no safety backup (--no-safety-backup): this restore cannot be undone");
-        None
-    } else {
-        safety_backup(ctx, p, lock)?
-    };
-    // From here on a signal does not kill the tool mid-way: it takes the way back below.
-    signals::install();
+    check_space(docker, p)?;
+    let mut guard = ServiceGuard::new(docker, &ctx.stack);
     let mut created = Vec::new();
     let names = staging::Names::of(std::process::id());
-    let mut guard = ServiceGuard::new(docker, &ctx.stack);
-    let mut staged_dbs = Vec::new();
-    if !opts.in_place {
-        if let Err(e) = stage_all(ctx, p, &names, &mut created, &mut guard, &mut staged_dbs) {
-            unstage_all(ctx, p, &names, &created);
-            let restarted = guard.restore(&ctx.ui);
-            let e = e.context("the restore failed or was interrupted before anything was replaced: the volumes and databases are as they were");
-            return Err(match restarted {
-                Ok(()) => e,
-                Err(r) => e.context(format!("and putting the services back failed: {r:#}")),
-            });
+    let (safety, staged) = match &p.verified {
+        Some(_) => {
+            let safety = take_safety(ctx, p, opts, lock)?;
+            signals::install();
+            (safety, None)
         }
-    }
+        None => {
+            // A signal from here on does not kill the tool mid-way: it takes the way back.
+            signals::install();
+            match stage(ctx, p, opts, lock, &names, &mut created, &mut guard) {
+                Ok((safety, staged)) => (safety, Some(staged)),
+                Err(e) => {
+                    unstage_all(ctx, p, &names, &created);
+                    let e = e.context("the restore failed or was interrupted before anything was replaced: the volumes and databases are as they were");
+                    return Err(match guard.restore(&ctx.ui) {
+                        Ok(()) => e,
+                        Err(r) => e.context(format!("and putting the services back failed: {r:#}")),
+                    });
+                }
+            }
+        }
+    };
     if let Some(s) = &safety {
         ctx.ui.step(&format!(
             "should this restore be cut off (kill -9), undo it with: cargo xtask restore {} --yes",
@@ -275,10 +288,10 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
     }
     let stopped_at = std::time::Instant::now();
     let mut old_dbs = Vec::new();
-    let replaced = if opts.in_place {
-        replace(ctx, &p.verified, &p.plan, &p.dir, &mut guard, &mut created)
-    } else {
-        swap_all(ctx, p, &names, &mut guard, &staged_dbs, &mut old_dbs)
+    let replaced = match (&p.verified, &staged) {
+        (Some(v), _) => replace(ctx, v, &p.plan, &p.dir, &mut guard, &mut created),
+        (None, Some(dbs)) => swap_all(ctx, p, &names, &mut guard, dbs, &mut old_dbs),
+        (None, None) => unreachable!("staged above"),
     };
     if let Err(e) = replaced {
         let back = way_back(ctx, safety.as_deref(), &created, &p.dir, &mut guard);
@@ -305,39 +318,58 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
     Ok(Outcome { project: p.plan.project.clone(), archive: p.path.clone(), undo: safety, downtime_seconds })
 }
 
-/// Settles what restores that died left in `volumes` (a swap finished, staging removed): every
-/// data command calls it before it reads or writes them.
-pub fn recover_volumes(ctx: &Ctx, volumes: &[&str]) -> Result<()> {
-    staging::recover(ctx, volumes)
+fn take_safety(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<Option<PathBuf>> {
+    if opts.no_safety_backup {
+        ctx.ui.step("no safety backup (--no-safety-backup): this restore cannot be undone");
+        return Ok(None);
+    }
+    safety_backup(ctx, p, lock)
 }
 
-/// Stages every volume while its services keep running (volumes it has to create are
-/// recorded), then loads the databases beside the live ones.
-fn stage_all(
+/// The one pass: every target volume staged and every dump spooled from the same bytes that
+/// are verified; then (the live state still untouched) the safety backup, then the databases
+/// loaded beside the live ones. Returns the safety backup and the staged databases.
+fn stage(
     ctx: &Ctx,
     p: &Prepared,
+    opts: &Options,
+    lock: &Lock,
     names: &staging::Names,
     created: &mut Vec<String>,
     guard: &mut ServiceGuard,
-    staged_dbs: &mut Vec<database::StagedDb>,
-) -> Result<()> {
+) -> Result<(Option<PathBuf>, Vec<database::StagedDb>)> {
     let docker = ctx.docker()?;
     for v in &p.plan.volumes {
-        signals::check()?;
         if !volumes::names(docker)?.contains(&v.target) {
             create_volume(ctx, docker, v, &p.plan.project)?;
             created.push(v.target.clone());
         }
-        staging::fill(ctx, &p.verified, &v.archived, &v.target, names)
-            .with_context(|| format!("stage volume {}", v.target))?;
+    }
+    let targets: BTreeMap<String, String> =
+        p.plan.volumes.iter().map(|v| (v.archived.clone(), v.target.clone())).collect();
+    let under = format!("{}/", names.staging);
+    let pass = extract::OnePass { docker, ui: &ctx.ui, targets: &targets, under: under.as_bytes(), dir: &p.dir };
+    ctx.ui.step(&format!("read, verify and stage {} in one pass", p.path.display()));
+    let (report, dumps) = pass.run(&p.src, Rules { allow_special: opts.allow_special })?;
+    if report.metadata.as_ref() != Some(&p.meta) {
+        bail!("{} changed since its metadata was read: nothing was replaced", p.path.display());
     }
     signals::check()?;
+    let safety = take_safety(ctx, p, opts, lock)?;
+    let mut staged = Vec::new();
     if let Some(db) = &p.plan.db {
+        signals::check()?;
         guard.ensure_running(&db.service, &ctx.ui)?;
         database::recover(ctx, db)?;
-        *staged_dbs = database::stage(ctx, &p.verified, db, &p.dir)?;
+        staged = database::stage(ctx, db, &dumps)?;
     }
-    Ok(())
+    Ok((safety, staged))
+}
+
+/// Settles what restores that died left in `volumes` (a swap finished, staging removed): every
+/// data command calls it before it reads or writes them.
+pub fn recover_volumes(ctx: &Ctx, volumes: &[&str]) -> Result<()> {
+    staging::recover(ctx, volumes)
 }
 
 /// After a failed staging: the staged copies go, and volumes the restore created.
@@ -466,19 +498,20 @@ fn way_back(
     Ok(format!("the state before it was restored from the safety backup {}", safety.display()))
 }
 
-/// Refuses when a target volume's filesystem cannot hold what the archive puts there: beside the
-/// current content when staging, in its place (`--in-place`) otherwise.
-fn check_space(
-    docker: &Docker,
-    plan: &RestorePlan,
-    report: &Report,
-    sizes: &BTreeMap<String, u64>,
-    in_place: bool,
-) -> Result<()> {
-    for v in &plan.volumes {
-        let needed = report.volume_bytes.get(&v.archived).copied().unwrap_or(0);
-        let now = sizes.get(&v.target).copied();
+/// Refuses when a target volume's filesystem cannot hold what the archive puts there: in its
+/// place with `--in-place` (sizes from the verification), beside the current content when
+/// staging (sizes from the metadata, which archives record since this release; without them a
+/// short disk makes the staging fail, which changes nothing).
+fn check_space(docker: &Docker, p: &Prepared) -> Result<()> {
+    for v in &p.plan.volumes {
+        let needed = match &p.verified {
+            Some(verified) => verified.report.volume_bytes.get(&v.archived).copied(),
+            None => p.meta.volumes.iter().find(|m| m.name == v.archived).and_then(|m| m.size_bytes),
+        };
+        let Some(needed) = needed else { continue };
+        let now = p.sizes.get(&v.target).copied();
         let free = volumes::free_bytes(docker, now.map(|_| v.target.as_str()))?;
+        let in_place = p.verified.is_some();
         let room = if in_place { free + now.unwrap_or(0) } else { free };
         if room < needed {
             let hint = if in_place {

@@ -8,6 +8,7 @@
 //! dropped, one whose live name is gone is renamed back. `--in-place` and the way back drop and
 //! reload directly. Roles (`globals.sql`) are cluster-wide and applied before the loads.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -81,15 +82,19 @@ impl Psql<'_> {
     }
 }
 
+/// Applies the roles. Ones that exist already (the superuser) make statements fail harmlessly;
+/// the roles dump holds no COPY (verify checks), so no data line can become a command.
+fn apply_roles(ctx: &Ctx, db: &DbRestore, globals: &Spooled) -> Result<()> {
+    ctx.ui.step("restore roles");
+    let psql = Psql { ctx, db };
+    extract::pipe_file(ctx.docker()?, &globals.path, &psql.cmd("template1", &[])?).context("restore roles")
+}
+
 /// Every dump copied out of the archive and checked, and the roles applied.
 fn spool_and_roles(ctx: &Ctx, verified: &Verified, db: &DbRestore, dir: &Path) -> Result<Vec<Spooled>> {
     let globals = extract::spool_dump(verified, &db.globals_entry, dir)?;
     let dumps = db.databases.iter().map(|d| extract::spool_dump(verified, &d.entry, dir)).collect::<Result<_>>()?;
-    // Roles: ones that exist already (the superuser) make statements fail harmlessly; the
-    // roles dump holds no COPY (verify checks), so no data line can become a command.
-    ctx.ui.step("restore roles");
-    let psql = Psql { ctx, db };
-    extract::pipe_file(ctx.docker()?, &globals.path, &psql.cmd("template1", &[])?).context("restore roles")?;
+    apply_roles(ctx, db, &globals)?;
     Ok(dumps)
 }
 
@@ -114,8 +119,10 @@ pub type StagedDb = (String, String);
 
 /// Loads every dump into a new database beside the live one and checks its row counts; on an
 /// error the staged copies loaded so far are dropped and the live databases are untouched.
-pub fn stage(ctx: &Ctx, verified: &Verified, db: &DbRestore, dir: &Path) -> Result<Vec<StagedDb>> {
-    let dumps = spool_and_roles(ctx, verified, db, dir)?;
+pub fn stage(ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -> Result<Vec<StagedDb>> {
+    let find = |entry: &str| spooled.get(entry).with_context(|| format!("the dump {entry} was not staged"));
+    apply_roles(ctx, db, find(&db.globals_entry)?)?;
+    let dumps: Vec<&Spooled> = db.databases.iter().map(|d| find(&d.entry)).collect::<Result<_>>()?;
     let psql = Psql { ctx, db };
     let mut staged = Vec::new();
     let result = (|| -> Result<()> {

@@ -10,7 +10,6 @@
 
 use anyhow::{Context, Result};
 
-use crate::archive::extract::{self, Verified};
 use crate::context::Ctx;
 use crate::engine::docker::{Docker, Helper};
 
@@ -60,18 +59,6 @@ else
   rm -rf "$o" "$k"
 fi
 "#;
-
-/// Extracts volume `archived` of the archive into the staging directory of volume `target`.
-pub fn fill(ctx: &Ctx, verified: &Verified, archived: &str, target: &str, names: &Names) -> Result<u64> {
-    let docker = ctx.docker()?;
-    let total = verified.report.volume_bytes.get(archived).copied().unwrap_or(0);
-    let progress = ctx.ui.progress_to(&format!("stage volume {target} (its services keep running)"), total);
-    let under = format!("{}/", names.staging);
-    let files =
-        extract::fill_volume_under(docker, verified, archived, target, under.as_bytes(), &mut |n| progress.inc(n))?;
-    progress.finish(&format!("volume {target}: {files} files staged"));
-    Ok(files)
-}
 
 /// Swaps the staged content of `target` into place (or finishes a swap that was cut off).
 pub fn swap(docker: &Docker, target: &str, names: &Names) -> Result<()> {
