@@ -260,3 +260,39 @@ fn a_round_trip_keeps_every_entry_exactly() {
     stack.xtask_ok(&["restore", path, "--only", "app-backend-media", "--yes", "--output-dir", dir.s()]);
     assert_eq!(exact_listing(&media), before, "modes, owners, types, links, mtimes and contents as archived");
 }
+
+#[test]
+fn a_swap_cut_off_by_a_crash_is_finished_by_the_next_run() {
+    if !engine() {
+        return;
+    }
+    let stack = TestStack::sample("halfswap");
+    let dir = TempDir::new("halfswap");
+    stack.xtask_ok(&["up", "backend"]);
+    let media = stack.volume("backend-media");
+    // What a restore by a process that no longer exists left when it died in the middle of its
+    // swap: part of the current content moved aside, the marker of the swap's first half not yet
+    // written, the staged content complete.
+    let pid = 4_194_304; // the kernel's PID_MAX_LIMIT: never a live process
+    let crashed = format!(
+        "set -e; cd /v; echo old-a > a; echo old-b > b; mkdir .xtask-old-{pid}; mv a .xtask-old-{pid}/; \
+         mkdir -p .xtask-staging-{pid}/sub; echo new > .xtask-staging-{pid}/sub/new.txt; echo new-b > .xtask-staging-{pid}/b"
+    );
+    docker_ok(&["run", "--rm", "-v", &format!("{media}:/v"), "xtask-test/busybox:local", "sh", "-c", &crashed]);
+    // Any data command settles it first: here a backup.
+    let (ok, _, err) = stack.xtask(&["backup", "--output-dir", dir.s()]);
+    assert!(ok && err.contains(&format!("finish the swap an interrupted restore (pid {pid}) had begun")), "{err}");
+    let listing = exact_listing(&media);
+    assert!(!listing.contains(".xtask-"), "no leftovers: {listing}");
+    let content = docker_ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{media}:/v:ro"),
+        "xtask-test/busybox:local",
+        "sh",
+        "-c",
+        "cat /v/b /v/sub/new.txt; ls /v",
+    ]);
+    assert_eq!(content, "new-b\nnew\nb\nsub\n", "the staged content is in place, the old one gone");
+}

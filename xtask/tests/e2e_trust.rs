@@ -345,6 +345,13 @@ fn crafted_archives_are_refused_and_change_nothing() {
     save(&path, altered, false);
     let (ok, _, err) = stack.xtask(&["verify", path.to_str().unwrap(), "--output-dir", dir.s()]);
     assert!(!ok && err.contains("sub/a.txt") && err.contains("checksum mismatch"), "{err}");
+    // Restored, it fails late (the mismatch shows only at SHA256SUMS, after the staging): the
+    // staged copies are removed and nothing else changed; no safety backup was needed.
+    let (ok, _, err) = stack.xtask(&["restore", path.to_str().unwrap(), "--yes", "--output-dir", dir.s()]);
+    assert!(!ok && err.contains("checksum mismatch") && err.contains("before anything was replaced"), "{err}");
+    assert_eq!(world(&stack, &victim.0), before, "late failure: something changed");
+    assert!(!listing(&stack.volume("backend-media")).contains(".xtask-"), "staging removed");
+    assert!(dir.names().iter().all(|n| !n.contains("pre-restore")), "no safety backup taken: {:?}", dir.names());
 
     // A volume outside the stack in a well-formed archive: restore refuses, the volume is untouched.
     let mut outside = entries.clone();
