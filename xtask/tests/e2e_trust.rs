@@ -403,8 +403,11 @@ fn restore_until(
     archive: &str,
     dir: &TempDir,
     line: &str,
+    extra: &[&str],
 ) -> (std::process::Child, Vec<u8>, std::sync::mpsc::Receiver<Vec<u8>>) {
-    let mut child = stack.spawn(&["restore", archive, "--yes", "--output-dir", dir.s()]);
+    let mut args = vec!["restore", archive, "--yes", "--output-dir", dir.s()];
+    args.extend(extra);
+    let mut child = stack.spawn(&args);
     let mut stderr = child.stderr.take().unwrap();
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
@@ -447,7 +450,7 @@ fn sigterm_during_restore_leaves_everything_as_it_was() {
     }
     let (stack, dir, archive, backend) = interrupted_setup("sigterm");
     let before = listing(&stack.volume("backend-media"));
-    let (mut child, mut seen, rest) = restore_until(&stack, &archive, &dir, "==> stage volume");
+    let (mut child, mut seen, rest) = restore_until(&stack, &archive, &dir, "==> stage volume", &[]);
     assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     let status = child.wait().unwrap();
     seen.extend(rest.recv().unwrap_or_default());
@@ -471,7 +474,7 @@ fn kill_9_while_staging_is_cleaned_by_the_next_run() {
     let (stack, dir, archive, _backend) = interrupted_setup("kill9stage");
     let media = stack.volume("backend-media");
     let before = listing(&media);
-    let (mut child, _, _) = restore_until(&stack, &archive, &dir, "==> stage volume");
+    let (mut child, _, _) = restore_until(&stack, &archive, &dir, "==> stage volume", &[]);
     child.kill().unwrap();
     child.wait().unwrap();
     let after = listing(&media);
@@ -553,4 +556,26 @@ fn services_are_stopped_only_for_the_swap() {
     assert!(downtime < total / 2.0, "stopped {downtime:.1} s of a {total:.1} s restore");
     assert!(down <= downtime + 1.5, "polled down {down:.1} s, reported {downtime:.1} s");
     assert!(listing(&stack.volume("backend-media")).contains("./big.bin"), "restored");
+}
+
+#[test]
+fn sigterm_during_an_in_place_restore_takes_the_way_back() {
+    if !engine() {
+        return;
+    }
+    let (stack, dir, archive, backend) = interrupted_setup("sigterminplace");
+    let before = listing(&stack.volume("backend-media"));
+    // --in-place empties the volume first: once it is being refilled, only the way back helps.
+    let (mut child, mut seen, rest) = restore_until(&stack, &archive, &dir, "==> fill volume", &["--in-place"]);
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    seen.extend(rest.recv().unwrap_or_default());
+    let text = String::from_utf8_lossy(&seen);
+    assert!(!status.success(), "an interrupted restore exits non-zero: {text}");
+    assert!(text.contains("interrupted") && text.contains("restored from the safety backup"), "{text}");
+    assert_eq!(listing(&stack.volume("backend-media")), before, "the volume is as before the restore");
+    let db = format!("{}-db-1", stack.project);
+    assert_eq!(psql(&db, "app", "SELECT count(*) FROM now_only"), "2", "the database is as before");
+    let state = docker_ok(&["inspect", "-f", "{{.State.Running}}", &backend]);
+    assert_eq!(state.trim(), "true", "the stopped service was started again");
 }
