@@ -144,14 +144,10 @@ pub fn volume_entries(v: &Verified, name: &str, out: &mut dyn Write) -> Result<W
 
 /// [`volume_entries`] with every path below `under` (a staging directory, ending in `/`).
 pub fn volume_entries_under(v: &Verified, name: &str, out: &mut dyn Write, under: &[u8]) -> Result<Written> {
-    let at = |rel: &[u8]| [under, rel].concat();
     let mut g = v.pass();
     let mut archive = v.src.tar();
-    let mut b = tar::Builder::new(out);
-    b.mode(tar::HeaderMode::Complete);
-    let prefix = format!("volumes/{name}/");
-    let (mut files, mut written) = (0, 0usize);
-    let (mut dirs, mut times) = (Vec::new(), Vec::new());
+    let mut stream = VolumeStream::new(out, name, under);
+    let mut written = 0usize;
     for e in archive.entries().context("read the archive")? {
         let mut e = e.context("read the archive")?;
         let c = g.check(&mut e)?;
@@ -160,10 +156,8 @@ pub fn volume_entries_under(v: &Verified, name: &str, out: &mut dyn Write, under
             continue;
         }
         let expected = v.expected(&c)?;
-        let mut h = header_for(&c);
-        let path = dot(&at(rel));
         if c.kind == Kind::File {
-            let reader = CheckedReader {
+            let mut reader = CheckedReader {
                 inner: &mut e,
                 entry: &c,
                 expected,
@@ -173,45 +167,91 @@ pub fn volume_entries_under(v: &Verified, name: &str, out: &mut dyn Write, under
                 out_pos: 0,
                 finished: false,
             };
-            b.append_data(&mut h, &path, reader).with_context(|| format!("write {}", grammar::shown(&c.name)))?;
-            files += 1;
+            stream.append(&c, rel, Some(&mut reader)).with_context(|| format!("write {}", grammar::shown(&c.name)))?;
         } else {
             if c.fingerprint(None) != expected {
                 return Err(changed(&c));
             }
-            match (&c.kind, &c.link) {
-                (Kind::HardLink, Some(t)) => {
-                    b.append_link(&mut h, &path, dot(&at(&t[prefix.len()..])))?;
-                    files += 1;
-                }
-                (Kind::Symlink, Some(t)) => {
-                    b.append_link(&mut h, &path, <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(t))?;
-                    times.push((at(rel), c.mtime));
-                }
-                (Kind::Dir, _) => {
-                    b.append_data(&mut h, &path, io::empty())?;
-                    if rel.is_empty() {
-                        times.push((at(rel), c.mtime));
-                    }
-                    dirs.push(c.clone());
-                }
-                _ => b.append_data(&mut h, &path, io::empty())?,
-            }
+            stream.append(&c, rel, None)?;
         }
         written += 1;
     }
+    let prefix = format!("volumes/{name}/");
     let verified = v.report.manifest.keys().filter(|k| k.starts_with(prefix.trim_end_matches('/').as_bytes()));
     let verified = verified.filter(|k| k.len() == prefix.len() - 1 || k.get(prefix.len() - 1) == Some(&b'/')).count();
     if verified != written {
         bail!("volume {name}: {written} entries now, {verified} when verified: the archive changed, the restore is stopped");
     }
-    dirs.sort_by_key(|d| std::cmp::Reverse(d.name.iter().filter(|&&c| c == b'/').count()));
-    for d in &dirs {
-        let Place::Volume { rel, .. } = &d.place else { continue };
-        b.append_data(&mut header_for(d), dot(&at(rel)), io::empty())?;
+    Ok(stream.finish()?.1)
+}
+
+/// The tar stream a helper extracts into a volume: headers built from parsed entries, paths
+/// below `under`, hard links re-pointed there, and at the end every directory once more
+/// (deepest first) so its mtime is set after its contents were created. Shared by the one pass
+/// and by extraction from a [`Verified`] archive.
+struct VolumeStream<W: Write> {
+    builder: tar::Builder<W>,
+    under: Vec<u8>,
+    /// Length of `volumes/<name>/`, stripped from hard link targets.
+    prefix_len: usize,
+    dirs: Vec<Checked>,
+    written: Written,
+}
+
+impl<W: Write> VolumeStream<W> {
+    fn new(out: W, volume: &str, under: &[u8]) -> Self {
+        let mut builder = tar::Builder::new(out);
+        builder.mode(tar::HeaderMode::Complete);
+        let prefix_len = format!("volumes/{volume}/").len();
+        VolumeStream { builder, under: under.to_vec(), prefix_len, dirs: Vec::new(), written: Written::default() }
     }
-    b.finish()?;
-    Ok(Written { files, times })
+
+    fn at(&self, rel: &[u8]) -> Vec<u8> {
+        [self.under.as_slice(), rel].concat()
+    }
+
+    /// Appends one entry; `data` for a regular file.
+    fn append(&mut self, c: &Checked, rel: &[u8], data: Option<&mut dyn Read>) -> Result<()> {
+        let mut h = header_for(c);
+        let path = dot(&self.at(rel));
+        match (&c.kind, &c.link, data) {
+            (Kind::File, _, Some(data)) => {
+                self.builder.append_data(&mut h, &path, data)?;
+                self.written.files += 1;
+            }
+            (Kind::HardLink, Some(t), _) => {
+                let target = dot(&self.at(&t[self.prefix_len..]));
+                self.builder.append_link(&mut h, &path, target)?;
+                self.written.files += 1;
+            }
+            (Kind::Symlink, Some(t), _) => {
+                let target = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(t);
+                self.builder.append_link(&mut h, &path, target)?;
+                self.written.times.push((self.at(rel), c.mtime));
+            }
+            (Kind::Dir, _, _) => {
+                self.builder.append_data(&mut h, &path, io::empty())?;
+                if rel.is_empty() {
+                    self.written.times.push((self.at(rel), c.mtime));
+                }
+                self.dirs.push(c.clone());
+            }
+            _ => self.builder.append_data(&mut h, &path, io::empty())?,
+        }
+        Ok(())
+    }
+
+    /// The directories once more, deepest first, and the end of the stream.
+    fn finish(mut self) -> Result<(W, Written)> {
+        self.dirs.sort_by_key(|d| std::cmp::Reverse(d.name.iter().filter(|&&c| c == b'/').count()));
+        for d in std::mem::take(&mut self.dirs) {
+            let Place::Volume { rel, .. } = &d.place else { continue };
+            let path = dot(&self.at(rel));
+            self.builder.append_data(&mut header_for(&d), path, io::empty())?;
+        }
+        self.builder.finish()?;
+        Ok((self.builder.into_inner()?, self.written))
+    }
 }
 
 /// Counts the bytes passing through to `progress`.
@@ -317,16 +357,6 @@ pub const SPOOL_PREFIX: &str = ".restore-";
 /// Copies dump `entry` into a private file in `dir`, checking its fingerprint and that it is
 /// plain SQL; only a dump that passed is handed back to be loaded.
 pub fn spool_dump(v: &Verified, entry: &str, dir: &Path) -> Result<Spooled> {
-    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let path = dir.join(format!("{SPOOL_PREFIX}{}-{n}.sql", std::process::id()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("create {}", path.display()))?;
-    let spooled = Spooled { path };
     let mut g = v.pass();
     let mut archive = v.src.tar();
     for e in archive.entries().context("read the archive")? {
@@ -335,22 +365,11 @@ pub fn spool_dump(v: &Verified, entry: &str, dir: &Path) -> Result<Spooled> {
         if c.place != Place::Dump || c.name != entry.as_bytes() {
             continue;
         }
-        let mut stats = crate::archive::dumpstats::DumpStats::default();
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = e.read(&mut buf).context("read the archive")?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            stats.feed(&buf[..n]);
-            file.write_all(&buf[..n]).with_context(|| format!("write {}", spooled.path.display()))?;
-        }
-        if c.fingerprint(Some(&hasher.finalize().into())) != v.expected(&c)? {
+        let (spooled, taken) = spool(&mut e, dir)?;
+        if c.fingerprint(Some(&taken.digest)) != v.expected(&c)? {
             return Err(changed(&c));
         }
-        if let Some(why) = stats.scan.violation {
+        if let Some(why) = taken.dump.and_then(|stats| stats.scan.violation) {
             bail!("entry {entry:?}: {why}; refused, nothing of it is loaded");
         }
         return Ok(spooled);
@@ -390,13 +409,11 @@ pub fn pipe_text(docker: &Docker, text: &str, cmd: &DockerCmd) -> Result<()> {
 #[cfg(test)]
 mod tests;
 
-/// A volume being staged during the one pass: the helper's tar stream and what it held.
+/// A volume being staged during the one pass: the helper's tar stream.
 struct VolumeStage {
     volume: String,
     target: String,
-    builder: tar::Builder<io::BufWriter<crate::engine::docker::VolumeSink>>,
-    dirs: Vec<Checked>,
-    times: Vec<(Vec<u8>, u64)>,
+    stream: VolumeStream<io::BufWriter<crate::engine::docker::VolumeSink>>,
 }
 
 /// Restore's one pass over an archive: verification by the grammar and the checksums, each
@@ -468,10 +485,12 @@ impl OnePass<'_> {
 
     fn open(&self, volume: &str, target: &str) -> Result<VolumeStage> {
         self.ui.step(&format!("stage volume {target} (its services keep running)"));
-        let sink = self.docker.volume_untar(target)?;
-        let mut builder = tar::Builder::new(io::BufWriter::with_capacity(1 << 20, sink));
-        builder.mode(tar::HeaderMode::Complete);
-        Ok(VolumeStage { volume: volume.into(), target: target.into(), builder, dirs: Vec::new(), times: Vec::new() })
+        let sink = io::BufWriter::with_capacity(1 << 20, self.docker.volume_untar(target)?);
+        Ok(VolumeStage {
+            volume: volume.into(),
+            target: target.into(),
+            stream: VolumeStream::new(sink, volume, self.under),
+        })
     }
 
     fn write(
@@ -482,67 +501,21 @@ impl OnePass<'_> {
         rel: &[u8],
     ) -> Result<Option<crate::archive::Taken>> {
         crate::signals::check()?;
-        let at = |r: &[u8]| [self.under, r].concat();
-        let mut h = header_for(c);
-        let path = dot(&at(rel));
-        let prefix_len = format!("volumes/{}/", stage.volume).len();
-        match (&c.kind, &c.link) {
-            (Kind::File, _) => {
-                let mut reader = Hashing { inner: entry, hasher: Sha256::new(), bytes: 0 };
-                stage.builder.append_data(&mut h, &path, &mut reader)?;
-                let digest = reader.hasher.finalize().into();
-                return Ok(Some(crate::archive::Taken { digest, bytes: reader.bytes, dump: None }));
-            }
-            (Kind::HardLink, Some(t)) => stage.builder.append_link(&mut h, &path, dot(&at(&t[prefix_len..])))?,
-            (Kind::Symlink, Some(t)) => {
-                stage.builder.append_link(
-                    &mut h,
-                    &path,
-                    <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(t),
-                )?;
-                stage.times.push((at(rel), c.mtime));
-            }
-            (Kind::Dir, _) => {
-                stage.builder.append_data(&mut h, &path, io::empty())?;
-                if rel.is_empty() {
-                    stage.times.push((at(rel), c.mtime));
-                }
-                stage.dirs.push(c.clone());
-            }
-            _ => stage.builder.append_data(&mut h, &path, io::empty())?,
+        if c.kind != Kind::File {
+            stage.stream.append(c, rel, None)?;
+            return Ok(None);
         }
-        Ok(None)
+        let mut reader = crate::archive::HashingReader::new(entry);
+        stage.stream.append(c, rel, Some(&mut reader))?;
+        Ok(Some(crate::archive::Taken { digest: reader.hasher.finalize().into(), bytes: reader.bytes, dump: None }))
     }
 
-    /// Ends a volume's stream: directories once more (deepest first) for their mtimes, the
-    /// helper waited for, then the symlinks' and the root's mtimes.
-    fn close(&self, mut stage: VolumeStage) -> Result<()> {
-        stage.dirs.sort_by_key(|d| std::cmp::Reverse(d.name.iter().filter(|&&c| c == b'/').count()));
-        for d in &stage.dirs {
-            let Place::Volume { rel, .. } = &d.place else { continue };
-            let path = dot(&[self.under, rel.as_slice()].concat());
-            stage.builder.append_data(&mut header_for(d), path, io::empty())?;
-        }
-        stage.builder.finish()?;
-        let sink = stage.builder.into_inner()?.into_inner().map_err(|e| e.into_error())?;
+    /// Ends a volume's stream, waits for the helper, then sets the symlinks' and the root's mtimes.
+    fn close(&self, stage: VolumeStage) -> Result<()> {
+        let (out, written) = stage.stream.finish()?;
+        let sink = out.into_inner().map_err(|e| e.into_error())?;
         sink.finish().with_context(|| format!("stage volume {}", stage.target))?;
-        set_times(self.docker, &stage.target, &stage.times)
-    }
-}
-
-/// Hashes what passes through.
-struct Hashing<R> {
-    inner: R,
-    hasher: Sha256,
-    bytes: u64,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
+        set_times(self.docker, &stage.target, &written.times)
     }
 }
 
@@ -550,7 +523,7 @@ impl<R: Read> Read for Hashing<R> {
 fn spool(entry: &mut impl Read, dir: &Path) -> Result<(Spooled, crate::archive::Taken)> {
     static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let path = dir.join(format!("{SPOOL_PREFIX}{}-p{n}.sql", std::process::id()));
+    let path = dir.join(format!("{SPOOL_PREFIX}{}-{n}.sql", std::process::id()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

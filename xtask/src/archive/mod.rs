@@ -151,11 +151,17 @@ pub struct StreamStats {
     pub bytes: u64,
 }
 
-/// Reads through to a SHA-256.
-struct HashingReader<R> {
+/// Reads through to a SHA-256, counting the bytes.
+pub(crate) struct HashingReader<R> {
     inner: R,
-    hasher: Sha256,
-    bytes: u64,
+    pub hasher: Sha256,
+    pub bytes: u64,
+}
+
+impl<R> HashingReader<R> {
+    pub fn new(inner: R) -> HashingReader<R> {
+        HashingReader { inner, hasher: Sha256::new(), bytes: 0 }
+    }
 }
 
 impl<R: Read> Read for HashingReader<R> {
@@ -219,7 +225,7 @@ impl ArchiveWriter {
         header.set_mtime(
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         );
-        let mut reader = HashingReader { inner: data, hasher: Sha256::new(), bytes: 0 };
+        let mut reader = HashingReader::new(data);
         self.builder()?.append_data(&mut header, path, &mut reader).with_context(|| format!("write entry {path}"))?;
         if reader.bytes != size {
             bail!("entry {path}: expected {size} bytes, got {}", reader.bytes);
@@ -266,7 +272,7 @@ impl ArchiveWriter {
             match kind {
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
                     let size = header.size()?;
-                    let mut reader = HashingReader { inner: &mut entry, hasher: Sha256::new(), bytes: 0 };
+                    let mut reader = HashingReader::new(&mut entry);
                     builder
                         .append_data(&mut header, &dest_path, &mut reader)
                         .with_context(|| format!("write entry {}", dest_path.display()))?;
