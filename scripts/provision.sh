@@ -4,7 +4,8 @@
 #   2. the Compose v2 CLI plugin (from Debian's next release, trixie, when bookworm only has v1);
 #   3. locally built images standing in for the official ones (Docker Hub is not reachable here):
 #      xtask-test/postgres, xtask-test/redis, xtask-test/helper (Debian minbase with GNU tar) and
-#      xtask-test/busybox (a 2 MB busybox-static image for the stateless services).
+#      xtask-test/busybox (a 2 MB busybox-static image for the stateless services),
+#      xtask-test/mariadb (Debian's mariadb-server) and xtask-test/sqlite (sqlite3, for dump hooks).
 # Idempotent and cached: a second run prints nothing and changes nothing. On a machine where Docker,
 # Compose v2 and the images are already there it does nothing at all.
 set -euo pipefail
@@ -143,5 +144,35 @@ if ! image_ok xtask-test/busybox:local; then
     tar -cf - -C "$d" --owner=0 --group=0 . |
         docker import --change "LABEL xtask.testbed.rev=$TESTBED_REV" --change 'ENV PATH=/bin' \
             --change 'CMD ["sh"]' - xtask-test/busybox:local >/dev/null
+    rm -rf "$d"
+fi
+
+# MariaDB and SQLite: their own rootfs (and revision), so adding them rebuilds nothing above.
+MARIADB_REV=2
+mariadb_ok() { [ "$(docker image inspect -f '{{index .Config.Labels "xtask.testbed.mariadb"}}' "$1" 2>/dev/null)" = "$MARIADB_REV" ]; }
+if ! mariadb_ok xtask-test/mariadb:local || ! mariadb_ok xtask-test/sqlite:local; then
+    out=$CACHE_DIR/debian-$SUITE-mariadb-rev$MARIADB_REV.tar
+    if [ ! -s "$out" ]; then
+        apt_install mmdebstrap
+        mkdir -p "$CACHE_DIR"
+        say "building a Debian $SUITE rootfs with mariadb-server and sqlite3 (about a minute)"
+        deb_lines "$SUITE" >"$CACHE_DIR/sources.list"
+        mmdebstrap --quiet --format=tar --variant=minbase --include=mariadb-server,mariadb-client,sqlite3,tar,procps \
+            --customize-hook='rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/* "$1"/var/lib/mysql/*' \
+            "$SUITE" "$out.tmp" - <"$CACHE_DIR/sources.list" >/dev/null 2>&1 ||
+            die "mmdebstrap failed; run it by hand to see why: mmdebstrap --variant=minbase $SUITE /tmp/x.tar"
+        mv "$out.tmp" "$out"
+    fi
+    say "importing xtask-test/mariadb and xtask-test/sqlite"
+    d=$(mktemp -d)
+    mkdir -p "$d/usr/local/bin"
+    install -m 0755 "$(dirname "$0")/testbed/mariadb-entrypoint.sh" "$d/usr/local/bin/docker-entrypoint.sh"
+    cp "$out" "$d/rootfs.tar"
+    tar -rf "$d/rootfs.tar" -C "$d" --owner=0 --group=0 ./usr/local/bin/docker-entrypoint.sh
+    docker import --change "LABEL xtask.testbed.mariadb=$MARIADB_REV" --change 'ENV LANG=C.UTF-8' \
+        --change 'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' --change 'CMD ["mariadbd"]' \
+        --change 'EXPOSE 3306' "$d/rootfs.tar" xtask-test/mariadb:local >/dev/null
+    docker import --change "LABEL xtask.testbed.mariadb=$MARIADB_REV" --change 'CMD ["sh"]' \
+        "$out" xtask-test/sqlite:local >/dev/null
     rm -rf "$d"
 fi

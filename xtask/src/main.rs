@@ -74,9 +74,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Back up the database (as a dump) and the critical and important volumes into one archive
+    /// Back up every database (as dumps) and the critical and important volumes into one archive
     Backup(BackupArgs),
-    /// Back up only the PostgreSQL databases, e.g. before a migration
+    /// Back up only the databases (every database service, as dumps), e.g. before a migration
     BackupDb(BackupDbArgs),
     /// List the archives: file, created, age, size, kind, tag, checksum status, contents
     Backups {
@@ -134,8 +134,9 @@ enum Command {
         /// Restore the newest archive of the project
         #[arg(long)]
         latest: bool,
-        /// Restore only `db` or the named volume; repeatable [default: everything in the archive]
-        #[arg(long, value_name = "db|VOLUME")]
+        /// Restore only `db` (every database service), `db:SERVICE` or the named volume; repeatable
+        /// [default: everything in the archive]
+        #[arg(long, value_name = "db|db:SERVICE|VOLUME")]
         only: Vec<String>,
         /// Do not ask: for scripts (without a terminal, restore refuses unless given)
         #[arg(long)]
@@ -224,9 +225,12 @@ struct ArchiveArgs {
     /// Label recorded in the archive and added to its file name, e.g. pre-migration
     #[arg(long)]
     tag: Option<String>,
-    /// Dump only this database; repeatable [default: every database of the cluster]
+    /// Dump only this database; repeatable [default: every database of each server]
     #[arg(long = "database", value_name = "NAME")]
     databases: Vec<String>,
+    /// Dump only this database service; repeatable [default: every database service]
+    #[arg(long = "service", value_name = "SERVICE")]
+    services: Vec<String>,
     /// gzip level, 1 (fastest) to 9 (smallest)
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=9))]
     level: u32,
@@ -275,6 +279,7 @@ struct BackupDbArgs {
 fn backup_options(a: ArchiveArgs, kind: backup::Kind, env: Option<&str>) -> backup::Options {
     backup::Options {
         databases: a.databases,
+        services: a.services,
         tag: a.tag,
         level: a.level,
         environment: env.map(str::to_string),
@@ -406,6 +411,9 @@ fn run_backup(ctx: &context::Ctx, opts: &backup::Options, dry_run: bool, json: b
     let dir = backup::prepare_dir(&opts.output_dir)?;
     let lock = Lock::acquire(&dir, &plan.project, &format!("backup ({})", plan.kind.as_str()))?;
     let summary = backup::execute(ctx, &plan, opts, &lock)?;
+    for s in summary.skipped.iter().filter(|s| s.reason.starts_with(backup::UNPROTECTED)) {
+        eprintln!("warning: {}: {}", s.name, s.reason);
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else if !ctx.ui.quiet {

@@ -215,9 +215,10 @@ fn full_backup_matches_the_source_and_loads() {
 
     // The metadata records the row counts; a fresh PostgreSQL loads the dumps and agrees.
     let meta: serde_json::Value = serde_json::from_slice(&entry_bytes(&path, "metadata.json")).unwrap();
-    assert_eq!(meta["format_version"], 1);
+    assert_eq!(meta["format_version"], 2);
     assert_eq!(meta["project"], stack.project.as_str());
-    let pg = &meta["postgres"];
+    let pg = &meta["databases"][0];
+    assert_eq!((pg["service"].as_str(), pg["engine"].as_str()), (Some("db"), Some("postgres")));
     assert!(pg["server_version"].as_str().unwrap().starts_with("15"));
     let dbs: Vec<&str> = pg["databases"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
     assert!(dbs.contains(&"app") && dbs.contains(&"analytics"), "{dbs:?}");
@@ -262,13 +263,13 @@ fn full_backup_matches_the_source_and_loads() {
         assert!(child.wait().unwrap().success(), "load {entry}");
     };
     // Roles first (the existing `app` role makes one statement fail there: load the rest by hand).
-    let globals = String::from_utf8(entry_bytes(&path, "postgres/globals.sql")).unwrap();
+    let globals = String::from_utf8(entry_bytes(&path, "databases/db/globals.sql")).unwrap();
     assert!(globals.contains("CREATE ROLE reporter"), "the role is in the globals dump");
     psql(&fresh.0, "postgres", "CREATE ROLE reporter LOGIN");
     // (POSTGRES_USER=app made database app already, as the official image does.)
     psql(&fresh.0, "postgres", "CREATE DATABASE analytics");
-    load("app", "postgres/app.sql");
-    load("analytics", "postgres/analytics.sql");
+    load("app", "databases/db/app.sql");
+    load("analytics", "databases/db/analytics.sql");
     let db = format!("{}-db-1", stack.project);
     for (database, sql) in [
         ("app", "SELECT md5(string_agg(i::text, ',' ORDER BY id)) FROM items i"),
@@ -418,7 +419,8 @@ fn stopped_stack_is_backed_up_and_left_stopped_and_the_lock_refuses_a_second_run
     assert_eq!(meta["kind"], "db");
     assert_eq!(meta["tag"], "pre-migration");
     assert!(meta["volumes"].as_array().unwrap().is_empty());
-    let app = meta["postgres"]["databases"].as_array().unwrap().iter().find(|d| d["name"] == "app").unwrap().clone();
+    let app =
+        meta["databases"][0]["databases"].as_array().unwrap().iter().find(|d| d["name"] == "app").unwrap().clone();
     assert_eq!(app["tables"]["\"public\".\"t\""], 3);
 
     // Stopped (not removed) containers stay stopped after a full backup with --stop.

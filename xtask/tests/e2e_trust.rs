@@ -203,19 +203,19 @@ fn crafted_archives_are_refused_and_change_nothing() {
     let attacks: Vec<(&str, Box<Attack>, &str)> = vec![
         (
             "connection-string",
-            Box::new(|e| edit_metadata(e, |m| m["postgres"]["databases"][0]["name"] = conn.clone().into())),
+            Box::new(|e| edit_metadata(e, |m| m["databases"][0]["databases"][0]["name"] = conn.clone().into())),
             "outside the allowed characters",
         ),
         (
             "template1",
-            Box::new(|e| edit_metadata(e, |m| m["postgres"]["databases"][0]["name"] = "dbname=template1".into())),
+            Box::new(|e| edit_metadata(e, |m| m["databases"][0]["databases"][0]["name"] = "dbname=template1".into())),
             "outside the allowed characters",
         ),
         (
             "table-sql",
             Box::new(|e| {
                 edit_metadata(e, |m| {
-                    let t = m["postgres"]["databases"]
+                    let t = m["databases"][0]["databases"]
                         .as_array_mut()
                         .unwrap()
                         .iter_mut()
@@ -249,10 +249,10 @@ fn crafted_archives_are_refused_and_change_nothing() {
         (
             "duplicate-dump",
             Box::new(|e| {
-                let dump = e.iter().find(|x| x.name == b"postgres/app.sql").unwrap().clone();
+                let dump = e.iter().find(|x| x.name == b"databases/db/app.sql").unwrap().clone();
                 let mut evil = dump.clone();
                 evil.data = b"DROP TABLE items;\n".to_vec();
-                let at = e.iter().position(|x| x.name == b"postgres/app.sql").unwrap();
+                let at = e.iter().position(|x| x.name == b"databases/db/app.sql").unwrap();
                 e.insert(at, evil);
             }),
             "appears twice",
@@ -290,7 +290,7 @@ fn crafted_archives_are_refused_and_change_nothing() {
         (
             "shell-in-dump",
             Box::new(|e| {
-                let d = e.iter_mut().find(|x| x.name == b"postgres/app.sql").unwrap();
+                let d = e.iter_mut().find(|x| x.name == b"databases/db/app.sql").unwrap();
                 let at = d.data.windows(4).position(|w| w == b"\nSET").unwrap() + 1;
                 d.data.splice(at..at, b"\\! touch /tmp/pwned\n".iter().copied());
             }),
@@ -299,7 +299,7 @@ fn crafted_archives_are_refused_and_change_nothing() {
         (
             "copy-program",
             Box::new(|e| {
-                let d = e.iter_mut().find(|x| x.name == b"postgres/app.sql").unwrap();
+                let d = e.iter_mut().find(|x| x.name == b"databases/db/app.sql").unwrap();
                 let at = d.data.windows(4).position(|w| w == b"\nSET").unwrap() + 1;
                 d.data.splice(at..at, b"COPY (SELECT 1) TO PROGRAM 'touch /tmp/pwned';\n".iter().copied());
             }),
@@ -308,7 +308,7 @@ fn crafted_archives_are_refused_and_change_nothing() {
         (
             "copy-in-roles",
             Box::new(|e| {
-                let d = e.iter_mut().find(|x| x.name == b"postgres/globals.sql").unwrap();
+                let d = e.iter_mut().find(|x| x.name == b"databases/db/globals.sql").unwrap();
                 d.data.extend_from_slice(b"COPY nothing FROM stdin;\n\\! touch /tmp/pwned\n\\.\n");
             }),
             "roles dump holds COPY",
@@ -509,7 +509,7 @@ fn a_database_load_that_fails_half_way_changes_nothing() {
     let before = state();
     // Plain SQL that verifies (sums rewritten, counts kept) but fails half-way through the load.
     let mut entries = load(Path::new(&genuine));
-    let d = entries.iter_mut().find(|x| x.name == b"postgres/app.sql").unwrap();
+    let d = entries.iter_mut().find(|x| x.name == b"databases/db/app.sql").unwrap();
     let at = d.data.windows(4).position(|w| w == b"\n\\.\n").unwrap() + 4;
     d.data.splice(at..at, b"SELECT 1/0;\n".iter().copied());
     let crafted = dir.0.join("db_backup_crafted.tar.gz");

@@ -1,15 +1,21 @@
-//! Reads a plain-format `pg_dump` as it streams past: the rows each table's `COPY` block holds,
-//! whether pg_dump's completion trailer is there (a dump without it is incomplete), and whether
-//! anything in it would make psql do more than send SQL (see [`SqlScan`]).
+//! Reads a dump as it streams past, by its engine. A plain-format `pg_dump`: the rows each
+//! table's `COPY` block holds, whether pg_dump's completion trailer is there (a dump without it
+//! is incomplete), and whether anything in it would make psql do more than send SQL (see
+//! [`SqlScan`]). A `mariadb-dump`: the same facts through [`MyScan`]. A hook's dump is opaque:
+//! only its size is known (its command's exit status says whether it is complete).
 
 use std::collections::BTreeMap;
 
+pub use super::myscan::MyScan;
 pub use super::sqlscan::SqlScan;
+use super::DbEngine;
 
 pub const TRAILER: &str = "-- PostgreSQL database dump complete";
 
 #[derive(Debug, Default)]
 pub struct DumpStats {
+    engine: DbEngine,
+    my: MyScan,
     partial: Vec<u8>,
     in_copy: Option<String>,
     pub tables: BTreeMap<String, u64>,
@@ -20,8 +26,43 @@ pub struct DumpStats {
 }
 
 impl DumpStats {
+    pub fn new(engine: DbEngine) -> DumpStats {
+        DumpStats { engine, ..DumpStats::default() }
+    }
+
+    /// Rows per table, as the dump holds them.
+    pub fn tables(&self) -> &BTreeMap<String, u64> {
+        match self.engine {
+            DbEngine::Mariadb | DbEngine::Mysql => &self.my.tables,
+            DbEngine::Postgres | DbEngine::Hook => &self.tables,
+        }
+    }
+
+    /// Whether the dump ends with its tool's completion trailer (a hook's: always).
+    pub fn complete(&self) -> bool {
+        match self.engine {
+            DbEngine::Postgres => self.complete,
+            DbEngine::Mariadb | DbEngine::Mysql => self.my.complete,
+            DbEngine::Hook => true,
+        }
+    }
+
+    /// The first thing in it that the loading client would take as more than SQL.
+    pub fn violation(&self) -> Option<&str> {
+        match self.engine {
+            DbEngine::Postgres => self.scan.violation.as_deref(),
+            DbEngine::Mariadb | DbEngine::Mysql => self.my.violation.as_deref(),
+            DbEngine::Hook => None,
+        }
+    }
+
     pub fn feed(&mut self, mut data: &[u8]) {
         self.bytes += data.len() as u64;
+        match self.engine {
+            DbEngine::Postgres => {}
+            DbEngine::Mariadb | DbEngine::Mysql => return self.my.feed(data),
+            DbEngine::Hook => return,
+        }
         self.scan.feed(data);
         while let Some(nl) = data.iter().position(|&b| b == b'\n') {
             if self.partial.is_empty() {

@@ -362,14 +362,15 @@ pub fn spool_dump(v: &Verified, entry: &str, dir: &Path) -> Result<Spooled> {
     for e in archive.entries().context("read the archive")? {
         let mut e = e.context("read the archive")?;
         let c = g.check(&mut e)?;
-        if c.place != Place::Dump || c.name != entry.as_bytes() {
+        let Place::Dump { engine } = c.place else { continue };
+        if c.name != entry.as_bytes() {
             continue;
         }
-        let (spooled, taken) = spool(&mut e, dir)?;
+        let (spooled, taken) = spool(&mut e, engine, dir)?;
         if c.fingerprint(Some(&taken.digest)) != v.expected(&c)? {
             return Err(changed(&c));
         }
-        if let Some(why) = taken.dump.and_then(|stats| stats.scan.violation) {
+        if let Some(why) = taken.dump.as_ref().and_then(|stats| stats.violation()) {
             bail!("entry {entry:?}: {why}; refused, nothing of it is loaded");
         }
         return Ok(spooled);
@@ -462,9 +463,9 @@ impl OnePass<'_> {
         dumps: &mut std::collections::BTreeMap<String, Spooled>,
     ) -> Result<Option<crate::archive::Taken>> {
         match &c.place {
-            Place::Dump => {
+            Place::Dump { engine } => {
                 let name = String::from_utf8_lossy(&c.name).into_owned();
-                let (spooled, taken) = spool(entry, self.dir)?;
+                let (spooled, taken) = spool(entry, *engine, self.dir)?;
                 dumps.insert(name, spooled);
                 Ok(Some(taken))
             }
@@ -520,7 +521,11 @@ impl OnePass<'_> {
 }
 
 /// Copies a dump entry into a private file in `dir`, hashing it and reading its statistics.
-fn spool(entry: &mut impl Read, dir: &Path) -> Result<(Spooled, crate::archive::Taken)> {
+fn spool(
+    entry: &mut impl Read,
+    engine: crate::archive::DbEngine,
+    dir: &Path,
+) -> Result<(Spooled, crate::archive::Taken)> {
     static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let path = dir.join(format!("{SPOOL_PREFIX}{}-{n}.sql", std::process::id()));
@@ -531,7 +536,7 @@ fn spool(entry: &mut impl Read, dir: &Path) -> Result<(Spooled, crate::archive::
         .open(&path)
         .with_context(|| format!("create {}", path.display()))?;
     let spooled = Spooled { path };
-    let mut stats = crate::archive::dumpstats::DumpStats::default();
+    let mut stats = crate::archive::dumpstats::DumpStats::new(engine);
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut bytes = 0;

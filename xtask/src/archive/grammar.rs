@@ -39,8 +39,11 @@ pub enum Kind {
 pub enum Place {
     Metadata,
     Checksums,
-    /// A database dump named by the metadata (`postgres/<name>.sql`).
-    Dump,
+    /// A database dump named by the metadata (`databases/<service>/<name>.sql`, or version 1's
+    /// `postgres/<name>.sql`), made by `engine`.
+    Dump {
+        engine: super::DbEngine,
+    },
     /// Inside volume `volume`; `rel` is the path below its root (empty for the root itself).
     Volume {
         volume: String,
@@ -89,7 +92,7 @@ pub struct Grammar {
     index: u64,
     after_sums: bool,
     volumes: BTreeSet<String>,
-    dumps: BTreeSet<String>,
+    dumps: BTreeMap<String, super::DbEngine>,
     /// Every name seen (canonical), to refuse duplicates.
     seen: BTreeSet<Vec<u8>>,
     dirs: BTreeSet<Vec<u8>>,
@@ -172,14 +175,15 @@ impl Grammar {
         }
         let parts: Vec<&[u8]> = name.split(|&b| b == b'/').collect();
         match parts[0] {
-            b"postgres" => {
-                if kind != Kind::File || parts.len() != 2 || !self.dumps.contains(&*String::from_utf8_lossy(name)) {
-                    bail!("is not a regular file the metadata names as a database dump");
+            b"postgres" | b"databases" => {
+                let engine = self.dumps.get(&*String::from_utf8_lossy(name)).copied();
+                match engine {
+                    Some(engine) if kind == Kind::File => Ok(Place::Dump { engine }),
+                    _ => bail!("is not a regular file the metadata names as a database dump"),
                 }
-                Ok(Place::Dump)
             }
             b"volumes" if parts.len() >= 2 => self.volume_place(name, &parts, kind, link),
-            _ => bail!("stands outside {METADATA}, {CHECKSUMS}, postgres/ and volumes/<volume>/"),
+            _ => bail!("stands outside {METADATA}, {CHECKSUMS}, databases/<service>/ and volumes/<volume>/"),
         }
     }
 
@@ -329,8 +333,12 @@ pub fn check_metadata(m: &Metadata) -> Result<()> {
             bad("text", t)?;
         }
     }
-    if let Some(pg) = &m.postgres {
-        check_postgres(pg)?;
+    let mut services = BTreeSet::new();
+    for db in &m.databases {
+        if !services.insert(&db.service) {
+            bail!("metadata.json: database service {:?} is listed twice", db.service);
+        }
+        check_database(db, m.format_version)?;
     }
     let mut names = BTreeSet::new();
     for v in &m.volumes {
@@ -351,35 +359,58 @@ pub fn check_metadata(m: &Metadata) -> Result<()> {
     Ok(())
 }
 
-fn check_postgres(pg: &super::PgInfo) -> Result<()> {
+fn check_database(db: &super::DbInfo, format_version: u32) -> Result<()> {
+    use super::DbEngine;
     let bad = |what: &str, v: &str| -> Result<()> {
         bail!("metadata.json: {what} {v:?} is outside the allowed characters (docs/archive-format.md)")
     };
-    if !is_plain_name(&pg.service) {
-        bad("database service", &pg.service)?;
+    if !is_plain_name(&db.service) {
+        bad("database service", &db.service)?;
     }
-    if !is_db_name(&pg.user) {
-        bad("database user", &pg.user)?;
+    if !is_db_name(&db.user) {
+        bad("database user", &db.user)?;
     }
-    if pg.volume.as_deref().is_some_and(|v| !is_plain_name(v)) || !is_text(&pg.server_version, 128) {
-        bad("database volume or version", &pg.server_version)?;
+    if db.volume.as_deref().is_some_and(|v| !is_plain_name(v)) || !is_text(&db.server_version, 128) {
+        bad("database volume or version", &db.server_version)?;
     }
-    if pg.globals_entry != "postgres/globals.sql" {
-        bad("roles entry", &pg.globals_entry)?;
+    if format_version == 1 && db.engine != DbEngine::Postgres {
+        bad("engine of a version 1 archive", db.engine.as_str())?;
     }
-    let mut entries = BTreeSet::from([pg.globals_entry.as_str()]);
-    for d in &pg.databases {
+    let prefix = db.prefix(format_version);
+    let globals = db.engine.globals_file().map(|f| format!("{prefix}{f}"));
+    if db.globals_entry != globals {
+        bad("roles or users entry", db.globals_entry.as_deref().unwrap_or("(none)"))?;
+    }
+    if db.engine == DbEngine::Hook && (db.databases.len() != 1 || db.databases[0].name != "dump") {
+        bail!("metadata.json: the hook dump of service {:?} must be one entry named dump", db.service);
+    }
+    let mut entries: BTreeSet<String> = globals.into_iter().collect();
+    for d in &db.databases {
         if !is_db_name(&d.name) {
             bad("database name", &d.name)?;
         }
-        if d.entry != format!("postgres/{}.sql", d.name) || !entries.insert(&d.entry) {
+        let file = if db.engine == DbEngine::Hook { "dump".to_string() } else { format!("{}.sql", d.name) };
+        if d.entry != format!("{prefix}{file}") || !entries.insert(d.entry.clone()) {
             bad("dump entry", &d.entry)?;
         }
-        if let Some(t) = d.tables.keys().find(|t| !is_table_name(t)) {
+        let table_ok = |t: &String| match db.engine {
+            DbEngine::Postgres => is_table_name(t),
+            DbEngine::Mariadb | DbEngine::Mysql => is_my_table_name(t),
+            DbEngine::Hook => false,
+        };
+        if let Some(t) = d.tables.keys().find(|t| !table_ok(t)) {
             bad("table", t)?;
         }
     }
     Ok(())
+}
+
+/// A MariaDB/MySQL table as the dump scanner names it: `` `name` ``, 1 to 64 bytes inside,
+/// without a backtick or a control character.
+pub fn is_my_table_name(t: &str) -> bool {
+    t.strip_prefix('`').and_then(|r| r.strip_suffix('`')).is_some_and(|inner| {
+        (1..=64).contains(&inner.len()) && !inner.contains('`') && !inner.chars().any(char::is_control)
+    })
 }
 
 /// Per entry name, its fingerprint ([`Checked::fingerprint`]): what one verification saw.

@@ -6,6 +6,7 @@
 pub mod dumpstats;
 pub mod extract;
 pub mod grammar;
+pub mod myscan;
 pub mod pgz;
 pub mod sqlscan;
 
@@ -22,7 +23,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub const FORMAT: &str = "xtask-backup";
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2: every database service under `databases/<service>/` (version 1 had one
+/// PostgreSQL server under `postgres/`; readers still take it).
+pub const FORMAT_VERSION: u32 = 2;
 pub const METADATA: &str = "metadata.json";
 pub const CHECKSUMS: &str = "SHA256SUMS";
 
@@ -43,7 +46,12 @@ pub struct Metadata {
     pub tag: Option<String>,
     /// What every entry (or entry prefix) of the archive is.
     pub entries: Vec<EntryInfo>,
-    pub postgres: Option<PgInfo>,
+    /// Version 1's one PostgreSQL server; moved into `databases` when read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<DbInfo>,
+    /// Every dumped database service (version 2).
+    #[serde(default)]
+    pub databases: Vec<DbInfo>,
     pub volumes: Vec<VolumeInfo>,
     pub skipped: Vec<Skipped>,
 }
@@ -54,23 +62,74 @@ pub struct EntryInfo {
     pub what: String,
 }
 
+/// How a database service's dumps were made, and so how they are checked and loaded.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DbEngine {
+    /// Plain-SQL `pg_dump` per database, `pg_dumpall --globals-only` for the roles.
+    #[default]
+    Postgres,
+    /// `mariadb-dump` per database, `--system=users` for users and grants.
+    Mariadb,
+    /// The same with MySQL's `mysqldump` and `mysql`, without users (mysqldump cannot dump them).
+    Mysql,
+    /// The service's own `xtask.dump` command: one opaque dump, loaded by `xtask.load`.
+    Hook,
+}
+
+impl DbEngine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DbEngine::Postgres => "postgres",
+            DbEngine::Mariadb => "mariadb",
+            DbEngine::Mysql => "mysql",
+            DbEngine::Hook => "hook",
+        }
+    }
+
+    /// The entry of the cluster-wide dump (roles, users and grants), if the engine has one.
+    pub fn globals_file(self) -> Option<&'static str> {
+        match self {
+            DbEngine::Postgres => Some("globals.sql"),
+            DbEngine::Mariadb => Some("users.sql"),
+            DbEngine::Mysql | DbEngine::Hook => None,
+        }
+    }
+}
+
+/// One database service's dumps.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct PgInfo {
+pub struct DbInfo {
     pub service: String,
+    #[serde(default)]
+    pub engine: DbEngine,
     /// The database volume the dump stands for.
     pub volume: Option<String>,
     pub server_version: String,
     pub user: String,
-    pub globals_entry: String,
-    pub databases: Vec<PgDatabase>,
+    /// Roles (PostgreSQL) or users and grants (MariaDB/MySQL); none for a hook.
+    #[serde(default)]
+    pub globals_entry: Option<String>,
+    pub databases: Vec<DbDump>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct PgDatabase {
+pub struct DbDump {
     pub name: String,
     pub entry: String,
-    /// Rows per table in the dump (`schema.table` -> rows).
+    /// Rows per table in the dump (`"schema"."table"` or `` `table` `` -> rows).
     pub tables: BTreeMap<String, u64>,
+}
+
+impl DbInfo {
+    /// Where its entries live: `databases/<service>/` (version 2), `postgres/` (version 1).
+    pub fn prefix(&self, format_version: u32) -> String {
+        if format_version == 1 {
+            "postgres/".into()
+        } else {
+            format!("databases/{}/", self.service)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -114,6 +173,7 @@ impl Metadata {
             tag: None,
             entries: vec![],
             postgres: None,
+            databases: vec![],
             volumes: volumes
                 .iter()
                 .map(|(key, name)| VolumeInfo {
@@ -132,10 +192,20 @@ impl Metadata {
         }
     }
 
-    /// The dump entries the metadata names: the roles, then one per database.
-    pub fn dump_entries(&self) -> Vec<String> {
-        let Some(pg) = &self.postgres else { return Vec::new() };
-        std::iter::once(pg.globals_entry.clone()).chain(pg.databases.iter().map(|d| d.entry.clone())).collect()
+    /// The dump entries the metadata names, with their engine: per service its cluster-wide
+    /// dump, then one per database.
+    pub fn dump_entries(&self) -> Vec<(String, DbEngine)> {
+        let mut out = Vec::new();
+        for db in &self.databases {
+            out.extend(db.globals_entry.iter().map(|g| (g.clone(), db.engine)));
+            out.extend(db.databases.iter().map(|d| (d.entry.clone(), db.engine)));
+        }
+        out
+    }
+
+    /// The database service `service` dumped, if any.
+    pub fn database(&self, service: &str) -> Option<&DbInfo> {
+        self.databases.iter().find(|d| d.service == service)
     }
 }
 
@@ -622,7 +692,10 @@ fn read_entry<R: Read>(
     let shown = grammar::shown(&c.name);
     let mut text = Vec::new();
     let mut hasher = Sha256::new();
-    let mut stats = dumpstats::DumpStats::default();
+    let mut stats = match c.place {
+        grammar::Place::Dump { engine } => dumpstats::DumpStats::new(engine),
+        _ => dumpstats::DumpStats::default(),
+    };
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = entry.read(&mut buf).with_context(|| format!("entry {shown}: the archive is truncated or corrupt"))?;
@@ -632,7 +705,7 @@ fn read_entry<R: Read>(
         hasher.update(&buf[..n]);
         match &c.place {
             grammar::Place::Metadata | grammar::Place::Checksums => text.extend_from_slice(&buf[..n]),
-            grammar::Place::Dump => stats.feed(&buf[..n]),
+            grammar::Place::Dump { .. } => stats.feed(&buf[..n]),
             grammar::Place::Volume { volume, .. } => {
                 *report.volume_bytes.entry(volume.clone()).or_default() += n as u64
             }
@@ -651,7 +724,7 @@ fn read_entry<R: Read>(
             seen.recorded = Some(parse_sums(&text)?);
             return Ok(Some(digest));
         }
-        grammar::Place::Dump => {
+        grammar::Place::Dump { .. } => {
             seen.dumps.insert(String::from_utf8_lossy(&c.name).into_owned(), stats);
         }
         grammar::Place::Volume { .. } => {}
@@ -692,30 +765,51 @@ fn compare_sums(seen: &Seen, report: &mut Report) {
 }
 
 fn check_dumps(seen: &Seen, report: &mut Report) {
-    let Some(pg) = report.metadata.as_ref().and_then(|m| m.postgres.clone()) else { return };
-    for entry in std::iter::once(&pg.globals_entry).chain(pg.databases.iter().map(|d| &d.entry)) {
+    let Some(meta) = report.metadata.clone() else { return };
+    for db in &meta.databases {
+        check_service_dumps(db, seen, report);
+    }
+}
+
+/// One service's dumps: there, plain SQL its client runs as SQL only, complete, and holding
+/// the rows the metadata records.
+fn check_service_dumps(db: &DbInfo, seen: &Seen, report: &mut Report) {
+    for entry in db.globals_entry.iter().chain(db.databases.iter().map(|d| &d.entry)) {
         match seen.dumps.get(entry) {
             None => report.problems.push(format!("entry {entry:?} named by the metadata is missing")),
             Some(stats) => {
-                if let Some(v) = &stats.scan.violation {
+                if let Some(v) = stats.violation() {
                     report.problems.push(format!("entry {entry:?}: {v}; refused, nothing of it is loaded"));
                 }
                 // The roles are loaded without ON_ERROR_STOP (existing roles fail harmlessly): a
                 // COPY there could turn its data lines into commands, so none may stand in it.
-                if *entry == pg.globals_entry && !stats.tables.is_empty() {
-                    report.problems.push(format!("entry {entry:?}: the roles dump holds COPY data; refused"));
+                if Some(entry) == db.globals_entry.as_ref() && !stats.tables().is_empty() {
+                    report.problems.push(format!("entry {entry:?}: the roles or users dump holds table data; refused"));
                 }
             }
         }
     }
-    for db in &pg.databases {
-        let Some(stats) = seen.dumps.get(&db.entry) else { continue };
-        if !stats.complete {
-            report.problems.push(format!("entry {:?}: the dump lacks pg_dump's completion trailer", db.entry));
+    for d in &db.databases {
+        let Some(stats) = seen.dumps.get(&d.entry) else { continue };
+        if !stats.complete() {
+            report.problems.push(format!(
+                "entry {:?}: the dump lacks {}'s completion trailer",
+                d.entry,
+                dump_tool(db.engine)
+            ));
         }
-        if stats.tables != db.tables {
-            report.problems.push(format!("entry {:?}: row counts differ from the metadata's", db.entry));
+        if *stats.tables() != d.tables {
+            report.problems.push(format!("entry {:?}: row counts differ from the metadata's", d.entry));
         }
+    }
+}
+
+fn dump_tool(engine: DbEngine) -> &'static str {
+    match engine {
+        DbEngine::Postgres => "pg_dump",
+        DbEngine::Mariadb => "mariadb-dump",
+        DbEngine::Mysql => "mysqldump",
+        DbEngine::Hook => "the dump hook",
     }
 }
 
@@ -743,13 +837,25 @@ pub fn parse_metadata(text: &[u8]) -> Result<Metadata> {
         bail!("metadata.json: format is {:?}, expected {FORMAT:?}: not an xtask archive", head.format);
     }
     match head.format_version {
-        Some(FORMAT_VERSION) => {}
+        Some(1 | FORMAT_VERSION) => {}
         Some(v) if v > FORMAT_VERSION => bail!(
             "metadata.json: archive format version {v} is newer than this tool understands ({FORMAT_VERSION}); update the xtask (git pull) and retry"
         ),
         v => bail!("metadata.json: unknown archive format version {v:?}"),
     }
-    serde_json::from_slice(text).context("metadata.json does not match format version 1")
+    let mut meta: Metadata = serde_json::from_slice(text)
+        .with_context(|| format!("metadata.json does not match format version {}", head.format_version.unwrap_or(0)))?;
+    match meta.format_version {
+        1 => {
+            if !meta.databases.is_empty() {
+                bail!("metadata.json: format version 1 has no `databases` key");
+            }
+            meta.databases.extend(meta.postgres.take());
+        }
+        _ if meta.postgres.is_some() => bail!("metadata.json: the `postgres` key belongs to format version 1 only"),
+        _ => {}
+    }
+    Ok(meta)
 }
 
 #[cfg(test)]

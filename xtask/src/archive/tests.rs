@@ -313,18 +313,19 @@ fn entries_after_the_checksums_pax_headers_and_huge_metadata_are_refused() {
     assert!(problems(&path).contains("at most 16 MiB"));
     // Names the metadata may not hold.
     let mut bad = meta(&["vol"]);
-    bad.postgres = Some(PgInfo {
+    bad.databases = vec![DbInfo {
         service: "db".into(),
+        engine: DbEngine::Postgres,
         volume: None,
         server_version: "15".into(),
         user: "app".into(),
-        globals_entry: "postgres/globals.sql".into(),
-        databases: vec![PgDatabase {
+        globals_entry: Some("databases/db/globals.sql".into()),
+        databases: vec![DbDump {
             name: "host=evil dbname=x".into(),
-            entry: "postgres/x.sql".into(),
+            entry: "databases/db/x.sql".into(),
             tables: BTreeMap::new(),
         }],
-    });
+    }];
     let path = dir.join("dbname.tar.gz");
     raw_archive(&path, &serde_json::to_vec(&bad).unwrap(), &[root], true);
     assert!(problems(&path).contains("database name \"host=evil dbname=x\""));

@@ -1,6 +1,8 @@
 //! The live Docker engine: the one module that runs processes ([`docker`]), the stack's services
-//! ([`services`]) and how PostgreSQL is spoken to ([`postgres`]).
+//! ([`services`]), its database services as one interface ([`db`]: detection, logins, client
+//! commands) and how PostgreSQL names databases ([`postgres`]).
 
+pub mod db;
 pub mod docker;
 pub mod postgres;
 pub mod services;

@@ -169,6 +169,7 @@ mod tests {
                 image: Some(image.into()),
                 mounts: vec![m.clone()],
                 environment: Default::default(),
+                labels: Default::default(),
             },
             m,
         )

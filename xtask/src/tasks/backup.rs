@@ -1,14 +1,12 @@
 //! The `backup` and `backup-db` tasks. Decide, then do: `plan` turns the stack's model and the
-//! options into a `BackupPlan` (plain data: the database to dump, the volumes to copy and why
-//! the others are skipped); `execute` carries it out: lock, space check, services started only
-//! where needed (and returned to how they were, also on failure), PostgreSQL dumped inside its
-//! container, Redis saved, volumes streamed from read-only helper containers into one archive
-//! written atomically.
+//! options into a `BackupPlan` (plain data: the database services to dump, the volumes to copy
+//! and why the others are skipped, loudly when they hold data nothing protects); `execute`
+//! carries it out: lock, space check, services started only where needed (and returned to how
+//! they were, also on failure), every database dumped inside its container ([`dump`]), Redis
+//! saved, volumes streamed from read-only helper containers into one archive written atomically.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -16,18 +14,18 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::archive::{
-    self, dumpstats::DumpStats, grammar, ArchiveWriter, Metadata, PgDatabase, PgInfo, Skipped, VolumeInfo,
-};
+use crate::archive::{self, grammar, ArchiveWriter, DbInfo, Metadata, Skipped, VolumeInfo};
 use crate::context::Ctx;
+use crate::engine::db::{self, Detected, Login};
 use crate::engine::docker::{Docker, DockerCmd};
-use crate::engine::postgres;
 use crate::engine::services::ServiceGuard;
 use crate::lock::Lock;
 use crate::model::compose::{Project, Stack};
 use crate::model::roles::{self, Priority, Role};
 use crate::tasks::volumes;
-use crate::ui::{human_bytes, Progress};
+use crate::ui::human_bytes;
+
+mod dump;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -54,8 +52,10 @@ pub struct Options {
     pub volumes: Vec<String>,
     pub all: bool,
     pub exclude: Vec<String>,
-    /// Databases to dump; empty: every database of the cluster.
+    /// Databases to dump; empty: every database of each server.
     pub databases: Vec<String>,
+    /// Database services to dump; empty: all of them.
+    pub services: Vec<String>,
     pub tag: Option<String>,
     pub stop: bool,
     pub level: u32,
@@ -76,6 +76,7 @@ impl Options {
             all: false,
             exclude: Vec::new(),
             databases: Vec::new(),
+            services: Vec::new(),
             tag: None,
             stop: false,
             level: 6,
@@ -86,13 +87,14 @@ impl Options {
     }
 }
 
+/// A database service to dump.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DbSource {
-    pub service: String,
+    /// Engine, user and password (reaching the container by its environment, never a command line).
+    pub login: Login,
+    /// The database volume its dump stands for (none when its data is a bind mount or unmounted).
     pub volume: Option<String>,
-    pub user: String,
-    /// Passed to the container's environment as PGPASSWORD, never on a command line.
-    pub password: Option<String>,
+    /// Databases to dump; empty: all.
     pub databases: Vec<String>,
 }
 
@@ -120,19 +122,11 @@ pub struct VolumeChoice {
 pub struct BackupPlan {
     pub kind: Kind,
     pub project: String,
-    pub db: Option<DbSource>,
+    pub dbs: Vec<DbSource>,
     pub redis: Option<RedisSource>,
     pub volumes: Vec<VolumeChoice>,
     pub skipped: Vec<(String, String)>,
     pub stop: bool,
-}
-
-fn is_postgres(image: Option<&str>) -> bool {
-    image.is_some_and(|i| i.to_lowercase().contains("postgres") || i.to_lowercase().contains("postgis"))
-}
-
-fn is_redis(image: Option<&str>) -> bool {
-    image.is_some_and(|i| ["redis", "valkey", "keydb"].iter().any(|r| i.to_lowercase().contains(r)))
 }
 
 /// Chooses what to back up. Pure: no engine access.
@@ -151,81 +145,97 @@ pub fn plan(project: &Project, opts: &Options) -> Result<BackupPlan> {
     };
     let requested: Vec<String> = opts.volumes.iter().map(|w| find(w)).collect::<Result<_>>()?;
     let excluded: Vec<String> = opts.exclude.iter().map(|w| find(w)).collect::<Result<_>>()?;
-    let (db, mut skipped) = find_database(project, &classified, &requested, opts);
-    // The dumped database's volume is represented by its dump even when the dump is left out.
-    let db_volume = db.as_ref().and_then(|d: &DbSource| d.volume.clone());
-    let db = db.filter(|_| opts.dump_database);
-    if opts.kind == Kind::Db && db.is_none() {
+    let (mut dbs, mut skipped) = find_databases(project, &classified, &requested, opts)?;
+    // A dumped database's volume is represented by its dump even when the dump is left out.
+    let db_volumes: Vec<String> = dbs.iter().filter_map(|d| d.volume.clone()).collect();
+    if !opts.dump_database {
+        dbs.clear();
+    }
+    if opts.kind == Kind::Db && dbs.is_empty() {
         bail!(
-            "stack {} has no PostgreSQL service mounting a volume with role database; backup-db has nothing to dump",
+            "stack {} has no database service to dump (PostgreSQL, MariaDB/MySQL, or a service labelled \
+             xtask.dump); backup-db has nothing to do",
             project.name
         );
     }
     let volumes = if opts.kind == Kind::Full {
-        let choice =
-            Choice { requested: &requested, excluded: &excluded, db_volume: db_volume.as_deref(), all: opts.all };
+        let choice = Choice { requested: &requested, excluded: &excluded, db_volumes: &db_volumes, all: opts.all };
         choose_volumes(project, &classified, &choice, &mut skipped)
     } else {
         Vec::new()
     };
     let redis = volumes.iter().find_map(|v| {
-        let s = project.mounts_of(&v.key).map(|(s, _)| s).find(|s| is_redis(s.image.as_deref()))?;
+        let s = project.mounts_of(&v.key).map(|(s, _)| s).find(|s| db::detect(s).ok() == Some(Detected::Redis))?;
         Some(RedisSource {
             service: s.name.clone(),
             volume: v.name.clone(),
             password: s.environment.get("REDIS_PASSWORD").cloned(),
         })
     });
-    Ok(BackupPlan { kind: opts.kind, project: project.name.clone(), db, redis, volumes, skipped, stop: opts.stop })
+    Ok(BackupPlan { kind: opts.kind, project: project.name.clone(), dbs, redis, volumes, skipped, stop: opts.stop })
 }
 
 type Classified<'a> = [(&'a crate::model::compose::VolumeDecl, roles::Classification)];
 
-/// The database: the first PostgreSQL service mounting a volume with the database role; other
-/// database volumes are reported as skipped, with why.
-fn find_database(
+/// (name, why) of what a backup leaves out.
+type Skips = Vec<(String, String)>;
+
+/// Every database service the tool can dump (by its engine, `--service` narrowing them), with
+/// the database volume each stands for. Database volumes that no dumped service represents are
+/// reported as not protected (unless asked for by name, then copied raw).
+fn find_databases(
     project: &Project,
     classified: &Classified,
     requested: &[String],
     opts: &Options,
-) -> (Option<DbSource>, Vec<(String, String)>) {
-    let mut db: Option<DbSource> = None;
+) -> Result<(Vec<DbSource>, Skips)> {
+    if let Some(s) = opts.services.iter().find(|s| !project.services.iter().any(|p| &p.name == *s)) {
+        bail!("--service {s}: stack {} has no such service", project.name);
+    }
+    let mut dbs = Vec::new();
+    for s in &project.services {
+        let Detected::Dump(engine) = db::detect(s)? else { continue };
+        if !opts.services.is_empty() && !opts.services.contains(&s.name) {
+            continue;
+        }
+        let volume = s.mounts.iter().filter_map(|m| m.source.as_deref()).find_map(|key| {
+            classified.iter().find(|(v, c)| v.key == key && c.role == Role::Database).map(|(v, _)| v.name.clone())
+        });
+        dbs.push(DbSource { login: db::login(s, engine)?, volume, databases: opts.databases.clone() });
+    }
+    if let Some(s) = opts.services.iter().find(|s| !dbs.iter().any(|d| &d.login.service == *s)) {
+        bail!("--service {s}: not a database service the tool can dump (label it xtask.engine or xtask.dump)");
+    }
     let mut skipped = Vec::new();
     for (v, _) in classified.iter().filter(|(_, c)| c.role == Role::Database) {
-        let pg = project.mounts_of(&v.key).map(|(s, _)| s).find(|s| is_postgres(s.image.as_deref()));
-        let why = match (pg, &db) {
-            (Some(s), None) => {
-                db = Some(DbSource {
-                    service: s.name.clone(),
-                    volume: Some(v.name.clone()),
-                    user: s.environment.get("POSTGRES_USER").cloned().unwrap_or_else(|| "postgres".into()),
-                    password: s.environment.get("POSTGRES_PASSWORD").cloned(),
-                    databases: opts.databases.clone(),
-                });
-                continue;
-            }
-            (Some(s), Some(first)) => format!(
-                "database volume of a second PostgreSQL server (service {}): only the first ({}) is dumped; \
-                 copy it raw with --volume {} --stop",
-                s.name, first.service, v.name
-            ),
-            (None, _) => {
-                "database volume of a server other than PostgreSQL: not dumped; copy it raw with --volume NAME --stop"
-                    .to_string()
-            }
-        };
-        if !requested.contains(&v.name) {
-            skipped.push((v.name.clone(), why));
+        if dbs.iter().any(|d| d.volume.as_deref() == Some(v.name.as_str())) || requested.contains(&v.name) {
+            continue;
         }
+        let users: Vec<&str> = project.mounts_of(&v.key).map(|(s, _)| s.name.as_str()).collect();
+        let dumped_elsewhere = users.iter().any(|u| !opts.services.is_empty() && !opts.services.iter().any(|s| s == u));
+        let why = if dumped_elsewhere {
+            "database volume of a service not selected with --service".to_string()
+        } else {
+            format!(
+                "{UNPROTECTED}: database volume of service {} whose engine the tool cannot dump; label the \
+                 service xtask.dump/xtask.load (docs/backup.md), or copy it raw with --volume {} --stop",
+                users.join(", "),
+                v.name
+            )
+        };
+        skipped.push((v.name.clone(), why));
     }
-    (db, skipped)
+    Ok((dbs, skipped))
 }
+
+/// How a skip reason starts when data is left without any copy: said loudly, listed in `--json`.
+pub const UNPROTECTED: &str = "NOT PROTECTED";
 
 /// What the user asked of the volumes.
 struct Choice<'a> {
     requested: &'a [String],
     excluded: &'a [String],
-    db_volume: Option<&'a str>,
+    db_volumes: &'a [String],
     all: bool,
 }
 
@@ -241,8 +251,8 @@ fn choose_volumes(
         let explicitly = choice.requested.contains(&v.name);
         let reason = if choice.excluded.contains(&v.name) {
             Some("excluded with --exclude".to_string())
-        } else if choice.db_volume == Some(v.name.as_str()) && !explicitly {
-            Some("represented by the pg_dump of its databases (postgres/ in the archive)".to_string())
+        } else if choice.db_volumes.contains(&v.name) && !explicitly {
+            Some("represented by the dump of its databases (databases/ in the archive)".to_string())
         } else if !choice.requested.is_empty() && !explicitly {
             Some("not named with --volume".to_string())
         } else if choice.requested.is_empty()
@@ -280,12 +290,19 @@ impl BackupPlan {
     /// The plan in words, for `--dry-run`.
     pub fn describe(&self) -> String {
         let mut out = format!("{} backup of stack {}:\n", self.kind.as_str(), self.project);
-        if let Some(db) = &self.db {
+        for db in &self.dbs {
             let which = if db.databases.is_empty() { "every database".to_string() } else { db.databases.join(", ") };
-            out.push_str(&format!(
-                "  - dump PostgreSQL ({which}, and roles) inside service {} as user {}\n",
-                db.service, db.user
-            ));
+            let l = &db.login;
+            out.push_str(&match l.engine {
+                archive::DbEngine::Hook => format!("  - dump service {} with its xtask.dump command\n", l.service),
+                e => format!(
+                    "  - dump {} ({which}, with its {}) inside service {} as user {}\n",
+                    e.as_str(),
+                    if e == archive::DbEngine::Postgres { "roles" } else { "users and grants" },
+                    l.service,
+                    if l.user_file.is_some() { "from POSTGRES_USER_FILE" } else { &l.user }
+                ),
+            });
         }
         if let Some(r) = &self.redis {
             out.push_str(&format!(
@@ -326,6 +343,9 @@ pub struct Summary {
     pub databases: Vec<String>,
     pub volumes: Vec<String>,
     pub skipped: Vec<Skipped>,
+    /// Data that no copy protects (database volumes of engines the tool cannot dump): the
+    /// skipped entries whose reason starts with [`UNPROTECTED`].
+    pub unprotected: Vec<String>,
 }
 
 /// Makes the backup directory and returns it. Directories this creates are private (0700); an
@@ -405,17 +425,6 @@ fn archive_name(kind: Kind, tag: Option<&str>) -> Result<String> {
     Ok(format!("{}_backup_{stamp}{}.tar.gz", kind.as_str(), tag.unwrap_or_default()))
 }
 
-/// A temporary dump file (0600) that removes itself.
-struct TempDump {
-    path: PathBuf,
-}
-
-impl Drop for TempDump {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
 fn exec(docker: &Docker, stack: &Stack, service: &str, secret: Option<(&str, &str)>, cmd: &[&str]) -> DockerCmd {
     exec_as(docker, stack, service, None, secret, cmd)
 }
@@ -443,46 +452,6 @@ fn exec_as(
         Some((name, value)) => c.secret_env(name, value),
         None => c,
     }
-}
-
-fn pg_secret(db: &DbSource) -> Option<(&str, &str)> {
-    db.password.as_deref().map(|p| ("PGPASSWORD", p))
-}
-
-/// Streams `cmd`'s output into a new temporary file, feeding the dump parser.
-fn dump_to_file(docker: &Docker, cmd: &DockerCmd, path: &Path, progress: &Progress) -> Result<(TempDump, DumpStats)> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("create {}", path.display()))?;
-    let temp = TempDump { path: path.to_path_buf() };
-    let mut child = docker.stream(cmd)?;
-    let mut stats = DumpStats::default();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = child.read(&mut buf).context("read the dump")?;
-        if n == 0 {
-            break;
-        }
-        stats.feed(&buf[..n]);
-        file.write_all(&buf[..n]).with_context(|| format!("write {}", path.display()))?;
-        progress.inc(n as u64);
-    }
-    child.finish()?;
-    file.sync_all()?;
-    Ok((temp, stats))
-}
-
-/// A PostgreSQL client command in the database service, as the `postgres` OS user.
-fn pg_cmd(docker: &Docker, stack: &Stack, db: &DbSource, cmd: &[&str]) -> DockerCmd {
-    exec_as(docker, stack, &db.service, Some(postgres::OS_USER), pg_secret(db), cmd)
-}
-
-fn query_pg(docker: &Docker, stack: &Stack, db: &DbSource, sql: &str) -> Result<String> {
-    let dbname = postgres::dbname_arg("template1");
-    docker.query(&pg_cmd(docker, stack, db, &["psql", "-X", "-q", "-At", "-U", &db.user, &dbname, "-c", sql]))
 }
 
 /// Asks Redis to write a fresh snapshot (an AOF rewrite when append-only is on, else BGSAVE)
@@ -533,9 +502,9 @@ pub fn take(ctx: &Ctx, opts: &Options, lock: &Lock) -> Result<Summary> {
     execute(ctx, &plan, opts, lock)
 }
 
-/// What a backup found to copy: the volumes that exist, and the database unless it is left out.
+/// What a backup found to copy: the volumes that exist, and the databases unless left out.
 struct Sources<'a> {
-    db: Option<&'a DbSource>,
+    dbs: Vec<&'a DbSource>,
     volumes: Vec<&'a VolumeChoice>,
     skipped: Vec<Skipped>,
     /// Sizes on disk, measured before the copy: the progress bars' totals.
@@ -563,16 +532,14 @@ pub fn execute(ctx: &Ctx, plan: &BackupPlan, opts: &Options, lock: &Lock) -> Res
     let mut guard = ServiceGuard::new(docker, &ctx.stack);
     let result = (|| -> Result<Summary> {
         let redis = plan.redis.as_ref().filter(|r| sources.volumes.iter().any(|v| v.name == r.volume));
-        let services = [sources.db.map(|d| d.service.clone()), redis.map(|r| r.service.clone())];
-        for svc in services.into_iter().flatten() {
+        let services = sources.dbs.iter().map(|d| d.login.service.clone()).chain(redis.map(|r| r.service.clone()));
+        for svc in services {
             if guard.ensure_running(&svc, &ctx.ui).with_context(|| format!("start service {svc} for the backup"))? {
                 ctx.ui.step(&format!("started {svc} for the backup; it will be stopped again afterwards"));
             }
         }
-        let (dumps, pg_info) = match sources.db {
-            Some(db) => dump_databases(ctx, db, &dir)?,
-            None => (Vec::new(), None),
-        };
+        let dumps = sources.dbs.iter().map(|d| dump::dump_service(ctx, d, &dir)).collect::<Result<Vec<_>>>()?;
+        check_requested_databases(opts, &dumps)?;
         if let Some(r) = redis {
             ctx.ui.step(&format!("ask Redis ({}) to save its data", r.service));
             redis_save(docker, &ctx.stack, r).context("make Redis save its data")?;
@@ -580,7 +547,8 @@ pub fn execute(ctx: &Ctx, plan: &BackupPlan, opts: &Options, lock: &Lock) -> Res
         if plan.stop {
             stop_users(&mut guard, ctx, &sources)?;
         }
-        let written = write_archive(ctx, plan, opts, &dir, (dumps, pg_info.clone()), &sources)?;
+        let databases = dumped_names(&dumps);
+        let written = write_archive(ctx, plan, opts, &dir, dumps, &sources)?;
         Ok(Summary {
             path: written.0,
             kind: plan.kind,
@@ -589,8 +557,9 @@ pub fn execute(ctx: &Ctx, plan: &BackupPlan, opts: &Options, lock: &Lock) -> Res
             duration_seconds: started.elapsed().as_secs_f64(),
             entries: written.2.entries + 1,
             files: written.2.files,
-            databases: pg_info.map(|p| p.databases.into_iter().map(|d| d.name).collect()).unwrap_or_default(),
+            databases,
             volumes: sources.volumes.iter().map(|v| v.name.clone()).collect(),
+            unprotected: unprotected(&sources.skipped),
             skipped: sources.skipped.clone(),
         })
     })();
@@ -616,18 +585,27 @@ fn sources<'a>(docker: &Docker, plan: &'a BackupPlan, opts: &Options) -> Result<
                 .push(Skipped { name: v.name.clone(), reason: "does not exist in the engine (never created)".into() });
         }
     }
-    let mut db = plan.db.as_ref();
-    if let Some(missing) = db.and_then(|d| d.volume.as_ref()).filter(|v| opts.only_existing && !existing.contains(v)) {
-        skipped.push(Skipped { name: missing.clone(), reason: "does not exist: no database to dump".into() });
-        db = None;
+    let mut dbs = Vec::new();
+    for d in &plan.dbs {
+        match d.volume.as_ref().filter(|v| opts.only_existing && !existing.contains(v)) {
+            Some(missing) => skipped.push(Skipped {
+                name: missing.clone(),
+                reason: format!("does not exist: no database of service {} to dump", d.login.service),
+            }),
+            None => dbs.push(d),
+        }
     }
-    Ok(Sources { db, volumes: to_copy, skipped, sizes: BTreeMap::new() })
+    Ok(Sources { dbs, volumes: to_copy, skipped, sizes: BTreeMap::new() })
 }
 
 /// Space: the archive can be as large as the data when nothing compresses. Returns the sizes.
 fn check_space(docker: &Docker, dir: &Path, sources: &Sources) -> Result<BTreeMap<String, u64>> {
-    let names: Vec<&str> =
-        sources.volumes.iter().map(|v| v.name.as_str()).chain(sources.db.and_then(|d| d.volume.as_deref())).collect();
+    let names: Vec<&str> = sources
+        .volumes
+        .iter()
+        .map(|v| v.name.as_str())
+        .chain(sources.dbs.iter().filter_map(|d| d.volume.as_deref()))
+        .collect();
     let existing = volumes::names(docker)?;
     let names: Vec<&str> = names.into_iter().filter(|n| existing.iter().any(|e| e == n)).collect();
     let sizes = volumes::sizes(docker, &names)?;
@@ -646,80 +624,11 @@ fn check_space(docker: &Docker, dir: &Path, sources: &Sources) -> Result<BTreeMa
 
 /// With --stop, the services using the copied volumes stop (and start again later).
 fn stop_users(guard: &mut ServiceGuard, ctx: &Ctx, sources: &Sources) -> Result<()> {
-    let db_service = sources.db.map(|d| d.service.as_str());
     let mut svcs: Vec<String> = sources.volumes.iter().flat_map(|v| v.services.clone()).collect();
     svcs.sort();
     svcs.dedup();
-    svcs.retain(|s| Some(s.as_str()) != db_service);
+    svcs.retain(|s| !sources.dbs.iter().any(|d| &d.login.service == s));
     guard.stop_for_copy(&svcs, &ctx.ui)
-}
-
-/// Dumps taken before the archive is written, so the metadata (first entry) can record row counts.
-type Dumps = (Vec<(String, TempDump)>, Option<PgInfo>);
-
-/// PostgreSQL: roles and every database, dumped to private temporary files.
-fn dump_databases(ctx: &Ctx, db: &DbSource, dir: &Path) -> Result<Dumps> {
-    let (docker, stack) = (ctx.docker()?, &ctx.stack);
-    let version = query_pg(docker, stack, db, "SHOW server_version").context("ask PostgreSQL for its version")?;
-    let databases = if db.databases.is_empty() {
-        let sql = "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1";
-        query_pg(docker, stack, db, sql)?.lines().map(str::to_string).collect()
-    } else {
-        db.databases.clone()
-    };
-    let mut info = PgInfo {
-        service: db.service.clone(),
-        volume: db.volume.clone(),
-        server_version: version.trim().to_string(),
-        user: db.user.clone(),
-        globals_entry: "postgres/globals.sql".into(),
-        databases: Vec::new(),
-    };
-    let progress = ctx.ui.progress("dump roles (pg_dumpall --globals-only)");
-    let path = dir.join(format!(".pgdump-{}-globals.sql", std::process::id()));
-    let cmd = pg_cmd(docker, stack, db, &["pg_dumpall", "-U", &db.user, "--globals-only"]);
-    let (file, stats) = dump_to_file(docker, &cmd, &path, &progress).context("dump the roles")?;
-    progress.finish(&format!("roles: {}", human_bytes(stats.bytes)));
-    if stats.bytes == 0 {
-        bail!("pg_dumpall --globals-only printed nothing: the backup is not valid");
-    }
-    let mut dumps = vec![(info.globals_entry.clone(), file)];
-    for (i, name) in databases.iter().enumerate() {
-        let (entry, file, tables) = dump_database(ctx, db, dir, i, name)?;
-        info.databases.push(PgDatabase { name: name.clone(), entry: entry.clone(), tables });
-        dumps.push((entry, file));
-    }
-    Ok((dumps, Some(info)))
-}
-
-/// One database's `pg_dump`, checked complete; its entry name, file and row counts.
-fn dump_database(
-    ctx: &Ctx,
-    db: &DbSource,
-    dir: &Path,
-    i: usize,
-    name: &str,
-) -> Result<(String, TempDump, BTreeMap<String, u64>)> {
-    if !grammar::is_db_name(name) {
-        bail!(
-            "database {name:?} has a name outside [A-Za-z0-9_.-] (at most 63 bytes), which archives \
-             do not hold (docs/archive-format.md); rename it, or leave it out with --database NAME \
-             for each database to keep"
-        );
-    }
-    let docker = ctx.docker()?;
-    let progress = ctx.ui.progress(&format!("dump database {name}"));
-    let path = dir.join(format!(".pgdump-{}-{i}.sql", std::process::id()));
-    let dbname = postgres::dbname_arg(name);
-    let args = ["pg_dump", "-U", &db.user, "--no-password", "--quote-all-identifiers", &dbname];
-    let cmd = pg_cmd(docker, &ctx.stack, db, &args);
-    let (file, stats) =
-        dump_to_file(docker, &cmd, &path, &progress).with_context(|| format!("dump database {name}"))?;
-    if stats.bytes == 0 || !stats.complete {
-        bail!("the dump of database {name} is empty or lacks pg_dump's completion trailer: the backup failed");
-    }
-    progress.finish(&format!("database {name}: {} tables, {}", stats.tables.len(), human_bytes(stats.bytes)));
-    Ok((format!("postgres/{name}.sql"), file, stats.tables))
 }
 
 /// The archive itself: metadata, dumps, then each volume streamed from a read-only helper.
@@ -729,7 +638,7 @@ fn write_archive(
     plan: &BackupPlan,
     opts: &Options,
     dir: &Path,
-    (dumps, pg_info): Dumps,
+    dumps: Vec<dump::Dumped>,
     sources: &Sources,
 ) -> Result<(PathBuf, u64, archive::StreamStats)> {
     let docker = ctx.docker()?;
@@ -743,12 +652,13 @@ fn write_archive(
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let mut writer = ArchiveWriter::create(&final_path, opts.level, threads)?;
     let config = ctx.model()?.1.clone().unwrap_or_default();
-    let meta = metadata(ctx, plan, opts, &config, pg_info, sources)?;
+    let infos: Vec<DbInfo> = dumps.iter().map(|d| d.info.clone()).collect();
+    let meta = metadata(ctx, plan, opts, &config, infos, sources)?;
     // What verify and restore will demand of the archive, demanded of it before it is written.
     grammar::check_metadata(&meta)
         .context("this backup cannot be archived as it is (rename what the message names)")?;
     archive::write_metadata(&mut writer, &meta)?;
-    for (entry, file) in &dumps {
+    for (entry, file) in dumps.iter().flat_map(|d| &d.files) {
         let f = File::open(&file.path)?;
         let size = f.metadata()?.len();
         writer.add_file(entry, size, f).with_context(|| format!("add {entry}"))?;
@@ -774,23 +684,14 @@ fn metadata(
     plan: &BackupPlan,
     opts: &Options,
     config_json: &str,
-    postgres: Option<PgInfo>,
+    databases: Vec<DbInfo>,
     sources: &Sources,
 ) -> Result<Metadata> {
     let (volumes, skipped, sizes) = (&sources.volumes, &sources.skipped, &sources.sizes);
     let mut entries =
         vec![archive::EntryInfo { path: archive::METADATA.into(), what: "this description of the archive".into() }];
-    if let Some(pg) = &postgres {
-        entries.push(archive::EntryInfo {
-            path: pg.globals_entry.clone(),
-            what: "PostgreSQL roles and tablespaces (pg_dumpall --globals-only)".into(),
-        });
-        for d in &pg.databases {
-            entries.push(archive::EntryInfo {
-                path: d.entry.clone(),
-                what: format!("plain SQL pg_dump of database {}", d.name),
-            });
-        }
+    for db in &databases {
+        entries.extend(dump_entries(db));
     }
     let redis_volume = plan.redis.as_ref().map(|r| r.volume.as_str());
     let infos: Vec<VolumeInfo> = volumes
@@ -836,10 +737,54 @@ fn metadata(
         tool_version: env!("CARGO_PKG_VERSION").into(),
         tag: opts.tag.clone(),
         entries,
-        postgres,
+        postgres: None,
+        databases,
         volumes: infos,
         skipped: skipped.to_vec(),
     })
+}
+
+/// What each dump entry of a service is, for the metadata's `entries`.
+fn dump_entries(db: &DbInfo) -> Vec<archive::EntryInfo> {
+    use archive::DbEngine;
+    let (globals, each) = match db.engine {
+        DbEngine::Postgres => ("PostgreSQL roles and tablespaces (pg_dumpall --globals-only)", "plain SQL pg_dump"),
+        DbEngine::Mariadb => ("MariaDB users and grants (mariadb-dump --system=users)", "mariadb-dump"),
+        DbEngine::Mysql => ("", "mysqldump"),
+        DbEngine::Hook => ("", "output of the xtask.dump command"),
+    };
+    let mut out: Vec<archive::EntryInfo> = db
+        .globals_entry
+        .iter()
+        .map(|g| archive::EntryInfo { path: g.clone(), what: format!("{globals} of service {}", db.service) })
+        .collect();
+    for d in &db.databases {
+        let what = match db.engine {
+            DbEngine::Hook => format!("{each} of service {}", db.service),
+            _ => format!("{each} of database {} of service {}", d.name, db.service),
+        };
+        out.push(archive::EntryInfo { path: d.entry.clone(), what });
+    }
+    out
+}
+
+fn unprotected(skipped: &[Skipped]) -> Vec<String> {
+    skipped.iter().filter(|s| s.reason.starts_with(UNPROTECTED)).map(|s| s.name.clone()).collect()
+}
+
+/// `SERVICE/DATABASE` for each dumped database (a hook's: `SERVICE/dump`).
+fn dumped_names(dumps: &[dump::Dumped]) -> Vec<String> {
+    dumps.iter().flat_map(|d| d.info.databases.iter().map(|x| format!("{}/{}", d.info.service, x.name))).collect()
+}
+
+/// Every database named with `--database` was found in some server.
+fn check_requested_databases(opts: &Options, dumps: &[dump::Dumped]) -> Result<()> {
+    for want in &opts.databases {
+        if !dumps.iter().any(|d| d.info.databases.iter().any(|x| &x.name == want)) {
+            bail!("--database {want}: no database server of the stack has a database of that name");
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -214,7 +214,11 @@ fn describe(path: &Path, file: String, project: &str, now: OffsetDateTime) -> Op
     a.created_at = meta.created_at.clone();
     a.tag = meta.tag.clone();
     a.volumes = meta.volumes.iter().map(|v| v.name.clone()).collect();
-    a.databases = meta.postgres.map(|p| p.databases.into_iter().map(|d| d.name).collect()).unwrap_or_default();
+    a.databases = meta
+        .databases
+        .iter()
+        .flat_map(|s| s.databases.iter().map(move |d| format!("{}/{}", s.service, d.name)))
+        .collect();
     Some(a)
 }
 
@@ -357,14 +361,22 @@ fn deep_check(ctx: &Ctx, verified: &Verified) -> Result<()> {
         ctx.ui.step("--deep skipped: it starts throwaway containers, which --dry-run never does");
         return Ok(());
     }
-    if let Some(pg) = &verified.meta().postgres {
-        deep_check_dumps(ctx, verified, pg)?;
+    for db in &verified.meta().databases {
+        match db.engine {
+            archive::DbEngine::Postgres => deep_check_dumps(ctx, verified, db)?,
+            other => ctx.ui.step(&format!(
+                "--deep loads PostgreSQL dumps only: the {} dumps of service {} were checked by the grammar \
+                 (complete, row counts, no client commands) but not loaded",
+                other.as_str(),
+                db.service
+            )),
+        }
     }
     deep_check_volumes(ctx, verified)
 }
 
 /// The dumps loaded into a throwaway PostgreSQL of the stack's image, row counts compared.
-fn deep_check_dumps(ctx: &Ctx, verified: &Verified, pg: &archive::PgInfo) -> Result<()> {
+fn deep_check_dumps(ctx: &Ctx, verified: &Verified, pg: &archive::DbInfo) -> Result<()> {
     let docker = ctx.docker()?;
     let pid = std::process::id();
     let model = crate::tasks::volumes::model(ctx)?;
@@ -374,7 +386,7 @@ fn deep_check_dumps(ctx: &Ctx, verified: &Verified, pg: &archive::PgInfo) -> Res
         .find(|s| s.name == pg.service)
         .and_then(|s| s.image.clone())
         .with_context(|| format!("the stack has no service {} to take the PostgreSQL image from", pg.service))?;
-    let name = format!("xtask-verify-{pid}");
+    let name = format!("xtask-verify-{pid}-{}", pg.service);
     let password = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos());
     let user = format!("POSTGRES_USER={}", pg.user);
     let mut args: Vec<String> = ["run", "-d", "--name", &name, "--network", "none"].map(String::from).to_vec();
@@ -410,7 +422,8 @@ fn deep_check_dumps(ctx: &Ctx, verified: &Verified, pg: &archive::PgInfo) -> Res
     };
     let dir = std::env::temp_dir();
     // Roles: the cluster's own superuser exists already, so errors here are expected and ignored.
-    let globals = crate::archive::extract::spool_dump(verified, &pg.globals_entry, &dir)?;
+    let globals_entry = pg.globals_entry.as_deref().context("a PostgreSQL dump without its roles entry")?;
+    let globals = crate::archive::extract::spool_dump(verified, globals_entry, &dir)?;
     crate::archive::extract::pipe_file(docker, &globals.path, &psql("postgres", false))?;
     for db in &pg.databases {
         let exists = psql_at(

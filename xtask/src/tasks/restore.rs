@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::archive::extract::{self, Verified};
-use crate::archive::{self, Metadata, PgDatabase, Rules, Source};
+use crate::archive::{self, Metadata, Rules, Source};
 use crate::context::Ctx;
+use crate::engine::db::{self as dbengine, Detected};
 use crate::engine::docker::Docker;
 use crate::engine::services::ServiceGuard;
 use crate::lock::Lock;
@@ -24,13 +25,16 @@ use crate::ui::human_bytes;
 mod database;
 mod staging;
 
+pub use database::DbRestore;
+
 /// The tag of the safety backups restore takes; `--latest` passes over them.
 pub const SAFETY_TAG: &str = "pre-restore";
 
 pub struct Options {
     /// The archive; None: the newest of the project that is not a safety backup.
     pub archive: Option<PathBuf>,
-    /// `db` and/or volume names or keys; empty: everything in the archive.
+    /// `db` (every database service), `db:SERVICE`, and/or volume names or keys; empty:
+    /// everything in the archive.
     pub only: Vec<String>,
     pub yes: bool,
     pub force: bool,
@@ -60,15 +64,6 @@ impl Options {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct DbRestore {
-    pub service: String,
-    pub user: String,
-    pub password: Option<String>,
-    pub globals_entry: String,
-    pub databases: Vec<PgDatabase>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
 pub struct VolumeRestore {
     /// The volume's name inside the archive (`volumes/<archived>/`).
     pub archived: String,
@@ -84,7 +79,7 @@ pub struct VolumeRestore {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RestorePlan {
     pub project: String,
-    pub db: Option<DbRestore>,
+    pub dbs: Vec<DbRestore>,
     pub volumes: Vec<VolumeRestore>,
 }
 
@@ -97,30 +92,14 @@ pub fn plan(project: &Project, meta: &Metadata, only: &[String], force: bool) ->
             project.name
         );
     }
-    let want_db = only.is_empty() || only.iter().any(|o| o == "db");
-    for o in only.iter().filter(|o| *o != "db") {
+    for o in only.iter().filter(|o| *o != "db" && !o.starts_with("db:")) {
         if !meta.volumes.iter().any(|v| &v.name == o || &v.key == o || project.volume_name(&v.key) == Some(o.as_str()))
         {
             let have: Vec<&str> = meta.volumes.iter().map(|v| v.name.as_str()).collect();
             bail!("--only {o}: the archive holds no such volume (it holds: db, {})", have.join(", "));
         }
     }
-    let db = match (&meta.postgres, want_db) {
-        (Some(pg), true) => {
-            let svc = project.services.iter().find(|s| s.name == pg.service).with_context(|| {
-                format!("the archive's database came from service {:?}, which this stack does not have", pg.service)
-            })?;
-            Some(DbRestore {
-                service: svc.name.clone(),
-                user: svc.environment.get("POSTGRES_USER").cloned().unwrap_or_else(|| pg.user.clone()),
-                password: svc.environment.get("POSTGRES_PASSWORD").cloned(),
-                globals_entry: pg.globals_entry.clone(),
-                databases: pg.databases.clone(),
-            })
-        }
-        (None, true) if only.iter().any(|o| o == "db") => bail!("--only db: the archive holds no database dump"),
-        _ => None,
-    };
+    let dbs = plan_databases(project, meta, only)?;
     let mut volumes = Vec::new();
     for v in &meta.volumes {
         // Only into a volume of this stack, by compose key: never a name the archive chose.
@@ -147,10 +126,49 @@ pub fn plan(project: &Project, meta: &Metadata, only: &[String], force: bool) ->
             services: project.mounts_of(&v.key).map(|(s, _)| s.name.clone()).collect(),
         });
     }
-    if db.is_none() && volumes.is_empty() {
+    if dbs.is_empty() && volumes.is_empty() {
         bail!("nothing to restore: the archive holds nothing that --only selects");
     }
-    Ok(RestorePlan { project: project.name.clone(), db, volumes })
+    Ok(RestorePlan { project: project.name.clone(), dbs, volumes })
+}
+
+/// The archive's database services `--only` selects (`db`: all; `db:SERVICE`: that one), each
+/// into the service of this stack with the same name and engine, logging in as this stack's
+/// compose file says (never as the archive says).
+fn plan_databases(project: &Project, meta: &Metadata, only: &[String]) -> Result<Vec<DbRestore>> {
+    let all = only.is_empty() || only.iter().any(|o| o == "db");
+    for o in only.iter().filter_map(|o| o.strip_prefix("db:")) {
+        if meta.database(o).is_none() {
+            let have: Vec<String> = meta.databases.iter().map(|d| format!("db:{}", d.service)).collect();
+            bail!("--only db:{o}: the archive holds no dump of service {o} (it holds: {})", have.join(", "));
+        }
+    }
+    let mut dbs = Vec::new();
+    for info in &meta.databases {
+        if !all && !only.iter().any(|o| o.strip_prefix("db:") == Some(info.service.as_str())) {
+            continue;
+        }
+        let svc = project.services.iter().find(|s| s.name == info.service).with_context(|| {
+            format!(
+                "the archive's databases came from service {:?}, which this stack does not have; leave them out \
+                 with --only",
+                info.service
+            )
+        })?;
+        if dbengine::detect(svc)? != Detected::Dump(info.engine) {
+            bail!(
+                "the archive holds {} dumps of service {}, which is not a {} service in this stack: refused",
+                info.engine.as_str(),
+                svc.name,
+                info.engine.as_str()
+            );
+        }
+        dbs.push(DbRestore { login: dbengine::login(svc, info.engine)?, info: info.clone() });
+    }
+    if dbs.is_empty() && only.iter().any(|o| o == "db") {
+        bail!("--only db: the archive holds no database dump");
+    }
+    Ok(dbs)
 }
 
 impl RestorePlan {
@@ -164,13 +182,17 @@ impl RestorePlan {
             meta.created_at,
             meta.tag.as_ref().map(|t| format!(", tag {t}")).unwrap_or_default()
         );
-        if let Some(db) = &self.db {
-            let names: Vec<&str> = db.databases.iter().map(|d| d.name.as_str()).collect();
-            out.push_str(&format!(
-                "  - databases {} in service {} (dropped and recreated)\n",
-                names.join(", "),
-                db.service
-            ));
+        for db in &self.dbs {
+            let names: Vec<&str> = db.info.databases.iter().map(|d| d.name.as_str()).collect();
+            out.push_str(&match db.login.engine {
+                archive::DbEngine::Hook => {
+                    format!(
+                        "  - the data of service {} (its dump piped into its xtask.load command)\n",
+                        db.login.service
+                    )
+                }
+                _ => format!("  - databases {} in service {} (replaced)\n", names.join(", "), db.login.service),
+            });
         }
         for v in &self.volumes {
             match sizes.get(&v.target) {
@@ -290,7 +312,7 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
     let mut old_dbs = Vec::new();
     let replaced = match (&p.verified, &staged) {
         (Some(v), _) => replace(ctx, v, &p.plan, &p.dir, &mut guard, &mut created),
-        (None, Some(dbs)) => swap_all(ctx, p, &names, &mut guard, dbs, &mut old_dbs),
+        (None, Some(st)) => swap_all(ctx, p, &names, &mut guard, st, &mut old_dbs),
         (None, None) => unreachable!("staged above"),
     };
     if let Err(e) = replaced {
@@ -311,9 +333,7 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
     let downtime_seconds = stopped_any.then(|| stopped_at.elapsed().as_secs_f64());
     // The services are healthy again: the old database copies can go (the database service is
     // still up, also when this restore had to start it).
-    if let Some(db) = p.plan.db.as_ref().filter(|_| !old_dbs.is_empty()) {
-        database::drop_old(ctx, db, &old_dbs)?;
-    }
+    database::drop_old(ctx, &p.plan.dbs, &old_dbs)?;
     guard.restore(&ctx.ui)?;
     Ok(Outcome { project: p.plan.project.clone(), archive: p.path.clone(), undo: safety, downtime_seconds })
 }
@@ -326,9 +346,16 @@ fn take_safety(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
     safety_backup(ctx, p, lock)
 }
 
+/// What the one pass left ready to swap in: the staged databases and the dumps it spooled
+/// (MariaDB and hooks load them in the swap).
+struct Staged {
+    dbs: database::Staged,
+    dumps: BTreeMap<String, extract::Spooled>,
+}
+
 /// The one pass: every target volume staged and every dump spooled from the same bytes that
 /// are verified; then (the live state still untouched) the safety backup, then the databases
-/// loaded beside the live ones. Returns the safety backup and the staged databases.
+/// staged beside the live ones. Returns the safety backup and what was staged.
 fn stage(
     ctx: &Ctx,
     p: &Prepared,
@@ -337,7 +364,7 @@ fn stage(
     names: &staging::Names,
     created: &mut Vec<String>,
     guard: &mut ServiceGuard,
-) -> Result<(Option<PathBuf>, Vec<database::StagedDb>)> {
+) -> Result<(Option<PathBuf>, Staged)> {
     let docker = ctx.docker()?;
     for v in &p.plan.volumes {
         if !volumes::names(docker)?.contains(&v.target) {
@@ -356,14 +383,13 @@ fn stage(
     }
     signals::check()?;
     let safety = take_safety(ctx, p, opts, lock)?;
-    let mut staged = Vec::new();
-    if let Some(db) = &p.plan.db {
+    for db in &p.plan.dbs {
         signals::check()?;
-        guard.ensure_running(&db.service, &ctx.ui)?;
-        database::recover(ctx, db)?;
-        staged = database::stage(ctx, db, &dumps)?;
+        guard.ensure_running(&db.login.service, &ctx.ui)?;
     }
-    Ok((safety, staged))
+    database::recover(ctx, &p.plan.dbs)?;
+    let dbs = database::stage(ctx, &p.plan.dbs, &dumps)?;
+    Ok((safety, Staged { dbs, dumps }))
 }
 
 /// Settles what restores that died left in `volumes` (a swap finished, staging removed): every
@@ -392,8 +418,8 @@ fn swap_all(
     p: &Prepared,
     names: &staging::Names,
     guard: &mut ServiceGuard,
-    staged_dbs: &[database::StagedDb],
-    old_dbs: &mut Vec<String>,
+    staged: &Staged,
+    old_dbs: &mut Vec<Vec<String>>,
 ) -> Result<()> {
     let docker = ctx.docker()?;
     let mut users: Vec<String> = p.plan.volumes.iter().flat_map(|v| v.services.clone()).collect();
@@ -406,9 +432,7 @@ fn swap_all(
         ctx.ui.step(&format!("swap the restored content into volume {}", v.target));
         staging::swap(docker, &v.target, names)?;
     }
-    if let Some(db) = &p.plan.db {
-        *old_dbs = database::swap(ctx, db, staged_dbs)?;
-    }
+    *old_dbs = database::swap(ctx, &p.plan.dbs, &staged.dbs, &staged.dumps)?;
     Ok(())
 }
 
@@ -417,7 +441,7 @@ fn swap_all(
 fn safety_backup(ctx: &Ctx, p: &Prepared, lock: &Lock) -> Result<Option<PathBuf>> {
     let present: Vec<String> = p.sizes.keys().cloned().collect();
     let kind = if present.is_empty() { backup::Kind::Db } else { backup::Kind::Full };
-    if p.plan.db.is_none() && present.is_empty() {
+    if p.plan.dbs.is_empty() && present.is_empty() {
         ctx.ui.step("nothing that would be replaced exists: no safety backup needed");
         return Ok(None);
     }
@@ -425,7 +449,8 @@ fn safety_backup(ctx: &Ctx, p: &Prepared, lock: &Lock) -> Result<Option<PathBuf>
         volumes: present,
         tag: Some(SAFETY_TAG.into()),
         level: 1,
-        dump_database: p.plan.db.is_some(),
+        dump_database: !p.plan.dbs.is_empty(),
+        services: p.plan.dbs.iter().map(|d| d.login.service.clone()).collect(),
         only_existing: true,
         ..backup::Options::new(kind, p.dir.clone())
     };
@@ -463,11 +488,11 @@ fn replace(
         restore_volume(ctx, docker, verified, v, exists, &plan.project)
             .with_context(|| format!("restore volume {}", v.target))?;
     }
-    if let Some(db) = &plan.db {
+    for db in &plan.dbs {
         signals::check()?;
-        guard.ensure_running(&db.service, &ctx.ui)?;
-        database::in_place(ctx, verified, db, dir)?;
+        guard.ensure_running(&db.login.service, &ctx.ui)?;
     }
+    database::in_place(ctx, verified, &plan.dbs, dir)?;
     signals::check()
 }
 
@@ -587,14 +612,15 @@ mod tests {
 
     fn meta(project: &str, volumes: &[(&str, &str)]) -> Metadata {
         let mut m = archive::Metadata::sample(project, volumes);
-        m.postgres = Some(archive::PgInfo {
+        m.databases = vec![archive::DbInfo {
             service: "db".into(),
+            engine: archive::DbEngine::Postgres,
             volume: None,
             server_version: "15".into(),
             user: "app".into(),
-            globals_entry: "postgres/globals.sql".into(),
+            globals_entry: Some("databases/db/globals.sql".into()),
             databases: vec![],
-        });
+        }];
         m
     }
 
@@ -608,7 +634,7 @@ mod tests {
         assert_eq!(p.volumes[0].archived, "app-test-backend-media");
         assert_eq!(p.volumes[0].services, ["backend"]);
         assert_eq!(p.volumes[1].services, ["redis"]);
-        assert_eq!(p.db.as_ref().unwrap().service, "db");
+        assert_eq!(p.dbs[0].login.service, "db");
         let text = p.describe(Path::new("a.tar.gz"), &m, &BTreeMap::from([("app-backend-media".to_string(), 2048)]));
         assert!(
             text.contains("app-backend-media (now 2.0 KiB)") && text.contains("app-redis-data (does not exist now)"),
@@ -620,9 +646,9 @@ mod tests {
     fn only_selects_and_other_projects_need_force() {
         let m = meta("app", &[("app-backend-media", "app-backend-media"), ("app-redis-data", "app-redis-data")]);
         let only_db = plan(&sample(), &m, &["db".into()], false).unwrap();
-        assert!(only_db.volumes.is_empty() && only_db.db.is_some());
+        assert!(only_db.volumes.is_empty() && only_db.dbs.len() == 1);
         let only_vol = plan(&sample(), &m, &["app-redis-data".into()], false).unwrap();
-        assert!(only_vol.db.is_none());
+        assert!(only_vol.dbs.is_empty());
         assert_eq!(only_vol.volumes.len(), 1);
         let err = plan(&sample(), &m, &["nope".into()], false).unwrap_err().to_string();
         assert!(err.contains("nope") && err.contains("app-redis-data"), "{err}");

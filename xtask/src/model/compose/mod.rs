@@ -74,6 +74,8 @@ pub struct Service {
     pub mounts: Vec<Mount>,
     /// The container's environment as declared (values interpolated; unset ones absent).
     pub environment: BTreeMap<String, String>,
+    /// The service's labels (`xtask.engine`, `xtask.dump`, `xtask.load`, …).
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The stack as far as its data is concerned.
@@ -317,17 +319,11 @@ fn build_project(name: &str, doc: &Mapping, origins: &BTreeMap<String, PathBuf>)
                     mounts.push(m);
                 }
             }
-            let environment = match svc.get("environment") {
-                Some(Value::Mapping(m)) => {
-                    m.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (load::key_str(k), load::key_str(v))).collect()
-                }
-                Some(Value::Sequence(items)) => items
-                    .iter()
-                    .filter_map(|i| load::key_str(i).split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
-                    .collect(),
-                _ => BTreeMap::new(),
-            };
-            services.push(Service { name: sname, image, mounts, environment });
+            let environment = string_map(svc.get("environment"), false)
+                .with_context(|| format!("{at}key services.{sname}.environment"))?;
+            let labels =
+                string_map(svc.get("labels"), true).with_context(|| format!("{at}key services.{sname}.labels"))?;
+            services.push(Service { name: sname, image, mounts, environment, labels });
         }
     }
     services.sort_by(|a, b| a.name.cmp(&b.name));
@@ -338,6 +334,28 @@ fn build_project(name: &str, doc: &Mapping, origins: &BTreeMap<String, PathBuf>)
             .any(|s| s.mounts.iter().any(|m| m.kind == MountKind::Volume && m.source.as_deref() == Some(&v.key)))
     });
     Ok(Project { name: name.to_string(), volumes, services })
+}
+
+/// `environment:` or `labels:` as Compose reads them: a mapping (null values left out, as unset)
+/// or a list of `KEY=VALUE` (a bare `KEY` is an empty value in labels, unset in environment).
+fn string_map(v: Option<&Value>, bare_is_empty: bool) -> Result<BTreeMap<String, String>> {
+    Ok(match v {
+        None | Some(Value::Null) => BTreeMap::new(),
+        Some(Value::Mapping(m)) => {
+            m.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (load::key_str(k), load::key_str(v))).collect()
+        }
+        Some(Value::Sequence(items)) => items
+            .iter()
+            .filter_map(|i| {
+                let item = load::key_str(i);
+                match item.split_once('=') {
+                    Some((k, v)) => Some((k.to_string(), v.to_string())),
+                    None => bare_is_empty.then(|| (item.clone(), String::new())),
+                }
+            })
+            .collect(),
+        Some(_) => bail!("must be a mapping or a list of KEY=VALUE"),
+    })
 }
 
 fn volume_decl(project: &str, key: &str, decl: &Value, origin: Option<&PathBuf>) -> Result<VolumeDecl> {
@@ -360,21 +378,7 @@ fn volume_decl(project: &str, key: &str, decl: &Value, origin: Option<&PathBuf>)
         (true, None) => key.to_string(),
         (false, None) => format!("{project}_{key}"),
     };
-    let labels = match m.get("labels") {
-        None | Some(Value::Null) => BTreeMap::new(),
-        Some(Value::Mapping(l)) => l.iter().map(|(k, v)| (load::key_str(k), load::key_str(v))).collect(),
-        Some(Value::Sequence(l)) => l
-            .iter()
-            .map(|item| {
-                let s = load::key_str(item);
-                match s.split_once('=') {
-                    Some((k, v)) => (k.to_string(), v.to_string()),
-                    None => (s, String::new()),
-                }
-            })
-            .collect(),
-        Some(_) => bail!("labels: must be a mapping or a list of KEY=VALUE"),
-    };
+    let labels = string_map(m.get("labels"), true).context("labels")?;
     Ok(VolumeDecl {
         key: key.to_string(),
         name,

@@ -1,6 +1,8 @@
 //! Backup planning on the sample stack's model: which volumes go in, which are skipped and why.
 
 use super::*;
+use crate::archive::DbEngine;
+use crate::engine::db::Secret;
 use crate::model::compose::Selection;
 
 fn sample() -> Project {
@@ -24,11 +26,13 @@ fn skipped(p: &BackupPlan, name: &str) -> String {
 fn default_full_backup_takes_critical_and_important_and_dumps_the_database() {
     let p = plan(&sample(), &opts(Kind::Full)).unwrap();
     assert_eq!(names(&p), ["app-backend-media", "app-redis-data"]);
-    let db = p.db.as_ref().unwrap();
-    assert_eq!((db.service.as_str(), db.user.as_str(), db.volume.as_deref()), ("db", "app", Some("app-postgres-data")));
-    assert_eq!(db.password.as_deref(), Some("app-dev-password"), "read from the service environment");
+    assert_eq!(p.dbs.len(), 1);
+    let db = &p.dbs[0];
+    let l = &db.login;
+    assert_eq!((l.service.as_str(), l.user.as_str(), db.volume.as_deref()), ("db", "app", Some("app-postgres-data")));
+    assert_eq!(l.password, Some(Secret::Value("app-dev-password".into())), "read from the service environment");
     assert_eq!(p.redis.as_ref().map(|r| r.service.as_str()), Some("redis"));
-    assert!(skipped(&p, "app-postgres-data").contains("pg_dump"));
+    assert!(skipped(&p, "app-postgres-data").contains("dump of its databases"));
     assert!(skipped(&p, "app-backend-static").contains("regenerable"));
     assert!(skipped(&p, "app-proxy-logs").contains("optional"));
     assert!(p.describe().contains("skip app-frontend-node-modules"));
@@ -60,12 +64,12 @@ fn db_backup_dumps_only() {
     let p = plan(&sample(), &Options { databases: vec!["app".into()], ..opts(Kind::Db) }).unwrap();
     assert!(p.volumes.is_empty());
     assert!(p.redis.is_none());
-    assert_eq!(p.db.unwrap().databases, ["app"]);
+    assert_eq!(p.dbs[0].databases, ["app"]);
     let mut no_db = sample();
     no_db.services.retain(|s| s.name != "db");
     no_db.volumes.retain(|v| v.key != "app-postgres-data");
     let err = plan(&no_db, &opts(Kind::Db)).unwrap_err().to_string();
-    assert!(err.contains("no PostgreSQL service"), "{err}");
+    assert!(err.contains("no database service"), "{err}");
 }
 
 #[test]
@@ -90,23 +94,67 @@ fn the_database_can_be_left_out_and_its_volume_still_stands_for_it() {
     let mut o = opts(Kind::Full);
     o.dump_database = false;
     let p = plan(&sample(), &o).unwrap();
-    assert!(p.db.is_none());
+    assert!(p.dbs.is_empty());
     assert!(p.volumes.iter().all(|v| v.key != "app-postgres-data"), "never copied raw by accident");
 }
 
-#[test]
-fn a_second_postgresql_server_is_named_as_such() {
+/// The sample stack plus a second PostgreSQL server (`authdb` on volume `app-auth-db`), a
+/// MariaDB, and a service whose database engine the tool does not know (`mongo`).
+fn many_databases() -> Project {
     let mut p = sample();
-    let mut vol = p.volumes.iter().find(|v| v.key == "app-postgres-data").unwrap().clone();
-    vol.key = "auth-db".into();
-    vol.name = "app-auth-db".into();
-    p.volumes.push(vol);
-    let mut svc = p.services.iter().find(|s| s.name == "db").unwrap().clone();
-    svc.name = "authdb".into();
-    svc.mounts[0].source = Some("auth-db".into());
-    p.services.push(svc);
+    let base = p.volumes.iter().find(|v| v.key == "app-postgres-data").unwrap().clone();
+    let db = p.services.iter().find(|s| s.name == "db").unwrap().clone();
+    for (svc, key, image, env) in [
+        ("authdb", "auth-db", "postgres:16", vec![]),
+        ("maria", "maria-data", "mariadb:11", vec![("MARIADB_ROOT_PASSWORD_FILE", "/run/secrets/root")]),
+        ("mongo", "mongo-data", "mongo:7", vec![]),
+    ] {
+        let mut vol = base.clone();
+        (vol.key, vol.name) = (key.into(), format!("app-{key}"));
+        vol.labels.clear();
+        p.volumes.push(vol);
+        let mut s = db.clone();
+        (s.name, s.image) = (svc.into(), Some(image.into()));
+        s.mounts[0].source = Some(key.into());
+        s.environment = env.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        p.services.push(s);
+    }
+    p.services.sort_by(|a, b| a.name.cmp(&b.name));
+    p
+}
+
+#[test]
+fn every_database_service_is_dumped_and_the_rest_said_loudly() {
+    let p = plan(&many_databases(), &opts(Kind::Full)).unwrap();
+    let dumped: Vec<(&str, DbEngine)> = p.dbs.iter().map(|d| (d.login.service.as_str(), d.login.engine)).collect();
+    assert_eq!(dumped, [("authdb", DbEngine::Postgres), ("db", DbEngine::Postgres), ("maria", DbEngine::Mariadb)]);
+    assert_eq!(p.dbs[0].login.user, "postgres", "POSTGRES_USER unset: the image's default");
+    assert_eq!(p.dbs[2].login.password, Some(Secret::File("/run/secrets/root".into())));
+    for v in ["app-auth-db", "app-maria-data", "app-postgres-data"] {
+        assert!(skipped(&p, v).contains("dump of its databases"), "{v}: {}", skipped(&p, v));
+    }
+    let mongo = skipped(&p, "app-mongo-data");
+    assert!(mongo.starts_with(UNPROTECTED) && mongo.contains("mongo") && mongo.contains("xtask.dump"), "{mongo}");
+    // Asked for by name, the unknown engine's volume is copied raw instead.
+    let raw = plan(&many_databases(), &Options { volumes: vec!["app-mongo-data".into()], ..opts(Kind::Full) }).unwrap();
+    assert_eq!(names(&raw), ["app-mongo-data"]);
+    // --service narrows the dumps; a name that is no database service is refused.
+    let one = plan(&many_databases(), &Options { services: vec!["maria".into()], ..opts(Kind::Db) }).unwrap();
+    assert_eq!(one.dbs.len(), 1);
+    let err = plan(&many_databases(), &Options { services: vec!["backend".into()], ..opts(Kind::Db) }).unwrap_err();
+    assert!(err.to_string().contains("--service backend"), "{err}");
+}
+
+#[test]
+fn a_hook_labels_a_service_as_dumpable() {
+    let mut p = many_databases();
+    let mongo = p.services.iter_mut().find(|s| s.name == "mongo").unwrap();
+    mongo.labels.insert("xtask.dump".into(), "mongodump --archive".into());
+    mongo.labels.insert("xtask.load".into(), "mongorestore --archive --drop".into());
     let plan = plan(&p, &opts(Kind::Full)).unwrap();
-    assert_eq!(plan.db.as_ref().unwrap().service, "db", "the first is dumped");
-    let why = skipped(&plan, "app-auth-db");
-    assert!(why.contains("second PostgreSQL server (service authdb)") && !why.contains("other than"), "{why}");
+    let hook = plan.dbs.iter().find(|d| d.login.service == "mongo").unwrap();
+    assert_eq!(hook.login.engine, DbEngine::Hook);
+    assert_eq!(hook.login.dump_cmd.as_deref(), Some("mongodump --archive"));
+    assert!(!skipped(&plan, "app-mongo-data").starts_with(UNPROTECTED));
+    assert!(plan.describe().contains("dump service mongo with its xtask.dump command"), "{}", plan.describe());
 }

@@ -1,217 +1,137 @@
-//! Restoring the databases. Staged (the default): each dump is loaded into a new database
-//! beside the live one (`xtask_new_PID_N`, its comment naming the database it stands for), its
-//! row counts checked, and only then are the databases swapped by renames (connections to the
-//! live one refused and ended first); the old one (`xtask_old_PID_N`) is dropped once the
-//! services are back. The live database is never dropped before the new one is complete; a load
-//! that fails drops only the staged copy. Leftovers of a restore that died are settled by the
-//! next one: a staged copy never swapped in is dropped; an old copy whose live name exists is
-//! dropped, one whose live name is gone is renamed back. `--in-place` and the way back drop and
-//! reload directly. Roles (`globals.sql`) are cluster-wide and applied before the loads.
+//! Restoring the database services, each by its engine, behind one set of steps the restore
+//! calls in order: `recover` (leftovers of a restore that died), `stage` (before anything live is
+//! touched), `swap` (the short destructive part), `drop_old` (once the services are back), and
+//! `in_place` (`--in-place` and the way back). PostgreSQL ([`postgres`]) loads beside the live
+//! database and swaps by renames; MariaDB ([`mariadb`]) proves each dump by loading it into a
+//! scratch database first, then reloads the live one in the swap; a hook ([`hook`]) pipes its
+//! dump into the service's `xtask.load` command in the swap.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
-use super::DbRestore;
 use crate::archive::extract::{self, Spooled, Verified};
+use crate::archive::{DbEngine, DbInfo};
 use crate::context::Ctx;
-use crate::engine::docker::DockerCmd;
-use crate::engine::postgres;
-use crate::signals;
+use crate::engine::db::Login;
 
-/// psql in the database service, as the `postgres` OS user, the password in its environment.
-struct Psql<'a> {
-    ctx: &'a Ctx,
-    db: &'a DbRestore,
+mod hook;
+mod mariadb;
+mod postgres;
+
+/// One database service to restore: how to log in to it now (from this stack's compose file,
+/// never from the archive) and what the archive holds for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DbRestore {
+    pub login: Login,
+    pub info: DbInfo,
 }
 
-impl Psql<'_> {
-    fn cmd(&self, database: &str, extra: &[&str]) -> Result<DockerCmd> {
-        let docker = self.ctx.docker()?;
-        let dbname = postgres::dbname_arg(database);
-        let mut args = vec!["exec", "-T", "--user", postgres::OS_USER];
-        if self.db.password.is_some() {
-            args.extend(["-e", "PGPASSWORD"]);
-        }
-        args.extend([self.db.service.as_str(), "psql", "-X", "-q", "-U", self.db.user.as_str(), &dbname]);
-        args.extend(extra);
-        let c = docker.compose(&self.ctx.stack, args);
-        Ok(match &self.db.password {
-            Some(p) => c.secret_env("PGPASSWORD", p),
-            None => c,
-        })
+impl DbRestore {
+    fn globals_entry(&self) -> Result<&str> {
+        self.info.globals_entry.as_deref().with_context(|| format!("service {}: no roles entry", self.login.service))
     }
-
-    /// One query's rows (`-At`). Only names from the verified metadata or made here go in.
-    fn rows(&self, database: &str, sql: &str) -> Result<Vec<String>> {
-        let out = self.ctx.docker()?.query(&self.cmd(database, &["-At", "-c", sql])?)?;
-        Ok(out.lines().map(str::to_string).collect())
-    }
-
-    /// SQL with psql variables (`-v name=value`), stopping at the first error.
-    fn run(&self, database: &str, sql: &str, vars: &[(&str, &str)]) -> Result<()> {
-        let vars: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let mut extra = vec!["-v", "ON_ERROR_STOP=1"];
-        for v in &vars {
-            extra.extend(["-v", v.as_str()]);
-        }
-        extract::pipe_text(self.ctx.docker()?, sql, &self.cmd(database, &extra)?)
-    }
-
-    fn load(&self, database: &str, dump: &Spooled, entry: &str) -> Result<()> {
-        let cmd = self.cmd(database, &["-v", "ON_ERROR_STOP=1"])?;
-        extract::pipe_file(self.ctx.docker()?, &dump.path, &cmd)
-            .with_context(|| format!("load {entry} (stopped at the first SQL error)"))
-    }
-
-    fn exists(&self, database: &str) -> Result<bool> {
-        // `database` is a checked name (no quote): it can stand in a literal.
-        Ok(self.rows("template1", &format!("SELECT 1 FROM pg_database WHERE datname = '{database}'"))?.len() == 1)
-    }
-
-    fn check_counts(&self, database: &str, d: &crate::archive::PgDatabase) -> Result<()> {
-        for (table, rows) in &d.tables {
-            // `table` passed the grammar: `"schema"."table"`, no quote inside.
-            let got = self.rows(database, &format!("SELECT count(*) FROM {table}"))?.concat();
-            if got != rows.to_string() {
-                bail!("database {}: table {table} has {got} rows after loading, the archive says {rows}", d.name);
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Applies the roles. Ones that exist already (the superuser) make statements fail harmlessly;
-/// the roles dump holds no COPY (verify checks), so no data line can become a command.
-fn apply_roles(ctx: &Ctx, db: &DbRestore, globals: &Spooled) -> Result<()> {
-    ctx.ui.step("restore roles");
-    let psql = Psql { ctx, db };
-    extract::pipe_file(ctx.docker()?, &globals.path, &psql.cmd("template1", &[])?).context("restore roles")
-}
-
-/// Every dump copied out of the archive and checked, and the roles applied.
-fn spool_and_roles(ctx: &Ctx, verified: &Verified, db: &DbRestore, dir: &Path) -> Result<Vec<Spooled>> {
-    let globals = extract::spool_dump(verified, &db.globals_entry, dir)?;
-    let dumps = db.databases.iter().map(|d| extract::spool_dump(verified, &d.entry, dir)).collect::<Result<_>>()?;
-    apply_roles(ctx, db, &globals)?;
-    Ok(dumps)
-}
-
-/// Drops and reloads each database directly (`--in-place`, and the way back).
-pub fn in_place(ctx: &Ctx, verified: &Verified, db: &DbRestore, dir: &Path) -> Result<()> {
-    let dumps = spool_and_roles(ctx, verified, db, dir)?;
-    let psql = Psql { ctx, db };
-    for (d, dump) in db.databases.iter().zip(&dumps) {
-        signals::check()?;
-        ctx.ui.step(&format!("drop and recreate database {}, then load its dump", d.name));
-        let sql = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :'d' AND pid <> pg_backend_pid();\n\
-                   DROP DATABASE IF EXISTS :\"d\" WITH (FORCE);\nCREATE DATABASE :\"d\";\n";
-        psql.run("template1", sql, &[("d", &d.name)]).with_context(|| format!("recreate database {}", d.name))?;
-        psql.load(&d.name, dump, &d.entry)?;
-        psql.check_counts(&d.name, d)?;
-    }
-    Ok(())
 }
 
 /// A database loaded beside the live one: (live name, staged name).
 pub type StagedDb = (String, String);
 
-/// Loads every dump into a new database beside the live one and checks its row counts; on an
-/// error the staged copies loaded so far are dropped and the live databases are untouched.
-pub fn stage(ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -> Result<Vec<StagedDb>> {
-    let find = |entry: &str| spooled.get(entry).with_context(|| format!("the dump {entry} was not staged"));
-    apply_roles(ctx, db, find(&db.globals_entry)?)?;
-    let dumps: Vec<&Spooled> = db.databases.iter().map(|d| find(&d.entry)).collect::<Result<_>>()?;
-    let psql = Psql { ctx, db };
-    let mut staged = Vec::new();
-    let result = (|| -> Result<()> {
-        for (i, (d, dump)) in db.databases.iter().zip(&dumps).enumerate() {
-            signals::check()?;
-            let new = format!("xtask_new_{}_{i}", std::process::id());
-            ctx.ui.step(&format!("load database {} into {new}, beside the live one", d.name));
-            let sql = "DROP DATABASE IF EXISTS :\"s\" WITH (FORCE);\nCREATE DATABASE :\"s\";\n\
-                       COMMENT ON DATABASE :\"s\" IS :'c';\n";
-            let comment = format!("xtask restore of {}", d.name);
-            psql.run("template1", sql, &[("s", &new), ("c", &comment)])?;
-            staged.push((d.name.clone(), new.clone()));
-            psql.load(&new, dump, &d.entry)?;
-            psql.check_counts(&new, d)?;
-        }
-        Ok(())
-    })();
-    match result {
-        Ok(()) => Ok(staged),
-        Err(e) => {
-            unstage(ctx, db, &staged);
-            Err(e)
+/// What staging left to swap in, per service (in plan order).
+pub type Staged = Vec<Vec<StagedDb>>;
+
+/// Settles what restores that died left in each service.
+pub fn recover(ctx: &Ctx, dbs: &[DbRestore]) -> Result<()> {
+    for db in dbs {
+        match db.login.engine {
+            DbEngine::Postgres => postgres::recover(ctx, db)?,
+            DbEngine::Mariadb | DbEngine::Mysql => mariadb::recover(ctx, db)?,
+            DbEngine::Hook => {}
         }
     }
+    Ok(())
+}
+
+/// Before anything live changes: PostgreSQL loads beside the live databases, MariaDB proves
+/// each dump in a scratch database. On an error, what was staged is dropped.
+pub fn stage(ctx: &Ctx, dbs: &[DbRestore], spooled: &BTreeMap<String, Spooled>) -> Result<Staged> {
+    let mut staged: Staged = Vec::new();
+    for db in dbs {
+        let step = match db.login.engine {
+            DbEngine::Postgres => postgres::stage(ctx, db, spooled),
+            DbEngine::Mariadb | DbEngine::Mysql => mariadb::prove(ctx, db, spooled).map(|()| Vec::new()),
+            DbEngine::Hook => Ok(Vec::new()),
+        };
+        match step.with_context(|| format!("stage the databases of service {}", db.login.service)) {
+            Ok(s) => staged.push(s),
+            Err(e) => {
+                unstage(ctx, dbs, &staged);
+                return Err(e);
+            }
+        }
+    }
+    Ok(staged)
 }
 
 /// Drops staged copies (best effort): the live databases stay as they are.
-pub fn unstage(ctx: &Ctx, db: &DbRestore, staged: &[StagedDb]) {
-    let psql = Psql { ctx, db };
-    for (_, new) in staged {
-        if let Err(e) = psql.run("template1", "DROP DATABASE IF EXISTS :\"s\" WITH (FORCE);\n", &[("s", new)]) {
-            eprintln!("warning: could not drop the staged database {new} ({e:#}); the next restore drops it");
+pub fn unstage(ctx: &Ctx, dbs: &[DbRestore], staged: &Staged) {
+    for (db, s) in dbs.iter().zip(staged) {
+        if db.login.engine == DbEngine::Postgres {
+            postgres::unstage(ctx, db, s);
         }
     }
 }
 
-/// Swaps each staged database in by renames; returns the old copies to drop once the services
-/// are back.
-pub fn swap(ctx: &Ctx, db: &DbRestore, staged: &[StagedDb]) -> Result<Vec<String>> {
-    let psql = Psql { ctx, db };
+/// The destructive part: PostgreSQL's staged copies renamed in, MariaDB's databases and hooks
+/// reloaded from the dumps proven before. Returns the old copies to drop later, per service.
+pub fn swap(
+    ctx: &Ctx,
+    dbs: &[DbRestore],
+    staged: &Staged,
+    spooled: &BTreeMap<String, Spooled>,
+) -> Result<Vec<Vec<String>>> {
     let mut old = Vec::new();
-    for (i, (live, new)) in staged.iter().enumerate() {
-        ctx.ui.step(&format!("swap database {live} for the restored copy"));
-        if !psql.exists(live)? {
-            psql.run("template1", "ALTER DATABASE :\"s\" RENAME TO :\"d\";\n", &[("s", new), ("d", live)])?;
-            continue;
-        }
-        let aside = format!("xtask_old_{}_{i}", std::process::id());
-        let sql = "ALTER DATABASE :\"d\" WITH ALLOW_CONNECTIONS false;\n\
-                   SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = :'d' AND pid <> pg_backend_pid();\n\
-                   ALTER DATABASE :\"d\" RENAME TO :\"o\";\nALTER DATABASE :\"s\" RENAME TO :\"d\";\n";
-        psql.run("template1", sql, &[("d", live), ("s", new), ("o", &aside)])
-            .with_context(|| format!("swap database {live}"))?;
-        old.push(aside);
+    for (db, s) in dbs.iter().zip(staged) {
+        let done = match db.login.engine {
+            DbEngine::Postgres => postgres::swap(ctx, db, s),
+            DbEngine::Mariadb | DbEngine::Mysql => mariadb::reload(ctx, db, spooled).map(|()| Vec::new()),
+            DbEngine::Hook => hook::load(ctx, db, spooled).map(|()| Vec::new()),
+        };
+        old.push(done.with_context(|| format!("restore the databases of service {}", db.login.service))?);
     }
     Ok(old)
 }
 
-/// Drops the old copies after a successful swap.
-pub fn drop_old(ctx: &Ctx, db: &DbRestore, old: &[String]) -> Result<()> {
-    let psql = Psql { ctx, db };
-    for o in old {
-        psql.run("template1", "DROP DATABASE IF EXISTS :\"o\" WITH (FORCE);\n", &[("o", o)])
-            .with_context(|| format!("drop the old copy {o}"))?;
+/// Drops the old copies after a successful swap (the services are healthy again).
+pub fn drop_old(ctx: &Ctx, dbs: &[DbRestore], old: &[Vec<String>]) -> Result<()> {
+    for (db, o) in dbs.iter().zip(old).filter(|(_, o)| !o.is_empty()) {
+        postgres::drop_old(ctx, db, o)?;
     }
     Ok(())
 }
 
-/// Settles what restores that died left: staged copies dropped, old copies dropped when their
-/// live name exists, renamed back when it does not.
-pub fn recover(ctx: &Ctx, db: &DbRestore) -> Result<()> {
-    let psql = Psql { ctx, db };
-    let sql = "SELECT d.datname || '|' || coalesce(shobj_description(d.oid, 'pg_database'), '') FROM pg_database d \
-               WHERE d.datname ~ '^xtask_(new|old)_[0-9]+_[0-9]+$'";
-    for row in psql.rows("template1", sql)? {
-        let Some((name, comment)) = row.split_once('|') else { continue };
-        let pid = name.split('_').nth(2).unwrap_or_default();
-        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
+/// Drops and reloads every database directly (`--in-place`, and the way back).
+pub fn in_place(ctx: &Ctx, verified: &Verified, dbs: &[DbRestore], dir: &Path) -> Result<()> {
+    for db in dbs {
+        let what = format!("restore the databases of service {}", db.login.service);
+        match db.login.engine {
+            DbEngine::Postgres => postgres::in_place(ctx, verified, db, dir),
+            DbEngine::Mariadb | DbEngine::Mysql | DbEngine::Hook => {
+                let entries = db.info.globals_entry.iter().chain(db.info.databases.iter().map(|d| &d.entry));
+                let spooled: BTreeMap<String, Spooled> =
+                    entries.map(|e| Ok((e.clone(), extract::spool_dump(verified, e, dir)?))).collect::<Result<_>>()?;
+                match db.login.engine {
+                    DbEngine::Hook => hook::load(ctx, db, &spooled),
+                    _ => mariadb::reload(ctx, db, &spooled),
+                }
+            }
         }
-        let live = comment.strip_prefix("xtask restore of ").unwrap_or_default();
-        if name.starts_with("xtask_old_") && crate::archive::grammar::is_db_name(live) && !psql.exists(live)? {
-            ctx.ui.step(&format!("rename {name} back to {live}: an interrupted restore had moved it aside"));
-            psql.run("template1", "ALTER DATABASE :\"o\" RENAME TO :\"d\";\n", &[("o", name), ("d", live)])?;
-            psql.run("template1", "ALTER DATABASE :\"d\" WITH ALLOW_CONNECTIONS true;\n", &[("d", live)])?;
-        } else {
-            ctx.ui.step(&format!("drop {name}, left by an interrupted restore"));
-            psql.run("template1", "DROP DATABASE IF EXISTS :\"o\" WITH (FORCE);\n", &[("o", name)])?;
-        }
+        .context(what)?;
     }
     Ok(())
+}
+
+/// The spooled dump of `entry`, which the one pass or `in_place` copied out and checked.
+fn find<'a>(spooled: &'a BTreeMap<String, Spooled>, entry: &str) -> Result<&'a Spooled> {
+    spooled.get(entry).with_context(|| format!("the dump {entry} was not staged"))
 }

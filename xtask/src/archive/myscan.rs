@@ -1,0 +1,338 @@
+//! Reads a `mariadb-dump` / `mysqldump` as it streams past, the way the `mariadb` client lexes
+//! it: strings (`'…'`, `"…"` with backslash escapes), `` `identifiers` ``, comments (`-- `, `#`,
+//! `/* */`; `/*!…*/` and `/*M!…*/` are code) and `DELIMITER` lines. From that it counts the rows
+//! of every table's `INSERT … VALUES (…),(…)` (tables created without rows count 0), sees
+//! whether the dump ends with the `-- Dump completed` trailer, and refuses any backslash outside
+//! strings and comments: that is how the client spells its own commands (`\!` runs a shell),
+//! and a dump never needs one (the loader also runs the client with `--binary-mode --sandbox`).
+//! The one exception is the first line newer dumps begin with,
+//! `/*M!999999\- enable the sandbox mode */`, which turns the sandbox on.
+
+use std::collections::BTreeMap;
+
+pub const TRAILER: &str = "-- Dump completed";
+const SANDBOX_LINE: &[u8] = b"/*M!999999\\- enable the sandbox mode */";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum St {
+    #[default]
+    Code,
+    Quoted(u8),
+    Escape(u8),
+    /// After `-` in code; `Dash2` after `--` (a comment only when whitespace follows).
+    Dash,
+    Dash2,
+    LineComment,
+    /// After `/` in code, after `/*`, after `/*M`.
+    Slash,
+    SlashStar,
+    SlashStarM,
+    Block,
+    BlockStar,
+    /// After `/*!` or `/*M!`: the version digits, then code until `*/`.
+    ExecDigits,
+    DelimiterLine,
+}
+
+#[derive(Debug, Default)]
+pub struct MyScan {
+    st: St,
+    /// Inside an executable comment, and just after a `*` there.
+    exec: bool,
+    exec_star: bool,
+    /// The first line, held until it is complete (it may be the sandbox line).
+    head: Vec<u8>,
+    started: bool,
+    delim: Vec<u8>,
+    delim_at: usize,
+    col: usize,
+    /// The first tokens of the statement being read (bounded), and the token being read.
+    words: Vec<String>,
+    word: Vec<u8>,
+    depth: u32,
+    comment: Vec<u8>,
+    comment_col0: bool,
+    delim_line: Vec<u8>,
+    pub tables: BTreeMap<String, u64>,
+    pub complete: bool,
+    pub violation: Option<String>,
+}
+
+impl MyScan {
+    pub fn feed(&mut self, data: &[u8]) {
+        if self.started {
+            data.iter().for_each(|&b| self.byte(b));
+            return;
+        }
+        self.head.extend_from_slice(data);
+        let nl = self.head.iter().position(|&b| b == b'\n');
+        if nl.is_none() && self.head.len() <= 256 {
+            return;
+        }
+        let head = std::mem::take(&mut self.head);
+        self.started = true;
+        self.delim = b";".to_vec();
+        let first = &head[..nl.unwrap_or(0)];
+        let rest = match first.strip_suffix(b" ").unwrap_or(first) == SANDBOX_LINE {
+            true => &head[first.len()..],
+            false => &head[..],
+        };
+        rest.iter().for_each(|&b| self.byte(b));
+    }
+
+    fn refuse(&mut self, what: &str) {
+        if self.violation.is_none() {
+            self.violation = Some(what.to_string());
+        }
+    }
+
+    fn byte(&mut self, b: u8) {
+        let col = self.col;
+        self.col = if b == b'\n' { 0 } else { self.col + 1 };
+        match self.st {
+            St::Code => self.code(b, col),
+            St::Quoted(q) if b == b'\\' && q != b'`' => self.st = St::Escape(q),
+            St::Quoted(q) if b == q => {
+                self.st = St::Code;
+                if q == b'`' {
+                    let name = String::from_utf8_lossy(&std::mem::take(&mut self.word)).into_owned();
+                    self.push_word(format!("`{name}`"));
+                }
+            }
+            St::Quoted(q) => {
+                if q == b'`' && self.word.len() < 256 {
+                    self.word.push(b);
+                }
+            }
+            St::Escape(q) => self.st = St::Quoted(q),
+            St::Dash if b == b'-' => self.st = St::Dash2,
+            St::Dash => {
+                self.st = St::Code;
+                self.code(b, col);
+            }
+            St::Dash2 if b.is_ascii_whitespace() || b < 0x20 => {
+                self.comment = b"-- ".to_vec();
+                self.comment_col0 = col == 2;
+                self.st = St::LineComment;
+                if b == b'\n' {
+                    self.end_comment();
+                }
+            }
+            St::Dash2 => {
+                self.st = St::Code;
+                self.code(b, col);
+            }
+            St::LineComment if b == b'\n' => self.end_comment(),
+            St::LineComment => {
+                if self.comment.len() < 64 {
+                    self.comment.push(b);
+                }
+            }
+            St::Slash if b == b'*' => self.st = St::SlashStar,
+            St::Slash => {
+                self.st = St::Code;
+                self.code(b, col);
+            }
+            St::SlashStar | St::SlashStarM if b == b'!' => {
+                self.exec = true;
+                self.st = St::ExecDigits;
+            }
+            St::SlashStar if b == b'M' => self.st = St::SlashStarM,
+            St::SlashStar | St::SlashStarM | St::Block => self.st = if b == b'*' { St::BlockStar } else { St::Block },
+            St::BlockStar => {
+                self.st = match b {
+                    b'/' => St::Code,
+                    b'*' => St::BlockStar,
+                    _ => St::Block,
+                }
+            }
+            St::ExecDigits if b.is_ascii_digit() => {}
+            St::ExecDigits => {
+                self.st = St::Code;
+                self.code(b, col);
+            }
+            St::DelimiterLine if b == b'\n' => {
+                let line = String::from_utf8_lossy(&std::mem::take(&mut self.delim_line)).into_owned();
+                match line.split_whitespace().next() {
+                    Some(d) => self.delim = d.as_bytes().to_vec(),
+                    None => self.refuse("a DELIMITER line without a delimiter"),
+                }
+                self.st = St::Code;
+                self.end_statement();
+            }
+            St::DelimiterLine => {
+                if self.delim_line.len() < 64 {
+                    self.delim_line.push(b);
+                }
+            }
+        }
+    }
+
+    fn end_comment(&mut self) {
+        self.st = St::Code;
+        if self.comment_col0 && self.comment.starts_with(TRAILER.as_bytes()) {
+            self.complete = true;
+        }
+    }
+
+    /// One byte of code: words, quotes, comment openers, parentheses and the delimiter.
+    fn code(&mut self, b: u8, col: usize) {
+        let _ = col;
+        if !b.is_ascii_whitespace() {
+            self.complete = false;
+        }
+        let exec_star = std::mem::replace(&mut self.exec_star, false);
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'$' {
+            if self.word.len() < 64 {
+                self.word.push(b);
+            }
+            return;
+        }
+        self.flush_word();
+        if self.st == St::DelimiterLine {
+            self.delim_line.push(b);
+            return;
+        }
+        match b {
+            b'\\' => self.refuse("a client command (a backslash outside strings and comments), which no dump holds"),
+            b'\'' | b'"' | b'`' => self.st = St::Quoted(b),
+            b'#' => {
+                self.comment.clear();
+                self.comment_col0 = false;
+                self.st = St::LineComment;
+            }
+            b'-' => self.st = St::Dash,
+            b'/' if exec_star && self.exec => self.exec = false,
+            b'/' => self.st = St::Slash,
+            b'*' if self.exec => self.exec_star = true,
+            b'(' => {
+                if self.depth == 0 && self.in_values() {
+                    if let Some(t) = self.words.get(self.table_at()).cloned() {
+                        *self.tables.entry(t).or_default() += 1;
+                    }
+                }
+                self.depth += 1;
+            }
+            b')' => self.depth = self.depth.saturating_sub(1),
+            _ => {}
+        }
+        self.match_delimiter(b);
+    }
+
+    fn match_delimiter(&mut self, b: u8) {
+        if self.st != St::Code {
+            return;
+        }
+        if self.delim.get(self.delim_at) == Some(&b) {
+            self.delim_at += 1;
+        } else {
+            self.delim_at = usize::from(self.delim.first() == Some(&b));
+        }
+        if self.delim_at == self.delim.len() {
+            self.delim_at = 0;
+            self.end_statement();
+        }
+    }
+
+    fn flush_word(&mut self) {
+        if self.word.is_empty() {
+            return;
+        }
+        let w = String::from_utf8_lossy(&std::mem::take(&mut self.word)).to_ascii_uppercase();
+        if self.words.is_empty() && self.depth == 0 && w == "DELIMITER" {
+            self.st = St::DelimiterLine;
+            self.delim_line.clear();
+            return;
+        }
+        self.push_word(w);
+    }
+
+    fn push_word(&mut self, w: String) {
+        if self.words.len() >= 6 {
+            return;
+        }
+        if self.words.len() == 2 && self.words[0] == "CREATE" && self.words[1] == "TABLE" && w.starts_with('`') {
+            self.tables.entry(w.clone()).or_default();
+        }
+        self.words.push(w);
+    }
+
+    /// `INSERT [IGNORE] INTO `t` VALUES` / `REPLACE INTO `t` VALUES`: where the table stands.
+    fn table_at(&self) -> usize {
+        if self.words.get(1).map(String::as_str) == Some("IGNORE") {
+            3
+        } else {
+            2
+        }
+    }
+
+    fn in_values(&self) -> bool {
+        let (w, t) = (&self.words, self.table_at());
+        matches!(w.first().map(String::as_str), Some("INSERT" | "REPLACE"))
+            && w.get(t - 1).map(String::as_str) == Some("INTO")
+            && w.get(t).is_some_and(|x| x.starts_with('`'))
+            && w.get(t + 1).map(String::as_str) == Some("VALUES")
+    }
+
+    fn end_statement(&mut self) {
+        self.words.clear();
+        self.word.clear();
+        self.depth = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(text: &str, chunk: usize) -> MyScan {
+        let mut s = MyScan::default();
+        for c in text.as_bytes().chunks(chunk) {
+            s.feed(c);
+        }
+        s
+    }
+
+    const DUMP: &str = "/*M!999999\\- enable the sandbox mode */ \n-- MariaDB dump 10.19\n\
+        /*!40101 SET NAMES utf8mb4 */;\nCREATE TABLE `t` (\n  `id` int(11) NOT NULL\n) ENGINE=InnoDB;\n\
+        CREATE TABLE `empty` (`x` int);\n\
+        INSERT INTO `t` VALUES\n(1,'a\\'b\\\\c'),\n(2,'(x),(y); \\\\!'),\n(3,NULL);\n\
+        DELIMITER ;;\n/*!50003 CREATE*/ /*!50003 TRIGGER tr BEFORE INSERT ON t FOR EACH ROW BEGIN \
+        INSERT INTO `log` VALUES (1); END */;;\nDELIMITER ;\n\
+        -- comment with \\! inside\n/* block \\! */ # hash \\!\nSELECT 1--1;\n\
+        -- Dump completed on 2026-11-27 12:00:00\n";
+
+    #[test]
+    fn counts_rows_and_sees_the_trailer_in_any_chunking() {
+        for chunk in [1, 2, 3, 7, 4096] {
+            let s = scan(DUMP, chunk);
+            assert_eq!(s.violation, None, "chunk {chunk}");
+            assert!(s.complete, "chunk {chunk}");
+            let want = BTreeMap::from([("`t`".to_string(), 3), ("`empty`".to_string(), 0)]);
+            assert_eq!(s.tables, want, "chunk {chunk}: the trigger's INSERT is no row");
+        }
+    }
+
+    #[test]
+    fn refuses_client_commands_outside_strings_and_comments() {
+        for bad in [
+            "SELECT 1; \\! sh -c id\n",
+            "SELECT 1 \\. /etc/passwd\n",
+            "/*!40101 SET x=1 \\! id */;\n",
+            "/*M!999999\\- enable the sandbox mode */\n\\! id\n",
+            "SELECT 1--1 \\! id\n",
+        ] {
+            assert!(scan(bad, 3).violation.is_some(), "{bad:?} passed");
+        }
+        // The sandbox line only where dumps write it: the first line.
+        assert!(scan("SELECT 1;\n/*M!999999\\- enable the sandbox mode */\n", 64).violation.is_some());
+    }
+
+    #[test]
+    fn a_dump_cut_short_is_incomplete() {
+        let cut = &DUMP[..DUMP.len() - 45];
+        assert!(!scan(cut, 64).complete);
+        let trailing = format!("{DUMP}DROP DATABASE x;\n");
+        assert!(!scan(&trailing, 64).complete, "statements after the trailer");
+    }
+}

@@ -1,0 +1,291 @@
+//! Database services as one interface: which engine a service runs (its `xtask.engine` label,
+//! its `xtask.dump` hook, else its image), how the tool logs in (the image's own conventions,
+//! `*_FILE` secrets read inside the container), and the client commands that dump, query and
+//! load it. Secrets reach the container only through its environment (`-e NAME`, the value in
+//! docker's own environment) or a file it already has: never on a command line. Database and
+//! table names reach these commands only after the grammar checked them.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Result};
+
+use crate::archive::DbEngine;
+use crate::engine::docker::{Docker, DockerCmd};
+use crate::engine::postgres;
+use crate::model::compose::{Service, Stack};
+
+/// What a service is, for the data it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Detected {
+    /// A database the tool dumps.
+    Dump(DbEngine),
+    /// Redis and its kin: saved, then its volume copied.
+    Redis,
+    /// Not a database (or `xtask.engine: none`).
+    Other,
+}
+
+/// The engine of `service`: label `xtask.engine`, then a `xtask.dump` hook, then the image.
+pub fn detect(service: &Service) -> Result<Detected> {
+    if let Some(e) = service.labels.get("xtask.engine") {
+        return Ok(match e.as_str() {
+            "postgres" => Detected::Dump(DbEngine::Postgres),
+            "mariadb" => Detected::Dump(DbEngine::Mariadb),
+            "mysql" => Detected::Dump(DbEngine::Mysql),
+            "redis" => Detected::Redis,
+            "hook" => Detected::Dump(DbEngine::Hook),
+            "none" => Detected::Other,
+            other => bail!(
+                "service {}: label xtask.engine is {other:?}; use postgres, mariadb, mysql, redis, hook or none",
+                service.name
+            ),
+        });
+    }
+    if service.labels.contains_key("xtask.dump") {
+        return Ok(Detected::Dump(DbEngine::Hook));
+    }
+    let image = service.image.as_deref().unwrap_or_default().to_lowercase();
+    let base = image.rsplit('/').next().unwrap_or_default().split([':', '@']).next().unwrap_or_default();
+    let has = |words: &[&str]| words.iter().any(|w| base.contains(w));
+    Ok(if has(&["postgres", "postgis", "timescaledb"]) {
+        Detected::Dump(DbEngine::Postgres)
+    } else if has(&["mariadb"]) {
+        Detected::Dump(DbEngine::Mariadb)
+    } else if has(&["mysql", "percona"]) {
+        Detected::Dump(DbEngine::Mysql)
+    } else if has(&["redis", "valkey", "keydb"]) {
+        Detected::Redis
+    } else {
+        Detected::Other
+    })
+}
+
+/// A password as the service's compose file gives it: a value, or a file inside the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secret {
+    Value(String),
+    File(String),
+}
+
+/// How the tool logs in to a database service, from its compose environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub service: String,
+    pub engine: DbEngine,
+    /// The user, or the file inside the container that holds it (`POSTGRES_USER_FILE`).
+    pub user: String,
+    pub user_file: Option<String>,
+    pub password: Option<Secret>,
+    /// `xtask.dump` / `xtask.load` of a hook service (commands run by `sh -c` in the service).
+    pub dump_cmd: Option<String>,
+    pub load_cmd: Option<String>,
+}
+
+fn value_or_file(env: &BTreeMap<String, String>, names: &[&str]) -> Option<Secret> {
+    names.iter().find_map(|n| {
+        let v = env.get(*n).filter(|v| !v.is_empty()).map(|v| Secret::Value(v.clone()));
+        v.or_else(|| env.get(&format!("{n}_FILE")).filter(|f| !f.is_empty()).map(|f| Secret::File(f.clone())))
+    })
+}
+
+/// The login for `service`, run by `engine`, by the image's own conventions.
+pub fn login(service: &Service, engine: DbEngine) -> Result<Login> {
+    let env = &service.environment;
+    let mut login = Login {
+        service: service.name.clone(),
+        engine,
+        user: String::new(),
+        user_file: None,
+        password: None,
+        dump_cmd: None,
+        load_cmd: None,
+    };
+    match engine {
+        DbEngine::Postgres => {
+            login.user = env.get("POSTGRES_USER").cloned().unwrap_or_else(|| "postgres".into());
+            login.user_file = env.get("POSTGRES_USER_FILE").filter(|_| !env.contains_key("POSTGRES_USER")).cloned();
+            login.password = value_or_file(env, &["POSTGRES_PASSWORD"]);
+        }
+        DbEngine::Mariadb | DbEngine::Mysql => {
+            login.user = "root".into();
+            login.password = value_or_file(env, &["MARIADB_ROOT_PASSWORD", "MYSQL_ROOT_PASSWORD"]);
+            let empty_ok = ["MARIADB_ALLOW_EMPTY_ROOT_PASSWORD", "MYSQL_ALLOW_EMPTY_PASSWORD"]
+                .iter()
+                .any(|k| env.get(*k).is_some_and(|v| !v.is_empty()));
+            if login.password.is_none() && !empty_ok {
+                bail!(
+                    "service {}: no root password in its environment (MARIADB_ROOT_PASSWORD, MYSQL_ROOT_PASSWORD \
+                     or their _FILE forms), which the tool needs to dump every database with its users and \
+                     grants; set one, or label the service xtask.engine: none to leave it out",
+                    service.name
+                );
+            }
+        }
+        DbEngine::Hook => {
+            login.dump_cmd = service.labels.get("xtask.dump").cloned();
+            login.load_cmd = service.labels.get("xtask.load").cloned();
+            if login.dump_cmd.is_none() {
+                bail!("service {}: label xtask.engine: hook needs a label xtask.dump (a command whose stdout is the dump)", service.name);
+            }
+        }
+    }
+    Ok(login)
+}
+
+/// The environment variable each engine's client reads its password from.
+fn password_var(engine: DbEngine) -> &'static str {
+    match engine {
+        DbEngine::Postgres => "PGPASSWORD",
+        DbEngine::Mariadb | DbEngine::Mysql | DbEngine::Hook => "MYSQL_PWD",
+    }
+}
+
+impl Login {
+    /// `docker compose exec -T [--user U] SERVICE CMD…` with the password in the client's
+    /// environment: forwarded by name (`-e VAR`), or read from its file inside the container by
+    /// a fixed script that takes the path as an argument.
+    pub fn exec(&self, docker: &Docker, stack: &Stack, os_user: Option<&str>, cmd: &[&str]) -> DockerCmd {
+        let var = password_var(self.engine);
+        let mut args: Vec<String> = vec!["exec".into(), "-T".into()];
+        if let Some(u) = os_user {
+            args.extend(["--user".into(), u.into()]);
+        }
+        if let Some(Secret::Value(_)) = &self.password {
+            args.extend(["-e".into(), var.into()]);
+        }
+        args.push(self.service.clone());
+        if let Some(Secret::File(path)) = &self.password {
+            let script = format!("p=$(cat -- \"$1\") || exit 1; shift; {var}=$p; export {var}; exec \"$@\"");
+            args.extend(["sh".into(), "-c".into(), script, "xtask-login".into(), path.clone()]);
+        }
+        args.extend(cmd.iter().map(|s| s.to_string()));
+        let c = docker.compose(stack, args);
+        match &self.password {
+            Some(Secret::Value(v)) => c.secret_env(var, v),
+            _ => c,
+        }
+    }
+
+    /// The user name, read from its file inside the container when the compose file says so.
+    pub fn resolve_user(&mut self, docker: &Docker, stack: &Stack) -> Result<()> {
+        let Some(file) = self.user_file.take() else { return Ok(()) };
+        let out = docker.query(&docker.compose(stack, ["exec", "-T", &self.service, "cat", "--", &file]))?;
+        let user = out.trim().to_string();
+        if !crate::archive::grammar::is_db_name(&user) {
+            bail!("service {}: the user in {file} is outside [A-Za-z0-9_.-]; archives cannot record it", self.service);
+        }
+        self.user = user;
+        Ok(())
+    }
+
+    /// A client command as the engine's clients run: PostgreSQL's as the `postgres` OS user.
+    pub fn client(&self, docker: &Docker, stack: &Stack, cmd: &[&str]) -> DockerCmd {
+        match self.engine {
+            DbEngine::Postgres => self.exec(docker, stack, Some(postgres::OS_USER), cmd),
+            _ => self.exec(docker, stack, None, cmd),
+        }
+    }
+
+    /// The engine's dump and load clients: (`mariadb-dump`, `mariadb`) or MySQL's names.
+    pub fn my_tools(&self) -> (&'static str, &'static str) {
+        match self.engine {
+            DbEngine::Mysql => ("mysqldump", "mysql"),
+            _ => ("mariadb-dump", "mariadb"),
+        }
+    }
+
+    /// `mariadb`/`mysql` reading SQL on stdin, as the loader runs it: stop at the first error,
+    /// client commands off (`--binary-mode`), no shell or file access (`--sandbox`, MariaDB
+    /// only), no client-side files (`--local-infile=0`).
+    pub fn my_load(&self, docker: &Docker, stack: &Stack, database: Option<&str>) -> DockerCmd {
+        let (_, client) = self.my_tools();
+        let user = format!("--user={}", self.user);
+        let mut args = vec![client, "--batch", "--binary-mode", "--local-infile=0", &user];
+        if self.engine == DbEngine::Mariadb {
+            args.push("--sandbox");
+        }
+        args.extend(database);
+        self.client(docker, stack, &args)
+    }
+
+    /// One query's rows (tab-separated, no headers) through `mariadb`/`mysql`.
+    pub fn my_query(&self, docker: &Docker, stack: &Stack, sql: &str) -> Result<Vec<String>> {
+        let (_, client) = self.my_tools();
+        let user = format!("--user={}", self.user);
+        let out =
+            docker.query(&self.client(docker, stack, &[client, "--batch", "--skip-column-names", &user, "-e", sql]))?;
+        Ok(out.lines().map(str::to_string).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(image: &str, env: &[(&str, &str)], labels: &[(&str, &str)]) -> Service {
+        let map = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Service {
+            name: "db".into(),
+            image: Some(image.into()),
+            mounts: vec![],
+            environment: map(env),
+            labels: map(labels),
+        }
+    }
+
+    #[test]
+    fn detects_by_label_then_hook_then_image() {
+        let d = |image: &str, labels: &[(&str, &str)]| detect(&svc(image, &[], labels)).unwrap();
+        assert_eq!(d("postgres:16", &[]), Detected::Dump(DbEngine::Postgres));
+        assert_eq!(d("ghcr.io/immich-app/postgres:14-vectorchord0.4.3", &[]), Detected::Dump(DbEngine::Postgres));
+        assert_eq!(d("timescale/timescaledb:latest-pg16", &[]), Detected::Dump(DbEngine::Postgres));
+        assert_eq!(d("mariadb:11", &[]), Detected::Dump(DbEngine::Mariadb));
+        assert_eq!(d("mysql:8", &[]), Detected::Dump(DbEngine::Mysql));
+        assert_eq!(d("percona/percona-server:8.0", &[]), Detected::Dump(DbEngine::Mysql));
+        assert_eq!(d("valkey/valkey:8", &[]), Detected::Redis);
+        assert_eq!(d("nginx", &[]), Detected::Other);
+        assert_eq!(d("alpine", &[("xtask.dump", "sqlite3 /d/x.db .dump")]), Detected::Dump(DbEngine::Hook));
+        assert_eq!(d("postgres:16", &[("xtask.engine", "none")]), Detected::Other);
+        assert_eq!(d("my/custom-db", &[("xtask.engine", "mariadb")]), Detected::Dump(DbEngine::Mariadb));
+        assert!(detect(&svc("x", &[], &[("xtask.engine", "oracle")])).unwrap_err().to_string().contains("oracle"));
+    }
+
+    #[test]
+    fn logins_follow_the_images_conventions() {
+        let pg = login(
+            &svc("postgres", &[("POSTGRES_USER", "app"), ("POSTGRES_PASSWORD_FILE", "/run/secrets/pw")], &[]),
+            DbEngine::Postgres,
+        )
+        .unwrap();
+        assert_eq!((pg.user.as_str(), pg.password), ("app", Some(Secret::File("/run/secrets/pw".into()))));
+        let pg = login(&svc("postgres", &[("POSTGRES_USER_FILE", "/run/secrets/u")], &[]), DbEngine::Postgres).unwrap();
+        assert_eq!(pg.user_file.as_deref(), Some("/run/secrets/u"));
+        let my = login(&svc("mariadb", &[("MYSQL_ROOT_PASSWORD", "s3")], &[]), DbEngine::Mariadb).unwrap();
+        assert_eq!((my.user.as_str(), my.password), ("root", Some(Secret::Value("s3".into()))));
+        let err = login(&svc("mariadb", &[("MARIADB_USER", "wp")], &[]), DbEngine::Mariadb).unwrap_err().to_string();
+        assert!(err.contains("MARIADB_ROOT_PASSWORD") && err.contains("xtask.engine: none"), "{err}");
+    }
+
+    #[test]
+    fn passwords_never_reach_a_command_line() {
+        let docker = Docker::for_plans();
+        let stack = Stack {
+            name: "demo".into(),
+            files: vec![],
+            project_dir: "/s".into(),
+            profiles: vec![],
+            env: crate::model::compose::Env::default(),
+        };
+        let by_value = Login {
+            password: Some(Secret::Value("hunter2".into())),
+            ..login(&svc("mariadb", &[("MARIADB_ROOT_PASSWORD", "x")], &[]), DbEngine::Mariadb).unwrap()
+        };
+        let c = by_value.my_load(&docker, &stack, Some("wp"));
+        assert!(!c.args.iter().any(|a| a.contains("hunter2")), "{c}");
+        assert_eq!(c.secret_env, [("MYSQL_PWD".to_string(), "hunter2".to_string())]);
+        assert!(c.args.iter().any(|a| a == "--sandbox") && c.args.iter().any(|a| a == "--binary-mode"));
+        let by_file = Login { password: Some(Secret::File("/run/secrets/root".into())), ..by_value };
+        let c = by_file.my_load(&docker, &stack, None);
+        assert!(c.secret_env.is_empty() && c.args.contains(&"/run/secrets/root".to_string()), "{c}");
+    }
+}

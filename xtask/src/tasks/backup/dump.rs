@@ -1,0 +1,242 @@
+//! Dumping the stack's database services, one engine at a time, each into private temporary
+//! files (0600) beside the archive, read as they stream by the engine's dump checker so the
+//! metadata can record row counts and a dump cut short fails the backup:
+//! PostgreSQL (`pg_dumpall --globals-only`, then `pg_dump` per database), MariaDB/MySQL
+//! (`--system=users`, then one `--single-transaction --routines --triggers --events` dump per
+//! database) and hooks (the service's `xtask.dump` command). Entries go under
+//! `databases/<service>/`.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::DbSource;
+use crate::archive::{dumpstats::DumpStats, grammar, DbDump, DbEngine, DbInfo};
+use crate::context::Ctx;
+use crate::engine::docker::{Docker, DockerCmd};
+use crate::engine::postgres;
+use crate::ui::{human_bytes, Progress};
+
+/// A temporary dump file (0600) that removes itself.
+pub struct TempDump {
+    pub path: PathBuf,
+}
+
+impl Drop for TempDump {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// One service's dumps: (entry, file) in archive order, and what the metadata says of them.
+pub struct Dumped {
+    pub files: Vec<(String, TempDump)>,
+    pub info: DbInfo,
+}
+
+/// Streams `cmd`'s output into a new temporary file, feeding the engine's dump checker.
+fn dump_to_file(
+    docker: &Docker,
+    cmd: &DockerCmd,
+    engine: DbEngine,
+    path: &Path,
+    progress: &Progress,
+) -> Result<(TempDump, DumpStats)> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    let temp = TempDump { path: path.to_path_buf() };
+    let mut child = docker.stream(cmd)?;
+    let mut stats = DumpStats::new(engine);
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = child.read(&mut buf).context("read the dump")?;
+        if n == 0 {
+            break;
+        }
+        stats.feed(&buf[..n]);
+        file.write_all(&buf[..n]).with_context(|| format!("write {}", path.display()))?;
+        progress.inc(n as u64);
+    }
+    child.finish()?;
+    file.sync_all()?;
+    Ok((temp, stats))
+}
+
+/// Where a service's dumps are written meanwhile: `.pgdump-PID-SERVICE-N.sql` in `dir`.
+fn temp_path(dir: &Path, service: &str, n: usize) -> PathBuf {
+    dir.join(format!(".pgdump-{}-{service}-{n}.sql", std::process::id()))
+}
+
+/// Dumps one database service (its server already running).
+pub fn dump_service(ctx: &Ctx, src: &DbSource, dir: &Path) -> Result<Dumped> {
+    let mut src = src.clone();
+    src.login.resolve_user(ctx.docker()?, &ctx.stack)?;
+    let what = format!("dump the databases of service {}", src.login.service);
+    match src.login.engine {
+        DbEngine::Postgres => dump_postgres(ctx, &src, dir),
+        DbEngine::Mariadb | DbEngine::Mysql => dump_mariadb(ctx, &src, dir),
+        DbEngine::Hook => dump_hook(ctx, &src, dir),
+    }
+    .context(what)
+}
+
+fn new_info(src: &DbSource, version: String) -> DbInfo {
+    let prefix = format!("databases/{}/", src.login.service);
+    DbInfo {
+        service: src.login.service.clone(),
+        engine: src.login.engine,
+        volume: src.volume.clone(),
+        server_version: version.trim().chars().take(128).collect(),
+        user: src.login.user.clone(),
+        globals_entry: src.login.engine.globals_file().map(|f| format!("{prefix}{f}")),
+        databases: Vec::new(),
+    }
+}
+
+/// The databases to dump: `wanted` (those of them the server has) or all it lists.
+fn choose(all: Vec<String>, wanted: &[String]) -> Vec<String> {
+    if wanted.is_empty() {
+        all
+    } else {
+        all.into_iter().filter(|d| wanted.contains(d)).collect()
+    }
+}
+
+/// One database's dump, checked complete: its entry, file and row counts.
+fn dump_one(
+    ctx: &Ctx,
+    src: &DbSource,
+    dir: &Path,
+    i: usize,
+    name: &str,
+    cmd: &DockerCmd,
+) -> Result<(DbDump, TempDump)> {
+    if !grammar::is_db_name(name) {
+        bail!(
+            "database {name:?} of service {} has a name outside [A-Za-z0-9_.-] (at most 63 bytes), which \
+             archives do not hold (docs/archive-format.md); rename it, or leave it out with --database NAME \
+             for each database to keep",
+            src.login.service
+        );
+    }
+    let service = &src.login.service;
+    let progress = ctx.ui.progress(&format!("dump database {name} of {service}"));
+    let path = temp_path(dir, service, i + 1);
+    let (file, stats) = dump_to_file(ctx.docker()?, cmd, src.login.engine, &path, &progress)
+        .with_context(|| format!("dump database {name}"))?;
+    if stats.bytes == 0 || !stats.complete() {
+        bail!("the dump of database {name} is empty or lacks its completion trailer (the server stopped?): the backup failed");
+    }
+    if let Some(v) = stats.violation() {
+        bail!("the dump of database {name}: {v}; it would not restore, so the backup failed");
+    }
+    progress.finish(&format!("{service}/{name}: {} tables, {}", stats.tables().len(), human_bytes(stats.bytes)));
+    let entry = format!("databases/{service}/{name}.sql");
+    Ok((DbDump { name: name.to_string(), entry, tables: stats.tables().clone() }, file))
+}
+
+/// The cluster-wide dump (roles; users and grants) into the globals entry.
+fn dump_globals(ctx: &Ctx, src: &DbSource, dir: &Path, info: &DbInfo, cmd: &DockerCmd) -> Result<TempDump> {
+    let entry = info.globals_entry.clone().unwrap_or_default();
+    let progress = ctx.ui.progress(&format!("dump {entry}"));
+    let (file, stats) =
+        dump_to_file(ctx.docker()?, cmd, src.login.engine, &temp_path(dir, &src.login.service, 0), &progress)
+            .with_context(|| format!("dump {entry}"))?;
+    progress.finish(&format!("{entry}: {}", human_bytes(stats.bytes)));
+    if stats.bytes == 0 {
+        bail!("{entry}: the dump printed nothing: the backup is not valid");
+    }
+    Ok(file)
+}
+
+fn dump_postgres(ctx: &Ctx, src: &DbSource, dir: &Path) -> Result<Dumped> {
+    let (docker, stack, login) = (ctx.docker()?, &ctx.stack, &src.login);
+    let template1 = postgres::dbname_arg("template1");
+    let query = |sql: &str| {
+        docker.query(&login.client(
+            docker,
+            stack,
+            &["psql", "-X", "-q", "-At", "-U", &login.user, &template1, "-c", sql],
+        ))
+    };
+    let version = query("SHOW server_version").context("ask PostgreSQL for its version")?;
+    let sql = "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1";
+    let databases = choose(query(sql)?.lines().map(str::to_string).collect(), &src.databases);
+    let mut info = new_info(src, version);
+    let globals = login.client(docker, stack, &["pg_dumpall", "-U", &login.user, "--globals-only"]);
+    let mut files =
+        vec![(info.globals_entry.clone().unwrap_or_default(), dump_globals(ctx, src, dir, &info, &globals)?)];
+    for (i, name) in databases.iter().enumerate() {
+        let dbname = postgres::dbname_arg(name);
+        let args = ["pg_dump", "-U", &login.user, "--no-password", "--quote-all-identifiers", &dbname];
+        let (dump, file) = dump_one(ctx, src, dir, i, name, &login.client(docker, stack, &args))?;
+        files.push((dump.entry.clone(), file));
+        info.databases.push(dump);
+    }
+    Ok(Dumped { files, info })
+}
+
+/// MariaDB's and MySQL's own schemas: never dumped as databases (users and grants come from
+/// `--system=users`).
+const MY_SYSTEM: [&str; 4] = ["mysql", "information_schema", "performance_schema", "sys"];
+
+fn dump_mariadb(ctx: &Ctx, src: &DbSource, dir: &Path) -> Result<Dumped> {
+    let (docker, stack, login) = (ctx.docker()?, &ctx.stack, &src.login);
+    let version = login.my_query(docker, stack, "SELECT VERSION()").context("ask the server for its version")?.concat();
+    let all = login.my_query(docker, stack, "SELECT schema_name FROM information_schema.schemata ORDER BY 1")?;
+    let databases = choose(all.into_iter().filter(|d| !MY_SYSTEM.contains(&d.as_str())).collect(), &src.databases);
+    let mut info = new_info(src, version);
+    let (dump_tool, _) = login.my_tools();
+    let user = format!("--user={}", login.user);
+    // Users and grants: `CREATE USER IF NOT EXISTS` and `GRANT`, so loading them never fails
+    // on the users that exist already (the root the tool logs in as among them).
+    // MySQL's mysqldump has no --system=users: its users are not in the archive.
+    let mut files = Vec::new();
+    if let Some(entry) = info.globals_entry.clone() {
+        let args = [dump_tool, &user, "--system=users", "--insert-ignore", "--skip-dump-date"];
+        files.push((entry, dump_globals(ctx, src, dir, &info, &login.client(docker, stack, &args))?));
+    }
+    for (i, name) in databases.iter().enumerate() {
+        let args = [
+            dump_tool,
+            &user,
+            "--single-transaction",
+            "--routines",
+            "--triggers",
+            "--events",
+            "--skip-dump-date",
+            "--",
+            name,
+        ];
+        let (dump, file) = dump_one(ctx, src, dir, i, name, &login.client(docker, stack, &args))?;
+        files.push((dump.entry.clone(), file));
+        info.databases.push(dump);
+    }
+    Ok(Dumped { files, info })
+}
+
+fn dump_hook(ctx: &Ctx, src: &DbSource, dir: &Path) -> Result<Dumped> {
+    let (docker, stack, login) = (ctx.docker()?, &ctx.stack, &src.login);
+    let command = login.dump_cmd.as_deref().context("no xtask.dump label")?;
+    let mut info = new_info(src, "hook".into());
+    info.user = "hook".into();
+    let progress = ctx.ui.progress(&format!("dump service {} (xtask.dump)", login.service));
+    let cmd = login.exec(docker, stack, None, &["sh", "-c", command]);
+    let (file, stats) = dump_to_file(docker, &cmd, DbEngine::Hook, &temp_path(dir, &login.service, 1), &progress)
+        .with_context(|| format!("run the xtask.dump command of service {}", login.service))?;
+    if stats.bytes == 0 {
+        bail!("the xtask.dump command of service {} printed nothing: the backup failed", login.service);
+    }
+    progress.finish(&format!("{}: {}", login.service, human_bytes(stats.bytes)));
+    let entry = format!("databases/{}/dump", login.service);
+    info.databases.push(DbDump { name: "dump".into(), entry: entry.clone(), tables: BTreeMap::new() });
+    Ok(Dumped { files: vec![(entry, file)], info })
+}

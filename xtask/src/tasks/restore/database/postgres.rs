@@ -1,0 +1,207 @@
+//! Restoring a PostgreSQL service's databases. Staged (the default): each dump is loaded into a new database
+//! beside the live one (`xtask_new_PID_N`, its comment naming the database it stands for), its
+//! row counts checked, and only then are the databases swapped by renames (connections to the
+//! live one refused and ended first); the old one (`xtask_old_PID_N`) is dropped once the
+//! services are back. The live database is never dropped before the new one is complete; a load
+//! that fails drops only the staged copy. Leftovers of a restore that died are settled by the
+//! next one: a staged copy never swapped in is dropped; an old copy whose live name exists is
+//! dropped, one whose live name is gone is renamed back. `--in-place` and the way back drop and
+//! reload directly. Roles (`globals.sql`) are cluster-wide and applied before the loads.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use super::{DbRestore, StagedDb};
+use crate::archive::extract::{self, Spooled, Verified};
+use crate::context::Ctx;
+use crate::engine::docker::DockerCmd;
+use crate::engine::postgres;
+use crate::signals;
+
+/// psql in the database service, as the `postgres` OS user, the password in its environment.
+struct Psql<'a> {
+    ctx: &'a Ctx,
+    db: &'a DbRestore,
+}
+
+impl Psql<'_> {
+    fn cmd(&self, database: &str, extra: &[&str]) -> Result<DockerCmd> {
+        let docker = self.ctx.docker()?;
+        let dbname = postgres::dbname_arg(database);
+        let mut args = vec!["psql", "-X", "-q", "-U", self.db.login.user.as_str(), &dbname];
+        args.extend(extra);
+        Ok(self.db.login.client(docker, &self.ctx.stack, &args))
+    }
+
+    /// One query's rows (`-At`). Only names from the verified metadata or made here go in.
+    fn rows(&self, database: &str, sql: &str) -> Result<Vec<String>> {
+        let out = self.ctx.docker()?.query(&self.cmd(database, &["-At", "-c", sql])?)?;
+        Ok(out.lines().map(str::to_string).collect())
+    }
+
+    /// SQL with psql variables (`-v name=value`), stopping at the first error.
+    fn run(&self, database: &str, sql: &str, vars: &[(&str, &str)]) -> Result<()> {
+        let vars: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut extra = vec!["-v", "ON_ERROR_STOP=1"];
+        for v in &vars {
+            extra.extend(["-v", v.as_str()]);
+        }
+        extract::pipe_text(self.ctx.docker()?, sql, &self.cmd(database, &extra)?)
+    }
+
+    fn load(&self, database: &str, dump: &Spooled, entry: &str) -> Result<()> {
+        let cmd = self.cmd(database, &["-v", "ON_ERROR_STOP=1"])?;
+        extract::pipe_file(self.ctx.docker()?, &dump.path, &cmd)
+            .with_context(|| format!("load {entry} (stopped at the first SQL error)"))
+    }
+
+    fn exists(&self, database: &str) -> Result<bool> {
+        // `database` is a checked name (no quote): it can stand in a literal.
+        Ok(self.rows("template1", &format!("SELECT 1 FROM pg_database WHERE datname = '{database}'"))?.len() == 1)
+    }
+
+    fn check_counts(&self, database: &str, d: &crate::archive::DbDump) -> Result<()> {
+        for (table, rows) in &d.tables {
+            // `table` passed the grammar: `"schema"."table"`, no quote inside.
+            let got = self.rows(database, &format!("SELECT count(*) FROM {table}"))?.concat();
+            if got != rows.to_string() {
+                bail!("database {}: table {table} has {got} rows after loading, the archive says {rows}", d.name);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies the roles. Ones that exist already (the superuser) make statements fail harmlessly;
+/// the roles dump holds no COPY (verify checks), so no data line can become a command.
+fn apply_roles(ctx: &Ctx, db: &DbRestore, globals: &Spooled) -> Result<()> {
+    ctx.ui.step(&format!("restore the roles of service {}", db.login.service));
+    let psql = Psql { ctx, db };
+    extract::pipe_file(ctx.docker()?, &globals.path, &psql.cmd("template1", &[])?).context("restore roles")
+}
+
+/// Every dump copied out of the archive and checked, and the roles applied.
+fn spool_and_roles(ctx: &Ctx, verified: &Verified, db: &DbRestore, dir: &Path) -> Result<Vec<Spooled>> {
+    let globals = extract::spool_dump(verified, db.globals_entry()?, dir)?;
+    let dumps =
+        db.info.databases.iter().map(|d| extract::spool_dump(verified, &d.entry, dir)).collect::<Result<_>>()?;
+    apply_roles(ctx, db, &globals)?;
+    Ok(dumps)
+}
+
+/// Drops and reloads each database directly (`--in-place`, and the way back).
+pub fn in_place(ctx: &Ctx, verified: &Verified, db: &DbRestore, dir: &Path) -> Result<()> {
+    let dumps = spool_and_roles(ctx, verified, db, dir)?;
+    let psql = Psql { ctx, db };
+    for (d, dump) in db.info.databases.iter().zip(&dumps) {
+        signals::check()?;
+        ctx.ui.step(&format!("drop and recreate database {} of {}, then load its dump", d.name, db.login.service));
+        let sql = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :'d' AND pid <> pg_backend_pid();\n\
+                   DROP DATABASE IF EXISTS :\"d\" WITH (FORCE);\nCREATE DATABASE :\"d\";\n";
+        psql.run("template1", sql, &[("d", &d.name)]).with_context(|| format!("recreate database {}", d.name))?;
+        psql.load(&d.name, dump, &d.entry)?;
+        psql.check_counts(&d.name, d)?;
+    }
+    Ok(())
+}
+
+/// Loads every dump into a new database beside the live one and checks its row counts; on an
+/// error the staged copies loaded so far are dropped and the live databases are untouched.
+pub fn stage(ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -> Result<Vec<StagedDb>> {
+    let find = |entry: &str| spooled.get(entry).with_context(|| format!("the dump {entry} was not staged"));
+    apply_roles(ctx, db, find(db.globals_entry()?)?)?;
+    let dumps: Vec<&Spooled> = db.info.databases.iter().map(|d| find(&d.entry)).collect::<Result<_>>()?;
+    let psql = Psql { ctx, db };
+    let mut staged = Vec::new();
+    let result = (|| -> Result<()> {
+        for (i, (d, dump)) in db.info.databases.iter().zip(&dumps).enumerate() {
+            signals::check()?;
+            let new = format!("xtask_new_{}_{i}", std::process::id());
+            ctx.ui.step(&format!("load database {} of {} into {new}, beside the live one", d.name, db.login.service));
+            let sql = "DROP DATABASE IF EXISTS :\"s\" WITH (FORCE);\nCREATE DATABASE :\"s\";\n\
+                       COMMENT ON DATABASE :\"s\" IS :'c';\n";
+            let comment = format!("xtask restore of {}", d.name);
+            psql.run("template1", sql, &[("s", &new), ("c", &comment)])?;
+            staged.push((d.name.clone(), new.clone()));
+            psql.load(&new, dump, &d.entry)?;
+            psql.check_counts(&new, d)?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(staged),
+        Err(e) => {
+            unstage(ctx, db, &staged);
+            Err(e)
+        }
+    }
+}
+
+/// Drops staged copies (best effort): the live databases stay as they are.
+pub fn unstage(ctx: &Ctx, db: &DbRestore, staged: &[StagedDb]) {
+    let psql = Psql { ctx, db };
+    for (_, new) in staged {
+        if let Err(e) = psql.run("template1", "DROP DATABASE IF EXISTS :\"s\" WITH (FORCE);\n", &[("s", new)]) {
+            eprintln!("warning: could not drop the staged database {new} ({e:#}); the next restore drops it");
+        }
+    }
+}
+
+/// Swaps each staged database in by renames; returns the old copies to drop once the services
+/// are back.
+pub fn swap(ctx: &Ctx, db: &DbRestore, staged: &[StagedDb]) -> Result<Vec<String>> {
+    let psql = Psql { ctx, db };
+    let mut old = Vec::new();
+    for (i, (live, new)) in staged.iter().enumerate() {
+        ctx.ui.step(&format!("swap database {live} for the restored copy"));
+        if !psql.exists(live)? {
+            psql.run("template1", "ALTER DATABASE :\"s\" RENAME TO :\"d\";\n", &[("s", new), ("d", live)])?;
+            continue;
+        }
+        let aside = format!("xtask_old_{}_{i}", std::process::id());
+        let sql = "ALTER DATABASE :\"d\" WITH ALLOW_CONNECTIONS false;\n\
+                   SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = :'d' AND pid <> pg_backend_pid();\n\
+                   ALTER DATABASE :\"d\" RENAME TO :\"o\";\nALTER DATABASE :\"s\" RENAME TO :\"d\";\n";
+        psql.run("template1", sql, &[("d", live), ("s", new), ("o", &aside)])
+            .with_context(|| format!("swap database {live}"))?;
+        old.push(aside);
+    }
+    Ok(old)
+}
+
+/// Drops the old copies after a successful swap.
+pub fn drop_old(ctx: &Ctx, db: &DbRestore, old: &[String]) -> Result<()> {
+    let psql = Psql { ctx, db };
+    for o in old {
+        psql.run("template1", "DROP DATABASE IF EXISTS :\"o\" WITH (FORCE);\n", &[("o", o)])
+            .with_context(|| format!("drop the old copy {o}"))?;
+    }
+    Ok(())
+}
+
+/// Settles what restores that died left: staged copies dropped, old copies dropped when their
+/// live name exists, renamed back when it does not.
+pub fn recover(ctx: &Ctx, db: &DbRestore) -> Result<()> {
+    let psql = Psql { ctx, db };
+    let sql = "SELECT d.datname || '|' || coalesce(shobj_description(d.oid, 'pg_database'), '') FROM pg_database d \
+               WHERE d.datname ~ '^xtask_(new|old)_[0-9]+_[0-9]+$'";
+    for row in psql.rows("template1", sql)? {
+        let Some((name, comment)) = row.split_once('|') else { continue };
+        let pid = name.split('_').nth(2).unwrap_or_default();
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let live = comment.strip_prefix("xtask restore of ").unwrap_or_default();
+        if name.starts_with("xtask_old_") && crate::archive::grammar::is_db_name(live) && !psql.exists(live)? {
+            ctx.ui.step(&format!("rename {name} back to {live}: an interrupted restore had moved it aside"));
+            psql.run("template1", "ALTER DATABASE :\"o\" RENAME TO :\"d\";\n", &[("o", name), ("d", live)])?;
+            psql.run("template1", "ALTER DATABASE :\"d\" WITH ALLOW_CONNECTIONS true;\n", &[("d", live)])?;
+        } else {
+            ctx.ui.step(&format!("drop {name}, left by an interrupted restore"));
+            psql.run("template1", "DROP DATABASE IF EXISTS :\"o\" WITH (FORCE);\n", &[("o", name)])?;
+        }
+    }
+    Ok(())
+}
