@@ -72,6 +72,19 @@ impl TestStack {
         TestStack { project, env, files: vec![workspace().join("compose/compose.yaml")] }
     }
 
+    /// One test's own instance of the every-engine stack (tests/fixtures/engines): volumes named
+    /// `<project>-pg-data` etc., the MariaDB root password a fresh random secret in `secret_dir`.
+    pub fn engines(name: &str, secret_dir: &Path) -> TestStack {
+        let project = format!("xt-{name}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+        let secret = secret_dir.join("maria-root-password");
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        std::fs::write(&secret, format!("root pw {nanos:x}")).unwrap();
+        let mut env = testbed_env();
+        env.push(("ENGINES_PREFIX".into(), project.clone()));
+        env.push(("ENGINES_SECRET_FILE".into(), secret.to_string_lossy().into_owned()));
+        TestStack { project, env, files: vec![fixtures().join("engines/compose.yaml")] }
+    }
+
     pub fn volume(&self, suffix: &str) -> String {
         format!("{}-{suffix}", self.project)
     }
@@ -109,6 +122,21 @@ impl TestStack {
         c.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let out = c.output().unwrap();
         assert!(out.status.success(), "docker compose {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// `docker compose exec -T SERVICE CMD…` with `stdin`; must succeed; returns stdout.
+    pub fn exec(&self, service: &str, cmd: &[&str], stdin: &str) -> String {
+        use std::io::Write;
+        let mut c = Command::new("docker");
+        c.args(["compose", "--project-name", &self.project, "--file"]).arg(&self.files[0]);
+        c.args(["exec", "-T", service]).args(cmd);
+        c.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "exec {service} {cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
     }
 
     /// Starts the xtask binary on this stack in the background (stderr piped).
