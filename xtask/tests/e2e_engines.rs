@@ -4,6 +4,8 @@
 //! rows; a dump that dies half-way fails the backup for every engine; and an archive of format
 //! version 1, made by the release before version 2, restores into today's sample stack.
 
+#![allow(clippy::disallowed_methods)] // tests drive docker and tar directly
+
 mod common;
 
 use common::*;
