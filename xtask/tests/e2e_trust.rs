@@ -311,7 +311,7 @@ fn crafted_archives_are_refused_and_change_nothing() {
                 let d = e.iter_mut().find(|x| x.name == b"databases/db/globals.sql").unwrap();
                 d.data.extend_from_slice(b"COPY nothing FROM stdin;\n\\! touch /tmp/pwned\n\\.\n");
             }),
-            "roles dump holds COPY",
+            "holds table data",
         ),
         ("huge-metadata", Box::new(|e| e[0].data.extend(std::iter::repeat_n(b' ', 17 << 20))), "at most 16 MiB"),
         ("after-sums", Box::new(|e| e.push(file(&format!("{media}/late"), b"late"))), "after SHA256SUMS"),

@@ -197,8 +197,13 @@ impl Docker {
             if host != me || pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists() {
                 continue;
             }
-            self.apply(&self.cmd(["rm", "--force", "--volumes", id]))?;
-            removed += 1;
+            match self.apply(&self.cmd(["rm", "--force", "--volumes", id])) {
+                Ok(()) => removed += 1,
+                // A `--rm` helper whose process just died may be removing itself: that is fine.
+                Err(e) if ["already in progress", "No such container"].iter().any(|m| format!("{e:#}").contains(m)) => {
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(removed)
     }
