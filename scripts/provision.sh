@@ -148,10 +148,13 @@ if ! image_ok xtask-test/busybox:local; then
 fi
 
 # MariaDB and SQLite: their own rootfs (and revision), so adding them rebuilds nothing above.
-MARIADB_REV=2
+MARIADB_REV=3
+# The rootfs changes less often than the entrypoint: its own revision, so an entrypoint change
+# re-imports the image from the cached rootfs.
+MARIADB_ROOTFS_REV=2
 mariadb_ok() { [ "$(docker image inspect -f '{{index .Config.Labels "xtask.testbed.mariadb"}}' "$1" 2>/dev/null)" = "$MARIADB_REV" ]; }
 if ! mariadb_ok xtask-test/mariadb:local || ! mariadb_ok xtask-test/sqlite:local; then
-    out=$CACHE_DIR/debian-$SUITE-mariadb-rev$MARIADB_REV.tar
+    out=$CACHE_DIR/debian-$SUITE-mariadb-rev$MARIADB_ROOTFS_REV.tar
     if [ ! -s "$out" ]; then
         apt_install mmdebstrap
         mkdir -p "$CACHE_DIR"

@@ -33,7 +33,9 @@ if [ "${1:-}" = mariadbd ] && [ "$(id -u)" = 0 ]; then
         db=$(env_or_file DATABASE); user=$(env_or_file USER); pw=$(env_or_file PASSWORD)
         {
             echo "DELETE FROM mysql.user WHERE user = '';"
-            echo "DROP USER IF EXISTS 'root'@$(sql_str "$(hostname)");"
+            # Like the official image: root only at localhost and '%' (a password-less
+            # root@127.0.0.1 would shadow root@'%' for TCP logins from the same host).
+            echo "DROP USER IF EXISTS 'root'@$(sql_str "$(hostname)"), 'root'@'127.0.0.1', 'root'@'::1';"
             echo "ALTER USER 'root'@'localhost' IDENTIFIED BY $(sql_str "$root_pw");"
             echo "CREATE USER 'root'@'%' IDENTIFIED BY $(sql_str "$root_pw");"
             echo "GRANT ALL ON *.* TO 'root'@'%' WITH GRANT OPTION;"

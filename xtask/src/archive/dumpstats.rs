@@ -1,133 +1,15 @@
-//! Reads a dump as it streams past, by its engine. A plain-format `pg_dump`: the rows each
-//! table's `COPY` block holds, whether pg_dump's completion trailer is there (a dump without it
-//! is incomplete), and whether anything in it would make psql do more than send SQL (see
-//! [`SqlScan`]). A `mariadb-dump`: the same facts through [`MyScan`]. A hook's dump is opaque:
-//! only its size is known (its command's exit status says whether it is complete).
+//! The dump checker for an engine's dumps: the `dumpscan` crate (its own crate so that it runs
+//! optimised in dev builds), chosen by the engine that made the dump.
 
-use std::collections::BTreeMap;
+pub use dumpscan::{Dialect, DumpStats};
 
-pub use super::myscan::MyScan;
-pub use super::sqlscan::SqlScan;
 use super::DbEngine;
 
-pub const TRAILER: &str = "-- PostgreSQL database dump complete";
-
-#[derive(Debug, Default)]
-pub struct DumpStats {
-    engine: DbEngine,
-    my: MyScan,
-    partial: Vec<u8>,
-    in_copy: Option<String>,
-    pub tables: BTreeMap<String, u64>,
-    pub complete: bool,
-    pub bytes: u64,
-    /// The psql lexer's view of the same bytes: the first thing that is not plain SQL.
-    pub scan: SqlScan,
-}
-
-impl DumpStats {
-    pub fn new(engine: DbEngine) -> DumpStats {
-        DumpStats { engine, ..DumpStats::default() }
-    }
-
-    /// Rows per table, as the dump holds them.
-    pub fn tables(&self) -> &BTreeMap<String, u64> {
-        match self.engine {
-            DbEngine::Mariadb | DbEngine::Mysql => &self.my.tables,
-            DbEngine::Postgres | DbEngine::Hook => &self.tables,
-        }
-    }
-
-    /// Whether the dump ends with its tool's completion trailer (a hook's: always).
-    pub fn complete(&self) -> bool {
-        match self.engine {
-            DbEngine::Postgres => self.complete,
-            DbEngine::Mariadb | DbEngine::Mysql => self.my.complete,
-            DbEngine::Hook => true,
-        }
-    }
-
-    /// The first thing in it that the loading client would take as more than SQL.
-    pub fn violation(&self) -> Option<&str> {
-        match self.engine {
-            DbEngine::Postgres => self.scan.violation.as_deref(),
-            DbEngine::Mariadb | DbEngine::Mysql => self.my.violation.as_deref(),
-            DbEngine::Hook => None,
-        }
-    }
-
-    pub fn feed(&mut self, mut data: &[u8]) {
-        self.bytes += data.len() as u64;
-        match self.engine {
-            DbEngine::Postgres => {}
-            DbEngine::Mariadb | DbEngine::Mysql => return self.my.feed(data),
-            DbEngine::Hook => return,
-        }
-        self.scan.feed(data);
-        while let Some(nl) = data.iter().position(|&b| b == b'\n') {
-            if self.partial.is_empty() {
-                self.line(&data[..nl]);
-            } else {
-                self.partial.extend_from_slice(&data[..nl]);
-                let line = std::mem::take(&mut self.partial);
-                self.line(&line);
-            }
-            data = &data[nl + 1..];
-        }
-        // Keep a bounded tail only: long data lines need not be held to be counted.
-        if self.partial.len() < 4096 {
-            let room = 4096 - self.partial.len();
-            self.partial.extend_from_slice(&data[..data.len().min(room)]);
-        }
-    }
-
-    fn line(&mut self, line: &[u8]) {
-        if let Some(table) = &self.in_copy {
-            if line == b"\\." {
-                self.in_copy = None;
-            } else {
-                *self.tables.entry(table.clone()).or_default() += 1;
-            }
-            return;
-        }
-        if line.starts_with(b"COPY ") && line.ends_with(b" FROM stdin;") {
-            let text = String::from_utf8_lossy(&line[5..]);
-            let name = text.split(" (").next().unwrap_or_default();
-            let name = name.strip_suffix(" FROM stdin;").unwrap_or(name).to_string();
-            self.tables.entry(name.clone()).or_default();
-            self.in_copy = Some(name);
-        } else if line == TRAILER.as_bytes() {
-            self.complete = true;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counts_copy_rows_across_chunk_boundaries() {
-        let dump = "--\n-- PostgreSQL database dump\n--\nCOPY public.items (id, name) FROM stdin;\n1\ta\n2\tb\\nc\n\\.\n\
-                    COPY \"odd schema\".\"T\" (x) FROM stdin;\n\\.\nCOPY public.empty FROM stdin;\n\\.\n--\n-- PostgreSQL database dump complete\n--\n";
-        for split in [1, 3, 7, dump.len()] {
-            let mut s = DumpStats::default();
-            for chunk in dump.as_bytes().chunks(split) {
-                s.feed(chunk);
-            }
-            assert!(s.complete);
-            assert_eq!(s.tables["public.items"], 2);
-            assert_eq!(s.tables["\"odd schema\".\"T\""], 0);
-            assert_eq!(s.tables["public.empty"], 0);
-            assert_eq!(s.bytes, dump.len() as u64);
-        }
-    }
-
-    #[test]
-    fn missing_trailer_means_incomplete() {
-        let mut s = DumpStats::default();
-        s.feed(b"COPY public.items (id) FROM stdin;\n1\n2\n");
-        assert!(!s.complete);
-        assert_eq!(s.tables["public.items"], 2);
-    }
+/// A checker for a dump made by `engine`.
+pub fn new(engine: DbEngine) -> DumpStats {
+    DumpStats::new(match engine {
+        DbEngine::Postgres => Dialect::Postgres,
+        DbEngine::Mariadb | DbEngine::Mysql => Dialect::Mysql,
+        DbEngine::Hook => Dialect::Opaque,
+    })
 }

@@ -536,7 +536,7 @@ fn spool(
         .open(&path)
         .with_context(|| format!("create {}", path.display()))?;
     let spooled = Spooled { path };
-    let mut stats = crate::archive::dumpstats::DumpStats::new(engine);
+    let mut stats = crate::archive::dumpstats::new(engine);
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut bytes = 0;

@@ -6,9 +6,7 @@
 pub mod dumpstats;
 pub mod extract;
 pub mod grammar;
-pub mod myscan;
 pub mod pgz;
-pub mod sqlscan;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -693,7 +691,7 @@ fn read_entry<R: Read>(
     let mut text = Vec::new();
     let mut hasher = Sha256::new();
     let mut stats = match c.place {
-        grammar::Place::Dump { engine } => dumpstats::DumpStats::new(engine),
+        grammar::Place::Dump { engine } => dumpstats::new(engine),
         _ => dumpstats::DumpStats::default(),
     };
     let mut buf = vec![0u8; 256 * 1024];

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Result};
 
 use crate::archive::DbEngine;
+use crate::engine::docker::helper::{Beside, Helper};
 use crate::engine::docker::{Docker, DockerCmd};
 use crate::engine::postgres;
 use crate::model::compose::{Service, Stack};
@@ -206,6 +207,30 @@ impl Login {
         }
         args.extend(database);
         self.client(docker, stack, &args)
+    }
+
+    /// `mariadb-dump`/`mysqldump ARGS… --result-file=/xtask-io/stream` in a helper beside the
+    /// service's `container` (its `image`, its network namespace: the server at 127.0.0.1 over
+    /// TCP; its mounts: the `_FILE` secret at its path), so the dump reaches the tool through a
+    /// FIFO instead of the daemon's attach stream (three times faster here).
+    pub fn my_dump_beside(&self, container: &str, image: &str, args: &[&str]) -> Helper {
+        let (dump_tool, _) = self.my_tools();
+        let user = format!("--user={}", self.user);
+        let mut command: Vec<String> = Vec::new();
+        let mut secret_env = Vec::new();
+        match &self.password {
+            Some(Secret::File(path)) => {
+                let script = "p=$(cat -- \"$1\") || exit 1; shift; MYSQL_PWD=$p; export MYSQL_PWD; exec \"$@\"";
+                command.extend(["sh".into(), "-c".into(), script.into(), "xtask-login".into(), path.clone()]);
+            }
+            Some(Secret::Value(v)) => secret_env.push(("MYSQL_PWD".to_string(), v.clone())),
+            None => {}
+        }
+        let out = "--result-file=/xtask-io/stream";
+        command.extend([dump_tool, "--host=127.0.0.1", "--protocol=TCP", &user, out].map(String::from));
+        command.extend(args.iter().map(|a| a.to_string()));
+        let beside = Beside { container: container.into(), image: image.into(), secret_env };
+        Helper { mounts: Vec::new(), stdin: false, command, beside: Some(beside) }
     }
 
     /// One query's rows (tab-separated, no headers) through `mariadb`/`mysql`.

@@ -22,13 +22,26 @@ pub struct HelperMount {
     pub bind: bool,
 }
 
-/// A helper container: `docker run --rm --network none` of the helper image.
+/// A helper container: `docker run --rm --network none` of the helper image, or a [`Beside`]
+/// helper that runs a service's own image in that service's network namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Helper {
     pub mounts: Vec<HelperMount>,
     /// Attach stdin (`-i`): the command reads what the tool writes.
     pub stdin: bool,
     pub command: Vec<String>,
+    pub beside: Option<Beside>,
+}
+
+/// Running beside a service's container: its image, its network namespace (`--network
+/// container:ID`, so the server is at 127.0.0.1) and its mounts (`--volumes-from ID`, so the
+/// files its `_FILE` secrets name are there), with secret environment variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Beside {
+    pub container: String,
+    pub image: String,
+    /// Passed as `-e NAME`, the value in docker's environment only.
+    pub secret_env: Vec<(String, String)>,
 }
 
 impl Helper {
@@ -44,13 +57,14 @@ impl Helper {
                 bind: false,
             })
             .collect();
-        Helper { mounts, stdin: false, command: command.iter().map(|c| c.to_string()).collect() }
+        Helper { mounts, stdin: false, command: command.iter().map(|c| c.to_string()).collect(), beside: None }
     }
 
     /// `volume` mounted read-write at `/v/0`, stdin attached.
     pub fn writer(volume: &str, command: &[&str]) -> Helper {
         let mount = HelperMount { source: volume.into(), target: "/v/0".into(), read_only: false, bind: false };
-        Helper { mounts: vec![mount], stdin: true, command: command.iter().map(|c| c.to_string()).collect() }
+        let command = command.iter().map(|c| c.to_string()).collect();
+        Helper { mounts: vec![mount], stdin: true, command, beside: None }
     }
 
     /// The docker command that runs it.
@@ -59,16 +73,31 @@ impl Helper {
         if self.stdin {
             args.push("-i".into());
         }
-        args.extend(["--network".into(), "none".into()]);
+        let network = match &self.beside {
+            Some(b) => format!("container:{}", b.container),
+            None => "none".into(),
+        };
+        args.extend(["--network".into(), network]);
         args.extend(labels());
         for m in &self.mounts {
             let kind = if m.bind { "bind" } else { "volume" };
             let ro = if m.read_only { ",readonly" } else { "" };
             args.extend(["--mount".into(), format!("type={kind},source={},target={}{ro}", m.source, m.target)]);
         }
-        args.push(image());
+        let mut secret_env = Vec::new();
+        match &self.beside {
+            Some(b) => {
+                args.extend(["--volumes-from".into(), b.container.clone()]);
+                for (name, value) in &b.secret_env {
+                    args.extend(["-e".into(), name.clone()]);
+                    secret_env.push((name.clone(), value.clone()));
+                }
+                args.extend(["--entrypoint".into(), String::new(), b.image.clone()]);
+            }
+            None => args.push(image()),
+        }
         args.extend(self.command.iter().cloned());
-        DockerCmd { args, secret_env: Vec::new() }
+        DockerCmd { args, secret_env }
     }
 }
 
@@ -112,6 +141,15 @@ impl Docker {
         }
         let helper = Helper::read_only(&[volume], &["tar", "-c", "-f", "-", "-C", "/v/0", "."]);
         Ok(VolumeTar::Stream(self.stream(&helper.to_cmd())?))
+    }
+
+    /// What `helper` writes to `/xtask-io/stream`, through a FIFO (kernel to kernel, not the
+    /// daemon's attach stream). None when the engine is not local: use another way.
+    pub fn helper_output(&self, helper: Helper) -> Result<Option<VolumeTar>> {
+        if !fifo_allowed() {
+            return Ok(None);
+        }
+        Ok(self.fifo_helper(helper, false)?.map(VolumeTar::Fifo))
     }
 
     /// A sink that fills volume `volume` from a tar stream (`tar -x --numeric-owner` in a helper).

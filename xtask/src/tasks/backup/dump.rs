@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use super::DbSource;
 use crate::archive::{dumpstats::DumpStats, grammar, DbDump, DbEngine, DbInfo};
 use crate::context::Ctx;
-use crate::engine::docker::{Docker, DockerCmd};
+use crate::engine::docker::{Docker, DockerCmd, Helper, VolumeTar};
 use crate::engine::postgres;
 use crate::ui::{human_bytes, Progress};
 
@@ -38,10 +38,9 @@ pub struct Dumped {
     pub info: DbInfo,
 }
 
-/// Streams `cmd`'s output into a new temporary file, feeding the engine's dump checker.
+/// Streams a dump into a new temporary file, feeding the engine's dump checker.
 fn dump_to_file(
-    docker: &Docker,
-    cmd: &DockerCmd,
+    mut child: VolumeTar,
     engine: DbEngine,
     path: &Path,
     progress: &Progress,
@@ -53,8 +52,7 @@ fn dump_to_file(
         .open(path)
         .with_context(|| format!("create {}", path.display()))?;
     let temp = TempDump { path: path.to_path_buf() };
-    let mut child = docker.stream(cmd)?;
-    let mut stats = DumpStats::new(engine);
+    let mut stats = crate::archive::dumpstats::new(engine);
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = child.read(&mut buf).context("read the dump")?;
@@ -110,15 +108,43 @@ fn choose(all: Vec<String>, wanted: &[String]) -> Vec<String> {
     }
 }
 
-/// One database's dump, checked complete: its entry, file and row counts.
-fn dump_one(
+/// `cmd`'s output as a stream (through the daemon's attach stream).
+fn exec_stream(docker: &Docker, cmd: &DockerCmd) -> Result<VolumeTar> {
+    Ok(VolumeTar::Stream(docker.stream(cmd)?))
+}
+
+/// How a database's dump is read: `docker compose exec` in the service, or first a helper
+/// beside it whose output comes through a FIFO (falling back to the exec when that helper fails
+/// before writing a byte, e.g. when the server refuses TCP logins).
+struct DumpCmd {
+    exec: DockerCmd,
+    beside: Option<Helper>,
+}
+
+/// The dump through the helper beside the service, if there is one and it wrote anything.
+fn dump_beside(
     ctx: &Ctx,
-    src: &DbSource,
-    dir: &Path,
-    i: usize,
-    name: &str,
-    cmd: &DockerCmd,
-) -> Result<(DbDump, TempDump)> {
+    helper: Helper,
+    engine: DbEngine,
+    path: &Path,
+    progress: &Progress,
+) -> Result<Option<(TempDump, DumpStats)>> {
+    let direct = ctx.docker()?.helper_output(helper).and_then(|stream| match stream {
+        Some(s) => dump_to_file(s, engine, path, progress).map(Some),
+        None => Ok(None),
+    });
+    match direct {
+        Err(e) if std::fs::metadata(path).map_or(true, |m| m.len() == 0) => {
+            let _ = std::fs::remove_file(path);
+            ctx.ui.step(&format!("the direct dump reader failed ({e:#}); dump through docker compose exec instead"));
+            Ok(None)
+        }
+        other => other,
+    }
+}
+
+/// One database's dump, checked complete: its entry, file and row counts.
+fn dump_one(ctx: &Ctx, src: &DbSource, dir: &Path, i: usize, name: &str, how: DumpCmd) -> Result<(DbDump, TempDump)> {
     if !grammar::is_db_name(name) {
         bail!(
             "database {name:?} of service {} has a name outside [A-Za-z0-9_.-] (at most 63 bytes), which \
@@ -130,8 +156,18 @@ fn dump_one(
     let service = &src.login.service;
     let progress = ctx.ui.progress(&format!("dump database {name} of {service}"));
     let path = temp_path(dir, service, i + 1);
-    let (file, stats) = dump_to_file(ctx.docker()?, cmd, src.login.engine, &path, &progress)
-        .with_context(|| format!("dump database {name}"))?;
+    let engine = src.login.engine;
+    let direct = match how.beside {
+        Some(helper) => {
+            dump_beside(ctx, helper, engine, &path, &progress).with_context(|| format!("dump database {name}"))?
+        }
+        None => None,
+    };
+    let (file, stats) = match direct {
+        Some(done) => done,
+        None => dump_to_file(exec_stream(ctx.docker()?, &how.exec)?, engine, &path, &progress)
+            .with_context(|| format!("dump database {name}"))?,
+    };
     if stats.bytes == 0 || !stats.complete() {
         bail!("the dump of database {name} is empty or lacks its completion trailer (the server stopped?): the backup failed");
     }
@@ -147,9 +183,9 @@ fn dump_one(
 fn dump_globals(ctx: &Ctx, src: &DbSource, dir: &Path, info: &DbInfo, cmd: &DockerCmd) -> Result<TempDump> {
     let entry = info.globals_entry.clone().unwrap_or_default();
     let progress = ctx.ui.progress(&format!("dump {entry}"));
-    let (file, stats) =
-        dump_to_file(ctx.docker()?, cmd, src.login.engine, &temp_path(dir, &src.login.service, 0), &progress)
-            .with_context(|| format!("dump {entry}"))?;
+    let stream = exec_stream(ctx.docker()?, cmd)?;
+    let (file, stats) = dump_to_file(stream, src.login.engine, &temp_path(dir, &src.login.service, 0), &progress)
+        .with_context(|| format!("dump {entry}"))?;
     progress.finish(&format!("{entry}: {}", human_bytes(stats.bytes)));
     if stats.bytes == 0 {
         bail!("{entry}: the dump printed nothing: the backup is not valid");
@@ -177,11 +213,21 @@ fn dump_postgres(ctx: &Ctx, src: &DbSource, dir: &Path) -> Result<Dumped> {
     for (i, name) in databases.iter().enumerate() {
         let dbname = postgres::dbname_arg(name);
         let args = ["pg_dump", "-U", &login.user, "--no-password", "--quote-all-identifiers", &dbname];
-        let (dump, file) = dump_one(ctx, src, dir, i, name, &login.client(docker, stack, &args))?;
+        let how = DumpCmd { exec: login.client(docker, stack, &args), beside: None };
+        let (dump, file) = dump_one(ctx, src, dir, i, name, how)?;
         files.push((dump.entry.clone(), file));
         info.databases.push(dump);
     }
     Ok(Dumped { files, info })
+}
+
+/// The service's running container and its image, for a helper beside it.
+fn container_of(ctx: &Ctx, service: &str) -> Result<Option<(String, String)>> {
+    let docker = ctx.docker()?;
+    let id = docker.query(&docker.compose(&ctx.stack, ["ps", "--quiet", service]))?;
+    let Some(id) = id.lines().next().map(str::trim).filter(|s| !s.is_empty()) else { return Ok(None) };
+    let image = docker.query(&docker.cmd(["inspect", "--format", "{{.Image}}", id]))?;
+    Ok(Some((id.to_string(), image.trim().to_string())))
 }
 
 /// MariaDB's and MySQL's own schemas: never dumped as databases (users and grants come from
@@ -204,19 +250,13 @@ fn dump_mariadb(ctx: &Ctx, src: &DbSource, dir: &Path) -> Result<Dumped> {
         let args = [dump_tool, &user, "--system=users", "--insert-ignore", "--skip-dump-date"];
         files.push((entry, dump_globals(ctx, src, dir, &info, &login.client(docker, stack, &args))?));
     }
+    let beside = container_of(ctx, &login.service)?;
     for (i, name) in databases.iter().enumerate() {
-        let args = [
-            dump_tool,
-            &user,
-            "--single-transaction",
-            "--routines",
-            "--triggers",
-            "--events",
-            "--skip-dump-date",
-            "--",
-            name,
-        ];
-        let (dump, file) = dump_one(ctx, src, dir, i, name, &login.client(docker, stack, &args))?;
+        let opts = ["--single-transaction", "--routines", "--triggers", "--events", "--skip-dump-date", "--", name];
+        let exec: Vec<&str> = [dump_tool, &user].into_iter().chain(opts).collect();
+        let beside = beside.as_ref().map(|(id, image)| login.my_dump_beside(id, image, &opts));
+        let how = DumpCmd { exec: login.client(docker, stack, &exec), beside };
+        let (dump, file) = dump_one(ctx, src, dir, i, name, how)?;
         files.push((dump.entry.clone(), file));
         info.databases.push(dump);
     }
@@ -229,8 +269,8 @@ fn dump_hook(ctx: &Ctx, src: &DbSource, dir: &Path) -> Result<Dumped> {
     let mut info = new_info(src, "hook".into());
     info.user = "hook".into();
     let progress = ctx.ui.progress(&format!("dump service {} (xtask.dump)", login.service));
-    let cmd = login.exec(docker, stack, None, &["sh", "-c", command]);
-    let (file, stats) = dump_to_file(docker, &cmd, DbEngine::Hook, &temp_path(dir, &login.service, 1), &progress)
+    let stream = exec_stream(docker, &login.exec(docker, stack, None, &["sh", "-c", command]))?;
+    let (file, stats) = dump_to_file(stream, DbEngine::Hook, &temp_path(dir, &login.service, 1), &progress)
         .with_context(|| format!("run the xtask.dump command of service {}", login.service))?;
     if stats.bytes == 0 {
         bail!("the xtask.dump command of service {} printed nothing: the backup failed", login.service);
