@@ -1,6 +1,7 @@
 //! End to end on the live engine: every database engine of a stack is dumped and restored
-//! (tests/fixtures/engines: two PostgreSQL servers, MariaDB with its root password a Compose
-//! secret, SQLite by the xtask.dump/xtask.load hook, an uploads volume), while writers insert
+//! (tests/fixtures/engines: two PostgreSQL servers, one with its data in a bind mount, MariaDB
+//! with its root password a Compose secret, SQLite by the xtask.dump/xtask.load hook, an uploads
+//! volume), while writers insert
 //! rows; a dump that dies half-way fails the backup for every engine; and an archive of format
 //! version 1, made by the release before version 2, restores into today's sample stack.
 
@@ -163,10 +164,21 @@ fn every_engine_round_trips_through_clean_all_while_written_to() {
     assert!((pg_before..=pg_after).contains(&pg_live), "{pg_before} <= {pg_live} <= {pg_after}");
     assert!((my_before..=my_after).contains(&my_live), "{my_before} <= {my_live} <= {my_after}");
     assert_eq!(archived_rows(&meta, "maria", "wp", "`posts`"), 2000);
-    stack.xtask_ok(&["verify", &archive]);
+    // --deep loads every SQL dump into a throwaway server of the service's image.
+    let (ok, _, err) = stack.xtask(&["verify", &archive, "--deep", "--output-dir", backups.to_str().unwrap()]);
+    assert!(ok && err.contains("throwaway server") && err.contains("hook dump of service notes"), "{err}");
 
     stack.xtask_ok(&["clean-all", "--confirm", "DELETE EVERYTHING", "--output-dir", backups.to_str().unwrap()]);
     assert!(docker_ok(&["volume", "ls", "-q", "--filter", &format!("name=^{}-", stack.project)]).trim().is_empty());
+    // authdb's data is a bind mount, which clean-all never removes: change it, so the restore
+    // has something to undo there too.
+    stack.compose(&["up", "--detach", "--wait", "authdb"]);
+    pg(
+        &stack,
+        "authdb",
+        "auth",
+        "DELETE FROM accounts WHERE id > 10; REVOKE ALL ON accounts FROM auth_reader; DROP ROLE auth_reader;",
+    );
     stack.xtask_ok(&["restore", "--latest", "--yes", "--output-dir", backups.to_str().unwrap()]);
     stack.compose(&["up", "--detach", "--wait"]);
     assert_eq!(snapshot(&stack), before, "every table, routine, trigger, user, grant and file as archived");

@@ -16,6 +16,8 @@ use crate::archive::{self, Metadata};
 use crate::context::Ctx;
 use crate::ui::{human_bytes, table, Ui};
 
+mod deep_mariadb;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ArchiveFile {
     pub path: PathBuf,
@@ -352,8 +354,8 @@ impl Drop for Scratch<'_> {
     }
 }
 
-/// Proves the archive loads: the dumps into a throwaway PostgreSQL (same image as the stack's
-/// database service) with the row counts compared, each volume into a scratch volume with its
+/// Proves the archive loads: the dumps into a throwaway PostgreSQL or MariaDB/MySQL (same image
+/// as the stack's database service) with the row counts compared, each volume into a scratch volume with its
 /// file count compared; everything is removed afterwards.
 fn deep_check(ctx: &Ctx, verified: &Verified) -> Result<()> {
     let docker = ctx.docker()?;
@@ -364,10 +366,10 @@ fn deep_check(ctx: &Ctx, verified: &Verified) -> Result<()> {
     for db in &verified.meta().databases {
         match db.engine {
             archive::DbEngine::Postgres => deep_check_dumps(ctx, verified, db)?,
-            other => ctx.ui.step(&format!(
-                "--deep loads PostgreSQL dumps only: the {} dumps of service {} were checked by the grammar \
-                 (complete, row counts, no client commands) but not loaded",
-                other.as_str(),
+            archive::DbEngine::Mariadb | archive::DbEngine::Mysql => deep_mariadb::check(ctx, verified, db)?,
+            archive::DbEngine::Hook => ctx.ui.step(&format!(
+                "--deep cannot load the hook dump of service {} (only its xtask.load command can): its \
+                 checksum was verified",
                 db.service
             )),
         }

@@ -158,3 +158,26 @@ fn a_hook_labels_a_service_as_dumpable() {
     assert!(!skipped(&plan, "app-mongo-data").starts_with(UNPROTECTED));
     assert!(plan.describe().contains("dump service mongo with its xtask.dump command"), "{}", plan.describe());
 }
+
+#[test]
+fn a_database_whose_data_is_a_bind_mount_or_nowhere_is_dumped_too() {
+    use crate::model::compose::{Mount, MountKind};
+    let mut p = sample();
+    let mut immich = p.services.iter().find(|s| s.name == "db").unwrap().clone();
+    immich.name = "immich-db".into();
+    immich.mounts = vec![Mount {
+        kind: MountKind::Bind,
+        source: Some("/srv/immich/postgres".into()),
+        target: "/var/lib/postgresql/data".into(),
+        read_only: false,
+    }];
+    let mut bare = immich.clone();
+    bare.name = "scratch-db".into();
+    bare.mounts.clear();
+    p.services.extend([immich, bare]);
+    p.services.sort_by(|a, b| a.name.cmp(&b.name));
+    let plan = plan(&p, &opts(Kind::Db)).unwrap();
+    let dumped: Vec<(&str, Option<&str>)> =
+        plan.dbs.iter().map(|d| (d.login.service.as_str(), d.volume.as_deref())).collect();
+    assert_eq!(dumped, [("db", Some("app-postgres-data")), ("immich-db", None), ("scratch-db", None)]);
+}
