@@ -377,19 +377,25 @@ fn deep_check(ctx: &Ctx, verified: &Verified) -> Result<()> {
     deep_check_volumes(ctx, verified)
 }
 
+/// The image of the stack's `service`, for a throwaway server of the same kind.
+fn service_image(ctx: &Ctx, service: &str) -> Result<String> {
+    let model = crate::tasks::volumes::model(ctx)?;
+    let s = model.services.iter().find(|s| s.name == service);
+    s.and_then(|s| s.image.clone())
+        .with_context(|| format!("the stack has no service {service} to take the server image from"))
+}
+
+/// A password for a throwaway server that lives a few seconds without a network.
+fn throwaway_password() -> Result<String> {
+    Ok(format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos()))
+}
+
 /// The dumps loaded into a throwaway PostgreSQL of the stack's image, row counts compared.
 fn deep_check_dumps(ctx: &Ctx, verified: &Verified, pg: &archive::DbInfo) -> Result<()> {
     let docker = ctx.docker()?;
     let pid = std::process::id();
-    let model = crate::tasks::volumes::model(ctx)?;
-    let image = model
-        .services
-        .iter()
-        .find(|s| s.name == pg.service)
-        .and_then(|s| s.image.clone())
-        .with_context(|| format!("the stack has no service {} to take the PostgreSQL image from", pg.service))?;
+    let (image, password) = (service_image(ctx, &pg.service)?, throwaway_password()?);
     let name = format!("xtask-verify-{pid}-{}", pg.service);
-    let password = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos());
     let user = format!("POSTGRES_USER={}", pg.user);
     let mut args: Vec<String> = ["run", "-d", "--name", &name, "--network", "none"].map(String::from).to_vec();
     args.extend(crate::engine::docker::helper::labels());

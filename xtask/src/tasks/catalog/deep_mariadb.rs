@@ -13,15 +13,8 @@ use crate::context::Ctx;
 
 pub(super) fn check(ctx: &Ctx, verified: &Verified, db: &DbInfo) -> Result<()> {
     let docker = ctx.docker()?;
-    let model = crate::tasks::volumes::model(ctx)?;
-    let image = model
-        .services
-        .iter()
-        .find(|s| s.name == db.service)
-        .and_then(|s| s.image.clone())
-        .with_context(|| format!("the stack has no service {} to take the server image from", db.service))?;
+    let (image, password) = (super::service_image(ctx, &db.service)?, super::throwaway_password()?);
     let name = format!("xtask-verify-{}-{}", std::process::id(), db.service);
-    let password = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos());
     let mut args: Vec<String> = ["run", "-d", "--name", &name, "--network", "none"].map(String::from).to_vec();
     args.extend(crate::engine::docker::helper::labels());
     args.extend(["-e", "MYSQL_ROOT_PASSWORD", &image].map(String::from));
