@@ -86,7 +86,8 @@ impl MyScan {
         while i < data.len() {
             if let St::Quoted(q) = self.st {
                 if q != b'`' {
-                    let k = data[i..].iter().position(|&b| b == q || b == b'\\' || b == b'\n').unwrap_or(data.len() - i);
+                    let k =
+                        data[i..].iter().position(|&b| b == q || b == b'\\' || b == b'\n').unwrap_or(data.len() - i);
                     self.col += k;
                     i += k;
                     if i == data.len() {
@@ -355,6 +356,3 @@ mod tests {
         assert!(!scan(&trailing, 64).complete, "statements after the trailer");
     }
 }
-
-
-
