@@ -11,7 +11,10 @@
 set -euo pipefail
 
 # Bump when the image recipes below change: images with another revision are rebuilt.
-TESTBED_REV=3
+TESTBED_REV=4
+# The Debian rootfs the images share changes less often than their entrypoints: its own revision,
+# so an entrypoint change re-imports the images from the cached rootfs.
+ROOTFS_REV=3
 CACHE_DIR=${XTASK_TESTBED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/xtask-testbed}
 SUITE=bookworm
 SOURCES=/etc/apt/sources.list.d/debian.sources
@@ -85,7 +88,7 @@ fi
 image_ok() { [ "$(docker image inspect -f '{{index .Config.Labels "xtask.testbed.rev"}}' "$1" 2>/dev/null)" = "$TESTBED_REV" ]; }
 
 build_debian_rootfs() {
-    local out=$CACHE_DIR/debian-$SUITE-rev$TESTBED_REV.tar
+    local out=$CACHE_DIR/debian-$SUITE-rev$ROOTFS_REV.tar
     if [ ! -s "$out" ]; then
         apt_install mmdebstrap
         mkdir -p "$CACHE_DIR"

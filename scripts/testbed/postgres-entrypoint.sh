@@ -1,9 +1,16 @@
 #!/bin/sh
 # Test-bed stand-in for the official postgres image's entrypoint (built by scripts/provision.sh).
 # Like the official one: an empty $PGDATA is initialised with POSTGRES_USER / POSTGRES_PASSWORD /
-# POSTGRES_DB (and POSTGRES_INITDB_ARGS), /docker-entrypoint-initdb.d/*.sql|*.sh run once, local
+# POSTGRES_DB (and POSTGRES_INITDB_ARGS, and the *_FILE forms), /docker-entrypoint-initdb.d/*.sql|*.sh run once, local
 # socket connections are trusted, TCP ones need the password; the server runs as user postgres.
 set -eu
+# POSTGRES_USER_FILE / POSTGRES_PASSWORD_FILE (Compose secrets), like the official image.
+for var in POSTGRES_USER POSTGRES_PASSWORD POSTGRES_DB; do
+    eval "file=\${${var}_FILE:-}"
+    if [ -n "$file" ]; then
+        export "$var=$(cat "$file")"
+    fi
+done
 if [ "${1:-}" = postgres ] && [ "$(id -u)" = 0 ]; then
     mkdir -p "$PGDATA" /var/run/postgresql
     chown postgres:postgres "$PGDATA" /var/run/postgresql

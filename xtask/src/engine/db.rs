@@ -76,6 +76,8 @@ pub struct Login {
     /// The user, or the file inside the container that holds it (`POSTGRES_USER_FILE`).
     pub user: String,
     pub user_file: Option<String>,
+    /// The user read from `user_file` (once).
+    resolved: std::cell::OnceCell<String>,
     pub password: Option<Secret>,
     /// `xtask.dump` / `xtask.load` of a hook service (commands run by `sh -c` in the service).
     pub dump_cmd: Option<String>,
@@ -97,6 +99,7 @@ pub fn login(service: &Service, engine: DbEngine) -> Result<Login> {
         engine,
         user: String::new(),
         user_file: None,
+        resolved: std::cell::OnceCell::new(),
         password: None,
         dump_cmd: None,
         load_cmd: None,
@@ -167,15 +170,25 @@ impl Login {
         }
     }
 
-    /// The user name, read from its file inside the container when the compose file says so.
-    pub fn resolve_user(&mut self, docker: &Docker, stack: &Stack) -> Result<()> {
-        let Some(file) = self.user_file.take() else { return Ok(()) };
-        let out = docker.query(&docker.compose(stack, ["exec", "-T", &self.service, "cat", "--", &file]))?;
+    /// The user name: `user`, or what the file `POSTGRES_USER_FILE` names holds, read inside
+    /// the (running) container the first time it is asked for.
+    pub fn user_name(&self, docker: &Docker, stack: &Stack) -> Result<&str> {
+        let Some(file) = &self.user_file else { return Ok(&self.user) };
+        if let Some(user) = self.resolved.get() {
+            return Ok(user);
+        }
+        let out = docker.query(&docker.compose(stack, ["exec", "-T", &self.service, "cat", "--", file]))?;
         let user = out.trim().to_string();
         if !crate::archive::grammar::is_db_name(&user) {
             bail!("service {}: the user in {file} is outside [A-Za-z0-9_.-]; archives cannot record it", self.service);
         }
-        self.user = user;
+        Ok(self.resolved.get_or_init(|| user))
+    }
+
+    /// Replaces `user_file` by the user it names (see [`Login::user_name`]).
+    pub fn resolve_user(&mut self, docker: &Docker, stack: &Stack) -> Result<()> {
+        self.user = self.user_name(docker, stack)?.to_string();
+        self.user_file = None;
         Ok(())
     }
 

@@ -82,6 +82,9 @@ impl TestStack {
         let mut env = testbed_env();
         env.push(("ENGINES_PREFIX".into(), project.clone()));
         env.push(("ENGINES_SECRET_FILE".into(), secret.to_string_lossy().into_owned()));
+        let user_file = secret_dir.join("authdb-user");
+        std::fs::write(&user_file, "auth").unwrap();
+        env.push(("AUTHDB_USER_FILE".into(), user_file.to_string_lossy().into_owned()));
         let authdb = secret_dir.join("authdb-data");
         std::fs::create_dir_all(&authdb).unwrap();
         env.push(("AUTHDB_DATA".into(), authdb.to_string_lossy().into_owned()));

@@ -34,8 +34,8 @@ pub struct Helper {
 }
 
 /// Running beside a service's container: its image, its network namespace (`--network
-/// container:ID`, so the server is at 127.0.0.1) and its mounts (`--volumes-from ID`, so the
-/// files its `_FILE` secrets name are there), with secret environment variables.
+/// container:ID`, so the server is at 127.0.0.1) and its mounts read-only (`--volumes-from
+/// ID:ro`, so the files its `_FILE` secrets name are there), with secret environment variables.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Beside {
     pub container: String,
@@ -87,7 +87,7 @@ impl Helper {
         let mut secret_env = Vec::new();
         match &self.beside {
             Some(b) => {
-                args.extend(["--volumes-from".into(), b.container.clone()]);
+                args.extend(["--volumes-from".into(), format!("{}:ro", b.container)]);
                 for (name, value) in &b.secret_env {
                     args.extend(["-e".into(), name.clone()]);
                     secret_env.push((name.clone(), value.clone()));

@@ -30,7 +30,8 @@ impl Psql<'_> {
     fn cmd(&self, database: &str, extra: &[&str]) -> Result<DockerCmd> {
         let docker = self.ctx.docker()?;
         let dbname = postgres::dbname_arg(database);
-        let mut args = vec!["psql", "-X", "-q", "-U", self.db.login.user.as_str(), &dbname];
+        let user = self.db.login.user_name(docker, &self.ctx.stack)?;
+        let mut args = vec!["psql", "-X", "-q", "-U", user, &dbname];
         args.extend(extra);
         Ok(self.db.login.client(docker, &self.ctx.stack, &args))
     }
