@@ -255,7 +255,9 @@ fn a_version_1_archive_restores_into_todays_sample_stack() {
     }
     let dir = TempDir::new("v1-fixture");
     let stack = TestStack::sample("v1fixture");
-    let fixture = fixtures().join("v1-archive/full_backup_20261127_125326_v1-fixture.tar.gz");
+    // A copy: verify records its result beside the archive, and the source tree stays as it is.
+    let fixture = dir.0.join("full_backup_20261127_125326_v1-fixture.tar.gz");
+    std::fs::copy(fixtures().join("v1-archive/full_backup_20261127_125326_v1-fixture.tar.gz"), &fixture).unwrap();
     let fixture = fixture.to_str().unwrap();
     let report = stack.xtask_json(&["verify", fixture, "--json"]);
     assert_eq!(report[0]["problems"], serde_json::json!([]), "{report}");
