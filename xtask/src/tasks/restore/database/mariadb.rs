@@ -1,8 +1,8 @@
-//! Restoring a MariaDB/MySQL service. Users and grants first (`CREATE USER IF NOT EXISTS`,
-//! `GRANT`). Each dump is proven before anything live changes: loaded into a scratch database
+//! Restoring a MariaDB/MySQL service. Each dump is proven before anything live changes: loaded into a scratch database
 //! `xtask_new_PID_N` with its row counts compared, then dropped. In the swap each live database
 //! is dropped, recreated and loaded again, counts compared (a failure there takes the restore's
-//! way back through the safety backup). The client runs with `--binary-mode --sandbox
+//! way back through the safety backup); then users and grants (`CREATE USER IF NOT EXISTS`,
+//! `GRANT`). The client runs with `--binary-mode --sandbox
 //! --local-infile=0`: SQL only, no client commands, no files. Database names are checked names
 //! (no backtick) and stand quoted in backticks.
 
@@ -65,16 +65,17 @@ pub fn prove(ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -> 
     Ok(())
 }
 
-/// Users and grants, then every database dropped, recreated and loaded, counts compared.
+/// Every database dropped, recreated and loaded, counts compared; then users and grants. Last,
+/// because `GRANT … IDENTIFIED BY PASSWORD` sets the archived password, root's too: had it
+/// changed since the backup, the tool's own login would fail for the rest of the restore.
 pub fn reload(ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -> Result<()> {
-    apply_users(ctx, db, spooled)?;
     for d in &db.info.databases {
         ctx.ui.step(&format!("drop and recreate database {} of {}, then load its dump", d.name, db.login.service));
         recreate(ctx, db, &d.name)?;
         load(ctx, db, Some(&d.name), find(spooled, &d.entry)?, &d.entry)?;
         check_counts(ctx, db, &d.name, d)?;
     }
-    Ok(())
+    apply_users(ctx, db, spooled)
 }
 
 /// Scratch databases left by a restore that died (its process gone) are dropped.
