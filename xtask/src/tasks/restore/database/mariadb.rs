@@ -1,8 +1,8 @@
-//! Restoring a MariaDB/MySQL service. Each dump is proven before anything live changes: loaded into a scratch database
-//! `xtask_new_PID_N` with its row counts compared, then dropped. In the swap each live database
-//! is dropped, recreated and loaded again, counts compared (a failure there takes the restore's
-//! way back through the safety backup); then users and grants (`CREATE USER IF NOT EXISTS`,
-//! `GRANT`). The client runs with `--binary-mode --sandbox
+//! Restoring a MariaDB/MySQL service. Each dump is proven before anything live changes:
+//! loaded into a scratch database `xtask_new_PID_N` with its row counts compared, then dropped.
+//! In the swap each live database is dropped, recreated and loaded again, counts compared (a
+//! failure there takes the restore's way back through the safety backup); then users and grants
+//! (`CREATE USER IF NOT EXISTS`, `GRANT`). The client runs with `--binary-mode --sandbox
 //! --local-infile=0`: SQL only, no client commands, no files. Database names are checked names
 //! (no backtick) and stand quoted in backticks.
 
