@@ -385,32 +385,52 @@ fn service_image(ctx: &Ctx, service: &str) -> Result<String> {
         .with_context(|| format!("the stack has no service {service} to take the server image from"))
 }
 
-/// A password for a throwaway server that lives a few seconds without a network.
-fn throwaway_password() -> Result<String> {
-    Ok(format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos()))
+/// A throwaway database server for `verify --deep`: the stack's `service` image, no network,
+/// the helper labels (a later run removes it if this one is killed), a fresh password in its
+/// environment variable `secret` only, and `env` besides. Removed when dropped.
+struct Throwaway<'a> {
+    name: String,
+    password: String,
+    _container: Scratch<'a>,
+}
+
+impl<'a> Throwaway<'a> {
+    fn start(ctx: &'a Ctx, service: &str, secret: &str, env: &[String]) -> Result<Throwaway<'a>> {
+        let docker = ctx.docker()?;
+        let image = service_image(ctx, service)?;
+        let password = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos());
+        let name = format!("xtask-verify-{}-{service}", std::process::id());
+        let mut args: Vec<String> = ["run", "-d", "--name", &name, "--network", "none"].map(String::from).to_vec();
+        args.extend(crate::engine::docker::helper::labels());
+        args.extend(["-e".to_string(), secret.to_string()]);
+        args.extend(env.iter().flat_map(|e| ["-e".to_string(), e.clone()]));
+        args.push(image.clone());
+        ctx.ui.step(&format!("load the dumps of service {service} into a throwaway server ({image})"));
+        docker.change(&docker.cmd(args).secret_env(secret, &password)).context("start a throwaway database server")?;
+        let _container = Scratch { docker, args: vec!["rm".into(), "-f".into(), "-v".into(), name.clone()] };
+        Ok(Throwaway { name, password, _container })
+    }
+
+    /// Waits (at most 120 s) until `ready` says the server takes connections.
+    fn wait(&self, ready: impl Fn() -> bool) -> Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while !ready() {
+            if std::time::Instant::now() > deadline {
+                bail!("the throwaway server {} did not become ready in 120 s", self.name);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        Ok(())
+    }
 }
 
 /// The dumps loaded into a throwaway PostgreSQL of the stack's image, row counts compared.
 fn deep_check_dumps(ctx: &Ctx, verified: &Verified, pg: &archive::DbInfo) -> Result<()> {
     let docker = ctx.docker()?;
-    let pid = std::process::id();
-    let (image, password) = (service_image(ctx, &pg.service)?, throwaway_password()?);
-    let name = format!("xtask-verify-{pid}-{}", pg.service);
-    let user = format!("POSTGRES_USER={}", pg.user);
-    let mut args: Vec<String> = ["run", "-d", "--name", &name, "--network", "none"].map(String::from).to_vec();
-    args.extend(crate::engine::docker::helper::labels());
-    args.extend(["-e", "POSTGRES_PASSWORD", "-e", &user, &image].map(String::from));
-    let run = docker.cmd(args).secret_env("POSTGRES_PASSWORD", &password);
-    docker.change(&run).context("start a throwaway PostgreSQL")?;
-    let _container = Scratch { docker, args: vec!["rm".into(), "-f".into(), "-v".into(), name.clone()] };
-    let ready = docker.cmd(["exec", &name, "pg_isready", "-h", "127.0.0.1", "-U", &pg.user, "-d", "postgres"]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while docker.query(&ready).is_err() {
-        if std::time::Instant::now() > deadline {
-            bail!("the throwaway PostgreSQL did not become ready in 120 s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
+    let server = Throwaway::start(ctx, &pg.service, "POSTGRES_PASSWORD", &[format!("POSTGRES_USER={}", pg.user)])?;
+    let name = &server.name;
+    let ready = docker.cmd(["exec", name, "pg_isready", "-h", "127.0.0.1", "-U", &pg.user, "-d", "postgres"]);
+    server.wait(|| docker.query(&ready).is_ok())?;
     let os_user = crate::engine::postgres::OS_USER;
     let psql = |db: &str, stop: bool| {
         let dbname = crate::engine::postgres::dbname_arg(db);

@@ -6,29 +6,22 @@
 
 use anyhow::{bail, Context, Result};
 
-use super::Scratch;
+use super::Throwaway;
 use crate::archive::extract::{self, Verified};
 use crate::archive::{DbEngine, DbInfo};
 use crate::context::Ctx;
 
 pub(super) fn check(ctx: &Ctx, verified: &Verified, db: &DbInfo) -> Result<()> {
     let docker = ctx.docker()?;
-    let (image, password) = (super::service_image(ctx, &db.service)?, super::throwaway_password()?);
-    let name = format!("xtask-verify-{}-{}", std::process::id(), db.service);
-    let mut args: Vec<String> = ["run", "-d", "--name", &name, "--network", "none"].map(String::from).to_vec();
-    args.extend(crate::engine::docker::helper::labels());
-    args.extend(["-e", "MYSQL_ROOT_PASSWORD", &image].map(String::from));
-    let run = docker.cmd(args).secret_env("MYSQL_ROOT_PASSWORD", &password);
-    ctx.ui.step(&format!("load the dumps of service {} into a throwaway server ({image})", db.service));
-    docker.change(&run).context("start a throwaway MariaDB/MySQL server")?;
-    let _container = Scratch { docker, args: vec!["rm".into(), "-f".into(), "-v".into(), name.clone()] };
+    let server = Throwaway::start(ctx, &db.service, "MYSQL_ROOT_PASSWORD", &[])?;
+    let (name, password) = (&server.name, &server.password);
     let client = if db.engine == DbEngine::Mysql { "mysql" } else { "mariadb" };
     let query = |sql: &str| {
         let c = docker.cmd([
             "exec",
             "-e",
             "MYSQL_PWD",
-            &name,
+            name,
             client,
             "-uroot",
             "--batch",
@@ -36,15 +29,9 @@ pub(super) fn check(ctx: &Ctx, verified: &Verified, db: &DbInfo) -> Result<()> {
             "-e",
             sql,
         ]);
-        docker.query(&c.secret_env("MYSQL_PWD", &password))
+        docker.query(&c.secret_env("MYSQL_PWD", password))
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while query("SELECT 1").is_err() {
-        if std::time::Instant::now() > deadline {
-            bail!("the throwaway server did not become ready in 120 s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
+    server.wait(|| query("SELECT 1").is_ok())?;
     let load = |database: Option<&str>| {
         let mut a = vec!["exec", "-i", "-e", "MYSQL_PWD", name.as_str(), client, "-uroot", "--batch", "--binary-mode"];
         a.push("--local-infile=0");
