@@ -97,7 +97,7 @@ enum Command {
         /// Verify every archive of the project
         #[arg(long)]
         all: bool,
-        /// Also prove it loads: dumps into a throwaway PostgreSQL, volumes into scratch volumes
+        /// Also prove it loads: SQL dumps into a throwaway server of the service's image, volumes into scratch volumes
         #[arg(long)]
         deep: bool,
         /// Accept device nodes and FIFOs inside volumes (refused by default)

@@ -445,7 +445,7 @@ fn deep_check_dumps(ctx: &Ctx, verified: &Verified, pg: &archive::DbInfo) -> Res
     let psql_at = |db: &str, sql: &str| {
         let dbname = crate::engine::postgres::dbname_arg(db);
         docker.query(
-            &docker.cmd(["exec", "--user", os_user, &name, "psql", "-X", "-At", "-U", &pg.user, &dbname, "-c", sql]),
+            &docker.cmd(["exec", "--user", os_user, name, "psql", "-X", "-At", "-U", &pg.user, &dbname, "-c", sql]),
         )
     };
     let dir = std::env::temp_dir();

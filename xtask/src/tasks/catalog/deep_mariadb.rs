@@ -39,7 +39,7 @@ pub(super) fn check(ctx: &Ctx, verified: &Verified, db: &DbInfo) -> Result<()> {
             a.push("--sandbox");
         }
         a.extend(database);
-        docker.cmd(a).secret_env("MYSQL_PWD", &password)
+        docker.cmd(a).secret_env("MYSQL_PWD", password)
     };
     let dir = std::env::temp_dir();
     for d in &db.databases {
