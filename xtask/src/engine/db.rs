@@ -154,19 +154,32 @@ impl Login {
         if let Some(u) = os_user {
             args.extend(["--user".into(), u.into()]);
         }
-        if let Some(Secret::Value(_)) = &self.password {
+        let (wrapper, secret) = self.password_passing();
+        if secret.is_some() {
             args.extend(["-e".into(), var.into()]);
         }
         args.push(self.service.clone());
-        if let Some(Secret::File(path)) = &self.password {
-            let script = format!("p=$(cat -- \"$1\") || exit 1; shift; {var}=$p; export {var}; exec \"$@\"");
-            args.extend(["sh".into(), "-c".into(), script, "xtask-login".into(), path.clone()]);
-        }
+        args.extend(wrapper);
         args.extend(cmd.iter().map(|s| s.to_string()));
         let c = docker.compose(stack, args);
+        match secret {
+            Some((name, value)) => c.secret_env(name, &value),
+            None => c,
+        }
+    }
+
+    /// How the password reaches the client: a value as the engine's variable in the child's
+    /// environment (the second part), or a `_FILE` path read inside the container by a fixed
+    /// script that takes the path as an argument and puts it there (the argv prefix).
+    fn password_passing(&self) -> (Vec<String>, Option<(&'static str, String)>) {
+        let var = password_var(self.engine);
         match &self.password {
-            Some(Secret::Value(v)) => c.secret_env(var, v),
-            _ => c,
+            Some(Secret::Value(v)) => (Vec::new(), Some((var, v.clone()))),
+            Some(Secret::File(path)) => {
+                let script = format!("p=$(cat -- \"$1\") || exit 1; shift; {var}=$p; export {var}; exec \"$@\"");
+                (vec!["sh".into(), "-c".into(), script, "xtask-login".into(), path.clone()], None)
+            }
+            None => (Vec::new(), None),
         }
     }
 
@@ -229,16 +242,8 @@ impl Login {
     pub fn my_dump_beside(&self, container: &str, image: &str, args: &[&str]) -> Helper {
         let (dump_tool, _) = self.my_tools();
         let user = format!("--user={}", self.user);
-        let mut command: Vec<String> = Vec::new();
-        let mut secret_env = Vec::new();
-        match &self.password {
-            Some(Secret::File(path)) => {
-                let script = "p=$(cat -- \"$1\") || exit 1; shift; MYSQL_PWD=$p; export MYSQL_PWD; exec \"$@\"";
-                command.extend(["sh".into(), "-c".into(), script.into(), "xtask-login".into(), path.clone()]);
-            }
-            Some(Secret::Value(v)) => secret_env.push(("MYSQL_PWD".to_string(), v.clone())),
-            None => {}
-        }
+        let (mut command, secret) = self.password_passing();
+        let secret_env = secret.map(|(name, value)| (name.to_string(), value)).into_iter().collect();
         let out = "--result-file=/xtask-io/stream";
         command.extend([dump_tool, "--host=127.0.0.1", "--protocol=TCP", &user, out].map(String::from));
         command.extend(args.iter().map(|a| a.to_string()));
