@@ -340,7 +340,8 @@ fn set_times(docker: &Docker, target: &str, links: &[(Vec<u8>, u64)]) -> Result<
     child.finish().context("set the mtimes of the symlinks and the volume root")
 }
 
-/// A dump copied out of the archive into a private file (0600), removed when dropped.
+/// A dump in a private file (0600), removed when dropped: copied out of an archive to be
+/// loaded, or made by a backup before it goes into the archive.
 pub struct Spooled {
     pub path: PathBuf,
 }

@@ -15,26 +15,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::DbSource;
+use crate::archive::extract::Spooled;
 use crate::archive::{dumpstats::DumpStats, grammar, DbDump, DbEngine, DbInfo};
 use crate::context::Ctx;
 use crate::engine::docker::{Docker, DockerCmd, Helper, VolumeTar};
 use crate::engine::postgres;
 use crate::ui::{human_bytes, Progress};
 
-/// A temporary dump file (0600) that removes itself.
-pub struct TempDump {
-    pub path: PathBuf,
-}
-
-impl Drop for TempDump {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
 /// One service's dumps: (entry, file) in archive order, and what the metadata says of them.
 pub struct Dumped {
-    pub files: Vec<(String, TempDump)>,
+    pub files: Vec<(String, Spooled)>,
     pub info: DbInfo,
 }
 
@@ -44,14 +34,14 @@ fn dump_to_file(
     engine: DbEngine,
     path: &Path,
     progress: &Progress,
-) -> Result<(TempDump, DumpStats)> {
+) -> Result<(Spooled, DumpStats)> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
         .with_context(|| format!("create {}", path.display()))?;
-    let temp = TempDump { path: path.to_path_buf() };
+    let temp = Spooled { path: path.to_path_buf() };
     let mut stats = crate::archive::dumpstats::new(engine);
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -128,7 +118,7 @@ fn dump_beside(
     engine: DbEngine,
     path: &Path,
     progress: &Progress,
-) -> Result<Option<(TempDump, DumpStats)>> {
+) -> Result<Option<(Spooled, DumpStats)>> {
     let direct = ctx.docker()?.helper_output(helper).and_then(|stream| match stream {
         Some(s) => dump_to_file(s, engine, path, progress).map(Some),
         None => Ok(None),
@@ -144,7 +134,7 @@ fn dump_beside(
 }
 
 /// One database's dump, checked complete: its entry, file and row counts.
-fn dump_one(ctx: &Ctx, src: &DbSource, dir: &Path, i: usize, name: &str, how: DumpCmd) -> Result<(DbDump, TempDump)> {
+fn dump_one(ctx: &Ctx, src: &DbSource, dir: &Path, i: usize, name: &str, how: DumpCmd) -> Result<(DbDump, Spooled)> {
     if !grammar::is_db_name(name) {
         bail!(
             "database {name:?} of service {} has a name outside [A-Za-z0-9_.-] (at most 63 bytes), which \
@@ -180,7 +170,7 @@ fn dump_one(ctx: &Ctx, src: &DbSource, dir: &Path, i: usize, name: &str, how: Du
 }
 
 /// The cluster-wide dump (roles; users and grants) into the globals entry.
-fn dump_globals(ctx: &Ctx, src: &DbSource, dir: &Path, info: &DbInfo, cmd: &DockerCmd) -> Result<TempDump> {
+fn dump_globals(ctx: &Ctx, src: &DbSource, dir: &Path, info: &DbInfo, cmd: &DockerCmd) -> Result<Spooled> {
     let entry = info.globals_entry.clone().unwrap_or_default();
     let progress = ctx.ui.progress(&format!("dump {entry}"));
     let stream = exec_stream(ctx.docker()?, cmd)?;
