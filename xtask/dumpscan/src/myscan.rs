@@ -111,6 +111,15 @@ impl MyScan {
         self.col = if b == b'\n' { 0 } else { self.col + 1 };
         match self.st {
             St::Code => self.code(b, col),
+            St::Quoted(_) | St::Escape(_) => self.quoted(b),
+            St::DelimiterLine => self.delimiter_line(b),
+            _ => self.comment_byte(b, col),
+        }
+    }
+
+    /// Inside `'…'`, `"…"` (backslash escapes) or `` `…` `` (the name is kept for row counts).
+    fn quoted(&mut self, b: u8) {
+        match self.st {
             St::Quoted(q) if b == b'\\' && q != b'`' => self.st = St::Escape(q),
             St::Quoted(q) if b == q => {
                 self.st = St::Code;
@@ -119,17 +128,34 @@ impl MyScan {
                     self.push_word(format!("`{name}`"));
                 }
             }
-            St::Quoted(q) => {
-                if q == b'`' && self.word.len() < 256 {
-                    self.word.push(b);
-                }
-            }
+            St::Quoted(b'`') if self.word.len() < 256 => self.word.push(b),
             St::Escape(q) => self.st = St::Quoted(q),
-            St::Dash if b == b'-' => self.st = St::Dash2,
-            St::Dash => {
-                self.st = St::Code;
-                self.code(b, col);
+            _ => {}
+        }
+    }
+
+    /// The rest of a `DELIMITER` line: the new delimiter.
+    fn delimiter_line(&mut self, b: u8) {
+        if b != b'\n' {
+            if self.delim_line.len() < 64 {
+                self.delim_line.push(b);
             }
+            return;
+        }
+        let line = String::from_utf8_lossy(&std::mem::take(&mut self.delim_line)).into_owned();
+        match line.split_whitespace().next() {
+            Some(d) => self.delim = d.as_bytes().to_vec(),
+            None => self.refuse("a DELIMITER line without a delimiter"),
+        }
+        self.st = St::Code;
+        self.end_statement();
+    }
+
+    /// Comment openers and comments: `-- `, `/* */`, and the `/*!NNNNN` / `/*M!NNNNNN` heads of
+    /// executable comments. A byte that turns out not to open one is code after all.
+    fn comment_byte(&mut self, b: u8, col: usize) {
+        match self.st {
+            St::Dash if b == b'-' => self.st = St::Dash2,
             St::Dash2 if b.is_ascii_whitespace() || b < 0x20 => {
                 self.comment = b"-- ".to_vec();
                 self.comment_col0 = col == 2;
@@ -138,10 +164,6 @@ impl MyScan {
                     self.end_comment();
                 }
             }
-            St::Dash2 => {
-                self.st = St::Code;
-                self.code(b, col);
-            }
             St::LineComment if b == b'\n' => self.end_comment(),
             St::LineComment => {
                 if self.comment.len() < 64 {
@@ -149,10 +171,6 @@ impl MyScan {
                 }
             }
             St::Slash if b == b'*' => self.st = St::SlashStar,
-            St::Slash => {
-                self.st = St::Code;
-                self.code(b, col);
-            }
             St::SlashStar | St::SlashStarM if b == b'!' => {
                 self.exec = true;
                 self.st = St::ExecDigits;
@@ -167,24 +185,12 @@ impl MyScan {
                 }
             }
             St::ExecDigits if b.is_ascii_digit() => {}
-            St::ExecDigits => {
+            // `-x`, `--x`, `/x`, or the end of an executable comment's version: code.
+            St::Dash | St::Dash2 | St::Slash | St::ExecDigits => {
                 self.st = St::Code;
                 self.code(b, col);
             }
-            St::DelimiterLine if b == b'\n' => {
-                let line = String::from_utf8_lossy(&std::mem::take(&mut self.delim_line)).into_owned();
-                match line.split_whitespace().next() {
-                    Some(d) => self.delim = d.as_bytes().to_vec(),
-                    None => self.refuse("a DELIMITER line without a delimiter"),
-                }
-                self.st = St::Code;
-                self.end_statement();
-            }
-            St::DelimiterLine => {
-                if self.delim_line.len() < 64 {
-                    self.delim_line.push(b);
-                }
-            }
+            St::Code | St::Quoted(_) | St::Escape(_) | St::DelimiterLine => {}
         }
     }
 
