@@ -94,10 +94,8 @@ fn start_writers(stack: &TestStack) -> Vec<std::process::Child> {
     [("db", pg_loop), ("maria", my_loop)]
         .iter()
         .map(|(svc, script)| {
-            let mut c = std::process::Command::new("docker");
-            c.args(["compose", "--project-name", &stack.project, "--file"]).arg(&stack.files[0]);
+            let mut c = stack.compose_cmd();
             c.args(["exec", "-T", svc, "sh", "-c", script]);
-            c.envs(stack.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
             c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap()
         })
         .collect()

@@ -123,20 +123,23 @@ impl TestStack {
 impl TestStack {
     /// `docker compose` on this stack directly (not through the tool); must succeed.
     pub fn compose(&self, args: &[&str]) {
-        let mut c = Command::new("docker");
-        c.args(["compose", "--project-name", &self.project, "--file"]).arg(&self.files[0]).args(args);
-        c.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let out = c.output().unwrap();
+        let out = self.compose_cmd().args(args).output().unwrap();
         assert!(out.status.success(), "docker compose {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// `docker compose --project-name P --file F` with this stack's environment, to add to.
+    pub fn compose_cmd(&self) -> Command {
+        let mut c = Command::new("docker");
+        c.args(["compose", "--project-name", &self.project, "--file"]).arg(&self.files[0]);
+        c.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        c
     }
 
     /// `docker compose exec -T SERVICE CMD…` with `stdin`; must succeed; returns stdout.
     pub fn exec(&self, service: &str, cmd: &[&str], stdin: &str) -> String {
         use std::io::Write;
-        let mut c = Command::new("docker");
-        c.args(["compose", "--project-name", &self.project, "--file"]).arg(&self.files[0]);
+        let mut c = self.compose_cmd();
         c.args(["exec", "-T", service]).args(cmd);
-        c.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
         let mut child = c.spawn().unwrap();
         child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
