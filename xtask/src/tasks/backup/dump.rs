@@ -29,11 +29,17 @@ pub struct Dumped {
 }
 
 /// Streams a dump into a new temporary file, feeding the engine's dump checker.
-fn dump_to_file(
+fn dump_to_file(child: VolumeTar, engine: DbEngine, path: &Path, progress: &Progress) -> Result<(Spooled, DumpStats)> {
+    dump_counted(child, engine, path, progress, &mut 0)
+}
+
+/// [`dump_to_file`], adding to `got` the bytes read, also when it fails.
+fn dump_counted(
     mut child: VolumeTar,
     engine: DbEngine,
     path: &Path,
     progress: &Progress,
+    got: &mut u64,
 ) -> Result<(Spooled, DumpStats)> {
     let mut file = OpenOptions::new()
         .write(true)
@@ -49,6 +55,7 @@ fn dump_to_file(
         if n == 0 {
             break;
         }
+        *got += n as u64;
         stats.feed(&buf[..n]);
         file.write_all(&buf[..n]).with_context(|| format!("write {}", path.display()))?;
         progress.inc(n as u64);
@@ -119,13 +126,15 @@ fn dump_beside(
     path: &Path,
     progress: &Progress,
 ) -> Result<Option<(Spooled, DumpStats)>> {
+    let mut got = 0;
     let direct = ctx.docker()?.helper_output(helper).and_then(|stream| match stream {
-        Some(s) => dump_to_file(s, engine, path, progress).map(Some),
+        Some(s) => dump_counted(s, engine, path, progress, &mut got).map(Some),
         None => Ok(None),
     });
     match direct {
-        Err(e) if std::fs::metadata(path).map_or(true, |m| m.len() == 0) => {
-            let _ = std::fs::remove_file(path);
+        // Failed before its first byte (e.g. the server refuses TCP logins): the exec may work.
+        // Once bytes came, a failure is the dump's own and fails the backup.
+        Err(e) if got == 0 => {
             ctx.ui.step(&format!("the direct dump reader failed ({e:#}); dump through docker compose exec instead"));
             Ok(None)
         }
