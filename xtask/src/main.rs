@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use xtask::lock::Lock;
 use xtask::model::compose;
-use xtask::tasks::{backup, catalog as archives, clean, migrate, restore, stack, status, volumes};
+use xtask::tasks::{backup, catalog as archives, clean, migrate, offsite, restore, stack, status, volumes};
 use xtask::{archive, context, ui};
 
 /// Back up, verify, restore and clean the named volumes of the project's Docker Compose stack.
@@ -82,9 +83,43 @@ enum Command {
     Backups {
         #[command(flatten)]
         dir: DirArg,
+        /// List the archives in this remote (a name from x-xtask.remotes, or s3://… / rclone:…)
+        #[arg(long, value_name = "REMOTE")]
+        remote: Option<String>,
         /// Print JSON instead of a table
         #[arg(long)]
         json: bool,
+    },
+    /// Upload archives to a remote; skips those already there with the same size and SHA-256
+    Push {
+        /// The archive to upload
+        #[arg(required_unless_present_any = ["latest", "all"], conflicts_with_all = ["latest", "all"])]
+        archive: Option<PathBuf>,
+        /// Upload the newest archive of the project
+        #[arg(long, conflicts_with = "all")]
+        latest: bool,
+        /// Upload every sound archive of the project
+        #[arg(long)]
+        all: bool,
+        /// The remote: a name from x-xtask.remotes, or s3://… / rclone:…
+        #[arg(long, value_name = "REMOTE")]
+        to: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Download an archive from a remote into the backup directory (checked against its SHA-256)
+    Pull {
+        /// The archive's file name in the remote
+        #[arg(required_unless_present = "latest", conflicts_with = "latest")]
+        archive: Option<String>,
+        /// Download the newest complete archive of the project
+        #[arg(long)]
+        latest: bool,
+        /// The remote: a name from x-xtask.remotes, or s3://… / rclone:…
+        #[arg(long, value_name = "REMOTE")]
+        from: String,
+        #[command(flatten)]
+        dir: DirArg,
     },
     /// Re-read archives: gzip and tar integrity, every checksum, metadata, path safety, dumps
     Verify {
@@ -103,6 +138,9 @@ enum Command {
         /// Accept device nodes and FIFOs inside volumes (refused by default)
         #[arg(long)]
         allow_special_files: bool,
+        /// Verify an archive of this remote, streamed without a local copy (ARCHIVE is its file name)
+        #[arg(long, value_name = "REMOTE", conflicts_with = "all")]
+        remote: Option<String>,
         #[command(flatten)]
         dir: DirArg,
         /// Print the reports as JSON on stdout
@@ -123,6 +161,9 @@ enum Command {
         /// Keep the newest archive of each of the last M months that have one
         #[arg(long, value_name = "M", env = "XTASK_KEEP_MONTHLY", default_value_t = 6)]
         keep_monthly: usize,
+        /// Prune the archives in this remote instead of the local ones
+        #[arg(long, value_name = "REMOTE")]
+        remote: Option<String>,
         #[command(flatten)]
         dir: DirArg,
     },
@@ -157,6 +198,9 @@ enum Command {
         /// Print the outcome (archive, undo archive, downtime) as JSON on stdout
         #[arg(long)]
         json: bool,
+        /// Stream the archive from this remote (ARCHIVE is its file name there)
+        #[arg(long, value_name = "REMOTE")]
+        remote: Option<String>,
         #[command(flatten)]
         dir: DirArg,
     },
@@ -237,6 +281,15 @@ struct ArchiveArgs {
     /// Print a JSON summary (path, bytes, duration, entries, skipped volumes) on stdout
     #[arg(long)]
     json: bool,
+    /// Write a clear archive even though x-xtask.encrypt names recipients
+    #[arg(long)]
+    no_encrypt: bool,
+    /// Upload the archive to this remote once written (a name from x-xtask.remotes, or s3://…)
+    #[arg(long, value_name = "REMOTE")]
+    push: Option<String>,
+    /// With --push: remove the local archive once the upload is complete
+    #[arg(long, requires = "push")]
+    no_keep_local: bool,
 }
 
 #[derive(Args)]
@@ -317,13 +370,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     // Reading archives needs no engine.
     let offline = g.offline
-        || matches!(cli.command, Command::Backups { .. } | Command::Verify { deep: false, .. } | Command::Prune { .. });
+        || matches!(
+            cli.command,
+            Command::Backups { .. }
+                | Command::Verify { deep: false, .. }
+                | Command::Prune { .. }
+                | Command::Push { .. }
+                | Command::Pull { .. }
+        );
     let ctx = context::Ctx::new(&selection, offline, g.dry_run, g.verbose, g.quiet)?;
     match cli.command {
         Command::Volumes { json } => volumes::run(&ctx, json),
         Command::Status { json } => status::run(&ctx, json),
         Command::Backup(b) => {
-            let json = b.archive.json;
+            let (json, delivery) = (b.archive.json, Delivery::of(&b.archive));
             let opts = backup::Options {
                 volumes: b.volumes,
                 all: b.all,
@@ -331,26 +391,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 stop: b.stop,
                 ..backup_options(b.archive, backup::Kind::Full, env_name.as_deref())
             };
-            run_backup(&ctx, &opts, g.dry_run, json)
+            run_backup(&ctx, opts, &delivery, g.dry_run, json)
         }
         Command::BackupDb(b) => {
-            let json = b.archive.json;
-            run_backup(&ctx, &backup_options(b.archive, backup::Kind::Db, env_name.as_deref()), g.dry_run, json)
+            let (json, delivery) = (b.archive.json, Delivery::of(&b.archive));
+            let opts = backup_options(b.archive, backup::Kind::Db, env_name.as_deref());
+            run_backup(&ctx, opts, &delivery, g.dry_run, json)
         }
-        Command::Backups { dir, json } => archives::list(&dir.path(), &ctx.stack.name, json),
-        Command::Verify { archive, latest, all, deep, allow_special_files, dir, json } => {
-            let which = match (archive, latest, all) {
-                (Some(p), _, _) => archives::Which::One(p),
-                (None, true, _) => archives::Which::Latest,
+        Command::Backups { remote: Some(r), json, .. } => offsite::list(&ctx, &r, json),
+        Command::Backups { dir, remote: None, json } => archives::list(&dir.path(), &ctx.stack.name, json),
+        Command::Push { archive, latest, all, to, dir } => {
+            run_push(&ctx, archive, latest, all, &to, &dir.path(), g.dry_run)
+        }
+        Command::Pull { archive, latest: _, from, dir } => {
+            let path = offsite::pull(&ctx, &from, archive.as_deref(), &dir.path())?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        Command::Verify { archive, latest, all, deep, allow_special_files, remote, dir, json } => {
+            let which = match (remote, archive, latest, all) {
+                (Some(r), a, _, _) => {
+                    let file = a.map(|p| p.to_string_lossy().into_owned());
+                    archives::Which::Remote { remote: r, file }
+                }
+                (None, Some(p), _, _) => archives::Which::One(p),
+                (None, None, true, _) => archives::Which::Latest,
                 _ => archives::Which::All,
             };
             let rules = archive::Rules { allow_special: allow_special_files };
             archives::verify(&ctx, &dir.path(), which, deep, rules, json)
         }
-        Command::Prune { keep_last, keep_daily, keep_weekly, keep_monthly, dir } => {
+        Command::Prune { keep_last, keep_daily, keep_weekly, keep_monthly, remote, dir } => {
             let r =
                 archives::Retention { last: keep_last, daily: keep_daily, weekly: keep_weekly, monthly: keep_monthly };
-            archives::prune(&dir.path(), &ctx.stack.name, &r, g.dry_run, &ctx.ui)
+            match remote {
+                Some(name) => offsite::prune(&ctx, &name, &r, g.dry_run),
+                None => archives::prune(&dir.path(), &ctx.stack.name, &r, g.dry_run, &ctx.ui),
+            }
         }
         Command::Restore {
             archive,
@@ -362,10 +439,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             allow_special_files,
             in_place,
             json,
+            remote,
             dir,
         } => {
             let allow_special = allow_special_files;
             let archive = if latest { None } else { archive };
+            let remote = remote.map(|r| (r, archive.as_ref().map(|a| a.to_string_lossy().into_owned())));
             let opts = restore::Options {
                 archive,
                 only,
@@ -375,6 +454,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 allow_special,
                 in_place,
                 dir: dir.path(),
+                remote,
             };
             run_restore(&ctx, &opts, g.dry_run, json)
         }
@@ -401,16 +481,44 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// `backup` / `backup-db`: decide, show under `--dry-run`, else take the lock and write.
-fn run_backup(ctx: &context::Ctx, opts: &backup::Options, dry_run: bool, json: bool) -> anyhow::Result<()> {
-    let plan = backup::prepare(ctx, opts)?;
+/// Where a backup goes besides the local directory, and whether it is encrypted.
+struct Delivery {
+    no_encrypt: bool,
+    push: Option<String>,
+    keep_local: bool,
+}
+
+impl Delivery {
+    fn of(a: &ArchiveArgs) -> Delivery {
+        Delivery { no_encrypt: a.no_encrypt, push: a.push.clone(), keep_local: !a.no_keep_local }
+    }
+}
+
+/// `backup` / `backup-db`: decide, show under `--dry-run`, else take the lock and write; then
+/// push it when asked.
+fn run_backup(
+    ctx: &context::Ctx,
+    mut opts: backup::Options,
+    delivery: &Delivery,
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    opts.seal = offsite::seal(ctx, delivery.no_encrypt)?;
+    let plan = backup::prepare(ctx, &opts)?;
     if dry_run {
         print!("{}", plan.describe());
+        if let Some(r) = &delivery.push {
+            println!(
+                "  - then upload it to remote {r}{}",
+                if delivery.keep_local { "" } else { " and remove the local copy" }
+            );
+        }
         return Ok(());
     }
     let dir = backup::prepare_dir(&opts.output_dir)?;
     let lock = Lock::acquire(&dir, &plan.project, &format!("backup ({})", plan.kind.as_str()))?;
-    let summary = backup::execute(ctx, &plan, opts, &lock)?;
+    let summary = backup::execute(ctx, &plan, &opts, &lock)?;
+    drop(lock);
     for s in summary.skipped.iter().filter(|s| s.reason.starts_with(backup::UNPROTECTED)) {
         eprintln!("warning: {}: {}", s.name, s.reason);
     }
@@ -428,6 +536,40 @@ fn run_backup(ctx: &context::Ctx, opts: &backup::Options, dry_run: bool, json: b
     } else {
         println!("{}", summary.path.display());
     }
+    if let Some(remote) = &delivery.push {
+        offsite::push(ctx, remote, std::slice::from_ref(&summary.path), false).map_err(|e| {
+            e.context(format!("the archive was written but not uploaded; it is kept at {}", summary.path.display()))
+        })?;
+        if !delivery.keep_local {
+            std::fs::remove_file(&summary.path)
+                .with_context(|| format!("remove {} after its upload", summary.path.display()))?;
+            ctx.ui.step(&format!("removed the local copy {} (--no-keep-local)", summary.path.display()));
+        }
+    }
+    Ok(())
+}
+
+/// `push`: the archives named, the newest or all of the project, to `remote`.
+fn run_push(
+    ctx: &context::Ctx,
+    archive: Option<PathBuf>,
+    latest: bool,
+    all: bool,
+    remote: &str,
+    dir: &std::path::Path,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let files: Vec<PathBuf> = match (archive, latest, all) {
+        (Some(p), _, _) => vec![p],
+        (None, true, _) => vec![archives::latest(dir, &ctx.stack.name, |_| true)?],
+        _ => {
+            archives::scan(dir, &ctx.stack.name)?.into_iter().filter(|a| a.problem.is_none()).map(|a| a.path).collect()
+        }
+    };
+    let items = offsite::push(ctx, remote, &files, dry_run)?;
+    let uploaded = items.iter().filter(|i| i.action == "upload").count();
+    let verb = if dry_run { "would upload" } else { "uploaded" };
+    println!("{verb} {uploaded}, skipped {} (already there) to remote {remote}", items.len() - uploaded);
     Ok(())
 }
 

@@ -1,7 +1,8 @@
-//! The archive format, version 1 (docs/archive-format.md): one gzip stream holding one tar;
-//! `metadata.json` first, then `postgres/…` dumps and `volumes/<volume-name>/…` files, and
-//! `SHA256SUMS` last (`sha256sum -c` format). Owns writing an archive atomically (temporary
-//! name, fsync, rename; removed on error) and reading one back to verify it.
+//! The archive format, version 2 (docs/archive-format.md): one gzip stream holding one tar;
+//! `metadata.json` first, then `databases/<service>/…` dumps and `volumes/<volume-name>/…`
+//! files, and `SHA256SUMS` last (`sha256sum -c` format); the whole optionally encrypted by age
+//! (`….tar.gz.age`). Owns writing an archive atomically (temporary name, fsync, rename; removed
+//! on error) and reading one back, from a file or a remote, to verify it.
 
 pub mod dumpstats;
 pub mod extract;
@@ -19,6 +20,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::engine::crypt;
+use crate::engine::docker::ToolWriter;
+use crate::model::offsite::Encryption;
 
 pub const FORMAT: &str = "xtask-backup";
 /// Version 2: every database service under `databases/<service>/` (version 1 had one
@@ -246,13 +251,24 @@ impl<R: Read> Read for HashingReader<R> {
 pub struct ArchiveWriter {
     final_path: PathBuf,
     temp_path: PathBuf,
-    builder: Option<tar::Builder<pgz::ParallelGzWriter<BufWriter<File>>>>,
+    builder: Option<tar::Builder<pgz::ParallelGzWriter<BufWriter<Sink>>>>,
     sums: Vec<(Vec<u8>, [u8; 32])>,
     pub stats: StreamStats,
 }
 
 impl ArchiveWriter {
     pub fn create(final_path: &Path, level: u32, threads: usize) -> Result<ArchiveWriter> {
+        ArchiveWriter::create_sealed(final_path, level, threads, None)
+    }
+
+    /// [`ArchiveWriter::create`], the gzip stream encrypted by age to `seal`'s recipients on
+    /// its way to the file (the plaintext never reaches the disk).
+    pub fn create_sealed(
+        final_path: &Path,
+        level: u32,
+        threads: usize,
+        seal: Option<&Encryption>,
+    ) -> Result<ArchiveWriter> {
         let dir = final_path.parent().context("archive path has no directory")?;
         let name = final_path.file_name().context("archive path has no file name")?.to_string_lossy();
         let temp_path = dir.join(format!(".{name}.tmp-{}", std::process::id()));
@@ -262,7 +278,22 @@ impl ArchiveWriter {
             .mode(0o600)
             .open(&temp_path)
             .with_context(|| format!("create {}", temp_path.display()))?;
-        let gz = pgz::ParallelGzWriter::new(BufWriter::with_capacity(1 << 20, file), level, threads)?;
+        let sink = match seal {
+            None => Sink::Clear(file),
+            Some(enc) => {
+                let out = file.try_clone().context("duplicate the archive's descriptor")?;
+                let age = crypt::encrypt_into(enc, out);
+                let age = match age {
+                    Ok(a) => a,
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&temp_path);
+                        return Err(e);
+                    }
+                };
+                Sink::Sealed { age: Box::new(age), file }
+            }
+        };
+        let gz = pgz::ParallelGzWriter::new(BufWriter::with_capacity(1 << 20, sink), level, threads)?;
         let mut builder = tar::Builder::new(gz);
         builder.mode(tar::HeaderMode::Complete);
         builder.follow_symlinks(false);
@@ -280,7 +311,7 @@ impl ArchiveWriter {
         &self.temp_path
     }
 
-    fn builder(&mut self) -> Result<&mut tar::Builder<pgz::ParallelGzWriter<BufWriter<File>>>> {
+    fn builder(&mut self) -> Result<&mut tar::Builder<pgz::ParallelGzWriter<BufWriter<Sink>>>> {
         self.builder.as_mut().context("archive already committed")
     }
 
@@ -398,7 +429,8 @@ impl ArchiveWriter {
         builder.append_data(&mut header, CHECKSUMS, &sums[..]).context("write SHA256SUMS")?;
         let gz = builder.into_inner().context("finish the tar stream")?;
         let buffered = gz.finish().context("finish the gzip stream")?;
-        let file = buffered.into_inner().map_err(|e| e.into_error()).context("flush the archive")?;
+        let sink = buffered.into_inner().map_err(|e| e.into_error()).context("flush the archive")?;
+        let file = sink.finish()?;
         file.sync_all().context("fsync the archive")?;
         let size = file.metadata()?.len();
         drop(file);
@@ -415,6 +447,41 @@ impl Drop for ArchiveWriter {
     fn drop(&mut self) {
         if self.builder.is_some() {
             let _ = std::fs::remove_file(&self.temp_path);
+        }
+    }
+}
+
+/// Where the gzip stream goes: the file, or age's stdin (age writes the file).
+enum Sink {
+    Clear(File),
+    Sealed { age: Box<ToolWriter>, file: File },
+}
+
+impl io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Clear(f) => f.write(buf),
+            Sink::Sealed { age, .. } => age.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Clear(f) => f.flush(),
+            Sink::Sealed { age, .. } => age.flush(),
+        }
+    }
+}
+
+impl Sink {
+    /// The file, once everything is in it (age finished and checked).
+    fn finish(self) -> Result<File> {
+        match self {
+            Sink::Clear(f) => Ok(f),
+            Sink::Sealed { age, file } => {
+                age.finish().context("encrypt the archive")?;
+                Ok(file)
+            }
         }
     }
 }
@@ -519,10 +586,20 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// An archive opened once. Every later read (verify, then each extraction of a restore) comes
 /// from this one descriptor, so renaming or replacing the path meanwhile changes nothing; only
-/// a regular file is accepted (not a FIFO, device or directory).
+/// a regular file is accepted (not a FIFO, device or directory). An age-encrypted archive is
+/// decrypted while it streams (the plaintext never reaches the disk); a remote one streams from
+/// the remote, its bytes checked against the SHA-256 its push recorded.
 pub struct Source {
-    file: File,
+    origin: Origin,
+    /// The identity to decrypt with: Some for an encrypted archive.
+    identity: Option<PathBuf>,
+    /// The archive as shown to the user (a path, or `REMOTE:NAME`).
     pub path: PathBuf,
+}
+
+enum Origin {
+    File(File),
+    Remote { remote: std::sync::Arc<crate::engine::remote::Remote>, object: String, sha256: [u8; 32] },
 }
 
 impl Source {
@@ -537,19 +614,83 @@ impl Source {
         if !meta.file_type().is_file() {
             bail!("{} is not a regular file: refused as an archive", path.display());
         }
-        Ok(Source { file, path: path.to_path_buf() })
+        let mut head = [0u8; 19];
+        let n = std::os::unix::fs::FileExt::read_at(&file, &mut head, 0).unwrap_or(0);
+        let identity =
+            if head[..n] == *crypt::MAGIC { Some(crypt::identity(&path.display().to_string())?) } else { None };
+        Ok(Source { origin: Origin::File(file), identity, path: path.to_path_buf() })
     }
 
-    /// A fresh reader from the start of the file (positioned reads: independent of other readers).
-    pub fn reader(&self) -> PosReader<'_> {
-        PosReader { file: &self.file, pos: 0 }
+    /// The object `name` of `remote`, whose bytes must hash to `sha256` (its sidecar).
+    pub fn remote(
+        remote: std::sync::Arc<crate::engine::remote::Remote>,
+        name: &str,
+        sha256: [u8; 32],
+    ) -> Result<Source> {
+        let shown = remote.shown(name);
+        let identity = if name.ends_with(crypt::SUFFIX) { Some(crypt::identity(&shown)?) } else { None };
+        Ok(Source { origin: Origin::Remote { remote, object: name.to_string(), sha256 }, identity, path: shown.into() })
     }
 
-    /// A second handle on the same open file (a duplicated descriptor, never a reopening).
+    pub fn encrypted(&self) -> bool {
+        self.identity.is_some()
+    }
+
+    /// A fresh reader of the archive's gzip bytes from the start (a positioned read of the
+    /// file, independent of other readers; or a new download). A failure to start is
+    /// reported by the reader's first read.
+    pub fn reader(&self) -> Box<dyn Read + Send> {
+        match self.raw_and_plain() {
+            Ok(r) => r,
+            Err(e) => Box::new(Failing(Some(io::Error::other(format!("{e:#}"))))),
+        }
+    }
+
+    fn raw_and_plain(&self) -> Result<Box<dyn Read + Send>> {
+        let raw = self.raw()?;
+        match &self.identity {
+            None => Ok(raw),
+            Some(id) => {
+                Ok(Box::new(crypt::decrypt(raw, id).with_context(|| format!("decrypt {}", self.path.display()))?))
+            }
+        }
+    }
+
+    /// The archive's bytes as stored (still encrypted, if it is): a remote's checked against
+    /// the SHA-256 its push recorded. For `pull`.
+    pub fn raw_reader(&self) -> Box<dyn Read + Send> {
+        match self.raw() {
+            Ok(r) => r,
+            Err(e) => Box::new(Failing(Some(io::Error::other(format!("{e:#}"))))),
+        }
+    }
+
+    fn raw(&self) -> Result<Box<dyn Read + Send>> {
+        Ok(match &self.origin {
+            Origin::File(f) => Box::new(PosReader {
+                file: f.try_clone().with_context(|| format!("duplicate the descriptor of {}", self.path.display()))?,
+                pos: 0,
+            }),
+            Origin::Remote { remote, object, sha256 } => Box::new(DigestChecked {
+                inner: remote.cat(object)?,
+                hasher: Sha256::new(),
+                expected: *sha256,
+                name: self.path.display().to_string(),
+            }),
+        })
+    }
+
+    /// A second handle on the same archive (a duplicated descriptor, never a reopening).
     pub fn duplicate(&self) -> Result<Source> {
-        let file =
-            self.file.try_clone().with_context(|| format!("duplicate the descriptor of {}", self.path.display()))?;
-        Ok(Source { file, path: self.path.clone() })
+        let origin = match &self.origin {
+            Origin::File(f) => Origin::File(
+                f.try_clone().with_context(|| format!("duplicate the descriptor of {}", self.path.display()))?,
+            ),
+            Origin::Remote { remote, object, sha256 } => {
+                Origin::Remote { remote: remote.clone(), object: object.clone(), sha256: *sha256 }
+            }
+        };
+        Ok(Source { origin, identity: self.identity.clone(), path: self.path.clone() })
     }
 
     /// The archive's tar stream, decompressed, from the start.
@@ -558,8 +699,57 @@ impl Source {
     }
 }
 
+/// Whether the file at `path` starts like an age file (an encrypted archive).
+pub fn is_sealed(path: &Path) -> bool {
+    let Ok(f) = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path) else {
+        return false;
+    };
+    let mut head = [0u8; 19];
+    let n = std::os::unix::fs::FileExt::read_at(&f, &mut head, 0).unwrap_or(0);
+    f.metadata().is_ok_and(|m| m.is_file()) && head[..n] == *crypt::MAGIC
+}
+
 /// The decompressed stream of a [`Source`].
-pub type Gz<'a> = flate2::read::GzDecoder<io::BufReader<PosReader<'a>>>;
+pub type Gz<'a> = flate2::read::GzDecoder<io::BufReader<Box<dyn Read + Send + 'a>>>;
+
+/// A reader that fails at once (a source that could not be started).
+struct Failing(Option<io::Error>);
+
+impl Read for Failing {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err(self.0.take().unwrap_or_else(|| io::Error::other("the archive could not be read")))
+    }
+}
+
+/// Hashes what it passes on; at the end, a digest other than the expected one is a read error.
+struct DigestChecked<R> {
+    inner: R,
+    hasher: Sha256,
+    expected: [u8; 32],
+    name: String,
+}
+
+impl<R: Read> Read for DigestChecked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        if n == 0 && !buf.is_empty() {
+            let got: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
+            if got != self.expected {
+                return Err(io::Error::other(format!(
+                    "{}: its bytes hash to {}, not to the SHA-256 its push recorded ({}): the object was changed \
+                     or cut short",
+                    self.name,
+                    hex(&got),
+                    hex(&self.expected)
+                )));
+            }
+            self.hasher = Sha256::new();
+            self.expected = got;
+        }
+        Ok(n)
+    }
+}
 
 /// What a consumer of an entry's data took instead of the verification reading it: the content
 /// digest, the bytes, and for a dump its statistics.
@@ -572,15 +762,15 @@ pub struct Taken {
 /// Called for every entry that passed the grammar; `Some` when it consumed the entry's data.
 pub type Hook<'h> = dyn FnMut(&mut tar::Entry<'_, Gz<'_>>, &grammar::Checked) -> Result<Option<Taken>> + 'h;
 
-/// Reads positionally from the archive's file: never moves a shared offset.
-pub struct PosReader<'a> {
-    file: &'a File,
+/// Reads positionally from the archive's file (a duplicated descriptor): never moves a shared offset.
+pub struct PosReader {
+    file: File,
     pos: u64,
 }
 
-impl Read for PosReader<'_> {
+impl Read for PosReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = std::os::unix::fs::FileExt::read_at(self.file, buf, self.pos)?;
+        let n = std::os::unix::fs::FileExt::read_at(&self.file, buf, self.pos)?;
         self.pos += n as u64;
         Ok(n)
     }
@@ -815,7 +1005,10 @@ fn dump_tool(engine: DbEngine) -> &'static str {
 pub fn read_metadata_from(src: &Source) -> Result<Metadata> {
     let mut archive = src.tar();
     let mut entries = archive.entries().context("not a tar.gz archive")?;
-    let mut first = entries.next().context("the archive is empty")?.context("the archive is corrupt")?;
+    let mut first = entries
+        .next()
+        .context("the archive is empty")?
+        .context("its first entry cannot be read (a damaged archive, a wrong key or a failed download)")?;
     grammar::Grammar::new(false).check(&mut first)?;
     let mut text = Vec::new();
     first.read_to_end(&mut text).context("read metadata.json")?;

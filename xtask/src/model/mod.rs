@@ -1,4 +1,5 @@
 //! The stack as its compose files describe it: the Compose model and the volumes' roles.
 
 pub mod compose;
+pub mod offsite;
 pub mod roles;

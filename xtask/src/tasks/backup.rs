@@ -21,6 +21,7 @@ use crate::engine::docker::{Docker, DockerCmd};
 use crate::engine::services::ServiceGuard;
 use crate::lock::Lock;
 use crate::model::compose::{Project, Stack};
+use crate::model::offsite::Encryption;
 use crate::model::roles::{self, Priority, Role};
 use crate::tasks::volumes;
 use crate::ui::human_bytes;
@@ -64,6 +65,8 @@ pub struct Options {
     pub only_existing: bool,
     /// Dump the databases (false: leave them out, e.g. a safety backup of volumes only).
     pub dump_database: bool,
+    /// Encrypt the archive to these recipients (from `x-xtask.encrypt`; None: a clear archive).
+    pub seal: Option<Encryption>,
 }
 
 impl Options {
@@ -83,6 +86,7 @@ impl Options {
             environment: None,
             only_existing: false,
             dump_database: true,
+            seal: None,
         }
     }
 }
@@ -127,6 +131,7 @@ pub struct BackupPlan {
     pub volumes: Vec<VolumeChoice>,
     pub skipped: Vec<(String, String)>,
     pub stop: bool,
+    pub seal: Option<Encryption>,
 }
 
 /// Chooses what to back up. Pure: no engine access.
@@ -172,7 +177,16 @@ pub fn plan(project: &Project, opts: &Options) -> Result<BackupPlan> {
             password: s.environment.get("REDIS_PASSWORD").cloned(),
         })
     });
-    Ok(BackupPlan { kind: opts.kind, project: project.name.clone(), dbs, redis, volumes, skipped, stop: opts.stop })
+    Ok(BackupPlan {
+        kind: opts.kind,
+        project: project.name.clone(),
+        dbs,
+        redis,
+        volumes,
+        skipped,
+        stop: opts.stop,
+        seal: opts.seal.clone(),
+    })
 }
 
 type Classified<'a> = [(&'a crate::model::compose::VolumeDecl, roles::Classification)];
@@ -325,6 +339,14 @@ impl BackupPlan {
         }
         for (name, why) in &self.skipped {
             out.push_str(&format!("  - skip {name}: {why}\n"));
+        }
+        if let Some(seal) = &self.seal {
+            let n = seal.recipients.len();
+            let file = seal.recipients_file.as_ref().map(|f| format!(" and those in {}", f.display()));
+            out.push_str(&format!(
+                "  - encrypt the archive with age to {n} recipient(s){} while it is written (….tar.gz.age)\n",
+                file.unwrap_or_default()
+            ));
         }
         out
     }
@@ -642,15 +664,16 @@ fn write_archive(
     sources: &Sources,
 ) -> Result<(PathBuf, u64, archive::StreamStats)> {
     let docker = ctx.docker()?;
-    let name = archive_name(plan.kind, opts.tag.as_deref())?;
+    let suffix = if plan.seal.is_some() { ".tar.gz.age" } else { ".tar.gz" };
+    let name = archive_name(plan.kind, opts.tag.as_deref())?.replace(".tar.gz", suffix);
     let mut final_path = dir.join(&name);
     let mut n = 1;
     while final_path.exists() {
-        final_path = dir.join(name.replace(".tar.gz", &format!("-{n}.tar.gz")));
+        final_path = dir.join(name.replace(suffix, &format!("-{n}{suffix}")));
         n += 1;
     }
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let mut writer = ArchiveWriter::create(&final_path, opts.level, threads)?;
+    let mut writer = ArchiveWriter::create_sealed(&final_path, opts.level, threads, plan.seal.as_ref())?;
     let config = ctx.model()?.1.clone().unwrap_or_default();
     let infos: Vec<DbInfo> = dumps.iter().map(|d| d.info.clone()).collect();
     let meta = metadata(ctx, plan, opts, &config, infos, sources)?;

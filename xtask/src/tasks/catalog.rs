@@ -1,6 +1,8 @@
 //! The archives in the backup directory: `backups` (list), `verify` and `prune` (retention in
 //! the manner of restic's `forget`). Only files this tool wrote are considered: named
-//! `{full,db}_backup_*.tar.gz` and starting with an xtask `metadata.json`.
+//! `{full,db}_backup_*.tar.gz` (or `.tar.gz.age`, encrypted) and starting with an xtask
+//! `metadata.json`. An encrypted archive is read with the identity `XTASK_AGE_IDENTITY` names;
+//! without it, it is listed by its name alone.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -35,6 +37,8 @@ pub struct ArchiveFile {
     pub databases: Vec<String>,
     /// "ok", "failed" or "unverified" (as of the last `verify` of this exact file).
     pub checksums: String,
+    /// Encrypted with age (`….tar.gz.age`).
+    pub encrypted: bool,
     /// Why the file is damaged or its date is in doubt: it is then never "latest", never
     /// counted or deleted by prune.
     pub problem: Option<String>,
@@ -108,12 +112,23 @@ pub fn read_metadata(path: &Path) -> Result<Metadata> {
     archive::read_metadata_from(&archive::Source::open(path)?)
 }
 
-fn is_our_name(name: &str) -> bool {
-    (name.starts_with("full_backup_") || name.starts_with("db_backup_")) && name.ends_with(".tar.gz")
+pub fn is_our_name(name: &str) -> bool {
+    (name.starts_with("full_backup_") || name.starts_with("db_backup_"))
+        && (name.ends_with(".tar.gz") || name.ends_with(".tar.gz.age"))
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// `full` or `db`, from an archive's file name.
+pub fn name_kind(name: &str) -> &'static str {
+    if name.starts_with("db_backup_") {
+        "db"
+    } else {
+        "full"
+    }
 }
 
 /// The time in a file name `{full,db}_backup_YYYYMMDD_HHMMSS…`.
-fn name_stamp(file: &str) -> Option<OffsetDateTime> {
+pub fn name_stamp(file: &str) -> Option<OffsetDateTime> {
     let rest = file.strip_prefix("full_backup_").or_else(|| file.strip_prefix("db_backup_"))?;
     let digits = |r: std::ops::Range<usize>| rest.get(r)?.parse::<u32>().ok();
     if rest.as_bytes().get(8) != Some(&b'_') {
@@ -189,8 +204,20 @@ fn describe(path: &Path, file: String, project: &str, now: OffsetDateTime) -> Op
         volumes: Vec::new(),
         databases: Vec::new(),
         checksums: verification(path).to_string(),
+        encrypted: archive::is_sealed(path),
         problem: None,
     };
+    if a.encrypted && std::env::var_os(crate::engine::crypt::IDENTITY_VAR).is_none() {
+        // Listed by its name: its kind and date come from there, its contents stay unknown.
+        a.kind = name_kind(&a.file).into();
+        let created_at = stamp.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
+        a.created_at = created_at.clone().unwrap_or_default();
+        a.problem = match stamp {
+            None => Some("its file name holds no valid date".into()),
+            Some(t) => date_doubt(t, &a.created_at, mtime, now),
+        };
+        return Some(a);
+    }
     let meta = match stat.filter(|m| m.file_type().is_file()) {
         None => Err(anyhow::anyhow!("not a regular file")),
         Some(_) => read_metadata(path),
@@ -286,21 +313,36 @@ pub enum Which {
     One(PathBuf),
     Latest,
     All,
+    /// One archive of a remote (None: its newest complete one), streamed without a local copy.
+    Remote {
+        remote: String,
+        file: Option<String>,
+    },
 }
 
 pub fn verify(ctx: &Ctx, dir: &Path, which: Which, deep: bool, rules: archive::Rules, json: bool) -> Result<()> {
-    let (project, ui) = (ctx.stack.name.as_str(), &ctx.ui);
-    let paths: Vec<PathBuf> = match which {
-        Which::One(p) => vec![p],
-        Which::Latest => vec![latest(dir, project, |_| true)?],
-        Which::All => scan(dir, project)?.into_iter().map(|a| a.path).collect(),
+    let project = ctx.stack.name.as_str();
+    let local = |p: PathBuf| {
+        let src = archive::Source::open(&p);
+        (p, src, true)
+    };
+    let targets: Vec<(PathBuf, Result<archive::Source>, bool)> = match which {
+        Which::One(p) => vec![local(p)],
+        Which::Latest => vec![local(latest(dir, project, |_| true)?)],
+        Which::All => scan(dir, project)?.into_iter().map(|a| local(a.path)).collect(),
+        Which::Remote { remote, file } => {
+            let src = crate::tasks::offsite::pick(ctx, &remote, file.as_deref())?;
+            vec![(src.path.clone(), Ok(src), false)]
+        }
     };
     let mut reports = Vec::new();
-    for path in paths {
-        let progress = ui.progress(&format!("verify {}", path.display()));
-        let report = verify_one(ctx, &path, deep, rules);
+    for (path, src, is_local) in targets {
+        let progress = ctx.ui.progress(&format!("verify {}", path.display()));
+        let report = verify_one(ctx, &path, src, deep, rules);
         progress.inc(report.bytes);
-        record_verification(&path, report.ok());
+        if is_local {
+            record_verification(&path, report.ok());
+        }
         if report.ok() {
             progress.finish(&format!("OK: {} entries, {} files, checksums match", report.entries, report.files));
         } else {
@@ -321,9 +363,16 @@ pub fn verify(ctx: &Ctx, dir: &Path, which: Which, deep: bool, rules: archive::R
     Ok(())
 }
 
-/// Verifies one archive from one descriptor; with `deep`, loads what passed into throwaway targets.
-fn verify_one(ctx: &Ctx, path: &Path, deep: bool, rules: archive::Rules) -> archive::Report {
-    let src = match archive::Source::open(path) {
+/// Verifies one archive from one descriptor (or one download); with `deep`, loads what passed
+/// into throwaway targets.
+fn verify_one(
+    ctx: &Ctx,
+    path: &Path,
+    src: Result<archive::Source>,
+    deep: bool,
+    rules: archive::Rules,
+) -> archive::Report {
+    let src = match src {
         Ok(s) => s,
         Err(e) => {
             return archive::Report { path: path.to_path_buf(), problems: vec![format!("{e:#}")], ..Default::default() }

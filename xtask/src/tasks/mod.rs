@@ -6,6 +6,7 @@ pub mod backup;
 pub mod catalog;
 pub mod clean;
 pub mod migrate;
+pub mod offsite;
 pub mod restore;
 pub mod stack;
 pub mod status;

@@ -45,6 +45,8 @@ pub struct Options {
     /// backup is then the only way back) instead of staging beside the current content.
     pub in_place: bool,
     pub dir: PathBuf,
+    /// Stream the archive from this remote instead: (remote, file; None: its newest complete one).
+    pub remote: Option<(String, Option<String>)>,
 }
 
 impl Options {
@@ -59,6 +61,7 @@ impl Options {
             allow_special: false,
             in_place: false,
             dir,
+            remote: None,
         }
     }
 }
@@ -244,11 +247,14 @@ pub struct Outcome {
 pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<Prepared> {
     let docker = ctx.docker()?;
     let dir = backup::prepare_dir(&opts.dir)?;
-    let path = match &opts.archive {
-        Some(p) => p.clone(),
-        None => catalog::latest(&dir, &ctx.stack.name, |a| a.tag.as_deref() != Some(SAFETY_TAG))?,
+    let src = match (&opts.remote, &opts.archive) {
+        (Some((remote, file)), _) => crate::tasks::offsite::pick(ctx, remote, file.as_deref())?,
+        (None, Some(p)) => Source::open(p)?,
+        (None, None) => {
+            Source::open(&catalog::latest(&dir, &ctx.stack.name, |a| a.tag.as_deref() != Some(SAFETY_TAG))?)?
+        }
     };
-    let src = Source::open(&path)?;
+    let path = src.path.clone();
     let rules = Rules { allow_special: opts.allow_special };
     let (meta, verified) = if opts.in_place {
         ctx.ui.step(&format!("verify {}", path.display()));

@@ -8,6 +8,7 @@
 pub mod cmd;
 pub mod helper;
 pub mod run;
+pub mod tool;
 
 use std::path::PathBuf;
 
@@ -16,6 +17,7 @@ use anyhow::{anyhow, bail, Result};
 pub use cmd::DockerCmd;
 pub use helper::{Helper, HelperMount, VolumeSink, VolumeTar};
 pub use run::{ChildReader, ChildWriter};
+pub use tool::{Tool, ToolReader, ToolWriter};
 
 use crate::model::compose::Stack;
 

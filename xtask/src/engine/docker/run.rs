@@ -27,7 +27,7 @@ fn expression(docker: &Docker, cmd: &DockerCmd) -> duct::Expression {
     with_group(e)
 }
 
-fn with_group(e: duct::Expression) -> duct::Expression {
+pub(super) fn with_group(e: duct::Expression) -> duct::Expression {
     if !signals::installed() {
         return e;
     }

@@ -1,0 +1,200 @@
+//! Host tools the tool drives besides docker: `rclone` (remote storage) and `age` (encryption).
+//! Found on PATH with `which` (a missing one is named with how to install it), run with argv only,
+//! never through a shell; short commands through xshell, streams through duct with stderr
+//! captured and a non-zero exit turned into an error carrying it. A streamed child is killed
+//! when its handle is dropped unfinished, so none outlives an error.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+
+use anyhow::{anyhow, Context, Result};
+
+use super::cmd::shell_quote;
+
+/// A host program found on PATH.
+#[derive(Debug, Clone)]
+pub struct Tool {
+    pub name: &'static str,
+    bin: PathBuf,
+    /// Variables removed from the child's environment.
+    env_remove: Vec<String>,
+}
+
+impl Tool {
+    /// Finds `name` on PATH, or says what it is needed for and how to install it.
+    pub fn find(name: &'static str, needed_for: &str) -> Result<Tool> {
+        let bin = which::which(name).map_err(|_| {
+            anyhow!(
+                "`{name}` was not found on PATH; it is needed {needed_for}\n  \
+                 install it (Debian/Ubuntu: `sudo apt-get install {name}`; macOS: `brew install {name}`)"
+            )
+        })?;
+        Ok(Tool { name, bin, env_remove: Vec::new() })
+    }
+
+    /// Removes `var` from the environment of every child started from this tool.
+    pub fn without_env(mut self, var: &str) -> Tool {
+        self.env_remove.push(var.to_string());
+        self
+    }
+
+    /// The command as a user could paste it into a shell.
+    pub fn shown(&self, args: &[String]) -> String {
+        std::iter::once(self.name.to_string()).chain(args.iter().map(|a| shell_quote(a))).collect::<Vec<_>>().join(" ")
+    }
+
+    fn expression(&self, args: &[String]) -> duct::Expression {
+        #[allow(clippy::disallowed_methods)] // this module is the one place allowed to spawn processes
+        let mut e = duct::cmd(&self.bin, args);
+        for v in &self.env_remove {
+            e = e.env_remove(v);
+        }
+        super::run::with_group(e)
+    }
+
+    /// Runs a short command to its end and returns its stdout; a failure carries its stderr.
+    pub fn output(&self, args: &[String]) -> Result<Vec<u8>> {
+        let sh = xshell::Shell::new().context("start a shell for host commands")?;
+        #[allow(clippy::disallowed_methods)] // this module is the one place allowed to spawn processes
+        let mut c = sh.cmd(&self.bin).args(args).quiet().ignore_status();
+        for v in &self.env_remove {
+            c = c.env_remove(v);
+        }
+        let out = c.output().with_context(|| format!("run `{}`", self.shown(args)))?;
+        if !out.status.success() {
+            return Err(self.failure(args, out.status, &out.stderr));
+        }
+        Ok(out.stdout)
+    }
+
+    fn failure(&self, args: &[String], status: std::process::ExitStatus, stderr: &[u8]) -> anyhow::Error {
+        let text = String::from_utf8_lossy(stderr);
+        let lines: Vec<&str> = text.lines().filter(|l| !l.contains("NOTICE:") && !l.trim().is_empty()).collect();
+        anyhow!("`{}` failed ({status}): {}", self.shown(args), lines.join("\n  "))
+    }
+
+    /// Starts the command with its stdout read by the caller; `input`, when given, is copied
+    /// into its stdin by a thread (an error there is reported when the output ends).
+    pub fn stream(&self, args: &[String], input: Option<Box<dyn Read + Send>>) -> Result<ToolReader> {
+        let mut e = self.expression(args).stderr_capture().unchecked();
+        let mut feeder = None;
+        if let Some(mut input) = input {
+            let (read, mut write) = os_pipe::pipe().context("create a pipe")?;
+            e = e.stdin_file(read);
+            feeder = Some(std::thread::spawn(move || -> io::Result<u64> {
+                let n = io::copy(&mut input, &mut write);
+                drop(write);
+                // Read the input to its end only if the child took it all: an early exit is its error.
+                n
+            }));
+        } else {
+            e = e.stdin_null();
+        }
+        let reader = e.reader().with_context(|| format!("start `{}`", self.shown(args)))?;
+        Ok(ToolReader { tool: self.clone(), args: args.to_vec(), reader: Some(reader), feeder })
+    }
+
+    /// Starts the command with its stdin fed by the caller and its stdout going to `out`
+    /// (`age -e` writing the archive's file) or nowhere.
+    pub fn sink(&self, args: &[String], out: Option<File>) -> Result<ToolWriter> {
+        let (read, write) = os_pipe::pipe().context("create a pipe")?;
+        let e = self.expression(args).stdin_file(read).stderr_capture().unchecked();
+        let e = match out {
+            Some(f) => e.stdout_file(f),
+            None => e.stdout_capture(),
+        };
+        let handle = e.start().with_context(|| format!("start `{}`", self.shown(args)))?;
+        drop(e);
+        Ok(ToolWriter { tool: self.clone(), args: args.to_vec(), stdin: Some(write), handle: Some(handle) })
+    }
+}
+
+/// The stdout of a running host tool. At its end the child is waited for: a non-zero exit (or a
+/// failed feeder) is returned as a read error carrying its stderr, so a consumer that reads to
+/// the end never takes a truncated stream for a whole one.
+pub struct ToolReader {
+    tool: Tool,
+    args: Vec<String>,
+    reader: Option<duct::ReaderHandle>,
+    feeder: Option<JoinHandle<io::Result<u64>>>,
+}
+
+impl ToolReader {
+    fn end(&mut self) -> Result<()> {
+        let Some(reader) = self.reader.take() else { return Ok(()) };
+        let out = reader.try_wait()?.context("the child's output ended before it did")?;
+        let fed = self.feeder.take().map(|f| f.join().unwrap_or_else(|_| Err(io::Error::other("feeder panicked"))));
+        if !out.status.success() {
+            return Err(self.tool.failure(&self.args, out.status, &out.stderr));
+        }
+        if let Some(Err(e)) = fed {
+            return Err(anyhow!(e).context(format!("feed `{}`", self.tool.shown(&self.args))));
+        }
+        Ok(())
+    }
+}
+
+impl Read for ToolReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = match self.reader.as_mut() {
+            Some(r) => r.read(buf)?,
+            None => return Ok(0),
+        };
+        if n == 0 && !buf.is_empty() {
+            self.end().map_err(|e| io::Error::other(format!("{e:#}")))?;
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for ToolReader {
+    fn drop(&mut self) {
+        if let Some(r) = self.reader.take() {
+            let _ = r.kill();
+        }
+    }
+}
+
+/// The stdin of a running host tool (an upload, an encryption).
+pub struct ToolWriter {
+    tool: Tool,
+    args: Vec<String>,
+    stdin: Option<os_pipe::PipeWriter>,
+    handle: Option<duct::Handle>,
+}
+
+impl Write for ToolWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.stdin.as_mut() {
+            Some(s) => s.write(buf),
+            None => Err(io::Error::other("stdin already closed")),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stdin.as_mut().map_or(Ok(()), |s| s.flush())
+    }
+}
+
+impl ToolWriter {
+    /// Closes stdin, waits, and turns a non-zero exit into an error carrying stderr.
+    pub fn finish(mut self) -> Result<Vec<u8>> {
+        drop(self.stdin.take());
+        let handle = self.handle.take().context("child already waited for")?;
+        let out = handle.wait().with_context(|| format!("wait for `{}`", self.tool.shown(&self.args)))?;
+        if !out.status.success() {
+            return Err(self.tool.failure(&self.args, out.status, &out.stderr));
+        }
+        Ok(out.stdout.clone())
+    }
+}
+
+impl Drop for ToolWriter {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            let _ = h.kill();
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! The off-site settings of the compose file's `x-xtask:` block: named remotes and encryption
+//! recipients. Pure parsing: every value is checked against a strict shape, because each ends up
+//! as an argument of `rclone` or `age` (never a shell, but an argument must not become a flag or
+//! leak into rclone's connection-string syntax). Secrets never live here: credentials come from
+//! the environment or the user's files (`AWS_*`, `~/.aws/credentials`, rclone's own config), the
+//! age identity from `XTASK_AGE_IDENTITY`.
+//!
+//! ```yaml
+//! x-xtask:
+//!   remotes:
+//!     offsite: {url: "s3://bucket/prefix", endpoint: "https://fra1.digitaloceanspaces.com", region: "fra1"}
+//!     nas: {url: "rclone:mynas:backups"}      # any remote of the user's rclone config
+//!   encrypt:
+//!     recipients: ["age1…"]                   # public keys: safe to commit
+//!     recipients_file: keys/backup.pub        # or a file of them, relative to the project directory
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde_yaml::Value;
+
+/// A remote as configured: where its archives live, in rclone's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteSpec {
+    /// The configured name (`offsite`), or the URL when given directly.
+    pub name: String,
+    /// The rclone path of the project's folder, e.g.
+    /// `:s3,provider=Other,env_auth=true,endpoint='https://…':bucket/prefix/PROJECT`.
+    pub root: String,
+    /// The URL the user wrote (for messages).
+    pub url: String,
+}
+
+/// Where archives are encrypted to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Encryption {
+    pub recipients: Vec<String>,
+    pub recipients_file: Option<PathBuf>,
+}
+
+impl Encryption {
+    pub fn enabled(&self) -> bool {
+        !self.recipients.is_empty() || self.recipients_file.is_some()
+    }
+}
+
+/// The parsed `x-xtask` off-site settings.
+#[derive(Debug, Clone, Default)]
+pub struct Offsite {
+    pub remotes: BTreeMap<String, RemoteSpec>,
+    pub encryption: Encryption,
+}
+
+fn text<'a>(v: &'a Value, key: &str, at: &str) -> Result<Option<&'a str>> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => bail!("x-xtask.{at}.{key} must be a string"),
+    }
+}
+
+/// Reads the off-site settings from the `x-xtask` block (None: no block).
+pub fn parse(settings: Option<&Value>, project: &str, project_dir: &Path) -> Result<Offsite> {
+    let mut out = Offsite::default();
+    let Some(s) = settings else { return Ok(out) };
+    if let Some(remotes) = s.get("remotes") {
+        let map = remotes.as_mapping().context("x-xtask.remotes must be a mapping of names to {url: …}")?;
+        for (k, v) in map {
+            let name = k.as_str().context("x-xtask.remotes: every name must be a string")?;
+            check_name(name).with_context(|| format!("x-xtask.remotes.{name}"))?;
+            let at = format!("remotes.{name}");
+            let url = text(v, "url", &at)?.with_context(|| format!("x-xtask.{at} has no url"))?;
+            let spec = remote(name, url, text(v, "endpoint", &at)?, text(v, "region", &at)?, project)
+                .with_context(|| format!("x-xtask.{at}"))?;
+            out.remotes.insert(name.to_string(), spec);
+        }
+    }
+    if let Some(e) = s.get("encrypt") {
+        out.encryption = encryption(e, project_dir).context("x-xtask.encrypt")?;
+    }
+    Ok(out)
+}
+
+fn encryption(e: &Value, project_dir: &Path) -> Result<Encryption> {
+    let mut enc = Encryption::default();
+    if let Some(list) = e.get("recipients") {
+        let list = list.as_sequence().context("recipients must be a list of age public keys (age1…)")?;
+        for r in list {
+            let r = r.as_str().context("every recipient must be a string")?;
+            enc.recipients.push(check_recipient(r)?.to_string());
+        }
+    }
+    if let Some(file) = text(e, "recipients_file", "encrypt")? {
+        enc.recipients_file = Some(project_dir.join(file));
+    }
+    if !enc.enabled() {
+        bail!("names neither recipients nor recipients_file");
+    }
+    Ok(enc)
+}
+
+/// An age X25519 recipient: `age1` and bech32 characters.
+pub fn check_recipient(r: &str) -> Result<&str> {
+    let ok =
+        r.len() > 10 && r.starts_with("age1") && r[4..].bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase());
+    if !ok {
+        bail!("{r:?} is not an age public key (age1…, as `age-keygen -y KEYFILE` prints it)");
+    }
+    Ok(r)
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        bail!("a remote's name may hold only letters, digits, - and _");
+    }
+    Ok(())
+}
+
+fn check_path(path: &str, what: &str) -> Result<()> {
+    let ok_byte = |b: u8| b.is_ascii_alphanumeric() || b"-_.".contains(&b);
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        if seg == "." || seg == ".." || !seg.bytes().all(ok_byte) {
+            bail!("{what} {path:?}: only letters, digits, '-', '_', '.' and '/' between names are accepted");
+        }
+    }
+    Ok(())
+}
+
+/// `s3://bucket/prefix` (with an optional endpoint and region) or `rclone:NAME:path`, as the
+/// rclone path of `project`'s folder in it.
+pub fn remote(
+    name: &str,
+    url: &str,
+    endpoint: Option<&str>,
+    region: Option<&str>,
+    project: &str,
+) -> Result<RemoteSpec> {
+    let base = if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !bucket_ok {
+            bail!("url {url:?}: {bucket:?} is not an S3 bucket name (3-63 of a-z, 0-9, '-', '.')");
+        }
+        check_path(prefix, "url")?;
+        let mut params = vec!["s3".to_string(), "env_auth=true".to_string()];
+        match endpoint {
+            Some(e) => {
+                check_endpoint(e)?;
+                params.push("provider=Other".into());
+                params.push(format!("endpoint='{e}'"));
+            }
+            None => params.push("provider=AWS".into()),
+        }
+        if let Some(r) = region {
+            if r.is_empty() || !r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                bail!("region {r:?}: only letters, digits and '-'");
+            }
+            params.push(format!("region={r}"));
+        }
+        format!(":{}:{}", params.join(","), join(bucket, prefix))
+    } else if let Some(rest) = url.strip_prefix("rclone:") {
+        let (remote, path) = rest.split_once(':').with_context(|| format!("url {url:?}: write rclone:REMOTE:path"))?;
+        check_name(remote).with_context(|| format!("url {url:?}: the rclone remote's name"))?;
+        check_path(path, "url")?;
+        format!("{remote}:{}", path.trim_matches('/'))
+    } else {
+        bail!("url {url:?}: write s3://bucket/prefix or rclone:REMOTE:path");
+    };
+    check_path(project, "project name")?;
+    Ok(RemoteSpec { name: name.to_string(), root: join(&base, project), url: url.to_string() })
+}
+
+fn join(a: &str, b: &str) -> String {
+    let b = b.trim_matches('/');
+    match (a.ends_with(':') || a.ends_with('/'), b.is_empty()) {
+        (_, true) => a.trim_end_matches('/').to_string(),
+        (true, false) => format!("{a}{b}"),
+        (false, false) => format!("{a}/{b}"),
+    }
+}
+
+fn check_endpoint(e: &str) -> Result<()> {
+    let rest = e.strip_prefix("https://").or_else(|| e.strip_prefix("http://"));
+    let ok = rest.is_some_and(|r| {
+        !r.is_empty() && r.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:/[]".contains(&b)) && !r.starts_with('/')
+    });
+    if !ok {
+        bail!("endpoint {e:?}: write http(s)://host[:port][/path] (letters, digits, '-', '.', ':', '/')");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn yaml(s: &str) -> Value {
+        serde_yaml::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn s3_urls_become_rclone_paths_of_the_project_folder() {
+        let r = remote("o", "s3://bucket/a/b/", Some("http://127.0.0.1:8333"), Some("us-east-1"), "app").unwrap();
+        assert_eq!(
+            r.root,
+            ":s3,env_auth=true,provider=Other,endpoint='http://127.0.0.1:8333',region=us-east-1:bucket/a/b/app"
+        );
+        let r = remote("o", "s3://bucket", None, None, "app").unwrap();
+        assert_eq!(r.root, ":s3,env_auth=true,provider=AWS:bucket/app");
+        let r = remote("n", "rclone:mynas:backups/x", None, None, "app").unwrap();
+        assert_eq!(r.root, "mynas:backups/x/app");
+    }
+
+    #[test]
+    fn values_that_could_break_out_of_the_connection_string_are_refused() {
+        for (url, endpoint) in [
+            ("s3://bucket/a", Some("http://h',provider=x")),
+            ("s3://bucket/a", Some("http://h,x=1")),
+            ("s3://bucket/a", Some("file:///etc")),
+            ("s3://bucket/../x", None),
+            ("s3://Bu/x", None),
+            ("s3://bucket/a b", None),
+            ("rclone:-x:path", None),
+            ("rclone:nas", None),
+            ("ftp://x", None),
+        ] {
+            assert!(remote("o", url, endpoint, None, "app").is_err(), "{url} {endpoint:?} accepted");
+        }
+        assert!(remote("o", "s3://bucket", None, Some("x,y"), "app").is_err());
+    }
+
+    #[test]
+    fn settings_parse_remotes_and_recipients() {
+        let key = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+        let s = yaml(&format!(
+            "remotes: {{offsite: {{url: 's3://b1b/p', endpoint: 'https://s3.example.com', region: fra1}}}}\n\
+             encrypt: {{recipients: ['{key}'], recipients_file: keys/pub.txt}}"
+        ));
+        let o = parse(Some(&s), "app", Path::new("/proj")).unwrap();
+        assert_eq!(o.remotes["offsite"].url, "s3://b1b/p");
+        assert_eq!(o.encryption.recipients, vec![key.to_string()]);
+        assert_eq!(o.encryption.recipients_file.as_deref(), Some(Path::new("/proj/keys/pub.txt")));
+        let bad = yaml("encrypt: {recipients: ['-o/tmp/x']}");
+        let e = format!("{:#}", parse(Some(&bad), "app", Path::new("/p")).unwrap_err());
+        assert!(e.contains("x-xtask.encrypt") && e.contains("not an age public key"), "{e}");
+        let bad = yaml("remotes: {offsite: {endpoint: x}}");
+        assert!(format!("{:#}", parse(Some(&bad), "app", Path::new("/p")).unwrap_err()).contains("has no url"));
+        assert!(parse(None, "app", Path::new("/p")).unwrap().remotes.is_empty());
+    }
+}

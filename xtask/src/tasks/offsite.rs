@@ -1,0 +1,373 @@
+//! Off-site copies: `push` archives to a remote, list them there (`backups --remote`), `pull`
+//! one back, `prune --remote` by the local retention, and the remote pick that `verify --remote`
+//! and `restore --remote` stream from. A remote is a folder per project (`<url>/<project>/`);
+//! each archive there has a sidecar `<file>.sha256` (`sha256sum -c` format) written only after
+//! the archive's upload completed and its size was checked: an archive without one is
+//! incomplete (an interrupted push) and is never listed as good, pulled, verified or restored.
+//! The bucket is untrusted: only names of the archive grammar are used, and every byte read
+//! back is checked against the sidecar's digest (and, encrypted, authenticated by age).
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::archive::{self, hex};
+use crate::context::Ctx;
+use crate::engine::crypt;
+use crate::engine::remote::{self, Remote};
+use crate::model::offsite::{self, Encryption, Offsite};
+use crate::tasks::catalog::{self, Retention};
+use crate::ui::{human_bytes, table};
+
+/// Uploads are tried this many times, waiting 2 s, then 4 s, between tries.
+const ATTEMPTS: u32 = 3;
+/// An archive without its sidecar older than this is a leftover `prune --remote` removes.
+const LEFTOVER_AGE: time::Duration = time::Duration::hours(24);
+
+/// The `x-xtask` off-site settings of the stack.
+pub fn settings(ctx: &Ctx) -> Result<Offsite> {
+    let block = ctx.stack.settings()?;
+    offsite::parse(block.as_ref(), &ctx.stack.name, &ctx.stack.project_dir)
+        .with_context(|| format!("read the x-xtask block of {}", ctx.stack.files[0].display()))
+}
+
+/// The encryption a backup uses: `x-xtask.encrypt`, unless `--no-encrypt`.
+pub fn seal(ctx: &Ctx, no_encrypt: bool) -> Result<Option<Encryption>> {
+    let enc = settings(ctx)?.encryption;
+    Ok((enc.enabled() && !no_encrypt).then_some(enc))
+}
+
+/// A remote by its name in `x-xtask.remotes`, or given directly as `s3://…` / `rclone:…`.
+pub fn open(ctx: &Ctx, name: &str) -> Result<Arc<Remote>> {
+    let set = settings(ctx)?;
+    let spec = match set.remotes.get(name) {
+        Some(s) => s.clone(),
+        None if name.starts_with("s3://") || name.starts_with("rclone:") => {
+            offsite::remote(name, name, None, None, &ctx.stack.name)?
+        }
+        None => {
+            let known: Vec<&str> = set.remotes.keys().map(String::as_str).collect();
+            bail!(
+                "no remote named {name:?} in x-xtask.remotes of the compose file (known: {}); add one \
+                 (`remotes: {{{name}: {{url: \"s3://bucket/prefix\", endpoint: \"…\"}}}}`) or give an s3:// URL",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            )
+        }
+    };
+    Ok(Arc::new(Remote::open(&spec)?))
+}
+
+/// An archive in a remote folder.
+#[derive(Debug, Clone, Serialize)]
+pub struct RemoteArchive {
+    pub file: String,
+    pub kind: &'static str,
+    /// UTC, RFC 3339, from the file name.
+    pub created_at: String,
+    #[serde(skip)]
+    pub created: OffsetDateTime,
+    pub size_bytes: u64,
+    /// Its sidecar's digest; None: incomplete (no sidecar), never good.
+    pub sha256: Option<String>,
+    #[serde(skip)]
+    pub digest: Option<[u8; 32]>,
+    pub complete: bool,
+    pub encrypted: bool,
+}
+
+/// The project's archives in `remote`, newest first, and the sidecars without an archive.
+pub fn scan(remote: &Remote) -> Result<(Vec<RemoteArchive>, Vec<String>)> {
+    let objects = remote.list()?;
+    let has_sidecars = objects.iter().any(|o| o.name.ends_with(".sha256"));
+    let sidecars = if has_sidecars { remote.sidecars()? } else { Default::default() };
+    let mut out = Vec::new();
+    for o in objects.iter().filter(|o| catalog::is_our_name(&o.name)) {
+        let Some(created) = catalog::name_stamp(&o.name) else { continue };
+        let digest = sidecars.get(&o.name).copied();
+        out.push(RemoteArchive {
+            file: o.name.clone(),
+            kind: catalog::name_kind(&o.name),
+            created_at: created.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            created,
+            size_bytes: o.size,
+            sha256: digest.map(|d| hex(&d)),
+            digest,
+            complete: digest.is_some(),
+            encrypted: o.name.ends_with(crypt::SUFFIX),
+        });
+    }
+    out.sort_by(|a, b| b.created.cmp(&a.created).then(b.file.cmp(&a.file)));
+    let orphans = objects
+        .iter()
+        .filter_map(|o| o.name.strip_suffix(".sha256"))
+        .filter(|a| catalog::is_our_name(a) && !objects.iter().any(|o| o.name == *a))
+        .map(|a| format!("{a}.sha256"))
+        .collect();
+    Ok((out, orphans))
+}
+
+/// `backups --remote`.
+pub fn list(ctx: &Ctx, name: &str, json: bool) -> Result<()> {
+    let remote = open(ctx, name)?;
+    let (archives, _) = scan(&remote)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&archives)?);
+        return Ok(());
+    }
+    if archives.is_empty() {
+        println!("No archives of project {} in remote {name} ({})", ctx.stack.name, remote.spec.url);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = archives
+        .iter()
+        .map(|a| {
+            vec![
+                a.file.clone(),
+                a.created_at.clone(),
+                human_bytes(a.size_bytes),
+                a.kind.to_string(),
+                if a.complete { "complete".into() } else { "INCOMPLETE (no .sha256: an interrupted push)".into() },
+            ]
+        })
+        .collect();
+    println!("Archives of project {} in remote {name} ({})\n", ctx.stack.name, remote.spec.url);
+    print!("{}", table(&["FILE", "CREATED", "SIZE", "KIND", "STATE"], &rows));
+    Ok(())
+}
+
+/// The archive `file` (None: the newest complete one) of the remote, ready to stream.
+pub fn pick(ctx: &Ctx, name: &str, file: Option<&str>) -> Result<archive::Source> {
+    let remote = open(ctx, name)?;
+    let (archives, _) = scan(&remote)?;
+    let found = match file {
+        Some(f) => archives.iter().find(|a| a.file == f).with_context(|| {
+            format!("remote {name} has no archive {f} of project {}; see `cargo xtask backups --remote {name}`", ctx.stack.name)
+        })?,
+        None => archives.iter().find(|a| a.complete).with_context(|| {
+            format!("remote {name} has no complete archive of project {}; push one with `cargo xtask push --latest --to {name}`", ctx.stack.name)
+        })?,
+    };
+    let Some(digest) = found.digest else {
+        bail!(
+            "{}: incomplete (no .sha256 beside it: its push was interrupted); push it again",
+            remote.shown(&found.file)
+        );
+    };
+    archive::Source::remote(remote.clone(), &found.file, digest)
+}
+
+/// A local file opened for reading, its identity fixed (O_NOFOLLOW, a regular file).
+fn open_local(path: &Path) -> Result<(File, u64)> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))?;
+    let m = f.metadata()?;
+    if !m.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    Ok((f, m.len()))
+}
+
+fn sha256_of(path: &Path) -> Result<[u8; 32]> {
+    let (f, _) = open_local(path)?;
+    let mut tee = Tee { inner: f, hasher: Sha256::new(), tick: &|_| {} };
+    std::io::copy(&mut tee, &mut std::io::sink()).with_context(|| format!("read {}", path.display()))?;
+    Ok(tee.hasher.finalize().into())
+}
+
+/// What a push does with one archive.
+#[derive(Debug, Clone, Serialize)]
+pub struct PushItem {
+    pub path: PathBuf,
+    pub file: String,
+    pub size_bytes: u64,
+    /// "upload", or "skip" (already there with the same size and SHA-256).
+    pub action: &'static str,
+    pub why: String,
+}
+
+/// Decides, for each local archive, whether the remote already holds it (same size, same
+/// SHA-256 in its sidecar) or it must be uploaded.
+pub fn plan_push(remote: &Remote, files: &[PathBuf]) -> Result<Vec<PushItem>> {
+    let (there, _) = scan(remote)?;
+    let mut items = Vec::new();
+    for path in files {
+        let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if !catalog::is_our_name(&file) {
+            bail!("{} is not named like an archive of this tool ({{full,db}}_backup_*.tar.gz[.age])", path.display());
+        }
+        let (_, size) = open_local(path)?;
+        let same = there.iter().find(|a| a.file == file);
+        let (action, why) = match same {
+            None => ("upload", "not in the remote".to_string()),
+            Some(a) if !a.complete => ("upload", "incomplete in the remote (an interrupted push)".into()),
+            Some(a) if a.size_bytes != size => {
+                ("upload", format!("the remote copy has {} bytes, not {size}", a.size_bytes))
+            }
+            Some(a) if a.digest != Some(sha256_of(path)?) => ("upload", "the remote copy's SHA-256 differs".into()),
+            Some(_) => ("skip", "already there with the same size and SHA-256".into()),
+        };
+        items.push(PushItem { path: path.clone(), file, size_bytes: size, action, why });
+    }
+    Ok(items)
+}
+
+/// `push`: uploads what the remote lacks (each retried with backoff), then its sidecar.
+pub fn push(ctx: &Ctx, name: &str, files: &[PathBuf], dry_run: bool) -> Result<Vec<PushItem>> {
+    let remote = open(ctx, name)?;
+    let items = plan_push(&remote, files)?;
+    for item in &items {
+        if item.action == "skip" || dry_run {
+            let verb = if item.action == "skip" { "skip" } else { "would upload" };
+            ctx.ui.step(&format!("{verb} {} ({})", item.file, item.why));
+            continue;
+        }
+        let progress = ctx.ui.progress_to(&format!("push {} to {name}", item.file), item.size_bytes);
+        upload_with_retries(ctx, &remote, item, &|n| progress.inc(n))?;
+        progress.finish(&format!("pushed {} ({}) to {name}", item.file, human_bytes(item.size_bytes)));
+    }
+    Ok(items)
+}
+
+fn upload_with_retries(ctx: &Ctx, remote: &Remote, item: &PushItem, tick: &dyn Fn(u64)) -> Result<()> {
+    let mut attempt = 1;
+    loop {
+        match upload(remote, item, tick) {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < ATTEMPTS && remote::transient(&e) => {
+                let wait = Duration::from_secs(2u64 << (attempt - 1));
+                ctx.ui.step(&format!("push of {} failed ({e:#}); trying again in {}s", item.file, wait.as_secs()));
+                std::thread::sleep(wait);
+                attempt += 1;
+            }
+            Err(e) => return Err(e.context(format!("push {} to {}", item.file, remote.spec.name))),
+        }
+    }
+}
+
+/// One upload: the archive (hashed on its way), its size checked in the listing, then the sidecar.
+fn upload(remote: &Remote, item: &PushItem, tick: &dyn Fn(u64)) -> Result<()> {
+    let (file, _) = open_local(&item.path)?;
+    let mut reader = Tee { inner: file, hasher: Sha256::new(), tick };
+    let sent = remote.upload(&item.file, &mut reader)?;
+    if sent != item.size_bytes {
+        bail!(
+            "{} changed while it was uploaded ({sent} bytes sent, {} expected)",
+            item.path.display(),
+            item.size_bytes
+        );
+    }
+    let digest: [u8; 32] = reader.hasher.finalize().into();
+    let listed = remote.list()?.into_iter().find(|o| o.name == item.file);
+    match listed {
+        Some(o) if o.size == sent => {}
+        Some(o) => bail!("the remote holds {} bytes of {} after the upload, not {sent}", o.size, item.file),
+        None => bail!("{} is not in the remote's listing after the upload", item.file),
+    }
+    let line = format!("{}  {}\n", hex(&digest), item.file);
+    remote.upload(&format!("{}.sha256", item.file), &mut line.as_bytes()).context("write the .sha256 sidecar")?;
+    Ok(())
+}
+
+/// Hashes what it reads and reports progress.
+struct Tee<'a, R> {
+    inner: R,
+    hasher: Sha256,
+    tick: &'a dyn Fn(u64),
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        (self.tick)(n as u64);
+        Ok(n)
+    }
+}
+
+/// `pull`: downloads a complete archive into `dir` (temporary name, checked against its
+/// sidecar's SHA-256, fsync, rename). Returns the local path.
+pub fn pull(ctx: &Ctx, name: &str, file: Option<&str>, dir: &Path) -> Result<PathBuf> {
+    let src = pick(ctx, name, file)?;
+    let remote_name = src.path.display().to_string();
+    let file = remote_name.rsplit(':').next().unwrap_or_default().to_string();
+    let dir = crate::tasks::backup::prepare_dir(dir)?;
+    let _lock = crate::lock::Lock::acquire(&dir, &ctx.stack.name, "pull")?;
+    let target = dir.join(&file);
+    if target.exists() {
+        bail!("{} already exists; remove it first to pull it again", target.display());
+    }
+    let temp = dir.join(format!(".{file}.tmp-{}", std::process::id()));
+    let result = (|| -> Result<()> {
+        let mut out = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp)?;
+        let progress = ctx.ui.progress(&format!("pull {remote_name}"));
+        let n = std::io::copy(&mut src.raw_reader(), &mut out).with_context(|| format!("download {remote_name}"))?;
+        progress.finish(&format!("pulled {} ({})", file, human_bytes(n)));
+        out.sync_all()?;
+        std::fs::rename(&temp, &target)?;
+        File::open(&dir).and_then(|d| d.sync_all()).ok();
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e.context(format!("pull {remote_name} into {}", dir.display())));
+    }
+    Ok(target)
+}
+
+/// `prune --remote`: the local retention over the complete archives (the newest complete one
+/// always kept), plus leftovers of interrupted pushes older than a day.
+pub fn prune(ctx: &Ctx, name: &str, r: &Retention, dry_run: bool) -> Result<()> {
+    let remote = open(ctx, name)?;
+    let (archives, orphans) = scan(&remote)?;
+    let now = OffsetDateTime::now_utc();
+    let mut doomed: Vec<(String, String)> = Vec::new();
+    for a in archives.iter().filter(|a| !a.complete) {
+        if now - a.created > LEFTOVER_AGE {
+            doomed.push((a.file.clone(), "incomplete, left by an interrupted push".into()));
+        } else {
+            println!("keep {} (incomplete, but less than a day old: a push may be running)", a.file);
+        }
+    }
+    doomed.extend(orphans.into_iter().map(|o| (o, "a .sha256 without its archive".into())));
+    for kind in ["full", "db"] {
+        let group: Vec<&RemoteArchive> = archives.iter().filter(|a| a.kind == kind && a.complete).collect();
+        let facts: Vec<(OffsetDateTime, bool)> = group.iter().map(|a| (a.created, true)).collect();
+        for (a, why) in group.iter().zip(catalog::decide(&facts, r)) {
+            if why.is_empty() {
+                doomed.push((a.file.clone(), "outside the retention".into()));
+            } else {
+                println!("keep {} ({})", a.file, why.join(", ").replace("verified", "complete"));
+            }
+        }
+    }
+    for (file, why) in &doomed {
+        if dry_run {
+            println!("would remove {file} ({why})");
+            continue;
+        }
+        remote.delete(file).with_context(|| format!("remove {}", remote.shown(file)))?;
+        if catalog::is_our_name(file) && archives.iter().any(|a| &a.file == file && a.complete) {
+            remote
+                .delete(&format!("{file}.sha256"))
+                .with_context(|| format!("remove {}.sha256", remote.shown(file)))?;
+        }
+        println!("removed {file} ({why})");
+    }
+    ctx.ui.step(&format!(
+        "{} {} object(s) in remote {name}",
+        if dry_run { "would remove" } else { "removed" },
+        doomed.len()
+    ));
+    Ok(())
+}
