@@ -112,8 +112,9 @@ pub fn check_recipient(r: &str) -> Result<&str> {
 }
 
 fn check_name(name: &str) -> Result<()> {
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        bail!("a remote's name may hold only letters, digits, - and _");
+    let first_ok = name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
+    if !first_ok || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        bail!("a remote's name may hold only letters, digits, - and _, starting with a letter or digit");
     }
     Ok(())
 }
