@@ -11,37 +11,6 @@ use std::path::Path;
 
 use common::*;
 
-/// Everything the story must preserve, read from the live stack.
-#[derive(Debug, PartialEq)]
-struct State {
-    files: String,
-    items: String,
-    schema: String,
-    redis: Vec<String>,
-}
-
-fn state(stack: &TestStack) -> State {
-    let db = format!("{}-db-1", stack.project);
-    let redis = format!("{}-redis-1", stack.project);
-    let media = stack.volume("backend-media");
-    let files = docker_ok(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{media}:/v:ro"),
-        "xtask-test/busybox:local",
-        "sh",
-        "-c",
-        "cd /v && find . -type f -exec sha256sum {} + | sort && find . | sort && stat -c '%n %a %u' ./upload.txt",
-    ]);
-    State {
-        files,
-        items: psql(&db, "app", "SELECT md5(string_agg(i::text, ',' ORDER BY id)) FROM items i"),
-        schema: psql(&db, "app", "SELECT string_agg(column_name, ',' ORDER BY column_name) FROM information_schema.columns WHERE table_name = 'items'"),
-        redis: (0..5).map(|i| String::from_utf8_lossy(&docker(&["exec", &redis, "redis-cli", "GET", &format!("k{i}")]).stdout).trim().to_string()).collect(),
-    }
-}
-
 fn existing(stack: &TestStack) -> Vec<String> {
     let mut v: Vec<String> = docker_ok(&["volume", "ls", "--quiet"])
         .lines()
@@ -61,27 +30,15 @@ fn acceptance_story_backup_clean_all_restore() {
     let dir = TempDir::new("story");
     stack.xtask_ok(&["up"]);
     let db = format!("{}-db-1", stack.project);
-    psql(&db, "app", "CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items SELECT g, 'n' || g FROM generate_series(1, 500) g;");
-    psql(&db, "app", "ALTER TABLE items ADD COLUMN migrated_at timestamptz DEFAULT now()");
-    docker_ok(&["exec", &format!("{}-backend-1", stack.project), "sh", "-c", "echo 'an upload' > /app/media/upload.txt && chmod 0640 /app/media/upload.txt && chown 33:33 /app/media/upload.txt && mkdir -p '/app/media/sub dir' && head -c 100000 /dev/urandom > '/app/media/sub dir/photo.bin'"]);
-    for i in 0..5 {
-        docker_ok(&[
-            "exec",
-            &format!("{}-redis-1", stack.project),
-            "redis-cli",
-            "SET",
-            &format!("k{i}"),
-            &format!("v{i}"),
-        ]);
-    }
-    let original = state(&stack);
+    seed_sample(&stack);
+    let original = sample_state(&stack);
     assert_eq!(original.redis[4], "v4");
 
     stack.compose(&["stop"]);
     stack.xtask_ok(&["up"]);
-    assert_eq!(state(&stack), original, "stop and start");
+    assert_eq!(sample_state(&stack), original, "stop and start");
     stack.compose(&["up", "--detach", "--wait", "--force-recreate"]);
-    assert_eq!(state(&stack), original, "containers recreated");
+    assert_eq!(sample_state(&stack), original, "containers recreated");
 
     let summary = stack.xtask_json(&["backup", "--output-dir", dir.s(), "--json"]);
     let archive = summary["path"].as_str().unwrap().to_string();
@@ -112,7 +69,7 @@ fn acceptance_story_backup_clean_all_restore() {
         docker_ok(&["volume", "inspect", "-f", "{{index .Labels \"xtask.role\"}}", &stack.volume("backend-media")]);
     assert_eq!(media_labels.trim(), "uploads", "recreated with its labels");
     stack.xtask_ok(&["up"]);
-    assert_eq!(state(&stack), original, "everything is back after clean-all and restore");
+    assert_eq!(sample_state(&stack), original, "everything is back after clean-all and restore");
     let st = stack.xtask_json(&["status", "--json"]);
     assert!(st["services"].as_array().unwrap().iter().all(|s| s["health"] == "healthy"), "{st}");
 

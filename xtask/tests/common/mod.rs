@@ -59,6 +59,9 @@ pub fn docker_ok(args: &[&str]) -> String {
 pub struct TestStack {
     pub project: String,
     pub env: Vec<(String, String)>,
+    /// Variables removed from the tool's environment (e.g. this machine's AWS_CA_BUNDLE, which
+    /// rclone refuses).
+    pub unset: Vec<String>,
     pub files: Vec<PathBuf>,
 }
 
@@ -69,7 +72,7 @@ impl TestStack {
         let project = format!("xt-{name}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
         let mut env = testbed_env();
         env.push(("APP_VOLUME_PREFIX".into(), project.clone()));
-        TestStack { project, env, files: vec![workspace().join("compose/compose.yaml")] }
+        TestStack { project, env, unset: Vec::new(), files: vec![workspace().join("compose/compose.yaml")] }
     }
 
     /// One test's own instance of the every-engine stack (tests/fixtures/engines): volumes named
@@ -88,7 +91,7 @@ impl TestStack {
         let authdb = secret_dir.join("authdb-data");
         std::fs::create_dir_all(&authdb).unwrap();
         env.push(("AUTHDB_DATA".into(), authdb.to_string_lossy().into_owned()));
-        TestStack { project, env, files: vec![fixtures().join("engines/compose.yaml")] }
+        TestStack { project, env, unset: Vec::new(), files: vec![fixtures().join("engines/compose.yaml")] }
     }
 
     pub fn volume(&self, suffix: &str) -> String {
@@ -103,6 +106,9 @@ impl TestStack {
             cmd.arg("--file").arg(f);
         }
         cmd.args(args).envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        for v in &self.unset {
+            cmd.env_remove(v);
+        }
         let out = cmd.output().expect("run xtask");
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(!stderr.contains("panicked"), "xtask panicked: {stderr}");
@@ -150,15 +156,16 @@ impl TestStack {
 
     /// Starts the xtask binary on this stack in the background (stderr piped).
     pub fn spawn(&self, args: &[&str]) -> std::process::Child {
-        Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args(["--project-name", &self.project, "--file"])
-            .arg(&self.files[0])
-            .args(args)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        cmd.args(["--project-name", &self.project]);
+        for f in &self.files {
+            cmd.arg("--file").arg(f);
+        }
+        cmd.args(args).envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        for v in &self.unset {
+            cmd.env_remove(v);
+        }
+        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap()
     }
 }
 
@@ -235,5 +242,50 @@ impl Drop for TestStack {
                 let _ = docker(&["volume", "rm", "--force", v]);
             }
         }
+    }
+}
+
+/// What the sample stack's story preserves, read from the live stack: the media volume's files
+/// (checksums, names, a mode and owner), the items table and its columns, the Redis keys.
+#[derive(Debug, PartialEq)]
+pub struct SampleState {
+    pub files: String,
+    pub items: String,
+    pub schema: String,
+    pub redis: Vec<String>,
+}
+
+pub fn sample_state(stack: &TestStack) -> SampleState {
+    let db = format!("{}-db-1", stack.project);
+    let redis = format!("{}-redis-1", stack.project);
+    let media = stack.volume("backend-media");
+    let files = docker_ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{media}:/v:ro"),
+        "xtask-test/busybox:local",
+        "sh",
+        "-c",
+        "cd /v && find . -type f -exec sha256sum {} + | sort && find . | sort && stat -c '%n %a %u' ./upload.txt",
+    ]);
+    SampleState {
+        files,
+        items: psql(&db, "app", "SELECT md5(string_agg(i::text, ',' ORDER BY id)) FROM items i"),
+        schema: psql(&db, "app", "SELECT string_agg(column_name, ',' ORDER BY column_name) FROM information_schema.columns WHERE table_name = 'items'"),
+        redis: (0..5).map(|i| String::from_utf8_lossy(&docker(&["exec", &redis, "redis-cli", "GET", &format!("k{i}")]).stdout).trim().to_string()).collect(),
+    }
+}
+
+/// Seeds the running sample stack: 500 rows (and a later column), an upload with an odd mode
+/// and owner, a binary in a directory with a space, five Redis keys.
+pub fn seed_sample(stack: &TestStack) {
+    let db = format!("{}-db-1", stack.project);
+    psql(&db, "app", "CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items SELECT g, 'n' || g FROM generate_series(1, 500) g;");
+    psql(&db, "app", "ALTER TABLE items ADD COLUMN migrated_at timestamptz DEFAULT now()");
+    docker_ok(&["exec", &format!("{}-backend-1", stack.project), "sh", "-c", "echo 'an upload' > /app/media/upload.txt && chmod 0640 /app/media/upload.txt && chown 33:33 /app/media/upload.txt && mkdir -p '/app/media/sub dir' && head -c 100000 /dev/urandom > '/app/media/sub dir/photo.bin'"]);
+    for i in 0..5 {
+        let redis = format!("{}-redis-1", stack.project);
+        docker_ok(&["exec", &redis, "redis-cli", "SET", &format!("k{i}"), &format!("v{i}")]);
     }
 }

@@ -1,0 +1,407 @@
+//! Off-site and encrypted, end to end: a real S3 server (SeaweedFS `weed mini` on 127.0.0.1,
+//! with a test key so every request's signature is checked) and the sample stack on the live
+//! engine. Push, push again (skipped), list, prune, `verify --remote --deep`, and `restore
+//! --remote` after clean-all with the local archives gone: every file, table and key equal.
+//! Encrypted: the round trip; no key, a wrong key and a flipped byte in the object (its sidecar
+//! rewritten to match) refused with nothing changed. Wrong credentials and an unreachable
+//! endpoint: clear errors, the local archive kept; an upload killed half-way leaves nothing
+//! listed as good and the next push completes.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use sha2::{Digest, Sha256};
+
+const ACCESS_KEY: &str = "XTASKTESTKEY";
+const SECRET_KEY: &str = "xtask-test-secret-0123456789";
+const BUCKET: &str = "xtask";
+
+/// The `weed` binary: $XTASK_WEED, else on PATH, else where scripts/provision.sh puts it.
+fn weed() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("XTASK_WEED") {
+        return Some(p.into());
+    }
+    let on_path = Command::new("sh").args(["-c", "command -v weed"]).output().ok()?;
+    if on_path.status.success() {
+        return Some(String::from_utf8_lossy(&on_path.stdout).trim().into());
+    }
+    let cache = std::env::var_os("XTASK_TESTBED_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap()).join(".cache"));
+        base.join("xtask-testbed")
+    });
+    let p = cache.join("seaweedfs-4.48/weed");
+    p.is_file().then_some(p)
+}
+
+/// Everything the off-site tests need, or a skip (a failure under CI=true).
+fn ready() -> bool {
+    if !engine() {
+        return false;
+    }
+    let tools = ["rclone", "age", "age-keygen"].iter().all(|t| {
+        Command::new("sh").args(["-c", &format!("command -v {t}")]).output().is_ok_and(|o| o.status.success())
+    });
+    if tools && weed().is_some() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("rclone, age or SeaweedFS missing under CI=true: run scripts/provision.sh");
+    }
+    eprintln!("SKIPPED: rclone, age or SeaweedFS missing (run scripts/provision.sh)");
+    false
+}
+
+/// A SeaweedFS S3 server on 127.0.0.1 with one bucket and one key; stopped when dropped.
+struct S3 {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+impl S3 {
+    fn start(name: &str) -> S3 {
+        let dir = TempDir::new(&format!("s3-{name}"));
+        let config = format!(
+            r#"{{"identities":[{{"name":"test","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
+        );
+        std::fs::write(dir.0.join("s3.json"), config).unwrap();
+        std::fs::create_dir_all(dir.0.join("data")).unwrap();
+        let p = free_ports(15);
+        let flags = [
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "volume.port.public",
+            "filer.port",
+            "filer.port.grpc",
+            "filer.port.public",
+            "s3.port",
+            "s3.port.grpc",
+            "s3.port.iceberg",
+            "s3.port.lance",
+            "admin.port",
+            "admin.port.grpc",
+            "debug.port",
+        ];
+        let mut args: Vec<String> = vec!["mini".into(), format!("-dir={}/data", dir.s())];
+        args.extend(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-webdav=false", "-admin.ui=false"].map(String::from));
+        args.push(format!("-s3.config={}/s3.json", dir.s()));
+        args.push(format!("-bucket={BUCKET}"));
+        args.extend(flags.iter().zip(&p).map(|(f, port)| format!("-{f}={port}")));
+        let log = std::fs::File::create(dir.0.join("weed.log")).unwrap();
+        let child = Command::new(weed().unwrap())
+            .args(&args)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start weed mini");
+        let s3 = S3 { child, port: p[8], _dir: dir };
+        s3.wait_ready();
+        s3
+    }
+
+    /// Up when an unsigned request is answered (403) and the bucket exists for our key.
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if rclone(self, &["lsjson", &self.root_remote()]).status.success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!("SeaweedFS did not come up in 60 s");
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The bucket in rclone's on-the-fly syntax, for the test's own reads and writes.
+    fn root_remote(&self) -> String {
+        format!(":s3,provider=Other,env_auth=true,endpoint='{}',region=us-east-1:{BUCKET}", self.endpoint())
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// rclone as the test runs it (the test key in its environment, AWS_CA_BUNDLE unset).
+fn rclone(_s3: &S3, args: &[&str]) -> std::process::Output {
+    Command::new("rclone")
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env_remove("AWS_CA_BUNDLE")
+        .output()
+        .unwrap()
+}
+
+/// The sample stack with an overlay naming the server as remote `offsite` (and `dead`, an
+/// endpoint nothing listens on), with `encrypt` recipients when given.
+fn stack_with_remote(name: &str, s3: &S3, dir: &TempDir, recipient: Option<&str>) -> TestStack {
+    let mut stack = TestStack::sample(name);
+    let encrypt = recipient.map(|r| format!("  encrypt: {{recipients: [\"{r}\"]}}\n")).unwrap_or_default();
+    let overlay = format!(
+        "x-xtask:\n  remotes:\n    offsite: {{url: \"s3://{BUCKET}/backups\", endpoint: \"{}\", region: us-east-1}}\n    \
+         dead: {{url: \"s3://{BUCKET}/backups\", endpoint: \"http://127.0.0.1:1\", region: us-east-1}}\n{encrypt}",
+        s3.endpoint()
+    );
+    let path = dir.0.join("xtask-overlay.yaml");
+    std::fs::write(&path, overlay).unwrap();
+    stack.files.push(path);
+    stack.env.push(("AWS_ACCESS_KEY_ID".into(), ACCESS_KEY.into()));
+    stack.env.push(("AWS_SECRET_ACCESS_KEY".into(), SECRET_KEY.into()));
+    stack.unset.push("AWS_CA_BUNDLE".into());
+    stack.unset.push("XTASK_AGE_IDENTITY".into());
+    stack
+}
+
+/// The project's objects in the remote: name -> size.
+fn objects(s3: &S3, project: &str) -> Vec<(String, u64)> {
+    let out = rclone(s3, &["lsjson", "--files-only", &format!("{}/backups/{project}", s3.root_remote())]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::json!([]));
+    v.as_array()
+        .map(|a| a.iter().map(|o| (o["Name"].as_str().unwrap().to_string(), o["Size"].as_u64().unwrap())).collect())
+        .unwrap_or_default()
+}
+
+fn remote_list(stack: &TestStack) -> Vec<serde_json::Value> {
+    stack.xtask_json(&["backups", "--remote", "offsite", "--json"]).as_array().unwrap().clone()
+}
+
+fn sha256_file(path: &Path) -> String {
+    format!("{:x}", Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+#[test]
+fn push_list_prune_verify_and_restore_from_the_remote_after_losing_the_machine() {
+    if !ready() {
+        return;
+    }
+    let s3 = S3::start("story");
+    let dir = TempDir::new("offsite-story");
+    let backups = dir.0.join("backups");
+    let b = backups.to_str().unwrap();
+    let stack = stack_with_remote("offsite", &s3, &dir, None);
+    stack.xtask_ok(&["up"]);
+    seed_sample(&stack);
+    let original = sample_state(&stack);
+
+    // Backup --push: the archive is kept locally and lands in the remote with its sidecar.
+    let first = stack.xtask_json(&["backup", "--output-dir", b, "--push", "offsite", "--json"]);
+    let first_path = PathBuf::from(first["path"].as_str().unwrap());
+    let first_name = first_path.file_name().unwrap().to_str().unwrap().to_string();
+    assert!(first_path.is_file(), "the local copy is kept by default");
+    let objs = objects(&s3, &stack.project);
+    let size = std::fs::metadata(&first_path).unwrap().len();
+    assert!(objs.contains(&(first_name.clone(), size)), "{objs:?}");
+    let sidecar = rclone(&s3, &["cat", &format!("{}/backups/{}/{first_name}.sha256", s3.root_remote(), stack.project)]);
+    assert_eq!(String::from_utf8_lossy(&sidecar.stdout), format!("{}  {first_name}\n", sha256_file(&first_path)));
+
+    // Push again: nothing uploaded (same size and SHA-256).
+    let out = stack.xtask_ok(&["push", "--latest", "--to", "offsite", "--output-dir", b]);
+    assert!(out.contains("uploaded 0, skipped 1"), "{out}");
+
+    // A second full backup, pushed afterwards; prune keeps the newest one only.
+    std::thread::sleep(Duration::from_millis(1100));
+    let second = stack.xtask_json(&["backup", "--output-dir", b, "--json"]);
+    let second_name = Path::new(second["path"].as_str().unwrap()).file_name().unwrap().to_str().unwrap().to_string();
+    let out = stack.xtask_ok(&["push", "--all", "--to", "offsite", "--output-dir", b]);
+    assert!(out.contains("uploaded 1, skipped 1"), "{out}");
+    let listed = remote_list(&stack);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed.iter().all(|a| a["complete"] == true));
+    assert_eq!(listed[0]["file"], second_name.as_str(), "newest first");
+    let keep_one = ["--keep-last", "1", "--keep-daily", "0", "--keep-weekly", "0", "--keep-monthly", "0"];
+    let dry = stack.xtask_ok(&[&["prune", "--remote", "offsite", "--dry-run"][..], &keep_one].concat());
+    assert!(dry.contains(&format!("would remove {first_name}")), "{dry}");
+    assert_eq!(remote_list(&stack).len(), 2, "--dry-run removes nothing");
+    stack.xtask_ok(&[&["prune", "--remote", "offsite"][..], &keep_one].concat());
+    let names: Vec<String> = objects(&s3, &stack.project).into_iter().map(|o| o.0).collect();
+    assert_eq!(names.len(), 2, "the newest archive and its sidecar: {names:?}");
+    assert!(names.contains(&second_name) && names.contains(&format!("{second_name}.sha256")));
+    assert!(first_path.is_file(), "prune --remote leaves local archives alone");
+
+    // The restore drill: verify --deep streams from the remote, no local copy made.
+    let before: Vec<String> =
+        std::fs::read_dir(&backups).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let out = stack.xtask_ok(&["verify", "--remote", "offsite", "--latest", "--deep", "--output-dir", b]);
+    assert!(out.is_empty() || !out.contains("FAILED"), "{out}");
+    let after: Vec<String> =
+        std::fs::read_dir(&backups).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(before.len(), after.len(), "verify --remote wrote nothing locally");
+
+    // The machine is lost: local archives gone, every volume gone. Restore from the remote.
+    std::fs::remove_dir_all(&backups).unwrap();
+    stack.xtask_ok(&["clean-all", "--confirm", "DELETE EVERYTHING", "--output-dir", b]);
+    stack.xtask_ok(&["restore", "--remote", "offsite", "--latest", "--yes", "--output-dir", b]);
+    stack.xtask_ok(&["up"]);
+    assert_eq!(sample_state(&stack), original, "every file, table and key came back from the remote");
+
+    // Pull: the same bytes as the remote's sidecar says, and the local copy verifies.
+    let out = stack.xtask_ok(&["pull", "--latest", "--from", "offsite", "--output-dir", b]);
+    let pulled = PathBuf::from(out.trim());
+    assert_eq!(pulled.file_name().unwrap().to_str().unwrap(), second_name);
+    let sidecar =
+        rclone(&s3, &["cat", &format!("{}/backups/{}/{second_name}.sha256", s3.root_remote(), stack.project)]);
+    assert!(String::from_utf8_lossy(&sidecar.stdout).starts_with(&sha256_file(&pulled)));
+    stack.xtask_ok(&["verify", pulled.to_str().unwrap()]);
+}
+
+fn keypair(dir: &TempDir, name: &str) -> (PathBuf, String) {
+    let key = dir.0.join(name);
+    let out = Command::new("age-keygen").arg("-o").arg(&key).stderr(Stdio::piped()).output().unwrap();
+    assert!(out.status.success());
+    let public = Command::new("age-keygen").arg("-y").arg(&key).output().unwrap();
+    (key, String::from_utf8(public.stdout).unwrap().trim().to_string())
+}
+
+fn media_file(stack: &TestStack, path: &str) -> String {
+    docker_ok(&["exec", &format!("{}-backend-1", stack.project), "cat", path]).trim().to_string()
+}
+
+#[test]
+fn encrypted_archives_round_trip_and_refuse_a_wrong_key_or_a_forged_object() {
+    if !ready() {
+        return;
+    }
+    let s3 = S3::start("crypt");
+    let dir = TempDir::new("offsite-crypt");
+    let backups = dir.0.join("backups");
+    let b = backups.to_str().unwrap();
+    let (key, public) = keypair(&dir, "key.txt");
+    let (wrong, _) = keypair(&dir, "wrong.txt");
+    let mut stack = stack_with_remote("crypt", &s3, &dir, Some(&public));
+    stack.xtask_ok(&["up"]);
+    seed_sample(&stack);
+    let original = sample_state(&stack);
+
+    let summary = stack.xtask_json(&["backup", "--output-dir", b, "--push", "offsite", "--json"]);
+    let path = PathBuf::from(summary["path"].as_str().unwrap());
+    let name = path.file_name().unwrap().to_str().unwrap().to_string();
+    assert!(name.ends_with(".tar.gz.age"), "{name}");
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.starts_with(b"age-encryption.org/v1\n"), "encrypted on disk");
+    assert!(!bytes.windows(8).any(|w| w == b"metadata"), "no clear metadata on disk");
+
+    // Without the key: listed, but every read says how to give the key; nothing changes.
+    let local = stack.xtask_json(&["backups", "--output-dir", b, "--json"]);
+    assert_eq!(local[0]["encrypted"], true, "{local}");
+    let (ok, _, err) = stack.xtask(&["verify", path.to_str().unwrap()]);
+    assert!(!ok && err.contains("XTASK_AGE_IDENTITY"), "{err}");
+    docker_ok(&["exec", &format!("{}-backend-1", stack.project), "sh", "-c", "echo changed > /app/media/upload.txt"]);
+    let (ok, _, err) = stack.xtask(&["restore", "--remote", "offsite", "--latest", "--yes", "--output-dir", b]);
+    assert!(!ok && err.contains("XTASK_AGE_IDENTITY"), "{err}");
+
+    // A wrong key: refused, nothing changed.
+    stack.env.push(("XTASK_AGE_IDENTITY".into(), wrong.to_string_lossy().into_owned()));
+    stack.unset.retain(|v| v != "XTASK_AGE_IDENTITY");
+    let (ok, _, err) = stack.xtask(&["restore", "--remote", "offsite", "--latest", "--yes", "--output-dir", b]);
+    assert!(!ok && err.contains("no identity matched"), "{err}");
+    assert_eq!(media_file(&stack, "/app/media/upload.txt"), "changed", "a refused restore changed nothing");
+
+    // The right key: local and remote verify, and the remote restores.
+    stack.env.retain(|(k, _)| k != "XTASK_AGE_IDENTITY");
+    stack.env.push(("XTASK_AGE_IDENTITY".into(), key.to_string_lossy().into_owned()));
+    stack.xtask_ok(&["verify", path.to_str().unwrap()]);
+    stack.xtask_ok(&["verify", "--remote", "offsite", "--latest"]);
+
+    // A forged object: one byte flipped, its sidecar rewritten to match. age refuses it.
+    let mut forged = bytes.clone();
+    let at = forged.len() / 2;
+    forged[at] ^= 0x01;
+    let forged_path = dir.0.join(&name);
+    std::fs::write(&forged_path, &forged).unwrap();
+    let folder = format!("{}/backups/{}", s3.root_remote(), stack.project);
+    assert!(rclone(&s3, &["copyto", forged_path.to_str().unwrap(), &format!("{folder}/{name}")]).status.success());
+    let sidecar = dir.0.join("sidecar");
+    std::fs::write(&sidecar, format!("{}  {name}\n", sha256_file(&forged_path))).unwrap();
+    assert!(rclone(&s3, &["copyto", sidecar.to_str().unwrap(), &format!("{folder}/{name}.sha256")]).status.success());
+    let (ok, _, err) = stack.xtask(&["verify", "--remote", "offsite", "--latest"]);
+    assert!(!ok && err.contains("failed to decrypt and authenticate"), "{err}");
+    let (ok, _, err) = stack.xtask(&["restore", "--remote", "offsite", "--latest", "--yes", "--output-dir", b]);
+    assert!(!ok && err.contains("authenticate"), "{err}");
+    assert_eq!(media_file(&stack, "/app/media/upload.txt"), "changed", "a forged archive changed nothing");
+
+    // The genuine local archive restores everything.
+    stack.xtask_ok(&["restore", path.to_str().unwrap(), "--yes", "--output-dir", b]);
+    stack.xtask_ok(&["up"]);
+    assert_eq!(sample_state(&stack), original);
+}
+
+#[test]
+fn remote_failures_are_clear_keep_the_local_archive_and_a_killed_push_is_never_listed_good() {
+    if !ready() {
+        return;
+    }
+    let s3 = S3::start("faults");
+    let dir = TempDir::new("offsite-faults");
+    let backups = dir.0.join("backups");
+    let b = backups.to_str().unwrap();
+    let mut stack = stack_with_remote("faults", &s3, &dir, None);
+    stack.xtask_ok(&["up"]);
+    seed_sample(&stack);
+    // 24 MiB that does not compress, so an upload throttled to 2 MiB/s takes seconds.
+    docker_ok(&[
+        "exec",
+        &format!("{}-backend-1", stack.project),
+        "sh",
+        "-c",
+        "head -c 25165824 /dev/urandom > /app/media/big.bin",
+    ]);
+
+    // Wrong credentials: refused by the server's signature check; the archive stays local.
+    stack.env.retain(|(k, _)| k != "AWS_SECRET_ACCESS_KEY");
+    stack.env.push(("AWS_SECRET_ACCESS_KEY".into(), "not-the-secret".into()));
+    let (ok, out, err) = stack.xtask(&["backup", "--output-dir", b, "--push", "offsite"]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("SignatureDoesNotMatch") || err.contains("403"), "{err}");
+    assert!(err.contains("it is kept at"), "{err}");
+    let local = out.lines().next().unwrap().split(' ').next().unwrap().to_string();
+    assert!(Path::new(&local).is_file(), "the local archive is kept: {local}");
+    stack.xtask_ok(&["verify", &local]);
+    stack.env.retain(|(k, _)| k != "AWS_SECRET_ACCESS_KEY");
+    stack.env.push(("AWS_SECRET_ACCESS_KEY".into(), SECRET_KEY.into()));
+    assert!(objects(&s3, &stack.project).is_empty(), "nothing reached the remote");
+
+    // An unreachable endpoint: a clear error within seconds, not minutes.
+    let t = Instant::now();
+    let (ok, _, err) = stack.xtask(&["push", &local, "--to", "dead"]);
+    assert!(!ok && err.contains("connection refused"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(90), "gave up after {:?}", t.elapsed());
+
+    // A push killed half-way: nothing listed as complete; the next push completes.
+    stack.env.push(("RCLONE_BWLIMIT".into(), "2M".into()));
+    let mut child = stack.spawn(&["push", &local, "--to", "offsite"]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(child.try_wait().unwrap().is_none(), "the throttled push was still running");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let listed = remote_list(&stack);
+    assert!(listed.iter().all(|a| a["complete"] == false), "an interrupted push is never complete: {listed:?}");
+    stack.env.retain(|(k, _)| k != "RCLONE_BWLIMIT");
+    stack.xtask_ok(&["push", &local, "--to", "offsite"]);
+    let listed = remote_list(&stack);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["complete"], true, "{listed:?}");
+    stack.xtask_ok(&["verify", "--remote", "offsite", "--latest"]);
+}
