@@ -504,14 +504,12 @@ fn run_backup(
     json: bool,
 ) -> anyhow::Result<()> {
     opts.seal = offsite::seal(ctx, delivery.no_encrypt)?;
+    opts.push = delivery.push.clone();
     let plan = backup::prepare(ctx, &opts)?;
     if dry_run {
         print!("{}", plan.describe());
-        if let Some(r) = &delivery.push {
-            println!(
-                "  - then upload it to remote {r}{}",
-                if delivery.keep_local { "" } else { " and remove the local copy" }
-            );
+        if !delivery.keep_local {
+            println!("  - then remove the local copy (--no-keep-local)");
         }
         return Ok(());
     }
@@ -536,15 +534,10 @@ fn run_backup(
     } else {
         println!("{}", summary.path.display());
     }
-    if let Some(remote) = &delivery.push {
-        offsite::push(ctx, remote, std::slice::from_ref(&summary.path), false).map_err(|e| {
-            e.context(format!("the archive was written but not uploaded; it is kept at {}", summary.path.display()))
-        })?;
-        if !delivery.keep_local {
-            std::fs::remove_file(&summary.path)
-                .with_context(|| format!("remove {} after its upload", summary.path.display()))?;
-            ctx.ui.step(&format!("removed the local copy {} (--no-keep-local)", summary.path.display()));
-        }
+    if delivery.push.is_some() && !delivery.keep_local {
+        std::fs::remove_file(&summary.path)
+            .with_context(|| format!("remove {} after its upload", summary.path.display()))?;
+        ctx.ui.step(&format!("removed the local copy {} (--no-keep-local)", summary.path.display()));
     }
     Ok(())
 }

@@ -375,7 +375,7 @@ fn remote_failures_are_clear_keep_the_local_archive_and_a_killed_push_is_never_l
     assert!(!ok, "{out}");
     assert!(err.contains("SignatureDoesNotMatch") || err.contains("403"), "{err}");
     assert!(err.contains("it is kept at"), "{err}");
-    let local = out.lines().next().unwrap().split(' ').next().unwrap().to_string();
+    let local = err.split("it is kept at ").nth(1).unwrap().lines().next().unwrap().trim().to_string();
     assert!(Path::new(&local).is_file(), "the local archive is kept: {local}");
     stack.xtask_ok(&["verify", &local]);
     stack.env.retain(|(k, _)| k != "AWS_SECRET_ACCESS_KEY");

@@ -8,6 +8,7 @@ pub mod dumpstats;
 pub mod extract;
 pub mod grammar;
 pub mod pgz;
+pub mod sink;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -22,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::engine::crypt;
-use crate::engine::docker::ToolWriter;
 use crate::model::offsite::Encryption;
+use sink::{Mirror, Sink};
 
 pub const FORMAT: &str = "xtask-backup";
 /// Version 2: every database service under `databases/<service>/` (version 1 had one
@@ -258,16 +259,18 @@ pub struct ArchiveWriter {
 
 impl ArchiveWriter {
     pub fn create(final_path: &Path, level: u32, threads: usize) -> Result<ArchiveWriter> {
-        ArchiveWriter::create_sealed(final_path, level, threads, None)
+        ArchiveWriter::create_sealed(final_path, level, threads, None, None)
     }
 
     /// [`ArchiveWriter::create`], the gzip stream encrypted by age to `seal`'s recipients on
-    /// its way to the file (the plaintext never reaches the disk).
+    /// its way to the file (the plaintext never reaches the disk), and the bytes as stored also
+    /// written to `mirror` (an upload while the archive is written).
     pub fn create_sealed(
         final_path: &Path,
         level: u32,
         threads: usize,
         seal: Option<&Encryption>,
+        mirror: Option<Mirror>,
     ) -> Result<ArchiveWriter> {
         let dir = final_path.parent().context("archive path has no directory")?;
         let name = final_path.file_name().context("archive path has no file name")?.to_string_lossy();
@@ -278,21 +281,9 @@ impl ArchiveWriter {
             .mode(0o600)
             .open(&temp_path)
             .with_context(|| format!("create {}", temp_path.display()))?;
-        let sink = match seal {
-            None => Sink::Clear(file),
-            Some(enc) => {
-                let out = file.try_clone().context("duplicate the archive's descriptor")?;
-                let age = crypt::encrypt_into(enc, out);
-                let age = match age {
-                    Ok(a) => a,
-                    Err(e) => {
-                        let _ = std::fs::remove_file(&temp_path);
-                        return Err(e);
-                    }
-                };
-                Sink::Sealed { age: Box::new(age), file }
-            }
-        };
+        let sink = Sink::new(file, seal, mirror).inspect_err(|_| {
+            let _ = std::fs::remove_file(&temp_path);
+        })?;
         let gz = pgz::ParallelGzWriter::new(BufWriter::with_capacity(1 << 20, sink), level, threads)?;
         let mut builder = tar::Builder::new(gz);
         builder.mode(tar::HeaderMode::Complete);
@@ -416,7 +407,13 @@ impl ArchiveWriter {
 
     /// Writes `SHA256SUMS`, finishes the streams, fsyncs, renames to the final name and fsyncs
     /// the directory. Returns the archive's size.
-    pub fn commit(mut self) -> Result<u64> {
+    pub fn commit(self) -> Result<u64> {
+        self.commit_all().map(|c| c.size)
+    }
+
+    /// [`ArchiveWriter::commit`], returning also the SHA-256 of the bytes as stored and the
+    /// mirror (still open, for its owner to finish) or why it dropped out.
+    pub fn commit_all(mut self) -> Result<Committed> {
         let sums = format_sums(&self.sums);
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Regular);
@@ -430,7 +427,8 @@ impl ArchiveWriter {
         let gz = builder.into_inner().context("finish the tar stream")?;
         let buffered = gz.finish().context("finish the gzip stream")?;
         let sink = buffered.into_inner().map_err(|e| e.into_error()).context("flush the archive")?;
-        let file = sink.finish()?;
+        let finished = sink.finish()?;
+        let file = finished.file;
         file.sync_all().context("fsync the archive")?;
         let size = file.metadata()?.len();
         drop(file);
@@ -439,49 +437,23 @@ impl ArchiveWriter {
         if let Some(dir) = self.final_path.parent() {
             File::open(dir).and_then(|d| d.sync_all()).ok();
         }
-        Ok(size)
+        Ok(Committed { size, sha256: finished.sha256, mirror: finished.mirror, mirror_error: finished.mirror_error })
     }
+}
+
+/// A committed archive: its size and digest as stored, and its mirror (still open) with the
+/// error that made it stop taking bytes, if any.
+pub struct Committed {
+    pub size: u64,
+    pub sha256: [u8; 32],
+    pub mirror: Option<Mirror>,
+    pub mirror_error: Option<io::Error>,
 }
 
 impl Drop for ArchiveWriter {
     fn drop(&mut self) {
         if self.builder.is_some() {
             let _ = std::fs::remove_file(&self.temp_path);
-        }
-    }
-}
-
-/// Where the gzip stream goes: the file, or age's stdin (age writes the file).
-enum Sink {
-    Clear(File),
-    Sealed { age: Box<ToolWriter>, file: File },
-}
-
-impl io::Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Sink::Clear(f) => f.write(buf),
-            Sink::Sealed { age, .. } => age.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Sink::Clear(f) => f.flush(),
-            Sink::Sealed { age, .. } => age.flush(),
-        }
-    }
-}
-
-impl Sink {
-    /// The file, once everything is in it (age finished and checked).
-    fn finish(self) -> Result<File> {
-        match self {
-            Sink::Clear(f) => Ok(f),
-            Sink::Sealed { age, file } => {
-                age.finish().context("encrypt the archive")?;
-                Ok(file)
-            }
         }
     }
 }

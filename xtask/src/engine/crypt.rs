@@ -3,13 +3,12 @@
 //! decrypted with the identity file `XTASK_AGE_IDENTITY` points at: the key never appears on a
 //! command line, in the repo or in an archive.
 
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use super::docker::{Tool, ToolReader, ToolWriter};
+use super::docker::{Tool, ToolReader};
 use crate::model::offsite::Encryption;
 
 /// The first bytes of every age file.
@@ -38,8 +37,8 @@ pub fn identity(what: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// `age -e` to the configured recipients, writing the ciphertext into `out`.
-pub fn encrypt_into(enc: &Encryption, out: File) -> Result<ToolWriter> {
+/// The ciphertext of `plain`, encrypted by `age -e` to the configured recipients while it streams.
+pub fn encrypt(enc: &Encryption, plain: Box<dyn Read + Send>) -> Result<ToolReader> {
     let mut args = vec!["-e".to_string()];
     for r in &enc.recipients {
         args.extend(["-r".to_string(), r.clone()]);
@@ -50,7 +49,7 @@ pub fn encrypt_into(enc: &Encryption, out: File) -> Result<ToolWriter> {
         }
         args.extend(["-R".to_string(), f.display().to_string()]);
     }
-    age("to encrypt archives (x-xtask.encrypt is set; --no-encrypt writes a clear one)")?.sink(&args, Some(out))
+    age("to encrypt archives (x-xtask.encrypt is set; --no-encrypt writes a clear one)")?.stream(&args, Some(plain))
 }
 
 /// The plaintext of the ciphertext `raw`, decrypted with `identity` while it streams. A wrong

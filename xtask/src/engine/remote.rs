@@ -11,7 +11,7 @@ use std::io::Read;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use super::docker::{Tool, ToolReader};
+use super::docker::{Tool, ToolReader, ToolWriter};
 use crate::model::offsite::RemoteSpec;
 
 /// Largest sidecar (`NAME.sha256`) read: one line.
@@ -101,7 +101,7 @@ impl Remote {
 
     /// Uploads `data` as `name` (rcat: multipart, the object appears only when complete on S3).
     pub fn upload(&self, name: &str, data: &mut dyn Read) -> Result<u64> {
-        let mut w = self.rclone.sink(&self.args("rcat", &self.at(name), &[]), None)?;
+        let mut w = self.rclone.sink(&self.args("rcat", &self.at(name), &[]))?;
         let copied = std::io::copy(data, &mut w);
         match copied {
             Ok(n) => w.finish().map(|_| n),
@@ -115,8 +115,20 @@ impl Remote {
         }
     }
 
+    /// Starts uploading `name` from what the caller writes (an archive while it is written).
+    /// Dropped unfinished, the upload is killed: no object appears.
+    pub fn start_upload(&self, name: &str) -> Result<ToolWriter> {
+        self.rclone.sink(&self.args("rcat", &self.at(name), &[]))
+    }
+
     pub fn delete(&self, name: &str) -> Result<()> {
         self.rclone.output(&self.args("deletefile", &self.at(name), &[])).map(drop)
+    }
+}
+
+impl crate::archive::sink::Finish for ToolWriter {
+    fn finish(self: Box<Self>) -> Result<()> {
+        ToolWriter::finish(*self).map(drop)
     }
 }
 

@@ -67,6 +67,8 @@ pub struct Options {
     pub dump_database: bool,
     /// Encrypt the archive to these recipients (from `x-xtask.encrypt`; None: a clear archive).
     pub seal: Option<Encryption>,
+    /// Upload the archive to this remote while it is written (`--push`).
+    pub push: Option<String>,
 }
 
 impl Options {
@@ -87,6 +89,7 @@ impl Options {
             only_existing: false,
             dump_database: true,
             seal: None,
+            push: None,
         }
     }
 }
@@ -132,6 +135,7 @@ pub struct BackupPlan {
     pub skipped: Vec<(String, String)>,
     pub stop: bool,
     pub seal: Option<Encryption>,
+    pub push: Option<String>,
 }
 
 /// Chooses what to back up. Pure: no engine access.
@@ -186,6 +190,7 @@ pub fn plan(project: &Project, opts: &Options) -> Result<BackupPlan> {
         skipped,
         stop: opts.stop,
         seal: opts.seal.clone(),
+        push: opts.push.clone(),
     })
 }
 
@@ -347,6 +352,9 @@ impl BackupPlan {
                 "  - encrypt the archive with age to {n} recipient(s){} while it is written (….tar.gz.age)\n",
                 file.unwrap_or_default()
             ));
+        }
+        if let Some(r) = &self.push {
+            out.push_str(&format!("  - upload it to remote {r} while it is written, then its .sha256\n"));
         }
         out
     }
@@ -673,7 +681,15 @@ fn write_archive(
         n += 1;
     }
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let mut writer = ArchiveWriter::create_sealed(&final_path, opts.level, threads, plan.seal.as_ref())?;
+    let file_name = final_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let (upload, mirror) = match &plan.push {
+        Some(r) => {
+            let (u, m) = crate::tasks::offsite::Upload::begin(ctx, r, &file_name)?;
+            (Some(u), Some(m))
+        }
+        None => (None, None),
+    };
+    let mut writer = ArchiveWriter::create_sealed(&final_path, opts.level, threads, plan.seal.as_ref(), mirror)?;
     let config = ctx.model()?.1.clone().unwrap_or_default();
     let infos: Vec<DbInfo> = dumps.iter().map(|d| d.info.clone()).collect();
     let meta = metadata(ctx, plan, opts, &config, infos, sources)?;
@@ -698,7 +714,13 @@ fn write_archive(
         progress.finish(&format!("volume {}: {} files, {}", v.name, stats.files, human_bytes(stats.bytes)));
     }
     let stats = writer.stats;
-    let bytes = writer.commit()?;
+    let committed = writer.commit_all()?;
+    let bytes = committed.size;
+    if let Some(u) = upload {
+        u.complete(ctx, &final_path, committed).map_err(|e| {
+            e.context(format!("the archive was written but not uploaded; it is kept at {}", final_path.display()))
+        })?;
+    }
     Ok((final_path, bytes, stats))
 }
 

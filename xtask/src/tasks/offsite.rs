@@ -255,7 +255,7 @@ fn upload_with_retries(ctx: &Ctx, remote: &Remote, item: &PushItem, tick: &dyn F
     }
 }
 
-/// One upload: the archive (hashed on its way), its size checked in the listing, then the sidecar.
+/// One upload: the archive (hashed on its way), then its seal.
 fn upload(remote: &Remote, item: &PushItem, tick: &dyn Fn(u64)) -> Result<()> {
     let (file, _) = open_local(&item.path)?;
     let mut reader = Tee { inner: file, hasher: Sha256::new(), tick };
@@ -267,16 +267,62 @@ fn upload(remote: &Remote, item: &PushItem, tick: &dyn Fn(u64)) -> Result<()> {
             item.size_bytes
         );
     }
-    let digest: [u8; 32] = reader.hasher.finalize().into();
-    let listed = remote.list()?.into_iter().find(|o| o.name == item.file);
+    seal_upload(remote, &item.file, sent, reader.hasher.finalize().into())
+}
+
+/// Marks an uploaded archive complete: its size in the remote's listing checked, then its
+/// sidecar written (the last step: without it the archive counts as incomplete).
+fn seal_upload(remote: &Remote, file: &str, size: u64, digest: [u8; 32]) -> Result<()> {
+    let listed = remote.list()?.into_iter().find(|o| o.name == file);
     match listed {
-        Some(o) if o.size == sent => {}
-        Some(o) => bail!("the remote holds {} bytes of {} after the upload, not {sent}", o.size, item.file),
-        None => bail!("{} is not in the remote's listing after the upload", item.file),
+        Some(o) if o.size == size => {}
+        Some(o) => bail!("the remote holds {} bytes of {file} after the upload, not {size}", o.size),
+        None => bail!("{file} is not in the remote's listing after the upload"),
     }
-    let line = format!("{}  {}\n", hex(&digest), item.file);
-    remote.upload(&format!("{}.sha256", item.file), &mut line.as_bytes()).context("write the .sha256 sidecar")?;
+    let line = format!("{}  {file}\n", hex(&digest));
+    remote.upload(&format!("{file}.sha256"), &mut line.as_bytes()).context("write the .sha256 sidecar")?;
     Ok(())
+}
+
+/// An upload that runs while the archive is written (`backup --push`): the archive's bytes
+/// as stored go to rclone as they go to the file. Should it fail, the finished local archive
+/// is pushed again the ordinary way (with retries).
+pub struct Upload {
+    remote_name: String,
+    remote: Arc<Remote>,
+    file: String,
+}
+
+impl Upload {
+    /// Starts the upload of `file`; returns it and the mirror the archive writer feeds.
+    pub fn begin(ctx: &Ctx, remote_name: &str, file: &str) -> Result<(Upload, archive::sink::Mirror)> {
+        let remote = open(ctx, remote_name)?;
+        let writer = remote.start_upload(file).with_context(|| format!("start the upload to {remote_name}"))?;
+        let up = Upload { remote_name: remote_name.to_string(), remote, file: file.to_string() };
+        Ok((up, Box::new(writer)))
+    }
+
+    /// After the local commit: finishes the streamed upload and seals it; on any failure pushes
+    /// the local archive again.
+    pub fn complete(self, ctx: &Ctx, local: &Path, committed: archive::Committed) -> Result<()> {
+        let streamed = match (committed.mirror, committed.mirror_error) {
+            (Some(m), None) => {
+                m.finish().and_then(|_| seal_upload(&self.remote, &self.file, committed.size, committed.sha256))
+            }
+            (Some(m), Some(e)) => Err(m.finish().err().unwrap_or_else(|| anyhow::Error::new(e))),
+            (None, _) => Err(anyhow::anyhow!("no upload was running")),
+        };
+        match streamed {
+            Ok(()) => {
+                ctx.ui.step(&format!("pushed {} to {} while it was written", self.file, self.remote_name));
+                Ok(())
+            }
+            Err(e) => {
+                ctx.ui.step(&format!("the upload while writing failed ({e:#}); pushing {} again", self.file));
+                push(ctx, &self.remote_name, &[local.to_path_buf()], false).map(drop)
+            }
+        }
+    }
 }
 
 /// Hashes what it reads and reports progress.

@@ -4,7 +4,6 @@
 //! captured and a non-zero exit turned into an error carrying it. A streamed child is killed
 //! when its handle is dropped unfinished, so none outlives an error.
 
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::thread::JoinHandle;
@@ -96,15 +95,10 @@ impl Tool {
         Ok(ToolReader { tool: self.clone(), args: args.to_vec(), reader: Some(reader), feeder })
     }
 
-    /// Starts the command with its stdin fed by the caller and its stdout going to `out`
-    /// (`age -e` writing the archive's file) or nowhere.
-    pub fn sink(&self, args: &[String], out: Option<File>) -> Result<ToolWriter> {
+    /// Starts the command with its stdin fed by the caller (an upload), stdout captured.
+    pub fn sink(&self, args: &[String]) -> Result<ToolWriter> {
         let (read, write) = os_pipe::pipe().context("create a pipe")?;
-        let e = self.expression(args).stdin_file(read).stderr_capture().unchecked();
-        let e = match out {
-            Some(f) => e.stdout_file(f),
-            None => e.stdout_capture(),
-        };
+        let e = self.expression(args).stdin_file(read).stderr_capture().unchecked().stdout_capture();
         let handle = e.start().with_context(|| format!("start `{}`", self.shown(args)))?;
         drop(e);
         Ok(ToolWriter { tool: self.clone(), args: args.to_vec(), stdin: Some(write), handle: Some(handle) })
