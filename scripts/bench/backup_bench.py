@@ -333,6 +333,18 @@ def s3_env():
     return env
 
 
+def cpu_busy():
+    """Seconds of CPU time all cores spent busy so far (/proc/stat, idle and iowait excluded)."""
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return (sum(f) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid):
+    """CPU seconds (user + system) of one process so far."""
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_watched(args, env, names=("rclone", "age")):
     """Runs a command; returns wall time, stdout, its own peak RSS and the largest peak RSS of
     each named descendant (polled from /proc)."""
@@ -381,16 +393,19 @@ def offsite_bench(a):
             for label, compose, extra in (("local", base, []), ("push", base, ["--push", "bench"]),
                                           ("push+age", sealed, ["--push", "bench"])):
                 d = os.path.join(work, f"{label}{run}")
+                busy0, server0 = cpu_busy(), proc_cpu(proc.pid)
                 wall, stdout, hwm = run_watched([a.xtask, "--file", compose, "--quiet", "backup", "--output-dir", d,
                                                  "--json"] + extra, env)
+                hwm["busy"], hwm["server"] = cpu_busy() - busy0, proc_cpu(proc.pid) - server0
                 path = json.loads(stdout.splitlines()[0] if stdout.startswith("/") else stdout)["path"]
                 runs[label].append((wall, os.path.getsize(path), hwm))
                 if label == "local":
-                    t0 = time.monotonic()
+                    t0, busy0, server0 = time.monotonic(), cpu_busy(), proc_cpu(proc.pid)
                     with open(path, "rb") as f:
                         subprocess.run(["rclone", "rcat", "-q", "--s3-chunk-size", "8Mi", f"{remote}/floor/{run}"],
                                        stdin=f, check=True, env=env)
-                    runs["rcat"].append((time.monotonic() - t0, os.path.getsize(path), {}))
+                    floor = {"busy": cpu_busy() - busy0, "server": proc_cpu(proc.pid) - server0}
+                    runs["rcat"].append((time.monotonic() - t0, os.path.getsize(path), floor))
                 shutil.rmtree(d)
             print(json.dumps({k: v[-1] for k, v in runs.items()}), flush=True)
     finally:
@@ -409,12 +424,13 @@ def write_offsite_section(a, runs):
              "floor of the push, `rclone rcat` of the local archive alone.",
              "Targets: push adds at most 25% to the local backup's wall time, encryption at most 10%; peak RSS of the "
              "tool at most 64 MiB, of rclone at most 128 MiB.\n",
-             "| | wall | vs local | archive | xtask peak RSS | rclone peak RSS | age peak RSS |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| | wall | vs local | archive | CPU busy (all cores) | of it the S3 server | xtask peak RSS | rclone peak RSS | age peak RSS |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    cpu = lambda k, n: statistics.median(h.get(n, 0) for _, _, h in runs[k])
     for k in ("local", "push", "push+age", "rcat"):
         size = statistics.median(s for _, s, _ in runs[k])
         lines.append(f"| {k if k != 'rcat' else 'floor: rclone rcat of the archive'} | {med[k]:.1f} s | "
-                     f"{med[k] / med['local']:.2f}x | {size / 2**20:.0f} MiB | "
+                     f"{med[k] / med['local']:.2f}x | {size / 2**20:.0f} MiB | {cpu(k, 'busy'):.1f} s | {cpu(k, 'server'):.1f} s | "
                      f"{peak(k, 'self'):.1f} MiB | {peak(k, 'rclone'):.1f} MiB | {peak(k, 'age'):.1f} MiB |")
     lines.append("\nRuns (wall seconds): " + "; ".join(f"{k} {[round(w, 1) for w, _, _ in v]}" for k, v in runs.items()))
     write_section("Off-site and encrypted", "\n".join(lines) + "\n")

@@ -404,4 +404,17 @@ fn remote_failures_are_clear_keep_the_local_archive_and_a_killed_push_is_never_l
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["complete"], true, "{listed:?}");
     stack.xtask_ok(&["verify", "--remote", "offsite", "--latest"]);
+
+    // A broken download (the object cut to half, its sidecar intact): restore refuses, the
+    // stack is as it was.
+    let name = Path::new(&local).file_name().unwrap().to_str().unwrap().to_string();
+    let half = dir.0.join("half");
+    let bytes = std::fs::read(&local).unwrap();
+    std::fs::write(&half, &bytes[..bytes.len() / 2]).unwrap();
+    let folder = format!("{}/backups/{}", s3.root_remote(), stack.project);
+    assert!(rclone(&s3, &["copyto", half.to_str().unwrap(), &format!("{folder}/{name}")]).status.success());
+    docker_ok(&["exec", &format!("{}-backend-1", stack.project), "sh", "-c", "echo after > /app/media/upload.txt"]);
+    let (ok, _, err) = stack.xtask(&["restore", "--remote", "offsite", "--latest", "--yes", "--output-dir", b]);
+    assert!(!ok && err.contains("replaced"), "{err}");
+    assert_eq!(media_file(&stack, "/app/media/upload.txt"), "after", "a broken download changed nothing");
 }

@@ -833,6 +833,12 @@ fn verify_into(src: &Source, rules: Rules, report: &mut Report, hook: &mut Hook)
     // Reading the tar's end does not reach the gzip trailer: read on so its CRC is checked.
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink()).context("the archive is truncated or corrupt (gzip trailer)")?;
+    // Then to the end of the bytes themselves: nothing may follow the gzip stream, and only at
+    // their end does a download prove its SHA-256 and age its last chunk.
+    let trailing = io::copy(&mut rest.into_inner(), &mut io::sink()).context("read the archive to its end")?;
+    if trailing > 0 {
+        bail!("{trailing} bytes follow the gzip stream: not an archive this tool wrote");
+    }
     grammar.finish()?;
     compare_sums(&seen, report);
     check_dumps(&seen, report);

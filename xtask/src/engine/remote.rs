@@ -49,11 +49,14 @@ impl Remote {
     /// rclone's arguments for `verb` on `path`: quiet (errors only), few retries so an
     /// unreachable endpoint fails in seconds, and the S3 upload part size that keeps
     /// memory bounded (4 parts of 8 MiB in flight) while allowing archives up to about 78 GiB.
+    /// (`--s3-*` flags are ignored by other backends.)
     fn args(&self, verb: &str, path: &str, extra: &[&str]) -> Vec<String> {
         let mut a: Vec<String> = [verb, "-q", "--retries", "2", "--low-level-retries", "2", "--contimeout", "10s"]
             .map(String::from)
             .to_vec();
-        a.extend(["--s3-chunk-size".into(), "8Mi".into()]);
+        // The bucket must exist (never created by accident); the object-level MD5 is not kept
+        // (the tool's own SHA-256 sidecar is the record), each part's is still sent.
+        a.extend(["--s3-chunk-size", "8Mi", "--s3-no-check-bucket", "--s3-disable-checksum"].map(String::from));
         a.extend(extra.iter().map(|s| s.to_string()));
         a.push(path.to_string());
         a

@@ -75,7 +75,7 @@ pub struct RemoteArchive {
     #[serde(skip)]
     pub created: OffsetDateTime,
     pub size_bytes: u64,
-    /// Its sidecar's digest; None: incomplete (no sidecar), never good.
+    /// Its sidecar's digest; None: incomplete (no sidecar) or dated in the future, never good.
     pub sha256: Option<String>,
     #[serde(skip)]
     pub digest: Option<[u8; 32]>,
@@ -89,9 +89,11 @@ pub fn scan(remote: &Remote) -> Result<(Vec<RemoteArchive>, Vec<String>)> {
     let has_sidecars = objects.iter().any(|o| o.name.ends_with(".sha256"));
     let sidecars = if has_sidecars { remote.sidecars()? } else { Default::default() };
     let mut out = Vec::new();
+    let soon = OffsetDateTime::now_utc() + time::Duration::minutes(5);
     for o in objects.iter().filter(|o| catalog::is_our_name(&o.name)) {
         let Some(created) = catalog::name_stamp(&o.name) else { continue };
-        let digest = sidecars.get(&o.name).copied();
+        // A name dated in the future would always be "latest": never taken as good.
+        let digest = sidecars.get(&o.name).copied().filter(|_| created <= soon);
         out.push(RemoteArchive {
             file: o.name.clone(),
             kind: catalog::name_kind(&o.name),
