@@ -1,6 +1,8 @@
-//! The `volumes` task: every named volume of the stack with its role, priority, driver, whether
-//! it exists, its size on disk (measured by the engine through a throwaway helper container),
-//! the services that mount it and the containers using it now.
+//! The `volumes` task: every mount of the stack's services. Named volumes with their role,
+//! priority, driver, whether they exist, their size on disk (measured by the engine through a
+//! throwaway helper container), the services that mount them and the containers using them
+//! now; bind mounts the same way (`kind: bind`, the host path; system paths and configuration
+//! marked as never copied); tmpfs and anonymous volumes as ephemeral.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::context::Ctx;
 use crate::engine::docker::Docker;
 use crate::model::compose::{self, Project};
-use crate::model::roles;
+use crate::model::{binds, roles};
 use crate::ui::{human_bytes, table};
 
 #[derive(Debug, Serialize)]
@@ -23,6 +25,14 @@ pub struct Inventory {
 
 #[derive(Debug, Serialize)]
 pub struct VolumeReport {
+    /// "volume", "bind", "tmpfs" or "anonymous".
+    pub kind: &'static str,
+    /// For a bind: the host path (also its key and name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_path: Option<String>,
+    /// Why a backup never copies it (a system path, configuration, ephemeral), if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub never: Option<String>,
     pub key: String,
     pub name: String,
     pub external: bool,
@@ -181,6 +191,9 @@ pub fn inventory(ctx: &Ctx) -> Result<Inventory> {
         let fact = facts.as_ref().and_then(|f| f.get(&v.name));
         let declared_driver = v.driver.clone().or_else(|| (!v.external).then(|| "local".to_string()));
         volumes.push(VolumeReport {
+            kind: "volume",
+            host_path: None,
+            never: None,
             key: v.key.clone(),
             name: v.name.clone(),
             external: v.external,
@@ -198,8 +211,88 @@ pub fn inventory(ctx: &Ctx) -> Result<Inventory> {
             containers: facts.as_ref().map(|_| fact.map(|f| f.containers.clone()).unwrap_or_default()),
         });
     }
+    volumes.extend(bind_reports(ctx, &binds(ctx)?)?);
+    volumes.extend(ephemeral_reports(&project));
     let total_size_bytes = facts.as_ref().map(|_| volumes.iter().filter_map(|v| v.size_bytes).sum());
     Ok(Inventory { project: project.name, volumes, total_size_bytes })
+}
+
+/// The stack's bind mounts, classified (`x-xtask.binds` overrides applied; the host asked only
+/// whether a path is a single file).
+pub fn binds(ctx: &Ctx) -> Result<Vec<binds::Bind>> {
+    let project = model(ctx)?;
+    let settings = ctx.stack.settings()?;
+    let overrides = binds::overrides(settings.as_ref(), &ctx.stack.project_dir)?;
+    Ok(binds::binds(&project, &overrides, &|p| std::path::Path::new(p).is_file()))
+}
+
+/// Whether a bind's directory is there to measure or copy (seen from this machine).
+pub fn bind_exists(b: &binds::Bind) -> bool {
+    b.never.is_none() && std::path::Path::new(&b.host_path).is_dir()
+}
+
+fn bind_reports(ctx: &Ctx, binds: &[binds::Bind]) -> Result<Vec<VolumeReport>> {
+    let present: Vec<&str> = binds.iter().filter(|b| bind_exists(b)).map(|b| b.host_path.as_str()).collect();
+    let sizes = match ctx.online() {
+        Some(docker) => Some(sizes(docker, &present)?),
+        None => None,
+    };
+    Ok(binds
+        .iter()
+        .map(|b| VolumeReport {
+            kind: "bind",
+            host_path: Some(b.host_path.clone()),
+            never: b.never.clone(),
+            key: b.host_path.clone(),
+            name: b.host_path.clone(),
+            external: false,
+            role: b.role_name(),
+            role_inferred: b.inferred,
+            priority: if b.never.is_some() { "none" } else { b.priority.as_str() },
+            priority_inferred: b.inferred,
+            driver: None,
+            exists: Some(std::path::Path::new(&b.host_path).exists()),
+            size_bytes: sizes.as_ref().and_then(|s| s.get(&b.host_path).copied()),
+            mounts: b
+                .uses
+                .iter()
+                .map(|u| MountReport { service: u.service.clone(), target: u.target.clone(), read_only: u.read_only })
+                .collect(),
+            containers: None,
+        })
+        .collect())
+}
+
+fn ephemeral_reports(project: &Project) -> Vec<VolumeReport> {
+    let mut out = Vec::new();
+    for s in &project.services {
+        for m in &s.mounts {
+            let kind = match m.kind {
+                compose::MountKind::Tmpfs => "tmpfs",
+                compose::MountKind::Anonymous => "anonymous",
+                _ => continue,
+            };
+            let name = format!("{}:{}", s.name, m.target);
+            out.push(VolumeReport {
+                kind,
+                host_path: None,
+                never: Some(format!("{kind}: ephemeral, gone with its container")),
+                key: name.clone(),
+                name,
+                external: false,
+                role: "ephemeral",
+                role_inferred: true,
+                priority: "none",
+                priority_inferred: true,
+                driver: None,
+                exists: None,
+                size_bytes: None,
+                mounts: vec![MountReport { service: s.name.clone(), target: m.target.clone(), read_only: m.read_only }],
+                containers: None,
+            });
+        }
+    }
+    out
 }
 
 /// The human table.
@@ -216,6 +309,7 @@ pub fn render(inv: &Inventory) -> String {
                 .collect();
             vec![
                 format!("{}{}", v.name, if v.external { " (external)" } else { "" }),
+                v.kind.to_string(),
                 format!("{}{}", v.role, mark(v.role_inferred)),
                 format!("{}{}", v.priority, mark(v.priority_inferred)),
                 v.driver.clone().unwrap_or_else(|| "-".into()),
@@ -230,9 +324,16 @@ pub fn render(inv: &Inventory) -> String {
             ]
         })
         .collect();
-    let mut out = format!("Project {}: {} volumes\n\n", inv.project, inv.volumes.len());
+    let count = |k: &[&str]| inv.volumes.iter().filter(|v| k.contains(&v.kind)).count();
+    let mut out = format!(
+        "Project {}: {} volumes, {} binds, {} ephemeral mounts\n\n",
+        inv.project,
+        count(&["volume"]),
+        count(&["bind"]),
+        count(&["tmpfs", "anonymous"])
+    );
     out.push_str(&table(
-        &["VOLUME", "ROLE", "PRIORITY", "DRIVER", "EXISTS", "SIZE", "MOUNTED BY", "CONTAINERS"],
+        &["VOLUME / PATH", "KIND", "ROLE", "PRIORITY", "DRIVER", "EXISTS", "SIZE", "MOUNTED BY", "CONTAINERS"],
         &rows,
     ));
     let existing = inv.volumes.iter().filter(|v| v.exists == Some(true)).count();
@@ -246,7 +347,12 @@ pub fn render(inv: &Inventory) -> String {
             out.push_str(&format!("\nTotal: {} volumes (offline: existence and sizes unknown)\n", inv.volumes.len()))
         }
     }
-    if inv.volumes.iter().any(|v| v.role_inferred || v.priority_inferred) {
+    for v in inv.volumes.iter().filter(|v| v.kind == "bind") {
+        if let Some(why) = &v.never {
+            out.push_str(&format!("never copied: {}: {why}\n", v.name));
+        }
+    }
+    if inv.volumes.iter().any(|v| v.kind == "volume" && (v.role_inferred || v.priority_inferred)) {
         out.push_str("* inferred (no xtask.role / xtask.priority label on the volume; see docs/volume-labels.md)\n");
     }
     out

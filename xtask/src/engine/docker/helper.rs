@@ -45,7 +45,8 @@ pub struct Beside {
 }
 
 impl Helper {
-    /// `volumes` mounted read-only at `/v/0`, `/v/1`… in that order.
+    /// `volumes` mounted read-only at `/v/0`, `/v/1`… in that order. A name starting with `/` is
+    /// a host directory (a bind of the stack), bind-mounted; volume names never start with `/`.
     pub fn read_only(volumes: &[&str], command: &[&str]) -> Helper {
         let mounts = volumes
             .iter()
@@ -54,7 +55,7 @@ impl Helper {
                 source: v.to_string(),
                 target: format!("/v/{i}"),
                 read_only: true,
-                bind: false,
+                bind: v.starts_with('/'),
             })
             .collect();
         Helper { mounts, stdin: false, command: command.iter().map(|c| c.to_string()).collect(), beside: None }
@@ -62,7 +63,12 @@ impl Helper {
 
     /// `volume` mounted read-write at `/v/0`, stdin attached.
     pub fn writer(volume: &str, command: &[&str]) -> Helper {
-        let mount = HelperMount { source: volume.into(), target: "/v/0".into(), read_only: false, bind: false };
+        let mount = HelperMount {
+            source: volume.into(),
+            target: "/v/0".into(),
+            read_only: false,
+            bind: volume.starts_with('/'),
+        };
         let command = command.iter().map(|c| c.to_string()).collect();
         Helper { mounts: vec![mount], stdin: true, command, beside: None }
     }
