@@ -517,6 +517,12 @@ fn run_backup(
     let lock = Lock::acquire(&dir, &plan.project, &format!("backup ({})", plan.kind.as_str()))?;
     let summary = backup::execute(ctx, &plan, &opts, &lock)?;
     drop(lock);
+    if !ctx.ui.quiet && !summary.skipped.is_empty() {
+        eprintln!("not in this archive:");
+        for s in summary.skipped.iter().filter(|s| !s.reason.starts_with(backup::UNPROTECTED)) {
+            eprintln!("  {}: {}", s.name, s.reason);
+        }
+    }
     for s in summary.skipped.iter().filter(|s| s.reason.starts_with(backup::UNPROTECTED)) {
         eprintln!("warning: {}: {}", s.name, s.reason);
     }

@@ -176,7 +176,7 @@ pub fn volume_entries_under(v: &Verified, name: &str, out: &mut dyn Write, under
         }
         written += 1;
     }
-    let prefix = format!("volumes/{name}/");
+    let prefix = crate::archive::volume_prefix(name);
     let verified = v.report.manifest.keys().filter(|k| k.starts_with(prefix.trim_end_matches('/').as_bytes()));
     let verified = verified.filter(|k| k.len() == prefix.len() - 1 || k.get(prefix.len() - 1) == Some(&b'/')).count();
     if verified != written {
@@ -192,7 +192,7 @@ pub fn volume_entries_under(v: &Verified, name: &str, out: &mut dyn Write, under
 struct VolumeStream<W: Write> {
     builder: tar::Builder<W>,
     under: Vec<u8>,
-    /// Length of `volumes/<name>/`, stripped from hard link targets.
+    /// Length of `volumes/<name>/` (or `binds/<id>/`), stripped from hard link targets.
     prefix_len: usize,
     dirs: Vec<Checked>,
     written: Written,
@@ -202,7 +202,7 @@ impl<W: Write> VolumeStream<W> {
     fn new(out: W, volume: &str, under: &[u8]) -> Self {
         let mut builder = tar::Builder::new(out);
         builder.mode(tar::HeaderMode::Complete);
-        let prefix_len = format!("volumes/{volume}/").len();
+        let prefix_len = crate::archive::volume_prefix(volume).len();
         VolumeStream { builder, under: under.to_vec(), prefix_len, dirs: Vec::new(), written: Written::default() }
     }
 

@@ -182,17 +182,20 @@ impl Grammar {
                     _ => bail!("is not a regular file the metadata names as a database dump"),
                 }
             }
-            b"volumes" if parts.len() >= 2 => self.volume_place(name, &parts, kind, link),
-            _ => bail!("stands outside {METADATA}, {CHECKSUMS}, databases/<service>/ and volumes/<volume>/"),
+            b"volumes" | b"binds" if parts.len() >= 2 => self.volume_place(name, &parts, kind, link),
+            _ => {
+                bail!("stands outside {METADATA}, {CHECKSUMS}, databases/<service>/, volumes/<volume>/ and binds/<id>/")
+            }
         }
     }
 
     fn volume_place(&mut self, name: &[u8], parts: &[&[u8]], kind: Kind, link: Option<&[u8]>) -> Result<Place> {
-        let volume = String::from_utf8_lossy(parts[1]).into_owned();
+        let id = String::from_utf8_lossy(parts[1]).into_owned();
+        let volume = if parts[0] == b"binds" { super::bind_name(&id) } else { id };
         if !self.volumes.contains(&volume) {
             bail!("volume {volume:?} is not listed in the metadata");
         }
-        let prefix_len = b"volumes/".len() + parts[1].len();
+        let prefix_len = parts[0].len() + 1 + parts[1].len();
         if parts.len() == 2 {
             if kind != Kind::Dir || self.started.contains(&volume) {
                 bail!("the root of volume {volume:?} must be its first entry, a directory");
@@ -342,7 +345,11 @@ pub fn check_metadata(m: &Metadata) -> Result<()> {
     }
     let mut names = BTreeSet::new();
     for v in &m.volumes {
-        for (what, s) in [("volume", &v.name), ("volume key", &v.key), ("role", &v.role), ("priority", &v.priority)] {
+        let (name, key) = match &v.bind {
+            Some(path) => (v.name.strip_prefix(super::BINDS).unwrap_or("/"), check_bind(v, path)?),
+            None => (v.name.as_str(), v.key.as_str()),
+        };
+        for (what, s) in [("volume", name), ("volume key", key), ("role", &v.role), ("priority", &v.priority)] {
             if !is_plain_name(s) {
                 bad(what, s)?;
             }
@@ -357,6 +364,22 @@ pub fn check_metadata(m: &Metadata) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A bind's host path: absolute, normalized, printable, never a system path; its key is the
+/// path. Returns a plain stand-in for the key's character check.
+fn check_bind<'a>(v: &'a super::VolumeInfo, path: &str) -> Result<&'a str> {
+    let normalized = crate::model::binds::normalize(std::path::Path::new(path)) == path;
+    if !path.starts_with('/') || !normalized || !is_text(path, 1024) || path.contains(['\n', '\\']) {
+        bail!("metadata.json: bind path {path:?} is not an absolute, normalized path");
+    }
+    if let Some(why) = crate::model::binds::system_path(path) {
+        bail!("metadata.json: bind {path:?} is {why}: refused");
+    }
+    if v.key != path {
+        bail!("metadata.json: bind {path:?} has the key {:?}; a bind's key is its path", v.key);
+    }
+    Ok("bind")
 }
 
 fn check_database(db: &super::DbInfo, format_version: u32) -> Result<()> {

@@ -27,9 +27,10 @@ use crate::model::offsite::Encryption;
 use sink::{Mirror, Sink};
 
 pub const FORMAT: &str = "xtask-backup";
-/// Version 2: every database service under `databases/<service>/` (version 1 had one
-/// PostgreSQL server under `postgres/`; readers still take it).
-pub const FORMAT_VERSION: u32 = 2;
+/// Version 3: bind mounts under `binds/<id>/` (a volume entry with its host path). Version 2:
+/// every database service under `databases/<service>/` (version 1 had one PostgreSQL server
+/// under `postgres/`). Readers take all three.
+pub const FORMAT_VERSION: u32 = 3;
 pub const METADATA: &str = "metadata.json";
 pub const CHECKSUMS: &str = "SHA256SUMS";
 
@@ -152,6 +153,10 @@ pub struct VolumeInfo {
     /// archives made before this field existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<u64>,
+    /// A bind mount's host path (version 3): the entry is then `binds/<id>/`, the name
+    /// `binds/<id>` and the key the host path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -190,6 +195,7 @@ impl Metadata {
                     entry: volume_prefix(name),
                     consistency: "live".into(),
                     size_bytes: None,
+                    bind: None,
                 })
                 .collect(),
             skipped: vec![],
@@ -214,7 +220,19 @@ impl Metadata {
 }
 
 pub fn volume_prefix(name: &str) -> String {
-    format!("volumes/{name}/")
+    if name.starts_with(BINDS) {
+        format!("{name}/")
+    } else {
+        format!("volumes/{name}/")
+    }
+}
+
+/// Where bind mounts live in an archive: `binds/<id>/`.
+pub const BINDS: &str = "binds/";
+
+/// The archive name of the bind with id `id`.
+pub fn bind_name(id: &str) -> String {
+    format!("{BINDS}{id}")
 }
 
 /// Counts of what a volume stream added.
@@ -1006,7 +1024,7 @@ pub fn parse_metadata(text: &[u8]) -> Result<Metadata> {
         bail!("metadata.json: format is {:?}, expected {FORMAT:?}: not an xtask archive", head.format);
     }
     match head.format_version {
-        Some(1 | FORMAT_VERSION) => {}
+        Some(1 | 2 | FORMAT_VERSION) => {}
         Some(v) if v > FORMAT_VERSION => bail!(
             "metadata.json: archive format version {v} is newer than this tool understands ({FORMAT_VERSION}); update the xtask (git pull) and retry"
         ),

@@ -20,7 +20,8 @@ use crate::engine::db::{self, Detected, Login};
 use crate::engine::docker::{Docker, DockerCmd};
 use crate::engine::services::ServiceGuard;
 use crate::lock::Lock;
-use crate::model::compose::{Project, Stack};
+use crate::model::binds::Bind;
+use crate::model::compose::{MountKind, Project, Stack};
 use crate::model::offsite::Encryption;
 use crate::model::roles::{self, Priority, Role};
 use crate::tasks::volumes;
@@ -122,6 +123,15 @@ pub struct VolumeChoice {
     pub labels: BTreeMap<String, String>,
     /// Services that mount it (stopped around the copy with --stop).
     pub services: Vec<String>,
+    /// A bind mount's host path (then `name` is `binds/<id>` and `key` the path).
+    pub bind: Option<String>,
+}
+
+impl VolumeChoice {
+    /// What the engine reads: the volume's name, or the bind's host path.
+    pub fn source(&self) -> &str {
+        self.bind.as_deref().unwrap_or(&self.name)
+    }
 }
 
 /// The decision, as data: drives `--dry-run`, the summary and the execution.
@@ -139,7 +149,7 @@ pub struct BackupPlan {
 }
 
 /// Chooses what to back up. Pure: no engine access.
-pub fn plan(project: &Project, opts: &Options) -> Result<BackupPlan> {
+pub fn plan(project: &Project, binds: &[Bind], opts: &Options) -> Result<BackupPlan> {
     if let Some(tag) = opts.tag.as_deref().filter(|t| !grammar::is_plain_name(t)) {
         bail!("--tag {tag:?}: use letters, digits, '.', '_' and '-' only, starting with a letter or digit");
     }
@@ -148,9 +158,10 @@ pub fn plan(project: &Project, opts: &Options) -> Result<BackupPlan> {
         classified.push((v, roles::classify(project, v)?));
     }
     let find = |wanted: &str| {
-        classified.iter().find(|(v, _)| v.name == wanted || v.key == wanted).map(|(v, _)| v.name.clone()).ok_or_else(
-            || anyhow::anyhow!("no volume {wanted:?} in stack {}; `cargo xtask volumes` lists them", project.name),
-        )
+        let volume = classified.iter().find(|(v, _)| v.name == wanted || v.key == wanted).map(|(v, _)| v.name.clone());
+        volume.or_else(|| bind_named(binds, wanted).map(|b| b.host_path.clone())).ok_or_else(|| {
+            anyhow::anyhow!("no volume or bind {wanted:?} in stack {}; `cargo xtask volumes` lists them", project.name)
+        })
     };
     let requested: Vec<String> = opts.volumes.iter().map(|w| find(w)).collect::<Result<_>>()?;
     let excluded: Vec<String> = opts.exclude.iter().map(|w| find(w)).collect::<Result<_>>()?;
@@ -169,7 +180,11 @@ pub fn plan(project: &Project, opts: &Options) -> Result<BackupPlan> {
     }
     let volumes = if opts.kind == Kind::Full {
         let choice = Choice { requested: &requested, excluded: &excluded, db_volumes: &db_volumes, all: opts.all };
-        choose_volumes(project, &classified, &choice, &mut skipped)
+        let mut volumes = choose_volumes(project, &classified, &choice, &mut skipped);
+        let db_services: Vec<&str> = dbs.iter().map(|d| d.login.service.as_str()).collect();
+        volumes.extend(choose_binds(binds, &choice, &db_services, &mut skipped));
+        skipped.extend(ephemeral(project));
+        volumes
     } else {
         Vec::new()
     };
@@ -300,9 +315,97 @@ fn choose_volumes(
             driver: v.driver.clone().unwrap_or_else(|| "local".into()),
             labels: v.labels.clone(),
             services: project.mounts_of(&v.key).map(|(s, _)| s.name.clone()).collect(),
+            bind: None,
         });
     }
     volumes
+}
+
+/// The bind `wanted` names: its host path, or a path relative to the current directory.
+fn bind_named<'a>(binds: &'a [Bind], wanted: &str) -> Option<&'a Bind> {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let path = crate::model::binds::normalize(&cwd.join(wanted));
+    binds.iter().find(|b| b.host_path == wanted || b.host_path == path)
+}
+
+/// The binds a full backup copies (critical and important data directories, or as asked),
+/// each under `binds/<id>/`; the others go to `skipped` with why. A database service's bind
+/// is represented by its dump.
+fn choose_binds(binds: &[Bind], choice: &Choice, db_services: &[&str], skipped: &mut Skips) -> Vec<VolumeChoice> {
+    let mut out: Vec<VolumeChoice> = Vec::new();
+    for b in binds {
+        let explicitly = choice.requested.contains(&b.host_path);
+        let dumped = b.uses.iter().find(|u| db_services.contains(&u.service.as_str()));
+        let reason = if let Some(never) = &b.never {
+            Some(format!("never copied: {never}"))
+        } else if choice.excluded.contains(&b.host_path) {
+            Some("excluded with --exclude".to_string())
+        } else if let Some(u) = dumped.filter(|_| !explicitly) {
+            Some(format!("represented by the dump of service {} (databases/ in the archive)", u.service))
+        } else if !choice.requested.is_empty() && !explicitly {
+            Some("not named with --volume".to_string())
+        } else if choice.requested.is_empty()
+            && !choice.all
+            && !matches!(b.priority, Priority::Critical | Priority::Important)
+        {
+            Some(format!(
+                "priority {}: not backed up by default (--all or --volume PATH to include)",
+                b.priority.as_str()
+            ))
+        } else {
+            None
+        };
+        if let Some(r) = reason {
+            skipped.push((b.host_path.clone(), r));
+            continue;
+        }
+        let mut id = bind_id(&b.host_path);
+        let base = id.clone();
+        let mut n = 2;
+        while out.iter().any(|v| v.name == archive::bind_name(&id)) {
+            id = format!("{base}-{n}");
+            n += 1;
+        }
+        out.push(VolumeChoice {
+            key: b.host_path.clone(),
+            name: archive::bind_name(&id),
+            role: b.role,
+            priority: b.priority,
+            driver: "bind".into(),
+            labels: BTreeMap::new(),
+            services: b.uses.iter().map(|u| u.service.clone()).collect(),
+            bind: Some(b.host_path.clone()),
+        });
+    }
+    out
+}
+
+/// A plain name for a bind's folder in the archive, from its last path components.
+fn bind_id(host_path: &str) -> String {
+    let tail: Vec<&str> = host_path.rsplit('/').take(2).collect::<Vec<_>>().into_iter().rev().collect();
+    let id: String = tail
+        .join("-")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '-' })
+        .collect();
+    let id = id.trim_start_matches(['-', '.', '_']).to_string();
+    if id.is_empty() {
+        "bind".into()
+    } else {
+        id
+    }
+}
+
+/// tmpfs and anonymous volumes: gone with their container, never copied; said so.
+fn ephemeral(project: &Project) -> Skips {
+    let mut out = Vec::new();
+    for s in &project.services {
+        for m in s.mounts.iter().filter(|m| matches!(m.kind, MountKind::Tmpfs | MountKind::Anonymous)) {
+            let kind = if m.kind == MountKind::Tmpfs { "tmpfs" } else { "anonymous volume" };
+            out.push((format!("{}:{}", s.name, m.target), format!("never copied: {kind}, ephemeral")));
+        }
+    }
+    out
 }
 
 impl BackupPlan {
@@ -521,7 +624,7 @@ fn redis_save(docker: &Docker, stack: &Stack, r: &RedisSource) -> Result<()> {
 
 /// Decides what a backup with `opts` takes, from the stack's model (read once per context).
 pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<BackupPlan> {
-    plan(&ctx.model()?.0, opts)
+    plan(&ctx.model()?.0, &volumes::binds(ctx)?, opts)
 }
 
 /// Takes a backup: decides it and writes the archive. `lock` proves the caller holds the
@@ -553,7 +656,7 @@ pub fn execute(ctx: &Ctx, plan: &BackupPlan, opts: &Options, lock: &Lock) -> Res
     }
     let mut sources = sources(docker, plan, opts)?;
     // A restore that died may have left a half-done swap in a volume: finish it before copying.
-    let names: Vec<&str> = sources.volumes.iter().map(|v| v.name.as_str()).collect();
+    let names: Vec<&str> = sources.volumes.iter().map(|v| v.source()).collect();
     crate::tasks::restore::recover_volumes(ctx, &names)?;
     for s in &sources.skipped {
         ctx.ui.step(&format!("skip {}: {}", s.name, s.reason));
@@ -608,11 +711,10 @@ fn sources<'a>(docker: &Docker, plan: &'a BackupPlan, opts: &Options) -> Result<
         plan.skipped.iter().map(|(n, r)| Skipped { name: n.clone(), reason: r.clone() }).collect();
     let mut to_copy = Vec::new();
     for v in &plan.volumes {
-        if existing.contains(&v.name) {
+        if existing.contains(&v.name) || v.bind.as_deref().is_some_and(|p| Path::new(p).is_dir()) {
             to_copy.push(v);
         } else {
-            skipped
-                .push(Skipped { name: v.name.clone(), reason: "does not exist in the engine (never created)".into() });
+            skipped.push(Skipped { name: v.source().into(), reason: "does not exist (never created)".into() });
         }
     }
     let mut dbs = Vec::new();
@@ -633,11 +735,13 @@ fn check_space(docker: &Docker, dir: &Path, sources: &Sources) -> Result<BTreeMa
     let names: Vec<&str> = sources
         .volumes
         .iter()
-        .map(|v| v.name.as_str())
+        .map(|v| v.source())
         .chain(sources.dbs.iter().filter_map(|d| d.volume.as_deref()))
         .collect();
     let existing = volumes::names(docker)?;
-    let names: Vec<&str> = names.into_iter().filter(|n| existing.iter().any(|e| e == n)).collect();
+    // Binds were checked by `sources`: they are there.
+    let names: Vec<&str> =
+        names.into_iter().filter(|n| n.starts_with('/') || existing.iter().any(|e| e == n)).collect();
     let sizes = volumes::sizes(docker, &names)?;
     let needed: u64 = sizes.values().sum();
     let free = free_space(dir)?;
@@ -704,9 +808,9 @@ fn write_archive(
     }
     drop(dumps);
     for v in &sources.volumes {
-        let total = sources.sizes.get(&v.name).copied().unwrap_or(0);
-        let progress = ctx.ui.progress_to(&format!("copy volume {}", v.name), total);
-        let mut child = docker.volume_tar(&v.name).with_context(|| format!("read volume {}", v.name))?;
+        let total = sources.sizes.get(v.source()).copied().unwrap_or(0);
+        let progress = ctx.ui.progress_to(&format!("copy volume {}", v.source()), total);
+        let mut child = docker.volume_tar(v.source()).with_context(|| format!("read volume {}", v.source()))?;
         let stats = writer
             .add_volume_tar(&v.name, &mut child, &mut |n| progress.inc(n))
             .with_context(|| format!("back up volume {}", v.name))?;
@@ -744,7 +848,10 @@ fn metadata(
         .map(|v| {
             entries.push(archive::EntryInfo {
                 path: archive::volume_prefix(&v.name),
-                what: format!("the files of volume {} (role {})", v.name, v.role.as_str()),
+                what: match &v.bind {
+                    Some(path) => format!("the files of the bind mount {path} (role {})", v.role.as_str()),
+                    None => format!("the files of volume {} (role {})", v.name, v.role.as_str()),
+                },
             });
             let consistency = if Some(v.name.as_str()) == redis_volume {
                 "redis-save"
@@ -762,7 +869,8 @@ fn metadata(
                 labels: v.labels.clone(),
                 entry: archive::volume_prefix(&v.name),
                 consistency: consistency.into(),
-                size_bytes: sizes.get(&v.name).copied(),
+                size_bytes: sizes.get(v.source()).copied(),
+                bind: v.bind.clone(),
             }
         })
         .collect();

@@ -378,7 +378,10 @@ fn verify_one(
             return archive::Report { path: path.to_path_buf(), problems: vec![format!("{e:#}")], ..Default::default() }
         }
     };
-    let report = archive::verify_source(&src, rules);
+    let mut report = archive::verify_source(&src, rules);
+    if let Err(e) = check_binds(ctx, &report) {
+        report.problems.push(format!("{e:#}"));
+    }
     if !deep || !report.ok() {
         return report;
     }
@@ -389,6 +392,22 @@ fn verify_one(
         report.problems.push(format!("--deep: {e:#}"));
     }
     report
+}
+
+/// Every bind the archive holds must be one a restore into this stack may write: inside the
+/// project directory, or a path this stack binds; never a system path.
+fn check_binds(ctx: &Ctx, report: &archive::Report) -> Result<()> {
+    let Some(meta) = &report.metadata else { return Ok(()) };
+    let binds: Vec<&str> = meta.volumes.iter().filter_map(|v| v.bind.as_deref()).collect();
+    if binds.is_empty() {
+        return Ok(());
+    }
+    let stack = crate::tasks::restore::StackBinds::of(ctx)?;
+    for path in binds {
+        crate::model::binds::writable(path, &stack.project_dir, &stack.binds)
+            .with_context(|| format!("metadata.json: bind {path}: a restore into this stack would refuse it"))?;
+    }
+    Ok(())
 }
 
 /// Removes a throwaway container or volume when dropped.

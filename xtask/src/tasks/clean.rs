@@ -129,7 +129,13 @@ pub fn matrix_markdown() -> String {
          Generated from the code that plans the cleans (`xtask/src/clean.rs`); a unit test fails when\n\
          this file and the code disagree. Regenerate with `cargo xtask gen-docs`.\n\n\
          Which command removes the volumes of which role (see docs/volume-labels.md), and what a\n\
-         default `cargo xtask backup` does with them. External volumes are never removed.\n\n",
+         default `cargo xtask backup` does with them (bind mounts of that role alike). External\n\
+         volumes are never removed.\n\n\
+         Bind mounts (host directories) are never removed by any clean, whatever their role:\n\
+         `clean-all` removes containers, networks and named volumes only, and says which binds it\n\
+         left. A backup copies a bind of a critical or important role under `binds/<id>/`; a bind\n\
+         that is a system path (`/var/run/docker.sock`, `/proc`, `/etc/…`) is never read, and a\n\
+         single file or read-only mount is configuration, never copied.\n\n",
     );
     out.push_str("| role | default priority |");
     for c in ALL_CLEANS {
@@ -146,7 +152,7 @@ pub fn matrix_markdown() -> String {
             out.push_str(if c.removes(role) { " **removed** |" } else { " kept |" });
         }
         let backup = match (role, role.default_priority()) {
-            (Role::Database, _) => "dumped (pg_dump), volume not copied",
+            (Role::Database, _) => "dumped (its engine's dump), volume or bind not copied",
             (_, Priority::Critical | Priority::Important) => "copied",
             _ => "skipped (`--all` or `--volume` to include)",
         };
@@ -213,6 +219,11 @@ pub fn run(ctx: &Ctx, kind: Clean, opts: &Options) -> Result<()> {
     }
     if plan.targets.is_empty() && kind != Clean::Containers {
         println!("no volume to remove");
+    }
+    if kind != Clean::Containers {
+        for b in volumes::binds(ctx)?.iter().filter(|b| b.never.is_none()) {
+            println!("kept bind mount {} ({}): a clean never removes host directories", b.host_path, b.role_name());
+        }
     }
     Ok(())
 }

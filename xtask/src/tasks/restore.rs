@@ -15,6 +15,7 @@ use crate::engine::db::{self as dbengine, Detected};
 use crate::engine::docker::Docker;
 use crate::engine::services::ServiceGuard;
 use crate::lock::Lock;
+use crate::model::binds::Bind;
 use crate::model::compose::Project;
 use crate::signals;
 use crate::tasks::backup;
@@ -87,7 +88,13 @@ pub struct RestorePlan {
 }
 
 /// Decides what the archive restores into this stack. Pure: no engine access.
-pub fn plan(project: &Project, meta: &Metadata, only: &[String], force: bool) -> Result<RestorePlan> {
+pub fn plan(
+    project: &Project,
+    binds: &StackBinds,
+    meta: &Metadata,
+    only: &[String],
+    force: bool,
+) -> Result<RestorePlan> {
     if meta.project != project.name && !force {
         bail!(
             "the archive belongs to project {:?}, this stack is {:?}; pass --force to restore it into this stack anyway",
@@ -105,6 +112,13 @@ pub fn plan(project: &Project, meta: &Metadata, only: &[String], force: bool) ->
     let dbs = plan_databases(project, meta, only)?;
     let mut volumes = Vec::new();
     for v in &meta.volumes {
+        if let Some(path) = &v.bind {
+            let chosen = only.is_empty() || only.iter().any(|o| o == &v.name || o == path);
+            if chosen {
+                volumes.push(plan_bind(binds, v, path)?);
+            }
+            continue;
+        }
         // Only into a volume of this stack, by compose key: never a name the archive chose.
         let decl = project.volumes.iter().find(|d| d.key == v.key);
         let chosen =
@@ -133,6 +147,34 @@ pub fn plan(project: &Project, meta: &Metadata, only: &[String], force: bool) ->
         bail!("nothing to restore: the archive holds nothing that --only selects");
     }
     Ok(RestorePlan { project: project.name.clone(), dbs, volumes })
+}
+
+/// This stack's bind mounts and its project directory: where a restore may write binds.
+pub struct StackBinds {
+    pub project_dir: PathBuf,
+    pub binds: Vec<Bind>,
+}
+
+impl StackBinds {
+    pub fn of(ctx: &Ctx) -> Result<StackBinds> {
+        Ok(StackBinds { project_dir: ctx.stack.project_dir.clone(), binds: volumes::binds(ctx)? })
+    }
+}
+
+/// A bind goes back to its recorded path, only inside the project directory or where this
+/// stack binds exactly that path, never a system path.
+fn plan_bind(binds: &StackBinds, v: &archive::VolumeInfo, path: &str) -> Result<VolumeRestore> {
+    crate::model::binds::writable(path, &binds.project_dir, &binds.binds)
+        .with_context(|| format!("the archive's {}: refused (leave it out with --only)", v.name))?;
+    let users = binds.binds.iter().find(|b| b.host_path == path).map(|b| b.uses.clone()).unwrap_or_default();
+    Ok(VolumeRestore {
+        archived: v.name.clone(),
+        target: path.to_string(),
+        key: path.to_string(),
+        driver: "bind".into(),
+        labels: BTreeMap::new(),
+        services: users.into_iter().map(|u| u.service).collect(),
+    })
 }
 
 /// The archive's database services `--only` selects (`db`: all; `db:SERVICE`: that one), each
@@ -263,10 +305,10 @@ pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<Prepared> {
     } else {
         (archive::read_metadata_from(&src).with_context(|| format!("read {}", path.display()))?, None)
     };
-    let plan = plan(&ctx.model()?.0, &meta, &opts.only, opts.force)?;
+    let plan = plan(&ctx.model()?.0, &StackBinds::of(ctx)?, &meta, &opts.only, opts.force)?;
     let existing = volumes::names(docker)?;
     let present: Vec<&str> =
-        plan.volumes.iter().map(|v| v.target.as_str()).filter(|t| existing.iter().any(|e| e == t)).collect();
+        plan.volumes.iter().map(|v| v.target.as_str()).filter(|t| target_exists(&existing, t)).collect();
     let sizes = volumes::sizes(docker, &present)?;
     Ok(Prepared { path, meta, plan, sizes, src, verified, dir })
 }
@@ -373,9 +415,11 @@ fn stage(
 ) -> Result<(Option<PathBuf>, Staged)> {
     let docker = ctx.docker()?;
     for v in &p.plan.volumes {
-        if !volumes::names(docker)?.contains(&v.target) {
-            create_volume(ctx, docker, v, &p.plan.project)?;
-            created.push(v.target.clone());
+        if !target_exists(&volumes::names(docker)?, &v.target) {
+            create_target(ctx, docker, v, &p.plan.project)?;
+            if !is_bind(&v.target) {
+                created.push(v.target.clone());
+            }
         }
     }
     let targets: BTreeMap<String, String> =
@@ -487,8 +531,8 @@ fn replace(
     guard.stop_for_copy(&users, &ctx.ui)?;
     for v in &plan.volumes {
         signals::check()?;
-        let exists = volumes::names(docker)?.contains(&v.target);
-        if !exists {
+        let exists = target_exists(&volumes::names(docker)?, &v.target);
+        if !exists && !is_bind(&v.target) {
             created.push(v.target.clone());
         }
         restore_volume(ctx, docker, verified, v, exists, &plan.project)
@@ -520,7 +564,7 @@ fn way_back(
         return Ok("no safety backup existed, so only volumes it had created were removed".into());
     };
     let verified = Verified::check(Source::open(safety)?, Rules::default())?;
-    let plan = plan(&ctx.model()?.0, verified.meta(), &[], false)?;
+    let plan = plan(&ctx.model()?.0, &StackBinds::of(ctx)?, verified.meta(), &[], false)?;
     let mut again = Vec::new();
     // A second signal must not cut the way back off.
     let _calm = signals::Suspended::begin();
@@ -582,7 +626,7 @@ fn restore_volume(
         );
         docker.apply(&empty)?;
     } else {
-        create_volume(ctx, docker, v, project)?;
+        create_target(ctx, docker, v, project)?;
     }
     let total = verified.report.volume_bytes.get(&v.archived).copied().unwrap_or(0);
     let progress = ctx.ui.progress_to(&format!("fill volume {}", v.target), total);
@@ -592,6 +636,38 @@ fn restore_volume(
 }
 
 /// Creates a missing target volume with the name, driver and labels the compose file gives it.
+/// A restore target is a volume name, or a bind's host path (absolute: volume names never start
+/// with `/`).
+fn is_bind(target: &str) -> bool {
+    target.starts_with('/')
+}
+
+fn target_exists(volumes: &[String], target: &str) -> bool {
+    if is_bind(target) {
+        Path::new(target).is_dir()
+    } else {
+        volumes.iter().any(|v| v == target)
+    }
+}
+
+/// Creates a missing target: a volume with its labels, or a bind's directory (0755, as Docker
+/// would create it; left in place by the way back, like the directory Compose would make).
+fn create_target(ctx: &Ctx, docker: &Docker, v: &VolumeRestore, project: &str) -> Result<()> {
+    if !is_bind(&v.target) {
+        return create_volume(ctx, docker, v, project);
+    }
+    ctx.ui.step(&format!("create directory {} for the bind mount", v.target));
+    if docker.dry_run() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&v.target).with_context(|| {
+        format!(
+            "create {} (a bind's directory must be creatable on this machine; the Docker daemon may be remote)",
+            v.target
+        )
+    })
+}
+
 fn create_volume(ctx: &Ctx, docker: &Docker, v: &VolumeRestore, project: &str) -> Result<()> {
     ctx.ui.step(&format!("recreate volume {} (driver {}, with its labels)", v.target, v.driver));
     let mut args = vec!["volume".to_string(), "create".into(), "--driver".into(), v.driver.clone()];
@@ -611,6 +687,10 @@ mod tests {
     use super::*;
     use crate::archive;
     use crate::model::compose::Selection;
+
+    fn no_binds() -> StackBinds {
+        StackBinds { project_dir: "/nonexistent-project".into(), binds: Vec::new() }
+    }
 
     fn sample() -> Project {
         Selection::default().resolve(&BTreeMap::new()).unwrap().parse_offline().unwrap()
@@ -635,7 +715,7 @@ mod tests {
         // Archived from the test environment, restored into the default one: same keys, new names.
         let m =
             meta("app", &[("app-backend-media", "app-test-backend-media"), ("app-redis-data", "app-test-redis-data")]);
-        let p = plan(&sample(), &m, &[], false).unwrap();
+        let p = plan(&sample(), &no_binds(), &m, &[], false).unwrap();
         assert_eq!(p.volumes[0].target, "app-backend-media");
         assert_eq!(p.volumes[0].archived, "app-test-backend-media");
         assert_eq!(p.volumes[0].services, ["backend"]);
@@ -651,27 +731,27 @@ mod tests {
     #[test]
     fn only_selects_and_other_projects_need_force() {
         let m = meta("app", &[("app-backend-media", "app-backend-media"), ("app-redis-data", "app-redis-data")]);
-        let only_db = plan(&sample(), &m, &["db".into()], false).unwrap();
+        let only_db = plan(&sample(), &no_binds(), &m, &["db".into()], false).unwrap();
         assert!(only_db.volumes.is_empty() && only_db.dbs.len() == 1);
-        let only_vol = plan(&sample(), &m, &["app-redis-data".into()], false).unwrap();
+        let only_vol = plan(&sample(), &no_binds(), &m, &["app-redis-data".into()], false).unwrap();
         assert!(only_vol.dbs.is_empty());
         assert_eq!(only_vol.volumes.len(), 1);
-        let err = plan(&sample(), &m, &["nope".into()], false).unwrap_err().to_string();
+        let err = plan(&sample(), &no_binds(), &m, &["nope".into()], false).unwrap_err().to_string();
         assert!(err.contains("nope") && err.contains("app-redis-data"), "{err}");
         let other = meta("elsewhere", &[]);
-        let err = plan(&sample(), &other, &[], false).unwrap_err().to_string();
+        let err = plan(&sample(), &no_binds(), &other, &[], false).unwrap_err().to_string();
         assert!(err.contains("--force"), "{err}");
-        assert!(plan(&sample(), &other, &[], true).is_ok());
+        assert!(plan(&sample(), &no_binds(), &other, &[], true).is_ok());
     }
 
     #[test]
     fn a_volume_outside_the_stack_is_refused() {
         // Archived under a key this stack does not have: never restored, never created.
         let m = meta("app", &[("app-backend-media", "app-backend-media"), ("intruder", "some-other-volume")]);
-        let err = plan(&sample(), &m, &[], false).unwrap_err().to_string();
+        let err = plan(&sample(), &no_binds(), &m, &[], false).unwrap_err().to_string();
         assert!(err.contains("some-other-volume") && err.contains("not a volume of this stack"), "{err}");
         // Left out with --only, the rest restores; the target is always the stack's own name.
-        let p = plan(&sample(), &m, &["app-backend-media".into()], false).unwrap();
+        let p = plan(&sample(), &no_binds(), &m, &["app-backend-media".into()], false).unwrap();
         assert_eq!(p.volumes.len(), 1);
         assert_eq!(p.volumes[0].target, "app-backend-media");
     }

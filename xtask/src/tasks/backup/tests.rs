@@ -24,7 +24,7 @@ fn skipped(p: &BackupPlan, name: &str) -> String {
 
 #[test]
 fn default_full_backup_takes_critical_and_important_and_dumps_the_database() {
-    let p = plan(&sample(), &opts(Kind::Full)).unwrap();
+    let p = plan(&sample(), &[], &opts(Kind::Full)).unwrap();
     assert_eq!(names(&p), ["app-backend-media", "app-redis-data"]);
     assert_eq!(p.dbs.len(), 1);
     let db = &p.dbs[0];
@@ -41,34 +41,38 @@ fn default_full_backup_takes_critical_and_important_and_dumps_the_database() {
 
 #[test]
 fn all_volume_and_exclude_options() {
-    let all = plan(&sample(), &Options { all: true, ..opts(Kind::Full) }).unwrap();
+    let all = plan(&sample(), &[], &Options { all: true, ..opts(Kind::Full) }).unwrap();
     assert_eq!(all.volumes.len(), 5, "every volume but the database one, which the dump stands for");
-    let one = plan(&sample(), &Options { volumes: vec!["app-backend-static".into()], ..opts(Kind::Full) }).unwrap();
+    let one =
+        plan(&sample(), &[], &Options { volumes: vec!["app-backend-static".into()], ..opts(Kind::Full) }).unwrap();
     assert_eq!(names(&one), ["app-backend-static"]);
     assert!(skipped(&one, "app-backend-media").contains("--volume"));
-    let by_key = plan(&sample(), &Options { volumes: vec!["app-proxy-logs".into()], ..opts(Kind::Full) }).unwrap();
+    let by_key = plan(&sample(), &[], &Options { volumes: vec!["app-proxy-logs".into()], ..opts(Kind::Full) }).unwrap();
     assert_eq!(names(&by_key), ["app-proxy-logs"]);
-    let ex = plan(&sample(), &Options { exclude: vec!["app-redis-data".into()], ..opts(Kind::Full) }).unwrap();
+    let ex = plan(&sample(), &[], &Options { exclude: vec!["app-redis-data".into()], ..opts(Kind::Full) }).unwrap();
     assert_eq!(names(&ex), ["app-backend-media"]);
     assert!(ex.redis.is_none());
-    let raw_db = plan(&sample(), &Options { volumes: vec!["app-postgres-data".into()], ..opts(Kind::Full) }).unwrap();
+    let raw_db =
+        plan(&sample(), &[], &Options { volumes: vec!["app-postgres-data".into()], ..opts(Kind::Full) }).unwrap();
     assert_eq!(names(&raw_db), ["app-postgres-data"], "asked for by name, the raw volume is copied too");
-    let err = plan(&sample(), &Options { volumes: vec!["nope".into()], ..opts(Kind::Full) }).unwrap_err().to_string();
+    let err =
+        plan(&sample(), &[], &Options { volumes: vec!["nope".into()], ..opts(Kind::Full) }).unwrap_err().to_string();
     assert!(err.contains("nope") && err.contains("cargo xtask volumes"), "{err}");
-    let err = plan(&sample(), &Options { exclude: vec!["nope".into()], ..opts(Kind::Full) }).unwrap_err().to_string();
+    let err =
+        plan(&sample(), &[], &Options { exclude: vec!["nope".into()], ..opts(Kind::Full) }).unwrap_err().to_string();
     assert!(err.contains("nope"), "{err}");
 }
 
 #[test]
 fn db_backup_dumps_only() {
-    let p = plan(&sample(), &Options { databases: vec!["app".into()], ..opts(Kind::Db) }).unwrap();
+    let p = plan(&sample(), &[], &Options { databases: vec!["app".into()], ..opts(Kind::Db) }).unwrap();
     assert!(p.volumes.is_empty());
     assert!(p.redis.is_none());
     assert_eq!(p.dbs[0].databases, ["app"]);
     let mut no_db = sample();
     no_db.services.retain(|s| s.name != "db");
     no_db.volumes.retain(|v| v.key != "app-postgres-data");
-    let err = plan(&no_db, &opts(Kind::Db)).unwrap_err().to_string();
+    let err = plan(&no_db, &[], &opts(Kind::Db)).unwrap_err().to_string();
     assert!(err.contains("no database service"), "{err}");
 }
 
@@ -85,7 +89,7 @@ fn archive_names_carry_kind_time_and_a_clean_tag() {
 fn tags_outside_the_name_set_are_refused_before_anything_runs() {
     let mut o = opts(Kind::Db);
     o.tag = Some("pre migration".into());
-    let err = plan(&sample(), &o).unwrap_err().to_string();
+    let err = plan(&sample(), &[], &o).unwrap_err().to_string();
     assert!(err.contains("--tag"), "{err}");
 }
 
@@ -93,7 +97,7 @@ fn tags_outside_the_name_set_are_refused_before_anything_runs() {
 fn the_database_can_be_left_out_and_its_volume_still_stands_for_it() {
     let mut o = opts(Kind::Full);
     o.dump_database = false;
-    let p = plan(&sample(), &o).unwrap();
+    let p = plan(&sample(), &[], &o).unwrap();
     assert!(p.dbs.is_empty());
     assert!(p.volumes.iter().all(|v| v.key != "app-postgres-data"), "never copied raw by accident");
 }
@@ -125,7 +129,7 @@ fn many_databases() -> Project {
 
 #[test]
 fn every_database_service_is_dumped_and_the_rest_said_loudly() {
-    let p = plan(&many_databases(), &opts(Kind::Full)).unwrap();
+    let p = plan(&many_databases(), &[], &opts(Kind::Full)).unwrap();
     let dumped: Vec<(&str, DbEngine)> = p.dbs.iter().map(|d| (d.login.service.as_str(), d.login.engine)).collect();
     assert_eq!(dumped, [("authdb", DbEngine::Postgres), ("db", DbEngine::Postgres), ("maria", DbEngine::Mariadb)]);
     assert_eq!(p.dbs[0].login.user, "postgres", "POSTGRES_USER unset: the image's default");
@@ -136,12 +140,14 @@ fn every_database_service_is_dumped_and_the_rest_said_loudly() {
     let mongo = skipped(&p, "app-mongo-data");
     assert!(mongo.starts_with(UNPROTECTED) && mongo.contains("mongo") && mongo.contains("xtask.dump"), "{mongo}");
     // Asked for by name, the unknown engine's volume is copied raw instead.
-    let raw = plan(&many_databases(), &Options { volumes: vec!["app-mongo-data".into()], ..opts(Kind::Full) }).unwrap();
+    let raw =
+        plan(&many_databases(), &[], &Options { volumes: vec!["app-mongo-data".into()], ..opts(Kind::Full) }).unwrap();
     assert_eq!(names(&raw), ["app-mongo-data"]);
     // --service narrows the dumps; a name that is no database service is refused.
-    let one = plan(&many_databases(), &Options { services: vec!["maria".into()], ..opts(Kind::Db) }).unwrap();
+    let one = plan(&many_databases(), &[], &Options { services: vec!["maria".into()], ..opts(Kind::Db) }).unwrap();
     assert_eq!(one.dbs.len(), 1);
-    let err = plan(&many_databases(), &Options { services: vec!["backend".into()], ..opts(Kind::Db) }).unwrap_err();
+    let err =
+        plan(&many_databases(), &[], &Options { services: vec!["backend".into()], ..opts(Kind::Db) }).unwrap_err();
     assert!(err.to_string().contains("--service backend"), "{err}");
 }
 
@@ -151,7 +157,7 @@ fn a_hook_labels_a_service_as_dumpable() {
     let mongo = p.services.iter_mut().find(|s| s.name == "mongo").unwrap();
     mongo.labels.insert("xtask.dump".into(), "mongodump --archive".into());
     mongo.labels.insert("xtask.load".into(), "mongorestore --archive --drop".into());
-    let plan = plan(&p, &opts(Kind::Full)).unwrap();
+    let plan = plan(&p, &[], &opts(Kind::Full)).unwrap();
     let hook = plan.dbs.iter().find(|d| d.login.service == "mongo").unwrap();
     assert_eq!(hook.login.engine, DbEngine::Hook);
     assert_eq!(hook.login.dump_cmd.as_deref(), Some("mongodump --archive"));
@@ -176,8 +182,57 @@ fn a_database_whose_data_is_a_bind_mount_or_nowhere_is_dumped_too() {
     bare.mounts.clear();
     p.services.extend([immich, bare]);
     p.services.sort_by(|a, b| a.name.cmp(&b.name));
-    let plan = plan(&p, &opts(Kind::Db)).unwrap();
+    let plan = plan(&p, &[], &opts(Kind::Db)).unwrap();
     let dumped: Vec<(&str, Option<&str>)> =
         plan.dbs.iter().map(|d| (d.login.service.as_str(), d.volume.as_deref())).collect();
     assert_eq!(dumped, [("db", Some("app-postgres-data")), ("immich-db", None), ("scratch-db", None)]);
+}
+
+/// The sample stack plus an Immich-like set of binds: photos (data), the database's data in a
+/// bind, a config file, the Docker socket, logs, and a tmpfs.
+fn with_binds() -> (Project, Vec<Bind>) {
+    use crate::model::compose::Mount;
+    let mut p = sample();
+    let bind = |src: &str, target: &str, ro: bool| Mount {
+        kind: MountKind::Bind,
+        source: Some(src.into()),
+        target: target.into(),
+        read_only: ro,
+    };
+    let db = p.services.iter_mut().find(|s| s.name == "db").unwrap();
+    db.mounts.push(bind("/srv/immich/pgdata", "/var/lib/postgresql/data", false));
+    let backend = p.services.iter_mut().find(|s| s.name == "backend").unwrap();
+    backend.mounts.push(bind("/srv/immich/library", "/data", false));
+    backend.mounts.push(bind("/srv/immich/app.conf", "/etc/app.conf", true));
+    backend.mounts.push(bind("/var/run/docker.sock", "/var/run/docker.sock", false));
+    backend.mounts.push(bind("/srv/immich/logs", "/var/log/app", false));
+    backend.mounts.push(Mount { kind: MountKind::Tmpfs, source: None, target: "/scratch".into(), read_only: false });
+    let binds = crate::model::binds::binds(&p, &Default::default(), &|path| path.ends_with(".conf"));
+    (p, binds)
+}
+
+#[test]
+fn binds_are_backed_up_by_priority_and_the_rest_is_said() {
+    let (p, binds) = with_binds();
+    let plan = plan(&p, &binds, &opts(Kind::Full)).unwrap();
+    let library = plan.volumes.iter().find(|v| v.bind.as_deref() == Some("/srv/immich/library")).unwrap();
+    assert_eq!((library.name.as_str(), library.key.as_str()), ("binds/immich-library", "/srv/immich/library"));
+    assert_eq!(library.services, ["backend"]);
+    assert_eq!(plan.volumes.iter().filter(|v| v.bind.is_some()).count(), 1, "{:?}", plan.volumes);
+    assert!(skipped(&plan, "/srv/immich/pgdata").contains("dump of service db"));
+    assert!(skipped(&plan, "/srv/immich/app.conf").contains("configuration"));
+    assert!(skipped(&plan, "/var/run/docker.sock").contains("system path"));
+    assert!(skipped(&plan, "/srv/immich/logs").contains("priority optional"));
+    assert!(skipped(&plan, "backend:/scratch").contains("ephemeral"));
+    // --volume and --exclude take bind paths.
+    let logs = plan_with(&p, &binds, Options { volumes: vec!["/srv/immich/logs".into()], ..opts(Kind::Full) });
+    assert_eq!(logs.volumes.iter().map(|v| v.source()).collect::<Vec<_>>(), ["/srv/immich/logs"]);
+    let none = plan_with(&p, &binds, Options { exclude: vec!["/srv/immich/library".into()], ..opts(Kind::Full) });
+    assert!(none.volumes.iter().all(|v| v.bind.is_none()));
+    assert_eq!(bind_id("/"), "bind");
+    assert_eq!(bind_id("/a b/.x"), "a-b-.x");
+}
+
+fn plan_with(p: &Project, binds: &[Bind], o: Options) -> BackupPlan {
+    plan(p, binds, &o).unwrap()
 }
