@@ -244,6 +244,7 @@ impl<W: Write> VolumeStream<W> {
     /// The directories once more, deepest first, and the end of the stream.
     fn finish(mut self) -> Result<(W, Written)> {
         self.dirs.sort_by_key(|d| std::cmp::Reverse(d.name.iter().filter(|&&c| c == b'/').count()));
+        self.reset_symlink_parents();
         for d in std::mem::take(&mut self.dirs) {
             let Place::Volume { rel, .. } = &d.place else { continue };
             let path = dot(&self.at(rel));
@@ -251,6 +252,30 @@ impl<W: Write> VolumeStream<W> {
         }
         self.builder.finish()?;
         Ok((self.builder.into_inner()?, self.written))
+    }
+}
+
+impl<W: Write> VolumeStream<W> {
+    /// Creating a symlink can leave its directory at the restore time (tar's own order, or a
+    /// placeholder replaced at the end): after the links' own times, their parent directories'
+    /// (deepest first, as `self.dirs` is sorted), then the root's, are set again.
+    fn reset_symlink_parents(&mut self) {
+        let root = self.at(b"");
+        let (mut links, roots): (Vec<_>, Vec<_>) = self.written.times.drain(..).partition(|(p, _)| *p != root);
+        let parents: std::collections::BTreeSet<Vec<u8>> = links
+            .iter()
+            .filter_map(|(p, _)| p.iter().rposition(|&b| b == b'/').map(|i| p[..i].to_vec()))
+            .filter(|p| p.len() > root.len())
+            .collect();
+        for d in &self.dirs {
+            let Place::Volume { rel, .. } = &d.place else { continue };
+            let at = self.at(rel);
+            if parents.contains(&at) {
+                links.push((at, d.mtime));
+            }
+        }
+        links.extend(roots);
+        self.written.times = links;
     }
 }
 

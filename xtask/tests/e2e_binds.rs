@@ -1,0 +1,204 @@
+//! Bind mounts end to end on the live engine, in an Immich-like stack (PostgreSQL's data in a
+//! bind directory from DB_DATA_LOCATION, uploads in a bind from UPLOAD_LOCATION outside the
+//! project directory, a named model cache) that is also authentik-like (`./media`), with a
+//! read-only config file, `/etc/localtime` and the Docker socket bound: `volumes` shows every
+//! mount with its kind and role; backup copies the data binds and says what it left out (the
+//! socket is never read); the bind directories' contents deleted and the table emptied, restore
+//! brings back every file's checksum, mode and mtime and every row; clean-all keeps the binds;
+//! an archive naming a bind outside the project is refused by verify.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+const COMPOSE: &str = r#"name: binds
+services:
+  database:
+    image: ${POSTGRES_IMAGE:-postgres:16}
+    environment: {POSTGRES_USER: app, POSTGRES_PASSWORD: app-pw, POSTGRES_DB: immich}
+    volumes:
+      - ${DB_DATA_LOCATION}:/var/lib/postgresql/data
+    healthcheck:
+      test: ["CMD-SHELL", "pg_isready -h 127.0.0.1 -U app -d immich"]
+      interval: 1s
+      retries: 60
+  server:
+    image: ${APP_IMAGE:-busybox}
+    command: ["sleep", "1000000"]
+    volumes:
+      - ${UPLOAD_LOCATION}:/data
+      - model-cache:/cache
+      - ./media:/media
+      - ./config/app.conf:/etc/app.conf:ro
+      - /etc/localtime:/etc/localtime:ro
+      - /var/run/docker.sock:/var/run/docker.sock
+volumes:
+  model-cache:
+    name: ${BINDS_PREFIX}-model-cache
+"#;
+
+/// The stack in its own project directory, the uploads in a directory outside it.
+fn setup(name: &str) -> (TestStack, TempDir, TempDir) {
+    let project = TempDir::new(&format!("binds-{name}"));
+    let uploads = TempDir::new(&format!("binds-{name}-uploads"));
+    std::fs::write(project.0.join("compose.yaml"), COMPOSE).unwrap();
+    std::fs::create_dir_all(project.0.join("config")).unwrap();
+    std::fs::write(project.0.join("config/app.conf"), "setting = 1\n").unwrap();
+    std::fs::create_dir_all(project.0.join("media")).unwrap();
+    let mut stack = TestStack::sample(name);
+    stack.files = vec![project.0.join("compose.yaml")];
+    stack.env.push(("BINDS_PREFIX".into(), stack.project.clone()));
+    stack.env.push(("DB_DATA_LOCATION".into(), format!("{}/pgdata", project.s())));
+    stack.env.push(("UPLOAD_LOCATION".into(), uploads.s().to_string()));
+    (stack, project, uploads)
+}
+
+/// Every entry under `dir` as `path|mode|uid|size|mtime|type|sha256`, sorted (read on the host).
+fn listing(dir: &Path) -> String {
+    let script = "cd \"$1\" && find . -mindepth 1 | sort | while IFS= read -r p; do \
+                  s=$(stat -c '%n|%a|%u|%s|%Y|%F' \"$p\"); h=-; \
+                  if [ -f \"$p\" ] && [ ! -L \"$p\" ]; then h=$(sha256sum < \"$p\"); fi; echo \"$s|$h\"; done";
+    let out = Command::new("sh").args(["-c", script, "_"]).arg(dir).output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn psql(stack: &TestStack, sql: &str) -> String {
+    stack.exec("database", &["psql", "-X", "-At", "-U", "app", "-d", "immich", "-c", sql], "").trim().to_string()
+}
+
+fn seed(stack: &TestStack, project: &TempDir, uploads: &TempDir) {
+    psql(stack, "CREATE TABLE assets (id int PRIMARY KEY, path text); INSERT INTO assets SELECT g, 'p' || g FROM generate_series(1, 300) g;");
+    let seed = "mkdir -p \"$1/2026/11\" \"$1/thumbs\" && head -c 300000 /dev/urandom > \"$1/2026/11/IMG 0001.jpg\" \
+                && echo hello > \"$1/thumbs/a.txt\" && chmod 0640 \"$1/thumbs/a.txt\" && ln -s ../thumbs/a.txt \"$1/2026/link\" \
+                && touch -d '2024-02-03 04:05:06' \"$1/2026/11/IMG 0001.jpg\" \"$1/2026\"";
+    for d in [uploads.0.clone(), project.0.join("media")] {
+        assert!(Command::new("sh").args(["-c", seed, "_"]).arg(&d).status().unwrap().success());
+    }
+}
+
+fn by_name<'a>(inv: &'a Value, name: &str) -> &'a Value {
+    inv["volumes"].as_array().unwrap().iter().find(|v| v["name"] == name).unwrap_or_else(|| panic!("{name}: {inv}"))
+}
+
+fn entry_names(archive: &str) -> Vec<String> {
+    let gz = flate2::read::GzDecoder::new(std::fs::File::open(archive).unwrap());
+    let mut a = tar::Archive::new(gz);
+    a.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect()
+}
+
+#[test]
+fn binds_are_listed_backed_up_and_restored_and_the_socket_never_read() {
+    if !engine() {
+        return;
+    }
+    let (stack, project, uploads) = setup("immich");
+    let backups = TempDir::new("binds-immich-backups");
+    stack.xtask_ok(&["up"]);
+    seed(&stack, &project, &uploads);
+
+    let inv = stack.xtask_json(&["volumes", "--json"]);
+    let media = format!("{}/media", project.s());
+    let pgdata = format!("{}/pgdata", project.s());
+    let conf = format!("{}/config/app.conf", project.s());
+    for (name, kind, role) in [
+        (uploads.s(), "bind", "data"),
+        (media.as_str(), "bind", "uploads"),
+        (pgdata.as_str(), "bind", "database"),
+        (conf.as_str(), "bind", "config"),
+        ("/etc/localtime", "bind", "system"),
+        ("/var/run/docker.sock", "bind", "system"),
+    ] {
+        let v = by_name(&inv, name);
+        assert_eq!((v["kind"].as_str(), v["role"].as_str()), (Some(kind), Some(role)), "{v}");
+    }
+    let cache = by_name(&inv, &stack.volume("model-cache"));
+    assert_eq!((cache["kind"].as_str(), cache["role"].as_str()), (Some("volume"), Some("cache")));
+    assert!(by_name(&inv, &media)["size_bytes"].as_u64().unwrap() > 300_000, "measured through a helper");
+
+    let (ok, out, err) = stack.xtask(&["backup", "--output-dir", backups.s(), "--json"]);
+    assert!(ok, "{err}");
+    let summary: Value = serde_json::from_str(&out).unwrap();
+    let archive = summary["path"].as_str().unwrap().to_string();
+    let skipped = summary["skipped"].to_string();
+    for (what, why) in [
+        ("/var/run/docker.sock", "system path"),
+        ("/etc/localtime", "system path"),
+        (conf.as_str(), "configuration"),
+        (pgdata.as_str(), "dump of service database"),
+    ] {
+        assert!(skipped.contains(what) && err.contains(what), "{what} reported: {skipped}\n{err}");
+        assert!(skipped.contains(why), "{why}: {skipped}");
+    }
+    let names = entry_names(&archive);
+    assert!(names.iter().any(|n| n.starts_with("binds/") && n.ends_with("IMG 0001.jpg")), "{names:?}");
+    assert!(names.iter().all(|n| !n.contains("docker.sock") && !n.contains("localtime") && !n.contains("app.conf")));
+    assert!(names.iter().any(|n| n.starts_with("databases/database/")), "the database's bind is dumped");
+
+    let before = (
+        listing(&uploads.0),
+        listing(Path::new(&media)),
+        psql(&stack, "SELECT md5(string_agg(id || path, ',' ORDER BY id)) FROM assets"),
+    );
+    // clean-all removes the volumes and keeps every bind.
+    let out = stack.xtask_ok(&["clean-all", "--confirm", "DELETE EVERYTHING", "--output-dir", backups.s()]);
+    assert!(out.contains(&format!("kept bind mount {media}")), "{out}");
+    assert_eq!(listing(Path::new(&media)), before.1, "clean-all left the bind alone");
+    stack.xtask_ok(&["up"]);
+    psql(&stack, "DELETE FROM assets WHERE id > 10");
+    let wipe = "find \"$1\" -mindepth 1 -delete";
+    for d in [uploads.0.clone(), project.0.join("media")] {
+        assert!(Command::new("sh").args(["-c", wipe, "_"]).arg(&d).status().unwrap().success());
+    }
+    stack.xtask_ok(&["restore", &archive, "--yes", "--output-dir", backups.s()]);
+    let after = (
+        listing(&uploads.0),
+        listing(Path::new(&media)),
+        psql(&stack, "SELECT md5(string_agg(id || path, ',' ORDER BY id)) FROM assets"),
+    );
+    assert_eq!(after, before, "every file's checksum, mode and mtime and every row came back");
+    assert!(!before.0.is_empty() && before.0.contains("IMG 0001.jpg"));
+
+    // An archive naming a bind outside the project (and not bound by the stack) is refused.
+    let forged = backups.0.join("full_backup_20200101_000000.tar.gz");
+    repack_with_metadata(&archive, &forged, &|m| {
+        let v = m["volumes"].as_array_mut().unwrap().iter_mut().find(|v| v["bind"] == uploads.s()).unwrap();
+        v["bind"] = "/srv/elsewhere".into();
+        v["key"] = "/srv/elsewhere".into();
+    });
+    let (ok, _, err) = stack.xtask(&["verify", forged.to_str().unwrap()]);
+    assert!(!ok && err.contains("/srv/elsewhere") && err.contains("outside the project directory"), "{err}");
+}
+
+/// Rewrites `metadata.json` of `src` into `dst`, every other entry as it was.
+fn repack_with_metadata(src: &str, dst: &Path, edit: &dyn Fn(&mut Value)) {
+    let gz = flate2::read::GzDecoder::new(std::fs::File::open(src).unwrap());
+    let mut a = tar::Archive::new(gz);
+    let out = flate2::write::GzEncoder::new(std::fs::File::create(dst).unwrap(), flate2::Compression::fast());
+    let mut b = tar::Builder::new(out);
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut h = e.header().clone();
+        let path = e.path().unwrap().into_owned();
+        let link = e.link_name().unwrap().map(|l| l.into_owned());
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        if path == Path::new("metadata.json") {
+            let mut m: Value = serde_json::from_slice(&data).unwrap();
+            edit(&mut m);
+            data = serde_json::to_vec_pretty(&m).unwrap();
+            h.set_size(data.len() as u64);
+        }
+        match link {
+            Some(l) => b.append_link(&mut h, &path, l).unwrap(),
+            None => b.append_data(&mut h, &path, &data[..]).unwrap(),
+        }
+    }
+    b.into_inner().unwrap().finish().unwrap();
+}
