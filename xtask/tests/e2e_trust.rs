@@ -475,6 +475,14 @@ fn kill_9_while_staging_is_cleaned_by_the_next_run() {
     let media = stack.volume("backend-media");
     let before = listing(&media);
     let (mut child, _, _) = restore_until(&stack, &archive, &dir, "==> stage volume", &[]);
+    // Killed once its staging directory exists (on a loaded machine the helper may take a while
+    // to start; a helper started by a killed run is the next run's orphan, not this test's point).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let top =
+        || docker_ok(&["run", "--rm", "-v", &format!("{media}:/v:ro"), "xtask-test/busybox:local", "ls", "-a", "/v"]);
+    while !top().contains(".xtask-staging-") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     child.kill().unwrap();
     child.wait().unwrap();
     let after = listing(&media);
