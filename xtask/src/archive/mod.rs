@@ -1042,6 +1042,9 @@ pub fn parse_metadata(text: &[u8]) -> Result<Metadata> {
         _ if meta.postgres.is_some() => bail!("metadata.json: the `postgres` key belongs to format version 1 only"),
         _ => {}
     }
+    if meta.format_version < 3 && meta.volumes.iter().any(|v| v.bind.is_some()) {
+        bail!("metadata.json: bind mounts came with format version 3; this archive says {}", meta.format_version);
+    }
     Ok(meta)
 }
 
