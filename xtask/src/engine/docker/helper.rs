@@ -272,7 +272,16 @@ impl TempIoDir {
         static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("xtask-io-{}-{n}", std::process::id()));
-        std::fs::DirBuilder::new().mode(0o700).create(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let create = || std::fs::DirBuilder::new().mode(0o700).create(&dir);
+        match create() {
+            // This process never made this name: it is a killed run's, whose pid was ours.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let _ = std::fs::remove_dir_all(&dir).or_else(|_| std::fs::remove_file(&dir));
+                create()
+            }
+            other => other,
+        }
+        .with_context(|| format!("create {}", dir.display()))?;
         Ok(TempIoDir(dir))
     }
 }
@@ -364,5 +373,28 @@ impl FifoIo {
     fn finish(mut self) -> Result<()> {
         drop(self.file.take());
         self.run.wait()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_killed_runs_io_directory_with_our_pid_is_replaced() {
+        // Names a killed process with this pid may have left (the counter starts anew per process).
+        let stale: Vec<PathBuf> =
+            (0..64).map(|n| std::env::temp_dir().join(format!("xtask-io-{}-{n}", std::process::id()))).collect();
+        for d in &stale {
+            let _ = std::fs::create_dir_all(d.join("left"));
+        }
+        let dir = TempIoDir::create().expect("a stale directory is no obstacle");
+        assert!(dir.0.is_dir() && !dir.0.join("left").exists(), "a fresh, empty directory");
+        let path = dir.0.clone();
+        drop(dir);
+        assert!(!path.exists());
+        for d in &stale {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 }
