@@ -122,88 +122,11 @@ enum Command {
         dir: DirArg,
     },
     /// Re-read archives: gzip and tar integrity, every checksum, metadata, path safety, dumps
-    Verify {
-        /// The archive to verify
-        #[arg(required_unless_present_any = ["latest", "all"], conflicts_with_all = ["latest", "all"])]
-        archive: Option<PathBuf>,
-        /// Verify the newest archive of the project
-        #[arg(long, conflicts_with = "all")]
-        latest: bool,
-        /// Verify every archive of the project
-        #[arg(long)]
-        all: bool,
-        /// Also prove it loads: SQL dumps into a throwaway server of the service's image, volumes into scratch volumes
-        #[arg(long)]
-        deep: bool,
-        /// Accept device nodes and FIFOs inside volumes (refused by default)
-        #[arg(long)]
-        allow_special_files: bool,
-        /// Verify an archive of this remote, streamed without a local copy (ARCHIVE is its file name)
-        #[arg(long, value_name = "REMOTE", conflicts_with = "all")]
-        remote: Option<String>,
-        #[command(flatten)]
-        dir: DirArg,
-        /// Print the reports as JSON on stdout
-        #[arg(long)]
-        json: bool,
-    },
+    Verify(VerifyArgs),
     /// Delete old archives by a retention policy; never the newest verified one, never other files
-    Prune {
-        /// Keep the N newest archives
-        #[arg(long, value_name = "N", env = "XTASK_KEEP_LAST", default_value_t = 3)]
-        keep_last: usize,
-        /// Keep the newest archive of each of the last D days that have one
-        #[arg(long, value_name = "D", env = "XTASK_KEEP_DAILY", default_value_t = 7)]
-        keep_daily: usize,
-        /// Keep the newest archive of each of the last W weeks that have one
-        #[arg(long, value_name = "W", env = "XTASK_KEEP_WEEKLY", default_value_t = 4)]
-        keep_weekly: usize,
-        /// Keep the newest archive of each of the last M months that have one
-        #[arg(long, value_name = "M", env = "XTASK_KEEP_MONTHLY", default_value_t = 6)]
-        keep_monthly: usize,
-        /// Prune the archives in this remote instead of the local ones
-        #[arg(long, value_name = "REMOTE")]
-        remote: Option<String>,
-        #[command(flatten)]
-        dir: DirArg,
-    },
+    Prune(PruneArgs),
     /// Restore an archive: verified first, confirmed, with a safety backup and an undo command
-    Restore {
-        /// The archive to restore
-        #[arg(required_unless_present = "latest", conflicts_with = "latest")]
-        archive: Option<PathBuf>,
-        /// Restore the newest archive of the project
-        #[arg(long)]
-        latest: bool,
-        /// Restore only `db` (every database service), `db:SERVICE` or the named volume; repeatable
-        /// [default: everything in the archive]
-        #[arg(long, value_name = "db|db:SERVICE|VOLUME")]
-        only: Vec<String>,
-        /// Do not ask: for scripts (without a terminal, restore refuses unless given)
-        #[arg(long)]
-        yes: bool,
-        /// Restore an archive made for another project into this one
-        #[arg(long)]
-        force: bool,
-        /// Skip the backup of what is replaced (the restore then cannot be undone)
-        #[arg(long)]
-        no_safety_backup: bool,
-        /// Accept device nodes and FIFOs inside volumes (refused by default)
-        #[arg(long)]
-        allow_special_files: bool,
-        /// Empty each volume and fill it in place instead of staging the new copy beside the
-        /// current one (for a disk without room for both; the safety backup is then the way back)
-        #[arg(long)]
-        in_place: bool,
-        /// Print the outcome (archive, undo archive, downtime) as JSON on stdout
-        #[arg(long)]
-        json: bool,
-        /// Stream the archive from this remote (ARCHIVE is its file name there)
-        #[arg(long, value_name = "REMOTE")]
-        remote: Option<String>,
-        #[command(flatten)]
-        dir: DirArg,
-    },
+    Restore(RestoreArgs),
     /// Back up the databases, run a migration, and restore the databases if it fails
     Migrate {
         /// Run it in this service (`exec` when running, else a one-off `run`) [default: x-xtask.migrate.service]
@@ -258,6 +181,92 @@ enum Command {
     },
     /// Remove the stack's containers and networks; volumes are kept
     Down,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// The archive to verify
+    #[arg(required_unless_present_any = ["latest", "all"], conflicts_with_all = ["latest", "all"])]
+    archive: Option<PathBuf>,
+    /// Verify the newest archive of the project
+    #[arg(long, conflicts_with = "all")]
+    latest: bool,
+    /// Verify every archive of the project
+    #[arg(long)]
+    all: bool,
+    /// Also prove it loads: SQL dumps into a throwaway server of the service's image, volumes into scratch volumes
+    #[arg(long)]
+    deep: bool,
+    /// Accept device nodes and FIFOs inside volumes (refused by default)
+    #[arg(long)]
+    allow_special_files: bool,
+    /// Verify an archive of this remote, streamed without a local copy (ARCHIVE is its file name)
+    #[arg(long, value_name = "REMOTE", conflicts_with = "all")]
+    remote: Option<String>,
+    #[command(flatten)]
+    dir: DirArg,
+    /// Print the reports as JSON on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct PruneArgs {
+    /// Keep the N newest archives
+    #[arg(long, value_name = "N", env = "XTASK_KEEP_LAST", default_value_t = 3)]
+    keep_last: usize,
+    /// Keep the newest archive of each of the last D days that have one
+    #[arg(long, value_name = "D", env = "XTASK_KEEP_DAILY", default_value_t = 7)]
+    keep_daily: usize,
+    /// Keep the newest archive of each of the last W weeks that have one
+    #[arg(long, value_name = "W", env = "XTASK_KEEP_WEEKLY", default_value_t = 4)]
+    keep_weekly: usize,
+    /// Keep the newest archive of each of the last M months that have one
+    #[arg(long, value_name = "M", env = "XTASK_KEEP_MONTHLY", default_value_t = 6)]
+    keep_monthly: usize,
+    /// Prune the archives in this remote instead of the local ones
+    #[arg(long, value_name = "REMOTE")]
+    remote: Option<String>,
+    #[command(flatten)]
+    dir: DirArg,
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    /// The archive to restore
+    #[arg(required_unless_present = "latest", conflicts_with = "latest")]
+    archive: Option<PathBuf>,
+    /// Restore the newest archive of the project
+    #[arg(long)]
+    latest: bool,
+    /// Restore only `db` (every database service), `db:SERVICE` or the named volume; repeatable
+    /// [default: everything in the archive]
+    #[arg(long, value_name = "db|db:SERVICE|VOLUME")]
+    only: Vec<String>,
+    /// Do not ask: for scripts (without a terminal, restore refuses unless given)
+    #[arg(long)]
+    yes: bool,
+    /// Restore an archive made for another project into this one
+    #[arg(long)]
+    force: bool,
+    /// Skip the backup of what is replaced (the restore then cannot be undone)
+    #[arg(long)]
+    no_safety_backup: bool,
+    /// Accept device nodes and FIFOs inside volumes (refused by default)
+    #[arg(long)]
+    allow_special_files: bool,
+    /// Empty each volume and fill it in place instead of staging the new copy beside the
+    /// current one (for a disk without room for both; the safety backup is then the way back)
+    #[arg(long)]
+    in_place: bool,
+    /// Print the outcome (archive, undo archive, downtime) as JSON on stdout
+    #[arg(long)]
+    json: bool,
+    /// Stream the archive from this remote (ARCHIVE is its file name there)
+    #[arg(long, value_name = "REMOTE")]
+    remote: Option<String>,
+    #[command(flatten)]
+    dir: DirArg,
 }
 
 /// Where and how archives are written.
@@ -373,15 +382,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         || matches!(
             cli.command,
             Command::Backups { .. }
-                | Command::Verify { deep: false, .. }
-                | Command::Prune { .. }
+                | Command::Verify(VerifyArgs { deep: false, .. })
+                | Command::Prune(_)
                 | Command::Push { .. }
                 | Command::Pull { .. }
         );
     let ctx = context::Ctx::new(&selection, offline, g.dry_run, g.verbose, g.quiet)?;
-    match cli.command {
-        Command::Volumes { json } => volumes::run(&ctx, json),
-        Command::Status { json } => status::run(&ctx, json),
+    dispatch(&ctx, cli.command, g.dry_run, env_name.as_deref())
+}
+
+/// Calls the task the command names.
+fn dispatch(ctx: &context::Ctx, command: Command, dry_run: bool, env: Option<&str>) -> anyhow::Result<()> {
+    match command {
+        Command::Volumes { json } => volumes::run(ctx, json),
+        Command::Status { json } => status::run(ctx, json),
         Command::Backup(b) => {
             let (json, delivery) = (b.archive.json, Delivery::of(&b.archive));
             let opts = backup::Options {
@@ -389,86 +403,40 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 all: b.all,
                 exclude: b.exclude,
                 stop: b.stop,
-                ..backup_options(b.archive, backup::Kind::Full, env_name.as_deref())
+                ..backup_options(b.archive, backup::Kind::Full, env)
             };
-            run_backup(&ctx, opts, &delivery, g.dry_run, json)
+            run_backup(ctx, opts, &delivery, dry_run, json)
         }
         Command::BackupDb(b) => {
             let (json, delivery) = (b.archive.json, Delivery::of(&b.archive));
-            let opts = backup_options(b.archive, backup::Kind::Db, env_name.as_deref());
-            run_backup(&ctx, opts, &delivery, g.dry_run, json)
+            run_backup(ctx, backup_options(b.archive, backup::Kind::Db, env), &delivery, dry_run, json)
         }
-        Command::Backups { remote: Some(r), json, .. } => offsite::list(&ctx, &r, json),
+        Command::Backups { remote: Some(r), json, .. } => offsite::list(ctx, &r, json),
         Command::Backups { dir, remote: None, json } => archives::list(&dir.path(), &ctx.stack.name, json),
         Command::Push { archive, latest, all, to, dir } => {
-            run_push(&ctx, archive, latest, all, &to, &dir.path(), g.dry_run)
+            run_push(ctx, archive, latest, all, &to, &dir.path(), dry_run)
         }
         Command::Pull { archive, latest: _, from, dir } => {
-            let path = offsite::pull(&ctx, &from, archive.as_deref(), &dir.path())?;
-            println!("{}", path.display());
+            println!("{}", offsite::pull(ctx, &from, archive.as_deref(), &dir.path())?.display());
             Ok(())
         }
-        Command::Verify { archive, latest, all, deep, allow_special_files, remote, dir, json } => {
-            let which = match (remote, archive, latest, all) {
-                (Some(r), a, _, _) => {
-                    let file = a.map(|p| p.to_string_lossy().into_owned());
-                    archives::Which::Remote { remote: r, file }
-                }
-                (None, Some(p), _, _) => archives::Which::One(p),
-                (None, None, true, _) => archives::Which::Latest,
-                _ => archives::Which::All,
-            };
-            let rules = archive::Rules { allow_special: allow_special_files };
-            archives::verify(&ctx, &dir.path(), which, deep, rules, json)
-        }
-        Command::Prune { keep_last, keep_daily, keep_weekly, keep_monthly, remote, dir } => {
-            let r =
-                archives::Retention { last: keep_last, daily: keep_daily, weekly: keep_weekly, monthly: keep_monthly };
-            match remote {
-                Some(name) => offsite::prune(&ctx, &name, &r, g.dry_run),
-                None => archives::prune(&dir.path(), &ctx.stack.name, &r, g.dry_run, &ctx.ui),
-            }
-        }
-        Command::Restore {
-            archive,
-            latest,
-            only,
-            yes,
-            force,
-            no_safety_backup,
-            allow_special_files,
-            in_place,
-            json,
-            remote,
-            dir,
-        } => {
-            let allow_special = allow_special_files;
-            let archive = if latest { None } else { archive };
-            let remote = remote.map(|r| (r, archive.as_ref().map(|a| a.to_string_lossy().into_owned())));
-            let opts = restore::Options {
-                archive,
-                only,
-                yes,
-                force,
-                no_safety_backup,
-                allow_special,
-                in_place,
-                dir: dir.path(),
-                remote,
-            };
-            run_restore(&ctx, &opts, g.dry_run, json)
+        Command::Verify(v) => v.run(ctx),
+        Command::Prune(p) => p.run(ctx, dry_run),
+        Command::Restore(r) => {
+            let json = r.json;
+            run_restore(ctx, &r.options(), dry_run, json)
         }
         Command::Migrate { service, host, no_rollback, dir, command } => {
             let opts = migrate::Options { service, host, command, no_rollback, dir: dir.path() };
-            run_migrate(&ctx, &opts, g.dry_run)
+            run_migrate(ctx, &opts, dry_run)
         }
         Command::Clean | Command::CleanContainers => {
-            clean::run(&ctx, clean::Clean::Containers, &clean_opts(false, None, false, None))
+            clean::run(ctx, clean::Clean::Containers, &clean_opts(false, None, false, None))
         }
-        Command::CleanLogs { yes } => clean::run(&ctx, clean::Clean::Logs, &clean_opts(yes, None, false, None)),
-        Command::CleanCache { yes } => clean::run(&ctx, clean::Clean::Cache, &clean_opts(yes, None, false, None)),
+        Command::CleanLogs { yes } => clean::run(ctx, clean::Clean::Logs, &clean_opts(yes, None, false, None)),
+        Command::CleanCache { yes } => clean::run(ctx, clean::Clean::Cache, &clean_opts(yes, None, false, None)),
         Command::CleanAll { confirm, backup_first, dir } => {
-            clean::run(&ctx, clean::Clean::All, &clean_opts(false, confirm, backup_first, Some(dir.path())))
+            clean::run(ctx, clean::Clean::All, &clean_opts(false, confirm, backup_first, Some(dir.path())))
         }
         Command::GenDocs => {
             let path = compose::workspace_root().join("docs/data-protection.md");
@@ -476,8 +444,56 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("wrote {}", path.display());
             Ok(())
         }
-        Command::Up { services } => stack::up(&ctx, &services),
-        Command::Down => stack::down(&ctx),
+        Command::Up { services } => stack::up(ctx, &services),
+        Command::Down => stack::down(ctx),
+    }
+}
+
+impl VerifyArgs {
+    fn run(self, ctx: &context::Ctx) -> anyhow::Result<()> {
+        let which = match (self.remote, self.archive, self.latest) {
+            (Some(remote), a, _) => {
+                archives::Which::Remote { remote, file: a.map(|p| p.to_string_lossy().into_owned()) }
+            }
+            (None, Some(p), _) => archives::Which::One(p),
+            (None, None, true) => archives::Which::Latest,
+            (None, None, false) => archives::Which::All,
+        };
+        let rules = archive::Rules { allow_special: self.allow_special_files };
+        archives::verify(ctx, &self.dir.path(), which, self.deep, rules, self.json)
+    }
+}
+
+impl PruneArgs {
+    fn run(self, ctx: &context::Ctx, dry_run: bool) -> anyhow::Result<()> {
+        let r = archives::Retention {
+            last: self.keep_last,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+        };
+        match self.remote {
+            Some(name) => offsite::prune(ctx, &name, &r, dry_run),
+            None => archives::prune(&self.dir.path(), &ctx.stack.name, &r, dry_run, &ctx.ui),
+        }
+    }
+}
+
+impl RestoreArgs {
+    fn options(self) -> restore::Options {
+        let archive = if self.latest { None } else { self.archive };
+        let remote = self.remote.map(|r| (r, archive.as_ref().map(|a| a.to_string_lossy().into_owned())));
+        restore::Options {
+            archive,
+            only: self.only,
+            yes: self.yes,
+            force: self.force,
+            no_safety_backup: self.no_safety_backup,
+            allow_special: self.allow_special_files,
+            in_place: self.in_place,
+            dir: self.dir.path(),
+            remote,
+        }
     }
 }
 
