@@ -711,7 +711,11 @@ fn sources<'a>(docker: &Docker, plan: &'a BackupPlan, opts: &Options) -> Result<
         plan.skipped.iter().map(|(n, r)| Skipped { name: n.clone(), reason: r.clone() }).collect();
     let mut to_copy = Vec::new();
     for v in &plan.volumes {
-        if existing.contains(&v.name) || v.bind.as_deref().is_some_and(|p| Path::new(p).is_dir()) {
+        let present = match v.bind.as_deref() {
+            Some(path) => docker.host_dir_exists(path)?,
+            None => existing.contains(&v.name),
+        };
+        if present {
             to_copy.push(v);
         } else {
             skipped.push(Skipped { name: v.source().into(), reason: "does not exist (never created)".into() });

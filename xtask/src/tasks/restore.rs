@@ -307,8 +307,12 @@ pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<Prepared> {
     };
     let plan = plan(&ctx.model()?.0, &StackBinds::of(ctx)?, &meta, &opts.only, opts.force)?;
     let existing = volumes::names(docker)?;
-    let present: Vec<&str> =
-        plan.volumes.iter().map(|v| v.target.as_str()).filter(|t| target_exists(&existing, t)).collect();
+    let mut present: Vec<&str> = Vec::new();
+    for v in &plan.volumes {
+        if target_exists(docker, &existing, &v.target)? {
+            present.push(&v.target);
+        }
+    }
     let sizes = volumes::sizes(docker, &present)?;
     Ok(Prepared { path, meta, plan, sizes, src, verified, dir })
 }
@@ -415,7 +419,7 @@ fn stage(
 ) -> Result<(Option<PathBuf>, Staged)> {
     let docker = ctx.docker()?;
     for v in &p.plan.volumes {
-        if !target_exists(&volumes::names(docker)?, &v.target) {
+        if !target_exists(docker, &volumes::names(docker)?, &v.target)? {
             create_target(ctx, docker, v, &p.plan.project)?;
             if !is_bind(&v.target) {
                 created.push(v.target.clone());
@@ -531,7 +535,7 @@ fn replace(
     guard.stop_for_copy(&users, &ctx.ui)?;
     for v in &plan.volumes {
         signals::check()?;
-        let exists = target_exists(&volumes::names(docker)?, &v.target);
+        let exists = target_exists(docker, &volumes::names(docker)?, &v.target)?;
         if !exists && !is_bind(&v.target) {
             created.push(v.target.clone());
         }
@@ -642,11 +646,11 @@ fn is_bind(target: &str) -> bool {
     target.starts_with('/')
 }
 
-fn target_exists(volumes: &[String], target: &str) -> bool {
+fn target_exists(docker: &Docker, volumes: &[String], target: &str) -> Result<bool> {
     if is_bind(target) {
-        Path::new(target).is_dir()
+        docker.host_dir_exists(target)
     } else {
-        volumes.iter().any(|v| v == target)
+        Ok(volumes.iter().any(|v| v == target))
     }
 }
 

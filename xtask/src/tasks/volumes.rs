@@ -226,15 +226,17 @@ pub fn binds(ctx: &Ctx) -> Result<Vec<binds::Bind>> {
     Ok(binds::binds(&project, &overrides, &|p| std::path::Path::new(p).is_file()))
 }
 
-/// Whether a bind's directory is there to measure or copy (seen from this machine).
-pub fn bind_exists(b: &binds::Bind) -> bool {
-    b.never.is_none() && std::path::Path::new(&b.host_path).is_dir()
-}
-
 fn bind_reports(ctx: &Ctx, binds: &[binds::Bind]) -> Result<Vec<VolumeReport>> {
-    let present: Vec<&str> = binds.iter().filter(|b| bind_exists(b)).map(|b| b.host_path.as_str()).collect();
     let sizes = match ctx.online() {
-        Some(docker) => Some(sizes(docker, &present)?),
+        Some(docker) => {
+            let mut present = Vec::new();
+            for b in binds.iter().filter(|b| b.never.is_none()) {
+                if docker.host_dir_exists(&b.host_path)? {
+                    present.push(b.host_path.as_str());
+                }
+            }
+            Some(sizes(docker, &present)?)
+        }
         None => None,
     };
     Ok(binds
@@ -251,7 +253,10 @@ fn bind_reports(ctx: &Ctx, binds: &[binds::Bind]) -> Result<Vec<VolumeReport>> {
             priority: if b.never.is_some() { "none" } else { b.priority.as_str() },
             priority_inferred: b.inferred,
             driver: None,
-            exists: Some(std::path::Path::new(&b.host_path).exists()),
+            exists: match &sizes {
+                Some(s) if b.never.is_none() => Some(s.contains_key(&b.host_path)),
+                _ => Some(std::path::Path::new(&b.host_path).exists()),
+            },
             size_bytes: sizes.as_ref().and_then(|s| s.get(&b.host_path).copied()),
             mounts: b
                 .uses

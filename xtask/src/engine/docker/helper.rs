@@ -149,6 +149,21 @@ impl Docker {
         Ok(VolumeTar::Stream(self.stream(&helper.to_cmd())?))
     }
 
+    /// Whether the host directory `path` exists where the engine runs: asked of this machine's
+    /// filesystem when the engine is local, else of the engine (a helper that bind-mounts it).
+    pub fn host_dir_exists(&self, path: &str) -> Result<bool> {
+        let local = std::env::var("DOCKER_HOST").map_or(true, |h| h.is_empty() || h.starts_with("unix://"));
+        if local {
+            return Ok(std::path::Path::new(path).is_dir());
+        }
+        let probe = Helper::read_only(&[path], &["test", "-d", "/v/0"]).to_cmd();
+        match self.query(&probe) {
+            Ok(_) => Ok(true),
+            Err(e) if format!("{e:#}").contains("does not exist") => Ok(false),
+            Err(e) => Err(e.context(format!("check that {path} exists on the Docker host"))),
+        }
+    }
+
     /// What `helper` writes to `/xtask-io/stream`, through a FIFO (kernel to kernel, not the
     /// daemon's attach stream). None when the engine is not local: use another way.
     pub fn helper_output(&self, helper: Helper) -> Result<Option<VolumeTar>> {
