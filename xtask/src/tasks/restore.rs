@@ -664,6 +664,13 @@ fn create_target(ctx: &Ctx, docker: &Docker, v: &VolumeRestore, project: &str) -
     if docker.dry_run() {
         return Ok(());
     }
+    if std::env::var("DOCKER_HOST").is_ok_and(|h| !h.is_empty() && !h.starts_with("unix://")) {
+        bail!(
+            "{} does not exist on the Docker host ({}); create it there and run the restore again",
+            v.target,
+            std::env::var("DOCKER_HOST").unwrap_or_default()
+        );
+    }
     std::fs::create_dir_all(&v.target).with_context(|| {
         format!(
             "create {} (a bind's directory must be creatable on this machine; the Docker daemon may be remote)",
