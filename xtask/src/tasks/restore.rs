@@ -664,19 +664,14 @@ fn create_target(ctx: &Ctx, docker: &Docker, v: &VolumeRestore, project: &str) -
     if docker.dry_run() {
         return Ok(());
     }
-    if std::env::var("DOCKER_HOST").is_ok_and(|h| !h.is_empty() && !h.starts_with("unix://")) {
+    if !crate::engine::docker::helper::engine_is_local() {
         bail!(
-            "{} does not exist on the Docker host ({}); create it there and run the restore again",
-            v.target,
-            std::env::var("DOCKER_HOST").unwrap_or_default()
+            "{} does not exist on the Docker host (DOCKER_HOST); create it there and run the restore again",
+            v.target
         );
     }
-    std::fs::create_dir_all(&v.target).with_context(|| {
-        format!(
-            "create {} (a bind's directory must be creatable on this machine; the Docker daemon may be remote)",
-            v.target
-        )
-    })
+    std::fs::create_dir_all(&v.target)
+        .with_context(|| format!("create {} for the bind mount (as the user running the tool)", v.target))
 }
 
 fn create_volume(ctx: &Ctx, docker: &Docker, v: &VolumeRestore, project: &str) -> Result<()> {

@@ -129,11 +129,16 @@ pub fn image() -> String {
     std::env::var("XTASK_HELPER_IMAGE").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "busybox:1.36".to_string())
 }
 
+/// Whether the engine runs on this machine (DOCKER_HOST unset or a unix socket): it then sees
+/// this machine's paths.
+pub fn engine_is_local() -> bool {
+    std::env::var("DOCKER_HOST").map_or(true, |h| h.is_empty() || h.starts_with("unix://"))
+}
+
 /// Whether volume streams may use a FIFO: a local engine, unless XTASK_TRANSPORT says otherwise.
 fn fifo_allowed() -> bool {
     let transport = std::env::var("XTASK_TRANSPORT").unwrap_or_default();
-    let local = std::env::var("DOCKER_HOST").map_or(true, |h| h.is_empty() || h.starts_with("unix://"));
-    transport != "stream" && (local || transport == "fifo")
+    transport != "stream" && (engine_is_local() || transport == "fifo")
 }
 
 impl Docker {
@@ -152,8 +157,7 @@ impl Docker {
     /// Whether the host directory `path` exists where the engine runs: asked of this machine's
     /// filesystem when the engine is local, else of the engine (a helper that bind-mounts it).
     pub fn host_dir_exists(&self, path: &str) -> Result<bool> {
-        let local = std::env::var("DOCKER_HOST").map_or(true, |h| h.is_empty() || h.starts_with("unix://"));
-        if local {
+        if engine_is_local() {
             return Ok(std::path::Path::new(path).is_dir());
         }
         let probe = Helper::read_only(&[path], &["test", "-d", "/v/0"]).to_cmd();
