@@ -43,8 +43,10 @@ volumes:
     name: ${BINDS_PREFIX}-model-cache
 "#;
 
-/// The stack in its own project directory, the uploads in a directory outside it.
-fn setup(name: &str) -> (TestStack, TempDir, TempDir) {
+/// The stack in its own project directory, the uploads in a directory outside it. Bind them in
+/// this order (`let (project, uploads, stack)`): locals drop in reverse, so the stack is taken
+/// down while its compose file still exists.
+fn setup(name: &str) -> (TempDir, TempDir, TestStack) {
     let project = TempDir::new(&format!("binds-{name}"));
     let uploads = TempDir::new(&format!("binds-{name}-uploads"));
     std::fs::write(project.0.join("compose.yaml"), COMPOSE).unwrap();
@@ -56,7 +58,7 @@ fn setup(name: &str) -> (TestStack, TempDir, TempDir) {
     stack.env.push(("BINDS_PREFIX".into(), stack.project.clone()));
     stack.env.push(("DB_DATA_LOCATION".into(), format!("{}/pgdata", project.s())));
     stack.env.push(("UPLOAD_LOCATION".into(), uploads.s().to_string()));
-    (stack, project, uploads)
+    (project, uploads, stack)
 }
 
 /// Every entry under `dir` as `path|mode|uid|size|mtime|type|sha256`, sorted (read on the host).
@@ -98,7 +100,7 @@ fn binds_are_listed_backed_up_and_restored_and_the_socket_never_read() {
     if !engine() {
         return;
     }
-    let (stack, project, uploads) = setup("immich");
+    let (project, uploads, stack) = setup("immich");
     let backups = TempDir::new("binds-immich-backups");
     stack.xtask_ok(&["up"]);
     seed(&stack, &project, &uploads);

@@ -285,9 +285,29 @@ fn mkfifo(path: &std::path::Path) -> Result<()> {
 /// A private directory (0700) shared with a helper container; removed when dropped.
 struct TempIoDir(PathBuf);
 
+/// Removes the FIFO directories of runs that were killed (their pid no longer runs); only
+/// directories of this user, by their name's pattern.
+fn remove_dead_io_dirs() {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("xtask-io-").and_then(|r| r.split('-').next()) else { continue };
+        let dead = pid.parse::<u32>().is_ok_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists());
+        let ours = e.metadata().is_ok_and(|m| m.is_dir() && m.uid() == uid);
+        if dead && ours {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 impl TempIoDir {
     fn create() -> Result<TempIoDir> {
         use std::os::unix::fs::DirBuilderExt;
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        SWEPT.call_once(remove_dead_io_dirs);
         static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("xtask-io-{}-{n}", std::process::id()));
@@ -398,6 +418,19 @@ impl FifoIo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn io_directories_of_dead_runs_are_swept_and_live_ones_kept() {
+        let dead = std::env::temp_dir().join("xtask-io-4194303-0");
+        let live = std::env::temp_dir().join(format!("xtask-io-{}-9999", std::process::id()));
+        for d in [&dead, &live] {
+            std::fs::create_dir_all(d.join("stream")).unwrap();
+        }
+        remove_dead_io_dirs();
+        assert!(!dead.exists(), "pid 4194303 does not run: its directory goes");
+        assert!(live.exists(), "this process runs: its directory stays");
+        std::fs::remove_dir_all(&live).unwrap();
+    }
 
     #[test]
     fn a_killed_runs_io_directory_with_our_pid_is_replaced() {
