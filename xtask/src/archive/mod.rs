@@ -370,49 +370,7 @@ impl ArchiveWriter {
             }
             let mut dest = prefix.as_bytes().to_vec();
             dest.extend_from_slice(&rel);
-            let mut header = entry.header().clone();
-            if header.entry_type() == tar::EntryType::Continuous {
-                header.set_entry_type(tar::EntryType::Regular);
-            }
-            let kind = header.entry_type();
-            let dest_path = Path::new(OsStr::from_bytes(&dest)).to_path_buf();
-            let builder = self.builder.as_mut().context("archive already committed")?;
-            match kind {
-                tar::EntryType::Regular | tar::EntryType::Continuous => {
-                    let size = header.size()?;
-                    let mut reader = HashingReader::new(&mut entry);
-                    builder
-                        .append_data(&mut header, &dest_path, &mut reader)
-                        .with_context(|| format!("write entry {}", dest_path.display()))?;
-                    self.sums.push((dest.clone(), reader.hasher.finalize().into()));
-                    stats.files += 1;
-                    stats.bytes += size;
-                    progress(size);
-                }
-                tar::EntryType::Link => {
-                    let target = entry.link_name_bytes().context("hard link without target")?.into_owned();
-                    let mut t = prefix.as_bytes().to_vec();
-                    t.extend_from_slice(&relative_in_volume(&target)?);
-                    builder.append_link(&mut header, &dest_path, Path::new(OsStr::from_bytes(&t)))?;
-                }
-                tar::EntryType::Symlink => {
-                    let target = entry.link_name_bytes().context("symlink without target")?.into_owned();
-                    builder.append_link(&mut header, &dest_path, Path::new(OsStr::from_bytes(&target)))?;
-                }
-                tar::EntryType::Directory => {
-                    if !dest_path.as_os_str().as_bytes().ends_with(b"/") {
-                        let mut d = dest.clone();
-                        d.push(b'/');
-                        builder.append_data(&mut header, Path::new(OsStr::from_bytes(&d)), io::empty())?;
-                    } else {
-                        builder.append_data(&mut header, &dest_path, io::empty())?;
-                    }
-                }
-                tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
-                    builder.append_data(&mut header, &dest_path, io::empty())?;
-                }
-                other => bail!("volume {name}: entry {} has an unsupported type {other:?}", dest_path.display()),
-            }
+            self.append_volume_entry(name, &prefix, &mut entry, dest, &mut stats, progress)?;
             stats.entries += 1;
         }
         // Drain the end-of-archive blocks so the writer is not cut off mid-stream.
@@ -421,6 +379,63 @@ impl ArchiveWriter {
         self.stats.files += stats.files;
         self.stats.bytes += stats.bytes;
         Ok(stats)
+    }
+
+    /// One entry of a volume's tar stream, renamed to `dest` (below the volume's prefix) and
+    /// added with its header kept; a regular file's SHA-256 recorded for `SHA256SUMS`.
+    fn append_volume_entry<R: Read>(
+        &mut self,
+        name: &str,
+        prefix: &str,
+        entry: &mut tar::Entry<'_, R>,
+        dest: Vec<u8>,
+        stats: &mut StreamStats,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<()> {
+        let mut header = entry.header().clone();
+        if header.entry_type() == tar::EntryType::Continuous {
+            header.set_entry_type(tar::EntryType::Regular);
+        }
+        let kind = header.entry_type();
+        let dest_path = Path::new(OsStr::from_bytes(&dest)).to_path_buf();
+        let builder = self.builder.as_mut().context("archive already committed")?;
+        match kind {
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let size = header.size()?;
+                let mut reader = HashingReader::new(entry);
+                builder
+                    .append_data(&mut header, &dest_path, &mut reader)
+                    .with_context(|| format!("write entry {}", dest_path.display()))?;
+                self.sums.push((dest.clone(), reader.hasher.finalize().into()));
+                stats.files += 1;
+                stats.bytes += size;
+                progress(size);
+            }
+            tar::EntryType::Link => {
+                let target = entry.link_name_bytes().context("hard link without target")?.into_owned();
+                let mut t = prefix.as_bytes().to_vec();
+                t.extend_from_slice(&relative_in_volume(&target)?);
+                builder.append_link(&mut header, &dest_path, Path::new(OsStr::from_bytes(&t)))?;
+            }
+            tar::EntryType::Symlink => {
+                let target = entry.link_name_bytes().context("symlink without target")?.into_owned();
+                builder.append_link(&mut header, &dest_path, Path::new(OsStr::from_bytes(&target)))?;
+            }
+            tar::EntryType::Directory => {
+                if !dest_path.as_os_str().as_bytes().ends_with(b"/") {
+                    let mut d = dest.clone();
+                    d.push(b'/');
+                    builder.append_data(&mut header, Path::new(OsStr::from_bytes(&d)), io::empty())?;
+                } else {
+                    builder.append_data(&mut header, &dest_path, io::empty())?;
+                }
+            }
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                builder.append_data(&mut header, &dest_path, io::empty())?;
+            }
+            other => bail!("volume {name}: entry {} has an unsupported type {other:?}", dest_path.display()),
+        }
+        Ok(())
     }
 
     /// Writes `SHA256SUMS`, finishes the streams, fsyncs, renames to the final name and fsyncs

@@ -832,6 +832,29 @@ fn write_archive(
     Ok((final_path, bytes, stats))
 }
 
+/// What the metadata says of one copied volume or bind.
+fn volume_info(plan: &BackupPlan, v: &VolumeChoice, sizes: &BTreeMap<String, u64>) -> VolumeInfo {
+    let consistency = if plan.redis.as_ref().is_some_and(|r| r.volume == v.name) {
+        "redis-save"
+    } else if plan.stop {
+        "stopped"
+    } else {
+        "live"
+    };
+    VolumeInfo {
+        key: v.key.clone(),
+        name: v.name.clone(),
+        role: v.role.as_str().into(),
+        priority: v.priority.as_str().into(),
+        driver: v.driver.clone(),
+        labels: v.labels.clone(),
+        entry: archive::volume_prefix(&v.name),
+        consistency: consistency.into(),
+        size_bytes: sizes.get(v.source()).copied(),
+        bind: v.bind.clone(),
+    }
+}
+
 fn metadata(
     ctx: &Ctx,
     plan: &BackupPlan,
@@ -846,7 +869,6 @@ fn metadata(
     for db in &databases {
         entries.extend(dump_entries(db));
     }
-    let redis_volume = plan.redis.as_ref().map(|r| r.volume.as_str());
     let infos: Vec<VolumeInfo> = volumes
         .iter()
         .map(|v| {
@@ -857,25 +879,7 @@ fn metadata(
                     None => format!("the files of volume {} (role {})", v.name, v.role.as_str()),
                 },
             });
-            let consistency = if Some(v.name.as_str()) == redis_volume {
-                "redis-save"
-            } else if plan.stop {
-                "stopped"
-            } else {
-                "live"
-            };
-            VolumeInfo {
-                key: v.key.clone(),
-                name: v.name.clone(),
-                role: v.role.as_str().into(),
-                priority: v.priority.as_str().into(),
-                driver: v.driver.clone(),
-                labels: v.labels.clone(),
-                entry: archive::volume_prefix(&v.name),
-                consistency: consistency.into(),
-                size_bytes: sizes.get(v.source()).copied(),
-                bind: v.bind.clone(),
-            }
+            volume_info(plan, v, sizes)
         })
         .collect();
     entries.push(archive::EntryInfo {

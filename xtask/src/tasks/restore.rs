@@ -368,17 +368,7 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
         (None, None) => unreachable!("staged above"),
     };
     if let Err(e) = replaced {
-        let back = way_back(ctx, safety.as_deref(), &created, &p.dir, &mut guard);
-        let restarted = guard.restore(&ctx.ui);
-        return Err(match (back, restarted) {
-            (Ok(msg), Ok(())) => e.context(format!("the restore failed; {msg}")),
-            (Err(b), _) | (_, Err(b)) => e.context(format!(
-                "the restore failed and so did the way back ({b:#}); the state before it is in {}",
-                safety
-                    .map(|s| format!("{}: cargo xtask restore {} --yes", s.display(), s.display()))
-                    .unwrap_or_else(|| "no safety backup".into())
-            )),
-        });
+        return Err(take_the_way_back(ctx, e, safety.as_deref(), &created, &p.dir, guard));
     }
     let stopped_any = p.plan.volumes.iter().any(|v| !v.services.is_empty());
     guard.restart_stopped(&ctx.ui)?;
@@ -388,6 +378,30 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
     database::drop_old(ctx, &p.plan.dbs, &old_dbs)?;
     guard.restore(&ctx.ui)?;
     Ok(Outcome { project: p.plan.project.clone(), archive: p.path.clone(), undo: safety, downtime_seconds })
+}
+
+/// After a failure once the swap began: the safety backup restored (or what the restore created
+/// removed) and the services put back; the error says what happened and, if that failed too,
+/// where the state before the restore is.
+fn take_the_way_back(
+    ctx: &Ctx,
+    e: anyhow::Error,
+    safety: Option<&Path>,
+    created: &[String],
+    dir: &Path,
+    mut guard: ServiceGuard,
+) -> anyhow::Error {
+    let back = way_back(ctx, safety, created, dir, &mut guard);
+    let restarted = guard.restore(&ctx.ui);
+    match (back, restarted) {
+        (Ok(msg), Ok(())) => e.context(format!("the restore failed; {msg}")),
+        (Err(b), _) | (_, Err(b)) => e.context(format!(
+            "the restore failed and so did the way back ({b:#}); the state before it is in {}",
+            safety
+                .map(|s| format!("{}: cargo xtask restore {} --yes", s.display(), s.display()))
+                .unwrap_or_else(|| "no safety backup".into())
+        )),
+    }
 }
 
 fn take_safety(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<Option<PathBuf>> {
