@@ -273,6 +273,26 @@ struct Choice<'a> {
     all: bool,
 }
 
+impl Choice<'_> {
+    /// Why `name` (a volume or a bind's path) is left out by `--volume` or by its priority, if it is.
+    fn unwanted(&self, name: &str, priority: Priority) -> Option<String> {
+        let explicitly = self.requested.iter().any(|r| r == name);
+        if !self.requested.is_empty() && !explicitly {
+            Some("not named with --volume".to_string())
+        } else if self.requested.is_empty()
+            && !self.all
+            && !matches!(priority, Priority::Critical | Priority::Important)
+        {
+            Some(format!(
+                "priority {}: not backed up by default (--all or --volume {name} to include)",
+                priority.as_str()
+            ))
+        } else {
+            None
+        }
+    }
+}
+
 /// The volumes a full backup copies, by request or priority; the others go to `skipped`.
 fn choose_volumes(
     project: &Project,
@@ -287,19 +307,8 @@ fn choose_volumes(
             Some("excluded with --exclude".to_string())
         } else if choice.db_volumes.contains(&v.name) && !explicitly {
             Some("represented by the dump of its databases (databases/ in the archive)".to_string())
-        } else if !choice.requested.is_empty() && !explicitly {
-            Some("not named with --volume".to_string())
-        } else if choice.requested.is_empty()
-            && !choice.all
-            && !matches!(c.priority, Priority::Critical | Priority::Important)
-        {
-            Some(format!(
-                "priority {}: not backed up by default (--all or --volume {} to include)",
-                c.priority.as_str(),
-                v.name
-            ))
         } else {
-            None
+            choice.unwanted(&v.name, c.priority)
         };
         if let Some(r) = reason {
             if !skipped.iter().any(|(n, _)| n == &v.name) {
@@ -342,18 +351,8 @@ fn choose_binds(binds: &[Bind], choice: &Choice, db_services: &[&str], skipped: 
             Some("excluded with --exclude".to_string())
         } else if let Some(u) = dumped.filter(|_| !explicitly) {
             Some(format!("represented by the dump of service {} (databases/ in the archive)", u.service))
-        } else if !choice.requested.is_empty() && !explicitly {
-            Some("not named with --volume".to_string())
-        } else if choice.requested.is_empty()
-            && !choice.all
-            && !matches!(b.priority, Priority::Critical | Priority::Important)
-        {
-            Some(format!(
-                "priority {}: not backed up by default (--all or --volume PATH to include)",
-                b.priority.as_str()
-            ))
         } else {
-            None
+            choice.unwanted(&b.host_path, b.priority)
         };
         if let Some(r) = reason {
             skipped.push((b.host_path.clone(), r));
