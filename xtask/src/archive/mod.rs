@@ -619,10 +619,7 @@ impl Source {
         if !meta.file_type().is_file() {
             bail!("{} is not a regular file: refused as an archive", path.display());
         }
-        let mut head = [0u8; 19];
-        let n = std::os::unix::fs::FileExt::read_at(&file, &mut head, 0).unwrap_or(0);
-        let identity =
-            if head[..n] == *crypt::MAGIC { Some(crypt::identity(&path.display().to_string())?) } else { None };
+        let identity = if starts_sealed(&file) { Some(crypt::identity(&path.display().to_string())?) } else { None };
         Ok(Source { origin: Origin::File(file), identity, path: path.to_path_buf() })
     }
 
@@ -709,9 +706,14 @@ pub fn is_sealed(path: &Path) -> bool {
     let Ok(f) = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path) else {
         return false;
     };
+    f.metadata().is_ok_and(|m| m.is_file()) && starts_sealed(&f)
+}
+
+/// Whether the file's first bytes are age's header.
+fn starts_sealed(file: &File) -> bool {
     let mut head = [0u8; 19];
-    let n = std::os::unix::fs::FileExt::read_at(&f, &mut head, 0).unwrap_or(0);
-    f.metadata().is_ok_and(|m| m.is_file()) && head[..n] == *crypt::MAGIC
+    let n = std::os::unix::fs::FileExt::read_at(file, &mut head, 0).unwrap_or(0);
+    head[..n] == *crypt::MAGIC
 }
 
 /// The decompressed stream of a [`Source`].

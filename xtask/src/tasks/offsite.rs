@@ -147,6 +147,11 @@ pub fn list(ctx: &Ctx, name: &str, json: bool) -> Result<()> {
 
 /// The archive `file` (None: the newest complete one) of the remote, ready to stream.
 pub fn pick(ctx: &Ctx, name: &str, file: Option<&str>) -> Result<archive::Source> {
+    pick_named(ctx, name, file).map(|(src, _)| src)
+}
+
+/// [`pick`], with the archive's file name in the remote.
+fn pick_named(ctx: &Ctx, name: &str, file: Option<&str>) -> Result<(archive::Source, String)> {
     let remote = open(ctx, name)?;
     let (archives, _) = scan(&remote)?;
     let found = match file {
@@ -163,7 +168,7 @@ pub fn pick(ctx: &Ctx, name: &str, file: Option<&str>) -> Result<archive::Source
             remote.shown(&found.file)
         );
     };
-    archive::Source::remote(remote.clone(), &found.file, digest)
+    Ok((archive::Source::remote(remote.clone(), &found.file, digest)?, found.file.clone()))
 }
 
 /// A local file opened for reading, its identity fixed (O_NOFOLLOW, a regular file).
@@ -346,9 +351,8 @@ impl<R: Read> Read for Tee<'_, R> {
 /// `pull`: downloads a complete archive into `dir` (temporary name, checked against its
 /// sidecar's SHA-256, fsync, rename). Returns the local path.
 pub fn pull(ctx: &Ctx, name: &str, file: Option<&str>, dir: &Path) -> Result<PathBuf> {
-    let src = pick(ctx, name, file)?;
+    let (src, file) = pick_named(ctx, name, file)?;
     let remote_name = src.path.display().to_string();
-    let file = remote_name.rsplit(':').next().unwrap_or_default().to_string();
     let dir = crate::tasks::backup::prepare_dir(dir)?;
     let _lock = crate::lock::Lock::acquire(&dir, &ctx.stack.name, "pull")?;
     let target = dir.join(&file);

@@ -83,9 +83,10 @@ impl Tool {
             let (read, mut write) = os_pipe::pipe().context("create a pipe")?;
             e = e.stdin_file(read);
             feeder = Some(std::thread::spawn(move || -> io::Result<u64> {
+                // Closing our end is the child's EOF; if the child exited early, the copy's
+                // error is reported after the child's own (see ToolReader::end).
                 let n = io::copy(&mut input, &mut write);
                 drop(write);
-                // Read the input to its end only if the child took it all: an early exit is its error.
                 n
             }));
         } else {
