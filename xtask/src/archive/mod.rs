@@ -674,10 +674,10 @@ impl Source {
                 pos: 0,
             }),
             Origin::Remote { remote, object, sha256 } => Box::new(DigestChecked {
-                inner: remote.cat(object)?,
-                hasher: Sha256::new(),
+                inner: HashingReader::new(remote.cat(object)?),
                 expected: *sha256,
                 name: self.path.display().to_string(),
+                checked: false,
             }),
         })
     }
@@ -730,18 +730,21 @@ impl Read for Failing {
 
 /// Hashes what it passes on; at the end, a digest other than the expected one is a read error.
 struct DigestChecked<R> {
-    inner: R,
-    hasher: Sha256,
+    inner: HashingReader<R>,
     expected: [u8; 32],
     name: String,
+    /// The end was reached and the digest matched: later reads only repeat the end.
+    checked: bool,
 }
 
 impl<R: Read> Read for DigestChecked<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.checked {
+            return Ok(0);
+        }
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
         if n == 0 && !buf.is_empty() {
-            let got: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
+            let got: [u8; 32] = std::mem::take(&mut self.inner.hasher).finalize().into();
             if got != self.expected {
                 return Err(io::Error::other(format!(
                     "{}: its bytes hash to {}, not to the SHA-256 its push recorded ({}): the object was changed \
@@ -751,8 +754,7 @@ impl<R: Read> Read for DigestChecked<R> {
                     hex(&self.expected)
                 )));
             }
-            self.hasher = Sha256::new();
-            self.expected = got;
+            self.checked = true;
         }
         Ok(n)
     }

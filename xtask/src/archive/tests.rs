@@ -342,3 +342,19 @@ fn a_fifo_is_refused_as_an_archive() {
     assert!(problems(&fifo).contains("not a regular file"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_download_checked_against_its_digest_fails_on_a_mismatch_and_repeats_a_good_end() {
+    let data = b"archive bytes".to_vec();
+    let digest: [u8; 32] = Sha256::digest(&data).into();
+    let mut good =
+        DigestChecked { inner: HashingReader::new(&data[..]), expected: digest, name: "r:x".into(), checked: false };
+    let mut out = Vec::new();
+    good.read_to_end(&mut out).unwrap();
+    assert_eq!(out, data);
+    assert_eq!(good.read(&mut [0u8; 8]).unwrap(), 0, "reads after the end only repeat it");
+    let mut cut =
+        DigestChecked { inner: HashingReader::new(&data[..5]), expected: digest, name: "r:x".into(), checked: false };
+    let err = cut.read_to_end(&mut Vec::new()).unwrap_err().to_string();
+    assert!(err.contains("r:x") && err.contains("cut short"), "{err}");
+}

@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 use time::OffsetDateTime;
 
-use crate::archive::{self, hex};
+use crate::archive::{self, hex, HashingReader};
 use crate::context::Ctx;
 use crate::engine::crypt;
 use crate::engine::remote::{self, Remote};
@@ -187,9 +187,9 @@ fn open_local(path: &Path) -> Result<(File, u64)> {
 
 fn sha256_of(path: &Path) -> Result<[u8; 32]> {
     let (f, _) = open_local(path)?;
-    let mut tee = Tee { inner: f, hasher: Sha256::new(), tick: &|_| {} };
-    std::io::copy(&mut tee, &mut std::io::sink()).with_context(|| format!("read {}", path.display()))?;
-    Ok(tee.hasher.finalize().into())
+    let mut reader = HashingReader::new(f);
+    std::io::copy(&mut reader, &mut std::io::sink()).with_context(|| format!("read {}", path.display()))?;
+    Ok(reader.hasher.finalize().into())
 }
 
 /// What a push does with one archive.
@@ -265,7 +265,7 @@ fn upload_with_retries(ctx: &Ctx, remote: &Remote, item: &PushItem, tick: &dyn F
 /// One upload: the archive (hashed on its way), then its seal.
 fn upload(remote: &Remote, item: &PushItem, tick: &dyn Fn(u64)) -> Result<()> {
     let (file, _) = open_local(&item.path)?;
-    let mut reader = Tee { inner: file, hasher: Sha256::new(), tick };
+    let mut reader = HashingReader::new(Ticking { inner: file, tick });
     let sent = remote.upload(&item.file, &mut reader)?;
     if sent != item.size_bytes {
         bail!(
@@ -332,17 +332,15 @@ impl Upload {
     }
 }
 
-/// Hashes what it reads and reports progress.
-struct Tee<'a, R> {
+/// Reports how many bytes it passed on (a progress bar).
+struct Ticking<'a, R> {
     inner: R,
-    hasher: Sha256,
     tick: &'a dyn Fn(u64),
 }
 
-impl<R: Read> Read for Tee<'_, R> {
+impl<R: Read> Read for Ticking<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
         (self.tick)(n as u64);
         Ok(n)
     }
