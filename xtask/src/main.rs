@@ -417,7 +417,10 @@ fn dispatch(ctx: &context::Ctx, command: Command, dry_run: bool, env: Option<&st
             run_push(ctx, archive, latest, all, &to, &dir.path(), dry_run)
         }
         Command::Pull { archive, latest: _, from, dir } => {
-            println!("{}", offsite::pull(ctx, &from, archive.as_deref(), &dir.path())?.display());
+            let path = offsite::pull(ctx, &from, archive.as_deref(), &dir.path(), dry_run)?;
+            if !dry_run {
+                println!("{}", path.display());
+            }
             Ok(())
         }
         Command::Verify(v) => v.run(ctx),

@@ -256,7 +256,11 @@ fn push_list_prune_verify_and_restore_from_the_remote_after_losing_the_machine()
     stack.xtask_ok(&["up"]);
     assert_eq!(sample_state(&stack), original, "every file, table and key came back from the remote");
 
-    // Pull: the same bytes as the remote's sidecar says, and the local copy verifies.
+    // Pull: --dry-run downloads nothing; then the same bytes as the remote's sidecar says, and
+    // the local copy verifies.
+    let dry = stack.xtask_ok(&["pull", "--latest", "--from", "offsite", "--output-dir", b, "--dry-run"]);
+    assert!(dry.contains("would download"), "{dry}");
+    assert!(!backups.join(&second_name).exists(), "--dry-run wrote nothing");
     let out = stack.xtask_ok(&["pull", "--latest", "--from", "offsite", "--output-dir", b]);
     let pulled = PathBuf::from(out.trim());
     assert_eq!(pulled.file_name().unwrap().to_str().unwrap(), second_name);

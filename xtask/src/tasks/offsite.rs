@@ -347,10 +347,14 @@ impl<R: Read> Read for Ticking<'_, R> {
 }
 
 /// `pull`: downloads a complete archive into `dir` (temporary name, checked against its
-/// sidecar's SHA-256, fsync, rename). Returns the local path.
-pub fn pull(ctx: &Ctx, name: &str, file: Option<&str>, dir: &Path) -> Result<PathBuf> {
+/// sidecar's SHA-256, fsync, rename). Returns the local path. `--dry-run` only says so.
+pub fn pull(ctx: &Ctx, name: &str, file: Option<&str>, dir: &Path, dry_run: bool) -> Result<PathBuf> {
     let (src, file) = pick_named(ctx, name, file)?;
     let remote_name = src.path.display().to_string();
+    if dry_run {
+        println!("would download {remote_name} into {}", dir.display());
+        return Ok(dir.join(&file));
+    }
     let dir = crate::tasks::backup::prepare_dir(dir)?;
     let _lock = crate::lock::Lock::acquire(&dir, &ctx.stack.name, "pull")?;
     let target = dir.join(&file);
