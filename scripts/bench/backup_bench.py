@@ -11,7 +11,7 @@ Each run times both approaches on the same volume; reported are medians of wall 
 (dataset bytes / wall), archive size, and the tool's peak RSS (getrusage of the child).
 Results go to docs/benchmarks.md (the backup section) and stdout.
 """
-import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, fcntl, json, os, shutil, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HELPER = os.environ.get("XTASK_HELPER_IMAGE", "xtask-test/busybox:local")
@@ -106,7 +106,40 @@ def write_compose(work, volume):
     return compose
 
 
+def fifo_floor(volume, tar_path):
+    """The floor: the uncompressed tar through the tool's own transport, as cheaply as the kernel
+    allows: sendfile into a FIFO (1 MiB pipe buffer, as the tool sets) that the same helper
+    command the tool starts, `tar -x --numeric-owner`, reads in its private bind-mounted dir."""
+    io_dir = tempfile.mkdtemp(prefix="xtask-bench-io-")
+    fifo = os.path.join(io_dir, "stream")
+    os.mkfifo(fifo, 0o600)
+    t0 = time.monotonic()
+    helper = subprocess.Popen(["docker", "run", "--rm", "--network", "none", "--mount", f"type=volume,source={volume},target=/v/0",
+                               "--mount", f"type=bind,source={io_dir},target=/xtask-io", HELPER,
+                               "tar", "-x", "--numeric-owner", "-f", "/xtask-io/stream", "-C", "/v/0"])
+    with open(fifo, "wb") as w, open(tar_path, "rb") as r:
+        fcntl.fcntl(w.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
+        size, sent = os.fstat(r.fileno()).st_size, 0
+        while sent < size:
+            sent += os.sendfile(w.fileno(), r.fileno(), sent, size - sent)
+    if helper.wait() != 0:
+        sys.exit("the floor's tar -x failed")
+    wall = time.monotonic() - t0
+    shutil.rmtree(io_dir)
+    return wall
+
+
+def settle():
+    """Before each timed step: no dirty pages of the step before (`sync`), so no step pays for
+    another's writeback."""
+    sh("sync")
+
+
 def restore_bench(a):
+    """Each timed step extracts into a new empty volume; the volumes are removed only at the end.
+    Removing one right before a step would bias it on this test bed: its ext4 has no journal, and
+    there inode allocation skips inodes freed in the last minutes (`recently_deleted`), one by
+    one: 15,000 files just deleted made the next extraction up to 3x slower (docs/benchmarks.md)."""
     rows = []
     for size in [int(s) for s in a.sizes.split(",")]:
         vol = ensure_volume(size)
@@ -120,55 +153,71 @@ def restore_bench(a):
            "tar", "czf", "/backup/x.tar.gz", "-C", "/source", ".")
         # The floor: the same data already uncompressed, only extracted into an empty volume.
         sh("docker", "run", "--rm", "-v", f"{work}:/backup", HELPER, "sh", "-c", "gunzip -c /backup/x.tar.gz > /backup/x.tar")
+        created = []
+
+        def fresh():
+            name = f"xtask-bench-restore-{os.getpid()}-{len(created)}"
+            sh("docker", "volume", "create", name, stdout=subprocess.DEVNULL)
+            created.append(name)
+            settle()
+            return name
+
         plain, floor, tool = [], [], []
-        target = "xtask-bench-restore-target"
-        for _ in range(a.runs):
-            for v in (target,):
+        try:
+            for _ in range(a.runs):
+                target = fresh()
+                busy = cpu_busy()
+                wall, _ = timed(["docker", "run", "--rm", "-v", f"{target}:/data", "-v", f"{work}:/backup", HELPER,
+                                 "tar", "xzf", "/backup/x.tar.gz", "-C", "/data"])
+                plain.append((wall, cpu_busy() - busy))
+                target = fresh()
+                busy = cpu_busy()
+                wall = fifo_floor(target, os.path.join(work, "x.tar"))
+                floor.append((wall, cpu_busy() - busy))
+                target = fresh()
+                busy = cpu_busy()
+                wall, _, hwm = run_xtask([a.xtask, "--file", compose, "--quiet", "restore", archive, "--yes",
+                                          "--no-safety-backup", "--output-dir", os.path.join(work, "a")],
+                                         dict(os.environ, BENCH_VOLUME=target))
+                tool.append((wall, cpu_busy() - busy, hwm))
+                restored = volume_bytes(target)
+                if abs(restored - data) > data // 100:
+                    sys.exit(f"restored volume holds {restored} bytes, the source {data}")
+        finally:
+            for v in created:
                 subprocess.run(["docker", "volume", "rm", "-f", v], capture_output=True)
-                sh("docker", "volume", "create", v, stdout=subprocess.DEVNULL)
-            wall, _ = timed(["docker", "run", "--rm", "-v", f"{target}:/data", "-v", f"{work}:/backup", HELPER,
-                             "tar", "xzf", "/backup/x.tar.gz", "-C", "/data"])
-            plain.append(wall)
-            subprocess.run(["docker", "volume", "rm", "-f", target], capture_output=True)
-            sh("docker", "volume", "create", target, stdout=subprocess.DEVNULL)
-            wall, _ = timed(["docker", "run", "--rm", "-v", f"{target}:/data", "-v", f"{work}:/backup", HELPER,
-                             "tar", "xf", "/backup/x.tar", "-C", "/data"])
-            floor.append(wall)
-            subprocess.run(["docker", "volume", "rm", "-f", target], capture_output=True)
-            sh("docker", "volume", "create", target, stdout=subprocess.DEVNULL)
-            env = dict(os.environ, BENCH_VOLUME=target)
-            wall, _, hwm = run_xtask([a.xtask, "--file", compose, "--quiet", "restore", archive, "--yes",
-                                      "--no-safety-backup", "--output-dir", os.path.join(work, "a")], env)
-            tool.append((wall, hwm))
-            restored = volume_bytes(target)
-            if abs(restored - data) > data // 100:
-                sys.exit(f"restored volume holds {restored} bytes, the source {data}")
-        subprocess.run(["docker", "volume", "rm", "-f", target], capture_output=True)
-        subprocess.run(["docker", "run", "--rm", "-v", f"{work}:/w", HELPER, "rm", "-rf", "/w/a", "/w/x.tar.gz", "/w/x.tar"], capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
-        row = dict(size=size, data=data, plain=statistics.median(plain), floor=statistics.median(floor),
-                   tool=statistics.median(w for w, _ in tool), rss=max(h for _, h in tool),
-                   plain_runs=[round(w, 2) for w in plain], floor_runs=[round(w, 2) for w in floor],
-                   tool_runs=[round(w, 2) for w, _ in tool])
+            subprocess.run(["docker", "run", "--rm", "-v", f"{work}:/w", HELPER, "rm", "-rf", "/w/a", "/w/x.tar.gz", "/w/x.tar"],
+                           capture_output=True)
+            shutil.rmtree(work, ignore_errors=True)
+        med = lambda runs, i=0: statistics.median(r[i] for r in runs)
+        row = dict(size=size, data=data, plain=med(plain), floor=med(floor), tool=med(tool),
+                   plain_cpu=med(plain, 1), floor_cpu=med(floor, 1), tool_cpu=med(tool, 1), rss=max(h for _, _, h in tool),
+                   plain_runs=[round(r[0], 2) for r in plain], floor_runs=[round(r[0], 2) for r in floor],
+                   tool_runs=[round(r[0], 2) for r in tool])
         rows.append(row)
         print(json.dumps(row), flush=True)
+    write_restore_section(a, rows)
+
+
+def write_restore_section(a, rows):
     lines = ["## Restore\n",
              f"Measured by `scripts/bench-restore.sh` on {time.strftime('%Y-%m-%d', time.gmtime())}, {os.cpu_count()} cores, "
-             f"medians of {a.runs} runs, side by side in one run, into an empty volume. (a) plain: "
+             f"medians of {a.runs} runs, side by side in one run, each into a new empty volume after `sync`. (a) plain: "
              "`docker run --rm -v VOL:/data -v DIR:/backup busybox tar xzf /backup/x.tar.gz -C /data`; (b) the floor: "
-             "`tar xf` of the same data already uncompressed, in the same helper image; (c) the tool: `restore --yes "
-             "--no-safety-backup`, its one pass (read, grammar, SHA-256 of every file, staging) and the swap included.",
+             "the same data already uncompressed, sent by `sendfile` into the FIFO of the tool's own transport and "
+             "extracted by the helper command the tool runs (`tar -x --numeric-owner`); (c) the tool: `restore --yes "
+             "--no-safety-backup`, its one pass (read, grammar, SHA-256 of every file, staging) and the swap included. "
+             "CPU: seconds all cores were busy during the step.",
              "Targets: (c) at most 1.2x (b) and at most 0.75x (a), peak RSS at most 64 MiB.\n",
-             "| dataset | (a) plain | (b) floor | (c) xtask | (c)/(b) | (c)/(a) | xtask peak RSS |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| dataset | (a) plain | (b) floor | (c) xtask | (c)/(b) | (c)/(a) | CPU (a) / (b) / (c) | xtask peak RSS |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         lines.append(f"| {r['size']} MiB ({r['data']/2**20:.0f} MiB on disk) | {r['plain']:.1f} s | {r['floor']:.1f} s | "
-                     f"{r['tool']:.1f} s | {r['tool']/r['floor']:.2f}x | {r['tool']/r['plain']:.2f}x | {r['rss']/1024:.1f} MiB |")
+                     f"{r['tool']:.1f} s | {r['tool']/r['floor']:.2f}x | {r['tool']/r['plain']:.2f}x | "
+                     f"{r['plain_cpu']:.1f} / {r['floor_cpu']:.1f} / {r['tool_cpu']:.1f} s | {r['rss']/1024:.1f} MiB |")
     lines.append("\nRuns (wall seconds): " + "; ".join(
         f"{r['size']} MiB plain {r['plain_runs']} floor {r['floor_runs']} xtask {r['tool_runs']}" for r in rows))
     write_section("Restore", "\n".join(lines) + "\n")
-
-
 
 MARIA_IMAGE = os.environ.get("MARIADB_IMAGE", "xtask-test/mariadb:local")
 # A benchmark-only password for a throwaway server; it reaches the containers by environment.

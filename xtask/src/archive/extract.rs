@@ -483,7 +483,7 @@ impl OnePass<'_> {
 
     fn take(
         &self,
-        entry: &mut tar::Entry<'_, crate::archive::Gz<'_>>,
+        entry: &mut tar::Entry<'_, crate::archive::Inflated>,
         c: &Checked,
         open: &mut Option<VolumeStage>,
         dumps: &mut std::collections::BTreeMap<String, Spooled>,
@@ -523,7 +523,7 @@ impl OnePass<'_> {
     fn write(
         &self,
         stage: &mut VolumeStage,
-        entry: &mut tar::Entry<'_, crate::archive::Gz<'_>>,
+        entry: &mut tar::Entry<'_, crate::archive::Inflated>,
         c: &Checked,
         rel: &[u8],
     ) -> Result<Option<crate::archive::Taken>> {

@@ -7,6 +7,7 @@
 pub mod dumpstats;
 pub mod extract;
 pub mod grammar;
+mod inflate;
 pub mod pgz;
 pub mod sink;
 
@@ -696,8 +697,9 @@ impl Source {
     }
 
     /// The archive's tar stream, decompressed, from the start.
-    pub fn tar(&self) -> tar::Archive<Gz<'_>> {
-        tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::with_capacity(1 << 20, self.reader())))
+    /// Inflated on a thread of its own; it ends only where the archive's bytes end.
+    pub fn tar(&self) -> tar::Archive<Inflated> {
+        tar::Archive::new(inflate::inflate(self.reader()))
     }
 }
 
@@ -716,8 +718,7 @@ fn starts_sealed(file: &File) -> bool {
     head[..n] == *crypt::MAGIC
 }
 
-/// The decompressed stream of a [`Source`].
-pub type Gz<'a> = flate2::read::GzDecoder<io::BufReader<Box<dyn Read + Send + 'a>>>;
+pub use inflate::Inflated;
 
 /// A reader that fails at once (a source that could not be started).
 struct Failing(Option<io::Error>);
@@ -769,7 +770,7 @@ pub struct Taken {
 }
 
 /// Called for every entry that passed the grammar; `Some` when it consumed the entry's data.
-pub type Hook<'h> = dyn FnMut(&mut tar::Entry<'_, Gz<'_>>, &grammar::Checked) -> Result<Option<Taken>> + 'h;
+pub type Hook<'h> = dyn FnMut(&mut tar::Entry<'_, Inflated>, &grammar::Checked) -> Result<Option<Taken>> + 'h;
 
 /// Reads positionally from the archive's file (a duplicated descriptor): never moves a shared offset.
 pub struct PosReader {
@@ -867,15 +868,9 @@ fn verify_into(src: &Source, rules: Rules, report: &mut Report, hook: &mut Hook)
         }
         report.manifest.insert(checked.name.clone(), checked.fingerprint(content.as_ref()));
     }
-    // Reading the tar's end does not reach the gzip trailer: read on so its CRC is checked.
-    let mut rest = archive.into_inner();
-    io::copy(&mut rest, &mut io::sink()).context("the archive is truncated or corrupt (gzip trailer)")?;
-    // Then to the end of the bytes themselves: nothing may follow the gzip stream, and only at
-    // their end does a download prove its SHA-256 and age its last chunk.
-    let trailing = io::copy(&mut rest.into_inner(), &mut io::sink()).context("read the archive to its end")?;
-    if trailing > 0 {
-        bail!("{trailing} bytes follow the gzip stream: not an archive this tool wrote");
-    }
+    // Reading the tar's end does not reach the gzip trailer: read on, so that its CRC is checked
+    // and the bytes are read to their very end (see `inflate`).
+    io::copy(&mut archive.into_inner(), &mut io::sink()).context("the end of the archive")?;
     grammar.finish()?;
     compare_sums(&seen, report);
     check_dumps(&seen, report);
