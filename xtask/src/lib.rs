@@ -22,7 +22,7 @@
 //!     let archive = backup::take(&ctx, &backup::Options::new(backup::Kind::Full, dir.clone()), &lock)?;
 //!     let opts = restore::Options::new(archive.path, dir);
 //!     let prepared = restore::prepare(&ctx, &opts)?;
-//!     println!("{}", prepared.describe());
+//!     println!("{}", prepared.describe(&ctx)?);
 //!     let outcome = restore::execute(&ctx, &prepared, &opts, &lock)?;
 //!     println!("undo with: cargo xtask restore {:?} --yes", outcome.undo);
 //!     Ok(())

@@ -594,11 +594,12 @@ fn run_push(
 /// `restore`: verify and decide, show what is replaced and confirm, then restore under the lock.
 fn run_restore(ctx: &context::Ctx, opts: &restore::Options, dry_run: bool, json: bool) -> anyhow::Result<()> {
     let prepared = restore::prepare(ctx, opts)?;
-    let text = prepared.describe();
     if dry_run {
-        print!("{text}");
+        print!("{}", prepared.describe(ctx)?);
         return Ok(());
     }
+    // What is replaced is shown (and its sizes measured) only where it is asked about.
+    let text = if opts.yes { String::new() } else { prepared.describe(ctx)? };
     ui::confirm(&text, ui::Confirm::YesNo { yes_flag: opts.yes })?;
     let lock = Lock::acquire(&backup::prepare_dir(&opts.dir)?, &prepared.plan.project, "restore")?;
     let outcome = restore::execute(ctx, &prepared, opts, &lock)?;

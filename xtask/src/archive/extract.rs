@@ -196,6 +196,8 @@ struct VolumeStream<W: Write> {
     prefix_len: usize,
     dirs: Vec<Checked>,
     written: Written,
+    /// Whether `written.times` is final (see [`VolumeStream::times`]).
+    times_final: bool,
 }
 
 impl<W: Write> VolumeStream<W> {
@@ -203,7 +205,8 @@ impl<W: Write> VolumeStream<W> {
         let mut builder = tar::Builder::new(out);
         builder.mode(tar::HeaderMode::Complete);
         let prefix_len = crate::archive::volume_prefix(volume).len();
-        VolumeStream { builder, under: under.to_vec(), prefix_len, dirs: Vec::new(), written: Written::default() }
+        let written = Written::default();
+        VolumeStream { builder, under: under.to_vec(), prefix_len, dirs: Vec::new(), written, times_final: false }
     }
 
     fn at(&self, rel: &[u8]) -> Vec<u8> {
@@ -241,10 +244,20 @@ impl<W: Write> VolumeStream<W> {
         Ok(())
     }
 
+    /// Once every entry is appended: the mtimes tar will not set (symlinks, their parent
+    /// directories, the root), as the input of `xargs -0 -n 3 touch -h` in a helper.
+    fn times(&mut self) -> Vec<u8> {
+        if !self.times_final {
+            self.dirs.sort_by_key(|d| std::cmp::Reverse(d.name.iter().filter(|&&c| c == b'/').count()));
+            self.reset_symlink_parents();
+            self.times_final = true;
+        }
+        touch_input(&self.written.times)
+    }
+
     /// The directories once more, deepest first, and the end of the stream.
     fn finish(mut self) -> Result<(W, Written)> {
-        self.dirs.sort_by_key(|d| std::cmp::Reverse(d.name.iter().filter(|&&c| c == b'/').count()));
-        self.reset_symlink_parents();
+        self.times();
         for d in std::mem::take(&mut self.dirs) {
             let Place::Volume { rel, .. } = &d.place else { continue };
             let path = dot(&self.at(rel));
@@ -332,7 +345,7 @@ pub fn fill_volume_under(
     match written {
         Ok((w, ())) => {
             child.finish()?;
-            set_times(docker, target, &w.times)?;
+            set_times(docker, target, &touch_input(&w.times))?;
             Ok(w.files)
         }
         Err(e) if e.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe) => {
@@ -345,21 +358,27 @@ pub fn fill_volume_under(
     }
 }
 
-/// Gives symlinks and the volume root their archived mtimes (`touch -h -d @T` through
-/// `xargs -0` in a helper: the names travel on its stdin, never through a shell).
-fn set_times(docker: &Docker, target: &str, links: &[(Vec<u8>, u64)]) -> Result<()> {
-    if links.is_empty() {
-        return Ok(());
-    }
+/// `touch -h -d @T PATH` arguments for each (path below the root, mtime), NUL-separated.
+fn touch_input(times: &[(Vec<u8>, u64)]) -> Vec<u8> {
     let mut input = Vec::new();
-    for (rel, mtime) in links {
+    for (rel, mtime) in times {
         input.extend_from_slice(format!("-d\0@{mtime}\0/v/0/").as_bytes());
         input.extend_from_slice(rel);
         input.push(0);
     }
+    input
+}
+
+/// Gives symlinks and the volume root their archived mtimes (`touch -h -d @T` through
+/// `xargs -0` in a helper: the names travel on its stdin, never through a shell), where the
+/// extracting helper could not ([`VolumeSink::send_times`]).
+fn set_times(docker: &Docker, target: &str, input: &[u8]) -> Result<()> {
+    if input.is_empty() {
+        return Ok(());
+    }
     let cmd = docker.helper_writer(target, &["xargs", "-0", "-n", "3", "touch", "-h"]);
     let mut child = docker.pipe_into(&cmd)?;
-    if child.write_all(&input).is_err() {
+    if child.write_all(input).is_err() {
         return Err(child.failed());
     }
     child.finish().context("set the mtimes of the symlinks and the volume root")
@@ -537,12 +556,18 @@ impl OnePass<'_> {
         Ok(Some(crate::archive::Taken { digest: reader.hasher.finalize().into(), bytes: reader.bytes, dump: None }))
     }
 
-    /// Ends a volume's stream, waits for the helper, then sets the symlinks' and the root's mtimes.
-    fn close(&self, stage: VolumeStage) -> Result<()> {
-        let (out, written) = stage.stream.finish()?;
+    /// Ends a volume's stream and waits for the helper, which also sets the symlinks' and the
+    /// root's mtimes (a helper of their own does on a transport that cannot carry them).
+    fn close(&self, mut stage: VolumeStage) -> Result<()> {
+        let times = stage.stream.times();
+        let sent = stage.stream.builder.get_ref().get_ref().send_times(&times)?;
+        let (out, _) = stage.stream.finish()?;
         let sink = out.into_inner().map_err(|e| e.into_error())?;
         sink.finish().with_context(|| format!("stage volume {}", stage.target))?;
-        set_times(self.docker, &stage.target, &written.times)
+        if sent {
+            return Ok(());
+        }
+        set_times(self.docker, &stage.target, &times)
     }
 }
 

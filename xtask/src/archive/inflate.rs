@@ -42,33 +42,36 @@ fn produce(raw: Box<dyn Read + Send>, tx: &SyncSender<Message>, spare: &Receiver
     let mut gz = flate2::bufread::GzDecoder::new(BufReader::with_capacity(BLOCK, raw));
     loop {
         let mut data = spare.try_recv().unwrap_or_else(|_| vec![0u8; BLOCK]);
-        let filled = match fill(&mut gz, &mut data) {
-            Ok(n) => n,
-            Err(e) => return drop(tx.send(Err(e))),
-        };
+        // What came before a damage is delivered before the error (a reader of the first
+        // entries only, e.g. the metadata, never sees it).
+        let (filled, error) = fill(&mut gz, &mut data);
+        if filled > 0 && tx.send(Ok((data, filled))).is_err() {
+            return; // the reader is gone
+        }
+        if let Some(e) = error {
+            return drop(tx.send(Err(e)));
+        }
         if filled == 0 {
             break;
-        }
-        if tx.send(Ok((data, filled))).is_err() {
-            return; // the reader is gone
         }
     }
     let end = read_past_end(gz.into_inner()).map(|()| (Vec::new(), 0));
     let _ = tx.send(end);
 }
 
-/// Reads into `data` until it is full or the stream ended; returns how many bytes.
-fn fill(r: &mut impl Read, data: &mut [u8]) -> io::Result<usize> {
+/// Reads into `data` until it is full, the stream ended or failed; returns how many bytes
+/// came, and the failure.
+fn fill(r: &mut impl Read, data: &mut [u8]) -> (usize, Option<io::Error>) {
     let mut filled = 0;
     while filled < data.len() {
         match r.read(&mut data[filled..]) {
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) => return (filled, Some(e)),
         }
     }
-    Ok(filled)
+    (filled, None)
 }
 
 /// After the gzip stream: the bytes must end there.
@@ -149,6 +152,19 @@ mod tests {
         let at = bytes.len() - 6; // inside the CRC-32
         bytes[at] ^= 0xff;
         assert!(read_all(bytes).is_err());
+    }
+
+    #[test]
+    fn what_came_before_a_damage_is_read_before_the_error() {
+        let data: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let mut bytes = gzip(&data);
+        let at = bytes.len() - 6; // the CRC-32: every byte inflates, then the check fails
+        bytes[at] ^= 0xff;
+        let mut reader = inflate(Box::new(io::Cursor::new(bytes)));
+        let mut head = vec![0u8; 4096];
+        reader.read_exact(&mut head).unwrap();
+        assert_eq!(head, data[..4096]);
+        assert!(io::copy(&mut reader, &mut io::sink()).is_err());
     }
 
     #[test]

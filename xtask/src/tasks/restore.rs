@@ -257,8 +257,9 @@ pub struct Prepared {
     pub path: PathBuf,
     pub meta: Metadata,
     pub plan: RestorePlan,
-    /// Current sizes of the target volumes that exist.
-    pub sizes: BTreeMap<String, u64>,
+    /// The target volumes (and binds) that exist now: what is replaced, and what the safety
+    /// backup holds.
+    pub present: Vec<String>,
     src: Source,
     /// `--in-place` only: the archive verified whole before anything is touched.
     verified: Option<Verified>,
@@ -266,9 +267,15 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// What will be replaced, for the confirmation and `--dry-run`.
-    pub fn describe(&self) -> String {
-        self.plan.describe(&self.path, &self.meta, &self.sizes)
+    /// What will be replaced, with the present volumes' sizes (measured now: only for the
+    /// confirmation and `--dry-run`).
+    pub fn describe(&self, ctx: &Ctx) -> Result<String> {
+        let sizes = volumes::sizes(ctx.docker()?, &self.present())?;
+        Ok(self.plan.describe(&self.path, &self.meta, &sizes))
+    }
+
+    fn present(&self) -> Vec<&str> {
+        self.present.iter().map(String::as_str).collect()
     }
 }
 
@@ -307,14 +314,13 @@ pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<Prepared> {
     };
     let plan = plan(&ctx.model()?.0, &StackBinds::of(ctx)?, &meta, &opts.only, opts.force)?;
     let existing = volumes::names(docker)?;
-    let mut present: Vec<&str> = Vec::new();
+    let mut present = Vec::new();
     for v in &plan.volumes {
         if target_exists(docker, &existing, &v.target)? {
-            present.push(&v.target);
+            present.push(v.target.clone());
         }
     }
-    let sizes = volumes::sizes(docker, &present)?;
-    Ok(Prepared { path, meta, plan, sizes, src, verified, dir })
+    Ok(Prepared { path, meta, plan, present, src, verified, dir })
 }
 
 /// Carries out a prepared restore under the project's lock: free space checked, a safety
@@ -326,9 +332,8 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
     if docker.remove_orphan_helpers()? > 0 {
         ctx.ui.step("removed helper containers left by an interrupted run");
     }
-    let present: Vec<&str> = p.sizes.keys().map(String::as_str).collect();
-    staging::recover(ctx, &present)?;
-    check_space(docker, p)?;
+    let survey = staging::Survey::take(ctx, &p.present())?;
+    check_space(docker, &survey, p)?;
     let mut guard = ServiceGuard::new(docker, &ctx.stack);
     let mut created = Vec::new();
     let names = staging::Names::of(std::process::id());
@@ -507,7 +512,7 @@ fn swap_all(
 /// The safety backup: exactly what will be overwritten, the present target volumes, and the
 /// databases if their volume exists. None when nothing that would be replaced exists.
 fn safety_backup(ctx: &Ctx, p: &Prepared, lock: &Lock) -> Result<Option<PathBuf>> {
-    let present: Vec<String> = p.sizes.keys().cloned().collect();
+    let present = p.present.clone();
     let kind = if present.is_empty() { backup::Kind::Db } else { backup::Kind::Full };
     if p.plan.dbs.is_empty() && present.is_empty() {
         ctx.ui.step("nothing that would be replaced exists: no safety backup needed");
@@ -595,15 +600,17 @@ fn way_back(
 /// place with `--in-place` (sizes from the verification), beside the current content when
 /// staging (sizes from the metadata, which archives record since this release; without them a
 /// short disk makes the staging fail, which changes nothing).
-fn check_space(docker: &Docker, p: &Prepared) -> Result<()> {
+fn check_space(docker: &Docker, survey: &staging::Survey, p: &Prepared) -> Result<()> {
+    // In place, the current content's room counts too.
+    let sizes = if p.verified.is_some() { volumes::sizes(docker, &p.present())? } else { BTreeMap::new() };
     for v in &p.plan.volumes {
         let needed = match &p.verified {
             Some(verified) => verified.report.volume_bytes.get(&v.archived).copied(),
             None => p.meta.volumes.iter().find(|m| m.name == v.archived).and_then(|m| m.size_bytes),
         };
         let Some(needed) = needed else { continue };
-        let now = p.sizes.get(&v.target).copied();
-        let free = volumes::free_bytes(docker, now.map(|_| v.target.as_str()))?;
+        let now = p.present.contains(&v.target).then(|| sizes.get(&v.target).copied().unwrap_or(0));
+        let free = survey.free(now.map(|_| v.target.as_str()));
         let in_place = p.verified.is_some();
         let room = if in_place { free + now.unwrap_or(0) } else { free };
         if room < needed {

@@ -172,7 +172,11 @@ pub fn free_bytes(docker: &Docker, volume: Option<&str>) -> Result<u64> {
 
 /// The "Available" column (KiB) of `df -P -k`'s one filesystem line, in bytes.
 fn parse_df_available(out: &str) -> Option<u64> {
-    let line = out.lines().nth(1)?;
+    df_available(out.lines().nth(1)?)
+}
+
+/// The "Available" column (KiB) of a filesystem line of `df -P -k`, in bytes.
+pub fn df_available(line: &str) -> Option<u64> {
     let kib: u64 = line.split_whitespace().nth(3)?.parse().ok()?;
     Some(kib * 1024)
 }

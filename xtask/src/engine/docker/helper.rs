@@ -5,6 +5,7 @@
 //! carries labels naming the process that started it, so a later run removes orphans.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -178,10 +179,10 @@ impl Docker {
     }
 
     /// A sink that fills volume `volume` from a tar stream (`tar -x --numeric-owner` in a helper).
+    /// Through a FIFO, the same helper then sets the mtimes [`VolumeSink::send_times`] lists.
     pub fn volume_untar(&self, volume: &str) -> Result<VolumeSink> {
         if fifo_allowed() {
-            let mut helper =
-                Helper::writer(volume, &["tar", "-x", "--numeric-owner", "-f", "/xtask-io/stream", "-C", "/v/0"]);
+            let mut helper = Helper::writer(volume, &["sh", "-c", UNTAR_THEN_TOUCH]);
             helper.stdin = false;
             if let Some(f) = self.fifo_helper(helper, true)? {
                 return Ok(VolumeSink::Fifo(f));
@@ -217,7 +218,7 @@ impl Docker {
                     // A 1 MiB pipe buffer (the default is 64 KiB) means fewer wake-ups; best effort.
                     // SAFETY: fcntl on a descriptor we own.
                     unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&file), libc::F_SETPIPE_SZ, 1 << 20) };
-                    return Ok(Some(FifoIo { file: Some(file), run, _dir: dir }));
+                    return Ok(Some(FifoIo { file: Some(file), run, dir }));
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(e) => bail!("FIFO opener thread: {e}"),
@@ -230,7 +231,7 @@ impl Docker {
                 } else {
                     other.write(true);
                 }
-                let _ = std::os::unix::fs::OpenOptionsExt::custom_flags(&mut other, libc::O_NONBLOCK).open(&fifo);
+                let _ = other.custom_flags(libc::O_NONBLOCK).open(&fifo);
                 if !status.success() && !we_write {
                     return Err(failure(run.cmd(), status, &stderr));
                 }
@@ -331,6 +332,13 @@ impl Drop for TempIoDir {
     }
 }
 
+/// The helper's script for a volume's tar stream by FIFO: extract, then, if the tool wrote the
+/// file `times` (NUL-separated `-d`, `@SECONDS`, path triples), give those paths their mtimes
+/// (symlinks and directories tar leaves at the restore time). Fixed: nothing from an archive is
+/// in it; the paths reach `touch` as arguments through `xargs -0`, never through a shell.
+const UNTAR_THEN_TOUCH: &str = "tar -x --numeric-owner -f /xtask-io/stream -C /v/0 && \
+    if [ -e /xtask-io/times ]; then xargs -0 -r -n 3 touch -h < /xtask-io/times; fi";
+
 /// A volume's tar stream, by FIFO or by the container's stdout.
 pub enum VolumeTar {
     Fifo(FifoIo),
@@ -347,7 +355,7 @@ pub enum VolumeSink {
 pub struct FifoIo {
     file: Option<std::fs::File>,
     run: Running,
-    _dir: TempIoDir,
+    dir: TempIoDir,
 }
 
 impl std::io::Read for VolumeTar {
@@ -397,6 +405,23 @@ impl VolumeSink {
             VolumeSink::Stdin(w) => w.finish(),
             VolumeSink::Fifo(f) => f.finish(),
         }
+    }
+
+    /// Hands the helper the mtimes to set once its extraction is done (`input`: what
+    /// `xargs -0 -n 3 touch -h` reads). Must come before the stream's last entries, so that the
+    /// helper cannot have finished already. Ok(false): this transport cannot carry them (the
+    /// container's stdin): the caller sets them with a helper of its own after [`Self::finish`].
+    pub fn send_times(&self, input: &[u8]) -> Result<bool> {
+        let VolumeSink::Fifo(f) = self else { return Ok(false) };
+        let path = f.dir.0.join("times");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("create {}", path.display()))?;
+        file.write_all(input).with_context(|| format!("write {}", path.display()))?;
+        Ok(true)
     }
 
     /// The helper's error after a write failed (it exited early: its stderr says why).

@@ -45,8 +45,14 @@ impl Docker {
         Ok(docker)
     }
 
+    /// Asks the daemon and Compose for their versions at the same time (each is a process start).
     fn preflight(&self) -> Result<()> {
-        let out = self.output(&self.cmd(["version", "--format", "{{.Server.Version}}"]))?;
+        let (out, compose) = std::thread::scope(|s| {
+            let compose = s.spawn(|| self.output(&self.cmd(["compose", "version", "--short"])));
+            let out = self.output(&self.cmd(["version", "--format", "{{.Server.Version}}"]));
+            (out, compose.join().unwrap_or_else(|_| Err(anyhow!("`docker compose version` could not be run"))))
+        });
+        let out = out?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
             bail!(
@@ -56,7 +62,7 @@ impl Docker {
                 err.trim()
             );
         }
-        let out = self.output(&self.cmd(["compose", "version", "--short"]))?;
+        let out = compose?;
         let version = String::from_utf8_lossy(&out.stdout).trim().trim_start_matches('v').to_string();
         if !out.status.success() || !version.starts_with("2.") {
             bail!(

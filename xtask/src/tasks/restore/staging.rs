@@ -77,14 +77,22 @@ pub fn discard(docker: &Docker, target: &str, names: &Names) -> Result<()> {
 
 /// Leftovers of restores whose process is gone, in `volumes`: each volume with the pid and
 /// whether its swap had begun (an `.xtask-old-PID` exists).
-fn leftovers(docker: &Docker, volumes: &[&str]) -> Result<Vec<(String, u32, bool)>> {
+fn leftovers(docker: &Docker, volumes: &[&str]) -> Result<Vec<Leftover>> {
     if volumes.is_empty() {
         return Ok(Vec::new());
     }
     let cmd =
         docker.helper_read_only(volumes, &["find", "/v", "-mindepth", "2", "-maxdepth", "2", "-name", ".xtask-*"]);
-    let mut found = Vec::new();
-    for line in docker.query(&cmd).context("look for what interrupted restores left")?.lines() {
+    Ok(parse_leftovers(&docker.query(&cmd).context("look for what interrupted restores left")?, volumes))
+}
+
+/// A volume, the pid of the restore that died there, and whether its swap had begun.
+type Leftover = (String, u32, bool);
+
+/// `find` lines `/v/INDEX/.xtask-KIND-PID` as leftovers of processes that are gone.
+fn parse_leftovers(found: &str, volumes: &[&str]) -> Vec<Leftover> {
+    let mut leftovers: Vec<Leftover> = Vec::new();
+    for line in found.lines() {
         let Some(rest) = line.strip_prefix("/v/") else { continue };
         let Some((idx, name)) = rest.split_once('/') else { continue };
         let (Ok(idx), Some((kind, pid))) = (idx.parse::<usize>(), name.rsplit_once('-')) else { continue };
@@ -93,34 +101,116 @@ fn leftovers(docker: &Docker, volumes: &[&str]) -> Result<Vec<(String, u32, bool
             continue;
         }
         let swapping = kind == ".xtask-old";
-        match found.iter_mut().find(|(v, p, _): &&mut (String, u32, bool)| v == volume && *p == pid) {
+        match leftovers.iter_mut().find(|(v, p, _)| v == volume && *p == pid) {
             Some(entry) => entry.2 |= swapping,
-            None => found.push((volume.to_string(), pid, swapping)),
+            None => leftovers.push((volume.to_string(), pid, swapping)),
         }
     }
-    Ok(found)
+    leftovers
 }
 
 /// Finishes the swaps and removes the staging that interrupted restores left in `volumes`;
 /// says what it did.
 pub fn recover(ctx: &Ctx, volumes: &[&str]) -> Result<()> {
+    settle(ctx, &leftovers(ctx.docker()?, volumes)?)
+}
+
+fn settle(ctx: &Ctx, leftovers: &[Leftover]) -> Result<()> {
     let docker = ctx.docker()?;
-    for (volume, pid, swapping) in leftovers(docker, volumes)? {
-        let names = Names::of(pid);
-        if swapping {
+    for (volume, pid, swapping) in leftovers {
+        let names = Names::of(*pid);
+        if *swapping {
             ctx.ui.step(&format!("volume {volume}: finish the swap an interrupted restore (pid {pid}) had begun"));
-            swap(docker, &volume, &names)?;
+            swap(docker, volume, &names)?;
         } else {
             ctx.ui.step(&format!("volume {volume}: remove the staged copy an interrupted restore (pid {pid}) left"));
-            discard(docker, &volume, &names)?;
+            discard(docker, volume, &names)?;
         }
     }
     Ok(())
 }
 
+/// What one read-only helper saw in the target volumes that exist, before a restore: what
+/// interrupted restores left there (settled by [`Survey::take`]), and the free space of each
+/// one's filesystem and of the Docker host's storage (for volumes yet to be created).
+pub struct Survey {
+    leftovers: Vec<Leftover>,
+    free: std::collections::BTreeMap<String, u64>,
+    host_free: u64,
+}
+
+/// Run with the volumes' mount points as arguments. Fixed: nothing from an archive is in it.
+const SURVEY: &str = r#"set -e
+df -P -k / "$@"
+echo ---
+if [ $# -gt 0 ]; then find "$@" -mindepth 1 -maxdepth 1 -name '.xtask-*'; fi
+"#;
+
+impl Survey {
+    /// Settles the leftovers it saw (then measures again: they took space) and returns itself.
+    pub fn take(ctx: &Ctx, volumes: &[&str]) -> Result<Survey> {
+        let survey = Survey::of(ctx.docker()?, volumes)?;
+        if survey.leftovers.is_empty() {
+            return Ok(survey);
+        }
+        settle(ctx, &survey.leftovers)?;
+        Survey::of(ctx.docker()?, volumes)
+    }
+
+    fn of(docker: &Docker, volumes: &[&str]) -> Result<Survey> {
+        let mounts: Vec<String> = (0..volumes.len()).map(|i| format!("/v/{i}")).collect();
+        let mut command = vec!["sh", "-c", SURVEY, "sh"];
+        command.extend(mounts.iter().map(String::as_str));
+        let out = docker
+            .query(&docker.helper_read_only(volumes, &command))
+            .context("measure free space and look for what interrupted restores left (a helper container)")?;
+        Survey::parse(&out, volumes)
+    }
+
+    /// The output of [`SURVEY`] run over `volumes`.
+    fn parse(out: &str, volumes: &[&str]) -> Result<Survey> {
+        let (df, found) = out.split_once("\n---").unwrap_or((out, ""));
+        let unexpected = || anyhow::anyhow!("unexpected `df -P -k` output: {df:?}");
+        let mut lines = df.lines().filter(|l| !l.trim().is_empty()).skip(1);
+        let host_free = lines.next().and_then(crate::tasks::volumes::df_available).ok_or_else(unexpected)?;
+        let mut free = std::collections::BTreeMap::new();
+        for v in volumes {
+            free.insert(
+                v.to_string(),
+                lines.next().and_then(crate::tasks::volumes::df_available).ok_or_else(unexpected)?,
+            );
+        }
+        Ok(Survey { leftovers: parse_leftovers(found, volumes), free, host_free })
+    }
+
+    /// Free bytes where `volume` is (None: a volume yet to be created, on the host's storage).
+    pub fn free(&self, volume: Option<&str>) -> u64 {
+        volume.and_then(|v| self.free.get(v)).copied().unwrap_or(self.host_free)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_survey_reads_free_space_in_order_and_leftovers_of_dead_processes() {
+        let out = "Filesystem 1024-blocks Used Available Capacity Mounted on\n\
+                   overlay 1000 100 900 10% /\n\
+                   /dev/vda 2000 100 1900 5% /v/0\n\
+                   /dev/vdb 3000 100 2900 3% /v/1\n\
+                   ---\n\
+                   /v/1/.xtask-staging-4000000\n\
+                   /v/0/.xtask-old-4000001\n\
+                   /v/0/.xtask-staging-4000001\n";
+        let s = Survey::parse(out, &["a", "b"]).unwrap();
+        assert_eq!((s.free(Some("a")), s.free(Some("b")), s.free(None)), (1900 * 1024, 2900 * 1024, 900 * 1024));
+        assert_eq!(s.leftovers, [("b".to_string(), 4000000, false), ("a".to_string(), 4000001, true)]);
+        let none =
+            Survey::parse("Filesystem 1024-blocks Used Available Capacity Mounted on\noverlay 1 0 7 0% /\n---", &[]);
+        assert_eq!(none.unwrap().free(None), 7 * 1024);
+        assert!(Survey::parse("Filesystem\n---\n", &["a"]).is_err(), "a missing line is an error, not 0 bytes free");
+    }
 
     #[test]
     fn names_are_reserved_and_per_process() {
