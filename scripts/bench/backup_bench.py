@@ -163,6 +163,10 @@ def restore_bench(a):
             return name
 
         plain, floor, tool = [], [], []
+        # Inodes freed before the benchmark (an earlier run's volumes) slow every extraction for
+        # a minute once their inode tables are written back: sync, then wait that minute out.
+        settle()
+        time.sleep(61)
         try:
             for _ in range(a.runs):
                 target = fresh()

@@ -144,6 +144,10 @@ fn truncated_and_flipped_archives_fail() {
     std::fs::write(&flipped, &b).unwrap();
     let p = problems(&flipped);
     assert!(p.contains("corrupt") || p.contains("checksum"), "{p}");
+    let appended = dir.join("appended.tar.gz");
+    std::fs::write(&appended, [bytes.as_slice(), b"more bytes"].concat()).unwrap();
+    let p = problems(&appended);
+    assert!(p.contains("10 bytes follow the gzip stream"), "{p}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
