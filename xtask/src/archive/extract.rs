@@ -198,7 +198,16 @@ struct VolumeStream<W: Write> {
     written: Written,
     /// Whether `written.times` is final (see [`VolumeStream::times`]).
     times_final: bool,
+    /// A file's data passes through here in reads of up to [`CHUNK`] bytes.
+    chunk: Vec<u8>,
 }
+
+/// Bytes per read of a file's data: more than the sink's buffer ([`SINK_BUFFER`]) holds, so
+/// large files go straight to the helper while headers and small files are gathered.
+const CHUNK: usize = 1 << 20;
+
+/// The buffer in front of a helper's stream: the 512-byte headers must not each become a write.
+const SINK_BUFFER: usize = 128 << 10;
 
 impl<W: Write> VolumeStream<W> {
     fn new(out: W, volume: &str, under: &[u8]) -> Self {
@@ -206,7 +215,16 @@ impl<W: Write> VolumeStream<W> {
         builder.mode(tar::HeaderMode::Complete);
         let prefix_len = crate::archive::volume_prefix(volume).len();
         let written = Written::default();
-        VolumeStream { builder, under: under.to_vec(), prefix_len, dirs: Vec::new(), written, times_final: false }
+        let chunk = vec![0u8; CHUNK];
+        VolumeStream {
+            builder,
+            under: under.to_vec(),
+            prefix_len,
+            dirs: Vec::new(),
+            written,
+            times_final: false,
+            chunk,
+        }
     }
 
     fn at(&self, rel: &[u8]) -> Vec<u8> {
@@ -219,7 +237,9 @@ impl<W: Write> VolumeStream<W> {
         let path = dot(&self.at(rel));
         match (&c.kind, &c.link, data) {
             (Kind::File, _, Some(data)) => {
-                self.builder.append_data(&mut h, &path, data)?;
+                // The header alone (no data: tar adds no padding), then the data in large reads.
+                self.builder.append_data(&mut h, &path, io::empty())?;
+                self.append_file_data(data, c.size)?;
                 self.written.files += 1;
             }
             (Kind::HardLink, Some(t), _) => {
@@ -241,6 +261,28 @@ impl<W: Write> VolumeStream<W> {
             }
             _ => self.builder.append_data(&mut h, &path, io::empty())?,
         }
+        Ok(())
+    }
+
+    /// A file's `size` bytes from `data` (which must end there), padded to the next block.
+    fn append_file_data(&mut self, data: &mut dyn Read, size: u64) -> Result<()> {
+        let out = self.builder.get_mut();
+        let mut left = size;
+        while left > 0 {
+            let want = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
+            let n = data.read(&mut self.chunk[..want])?;
+            if n == 0 {
+                bail!("the data ended {left} bytes before the size in its header");
+            }
+            out.write_all(&self.chunk[..n])?;
+            left -= n as u64;
+        }
+        // The reader's end is where a checked reader compares the digest: reach it.
+        if data.read(&mut self.chunk[..1])? != 0 {
+            bail!("the data is longer than the size in its header");
+        }
+        let padding = (512 - size % 512) % 512;
+        out.write_all(&[0u8; 512][..padding as usize])?;
         Ok(())
     }
 
@@ -335,8 +377,7 @@ pub fn fill_volume_under(
     progress: &mut dyn FnMut(u64),
 ) -> Result<u64> {
     let child = Counting { inner: docker.volume_untar(target)?, progress };
-    // Large writes: the tar's 512-byte headers must not each become a syscall.
-    let mut out = io::BufWriter::with_capacity(1 << 20, child);
+    let mut out = io::BufWriter::with_capacity(SINK_BUFFER, child);
     let written = volume_entries_under(v, name, &mut out, under).and_then(|w| Ok((w, out.flush()?)));
     let child = match out.into_inner() {
         Ok(c) => c.inner,
@@ -531,7 +572,7 @@ impl OnePass<'_> {
 
     fn open(&self, volume: &str, target: &str) -> Result<VolumeStage> {
         self.ui.step(&format!("stage volume {target} (its services keep running)"));
-        let sink = io::BufWriter::with_capacity(1 << 20, self.docker.volume_untar(target)?);
+        let sink = io::BufWriter::with_capacity(SINK_BUFFER, self.docker.volume_untar(target)?);
         Ok(VolumeStage {
             volume: volume.into(),
             target: target.into(),

@@ -11,7 +11,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 /// Bytes per block handed from the inflating thread to the reader.
 const BLOCK: usize = 1 << 20;
 /// Blocks inflated ahead of the reader (memory: about this many MiB, plus two).
-const AHEAD: usize = 4;
+const AHEAD: usize = 16;
 
 /// A filled block (`len` bytes of `data` are valid; 0 is the verified end) or what went wrong.
 type Message = io::Result<(Vec<u8>, usize)>;
