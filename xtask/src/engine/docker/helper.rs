@@ -188,7 +188,7 @@ impl Docker {
                 return Ok(VolumeSink::Fifo(f));
             }
         }
-        let helper = Helper::writer(volume, &["tar", "-x", "--numeric-owner", "-f", "-", "-C", "/v/0"]);
+        let helper = Helper::writer(volume, &["sh", "-c", UNTAR_STDIN]);
         Ok(VolumeSink::Stdin(self.pipe_into(&helper.to_cmd())?))
     }
 
@@ -334,10 +334,17 @@ impl Drop for TempIoDir {
 
 /// The helper's script for a volume's tar stream by FIFO: extract, then, if the tool wrote the
 /// file `times` (NUL-separated `-d`, `@SECONDS`, path triples), give those paths their mtimes
-/// (symlinks and directories tar leaves at the restore time). Fixed: nothing from an archive is
-/// in it; the paths reach `touch` as arguments through `xargs -0`, never through a shell.
+/// (symlinks and directories tar leaves at the restore time), then flush the volume's
+/// filesystem: what a helper wrote is on disk before anything is swapped in (a later step may
+/// remove the old content). Fixed: nothing from an archive is in it; the paths reach `touch` as
+/// arguments through `xargs -0`, never through a shell.
 const UNTAR_THEN_TOUCH: &str = "tar -x --numeric-owner -f /xtask-io/stream -C /v/0 && \
-    if [ -e /xtask-io/times ]; then xargs -0 -r -n 3 touch -h < /xtask-io/times; fi";
+    if [ -e /xtask-io/times ]; then xargs -0 -r -n 3 touch -h < /xtask-io/times; fi && \
+    { sync -f /v/0 2>/dev/null || sync; }";
+
+/// The same from the container's stdin (a remote engine), without the mtimes (set afterwards by
+/// a helper of their own).
+const UNTAR_STDIN: &str = "tar -x --numeric-owner -f - -C /v/0 && { sync -f /v/0 2>/dev/null || sync; }";
 
 /// A volume's tar stream, by FIFO or by the container's stdout.
 pub enum VolumeTar {
