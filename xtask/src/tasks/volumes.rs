@@ -159,28 +159,6 @@ pub fn names(docker: &Docker) -> Result<Vec<String>> {
     Ok(out.lines().map(str::to_string).collect())
 }
 
-/// Free bytes in the filesystem holding `volume` (or, for a volume yet to be created, the
-/// Docker host's storage as a helper container's root sees it), from `df -P -k`.
-pub fn free_bytes(docker: &Docker, volume: Option<&str>) -> Result<u64> {
-    let cmd = match volume {
-        Some(v) => docker.helper_read_only(&[v], &["df", "-P", "-k", "/v/0"]),
-        None => docker.helper_read_only(&[], &["df", "-P", "-k", "/"]),
-    };
-    let out = docker.query(&cmd).context("measure free space with a helper container")?;
-    parse_df_available(&out).with_context(|| format!("unexpected `df -P -k` output: {out:?}"))
-}
-
-/// The "Available" column (KiB) of `df -P -k`'s one filesystem line, in bytes.
-fn parse_df_available(out: &str) -> Option<u64> {
-    df_available(out.lines().nth(1)?)
-}
-
-/// The "Available" column (KiB) of a filesystem line of `df -P -k`, in bytes.
-pub fn df_available(line: &str) -> Option<u64> {
-    let kib: u64 = line.split_whitespace().nth(3)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 /// Builds the inventory; engine facts are filled only when online.
 pub fn inventory(ctx: &Ctx) -> Result<Inventory> {
     let project = model(ctx)?;
@@ -375,16 +353,4 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<()> {
         print!("{}", render(&inv));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn df_available_column() {
-        let out = "Filesystem     1024-blocks      Used Available Capacity Mounted on\noverlay 100 40 60 40% /v/0\n";
-        assert_eq!(parse_df_available(out), Some(60 * 1024));
-        assert_eq!(parse_df_available("nonsense"), None);
-    }
 }

@@ -146,6 +146,12 @@ echo ---
 if [ $# -gt 0 ]; then find "$@" -mindepth 1 -maxdepth 1 -name '.xtask-*'; fi
 "#;
 
+/// The "Available" column (KiB) of a filesystem line of `df -P -k`, in bytes.
+fn df_available(line: &str) -> Option<u64> {
+    let kib: u64 = line.split_whitespace().nth(3)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 impl Survey {
     /// Settles the leftovers it saw (then measures again: they took space) and returns itself.
     pub fn take(ctx: &Ctx, volumes: &[&str]) -> Result<Survey> {
@@ -172,13 +178,10 @@ impl Survey {
         let (df, found) = out.split_once("\n---").unwrap_or((out, ""));
         let unexpected = || anyhow::anyhow!("unexpected `df -P -k` output: {df:?}");
         let mut lines = df.lines().filter(|l| !l.trim().is_empty()).skip(1);
-        let host_free = lines.next().and_then(crate::tasks::volumes::df_available).ok_or_else(unexpected)?;
+        let host_free = lines.next().and_then(df_available).ok_or_else(unexpected)?;
         let mut free = std::collections::BTreeMap::new();
         for v in volumes {
-            free.insert(
-                v.to_string(),
-                lines.next().and_then(crate::tasks::volumes::df_available).ok_or_else(unexpected)?,
-            );
+            free.insert(v.to_string(), lines.next().and_then(df_available).ok_or_else(unexpected)?);
         }
         Ok(Survey { leftovers: parse_leftovers(found, volumes), free, host_free })
     }
@@ -192,6 +195,12 @@ impl Survey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn df_available_column() {
+        assert_eq!(df_available("overlay 100 40 60 40% /v/0"), Some(60 * 1024));
+        assert_eq!(df_available("nonsense"), None);
+    }
 
     #[test]
     fn a_survey_reads_free_space_in_order_and_leftovers_of_dead_processes() {
