@@ -32,6 +32,7 @@
 pub mod archive;
 pub mod context;
 pub mod engine;
+pub mod files;
 pub mod lock;
 pub mod model;
 pub mod plan;

@@ -7,7 +7,6 @@
 //! a private spooled copy that matched. Used by restore and by `verify --deep`.
 
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -621,12 +620,7 @@ fn spool(
     static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let path = dir.join(format!("{SPOOL_PREFIX}{}-{n}.sql", std::process::id()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("create {}", path.display()))?;
+    let mut file = crate::files::create_private(&path)?;
     let spooled = Spooled { path };
     let mut stats = crate::archive::dumpstats::new(engine);
     let mut hasher = Sha256::new();

@@ -294,12 +294,7 @@ impl ArchiveWriter {
         let dir = final_path.parent().context("archive path has no directory")?;
         let name = final_path.file_name().context("archive path has no file name")?.to_string_lossy();
         let temp_path = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temp_path)
-            .with_context(|| format!("create {}", temp_path.display()))?;
+        let file = crate::files::create_private(&temp_path)?;
         let sink = Sink::new(file, seal, mirror).inspect_err(|_| {
             let _ = std::fs::remove_file(&temp_path);
         })?;

@@ -363,7 +363,7 @@ pub fn pull(ctx: &Ctx, name: &str, file: Option<&str>, dir: &Path, dry_run: bool
     }
     let temp = dir.join(format!(".{file}.tmp-{}", std::process::id()));
     let result = (|| -> Result<()> {
-        let mut out = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp)?;
+        let mut out = crate::files::create_private(&temp)?;
         let progress = ctx.ui.progress(&format!("pull {remote_name}"));
         let n = std::io::copy(&mut src.raw_reader(), &mut out).with_context(|| format!("download {remote_name}"))?;
         progress.finish(&format!("pulled {} ({})", file, human_bytes(n)));

@@ -421,12 +421,7 @@ impl VolumeSink {
     pub fn send_times(&self, input: &[u8]) -> Result<bool> {
         let VolumeSink::Fifo(f) = self else { return Ok(false) };
         let path = f.dir.0.join("times");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("create {}", path.display()))?;
+        let mut file = crate::files::create_private(&path)?;
         file.write_all(input).with_context(|| format!("write {}", path.display()))?;
         Ok(true)
     }

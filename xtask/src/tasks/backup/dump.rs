@@ -7,9 +7,7 @@
 //! `databases/<service>/`.
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
 use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -41,12 +39,7 @@ fn dump_counted(
     progress: &Progress,
     got: &mut u64,
 ) -> Result<(Spooled, DumpStats)> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("create {}", path.display()))?;
+    let mut file = crate::files::create_private(path)?;
     let temp = Spooled { path: path.to_path_buf() };
     let mut stats = crate::archive::dumpstats::new(engine);
     let mut buf = vec![0u8; 256 * 1024];
