@@ -288,17 +288,22 @@ impl<W: Write> VolumeStream<W> {
     /// Once every entry is appended: the mtimes tar will not set (symlinks, their parent
     /// directories, the root), as the input of `xargs -0 -n 3 touch -h` in a helper.
     fn times(&mut self) -> Vec<u8> {
+        self.settle_times();
+        touch_input(&self.written.times)
+    }
+
+    /// Orders the directories deepest first and completes `written.times` (once).
+    fn settle_times(&mut self) {
         if !self.times_final {
             self.dirs.sort_by_key(|d| std::cmp::Reverse(d.name.iter().filter(|&&c| c == b'/').count()));
             self.reset_symlink_parents();
             self.times_final = true;
         }
-        touch_input(&self.written.times)
     }
 
     /// The directories once more, deepest first, and the end of the stream.
     fn finish(mut self) -> Result<(W, Written)> {
-        self.times();
+        self.settle_times();
         for d in std::mem::take(&mut self.dirs) {
             let Place::Volume { rel, .. } = &d.place else { continue };
             let path = dot(&self.at(rel));
