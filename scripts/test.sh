@@ -12,4 +12,4 @@ source scripts/testbed.env
 
 cargo fmt --all -- --check
 cargo clippy --quiet --workspace --all-targets -- -D warnings
-cargo test --workspace "$@"
+cargo test --workspace --no-fail-fast "$@"

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::engine::docker::Docker;
@@ -58,11 +58,13 @@ pub struct ServiceGuard<'a> {
     started: Vec<(String, bool)>,
     /// Stopped by us.
     stopped: Vec<String>,
+    /// The containers of the stopped services that were running: started again directly.
+    stopped_containers: Vec<String>,
 }
 
 impl<'a> ServiceGuard<'a> {
     pub fn new(docker: &'a Docker, stack: &'a Stack) -> Self {
-        ServiceGuard { docker, stack, started: Vec::new(), stopped: Vec::new() }
+        ServiceGuard { docker, stack, started: Vec::new(), stopped: Vec::new(), stopped_containers: Vec::new() }
     }
 
     /// Starts `service` (without its dependencies) and waits for health unless it runs already.
@@ -86,19 +88,18 @@ impl<'a> ServiceGuard<'a> {
 
     /// Stops those of `services` that run, for a file-consistent copy; they start again in `restore`.
     pub fn stop_for_copy(&mut self, services: &[String], ui: &Ui) -> Result<()> {
-        let states = states(self.docker, self.stack)?;
-        let running: Vec<&String> =
-            services.iter().filter(|s| states.get(*s).map(String::as_str) == Some("running")).collect();
+        let entries = ps(self.docker, self.stack)?;
+        let running = running_of(&entries, services);
         if running.is_empty() {
             return Ok(());
         }
-        ui.step(&format!(
-            "stop {} for a consistent copy (--stop)",
-            running.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-        ));
+        ui.step(&format!("stop {} for a consistent copy (--stop)", running.join(", ")));
         let mut args: Vec<String> = vec!["stop".into()];
-        args.extend(running.iter().map(|s| s.to_string()));
-        self.stopped.extend(running.iter().map(|s| s.to_string()));
+        args.extend(running.iter().cloned());
+        self.stopped_containers.extend(
+            entries.iter().filter(|e| e.state == "running" && running.contains(&e.service)).map(|e| e.name.clone()),
+        );
+        self.stopped.extend(running);
         self.docker.apply(&self.docker.compose(self.stack, args))
     }
 
@@ -110,16 +111,26 @@ impl<'a> ServiceGuard<'a> {
     /// Starts the services this guard stopped again and waits for their health (the ones it
     /// started stay up until [`ServiceGuard::restore`]).
     pub fn restart_stopped(&mut self, ui: &Ui) -> Result<()> {
-        if self.stopped.is_empty() {
-            return Ok(());
+        let list = self.start_stopped(ui)?;
+        wait_until_up(self.docker, &list, ui)
+    }
+
+    /// Starts the containers this guard stopped again, as they were (`docker start`: no
+    /// recreation, no wait for their dependencies' health), and returns them: the moment this
+    /// returns, their services run again. [`wait_until_up`] then waits for their health.
+    pub fn start_stopped(&mut self, ui: &Ui) -> Result<Vec<String>> {
+        let services = std::mem::take(&mut self.stopped);
+        let containers = std::mem::take(&mut self.stopped_containers);
+        if containers.is_empty() {
+            return Ok(containers);
         }
-        let list = std::mem::take(&mut self.stopped);
-        ui.step(&format!("start {} again and wait for health", list.join(", ")));
-        let mut args: Vec<String> = vec!["up".into(), "--detach".into(), "--wait".into(), "--no-deps".into()];
-        args.extend(list.iter().cloned());
-        self.docker
-            .apply(&self.docker.compose(self.stack, args))
-            .with_context(|| format!("start {} again", list.join(", ")))
+        ui.step(&format!("start {} again", services.join(", ")));
+        let mut args: Vec<String> = vec!["start".into()];
+        args.extend(containers.iter().cloned());
+        self.docker.apply(&self.docker.cmd(args)).with_context(|| {
+            format!("start {} again; run `cargo xtask up {}`", services.join(", "), services.join(" "))
+        })?;
+        Ok(containers)
     }
 
     fn put_back(&mut self, ui: &Ui) -> Result<()> {
@@ -143,10 +154,72 @@ impl<'a> ServiceGuard<'a> {
     }
 }
 
+/// The running ones of `services` (by their first container's state, as `compose stop` sees them).
+fn running_of(entries: &[PsEntry], services: &[String]) -> Vec<String> {
+    services
+        .iter()
+        .filter(|s| entries.iter().find(|e| &e.service == *s).is_some_and(|e| e.state == "running"))
+        .cloned()
+        .collect()
+}
+
+/// How long a started container may take to become healthy before the wait gives up.
+const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Waits until every one of `containers` runs and, if it has a health check, reports healthy.
+/// A container without a health check (or with `healthcheck: {disable: true}`) is up when it
+/// runs; one that exits or turns unhealthy is an error naming it.
+pub fn wait_until_up(docker: &Docker, containers: &[String], ui: &Ui) -> Result<()> {
+    if containers.is_empty() || docker.dry_run() {
+        return Ok(());
+    }
+    ui.step(&format!("wait until {} run and are healthy", containers.join(", ")));
+    let started = std::time::Instant::now();
+    let format = "{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}";
+    loop {
+        let mut args: Vec<String> = vec!["inspect".into(), "--format".into(), format.into()];
+        args.extend(containers.iter().cloned());
+        let out = docker.query(&docker.cmd(args)).context("ask the engine for the containers' health")?;
+        match health_verdict(&out) {
+            Health::Up => return Ok(()),
+            Health::Failed(why) => bail!("{why}; see `docker logs {}`", why.split(' ').next().unwrap_or_default()),
+            Health::Waiting(who) if started.elapsed() > HEALTH_TIMEOUT => {
+                bail!("{who} did not become healthy in {} s; see `docker logs {who}`", HEALTH_TIMEOUT.as_secs())
+            }
+            Health::Waiting(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum Health {
+    Up,
+    /// The first container still starting.
+    Waiting(String),
+    /// A container that exited or is unhealthy, and what is wrong.
+    Failed(String),
+}
+
+/// Reads `NAME STATUS HEALTH` lines (HEALTH `none` without a health check).
+fn health_verdict(inspect: &str) -> Health {
+    for line in inspect.lines().filter(|l| !l.trim().is_empty()) {
+        let mut words = line.split_whitespace();
+        let name = words.next().unwrap_or_default().trim_start_matches('/').to_string();
+        let (status, health) = (words.next().unwrap_or_default(), words.next().unwrap_or("none"));
+        match (status, health) {
+            ("running", "healthy" | "none") => continue,
+            ("running", "unhealthy") => return Health::Failed(format!("{name} is unhealthy")),
+            ("running" | "created" | "restarting", _) => return Health::Waiting(name),
+            (other, _) => return Health::Failed(format!("{name} is {other}, not running")),
+        }
+    }
+    Health::Up
+}
+
 impl Drop for ServiceGuard<'_> {
     /// On every path, also an early `?` or a panic: services go back as they were found.
     fn drop(&mut self) {
-        if self.started.is_empty() && self.stopped.is_empty() {
+        if self.started.is_empty() && self.stopped.is_empty() && self.stopped_containers.is_empty() {
             return;
         }
         let (stopped, started) = (self.stopped.clone(), self.started.clone());
@@ -172,5 +245,17 @@ mod tests {
         assert_eq!(parse_ps(array).unwrap()[0].health, "");
         assert!(parse_ps("").unwrap().is_empty());
         assert!(parse_ps("not json").is_err());
+    }
+
+    #[test]
+    fn health_counts_running_without_a_check_as_up() {
+        assert_eq!(health_verdict("/a running healthy\n/b running none\n"), Health::Up);
+        assert_eq!(health_verdict("/a running starting\n"), Health::Waiting("a".into()));
+        assert_eq!(
+            health_verdict("/a running healthy\n/b exited none\n"),
+            Health::Failed("b is exited, not running".into())
+        );
+        assert_eq!(health_verdict("/a running unhealthy\n"), Health::Failed("a is unhealthy".into()));
+        assert_eq!(health_verdict(""), Health::Up);
     }
 }

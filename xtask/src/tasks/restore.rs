@@ -13,7 +13,7 @@ use crate::archive::{self, Metadata, Rules, Source};
 use crate::context::Ctx;
 use crate::engine::db::{self as dbengine, Detected};
 use crate::engine::docker::Docker;
-use crate::engine::services::ServiceGuard;
+use crate::engine::services::{self, ServiceGuard};
 use crate::lock::Lock;
 use crate::model::binds::Bind;
 use crate::model::compose::Project;
@@ -286,8 +286,27 @@ pub struct Outcome {
     pub archive: PathBuf,
     /// The safety backup: restoring it undoes this restore.
     pub undo: Option<PathBuf>,
-    /// How long the services using the restored volumes were stopped (None: none was).
+    /// How long the services using the restored volumes were stopped (None: none was): from
+    /// the stop until their containers run again; the wait for their health comes after.
     pub downtime_seconds: Option<f64>,
+    /// When each step of the short destructive part happened (None: no service was stopped).
+    pub downtime: Option<Downtime>,
+}
+
+/// The moments of the short destructive part, in seconds since the Unix epoch: the stop of
+/// the users was asked for, the first rename, the last rename (volumes and databases), the
+/// users run again.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Downtime {
+    pub stop_began: f64,
+    pub swap_began: f64,
+    pub swap_ended: f64,
+    pub running_again: f64,
+}
+
+/// Now, in seconds since the Unix epoch.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default()
 }
 
 /// Opens the archive (the one descriptor every later read uses), reads its metadata by the
@@ -365,24 +384,26 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
             s.display()
         ));
     }
-    let stopped_at = std::time::Instant::now();
     let mut old_dbs = Vec::new();
+    let mut moments = Downtime { stop_began: unix_now(), swap_began: 0.0, swap_ended: 0.0, running_again: 0.0 };
     let replaced = match (&p.verified, &staged) {
         (Some(v), _) => replace(ctx, v, &p.plan, &p.dir, &mut guard, &mut created),
-        (None, Some(st)) => swap_all(ctx, p, &names, &mut guard, st, &mut old_dbs),
+        (None, Some(st)) => swap_all(ctx, p, &names, &mut guard, st, &mut old_dbs, &mut moments),
         (None, None) => unreachable!("staged above"),
     };
     if let Err(e) = replaced {
         return Err(take_the_way_back(ctx, e, safety.as_deref(), &created, &p.dir, guard));
     }
-    let stopped_any = p.plan.volumes.iter().any(|v| !v.services.is_empty());
-    guard.restart_stopped(&ctx.ui)?;
-    let downtime_seconds = stopped_any.then(|| stopped_at.elapsed().as_secs_f64());
+    let running = guard.start_stopped(&ctx.ui)?;
+    moments.running_again = unix_now();
+    let downtime = (!running.is_empty()).then_some(moments);
+    let downtime_seconds = downtime.map(|d| d.running_again - d.stop_began);
+    services::wait_until_up(ctx.docker()?, &running, &ctx.ui)?;
     // The services are healthy again: the old database copies can go (the database service is
     // still up, also when this restore had to start it).
     database::drop_old(ctx, &p.plan.dbs, &old_dbs)?;
     guard.restore(&ctx.ui)?;
-    Ok(Outcome { project: p.plan.project.clone(), archive: p.path.clone(), undo: safety, downtime_seconds })
+    Ok(Outcome { project: p.plan.project.clone(), archive: p.path.clone(), undo: safety, downtime_seconds, downtime })
 }
 
 /// After a failure once the swap began: the safety backup restored (or what the restore created
@@ -493,19 +514,22 @@ fn swap_all(
     guard: &mut ServiceGuard,
     staged: &Staged,
     old_dbs: &mut Vec<Vec<String>>,
+    moments: &mut Downtime,
 ) -> Result<()> {
     let docker = ctx.docker()?;
     let mut users: Vec<String> = p.plan.volumes.iter().flat_map(|v| v.services.clone()).collect();
     users.sort();
     users.dedup();
+    moments.stop_began = unix_now();
     guard.stop_for_copy(&users, &ctx.ui)?;
     // The swaps are short and must not be cut off half-way.
     let _calm = signals::Suspended::begin();
-    for v in &p.plan.volumes {
-        ctx.ui.step(&format!("swap the restored content into volume {}", v.target));
-        staging::swap(docker, &v.target, names)?;
-    }
+    moments.swap_began = unix_now();
+    let targets: Vec<&str> = p.plan.volumes.iter().map(|v| v.target.as_str()).collect();
+    ctx.ui.step(&format!("swap the restored content into {}", targets.join(", ")));
+    staging::swap(docker, &targets, names)?;
     *old_dbs = database::swap(ctx, &p.plan.dbs, &staged.dbs, &staged.dumps)?;
+    moments.swap_ended = unix_now();
     Ok(())
 }
 

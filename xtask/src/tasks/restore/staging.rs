@@ -31,11 +31,12 @@ impl Names {
     }
 }
 
-/// Run in the volume's root with the three names as $1 $2 $3. A fixed script: nothing from an
-/// archive is in it or its arguments.
+/// Run with the three names as $1 $2 $3, in the root of each volume mounted at `/v/N`. A fixed
+/// script: nothing from an archive is in it or its arguments.
 const SWAP: &str = r#"set -e
-cd /v/0
 s="$1"; o="$2"; k="$3"
+for v in /v/*; do
+cd "$v"
 mkdir -p "$o"
 if [ -d "$s" ]; then
   if [ ! -e "$k" ]; then
@@ -58,13 +59,16 @@ if [ -d "$s" ]; then
 else
   rm -rf "$o" "$k"
 fi
+done
 "#;
 
-/// Swaps the staged content of `target` into place (or finishes a swap that was cut off).
-pub fn swap(docker: &Docker, target: &str, names: &Names) -> Result<()> {
-    let mut h = Helper::writer(target, &["sh", "-c", SWAP, "sh", &names.staging, &names.old, &names.swap]);
-    h.stdin = false;
-    docker.apply(&h.to_cmd()).with_context(|| format!("swap the restored content into volume {target}"))
+/// Swaps the staged content of each of `targets` into place (or finishes swaps that were cut
+/// off), all in one helper container: the services are stopped while it runs.
+pub fn swap(docker: &Docker, targets: &[&str], names: &Names) -> Result<()> {
+    let command = ["sh", "-c", SWAP, "sh", &names.staging, &names.old, &names.swap];
+    let mut h = Helper::read_only(targets, &command);
+    h.mounts.iter_mut().for_each(|m| m.read_only = false);
+    docker.apply(&h.to_cmd()).with_context(|| format!("swap the restored content into {}", targets.join(", ")))
 }
 
 /// Removes the staging of `target` (before its swap began): the volume is as it was.
@@ -121,7 +125,7 @@ fn settle(ctx: &Ctx, leftovers: &[Leftover]) -> Result<()> {
         let names = Names::of(*pid);
         if *swapping {
             ctx.ui.step(&format!("volume {volume}: finish the swap an interrupted restore (pid {pid}) had begun"));
-            swap(docker, volume, &names)?;
+            swap(docker, &[volume.as_str()], &names)?;
         } else {
             ctx.ui.step(&format!("volume {volume}: remove the staged copy an interrupted restore (pid {pid}) left"));
             discard(docker, volume, &names)?;
