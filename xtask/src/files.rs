@@ -1,12 +1,13 @@
-//! Private files: everything the tool writes that holds data (archives, spooled dumps, the
-//! mtimes handed to a helper) is created new, never over an existing name, readable by its
-//! owner only.
+//! The host's filesystem as the tool writes it. Private files: everything the tool writes that
+//! holds data (archives, spooled dumps, the mtimes handed to a helper) is created new, never over
+//! an existing name, readable by its owner only. Bind directories: checked and created component
+//! by component without following symbolic links.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 /// Creates `path` for writing, mode 0600; an existing file (or symlink) there is an error.
 pub fn create_private(path: &Path) -> Result<File> {
@@ -16,4 +17,54 @@ pub fn create_private(path: &Path) -> Result<File> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("create {}", path.display()))
+}
+
+/// `host_path`'s components from the root that are symbolic links, checked without following
+/// any: the first one found, or None. Components that do not exist end the walk.
+pub fn first_symlink(host_path: &Path) -> Option<std::path::PathBuf> {
+    let mut at = std::path::PathBuf::new();
+    for c in host_path.components() {
+        at.push(c);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => return Some(at),
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// Refuses `host_path` when it, or a directory above it, is a symbolic link: a restore writes
+/// only through real directories (Docker would follow the link to wherever it points).
+pub fn refuse_symlinks(host_path: &Path) -> Result<()> {
+    match first_symlink(host_path) {
+        Some(link) if link == host_path => bail!(
+            "bind {}: it is a symbolic link; a restore writes only into a real directory (replace the link by the directory, or bind the directory itself)",
+            host_path.display()
+        ),
+        Some(link) => bail!(
+            "bind {}: {} above it is a symbolic link; a restore writes only through real directories (bind the real path instead)",
+            host_path.display(),
+            link.display()
+        ),
+        None => Ok(()),
+    }
+}
+
+/// Creates `host_path` and its missing parents one directory at a time (0755), never through a
+/// symbolic link: an existing component that is a link, or a race that puts one there, is an error.
+pub fn create_dir_no_follow(host_path: &Path) -> Result<()> {
+    let mut at = std::path::PathBuf::new();
+    for c in host_path.components() {
+        at.push(c);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => refuse_symlinks(host_path)?,
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => bail!("bind {}: {} exists and is not a directory", host_path.display(), at.display()),
+            Err(_) => {
+                std::fs::create_dir(&at).with_context(|| format!("create {} for the bind mount", at.display()))?
+            }
+        }
+    }
+    refuse_symlinks(host_path)
 }

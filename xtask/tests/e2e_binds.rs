@@ -175,18 +175,22 @@ fn binds_are_listed_backed_up_and_restored_and_the_socket_never_read() {
         v["key"] = "/srv/elsewhere".into();
     });
     let (ok, _, err) = stack.xtask(&["verify", forged.to_str().unwrap()]);
-    assert!(!ok && err.contains("/srv/elsewhere") && err.contains("outside the project directory"), "{err}");
+    assert!(
+        !ok && err.contains("/srv/elsewhere") && err.contains("no service of this stack's compose file binds it"),
+        "{err}"
+    );
 }
 
-/// Rewrites `metadata.json` of `src` into `dst`, every other entry as it was.
+/// Rewrites `metadata.json` of `src` into `dst`, every other entry as it was, and, as a forger
+/// with write access to the backup directory would, a SHA256SUMS that matches.
 fn repack_with_metadata(src: &str, dst: &Path, edit: &dyn Fn(&mut Value)) {
+    use sha2::{Digest, Sha256};
     let gz = flate2::read::GzDecoder::new(std::fs::File::open(src).unwrap());
     let mut a = tar::Archive::new(gz);
-    let out = flate2::write::GzEncoder::new(std::fs::File::create(dst).unwrap(), flate2::Compression::fast());
-    let mut b = tar::Builder::new(out);
+    let mut entries = Vec::new();
     for e in a.entries().unwrap() {
         let mut e = e.unwrap();
-        let mut h = e.header().clone();
+        let h = e.header().clone();
         let path = e.path().unwrap().into_owned();
         let link = e.link_name().unwrap().map(|l| l.into_owned());
         let mut data = Vec::new();
@@ -195,12 +199,102 @@ fn repack_with_metadata(src: &str, dst: &Path, edit: &dyn Fn(&mut Value)) {
             let mut m: Value = serde_json::from_slice(&data).unwrap();
             edit(&mut m);
             data = serde_json::to_vec_pretty(&m).unwrap();
-            h.set_size(data.len() as u64);
         }
+        entries.push((h, path, link, data));
+    }
+    let mut sums = String::new();
+    for (h, path, _, data) in &entries {
+        if h.entry_type() == tar::EntryType::Regular && path != Path::new("SHA256SUMS") {
+            sums.push_str(&format!("{:x}  {}\n", Sha256::digest(data), path.display()));
+        }
+    }
+    let out = flate2::write::GzEncoder::new(std::fs::File::create(dst).unwrap(), flate2::Compression::fast());
+    let mut b = tar::Builder::new(out);
+    for (mut h, path, link, mut data) in entries {
+        if path == Path::new("SHA256SUMS") {
+            data = sums.clone().into_bytes();
+        }
+        h.set_size(data.len() as u64);
         match link {
             Some(l) => b.append_link(&mut h, &path, l).unwrap(),
             None => b.append_data(&mut h, &path, &data[..]).unwrap(),
         }
     }
     b.into_inner().unwrap().finish().unwrap();
+}
+
+/// A forged archive (SHA256SUMS rewritten to match) whose `./media` bind names another place is
+/// refused by verify and restore with that place named, and nothing appears there; a bind that
+/// is, or sits below, a symbolic link is refused at restore time and nothing is written through it.
+#[test]
+fn forged_bind_paths_and_symlinked_binds_are_refused() {
+    if !engine() {
+        return;
+    }
+    let (project, uploads, mut stack) = setup("forged");
+    let backups = TempDir::new("binds-forged-backups");
+    // The uploads below a directory that later becomes a symbolic link.
+    let real = TempDir::new("binds-forged-real");
+    let deep_uploads = format!("{}/a/uploads", real.s());
+    std::fs::create_dir_all(&deep_uploads).unwrap();
+    std::fs::write(format!("{deep_uploads}/photo.jpg"), "photo").unwrap();
+    stack.env.retain(|(k, _)| k != "UPLOAD_LOCATION");
+    stack.env.push(("UPLOAD_LOCATION".into(), deep_uploads.clone()));
+    stack.xtask_ok(&["up"]);
+    seed(&stack, &project, &uploads);
+    let summary = stack.xtask_json(&["backup", "--output-dir", backups.s(), "--json"]);
+    let archive = summary["path"].as_str().unwrap().to_string();
+    let media = format!("{}/media", project.s());
+    let elsewhere = TempDir::new("binds-forged-elsewhere");
+    let (git, cargo) = (format!("{}/.git", project.s()), format!("{}/.cargo", project.s()));
+    let cases: [(&str, &str, bool); 5] = [
+        ("git", git.as_str(), false),
+        ("cargo", cargo.as_str(), true),
+        ("backups", backups.s(), true),
+        ("outside", "/srv/elsewhere", true),
+        ("elsewhere", elsewhere.s(), false),
+    ];
+    for (i, (what, path, keep_mounts)) in cases.into_iter().enumerate() {
+        let forged = backups.0.join(format!("full_backup_2020010{}_000000.tar.gz", i + 1));
+        repack_with_metadata(&archive, &forged, &|m| {
+            let v = m["volumes"].as_array_mut().unwrap().iter_mut().find(|v| v["bind"] == media.as_str()).unwrap();
+            v["bind"] = path.into();
+            v["key"] = path.into();
+            if !keep_mounts {
+                v.as_object_mut().unwrap().remove("bind_mounts");
+            }
+        });
+        let forged = forged.to_str().unwrap();
+        let (ok, _, err) = stack.xtask(&["verify", forged]);
+        assert!(
+            !ok && err.contains(path) && err.contains("no service of this stack's compose file binds it"),
+            "{what}: {err}"
+        );
+        let (ok, _, err) = stack.xtask(&["restore", forged, "--yes", "--output-dir", backups.s()]);
+        assert!(!ok && err.contains("no service of this stack's compose file binds it"), "{what}: {err}");
+    }
+    assert!(!Path::new(&git).exists() && !Path::new(&cargo).exists(), "nothing was created");
+    assert_eq!(listing(&elsewhere.0), "", "nothing was written elsewhere");
+
+    // The declared bind is now a symbolic link to another directory: refused, nothing written there.
+    let media_before = listing(Path::new(&media));
+    std::fs::rename(&media, project.0.join("media-real")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.s(), &media).unwrap();
+    let (ok, _, err) = stack.xtask(&["restore", &archive, "--yes", "--output-dir", backups.s()]);
+    assert!(!ok && err.contains(&media) && err.contains("symbolic link"), "{err}");
+    assert_eq!(listing(&elsewhere.0), "", "nothing was written through the link");
+    std::fs::remove_file(&media).unwrap();
+    std::fs::rename(project.0.join("media-real"), &media).unwrap();
+    assert_eq!(listing(Path::new(&media)), media_before);
+
+    // A directory above a declared bind is a symbolic link: refused, naming it.
+    std::fs::remove_file(format!("{deep_uploads}/photo.jpg")).unwrap();
+    std::fs::rename(format!("{}/a", real.s()), format!("{}/a-real", real.s())).unwrap();
+    std::os::unix::fs::symlink(format!("{}/a-real", real.s()), format!("{}/a", real.s())).unwrap();
+    let (ok, _, err) =
+        stack.xtask(&["restore", &archive, "--yes", "--output-dir", backups.s(), "--only", &deep_uploads]);
+    let link = format!("{}/a above it is a symbolic link", real.s());
+    assert!(!ok && err.contains(&link), "{err}");
+    assert_eq!(listing(&real.0.join("a-real/uploads")), "", "nothing was written through the link");
+    std::fs::remove_file(format!("{}/a", real.s())).unwrap();
 }

@@ -422,3 +422,83 @@ fn remote_failures_are_clear_keep_the_local_archive_and_a_killed_push_is_never_l
     assert!(!ok && err.contains("replaced"), "{err}");
     assert_eq!(media_file(&stack, "/app/media/upload.txt"), "after", "a broken download changed nothing");
 }
+
+/// Writes `data` as the project's object `name` in the bucket, as anyone with write access could.
+fn put(s3: &S3, project: &str, name: &str, data: &[u8]) {
+    use std::io::Write;
+    let mut child = Command::new("rclone")
+        .args(["rcat", &format!("{}/backups/{project}/{name}", s3.root_remote())])
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env_remove("AWS_CA_BUNDLE")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    assert!(child.wait().unwrap().success(), "rclone rcat {name}");
+}
+
+/// `full_backup_YYYYMMDD_HHMMSS.tar.gz` for `name`'s time plus `secs`.
+fn later_name(name: &str, secs: i64) -> String {
+    let stamp = &name["full_backup_".len().."full_backup_".len() + 15];
+    let out = Command::new("date")
+        .args([
+            "-u",
+            "-d",
+            &format!("{} {}:{}:{} UTC {secs:+} seconds", &stamp[..8], &stamp[9..11], &stamp[11..13], &stamp[13..15]),
+            "+full_backup_%Y%m%d_%H%M%S.tar.gz",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Objects the tool cannot authenticate (one-byte junk with matching sidecars, named after the
+/// genuine archives) never take a retention slot and are never removed; a sidecar naming
+/// another archive counts for nothing and cannot make that genuine archive fail.
+#[test]
+fn a_hostile_bucket_can_neither_erase_nor_poison_genuine_archives() {
+    if !ready() {
+        return;
+    }
+    let s3 = S3::start("hostile");
+    let dir = TempDir::new("offsite-hostile");
+    let b = dir.0.join("backups");
+    let b = b.to_str().unwrap();
+    let stack = stack_with_remote("hostile", &s3, &dir, None);
+    stack.xtask_ok(&["up", "db"]);
+    let mut genuine = Vec::new();
+    for _ in 0..2 {
+        let out = stack.xtask_json(&["backup", "--output-dir", b, "--push", "offsite", "--json"]);
+        genuine.push(Path::new(out["path"].as_str().unwrap()).file_name().unwrap().to_str().unwrap().to_string());
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    // Three junk objects dated after the genuine ones (but not in the future), sidecars matching.
+    let junk: Vec<String> = (1..=3).map(|s| later_name(&genuine[1], s)).collect();
+    for name in &junk {
+        put(&s3, &stack.project, name, b"x");
+        put(&s3, &stack.project, &format!("{name}.sha256"), format!("{:x}  {name}\n", Sha256::digest(b"x")).as_bytes());
+    }
+    // A poisoning sidecar: the junk's own sidecar slot holds a line for the first genuine archive.
+    let poison = later_name(&genuine[1], -1000);
+    put(&s3, &stack.project, &poison, b"y");
+    put(&s3, &stack.project, &format!("{poison}.sha256"), format!("{}  {}\n", "0".repeat(64), genuine[0]).as_bytes());
+
+    let keep_two = ["--keep-last", "2", "--keep-daily", "0", "--keep-weekly", "0", "--keep-monthly", "0"];
+    let out = stack.xtask_ok(&[&["prune", "--remote", "offsite"][..], &keep_two].concat());
+    let names: Vec<String> = objects(&s3, &stack.project).into_iter().map(|o| o.0).collect();
+    for g in &genuine {
+        assert!(names.contains(g) && names.contains(&format!("{g}.sha256")), "{g} kept: {names:?}\n{out}");
+    }
+    for j in junk.iter().chain([&poison]) {
+        assert!(names.contains(j), "{j} is not ours to remove either: {names:?}");
+    }
+    assert!(out.contains("too small to be an archive"), "{out}");
+    let listed = remote_list(&stack);
+    let first = listed.iter().find(|a| a["file"] == genuine[0].as_str()).unwrap();
+    assert_eq!(first["complete"], true, "the poisoning sidecar changed nothing: {first}");
+    let poisoned = listed.iter().find(|a| a["file"] == poison.as_str()).unwrap();
+    assert!(poisoned["sidecar_refused"].as_str().unwrap().contains("not its own archive"), "{poisoned}");
+    stack.xtask_ok(&["verify", "--remote", "offsite", &genuine[0], "--output-dir", b]);
+}

@@ -331,6 +331,12 @@ pub fn check_metadata(m: &Metadata) -> Result<()> {
             bad(what, v)?;
         }
     }
+    if let Some(dir) = &m.project_dir {
+        let normalized = crate::model::binds::normalize(std::path::Path::new(dir)) == *dir;
+        if !dir.starts_with('/') || !normalized || !is_text(dir, 1024) || dir.contains(['\n', '\\']) {
+            bail!("metadata.json: project_dir {dir:?} is not an absolute, normalized path");
+        }
+    }
     for t in std::iter::once(&m.created_at).chain(&m.compose_files).chain([&m.tool_version, &m.model_sha256]) {
         if !is_text(t, 4096) {
             bad("text", t)?;
@@ -347,6 +353,9 @@ pub fn check_metadata(m: &Metadata) -> Result<()> {
     for v in &m.volumes {
         let (name, key) = match &v.bind {
             Some(path) => (v.name.strip_prefix(super::BINDS).unwrap_or("/"), check_bind(v, path)?),
+            None if !v.bind_mounts.is_empty() => {
+                bail!("metadata.json: volume {:?} lists bind mounts but is no bind", v.name)
+            }
             None => (v.name.as_str(), v.key.as_str()),
         };
         for (what, s) in [("volume", name), ("volume key", key), ("role", &v.role), ("priority", &v.priority)] {
@@ -378,6 +387,15 @@ fn check_bind<'a>(v: &'a super::VolumeInfo, path: &str) -> Result<&'a str> {
     }
     if v.key != path {
         bail!("metadata.json: bind {path:?} has the key {:?}; a bind's key is its path", v.key);
+    }
+    for m in &v.bind_mounts {
+        let target_ok = m.target.starts_with('/')
+            && crate::model::binds::normalize(std::path::Path::new(&m.target)) == m.target
+            && is_text(&m.target, 1024)
+            && !m.target.contains(['\n', '\\']);
+        if !is_plain_name(&m.service) || !target_ok {
+            bail!("metadata.json: bind {path:?}: the mount {:?}:{:?} is not a service name and an absolute, normalized path", m.service, m.target);
+        }
     }
     Ok("bind")
 }

@@ -60,6 +60,10 @@ pub struct Metadata {
     pub databases: Vec<DbInfo>,
     pub volumes: Vec<VolumeInfo>,
     pub skipped: Vec<Skipped>,
+    /// The project directory at backup time (absent in older archives): a bind inside it goes
+    /// back to the same place inside today's project directory, wherever the checkout moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -158,6 +162,25 @@ pub struct VolumeInfo {
     /// `binds/<id>` and the key the host path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bind: Option<String>,
+    /// A bind's mounts when it was backed up: which service bound it where. A restore writes the
+    /// bind only into the bind this stack's compose file declares for one of them (absent in
+    /// archives made before this field: then the compose file must bind exactly `bind`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bind_mounts: Vec<BindMount>,
+}
+
+/// One service's mount of a bind, as recorded in an archive.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BindMount {
+    pub service: String,
+    pub target: String,
+}
+
+impl VolumeInfo {
+    /// The recorded mounts as (service, target) pairs.
+    pub fn bind_uses(&self) -> Vec<(String, String)> {
+        self.bind_mounts.iter().map(|m| (m.service.clone(), m.target.clone())).collect()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -197,9 +220,11 @@ impl Metadata {
                     consistency: "live".into(),
                     size_bytes: None,
                     bind: None,
+                    bind_mounts: vec![],
                 })
                 .collect(),
             skipped: vec![],
+            project_dir: None,
         }
     }
 

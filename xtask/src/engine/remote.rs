@@ -92,14 +92,40 @@ impl Remote {
         self.rclone.stream(&self.args("cat", &self.at(name), &[]), None)
     }
 
-    /// The `NAME.sha256` sidecars of the folder, in one download: object name -> digest. A line
-    /// that is not `<64 hex>  <name>` is ignored (the archive then counts as incomplete).
-    pub fn sidecars(&self) -> Result<BTreeMap<String, [u8; 32]>> {
-        let args = self.args("cat", &self.spec.root, &["--include", "*.sha256", "--max-depth", "1"]);
-        let mut text = Vec::new();
-        let mut r = self.rclone.stream(&args, None)?;
-        (&mut r).take(SIDECAR_MAX * 10_000).read_to_end(&mut text).context("read the remote's .sha256 files")?;
-        Ok(parse_sidecars(&text))
+    /// The first `n` bytes of `name`.
+    pub fn head(&self, name: &str, n: u64) -> Result<Vec<u8>> {
+        let count = n.to_string();
+        self.rclone
+            .output(&self.args("cat", &self.at(name), &["--count", &count]))
+            .with_context(|| format!("read the start of {}", self.shown(name)))
+    }
+
+    /// The `NAME.sha256` sidecars of the folder, each read on its own (one `rclone copy` into a
+    /// private temporary directory, so one sidecar's bytes can never speak for another archive).
+    /// A sidecar counts only when it holds exactly one line `<64 hex>  NAME` naming its own
+    /// archive; any other is reported in [`Sidecars::refused`] and counts for nothing.
+    pub fn sidecars(&self) -> Result<Sidecars> {
+        let dir = private_temp_dir("xtask-sidecars")?;
+        let max = format!("{SIDECAR_MAX}b");
+        let at = dir.path.display().to_string();
+        let mut args = self.args("copy", &self.spec.root, &["--include", "*.sha256", "--max-depth", "1"]);
+        args.pop();
+        args.extend(["--max-size".into(), max, self.spec.root.clone(), at]);
+        self.rclone.output(&args).with_context(|| format!("read the .sha256 files of remote {}", self.spec.name))?;
+        let mut out = Sidecars::default();
+        for entry in std::fs::read_dir(&dir.path).context("read the downloaded .sha256 files")? {
+            let entry = entry?;
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let Some(archive) = file.strip_suffix(".sha256") else { continue };
+            let text = std::fs::read(entry.path()).with_context(|| format!("read the downloaded {file}"))?;
+            match own_sidecar(archive, &text) {
+                Ok(d) => {
+                    out.good.insert(archive.to_string(), d);
+                }
+                Err(why) => out.refused.push((file, why)),
+            }
+        }
+        Ok(out)
     }
 
     /// Uploads `data` as `name` (rcat: multipart, the object appears only when complete on S3).
@@ -136,15 +162,49 @@ impl crate::archive::sink::Finish for ToolWriter {
 }
 
 /// `<64 hex>  <name>` lines -> name -> digest.
-pub fn parse_sidecars(text: &[u8]) -> BTreeMap<String, [u8; 32]> {
-    let mut out = BTreeMap::new();
-    for line in String::from_utf8_lossy(text).lines() {
-        let Some((hex, name)) = line.split_once("  ") else { continue };
-        if let Some(d) = parse_hex32(hex) {
-            out.insert(name.trim_start_matches('*').to_string(), d);
-        }
+/// The sidecars of a remote folder: archive name -> digest for those that count, and the ones
+/// refused with why.
+#[derive(Debug, Default)]
+pub struct Sidecars {
+    pub good: BTreeMap<String, [u8; 32]>,
+    pub refused: Vec<(String, String)>,
+}
+
+/// The digest in `archive`'s own sidecar: exactly one line, `<64 hex>  <archive>` (`sha256sum`'s
+/// format, `*` allowed before the name), ending in one newline or none.
+pub fn own_sidecar(archive: &str, text: &[u8]) -> std::result::Result<[u8; 32], String> {
+    let text = std::str::from_utf8(text).map_err(|_| "not text".to_string())?;
+    let line = text.strip_suffix('\n').unwrap_or(text);
+    if line.contains('\n') || line.contains('\r') {
+        return Err("more than one line: a sidecar names only its own archive".into());
     }
-    out
+    let (hex, name) = line.split_once("  ").ok_or("not `<sha256>  <name>`")?;
+    let digest = parse_hex32(hex).ok_or("not a SHA-256 in hex")?;
+    if name.trim_start_matches('*') != archive {
+        return Err(format!("it names {name:?}, not its own archive {archive}"));
+    }
+    Ok(digest)
+}
+
+/// A directory only this user can read, removed when dropped.
+pub struct TempDir {
+    pub path: std::path::PathBuf,
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+fn private_temp_dir(prefix: &str) -> Result<TempDir> {
+    use std::os::unix::fs::DirBuilderExt;
+    static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let path = std::env::temp_dir().join(format!("{prefix}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&path);
+    std::fs::DirBuilder::new().mode(0o700).create(&path).with_context(|| format!("create {}", path.display()))?;
+    Ok(TempDir { path })
 }
 
 pub fn parse_hex32(hex: &str) -> Option<[u8; 32]> {
@@ -171,13 +231,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sidecars_parse_only_well_formed_lines() {
+    fn a_sidecar_counts_only_for_its_own_archive() {
         let h = "ab".repeat(32);
-        let text = format!("{h}  full_backup_1.tar.gz\ngarbage\n{}  x\n{h}  *db_backup_2.tar.gz.age\n", "z".repeat(64));
-        let s = parse_sidecars(text.as_bytes());
-        assert_eq!(s.len(), 2);
-        assert_eq!(s["full_backup_1.tar.gz"], [0xab; 32]);
-        assert!(s.contains_key("db_backup_2.tar.gz.age"));
+        let own = format!("{h}  full_backup_20260101_000000.tar.gz\n");
+        assert_eq!(own_sidecar("full_backup_20260101_000000.tar.gz", own.as_bytes()), Ok([0xab; 32]));
+        let star = format!("{h}  *db_backup_20260101_000000.tar.gz.age");
+        assert!(own_sidecar("db_backup_20260101_000000.tar.gz.age", star.as_bytes()).is_ok());
+        let other = own_sidecar("full_backup_20260102_000000.tar.gz", own.as_bytes()).unwrap_err();
+        assert!(other.contains("not its own archive"), "{other}");
+        let two = format!("{own}{h}  full_backup_20260102_000000.tar.gz\n");
+        assert!(own_sidecar("full_backup_20260101_000000.tar.gz", two.as_bytes())
+            .unwrap_err()
+            .contains("more than one line"));
+        assert!(own_sidecar("x", b"zz  x").is_err());
     }
 
     #[test]

@@ -179,25 +179,68 @@ fn classify(
     Bind { host_path: path, uses, role, priority, inferred, never }
 }
 
-/// Whether a restore may write `host_path`: never a system path; outside the project
-/// directory only when the stack itself binds exactly that path.
-pub fn writable(host_path: &str, project_dir: &Path, stack_binds: &[Bind]) -> Result<()> {
-    if let Some(why) = system_path(host_path) {
-        bail!("bind {host_path}: {why}");
-    }
-    let canonical = normalize(Path::new(host_path)) == host_path && host_path.starts_with('/');
-    if !canonical {
-        bail!("bind path {host_path:?} is not absolute and normalized");
-    }
-    let inside = Path::new(host_path).starts_with(project_dir) && Path::new(host_path) != project_dir;
-    let named = stack_binds.iter().any(|b| b.host_path == host_path && b.never.is_none());
-    if !inside && !named {
+/// Where and how an archive recorded a bind: its host path, the project directory then (absent
+/// in older archives) and its mounts as (service, target) (absent in older archives).
+pub struct Recorded<'a> {
+    pub path: &'a str,
+    pub project_dir: Option<&'a str>,
+    pub uses: &'a [(String, String)],
+}
+
+/// The bind of this stack a restore writes an archived bind into, chosen by this compose file
+/// alone: the declared bind that one of the recorded (service, target) mounts names today, or,
+/// for archives that recorded none, the declared bind at the recorded path. The recorded path
+/// must name that same bind (the same path, or the same path inside a project directory that
+/// moved): a path no service binds (`.git`, `.cargo`, the backup directory…) is refused, and
+/// the archive's path text never picks a place. Refused too: a bind that is a system path,
+/// never copied (configuration), mounted read-only by all its services, or that holds one of
+/// `protected` (the project directory, the backup directory).
+pub fn declared_target<'a>(
+    recorded: &Recorded,
+    stack_binds: &'a [Bind],
+    project_dir: &Path,
+    protected: &[&Path],
+) -> Result<&'a Bind> {
+    let named = |b: &&Bind| b.uses.iter().any(|u| recorded.uses.iter().any(|(s, t)| *s == u.service && *t == u.target));
+    let matches: Vec<&Bind> = if recorded.uses.is_empty() {
+        stack_binds.iter().filter(|b| b.host_path == recorded.path).collect()
+    } else {
+        stack_binds.iter().filter(named).collect()
+    };
+    let what = match recorded.uses {
+        [] => format!("bind {}", recorded.path),
+        uses => {
+            let uses: Vec<String> = uses.iter().map(|(s, t)| format!("{s}:{t}")).collect();
+            format!("bind {} (mounted as {})", recorded.path, uses.join(", "))
+        }
+    };
+    let bind = match matches.as_slice() {
+        [] => bail!("{what}: no service of this stack's compose file binds it; a restore writes binds only where the compose file declares them"),
+        [one] => *one,
+        _ => bail!("{what}: its recorded mounts name more than one bind of this stack; restore it by hand"),
+    };
+    let inside = |path: &str, dir: &str| Path::new(path).strip_prefix(dir).ok().map(Path::to_path_buf);
+    let moved = recorded.project_dir.and_then(|rp| inside(recorded.path, rp)).is_some_and(|rel| {
+        inside(&bind.host_path, &project_dir.to_string_lossy())
+            .is_some_and(|now| now == rel && !rel.as_os_str().is_empty())
+    });
+    if bind.host_path != recorded.path && !moved {
         bail!(
-            "bind path {host_path} is outside the project directory {} and no service of this stack binds it",
-            project_dir.display()
+            "{what}: no service of this stack's compose file binds it (this stack binds that mount at {}); a restore writes binds only where the compose file declares them",
+            bind.host_path
         );
     }
-    Ok(())
+    let path = &bind.host_path;
+    if let Some(why) = bind.never.as_deref() {
+        bail!("{what}: this stack binds it at {path}, which is {why}");
+    }
+    if bind.uses.iter().all(|u| u.read_only) {
+        bail!("{what}: this stack mounts {path} read-only only: not data a restore writes");
+    }
+    if let Some(p) = protected.iter().find(|p| p.starts_with(path)) {
+        bail!("{what}: this stack binds {path}, which holds {}: a restore never replaces it", p.display());
+    }
+    Ok(bind)
 }
 
 #[cfg(test)]
@@ -267,16 +310,41 @@ mod tests {
     }
 
     #[test]
-    fn restore_writes_only_project_paths_or_the_stacks_own_binds() {
-        let p = project(&[("web", "/srv/photos", "/data", false)]);
+    fn restore_writes_only_where_the_compose_file_binds() {
+        let p = project(&[
+            ("web", "/srv/p/media", "/app/media", false),
+            ("web", "/srv/photos", "/data", false),
+            ("web", "/srv/p/conf", "/etc/app", true),
+            ("dev", "/srv", "/src", false),
+        ]);
         let b = binds(&p, &Overrides::new(), &|_| false);
-        let dir = Path::new("/srv/p");
-        assert!(writable("/srv/p/media", dir, &b).is_ok());
-        assert!(writable("/srv/photos", dir, &b).is_ok(), "named by the stack");
-        assert!(writable("/srv/other", dir, &b).is_err());
-        assert!(writable("/srv/p/../other", dir, &b).is_err());
-        assert!(writable("/etc/cron.d", dir, &b).is_err());
-        assert!(writable("/var/run/docker.sock", dir, &b).is_err());
-        assert!(writable("/srv/p", dir, &b).is_err(), "not the project directory itself");
+        let guard = [Path::new("/srv/p"), Path::new("/srv/p/backups")];
+        let uses = |s: &str, t: &str| vec![(s.to_string(), t.to_string())];
+        let at = |path: &str, dir: Option<&str>, u: &[(String, String)]| {
+            let r = Recorded { path, project_dir: dir, uses: u };
+            declared_target(&r, &b, Path::new("/srv/p"), &guard).map(|b| b.host_path.clone())
+        };
+        let target = |path: &str, u: &[(String, String)]| at(path, Some("/srv/p"), u);
+        assert_eq!(target("/srv/p/media", &[]).unwrap(), "/srv/p/media", "an older archive: the declared path");
+        assert_eq!(target("/srv/p/media", &uses("web", "/app/media")).unwrap(), "/srv/p/media");
+        let moved = at("/home/a/p/media", Some("/home/a/p"), &uses("web", "/app/media")).unwrap();
+        assert_eq!(moved, "/srv/p/media", "a moved checkout: the compose file picks the place");
+        let e = format!("{:#}", at("/home/a/p/.git", Some("/home/a/p"), &uses("web", "/app/media")).unwrap_err());
+        assert!(e.contains("binds that mount at /srv/p/media"), "the recorded path must name the same bind: {e}");
+        let e = format!("{:#}", at("/srv/photos", Some("/srv/x"), &uses("web", "/app/media")).unwrap_err());
+        assert!(e.contains("no service of this stack"), "{e}");
+        for (path, u) in [
+            ("/srv/p/.git", vec![]),
+            ("/srv/p/.cargo", vec![]),
+            ("/srv/p/backups", vec![]),
+            ("/srv/p/.git", uses("web", "/app/.git")),
+            ("/etc/cron.d", vec![]),
+        ] {
+            let e = format!("{:#}", target(path, &u).unwrap_err());
+            assert!(e.contains("no service of this stack's compose file binds it"), "{path}: {e}");
+        }
+        assert!(format!("{:#}", target("/srv/p/conf", &[]).unwrap_err()).contains("configuration"));
+        let e = format!("{:#}", at("/srv", None, &uses("dev", "/src")).unwrap_err());
+        assert!(e.contains("holds /srv/p"), "a bind holding the project or backup directory: {e}");
     }
 }

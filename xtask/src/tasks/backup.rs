@@ -125,6 +125,8 @@ pub struct VolumeChoice {
     pub services: Vec<String>,
     /// A bind mount's host path (then `name` is `binds/<id>` and `key` the path).
     pub bind: Option<String>,
+    /// A bind's mounts: (service, target), recorded so a restore finds the bind by them.
+    pub bind_mounts: Vec<(String, String)>,
 }
 
 impl VolumeChoice {
@@ -325,6 +327,7 @@ fn choose_volumes(
             labels: v.labels.clone(),
             services: project.mounts_of(&v.key).map(|(s, _)| s.name.clone()).collect(),
             bind: None,
+            bind_mounts: Vec::new(),
         });
     }
     volumes
@@ -374,6 +377,7 @@ fn choose_binds(binds: &[Bind], choice: &Choice, db_services: &[&str], skipped: 
             labels: BTreeMap::new(),
             services: b.uses.iter().map(|u| u.service.clone()).collect(),
             bind: Some(b.host_path.clone()),
+            bind_mounts: b.uses.iter().map(|u| (u.service.clone(), u.target.clone())).collect(),
         });
     }
     out
@@ -851,6 +855,11 @@ fn volume_info(plan: &BackupPlan, v: &VolumeChoice, sizes: &BTreeMap<String, u64
         consistency: consistency.into(),
         size_bytes: sizes.get(v.source()).copied(),
         bind: v.bind.clone(),
+        bind_mounts: v
+            .bind_mounts
+            .iter()
+            .map(|(service, target)| archive::BindMount { service: service.clone(), target: target.clone() })
+            .collect(),
     }
 }
 
@@ -901,6 +910,7 @@ fn metadata(
         databases,
         volumes: infos,
         skipped: skipped.to_vec(),
+        project_dir: Some(ctx.stack.project_dir.display().to_string()),
     })
 }
 

@@ -338,7 +338,7 @@ pub fn verify(ctx: &Ctx, dir: &Path, which: Which, deep: bool, rules: archive::R
     let mut reports = Vec::new();
     for (path, src, is_local) in targets {
         let progress = ctx.ui.progress(&format!("verify {}", path.display()));
-        let report = verify_one(ctx, &path, src, deep, rules);
+        let report = verify_one(ctx, dir, &path, src, deep, rules);
         progress.inc(report.bytes);
         if is_local {
             record_verification(&path, report.ok());
@@ -367,6 +367,7 @@ pub fn verify(ctx: &Ctx, dir: &Path, which: Which, deep: bool, rules: archive::R
 /// into throwaway targets.
 fn verify_one(
     ctx: &Ctx,
+    dir: &Path,
     path: &Path,
     src: Result<archive::Source>,
     deep: bool,
@@ -379,7 +380,7 @@ fn verify_one(
         }
     };
     let mut report = archive::verify_source(&src, rules);
-    if let Err(e) = check_binds(ctx, &report) {
+    if let Err(e) = check_binds(ctx, dir, &report) {
         report.problems.push(format!("{e:#}"));
     }
     if !deep || !report.ok() {
@@ -394,18 +395,20 @@ fn verify_one(
     report
 }
 
-/// Every bind the archive holds must be one a restore into this stack may write: inside the
-/// project directory, or a path this stack binds; never a system path.
-fn check_binds(ctx: &Ctx, report: &archive::Report) -> Result<()> {
+/// Every bind the archive holds must be one a restore into this stack would write: a bind this
+/// stack's compose file declares for its recorded mounts, never a system path, never one holding
+/// the project or the backup directory.
+fn check_binds(ctx: &Ctx, dir: &Path, report: &archive::Report) -> Result<()> {
     let Some(meta) = &report.metadata else { return Ok(()) };
-    let binds: Vec<&str> = meta.volumes.iter().filter_map(|v| v.bind.as_deref()).collect();
-    if binds.is_empty() {
+    if meta.volumes.iter().all(|v| v.bind.is_none()) {
         return Ok(());
     }
-    let stack = crate::tasks::restore::StackBinds::of(ctx)?;
-    for path in binds {
-        crate::model::binds::writable(path, &stack.project_dir, &stack.binds)
-            .with_context(|| format!("metadata.json: bind {path}: a restore into this stack would refuse it"))?;
+    let stack = crate::tasks::restore::StackBinds::of(ctx, dir)?;
+    for v in &meta.volumes {
+        let Some(path) = v.bind.as_deref() else { continue };
+        stack
+            .target_of(meta, v, path)
+            .with_context(|| format!("metadata.json: {}: a restore into this stack would refuse it", v.name))?;
     }
     Ok(())
 }

@@ -81,6 +81,10 @@ pub struct RemoteArchive {
     pub digest: Option<[u8; 32]>,
     pub complete: bool,
     pub encrypted: bool,
+    /// Its sidecar exists but does not count (it names another archive, holds more than one
+    /// line…): in doubt, never used and never removed by prune.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sidecar_refused: Option<String>,
 }
 
 /// The project's archives in `remote`, newest first, and the sidecars without an archive.
@@ -88,12 +92,19 @@ pub fn scan(remote: &Remote) -> Result<(Vec<RemoteArchive>, Vec<String>)> {
     let objects = remote.list()?;
     let has_sidecars = objects.iter().any(|o| o.name.ends_with(".sha256"));
     let sidecars = if has_sidecars { remote.sidecars()? } else { Default::default() };
+    for (file, why) in &sidecars.refused {
+        eprintln!("warning: {} refused: {why}; its archive is in doubt and never used", remote.shown(file));
+    }
+    let refused = |name: &str| {
+        let own = format!("{name}.sha256");
+        sidecars.refused.iter().find(|(f, _)| *f == own).map(|(_, why)| why.clone())
+    };
     let mut out = Vec::new();
     let soon = OffsetDateTime::now_utc() + time::Duration::minutes(5);
     for o in objects.iter().filter(|o| catalog::is_our_name(&o.name)) {
         let Some(created) = catalog::name_stamp(&o.name) else { continue };
         // A name dated in the future would always be "latest": never taken as good.
-        let digest = sidecars.get(&o.name).copied().filter(|_| created <= soon);
+        let digest = sidecars.good.get(&o.name).copied().filter(|_| created <= soon);
         out.push(RemoteArchive {
             file: o.name.clone(),
             kind: catalog::name_kind(&o.name),
@@ -104,6 +115,7 @@ pub fn scan(remote: &Remote) -> Result<(Vec<RemoteArchive>, Vec<String>)> {
             digest,
             complete: digest.is_some(),
             encrypted: o.name.ends_with(crypt::SUFFIX),
+            sidecar_refused: refused(&o.name),
         });
     }
     out.sort_by(|a, b| b.created.cmp(&a.created).then(b.file.cmp(&a.file)));
@@ -136,7 +148,11 @@ pub fn list(ctx: &Ctx, name: &str, json: bool) -> Result<()> {
                 a.created_at.clone(),
                 human_bytes(a.size_bytes),
                 a.kind.to_string(),
-                if a.complete { "complete".into() } else { "INCOMPLETE (no .sha256: an interrupted push)".into() },
+                match (&a.sidecar_refused, a.complete) {
+                    (Some(why), _) => format!("IN DOUBT (its .sha256 is refused: {why})"),
+                    (None, true) => "complete".into(),
+                    (None, false) => "INCOMPLETE (no .sha256: an interrupted push)".into(),
+                },
             ]
         })
         .collect();
@@ -379,23 +395,49 @@ pub fn pull(ctx: &Ctx, name: &str, file: Option<&str>, dir: &Path, dry_run: bool
     Ok(target)
 }
 
-/// `prune --remote`: the local retention over the complete archives (the newest complete one
-/// always kept), plus leftovers of interrupted pushes older than a day.
+/// Smallest archive this tool writes: a gzip member holding the metadata and SHA256SUMS
+/// entries (headers of 512 bytes each) never compresses below this.
+const MIN_ARCHIVE_BYTES: u64 = 100;
+
+/// Why a complete remote archive cannot be authenticated without downloading it (None: it can):
+/// its size, and its first bytes must be a gzip or an age header.
+fn not_authentic(remote: &Remote, a: &RemoteArchive) -> Result<Option<String>> {
+    if a.size_bytes < MIN_ARCHIVE_BYTES {
+        return Ok(Some(format!("{} bytes: too small to be an archive", a.size_bytes)));
+    }
+    let head = remote.head(&a.file, crypt::MAGIC.len() as u64)?;
+    let ok = if a.encrypted { head.starts_with(crypt::MAGIC) } else { head.starts_with(&[0x1f, 0x8b, 0x08]) };
+    Ok((!ok).then(|| format!("does not start like {}", if a.encrypted { "an age file" } else { "a gzip stream" })))
+}
+
+/// `prune --remote`: the local retention over the archives it can authenticate (a sidecar that
+/// names only its own archive, a size and a gzip/age header that check out; the newest one
+/// always kept), plus leftovers of interrupted pushes older than a day. Objects it cannot
+/// authenticate never take a retention slot and are never removed: they are reported.
 pub fn prune(ctx: &Ctx, name: &str, r: &Retention, dry_run: bool) -> Result<()> {
     let remote = open(ctx, name)?;
     let (archives, orphans) = scan(&remote)?;
     let now = OffsetDateTime::now_utc();
     let mut doomed: Vec<(String, String)> = Vec::new();
     for a in archives.iter().filter(|a| !a.complete) {
-        if now - a.created > LEFTOVER_AGE {
+        if let Some(why) = &a.sidecar_refused {
+            println!("keep {} (in doubt: its .sha256 is refused: {why}; check it by hand)", a.file);
+        } else if now - a.created > LEFTOVER_AGE {
             doomed.push((a.file.clone(), "incomplete, left by an interrupted push".into()));
         } else {
             println!("keep {} (incomplete, but less than a day old: a push may be running)", a.file);
         }
     }
     doomed.extend(orphans.into_iter().map(|o| (o, "a .sha256 without its archive".into())));
+    let mut authentic = Vec::new();
+    for a in archives.iter().filter(|a| a.complete) {
+        match not_authentic(&remote, a)? {
+            None => authentic.push(a),
+            Some(why) => println!("keep {} (not counted: {why}; not an archive this tool wrote?)", a.file),
+        }
+    }
     for kind in ["full", "db"] {
-        let group: Vec<&RemoteArchive> = archives.iter().filter(|a| a.kind == kind && a.complete).collect();
+        let group: Vec<&RemoteArchive> = authentic.iter().copied().filter(|a| a.kind == kind).collect();
         let facts: Vec<(OffsetDateTime, bool)> = group.iter().map(|a| (a.created, true)).collect();
         for (a, why) in group.iter().zip(catalog::decide(&facts, r)) {
             if why.is_empty() {

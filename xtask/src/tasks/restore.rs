@@ -15,7 +15,7 @@ use crate::engine::db::{self as dbengine, Detected};
 use crate::engine::docker::Docker;
 use crate::engine::services::{self, ServiceGuard};
 use crate::lock::Lock;
-use crate::model::binds::Bind;
+use crate::model::binds::{Bind, Recorded};
 use crate::model::compose::Project;
 use crate::signals;
 use crate::tasks::backup;
@@ -115,7 +115,7 @@ pub fn plan(
         if let Some(path) = &v.bind {
             let chosen = only.is_empty() || only.iter().any(|o| o == &v.name || o == path);
             if chosen {
-                volumes.push(plan_bind(binds, v, path)?);
+                volumes.push(plan_bind(binds, meta, v, path)?);
             }
             continue;
         }
@@ -149,31 +149,44 @@ pub fn plan(
     Ok(RestorePlan { project: project.name.clone(), dbs, volumes })
 }
 
-/// This stack's bind mounts and its project directory: where a restore may write binds.
+/// This stack's bind mounts (where a restore may write binds) and the directories no restored
+/// bind may hold: the project directory and the backup directory.
 pub struct StackBinds {
     pub project_dir: PathBuf,
+    pub backup_dir: PathBuf,
     pub binds: Vec<Bind>,
 }
 
 impl StackBinds {
-    pub fn of(ctx: &Ctx) -> Result<StackBinds> {
-        Ok(StackBinds { project_dir: ctx.stack.project_dir.clone(), binds: volumes::binds(ctx)? })
+    pub fn of(ctx: &Ctx, backup_dir: &Path) -> Result<StackBinds> {
+        let backup_dir = std::path::absolute(backup_dir).unwrap_or_else(|_| backup_dir.to_path_buf());
+        Ok(StackBinds { project_dir: ctx.stack.project_dir.clone(), backup_dir, binds: volumes::binds(ctx)? })
+    }
+
+    /// The bind of this stack the archived bind `v` of `meta` goes back into (see
+    /// [`crate::model::binds::declared_target`]).
+    pub fn target_of(&self, meta: &Metadata, v: &archive::VolumeInfo, path: &str) -> Result<&Bind> {
+        let uses = v.bind_uses();
+        let recorded = Recorded { path, project_dir: meta.project_dir.as_deref(), uses: &uses };
+        let protected = [self.project_dir.as_path(), self.backup_dir.as_path()];
+        crate::model::binds::declared_target(&recorded, &self.binds, &self.project_dir, &protected)
     }
 }
 
-/// A bind goes back to its recorded path, only inside the project directory or where this
-/// stack binds exactly that path, never a system path.
-fn plan_bind(binds: &StackBinds, v: &archive::VolumeInfo, path: &str) -> Result<VolumeRestore> {
-    crate::model::binds::writable(path, &binds.project_dir, &binds.binds)
+/// A bind goes back only into the bind this stack's compose file declares for its recorded
+/// mounts (never a place the archive's path text chooses), never one holding the project or the
+/// backup directory.
+fn plan_bind(binds: &StackBinds, meta: &Metadata, v: &archive::VolumeInfo, path: &str) -> Result<VolumeRestore> {
+    let bind = binds
+        .target_of(meta, v, path)
         .with_context(|| format!("the archive's {}: refused (leave it out with --only)", v.name))?;
-    let users = binds.binds.iter().find(|b| b.host_path == path).map(|b| b.uses.clone()).unwrap_or_default();
     Ok(VolumeRestore {
         archived: v.name.clone(),
-        target: path.to_string(),
-        key: path.to_string(),
+        target: bind.host_path.clone(),
+        key: bind.host_path.clone(),
         driver: "bind".into(),
         labels: BTreeMap::new(),
-        services: users.into_iter().map(|u| u.service).collect(),
+        services: bind.uses.iter().map(|u| u.service.clone()).collect(),
     })
 }
 
@@ -331,7 +344,8 @@ pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<Prepared> {
     } else {
         (archive::read_metadata_from(&src).with_context(|| format!("read {}", path.display()))?, None)
     };
-    let plan = plan(&ctx.model()?.0, &StackBinds::of(ctx)?, &meta, &opts.only, opts.force)?;
+    let plan = plan(&ctx.model()?.0, &StackBinds::of(ctx, &opts.dir)?, &meta, &opts.only, opts.force)?;
+    refuse_linked_binds(&plan)?;
     let existing = volumes::names(docker)?;
     let mut present = Vec::new();
     for v in &plan.volumes {
@@ -458,8 +472,10 @@ fn stage(
     guard: &mut ServiceGuard,
 ) -> Result<(Option<PathBuf>, Staged)> {
     let docker = ctx.docker()?;
+    refuse_linked_binds(&p.plan)?;
+    let existing = volumes::names(docker)?;
     for v in &p.plan.volumes {
-        if !target_exists(docker, &volumes::names(docker)?, &v.target)? {
+        if !target_exists(docker, &existing, &v.target)? {
             create_target(ctx, docker, v, &p.plan.project)?;
             if !is_bind(&v.target) {
                 created.push(v.target.clone());
@@ -520,14 +536,17 @@ fn swap_all(
     let mut users: Vec<String> = p.plan.volumes.iter().flat_map(|v| v.services.clone()).collect();
     users.sort();
     users.dedup();
+    refuse_linked_binds(&p.plan)?;
     moments.stop_began = unix_now();
     guard.stop_for_copy(&users, &ctx.ui)?;
     // The swaps are short and must not be cut off half-way.
     let _calm = signals::Suspended::begin();
     moments.swap_began = unix_now();
     let targets: Vec<&str> = p.plan.volumes.iter().map(|v| v.target.as_str()).collect();
-    ctx.ui.step(&format!("swap the restored content into {}", targets.join(", ")));
-    staging::swap(docker, &targets, names)?;
+    if !targets.is_empty() {
+        ctx.ui.step(&format!("swap the restored content into {}", targets.join(", ")));
+        staging::swap(docker, &targets, names)?;
+    }
     *old_dbs = database::swap(ctx, &p.plan.dbs, &staged.dbs, &staged.dumps)?;
     moments.swap_ended = unix_now();
     Ok(())
@@ -572,6 +591,7 @@ fn replace(
     created: &mut Vec<String>,
 ) -> Result<()> {
     let docker = ctx.docker()?;
+    refuse_linked_binds(plan)?;
     let mut users: Vec<String> = plan.volumes.iter().flat_map(|v| v.services.clone()).collect();
     users.sort();
     users.dedup();
@@ -611,7 +631,7 @@ fn way_back(
         return Ok("no safety backup existed, so only volumes it had created were removed".into());
     };
     let verified = Verified::check(Source::open(safety)?, Rules::default())?;
-    let plan = plan(&ctx.model()?.0, &StackBinds::of(ctx)?, verified.meta(), &[], false)?;
+    let plan = plan(&ctx.model()?.0, &StackBinds::of(ctx, dir)?, verified.meta(), &[], false)?;
     let mut again = Vec::new();
     // A second signal must not cut the way back off.
     let _calm = signals::Suspended::begin();
@@ -715,8 +735,18 @@ fn create_target(ctx: &Ctx, docker: &Docker, v: &VolumeRestore, project: &str) -
             v.target
         );
     }
-    std::fs::create_dir_all(&v.target)
+    crate::files::create_dir_no_follow(Path::new(&v.target))
         .with_context(|| format!("create {} for the bind mount (as the user running the tool)", v.target))
+}
+
+/// Refuses the plan's bind targets when one of them, or a directory above it, is a symbolic link
+/// (checked on this machine, without following links): Docker would follow it to wherever it
+/// points. Checked when the plan is made, before staging and again right before the swap.
+fn refuse_linked_binds(plan: &RestorePlan) -> Result<()> {
+    for v in plan.volumes.iter().filter(|v| is_bind(&v.target)) {
+        crate::files::refuse_symlinks(Path::new(&v.target)).context("restore refused: nothing was changed")?;
+    }
+    Ok(())
 }
 
 fn create_volume(ctx: &Ctx, docker: &Docker, v: &VolumeRestore, project: &str) -> Result<()> {
@@ -740,7 +770,11 @@ mod tests {
     use crate::model::compose::Selection;
 
     fn no_binds() -> StackBinds {
-        StackBinds { project_dir: "/nonexistent-project".into(), binds: Vec::new() }
+        StackBinds {
+            project_dir: "/nonexistent-project".into(),
+            backup_dir: "/nonexistent-backups".into(),
+            binds: Vec::new(),
+        }
     }
 
     fn sample() -> Project {

@@ -65,6 +65,9 @@ done
 /// Swaps the staged content of each of `targets` into place (or finishes swaps that were cut
 /// off), all in one helper container: the services are stopped while it runs.
 pub fn swap(docker: &Docker, targets: &[&str], names: &Names) -> Result<()> {
+    if targets.is_empty() {
+        return Ok(());
+    }
     let command = ["sh", "-c", SWAP, "sh", &names.staging, &names.old, &names.swap];
     let mut h = Helper::read_only(targets, &command);
     h.mounts.iter_mut().for_each(|m| m.read_only = false);
