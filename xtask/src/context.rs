@@ -15,6 +15,16 @@ pub struct Ctx {
     pub ui: Ui,
     /// The model and the `docker compose config` text, read once on first use.
     model: std::cell::OnceCell<(Project, Option<String>)>,
+    /// What the reader of archives lets through that `x-xtask.sign`/`encrypt` would refuse.
+    pub trust: Trust,
+}
+
+/// Exceptions to the reading policy of `x-xtask.sign` and `x-xtask.encrypt`, each asked for by
+/// its own flag (`--allow-unsigned`, `--allow-unencrypted`); none by default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Trust {
+    pub allow_unsigned: bool,
+    pub allow_unencrypted: bool,
 }
 
 impl Ctx {
@@ -22,7 +32,7 @@ impl Ctx {
         let process: BTreeMap<String, String> = std::env::vars().collect();
         let stack = selection.resolve(&process)?;
         let docker = if offline { None } else { Some(Docker::connect(dry_run, verbose)?) };
-        Ok(Ctx { stack, docker, ui: Ui { quiet }, model: std::cell::OnceCell::new() })
+        Ok(Ctx { stack, docker, ui: Ui { quiet }, model: std::cell::OnceCell::new(), trust: Trust::default() })
     }
 
     /// The docker runner, or an error saying the command cannot work offline.

@@ -68,3 +68,25 @@ pub fn create_dir_no_follow(host_path: &Path) -> Result<()> {
     }
     refuse_symlinks(host_path)
 }
+
+/// A directory only this user can read, removed when dropped.
+pub struct TempDir {
+    pub path: std::path::PathBuf,
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A new empty directory under the system's temporary directory, mode 0700.
+pub fn private_temp_dir(prefix: &str) -> Result<TempDir> {
+    use std::os::unix::fs::DirBuilderExt;
+    static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let path = std::env::temp_dir().join(format!("{prefix}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&path);
+    std::fs::DirBuilder::new().mode(0o700).create(&path).with_context(|| format!("create {}", path.display()))?;
+    Ok(TempDir { path })
+}

@@ -52,6 +52,13 @@ struct Global {
     /// Print only results and errors, no progress lines
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Read archives without a valid signature although x-xtask.sign is set (restore, verify,
+    /// pull, --latest, prune count them); loud, for recovery only
+    #[arg(long, global = true)]
+    allow_unsigned: bool,
+    /// Read clear archives although x-xtask.encrypt is set; for archives made before encryption
+    #[arg(long, global = true)]
+    allow_unencrypted: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -387,7 +394,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 | Command::Push { .. }
                 | Command::Pull { .. }
         );
-    let ctx = context::Ctx::new(&selection, offline, g.dry_run, g.verbose, g.quiet)?;
+    let mut ctx = context::Ctx::new(&selection, offline, g.dry_run, g.verbose, g.quiet)?;
+    ctx.trust = context::Trust { allow_unsigned: g.allow_unsigned, allow_unencrypted: g.allow_unencrypted };
     dispatch(&ctx, cli.command, g.dry_run, env_name.as_deref())
 }
 
@@ -477,7 +485,7 @@ impl PruneArgs {
         };
         match self.remote {
             Some(name) => offsite::prune(ctx, &name, &r, dry_run),
-            None => archives::prune(&self.dir.path(), &ctx.stack.name, &r, dry_run, &ctx.ui),
+            None => archives::prune(ctx, &self.dir.path(), &r, dry_run),
         }
     }
 }

@@ -157,8 +157,13 @@ fn rclone(_s3: &S3, args: &[&str]) -> std::process::Output {
 /// The sample stack with an overlay naming the server as remote `offsite` (and `dead`, an
 /// endpoint nothing listens on), with `encrypt` recipients when given.
 fn stack_with_remote(name: &str, s3: &S3, dir: &TempDir, recipient: Option<&str>) -> TestStack {
+    stack_with_settings(name, s3, dir, recipient, "")
+}
+
+/// [`stack_with_remote`], with `more` (lines of the `x-xtask` block) added.
+fn stack_with_settings(name: &str, s3: &S3, dir: &TempDir, recipient: Option<&str>, more: &str) -> TestStack {
     let mut stack = TestStack::sample(name);
-    let encrypt = recipient.map(|r| format!("  encrypt: {{recipients: [\"{r}\"]}}\n")).unwrap_or_default();
+    let encrypt = recipient.map(|r| format!("  encrypt: {{recipients: [\"{r}\"]}}\n")).unwrap_or_default() + more;
     let overlay = format!(
         "x-xtask:\n  remotes:\n    offsite: {{url: \"s3://{BUCKET}/backups\", endpoint: \"{}\", region: us-east-1}}\n    \
          dead: {{url: \"s3://{BUCKET}/backups\", endpoint: \"http://127.0.0.1:1\", region: us-east-1}}\n{encrypt}",
@@ -440,17 +445,16 @@ fn put(s3: &S3, project: &str, name: &str, data: &[u8]) {
 
 /// `full_backup_YYYYMMDD_HHMMSS.tar.gz` for `name`'s time plus `secs`.
 fn later_name(name: &str, secs: i64) -> String {
-    let stamp = &name["full_backup_".len().."full_backup_".len() + 15];
-    let out = Command::new("date")
-        .args([
-            "-u",
-            "-d",
-            &format!("{} {}:{}:{} UTC {secs:+} seconds", &stamp[..8], &stamp[9..11], &stamp[11..13], &stamp[13..15]),
-            "+full_backup_%Y%m%d_%H%M%S.tar.gz",
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    shifted(name, secs)
+}
+
+/// The archive name `name` (`KIND_backup_YYYYMMDD_HHMMSS…`) with its time moved by `secs`.
+fn shifted(name: &str, secs: i64) -> String {
+    let at = name.find(|c: char| c.is_ascii_digit()).unwrap();
+    let (prefix, stamp, rest) = (&name[..at], &name[at..at + 15], &name[at + 15..]);
+    let when = format!("{} {}:{}:{} UTC {secs:+} seconds", &stamp[..8], &stamp[9..11], &stamp[11..13], &stamp[13..15]);
+    let out = Command::new("date").args(["-u", "-d", &when, "+%Y%m%d_%H%M%S"]).output().unwrap();
+    format!("{prefix}{}{rest}", String::from_utf8(out.stdout).unwrap().trim())
 }
 
 /// Objects the tool cannot authenticate (one-byte junk with matching sidecars, named after the
@@ -501,4 +505,119 @@ fn a_hostile_bucket_can_neither_erase_nor_poison_genuine_archives() {
     let poisoned = listed.iter().find(|a| a["file"] == poison.as_str()).unwrap();
     assert!(poisoned["sidecar_refused"].as_str().unwrap().contains("not its own archive"), "{poisoned}");
     stack.xtask_ok(&["verify", "--remote", "offsite", &genuine[0], "--output-dir", b]);
+}
+
+/// Makes a forged archive's signature file from its name and path.
+type SignWith<'a> = dyn Fn(&str, &Path) -> String + 'a;
+
+/// An OpenSSH ed25519 key pair in `dir`: (private key file, public key line).
+fn ssh_keypair(dir: &TempDir, name: &str) -> (PathBuf, String) {
+    let key = dir.0.join(name);
+    let ok = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"]).arg(&key).status();
+    assert!(ok.unwrap().success());
+    (key.clone(), std::fs::read_to_string(key.with_extension("pub")).unwrap().trim().to_string())
+}
+
+/// Signs `statement` with `key` as the tool's signature files hold it (statement, then armor).
+fn signature_file(key: &Path, statement: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("ssh-keygen")
+        .args(["-Y", "sign", "-n", "xtask-archive", "-f"])
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(statement.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    format!("{statement}{}", String::from_utf8(out.stdout).unwrap())
+}
+
+fn statement(file: &str, path: &Path, project: &str) -> String {
+    let size = std::fs::metadata(path).unwrap().len();
+    format!("xtask-archive-signature 1\nfile {file}\nsize {size}\nsha256 {}\nproject {project}\n", sha256_file(path))
+}
+
+/// With `x-xtask.sign` (and `encrypt`): backups are signed locally and in the remote; an
+/// unsigned archive, one signed by a key the compose file does not allow, one whose signature
+/// vouches for another archive and a clear one are refused by verify, restore and `--latest`
+/// (nothing changes), and read with `--allow-unsigned` / `--allow-unencrypted`.
+#[test]
+fn with_sign_set_only_archives_signed_by_an_allowed_key_are_read() {
+    if !ready() {
+        return;
+    }
+    let s3 = S3::start("sign");
+    let dir = TempDir::new("offsite-sign");
+    let b = dir.0.join("backups");
+    let b = b.to_str().unwrap();
+    let (good, good_pub) = ssh_keypair(&dir, "good");
+    let (evil, _) = ssh_keypair(&dir, "evil");
+    let (age_key, recipient) = keypair(&dir, "age.txt");
+    let sign = format!("  sign: {{allowed_signers: [\"{good_pub}\"]}}\n");
+    let mut stack = stack_with_settings("sign", &s3, &dir, Some(&recipient), &sign);
+    stack.unset.retain(|v| v != "XTASK_AGE_IDENTITY");
+    stack.env.push(("XTASK_AGE_IDENTITY".into(), age_key.to_string_lossy().into_owned()));
+    stack.xtask_ok(&["up", "db"]);
+
+    // No signing key: the backup is refused before anything is written.
+    let (ok, _, err) = stack.xtask(&["backup-db", "--output-dir", b]);
+    assert!(!ok && err.contains("XTASK_SIGNING_KEY"), "{err}");
+    stack.env.push(("XTASK_SIGNING_KEY".into(), good.to_string_lossy().into_owned()));
+    let out = stack.xtask_json(&["backup-db", "--output-dir", b, "--push", "offsite", "--json"]);
+    let genuine = PathBuf::from(out["path"].as_str().unwrap());
+    let name = genuine.file_name().unwrap().to_str().unwrap().to_string();
+    let sig = std::fs::read_to_string(format!("{}.sig", genuine.display())).unwrap();
+    assert!(sig.starts_with(&statement(&name, &genuine, &stack.project)), "{sig}");
+    assert!(objects(&s3, &stack.project).iter().any(|o| o.0 == format!("{name}.sig")), "the signature is pushed");
+    stack.xtask_ok(&["verify", genuine.to_str().unwrap()]);
+    stack.xtask_ok(&["verify", "--remote", "offsite", &name]);
+
+    // Forgeries, each newer than the genuine archive (so `--latest` would pick it).
+    std::thread::sleep(Duration::from_secs(4));
+    let forge = |n: u32, sig: Option<&SignWith<'_>>| -> PathBuf {
+        let file = shifted(&name, n as i64);
+        let path = Path::new(b).join(&file);
+        std::fs::copy(&genuine, &path).unwrap();
+        if let Some(sig) = sig {
+            std::fs::write(format!("{}.sig", path.display()), sig(&file, &path)).unwrap();
+        }
+        path
+    };
+    let project = stack.project.clone();
+    let unsigned = forge(1, None);
+    let by_evil = forge(2, Some(&|f, p| signature_file(&evil, &statement(f, p, &project))));
+    let sig_of_other = forge(3, Some(&|_, _| sig.clone()));
+    for (path, why) in [
+        (&unsigned, "no signature"),
+        (&by_evil, "not valid for this archive"),
+        (&sig_of_other, "vouches for another archive"),
+    ] {
+        let p = path.to_str().unwrap();
+        let (ok, _, err) = stack.xtask(&["verify", p]);
+        assert!(!ok && err.contains(why) && err.contains("--allow-unsigned"), "{p}: {err}");
+        let (ok, _, err) = stack.xtask(&["restore", p, "--yes", "--output-dir", b]);
+        assert!(!ok && err.contains(why), "{p}: {err}");
+        let (ok, _, err) = stack.xtask(&["verify", p, "--allow-unsigned"]);
+        assert!(ok && err.contains("--allow-unsigned"), "read with the flag, loudly: {err}");
+    }
+    let (ok, _, err) = stack.xtask(&["verify", "--latest", "--output-dir", b]);
+    assert!(ok && err.contains("skip") && err.contains(by_evil.file_name().unwrap().to_str().unwrap()), "{err}");
+
+    // A clear (but signed) archive while encryption is set.
+    let clear = stack.xtask_json(&["backup-db", "--output-dir", b, "--no-encrypt", "--json"]);
+    let clear = clear["path"].as_str().unwrap();
+    let (ok, _, err) = stack.xtask(&["verify", clear]);
+    assert!(!ok && err.contains("not encrypted") && err.contains("--allow-unencrypted"), "{err}");
+    stack.xtask_ok(&["verify", clear, "--allow-unencrypted"]);
+
+    // The remote: an unsigned copy pushed there is listed untrusted and never "latest".
+    stack.xtask_ok(&["push", unsigned.to_str().unwrap(), "--to", "offsite", "--output-dir", b]);
+    let listed = remote_list(&stack);
+    let copy = listed.iter().find(|a| a["file"] == unsigned.file_name().unwrap().to_str().unwrap()).unwrap();
+    assert!(copy["untrusted"].as_str().unwrap().contains("no signature"), "{copy}");
+    let (ok, _, err) = stack.xtask(&["verify", "--remote", "offsite", "--latest"]);
+    assert!(ok && err.contains("skip"), "the genuine one is the latest trusted: {err}");
 }

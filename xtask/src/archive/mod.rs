@@ -9,6 +9,7 @@ pub mod extract;
 pub mod grammar;
 mod inflate;
 pub mod pgz;
+pub mod signature;
 pub mod sink;
 
 use std::collections::BTreeMap;
@@ -657,6 +658,16 @@ impl Source {
 
     pub fn encrypted(&self) -> bool {
         self.identity.is_some()
+    }
+
+    /// The size and SHA-256 of a local archive's bytes as stored, read through its own open
+    /// descriptor (whatever happens to its name, later reads see the bytes hashed here); None for
+    /// a remote one, whose bytes are checked against its sidecar as they arrive.
+    pub fn stored_digest(&self) -> Result<Option<(u64, [u8; 32])>> {
+        let Origin::File(_) = &self.origin else { return Ok(None) };
+        let mut hashing = HashingReader::new(self.raw()?);
+        let size = io::copy(&mut hashing, &mut io::sink()).with_context(|| format!("read {}", self.path.display()))?;
+        Ok(Some((size, hashing.hasher.finalize().into())))
     }
 
     /// A fresh reader of the archive's gzip bytes from the start (a positioned read of the

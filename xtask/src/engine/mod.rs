@@ -8,3 +8,4 @@ pub mod docker;
 pub mod postgres;
 pub mod remote;
 pub mod services;
+pub mod sign;

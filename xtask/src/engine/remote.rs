@@ -100,15 +100,16 @@ impl Remote {
             .with_context(|| format!("read the start of {}", self.shown(name)))
     }
 
-    /// The `NAME.sha256` sidecars of the folder, each read on its own (one `rclone copy` into a
+    /// The `NAME.sha256` sidecars (and `NAME.sig` signatures) of the folder, each read on its own (one `rclone copy` into a
     /// private temporary directory, so one sidecar's bytes can never speak for another archive).
     /// A sidecar counts only when it holds exactly one line `<64 hex>  NAME` naming its own
     /// archive; any other is reported in [`Sidecars::refused`] and counts for nothing.
     pub fn sidecars(&self) -> Result<Sidecars> {
-        let dir = private_temp_dir("xtask-sidecars")?;
+        let dir = crate::files::private_temp_dir("xtask-sidecars")?;
         let max = format!("{SIDECAR_MAX}b");
         let at = dir.path.display().to_string();
-        let mut args = self.args("copy", &self.spec.root, &["--include", "*.sha256", "--max-depth", "1"]);
+        let include = ["--include", "*.sha256", "--include", "*.sig", "--max-depth", "1"];
+        let mut args = self.args("copy", &self.spec.root, &include);
         args.pop();
         args.extend(["--max-size".into(), max, self.spec.root.clone(), at]);
         self.rclone.output(&args).with_context(|| format!("read the .sha256 files of remote {}", self.spec.name))?;
@@ -116,8 +117,12 @@ impl Remote {
         for entry in std::fs::read_dir(&dir.path).context("read the downloaded .sha256 files")? {
             let entry = entry?;
             let file = entry.file_name().to_string_lossy().into_owned();
-            let Some(archive) = file.strip_suffix(".sha256") else { continue };
             let text = std::fs::read(entry.path()).with_context(|| format!("read the downloaded {file}"))?;
+            if let Some(archive) = file.strip_suffix(crate::archive::signature::SUFFIX) {
+                out.signatures.insert(archive.to_string(), text);
+                continue;
+            }
+            let Some(archive) = file.strip_suffix(".sha256") else { continue };
             match own_sidecar(archive, &text) {
                 Ok(d) => {
                     out.good.insert(archive.to_string(), d);
@@ -168,6 +173,8 @@ impl crate::archive::sink::Finish for ToolWriter {
 pub struct Sidecars {
     pub good: BTreeMap<String, [u8; 32]>,
     pub refused: Vec<(String, String)>,
+    /// Archive name -> the bytes of its `NAME.sig` (checked by the caller's policy).
+    pub signatures: BTreeMap<String, Vec<u8>>,
 }
 
 /// The digest in `archive`'s own sidecar: exactly one line, `<64 hex>  <archive>` (`sha256sum`'s
@@ -184,27 +191,6 @@ pub fn own_sidecar(archive: &str, text: &[u8]) -> std::result::Result<[u8; 32], 
         return Err(format!("it names {name:?}, not its own archive {archive}"));
     }
     Ok(digest)
-}
-
-/// A directory only this user can read, removed when dropped.
-pub struct TempDir {
-    pub path: std::path::PathBuf,
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
-
-fn private_temp_dir(prefix: &str) -> Result<TempDir> {
-    use std::os::unix::fs::DirBuilderExt;
-    static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let path = std::env::temp_dir().join(format!("{prefix}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&path);
-    std::fs::DirBuilder::new().mode(0o700).create(&path).with_context(|| format!("create {}", path.display()))?;
-    Ok(TempDir { path })
 }
 
 pub fn parse_hex32(hex: &str) -> Option<[u8; 32]> {

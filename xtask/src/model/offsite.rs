@@ -13,7 +13,12 @@
 //!   encrypt:
 //!     recipients: ["age1…"]                   # public keys: safe to commit
 //!     recipients_file: keys/backup.pub        # or a file of them, relative to the project directory
+//!   sign:
+//!     allowed_signers: ["ssh-ed25519 AAAA… backup@host"]   # OpenSSH public keys: safe to commit
+//!     allowed_signers_file: keys/signers.pub  # or a file of them (one per line)
 //! ```
+//!
+//! The signing key comes from the file `XTASK_SIGNING_KEY` names, never from here.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -46,11 +51,21 @@ impl Encryption {
     }
 }
 
+/// Who may sign archives: OpenSSH public keys (`TYPE BASE64 [COMMENT]`), given inline or in a
+/// file read when a signature is checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Signing {
+    pub allowed_signers: Vec<String>,
+    pub allowed_signers_file: Option<PathBuf>,
+}
+
 /// The parsed `x-xtask` off-site settings.
 #[derive(Debug, Clone, Default)]
 pub struct Offsite {
     pub remotes: BTreeMap<String, RemoteSpec>,
     pub encryption: Encryption,
+    /// Set: every archive is signed when written and must carry a valid signature to be read.
+    pub signing: Option<Signing>,
 }
 
 fn text<'a>(v: &'a Value, key: &str, at: &str) -> Result<Option<&'a str>> {
@@ -80,7 +95,48 @@ pub fn parse(settings: Option<&Value>, project: &str, project_dir: &Path) -> Res
     if let Some(e) = s.get("encrypt") {
         out.encryption = encryption(e, project_dir).context("x-xtask.encrypt")?;
     }
+    if let Some(v) = s.get("sign") {
+        out.signing = Some(signing(v, project_dir).context("x-xtask.sign")?);
+    }
     Ok(out)
+}
+
+fn signing(v: &Value, project_dir: &Path) -> Result<Signing> {
+    let mut sign = Signing::default();
+    if let Some(list) = v.get("allowed_signers") {
+        let list = list.as_sequence().context("allowed_signers must be a list of OpenSSH public keys")?;
+        for k in list {
+            let k = k.as_str().context("every allowed signer must be a string")?;
+            sign.allowed_signers.push(check_public_key(k)?);
+        }
+    }
+    if let Some(file) = text(v, "allowed_signers_file", "sign")? {
+        sign.allowed_signers_file = Some(project_dir.join(file));
+    }
+    if sign.allowed_signers.is_empty() && sign.allowed_signers_file.is_none() {
+        bail!("names neither allowed_signers nor allowed_signers_file");
+    }
+    Ok(sign)
+}
+
+/// An OpenSSH public key line, `TYPE BASE64 [COMMENT]`, as `ssh-keygen -y` or a `.pub` file
+/// gives it; returned as `TYPE BASE64` (the comment dropped: it never reaches a signers file).
+pub fn check_public_key(line: &str) -> Result<String> {
+    const TYPES: [&str; 6] = [
+        "ssh-ed25519",
+        "sk-ssh-ed25519@openssh.com",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "ssh-rsa",
+    ];
+    let mut words = line.split_whitespace();
+    let (kind, key) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
+    let base64 = |b: u8| b.is_ascii_alphanumeric() || b"+/=".contains(&b);
+    if !TYPES.contains(&kind) || key.len() < 16 || !key.bytes().all(base64) {
+        bail!("{line:?} is not an OpenSSH public key (`ssh-ed25519 AAAA… name`, as in a .pub file)");
+    }
+    Ok(format!("{kind} {key}"))
 }
 
 fn encryption(e: &Value, project_dir: &Path) -> Result<Encryption> {
@@ -200,6 +256,30 @@ mod tests {
 
     fn yaml(s: &str) -> Value {
         serde_yaml::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn signers_are_openssh_public_keys_and_nothing_else() {
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBKPFbHg1DrQSVo2M4PHwjYyF8zfWnUqZCo+uxvCHOpO";
+        let o = parse(
+            Some(&yaml(&format!("sign: {{allowed_signers: ['{key} backup@host'], allowed_signers_file: k.pub}}"))),
+            "p",
+            Path::new("/proj"),
+        )
+        .unwrap();
+        let s = o.signing.unwrap();
+        assert_eq!(s.allowed_signers, vec![key.to_string()], "the comment is dropped");
+        assert_eq!(s.allowed_signers_file.as_deref(), Some(Path::new("/proj/k.pub")));
+        for bad in [
+            "sign: {}",
+            "sign: {allowed_signers: ['cert-authority ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA']}",
+            "sign: {allowed_signers: ['ssh-ed25519 AAAA\"; rm -rf /']}",
+            "sign: {allowed_signers: ['ssh-dss AAAAB3NzaC1kc3MAAACBAP']}",
+        ] {
+            let e = parse(Some(&yaml(bad)), "p", Path::new("/p"));
+            assert!(e.is_err(), "{bad}");
+        }
+        assert!(parse(Some(&yaml("remotes: {}")), "p", Path::new("/p")).unwrap().signing.is_none());
     }
 
     #[test]

@@ -783,6 +783,10 @@ fn write_archive(
     sources: &Sources,
 ) -> Result<(PathBuf, u64, archive::StreamStats)> {
     let docker = ctx.docker()?;
+    if crate::tasks::trust::Policy::of(ctx)?.signing.is_some() {
+        // Asked before anything is written: an archive that cannot be signed would be untrusted.
+        crate::engine::sign::key_file()?;
+    }
     let suffix = if plan.seal.is_some() { ".tar.gz.age" } else { ".tar.gz" };
     let name = archive_name(plan.kind, opts.tag.as_deref())?.replace(".tar.gz", suffix);
     let mut final_path = dir.join(&name);
@@ -827,6 +831,8 @@ fn write_archive(
     let stats = writer.stats;
     let committed = writer.commit_all()?;
     let bytes = committed.size;
+    crate::tasks::trust::sign_local(ctx, &final_path, committed.size, committed.sha256)
+        .with_context(|| format!("the archive {} was written but not signed", final_path.display()))?;
     if let Some(u) = upload {
         u.complete(ctx, &final_path, committed).map_err(|e| {
             e.context(format!("the archive was written but not uploaded; it is kept at {}", final_path.display()))

@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use crate::archive::extract::Verified;
 use crate::archive::{self, Metadata};
 use crate::context::Ctx;
-use crate::ui::{human_bytes, table, Ui};
+use crate::ui::{human_bytes, table};
 
 mod deep_mariadb;
 
@@ -164,6 +164,22 @@ pub fn date_doubt(
         return Some(format!("its file was last written {mtime}, which does not fit its date {stamp}"));
     }
     None
+}
+
+/// The newest archive of this project in `dir` that `wanted` accepts and the reading policy
+/// trusts (`x-xtask.sign` / `encrypt`, archive by archive through its open descriptor), opened;
+/// each one passed over is named with why.
+pub fn latest_trusted(ctx: &Ctx, dir: &Path, wanted: impl Fn(&ArchiveFile) -> bool) -> Result<archive::Source> {
+    let project = ctx.stack.name.as_str();
+    let policy = crate::tasks::trust::Policy::of(ctx)?;
+    for a in scan(dir, project)?.into_iter().filter(|a| a.problem.is_none() && wanted(a)) {
+        let src = archive::Source::open(&a.path)?;
+        match policy.check_local(&src) {
+            Ok(()) => return Ok(src),
+            Err(e) => eprintln!("skip {e:#}"),
+        }
+    }
+    bail!("no trusted archive of project {project} in {}; make one with `cargo xtask backup`", dir.display())
 }
 
 /// Every archive of `project` in `dir`, newest first. Files that are not ours by name are
@@ -328,7 +344,10 @@ pub fn verify(ctx: &Ctx, dir: &Path, which: Which, deep: bool, rules: archive::R
     };
     let targets: Vec<(PathBuf, Result<archive::Source>, bool)> = match which {
         Which::One(p) => vec![local(p)],
-        Which::Latest => vec![local(latest(dir, project, |_| true)?)],
+        Which::Latest => {
+            let src = latest_trusted(ctx, dir, |_| true)?;
+            vec![(src.path.clone(), Ok(src), true)]
+        }
         Which::All => scan(dir, project)?.into_iter().map(|a| local(a.path)).collect(),
         Which::Remote { remote, file } => {
             let src = crate::tasks::offsite::pick(ctx, &remote, file.as_deref())?;
@@ -373,7 +392,8 @@ fn verify_one(
     deep: bool,
     rules: archive::Rules,
 ) -> archive::Report {
-    let src = match src {
+    let trusted = src.and_then(|s| crate::tasks::trust::Policy::of(ctx)?.check_local(&s).map(|_| s));
+    let src = match trusted {
         Ok(s) => s,
         Err(e) => {
             return archive::Report { path: path.to_path_buf(), problems: vec![format!("{e:#}")], ..Default::default() }
@@ -616,10 +636,17 @@ pub fn decide(archives: &[(OffsetDateTime, bool)], r: &Retention) -> Vec<Vec<Str
     reasons
 }
 
-pub fn prune(dir: &Path, project: &str, r: &Retention, dry_run: bool, ui: &Ui) -> Result<()> {
+pub fn prune(ctx: &Ctx, dir: &Path, r: &Retention, dry_run: bool) -> Result<()> {
+    let (project, ui) = (ctx.stack.name.as_str(), &ctx.ui);
     // Not while a backup or restore of the project runs (it may be reading an archive).
     let _lock = if dry_run || !dir.exists() { None } else { Some(crate::lock::Lock::acquire(dir, project, "prune")?) };
-    let archives = scan(dir, project)?;
+    let mut archives = scan(dir, project)?;
+    // What the reading policy does not trust never takes a retention slot, and is never removed.
+    let policy = crate::tasks::trust::Policy::of(ctx)?;
+    for a in archives.iter_mut().filter(|a| a.problem.is_none()) {
+        let size = std::fs::symlink_metadata(&a.path).map(|m| m.len()).unwrap_or_default();
+        a.problem = policy.uncounted(&a.path, size).map(|why| format!("not counted: {why}"));
+    }
     let mut removed = 0;
     for a in archives.iter().filter(|a| a.problem.is_some()) {
         println!("keep {} ({}; never pruned)", a.file, a.problem.as_deref().unwrap_or_default());
@@ -634,6 +661,7 @@ pub fn prune(dir: &Path, project: &str, r: &Retention, dry_run: bool, ui: &Ui) -
                 } else {
                     std::fs::remove_file(&a.path).with_context(|| format!("remove {}", a.path.display()))?;
                     let _ = std::fs::remove_file(marker_path(&a.path));
+                    let _ = std::fs::remove_file(crate::tasks::trust::signature_path(&a.path));
                     println!("removed {}", a.file);
                 }
                 removed += 1;

@@ -10,4 +10,5 @@ pub mod offsite;
 pub mod restore;
 pub mod stack;
 pub mod status;
+pub mod trust;
 pub mod volumes;

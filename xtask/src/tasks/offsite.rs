@@ -85,6 +85,20 @@ pub struct RemoteArchive {
     /// line…): in doubt, never used and never removed by prune.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sidecar_refused: Option<String>,
+    /// The bytes of its `NAME.sig`, if the remote has one.
+    #[serde(skip)]
+    pub signature: Option<Vec<u8>>,
+    /// Why the reading policy (x-xtask.sign / encrypt) does not trust it; None: trusted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub untrusted: Option<String>,
+}
+
+impl RemoteArchive {
+    /// Why `policy` does not trust this complete archive (None: it does).
+    fn judge(&self, policy: &crate::tasks::trust::Policy) -> Option<String> {
+        let digest = self.digest?;
+        policy.untrusted(&self.file, self.size_bytes, digest, self.encrypted, self.signature.as_deref())
+    }
 }
 
 /// The project's archives in `remote`, newest first, and the sidecars without an archive.
@@ -116,6 +130,8 @@ pub fn scan(remote: &Remote) -> Result<(Vec<RemoteArchive>, Vec<String>)> {
             complete: digest.is_some(),
             encrypted: o.name.ends_with(crypt::SUFFIX),
             sidecar_refused: refused(&o.name),
+            signature: sidecars.signatures.get(&o.name).cloned(),
+            untrusted: None,
         });
     }
     out.sort_by(|a, b| b.created.cmp(&a.created).then(b.file.cmp(&a.file)));
@@ -131,7 +147,11 @@ pub fn scan(remote: &Remote) -> Result<(Vec<RemoteArchive>, Vec<String>)> {
 /// `backups --remote`.
 pub fn list(ctx: &Ctx, name: &str, json: bool) -> Result<()> {
     let remote = open(ctx, name)?;
-    let (archives, _) = scan(&remote)?;
+    let (mut archives, _) = scan(&remote)?;
+    let policy = quiet_policy(ctx)?;
+    for a in archives.iter_mut().filter(|a| a.complete) {
+        a.untrusted = a.judge(&policy);
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&archives)?);
         return Ok(());
@@ -150,6 +170,7 @@ pub fn list(ctx: &Ctx, name: &str, json: bool) -> Result<()> {
                 a.kind.to_string(),
                 match (&a.sidecar_refused, a.complete) {
                     (Some(why), _) => format!("IN DOUBT (its .sha256 is refused: {why})"),
+                    (None, true) if a.untrusted.is_some() => "UNTRUSTED (unsigned or not encrypted)".into(),
                     (None, true) => "complete".into(),
                     (None, false) => "INCOMPLETE (no .sha256: an interrupted push)".into(),
                 },
@@ -166,17 +187,37 @@ pub fn pick(ctx: &Ctx, name: &str, file: Option<&str>) -> Result<archive::Source
     pick_named(ctx, name, file).map(|(src, _)| src)
 }
 
-/// [`pick`], with the archive's file name in the remote.
-fn pick_named(ctx: &Ctx, name: &str, file: Option<&str>) -> Result<(archive::Source, String)> {
+/// The reading policy without its `--allow-*` exceptions: for listing and retention, where
+/// an exception would let an untrusted object count.
+fn quiet_policy(ctx: &Ctx) -> Result<crate::tasks::trust::Policy> {
+    let mut policy = crate::tasks::trust::Policy::of(ctx)?;
+    policy.trust = Default::default();
+    Ok(policy)
+}
+
+/// [`pick`], with the archive as the remote lists it. `--latest` is the newest complete
+/// archive the reading policy trusts; a named one must be trusted too.
+fn pick_named(ctx: &Ctx, name: &str, file: Option<&str>) -> Result<(archive::Source, RemoteArchive)> {
     let remote = open(ctx, name)?;
     let (archives, _) = scan(&remote)?;
+    let policy = crate::tasks::trust::Policy::of(ctx)?;
     let found = match file {
         Some(f) => archives.iter().find(|a| a.file == f).with_context(|| {
             format!("remote {name} has no archive {f} of project {}; see `cargo xtask backups --remote {name}`", ctx.stack.name)
         })?,
-        None => archives.iter().find(|a| a.complete).with_context(|| {
-            format!("remote {name} has no complete archive of project {}; push one with `cargo xtask push --latest --to {name}`", ctx.stack.name)
-        })?,
+        None => archives
+            .iter()
+            .filter(|a| a.complete)
+            .find(|a| match a.judge(&policy) {
+                None => true,
+                Some(why) => {
+                    eprintln!("skip {}: {why}", remote.shown(&a.file));
+                    false
+                }
+            })
+            .with_context(|| {
+                format!("remote {name} has no complete, trusted archive of project {}; push one with `cargo xtask push --latest --to {name}`", ctx.stack.name)
+            })?,
     };
     let Some(digest) = found.digest else {
         bail!(
@@ -184,7 +225,12 @@ fn pick_named(ctx: &Ctx, name: &str, file: Option<&str>) -> Result<(archive::Sou
             remote.shown(&found.file)
         );
     };
-    Ok((archive::Source::remote(remote.clone(), &found.file, digest)?, found.file.clone()))
+    if file.is_some() {
+        if let Some(why) = found.judge(&policy) {
+            bail!("{} is untrusted: {why}", remote.shown(&found.file));
+        }
+    }
+    Ok((archive::Source::remote(remote.clone(), &found.file, digest)?, found.clone()))
 }
 
 /// A local file opened for reading, its identity fixed (O_NOFOLLOW, a regular file).
@@ -290,17 +336,22 @@ fn upload(remote: &Remote, item: &PushItem, tick: &dyn Fn(u64)) -> Result<()> {
             item.size_bytes
         );
     }
-    seal_upload(remote, &item.file, sent, reader.hasher.finalize().into())
+    seal_upload(remote, &item.file, sent, reader.hasher.finalize().into(), &item.path)
 }
 
-/// Marks an uploaded archive complete: its size in the remote's listing checked, then its
-/// sidecar written (the last step: without it the archive counts as incomplete).
-fn seal_upload(remote: &Remote, file: &str, size: u64, digest: [u8; 32]) -> Result<()> {
+/// Marks an uploaded archive complete: its size in the remote's listing checked, its signature
+/// (the local `.sig`, if any) uploaded, then its sidecar written (the last step: without it the
+/// archive counts as incomplete).
+fn seal_upload(remote: &Remote, file: &str, size: u64, digest: [u8; 32], local: &Path) -> Result<()> {
     let listed = remote.list()?.into_iter().find(|o| o.name == file);
     match listed {
         Some(o) if o.size == size => {}
         Some(o) => bail!("the remote holds {} bytes of {file} after the upload, not {size}", o.size),
         None => bail!("{file} is not in the remote's listing after the upload"),
+    }
+    if let Some(sig) = crate::tasks::trust::read_signature(local)? {
+        let name = format!("{file}{}", archive::signature::SUFFIX);
+        remote.upload(&name, &mut &sig[..]).context("upload the archive's signature")?;
     }
     let line = format!("{}  {file}\n", hex(&digest));
     remote.upload(&format!("{file}.sha256"), &mut line.as_bytes()).context("write the .sha256 sidecar")?;
@@ -330,7 +381,7 @@ impl Upload {
     pub fn complete(self, ctx: &Ctx, local: &Path, committed: archive::Committed) -> Result<()> {
         let streamed = match (committed.mirror, committed.mirror_error) {
             (Some(m), None) => {
-                m.finish().and_then(|_| seal_upload(&self.remote, &self.file, committed.size, committed.sha256))
+                m.finish().and_then(|_| seal_upload(&self.remote, &self.file, committed.size, committed.sha256, local))
             }
             (Some(m), Some(e)) => Err(m.finish().err().unwrap_or_else(|| anyhow::Error::new(e))),
             (None, _) => Err(anyhow::anyhow!("no upload was running")),
@@ -365,7 +416,8 @@ impl<R: Read> Read for Ticking<'_, R> {
 /// `pull`: downloads a complete archive into `dir` (temporary name, checked against its
 /// sidecar's SHA-256, fsync, rename). Returns the local path. `--dry-run` only says so.
 pub fn pull(ctx: &Ctx, name: &str, file: Option<&str>, dir: &Path, dry_run: bool) -> Result<PathBuf> {
-    let (src, file) = pick_named(ctx, name, file)?;
+    let (src, picked) = pick_named(ctx, name, file)?;
+    let file = picked.file.clone();
     let remote_name = src.path.display().to_string();
     if dry_run {
         println!("would download {remote_name} into {}", dir.display());
@@ -384,6 +436,9 @@ pub fn pull(ctx: &Ctx, name: &str, file: Option<&str>, dir: &Path, dry_run: bool
         let n = std::io::copy(&mut src.raw_reader(), &mut out).with_context(|| format!("download {remote_name}"))?;
         progress.finish(&format!("pulled {} ({})", file, human_bytes(n)));
         out.sync_all()?;
+        if let Some(sig) = &picked.signature {
+            write_signature_beside(&target, sig)?;
+        }
         std::fs::rename(&temp, &target)?;
         File::open(&dir).and_then(|d| d.sync_all()).ok();
         Ok(())
@@ -393,6 +448,17 @@ pub fn pull(ctx: &Ctx, name: &str, file: Option<&str>, dir: &Path, dry_run: bool
         return Err(e.context(format!("pull {remote_name} into {}", dir.display())));
     }
     Ok(target)
+}
+
+/// Writes `sig` as the `.sig` of the archive at `target` (temporary name, fsync, rename, 0600).
+fn write_signature_beside(target: &Path, sig: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let path = crate::tasks::trust::signature_path(target);
+    let temp = path.with_extension("sig.tmp");
+    let _ = std::fs::remove_file(&temp);
+    let mut f = crate::files::create_private(&temp)?;
+    f.write_all(sig).and_then(|_| f.sync_all()).with_context(|| format!("write {}", temp.display()))?;
+    std::fs::rename(&temp, &path).with_context(|| format!("rename {} to {}", temp.display(), path.display()))
 }
 
 /// Smallest archive this tool writes: a gzip member holding the metadata and SHA256SUMS
@@ -429,9 +495,14 @@ pub fn prune(ctx: &Ctx, name: &str, r: &Retention, dry_run: bool) -> Result<()> 
         }
     }
     doomed.extend(orphans.into_iter().map(|o| (o, "a .sha256 without its archive".into())));
+    let policy = quiet_policy(ctx)?;
     let mut authentic = Vec::new();
     for a in archives.iter().filter(|a| a.complete) {
-        match not_authentic(&remote, a)? {
+        let why = match a.judge(&policy) {
+            Some(why) => Some(why),
+            None => not_authentic(&remote, a)?,
+        };
+        match why {
             None => authentic.push(a),
             Some(why) => println!("keep {} (not counted: {why}; not an archive this tool wrote?)", a.file),
         }
@@ -457,6 +528,10 @@ pub fn prune(ctx: &Ctx, name: &str, r: &Retention, dry_run: bool) -> Result<()> 
             remote
                 .delete(&format!("{file}.sha256"))
                 .with_context(|| format!("remove {}.sha256", remote.shown(file)))?;
+        }
+        if archives.iter().any(|a| &a.file == file && a.signature.is_some()) {
+            let sig = format!("{file}{}", archive::signature::SUFFIX);
+            remote.delete(&sig).with_context(|| format!("remove {}", remote.shown(&sig)))?;
         }
         println!("removed {file} ({why})");
     }

@@ -330,10 +330,12 @@ pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<Prepared> {
     let dir = backup::prepare_dir(&opts.dir)?;
     let src = match (&opts.remote, &opts.archive) {
         (Some((remote, file)), _) => crate::tasks::offsite::pick(ctx, remote, file.as_deref())?,
-        (None, Some(p)) => Source::open(p)?,
-        (None, None) => {
-            Source::open(&catalog::latest(&dir, &ctx.stack.name, |a| a.tag.as_deref() != Some(SAFETY_TAG))?)?
+        (None, Some(p)) => {
+            let src = Source::open(p)?;
+            crate::tasks::trust::Policy::of(ctx)?.check_local(&src)?;
+            src
         }
+        (None, None) => catalog::latest_trusted(ctx, &dir, |a| a.tag.as_deref() != Some(SAFETY_TAG))?,
     };
     let path = src.path.clone();
     let rules = Rules { allow_special: opts.allow_special };

@@ -1,0 +1,114 @@
+//! Detached signatures of archives (`NAME.sig` beside `NAME`, locally and in remotes): what is
+//! signed and the one strict grammar a `.sig` file is read by. The statement binds the archive's
+//! file name (which carries its kind and creation time), its size and the SHA-256 of its bytes as
+//! stored (encrypted or not) to the project; it is signed with OpenSSH's `ssh-keygen -Y sign`
+//! in the namespace [`NAMESPACE`] (engine/sign.rs). A `.sig` file is the statement's lines
+//! followed by the SSH signature's armor, and is as untrusted as the archive until checked.
+
+use anyhow::{bail, Context, Result};
+
+/// The `ssh-keygen -Y` namespace: a signature made for anything else never verifies here.
+pub const NAMESPACE: &str = "xtask-archive";
+/// The suffix of an archive's signature file.
+pub const SUFFIX: &str = ".sig";
+/// Largest `.sig` file read.
+pub const MAX_BYTES: usize = 16 * 1024;
+
+const HEADER: &str = "xtask-archive-signature 1";
+const BEGIN: &str = "-----BEGIN SSH SIGNATURE-----";
+const END: &str = "-----END SSH SIGNATURE-----";
+
+/// What a signature vouches for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    pub file: String,
+    pub size: u64,
+    pub sha256: [u8; 32],
+    pub project: String,
+}
+
+impl Statement {
+    /// The exact bytes signed.
+    pub fn text(&self) -> String {
+        format!(
+            "{HEADER}\nfile {}\nsize {}\nsha256 {}\nproject {}\n",
+            self.file,
+            self.size,
+            super::hex(&self.sha256),
+            self.project
+        )
+    }
+}
+
+/// A `.sig` file's text: the statement, then the signature's armor.
+pub fn render(statement: &Statement, armor: &str) -> String {
+    format!("{}{}\n", statement.text(), armor.trim_end())
+}
+
+/// Reads a `.sig` file: the statement's five lines in order, then one SSH signature armor and
+/// nothing else. Returns the statement and the armor.
+pub fn parse(bytes: &[u8]) -> Result<(Statement, String)> {
+    if bytes.len() > MAX_BYTES {
+        bail!("over {MAX_BYTES} bytes");
+    }
+    let text = std::str::from_utf8(bytes).context("not text")?;
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() < 7 || lines[0] != HEADER {
+        bail!("not an xtask archive signature (the first line must be {HEADER:?})");
+    }
+    let field = |i: usize, key: &str| -> Result<&str> {
+        lines[i]
+            .strip_prefix(key)
+            .and_then(|r| r.strip_prefix(' '))
+            .with_context(|| format!("line {} must be `{key} …`", i + 1))
+    };
+    let file = field(1, "file")?;
+    let size = field(2, "size")?.parse::<u64>().context("size is not a number")?;
+    let sha256 = crate::engine::remote::parse_hex32(field(3, "sha256")?).context("sha256 is not 64 hex digits")?;
+    let project = field(4, "project")?;
+    let plain = |s: &str| !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_graphic());
+    if !plain(file) || !plain(project) {
+        bail!("the file or project named is not plain text");
+    }
+    let armor = &lines[5..];
+    let base64 = |l: &&str| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b));
+    if armor.first() != Some(&BEGIN) || armor.last() != Some(&END) || !armor[1..armor.len() - 1].iter().all(base64) {
+        bail!("no SSH signature after the statement (`{BEGIN}` … `{END}` and nothing else)");
+    }
+    let statement = Statement { file: file.into(), size, sha256, project: project.into() };
+    Ok((statement, armor.join("\n") + "\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn statement() -> Statement {
+        Statement {
+            file: "full_backup_20260101_000000.tar.gz".into(),
+            size: 42,
+            sha256: [0xab; 32],
+            project: "app".into(),
+        }
+    }
+
+    #[test]
+    fn a_signature_file_round_trips_and_nothing_else_is_read() {
+        let armor = format!("{BEGIN}\nU1NIU0lH+/=\nAAAA\n{END}\n");
+        let text = render(&statement(), &armor);
+        let (s, a) = parse(text.as_bytes()).unwrap();
+        assert_eq!((s, a), (statement(), armor.clone()));
+        let bad = [
+            text.replace("size 42", "size x"),
+            text.replace(HEADER, "xtask-archive-signature 2"),
+            format!("{text}trailing\n"),
+            text.replace("AAAA", "AA AA"),
+            text.replace("project app", "project"),
+            text.replace("sha256 ", "sha256  "),
+        ];
+        for b in bad {
+            assert!(parse(b.as_bytes()).is_err(), "{b}");
+        }
+        assert!(parse(&vec![b'a'; MAX_BYTES + 1]).is_err());
+    }
+}

@@ -1,0 +1,183 @@
+//! Who made an archive: the policy of `x-xtask.sign` and `x-xtask.encrypt` for every archive
+//! the tool writes or reads. Writing: with `sign`, each archive gets a detached `NAME.sig`
+//! (archive/signature.rs) beside it, atomically, before a remote's completing sidecar. Reading:
+//! with `sign`, an archive without a valid signature by an allowed key is untrusted (never
+//! restored, verified as good, pulled or counted as latest or by retention) unless
+//! `--allow-unsigned`; with `encrypt`, a clear archive likewise unless `--allow-unencrypted`.
+//! Encryption is not authenticity: the recipients are public, so only a signature tells who
+//! made an archive.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::archive::signature::{self, Statement};
+use crate::archive::{self, Source};
+use crate::context::Ctx;
+use crate::engine::sign;
+use crate::model::offsite::Signing;
+
+/// The reading and writing policy of this stack.
+pub struct Policy {
+    pub signing: Option<Signing>,
+    pub encrypted: bool,
+    pub project: String,
+    pub trust: crate::context::Trust,
+}
+
+impl Policy {
+    pub fn of(ctx: &Ctx) -> Result<Policy> {
+        let set = crate::tasks::offsite::settings(ctx)?;
+        Ok(Policy {
+            signing: set.signing,
+            encrypted: set.encryption.enabled(),
+            project: ctx.stack.name.clone(),
+            trust: ctx.trust,
+        })
+    }
+
+    /// Why `statement_text`/`armor` does not vouch for an archive named `file` of `size` bytes
+    /// hashing to `sha256` in this project (None: it does).
+    fn check_signature(
+        &self,
+        signing: &Signing,
+        file: &str,
+        size: u64,
+        sha256: [u8; 32],
+        sig: &[u8],
+    ) -> Option<String> {
+        let (st, armor) = match signature::parse(sig) {
+            Ok(parsed) => parsed,
+            Err(e) => return Some(format!("its signature file is not valid: {e:#}")),
+        };
+        let expected = Statement { file: file.to_string(), size, sha256, project: self.project.clone() };
+        if st != expected {
+            return Some(format!(
+                "its signature vouches for another archive ({} of project {}, {} bytes, sha256 {})",
+                st.file,
+                st.project,
+                st.size,
+                archive::hex(&st.sha256)
+            ));
+        }
+        sign::verify(signing, &st.text(), &armor).err().map(|e| format!("{e:#}"))
+    }
+
+    /// Why the archive `file` (`encrypted` or not, its signature file's bytes if any) is
+    /// untrusted under this policy; None when it may be read. The `--allow-*` flags let it
+    /// through with a loud warning.
+    pub fn untrusted(
+        &self,
+        file: &str,
+        size: u64,
+        sha256: [u8; 32],
+        encrypted: bool,
+        sig: Option<&[u8]>,
+    ) -> Option<String> {
+        let mut why = Vec::new();
+        if let Some(signing) = &self.signing {
+            let problem = match sig {
+                None => Some(format!("it has no signature ({file}{})", signature::SUFFIX)),
+                Some(sig) => self.check_signature(signing, file, size, sha256, sig),
+            };
+            match problem {
+                Some(p) if self.trust.allow_unsigned => {
+                    eprintln!("warning: {file}: {p}; read anyway (--allow-unsigned)")
+                }
+                Some(p) => why.push(format!("{p}; x-xtask.sign is set (pass --allow-unsigned to read it anyway)")),
+                None => {}
+            }
+        }
+        if self.encrypted && !encrypted {
+            if self.trust.allow_unencrypted {
+                eprintln!("warning: {file} is not encrypted; read anyway (--allow-unencrypted)");
+            } else {
+                why.push(
+                    "it is not encrypted, and x-xtask.encrypt is set (pass --allow-unencrypted to read it anyway)"
+                        .into(),
+                );
+            }
+        }
+        (!why.is_empty()).then(|| why.join("; "))
+    }
+
+    /// For retention, without reading the archive's content: why the policy would not count the
+    /// local archive at `path` of `size` bytes (a signature by an allowed key vouching for this
+    /// name, size and project; encrypted when `encrypt` is set). None: it counts. The `--allow-*`
+    /// flags do not apply: an untrusted file never takes a retention slot.
+    pub fn uncounted(&self, path: &Path, size: u64) -> Option<String> {
+        if self.encrypted && !archive::is_sealed(path) {
+            return Some("not encrypted, and x-xtask.encrypt is set".into());
+        }
+        let signing = self.signing.as_ref()?;
+        let sig = match read_signature(path) {
+            Ok(Some(sig)) => sig,
+            Ok(None) => return Some("no signature, and x-xtask.sign is set".into()),
+            Err(e) => return Some(format!("{e:#}")),
+        };
+        let claimed = signature::parse(&sig).map(|(st, _)| st.sha256).unwrap_or_default();
+        self.check_signature(signing, &file_name(path), size, claimed, &sig)
+    }
+
+    /// Checks a local archive through its open descriptor and its `.sig` beside it (a remote
+    /// one was checked when it was picked).
+    pub fn check_local(&self, src: &Source) -> Result<()> {
+        if self.signing.is_none() && !self.encrypted {
+            return Ok(());
+        }
+        let Some((size, sha256)) = src.stored_digest()? else { return Ok(()) };
+        let file = file_name(&src.path);
+        let sig = read_signature(&src.path)?;
+        match self.untrusted(&file, size, sha256, src.encrypted(), sig.as_deref()) {
+            Some(why) => bail!("{} is untrusted: {why}", src.path.display()),
+            None => Ok(()),
+        }
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Where an archive's signature lives.
+pub fn signature_path(archive: &Path) -> PathBuf {
+    let mut name = archive.as_os_str().to_owned();
+    name.push(signature::SUFFIX);
+    PathBuf::from(name)
+}
+
+/// The bytes of `archive`'s `.sig` (bounded), None when there is none.
+pub fn read_signature(archive: &Path) -> Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let path = signature_path(archive);
+    let file = match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.is_file() => std::fs::File::open(&path).with_context(|| format!("open {}", path.display()))?,
+        Ok(_) => bail!("{} is not a regular file", path.display()),
+        Err(_) => return Ok(None),
+    };
+    let mut bytes = Vec::new();
+    file.take(signature::MAX_BYTES as u64 + 1).read_to_end(&mut bytes)?;
+    Ok(Some(bytes))
+}
+
+/// With `x-xtask.sign`: signs the committed archive at `path` (`size` bytes hashing to
+/// `sha256`) and writes `NAME.sig` beside it (temporary name, fsync, rename, 0600). Returns the
+/// signature file's text, None when signing is not configured.
+pub fn sign_local(ctx: &Ctx, path: &Path, size: u64, sha256: [u8; 32]) -> Result<Option<String>> {
+    let policy = Policy::of(ctx)?;
+    if policy.signing.is_none() {
+        return Ok(None);
+    }
+    let statement = Statement { file: file_name(path), size, sha256, project: policy.project };
+    let armor = sign::sign(&statement.text()).with_context(|| format!("sign {}", path.display()))?;
+    let text = signature::render(&statement, &armor);
+    let target = signature_path(path);
+    let temp = target.with_extension("sig.tmp");
+    let _ = std::fs::remove_file(&temp);
+    let mut f = crate::files::create_private(&temp)?;
+    f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).with_context(|| format!("write {}", temp.display()))?;
+    std::fs::rename(&temp, &target).with_context(|| format!("rename {} to {}", temp.display(), target.display()))?;
+    ctx.ui.step(&format!("signed {}", target.display()));
+    Ok(Some(text))
+}
