@@ -504,6 +504,7 @@ impl RestoreArgs {
             in_place: self.in_place,
             dir: self.dir.path(),
             remote,
+            expect_sha256: None,
         }
     }
 }
@@ -530,7 +531,7 @@ fn run_backup(
     dry_run: bool,
     json: bool,
 ) -> anyhow::Result<()> {
-    opts.seal = offsite::seal(ctx, delivery.no_encrypt)?;
+    opts.no_encrypt = delivery.no_encrypt;
     opts.push = delivery.push.clone();
     let plan = backup::prepare(ctx, &opts)?;
     if dry_run {
@@ -620,7 +621,7 @@ fn run_restore(ctx: &context::Ctx, opts: &restore::Options, dry_run: bool, json:
         println!("the services using the restored volumes were stopped for {d:.1} s");
     }
     match outcome.undo {
-        Some(s) => println!("to undo this restore: cargo xtask restore {} --yes", s.display()),
+        Some(s) => println!("to undo this restore: {}", restore::undo_command(ctx, &s)),
         None if !opts.no_safety_backup => println!("nothing existed before that this restore replaced"),
         None => {}
     }
@@ -647,8 +648,8 @@ fn run_migrate(ctx: &context::Ctx, opts: &migrate::Options, dry_run: bool) -> an
             o.archive.display()
         ),
         (false, false) => anyhow::bail!(
-            "the migration failed (exit {code}); its state was kept (--no-rollback); to go back: cargo xtask restore {} --only db --yes",
-            o.archive.display()
+            "the migration failed (exit {code}); its state was kept (--no-rollback); to go back: {} --only db",
+            restore::undo_command(ctx, &o.archive)
         ),
     }
 }

@@ -64,3 +64,24 @@ fn a_failed_migration_is_rolled_back_and_a_good_one_kept() {
     assert!(!ok && err.contains("--no-rollback"), "{err}");
     assert_eq!(psql(&db, "app", "SELECT count(*) FROM broken"), "50", "the failed state was kept");
 }
+
+/// The rollback reads exactly the archive the migration's backup wrote: one replaced while the
+/// migration ran (here by the migration itself) is refused, and nothing from it is loaded.
+#[test]
+fn a_rollback_refuses_an_archive_swapped_during_the_migration() {
+    if !engine() {
+        return;
+    }
+    let stack = TestStack::sample("migswap");
+    let dir = TempDir::new("migswap");
+    stack.xtask_ok(&["up", "db"]);
+    let db = format!("{}-db-1", stack.project);
+    psql(&db, "app", "CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items SELECT generate_series(1, 20);");
+    let old = stack.xtask_json(&["backup-db", "--output-dir", dir.s(), "--tag", "old", "--json"]);
+    let old = old["path"].as_str().unwrap().to_string();
+    psql(&db, "app", "CREATE TABLE later_only (id int); INSERT INTO later_only VALUES (1)");
+    let swap = format!("for f in {}/*_pre-migration.tar.gz; do cp {old} \"$f\"; done; exit 1", dir.s());
+    let (ok, _, err) = stack.xtask(&["migrate", "--host", "--output-dir", dir.s(), "--", "sh", "-c", &swap]);
+    assert!(!ok && err.contains("not the archive this run wrote"), "{err}");
+    assert_eq!(psql(&db, "app", "SELECT count(*) FROM later_only"), "1", "nothing of the swapped archive was loaded");
+}

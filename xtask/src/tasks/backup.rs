@@ -66,8 +66,9 @@ pub struct Options {
     pub only_existing: bool,
     /// Dump the databases (false: leave them out, e.g. a safety backup of volumes only).
     pub dump_database: bool,
-    /// Encrypt the archive to these recipients (from `x-xtask.encrypt`; None: a clear archive).
-    pub seal: Option<Encryption>,
+    /// Write a clear archive although `x-xtask.encrypt` is set (`--no-encrypt`). Every archive
+    /// the tool writes, composites' included, is otherwise encrypted when `encrypt` is set.
+    pub no_encrypt: bool,
     /// Upload the archive to this remote while it is written (`--push`).
     pub push: Option<String>,
 }
@@ -89,7 +90,7 @@ impl Options {
             environment: None,
             only_existing: false,
             dump_database: true,
-            seal: None,
+            no_encrypt: false,
             push: None,
         }
     }
@@ -206,7 +207,7 @@ pub fn plan(project: &Project, binds: &[Bind], opts: &Options) -> Result<BackupP
         volumes,
         skipped,
         stop: opts.stop,
-        seal: opts.seal.clone(),
+        seal: None,
         push: opts.push.clone(),
     })
 }
@@ -472,6 +473,9 @@ pub struct Summary {
     pub path: PathBuf,
     pub kind: Kind,
     pub bytes: u64,
+    /// The SHA-256 of the archive's bytes as stored (hex): what a later read of exactly this
+    /// archive (migrate's rollback) compares.
+    pub sha256: String,
     pub data_bytes: u64,
     pub duration_seconds: f64,
     pub entries: u64,
@@ -626,8 +630,11 @@ fn redis_save(docker: &Docker, stack: &Stack, r: &RedisSource) -> Result<()> {
 }
 
 /// Decides what a backup with `opts` takes, from the stack's model (read once per context).
+/// [`plan`] for this stack, encrypted as `x-xtask.encrypt` says unless `--no-encrypt`.
 pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<BackupPlan> {
-    plan(&ctx.model()?.0, &volumes::binds(ctx)?, opts)
+    let mut plan = plan(&ctx.model()?.0, &volumes::binds(ctx)?, opts)?;
+    plan.seal = crate::tasks::offsite::seal(ctx, opts.no_encrypt)?;
+    Ok(plan)
 }
 
 /// Takes a backup: decides it and writes the archive. `lock` proves the caller holds the
@@ -689,6 +696,7 @@ pub fn execute(ctx: &Ctx, plan: &BackupPlan, opts: &Options, lock: &Lock) -> Res
             path: written.0,
             kind: plan.kind,
             bytes: written.1,
+            sha256: archive::hex(&written.3),
             data_bytes: written.2.bytes,
             duration_seconds: started.elapsed().as_secs_f64(),
             entries: written.2.entries + 1,
@@ -781,7 +789,7 @@ fn write_archive(
     dir: &Path,
     dumps: Vec<dump::Dumped>,
     sources: &Sources,
-) -> Result<(PathBuf, u64, archive::StreamStats)> {
+) -> Result<(PathBuf, u64, archive::StreamStats, [u8; 32])> {
     let docker = ctx.docker()?;
     if crate::tasks::trust::Policy::of(ctx)?.signing.is_some() {
         // Asked before anything is written: an archive that cannot be signed would be untrusted.
@@ -830,7 +838,7 @@ fn write_archive(
     }
     let stats = writer.stats;
     let committed = writer.commit_all()?;
-    let bytes = committed.size;
+    let (bytes, sha256) = (committed.size, committed.sha256);
     crate::tasks::trust::sign_local(ctx, &final_path, committed.size, committed.sha256)
         .with_context(|| format!("the archive {} was written but not signed", final_path.display()))?;
     if let Some(u) = upload {
@@ -838,7 +846,7 @@ fn write_archive(
             e.context(format!("the archive was written but not uploaded; it is kept at {}", final_path.display()))
         })?;
     }
-    Ok((final_path, bytes, stats))
+    Ok((final_path, bytes, stats, sha256))
 }
 
 /// What the metadata says of one copied volume or bind.

@@ -98,7 +98,11 @@ pub fn plan(ctx: &Ctx, opts: &Options) -> Result<Plan> {
         }
         (false, None) => bail!("say where the migration runs: --service NAME, --host, or x-xtask.migrate.service"),
     };
-    let backup = backup::Options { tag: Some(TAG.into()), ..backup::Options::new(backup::Kind::Db, opts.dir.clone()) };
+    let backup = backup::Options {
+        tag: Some(TAG.into()),
+        no_encrypt: restore::way_back_in_clear(ctx, "the backup before the migration"),
+        ..backup::Options::new(backup::Kind::Db, opts.dir.clone())
+    };
     backup::prepare(ctx, &backup).context("the database backup before the migration")?;
     Ok(Plan { backup, command, place, rollback: !opts.no_rollback })
 }
@@ -154,8 +158,10 @@ pub fn run(ctx: &Ctx, plan: &Plan, lock: &Lock) -> Result<Outcome> {
         return Ok(outcome);
     }
     ctx.ui.step(&format!("the migration failed ({status}): restore the databases from {}", archive.path.display()));
+    let written = crate::engine::remote::parse_hex32(&archive.sha256).context("the backup's SHA-256")?;
     let ropts = restore::Options {
         only: vec!["db".into()],
+        expect_sha256: Some(written),
         ..restore::Options::new(archive.path.clone(), plan.backup.output_dir.clone())
     };
     let prepared = restore::prepare(ctx, &ropts)?;

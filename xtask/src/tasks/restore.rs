@@ -48,6 +48,10 @@ pub struct Options {
     pub dir: PathBuf,
     /// Stream the archive from this remote instead: (remote, file; None: its newest complete one).
     pub remote: Option<(String, Option<String>)>,
+    /// The archive must be exactly the one this process wrote with this SHA-256 (migrate's
+    /// rollback): checked through the open descriptor, and refused when it differs. Such an
+    /// archive needs no signature: the tool itself vouches for it.
+    pub expect_sha256: Option<[u8; 32]>,
 }
 
 impl Options {
@@ -63,8 +67,32 @@ impl Options {
             in_place: false,
             dir,
             remote: None,
+            expect_sha256: None,
         }
     }
+}
+
+/// The command that undoes a restore from the safety backup `safety` (with the flag a clear
+/// archive needs when `x-xtask.encrypt` is set).
+pub fn undo_command(ctx: &Ctx, safety: &Path) -> String {
+    let encrypts = crate::tasks::offsite::settings(ctx).is_ok_and(|s| s.encryption.enabled());
+    let flag = if encrypts && !archive::is_sealed(safety) { " --allow-unencrypted" } else { "" };
+    format!("cargo xtask restore {} --yes{flag}", safety.display())
+}
+
+/// Whether the tool's own way-back archives (safety backup, pre-migration) are written clear:
+/// when `x-xtask.encrypt` is set but no identity to read them back is at hand, an encrypted one
+/// could not be read by the way back that needs it. Says so when it happens.
+pub fn way_back_in_clear(ctx: &Ctx, what: &str) -> bool {
+    let encrypts = crate::tasks::offsite::settings(ctx).is_ok_and(|s| s.encryption.enabled());
+    let clear = encrypts && crate::engine::crypt::identity(what).is_err();
+    if clear {
+        ctx.ui.step(&format!(
+            "{what} is written unencrypted: {} is not set, and the way back must be able to read it",
+            crate::engine::crypt::IDENTITY_VAR
+        ));
+    }
+    clear
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -332,7 +360,10 @@ pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<Prepared> {
         (Some((remote, file)), _) => crate::tasks::offsite::pick(ctx, remote, file.as_deref())?,
         (None, Some(p)) => {
             let src = Source::open(p)?;
-            crate::tasks::trust::Policy::of(ctx)?.check_local(&src)?;
+            match opts.expect_sha256 {
+                Some(expected) => check_own(&src, expected)?,
+                None => crate::tasks::trust::Policy::of(ctx)?.check_local(&src)?,
+            }
             src
         }
         (None, None) => catalog::latest_trusted(ctx, &dir, |a| a.tag.as_deref() != Some(SAFETY_TAG))?,
@@ -356,6 +387,22 @@ pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<Prepared> {
         }
     }
     Ok(Prepared { path, meta, plan, present, src, verified, dir })
+}
+
+/// Refuses `src` unless its bytes hash to `expected` (read through the descriptor every later
+/// read of this restore uses).
+fn check_own(src: &Source, expected: [u8; 32]) -> Result<()> {
+    let (_, actual) = src.stored_digest()?.context("not a local archive")?;
+    if actual != expected {
+        bail!(
+            "{} is not the archive this run wrote (its SHA-256 is {}, it was written as {}): it was changed or \
+             replaced since; refused",
+            src.path.display(),
+            archive::hex(&actual),
+            archive::hex(&expected)
+        );
+    }
+    Ok(())
 }
 
 /// Carries out a prepared restore under the project's lock: free space checked, a safety
@@ -395,10 +442,7 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
         }
     };
     if let Some(s) = &safety {
-        ctx.ui.step(&format!(
-            "should this restore be cut off (kill -9), undo it with: cargo xtask restore {} --yes",
-            s.display()
-        ));
+        ctx.ui.step(&format!("should this restore be cut off (kill -9), undo it with: {}", undo_command(ctx, s)));
     }
     let mut old_dbs = Vec::new();
     let mut moments = Downtime { stop_began: unix_now(), swap_began: 0.0, swap_ended: 0.0, running_again: 0.0 };
@@ -440,7 +484,7 @@ fn take_the_way_back(
         (Err(b), _) | (_, Err(b)) => e.context(format!(
             "the restore failed and so did the way back ({b:#}); the state before it is in {}",
             safety
-                .map(|s| format!("{}: cargo xtask restore {} --yes", s.display(), s.display()))
+                .map(|s| format!("{}: {}", s.display(), undo_command(ctx, s)))
                 .unwrap_or_else(|| "no safety backup".into())
         )),
     }
@@ -570,6 +614,7 @@ fn safety_backup(ctx: &Ctx, p: &Prepared, lock: &Lock) -> Result<Option<PathBuf>
         dump_database: !p.plan.dbs.is_empty(),
         services: p.plan.dbs.iter().map(|d| d.login.service.clone()).collect(),
         only_existing: true,
+        no_encrypt: way_back_in_clear(ctx, "the safety backup"),
         ..backup::Options::new(kind, p.dir.clone())
     };
     ctx.ui.step("safety backup of what will be replaced");
