@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 
@@ -184,43 +183,12 @@ fn binds_are_listed_backed_up_and_restored_and_the_socket_never_read() {
 /// Rewrites `metadata.json` of `src` into `dst`, every other entry as it was, and, as a forger
 /// with write access to the backup directory would, a SHA256SUMS that matches.
 fn repack_with_metadata(src: &str, dst: &Path, edit: &dyn Fn(&mut Value)) {
-    use sha2::{Digest, Sha256};
-    let gz = flate2::read::GzDecoder::new(std::fs::File::open(src).unwrap());
-    let mut a = tar::Archive::new(gz);
-    let mut entries = Vec::new();
-    for e in a.entries().unwrap() {
-        let mut e = e.unwrap();
-        let h = e.header().clone();
-        let path = e.path().unwrap().into_owned();
-        let link = e.link_name().unwrap().map(|l| l.into_owned());
-        let mut data = Vec::new();
-        e.read_to_end(&mut data).unwrap();
-        if path == Path::new("metadata.json") {
-            let mut m: Value = serde_json::from_slice(&data).unwrap();
-            edit(&mut m);
-            data = serde_json::to_vec_pretty(&m).unwrap();
-        }
-        entries.push((h, path, link, data));
-    }
-    let mut sums = String::new();
-    for (h, path, _, data) in &entries {
-        if h.entry_type() == tar::EntryType::Regular && path != Path::new("SHA256SUMS") {
-            sums.push_str(&format!("{:x}  {}\n", Sha256::digest(data), path.display()));
-        }
-    }
-    let out = flate2::write::GzEncoder::new(std::fs::File::create(dst).unwrap(), flate2::Compression::fast());
-    let mut b = tar::Builder::new(out);
-    for (mut h, path, link, mut data) in entries {
-        if path == Path::new("SHA256SUMS") {
-            data = sums.clone().into_bytes();
-        }
-        h.set_size(data.len() as u64);
-        match link {
-            Some(l) => b.append_link(&mut h, &path, l).unwrap(),
-            None => b.append_data(&mut h, &path, &data[..]).unwrap(),
-        }
-    }
-    b.into_inner().unwrap().finish().unwrap();
+    let mut entries = load(Path::new(src));
+    let meta = entries.iter_mut().find(|e| e.name == b"metadata.json").unwrap();
+    let mut m: Value = serde_json::from_slice(&meta.data).unwrap();
+    edit(&mut m);
+    meta.data = serde_json::to_vec_pretty(&m).unwrap();
+    save(dst, entries, true);
 }
 
 /// A forged archive (SHA256SUMS rewritten to match) whose `./media` bind names another place is

@@ -281,3 +281,64 @@ fn a_version_1_archive_restores_into_todays_sample_stack() {
     ]);
     assert_eq!(listing.split_whitespace().collect::<Vec<_>>(), ["hello.txt", "640", "hello.txt", "hello", "100"]);
 }
+
+/// `databases/<service>/<db>.sql` of `archive` with `sql` put before its last line (the dump's
+/// completion trailer), SHA256SUMS rewritten to match, written as `name` beside it.
+fn forge_dump(archive: &Path, entry: &str, sql: &str, name: &str) -> std::path::PathBuf {
+    let mut entries = load(archive);
+    let dump = entries.iter_mut().find(|e| e.name == entry.as_bytes()).unwrap_or_else(|| panic!("{entry}"));
+    let at = dump.data[..dump.data.len() - 1].iter().rposition(|&b| b == b'\n').unwrap() + 1;
+    dump.data.splice(at..at, sql.bytes());
+    let out = archive.with_file_name(name);
+    save(&out, entries, true);
+    out
+}
+
+/// A forged MariaDB dump (checksums rewritten) never reaches the live server before the swap:
+/// SQL that writes into another database fails the proof in a throwaway server, a statement
+/// reaching beyond its database is refused by the grammar, and the live data, every database
+/// and the list of databases stay as they were.
+#[test]
+fn a_forged_mariadb_dump_never_reaches_the_live_server_before_the_swap() {
+    if !engine() {
+        return;
+    }
+    let dir = TempDir::new("engines-forged");
+    let stack = TestStack::engines("enginesforged", &dir.0);
+    stack.compose(&["up", "--detach", "--wait", "maria"]);
+    maria(
+        &stack,
+        "CREATE TABLE posts(id INT PRIMARY KEY); INSERT INTO posts VALUES (1), (2);\n\
+         CREATE DATABASE other; CREATE TABLE other.t (id INT); INSERT INTO other.t VALUES (1), (2), (3);\n",
+    );
+    let backups = dir.0.join("backups");
+    let b = backups.to_str().unwrap();
+    let out = stack.xtask_json(&["backup-db", "--service", "maria", "--output-dir", b, "--json"]);
+    let genuine = Path::new(out["path"].as_str().unwrap()).to_path_buf();
+    let state = || {
+        (
+            maria(&stack, "SELECT COUNT(*) FROM posts; SELECT COUNT(*) FROM other.t;"),
+            maria(&stack, "SELECT GROUP_CONCAT(schema_name ORDER BY schema_name) FROM information_schema.schemata"),
+        )
+    };
+    let before = state();
+    let cross = forge_dump(
+        &genuine,
+        "databases/maria/wp.sql",
+        "DELETE FROM `other`.`t`;\n",
+        "db_backup_20200101_000001.tar.gz",
+    );
+    stack.xtask_ok(&["verify", cross.to_str().unwrap()]);
+    let (ok, _, err) = stack.xtask(&["restore", cross.to_str().unwrap(), "--yes", "--output-dir", b]);
+    assert!(!ok && err.contains("throwaway") && err.contains("nothing live was changed"), "{err}");
+    assert_eq!(state(), before, "the live server was never touched");
+    let drop = "/*!40000 DROP DATABASE IF EXISTS `other`*/;\n";
+    let beyond = forge_dump(&genuine, "databases/maria/wp.sql", drop, "db_backup_20200101_000002.tar.gz");
+    let (ok, _, err) = stack.xtask(&["verify", beyond.to_str().unwrap()]);
+    assert!(!ok && err.contains("reaches beyond the database"), "{err}");
+    let (ok, _, err) = stack.xtask(&["restore", beyond.to_str().unwrap(), "--yes", "--output-dir", b]);
+    assert!(!ok && err.contains("reaches beyond the database"), "{err}");
+    assert_eq!(state(), before, "the live server was never touched");
+    stack.xtask_ok(&["restore", genuine.to_str().unwrap(), "--yes", "--output-dir", b]);
+    assert_eq!(state(), before, "the genuine archive restores");
+}

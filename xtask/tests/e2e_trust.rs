@@ -14,73 +14,6 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use sha2::{Digest, Sha256};
-
-/// One entry of an archive, editable.
-#[derive(Clone)]
-struct Entry {
-    header: tar::Header,
-    name: Vec<u8>,
-    link: Option<Vec<u8>>,
-    data: Vec<u8>,
-}
-
-fn load(path: &Path) -> Vec<Entry> {
-    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap()));
-    let mut out = Vec::new();
-    for e in a.entries().unwrap() {
-        let mut e = e.unwrap();
-        let mut data = Vec::new();
-        e.read_to_end(&mut data).unwrap();
-        out.push(Entry {
-            header: e.header().clone(),
-            name: e.path_bytes().into_owned(),
-            link: e.link_name_bytes().map(|l| l.into_owned()),
-            data,
-        });
-    }
-    out
-}
-
-/// Writes the entries with raw names (up to 100 bytes, so non-canonical names survive) and,
-/// like a forger would, a SHA256SUMS that matches the regular files.
-fn save(path: &Path, mut entries: Vec<Entry>, rewrite_sums: bool) {
-    if rewrite_sums {
-        let mut sums = Vec::new();
-        for e in entries.iter().filter(|e| e.header.entry_type() == tar::EntryType::Regular && e.name != b"SHA256SUMS")
-        {
-            sums.extend_from_slice(format!("{:x}  ", Sha256::digest(&e.data)).as_bytes());
-            sums.extend_from_slice(&e.name);
-            sums.push(b'\n');
-        }
-        // In its place: an entry appended after it stays after it.
-        entries.iter_mut().find(|e| e.name == b"SHA256SUMS").expect("SHA256SUMS").data = sums;
-    }
-    let gz = flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::fast());
-    let mut b = tar::Builder::new(gz);
-    for e in entries {
-        let mut h = e.header.clone();
-        if e.name.len() <= 100 && e.link.as_ref().is_none_or(|l| l.len() <= 100) {
-            let gnu = h.as_gnu_mut().expect("gnu header");
-            gnu.name = [0; 100];
-            gnu.name[..e.name.len()].copy_from_slice(&e.name);
-            if let Some(l) = &e.link {
-                gnu.linkname = [0; 100];
-                gnu.linkname[..l.len()].copy_from_slice(l);
-            }
-            h.set_size(e.data.len() as u64);
-            h.set_cksum();
-            b.append(&h, &e.data[..]).unwrap();
-        } else {
-            let name = PathBuf::from(String::from_utf8(e.name).unwrap());
-            match e.link {
-                Some(l) => b.append_link(&mut h, &name, String::from_utf8(l).unwrap()).unwrap(),
-                None => b.append_data(&mut h, &name, &e.data[..]).unwrap(),
-            }
-        }
-    }
-    b.into_inner().unwrap().finish().unwrap();
-}
 
 fn file(name: &str, data: &[u8]) -> Entry {
     let mut h = tar::Header::new_gnu();
@@ -515,18 +448,26 @@ fn a_database_load_that_fails_half_way_changes_nothing() {
         (items, psql(&db, "postgres", "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database"))
     };
     let before = state();
-    // Plain SQL that verifies (sums rewritten, counts kept) but fails half-way through the load.
+    // Plain SQL that verifies (sums rewritten, counts kept) but fails half-way through the load,
+    // and a roles dump that would make a superuser and lock the app's role out.
     let mut entries = load(Path::new(&genuine));
     let d = entries.iter_mut().find(|x| x.name == b"databases/db/app.sql").unwrap();
     let at = d.data.windows(4).position(|w| w == b"\n\\.\n").unwrap() + 4;
-    d.data.splice(at..at, b"SELECT 1/0;\n".iter().copied());
+    d.data.splice(at..at, b"INSERT INTO \"public\".\"items\" VALUES (1, 'again');\n".iter().copied());
+    let g = entries.iter_mut().find(|x| x.name == b"databases/db/globals.sql").unwrap();
+    g.data.extend_from_slice(b"CREATE ROLE \"evil\";\nALTER ROLE \"evil\" WITH SUPERUSER LOGIN PASSWORD 'x';\nALTER ROLE \"app\" WITH NOLOGIN;\n");
     let crafted = dir.0.join("db_backup_crafted.tar.gz");
     save(&crafted, entries, true);
     stack.xtask_ok(&["verify", crafted.to_str().unwrap()]);
+    let roles = || {
+        psql(&db, "postgres", "SELECT string_agg(rolname || ':' || rolsuper || rolcanlogin, ',' ORDER BY rolname) FROM pg_roles WHERE rolname IN ('app', 'evil')")
+    };
+    let roles_before = roles();
     let (ok, _, err) = stack.xtask(&["restore", crafted.to_str().unwrap(), "--yes", "--output-dir", dir.s()]);
-    assert!(!ok && err.contains("before anything was replaced") && err.contains("division by zero"), "{err}");
+    assert!(!ok && err.contains("before anything was replaced") && err.contains("duplicate"), "{err}");
     assert!(!err.contains("restored from the safety backup"), "the live database was never touched: {err}");
     assert_eq!(state(), before, "rows, checksum and the list of databases as before");
+    assert_eq!(roles(), roles_before, "no role was made or changed before the swap");
     // The genuine archive swaps in by rename, and leaves no copy behind.
     let out = stack.xtask_ok(&["restore", &genuine, "--yes", "--output-dir", dir.s()]);
     assert!(out.contains("restored"), "{out}");

@@ -73,6 +73,40 @@ impl DumpStats {
         }
     }
 
+    /// The first statement that reaches beyond the database it is loaded into (another
+    /// database, the server or cluster, files, programs): a dump never holds one.
+    pub fn beyond(&self) -> Option<&str> {
+        match self.dialect {
+            Dialect::Postgres => self.scan.beyond.as_deref(),
+            Dialect::Mysql => self.my.beyond.as_deref(),
+            Dialect::Opaque => None,
+        }
+    }
+
+    /// The first statement about roles, users, grants or passwords: only the roles/users dump
+    /// may hold one.
+    pub fn accounts(&self) -> Option<&str> {
+        match self.dialect {
+            Dialect::Postgres => self.scan.accounts.as_deref(),
+            Dialect::Mysql => self.my.accounts.as_deref(),
+            Dialect::Opaque => None,
+        }
+    }
+
+    /// Why a dump with these statements may not be loaded: `roles_dump` for the roles/users
+    /// dump (account statements are its content), else a database's dump. None: it may.
+    pub fn out_of_bounds(&self, roles_dump: bool) -> Option<String> {
+        if let Some(s) = self.beyond() {
+            return Some(format!("the statement `{s}` reaches beyond the database it is loaded into"));
+        }
+        match self.accounts() {
+            Some(s) if !roles_dump => {
+                Some(format!("the statement `{s}` changes roles or users, which only the roles dump may"))
+            }
+            _ => None,
+        }
+    }
+
     pub fn feed(&mut self, mut data: &[u8]) {
         self.bytes += data.len() as u64;
         match self.dialect {

@@ -56,6 +56,31 @@ pub struct MyScan {
     pub tables: BTreeMap<String, u64>,
     pub complete: bool,
     pub violation: Option<String>,
+    /// The first statement that reaches beyond the database it is loaded into (another
+    /// database, the server, files): never in a dump, refused.
+    pub beyond: Option<String>,
+    /// The first account statement (users, roles, grants, passwords): only a users dump may hold one.
+    pub accounts: Option<String>,
+}
+
+/// What a statement beginning with `words` (upper case, first six tokens) reaches: `Some(true)`
+/// beyond its database, `Some(false)` accounts, None neither.
+pub fn reach(words: &[String]) -> Option<bool> {
+    let w = |i: usize| words.get(i).map(String::as_str).unwrap_or_default();
+    let scope = matches!(w(1), "DATABASE" | "SCHEMA" | "SERVER" | "TABLESPACE" | "LOGFILE");
+    let account = matches!(w(1), "USER" | "ROLE");
+    match w(0) {
+        "USE" | "LOAD" | "INSTALL" | "UNINSTALL" | "SHUTDOWN" | "KILL" | "PURGE" | "RESET" | "CHANGE" | "HANDLER" => {
+            Some(true)
+        }
+        "START" | "STOP" if matches!(w(1), "SLAVE" | "REPLICA" | "ALL") => Some(true),
+        "CREATE" | "DROP" | "ALTER" if scope => Some(true),
+        "CREATE" | "DROP" | "ALTER" | "RENAME" if account => Some(false),
+        "SET" if matches!(w(1), "GLOBAL" | "PERSIST" | "PERSIST_ONLY") => Some(true),
+        "SET" if matches!(w(1), "PASSWORD" | "DEFAULT" | "ROLE") => Some(false),
+        "GRANT" | "REVOKE" | "FLUSH" => Some(false),
+        _ => None,
+    }
 }
 
 impl MyScan {
@@ -265,6 +290,9 @@ impl MyScan {
             return;
         }
         let w = String::from_utf8_lossy(&std::mem::take(&mut self.word)).to_ascii_uppercase();
+        if matches!(w.as_str(), "OUTFILE" | "DUMPFILE") && self.beyond.is_none() {
+            self.beyond = Some(format!("INTO {w} (writes a file on the server)"));
+        }
         if self.words.is_empty() && self.depth == 0 && w == "DELIMITER" {
             self.st = St::DelimiterLine;
             self.delim_line.clear();
@@ -301,6 +329,13 @@ impl MyScan {
     }
 
     fn end_statement(&mut self) {
+        self.flush_word();
+        let shown = || self.words.iter().take(3).cloned().collect::<Vec<_>>().join(" ");
+        match reach(&self.words) {
+            Some(true) if self.beyond.is_none() => self.beyond = Some(shown()),
+            Some(false) if self.accounts.is_none() => self.accounts = Some(shown()),
+            _ => {}
+        }
         self.words.clear();
         self.word.clear();
         self.depth = 0;
@@ -352,6 +387,29 @@ mod tests {
         }
         // The sandbox line only where dumps write it: the first line.
         assert!(scan("SELECT 1;\n/*M!999999\\- enable the sandbox mode */\n", 64).violation.is_some());
+    }
+
+    #[test]
+    fn statements_beyond_the_database_and_account_statements_are_seen_even_in_executable_comments() {
+        let ok = scan(DUMP, 5);
+        assert_eq!((ok.beyond.as_deref(), ok.accounts.as_deref()), (None, None), "a plain dump reaches nothing else");
+        for (sql, beyond) in [
+            ("USE `other`;\n", true),
+            ("/*!40000 DROP DATABASE IF EXISTS `x`*/;\n", true),
+            ("drop schema other;\n", true),
+            ("SET GLOBAL general_log = 1;\n", true),
+            ("SELECT 1 INTO OUTFILE '/tmp/x';\n", true),
+            ("LOAD DATA INFILE '/etc/passwd' INTO TABLE t;\n", true),
+            ("GRANT ALL ON *.* TO `evil`@`%`;\n", false),
+            ("CREATE USER IF NOT EXISTS `evil`@`%`;\n", false),
+            ("/*M!100005 SET DEFAULT ROLE NONE FOR `a`@`%` */;\n", false),
+        ] {
+            let s = scan(&format!("{DUMP}{sql}"), 7);
+            let seen = if beyond { s.beyond.is_some() } else { s.accounts.is_some() && s.beyond.is_none() };
+            assert!(seen, "{sql}: beyond {:?}, accounts {:?}", s.beyond, s.accounts);
+        }
+        let s = scan("SELECT `use`, `grant` FROM `drop`;\nINSERT INTO `t` VALUES ('USE x; GRANT');\n", 3);
+        assert_eq!((s.beyond, s.accounts), (None, None), "names and strings are not statements");
     }
 
     #[test]

@@ -51,6 +51,45 @@ pub struct SqlScan {
     meta_at_start: bool,
     /// The first thing found that is not plain SQL, with its line.
     pub violation: Option<String>,
+    /// The statement being read: its first tokens (upper case, at most four of 24 bytes), the
+    /// token being read, and whether a COPY names `TO`.
+    stmt: Vec<String>,
+    word: Vec<u8>,
+    copy_to: bool,
+    /// The first statement that reaches beyond the database it is loaded into (the cluster, other
+    /// databases, server files or programs), with its line: never in a database dump.
+    pub beyond: Option<String>,
+    /// The first statement about roles (CREATE/ALTER/DROP ROLE, SET ROLE…): only the roles dump
+    /// (`globals.sql`) may hold them.
+    pub accounts: Option<String>,
+}
+
+/// What a statement beginning with `words` reaches: `Some(true)` beyond its database,
+/// `Some(false)` roles, None neither. pg_dump's own `SELECT`s all call `pg_catalog` functions.
+pub fn reach(words: &[String], copy_to: bool) -> Option<bool> {
+    let w = |i: usize| words.get(i).map(String::as_str).unwrap_or_default();
+    let cluster = matches!(w(1), "DATABASE" | "TABLESPACE" | "SUBSCRIPTION" | "SYSTEM");
+    let role = matches!(w(1), "ROLE" | "USER" | "GROUP");
+    let catalog = matches!(
+        w(2),
+        "SET_CONFIG"
+            | "SETVAL"
+            | "LO_CREATE"
+            | "LO_OPEN"
+            | "LO_CLOSE"
+            | "LOWRITE"
+            | "BINARY_UPGRADE_SET_NEXT_TOAST_PG_CLASS_OID"
+    );
+    match w(0) {
+        "CREATE" | "ALTER" | "DROP" if cluster => Some(true),
+        "CREATE" | "ALTER" | "DROP" if role => Some(false),
+        "DROP" | "REASSIGN" if w(1) == "OWNED" => Some(true),
+        "LOAD" | "CHECKPOINT" | "DO" | "CALL" | "LISTEN" | "NOTIFY" | "IMPORT" => Some(true),
+        "COPY" if copy_to => Some(true),
+        "SELECT" if w(1) != "PG_CATALOG" || !catalog => Some(true),
+        "SET" | "RESET" if matches!(w(1), "ROLE" | "SESSION") => Some(false),
+        _ => None,
+    }
 }
 
 fn is_ident(b: u8) -> bool {
@@ -119,7 +158,36 @@ impl SqlScan {
         }
     }
 
+    /// The statement's tokens: one more byte in Normal state.
+    fn statement_byte(&mut self, b: u8) {
+        if is_ident(b) || (b == b'$' && !self.word.is_empty()) {
+            if self.word.len() < 48 {
+                self.word.push(b);
+            }
+            return;
+        }
+        if !self.word.is_empty() {
+            let w = String::from_utf8_lossy(&std::mem::take(&mut self.word)).to_ascii_uppercase();
+            self.copy_to |= self.stmt.first().is_some_and(|f| f == "COPY") && w == "TO";
+            if self.stmt.len() < 4 {
+                self.stmt.push(w);
+            }
+        }
+        if b == b';' {
+            let shown = self.stmt.iter().take(3).cloned().collect::<Vec<_>>().join(" ");
+            let at = format!("line {}: {shown}", self.line_no + 1);
+            match reach(&self.stmt, self.copy_to) {
+                Some(true) if self.beyond.is_none() => self.beyond = Some(at),
+                Some(false) if self.accounts.is_none() => self.accounts = Some(at),
+                _ => {}
+            }
+            self.stmt.clear();
+            self.copy_to = false;
+        }
+    }
+
     fn normal(&mut self, b: u8) {
+        self.statement_byte(b);
         let prev = std::mem::replace(&mut self.prev, b);
         if is_ident(b) || (b == b'$' && self.token_len > 0) {
             if self.token.len() < 8 {
@@ -240,6 +308,39 @@ mod tests {
             COPY \"public\".\"t\" (\"a\") FROM stdin;\n\\! data, not a command\n\\N\n\\.\n\
             SELECT $1, a$b FROM x; -- \\! in a comment\n\\unrestrict abc123\n";
         assert_eq!(scan(dump), None);
+    }
+
+    fn reach_of(text: &str) -> (Option<String>, Option<String>) {
+        let mut s = SqlScan::default();
+        for c in text.as_bytes().chunks(3) {
+            s.feed(c);
+        }
+        (s.beyond, s.accounts)
+    }
+
+    #[test]
+    fn statements_beyond_the_database_and_role_statements_are_seen() {
+        let dump = "SET statement_timeout = 0;\nSELECT pg_catalog.set_config('search_path', '', false);\n\
+            CREATE TABLE \"public\".\"t\" (\"a\" integer DEFAULT 1);\nALTER TABLE \"public\".\"t\" OWNER TO \"app\";\n\
+            COPY \"public\".\"t\" (\"a\") FROM stdin;\nDROP DATABASE x;\n\\.\n\
+            SELECT pg_catalog.setval('\"public\".\"s\"', 1, false);\nGRANT ALL ON TABLE \"public\".\"t\" TO \"app\";\n\
+            COMMENT ON TABLE \"public\".\"t\" IS 'DROP DATABASE app; ALTER ROLE app';\n";
+        assert_eq!(reach_of(dump), (None, None), "pg_dump's own statements, data and strings reach nothing");
+        for (sql, beyond) in [
+            ("DROP DATABASE \"app\";\n", true),
+            ("ALTER SYSTEM SET log_statement = 'all';\n", true),
+            ("COPY \"t\" TO '/tmp/x';\n", true),
+            ("SELECT pg_terminate_backend(1);\n", true),
+            ("select dblink_exec('x', 'y');\n", true),
+            ("DO $$ BEGIN PERFORM 1; END $$;\n", true),
+            ("CREATE ROLE \"evil\" SUPERUSER LOGIN;\n", false),
+            ("ALTER ROLE \"app\" WITH PASSWORD 'x';\n", false),
+            ("SET ROLE \"postgres\";\n", false),
+        ] {
+            let (b, a) = reach_of(&format!("{dump}{sql}"));
+            let seen = if beyond { b.is_some() } else { a.is_some() && b.is_none() };
+            assert!(seen, "{sql}: beyond {b:?}, roles {a:?}");
+        }
     }
 
     #[test]

@@ -1010,6 +1010,9 @@ fn check_service_dumps(db: &DbInfo, seen: &Seen, report: &mut Report) {
                 if let Some(v) = stats.violation() {
                     report.problems.push(format!("entry {entry:?}: {v}; refused, nothing of it is loaded"));
                 }
+                if let Some(why) = stats.out_of_bounds(Some(entry) == db.globals_entry.as_ref()) {
+                    report.problems.push(format!("entry {entry:?}: {why}; refused, nothing of it is loaded"));
+                }
                 // The roles are loaded without ON_ERROR_STOP (existing roles fail harmlessly): a
                 // COPY there could turn its data lines into commands, so none may stand in it.
                 if Some(entry) == db.globals_entry.as_ref() && !stats.tables().is_empty() {

@@ -18,7 +18,7 @@ use crate::archive::{self, Metadata};
 use crate::context::Ctx;
 use crate::ui::{human_bytes, table};
 
-mod deep_mariadb;
+pub(crate) mod deep_mariadb;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ArchiveFile {

@@ -3,6 +3,7 @@
 //! fails), and a runner for the built `xtask` binary.
 #![allow(clippy::disallowed_methods, dead_code)] // tests drive docker and the binary directly
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -288,4 +289,72 @@ pub fn seed_sample(stack: &TestStack) {
         let redis = format!("{}-redis-1", stack.project);
         docker_ok(&["exec", &redis, "redis-cli", "SET", &format!("k{i}"), &format!("v{i}")]);
     }
+}
+
+// --- Archives as a forger edits them ---------------------------------------------------------
+
+/// One entry of an archive, editable.
+#[derive(Clone)]
+pub struct Entry {
+    pub header: tar::Header,
+    pub name: Vec<u8>,
+    pub link: Option<Vec<u8>>,
+    pub data: Vec<u8>,
+}
+
+pub fn load(path: &Path) -> Vec<Entry> {
+    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap()));
+    let mut out = Vec::new();
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        out.push(Entry {
+            header: e.header().clone(),
+            name: e.path_bytes().into_owned(),
+            link: e.link_name_bytes().map(|l| l.into_owned()),
+            data,
+        });
+    }
+    out
+}
+
+/// Writes the entries with raw names (up to 100 bytes, so non-canonical names survive) and,
+/// like a forger would, a SHA256SUMS that matches the regular files.
+pub fn save(path: &Path, mut entries: Vec<Entry>, rewrite_sums: bool) {
+    if rewrite_sums {
+        let mut sums = Vec::new();
+        for e in entries.iter().filter(|e| e.header.entry_type() == tar::EntryType::Regular && e.name != b"SHA256SUMS")
+        {
+            sums.extend_from_slice(format!("{:x}  ", <sha2::Sha256 as sha2::Digest>::digest(&e.data)).as_bytes());
+            sums.extend_from_slice(&e.name);
+            sums.push(b'\n');
+        }
+        // In its place: an entry appended after it stays after it.
+        entries.iter_mut().find(|e| e.name == b"SHA256SUMS").expect("SHA256SUMS").data = sums;
+    }
+    let gz = flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::fast());
+    let mut b = tar::Builder::new(gz);
+    for e in entries {
+        let mut h = e.header.clone();
+        if e.name.len() <= 100 && e.link.as_ref().is_none_or(|l| l.len() <= 100) {
+            let gnu = h.as_gnu_mut().expect("gnu header");
+            gnu.name = [0; 100];
+            gnu.name[..e.name.len()].copy_from_slice(&e.name);
+            if let Some(l) = &e.link {
+                gnu.linkname = [0; 100];
+                gnu.linkname[..l.len()].copy_from_slice(l);
+            }
+            h.set_size(e.data.len() as u64);
+            h.set_cksum();
+            b.append(&h, &e.data[..]).unwrap();
+        } else {
+            let name = PathBuf::from(String::from_utf8(e.name).unwrap());
+            match e.link {
+                Some(l) => b.append_link(&mut h, &name, String::from_utf8(l).unwrap()).unwrap(),
+                None => b.append_data(&mut h, &name, &e.data[..]).unwrap(),
+            }
+        }
+    }
+    b.into_inner().unwrap().finish().unwrap();
 }

@@ -166,6 +166,9 @@ fn dump_one(ctx: &Ctx, src: &DbSource, dir: &Path, i: usize, name: &str, how: Du
     if let Some(v) = stats.violation() {
         bail!("the dump of database {name}: {v}; it would not restore, so the backup failed");
     }
+    if let Some(why) = stats.out_of_bounds(false) {
+        bail!("the dump of database {name}: {why}; a restore would refuse it, so the backup failed");
+    }
     progress.finish(&format!("{service}/{name}: {} tables, {}", stats.tables().len(), human_bytes(stats.bytes)));
     let entry = format!("databases/{service}/{name}.sql");
     Ok((DbDump { name: name.to_string(), entry, tables: stats.tables().clone() }, file))
@@ -182,6 +185,9 @@ fn dump_globals(ctx: &Ctx, src: &DbSource, dir: &Path, info: &DbInfo, cmd: &Dock
     if stats.bytes == 0 {
         bail!("{entry}: the dump printed nothing: the backup is not valid");
     }
+    if let Some(why) = stats.out_of_bounds(true) {
+        bail!("{entry}: {why}; a restore would refuse it, so the backup failed");
+    }
     Ok(file)
 }
 
@@ -197,14 +203,17 @@ fn dump_postgres(ctx: &Ctx, src: &DbSource, dir: &Path) -> Result<Dumped> {
     };
     let version = query("SHOW server_version").context("ask PostgreSQL for its version")?;
     let sql = "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1";
-    let databases = choose(query(sql)?.lines().map(str::to_string).collect(), &src.databases);
+    let databases = choose(ours(query(sql)?.lines().map(str::to_string)), &src.databases);
     let mut info = new_info(src, version);
     let globals = login.client(docker, stack, &["pg_dumpall", "-U", &login.user, "--globals-only"]);
     let mut files =
         vec![(info.globals_entry.clone().unwrap_or_default(), dump_globals(ctx, src, dir, &info, &globals)?)];
     for (i, name) in databases.iter().enumerate() {
         let dbname = postgres::dbname_arg(name);
-        let args = ["pg_dump", "-U", &login.user, "--no-password", "--quote-all-identifiers", &dbname];
+        // Subscriptions are replication settings that connect to other servers, not data: a
+        // restore must not start replicating, and the grammar refuses them.
+        let args =
+            ["pg_dump", "-U", &login.user, "--no-password", "--quote-all-identifiers", "--no-subscriptions", &dbname];
         let how = DumpCmd { exec: login.client(docker, stack, &args), beside: None };
         let (dump, file) = dump_one(ctx, src, dir, i, name, how)?;
         files.push((dump.entry.clone(), file));
@@ -222,6 +231,16 @@ fn container_of(ctx: &Ctx, service: &str) -> Result<Option<(String, String)>> {
     Ok(Some((id.to_string(), image.trim().to_string())))
 }
 
+/// The databases of a server minus the tool's own scratch copies (`xtask_new_PID_N`,
+/// `xtask_old_PID_N`, left by a restore that runs or died): never backed up.
+fn ours(names: impl Iterator<Item = String>) -> Vec<String> {
+    let scratch = |n: &str| {
+        let rest = n.strip_prefix("xtask_new_").or_else(|| n.strip_prefix("xtask_old_"));
+        rest.is_some_and(|r| r.split('_').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())))
+    };
+    names.filter(|n| !scratch(n)).collect()
+}
+
 /// MariaDB's and MySQL's own schemas: never dumped as databases (users and grants come from
 /// `--system=users`).
 const MY_SYSTEM: [&str; 4] = ["mysql", "information_schema", "performance_schema", "sys"];
@@ -230,7 +249,7 @@ fn dump_mariadb(ctx: &Ctx, src: &DbSource, dir: &Path) -> Result<Dumped> {
     let (docker, stack, login) = (ctx.docker()?, &ctx.stack, &src.login);
     let version = login.my_query(docker, stack, "SELECT VERSION()").context("ask the server for its version")?.concat();
     let all = login.my_query(docker, stack, "SELECT schema_name FROM information_schema.schemata ORDER BY 1")?;
-    let databases = choose(all.into_iter().filter(|d| !MY_SYSTEM.contains(&d.as_str())).collect(), &src.databases);
+    let databases = choose(ours(all.into_iter().filter(|d| !MY_SYSTEM.contains(&d.as_str()))), &src.databases);
     let mut info = new_info(src, version);
     let (dump_tool, _) = login.my_tools();
     let user = format!("--user={}", login.user);
@@ -244,8 +263,13 @@ fn dump_mariadb(ctx: &Ctx, src: &DbSource, dir: &Path) -> Result<Dumped> {
     }
     let beside = container_of(ctx, &login.service)?;
     for (i, name) in databases.iter().enumerate() {
-        let opts = ["--single-transaction", "--routines", "--triggers", "--events", "--skip-dump-date", "--", name];
-        let exec: Vec<&str> = [dump_tool, &user].into_iter().chain(opts).collect();
+        let mut opts = vec!["--single-transaction", "--routines", "--triggers", "--events", "--skip-dump-date"];
+        if login.engine == DbEngine::Mysql {
+            // Not `SET @@GLOBAL.GTID_PURGED`, a server-wide statement the grammar refuses.
+            opts.push("--set-gtid-purged=OFF");
+        }
+        opts.extend(["--", name]);
+        let exec: Vec<&str> = [dump_tool, &user].into_iter().chain(opts.iter().copied()).collect();
         let beside = beside.as_ref().map(|(id, image)| login.my_dump_beside(id, image, &opts));
         let how = DumpCmd { exec: login.client(docker, stack, &exec), beside };
         let (dump, file) = dump_one(ctx, src, dir, i, name, how)?;

@@ -1,8 +1,14 @@
-//! `verify --deep` for MariaDB/MySQL dumps: a throwaway server of the stack's own image (no
-//! network, a random root password in its environment only), every database dump loaded by the
-//! same hardened client a restore uses (`--binary-mode --sandbox --local-infile=0`), row counts
-//! compared with the metadata, then the users dump (last: it may set root's password to the
-//! archived one). The container is removed afterwards, also on failure.
+//! MariaDB/MySQL dumps proven in a throwaway server of the stack's own image (no network, its
+//! data directory on an anonymous volume, a random root password in its environment only):
+//! every database dump loaded by the same hardened client a restore uses (`--binary-mode
+//! --sandbox --local-infile=0`), row counts compared with the metadata, then the users dump
+//! (last: it may set root's password to the archived one). The container and its volume are
+//! removed afterwards, also on failure. `verify --deep` proves an archive this way, and restore
+//! proves its dumps this way before anything live changes: whatever SQL a dump holds, proving it
+//! cannot touch the live server.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
@@ -11,8 +17,24 @@ use crate::archive::extract::{self, Verified};
 use crate::archive::{DbEngine, DbInfo};
 use crate::context::Ctx;
 
+/// `verify --deep`: the archive's dumps of `db` spooled, then proven.
 pub(super) fn check(ctx: &Ctx, verified: &Verified, db: &DbInfo) -> Result<()> {
+    let dir = std::env::temp_dir();
+    let entries = db.databases.iter().map(|d| d.entry.clone()).chain(db.globals_entry.clone());
+    let mut held = Vec::new();
+    let mut paths = BTreeMap::new();
+    for entry in entries {
+        let spooled = extract::spool_dump(verified, &entry, &dir)?;
+        paths.insert(entry, spooled.path.clone());
+        held.push(spooled);
+    }
+    prove(ctx, db, &paths)
+}
+
+/// Loads the dumps of `db` (entry -> its file) into a throwaway server and compares the rows.
+pub(crate) fn prove(ctx: &Ctx, db: &DbInfo, dumps: &BTreeMap<String, PathBuf>) -> Result<()> {
     let docker = ctx.docker()?;
+    let dump = |entry: &str| dumps.get(entry).with_context(|| format!("{entry} was not spooled"));
     let server = Throwaway::start(ctx, &db.service, "MYSQL_ROOT_PASSWORD", &[])?;
     let (name, password) = (&server.name, &server.password);
     let client = if db.engine == DbEngine::Mysql { "mysql" } else { "mariadb" };
@@ -41,13 +63,14 @@ pub(super) fn check(ctx: &Ctx, verified: &Verified, db: &DbInfo) -> Result<()> {
         a.extend(database);
         docker.cmd(a).secret_env("MYSQL_PWD", password)
     };
-    let dir = std::env::temp_dir();
     for d in &db.databases {
         // `d.name` passed the grammar: no backquote inside.
         query(&format!("CREATE DATABASE `{}`", d.name))?;
-        let dump = extract::spool_dump(verified, &d.entry, &dir)?;
-        extract::pipe_file(docker, &dump.path, &load(Some(&d.name)))
+        extract::pipe_file(docker, dump(&d.entry)?, &load(Some(&d.name)))
             .with_context(|| format!("load {} into a throwaway server", d.entry))?;
+    }
+    // Counted once every dump is in: a dump that reached into another one shows there.
+    for d in &db.databases {
         for (table, rows) in &d.tables {
             let got = query(&format!("SELECT COUNT(*) FROM `{}`.{table}", d.name))?;
             if got.trim() != rows.to_string() {
@@ -60,8 +83,7 @@ pub(super) fn check(ctx: &Ctx, verified: &Verified, db: &DbInfo) -> Result<()> {
         }
     }
     if let Some(entry) = &db.globals_entry {
-        let users = extract::spool_dump(verified, entry, &dir)?;
-        extract::pipe_file(docker, &users.path, &load(None))
+        extract::pipe_file(docker, dump(entry)?, &load(None))
             .with_context(|| format!("load {entry} into a throwaway server"))?;
     }
     Ok(())

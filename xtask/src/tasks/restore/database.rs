@@ -93,7 +93,7 @@ pub fn swap(
     let mut old = Vec::new();
     for (db, s) in dbs.iter().zip(staged) {
         let done = match db.login.engine {
-            DbEngine::Postgres => postgres::swap(ctx, db, s),
+            DbEngine::Postgres => postgres::swap(ctx, db, s, spooled),
             DbEngine::Mariadb | DbEngine::Mysql => mariadb::reload(ctx, db, spooled).map(|()| Vec::new()),
             DbEngine::Hook => hook::load(ctx, db, spooled).map(|()| Vec::new()),
         };

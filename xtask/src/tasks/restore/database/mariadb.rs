@@ -1,5 +1,6 @@
-//! Restoring a MariaDB/MySQL service. Each dump is proven before anything live changes:
-//! loaded into a scratch database `xtask_new_PID_N` with its row counts compared, then dropped.
+//! Restoring a MariaDB/MySQL service. Each dump is proven before anything live changes: loaded
+//! into a throwaway server of the service's image with no network (`catalog::deep_mariadb`),
+//! row counts compared, so whatever SQL a dump holds, proving it never reaches the live server.
 //! In the swap each live database is dropped, recreated and loaded again, counts compared (a
 //! failure there takes the restore's way back through the safety backup); then users and grants
 //! (`CREATE USER IF NOT EXISTS`, `GRANT`). The client runs with `--binary-mode --sandbox
@@ -49,20 +50,14 @@ fn apply_users(ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -
     load(ctx, db, None, find(spooled, entry)?, entry)
 }
 
-/// Loads each dump into a scratch database, compares its row counts and drops it again.
+/// Loads the dumps (and the users dump) into a throwaway server of the service's image and
+/// compares the row counts; the live server is not asked anything.
 pub fn prove(ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -> Result<()> {
-    for (i, d) in db.info.databases.iter().enumerate() {
-        signals::check()?;
-        let scratch = format!("xtask_new_{}_{i}", std::process::id());
-        ctx.ui.step(&format!("prove the dump of {} of {} in a scratch database {scratch}", d.name, db.login.service));
-        recreate(ctx, db, &scratch)?;
-        let result = load(ctx, db, Some(&scratch), find(spooled, &d.entry)?, &d.entry)
-            .and_then(|()| check_counts(ctx, db, &scratch, d));
-        let dropped = sql(ctx, db, &format!("DROP DATABASE IF EXISTS `{scratch}`"));
-        result?;
-        dropped?;
-    }
-    Ok(())
+    signals::check()?;
+    ctx.ui.step(&format!("prove the dumps of {} in a throwaway server, away from the live one", db.login.service));
+    let paths = spooled.iter().map(|(entry, s)| (entry.clone(), s.path.clone())).collect();
+    crate::tasks::catalog::deep_mariadb::prove(ctx, &db.info, &paths)
+        .with_context(|| format!("prove the dumps of {} (nothing live was changed)", db.login.service))
 }
 
 /// Every database dropped, recreated and loaded, counts compared; then users and grants. Last,
@@ -73,6 +68,9 @@ pub fn reload(ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) ->
         ctx.ui.step(&format!("drop and recreate database {} of {}, then load its dump", d.name, db.login.service));
         recreate(ctx, db, &d.name)?;
         load(ctx, db, Some(&d.name), find(spooled, &d.entry)?, &d.entry)?;
+    }
+    // Counted once every dump is in: a dump that reached into another one shows there.
+    for d in &db.info.databases {
         check_counts(ctx, db, &d.name, d)?;
     }
     apply_users(ctx, db, spooled)

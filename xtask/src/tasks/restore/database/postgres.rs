@@ -6,7 +6,10 @@
 //! that fails drops only the staged copy. Leftovers of a restore that died are settled by the
 //! next one: a staged copy never swapped in is dropped; an old copy whose live name exists is
 //! dropped, one whose live name is gone is renamed back. `--in-place` and the way back drop and
-//! reload directly. Roles (`globals.sql`) are cluster-wide and applied before the loads.
+//! reload directly. Roles (`globals.sql`) are cluster-wide: before the swap only the roles the
+//! staged loads need that do not exist yet are created, bare (`NOLOGIN`, no attribute, no
+//! password), so nothing of the live roles changes while staging; the roles dump itself is
+//! applied in the swap (and before the loads in `--in-place` and the way back).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -108,12 +111,60 @@ pub fn in_place(ctx: &Ctx, verified: &Verified, db: &DbRestore, dir: &Path) -> R
     Ok(())
 }
 
+/// The roles `CREATE ROLE` lines of a roles dump name (`CREATE ROLE name;` or
+/// `CREATE ROLE "name";`, as pg_dumpall writes them); other lines are not read here.
+pub fn created_roles(globals: &str) -> Vec<String> {
+    let mut roles = Vec::new();
+    for line in globals.lines() {
+        let Some(name) = line.strip_prefix("CREATE ROLE ").and_then(|r| r.strip_suffix(';')) else { continue };
+        let name = match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+            Some(quoted) if !quoted.replace("\"\"", "").contains('"') => quoted.replace("\"\"", "\""),
+            Some(_) => continue,
+            None if name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') => name.to_string(),
+            None => continue,
+        };
+        if !name.is_empty() && name.len() <= 63 {
+            roles.push(name);
+        }
+    }
+    roles
+}
+
+/// Creates, bare (`NOLOGIN`, nothing else), the roles of the roles dump that do not exist yet,
+/// so the staged loads can give objects to them; every live role stays as it is until the swap.
+/// Returns the roles it created.
+fn create_missing_roles(ctx: &Ctx, db: &DbRestore, globals: &Spooled) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(&globals.path).context("read the roles dump")?;
+    let psql = Psql { ctx, db };
+    let existing = psql.rows("template1", "SELECT rolname FROM pg_roles")?;
+    let mut created = Vec::new();
+    for role in created_roles(&text).into_iter().filter(|r| !existing.contains(r)) {
+        // The name goes in as a psql variable, quoted by psql: never into the SQL text.
+        let sql = "SELECT format('CREATE ROLE %I NOLOGIN', :'r') \
+                   WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'r') \\gexec\n";
+        psql.run("template1", sql, &[("r", &role)]).with_context(|| format!("create the missing role {role}"))?;
+        created.push(role);
+    }
+    Ok(created)
+}
+
+/// Drops the bare roles staging created (best effort), after a failed staging.
+fn drop_roles(ctx: &Ctx, db: &DbRestore, roles: &[String]) {
+    let psql = Psql { ctx, db };
+    for role in roles {
+        if let Err(e) = psql.run("template1", "DROP ROLE IF EXISTS :\"r\";\n", &[("r", role)]) {
+            eprintln!("warning: could not drop the role {role} this restore created ({e:#})");
+        }
+    }
+}
+
 /// Loads every dump into a new database beside the live one and checks its row counts; on an
-/// error the staged copies loaded so far are dropped and the live databases are untouched.
+/// error the staged copies loaded so far and the roles created for them are dropped, and the
+/// live databases and roles are untouched.
 pub fn stage(ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -> Result<Vec<StagedDb>> {
     let find = |entry: &str| spooled.get(entry).with_context(|| format!("the dump {entry} was not staged"));
-    apply_roles(ctx, db, find(db.globals_entry()?)?)?;
     let dumps: Vec<&Spooled> = db.info.databases.iter().map(|d| find(&d.entry)).collect::<Result<_>>()?;
+    let created = create_missing_roles(ctx, db, find(db.globals_entry()?)?)?;
     let psql = Psql { ctx, db };
     let mut staged = Vec::new();
     let result = (|| -> Result<()> {
@@ -135,6 +186,7 @@ pub fn stage(ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -> 
         Ok(()) => Ok(staged),
         Err(e) => {
             unstage(ctx, db, &staged);
+            drop_roles(ctx, db, &created);
             Err(e)
         }
     }
@@ -150,9 +202,16 @@ pub fn unstage(ctx: &Ctx, db: &DbRestore, staged: &[StagedDb]) {
     }
 }
 
-/// Swaps each staged database in by renames; returns the old copies to drop once the services
-/// are back.
-pub fn swap(ctx: &Ctx, db: &DbRestore, staged: &[StagedDb]) -> Result<Vec<String>> {
+/// Applies the roles dump, then swaps each staged database in by renames; returns the old
+/// copies to drop once the services are back.
+pub fn swap(
+    ctx: &Ctx,
+    db: &DbRestore,
+    staged: &[StagedDb],
+    spooled: &BTreeMap<String, Spooled>,
+) -> Result<Vec<String>> {
+    let globals = spooled.get(db.globals_entry()?).context("the roles dump was not staged")?;
+    apply_roles(ctx, db, globals)?;
     let psql = Psql { ctx, db };
     let mut old = Vec::new();
     for (i, (live, new)) in staged.iter().enumerate() {
@@ -205,4 +264,16 @@ pub fn recover(ctx: &Ctx, db: &DbRestore) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::created_roles;
+
+    #[test]
+    fn the_roles_a_roles_dump_creates_are_read_strictly() {
+        let globals = "SET standard_conforming_strings = on;\nCREATE ROLE app;\nALTER ROLE app WITH SUPERUSER;\n\
+                       CREATE ROLE \"Odd \"\"one\"\"\";\nCREATE ROLE bad\"name;\nCREATE ROLE \"x\"\"; DROP\";\n  CREATE ROLE indented;\n";
+        assert_eq!(created_roles(globals), ["app", "Odd \"one\"", "x\"; DROP"]);
+    }
 }
