@@ -52,12 +52,17 @@ pub fn default_dir() -> PathBuf {
         .unwrap_or_else(|| crate::model::compose::workspace_root().join("backups"))
 }
 
-/// The result of the last `verify`, kept beside the archive as `.<file>.verified`.
+/// The result of the last `verify`, kept beside the archive as `.<file>.verified`: only a cache
+/// (anyone who can write the directory can write one). It counts while the archive's size and
+/// mtime match; where it decides something (prune's newest verified archive) its SHA-256 is
+/// checked against the archive's bytes, and a marker that does not match is ignored.
 #[derive(Debug, Serialize, Deserialize)]
 struct Marker {
     size: u64,
     modified: u64,
     ok: bool,
+    #[serde(default)]
+    sha256: Option<String>,
 }
 
 fn marker_path(path: &Path) -> PathBuf {
@@ -74,7 +79,8 @@ fn identity(path: &Path) -> Option<(u64, u64)> {
 /// Writes the marker atomically (a new private file renamed over it): never through a symlink.
 fn record_verification(path: &Path, ok: bool) {
     let Some((size, modified)) = identity(path) else { return };
-    let Ok(json) = serde_json::to_vec(&Marker { size, modified, ok }) else { return };
+    let sha256 = file_digest(path);
+    let Ok(json) = serde_json::to_vec(&Marker { size, modified, ok, sha256 }) else { return };
     let marker = marker_path(path);
     let temp = marker.with_extension(format!("tmp-{}", std::process::id()));
     let written = std::fs::OpenOptions::new()
@@ -88,14 +94,26 @@ fn record_verification(path: &Path, ok: bool) {
     }
 }
 
+fn read_marker(path: &Path) -> Option<Marker> {
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(marker_path(path)).ok()?;
+    let mut text = Vec::new();
+    f.take(4096).read_to_end(&mut text).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// Whether the archive's bytes still hash to what its `ok` marker recorded (read in full).
+fn marker_confirmed(path: &Path) -> bool {
+    let Some(Marker { ok: true, sha256: Some(recorded), .. }) = read_marker(path) else { return false };
+    file_digest(path).is_some_and(|d| d == recorded)
+}
+
+/// The SHA-256 of a file's bytes as stored (an encrypted archive is not decrypted), in hex.
+fn file_digest(path: &Path) -> Option<String> {
+    crate::tasks::offsite::sha256_of(path).ok().map(|d| archive::hex(&d))
+}
+
 fn verification(path: &Path) -> &'static str {
-    let read = || -> Option<Marker> {
-        let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(marker_path(path)).ok()?;
-        let mut text = Vec::new();
-        f.take(4096).read_to_end(&mut text).ok()?;
-        serde_json::from_slice(&text).ok()
-    };
-    match (read(), identity(path)) {
+    match (read_marker(path), identity(path)) {
         (Some(m), Some((size, modified))) if m.size == size && m.modified == modified => {
             if m.ok {
                 "ok"
@@ -653,7 +671,10 @@ pub fn prune(ctx: &Ctx, dir: &Path, r: &Retention, dry_run: bool) -> Result<()> 
     }
     for kind in ["full", "db"] {
         let group: Vec<&ArchiveFile> = archives.iter().filter(|a| a.kind == kind && a.problem.is_none()).collect();
-        let facts: Vec<(OffsetDateTime, bool)> = group.iter().map(|a| (a.created, a.checksums == "ok")).collect();
+        // Only the newest archive whose marker its bytes confirm is "the newest verified" one.
+        let newest_ok = group.iter().position(|a| a.checksums == "ok" && marker_confirmed(&a.path));
+        let facts: Vec<(OffsetDateTime, bool)> =
+            group.iter().enumerate().map(|(i, a)| (a.created, Some(i) == newest_ok)).collect();
         for (a, why) in group.iter().zip(decide(&facts, r)) {
             if why.is_empty() {
                 if dry_run {
@@ -744,6 +765,18 @@ mod tests {
         assert_eq!(found[1].checksums, "unverified");
         record_verification(&found[1].path, true);
         assert_eq!(verification(&found[1].path), "ok");
+        assert!(marker_confirmed(&found[1].path), "the bytes match the marker");
+        // The same size and mtime, other bytes: the marker still lists, but decides nothing.
+        let p = &found[1].path;
+        let (mut bytes, mtime) = (std::fs::read(p).unwrap(), std::fs::metadata(p).unwrap().modified().unwrap());
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(p, &bytes).unwrap();
+        std::fs::File::options().write(true).open(p).unwrap().set_modified(mtime).unwrap();
+        assert_eq!(verification(p), "ok");
+        assert!(!marker_confirmed(p), "a marker its archive's bytes do not match is ignored");
+        bytes[last] ^= 1;
+        std::fs::write(p, &bytes).unwrap();
         assert_eq!(latest(&dir, "p", |_| true).unwrap(), found[1].path, "never a damaged file");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -247,7 +247,8 @@ fn open_local(path: &Path) -> Result<(File, u64)> {
     Ok((f, m.len()))
 }
 
-fn sha256_of(path: &Path) -> Result<[u8; 32]> {
+/// The SHA-256 of a local file's bytes as stored (O_NOFOLLOW, a regular file; not decrypted).
+pub fn sha256_of(path: &Path) -> Result<[u8; 32]> {
     let (f, _) = open_local(path)?;
     let mut reader = HashingReader::new(f);
     std::io::copy(&mut reader, &mut std::io::sink()).with_context(|| format!("read {}", path.display()))?;
