@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Memory of verify against the number of entries (a script, not a timed test): a genuine archive
+# of the sample stack with N empty directories added to one volume (SHA256SUMS needs no change:
+# directories carry no data), then `xtask verify` of it; prints the peak RSS (/usr/bin/time's
+# maximum resident set) and the bytes per entry.
+#   scripts/bench-entries.sh [N...]        (default: 100000 1000000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+counts=("$@")
+[ ${#counts[@]} -gt 0 ] || counts=(100000 1000000)
+bash scripts/provision.sh
+# shellcheck source=scripts/testbed.env
+source scripts/testbed.env
+cargo build --quiet -p xtask
+export APP_VOLUME_PREFIX=xt-bench-entries
+x=(target/debug/xtask -p xt-bench-entries)
+dir=$(mktemp -d)
+cleanup() {
+    "${x[@]}" clean-all --confirm "DELETE EVERYTHING" --output-dir "$dir" >/dev/null 2>&1 || true
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+"${x[@]}" up backend >/dev/null 2>&1
+docker exec xt-bench-entries-backend-1 sh -c 'echo hello > /app/media/a.txt'
+genuine=$("${x[@]}" backup --output-dir "$dir" --volume backend-media --json 2>/dev/null |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["path"])')
+echo "entries  peak RSS (MiB)  bytes/entry over the genuine archive's"
+base=$( { /usr/bin/time -f '%M' "${x[@]}" verify "$genuine" >/dev/null 2>/dev/null; } 2>&1 | tail -n 1)
+echo "0  $((base / 1024))"
+for n in "${counts[@]}"; do
+    big="$dir/full_backup_20200101_00000${#n}.tar.gz"
+    python3 - "$genuine" "$big" "$n" <<'PY'
+import gzip, sys, tarfile
+src, dst, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with tarfile.open(src, "r:gz") as a, gzip.open(dst, "wb", compresslevel=1) as raw:
+    with tarfile.open(fileobj=raw, mode="w|", format=tarfile.GNU_FORMAT) as out:
+        members = a.getmembers()
+        prefix = next(m.name for m in members if m.name.startswith("volumes/") and m.isdir()).rstrip("/") + "/"
+        for m in members:
+            if m.name == "SHA256SUMS":
+                for i in range(n):
+                    d = tarfile.TarInfo(f"{prefix}many/{i:07d}/")
+                    d.type, d.mode, d.mtime = tarfile.DIRTYPE, 0o755, m.mtime
+                    out.addfile(d)
+            out.addfile(m, a.extractfile(m) if m.isfile() else None)
+PY
+    rss=$( { /usr/bin/time -f '%M' "${x[@]}" verify --output-dir "$dir" "$big" >/dev/null 2>/dev/null; } 2>&1 | tail -n 1)
+    echo "$n  $((rss / 1024))  $(( (rss - base) * 1024 / n ))"
+    rm -f "$big"
+done
