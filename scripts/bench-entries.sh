@@ -22,10 +22,11 @@ cleanup() {
 trap cleanup EXIT
 "${x[@]}" up backend >/dev/null 2>&1
 docker exec xt-bench-entries-backend-1 sh -c 'echo hello > /app/media/a.txt'
-genuine=$("${x[@]}" backup --output-dir "$dir" --volume backend-media --json 2>/dev/null |
+genuine=$("${x[@]}" backup --output-dir "$dir" --volume app-backend-media --json 2>/dev/null |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["path"])')
 echo "entries  peak RSS (MiB)  bytes/entry over the genuine archive's"
-base=$( { /usr/bin/time -f '%M' "${x[@]}" verify "$genuine" >/dev/null 2>/dev/null; } 2>&1 | tail -n 1)
+peak() { /usr/bin/time -f '%M' -o "$dir/rss" "${x[@]}" verify --output-dir "$dir" "$1" >/dev/null 2>&1; tail -n 1 "$dir/rss"; }
+base=$(peak "$genuine")
 echo "0  $((base / 1024))"
 for n in "${counts[@]}"; do
     big="$dir/full_backup_20200101_00000${#n}.tar.gz"
@@ -38,13 +39,17 @@ with tarfile.open(src, "r:gz") as a, gzip.open(dst, "wb", compresslevel=1) as ra
         prefix = next(m.name for m in members if m.name.startswith("volumes/") and m.isdir()).rstrip("/") + "/"
         for m in members:
             if m.name == "SHA256SUMS":
+                top = tarfile.TarInfo(f"{prefix}many/")
+                top.type, top.mode, top.mtime = tarfile.DIRTYPE, 0o755, m.mtime
+                out.addfile(top)
                 for i in range(n):
                     d = tarfile.TarInfo(f"{prefix}many/{i:07d}/")
                     d.type, d.mode, d.mtime = tarfile.DIRTYPE, 0o755, m.mtime
                     out.addfile(d)
             out.addfile(m, a.extractfile(m) if m.isfile() else None)
 PY
-    rss=$( { /usr/bin/time -f '%M' "${x[@]}" verify --output-dir "$dir" "$big" >/dev/null 2>/dev/null; } 2>&1 | tail -n 1)
+    rss=$(peak "$big")
+    "${x[@]}" verify --output-dir "$dir" "$big" >/dev/null 2>"$dir/err" || { echo "verify of the $n-entry archive failed:"; tail -n 3 "$dir/err"; }
     echo "$n  $((rss / 1024))  $(( (rss - base) * 1024 / n ))"
     rm -f "$big"
 done

@@ -80,13 +80,21 @@ impl Drop for TempDir {
     }
 }
 
-/// A new empty directory under the system's temporary directory, mode 0700.
+/// A new empty directory under the system's temporary directory, mode 0700, its name not
+/// guessable in advance (a name someone else took is skipped, never reused).
 pub fn private_temp_dir(prefix: &str) -> Result<TempDir> {
     use std::os::unix::fs::DirBuilderExt;
     static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let path = std::env::temp_dir().join(format!("{prefix}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&path);
-    std::fs::DirBuilder::new().mode(0o700).create(&path).with_context(|| format!("create {}", path.display()))?;
-    Ok(TempDir { path })
+    for _ in 0..16 {
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let path = std::env::temp_dir().join(format!("{prefix}-{}-{n}-{nanos:x}", std::process::id()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+            Ok(()) => return Ok(TempDir { path }),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("create {}", path.display())),
+        }
+    }
+    bail!("could not create a private directory under {}", std::env::temp_dir().display())
 }

@@ -61,6 +61,8 @@ pub struct MyScan {
     pub beyond: Option<String>,
     /// The first account statement (users, roles, grants, passwords): only a users dump may hold one.
     pub accounts: Option<String>,
+    /// The last bytes fed, for a search across chunk boundaries.
+    carry: Vec<u8>,
 }
 
 /// What a statement beginning with `words` (upper case, first six tokens) reaches: `Some(true)`
@@ -83,8 +85,13 @@ pub fn reach(words: &[String]) -> Option<bool> {
     }
 }
 
+/// The sql_mode that makes the client stop reading backslashes as escapes: after it, this
+/// scanner and the client would read strings differently, so a dump may not name it.
+const NO_BACKSLASH_ESCAPES: &[u8] = b"NO_BACKSLASH_ESCAPES";
+
 impl MyScan {
     pub fn feed(&mut self, data: &[u8]) {
+        self.look_for_mode_change(data);
         if self.started {
             self.run(data);
             return;
@@ -103,6 +110,26 @@ impl MyScan {
             false => &head[..],
         };
         self.run(rest);
+    }
+
+    /// Anywhere in the bytes (strings included, across chunk boundaries), case-insensitively.
+    fn look_for_mode_change(&mut self, data: &[u8]) {
+        let keep = NO_BACKSLASH_ESCAPES.len() - 1;
+        let mut window = std::mem::take(&mut self.carry);
+        window.extend_from_slice(&data[..data.len().min(keep)]);
+        let found = |bytes: &[u8]| {
+            bytes.windows(NO_BACKSLASH_ESCAPES.len()).any(|w| w.eq_ignore_ascii_case(NO_BACKSLASH_ESCAPES))
+        };
+        if found(&window) || found(data) {
+            self.refuse("NO_BACKSLASH_ESCAPES: it changes how the client reads strings, which no dump may do");
+        }
+        // The last `keep` bytes of everything fed: the window holds the old carry and (when the
+        // chunk is short) the whole chunk; otherwise the chunk's own end.
+        let mut tail = if data.len() > keep { data[data.len() - keep..].to_vec() } else { window };
+        if tail.len() > keep {
+            tail.drain(..tail.len() - keep);
+        }
+        self.carry = tail;
     }
 
     /// Feeds `data`, skipping over the inside of strings (most of a dump's bytes) in one search.
@@ -410,6 +437,17 @@ mod tests {
         }
         let s = scan("SELECT `use`, `grant` FROM `drop`;\nINSERT INTO `t` VALUES ('USE x; GRANT');\n", 3);
         assert_eq!((s.beyond, s.accounts), (None, None), "names and strings are not statements");
+    }
+
+    #[test]
+    fn a_dump_may_not_switch_off_backslash_escapes() {
+        let sql =
+            format!("{DUMP}SET sql_mode='no_backslash_escapes';\nSELECT 'a\\'; DROP TABLE other.t; SELECT 'x';\n");
+        for chunk in [1, 3, 19, 20, 4096] {
+            let s = scan(&sql, chunk);
+            assert!(s.violation.as_deref().is_some_and(|v| v.contains("NO_BACKSLASH_ESCAPES")), "chunks of {chunk}");
+        }
+        assert!(scan(DUMP, 2).violation.is_none());
     }
 
     #[test]

@@ -240,6 +240,16 @@ pub fn declared_target<'a>(
     if let Some(p) = protected.iter().find(|p| p.starts_with(path)) {
         bail!("{what}: this stack binds {path}, which holds {}: a restore never replaces it", p.display());
     }
+    // Another bind inside this one: the restored content could put a link where that bind's
+    // directory is, and Docker would follow it when the service starts.
+    let inner = stack_binds.iter().find(|b| b.host_path != *path && Path::new(&b.host_path).starts_with(path));
+    if let Some(inner) = inner {
+        bail!(
+            "{what}: this stack binds {path} and also {} inside it; a restore of the outer one could replace the \
+             inner directory by a link, so it is refused: restore it by hand, or bind them side by side",
+            inner.host_path
+        );
+    }
     Ok(bind)
 }
 
@@ -344,6 +354,11 @@ mod tests {
             assert!(e.contains("no service of this stack's compose file binds it"), "{path}: {e}");
         }
         assert!(format!("{:#}", target("/srv/p/conf", &[]).unwrap_err()).contains("configuration"));
+        let nested = project(&[("web", "/srv/q/data", "/data", false), ("web", "/srv/q/data/sub", "/sub", false)]);
+        let nb = binds(&nested, &Overrides::new(), &|_| false);
+        let r = Recorded { path: "/srv/q/data", project_dir: None, uses: &[] };
+        let e = format!("{:#}", declared_target(&r, &nb, Path::new("/srv/q"), &[]).unwrap_err());
+        assert!(e.contains("inside it"), "a bind holding another bind: {e}");
         let e = format!("{:#}", at("/srv", None, &uses("dev", "/src")).unwrap_err());
         assert!(e.contains("holds /srv/p"), "a bind holding the project or backup directory: {e}");
     }

@@ -386,6 +386,14 @@ pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<Prepared> {
             present.push(v.target.clone());
         }
     }
+    let staged_live = plan.dbs.iter().any(|d| d.login.engine == archive::DbEngine::Postgres);
+    let signed = crate::tasks::trust::Policy::of(ctx)?.signing.is_some();
+    if staged_live && !signed && opts.expect_sha256.is_none() {
+        eprintln!(
+            "note: x-xtask.sign is not set, so nothing tells whether this archive was made here; its PostgreSQL \
+             dumps are staged on the live server as the database user (docs/restore-and-clean.md)"
+        );
+    }
     Ok(Prepared { path, meta, plan, present, src, verified, dir })
 }
 
