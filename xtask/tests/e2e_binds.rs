@@ -109,7 +109,7 @@ fn binds_are_listed_backed_up_and_restored_and_the_socket_never_read() {
     let pgdata = format!("{}/pgdata", project.s());
     let conf = format!("{}/config/app.conf", project.s());
     for (name, kind, role) in [
-        (uploads.s(), "bind", "data"),
+        (uploads.s(), "bind", "uploads"),
         (media.as_str(), "bind", "uploads"),
         (pgdata.as_str(), "bind", "database"),
         (conf.as_str(), "bind", "config"),

@@ -52,6 +52,8 @@ pub struct Bind {
     pub priority: Priority,
     /// Role and priority came from inference, not from `x-xtask.binds`.
     pub inferred: bool,
+    /// Why it has this role (the override, or the inference's reason).
+    pub role_reason: String,
     /// Why it is never copied (system path, configuration), or None: data.
     pub never: Option<String>,
 }
@@ -157,13 +159,14 @@ fn classify(
         .map(|(s, m)| BindUse { service: s.name.clone(), target: m.target.clone(), read_only: m.read_only })
         .collect();
     let basename = path.rsplit('/').next().unwrap_or_default().to_string();
-    let inferred_role = roles::infer_role(&basename, mounts);
-    let (role, priority, inferred) = match overrides.get(&path) {
+    let (inferred_role, why) = roles::infer(&basename, mounts);
+    let (role, priority, inferred, role_reason) = match overrides.get(&path) {
         Some((r, p)) => {
             let role = r.unwrap_or(inferred_role);
-            (role, p.unwrap_or(role.default_priority()), false)
+            let reason = if r.is_some() { "x-xtask.binds".to_string() } else { why };
+            (role, p.unwrap_or(role.default_priority()), false, reason)
         }
-        None => (inferred_role, inferred_role.default_priority(), true),
+        None => (inferred_role, inferred_role.default_priority(), true, why),
     };
     let never = if let Some(why) = system_path(&path) {
         Some(why)
@@ -176,7 +179,7 @@ fn classify(
     } else {
         None
     };
-    Bind { host_path: path, uses, role, priority, inferred, never }
+    Bind { host_path: path, uses, role, priority, inferred, role_reason, never }
 }
 
 /// Where and how an archive recorded a bind: its host path, the project directory then (absent
@@ -293,7 +296,7 @@ mod tests {
         let by = |path: &str| b.iter().find(|x| x.host_path == path).unwrap();
         assert_eq!((by("/srv/p/pgdata").role, by("/srv/p/pgdata").priority), (Role::Database, Priority::Critical));
         assert_eq!(by("/srv/p/media").role, Role::Uploads);
-        assert_eq!(by("/srv/photos/library").priority, Priority::Important);
+        assert_eq!(by("/srv/photos/library").priority, Priority::Critical, "a library of photos is an upload store");
         assert_eq!(by("/srv/p/nginx.conf").role_name(), "config", "normalized and a file");
         assert_eq!(by("/srv/p/conf").role_name(), "config", "read-only");
         assert_eq!(by("/etc/localtime").role_name(), "system");

@@ -78,10 +78,12 @@ fn parse<T: Copy>(all: &[T], name: fn(T) -> &'static str, value: &str) -> Option
 }
 
 /// A volume's role and priority, and whether each came from a label or was inferred.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Classification {
     pub role: Role,
     pub role_inferred: bool,
+    /// Why it has this role: its label, or the inference's reason.
+    pub role_reason: String,
     pub priority: Priority,
     pub priority_inferred: bool,
 }
@@ -109,51 +111,115 @@ pub fn classify(project: &Project, vol: &VolumeDecl) -> Result<Classification> {
         None => None,
     };
     let mounts: Vec<(&Service, &Mount)> = project.mounts_of(&vol.key).collect();
-    let (role, role_inferred) = match role {
-        Some(r) => (r, false),
-        None => (infer_role(&vol.key, &mounts), true),
+    let (role, role_inferred, role_reason) = match role {
+        Some(r) => (r, false, format!("its label {ROLE_LABEL}")),
+        None => {
+            let (r, why) = infer(&vol.key, &mounts);
+            (r, true, why)
+        }
     };
     let (priority, priority_inferred) = match priority {
         Some(p) => (p, false),
         None => (role.default_priority(), true),
     };
-    Ok(Classification { role, role_inferred, priority, priority_inferred })
+    Ok(Classification { role, role_inferred, role_reason, priority, priority_inferred })
 }
+
+/// Directory names that hold what users put there (Mastodon's `public/system`, Rails'
+/// `storage`, Immich's `upload`, Synapse's `media_store`…): such a store wins over a `public`,
+/// `static` or `assets` above it.
+const UPLOAD_STORES: [&str; 16] = [
+    "system",
+    "uploads",
+    "upload",
+    "media",
+    "media_store",
+    "storage",
+    "files",
+    "library",
+    "attachments",
+    "photos",
+    "originals",
+    "documents",
+    "avatars",
+    "userdata",
+    "user_files",
+    "pictures",
+];
+
+/// Where database images keep their data (an image whose name says nothing, e.g. pgvecto-rs).
+const DATABASE_DIRS: [&str; 5] =
+    ["/var/lib/postgresql", "/var/lib/mysql", "/var/lib/mariadb", "/var/lib/mongodb", "/data/db"];
 
 /// Infers a role from the images that mount the volume and where they mount it.
 pub fn infer_role(key: &str, mounts: &[(&Service, &Mount)]) -> Role {
+    infer(key, mounts).0
+}
+
+/// [`infer_role`] with the reason, for `volumes` (`role_reason`). When unsure it says data,
+/// which is backed up: regenerable needs a strong signal (node_modules, a build output such as
+/// `static`/`staticfiles`/`assets`, or a label), and an upload store beats `public`.
+pub fn infer(key: &str, mounts: &[(&Service, &Mount)]) -> (Role, String) {
     let image_base = |s: &Service| {
         let image = s.image.as_deref().unwrap_or_default().to_lowercase();
-        let no_tag =
-            image.rsplit('/').next().unwrap_or_default().split([':', '@']).next().unwrap_or_default().to_string();
-        no_tag
+        image.rsplit('/').next().unwrap_or_default().split([':', '@']).next().unwrap_or_default().to_string()
     };
-    let any = |pred: &dyn Fn(&Service, &Mount) -> bool| mounts.iter().any(|(s, m)| pred(s, m));
-    let target_has = |words: &[&str]| {
-        any(&|_, m| {
-            let t = m.target.to_lowercase();
-            words.iter().any(|w| t.split('/').any(|seg| seg == *w))
-        })
+    let segments = |m: &Mount| m.target.to_lowercase().split('/').map(str::to_string).collect::<Vec<_>>();
+    let first_target =
+        |pred: &dyn Fn(&Mount) -> bool| mounts.iter().find(|(_, m)| pred(m)).map(|(_, m)| m.target.clone());
+    let with_segment = |words: &[&str]| first_target(&|m| segments(m).iter().any(|s| words.contains(&s.as_str())));
+    let image_of = |names: &[&str]| {
+        mounts
+            .iter()
+            .map(|(s, _)| (s.image.clone().unwrap_or_default(), image_base(s)))
+            .find(|(_, b)| names.iter().any(|n| b.contains(n)))
     };
-    if any(&|s, _| {
-        ["postgres", "postgis", "mysql", "mariadb", "mongo", "timescaledb"].iter().any(|d| image_base(s).contains(d))
-    }) {
-        Role::Database
-    } else if any(&|s, _| ["redis", "valkey", "memcached", "keydb"].iter().any(|c| image_base(s).contains(c))) {
-        Role::Cache
-    } else if any(&|_, m| m.target.starts_with("/var/log")) || target_has(&["log", "logs"]) {
-        Role::Logs
-    } else if target_has(&["node_modules", "vendor", ".venv", "site-packages"]) {
-        Role::Dependencies
-    } else if target_has(&["static", "staticfiles", "assets", "public"]) {
-        Role::Static
-    } else if target_has(&["media", "uploads", "upload"]) {
-        Role::Uploads
-    } else if key.contains("cache") {
-        Role::Cache
-    } else {
-        Role::Data
+    let run_dir = first_target(&|m| {
+        ["/run", "/var/run", "/tmp"].iter().any(|r| m.target == *r || m.target.starts_with(&format!("{r}/")))
+    });
+    if let Some(t) = run_dir.filter(|_| mounts.iter().all(|(_, m)| run_dir_of(&m.target))) {
+        return (Role::Cache, format!("mounted at {t}: a runtime (socket or pid) directory, not data"));
     }
+    if let Some((image, _)) = image_of(&["postgres", "postgis", "mysql", "mariadb", "mongo", "timescaledb", "pgvecto"])
+    {
+        return (Role::Database, format!("mounted by the database image {image}"));
+    }
+    if let Some(t) =
+        first_target(&|m| DATABASE_DIRS.iter().any(|d| m.target == *d || m.target.starts_with(&format!("{d}/"))))
+    {
+        return (Role::Database, format!("mounted at {t}, where database servers keep their data"));
+    }
+    if let Some((image, _)) = image_of(&["redis", "valkey", "memcached", "keydb", "dragonfly"]) {
+        return (Role::Cache, format!("mounted by the cache image {image}"));
+    }
+    if let Some(t) = with_segment(&UPLOAD_STORES) {
+        return (Role::Uploads, format!("mounted at {t}: a directory of what users upload"));
+    }
+    if let Some(t) = first_target(&|m| m.target.starts_with("/var/log")).or_else(|| with_segment(&["log", "logs"])) {
+        return (Role::Logs, format!("mounted at {t}: logs"));
+    }
+    if let Some(t) = with_segment(&["node_modules", "vendor", ".venv", "site-packages", "bower_components"]) {
+        return (Role::Dependencies, format!("mounted at {t}: installed dependencies, rebuilt by an install"));
+    }
+    if let Some(t) = with_segment(&["static", "staticfiles", "assets", "collectstatic", "packs"]) {
+        return (Role::Static, format!("mounted at {t}: a build output, rebuilt by a build"));
+    }
+    if let Some(t) = with_segment(&["cache", ".cache"]) {
+        return (Role::Cache, format!("mounted at {t}: a cache"));
+    }
+    let key_words: Vec<String> = key.to_lowercase().split(['-', '_', '.']).map(str::to_string).collect();
+    if key_words.iter().any(|w| UPLOAD_STORES.contains(&w.as_str())) {
+        return (Role::Uploads, format!("its name {key} names an upload store"));
+    }
+    if key_words.iter().any(|w| w == "cache") {
+        return (Role::Cache, format!("its name {key} says cache"));
+    }
+    (Role::Data, "no rule matched: data, backed up (label it to say otherwise)".into())
+}
+
+/// Whether `target` is a runtime directory (sockets, pid files) rather than data.
+fn run_dir_of(target: &str) -> bool {
+    ["/run", "/var/run", "/tmp"].iter().any(|r| target == *r || target.starts_with(&format!("{r}/")))
 }
 
 #[cfg(test)]
@@ -192,6 +258,62 @@ mod tests {
         assert_eq!(infer("python", "/app/media"), Role::Uploads);
         assert_eq!(infer("python", "/srv/things"), Role::Data);
         assert_eq!(infer_role("build-cache", &[]), Role::Cache);
+    }
+
+    /// Mounts as public applications' own compose files write them: (image, target, role).
+    const REAL_STACKS: [(&str, &str, Role); 40] = [
+        ("ghcr.io/mastodon/mastodon:v4.3", "/mastodon/public/system", Role::Uploads),
+        ("postgres:14-alpine", "/var/lib/postgresql/data", Role::Database),
+        ("redis:7-alpine", "/data", Role::Cache),
+        ("ghcr.io/immich-app/immich-server:release", "/usr/src/app/upload", Role::Uploads),
+        ("ghcr.io/immich-app/immich-machine-learning:release", "/cache", Role::Cache),
+        ("tensorchord/pgvecto-rs:pg14-v0.2.0", "/var/lib/postgresql/data", Role::Database),
+        ("nextcloud:29-apache", "/var/www/html", Role::Data),
+        ("nextcloud:29-apache", "/var/www/html/data", Role::Data),
+        ("mariadb:10.11", "/var/lib/mysql", Role::Database),
+        ("ghcr.io/paperless-ngx/paperless-ngx:latest", "/usr/src/paperless/media", Role::Uploads),
+        ("ghcr.io/paperless-ngx/paperless-ngx:latest", "/usr/src/paperless/data", Role::Data),
+        ("ghcr.io/paperless-ngx/paperless-ngx:latest", "/usr/src/paperless/consume", Role::Data),
+        ("mattermost/mattermost-team-edition:9", "/mattermost/data", Role::Data),
+        ("mattermost/mattermost-team-edition:9", "/mattermost/logs", Role::Logs),
+        ("mattermost/mattermost-team-edition:9", "/mattermost/plugins", Role::Data),
+        ("gitea/gitea:1.22", "/data", Role::Data),
+        ("registry.rocket.chat/rocketchat/rocket.chat:6", "/app/uploads", Role::Uploads),
+        ("mongo:6", "/data/db", Role::Database),
+        ("bitnami/mongodb:6.0", "/bitnami/mongodb", Role::Database),
+        ("clickhouse/clickhouse-server:24", "/var/lib/clickhouse", Role::Data),
+        ("ghcr.io/mailcow/mailcow-dockerized/dovecot", "/var/vmail", Role::Data),
+        ("mariadb:10.5", "/var/run/mysqld/", Role::Cache),
+        ("wordpress:6", "/var/www/html", Role::Data),
+        ("wordpress:6", "/var/www/html/wp-content/uploads", Role::Uploads),
+        ("ghost:5", "/var/lib/ghost/content", Role::Data),
+        ("strapi/strapi", "/opt/app/public/uploads", Role::Uploads),
+        ("ruby:3.3", "/app/public/assets", Role::Static),
+        ("ruby:3.3", "/app/public", Role::Data),
+        ("ruby:3.3", "/rails/storage", Role::Uploads),
+        ("python:3.12", "/app/staticfiles", Role::Static),
+        ("node:20", "/app/node_modules", Role::Dependencies),
+        ("php:8.3-fpm", "/var/www/vendor", Role::Dependencies),
+        ("nginx:1.27", "/var/log/nginx", Role::Logs),
+        ("grafana/grafana:11", "/var/lib/grafana", Role::Data),
+        ("jellyfin/jellyfin", "/cache", Role::Cache),
+        ("matrixdotorg/synapse:latest", "/data/media_store", Role::Uploads),
+        ("fireflyiii/core", "/var/www/html/storage/upload", Role::Uploads),
+        ("valkey/valkey:8", "/data", Role::Cache),
+        ("vaultwarden/server", "/data", Role::Data),
+        ("nodebb/docker", "/usr/src/app/public/uploads", Role::Uploads),
+    ];
+
+    #[test]
+    fn real_stacks_mounts_get_the_role_that_keeps_their_data() {
+        for (image, target, want) in REAL_STACKS {
+            let (s, m) = svc(image, target);
+            let (got, why) = super::infer("v", &[(&s, &m)]);
+            assert_eq!(got, want, "{image} at {target}: {why}");
+            assert!(!why.is_empty());
+        }
+        assert_eq!(infer_role("rails-uploads", &[]), Role::Uploads, "the volume's name");
+        assert_eq!(infer_role("vendor-data", &[]), Role::Data);
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct VolumeReport {
     pub external: bool,
     pub role: &'static str,
     pub role_inferred: bool,
+    /// Why it has this role: its label, `x-xtask.binds`, or what the inference saw.
+    pub role_reason: String,
     pub priority: &'static str,
     pub priority_inferred: bool,
     pub driver: Option<String>,
@@ -181,6 +183,7 @@ pub fn inventory(ctx: &Ctx) -> Result<Inventory> {
             external: v.external,
             role: c.role.as_str(),
             role_inferred: c.role_inferred,
+            role_reason: c.role_reason.clone(),
             priority: c.priority.as_str(),
             priority_inferred: c.priority_inferred,
             driver: fact.map(|f| f.driver.clone()).or(declared_driver),
@@ -232,6 +235,7 @@ fn bind_reports(ctx: &Ctx, binds: &[binds::Bind]) -> Result<Vec<VolumeReport>> {
             external: false,
             role: b.role_name(),
             role_inferred: b.inferred,
+            role_reason: b.never.clone().unwrap_or_else(|| b.role_reason.clone()),
             priority: if b.never.is_some() { "none" } else { b.priority.as_str() },
             priority_inferred: b.inferred,
             driver: None,
@@ -269,6 +273,7 @@ fn ephemeral_reports(project: &Project) -> Vec<VolumeReport> {
                 external: false,
                 role: "ephemeral",
                 role_inferred: true,
+                role_reason: "tmpfs or anonymous: gone with its container".into(),
                 priority: "none",
                 priority_inferred: true,
                 driver: None,
@@ -341,6 +346,9 @@ pub fn render(inv: &Inventory) -> String {
     }
     if inv.volumes.iter().any(|v| v.kind == "volume" && (v.role_inferred || v.priority_inferred)) {
         out.push_str("* inferred (no xtask.role / xtask.priority label on the volume; see docs/volume-labels.md)\n");
+    }
+    for v in inv.volumes.iter().filter(|v| v.role_inferred && v.never.is_none()) {
+        out.push_str(&format!("  {}: {} because {}\n", v.name, v.role, v.role_reason));
     }
     out
 }
