@@ -26,16 +26,30 @@ impl Ui {
         self.progress_of(what, Some(total))
     }
 
+    /// A wait for something outside the tool (a service's health, a server starting): a spinner
+    /// with the time waited on a terminal, the step line otherwise.
+    pub fn waiting(&self, what: &str) -> Progress {
+        self.display(what, indicatif::ProgressBar::new_spinner(), "{spinner} {msg} ({elapsed})")
+    }
+
     fn progress_of(&self, what: &str, total: Option<u64>) -> Progress {
+        match total {
+            Some(t) => self.display(
+                what,
+                indicatif::ProgressBar::new(t),
+                "{msg}: [{bar:30}] {bytes}/{total_bytes} {percent}% ({binary_bytes_per_sec}, ETA {eta})",
+            ),
+            None => self.display(
+                what,
+                indicatif::ProgressBar::new_spinner(),
+                "{spinner} {msg}: {bytes} ({binary_bytes_per_sec})",
+            ),
+        }
+    }
+
+    fn display(&self, what: &str, bar: indicatif::ProgressBar, template: &str) -> Progress {
         use std::io::IsTerminal;
         let bar = if !self.quiet && std::io::stderr().is_terminal() {
-            let (bar, template) = match total {
-                Some(t) => (
-                    indicatif::ProgressBar::new(t),
-                    "{msg}: [{bar:30}] {bytes}/{total_bytes} {percent}% ({binary_bytes_per_sec}, ETA {eta})",
-                ),
-                None => (indicatif::ProgressBar::new_spinner(), "{spinner} {msg}: {bytes} ({binary_bytes_per_sec})"),
-            };
             if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
                 bar.set_style(style.progress_chars("=> "));
             }
@@ -63,6 +77,17 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.inc(n);
         }
+    }
+
+    /// Ends a wait with a summary line and the time it took.
+    pub fn done(&self, summary: &str) {
+        let line = format!("    {summary} after {:.1} s", self.started.elapsed().as_secs_f64());
+        match &self.bar {
+            Some(bar) => bar.finish_and_clear(),
+            None if self.quiet => return,
+            None => {}
+        }
+        eprintln!("{line}");
     }
 
     /// Ends the step with a summary line and its throughput.

@@ -136,7 +136,8 @@ fn every_engine_round_trips_through_clean_all_while_written_to() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let (pg_before, my_before) = live_rows(&stack);
-    let (ok, stdout, stderr) = stack.xtask(&["backup", "--output-dir", backups.to_str().unwrap(), "--json"]);
+    // -v: the fallback from the helper beside a database to `compose exec` is said only then.
+    let (ok, stdout, stderr) = stack.xtask(&["-v", "backup", "--output-dir", backups.to_str().unwrap(), "--json"]);
     assert!(ok, "{stderr}");
     // MariaDB's dump came through the helper beside it (the secret read from its file there).
     assert!(!stderr.contains("direct dump reader failed"), "{stderr}");
@@ -189,7 +190,7 @@ fn every_engine_round_trips_through_clean_all_while_written_to() {
 /// grown past 1 MiB, and checks the backup failed and left nothing behind.
 fn kill_mid_dump(stack: &TestStack, backups: &Path, service: &str) {
     std::fs::create_dir_all(backups).unwrap();
-    let mut child = stack.spawn(&["backup-db", "--service", service, "--output-dir", backups.to_str().unwrap()]);
+    let mut child = stack.spawn(&["-v", "backup-db", "--service", service, "--output-dir", backups.to_str().unwrap()]);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let growing = std::fs::read_dir(backups).unwrap().flatten().any(|e| {

@@ -253,3 +253,45 @@ fn a_swap_cut_off_by_a_crash_is_finished_by_the_next_run() {
     ]);
     assert_eq!(content, "new-b\nnew\nb\nsub\n", "the staged content is in place, the old one gone");
 }
+
+/// A service with `healthcheck: {disable: true}` counts as up once it runs, and a one-shot job
+/// that exited 0 as done: `up` and a restore that stops and starts the service both succeed
+/// (Compose's own `--wait` fails on such a service), the data comes back and the service runs.
+#[test]
+fn services_without_a_health_check_count_as_up_when_running() {
+    if !engine() {
+        return;
+    }
+    let project = TempDir::new("nohealth");
+    let compose = r#"name: nohealth
+services:
+  app:
+    image: ${APP_IMAGE:-busybox}
+    command: ["sleep", "1000000"]
+    init: true
+    healthcheck: {disable: true}
+    volumes: [data:/data]
+  job:
+    image: ${APP_IMAGE:-busybox}
+    command: ["true"]
+volumes:
+  data:
+    name: ${NOHEALTH_PREFIX}-data
+    labels: {xtask.role: data, xtask.priority: critical}
+"#;
+    std::fs::write(project.0.join("compose.yaml"), compose).unwrap();
+    let mut stack = TestStack::sample("nohealth");
+    stack.files = vec![project.0.join("compose.yaml")];
+    stack.env.push(("NOHEALTH_PREFIX".into(), stack.project.clone()));
+    let backups = TempDir::new("nohealth-backups");
+    stack.xtask_ok(&["up"]);
+    let app = format!("{}-app-1", stack.project);
+    docker_ok(&["exec", &app, "sh", "-c", "echo before > /data/f"]);
+    let out = stack.xtask_json(&["backup", "--output-dir", backups.s(), "--json"]);
+    let archive = out["path"].as_str().unwrap().to_string();
+    docker_ok(&["exec", &app, "sh", "-c", "echo after > /data/f"]);
+    let out = stack.xtask_json(&["restore", &archive, "--yes", "--json", "--output-dir", backups.s()]);
+    assert!(out["downtime_seconds"].as_f64().is_some(), "the service was stopped and started again: {out}");
+    assert_eq!(docker_ok(&["exec", &app, "cat", "/data/f"]).trim(), "before");
+    assert_eq!(docker_ok(&["inspect", "-f", "{{.State.Running}}", &app]).trim(), "true");
+}

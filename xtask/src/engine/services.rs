@@ -78,9 +78,12 @@ impl<'a> ServiceGuard<'a> {
                     "start {service} (it was {}) and wait for it to be healthy",
                     other.unwrap_or("not created")
                 ));
-                let cmd = self.docker.compose(self.stack, ["up", "--detach", "--wait", "--no-deps", service]);
+                let cmd = self.docker.compose(self.stack, ["up", "--detach", "--no-deps", service]);
                 self.started.push((service.to_string(), other.is_some()));
                 self.docker.apply(&cmd)?;
+                let containers: Vec<String> =
+                    ps(self.docker, self.stack)?.into_iter().filter(|e| e.service == service).map(|e| e.name).collect();
+                wait_until_up(self.docker, &containers, ui)?;
                 Ok(true)
             }
         }
@@ -173,15 +176,19 @@ pub fn wait_until_up(docker: &Docker, containers: &[String], ui: &Ui) -> Result<
     if containers.is_empty() || docker.dry_run() {
         return Ok(());
     }
-    ui.step(&format!("wait until {} run and are healthy", containers.join(", ")));
+    let progress = ui.waiting(&format!("wait until {} run and are healthy", containers.join(", ")));
     let started = std::time::Instant::now();
-    let format = "{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}";
+    let format =
+        "{{.Name}} {{.State.Status}} {{.State.ExitCode}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}";
     loop {
         let mut args: Vec<String> = vec!["inspect".into(), "--format".into(), format.into()];
         args.extend(containers.iter().cloned());
         let out = docker.query(&docker.cmd(args)).context("ask the engine for the containers' health")?;
         match health_verdict(&out) {
-            Health::Up => return Ok(()),
+            Health::Up => {
+                progress.done(&format!("{} up", containers.join(", ")));
+                return Ok(());
+            }
             Health::Failed(why) => bail!("{why}; see `docker logs {}`", why.split(' ').next().unwrap_or_default()),
             Health::Waiting(who) if started.elapsed() > HEALTH_TIMEOUT => {
                 bail!("{who} did not become healthy in {} s; see `docker logs {who}`", HEALTH_TIMEOUT.as_secs())
@@ -200,17 +207,20 @@ enum Health {
     Failed(String),
 }
 
-/// Reads `NAME STATUS HEALTH` lines (HEALTH `none` without a health check).
+/// Reads `NAME STATUS EXITCODE HEALTH` lines (HEALTH `none` without a health check). A
+/// one-shot container that exited 0 (an init or migration job) is done, not failed.
 fn health_verdict(inspect: &str) -> Health {
     for line in inspect.lines().filter(|l| !l.trim().is_empty()) {
         let mut words = line.split_whitespace();
         let name = words.next().unwrap_or_default().trim_start_matches('/').to_string();
-        let (status, health) = (words.next().unwrap_or_default(), words.next().unwrap_or("none"));
+        let (status, code) = (words.next().unwrap_or_default(), words.next().unwrap_or("0"));
+        let health = words.next().unwrap_or("none");
         match (status, health) {
             ("running", "healthy" | "none") => continue,
+            ("exited", _) if code == "0" => continue,
             ("running", "unhealthy") => return Health::Failed(format!("{name} is unhealthy")),
             ("running" | "created" | "restarting", _) => return Health::Waiting(name),
-            (other, _) => return Health::Failed(format!("{name} is {other}, not running")),
+            (other, _) => return Health::Failed(format!("{name} is {other} (exit code {code}), not running")),
         }
     }
     Health::Up
@@ -249,13 +259,14 @@ mod tests {
 
     #[test]
     fn health_counts_running_without_a_check_as_up() {
-        assert_eq!(health_verdict("/a running healthy\n/b running none\n"), Health::Up);
-        assert_eq!(health_verdict("/a running starting\n"), Health::Waiting("a".into()));
+        assert_eq!(health_verdict("/a running 0 healthy\n/b running 0 none\n"), Health::Up);
+        assert_eq!(health_verdict("/a running 0 starting\n"), Health::Waiting("a".into()));
         assert_eq!(
-            health_verdict("/a running healthy\n/b exited none\n"),
-            Health::Failed("b is exited, not running".into())
+            health_verdict("/a running 0 healthy\n/b exited 3 none\n"),
+            Health::Failed("b is exited (exit code 3), not running".into())
         );
-        assert_eq!(health_verdict("/a running unhealthy\n"), Health::Failed("a is unhealthy".into()));
+        assert_eq!(health_verdict("/a exited 0 none\n"), Health::Up, "a one-shot job that finished");
+        assert_eq!(health_verdict("/a running 0 unhealthy\n"), Health::Failed("a is unhealthy".into()));
         assert_eq!(health_verdict(""), Health::Up);
     }
 }

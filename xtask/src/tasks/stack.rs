@@ -6,15 +6,16 @@ use anyhow::Result;
 use crate::context::Ctx;
 use crate::plan::Plan;
 
-/// Starts the stack (or the named services) and waits until they are running and healthy.
+/// Starts the stack (or the named services); [`up`] then waits until they run and are healthy
+/// (its own wait: Compose's `--wait` fails on a service with `healthcheck: {disable: true}`).
 pub fn up_plan(ctx: &Ctx, services: &[String]) -> Result<Plan> {
     let docker = ctx.docker()?;
-    let mut args = vec!["up", "--detach", "--wait", "--remove-orphans"];
+    let mut args = vec!["up", "--detach", "--remove-orphans"];
     args.extend(services.iter().map(String::as_str));
     let what = if services.is_empty() {
-        format!("start stack {} and wait for its health checks", ctx.stack.name)
+        format!("start stack {}, then wait for its health checks", ctx.stack.name)
     } else {
-        format!("start {} of stack {} and wait for health", services.join(", "), ctx.stack.name)
+        format!("start {} of stack {}, then wait for health", services.join(", "), ctx.stack.name)
     };
     Ok(Plan::default().step(what, docker.compose(&ctx.stack, args)))
 }
@@ -29,7 +30,14 @@ pub fn down_plan(ctx: &Ctx) -> Result<Plan> {
 }
 
 pub fn up(ctx: &Ctx, services: &[String]) -> Result<()> {
-    up_plan(ctx, services)?.execute(ctx.docker()?, &ctx.ui)
+    let docker = ctx.docker()?;
+    up_plan(ctx, services)?.execute(docker, &ctx.ui)?;
+    let started: Vec<String> = crate::engine::services::ps(docker, &ctx.stack)?
+        .into_iter()
+        .filter(|e| services.is_empty() || services.contains(&e.service))
+        .map(|e| e.name)
+        .collect();
+    crate::engine::services::wait_until_up(docker, &started, &ctx.ui)
 }
 
 pub fn down(ctx: &Ctx) -> Result<()> {

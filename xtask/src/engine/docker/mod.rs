@@ -81,6 +81,11 @@ impl Docker {
         Docker { bin: "docker".into(), dry_run: true, echo: false }
     }
 
+    /// Whether commands are echoed (`-v`): the tool's own detail lines follow it.
+    pub fn verbose(&self) -> bool {
+        self.echo
+    }
+
     pub fn dry_run(&self) -> bool {
         self.dry_run
     }

@@ -128,7 +128,10 @@ fn dump_beside(
         // Failed before its first byte (e.g. the server refuses TCP logins): the exec may work.
         // Once bytes came, a failure is the dump's own and fails the backup.
         Err(e) if got == 0 => {
-            ctx.ui.step(&format!("the direct dump reader failed ({e:#}); dump through docker compose exec instead"));
+            if ctx.docker()?.verbose() {
+                ctx.ui
+                    .step(&format!("the direct dump reader failed ({e:#}); dump through docker compose exec instead"));
+            }
             Ok(None)
         }
         other => other,

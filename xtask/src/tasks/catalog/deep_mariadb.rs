@@ -35,7 +35,7 @@ pub(super) fn check(ctx: &Ctx, verified: &Verified, db: &DbInfo) -> Result<()> {
 pub(crate) fn prove(ctx: &Ctx, db: &DbInfo, dumps: &BTreeMap<String, PathBuf>) -> Result<()> {
     let docker = ctx.docker()?;
     let dump = |entry: &str| dumps.get(entry).with_context(|| format!("{entry} was not spooled"));
-    let server = Throwaway::start(ctx, &db.service, "MYSQL_ROOT_PASSWORD", &[])?;
+    let server = Throwaway::start(ctx, &db.service, &["MARIADB_ROOT_PASSWORD", "MYSQL_ROOT_PASSWORD"], &[])?;
     let (name, password) = (&server.name, &server.password);
     let client = if db.engine == DbEngine::Mysql { "mysql" } else { "mariadb" };
     let query = |sql: &str| {
