@@ -274,6 +274,7 @@ mod tests {
                 }],
                 environment: Default::default(),
                 labels: Default::default(),
+                command: Vec::new(),
             })
             .collect();
         Project { name: "p".into(), volumes: vec![], services }

@@ -236,6 +236,7 @@ mod tests {
                 mounts: vec![m.clone()],
                 environment: Default::default(),
                 labels: Default::default(),
+                command: Vec::new(),
             },
             m,
         )

@@ -107,11 +107,13 @@ pub struct DbSource {
     pub databases: Vec<String>,
 }
 
+/// A Redis (or Valkey, KeyDB…) service that saves before its data is copied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisSource {
     pub service: String,
-    pub volume: String,
-    pub password: Option<String>,
+    /// The volumes or binds (archive names) of its data that this backup copies.
+    pub volumes: Vec<String>,
+    pub auth: db::RedisAuth,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,7 +145,8 @@ pub struct BackupPlan {
     pub kind: Kind,
     pub project: String,
     pub dbs: Vec<DbSource>,
-    pub redis: Option<RedisSource>,
+    /// Every Redis service whose data this backup copies, saved first.
+    pub redis: Vec<RedisSource>,
     pub volumes: Vec<VolumeChoice>,
     pub skipped: Vec<(String, String)>,
     pub stop: bool,
@@ -191,14 +194,10 @@ pub fn plan(project: &Project, binds: &[Bind], opts: &Options) -> Result<BackupP
     } else {
         Vec::new()
     };
-    let redis = volumes.iter().find_map(|v| {
-        let s = project.mounts_of(&v.key).map(|(s, _)| s).find(|s| db::detect(s).ok() == Some(Detected::Redis))?;
-        Some(RedisSource {
-            service: s.name.clone(),
-            volume: v.name.clone(),
-            password: s.environment.get("REDIS_PASSWORD").cloned(),
-        })
-    });
+    let redis = redis_sources(project, &volumes);
+    if opts.kind == Kind::Full {
+        skipped.extend(memory_only_redis(project));
+    }
     Ok(BackupPlan {
         kind: opts.kind,
         project: project.name.clone(),
@@ -210,6 +209,50 @@ pub fn plan(project: &Project, binds: &[Bind], opts: &Options) -> Result<BackupP
         seal: None,
         push: opts.push.clone(),
     })
+}
+
+/// Every Redis service that mounts one of `volumes` (a volume or a bind), with its login.
+fn redis_sources(project: &Project, volumes: &[VolumeChoice]) -> Vec<RedisSource> {
+    let mut out: Vec<RedisSource> = Vec::new();
+    for v in volumes {
+        for s in project.services.iter().filter(|s| v.services.contains(&s.name)) {
+            if db::detect(s).ok() != Some(Detected::Redis) {
+                continue;
+            }
+            match out.iter_mut().find(|r| r.service == s.name) {
+                Some(r) => r.volumes.push(v.name.clone()),
+                None => out.push(RedisSource {
+                    service: s.name.clone(),
+                    volumes: vec![v.name.clone()],
+                    auth: db::redis_auth(s),
+                }),
+            }
+        }
+    }
+    out
+}
+
+/// Redis services with no volume or bind for their data: it lives only in memory (or in an
+/// anonymous volume gone with the container), so no backup can hold it. Named, never dropped:
+/// (name, reason).
+fn memory_only_redis(project: &Project) -> Vec<(String, String)> {
+    let kept = |m: &crate::model::compose::Mount| {
+        matches!(m.kind, crate::model::compose::MountKind::Volume | crate::model::compose::MountKind::Bind)
+            && m.source.is_some()
+    };
+    project
+        .services
+        .iter()
+        .filter(|s| db::detect(s).ok() == Some(Detected::Redis) && !s.mounts.iter().any(kept))
+        .map(|s| {
+            let why = format!(
+                "{UNPROTECTED}: Redis service {} keeps its data in no volume or bind mount (only in memory or an \
+                 anonymous volume); give its data directory a named volume to back it up",
+                s.name
+            );
+            (s.name.clone(), why)
+        })
+        .collect()
 }
 
 type Classified<'a> = [(&'a crate::model::compose::VolumeDecl, roles::Classification)];
@@ -430,10 +473,12 @@ impl BackupPlan {
                 ),
             });
         }
-        if let Some(r) = &self.redis {
+        for r in &self.redis {
             out.push_str(&format!(
-                "  - make Redis in service {} save its data, then copy volume {}\n",
-                r.service, r.volume
+                "  - make Redis in service {} save its data (login: {}), then copy {}\n",
+                r.service,
+                r.auth.source(),
+                r.volumes.join(", ")
             ));
         }
         for v in &self.volumes {
@@ -594,12 +639,27 @@ fn exec_as(
     }
 }
 
+/// `redis-cli ARGS` in the Redis service, logged in as its compose file says: the password in
+/// `REDISCLI_AUTH` (docker's environment, never argv), or read there from its `_FILE`.
+fn redis_cli(docker: &Docker, stack: &Stack, r: &RedisSource, args: &[&str]) -> DockerCmd {
+    match &r.auth {
+        db::RedisAuth::None => exec(docker, stack, &r.service, None, &[&["redis-cli"], args].concat()),
+        db::RedisAuth::Value { value, .. } => {
+            exec(docker, stack, &r.service, Some(("REDISCLI_AUTH", value)), &[&["redis-cli"], args].concat())
+        }
+        db::RedisAuth::File { path, .. } => {
+            let script = "REDISCLI_AUTH=\"$(cat \"$0\")\" && export REDISCLI_AUTH && exec redis-cli \"$@\"";
+            exec(docker, stack, &r.service, None, &[&["sh", "-c", script, path.as_str()], args].concat())
+        }
+    }
+}
+
 /// Asks Redis to write a fresh snapshot (an AOF rewrite when append-only is on, else BGSAVE)
 /// and waits until it is on disk, so the volume copy that follows is consistent.
 fn redis_save(docker: &Docker, stack: &Stack, r: &RedisSource) -> Result<()> {
-    let secret = r.password.as_deref().map(|p| ("REDISCLI_AUTH", p));
+    let cli = |args: &[&str]| redis_cli(docker, stack, r, args);
     let info = || -> Result<BTreeMap<String, String>> {
-        let out = docker.query(&exec(docker, stack, &r.service, secret, &["redis-cli", "INFO", "persistence"]))?;
+        let out = docker.query(&cli(&["INFO", "persistence"]))?;
         Ok(out
             .lines()
             .filter_map(|l| l.trim().split_once(':'))
@@ -608,7 +668,7 @@ fn redis_save(docker: &Docker, stack: &Stack, r: &RedisSource) -> Result<()> {
     };
     let aof = info()?.get("aof_enabled").map(String::as_str) == Some("1");
     let command = if aof { "BGREWRITEAOF" } else { "BGSAVE" };
-    docker.apply(&exec(docker, stack, &r.service, secret, &["redis-cli", command]))?;
+    docker.apply(&cli(&[command]))?;
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         std::thread::sleep(Duration::from_millis(200));
@@ -674,8 +734,10 @@ pub fn execute(ctx: &Ctx, plan: &BackupPlan, opts: &Options, lock: &Lock) -> Res
     sources.sizes = check_space(docker, &dir, &sources)?;
     let mut guard = ServiceGuard::new(docker, &ctx.stack);
     let result = (|| -> Result<Summary> {
-        let redis = plan.redis.as_ref().filter(|r| sources.volumes.iter().any(|v| v.name == r.volume));
-        let services = sources.dbs.iter().map(|d| d.login.service.clone()).chain(redis.map(|r| r.service.clone()));
+        let redis: Vec<&RedisSource> =
+            plan.redis.iter().filter(|r| sources.volumes.iter().any(|v| r.volumes.contains(&v.name))).collect();
+        let services =
+            sources.dbs.iter().map(|d| d.login.service.clone()).chain(redis.iter().map(|r| r.service.clone()));
         for svc in services {
             if guard.ensure_running(&svc, &ctx.ui).with_context(|| format!("start service {svc} for the backup"))? {
                 ctx.ui.step(&format!("started {svc} for the backup; it will be stopped again afterwards"));
@@ -683,9 +745,17 @@ pub fn execute(ctx: &Ctx, plan: &BackupPlan, opts: &Options, lock: &Lock) -> Res
         }
         let dumps = sources.dbs.iter().map(|d| dump::dump_service(ctx, d, &dir)).collect::<Result<Vec<_>>>()?;
         check_requested_databases(opts, &dumps)?;
-        if let Some(r) = redis {
+        for r in redis {
             ctx.ui.step(&format!("ask Redis ({}) to save its data", r.service));
-            redis_save(docker, &ctx.stack, r).context("make Redis save its data")?;
+            redis_save(docker, &ctx.stack, r).with_context(|| {
+                format!(
+                    "make Redis in service {} save its data (login: {}); if it needs a password from another \
+                     variable, name that variable with the service label {}",
+                    r.service,
+                    r.auth.source(),
+                    db::REDIS_PASSWORD_LABEL
+                )
+            })?;
         }
         if plan.stop {
             stop_users(&mut guard, ctx, &sources)?;
@@ -851,7 +921,7 @@ fn write_archive(
 
 /// What the metadata says of one copied volume or bind.
 fn volume_info(plan: &BackupPlan, v: &VolumeChoice, sizes: &BTreeMap<String, u64>) -> VolumeInfo {
-    let consistency = if plan.redis.as_ref().is_some_and(|r| r.volume == v.name) {
+    let consistency = if plan.redis.iter().any(|r| r.volumes.contains(&v.name)) {
         "redis-save"
     } else if plan.stop {
         "stopped"

@@ -76,6 +76,8 @@ pub struct Service {
     pub environment: BTreeMap<String, String>,
     /// The service's labels (`xtask.engine`, `xtask.dump`, `xtask.load`, …).
     pub labels: BTreeMap<String, String>,
+    /// Its `command:` as words (a string split at whitespace, quotes around a word dropped).
+    pub command: Vec<String>,
 }
 
 /// The stack as far as its data is concerned.
@@ -323,7 +325,8 @@ fn build_project(name: &str, doc: &Mapping, origins: &BTreeMap<String, PathBuf>)
                 .with_context(|| format!("{at}key services.{sname}.environment"))?;
             let labels =
                 string_map(svc.get("labels"), true).with_context(|| format!("{at}key services.{sname}.labels"))?;
-            services.push(Service { name: sname, image, mounts, environment, labels });
+            let command = command_words(svc.get("command"));
+            services.push(Service { name: sname, image, mounts, environment, labels, command });
         }
     }
     services.sort_by(|a, b| a.name.cmp(&b.name));
@@ -334,6 +337,18 @@ fn build_project(name: &str, doc: &Mapping, origins: &BTreeMap<String, PathBuf>)
             .any(|s| s.mounts.iter().any(|m| m.kind == MountKind::Volume && m.source.as_deref() == Some(&v.key)))
     });
     Ok(Project { name: name.to_string(), volumes, services })
+}
+
+/// A `command:` as words: a list as it is, a string split at whitespace with the quotes around a
+/// word dropped (enough to find flags such as `--requirepass`; the tool never runs it).
+fn command_words(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Sequence(items)) => items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect(),
+        Some(Value::String(s)) => {
+            s.split_whitespace().map(|w| w.trim_matches(|c| c == '"' || c == '\'').to_string()).collect()
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// `environment:` or `labels:` as Compose reads them: a mapping (null values left out, as unset)

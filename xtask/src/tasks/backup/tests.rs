@@ -31,7 +31,8 @@ fn default_full_backup_takes_critical_and_important_and_dumps_the_database() {
     let l = &db.login;
     assert_eq!((l.service.as_str(), l.user.as_str(), db.volume.as_deref()), ("db", "app", Some("app-postgres-data")));
     assert_eq!(l.password, Some(Secret::Value("app-dev-password".into())), "read from the service environment");
-    assert_eq!(p.redis.as_ref().map(|r| r.service.as_str()), Some("redis"));
+    assert_eq!(p.redis.iter().map(|r| r.service.as_str()).collect::<Vec<_>>(), ["redis"]);
+    assert_eq!(p.redis[0].volumes, ["app-redis-data"]);
     assert!(skipped(&p, "app-postgres-data").contains("dump of its databases"));
     assert!(skipped(&p, "app-backend-static").contains("regenerable"));
     assert!(skipped(&p, "app-proxy-logs").contains("optional"));
@@ -51,7 +52,7 @@ fn all_volume_and_exclude_options() {
     assert_eq!(names(&by_key), ["app-proxy-logs"]);
     let ex = plan(&sample(), &[], &Options { exclude: vec!["app-redis-data".into()], ..opts(Kind::Full) }).unwrap();
     assert_eq!(names(&ex), ["app-backend-media"]);
-    assert!(ex.redis.is_none());
+    assert!(ex.redis.is_empty());
     let raw_db =
         plan(&sample(), &[], &Options { volumes: vec!["app-postgres-data".into()], ..opts(Kind::Full) }).unwrap();
     assert_eq!(names(&raw_db), ["app-postgres-data"], "asked for by name, the raw volume is copied too");
@@ -67,7 +68,7 @@ fn all_volume_and_exclude_options() {
 fn db_backup_dumps_only() {
     let p = plan(&sample(), &[], &Options { databases: vec!["app".into()], ..opts(Kind::Db) }).unwrap();
     assert!(p.volumes.is_empty());
-    assert!(p.redis.is_none());
+    assert!(p.redis.is_empty());
     assert_eq!(p.dbs[0].databases, ["app"]);
     let mut no_db = sample();
     no_db.services.retain(|s| s.name != "db");
@@ -235,4 +236,45 @@ fn binds_are_backed_up_by_priority_and_the_rest_is_said() {
 
 fn plan_with(p: &Project, binds: &[Bind], o: Options) -> BackupPlan {
     plan(p, binds, &o).unwrap()
+}
+
+/// Every Redis is saved before its data is copied, a bind's too, each logged in by its own
+/// convention; a Redis whose data lives nowhere is named NOT PROTECTED.
+#[test]
+fn every_redis_is_saved_wherever_its_data_lives() {
+    use crate::model::compose::Mount;
+    let mut p = sample();
+    let redis = p.services.iter().find(|s| s.name == "redis").unwrap().clone();
+    let mut on_bind = redis.clone();
+    on_bind.name = "sessions".into();
+    on_bind.mounts = vec![Mount {
+        kind: MountKind::Bind,
+        source: Some("/srv/app/redis".into()),
+        target: "/data".into(),
+        read_only: false,
+    }];
+    on_bind.environment = [("REDISPASS".to_string(), "s3cret".to_string())].into();
+    let mut in_memory = redis.clone();
+    in_memory.name = "queue".into();
+    in_memory.mounts.clear();
+    in_memory.command = vec!["redis-server".into(), "--requirepass".into(), "q".into()];
+    p.services.extend([on_bind, in_memory]);
+    p.services.sort_by(|a, b| a.name.cmp(&b.name));
+    let binds = crate::model::binds::binds(&p, &Default::default(), &|_| false);
+    let plan = plan(&p, &binds, &opts(Kind::Full)).unwrap();
+    let saved: Vec<(&str, Vec<String>, String)> =
+        plan.redis.iter().map(|r| (r.service.as_str(), r.volumes.clone(), r.auth.source())).collect();
+    assert_eq!(
+        saved,
+        [
+            (
+                "redis",
+                vec!["app-redis-data".to_string()],
+                "no password (none of the usual variables is set)".to_string()
+            ),
+            ("sessions", vec!["binds/app-redis".to_string()], "REDISPASS".to_string()),
+        ]
+    );
+    assert!(skipped(&plan, "queue").starts_with(UNPROTECTED), "{:?}", plan.skipped);
+    assert!(!plan.describe().contains("s3cret"), "the plan text never shows the password");
 }

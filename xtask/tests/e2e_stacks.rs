@@ -1,0 +1,90 @@
+//! Real stacks' patterns end to end on the live engine: a Rails-like app (Mastodon's uploads in
+//! `public/system`, a bind), Redis on a bind with its password in its command, a second Redis
+//! in a volume with its password in another variable, and a Redis that keeps its data only in
+//! memory. Backup saves every Redis and copies the uploads; the memory-only one is named NOT
+//! PROTECTED; after the data is lost, restore brings back every file and key.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use common::*;
+
+const COMPOSE: &str = r#"name: rails
+services:
+  web:
+    image: ${APP_IMAGE:-busybox}
+    command: ["sleep", "1000000"]
+    init: true
+    volumes:
+      - ./public/system:/app/public/system
+  redis:
+    image: ${REDIS_IMAGE:-redis:7}
+    command: ["redis-server", "--requirepass", "pw-one"]
+    volumes:
+      - ./redis:/data
+  cache:
+    image: ${REDIS_IMAGE:-redis:7}
+    command: ["sh", "-c", "exec redis-server --appendonly yes --requirepass \"$$REDISPASS\""]
+    environment:
+      REDISPASS: pw-two
+    volumes:
+      - cache-data:/data
+  queue:
+    image: ${REDIS_IMAGE:-redis:7}
+volumes:
+  cache-data:
+    name: ${RAILS_PREFIX}-cache-data
+"#;
+
+fn redis(stack: &TestStack, service: &str, password: &str, args: &[&str]) -> String {
+    let container = format!("{}-{service}-1", stack.project);
+    let mut cmd = vec!["exec", "-e", "REDISCLI_AUTH", &container, "redis-cli"];
+    cmd.extend(args);
+    let out = std::process::Command::new("docker").args(&cmd).env("REDISCLI_AUTH", password).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn a_rails_like_stack_with_redis_everywhere_round_trips() {
+    if !engine() {
+        return;
+    }
+    let project = TempDir::new("rails");
+    std::fs::write(project.0.join("compose.yaml"), COMPOSE).unwrap();
+    let upload = project.0.join("public/system/accounts/avatars/1.png");
+    std::fs::create_dir_all(upload.parent().unwrap()).unwrap();
+    std::fs::create_dir_all(project.0.join("redis")).unwrap();
+    std::fs::write(&upload, b"avatar").unwrap();
+    let mut stack = TestStack::sample("rails");
+    stack.files = vec![project.0.join("compose.yaml")];
+    stack.env.push(("RAILS_PREFIX".into(), stack.project.clone()));
+    let backups = TempDir::new("rails-backups");
+    stack.xtask_ok(&["up"]);
+    assert_eq!(redis(&stack, "redis", "pw-one", &["SET", "session:1", "alice"]), "OK");
+    assert_eq!(redis(&stack, "cache", "pw-two", &["SET", "feed:1", "home"]), "OK");
+
+    let inv = stack.xtask_json(&["volumes", "--json"]);
+    let system = format!("{}/public/system", project.s());
+    let v = inv["volumes"].as_array().unwrap().iter().find(|v| v["name"] == system.as_str()).unwrap();
+    assert_eq!((v["role"].as_str(), v["priority"].as_str()), (Some("uploads"), Some("critical")), "{v}");
+    assert!(v["role_reason"].as_str().unwrap().contains("upload"), "{v}");
+
+    let (ok, out, err) = stack.xtask(&["backup", "--output-dir", backups.s(), "--json"]);
+    assert!(ok, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for service in ["redis", "cache"] {
+        assert!(err.contains(&format!("ask Redis ({service}) to save its data")), "{service}: {err}");
+    }
+    assert!(summary["unprotected"].to_string().contains("queue"), "{summary}");
+    assert!(err.contains("NOT PROTECTED") && err.contains("queue"), "{err}");
+    let archive = summary["path"].as_str().unwrap().to_string();
+
+    std::fs::remove_file(&upload).unwrap();
+    redis(&stack, "redis", "pw-one", &["DEL", "session:1"]);
+    redis(&stack, "cache", "pw-two", &["DEL", "feed:1"]);
+    stack.xtask_ok(&["restore", &archive, "--yes", "--output-dir", backups.s()]);
+    assert_eq!(std::fs::read(&upload).unwrap(), b"avatar", "the upload came back");
+    assert_eq!(redis(&stack, "redis", "pw-one", &["GET", "session:1"]), "alice", "Redis on a bind");
+    assert_eq!(redis(&stack, "cache", "pw-two", &["GET", "feed:1"]), "home", "Redis in a volume, AOF");
+}
