@@ -337,6 +337,9 @@ struct BackupArgs {
     /// Stop the services using the copied volumes for a file-consistent copy (started again after)
     #[arg(long)]
     stop: bool,
+    /// Never stop a database the tool cannot dump to copy its volume: report it NOT PROTECTED
+    #[arg(long, conflicts_with = "stop")]
+    no_stop: bool,
 }
 
 #[derive(Args)]
@@ -411,6 +414,7 @@ fn dispatch(ctx: &context::Ctx, command: Command, dry_run: bool, env: Option<&st
                 all: b.all,
                 exclude: b.exclude,
                 stop: b.stop,
+                no_stop: b.no_stop,
                 ..backup_options(b.archive, backup::Kind::Full, env)
             };
             run_backup(ctx, opts, &delivery, dry_run, json)

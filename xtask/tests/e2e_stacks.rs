@@ -88,3 +88,60 @@ fn a_rails_like_stack_with_redis_everywhere_round_trips() {
     assert_eq!(redis(&stack, "redis", "pw-one", &["GET", "session:1"]), "alice", "Redis on a bind");
     assert_eq!(redis(&stack, "cache", "pw-two", &["GET", "feed:1"]), "home", "Redis in a volume, AOF");
 }
+
+/// A database the tool cannot dump (a ClickHouse-like server: its volume labelled a database,
+/// no engine the tool knows): backed up with only that server stopped for the copy, started
+/// again, its data restored; with `--no-stop` NOT PROTECTED and not in the archive.
+#[test]
+fn an_undumpable_database_is_copied_with_its_server_stopped_or_named_not_protected() {
+    if !engine() {
+        return;
+    }
+    let project = TempDir::new("events");
+    let compose = r#"name: events
+services:
+  events:
+    image: ${APP_IMAGE:-busybox}
+    command: ["sleep", "1000000"]
+    init: true
+    volumes: [event-data:/var/lib/events]
+  web:
+    image: ${APP_IMAGE:-busybox}
+    command: ["sleep", "1000000"]
+    init: true
+volumes:
+  event-data:
+    name: ${EVENTS_PREFIX}-event-data
+    labels: {xtask.role: database}
+"#;
+    std::fs::write(project.0.join("compose.yaml"), compose).unwrap();
+    let mut stack = TestStack::sample("events");
+    stack.files = vec![project.0.join("compose.yaml")];
+    stack.env.push(("EVENTS_PREFIX".into(), stack.project.clone()));
+    let backups = TempDir::new("events-backups");
+    stack.xtask_ok(&["up"]);
+    let server = format!("{}-events-1", stack.project);
+    let web = format!("{}-web-1", stack.project);
+    docker_ok(&["exec", &server, "sh", "-c", "echo 42 > /var/lib/events/part.bin"]);
+    let web_started = docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", &web]);
+
+    let (ok, out, err) = stack.xtask(&["backup", "--output-dir", backups.s(), "--json"]);
+    assert!(ok, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(err.contains("stop events"), "only the server is stopped for the copy: {err}");
+    assert!(!err.contains("NOT PROTECTED"), "{err}");
+    assert_eq!(docker_ok(&["inspect", "-f", "{{.State.Running}}", &server]).trim(), "true", "started again");
+    assert_eq!(docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", &web]), web_started, "web never stopped");
+    let archive = summary["path"].as_str().unwrap().to_string();
+
+    docker_ok(&["exec", &server, "sh", "-c", "echo 0 > /var/lib/events/part.bin"]);
+    stack.xtask_ok(&["restore", &archive, "--yes", "--output-dir", backups.s()]);
+    assert_eq!(docker_ok(&["exec", &server, "cat", "/var/lib/events/part.bin"]).trim(), "42");
+
+    let (ok, out, err) = stack.xtask(&["backup", "--output-dir", backups.s(), "--json", "--no-stop"]);
+    assert!(ok, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let volume = stack.volume("event-data");
+    assert!(summary["unprotected"].to_string().contains(&volume), "{summary}");
+    assert!(!summary["volumes"].to_string().contains(&volume), "NOT PROTECTED is never copied too: {summary}");
+}

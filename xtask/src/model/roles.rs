@@ -184,6 +184,11 @@ pub fn infer(key: &str, mounts: &[(&Service, &Mount)]) -> (Role, String) {
     {
         return (Role::Database, format!("mounted by the database image {image}"));
     }
+    let undumpable =
+        ["clickhouse", "elasticsearch", "opensearch", "influxdb", "rabbitmq", "cassandra", "couchdb", "neo4j"];
+    if let Some((image, _)) = image_of(&undumpable) {
+        return (Role::Database, format!("mounted by the database image {image} (copied with it stopped)"));
+    }
     if let Some(t) =
         first_target(&|m| DATABASE_DIRS.iter().any(|d| m.target == *d || m.target.starts_with(&format!("{d}/"))))
     {
@@ -262,7 +267,9 @@ mod tests {
     }
 
     /// Mounts as public applications' own compose files write them: (image, target, role).
-    const REAL_STACKS: [(&str, &str, Role); 40] = [
+    const REAL_STACKS: [(&str, &str, Role); 42] = [
+        ("docker.elastic.co/elasticsearch/elasticsearch:8.15.0", "/usr/share/elasticsearch/data", Role::Database),
+        ("rabbitmq:3-management", "/var/lib/rabbitmq", Role::Database),
         ("ghcr.io/mastodon/mastodon:v4.3", "/mastodon/public/system", Role::Uploads),
         ("postgres:14-alpine", "/var/lib/postgresql/data", Role::Database),
         ("redis:7-alpine", "/data", Role::Cache),
@@ -282,7 +289,7 @@ mod tests {
         ("registry.rocket.chat/rocketchat/rocket.chat:6", "/app/uploads", Role::Uploads),
         ("mongo:6", "/data/db", Role::Database),
         ("bitnami/mongodb:6.0", "/bitnami/mongodb", Role::Database),
-        ("clickhouse/clickhouse-server:24", "/var/lib/clickhouse", Role::Data),
+        ("clickhouse/clickhouse-server:24", "/var/lib/clickhouse", Role::Database),
         ("ghcr.io/mailcow/mailcow-dockerized/dovecot", "/var/vmail", Role::Data),
         ("mariadb:10.5", "/var/run/mysqld/", Role::Cache),
         ("wordpress:6", "/var/www/html", Role::Data),

@@ -60,6 +60,9 @@ pub struct Options {
     pub services: Vec<String>,
     pub tag: Option<String>,
     pub stop: bool,
+    /// Never stop a database service to copy a volume its engine cannot dump (`--no-stop`): such
+    /// a volume is then NOT PROTECTED instead.
+    pub no_stop: bool,
     pub level: u32,
     pub environment: Option<String>,
     /// Back up only what exists now: never start a database on a missing volume (safety backups).
@@ -86,6 +89,7 @@ impl Options {
             services: Vec::new(),
             tag: None,
             stop: false,
+            no_stop: false,
             level: 6,
             environment: None,
             only_existing: false,
@@ -130,6 +134,9 @@ pub struct VolumeChoice {
     pub bind: Option<String>,
     /// A bind's mounts: (service, target), recorded so a restore finds the bind by them.
     pub bind_mounts: Vec<(String, String)>,
+    /// Services stopped while it is copied: a database volume whose engine the tool cannot dump
+    /// is copied with its server stopped (crash-consistent by construction).
+    pub stop_for_copy: Vec<String>,
 }
 
 impl VolumeChoice {
@@ -171,7 +178,7 @@ pub fn plan(project: &Project, binds: &[Bind], opts: &Options) -> Result<BackupP
     };
     let requested: Vec<String> = opts.volumes.iter().map(|w| find(w)).collect::<Result<_>>()?;
     let excluded: Vec<String> = opts.exclude.iter().map(|w| find(w)).collect::<Result<_>>()?;
-    let (mut dbs, mut skipped) = find_databases(project, &classified, &requested, opts)?;
+    let Databases { mut dbs, mut skipped, undumped } = find_databases(project, &classified, &requested, opts)?;
     // A dumped database's volume is represented by its dump even when the dump is left out.
     let db_volumes: Vec<String> = dbs.iter().filter_map(|d| d.volume.clone()).collect();
     if !opts.dump_database {
@@ -187,6 +194,11 @@ pub fn plan(project: &Project, binds: &[Bind], opts: &Options) -> Result<BackupP
     let volumes = if opts.kind == Kind::Full {
         let choice = Choice { requested: &requested, excluded: &excluded, db_volumes: &db_volumes, all: opts.all };
         let mut volumes = choose_volumes(project, &classified, &choice, &mut skipped);
+        for v in volumes.iter_mut() {
+            if let Some((_, users)) = undumped.iter().find(|(name, _)| *name == v.name) {
+                v.stop_for_copy = users.clone();
+            }
+        }
         let db_services: Vec<&str> = dbs.iter().map(|d| d.login.service.as_str()).collect();
         volumes.extend(choose_binds(binds, &choice, &db_services, &mut skipped));
         skipped.extend(ephemeral(project));
@@ -262,13 +274,14 @@ type Skips = Vec<(String, String)>;
 
 /// Every database service the tool can dump (by its engine, `--service` narrowing them), with
 /// the database volume each stands for. Database volumes that no dumped service represents are
-/// reported as not protected (unless asked for by name, then copied raw).
+/// copied with their services stopped (with `--no-stop`: reported NOT PROTECTED; asked for by
+/// name: copied raw, as asked).
 fn find_databases(
     project: &Project,
     classified: &Classified,
     requested: &[String],
     opts: &Options,
-) -> Result<(Vec<DbSource>, Skips)> {
+) -> Result<Databases> {
     if let Some(s) = opts.services.iter().find(|s| !project.services.iter().any(|p| &p.name == *s)) {
         bail!("--service {s}: stack {} has no such service", project.name);
     }
@@ -287,25 +300,35 @@ fn find_databases(
         bail!("--service {s}: not a database service the tool can dump (label it xtask.engine or xtask.dump)");
     }
     let mut skipped = Vec::new();
+    let mut undumped = Vec::new();
     for (v, _) in classified.iter().filter(|(_, c)| c.role == Role::Database) {
         if dbs.iter().any(|d| d.volume.as_deref() == Some(v.name.as_str())) || requested.contains(&v.name) {
             continue;
         }
-        let users: Vec<&str> = project.mounts_of(&v.key).map(|(s, _)| s.name.as_str()).collect();
+        let users: Vec<String> = project.mounts_of(&v.key).map(|(s, _)| s.name.clone()).collect();
         let dumped_elsewhere = users.iter().any(|u| !opts.services.is_empty() && !opts.services.iter().any(|s| s == u));
-        let why = if dumped_elsewhere {
-            "database volume of a service not selected with --service".to_string()
+        if dumped_elsewhere {
+            skipped.push((v.name.clone(), "database volume of a service not selected with --service".to_string()));
+        } else if opts.no_stop {
+            let why = format!(
+                "{UNPROTECTED}: database volume of service {} whose engine the tool cannot dump, and --no-stop \
+                 forbids stopping it for a copy; label the service xtask.dump/xtask.load (docs/backup.md)",
+                users.join(", ")
+            );
+            skipped.push((v.name.clone(), why));
         } else {
-            format!(
-                "{UNPROTECTED}: database volume of service {} whose engine the tool cannot dump; label the \
-                 service xtask.dump/xtask.load (docs/backup.md), or copy it raw with --volume {} --stop",
-                users.join(", "),
-                v.name
-            )
-        };
-        skipped.push((v.name.clone(), why));
+            undumped.push((v.name.clone(), users));
+        }
     }
-    Ok((dbs, skipped))
+    Ok(Databases { dbs, skipped, undumped })
+}
+
+/// What [`find_databases`] found: the services to dump, what it leaves out with why, and the
+/// database volumes no engine can dump with the services to stop while each is copied.
+struct Databases {
+    dbs: Vec<DbSource>,
+    skipped: Skips,
+    undumped: Vec<(String, Vec<String>)>,
 }
 
 /// How a skip reason starts when data is left without any copy: said loudly, listed in `--json`.
@@ -349,7 +372,10 @@ fn choose_volumes(
     let mut volumes = Vec::new();
     for (v, c) in classified {
         let explicitly = choice.requested.contains(&v.name);
-        let reason = if choice.excluded.contains(&v.name) {
+        let unprotected = skipped.iter().any(|(n, r)| n == &v.name && r.starts_with(UNPROTECTED));
+        let reason = if unprotected {
+            continue;
+        } else if choice.excluded.contains(&v.name) {
             Some("excluded with --exclude".to_string())
         } else if choice.db_volumes.contains(&v.name) && !explicitly {
             Some("represented by the dump of its databases (databases/ in the archive)".to_string())
@@ -372,6 +398,7 @@ fn choose_volumes(
             services: project.mounts_of(&v.key).map(|(s, _)| s.name.clone()).collect(),
             bind: None,
             bind_mounts: Vec::new(),
+            stop_for_copy: Vec::new(),
         });
     }
     volumes
@@ -422,6 +449,7 @@ fn choose_binds(binds: &[Bind], choice: &Choice, db_services: &[&str], skipped: 
             services: b.uses.iter().map(|u| u.service.clone()).collect(),
             bind: Some(b.host_path.clone()),
             bind_mounts: b.uses.iter().map(|u| (u.service.clone(), u.target.clone())).collect(),
+            stop_for_copy: Vec::new(),
         });
     }
     out
@@ -482,7 +510,12 @@ impl BackupPlan {
             ));
         }
         for v in &self.volumes {
-            let how = if self.stop && !v.services.is_empty() {
+            let how = if !v.stop_for_copy.is_empty() {
+                format!(
+                    " (stopping {} meanwhile: a database the tool cannot dump; --no-stop leaves it NOT PROTECTED)",
+                    v.stop_for_copy.join(", ")
+                )
+            } else if self.stop && !v.services.is_empty() {
                 format!(" (stopping {} meanwhile)", v.services.join(", "))
             } else {
                 String::new()
@@ -760,6 +793,11 @@ pub fn execute(ctx: &Ctx, plan: &BackupPlan, opts: &Options, lock: &Lock) -> Res
         if plan.stop {
             stop_users(&mut guard, ctx, &sources)?;
         }
+        // Databases no engine can dump: their servers stop while the archive takes their volume.
+        let mut servers: Vec<String> = sources.volumes.iter().flat_map(|v| v.stop_for_copy.clone()).collect();
+        servers.sort();
+        servers.dedup();
+        guard.stop_for_copy(&servers, &ctx.ui)?;
         let databases = dumped_names(&dumps);
         let written = write_archive(ctx, plan, opts, &dir, dumps, &sources)?;
         Ok(Summary {
@@ -923,7 +961,7 @@ fn write_archive(
 fn volume_info(plan: &BackupPlan, v: &VolumeChoice, sizes: &BTreeMap<String, u64>) -> VolumeInfo {
     let consistency = if plan.redis.iter().any(|r| r.volumes.contains(&v.name)) {
         "redis-save"
-    } else if plan.stop {
+    } else if plan.stop || !v.stop_for_copy.is_empty() {
         "stopped"
     } else {
         "live"

@@ -138,8 +138,16 @@ fn every_database_service_is_dumped_and_the_rest_said_loudly() {
     for v in ["app-auth-db", "app-maria-data", "app-postgres-data"] {
         assert!(skipped(&p, v).contains("dump of its databases"), "{v}: {}", skipped(&p, v));
     }
-    let mongo = skipped(&p, "app-mongo-data");
+    // A database no engine can dump: copied with its server stopped, never both copied and NOT
+    // PROTECTED; with --no-stop NOT PROTECTED and not copied.
+    let mongo = p.volumes.iter().find(|v| v.name == "app-mongo-data").expect("copied");
+    assert_eq!(mongo.stop_for_copy, ["mongo"]);
+    assert_eq!(skipped(&p, "app-mongo-data"), "", "not also skipped");
+    assert!(p.describe().contains("stopping mongo meanwhile"), "{}", p.describe());
+    let no_stop = plan(&many_databases(), &[], &Options { no_stop: true, ..opts(Kind::Full) }).unwrap();
+    let mongo = skipped(&no_stop, "app-mongo-data");
     assert!(mongo.starts_with(UNPROTECTED) && mongo.contains("mongo") && mongo.contains("xtask.dump"), "{mongo}");
+    assert!(!names(&no_stop).contains(&"app-mongo-data"), "NOT PROTECTED and copied are never both said");
     // Asked for by name, the unknown engine's volume is copied raw instead.
     let raw =
         plan(&many_databases(), &[], &Options { volumes: vec!["app-mongo-data".into()], ..opts(Kind::Full) }).unwrap();
