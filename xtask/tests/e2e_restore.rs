@@ -295,3 +295,48 @@ volumes:
     assert_eq!(docker_ok(&["exec", &app, "cat", "/data/f"]).trim(), "before");
     assert_eq!(docker_ok(&["inspect", "-f", "{{.State.Running}}", &app]).trim(), "true");
 }
+
+/// A restore whose data leaves a service unhealthy after the swap takes the way back by itself:
+/// the safety backup is restored, the service runs healthy again, and the error says so.
+#[test]
+fn a_service_unhealthy_after_the_swap_takes_the_way_back() {
+    if !engine() {
+        return;
+    }
+    let project = TempDir::new("unhealthy");
+    let compose = r#"name: unhealthy
+services:
+  app:
+    image: ${APP_IMAGE:-busybox}
+    command: ["sleep", "1000000"]
+    init: true
+    healthcheck:
+      test: ["CMD", "sh", "-c", "test ! -f /data/poison"]
+      interval: 1s
+      timeout: 2s
+      retries: 2
+    volumes: [data:/data]
+volumes:
+  data:
+    name: ${UNHEALTHY_PREFIX}-data
+    labels: {xtask.role: data, xtask.priority: critical}
+"#;
+    std::fs::write(project.0.join("compose.yaml"), compose).unwrap();
+    let mut stack = TestStack::sample("unhealthy");
+    stack.files = vec![project.0.join("compose.yaml")];
+    stack.env.push(("UNHEALTHY_PREFIX".into(), stack.project.clone()));
+    let backups = TempDir::new("unhealthy-backups");
+    stack.xtask_ok(&["up"]);
+    let app = format!("{}-app-1", stack.project);
+    docker_ok(&["exec", &app, "sh", "-c", "touch /data/poison"]);
+    let out = stack.xtask_json(&["backup", "--output-dir", backups.s(), "--json"]);
+    let poisoned = out["path"].as_str().unwrap().to_string();
+    docker_ok(&["exec", &app, "sh", "-c", "rm /data/poison && echo now > /data/current"]);
+    let (ok, _, err) = stack.xtask(&["restore", &poisoned, "--yes", "--output-dir", backups.s()]);
+    assert!(!ok, "the restore reports its failure: {err}");
+    assert!(err.contains("did not come back healthy") && err.contains("restored from the safety backup"), "{err}");
+    let files = docker_ok(&["exec", &app, "ls", "/data"]);
+    assert!(files.contains("current") && !files.contains("poison"), "the data as before the restore: {files}");
+    stack.xtask_ok(&["status"]);
+    assert_eq!(docker_ok(&["inspect", "-f", "{{.State.Health.Status}}", &app]).trim(), "healthy");
+}

@@ -130,9 +130,13 @@ impl<'a> ServiceGuard<'a> {
         ui.step(&format!("start {} again", services.join(", ")));
         let mut args: Vec<String> = vec!["start".into()];
         args.extend(containers.iter().cloned());
-        self.docker.apply(&self.docker.cmd(args)).with_context(|| {
-            format!("start {} again; run `cargo xtask up {}`", services.join(", "), services.join(" "))
-        })?;
+        if let Err(e) = self.docker.apply(&self.docker.cmd(args)) {
+            // Still this guard's to put back.
+            let what = format!("start {} again; run `cargo xtask up {}`", services.join(", "), services.join(" "));
+            self.stopped = services;
+            self.stopped_containers = containers;
+            return Err(e.context(what));
+        }
         Ok(containers)
     }
 

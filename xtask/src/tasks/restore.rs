@@ -462,14 +462,23 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
     if let Err(e) = replaced {
         return Err(take_the_way_back(ctx, e, safety.as_deref(), &created, &p.dir, guard));
     }
-    let running = guard.start_stopped(&ctx.ui)?;
+    // Services that do not come back (or not healthy) with the restored data: the way back too.
+    let running = match guard.start_stopped(&ctx.ui) {
+        Ok(running) => running,
+        Err(e) => return Err(take_the_way_back(ctx, e, safety.as_deref(), &created, &p.dir, guard)),
+    };
     moments.running_again = unix_now();
     let downtime = (!running.is_empty()).then_some(moments);
     let downtime_seconds = downtime.map(|d| d.running_again - d.stop_began);
-    services::wait_until_up(ctx.docker()?, &running, &ctx.ui)?;
+    if let Err(e) = services::wait_until_up(ctx.docker()?, &running, &ctx.ui) {
+        let e = e.context("the services did not come back healthy with the restored data");
+        return Err(take_the_way_back(ctx, e, safety.as_deref(), &created, &p.dir, guard));
+    }
     // The services are healthy again: the old database copies can go (the database service is
-    // still up, also when this restore had to start it).
-    database::drop_old(ctx, &p.plan.dbs, &old_dbs)?;
+    // still up, also when this restore had to start it). The restore is done either way.
+    if let Err(e) = database::drop_old(ctx, &p.plan.dbs, &old_dbs) {
+        eprintln!("warning: the old database copies were not dropped ({e:#}); the next restore drops them");
+    }
     guard.restore(&ctx.ui)?;
     Ok(Outcome { project: p.plan.project.clone(), archive: p.path.clone(), undo: safety, downtime_seconds, downtime })
 }
