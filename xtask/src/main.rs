@@ -279,7 +279,8 @@ struct RestoreArgs {
 /// Where and how archives are written.
 #[derive(Args)]
 struct ArchiveArgs {
-    /// Directory for archives [default: backups/ in the workspace]
+    /// Directory for archives [default: $XTASK_BACKUP_DIR, else backups/ in the workspace this
+    /// xtask was built from, also for a stack given with -f elsewhere]
     #[arg(long, value_name = "DIR", env = "XTASK_BACKUP_DIR")]
     output_dir: Option<PathBuf>,
     /// Label recorded in the archive and added to its file name, e.g. pre-migration
@@ -310,7 +311,8 @@ struct ArchiveArgs {
 
 #[derive(Args)]
 struct DirArg {
-    /// Directory holding the archives [default: backups/ in the workspace]
+    /// Directory holding the archives [default: $XTASK_BACKUP_DIR, else backups/ in the workspace
+    /// this xtask was built from, also for a stack given with -f elsewhere]
     #[arg(long = "output-dir", value_name = "DIR", env = "XTASK_BACKUP_DIR")]
     dir: Option<PathBuf>,
 }

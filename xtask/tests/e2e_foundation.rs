@@ -125,6 +125,7 @@ fn offline_parse_and_compose_config_agree_on_every_fixture() {
         (vec![f.join("profiles/compose.yaml")], vec![]),
         (vec![f.join("profiles/compose.yaml")], vec!["--profile", "debug"]),
         (vec![f.join("anchors/compose.yaml")], vec![]),
+        (vec![f.join("envfile/compose.yaml")], vec![]),
         (vec![w.join("compose/compose.yaml")], vec![]),
         (vec![w.join("compose/compose.yaml")], vec!["--env", "dev"]),
         (vec![w.join("compose/compose.yaml")], vec!["--env", "test"]),

@@ -31,6 +31,15 @@ impl Env {
     pub fn get(&self, key: &str) -> Option<&str> {
         self.vars.get(key).map(String::as_str)
     }
+
+    /// A service's `env_file`: its `KEY=VALUE` lines read like the project's `.env`
+    /// (interpolated with these variables).
+    pub fn read_env_file(&self, file: &Path) -> Result<BTreeMap<String, String>> {
+        let text = std::fs::read_to_string(file).with_context(|| format!("read the env_file {}", file.display()))?;
+        let mut out = BTreeMap::new();
+        parse_dotenv(&text, &self.vars, &mut out).with_context(|| format!("parse the env_file {}", file.display()))?;
+        Ok(out)
+    }
 }
 
 /// `KEY=VALUE` lines; `export` prefixes, comments, single quotes (literal) and double quotes

@@ -229,11 +229,44 @@ fn normalize_name(n: &str) -> String {
 
 impl Stack {
     /// The direct parse of the files: no Docker needed.
+    /// Each service's `env_file` entries (a path, a list of paths, or `{path, required}`
+    /// items, relative to the project directory), under its `environment:`, which wins, as in
+    /// Compose. `docker compose config` has done this already when the engine answers.
+    fn apply_env_files(&self, doc: &Mapping, project: &mut Project) -> Result<()> {
+        let Some(Value::Mapping(services)) = doc.get("services") else { return Ok(()) };
+        for svc in project.services.iter_mut() {
+            let Some(entry) = services.get(svc.name.as_str()).and_then(|s| s.get("env_file")) else { continue };
+            let items: Vec<&Value> = match entry {
+                Value::Sequence(items) => items.iter().collect(),
+                other => vec![other],
+            };
+            for item in items {
+                let (path, required) = match item {
+                    Value::String(p) => (p.as_str(), true),
+                    other => (
+                        other.get("path").and_then(Value::as_str).unwrap_or_default(),
+                        other.get("required").and_then(Value::as_bool).unwrap_or(true),
+                    ),
+                };
+                let file = self.project_dir.join(path);
+                if !file.is_file() && !required {
+                    continue;
+                }
+                let vars = self.env.read_env_file(&file).with_context(|| format!("service {}", svc.name))?;
+                for (k, v) in vars {
+                    svc.environment.entry(k).or_insert(v);
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn parse_offline(&self) -> Result<Project> {
         let merged = load::load_files(&self.files, &self.env)?;
         let mut doc = merged.doc;
         filter_profiles(&mut doc, &self.profiles);
         let mut project = build_project(&self.name, &doc, &merged.origins)?;
+        self.apply_env_files(&doc, &mut project)?;
         // Relative bind sources are relative to the project directory, as Compose resolves them.
         for m in project.services.iter_mut().flat_map(|s| s.mounts.iter_mut()) {
             if let (MountKind::Bind, Some(src)) = (m.kind, m.source.as_mut()) {

@@ -201,3 +201,11 @@ fn mount_targets_are_cleaned_like_compose_does() {
     let m = parse_mount(&serde_yaml::Value::String("./b:/b/".into())).unwrap();
     assert_eq!(m.target, "/b");
 }
+
+#[test]
+fn offline_reads_env_files_under_the_environment() {
+    let p = parse(&["envfile/compose.yaml"], &[]);
+    let db = p.services.iter().find(|s| s.name == "db").unwrap();
+    assert_eq!(db.environment.get("POSTGRES_USER").map(String::as_str), Some("fromfile"));
+    assert_eq!(db.environment.get("POSTGRES_DB").map(String::as_str), Some("fromenvironment"), "environment wins");
+}
