@@ -199,12 +199,13 @@ fn a_round_trip_keeps_every_entry_exactly() {
         echo one > 'a dir/nested/deep/file one'
         chmod 0640 'a dir/nested/deep/file one' && chown 1234:5678 'a dir/nested/deep/file one'
         ln 'a dir/nested/deep/file one' hard
+        mkdir -p 'with hard link' && ln 'a dir/nested/deep/file one' 'with hard link/again'
         ln -s 'a dir/nested' link-to-dir && ln -s /etc/passwd abs-link && ln -s missing dangling
         printf x > "$(printf 'new\nline')"
         chmod 0750 'a dir' && chmod 1777 empty && chown 42:42 empty
         touch -h -d '2001-02-03 04:05:06' link-to-dir abs-link dangling
         touch -d '2002-03-04 05:06:07' 'a dir/nested/deep/file one'
-        touch -d '2003-04-05 06:07:08' 'a dir/nested/deep' 'a dir/nested' 'a dir' empty 'ünï'
+        touch -d '2003-04-05 06:07:08' 'a dir/nested/deep' 'a dir/nested' 'a dir' empty 'ünï' 'with hard link'
         touch -d '2004-05-06 07:08:09' /v"#;
     docker_ok(&["run", "--rm", "-v", &format!("{media}:/v"), "xtask-test/busybox:local", "sh", "-c", seed]);
     let before = exact_listing(&media);

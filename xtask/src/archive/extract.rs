@@ -129,7 +129,8 @@ fn dot(rel: &[u8]) -> PathBuf {
 pub struct Written {
     /// Regular file names (hard links included, as `find -type f` counts them).
     pub files: u64,
-    /// Symlinks and the volume root (path below the root, empty for the root) and their mtimes:
+    /// Symlinks, hard links and the volume root (path below the root, empty for the root) and
+    /// their mtimes:
     /// tar leaves these at the restore time.
     pub times: Vec<(Vec<u8>, u64)>,
 }
@@ -245,6 +246,9 @@ impl<W: Write> VolumeStream<W> {
                 let target = dot(&self.at(&t[self.prefix_len..]));
                 self.builder.append_link(&mut h, &path, target)?;
                 self.written.files += 1;
+                // tar may make the link after the directories' own entries: like a symlink, its
+                // directory's mtime is set again at the end (and the link's own, the file's).
+                self.written.times.push((self.at(rel), c.mtime));
             }
             (Kind::Symlink, Some(t), _) => {
                 let target = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(t);
