@@ -263,7 +263,6 @@ fn services_without_a_health_check_count_as_up_when_running() {
     if !engine() {
         return;
     }
-    let project = TempDir::new("nohealth");
     let compose = r#"name: nohealth
 services:
   app:
@@ -280,10 +279,7 @@ volumes:
     name: ${NOHEALTH_PREFIX}-data
     labels: {xtask.role: data, xtask.priority: critical}
 "#;
-    std::fs::write(project.0.join("compose.yaml"), compose).unwrap();
-    let mut stack = TestStack::sample("nohealth");
-    stack.files = vec![project.0.join("compose.yaml")];
-    stack.env.push(("NOHEALTH_PREFIX".into(), stack.project.clone()));
+    let (_project, stack) = stack_from("nohealth", compose, "NOHEALTH_PREFIX");
     let backups = TempDir::new("nohealth-backups");
     stack.xtask_ok(&["up"]);
     let app = format!("{}-app-1", stack.project);
@@ -304,7 +300,6 @@ fn a_service_unhealthy_after_the_swap_takes_the_way_back() {
     if !engine() {
         return;
     }
-    let project = TempDir::new("unhealthy");
     let compose = r#"name: unhealthy
 services:
   app:
@@ -322,10 +317,7 @@ volumes:
     name: ${UNHEALTHY_PREFIX}-data
     labels: {xtask.role: data, xtask.priority: critical}
 "#;
-    std::fs::write(project.0.join("compose.yaml"), compose).unwrap();
-    let mut stack = TestStack::sample("unhealthy");
-    stack.files = vec![project.0.join("compose.yaml")];
-    stack.env.push(("UNHEALTHY_PREFIX".into(), stack.project.clone()));
+    let (_project, stack) = stack_from("unhealthy", compose, "UNHEALTHY_PREFIX");
     let backups = TempDir::new("unhealthy-backups");
     stack.xtask_ok(&["up"]);
     let app = format!("{}-app-1", stack.project);

@@ -50,15 +50,11 @@ fn a_rails_like_stack_with_redis_everywhere_round_trips() {
     if !engine() {
         return;
     }
-    let project = TempDir::new("rails");
-    std::fs::write(project.0.join("compose.yaml"), COMPOSE).unwrap();
+    let (project, stack) = stack_from("rails", COMPOSE, "RAILS_PREFIX");
     let upload = project.0.join("public/system/accounts/avatars/1.png");
     std::fs::create_dir_all(upload.parent().unwrap()).unwrap();
     std::fs::create_dir_all(project.0.join("redis")).unwrap();
     std::fs::write(&upload, b"avatar").unwrap();
-    let mut stack = TestStack::sample("rails");
-    stack.files = vec![project.0.join("compose.yaml")];
-    stack.env.push(("RAILS_PREFIX".into(), stack.project.clone()));
     let backups = TempDir::new("rails-backups");
     stack.xtask_ok(&["up"]);
     assert_eq!(redis(&stack, "redis", "pw-one", &["SET", "session:1", "alice"]), "OK");
@@ -97,7 +93,6 @@ fn an_undumpable_database_is_copied_with_its_server_stopped_or_named_not_protect
     if !engine() {
         return;
     }
-    let project = TempDir::new("events");
     let compose = r#"name: events
 services:
   events:
@@ -114,10 +109,7 @@ volumes:
     name: ${EVENTS_PREFIX}-event-data
     labels: {xtask.role: database}
 "#;
-    std::fs::write(project.0.join("compose.yaml"), compose).unwrap();
-    let mut stack = TestStack::sample("events");
-    stack.files = vec![project.0.join("compose.yaml")];
-    stack.env.push(("EVENTS_PREFIX".into(), stack.project.clone()));
+    let (_project, stack) = stack_from("events", compose, "EVENTS_PREFIX");
     let backups = TempDir::new("events-backups");
     stack.xtask_ok(&["up"]);
     let server = format!("{}-events-1", stack.project);

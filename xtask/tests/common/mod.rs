@@ -68,6 +68,19 @@ pub struct TestStack {
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// A test's own stack from its own compose text, written into its own project directory;
+/// `prefix_var` is set to the test's project name (the compose file names its volumes with it).
+/// Bind the pair as `let (project, stack)`: locals drop in reverse, so the stack is taken down
+/// while its compose file still exists.
+pub fn stack_from(name: &str, compose: &str, prefix_var: &str) -> (TempDir, TestStack) {
+    let project = TempDir::new(name);
+    std::fs::write(project.0.join("compose.yaml"), compose).unwrap();
+    let mut stack = TestStack::sample(name);
+    stack.files = vec![project.0.join("compose.yaml")];
+    stack.env.push((prefix_var.into(), stack.project.clone()));
+    (project, stack)
+}
+
 impl TestStack {
     pub fn sample(name: &str) -> TestStack {
         let project = format!("xt-{name}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
