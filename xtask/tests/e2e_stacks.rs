@@ -137,3 +137,45 @@ volumes:
     assert!(summary["unprotected"].to_string().contains(&volume), "{summary}");
     assert!(!summary["volumes"].to_string().contains(&volume), "NOT PROTECTED is never copied too: {summary}");
 }
+
+/// A MariaDB set up like the non-official images (an account with a host name, which the server
+/// ignores under skip-name-resolve): `mariadb-dump --system=users` fails there, yet the backup
+/// keeps every account the server can show, names the ignored one, and a restore brings the
+/// users back.
+#[test]
+fn a_mariadb_with_accounts_it_ignores_is_backed_up_with_the_rest() {
+    if !engine() {
+        return;
+    }
+    let compose = r#"name: maria
+services:
+  maria:
+    image: ${MARIADB_IMAGE:-mariadb:11}
+    command: ["mariadbd", "--skip-name-resolve"]
+    environment:
+      MARIADB_ROOT_PASSWORD: root-pw
+      MARIADB_DATABASE: app
+    healthcheck:
+      test: ["CMD", "mariadb-admin", "ping", "-uroot", "-proot-pw"]
+      interval: 1s
+      retries: 60
+    volumes: [maria-data:/var/lib/mysql]
+volumes:
+  maria-data:
+    name: ${MARIA_PREFIX}-maria-data
+"#;
+    let (_project, stack) = stack_from("maria", compose, "MARIA_PREFIX");
+    let backups = TempDir::new("maria-backups");
+    stack.xtask_ok(&["up"]);
+    let sql = |q: &str| stack.exec("maria", &["mariadb", "-uroot", "-proot-pw", "-N", "-e", q], "").trim().to_string();
+    sql("CREATE USER 'legacy'@'db.example.com' IDENTIFIED BY 'x'; CREATE USER 'reader'@'%' IDENTIFIED BY 'r'; \
+         GRANT SELECT ON app.* TO 'reader'@'%'; FLUSH PRIVILEGES; CREATE TABLE app.t (id INT); INSERT INTO app.t VALUES (1)");
+    let (ok, out, err) = stack.xtask(&["backup-db", "--output-dir", backups.s(), "--json"]);
+    assert!(ok, "the ignored account does not fail the backup: {err}");
+    assert!(err.contains("not in the backup") && err.contains("'legacy'@'db.example.com'"), "{err}");
+    let archive = serde_json::from_str::<serde_json::Value>(&out).unwrap()["path"].as_str().unwrap().to_string();
+    sql("DROP USER 'reader'@'%'");
+    stack.xtask_ok(&["restore", &archive, "--yes", "--output-dir", backups.s()]);
+    let grants = sql("SHOW GRANTS FOR 'reader'@'%'");
+    assert!(grants.contains("GRANT SELECT ON `app`.*"), "the account and its grant came back: {grants}");
+}

@@ -177,6 +177,48 @@ fn dump_one(ctx: &Ctx, src: &DbSource, dir: &Path, i: usize, name: &str, how: Du
     Ok((DbDump { name: name.to_string(), entry, tables: stats.tables().clone() }, file))
 }
 
+/// MariaDB's users and grants read one account at a time (`SHOW CREATE USER`, `SHOW GRANTS`),
+/// as `CREATE USER IF NOT EXISTS` and `GRANT` statements: every account the server can show is
+/// kept, the ones it ignores are named in a warning, and the backup goes on.
+fn users_one_by_one(ctx: &Ctx, src: &DbSource, dir: &Path) -> Result<Spooled> {
+    let (docker, stack, login) = (ctx.docker()?, &ctx.stack, &src.login);
+    let accounts = login.my_query(docker, stack, "SELECT CONCAT(QUOTE(user), '@', QUOTE(host)) FROM mysql.user")?;
+    let mut sql = String::from("-- users and grants, one account at a time (the users dump failed)\n");
+    let mut ignored = Vec::new();
+    for account in &accounts {
+        let shown = login.my_query(docker, stack, &format!("SHOW CREATE USER {account}"));
+        let grants = login.my_query(docker, stack, &format!("SHOW GRANTS FOR {account}"));
+        match (shown, grants) {
+            (Ok(create), Ok(grants)) => {
+                for line in create {
+                    sql.push_str(&line.replacen("CREATE USER ", "CREATE USER IF NOT EXISTS ", 1));
+                    sql.push_str(";\n");
+                }
+                for g in grants {
+                    sql.push_str(&g);
+                    sql.push_str(";\n");
+                }
+            }
+            _ => ignored.push(account.clone()),
+        }
+    }
+    if !ignored.is_empty() {
+        eprintln!(
+            "warning: service {}: the server ignores these accounts, so they are not in the backup: {} \
+             (host names under skip-name-resolve? recreate them with an IP or '%' host)",
+            login.service,
+            ignored.join(", ")
+        );
+    }
+    let path = temp_path(dir, &login.service, 0);
+    let mut file = crate::files::create_private(&path)?;
+    let spooled = Spooled { path: path.clone() };
+    file.write_all(sql.as_bytes())
+        .and_then(|_| file.sync_all())
+        .with_context(|| format!("write {}", path.display()))?;
+    Ok(spooled)
+}
+
 /// The cluster-wide dump (roles; users and grants) into the globals entry.
 fn dump_globals(ctx: &Ctx, src: &DbSource, dir: &Path, info: &DbInfo, cmd: &DockerCmd) -> Result<Spooled> {
     let entry = info.globals_entry.clone().unwrap_or_default();
@@ -262,7 +304,15 @@ fn dump_mariadb(ctx: &Ctx, src: &DbSource, dir: &Path) -> Result<Dumped> {
     let mut files = Vec::new();
     if let Some(entry) = info.globals_entry.clone() {
         let args = [dump_tool, &user, "--system=users", "--insert-ignore", "--skip-dump-date"];
-        files.push((entry, dump_globals(ctx, src, dir, &info, &login.client(docker, stack, &args))?));
+        let file = match dump_globals(ctx, src, dir, &info, &login.client(docker, stack, &args)) {
+            Ok(file) => file,
+            // A user row the server ignores (a host name under skip-name-resolve, as servers set up
+            // without the official image's steps have) makes the whole users dump fail.
+            Err(e) => users_one_by_one(ctx, src, dir).with_context(|| {
+                format!("{entry}: the users dump failed ({e:#}), and so did reading them one by one")
+            })?,
+        };
+        files.push((entry, file));
     }
     let beside = container_of(ctx, &login.service)?;
     for (i, name) in databases.iter().enumerate() {
