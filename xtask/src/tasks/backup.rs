@@ -643,23 +643,10 @@ fn archive_name(kind: Kind, tag: Option<&str>) -> Result<String> {
     Ok(format!("{}_backup_{stamp}{}.tar.gz", kind.as_str(), tag.unwrap_or_default()))
 }
 
+/// `docker compose exec -T [-e SECRET] SERVICE CMD...`, the secret's value in docker's
+/// environment only.
 fn exec(docker: &Docker, stack: &Stack, service: &str, secret: Option<(&str, &str)>, cmd: &[&str]) -> DockerCmd {
-    exec_as(docker, stack, service, None, secret, cmd)
-}
-
-/// `docker compose exec -T [--user USER] [-e SECRET] SERVICE CMD...`
-fn exec_as(
-    docker: &Docker,
-    stack: &Stack,
-    service: &str,
-    user: Option<&str>,
-    secret: Option<(&str, &str)>,
-    cmd: &[&str],
-) -> DockerCmd {
     let mut args = vec!["exec", "-T"];
-    if let Some(u) = user {
-        args.extend(["--user", u]);
-    }
     if let Some((name, _)) = secret {
         args.extend(["-e", name]);
     }

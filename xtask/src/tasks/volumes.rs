@@ -63,12 +63,6 @@ pub fn model(ctx: &Ctx) -> Result<Project> {
     Ok(ctx.model()?.0.clone())
 }
 
-/// The model and, online, the `docker compose config --format json` text it came from (cached
-/// in the context: use `ctx.model()`).
-pub fn model_and_config(ctx: &Ctx) -> Result<(Project, Option<String>)> {
-    Ok(ctx.model()?.clone())
-}
-
 /// Reads the model: the files are parsed first (so a broken file is named), then, online,
 /// Compose's own view.
 pub(crate) fn load_model(ctx: &Ctx) -> Result<(Project, Option<String>)> {

@@ -17,8 +17,6 @@ use super::cmd::shell_quote;
 pub struct Tool {
     pub name: &'static str,
     bin: PathBuf,
-    /// Variables removed from the child's environment.
-    env_remove: Vec<String>,
 }
 
 impl Tool {
@@ -30,13 +28,7 @@ impl Tool {
                  install it (Debian/Ubuntu: `sudo apt-get install {name}`; macOS: `brew install {name}`)"
             )
         })?;
-        Ok(Tool { name, bin, env_remove: Vec::new() })
-    }
-
-    /// Removes `var` from the environment of every child started from this tool.
-    pub fn without_env(mut self, var: &str) -> Tool {
-        self.env_remove.push(var.to_string());
-        self
+        Ok(Tool { name, bin })
     }
 
     /// The command as a user could paste it into a shell.
@@ -46,21 +38,14 @@ impl Tool {
 
     fn expression(&self, args: &[String]) -> duct::Expression {
         #[allow(clippy::disallowed_methods)] // this module is the one place allowed to spawn processes
-        let mut e = duct::cmd(&self.bin, args);
-        for v in &self.env_remove {
-            e = e.env_remove(v);
-        }
-        super::run::with_group(e)
+        super::run::with_group(duct::cmd(&self.bin, args))
     }
 
     /// Runs a short command to its end and returns its stdout; a failure carries its stderr.
     pub fn output(&self, args: &[String]) -> Result<Vec<u8>> {
         let sh = xshell::Shell::new().context("start a shell for host commands")?;
         #[allow(clippy::disallowed_methods)] // this module is the one place allowed to spawn processes
-        let mut c = sh.cmd(&self.bin).args(args).quiet().ignore_status();
-        for v in &self.env_remove {
-            c = c.env_remove(v);
-        }
+        let c = sh.cmd(&self.bin).args(args).quiet().ignore_status();
         let out = c.output().with_context(|| format!("run `{}`", self.shown(args)))?;
         if !out.status.success() {
             return Err(self.failure(args, out.status, &out.stderr));
