@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use xtask::lock::Lock;
 use xtask::model::compose;
@@ -539,12 +538,10 @@ fn run_backup(
 ) -> anyhow::Result<()> {
     opts.no_encrypt = delivery.no_encrypt;
     opts.push = delivery.push.clone();
+    opts.keep_local = delivery.keep_local;
     let plan = backup::prepare(ctx, &opts)?;
     if dry_run {
         print!("{}", plan.describe());
-        if !delivery.keep_local {
-            println!("  - then remove the local copy (--no-keep-local)");
-        }
         return Ok(());
     }
     let dir = backup::prepare_dir(&opts.output_dir)?;
@@ -573,11 +570,6 @@ fn run_backup(
         );
     } else {
         println!("{}", summary.path.display());
-    }
-    if delivery.push.is_some() && !delivery.keep_local {
-        std::fs::remove_file(&summary.path)
-            .with_context(|| format!("remove {} after its upload", summary.path.display()))?;
-        ctx.ui.step(&format!("removed the local copy {} (--no-keep-local)", summary.path.display()));
     }
     Ok(())
 }

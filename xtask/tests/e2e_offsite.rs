@@ -505,6 +505,14 @@ fn a_hostile_bucket_can_neither_erase_nor_poison_genuine_archives() {
     let poisoned = listed.iter().find(|a| a["file"] == poison.as_str()).unwrap();
     assert!(poisoned["sidecar_refused"].as_str().unwrap().contains("not its own archive"), "{poisoned}");
     stack.xtask_ok(&["verify", "--remote", "offsite", &genuine[0], "--output-dir", b]);
+
+    // --no-keep-local: the archive is in the remote, complete, and no longer here.
+    let out = stack.xtask_json(&["backup-db", "--output-dir", b, "--push", "offsite", "--no-keep-local", "--json"]);
+    let gone = PathBuf::from(out["path"].as_str().unwrap());
+    let name = gone.file_name().unwrap().to_str().unwrap().to_string();
+    assert!(!gone.exists(), "the local copy was removed after the upload");
+    let names: Vec<String> = objects(&s3, &stack.project).into_iter().map(|o| o.0).collect();
+    assert!(names.contains(&name) && names.contains(&format!("{name}.sha256")), "{names:?}");
 }
 
 /// Makes a forged archive's signature file from its name and path.

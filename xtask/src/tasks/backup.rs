@@ -74,6 +74,8 @@ pub struct Options {
     pub no_encrypt: bool,
     /// Upload the archive to this remote while it is written (`--push`).
     pub push: Option<String>,
+    /// With `push`: keep the local copy once the upload is complete (`--no-keep-local`: false).
+    pub keep_local: bool,
 }
 
 impl Options {
@@ -96,6 +98,7 @@ impl Options {
             dump_database: true,
             no_encrypt: false,
             push: None,
+            keep_local: true,
         }
     }
 }
@@ -159,6 +162,8 @@ pub struct BackupPlan {
     pub stop: bool,
     pub seal: Option<Encryption>,
     pub push: Option<String>,
+    /// Keep the local archive after a complete upload (always, without a push).
+    pub keep_local: bool,
 }
 
 /// Chooses what to back up. Pure: no engine access.
@@ -220,6 +225,7 @@ pub fn plan(project: &Project, binds: &[Bind], opts: &Options) -> Result<BackupP
         stop: opts.stop,
         seal: None,
         push: opts.push.clone(),
+        keep_local: opts.keep_local || opts.push.is_none(),
     })
 }
 
@@ -540,9 +546,22 @@ impl BackupPlan {
         }
         if let Some(r) = &self.push {
             out.push_str(&format!("  - upload it to remote {r} while it is written, then its .sha256\n"));
+            if !self.keep_local {
+                out.push_str("  - then remove the local copy (--no-keep-local)\n");
+            }
         }
         out
     }
+}
+
+/// `--no-keep-local`: the archive is complete in the remote (its upload, or the push that
+/// replaced it, succeeded, else the backup failed before this): the local file and its
+/// signature go.
+fn remove_local_copy(ctx: &Ctx, path: &Path) -> Result<()> {
+    std::fs::remove_file(path).with_context(|| format!("remove {} after its upload", path.display()))?;
+    let _ = std::fs::remove_file(crate::tasks::trust::signature_path(path));
+    ctx.ui.step(&format!("removed the local copy {} (--no-keep-local)", path.display()));
+    Ok(())
 }
 
 /// What a finished backup reports (`--json`).
@@ -787,6 +806,9 @@ pub fn execute(ctx: &Ctx, plan: &BackupPlan, opts: &Options, lock: &Lock) -> Res
         guard.stop_for_copy(&servers, &ctx.ui)?;
         let databases = dumped_names(&dumps);
         let written = write_archive(ctx, plan, opts, &dir, dumps, &sources)?;
+        if !plan.keep_local {
+            remove_local_copy(ctx, &written.0)?;
+        }
         Ok(Summary {
             path: written.0,
             kind: plan.kind,
