@@ -12,7 +12,7 @@ bash scripts/provision.sh
 source scripts/testbed.env
 cargo build --quiet -p xtask
 export APP_VOLUME_PREFIX=xt-bench-downtime
-x=(target/debug/xtask -p xt-bench-downtime)
+x=("${CARGO_TARGET_DIR:-target}/debug/xtask" -p xt-bench-downtime)
 dir=$(mktemp -d)
 cleanup() {
     "${x[@]}" clean-all --confirm "DELETE EVERYTHING" --output-dir "$dir" >/dev/null 2>&1 || true

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Memory of verify against the number of entries (a script, not a timed test): a genuine archive
-# of the sample stack with N empty directories added to one volume (SHA256SUMS needs no change:
-# directories carry no data), then `xtask verify` of it; prints the peak RSS (/usr/bin/time's
-# maximum resident set) and the bytes per entry.
+# Memory of verify and restore against the number of entries (a script, not a timed test): a
+# genuine archive of the sample stack with N empty directories added to one volume (SHA256SUMS
+# needs no change: directories carry no data), then `xtask verify` and `xtask restore` of it;
+# prints the peak RSS of each (/usr/bin/time's maximum resident set) and the bytes per entry.
 #   scripts/bench-entries.sh [N...]        (default: 100000 1000000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +13,7 @@ bash scripts/provision.sh
 source scripts/testbed.env
 cargo build --quiet -p xtask
 export APP_VOLUME_PREFIX=xt-bench-entries
-x=(target/debug/xtask -p xt-bench-entries)
+x=("${CARGO_TARGET_DIR:-target}/debug/xtask" -p xt-bench-entries)
 dir=$(mktemp -d)
 cleanup() {
     "${x[@]}" clean-all --confirm "DELETE EVERYTHING" --output-dir "$dir" >/dev/null 2>&1 || true
@@ -24,7 +24,7 @@ trap cleanup EXIT
 docker exec xt-bench-entries-backend-1 sh -c 'echo hello > /app/media/a.txt'
 genuine=$("${x[@]}" backup --output-dir "$dir" --volume app-backend-media --json 2>/dev/null |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["path"])')
-echo "entries  peak RSS (MiB)  bytes/entry over the genuine archive's"
+echo "entries  verify peak RSS (MiB)  bytes/entry over the genuine archive's  restore peak RSS (MiB)"
 peak() { /usr/bin/time -f '%M' -o "$dir/rss" "${x[@]}" verify --output-dir "$dir" "$1" >/dev/null 2>&1; tail -n 1 "$dir/rss"; }
 base=$(peak "$genuine")
 echo "0  $((base / 1024))"
@@ -50,6 +50,9 @@ with tarfile.open(src, "r:gz") as a, gzip.open(dst, "wb", compresslevel=1) as ra
 PY
     rss=$(peak "$big")
     "${x[@]}" verify --output-dir "$dir" "$big" >/dev/null 2>"$dir/err" || { echo "verify of the $n-entry archive failed:"; tail -n 3 "$dir/err"; }
-    echo "$n  $((rss / 1024))  $(( (rss - base) * 1024 / n ))"
+    /usr/bin/time -f '%M' -o "$dir/rss" "${x[@]}" restore --yes --no-safety-backup --output-dir "$dir" "$big" >/dev/null 2>&1 ||
+        echo "restore of the $n-entry archive failed"
+    restored=$(tail -n 1 "$dir/rss")
+    echo "$n  $((rss / 1024))  $(( (rss - base) * 1024 / n ))  $((restored / 1024))"
     rm -f "$big"
 done

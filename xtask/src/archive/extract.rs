@@ -7,7 +7,9 @@
 //! a private spooled copy that matched. Used by restore and by `verify --deep`.
 
 use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -26,7 +28,7 @@ pub struct Verified {
 impl Verified {
     /// Verifies `src`; an archive with any problem is refused, each problem listed.
     pub fn check(src: Source, rules: Rules) -> Result<Verified> {
-        let report = crate::archive::verify_source(&src, rules);
+        let report = crate::archive::verify_source_for_reading(&src, rules);
         if !report.ok() {
             let problems: Vec<String> = report.problems.iter().map(|p| format!("\n    problem: {p}")).collect();
             bail!("{} failed verification; nothing was changed{}", src.path.display(), problems.concat());
@@ -186,15 +188,17 @@ pub fn volume_entries_under(v: &Verified, name: &str, out: &mut dyn Write, under
 }
 
 /// The tar stream a helper extracts into a volume: headers built from parsed entries, paths
-/// below `under`, hard links re-pointed there, and at the end every directory once more
-/// (deepest first) so its mtime is set after its contents were created. Shared by the one pass
-/// and by extraction from a [`Verified`] archive.
+/// below `under`, hard links re-pointed there, and at the end every directory once more (in
+/// reverse order: the grammar puts every directory after its parent, so each comes before its
+/// parent) so its mtime is set after its contents were created. The directories wait in a
+/// private spool file, not in memory. Shared by the one pass and by extraction from a
+/// [`Verified`] archive.
 struct VolumeStream<W: Write> {
     builder: tar::Builder<W>,
     under: Vec<u8>,
     /// Length of `volumes/<name>/` (or `binds/<id>/`), stripped from hard link targets.
     prefix_len: usize,
-    dirs: Vec<Checked>,
+    dirs: DirSpool,
     written: Written,
     /// Whether `written.times` is final (see [`VolumeStream::times`]).
     times_final: bool,
@@ -220,7 +224,7 @@ impl<W: Write> VolumeStream<W> {
             builder,
             under: under.to_vec(),
             prefix_len,
-            dirs: Vec::new(),
+            dirs: DirSpool::default(),
             written,
             times_final: false,
             chunk,
@@ -260,7 +264,7 @@ impl<W: Write> VolumeStream<W> {
                 if rel.is_empty() {
                     self.written.times.push((self.at(rel), c.mtime));
                 }
-                self.dirs.push(c.clone());
+                self.dirs.push(rel, c)?;
             }
             _ => self.builder.append_data(&mut h, &path, io::empty())?,
         }
@@ -291,38 +295,40 @@ impl<W: Write> VolumeStream<W> {
 
     /// Once every entry is appended: the mtimes tar will not set (symlinks, their parent
     /// directories, the root), as the input of `xargs -0 -n 3 touch -h` in a helper.
-    fn times(&mut self) -> Vec<u8> {
-        self.settle_times();
-        touch_input(&self.written.times)
+    fn times(&mut self) -> Result<Vec<u8>> {
+        self.settle_times()?;
+        Ok(touch_input(&self.written.times))
     }
 
-    /// Orders the directories deepest first and completes `written.times` (once).
-    fn settle_times(&mut self) {
+    /// Completes `written.times` (once).
+    fn settle_times(&mut self) -> Result<()> {
+        self.dirs.flush()?;
         if !self.times_final {
-            self.dirs.sort_by_key(|d| std::cmp::Reverse(d.name.iter().filter(|&&c| c == b'/').count()));
-            self.reset_symlink_parents();
+            self.reset_link_parents()?;
             self.times_final = true;
         }
+        Ok(())
     }
 
-    /// The directories once more, deepest first, and the end of the stream.
+    /// The directories once more, children before parents, and the end of the stream.
     fn finish(mut self) -> Result<(W, Written)> {
-        self.settle_times();
-        for d in std::mem::take(&mut self.dirs) {
-            let Place::Volume { rel, .. } = &d.place else { continue };
-            let path = dot(&self.at(rel));
-            self.builder.append_data(&mut header_for(&d), path, io::empty())?;
-        }
+        self.settle_times()?;
+        let dirs = std::mem::take(&mut self.dirs);
+        let (builder, under) = (&mut self.builder, &self.under);
+        dirs.each_from_last(&mut |rel, mut h| {
+            let path = dot(&[under.as_slice(), &rel].concat());
+            builder.append_data(&mut h, path, io::empty()).map_err(anyhow::Error::from)
+        })?;
         self.builder.finish()?;
         Ok((self.builder.into_inner()?, self.written))
     }
 }
 
 impl<W: Write> VolumeStream<W> {
-    /// Creating a symlink can leave its directory at the restore time (tar's own order, or a
+    /// Creating a link can leave its directory at the restore time (tar's own order, or a
     /// placeholder replaced at the end): after the links' own times, their parent directories'
-    /// (deepest first, as `self.dirs` is sorted), then the root's, are set again.
-    fn reset_symlink_parents(&mut self) {
+    /// (read back from the spool), then the root's, are set again.
+    fn reset_link_parents(&mut self) -> Result<()> {
         let root = self.at(b"");
         let (mut links, roots): (Vec<_>, Vec<_>) = self.written.times.drain(..).partition(|(p, _)| *p != root);
         let parents: std::collections::BTreeSet<Vec<u8>> = links
@@ -330,17 +336,93 @@ impl<W: Write> VolumeStream<W> {
             .filter_map(|(p, _)| p.iter().rposition(|&b| b == b'/').map(|i| p[..i].to_vec()))
             .filter(|p| p.len() > root.len())
             .collect();
-        for d in &self.dirs {
-            let Place::Volume { rel, .. } = &d.place else { continue };
-            let at = self.at(rel);
-            if parents.contains(&at) {
-                links.push((at, d.mtime));
-            }
+        if !parents.is_empty() {
+            let under = &self.under;
+            self.dirs.each_from_last(&mut |rel, h| {
+                let at = [under.as_slice(), &rel].concat();
+                if parents.contains(&at) {
+                    links.push((at, h.mtime().unwrap_or(0)));
+                }
+                Ok(())
+            })?;
         }
         links.extend(roots);
         self.written.times = links;
+        Ok(())
     }
 }
+
+/// The directories of a volume's stream, waiting for the end of it in a private file that is
+/// already unlinked. Each record ends with its path's length, so the file reads back from its
+/// end without an index: nothing grows in memory with the number of directories.
+#[derive(Default)]
+struct DirSpool {
+    file: Option<io::BufWriter<std::fs::File>>,
+    end: u64,
+}
+
+impl DirSpool {
+    /// Writes out what is buffered, before anything is read back.
+    fn flush(&mut self) -> Result<()> {
+        if let Some(f) = self.file.as_mut() {
+            f.flush().context("write the directory spool")?;
+        }
+        Ok(())
+    }
+
+    /// Records a directory: its path below the volume and its header.
+    fn push(&mut self, rel: &[u8], c: &Checked) -> Result<()> {
+        if self.file.is_none() {
+            let path = std::env::temp_dir().join(format!(
+                ".xtask-dirs-{}-{}",
+                std::process::id(),
+                DIR_SPOOLS.fetch_add(1, Ordering::SeqCst)
+            ));
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("create {}", path.display()))?;
+            let _ = std::fs::remove_file(&path);
+            self.file = Some(io::BufWriter::with_capacity(64 << 10, file));
+        }
+        let out = self.file.as_mut().expect("opened above");
+        let len = u32::try_from(rel.len()).context("a path longer than 4 GiB")?;
+        out.write_all(rel)?;
+        out.write_all(header_for(c).as_bytes())?;
+        out.write_all(&len.to_le_bytes())?;
+        self.end += rel.len() as u64 + 512 + 4;
+        Ok(())
+    }
+
+    /// Every directory recorded, last first: (path below the volume, header) to `each`.
+    fn each_from_last(&self, each: &mut dyn FnMut(Vec<u8>, tar::Header) -> Result<()>) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let Some(writer) = self.file.as_ref() else { return Ok(()) };
+        if !writer.buffer().is_empty() {
+            bail!("internal error: the directory spool was read before it was flushed");
+        }
+        let file = writer.get_ref();
+        let mut at = self.end;
+        while at > 0 {
+            let mut len = [0u8; 4];
+            file.read_exact_at(&mut len, at - 4)?;
+            let len = u64::from(u32::from_le_bytes(len));
+            let start = at - 4 - 512 - len;
+            let mut rel = vec![0u8; len as usize];
+            file.read_exact_at(&mut rel, start)?;
+            let mut h = tar::Header::new_gnu();
+            file.read_exact_at(h.as_mut_bytes(), start + len)?;
+            each(rel, h)?;
+            at = start;
+        }
+        Ok(())
+    }
+}
+
+static DIR_SPOOLS: AtomicUsize = AtomicUsize::new(0);
 
 /// Counts the bytes passing through to `progress`.
 struct Counting<'a, W> {
@@ -608,7 +690,7 @@ impl OnePass<'_> {
     /// Ends a volume's stream and waits for the helper, which also sets the symlinks' and the
     /// root's mtimes (a helper of their own does on a transport that cannot carry them).
     fn close(&self, mut stage: VolumeStage) -> Result<()> {
-        let times = stage.stream.times();
+        let times = stage.stream.times()?;
         let sent = stage.stream.builder.get_ref().get_ref().send_times(&times)?;
         let (out, _) = stage.stream.finish()?;
         let sink = out.into_inner().map_err(|e| e.into_error())?;

@@ -858,16 +858,27 @@ pub fn verify(path: &Path, rules: Rules) -> Report {
     }
 }
 
-/// [`verify`] of an archive already open.
+/// [`verify`] of an archive already open. Keeps no per-entry record: memory stays small
+/// whatever the entry count (see [`verify_source_for_reading`] for the one that does).
 pub fn verify_source(src: &Source, rules: Rules) -> Report {
     verify_source_with(src, rules, &mut |_, _| Ok(None))
+}
+
+/// [`verify_source`], keeping each entry's fingerprint (`Report::manifest`) for a later pass
+/// that must read exactly what was verified (`--in-place`, the way back, `verify --deep`).
+pub fn verify_source_for_reading(src: &Source, rules: Rules) -> Report {
+    verify_with(src, rules, &mut |_, _| Ok(None), true)
 }
 
 /// [`verify_source`] in which `hook` may consume entries' data as they pass (restore stages
 /// volumes and spools dumps this way, in the one pass that verifies them).
 pub fn verify_source_with(src: &Source, rules: Rules, hook: &mut Hook) -> Report {
+    verify_with(src, rules, hook, false)
+}
+
+fn verify_with(src: &Source, rules: Rules, hook: &mut Hook, keep_manifest: bool) -> Report {
     let mut report = Report { path: src.path.clone(), ..Report::default() };
-    if let Err(e) = verify_into(src, rules, &mut report, hook) {
+    if let Err(e) = verify_into(src, rules, &mut report, hook, keep_manifest) {
         report.problems.push(format!("{e:#}"));
     }
     report
@@ -881,7 +892,7 @@ struct Seen {
     dumps: BTreeMap<String, dumpstats::DumpStats>,
 }
 
-fn verify_into(src: &Source, rules: Rules, report: &mut Report, hook: &mut Hook) -> Result<()> {
+fn verify_into(src: &Source, rules: Rules, report: &mut Report, hook: &mut Hook, keep_manifest: bool) -> Result<()> {
     let mut archive = src.tar();
     let mut grammar = grammar::Grammar::new(rules.allow_special);
     let mut seen = Seen::default();
@@ -897,7 +908,9 @@ fn verify_into(src: &Source, rules: Rules, report: &mut Report, hook: &mut Hook)
         if checked.place == grammar::Place::Metadata {
             grammar.expect(report.metadata.as_ref().context("metadata missing")?);
         }
-        report.manifest.insert(checked.name.clone(), checked.fingerprint(content.as_ref()));
+        if keep_manifest {
+            report.manifest.insert(checked.name.clone(), checked.fingerprint(content.as_ref()));
+        }
     }
     // Reading the tar's end does not reach the gzip trailer: read on, so that its CRC is checked
     // and the bytes are read to their very end (see `inflate`).

@@ -417,7 +417,8 @@ fn verify_one(
             return archive::Report { path: path.to_path_buf(), problems: vec![format!("{e:#}")], ..Default::default() }
         }
     };
-    let mut report = archive::verify_source(&src, rules);
+    let mut report =
+        if deep { archive::verify_source_for_reading(&src, rules) } else { archive::verify_source(&src, rules) };
     if let Err(e) = check_binds(ctx, dir, &report) {
         report.problems.push(format!("{e:#}"));
     }
