@@ -75,10 +75,13 @@ pub fn reach(words: &[String]) -> Option<bool> {
         "USE" | "LOAD" | "INSTALL" | "UNINSTALL" | "SHUTDOWN" | "KILL" | "PURGE" | "RESET" | "CHANGE" | "HANDLER" => {
             Some(true)
         }
+        // Dynamic SQL, procedure calls and compound blocks: a dump never runs code of its own.
+        "EXECUTE" | "PREPARE" | "DEALLOCATE" | "CALL" => Some(true),
+        "BEGIN" if w(1) == "NOT" => Some(true),
         "START" | "STOP" if matches!(w(1), "SLAVE" | "REPLICA" | "ALL") => Some(true),
         "CREATE" | "DROP" | "ALTER" if scope => Some(true),
         "CREATE" | "DROP" | "ALTER" | "RENAME" if account => Some(false),
-        "SET" if matches!(w(1), "GLOBAL" | "PERSIST" | "PERSIST_ONLY") => Some(true),
+        "SET" if words.iter().any(|x| matches!(x.as_str(), "GLOBAL" | "PERSIST" | "PERSIST_ONLY")) => Some(true),
         "SET" if matches!(w(1), "PASSWORD" | "DEFAULT" | "ROLE") => Some(false),
         "GRANT" | "REVOKE" | "FLUSH" => Some(false),
         _ => None,
@@ -425,6 +428,10 @@ mod tests {
             ("/*!40000 DROP DATABASE IF EXISTS `x`*/;\n", true),
             ("drop schema other;\n", true),
             ("SET GLOBAL general_log = 1;\n", true),
+            ("SET sql_mode='', GLOBAL general_log=1;\n", true),
+            ("EXECUTE IMMEDIATE 'DROP TABLE other.t';\n", true),
+            ("PREPARE s FROM 'DROP TABLE other.t';\n", true),
+            ("CALL p();\n", true),
             ("SELECT 1 INTO OUTFILE '/tmp/x';\n", true),
             ("LOAD DATA INFILE '/etc/passwd' INTO TABLE t;\n", true),
             ("GRANT ALL ON *.* TO `evil`@`%`;\n", false),
