@@ -1,7 +1,7 @@
 //! Real stacks' patterns end to end on the live engine: a Rails-like app (Mastodon's uploads in
 //! `public/system`, a bind), Redis on a bind with its password in its command, a second Redis
-//! in a volume with its password in another variable, and a Redis that keeps its data only in
-//! memory. Backup saves every Redis and copies the uploads; the memory-only one is named NOT
+//! in a volume with its password in another variable, a third with its password in its mounted
+//! config file, and a Redis that keeps its data only in memory. Backup saves every Redis and copies the uploads; the memory-only one is named NOT
 //! PROTECTED; after the data is lost, restore brings back every file and key.
 #![allow(clippy::disallowed_methods)]
 
@@ -31,9 +31,17 @@ services:
       - cache-data:/data
   queue:
     image: ${REDIS_IMAGE:-redis:7}
+  jobs:
+    image: ${REDIS_IMAGE:-redis:7}
+    command: ["redis-server", "/usr/local/etc/redis/redis.conf"]
+    volumes:
+      - ./redis.conf:/usr/local/etc/redis/redis.conf:ro
+      - jobs-data:/data
 volumes:
   cache-data:
     name: ${RAILS_PREFIX}-cache-data
+  jobs-data:
+    name: ${RAILS_PREFIX}-jobs-data
 "#;
 
 fn redis(stack: &TestStack, service: &str, password: &str, args: &[&str]) -> String {
@@ -55,10 +63,12 @@ fn a_rails_like_stack_with_redis_everywhere_round_trips() {
     std::fs::create_dir_all(upload.parent().unwrap()).unwrap();
     std::fs::create_dir_all(project.0.join("redis")).unwrap();
     std::fs::write(&upload, b"avatar").unwrap();
+    std::fs::write(project.0.join("redis.conf"), "dir /data\nrequirepass \"pw three\"\n").unwrap();
     let backups = TempDir::new("rails-backups");
     stack.xtask_ok(&["up"]);
     assert_eq!(redis(&stack, "redis", "pw-one", &["SET", "session:1", "alice"]), "OK");
     assert_eq!(redis(&stack, "cache", "pw-two", &["SET", "feed:1", "home"]), "OK");
+    assert_eq!(redis(&stack, "jobs", "pw three", &["SET", "job:1", "mail"]), "OK");
 
     let inv = stack.xtask_json(&["volumes", "--json"]);
     let system = format!("{}/public/system", project.s());
@@ -69,7 +79,7 @@ fn a_rails_like_stack_with_redis_everywhere_round_trips() {
     let (ok, out, err) = stack.xtask(&["backup", "--output-dir", backups.s(), "--json"]);
     assert!(ok, "{err}");
     let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
-    for service in ["redis", "cache"] {
+    for service in ["redis", "cache", "jobs"] {
         assert!(err.contains(&format!("ask Redis ({service}) to save its data")), "{service}: {err}");
     }
     assert!(summary["unprotected"].to_string().contains("queue"), "{summary}");
@@ -79,10 +89,12 @@ fn a_rails_like_stack_with_redis_everywhere_round_trips() {
     std::fs::remove_file(&upload).unwrap();
     redis(&stack, "redis", "pw-one", &["DEL", "session:1"]);
     redis(&stack, "cache", "pw-two", &["DEL", "feed:1"]);
+    redis(&stack, "jobs", "pw three", &["DEL", "job:1"]);
     stack.xtask_ok(&["restore", &archive, "--yes", "--output-dir", backups.s()]);
     assert_eq!(std::fs::read(&upload).unwrap(), b"avatar", "the upload came back");
     assert_eq!(redis(&stack, "redis", "pw-one", &["GET", "session:1"]), "alice", "Redis on a bind");
     assert_eq!(redis(&stack, "cache", "pw-two", &["GET", "feed:1"]), "home", "Redis in a volume, AOF");
+    assert_eq!(redis(&stack, "jobs", "pw three", &["GET", "job:1"]), "mail", "its password in its config file");
 }
 
 /// A database the tool cannot dump (a ClickHouse-like server: its volume labelled a database,

@@ -38,6 +38,9 @@ pub enum RedisAuth {
     Value { from: String, value: String },
     /// A file inside the container that holds the password (a `*_FILE` variable).
     File { from: String, path: String },
+    /// The server's configuration file inside the container (the `.conf` its command names):
+    /// its last `requirepass` line, read there when Redis is asked.
+    Config { path: String },
 }
 
 impl RedisAuth {
@@ -46,6 +49,7 @@ impl RedisAuth {
         match self {
             RedisAuth::None => "no password (none of the usual variables is set)".into(),
             RedisAuth::Value { from, .. } | RedisAuth::File { from, .. } => from.clone(),
+            RedisAuth::Config { path } => format!("requirepass in {path}, if it has one"),
         }
     }
 }
@@ -53,7 +57,8 @@ impl RedisAuth {
 /// Redis's password by the conventions real stacks use: the variable the label
 /// `xtask.redis.password_env` names, then `REDIS_PASSWORD`, `REDISPASS`, `REDIS_PASS`,
 /// `REDIS_AUTH`, `REDISCLI_AUTH`, `VALKEY_PASSWORD` (each also as `NAME_FILE`), then
-/// `--requirepass VALUE` in its command.
+/// `--requirepass VALUE` in its command, then the `requirepass` line of the configuration file
+/// its command names.
 pub fn redis_auth(service: &Service) -> RedisAuth {
     let labelled = service.labels.get(REDIS_PASSWORD_LABEL).cloned();
     let names = labelled.into_iter().chain(
@@ -80,7 +85,10 @@ pub fn redis_auth(service: &Service) -> RedisAuth {
             return RedisAuth::Value { from: "--requirepass in its command".into(), value };
         }
     }
-    RedisAuth::None
+    match words.iter().find(|w| w.ends_with(".conf") && w.starts_with('/')) {
+        Some(conf) => RedisAuth::Config { path: conf.clone() },
+        None => RedisAuth::None,
+    }
 }
 
 /// The engine of `service`: label `xtask.engine`, then a `xtask.dump` hook, then the image.
@@ -354,6 +362,8 @@ mod tests {
             auth(&[("CACHE_SECRET", "f"), ("REDIS_PASSWORD", "g")], &[(REDIS_PASSWORD_LABEL, "CACHE_SECRET")], &[]);
         assert_eq!(labelled, value("CACHE_SECRET", "f"), "the label wins");
         assert_eq!(auth(&[("REDIS_PASSWORD", "")], &[], &[]), RedisAuth::None);
+        let conf = auth(&[], &[], &["redis-server", "/usr/local/etc/redis/redis.conf"]);
+        assert_eq!(conf, RedisAuth::Config { path: "/usr/local/etc/redis/redis.conf".into() });
     }
 
     #[test]

@@ -690,6 +690,13 @@ fn redis_cli(docker: &Docker, stack: &Stack, r: &RedisSource, args: &[&str]) -> 
             let script = "REDISCLI_AUTH=\"$(cat \"$0\")\" && export REDISCLI_AUTH && exec redis-cli \"$@\"";
             exec(docker, stack, &r.service, None, &[&["sh", "-c", script, path.as_str()], args].concat())
         }
+        db::RedisAuth::Config { path } => {
+            // The last `requirepass` line, its value unquoted; none: no password.
+            let script = "p=$(sed -n 's/^[[:space:]]*requirepass[[:space:]][[:space:]]*//p' \"$0\" | tail -n 1 \
+                          | sed 's/^\"\\(.*\\)\"$/\\1/'); if [ -n \"$p\" ]; then REDISCLI_AUTH=\"$p\"; \
+                          export REDISCLI_AUTH; fi; exec redis-cli \"$@\"";
+            exec(docker, stack, &r.service, None, &[&["sh", "-c", script, path.as_str()], args].concat())
+        }
     }
 }
 
