@@ -678,6 +678,24 @@ fn exec(docker: &Docker, stack: &Stack, service: &str, secret: Option<(&str, &st
     }
 }
 
+/// Makes every Redis whose data is copied save it first; an error names the service, where its
+/// password came from and the label to set.
+fn save_redis(ctx: &Ctx, redis: &[&RedisSource]) -> Result<()> {
+    for r in redis {
+        ctx.ui.step(&format!("ask Redis ({}) to save its data", r.service));
+        redis_save(ctx.docker()?, &ctx.stack, r).with_context(|| {
+            format!(
+                "make Redis in service {} save its data (login: {}); if it needs a password from another \
+                 variable, name that variable with the service label {}",
+                r.service,
+                r.auth.source(),
+                db::REDIS_PASSWORD_LABEL
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// `redis-cli ARGS` in the Redis service, logged in as its compose file says: the password in
 /// `REDISCLI_AUTH` (docker's environment, never argv), or read there from its `_FILE`.
 fn redis_cli(docker: &Docker, stack: &Stack, r: &RedisSource, args: &[&str]) -> DockerCmd {
@@ -791,18 +809,7 @@ pub fn execute(ctx: &Ctx, plan: &BackupPlan, opts: &Options, lock: &Lock) -> Res
         }
         let dumps = sources.dbs.iter().map(|d| dump::dump_service(ctx, d, &dir)).collect::<Result<Vec<_>>>()?;
         check_requested_databases(opts, &dumps)?;
-        for r in redis {
-            ctx.ui.step(&format!("ask Redis ({}) to save its data", r.service));
-            redis_save(docker, &ctx.stack, r).with_context(|| {
-                format!(
-                    "make Redis in service {} save its data (login: {}); if it needs a password from another \
-                     variable, name that variable with the service label {}",
-                    r.service,
-                    r.auth.source(),
-                    db::REDIS_PASSWORD_LABEL
-                )
-            })?;
-        }
+        save_redis(ctx, &redis)?;
         if plan.stop {
             stop_users(&mut guard, ctx, &sources)?;
         }

@@ -438,7 +438,7 @@ pub fn pull(ctx: &Ctx, name: &str, file: Option<&str>, dir: &Path, dry_run: bool
         progress.finish(&format!("pulled {} ({})", file, human_bytes(n)));
         out.sync_all()?;
         if let Some(sig) = &picked.signature {
-            write_signature_beside(&target, sig)?;
+            crate::tasks::trust::write_signature(&target, sig)?;
         }
         std::fs::rename(&temp, &target)?;
         File::open(&dir).and_then(|d| d.sync_all()).ok();
@@ -449,17 +449,6 @@ pub fn pull(ctx: &Ctx, name: &str, file: Option<&str>, dir: &Path, dry_run: bool
         return Err(e.context(format!("pull {remote_name} into {}", dir.display())));
     }
     Ok(target)
-}
-
-/// Writes `sig` as the `.sig` of the archive at `target` (temporary name, fsync, rename, 0600).
-fn write_signature_beside(target: &Path, sig: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let path = crate::tasks::trust::signature_path(target);
-    let temp = path.with_extension("sig.tmp");
-    let _ = std::fs::remove_file(&temp);
-    let mut f = crate::files::create_private(&temp)?;
-    f.write_all(sig).and_then(|_| f.sync_all()).with_context(|| format!("write {}", temp.display()))?;
-    std::fs::rename(&temp, &path).with_context(|| format!("rename {} to {}", temp.display(), path.display()))
 }
 
 /// Smallest archive this tool writes: a gzip member holding the metadata and SHA256SUMS

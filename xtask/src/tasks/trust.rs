@@ -172,12 +172,19 @@ pub fn sign_local(ctx: &Ctx, path: &Path, size: u64, sha256: [u8; 32]) -> Result
     let statement = Statement { file: file_name(path), size, sha256, project: policy.project };
     let armor = sign::sign(&statement.text()).with_context(|| format!("sign {}", path.display()))?;
     let text = signature::render(&statement, &armor);
-    let target = signature_path(path);
+    let target = write_signature(path, text.as_bytes())?;
+    ctx.ui.step(&format!("signed {}", target.display()));
+    Ok(Some(text))
+}
+
+/// Writes `sig` as the `.sig` of the archive at `archive` (temporary name, fsync, rename, 0600);
+/// returns where.
+pub fn write_signature(archive: &Path, sig: &[u8]) -> Result<PathBuf> {
+    let target = signature_path(archive);
     let temp = target.with_extension("sig.tmp");
     let _ = std::fs::remove_file(&temp);
     let mut f = crate::files::create_private(&temp)?;
-    f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).with_context(|| format!("write {}", temp.display()))?;
+    f.write_all(sig).and_then(|_| f.sync_all()).with_context(|| format!("write {}", temp.display()))?;
     std::fs::rename(&temp, &target).with_context(|| format!("rename {} to {}", temp.display(), target.display()))?;
-    ctx.ui.step(&format!("signed {}", target.display()));
-    Ok(Some(text))
+    Ok(target)
 }
