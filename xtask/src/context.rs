@@ -1,12 +1,16 @@
-//! What every task receives: the resolved stack, the docker runner (absent under `--offline`)
-//! and the output settings. Prerequisites are checked here, once, before any task starts.
+//! What every task receives: the resolved stack, its model (read once, from `docker compose
+//! config` when online, else the files), its `x-xtask` settings, the docker runner (absent
+//! under `--offline`) and the output settings. Prerequisites are checked here, once, before any
+//! task starts.
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::engine::docker::Docker;
-use crate::model::compose::{Project, Selection, Stack};
+use crate::model::binds::{self, Bind};
+use crate::model::compose::{self, Project, Selection, Stack};
+use crate::model::offsite::{self, Offsite};
 use crate::ui::Ui;
 
 pub struct Ctx {
@@ -51,9 +55,44 @@ impl Ctx {
     /// the config text it came from; read on first use and kept.
     pub fn model(&self) -> Result<&(Project, Option<String>)> {
         if self.model.get().is_none() {
-            let loaded = crate::tasks::volumes::load_model(self)?;
+            let loaded = self.load_model()?;
             let _ = self.model.set(loaded);
         }
         Ok(self.model.get().expect("set just above"))
+    }
+
+    /// The stack's model alone (see [`Ctx::model`]).
+    pub fn project(&self) -> Result<&Project> {
+        Ok(&self.model()?.0)
+    }
+
+    /// Reads the model: the files are parsed first (so a broken file is named), then, online,
+    /// Compose's own view.
+    fn load_model(&self) -> Result<(Project, Option<String>)> {
+        let offline = self.stack.parse_offline()?;
+        let Some(docker) = self.online() else { return Ok((offline, None)) };
+        let json = docker
+            .query(&docker.compose(&self.stack, ["config", "--format", "json"]))
+            .context("read the stack's model with `docker compose config`")?;
+        let mut project = compose::from_engine_config(&self.stack.name, &json)?;
+        for v in &mut project.volumes {
+            v.origin = offline.volumes.iter().find(|o| o.key == v.key).and_then(|o| o.origin.clone());
+        }
+        Ok((project, Some(json)))
+    }
+
+    /// The stack's bind mounts, classified (`x-xtask.binds` overrides applied; the host asked
+    /// only whether a path is a single file).
+    pub fn binds(&self) -> Result<Vec<Bind>> {
+        let settings = self.stack.settings()?;
+        let overrides = binds::overrides(settings.as_ref(), &self.stack.project_dir)?;
+        Ok(binds::binds(self.project()?, &overrides, &|p| std::path::Path::new(p).is_file()))
+    }
+
+    /// The `x-xtask` off-site settings of the stack: remotes, encryption, signing.
+    pub fn offsite(&self) -> Result<Offsite> {
+        let block = self.stack.settings()?;
+        offsite::parse(block.as_ref(), &self.stack.name, &self.stack.project_dir)
+            .with_context(|| format!("read the x-xtask block of {}", self.stack.files[0].display()))
     }
 }

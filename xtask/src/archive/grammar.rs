@@ -349,13 +349,7 @@ pub fn is_plain_name(s: &str) -> bool {
         && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
-/// A database or role name the tool archives: `[A-Za-z0-9_][A-Za-z0-9_.-]*`, at most 63 bytes
-/// (PostgreSQL's limit); no space, quote, `=` or backslash that a client could reinterpret.
-pub fn is_db_name(s: &str) -> bool {
-    s.len() <= 63
-        && s.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-}
+pub use crate::model::db::is_db_name;
 
 /// A table as pg_dump `--quote-all-identifiers` names it: `"schema"."table"`, each part 1 to 63
 /// bytes without `"` or control characters, so it can stand in SQL as it is.

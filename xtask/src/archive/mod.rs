@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::engine::crypt;
+pub use crate::model::db::DbEngine;
 use crate::model::offsite::Encryption;
 use sink::{Mirror, Sink};
 
@@ -71,41 +72,6 @@ pub struct Metadata {
 pub struct EntryInfo {
     pub path: String,
     pub what: String,
-}
-
-/// How a database service's dumps were made, and so how they are checked and loaded.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum DbEngine {
-    /// Plain-SQL `pg_dump` per database, `pg_dumpall --globals-only` for the roles.
-    #[default]
-    Postgres,
-    /// `mariadb-dump` per database, `--system=users` for users and grants.
-    Mariadb,
-    /// The same with MySQL's `mysqldump` and `mysql`, without users (mysqldump cannot dump them).
-    Mysql,
-    /// The service's own `xtask.dump` command: one opaque dump, loaded by `xtask.load`.
-    Hook,
-}
-
-impl DbEngine {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DbEngine::Postgres => "postgres",
-            DbEngine::Mariadb => "mariadb",
-            DbEngine::Mysql => "mysql",
-            DbEngine::Hook => "hook",
-        }
-    }
-
-    /// The entry of the cluster-wide dump (roles, users and grants), if the engine has one.
-    pub fn globals_file(self) -> Option<&'static str> {
-        match self {
-            DbEngine::Postgres => Some("globals.sql"),
-            DbEngine::Mariadb => Some("users.sql"),
-            DbEngine::Mysql | DbEngine::Hook => None,
-        }
-    }
 }
 
 /// One database service's dumps.

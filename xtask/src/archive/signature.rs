@@ -7,10 +7,7 @@
 
 use anyhow::{bail, Context, Result};
 
-/// The `ssh-keygen -Y` namespace: a signature made for anything else never verifies here.
-pub const NAMESPACE: &str = "xtask-archive";
-/// The suffix of an archive's signature file.
-pub const SUFFIX: &str = ".sig";
+pub use crate::engine::sign::{NAMESPACE, SUFFIX};
 /// Largest `.sig` file read.
 pub const MAX_BYTES: usize = 16 * 1024;
 

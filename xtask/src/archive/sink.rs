@@ -14,11 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::engine::crypt;
 use crate::model::offsite::Encryption;
 
-/// A second destination for the archive's bytes as stored, finished by its owner after the
-/// archive was committed (e.g. an upload: stdin closed, the child waited for).
-pub trait Finish: Write + Send {
-    fn finish(self: Box<Self>) -> Result<()>;
-}
+pub use crate::engine::Finish;
 
 pub type Mirror = Box<dyn Finish>;
 

@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
 
-use crate::archive::DbEngine;
 use crate::engine::docker::helper::{Beside, Helper};
 use crate::engine::docker::{Docker, DockerCmd};
 use crate::engine::postgres;
 use crate::model::compose::{Service, Stack};
+use crate::model::db::DbEngine;
 
 /// What a service is, for the data it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,7 +257,7 @@ impl Login {
         }
         let out = docker.query(&docker.compose(stack, ["exec", "-T", &self.service, "cat", "--", file]))?;
         let user = out.trim().to_string();
-        if !crate::archive::grammar::is_db_name(&user) {
+        if !crate::model::db::is_db_name(&user) {
             bail!("service {}: the user in {file} is outside [A-Za-z0-9_.-]; archives cannot record it", self.service);
         }
         Ok(self.resolved.get_or_init(|| user))

@@ -1,6 +1,12 @@
-//! The live Docker engine: the one module that runs processes ([`docker`]), the stack's services
-//! ([`services`]), its database services as one interface ([`db`]: detection, logins, client
-//! commands) and how PostgreSQL names databases ([`postgres`]).
+//! Everything outside the process: the Docker engine ([`docker`], the one module that spawns
+//! processes), the stack's services ([`services`]), its database services as one interface
+//! ([`db`]: detection, logins, client commands), how PostgreSQL names databases ([`postgres`]),
+//! and the other CLIs the tool drives: age ([`crypt`]), rclone ([`remote`]) and `ssh-keygen -Y`
+//! ([`sign`]). Below the archive format: nothing here knows what an archive holds.
+
+use std::io::Write;
+
+use anyhow::Result;
 
 pub mod crypt;
 pub mod db;
@@ -9,3 +15,9 @@ pub mod postgres;
 pub mod remote;
 pub mod services;
 pub mod sign;
+
+/// A second destination for bytes being written (an archive mirrored while it is written),
+/// finished by its owner once the original is committed (an upload: stdin closed, child waited).
+pub trait Finish: Write + Send {
+    fn finish(self: Box<Self>) -> Result<()>;
+}

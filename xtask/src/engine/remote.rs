@@ -118,7 +118,7 @@ impl Remote {
             let entry = entry?;
             let file = entry.file_name().to_string_lossy().into_owned();
             let text = std::fs::read(entry.path()).with_context(|| format!("read the downloaded {file}"))?;
-            if let Some(archive) = file.strip_suffix(crate::archive::signature::SUFFIX) {
+            if let Some(archive) = file.strip_suffix(super::sign::SUFFIX) {
                 out.signatures.insert(archive.to_string(), text);
                 continue;
             }
@@ -160,7 +160,7 @@ impl Remote {
     }
 }
 
-impl crate::archive::sink::Finish for ToolWriter {
+impl super::Finish for ToolWriter {
     fn finish(self: Box<Self>) -> Result<()> {
         ToolWriter::finish(*self).map(drop)
     }

@@ -9,9 +9,12 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use super::docker::Tool;
-use crate::archive::signature::NAMESPACE;
 use crate::model::offsite::{check_public_key, Signing};
 
+/// The `ssh-keygen -Y` namespace: a signature made for anything else never verifies here.
+pub const NAMESPACE: &str = "xtask-archive";
+/// The suffix of an archive's signature file.
+pub const SUFFIX: &str = ".sig";
 /// The environment variable naming the signing key file.
 pub const KEY_VAR: &str = "XTASK_SIGNING_KEY";
 /// The one principal every allowed key is filed under.

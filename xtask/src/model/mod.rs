@@ -2,5 +2,6 @@
 
 pub mod binds;
 pub mod compose;
+pub mod db;
 pub mod offsite;
 pub mod roles;

@@ -24,7 +24,6 @@ use crate::model::binds::Bind;
 use crate::model::compose::{MountKind, Project, Stack};
 use crate::model::offsite::Encryption;
 use crate::model::roles::{self, Priority, Role};
-use crate::tasks::volumes;
 use crate::ui::human_bytes;
 
 mod dump;
@@ -756,7 +755,7 @@ fn redis_save(docker: &Docker, stack: &Stack, r: &RedisSource) -> Result<()> {
 /// Decides what a backup with `opts` takes, from the stack's model (read once per context).
 /// [`plan`] for this stack, encrypted as `x-xtask.encrypt` says unless `--no-encrypt`.
 pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<BackupPlan> {
-    let mut plan = plan(&ctx.model()?.0, &volumes::binds(ctx)?, opts)?;
+    let mut plan = plan(&ctx.model()?.0, &ctx.binds()?, opts)?;
     plan.seal = crate::tasks::offsite::seal(ctx, opts.no_encrypt)?;
     Ok(plan)
 }
@@ -848,7 +847,7 @@ pub fn execute(ctx: &Ctx, plan: &BackupPlan, opts: &Options, lock: &Lock) -> Res
 /// The planned volumes that exist in the engine; with `only_existing`, the database only when
 /// its volume exists (a service started on a missing volume would only create an empty one).
 fn sources<'a>(docker: &Docker, plan: &'a BackupPlan, opts: &Options) -> Result<Sources<'a>> {
-    let existing = volumes::names(docker)?;
+    let existing = docker.volume_names()?;
     let mut skipped: Vec<Skipped> =
         plan.skipped.iter().map(|(n, r)| Skipped { name: n.clone(), reason: r.clone() }).collect();
     let mut to_copy = Vec::new();
@@ -884,11 +883,11 @@ fn check_space(docker: &Docker, dir: &Path, sources: &Sources) -> Result<BTreeMa
         .map(|v| v.source())
         .chain(sources.dbs.iter().filter_map(|d| d.volume.as_deref()))
         .collect();
-    let existing = volumes::names(docker)?;
+    let existing = docker.volume_names()?;
     // Binds were checked by `sources`: they are there.
     let names: Vec<&str> =
         names.into_iter().filter(|n| n.starts_with('/') || existing.iter().any(|e| e == n)).collect();
-    let sizes = volumes::sizes(docker, &names)?;
+    let sizes = docker.volume_sizes(&names)?;
     let needed: u64 = sizes.values().sum();
     let free = free_space(dir)?;
     if free < needed {

@@ -489,7 +489,7 @@ fn deep_check(ctx: &Ctx, verified: &Verified) -> Result<()> {
 
 /// The image of the stack's `service`, for a throwaway server of the same kind.
 fn service_image(ctx: &Ctx, service: &str) -> Result<String> {
-    let model = crate::tasks::volumes::model(ctx)?;
+    let model = ctx.project()?.clone();
     let s = model.services.iter().find(|s| s.name == service);
     s.and_then(|s| s.image.clone())
         .with_context(|| format!("the stack has no service {service} to take the server image from"))

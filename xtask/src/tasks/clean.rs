@@ -16,7 +16,7 @@ use crate::lock::Lock;
 use crate::model::compose::{Project, Stack};
 use crate::model::roles::{self, Priority, Role, ROLES};
 use crate::plan::Plan;
-use crate::tasks::{backup, status, volumes};
+use crate::tasks::{backup, status};
 use crate::ui::{confirm, human_bytes, Confirm};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,12 +177,12 @@ pub struct Options {
 
 pub fn run(ctx: &Ctx, kind: Clean, opts: &Options) -> Result<()> {
     let docker = ctx.docker()?;
-    let project = volumes::model(ctx)?;
+    let project = ctx.project()?.clone();
     let existing: Vec<String> =
         docker.query(&docker.cmd(["volume", "ls", "--quiet"]))?.lines().map(str::to_string).collect();
     let plan = plan(docker, &ctx.stack, &project, &existing, kind)?;
     let names: Vec<&str> = plan.targets.iter().map(|t| t.name.as_str()).collect();
-    let sizes = volumes::sizes(docker, &names)?;
+    let sizes = docker.volume_sizes(&names)?;
     let text = describe(&plan, &sizes, &opts.dir, &ctx.stack.name);
     if docker.dry_run() {
         // The text lists every step and its command already: print it once, run nothing.
@@ -221,7 +221,7 @@ pub fn run(ctx: &Ctx, kind: Clean, opts: &Options) -> Result<()> {
         println!("no volume to remove");
     }
     if kind != Clean::Containers {
-        for b in volumes::binds(ctx)?.iter().filter(|b| b.never.is_none()) {
+        for b in ctx.binds()?.iter().filter(|b| b.never.is_none()) {
             println!("kept bind mount {} ({}): a clean never removes host directories", b.host_path, b.role_name());
         }
     }

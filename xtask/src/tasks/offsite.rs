@@ -23,7 +23,7 @@ use crate::archive::{self, hex, HashingReader};
 use crate::context::Ctx;
 use crate::engine::crypt;
 use crate::engine::remote::{self, Remote};
-use crate::model::offsite::{self, Encryption, Offsite};
+use crate::model::offsite::{self, Encryption};
 use crate::tasks::catalog::{self, Retention};
 use crate::ui::{human_bytes, table};
 
@@ -32,22 +32,15 @@ const ATTEMPTS: u32 = 3;
 /// An archive without its sidecar older than this is a leftover `prune --remote` removes.
 const LEFTOVER_AGE: time::Duration = time::Duration::hours(24);
 
-/// The `x-xtask` off-site settings of the stack.
-pub fn settings(ctx: &Ctx) -> Result<Offsite> {
-    let block = ctx.stack.settings()?;
-    offsite::parse(block.as_ref(), &ctx.stack.name, &ctx.stack.project_dir)
-        .with_context(|| format!("read the x-xtask block of {}", ctx.stack.files[0].display()))
-}
-
 /// The encryption a backup uses: `x-xtask.encrypt`, unless `--no-encrypt`.
 pub fn seal(ctx: &Ctx, no_encrypt: bool) -> Result<Option<Encryption>> {
-    let enc = settings(ctx)?.encryption;
+    let enc = ctx.offsite()?.encryption;
     Ok((enc.enabled() && !no_encrypt).then_some(enc))
 }
 
 /// A remote by its name in `x-xtask.remotes`, or given directly as `s3://…` / `rclone:…`.
 pub fn open(ctx: &Ctx, name: &str) -> Result<Arc<Remote>> {
-    let set = settings(ctx)?;
+    let set = ctx.offsite()?;
     let spec = match set.remotes.get(name) {
         Some(s) => s.clone(),
         None if name.starts_with("s3://") || name.starts_with("rclone:") => {

@@ -20,7 +20,6 @@ use crate::model::compose::Project;
 use crate::signals;
 use crate::tasks::backup;
 use crate::tasks::catalog;
-use crate::tasks::volumes;
 use crate::ui::human_bytes;
 
 mod database;
@@ -75,7 +74,7 @@ impl Options {
 /// The command that undoes a restore from the safety backup `safety` (with the flag a clear
 /// archive needs when `x-xtask.encrypt` is set).
 pub fn undo_command(ctx: &Ctx, safety: &Path) -> String {
-    let encrypts = crate::tasks::offsite::settings(ctx).is_ok_and(|s| s.encryption.enabled());
+    let encrypts = ctx.offsite().is_ok_and(|s| s.encryption.enabled());
     let flag = if encrypts && !archive::is_sealed(safety) { " --allow-unencrypted" } else { "" };
     format!("cargo xtask restore {} --yes{flag}", safety.display())
 }
@@ -84,7 +83,7 @@ pub fn undo_command(ctx: &Ctx, safety: &Path) -> String {
 /// when `x-xtask.encrypt` is set but no identity to read them back is at hand, an encrypted one
 /// could not be read by the way back that needs it. Says so when it happens.
 pub fn way_back_in_clear(ctx: &Ctx, what: &str) -> bool {
-    let encrypts = crate::tasks::offsite::settings(ctx).is_ok_and(|s| s.encryption.enabled());
+    let encrypts = ctx.offsite().is_ok_and(|s| s.encryption.enabled());
     let clear = encrypts && crate::engine::crypt::identity(what).is_err();
     if clear {
         ctx.ui.step(&format!(
@@ -188,7 +187,7 @@ pub struct StackBinds {
 impl StackBinds {
     pub fn of(ctx: &Ctx, backup_dir: &Path) -> Result<StackBinds> {
         let backup_dir = std::path::absolute(backup_dir).unwrap_or_else(|_| backup_dir.to_path_buf());
-        Ok(StackBinds { project_dir: ctx.stack.project_dir.clone(), backup_dir, binds: volumes::binds(ctx)? })
+        Ok(StackBinds { project_dir: ctx.stack.project_dir.clone(), backup_dir, binds: ctx.binds()? })
     }
 
     /// The bind of this stack the archived bind `v` of `meta` goes back into (see
@@ -311,7 +310,7 @@ impl Prepared {
     /// What will be replaced, with the present volumes' sizes (measured now: only for the
     /// confirmation and `--dry-run`).
     pub fn describe(&self, ctx: &Ctx) -> Result<String> {
-        let sizes = volumes::sizes(ctx.docker()?, &self.present())?;
+        let sizes = ctx.docker()?.volume_sizes(&self.present())?;
         Ok(self.plan.describe(&self.path, &self.meta, &sizes))
     }
 
@@ -379,7 +378,7 @@ pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<Prepared> {
     };
     let plan = plan(&ctx.model()?.0, &StackBinds::of(ctx, &opts.dir)?, &meta, &opts.only, opts.force)?;
     refuse_linked_binds(&plan)?;
-    let existing = volumes::names(docker)?;
+    let existing = docker.volume_names()?;
     let mut present = Vec::new();
     for v in &plan.volumes {
         if target_exists(docker, &existing, &v.target)? {
@@ -536,7 +535,7 @@ fn stage(
 ) -> Result<(Option<PathBuf>, Staged)> {
     let docker = ctx.docker()?;
     refuse_linked_binds(&p.plan)?;
-    let existing = volumes::names(docker)?;
+    let existing = docker.volume_names()?;
     for v in &p.plan.volumes {
         if !target_exists(docker, &existing, &v.target)? {
             create_target(ctx, docker, v, &p.plan.project)?;
@@ -660,9 +659,10 @@ fn replace(
     users.sort();
     users.dedup();
     guard.stop_for_copy(&users, &ctx.ui)?;
+    let existing = docker.volume_names()?;
     for v in &plan.volumes {
         signals::check()?;
-        let exists = target_exists(docker, &volumes::names(docker)?, &v.target)?;
+        let exists = target_exists(docker, &existing, &v.target)?;
         if !exists && !is_bind(&v.target) {
             created.push(v.target.clone());
         }
@@ -710,7 +710,7 @@ fn way_back(
 /// short disk makes the staging fail, which changes nothing).
 fn check_space(docker: &Docker, survey: &staging::Survey, p: &Prepared) -> Result<()> {
     // In place, the current content's room counts too.
-    let sizes = if p.verified.is_some() { volumes::sizes(docker, &p.present())? } else { BTreeMap::new() };
+    let sizes = if p.verified.is_some() { docker.volume_sizes(&p.present())? } else { BTreeMap::new() };
     for v in &p.plan.volumes {
         let needed = match &p.verified {
             Some(verified) => verified.report.volume_bytes.get(&v.archived).copied(),

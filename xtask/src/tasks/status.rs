@@ -42,7 +42,7 @@ pub fn newest_backup(dir: &Path, project: &str) -> Option<BackupFile> {
 pub fn status(ctx: &Ctx) -> Result<Status> {
     let docker = ctx.docker()?;
     let inventory = volumes::inventory(ctx)?;
-    let model = volumes::model(ctx)?;
+    let model = ctx.project()?.clone();
     let entries = crate::engine::services::ps(docker, &ctx.stack)?;
     let services = model
         .services

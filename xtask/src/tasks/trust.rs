@@ -28,7 +28,7 @@ pub struct Policy {
 
 impl Policy {
     pub fn of(ctx: &Ctx) -> Result<Policy> {
-        let set = crate::tasks::offsite::settings(ctx)?;
+        let set = ctx.offsite()?;
         Ok(Policy {
             signing: set.signing,
             encrypted: set.encryption.enabled(),

@@ -57,31 +57,6 @@ pub struct MountReport {
     pub read_only: bool,
 }
 
-/// The stack's model: from `docker compose config` when the engine is reachable, else the files.
-/// The files are always parsed first, so a broken file is reported with its name and key.
-pub fn model(ctx: &Ctx) -> Result<Project> {
-    Ok(ctx.model()?.0.clone())
-}
-
-/// Reads the model: the files are parsed first (so a broken file is named), then, online,
-/// Compose's own view.
-pub(crate) fn load_model(ctx: &Ctx) -> Result<(Project, Option<String>)> {
-    let offline = ctx.stack.parse_offline()?;
-    match ctx.online() {
-        None => Ok((offline, None)),
-        Some(docker) => {
-            let json = docker
-                .query(&docker.compose(&ctx.stack, ["config", "--format", "json"]))
-                .context("read the stack's model with `docker compose config`")?;
-            let mut project = compose::from_engine_config(&ctx.stack.name, &json)?;
-            for v in &mut project.volumes {
-                v.origin = offline.volumes.iter().find(|o| o.key == v.key).and_then(|o| o.origin.clone());
-            }
-            Ok((project, Some(json)))
-        }
-    }
-}
-
 /// What the engine knows about one volume.
 #[derive(Debug, Default)]
 struct EngineVolume {
@@ -114,7 +89,7 @@ fn engine_facts(docker: &Docker, names: &[&str]) -> Result<BTreeMap<String, Engi
     for i in inspected {
         facts.insert(i.name, EngineVolume { driver: i.driver, ..EngineVolume::default() });
     }
-    for (name, size) in sizes(docker, &existing)? {
+    for (name, size) in docker.volume_sizes(&existing)? {
         facts.entry(name).or_default().size = Some(size);
     }
     for name in &existing {
@@ -125,39 +100,9 @@ fn engine_facts(docker: &Docker, names: &[&str]) -> Result<BTreeMap<String, Engi
     Ok(facts)
 }
 
-/// Sizes on disk of existing volumes, measured by one read-only helper container running
-/// `du -sk /v/0 /v/1 ...`. Callers pass only volumes that exist (a mount would create one).
-pub fn sizes(docker: &Docker, existing: &[&str]) -> Result<BTreeMap<String, u64>> {
-    let mut out = BTreeMap::new();
-    if existing.is_empty() {
-        return Ok(out);
-    }
-    let targets: Vec<String> = (0..existing.len()).map(|i| format!("/v/{i}")).collect();
-    let mut command = vec!["du", "-s", "-k"];
-    command.extend(targets.iter().map(String::as_str));
-    let du = docker.query(&docker.helper_read_only(existing, &command)).context(
-        "measure the volumes' sizes with a helper container (set XTASK_HELPER_IMAGE to another small image if this one cannot be pulled)",
-    )?;
-    for line in du.lines() {
-        let mut parts = line.split_whitespace();
-        let (Some(kib), Some(path)) = (parts.next(), parts.next()) else { continue };
-        let Some(idx) = path.strip_prefix("/v/").and_then(|i| i.parse::<usize>().ok()) else { continue };
-        if let (Ok(kib), Some(name)) = (kib.parse::<u64>(), existing.get(idx)) {
-            out.insert(name.to_string(), kib * 1024);
-        }
-    }
-    Ok(out)
-}
-
-/// The names of every volume the engine has now.
-pub fn names(docker: &Docker) -> Result<Vec<String>> {
-    let out = docker.query(&docker.cmd(["volume", "ls", "--quiet"])).context("list the engine's volumes")?;
-    Ok(out.lines().map(str::to_string).collect())
-}
-
 /// Builds the inventory; engine facts are filled only when online.
 pub fn inventory(ctx: &Ctx) -> Result<Inventory> {
-    let project = model(ctx)?;
+    let project = ctx.project()?.clone();
     let names: Vec<&str> = project.volumes.iter().map(|v| v.name.as_str()).collect();
     let facts = match ctx.online() {
         Some(docker) => Some(engine_facts(docker, &names)?),
@@ -190,19 +135,10 @@ pub fn inventory(ctx: &Ctx) -> Result<Inventory> {
             containers: facts.as_ref().map(|_| fact.map(|f| f.containers.clone()).unwrap_or_default()),
         });
     }
-    volumes.extend(bind_reports(ctx, &binds(ctx)?)?);
+    volumes.extend(bind_reports(ctx, &ctx.binds()?)?);
     volumes.extend(ephemeral_reports(&project));
     let total_size_bytes = facts.as_ref().map(|_| volumes.iter().filter_map(|v| v.size_bytes).sum());
     Ok(Inventory { project: project.name, volumes, total_size_bytes })
-}
-
-/// The stack's bind mounts, classified (`x-xtask.binds` overrides applied; the host asked only
-/// whether a path is a single file).
-pub fn binds(ctx: &Ctx) -> Result<Vec<binds::Bind>> {
-    let project = model(ctx)?;
-    let settings = ctx.stack.settings()?;
-    let overrides = binds::overrides(settings.as_ref(), &ctx.stack.project_dir)?;
-    Ok(binds::binds(&project, &overrides, &|p| std::path::Path::new(p).is_file()))
 }
 
 fn bind_reports(ctx: &Ctx, binds: &[binds::Bind]) -> Result<Vec<VolumeReport>> {
@@ -214,7 +150,7 @@ fn bind_reports(ctx: &Ctx, binds: &[binds::Bind]) -> Result<Vec<VolumeReport>> {
                     present.push(b.host_path.as_str());
                 }
             }
-            Some(sizes(docker, &present)?)
+            Some(docker.volume_sizes(&present)?)
         }
         None => None,
     };

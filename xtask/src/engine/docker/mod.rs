@@ -9,6 +9,7 @@ pub mod cmd;
 pub mod helper;
 pub mod run;
 pub mod tool;
+pub mod volumes;
 
 use std::path::PathBuf;
 
