@@ -4,8 +4,12 @@
 //!
 //! The layers, each a folder:
 //! - [`model`]: the stack as its compose files describe it (volumes, services, roles).
-//! - [`engine`]: the live Docker engine: the one place that runs processes, services, PostgreSQL.
+//! - [`engine`]: the live Docker engine and the CLIs the tool drives (the one place that runs
+//!   processes), the services, the database engines, the staged swap of volumes.
 //! - [`archive`]: the archive format: writing, the strict grammar, verification, extraction.
+//! - [`context`]: what every task receives (the stack, its model and settings, the engine).
+//! - [`store`]: where archives are kept (the backup directory, remotes), who made them (trust)
+//!   and what retention keeps; shared by the tasks, below them.
 //! - [`tasks`]: what a user asks for, as functions over a [`context::Ctx`] and typed options,
 //!   returning typed results.
 //!
@@ -37,5 +41,6 @@ pub mod lock;
 pub mod model;
 pub mod plan;
 pub mod signals;
+pub mod store;
 pub mod tasks;
 pub mod ui;

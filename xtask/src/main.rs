@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use xtask::lock::Lock;
 use xtask::model::compose;
+use xtask::store::{local, retention};
 use xtask::tasks::{backup, catalog as archives, clean, migrate, offsite, restore, stack, status, volumes};
 use xtask::{archive, context, ui};
 
@@ -318,7 +319,7 @@ struct DirArg {
 
 impl DirArg {
     fn path(self) -> PathBuf {
-        self.dir.unwrap_or_else(archives::default_dir)
+        self.dir.unwrap_or_else(local::default_dir)
     }
 }
 
@@ -356,12 +357,12 @@ fn backup_options(a: ArchiveArgs, kind: backup::Kind, env: Option<&str>) -> back
         tag: a.tag,
         level: a.level,
         environment: env.map(str::to_string),
-        ..backup::Options::new(kind, a.output_dir.unwrap_or_else(archives::default_dir))
+        ..backup::Options::new(kind, a.output_dir.unwrap_or_else(local::default_dir))
     }
 }
 
 fn clean_opts(yes: bool, confirm: Option<String>, backup_first: bool, dir: Option<PathBuf>) -> clean::Options {
-    clean::Options { yes, confirm, backup_first, dir: dir.unwrap_or_else(archives::default_dir) }
+    clean::Options { yes, confirm, backup_first, dir: dir.unwrap_or_else(local::default_dir) }
 }
 
 fn main() -> ExitCode {
@@ -482,7 +483,7 @@ impl VerifyArgs {
 
 impl PruneArgs {
     fn run(self, ctx: &context::Ctx, dry_run: bool) -> anyhow::Result<()> {
-        let r = archives::Retention {
+        let r = retention::Retention {
             last: self.keep_last,
             daily: self.keep_daily,
             weekly: self.keep_weekly,
@@ -586,10 +587,8 @@ fn run_push(
 ) -> anyhow::Result<()> {
     let files: Vec<PathBuf> = match (archive, latest, all) {
         (Some(p), _, _) => vec![p],
-        (None, true, _) => vec![archives::latest(dir, &ctx.stack.name, |_| true)?],
-        _ => {
-            archives::scan(dir, &ctx.stack.name)?.into_iter().filter(|a| a.problem.is_none()).map(|a| a.path).collect()
-        }
+        (None, true, _) => vec![local::latest(dir, &ctx.stack.name, |_| true)?],
+        _ => local::scan(dir, &ctx.stack.name)?.into_iter().filter(|a| a.problem.is_none()).map(|a| a.path).collect(),
     };
     let items = offsite::push(ctx, remote, &files, dry_run)?;
     let uploaded = items.iter().filter(|i| i.action == "upload").count();

@@ -15,6 +15,7 @@ pub mod postgres;
 pub mod remote;
 pub mod services;
 pub mod sign;
+pub mod staging;
 
 /// A second destination for bytes being written (an archive mirrored while it is written),
 /// finished by its owner once the original is committed (an upload: stdin closed, child waited).

@@ -28,21 +28,8 @@ use crate::ui::human_bytes;
 
 mod dump;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Full,
-    Db,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Full => "full",
-            Kind::Db => "db",
-        }
-    }
-}
+use crate::store::local::{archive_name, remove_stale_temporaries};
+pub use crate::store::local::{prepare_dir, Kind};
 
 /// What the user asked for.
 #[derive(Debug, Clone)]
@@ -558,7 +545,7 @@ impl BackupPlan {
 /// signature go.
 fn remove_local_copy(ctx: &Ctx, path: &Path) -> Result<()> {
     std::fs::remove_file(path).with_context(|| format!("remove {} after its upload", path.display()))?;
-    let _ = std::fs::remove_file(crate::tasks::trust::signature_path(path));
+    let _ = std::fs::remove_file(crate::store::trust::signature_path(path));
     ctx.ui.step(&format!("removed the local copy {} (--no-keep-local)", path.display()));
     Ok(())
 }
@@ -582,83 +569,6 @@ pub struct Summary {
     /// Data that no copy protects (database volumes of engines the tool cannot dump): the
     /// skipped entries whose reason starts with [`UNPROTECTED`].
     pub unprotected: Vec<String>,
-}
-
-/// Makes the backup directory and returns it. Directories this creates are private (0700); an
-/// existing directory keeps the mode its owner gave it.
-pub fn prepare_dir(dir: &Path) -> Result<PathBuf> {
-    use std::os::unix::fs::DirBuilderExt;
-    if !dir.is_dir() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("create the backup directory {}", dir.display()))?;
-    }
-    Ok(dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()))
-}
-
-/// The process that wrote a temporary file of ours, from its name: `.…tmp-PID`,
-/// `.pgdump-PID-….sql`, `.restore-PID-….sql`.
-fn temp_owner(name: &str) -> Option<u32> {
-    let digits = |s: &str| s.split(|c: char| !c.is_ascii_digit()).next().and_then(|d| d.parse().ok());
-    if let Some(rest) =
-        name.strip_prefix(".pgdump-").or_else(|| name.strip_prefix(crate::archive::extract::SPOOL_PREFIX))
-    {
-        return name.ends_with(".sql").then(|| digits(rest)).flatten();
-    }
-    let (_, pid) = name.rsplit_once(".tmp-")?;
-    (name.starts_with('.') && name.contains("_backup_") && pid.chars().all(|c| c.is_ascii_digit()))
-        .then(|| digits(pid))
-        .flatten()
-}
-
-/// Partial archives and dumps left by a run that was killed: removed only when the process that
-/// wrote them is gone (another project's backup may be writing into the same directory).
-fn remove_stale_temporaries(dir: &Path, ctx: &Ctx) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = temp_owner(&name) else { continue };
-        if Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        if e.file_type().is_ok_and(|t| t.is_file()) && std::fs::remove_file(e.path()).is_ok() {
-            ctx.ui.step(&format!("removed {name}, left by an interrupted run"));
-        }
-    }
-}
-
-/// Free bytes for an unprivileged writer in `dir`.
-pub fn free_space(dir: &Path) -> Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).context("directory path holds a NUL byte")?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("statvfs {}", dir.display()));
-    }
-    Ok(st.f_bavail as u64 * st.f_frsize as u64)
-}
-
-fn archive_name(kind: Kind, tag: Option<&str>) -> Result<String> {
-    let t = time::OffsetDateTime::now_utc();
-    let stamp = format!(
-        "{:04}{:02}{:02}_{:02}{:02}{:02}",
-        t.year(),
-        t.month() as u8,
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
-    let tag = tag.map(|t| {
-        let clean: String =
-            t.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' }).collect();
-        format!("_{clean}")
-    });
-    Ok(format!("{}_backup_{stamp}{}.tar.gz", kind.as_str(), tag.unwrap_or_default()))
 }
 
 /// `docker compose exec -T [-e SECRET] SERVICE CMD...`, the secret's value in docker's
@@ -756,7 +666,7 @@ fn redis_save(docker: &Docker, stack: &Stack, r: &RedisSource) -> Result<()> {
 /// [`plan`] for this stack, encrypted as `x-xtask.encrypt` says unless `--no-encrypt`.
 pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<BackupPlan> {
     let mut plan = plan(&ctx.model()?.0, &ctx.binds()?, opts)?;
-    plan.seal = crate::tasks::offsite::seal(ctx, opts.no_encrypt)?;
+    plan.seal = crate::store::trust::seal(ctx, opts.no_encrypt)?;
     Ok(plan)
 }
 
@@ -790,7 +700,7 @@ pub fn execute(ctx: &Ctx, plan: &BackupPlan, opts: &Options, lock: &Lock) -> Res
     let mut sources = sources(docker, plan, opts)?;
     // A restore that died may have left a half-done swap in a volume: finish it before copying.
     let names: Vec<&str> = sources.volumes.iter().map(|v| v.source()).collect();
-    crate::tasks::restore::recover_volumes(ctx, &names)?;
+    crate::engine::staging::recover(ctx.docker()?, &ctx.ui, &names)?;
     for s in &sources.skipped {
         ctx.ui.step(&format!("skip {}: {}", s.name, s.reason));
     }
@@ -889,7 +799,7 @@ fn check_space(docker: &Docker, dir: &Path, sources: &Sources) -> Result<BTreeMa
         names.into_iter().filter(|n| n.starts_with('/') || existing.iter().any(|e| e == n)).collect();
     let sizes = docker.volume_sizes(&names)?;
     let needed: u64 = sizes.values().sum();
-    let free = free_space(dir)?;
+    let free = crate::files::free_space(dir)?;
     if free < needed {
         bail!(
             "not enough free space in {}: the data to back up is {} and only {} is free; free some space or pass --output-dir on a larger disk",
@@ -921,7 +831,7 @@ fn write_archive(
     sources: &Sources,
 ) -> Result<(PathBuf, u64, archive::StreamStats, [u8; 32])> {
     let docker = ctx.docker()?;
-    if crate::tasks::trust::Policy::of(ctx)?.signing.is_some() {
+    if crate::store::trust::Policy::of(ctx)?.signing.is_some() {
         // Asked before anything is written: an archive that cannot be signed would be untrusted.
         crate::engine::sign::key_file()?;
     }
@@ -969,7 +879,7 @@ fn write_archive(
     let stats = writer.stats;
     let committed = writer.commit_all()?;
     let (bytes, sha256) = (committed.size, committed.sha256);
-    crate::tasks::trust::sign_local(ctx, &final_path, committed.size, committed.sha256)
+    crate::store::trust::sign_local(ctx, &final_path, committed.size, committed.sha256)
         .with_context(|| format!("the archive {} was written but not signed", final_path.display()))?;
     if let Some(u) = upload {
         u.complete(ctx, &final_path, committed).map_err(|e| {

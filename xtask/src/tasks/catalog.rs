@@ -1,296 +1,22 @@
-//! The archives in the backup directory: `backups` (list), `verify` and `prune` (retention in
-//! the manner of restic's `forget`). Only files this tool wrote are considered: named
-//! `{full,db}_backup_*.tar.gz` (or `.tar.gz.age`, encrypted) and starting with an xtask
-//! `metadata.json`. An encrypted archive is read with the identity `XTASK_AGE_IDENTITY` names;
-//! without it, it is listed by its name alone.
+//! The `backups` (list), `verify` and `prune` tasks over the backup directory (its names,
+//! listing and markers are `store::local`; retention is `store::retention`). An encrypted
+//! archive is read with the identity `XTASK_AGE_IDENTITY` names; without it, it is listed by its
+//! name alone.
 
-use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::archive::extract::Verified;
-use crate::archive::{self, Metadata};
+use crate::archive::{self};
 use crate::context::Ctx;
+use crate::store::binds::StackBinds;
+use crate::store::local::{latest_trusted, marker_confirmed, marker_path, record_verification, scan, ArchiveFile};
+use crate::store::retention::{decide, Retention};
 use crate::ui::{human_bytes, table};
 
 pub(crate) mod deep_mariadb;
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ArchiveFile {
-    pub path: PathBuf,
-    pub file: String,
-    pub kind: String,
-    /// UTC, RFC 3339, from the archive's metadata.
-    pub created_at: String,
-    /// When this tool wrote it: the stamp in its file name (checked against the metadata and
-    /// the file's mtime); what "latest" and retention order by.
-    #[serde(skip)]
-    pub created: OffsetDateTime,
-    pub size_bytes: u64,
-    pub tag: Option<String>,
-    pub volumes: Vec<String>,
-    pub databases: Vec<String>,
-    /// "ok", "failed" or "unverified" (as of the last `verify` of this exact file).
-    pub checksums: String,
-    /// Encrypted with age (`….tar.gz.age`).
-    pub encrypted: bool,
-    /// Why the file is damaged or its date is in doubt: it is then never "latest", never
-    /// counted or deleted by prune.
-    pub problem: Option<String>,
-}
-
-/// Where archives live: `--output-dir`, else `$XTASK_BACKUP_DIR`, else `backups/` in the workspace.
-pub fn default_dir() -> PathBuf {
-    std::env::var_os("XTASK_BACKUP_DIR")
-        .filter(|s| !s.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::model::compose::workspace_root().join("backups"))
-}
-
-/// The result of the last `verify`, kept beside the archive as `.<file>.verified`: only a cache
-/// (anyone who can write the directory can write one). It counts while the archive's size and
-/// mtime match; where it decides something (prune's newest verified archive) its SHA-256 is
-/// checked against the archive's bytes, and a marker that does not match is ignored.
-#[derive(Debug, Serialize, Deserialize)]
-struct Marker {
-    size: u64,
-    modified: u64,
-    ok: bool,
-    #[serde(default)]
-    sha256: Option<String>,
-}
-
-fn marker_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.verified"))
-}
-
-fn identity(path: &Path) -> Option<(u64, u64)> {
-    let m = std::fs::symlink_metadata(path).ok().filter(|m| m.file_type().is_file())?;
-    let modified = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
-    Some((m.len(), modified))
-}
-
-/// Writes the marker atomically (a new private file renamed over it): never through a symlink.
-fn record_verification(path: &Path, ok: bool) {
-    let Some((size, modified)) = identity(path) else { return };
-    let sha256 = file_digest(path);
-    let Ok(json) = serde_json::to_vec(&Marker { size, modified, ok, sha256 }) else { return };
-    let marker = marker_path(path);
-    let temp = marker.with_extension(format!("tmp-{}", std::process::id()));
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temp)
-        .and_then(|mut f| f.write_all(&json));
-    if written.is_err() || std::fs::rename(&temp, &marker).is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-}
-
-fn read_marker(path: &Path) -> Option<Marker> {
-    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(marker_path(path)).ok()?;
-    let mut text = Vec::new();
-    f.take(4096).read_to_end(&mut text).ok()?;
-    serde_json::from_slice(&text).ok()
-}
-
-/// Whether the archive's bytes still hash to what its `ok` marker recorded (read in full).
-fn marker_confirmed(path: &Path) -> bool {
-    let Some(Marker { ok: true, sha256: Some(recorded), .. }) = read_marker(path) else { return false };
-    file_digest(path).is_some_and(|d| d == recorded)
-}
-
-/// The SHA-256 of a file's bytes as stored (an encrypted archive is not decrypted), in hex.
-fn file_digest(path: &Path) -> Option<String> {
-    crate::tasks::offsite::sha256_of(path).ok().map(|d| archive::hex(&d))
-}
-
-fn verification(path: &Path) -> &'static str {
-    match (read_marker(path), identity(path)) {
-        (Some(m), Some((size, modified))) if m.size == size && m.modified == modified => {
-            if m.ok {
-                "ok"
-            } else {
-                "failed"
-            }
-        }
-        _ => "unverified",
-    }
-}
-
-/// Reads only the first entry, `metadata.json`, by the archive grammar (bounded, checked).
-pub fn read_metadata(path: &Path) -> Result<Metadata> {
-    archive::read_metadata_from(&archive::Source::open(path)?)
-}
-
-pub fn is_our_name(name: &str) -> bool {
-    (name.starts_with("full_backup_") || name.starts_with("db_backup_"))
-        && (name.ends_with(".tar.gz") || name.ends_with(".tar.gz.age"))
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-}
-
-/// `full` or `db`, from an archive's file name.
-pub fn name_kind(name: &str) -> &'static str {
-    if name.starts_with("db_backup_") {
-        "db"
-    } else {
-        "full"
-    }
-}
-
-/// The time in a file name `{full,db}_backup_YYYYMMDD_HHMMSS…`.
-pub fn name_stamp(file: &str) -> Option<OffsetDateTime> {
-    let rest = file.strip_prefix("full_backup_").or_else(|| file.strip_prefix("db_backup_"))?;
-    let digits = |r: std::ops::Range<usize>| rest.get(r)?.parse::<u32>().ok();
-    if rest.as_bytes().get(8) != Some(&b'_') {
-        return None;
-    }
-    let month = time::Month::try_from(u8::try_from(digits(4..6)?).ok()?).ok()?;
-    let date = time::Date::from_calendar_date(digits(0..4)? as i32, month, digits(6..8)? as u8).ok()?;
-    let t = date.with_hms(digits(9..11)? as u8, digits(11..13)? as u8, digits(13..15)? as u8).ok()?;
-    Some(t.assume_utc())
-}
-
-/// How far the name's stamp, the metadata's date and the file's mtime may disagree.
-const SLACK_SECONDS: i64 = 300;
-
-/// Whether the dates of a file can be trusted for ordering: its name's stamp, its metadata's
-/// `created_at` and its mtime agree, and none lies in the future.
-pub fn date_doubt(
-    stamp: OffsetDateTime,
-    created_at: &str,
-    mtime: OffsetDateTime,
-    now: OffsetDateTime,
-) -> Option<String> {
-    let Ok(declared) = OffsetDateTime::parse(created_at, &time::format_description::well_known::Rfc3339) else {
-        return Some(format!("its metadata's created_at {created_at:?} is not RFC 3339"));
-    };
-    if (declared - stamp).whole_seconds().abs() > SLACK_SECONDS {
-        return Some(format!("its metadata says {created_at}, its file name says {stamp}"));
-    }
-    if (stamp - now).whole_seconds() > SLACK_SECONDS {
-        return Some(format!("it is dated {stamp}, in the future"));
-    }
-    if (stamp - mtime).whole_seconds() > SLACK_SECONDS || (mtime - now).whole_seconds() > SLACK_SECONDS {
-        return Some(format!("its file was last written {mtime}, which does not fit its date {stamp}"));
-    }
-    None
-}
-
-/// The newest archive of this project in `dir` that `wanted` accepts and the reading policy
-/// trusts (`x-xtask.sign` / `encrypt`, archive by archive through its open descriptor), opened;
-/// each one passed over is named with why.
-pub fn latest_trusted(ctx: &Ctx, dir: &Path, wanted: impl Fn(&ArchiveFile) -> bool) -> Result<archive::Source> {
-    let project = ctx.stack.name.as_str();
-    let policy = crate::tasks::trust::Policy::of(ctx)?;
-    for a in scan(dir, project)?.into_iter().filter(|a| a.problem.is_none() && wanted(a)) {
-        let src = archive::Source::open(&a.path)?;
-        match policy.check_local(&src) {
-            Ok(()) => return Ok(src),
-            Err(e) => eprintln!("skip {e:#}"),
-        }
-    }
-    bail!("no trusted archive of project {project} in {}; make one with `cargo xtask backup`", dir.display())
-}
-
-/// Every archive of `project` in `dir`, newest first. Files that are not ours by name are
-/// ignored; ours that cannot be read are listed with their problem (and a warning), never abort.
-pub fn scan(dir: &Path, project: &str) -> Result<Vec<ArchiveFile>> {
-    let mut out = Vec::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e).with_context(|| format!("read {}", dir.display())),
-    };
-    let now = OffsetDateTime::now_utc();
-    for e in entries.flatten() {
-        let file = e.file_name().to_string_lossy().into_owned();
-        if is_our_name(&file) {
-            if let Some(a) = describe(&e.path(), file, project, now) {
-                out.push(a);
-            }
-        }
-    }
-    out.sort_by(|a, b| b.created.cmp(&a.created).then(b.file.cmp(&a.file)));
-    Ok(out)
-}
-
-/// One file of the backup directory: None when it belongs to another project.
-fn describe(path: &Path, file: String, project: &str, now: OffsetDateTime) -> Option<ArchiveFile> {
-    let stat = std::fs::symlink_metadata(path).ok();
-    let mtime = stat.as_ref().and_then(|m| m.modified().ok()).map(OffsetDateTime::from).unwrap_or(now);
-    let stamp = name_stamp(&file);
-    let mut a = ArchiveFile {
-        path: path.to_path_buf(),
-        created: stamp.unwrap_or(OffsetDateTime::UNIX_EPOCH),
-        file,
-        kind: "?".into(),
-        created_at: String::new(),
-        size_bytes: stat.as_ref().map(|m| m.len()).unwrap_or(0),
-        tag: None,
-        volumes: Vec::new(),
-        databases: Vec::new(),
-        checksums: verification(path).to_string(),
-        encrypted: archive::is_sealed(path),
-        problem: None,
-    };
-    if a.encrypted && std::env::var_os(crate::engine::crypt::IDENTITY_VAR).is_none() {
-        // Listed by its name: its kind and date come from there, its contents stay unknown.
-        a.kind = name_kind(&a.file).into();
-        let created_at = stamp.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
-        a.created_at = created_at.clone().unwrap_or_default();
-        a.problem = match stamp {
-            None => Some("its file name holds no valid date".into()),
-            Some(t) => date_doubt(t, &a.created_at, mtime, now),
-        };
-        return Some(a);
-    }
-    let meta = match stat.filter(|m| m.file_type().is_file()) {
-        None => Err(anyhow::anyhow!("not a regular file")),
-        Some(_) => read_metadata(path),
-    };
-    let meta = match meta {
-        Ok(m) if m.project != project => return None,
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("warning: {}: damaged, skipped: {e:#}", path.display());
-            a.problem = Some(format!("damaged: {e:#}"));
-            return Some(a);
-        }
-    };
-    a.problem = match stamp {
-        None => Some("its file name holds no valid date".into()),
-        Some(stamp) => date_doubt(stamp, &meta.created_at, mtime, now),
-    }
-    .map(|why| {
-        eprintln!("warning: {}: date in doubt ({why}); never taken as latest nor pruned", path.display());
-        format!("date in doubt: {why}")
-    });
-    a.kind = meta.kind.clone();
-    a.created_at = meta.created_at.clone();
-    a.tag = meta.tag.clone();
-    a.volumes = meta.volumes.iter().map(|v| v.name.clone()).collect();
-    a.databases = meta
-        .databases
-        .iter()
-        .flat_map(|s| s.databases.iter().map(move |d| format!("{}/{}", s.service, d.name)))
-        .collect();
-    Some(a)
-}
-
-/// The newest sound archive of `project` that `wanted` accepts (never a damaged or doubtful one).
-pub fn latest(dir: &Path, project: &str, wanted: impl Fn(&ArchiveFile) -> bool) -> Result<PathBuf> {
-    scan(dir, project)?.into_iter().find(|a| a.problem.is_none() && wanted(a)).map(|a| a.path).with_context(|| {
-        format!("no archive of project {project} in {}; make one with `cargo xtask backup`", dir.display())
-    })
-}
 
 fn age(created: OffsetDateTime) -> String {
     let secs = (OffsetDateTime::now_utc() - created).whole_seconds().max(0);
@@ -368,7 +94,7 @@ pub fn verify(ctx: &Ctx, dir: &Path, which: Which, deep: bool, rules: archive::R
         }
         Which::All => scan(dir, project)?.into_iter().map(|a| local(a.path)).collect(),
         Which::Remote { remote, file } => {
-            let src = crate::tasks::offsite::pick(ctx, &remote, file.as_deref())?;
+            let src = crate::store::remote::pick(ctx, &remote, file.as_deref())?;
             vec![(src.path.clone(), Ok(src), false)]
         }
     };
@@ -410,7 +136,7 @@ fn verify_one(
     deep: bool,
     rules: archive::Rules,
 ) -> archive::Report {
-    let trusted = src.and_then(|s| crate::tasks::trust::Policy::of(ctx)?.check_local(&s).map(|_| s));
+    let trusted = src.and_then(|s| crate::store::trust::Policy::of(ctx)?.check_local(&s).map(|_| s));
     let src = match trusted {
         Ok(s) => s,
         Err(e) => {
@@ -442,7 +168,7 @@ fn check_binds(ctx: &Ctx, dir: &Path, report: &archive::Report) -> Result<()> {
     if meta.volumes.iter().all(|v| v.bind.is_none()) {
         return Ok(());
     }
-    let stack = crate::tasks::restore::StackBinds::of(ctx, dir)?;
+    let stack = StackBinds::of(ctx, dir)?;
     for v in &meta.volumes {
         let Some(path) = v.bind.as_deref() else { continue };
         stack
@@ -627,52 +353,13 @@ fn deep_check_volumes(ctx: &Ctx, verified: &Verified) -> Result<()> {
     Ok(())
 }
 
-/// How many archives to keep, like restic's `forget --keep-*`.
-#[derive(Debug, Clone, Copy)]
-pub struct Retention {
-    pub last: usize,
-    pub daily: usize,
-    pub weekly: usize,
-    pub monthly: usize,
-}
-
-/// For each archive (newest first, one kind): keep it, and why.
-pub fn decide(archives: &[(OffsetDateTime, bool)], r: &Retention) -> Vec<Vec<String>> {
-    let mut reasons = vec![Vec::new(); archives.len()];
-    for (i, why) in reasons.iter_mut().enumerate().take(r.last) {
-        why.push(format!("last {}", i + 1));
-    }
-    let mut bucket = |count: usize, label: &str, key: &dyn Fn(OffsetDateTime) -> String| {
-        let mut seen = BTreeSet::new();
-        for (i, (t, _)) in archives.iter().enumerate() {
-            if seen.len() >= count {
-                break;
-            }
-            let k = key(*t);
-            if seen.insert(k.clone()) {
-                reasons[i].push(format!("{label} {k}"));
-            }
-        }
-    };
-    bucket(r.daily, "daily", &|t| t.date().to_string());
-    bucket(r.weekly, "weekly", &|t| {
-        let (y, w, _) = t.date().to_iso_week_date();
-        format!("{y}-W{w:02}")
-    });
-    bucket(r.monthly, "monthly", &|t| format!("{}-{:02}", t.year(), t.month() as u8));
-    if let Some(i) = archives.iter().position(|(_, verified)| *verified) {
-        reasons[i].push("newest verified archive".into());
-    }
-    reasons
-}
-
 pub fn prune(ctx: &Ctx, dir: &Path, r: &Retention, dry_run: bool) -> Result<()> {
     let (project, ui) = (ctx.stack.name.as_str(), &ctx.ui);
     // Not while a backup or restore of the project runs (it may be reading an archive).
     let _lock = if dry_run || !dir.exists() { None } else { Some(crate::lock::Lock::acquire(dir, project, "prune")?) };
     let mut archives = scan(dir, project)?;
     // What the reading policy does not trust never takes a retention slot, and is never removed.
-    let policy = crate::tasks::trust::Policy::of(ctx)?;
+    let policy = crate::store::trust::Policy::of(ctx)?;
     for a in archives.iter_mut().filter(|a| a.problem.is_none()) {
         let size = std::fs::symlink_metadata(&a.path).map(|m| m.len()).unwrap_or_default();
         a.problem = policy.uncounted(&a.path, size).map(|why| format!("not counted: {why}"));
@@ -694,7 +381,7 @@ pub fn prune(ctx: &Ctx, dir: &Path, r: &Retention, dry_run: bool) -> Result<()> 
                 } else {
                     std::fs::remove_file(&a.path).with_context(|| format!("remove {}", a.path.display()))?;
                     let _ = std::fs::remove_file(marker_path(&a.path));
-                    let _ = std::fs::remove_file(crate::tasks::trust::signature_path(&a.path));
+                    let _ = std::fs::remove_file(crate::store::trust::signature_path(&a.path));
                     println!("removed {}", a.file);
                 }
                 removed += 1;
@@ -713,107 +400,4 @@ pub fn prune(ctx: &Ctx, dir: &Path, r: &Retention, dry_run: bool) -> Result<()> 
         r.monthly
     ));
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn at(day: u8, month: u8, hour: u8) -> OffsetDateTime {
-        let date = time::Date::from_calendar_date(2026, time::Month::try_from(month).unwrap(), day).unwrap();
-        date.with_hms(hour, 0, 0).unwrap().assume_utc()
-    }
-
-    #[test]
-    fn retention_keeps_last_daily_weekly_monthly_and_newest_verified() {
-        // Newest first: two on Wed Nov 25, one each on Tue Nov 24 (same ISO week), Nov 10, Oct 5.
-        let archives = [
-            (at(25, 11, 12), false),
-            (at(25, 11, 8), true),
-            (at(24, 11, 8), false),
-            (at(10, 11, 8), false),
-            (at(5, 10, 8), false),
-        ];
-        let keep = |r: Retention| decide(&archives, &r).iter().map(|w| !w.is_empty()).collect::<Vec<_>>();
-        let none = Retention { last: 0, daily: 0, weekly: 0, monthly: 0 };
-        assert_eq!(keep(none), [false, true, false, false, false], "the newest verified one always stays");
-        assert_eq!(keep(Retention { last: 2, ..none }), [true, true, false, false, false]);
-        assert_eq!(keep(Retention { daily: 2, ..none }), [true, true, true, false, false]);
-        assert_eq!(keep(Retention { weekly: 2, ..none }), [true, true, false, true, false]);
-        assert_eq!(keep(Retention { monthly: 2, ..none }), [true, true, false, false, true]);
-        let why = decide(&archives, &Retention { last: 1, daily: 1, weekly: 0, monthly: 0 });
-        assert_eq!(why[0], ["last 1", "daily 2026-11-25"]);
-        assert_eq!(why[1], ["newest verified archive"]);
-    }
-
-    #[test]
-    fn scan_reads_metadata_filters_by_project_and_sorts_newest_first() {
-        let dir = std::env::temp_dir().join(format!("xtask-scan-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let write = |file: &str, project: &str, created: &str| {
-            let mut w = archive::ArchiveWriter::create(&dir.join(file), 1, 1).unwrap();
-            let meta = Metadata { created_at: created.into(), ..Metadata::sample(project, &[]) };
-            archive::write_metadata(&mut w, &meta).unwrap();
-            w.commit().unwrap();
-        };
-        write("full_backup_20260101_000000.tar.gz", "p", "2026-01-01T00:00:00Z");
-        write("full_backup_20260301_000000.tar.gz", "p", "2026-03-01T00:00:00Z");
-        write("full_backup_20260401_000000.tar.gz", "other", "2026-04-01T00:00:00Z");
-        std::fs::write(dir.join("full_backup_20260501_000000.tar.gz"), b"not ours").unwrap();
-        std::fs::write(dir.join("notes.txt"), b"x").unwrap();
-        let found = scan(&dir, "p").unwrap();
-        let files: Vec<&str> = found.iter().map(|a| a.file.as_str()).collect();
-        assert_eq!(
-            files,
-            [
-                "full_backup_20260501_000000.tar.gz",
-                "full_backup_20260301_000000.tar.gz",
-                "full_backup_20260101_000000.tar.gz"
-            ]
-        );
-        assert!(found[0].problem.as_deref().is_some_and(|p| p.starts_with("damaged")), "listed, not fatal");
-        assert!(found[1].problem.is_none());
-        assert_eq!(found[1].checksums, "unverified");
-        record_verification(&found[1].path, true);
-        assert_eq!(verification(&found[1].path), "ok");
-        assert!(marker_confirmed(&found[1].path), "the bytes match the marker");
-        // The same size and mtime, other bytes: the marker still lists, but decides nothing.
-        let p = &found[1].path;
-        let (mut bytes, mtime) = (std::fs::read(p).unwrap(), std::fs::metadata(p).unwrap().modified().unwrap());
-        let last = bytes.len() - 1;
-        bytes[last] ^= 1;
-        std::fs::write(p, &bytes).unwrap();
-        std::fs::File::options().write(true).open(p).unwrap().set_modified(mtime).unwrap();
-        assert_eq!(verification(p), "ok");
-        assert!(!marker_confirmed(p), "a marker its archive's bytes do not match is ignored");
-        bytes[last] ^= 1;
-        std::fs::write(p, &bytes).unwrap();
-        assert_eq!(latest(&dir, "p", |_| true).unwrap(), found[1].path, "never a damaged file");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn dates_in_doubt() {
-        let t = |s: &str| OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap();
-        let now = t("2026-11-27T12:00:00Z");
-        let stamp = name_stamp("full_backup_20261127_100000_pre-migration.tar.gz").unwrap();
-        assert_eq!(stamp, t("2026-11-27T10:00:00Z"));
-        assert_eq!(date_doubt(stamp, "2026-11-27T10:00:01Z", t("2026-11-27T10:20:00Z"), now), None);
-        let future = name_stamp("full_backup_20991231_000000.tar.gz").unwrap();
-        assert!(date_doubt(future, "2099-12-31T00:00:00Z", future, now).unwrap().contains("future"));
-        assert!(date_doubt(stamp, "2099-12-31T00:00:00Z", now, now).unwrap().contains("metadata says"));
-        assert!(date_doubt(stamp, "2026-11-27T10:00:00Z", t("2026-01-01T00:00:00Z"), now).is_some());
-        assert!(date_doubt(stamp, "yesterday", now, now).unwrap().contains("RFC 3339"));
-        assert_eq!(name_stamp("full_backup_2026x127_100000.tar.gz"), None);
-    }
-
-    #[test]
-    fn only_our_file_names() {
-        assert!(is_our_name("full_backup_20260101_000000.tar.gz"));
-        assert!(is_our_name("db_backup_20260101_000000_pre-migration.tar.gz"));
-        assert!(!is_our_name("notes_backup_x.tar.gz"));
-        assert!(!is_our_name(".full_backup_20260101_000000.tar.gz.tmp-12"));
-        assert!(!is_our_name("full_backup_20260101_000000.tar"));
-    }
 }

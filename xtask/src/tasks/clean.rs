@@ -198,7 +198,7 @@ pub fn run(ctx: &Ctx, kind: Clean, opts: &Options) -> Result<()> {
             Confirm::Phrase { phrase: DELETE_PHRASE, given: opts.confirm.as_deref(), flag: "--confirm" },
         )?,
     }
-    let dir = backup::prepare_dir(&opts.dir)?;
+    let dir = crate::store::local::prepare_dir(&opts.dir)?;
     // Held until the clean is done: no backup or restore of the project runs meanwhile.
     let lock = Lock::acquire(&dir, &ctx.stack.name, kind.command())?;
     docker.remove_orphan_helpers()?;

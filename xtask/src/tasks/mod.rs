@@ -1,6 +1,8 @@
 //! What a user asks for, one module per task family: each a function over a [`crate::context::Ctx`]
-//! and typed options. `catalog` is the backup directory (list, verify, prune); `backup`,
-//! `restore` and `clean` change data; `volumes`, `status` and `stack` look and start.
+//! and typed options. `catalog` lists, verifies and prunes the backup directory, `offsite` the
+//! remotes; `backup`, `restore`, `clean` and `migrate` change data; `volumes`, `status` and
+//! `stack` look and start. Composites call other tasks' entry points (a restore takes its
+//! safety backup with `backup::take`), never their helpers: what several share is in `store`.
 
 pub mod backup;
 pub mod catalog;
@@ -10,5 +12,4 @@ pub mod offsite;
 pub mod restore;
 pub mod stack;
 pub mod status;
-pub mod trust;
 pub mod volumes;

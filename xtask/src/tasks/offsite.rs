@@ -7,9 +7,8 @@
 //! The bucket is untrusted: only names of the archive grammar are used, and every byte read
 //! back is checked against the sidecar's digest (and, encrypted, authenticated by age).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,119 +22,16 @@ use crate::archive::{self, hex, HashingReader};
 use crate::context::Ctx;
 use crate::engine::crypt;
 use crate::engine::remote::{self, Remote};
-use crate::model::offsite::{self, Encryption};
-use crate::tasks::catalog::{self, Retention};
+use crate::store::local;
+use crate::store::local::{open_local, sha256_of};
+use crate::store::remote::{open, pick_named, quiet_policy, scan, RemoteArchive};
+use crate::store::retention::{self, Retention};
 use crate::ui::{human_bytes, table};
 
 /// Uploads are tried this many times, waiting 2 s, then 4 s, between tries.
 const ATTEMPTS: u32 = 3;
 /// An archive without its sidecar older than this is a leftover `prune --remote` removes.
 const LEFTOVER_AGE: time::Duration = time::Duration::hours(24);
-
-/// The encryption a backup uses: `x-xtask.encrypt`, unless `--no-encrypt`.
-pub fn seal(ctx: &Ctx, no_encrypt: bool) -> Result<Option<Encryption>> {
-    let enc = ctx.offsite()?.encryption;
-    Ok((enc.enabled() && !no_encrypt).then_some(enc))
-}
-
-/// A remote by its name in `x-xtask.remotes`, or given directly as `s3://…` / `rclone:…`.
-pub fn open(ctx: &Ctx, name: &str) -> Result<Arc<Remote>> {
-    let set = ctx.offsite()?;
-    let spec = match set.remotes.get(name) {
-        Some(s) => s.clone(),
-        None if name.starts_with("s3://") || name.starts_with("rclone:") => {
-            offsite::remote(name, name, None, None, &ctx.stack.name)?
-        }
-        None => {
-            let known: Vec<&str> = set.remotes.keys().map(String::as_str).collect();
-            bail!(
-                "no remote named {name:?} in x-xtask.remotes of the compose file (known: {}); add one \
-                 (`remotes: {{{name}: {{url: \"s3://bucket/prefix\", endpoint: \"…\"}}}}`) or give an s3:// URL",
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
-            )
-        }
-    };
-    Ok(Arc::new(Remote::open(&spec)?))
-}
-
-/// An archive in a remote folder.
-#[derive(Debug, Clone, Serialize)]
-pub struct RemoteArchive {
-    pub file: String,
-    pub kind: &'static str,
-    /// UTC, RFC 3339, from the file name.
-    pub created_at: String,
-    #[serde(skip)]
-    pub created: OffsetDateTime,
-    pub size_bytes: u64,
-    /// Its sidecar's digest; None: incomplete (no sidecar) or dated in the future, never good.
-    pub sha256: Option<String>,
-    #[serde(skip)]
-    pub digest: Option<[u8; 32]>,
-    pub complete: bool,
-    pub encrypted: bool,
-    /// Its sidecar exists but does not count (it names another archive, holds more than one
-    /// line…): in doubt, never used and never removed by prune.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sidecar_refused: Option<String>,
-    /// The bytes of its `NAME.sig`, if the remote has one.
-    #[serde(skip)]
-    pub signature: Option<Vec<u8>>,
-    /// Why the reading policy (x-xtask.sign / encrypt) does not trust it; None: trusted.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub untrusted: Option<String>,
-}
-
-impl RemoteArchive {
-    /// Why `policy` does not trust this complete archive (None: it does).
-    fn judge(&self, policy: &crate::tasks::trust::Policy) -> Option<String> {
-        let digest = self.digest?;
-        policy.untrusted(&self.file, self.size_bytes, digest, self.encrypted, self.signature.as_deref())
-    }
-}
-
-/// The project's archives in `remote`, newest first, and the sidecars without an archive.
-pub fn scan(remote: &Remote) -> Result<(Vec<RemoteArchive>, Vec<String>)> {
-    let objects = remote.list()?;
-    let has_sidecars = objects.iter().any(|o| o.name.ends_with(".sha256"));
-    let sidecars = if has_sidecars { remote.sidecars()? } else { Default::default() };
-    for (file, why) in &sidecars.refused {
-        eprintln!("warning: {} refused: {why}; its archive is in doubt and never used", remote.shown(file));
-    }
-    let refused = |name: &str| {
-        let own = format!("{name}.sha256");
-        sidecars.refused.iter().find(|(f, _)| *f == own).map(|(_, why)| why.clone())
-    };
-    let mut out = Vec::new();
-    let soon = OffsetDateTime::now_utc() + time::Duration::minutes(5);
-    for o in objects.iter().filter(|o| catalog::is_our_name(&o.name)) {
-        let Some(created) = catalog::name_stamp(&o.name) else { continue };
-        // A name dated in the future would always be "latest": never taken as good.
-        let digest = sidecars.good.get(&o.name).copied().filter(|_| created <= soon);
-        out.push(RemoteArchive {
-            file: o.name.clone(),
-            kind: catalog::name_kind(&o.name),
-            created_at: created.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-            created,
-            size_bytes: o.size,
-            sha256: digest.map(|d| hex(&d)),
-            digest,
-            complete: digest.is_some(),
-            encrypted: o.name.ends_with(crypt::SUFFIX),
-            sidecar_refused: refused(&o.name),
-            signature: sidecars.signatures.get(&o.name).cloned(),
-            untrusted: None,
-        });
-    }
-    out.sort_by(|a, b| b.created.cmp(&a.created).then(b.file.cmp(&a.file)));
-    let orphans = objects
-        .iter()
-        .filter_map(|o| o.name.strip_suffix(".sha256"))
-        .filter(|a| catalog::is_our_name(a) && !objects.iter().any(|o| o.name == *a))
-        .map(|a| format!("{a}.sha256"))
-        .collect();
-    Ok((out, orphans))
-}
 
 /// `backups --remote`.
 pub fn list(ctx: &Ctx, name: &str, json: bool) -> Result<()> {
@@ -175,79 +71,6 @@ pub fn list(ctx: &Ctx, name: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// The archive `file` (None: the newest complete one) of the remote, ready to stream.
-pub fn pick(ctx: &Ctx, name: &str, file: Option<&str>) -> Result<archive::Source> {
-    pick_named(ctx, name, file).map(|(src, _)| src)
-}
-
-/// The reading policy without its `--allow-*` exceptions: for listing and retention, where
-/// an exception would let an untrusted object count.
-fn quiet_policy(ctx: &Ctx) -> Result<crate::tasks::trust::Policy> {
-    let mut policy = crate::tasks::trust::Policy::of(ctx)?;
-    policy.trust = Default::default();
-    Ok(policy)
-}
-
-/// [`pick`], with the archive as the remote lists it. `--latest` is the newest complete
-/// archive the reading policy trusts; a named one must be trusted too.
-fn pick_named(ctx: &Ctx, name: &str, file: Option<&str>) -> Result<(archive::Source, RemoteArchive)> {
-    let remote = open(ctx, name)?;
-    let (archives, _) = scan(&remote)?;
-    let policy = crate::tasks::trust::Policy::of(ctx)?;
-    let found = match file {
-        Some(f) => archives.iter().find(|a| a.file == f).with_context(|| {
-            format!("remote {name} has no archive {f} of project {}; see `cargo xtask backups --remote {name}`", ctx.stack.name)
-        })?,
-        None => archives
-            .iter()
-            .filter(|a| a.complete)
-            .find(|a| match a.judge(&policy) {
-                None => true,
-                Some(why) => {
-                    eprintln!("skip {}: {why}", remote.shown(&a.file));
-                    false
-                }
-            })
-            .with_context(|| {
-                format!("remote {name} has no complete, trusted archive of project {}; push one with `cargo xtask push --latest --to {name}`", ctx.stack.name)
-            })?,
-    };
-    let Some(digest) = found.digest else {
-        bail!(
-            "{}: incomplete (no .sha256 beside it: its push was interrupted); push it again",
-            remote.shown(&found.file)
-        );
-    };
-    if file.is_some() {
-        if let Some(why) = found.judge(&policy) {
-            bail!("{} is untrusted: {why}", remote.shown(&found.file));
-        }
-    }
-    Ok((archive::Source::remote(remote.clone(), &found.file, digest)?, found.clone()))
-}
-
-/// A local file opened for reading, its identity fixed (O_NOFOLLOW, a regular file).
-fn open_local(path: &Path) -> Result<(File, u64)> {
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .with_context(|| format!("open {}", path.display()))?;
-    let m = f.metadata()?;
-    if !m.is_file() {
-        bail!("{} is not a regular file", path.display());
-    }
-    Ok((f, m.len()))
-}
-
-/// The SHA-256 of a local file's bytes as stored (O_NOFOLLOW, a regular file; not decrypted).
-pub fn sha256_of(path: &Path) -> Result<[u8; 32]> {
-    let (f, _) = open_local(path)?;
-    let mut reader = HashingReader::new(f);
-    std::io::copy(&mut reader, &mut std::io::sink()).with_context(|| format!("read {}", path.display()))?;
-    Ok(reader.hasher.finalize().into())
-}
-
 /// What a push does with one archive.
 #[derive(Debug, Clone, Serialize)]
 pub struct PushItem {
@@ -266,7 +89,7 @@ pub fn plan_push(remote: &Remote, files: &[PathBuf]) -> Result<Vec<PushItem>> {
     let mut items = Vec::new();
     for path in files {
         let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if !catalog::is_our_name(&file) {
+        if !local::is_our_name(&file) {
             bail!("{} is not named like an archive of this tool ({{full,db}}_backup_*.tar.gz[.age])", path.display());
         }
         let (_, size) = open_local(path)?;
@@ -343,7 +166,7 @@ fn seal_upload(remote: &Remote, file: &str, size: u64, digest: [u8; 32], local: 
         Some(o) => bail!("the remote holds {} bytes of {file} after the upload, not {size}", o.size),
         None => bail!("{file} is not in the remote's listing after the upload"),
     }
-    if let Some(sig) = crate::tasks::trust::read_signature(local)? {
+    if let Some(sig) = crate::store::trust::read_signature(local)? {
         let name = format!("{file}{}", archive::signature::SUFFIX);
         remote.upload(&name, &mut &sig[..]).context("upload the archive's signature")?;
     }
@@ -417,7 +240,7 @@ pub fn pull(ctx: &Ctx, name: &str, file: Option<&str>, dir: &Path, dry_run: bool
         println!("would download {remote_name} into {}", dir.display());
         return Ok(dir.join(&file));
     }
-    let dir = crate::tasks::backup::prepare_dir(dir)?;
+    let dir = crate::store::local::prepare_dir(dir)?;
     let _lock = crate::lock::Lock::acquire(&dir, &ctx.stack.name, "pull")?;
     let target = dir.join(&file);
     if target.exists() {
@@ -431,7 +254,7 @@ pub fn pull(ctx: &Ctx, name: &str, file: Option<&str>, dir: &Path, dry_run: bool
         progress.finish(&format!("pulled {} ({})", file, human_bytes(n)));
         out.sync_all()?;
         if let Some(sig) = &picked.signature {
-            crate::tasks::trust::write_signature(&target, sig)?;
+            crate::store::trust::write_signature(&target, sig)?;
         }
         std::fs::rename(&temp, &target)?;
         File::open(&dir).and_then(|d| d.sync_all()).ok();
@@ -493,7 +316,7 @@ pub fn prune(ctx: &Ctx, name: &str, r: &Retention, dry_run: bool) -> Result<()> 
     for kind in ["full", "db"] {
         let group: Vec<&RemoteArchive> = authentic.iter().copied().filter(|a| a.kind == kind).collect();
         let facts: Vec<(OffsetDateTime, bool)> = group.iter().map(|a| (a.created, true)).collect();
-        for (a, why) in group.iter().zip(catalog::decide(&facts, r)) {
+        for (a, why) in group.iter().zip(retention::decide(&facts, r)) {
             if why.is_empty() {
                 doomed.push((a.file.clone(), "outside the retention".into()));
             } else {
@@ -507,7 +330,7 @@ pub fn prune(ctx: &Ctx, name: &str, r: &Retention, dry_run: bool) -> Result<()> 
             continue;
         }
         remote.delete(file).with_context(|| format!("remove {}", remote.shown(file)))?;
-        if catalog::is_our_name(file) && archives.iter().any(|a| &a.file == file && a.complete) {
+        if local::is_our_name(file) && archives.iter().any(|a| &a.file == file && a.complete) {
             remote
                 .delete(&format!("{file}.sha256"))
                 .with_context(|| format!("remove {}.sha256", remote.shown(file)))?;

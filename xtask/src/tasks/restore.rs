@@ -14,16 +14,15 @@ use crate::context::Ctx;
 use crate::engine::db::{self as dbengine, Detected};
 use crate::engine::docker::Docker;
 use crate::engine::services::{self, ServiceGuard};
+use crate::engine::staging;
 use crate::lock::Lock;
-use crate::model::binds::{Bind, Recorded};
 use crate::model::compose::Project;
 use crate::signals;
+use crate::store::binds::StackBinds;
 use crate::tasks::backup;
-use crate::tasks::catalog;
 use crate::ui::human_bytes;
 
 mod database;
-mod staging;
 
 pub use database::DbRestore;
 
@@ -174,30 +173,6 @@ pub fn plan(
         bail!("nothing to restore: the archive holds nothing that --only selects");
     }
     Ok(RestorePlan { project: project.name.clone(), dbs, volumes })
-}
-
-/// This stack's bind mounts (where a restore may write binds) and the directories no restored
-/// bind may hold: the project directory and the backup directory.
-pub struct StackBinds {
-    pub project_dir: PathBuf,
-    pub backup_dir: PathBuf,
-    pub binds: Vec<Bind>,
-}
-
-impl StackBinds {
-    pub fn of(ctx: &Ctx, backup_dir: &Path) -> Result<StackBinds> {
-        let backup_dir = std::path::absolute(backup_dir).unwrap_or_else(|_| backup_dir.to_path_buf());
-        Ok(StackBinds { project_dir: ctx.stack.project_dir.clone(), backup_dir, binds: ctx.binds()? })
-    }
-
-    /// The bind of this stack the archived bind `v` of `meta` goes back into (see
-    /// [`crate::model::binds::declared_target`]).
-    pub fn target_of(&self, meta: &Metadata, v: &archive::VolumeInfo, path: &str) -> Result<&Bind> {
-        let uses = v.bind_uses();
-        let recorded = Recorded { path, project_dir: meta.project_dir.as_deref(), uses: &uses };
-        let protected = [self.project_dir.as_path(), self.backup_dir.as_path()];
-        crate::model::binds::declared_target(&recorded, &self.binds, &self.project_dir, &protected)
-    }
 }
 
 /// A bind goes back only into the bind this stack's compose file declares for its recorded
@@ -354,18 +329,18 @@ fn unix_now() -> f64 {
 /// whole archive is verified here; otherwise the restore's one pass verifies it while staging.
 pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<Prepared> {
     let docker = ctx.docker()?;
-    let dir = backup::prepare_dir(&opts.dir)?;
+    let dir = crate::store::local::prepare_dir(&opts.dir)?;
     let src = match (&opts.remote, &opts.archive) {
-        (Some((remote, file)), _) => crate::tasks::offsite::pick(ctx, remote, file.as_deref())?,
+        (Some((remote, file)), _) => crate::store::remote::pick(ctx, remote, file.as_deref())?,
         (None, Some(p)) => {
             let src = Source::open(p)?;
             match opts.expect_sha256 {
                 Some(expected) => check_own(&src, expected)?,
-                None => crate::tasks::trust::Policy::of(ctx)?.check_local(&src)?,
+                None => crate::store::trust::Policy::of(ctx)?.check_local(&src)?,
             }
             src
         }
-        (None, None) => catalog::latest_trusted(ctx, &dir, |a| a.tag.as_deref() != Some(SAFETY_TAG))?,
+        (None, None) => crate::store::local::latest_trusted(ctx, &dir, |a| a.tag.as_deref() != Some(SAFETY_TAG))?,
     };
     let path = src.path.clone();
     let rules = Rules { allow_special: opts.allow_special };
@@ -386,7 +361,7 @@ pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<Prepared> {
         }
     }
     let staged_live = plan.dbs.iter().any(|d| d.login.engine == archive::DbEngine::Postgres);
-    let signed = crate::tasks::trust::Policy::of(ctx)?.signing.is_some();
+    let signed = crate::store::trust::Policy::of(ctx)?.signing.is_some();
     if staged_live && !signed && opts.expect_sha256.is_none() {
         eprintln!(
             "note: x-xtask.sign is not set, so nothing tells whether this archive was made here; its PostgreSQL \
@@ -421,7 +396,7 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
     if docker.remove_orphan_helpers()? > 0 {
         ctx.ui.step("removed helper containers left by an interrupted run");
     }
-    let survey = staging::Survey::take(ctx, &p.present())?;
+    let survey = staging::Survey::take(ctx.docker()?, &ctx.ui, &p.present())?;
     check_space(docker, &survey, p)?;
     let mut guard = ServiceGuard::new(docker, &ctx.stack);
     let mut created = Vec::new();
@@ -562,12 +537,6 @@ fn stage(
     database::recover(ctx, &p.plan.dbs)?;
     let dbs = database::stage(ctx, &p.plan.dbs, &dumps)?;
     Ok((safety, Staged { dbs, dumps }))
-}
-
-/// Settles what restores that died left in `volumes` (a swap finished, staging removed): every
-/// data command calls it before it reads or writes them.
-pub fn recover_volumes(ctx: &Ctx, volumes: &[&str]) -> Result<()> {
-    staging::recover(ctx, volumes)
 }
 
 /// After a failed staging: the staged copies go, and volumes the restore created.

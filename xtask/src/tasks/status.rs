@@ -35,7 +35,7 @@ pub struct BackupFile {
 
 /// The newest archive of `project` in `dir` (files this tool wrote, read by their metadata).
 pub fn newest_backup(dir: &Path, project: &str) -> Option<BackupFile> {
-    let newest = crate::tasks::catalog::scan(dir, project).ok()?.into_iter().find(|a| a.problem.is_none())?;
+    let newest = crate::store::local::scan(dir, project).ok()?.into_iter().find(|a| a.problem.is_none())?;
     Some(BackupFile { path: newest.path, size_bytes: newest.size_bytes })
 }
 
@@ -61,7 +61,7 @@ pub fn status(ctx: &Ctx) -> Result<Status> {
         project: ctx.stack.name.clone(),
         services,
         volumes: inventory,
-        newest_backup: newest_backup(&crate::tasks::catalog::default_dir(), &ctx.stack.name),
+        newest_backup: newest_backup(&crate::store::local::default_dir(), &ctx.stack.name),
     })
 }
 
@@ -86,7 +86,7 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<()> {
     );
     match &st.newest_backup {
         Some(b) => println!("Newest backup: {} ({})", b.path.display(), human_bytes(b.size_bytes)),
-        None => println!("Newest backup: none in {}", crate::tasks::catalog::default_dir().display()),
+        None => println!("Newest backup: none in {}", crate::store::local::default_dir().display()),
     }
     Ok(())
 }

@@ -16,7 +16,13 @@ use crate::archive::signature::{self, Statement};
 use crate::archive::{self, Source};
 use crate::context::Ctx;
 use crate::engine::sign;
-use crate::model::offsite::Signing;
+use crate::model::offsite::{Encryption, Signing};
+
+/// The encryption a backup uses: `x-xtask.encrypt`, unless `--no-encrypt`.
+pub fn seal(ctx: &Ctx, no_encrypt: bool) -> Result<Option<Encryption>> {
+    let enc = ctx.offsite()?.encryption;
+    Ok((enc.enabled() && !no_encrypt).then_some(enc))
+}
 
 /// The reading and writing policy of this stack.
 pub struct Policy {

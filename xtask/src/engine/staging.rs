@@ -10,8 +10,8 @@
 
 use anyhow::{Context, Result};
 
-use crate::context::Ctx;
-use crate::engine::docker::{Docker, Helper};
+use super::docker::{Docker, Helper};
+use crate::ui::Ui;
 
 /// The reserved names one restore (process) uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,19 +118,18 @@ fn parse_leftovers(found: &str, volumes: &[&str]) -> Vec<Leftover> {
 
 /// Finishes the swaps and removes the staging that interrupted restores left in `volumes`;
 /// says what it did.
-pub fn recover(ctx: &Ctx, volumes: &[&str]) -> Result<()> {
-    settle(ctx, &leftovers(ctx.docker()?, volumes)?)
+pub fn recover(docker: &Docker, ui: &Ui, volumes: &[&str]) -> Result<()> {
+    settle(docker, ui, &leftovers(docker, volumes)?)
 }
 
-fn settle(ctx: &Ctx, leftovers: &[Leftover]) -> Result<()> {
-    let docker = ctx.docker()?;
+fn settle(docker: &Docker, ui: &Ui, leftovers: &[Leftover]) -> Result<()> {
     for (volume, pid, swapping) in leftovers {
         let names = Names::of(*pid);
         if *swapping {
-            ctx.ui.step(&format!("volume {volume}: finish the swap an interrupted restore (pid {pid}) had begun"));
+            ui.step(&format!("volume {volume}: finish the swap an interrupted restore (pid {pid}) had begun"));
             swap(docker, &[volume.as_str()], &names)?;
         } else {
-            ctx.ui.step(&format!("volume {volume}: remove the staged copy an interrupted restore (pid {pid}) left"));
+            ui.step(&format!("volume {volume}: remove the staged copy an interrupted restore (pid {pid}) left"));
             discard(docker, volume, &names)?;
         }
     }
@@ -161,13 +160,13 @@ fn df_available(line: &str) -> Option<u64> {
 
 impl Survey {
     /// Settles the leftovers it saw (then measures again: they took space) and returns itself.
-    pub fn take(ctx: &Ctx, volumes: &[&str]) -> Result<Survey> {
-        let survey = Survey::of(ctx.docker()?, volumes)?;
+    pub fn take(docker: &Docker, ui: &Ui, volumes: &[&str]) -> Result<Survey> {
+        let survey = Survey::of(docker, volumes)?;
         if survey.leftovers.is_empty() {
             return Ok(survey);
         }
-        settle(ctx, &survey.leftovers)?;
-        Survey::of(ctx.docker()?, volumes)
+        settle(docker, ui, &survey.leftovers)?;
+        Survey::of(docker, volumes)
     }
 
     fn of(docker: &Docker, volumes: &[&str]) -> Result<Survey> {

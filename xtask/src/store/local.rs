@@ -1,0 +1,469 @@
+//! The backup directory: what an archive of ours is called (`{full,db}_backup_<stamp>.tar.gz`,
+//! `.age` when encrypted), the listing of a project's archives with their problems, the cached
+//! result of the last `verify` beside each one, and the newest archive the policy trusts. Only
+//! files this tool wrote are considered: named so, and starting with an xtask `metadata.json`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use time::OffsetDateTime;
+
+use crate::archive::{self, HashingReader, Metadata};
+use crate::context::Ctx;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ArchiveFile {
+    pub path: PathBuf,
+    pub file: String,
+    pub kind: String,
+    /// UTC, RFC 3339, from the archive's metadata.
+    pub created_at: String,
+    /// When this tool wrote it: the stamp in its file name (checked against the metadata and
+    /// the file's mtime); what "latest" and retention order by.
+    #[serde(skip)]
+    pub created: OffsetDateTime,
+    pub size_bytes: u64,
+    pub tag: Option<String>,
+    pub volumes: Vec<String>,
+    pub databases: Vec<String>,
+    /// "ok", "failed" or "unverified" (as of the last `verify` of this exact file).
+    pub checksums: String,
+    /// Encrypted with age (`….tar.gz.age`).
+    pub encrypted: bool,
+    /// Why the file is damaged or its date is in doubt: it is then never "latest", never
+    /// counted or deleted by prune.
+    pub problem: Option<String>,
+}
+
+/// Where archives live: `--output-dir`, else `$XTASK_BACKUP_DIR`, else `backups/` in the workspace.
+pub fn default_dir() -> PathBuf {
+    std::env::var_os("XTASK_BACKUP_DIR")
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::model::compose::workspace_root().join("backups"))
+}
+
+/// The result of the last `verify`, kept beside the archive as `.<file>.verified`: only a cache
+/// (anyone who can write the directory can write one). It counts while the archive's size and
+/// mtime match; where it decides something (prune's newest verified archive) its SHA-256 is
+/// checked against the archive's bytes, and a marker that does not match is ignored.
+#[derive(Debug, Serialize, Deserialize)]
+struct Marker {
+    size: u64,
+    modified: u64,
+    ok: bool,
+    #[serde(default)]
+    sha256: Option<String>,
+}
+
+pub fn marker_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.verified"))
+}
+
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    let m = std::fs::symlink_metadata(path).ok().filter(|m| m.file_type().is_file())?;
+    let modified = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    Some((m.len(), modified))
+}
+
+/// Writes the marker atomically (a new private file renamed over it): never through a symlink.
+pub fn record_verification(path: &Path, ok: bool) {
+    let Some((size, modified)) = identity(path) else { return };
+    let sha256 = file_digest(path);
+    let Ok(json) = serde_json::to_vec(&Marker { size, modified, ok, sha256 }) else { return };
+    let marker = marker_path(path);
+    let temp = marker.with_extension(format!("tmp-{}", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)
+        .and_then(|mut f| f.write_all(&json));
+    if written.is_err() || std::fs::rename(&temp, &marker).is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+}
+
+fn read_marker(path: &Path) -> Option<Marker> {
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(marker_path(path)).ok()?;
+    let mut text = Vec::new();
+    f.take(4096).read_to_end(&mut text).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// Whether the archive's bytes still hash to what its `ok` marker recorded (read in full).
+pub fn marker_confirmed(path: &Path) -> bool {
+    let Some(Marker { ok: true, sha256: Some(recorded), .. }) = read_marker(path) else { return false };
+    file_digest(path).is_some_and(|d| d == recorded)
+}
+
+/// The SHA-256 of a file's bytes as stored (an encrypted archive is not decrypted), in hex.
+fn file_digest(path: &Path) -> Option<String> {
+    sha256_of(path).ok().map(|d| archive::hex(&d))
+}
+
+pub fn verification(path: &Path) -> &'static str {
+    match (read_marker(path), identity(path)) {
+        (Some(m), Some((size, modified))) if m.size == size && m.modified == modified => {
+            if m.ok {
+                "ok"
+            } else {
+                "failed"
+            }
+        }
+        _ => "unverified",
+    }
+}
+
+/// Reads only the first entry, `metadata.json`, by the archive grammar (bounded, checked).
+pub fn read_metadata(path: &Path) -> Result<Metadata> {
+    archive::read_metadata_from(&archive::Source::open(path)?)
+}
+
+pub fn is_our_name(name: &str) -> bool {
+    (name.starts_with("full_backup_") || name.starts_with("db_backup_"))
+        && (name.ends_with(".tar.gz") || name.ends_with(".tar.gz.age"))
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// `full` or `db`, from an archive's file name.
+pub fn name_kind(name: &str) -> &'static str {
+    if name.starts_with("db_backup_") {
+        "db"
+    } else {
+        "full"
+    }
+}
+
+/// The time in a file name `{full,db}_backup_YYYYMMDD_HHMMSS…`.
+pub fn name_stamp(file: &str) -> Option<OffsetDateTime> {
+    let rest = file.strip_prefix("full_backup_").or_else(|| file.strip_prefix("db_backup_"))?;
+    let digits = |r: std::ops::Range<usize>| rest.get(r)?.parse::<u32>().ok();
+    if rest.as_bytes().get(8) != Some(&b'_') {
+        return None;
+    }
+    let month = time::Month::try_from(u8::try_from(digits(4..6)?).ok()?).ok()?;
+    let date = time::Date::from_calendar_date(digits(0..4)? as i32, month, digits(6..8)? as u8).ok()?;
+    let t = date.with_hms(digits(9..11)? as u8, digits(11..13)? as u8, digits(13..15)? as u8).ok()?;
+    Some(t.assume_utc())
+}
+
+/// How far the name's stamp, the metadata's date and the file's mtime may disagree.
+const SLACK_SECONDS: i64 = 300;
+
+/// Whether the dates of a file can be trusted for ordering: its name's stamp, its metadata's
+/// `created_at` and its mtime agree, and none lies in the future.
+pub fn date_doubt(
+    stamp: OffsetDateTime,
+    created_at: &str,
+    mtime: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Option<String> {
+    let Ok(declared) = OffsetDateTime::parse(created_at, &time::format_description::well_known::Rfc3339) else {
+        return Some(format!("its metadata's created_at {created_at:?} is not RFC 3339"));
+    };
+    if (declared - stamp).whole_seconds().abs() > SLACK_SECONDS {
+        return Some(format!("its metadata says {created_at}, its file name says {stamp}"));
+    }
+    if (stamp - now).whole_seconds() > SLACK_SECONDS {
+        return Some(format!("it is dated {stamp}, in the future"));
+    }
+    if (stamp - mtime).whole_seconds() > SLACK_SECONDS || (mtime - now).whole_seconds() > SLACK_SECONDS {
+        return Some(format!("its file was last written {mtime}, which does not fit its date {stamp}"));
+    }
+    None
+}
+
+/// The newest archive of this project in `dir` that `wanted` accepts and the reading policy
+/// trusts (`x-xtask.sign` / `encrypt`, archive by archive through its open descriptor), opened;
+/// each one passed over is named with why.
+pub fn latest_trusted(ctx: &Ctx, dir: &Path, wanted: impl Fn(&ArchiveFile) -> bool) -> Result<archive::Source> {
+    let project = ctx.stack.name.as_str();
+    let policy = crate::store::trust::Policy::of(ctx)?;
+    for a in scan(dir, project)?.into_iter().filter(|a| a.problem.is_none() && wanted(a)) {
+        let src = archive::Source::open(&a.path)?;
+        match policy.check_local(&src) {
+            Ok(()) => return Ok(src),
+            Err(e) => eprintln!("skip {e:#}"),
+        }
+    }
+    bail!("no trusted archive of project {project} in {}; make one with `cargo xtask backup`", dir.display())
+}
+
+/// Every archive of `project` in `dir`, newest first. Files that are not ours by name are
+/// ignored; ours that cannot be read are listed with their problem (and a warning), never abort.
+pub fn scan(dir: &Path, project: &str) -> Result<Vec<ArchiveFile>> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_context(|| format!("read {}", dir.display())),
+    };
+    let now = OffsetDateTime::now_utc();
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        if is_our_name(&file) {
+            if let Some(a) = describe(&e.path(), file, project, now) {
+                out.push(a);
+            }
+        }
+    }
+    out.sort_by(|a, b| b.created.cmp(&a.created).then(b.file.cmp(&a.file)));
+    Ok(out)
+}
+
+/// One file of the backup directory: None when it belongs to another project.
+pub fn describe(path: &Path, file: String, project: &str, now: OffsetDateTime) -> Option<ArchiveFile> {
+    let stat = std::fs::symlink_metadata(path).ok();
+    let mtime = stat.as_ref().and_then(|m| m.modified().ok()).map(OffsetDateTime::from).unwrap_or(now);
+    let stamp = name_stamp(&file);
+    let mut a = ArchiveFile {
+        path: path.to_path_buf(),
+        created: stamp.unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        file,
+        kind: "?".into(),
+        created_at: String::new(),
+        size_bytes: stat.as_ref().map(|m| m.len()).unwrap_or(0),
+        tag: None,
+        volumes: Vec::new(),
+        databases: Vec::new(),
+        checksums: verification(path).to_string(),
+        encrypted: archive::is_sealed(path),
+        problem: None,
+    };
+    if a.encrypted && std::env::var_os(crate::engine::crypt::IDENTITY_VAR).is_none() {
+        // Listed by its name: its kind and date come from there, its contents stay unknown.
+        a.kind = name_kind(&a.file).into();
+        let created_at = stamp.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
+        a.created_at = created_at.clone().unwrap_or_default();
+        a.problem = match stamp {
+            None => Some("its file name holds no valid date".into()),
+            Some(t) => date_doubt(t, &a.created_at, mtime, now),
+        };
+        return Some(a);
+    }
+    let meta = match stat.filter(|m| m.file_type().is_file()) {
+        None => Err(anyhow::anyhow!("not a regular file")),
+        Some(_) => read_metadata(path),
+    };
+    let meta = match meta {
+        Ok(m) if m.project != project => return None,
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("warning: {}: damaged, skipped: {e:#}", path.display());
+            a.problem = Some(format!("damaged: {e:#}"));
+            return Some(a);
+        }
+    };
+    a.problem = match stamp {
+        None => Some("its file name holds no valid date".into()),
+        Some(stamp) => date_doubt(stamp, &meta.created_at, mtime, now),
+    }
+    .map(|why| {
+        eprintln!("warning: {}: date in doubt ({why}); never taken as latest nor pruned", path.display());
+        format!("date in doubt: {why}")
+    });
+    a.kind = meta.kind.clone();
+    a.created_at = meta.created_at.clone();
+    a.tag = meta.tag.clone();
+    a.volumes = meta.volumes.iter().map(|v| v.name.clone()).collect();
+    a.databases = meta
+        .databases
+        .iter()
+        .flat_map(|s| s.databases.iter().map(move |d| format!("{}/{}", s.service, d.name)))
+        .collect();
+    Some(a)
+}
+
+/// The newest sound archive of `project` that `wanted` accepts (never a damaged or doubtful one).
+pub fn latest(dir: &Path, project: &str, wanted: impl Fn(&ArchiveFile) -> bool) -> Result<PathBuf> {
+    scan(dir, project)?.into_iter().find(|a| a.problem.is_none() && wanted(a)).map(|a| a.path).with_context(|| {
+        format!("no archive of project {project} in {}; make one with `cargo xtask backup`", dir.display())
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Full,
+    Db,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Full => "full",
+            Kind::Db => "db",
+        }
+    }
+}
+
+/// Makes the backup directory and returns it. Directories this creates are private (0700); an
+/// existing directory keeps the mode its owner gave it.
+pub fn prepare_dir(dir: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("create the backup directory {}", dir.display()))?;
+    }
+    Ok(dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()))
+}
+
+/// The process that wrote a temporary file of ours, from its name: `.…tmp-PID`,
+/// `.pgdump-PID-….sql`, `.restore-PID-….sql`.
+pub fn temp_owner(name: &str) -> Option<u32> {
+    let digits = |s: &str| s.split(|c: char| !c.is_ascii_digit()).next().and_then(|d| d.parse().ok());
+    if let Some(rest) =
+        name.strip_prefix(".pgdump-").or_else(|| name.strip_prefix(crate::archive::extract::SPOOL_PREFIX))
+    {
+        return name.ends_with(".sql").then(|| digits(rest)).flatten();
+    }
+    let (_, pid) = name.rsplit_once(".tmp-")?;
+    (name.starts_with('.') && name.contains("_backup_") && pid.chars().all(|c| c.is_ascii_digit()))
+        .then(|| digits(pid))
+        .flatten()
+}
+
+/// Partial archives and dumps left by a run that was killed: removed only when the process that
+/// wrote them is gone (another project's backup may be writing into the same directory).
+pub fn remove_stale_temporaries(dir: &Path, ctx: &Ctx) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = temp_owner(&name) else { continue };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        if e.file_type().is_ok_and(|t| t.is_file()) && std::fs::remove_file(e.path()).is_ok() {
+            ctx.ui.step(&format!("removed {name}, left by an interrupted run"));
+        }
+    }
+}
+
+/// A new archive's name: its kind, the UTC time to the second and the tag (characters other
+/// than `[A-Za-z0-9.-]` made `-`).
+pub fn archive_name(kind: Kind, tag: Option<&str>) -> Result<String> {
+    let t = time::OffsetDateTime::now_utc();
+    let stamp = format!(
+        "{:04}{:02}{:02}_{:02}{:02}{:02}",
+        t.year(),
+        t.month() as u8,
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    let tag = tag.map(|t| {
+        let clean: String =
+            t.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' }).collect();
+        format!("_{clean}")
+    });
+    Ok(format!("{}_backup_{stamp}{}.tar.gz", kind.as_str(), tag.unwrap_or_default()))
+}
+
+/// A local file opened for reading, its identity fixed (O_NOFOLLOW, a regular file).
+pub fn open_local(path: &Path) -> Result<(File, u64)> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))?;
+    let m = f.metadata()?;
+    if !m.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    Ok((f, m.len()))
+}
+
+/// The SHA-256 of a local file's bytes as stored (O_NOFOLLOW, a regular file; not decrypted).
+pub fn sha256_of(path: &Path) -> Result<[u8; 32]> {
+    let (f, _) = open_local(path)?;
+    let mut reader = HashingReader::new(f);
+    std::io::copy(&mut reader, &mut std::io::sink()).with_context(|| format!("read {}", path.display()))?;
+    Ok(reader.hasher.finalize().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_reads_metadata_filters_by_project_and_sorts_newest_first() {
+        let dir = std::env::temp_dir().join(format!("xtask-scan-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |file: &str, project: &str, created: &str| {
+            let mut w = archive::ArchiveWriter::create(&dir.join(file), 1, 1).unwrap();
+            let meta = Metadata { created_at: created.into(), ..Metadata::sample(project, &[]) };
+            archive::write_metadata(&mut w, &meta).unwrap();
+            w.commit().unwrap();
+        };
+        write("full_backup_20260101_000000.tar.gz", "p", "2026-01-01T00:00:00Z");
+        write("full_backup_20260301_000000.tar.gz", "p", "2026-03-01T00:00:00Z");
+        write("full_backup_20260401_000000.tar.gz", "other", "2026-04-01T00:00:00Z");
+        std::fs::write(dir.join("full_backup_20260501_000000.tar.gz"), b"not ours").unwrap();
+        std::fs::write(dir.join("notes.txt"), b"x").unwrap();
+        let found = scan(&dir, "p").unwrap();
+        let files: Vec<&str> = found.iter().map(|a| a.file.as_str()).collect();
+        assert_eq!(
+            files,
+            [
+                "full_backup_20260501_000000.tar.gz",
+                "full_backup_20260301_000000.tar.gz",
+                "full_backup_20260101_000000.tar.gz"
+            ]
+        );
+        assert!(found[0].problem.as_deref().is_some_and(|p| p.starts_with("damaged")), "listed, not fatal");
+        assert!(found[1].problem.is_none());
+        assert_eq!(found[1].checksums, "unverified");
+        record_verification(&found[1].path, true);
+        assert_eq!(verification(&found[1].path), "ok");
+        assert!(marker_confirmed(&found[1].path), "the bytes match the marker");
+        // The same size and mtime, other bytes: the marker still lists, but decides nothing.
+        let p = &found[1].path;
+        let (mut bytes, mtime) = (std::fs::read(p).unwrap(), std::fs::metadata(p).unwrap().modified().unwrap());
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(p, &bytes).unwrap();
+        std::fs::File::options().write(true).open(p).unwrap().set_modified(mtime).unwrap();
+        assert_eq!(verification(p), "ok");
+        assert!(!marker_confirmed(p), "a marker its archive's bytes do not match is ignored");
+        bytes[last] ^= 1;
+        std::fs::write(p, &bytes).unwrap();
+        assert_eq!(latest(&dir, "p", |_| true).unwrap(), found[1].path, "never a damaged file");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn dates_in_doubt() {
+        let t = |s: &str| OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap();
+        let now = t("2026-11-27T12:00:00Z");
+        let stamp = name_stamp("full_backup_20261127_100000_pre-migration.tar.gz").unwrap();
+        assert_eq!(stamp, t("2026-11-27T10:00:00Z"));
+        assert_eq!(date_doubt(stamp, "2026-11-27T10:00:01Z", t("2026-11-27T10:20:00Z"), now), None);
+        let future = name_stamp("full_backup_20991231_000000.tar.gz").unwrap();
+        assert!(date_doubt(future, "2099-12-31T00:00:00Z", future, now).unwrap().contains("future"));
+        assert!(date_doubt(stamp, "2099-12-31T00:00:00Z", now, now).unwrap().contains("metadata says"));
+        assert!(date_doubt(stamp, "2026-11-27T10:00:00Z", t("2026-01-01T00:00:00Z"), now).is_some());
+        assert!(date_doubt(stamp, "yesterday", now, now).unwrap().contains("RFC 3339"));
+        assert_eq!(name_stamp("full_backup_2026x127_100000.tar.gz"), None);
+    }
+
+    #[test]
+    fn only_our_file_names() {
+        assert!(is_our_name("full_backup_20260101_000000.tar.gz"));
+        assert!(is_our_name("db_backup_20260101_000000_pre-migration.tar.gz"));
+        assert!(!is_our_name("notes_backup_x.tar.gz"));
+        assert!(!is_our_name(".full_backup_20260101_000000.tar.gz.tmp-12"));
+        assert!(!is_our_name("full_backup_20260101_000000.tar"));
+    }
+}
