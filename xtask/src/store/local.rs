@@ -281,6 +281,25 @@ pub fn describe(path: &Path, file: String, project: &str, now: OffsetDateTime) -
     Some(a)
 }
 
+/// Which archives of the backup directory a command reads (`ARCHIVE | --latest | --all`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pick {
+    One(PathBuf),
+    /// The newest sound archive of the project.
+    Latest,
+    /// Every sound archive of the project, newest first.
+    All,
+}
+
+/// The archives `pick` names in `dir`, for `project`.
+pub fn picked(dir: &Path, project: &str, pick: &Pick) -> Result<Vec<PathBuf>> {
+    Ok(match pick {
+        Pick::One(p) => vec![p.clone()],
+        Pick::Latest => vec![latest(dir, project, |_| true)?],
+        Pick::All => scan(dir, project)?.into_iter().filter(|a| a.problem.is_none()).map(|a| a.path).collect(),
+    })
+}
+
 /// The newest sound archive of `project` that `wanted` accepts (never a damaged or doubtful one).
 pub fn latest(dir: &Path, project: &str, wanted: impl Fn(&ArchiveFile) -> bool) -> Result<PathBuf> {
     scan(dir, project)?.into_iter().find(|a| a.problem.is_none() && wanted(a)).map(|a| a.path).with_context(|| {

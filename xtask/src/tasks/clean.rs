@@ -123,6 +123,13 @@ pub fn plan(docker: &Docker, stack: &Stack, project: &Project, existing: &[Strin
 
 /// The data protection matrix: which command removes or keeps which role, and what a default
 /// backup does with it. Generated from `Clean::removes` and the roles' default priorities.
+/// `gen-docs`: writes the protection matrix to docs/data-protection.md of this workspace.
+pub fn write_docs() -> Result<std::path::PathBuf> {
+    let path = crate::model::compose::workspace_root().join("docs/data-protection.md");
+    std::fs::write(&path, matrix_markdown()).with_context(|| format!("write {}", path.display()))?;
+    Ok(path)
+}
+
 pub fn matrix_markdown() -> String {
     let mut out = String::from(
         "# Data protection matrix\n\n\

@@ -138,7 +138,7 @@ fn service_cmd(ctx: &Ctx, service: &str, command: &[String]) -> Result<DockerCmd
 }
 
 /// Carries out the plan under `lock`.
-pub fn run(ctx: &Ctx, plan: &Plan, lock: &Lock) -> Result<Outcome> {
+pub fn execute(ctx: &Ctx, plan: &Plan, lock: &Lock) -> Result<Outcome> {
     let docker = ctx.docker()?;
     ctx.ui.step(&format!("back up the databases before the migration (tag {TAG})"));
     let archive =
@@ -168,6 +168,33 @@ pub fn run(ctx: &Ctx, plan: &Plan, lock: &Lock) -> Result<Outcome> {
     restore::execute(ctx, &prepared, &ropts, lock).context("roll the database back after the failed migration")?;
     outcome.rolled_back = true;
     Ok(outcome)
+}
+
+/// The `migrate` command: the plan (shown and stopped there under `dry_run`), then, under the
+/// lock, backup, migration and rollback on failure. An error when the migration failed, saying
+/// whether the databases were restored and how to go back otherwise.
+pub fn run(ctx: &Ctx, opts: &Options, dry_run: bool) -> Result<Option<Outcome>> {
+    let plan = plan(ctx, opts)?;
+    if dry_run {
+        print!("{}", plan.describe());
+        return Ok(None);
+    }
+    let lock = Lock::acquire(&crate::store::local::prepare_dir(&opts.dir)?, &ctx.stack.name, "migrate")?;
+    let o = execute(ctx, &plan, &lock)?;
+    let code = o.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "killed by a signal".into());
+    match (o.succeeded, o.rolled_back) {
+        (true, _) => {
+            println!("the migration succeeded; the backup taken before it is {}", o.archive.display());
+            Ok(Some(o))
+        }
+        (false, true) => {
+            bail!("the migration failed (exit {code}); the databases were restored from {} (kept)", o.archive.display())
+        }
+        (false, false) => bail!(
+            "the migration failed (exit {code}); its state was kept (--no-rollback); to go back: {} --only db",
+            restore::undo_command(ctx, &o.archive)
+        ),
+    }
 }
 
 #[cfg(test)]

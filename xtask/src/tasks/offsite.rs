@@ -108,6 +108,16 @@ pub fn plan_push(remote: &Remote, files: &[PathBuf]) -> Result<Vec<PushItem>> {
     Ok(items)
 }
 
+/// The `push` command: the archives `pick` names in `dir` to `remote`, then how many went.
+pub fn run_push(ctx: &Ctx, pick: &local::Pick, remote: &str, dir: &Path, dry_run: bool) -> Result<Vec<PushItem>> {
+    let files = local::picked(dir, &ctx.stack.name, pick)?;
+    let items = push(ctx, remote, &files, dry_run)?;
+    let uploaded = items.iter().filter(|i| i.action == "upload").count();
+    let verb = if dry_run { "would upload" } else { "uploaded" };
+    println!("{verb} {uploaded}, skipped {} (already there) to remote {remote}", items.len() - uploaded);
+    Ok(items)
+}
+
 /// `push`: uploads what the remote lacks (each retried with backoff), then its sidecar.
 pub fn push(ctx: &Ctx, name: &str, files: &[PathBuf], dry_run: bool) -> Result<Vec<PushItem>> {
     let remote = open(ctx, name)?;

@@ -1,9 +1,14 @@
 //! Backup planning on the sample stack's model: which volumes go in, which are skipped and why.
 
+use super::plan::bind_id;
 use super::*;
 use crate::archive::DbEngine;
 use crate::engine::db::Secret;
+use crate::model::binds::Bind;
 use crate::model::compose::Selection;
+use crate::model::compose::{MountKind, Project};
+use crate::store::local::archive_name;
+use std::collections::BTreeMap;
 
 fn sample() -> Project {
     let s = Selection::default().resolve(&BTreeMap::new()).unwrap();

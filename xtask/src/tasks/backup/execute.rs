@@ -1,0 +1,457 @@
+//! Doing a backup plan: sources checked, databases dumped and Redis saved, services stopped
+//! where the plan says, one pass writing the archive (temporary file, fsync, rename), signed,
+//! pushed when asked.
+
+use super::dump;
+use super::plan::*;
+use super::{Options, Summary};
+use crate::archive::{self, grammar, ArchiveWriter, DbInfo, Metadata, Skipped, VolumeInfo};
+use crate::context::Ctx;
+use crate::engine::db::{self};
+use crate::engine::docker::{Docker, DockerCmd};
+use crate::engine::services::ServiceGuard;
+use crate::lock::Lock;
+use crate::model::compose::Stack;
+use crate::store::local::prepare_dir;
+use crate::store::local::{archive_name, remove_stale_temporaries};
+use crate::ui::human_bytes;
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// `--no-keep-local`: the archive is complete in the remote (its upload, or the push that
+/// replaced it, succeeded, else the backup failed before this): the local file and its
+/// signature go.
+fn remove_local_copy(ctx: &Ctx, path: &Path) -> Result<()> {
+    std::fs::remove_file(path).with_context(|| format!("remove {} after its upload", path.display()))?;
+    let _ = std::fs::remove_file(crate::store::trust::signature_path(path));
+    ctx.ui.step(&format!("removed the local copy {} (--no-keep-local)", path.display()));
+    Ok(())
+}
+
+/// `docker compose exec -T [-e SECRET] SERVICE CMD...`, the secret's value in docker's
+/// environment only.
+fn exec(docker: &Docker, stack: &Stack, service: &str, secret: Option<(&str, &str)>, cmd: &[&str]) -> DockerCmd {
+    let mut args = vec!["exec", "-T"];
+    if let Some((name, _)) = secret {
+        args.extend(["-e", name]);
+    }
+    args.push(service);
+    args.extend(cmd);
+    let c = docker.compose(stack, args);
+    match secret {
+        Some((name, value)) => c.secret_env(name, value),
+        None => c,
+    }
+}
+
+/// Makes every Redis whose data is copied save it first; an error names the service, where its
+/// password came from and the label to set.
+fn save_redis(ctx: &Ctx, redis: &[&RedisSource]) -> Result<()> {
+    for r in redis {
+        ctx.ui.step(&format!("ask Redis ({}) to save its data", r.service));
+        redis_save(ctx.docker()?, &ctx.stack, r).with_context(|| {
+            format!(
+                "make Redis in service {} save its data (login: {}); if it needs a password from another \
+                 variable, name that variable with the service label {}",
+                r.service,
+                r.auth.source(),
+                db::REDIS_PASSWORD_LABEL
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// `redis-cli ARGS` in the Redis service, logged in as its compose file says: the password in
+/// `REDISCLI_AUTH` (docker's environment, never argv), or read there from its `_FILE`.
+fn redis_cli(docker: &Docker, stack: &Stack, r: &RedisSource, args: &[&str]) -> DockerCmd {
+    match &r.auth {
+        db::RedisAuth::None => exec(docker, stack, &r.service, None, &[&["redis-cli"], args].concat()),
+        db::RedisAuth::Value { value, .. } => {
+            exec(docker, stack, &r.service, Some(("REDISCLI_AUTH", value)), &[&["redis-cli"], args].concat())
+        }
+        db::RedisAuth::File { path, .. } => {
+            let script = "REDISCLI_AUTH=\"$(cat \"$0\")\" && export REDISCLI_AUTH && exec redis-cli \"$@\"";
+            exec(docker, stack, &r.service, None, &[&["sh", "-c", script, path.as_str()], args].concat())
+        }
+        db::RedisAuth::Config { path } => {
+            // The last `requirepass` line, its value unquoted; none: no password.
+            let script = "p=$(sed -n 's/^[[:space:]]*requirepass[[:space:]][[:space:]]*//p' \"$0\" | tail -n 1 \
+                          | sed 's/^\"\\(.*\\)\"$/\\1/'); if [ -n \"$p\" ]; then REDISCLI_AUTH=\"$p\"; \
+                          export REDISCLI_AUTH; fi; exec redis-cli \"$@\"";
+            exec(docker, stack, &r.service, None, &[&["sh", "-c", script, path.as_str()], args].concat())
+        }
+    }
+}
+
+/// Asks Redis to write a fresh snapshot (an AOF rewrite when append-only is on, else BGSAVE)
+/// and waits until it is on disk, so the volume copy that follows is consistent.
+fn redis_save(docker: &Docker, stack: &Stack, r: &RedisSource) -> Result<()> {
+    let cli = |args: &[&str]| redis_cli(docker, stack, r, args);
+    let info = || -> Result<BTreeMap<String, String>> {
+        let out = docker.query(&cli(&["INFO", "persistence"]))?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.trim().split_once(':'))
+            .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+            .collect())
+    };
+    let aof = info()?.get("aof_enabled").map(String::as_str) == Some("1");
+    let command = if aof { "BGREWRITEAOF" } else { "BGSAVE" };
+    docker.apply(&cli(&[command]))?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let i = info()?;
+        let busy = ["aof_rewrite_in_progress", "aof_rewrite_scheduled", "rdb_bgsave_in_progress"]
+            .iter()
+            .any(|k| i.get(*k).map(String::as_str) == Some("1"));
+        if !busy {
+            let status = if aof { "aof_last_bgrewrite_status" } else { "rdb_last_bgsave_status" };
+            if i.get(status).map(String::as_str) != Some("ok") {
+                bail!("Redis reported {status}:{} after {command}", i.get(status).cloned().unwrap_or_default());
+            }
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("Redis did not finish {command} within 5 minutes");
+        }
+    }
+}
+
+/// What a backup found to copy: the volumes that exist, and the databases unless left out.
+struct Sources<'a> {
+    dbs: Vec<&'a DbSource>,
+    volumes: Vec<&'a VolumeChoice>,
+    skipped: Vec<Skipped>,
+    /// Sizes on disk, measured before the copy: the progress bars' totals.
+    sizes: BTreeMap<String, u64>,
+}
+
+/// Writes the archive `plan` describes into the locked directory.
+pub fn execute(ctx: &Ctx, plan: &BackupPlan, opts: &Options, lock: &Lock) -> Result<Summary> {
+    let started = Instant::now();
+    let docker = ctx.docker()?;
+    let dir = prepare_dir(&opts.output_dir)?;
+    lock.covers(&dir, &plan.project)?;
+    remove_stale_temporaries(&dir, ctx);
+    if docker.remove_orphan_helpers()? > 0 {
+        ctx.ui.step("removed helper containers left by an interrupted run");
+    }
+    let mut sources = sources(docker, plan, opts)?;
+    // A restore that died may have left a half-done swap in a volume: finish it before copying.
+    let names: Vec<&str> = sources.volumes.iter().map(|v| v.source()).collect();
+    crate::engine::staging::recover(ctx.docker()?, &ctx.ui, &names)?;
+    for s in &sources.skipped {
+        ctx.ui.step(&format!("skip {}: {}", s.name, s.reason));
+    }
+    sources.sizes = check_space(docker, &dir, &sources)?;
+    let mut guard = ServiceGuard::new(docker, &ctx.stack);
+    let result = (|| -> Result<Summary> {
+        let redis: Vec<&RedisSource> =
+            plan.redis.iter().filter(|r| sources.volumes.iter().any(|v| r.volumes.contains(&v.name))).collect();
+        let services =
+            sources.dbs.iter().map(|d| d.login.service.clone()).chain(redis.iter().map(|r| r.service.clone()));
+        for svc in services {
+            if guard.ensure_running(&svc, &ctx.ui).with_context(|| format!("start service {svc} for the backup"))? {
+                ctx.ui.step(&format!("started {svc} for the backup; it will be stopped again afterwards"));
+            }
+        }
+        let dumps = sources.dbs.iter().map(|d| dump::dump_service(ctx, d, &dir)).collect::<Result<Vec<_>>>()?;
+        check_requested_databases(opts, &dumps)?;
+        save_redis(ctx, &redis)?;
+        if plan.stop {
+            stop_users(&mut guard, ctx, &sources)?;
+        }
+        // Databases no engine can dump: their servers stop while the archive takes their volume.
+        let mut servers: Vec<String> = sources.volumes.iter().flat_map(|v| v.stop_for_copy.clone()).collect();
+        servers.sort();
+        servers.dedup();
+        guard.stop_for_copy(&servers, &ctx.ui)?;
+        let databases = dumped_names(&dumps);
+        let written = write_archive(ctx, plan, opts, &dir, dumps, &sources)?;
+        if !plan.keep_local {
+            remove_local_copy(ctx, &written.0)?;
+        }
+        Ok(Summary {
+            path: written.0,
+            kind: plan.kind,
+            bytes: written.1,
+            sha256: archive::hex(&written.3),
+            data_bytes: written.2.bytes,
+            duration_seconds: started.elapsed().as_secs_f64(),
+            entries: written.2.entries + 1,
+            files: written.2.files,
+            databases,
+            volumes: sources.volumes.iter().map(|v| v.name.clone()).collect(),
+            unprotected: unprotected(&sources.skipped),
+            skipped: sources.skipped.clone(),
+        })
+    })();
+    // Services go back to how they were, whether the backup worked or not.
+    let restored = guard.restore(&ctx.ui);
+    let summary = result?;
+    restored?;
+    Ok(summary)
+}
+
+/// The planned volumes that exist in the engine; with `only_existing`, the database only when
+/// its volume exists (a service started on a missing volume would only create an empty one).
+fn sources<'a>(docker: &Docker, plan: &'a BackupPlan, opts: &Options) -> Result<Sources<'a>> {
+    let existing = docker.volume_names()?;
+    let mut skipped: Vec<Skipped> =
+        plan.skipped.iter().map(|(n, r)| Skipped { name: n.clone(), reason: r.clone() }).collect();
+    let mut to_copy = Vec::new();
+    for v in &plan.volumes {
+        let present = match v.bind.as_deref() {
+            Some(path) => docker.host_dir_exists(path)?,
+            None => existing.contains(&v.name),
+        };
+        if present {
+            to_copy.push(v);
+        } else {
+            skipped.push(Skipped { name: v.source().into(), reason: "does not exist (never created)".into() });
+        }
+    }
+    let mut dbs = Vec::new();
+    for d in &plan.dbs {
+        match d.volume.as_ref().filter(|v| opts.only_existing && !existing.contains(v)) {
+            Some(missing) => skipped.push(Skipped {
+                name: missing.clone(),
+                reason: format!("does not exist: no database of service {} to dump", d.login.service),
+            }),
+            None => dbs.push(d),
+        }
+    }
+    Ok(Sources { dbs, volumes: to_copy, skipped, sizes: BTreeMap::new() })
+}
+
+/// Space: the archive can be as large as the data when nothing compresses. Returns the sizes.
+fn check_space(docker: &Docker, dir: &Path, sources: &Sources) -> Result<BTreeMap<String, u64>> {
+    let names: Vec<&str> = sources
+        .volumes
+        .iter()
+        .map(|v| v.source())
+        .chain(sources.dbs.iter().filter_map(|d| d.volume.as_deref()))
+        .collect();
+    let existing = docker.volume_names()?;
+    // Binds were checked by `sources`: they are there.
+    let names: Vec<&str> =
+        names.into_iter().filter(|n| n.starts_with('/') || existing.iter().any(|e| e == n)).collect();
+    let sizes = docker.volume_sizes(&names)?;
+    let needed: u64 = sizes.values().sum();
+    let free = crate::files::free_space(dir)?;
+    if free < needed {
+        bail!(
+            "not enough free space in {}: the data to back up is {} and only {} is free; free some space or pass --output-dir on a larger disk",
+            dir.display(),
+            human_bytes(needed),
+            human_bytes(free)
+        );
+    }
+    Ok(sizes)
+}
+
+/// With --stop, the services using the copied volumes stop (and start again later).
+fn stop_users(guard: &mut ServiceGuard, ctx: &Ctx, sources: &Sources) -> Result<()> {
+    let mut svcs: Vec<String> = sources.volumes.iter().flat_map(|v| v.services.clone()).collect();
+    svcs.sort();
+    svcs.dedup();
+    svcs.retain(|s| !sources.dbs.iter().any(|d| &d.login.service == s));
+    guard.stop_for_copy(&svcs, &ctx.ui)
+}
+
+/// The archive itself: metadata, dumps, then each volume streamed from a read-only helper.
+/// Returns its path, size and what it holds.
+fn write_archive(
+    ctx: &Ctx,
+    plan: &BackupPlan,
+    opts: &Options,
+    dir: &Path,
+    dumps: Vec<dump::Dumped>,
+    sources: &Sources,
+) -> Result<(PathBuf, u64, archive::StreamStats, [u8; 32])> {
+    let docker = ctx.docker()?;
+    if crate::store::trust::Policy::of(ctx)?.signing.is_some() {
+        // Asked before anything is written: an archive that cannot be signed would be untrusted.
+        crate::engine::sign::key_file()?;
+    }
+    let suffix = if plan.seal.is_some() { ".tar.gz.age" } else { ".tar.gz" };
+    let name = archive_name(plan.kind, opts.tag.as_deref())?.replace(".tar.gz", suffix);
+    let mut final_path = dir.join(&name);
+    let mut n = 1;
+    while final_path.exists() {
+        final_path = dir.join(name.replace(suffix, &format!("-{n}{suffix}")));
+        n += 1;
+    }
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let file_name = final_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let (upload, mirror) = match &plan.push {
+        Some(r) => {
+            let (u, m) = crate::tasks::offsite::Upload::begin(ctx, r, &file_name)?;
+            (Some(u), Some(m))
+        }
+        None => (None, None),
+    };
+    let mut writer = ArchiveWriter::create_sealed(&final_path, opts.level, threads, plan.seal.as_ref(), mirror)?;
+    let config = ctx.model()?.1.clone().unwrap_or_default();
+    let infos: Vec<DbInfo> = dumps.iter().map(|d| d.info.clone()).collect();
+    let meta = metadata(ctx, plan, opts, &config, infos, sources)?;
+    // What verify and restore will demand of the archive, demanded of it before it is written.
+    grammar::check_metadata(&meta)
+        .context("this backup cannot be archived as it is (rename what the message names)")?;
+    archive::write_metadata(&mut writer, &meta)?;
+    for (entry, file) in dumps.iter().flat_map(|d| &d.files) {
+        let f = File::open(&file.path)?;
+        let size = f.metadata()?.len();
+        writer.add_file(entry, size, f).with_context(|| format!("add {entry}"))?;
+    }
+    drop(dumps);
+    for v in &sources.volumes {
+        let total = sources.sizes.get(v.source()).copied().unwrap_or(0);
+        let progress = ctx.ui.progress_to(&format!("copy volume {}", v.source()), total);
+        let mut child = docker.volume_tar(v.source()).with_context(|| format!("read volume {}", v.source()))?;
+        let stats = writer
+            .add_volume_tar(&v.name, &mut child, &mut |n| progress.inc(n))
+            .with_context(|| format!("back up volume {}", v.name))?;
+        child.finish().with_context(|| format!("back up volume {}", v.name))?;
+        progress.finish(&format!("volume {}: {} files, {}", v.name, stats.files, human_bytes(stats.bytes)));
+    }
+    let stats = writer.stats;
+    let committed = writer.commit_all()?;
+    let (bytes, sha256) = (committed.size, committed.sha256);
+    crate::store::trust::sign_local(ctx, &final_path, committed.size, committed.sha256)
+        .with_context(|| format!("the archive {} was written but not signed", final_path.display()))?;
+    if let Some(u) = upload {
+        u.complete(ctx, &final_path, committed).map_err(|e| {
+            e.context(format!("the archive was written but not uploaded; it is kept at {}", final_path.display()))
+        })?;
+    }
+    Ok((final_path, bytes, stats, sha256))
+}
+
+/// What the metadata says of one copied volume or bind.
+fn volume_info(plan: &BackupPlan, v: &VolumeChoice, sizes: &BTreeMap<String, u64>) -> VolumeInfo {
+    let consistency = if plan.redis.iter().any(|r| r.volumes.contains(&v.name)) {
+        "redis-save"
+    } else if plan.stop || !v.stop_for_copy.is_empty() {
+        "stopped"
+    } else {
+        "live"
+    };
+    VolumeInfo {
+        key: v.key.clone(),
+        name: v.name.clone(),
+        role: v.role.as_str().into(),
+        priority: v.priority.as_str().into(),
+        driver: v.driver.clone(),
+        labels: v.labels.clone(),
+        entry: archive::volume_prefix(&v.name),
+        consistency: consistency.into(),
+        size_bytes: sizes.get(v.source()).copied(),
+        bind: v.bind.clone(),
+        bind_mounts: v
+            .bind_mounts
+            .iter()
+            .map(|(service, target)| archive::BindMount { service: service.clone(), target: target.clone() })
+            .collect(),
+    }
+}
+
+fn metadata(
+    ctx: &Ctx,
+    plan: &BackupPlan,
+    opts: &Options,
+    config_json: &str,
+    databases: Vec<DbInfo>,
+    sources: &Sources,
+) -> Result<Metadata> {
+    let (volumes, skipped, sizes) = (&sources.volumes, &sources.skipped, &sources.sizes);
+    let mut entries =
+        vec![archive::EntryInfo { path: archive::METADATA.into(), what: "this description of the archive".into() }];
+    for db in &databases {
+        entries.extend(dump_entries(db));
+    }
+    let infos: Vec<VolumeInfo> = volumes
+        .iter()
+        .map(|v| {
+            entries.push(archive::EntryInfo {
+                path: archive::volume_prefix(&v.name),
+                what: match &v.bind {
+                    Some(path) => format!("the files of the bind mount {path} (role {})", v.role.as_str()),
+                    None => format!("the files of volume {} (role {})", v.name, v.role.as_str()),
+                },
+            });
+            volume_info(plan, v, sizes)
+        })
+        .collect();
+    entries.push(archive::EntryInfo {
+        path: archive::CHECKSUMS.into(),
+        what: "SHA-256 of every file (sha256sum -c)".into(),
+    });
+    Ok(Metadata {
+        format: archive::FORMAT.into(),
+        format_version: archive::FORMAT_VERSION,
+        kind: plan.kind.as_str().into(),
+        project: plan.project.clone(),
+        compose_files: ctx.stack.files.iter().map(|f| f.display().to_string()).collect(),
+        model_sha256: archive::hex(&Sha256::digest(config_json.as_bytes())),
+        environment: opts.environment.clone(),
+        created_at: time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        tag: opts.tag.clone(),
+        entries,
+        postgres: None,
+        databases,
+        volumes: infos,
+        skipped: skipped.to_vec(),
+        project_dir: Some(ctx.stack.project_dir.display().to_string()),
+    })
+}
+
+/// What each dump entry of a service is, for the metadata's `entries`.
+fn dump_entries(db: &DbInfo) -> Vec<archive::EntryInfo> {
+    use archive::DbEngine;
+    let (globals, each) = match db.engine {
+        DbEngine::Postgres => ("PostgreSQL roles and tablespaces (pg_dumpall --globals-only)", "plain SQL pg_dump"),
+        DbEngine::Mariadb => ("MariaDB users and grants (mariadb-dump --system=users)", "mariadb-dump"),
+        DbEngine::Mysql => ("", "mysqldump"),
+        DbEngine::Hook => ("", "output of the xtask.dump command"),
+    };
+    let mut out: Vec<archive::EntryInfo> = db
+        .globals_entry
+        .iter()
+        .map(|g| archive::EntryInfo { path: g.clone(), what: format!("{globals} of service {}", db.service) })
+        .collect();
+    for d in &db.databases {
+        let what = match db.engine {
+            DbEngine::Hook => format!("{each} of service {}", db.service),
+            _ => format!("{each} of database {} of service {}", d.name, db.service),
+        };
+        out.push(archive::EntryInfo { path: d.entry.clone(), what });
+    }
+    out
+}
+
+fn unprotected(skipped: &[Skipped]) -> Vec<String> {
+    skipped.iter().filter(|s| s.reason.starts_with(UNPROTECTED)).map(|s| s.name.clone()).collect()
+}
+
+/// `SERVICE/DATABASE` for each dumped database (a hook's: `SERVICE/dump`).
+fn dumped_names(dumps: &[dump::Dumped]) -> Vec<String> {
+    dumps.iter().flat_map(|d| d.info.databases.iter().map(|x| format!("{}/{}", d.info.service, x.name))).collect()
+}
+
+/// Every database named with `--database` was found in some server.
+fn check_requested_databases(opts: &Options, dumps: &[dump::Dumped]) -> Result<()> {
+    for want in &opts.databases {
+        if !dumps.iter().any(|d| d.info.databases.iter().any(|x| &x.name == want)) {
+            bail!("--database {want}: no database server of the stack has a database of that name");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! The `restore` task. Safe by construction: the archive is verified completely before anything
+//! is touched (a bad one is refused), the user confirms what will be replaced, a safety backup
+//! of exactly that is taken first (and its undo command printed at the end), only the services
+//! using what is restored are stopped, and they are started again and waited for. [`plan`]
+//! (plan.rs) decides from the metadata and the compose file; [`execute`] (execute.rs) stages,
+//! swaps and takes the way back; [`database`] loads dumps.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::archive::extract::Verified;
+use crate::archive::{self, Metadata, Rules, Source};
+use crate::context::Ctx;
+use crate::lock::Lock;
+use crate::store::binds::StackBinds;
+use crate::store::local::prepare_dir;
+use crate::ui;
+
+mod database;
+mod execute;
+mod plan;
+
+pub use execute::execute;
+use execute::{refuse_linked_binds, target_exists};
+pub use plan::{plan, RestorePlan, VolumeRestore};
+
+pub use database::DbRestore;
+
+/// The tag of the safety backups restore takes; `--latest` passes over them.
+pub const SAFETY_TAG: &str = "pre-restore";
+
+pub struct Options {
+    /// The archive; None: the newest of the project that is not a safety backup.
+    pub archive: Option<PathBuf>,
+    /// `db` (every database service), `db:SERVICE`, and/or volume names or keys; empty:
+    /// everything in the archive.
+    pub only: Vec<String>,
+    pub yes: bool,
+    pub force: bool,
+    pub no_safety_backup: bool,
+    /// Accept device nodes and FIFOs in volumes.
+    pub allow_special: bool,
+    /// Empty each volume and fill it in place (needs no room for a second copy, but the safety
+    /// backup is then the only way back) instead of staging beside the current content.
+    pub in_place: bool,
+    pub dir: PathBuf,
+    /// Stream the archive from this remote instead: (remote, file; None: its newest complete one).
+    pub remote: Option<(String, Option<String>)>,
+    /// The archive must be exactly the one this process wrote with this SHA-256 (migrate's
+    /// rollback): checked through the open descriptor, and refused when it differs. Such an
+    /// archive needs no signature: the tool itself vouches for it.
+    pub expect_sha256: Option<[u8; 32]>,
+}
+
+impl Options {
+    /// A restore of everything in `archive`, confirmed already (`yes`), with a safety backup.
+    pub fn new(archive: PathBuf, dir: PathBuf) -> Options {
+        Options {
+            archive: Some(archive),
+            only: Vec::new(),
+            yes: true,
+            force: false,
+            no_safety_backup: false,
+            allow_special: false,
+            in_place: false,
+            dir,
+            remote: None,
+            expect_sha256: None,
+        }
+    }
+}
+
+/// The command that undoes a restore from the safety backup `safety` (with the flag a clear
+/// archive needs when `x-xtask.encrypt` is set).
+pub fn undo_command(ctx: &Ctx, safety: &Path) -> String {
+    let encrypts = ctx.offsite().is_ok_and(|s| s.encryption.enabled());
+    let flag = if encrypts && !archive::is_sealed(safety) { " --allow-unencrypted" } else { "" };
+    format!("cargo xtask restore {} --yes{flag}", safety.display())
+}
+
+/// Whether the tool's own way-back archives (safety backup, pre-migration) are written clear:
+/// when `x-xtask.encrypt` is set but no identity to read them back is at hand, an encrypted one
+/// could not be read by the way back that needs it. Says so when it happens.
+pub fn way_back_in_clear(ctx: &Ctx, what: &str) -> bool {
+    let encrypts = ctx.offsite().is_ok_and(|s| s.encryption.enabled());
+    let clear = encrypts && crate::engine::crypt::identity(what).is_err();
+    if clear {
+        ctx.ui.step(&format!(
+            "{what} is written unencrypted: {} is not set, and the way back must be able to read it",
+            crate::engine::crypt::IDENTITY_VAR
+        ));
+    }
+    clear
+}
+
+/// A restore decided from an archive's metadata, before anything is touched: what `--dry-run`
+/// and the confirmation show, and what [`execute`] carries out from the same open file.
+pub struct Prepared {
+    pub path: PathBuf,
+    pub meta: Metadata,
+    pub plan: RestorePlan,
+    /// The target volumes (and binds) that exist now: what is replaced, and what the safety
+    /// backup holds.
+    pub present: Vec<String>,
+    src: Source,
+    /// `--in-place` only: the archive verified whole before anything is touched.
+    verified: Option<Verified>,
+    dir: PathBuf,
+}
+
+impl Prepared {
+    /// What will be replaced, with the present volumes' sizes (measured now: only for the
+    /// confirmation and `--dry-run`).
+    pub fn describe(&self, ctx: &Ctx) -> Result<String> {
+        let sizes = ctx.docker()?.volume_sizes(&self.present())?;
+        Ok(self.plan.describe(&self.path, &self.meta, &sizes))
+    }
+
+    fn present(&self) -> Vec<&str> {
+        self.present.iter().map(String::as_str).collect()
+    }
+}
+
+/// What a finished restore reports (`--json`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Outcome {
+    pub project: String,
+    pub archive: PathBuf,
+    /// The safety backup: restoring it undoes this restore.
+    pub undo: Option<PathBuf>,
+    /// How long the services using the restored volumes were stopped (None: none was): from
+    /// the stop until their containers run again; the wait for their health comes after.
+    pub downtime_seconds: Option<f64>,
+    /// When each step of the short destructive part happened (None: no service was stopped).
+    pub downtime: Option<Downtime>,
+}
+
+/// The moments of the short destructive part, in seconds since the Unix epoch: the stop of
+/// the users was asked for, the first rename, the last rename (volumes and databases), the
+/// users run again.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Downtime {
+    pub stop_began: f64,
+    pub swap_began: f64,
+    pub swap_ended: f64,
+    pub running_again: f64,
+}
+
+/// Opens the archive (the one descriptor every later read uses), reads its metadata by the
+/// grammar and decides what it restores into this stack. Touches nothing. With `--in-place` the
+/// whole archive is verified here; otherwise the restore's one pass verifies it while staging.
+pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<Prepared> {
+    let docker = ctx.docker()?;
+    let dir = crate::store::local::prepare_dir(&opts.dir)?;
+    let src = match (&opts.remote, &opts.archive) {
+        (Some((remote, file)), _) => crate::store::remote::pick(ctx, remote, file.as_deref())?,
+        (None, Some(p)) => {
+            let src = Source::open(p)?;
+            match opts.expect_sha256 {
+                Some(expected) => check_own(&src, expected)?,
+                None => crate::store::trust::Policy::of(ctx)?.check_local(&src)?,
+            }
+            src
+        }
+        (None, None) => crate::store::local::latest_trusted(ctx, &dir, |a| a.tag.as_deref() != Some(SAFETY_TAG))?,
+    };
+    let path = src.path.clone();
+    let rules = Rules { allow_special: opts.allow_special };
+    let (meta, verified) = if opts.in_place {
+        ctx.ui.step(&format!("verify {}", path.display()));
+        let v = Verified::check(src.duplicate()?, rules)?;
+        (v.meta().clone(), Some(v))
+    } else {
+        (archive::read_metadata_from(&src).with_context(|| format!("read {}", path.display()))?, None)
+    };
+    let plan = plan(&ctx.model()?.0, &StackBinds::of(ctx, &opts.dir)?, &meta, &opts.only, opts.force)?;
+    refuse_linked_binds(&plan)?;
+    let existing = docker.volume_names()?;
+    let mut present = Vec::new();
+    for v in &plan.volumes {
+        if target_exists(docker, &existing, &v.target)? {
+            present.push(v.target.clone());
+        }
+    }
+    let staged_live = plan.dbs.iter().any(|d| d.login.engine == archive::DbEngine::Postgres);
+    let signed = crate::store::trust::Policy::of(ctx)?.signing.is_some();
+    if staged_live && !signed && opts.expect_sha256.is_none() {
+        eprintln!(
+            "note: x-xtask.sign is not set, so nothing tells whether this archive was made here; its PostgreSQL \
+             dumps are staged on the live server as the database user (docs/restore-and-clean.md)"
+        );
+    }
+    Ok(Prepared { path, meta, plan, present, src, verified, dir })
+}
+
+/// Refuses `src` unless its bytes hash to `expected` (read through the descriptor every later
+/// read of this restore uses).
+fn check_own(src: &Source, expected: [u8; 32]) -> Result<()> {
+    let (_, actual) = src.stored_digest()?.context("not a local archive")?;
+    if actual != expected {
+        bail!(
+            "{} is not the archive this run wrote (its SHA-256 is {}, it was written as {}): it was changed or \
+             replaced since; refused",
+            src.path.display(),
+            archive::hex(&actual),
+            archive::hex(&expected)
+        );
+    }
+    Ok(())
+}
+
+/// The `restore` command: verify and decide, show what is replaced (all of it under `dry_run`,
+/// which stops there) and confirm, then restore under the lock and print the outcome (`json`:
+/// as JSON) with the undo command. None under `dry_run`.
+pub fn run(ctx: &Ctx, opts: &Options, dry_run: bool, json: bool) -> Result<Option<Outcome>> {
+    let prepared = prepare(ctx, opts)?;
+    if dry_run {
+        print!("{}", prepared.describe(ctx)?);
+        return Ok(None);
+    }
+    // What is replaced is shown (and its sizes measured) only where it is asked about.
+    let text = if opts.yes { String::new() } else { prepared.describe(ctx)? };
+    ui::confirm(&text, ui::Confirm::YesNo { yes_flag: opts.yes })?;
+    let lock = Lock::acquire(&prepare_dir(&opts.dir)?, &prepared.plan.project, "restore")?;
+    let outcome = execute(ctx, &prepared, opts, &lock)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+        return Ok(Some(outcome));
+    }
+    println!("restored {} from {}", outcome.project, outcome.archive.display());
+    if let Some(d) = outcome.downtime_seconds {
+        println!("the services using the restored volumes were stopped for {d:.1} s");
+    }
+    match &outcome.undo {
+        Some(s) => println!("to undo this restore: {}", undo_command(ctx, s)),
+        None if !opts.no_safety_backup => println!("nothing existed before that this restore replaced"),
+        None => {}
+    }
+    Ok(Some(outcome))
+}
