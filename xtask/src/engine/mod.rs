@@ -11,7 +11,6 @@ use anyhow::Result;
 pub mod crypt;
 pub mod db;
 pub mod docker;
-pub mod postgres;
 pub mod remote;
 pub mod services;
 pub mod sign;

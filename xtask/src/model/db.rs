@@ -46,3 +46,40 @@ pub fn is_db_name(s: &str) -> bool {
         && s.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
         && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
+
+/// Words in an image's base name (`ghcr.io/immich-app/postgres:14` -> `postgres`) that say which
+/// engine dumps it: the one list the role inference (model/roles.rs) and the engine detection
+/// (engine/db) read. Checked in order (MariaDB before MySQL).
+pub const DUMPED_IMAGES: [(&str, DbEngine); 7] = [
+    ("postgres", DbEngine::Postgres),
+    ("postgis", DbEngine::Postgres),
+    ("timescaledb", DbEngine::Postgres),
+    ("pgvecto", DbEngine::Postgres),
+    ("mariadb", DbEngine::Mariadb),
+    ("mysql", DbEngine::Mysql),
+    ("percona", DbEngine::Mysql),
+];
+
+/// Database images no engine of the tool dumps: their volumes are copied with the server
+/// stopped (or reported NOT PROTECTED under `--no-stop`).
+pub const UNDUMPABLE_IMAGES: [&str; 9] =
+    ["mongo", "clickhouse", "elasticsearch", "opensearch", "influxdb", "rabbitmq", "cassandra", "couchdb", "neo4j"];
+
+/// Redis and the servers that speak its protocol and its `SAVE` (saved before their volume is
+/// copied).
+pub const REDIS_IMAGES: [&str; 3] = ["redis", "valkey", "keydb"];
+
+/// Caches whose volumes hold nothing to keep (beside the Redis kin).
+pub const CACHE_IMAGES: [&str; 2] = ["memcached", "dragonfly"];
+
+/// The base name of an image, lower case: no registry, path, tag or digest.
+pub fn image_base(image: &str) -> String {
+    let image = image.to_lowercase();
+    image.rsplit('/').next().unwrap_or_default().split([':', '@']).next().unwrap_or_default().to_string()
+}
+
+/// The engine whose dumps an image's name promises, if any.
+pub fn dumped_by(image: &str) -> Option<DbEngine> {
+    let base = image_base(image);
+    DUMPED_IMAGES.iter().find(|(word, _)| base.contains(word)).map(|(_, e)| *e)
+}

@@ -5,6 +5,7 @@
 use anyhow::{bail, Result};
 
 use crate::model::compose::{Mount, Project, Service, VolumeDecl};
+use crate::model::db;
 
 pub const ROLE_LABEL: &str = "xtask.role";
 pub const PRIORITY_LABEL: &str = "xtask.priority";
@@ -160,10 +161,7 @@ pub fn infer_role(key: &str, mounts: &[(&Service, &Mount)]) -> Role {
 /// which is backed up: regenerable needs a strong signal (node_modules, a build output such as
 /// `static`/`staticfiles`/`assets`, or a label), and an upload store beats `public`.
 pub fn infer(key: &str, mounts: &[(&Service, &Mount)]) -> (Role, String) {
-    let image_base = |s: &Service| {
-        let image = s.image.as_deref().unwrap_or_default().to_lowercase();
-        image.rsplit('/').next().unwrap_or_default().split([':', '@']).next().unwrap_or_default().to_string()
-    };
+    let image_base = |s: &Service| db::image_base(s.image.as_deref().unwrap_or_default());
     let segments = |m: &Mount| m.target.to_lowercase().split('/').map(str::to_string).collect::<Vec<_>>();
     let first_target =
         |pred: &dyn Fn(&Mount) -> bool| mounts.iter().find(|(_, m)| pred(m)).map(|(_, m)| m.target.clone());
@@ -180,13 +178,10 @@ pub fn infer(key: &str, mounts: &[(&Service, &Mount)]) -> (Role, String) {
     if let Some(t) = run_dir.filter(|_| mounts.iter().all(|(_, m)| run_dir_of(&m.target))) {
         return (Role::Cache, format!("mounted at {t}: a runtime (socket or pid) directory, not data"));
     }
-    if let Some((image, _)) = image_of(&["postgres", "postgis", "mysql", "mariadb", "mongo", "timescaledb", "pgvecto"])
-    {
+    if let Some((image, _)) = image_of(&db::DUMPED_IMAGES.map(|(word, _)| word)) {
         return (Role::Database, format!("mounted by the database image {image}"));
     }
-    let undumpable =
-        ["clickhouse", "elasticsearch", "opensearch", "influxdb", "rabbitmq", "cassandra", "couchdb", "neo4j"];
-    if let Some((image, _)) = image_of(&undumpable) {
+    if let Some((image, _)) = image_of(&db::UNDUMPABLE_IMAGES) {
         return (Role::Database, format!("mounted by the database image {image} (copied with it stopped)"));
     }
     if let Some(t) =
@@ -194,7 +189,7 @@ pub fn infer(key: &str, mounts: &[(&Service, &Mount)]) -> (Role, String) {
     {
         return (Role::Database, format!("mounted at {t}, where database servers keep their data"));
     }
-    if let Some((image, _)) = image_of(&["redis", "valkey", "memcached", "keydb", "dragonfly"]) {
+    if let Some((image, _)) = image_of(&[&db::REDIS_IMAGES[..], &db::CACHE_IMAGES[..]].concat()) {
         return (Role::Cache, format!("mounted by the cache image {image}"));
     }
     if let Some(t) = with_segment(&UPLOAD_STORES) {

@@ -7,6 +7,7 @@
 pub mod backup;
 pub mod catalog;
 pub mod clean;
+pub mod deep;
 pub mod migrate;
 pub mod offsite;
 pub mod restore;

@@ -1,5 +1,5 @@
 //! Restoring a MariaDB/MySQL service. Each dump is proven before anything live changes: loaded
-//! into a throwaway server of the service's image with no network (`catalog::deep_mariadb`),
+//! into a throwaway server of the service's image with no network (`tasks::deep::mariadb`),
 //! row counts compared, so whatever SQL a dump holds, proving it never reaches the live server.
 //! In the swap each live database is dropped, recreated and loaded again, counts compared (a
 //! failure there takes the restore's way back through the safety backup); then users and grants
@@ -56,7 +56,7 @@ pub fn prove(ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -> 
     signals::check()?;
     ctx.ui.step(&format!("prove the dumps of {} in a throwaway server, away from the live one", db.login.service));
     let paths = spooled.iter().map(|(entry, s)| (entry.clone(), s.path.clone())).collect();
-    crate::tasks::catalog::deep_mariadb::prove(ctx, &db.info, &paths)
+    crate::tasks::deep::mariadb::prove(ctx, &db.info, &paths)
         .with_context(|| format!("prove the dumps of {} (nothing live was changed)", db.login.service))
 }
 

@@ -19,8 +19,8 @@ use anyhow::{bail, Context, Result};
 use super::{DbRestore, StagedDb};
 use crate::archive::extract::{self, Spooled, Verified};
 use crate::context::Ctx;
+use crate::engine::db::postgres;
 use crate::engine::docker::DockerCmd;
-use crate::engine::postgres;
 use crate::signals;
 
 /// psql in the database service, as the `postgres` OS user, the password in its environment.

@@ -32,7 +32,7 @@ pub(super) fn check(ctx: &Ctx, verified: &Verified, db: &DbInfo) -> Result<()> {
 }
 
 /// Loads the dumps of `db` (entry -> its file) into a throwaway server and compares the rows.
-pub(crate) fn prove(ctx: &Ctx, db: &DbInfo, dumps: &BTreeMap<String, PathBuf>) -> Result<()> {
+pub fn prove(ctx: &Ctx, db: &DbInfo, dumps: &BTreeMap<String, PathBuf>) -> Result<()> {
     let docker = ctx.docker()?;
     let dump = |entry: &str| dumps.get(entry).with_context(|| format!("{entry} was not spooled"));
     let server = Throwaway::start(ctx, &db.service, &["MARIADB_ROOT_PASSWORD", "MYSQL_ROOT_PASSWORD"], &[])?;
