@@ -2,8 +2,15 @@
 //! (truncated, flipped byte, missing checksum entry, `../`, absolute path, symlink escape,
 //! newer format) must each fail verification with a message naming the problem.
 
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::source::DigestChecked;
 use super::*;
-use std::io::Write;
 
 fn meta(volumes: &[&str]) -> Metadata {
     let pairs: Vec<(&str, &str)> = volumes.iter().map(|v| (*v, *v)).collect();

@@ -1,0 +1,190 @@
+//! Where an archive is read from: one open local file (O_NOFOLLOW, its identity fixed) or a
+//! remote object streamed and checked against its sidecar's digest; decrypted by age when sealed.
+
+use super::*;
+use crate::engine::crypt;
+use anyhow::{bail, Context, Result};
+use sha2::Digest;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// An archive opened once. Every later read (verify, then each extraction of a restore) comes
+/// from this one descriptor, so renaming or replacing the path meanwhile changes nothing; only
+/// a regular file is accepted (not a FIFO, device or directory). An age-encrypted archive is
+/// decrypted while it streams (the plaintext never reaches the disk); a remote one streams from
+/// the remote, its bytes checked against the SHA-256 its push recorded.
+pub struct Source {
+    origin: Origin,
+    /// The identity to decrypt with: Some for an encrypted archive.
+    identity: Option<PathBuf>,
+    /// The archive as shown to the user (a path, or `REMOTE:NAME`).
+    pub path: PathBuf,
+}
+
+enum Origin {
+    File(File),
+    Remote { remote: std::sync::Arc<crate::engine::remote::Remote>, object: String, sha256: [u8; 32] },
+}
+
+impl Source {
+    pub fn open(path: &Path) -> Result<Source> {
+        // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below.
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .with_context(|| format!("open {}", path.display()))?;
+        let meta = file.metadata().with_context(|| format!("stat {}", path.display()))?;
+        if !meta.file_type().is_file() {
+            bail!("{} is not a regular file: refused as an archive", path.display());
+        }
+        let identity = if starts_sealed(&file) { Some(crypt::identity(&path.display().to_string())?) } else { None };
+        Ok(Source { origin: Origin::File(file), identity, path: path.to_path_buf() })
+    }
+
+    /// The object `name` of `remote`, whose bytes must hash to `sha256` (its sidecar).
+    pub fn remote(
+        remote: std::sync::Arc<crate::engine::remote::Remote>,
+        name: &str,
+        sha256: [u8; 32],
+    ) -> Result<Source> {
+        let shown = remote.shown(name);
+        let identity = if name.ends_with(crypt::SUFFIX) { Some(crypt::identity(&shown)?) } else { None };
+        Ok(Source { origin: Origin::Remote { remote, object: name.to_string(), sha256 }, identity, path: shown.into() })
+    }
+
+    pub fn encrypted(&self) -> bool {
+        self.identity.is_some()
+    }
+
+    /// The size and SHA-256 of a local archive's bytes as stored, read through its own open
+    /// descriptor (whatever happens to its name, later reads see the bytes hashed here); None for
+    /// a remote one, whose bytes are checked against its sidecar as they arrive.
+    pub fn stored_digest(&self) -> Result<Option<(u64, [u8; 32])>> {
+        let Origin::File(_) = &self.origin else { return Ok(None) };
+        let mut hashing = HashingReader::new(self.raw()?);
+        let size = io::copy(&mut hashing, &mut io::sink()).with_context(|| format!("read {}", self.path.display()))?;
+        Ok(Some((size, hashing.hasher.finalize().into())))
+    }
+
+    /// A fresh reader of the archive's gzip bytes from the start (a positioned read of the
+    /// file, independent of other readers; or a new download). A failure to start is
+    /// reported by the reader's first read.
+    pub fn reader(&self) -> Box<dyn Read + Send> {
+        match self.raw_and_plain() {
+            Ok(r) => r,
+            Err(e) => Box::new(Failing(Some(io::Error::other(format!("{e:#}"))))),
+        }
+    }
+
+    fn raw_and_plain(&self) -> Result<Box<dyn Read + Send>> {
+        let raw = self.raw()?;
+        match &self.identity {
+            None => Ok(raw),
+            Some(id) => {
+                Ok(Box::new(crypt::decrypt(raw, id).with_context(|| format!("decrypt {}", self.path.display()))?))
+            }
+        }
+    }
+
+    /// The archive's bytes as stored (still encrypted, if it is): a remote's checked against
+    /// the SHA-256 its push recorded. For `pull`.
+    pub fn raw_reader(&self) -> Box<dyn Read + Send> {
+        match self.raw() {
+            Ok(r) => r,
+            Err(e) => Box::new(Failing(Some(io::Error::other(format!("{e:#}"))))),
+        }
+    }
+
+    fn raw(&self) -> Result<Box<dyn Read + Send>> {
+        Ok(match &self.origin {
+            Origin::File(f) => Box::new(PosReader {
+                file: f.try_clone().with_context(|| format!("duplicate the descriptor of {}", self.path.display()))?,
+                pos: 0,
+            }),
+            Origin::Remote { remote, object, sha256 } => Box::new(DigestChecked {
+                inner: HashingReader::new(remote.cat(object)?),
+                expected: *sha256,
+                name: self.path.display().to_string(),
+                checked: false,
+            }),
+        })
+    }
+
+    /// A second handle on the same archive (a duplicated descriptor, never a reopening).
+    pub fn duplicate(&self) -> Result<Source> {
+        let origin = match &self.origin {
+            Origin::File(f) => Origin::File(
+                f.try_clone().with_context(|| format!("duplicate the descriptor of {}", self.path.display()))?,
+            ),
+            Origin::Remote { remote, object, sha256 } => {
+                Origin::Remote { remote: remote.clone(), object: object.clone(), sha256: *sha256 }
+            }
+        };
+        Ok(Source { origin, identity: self.identity.clone(), path: self.path.clone() })
+    }
+
+    /// The archive's tar stream, decompressed, from the start.
+    /// Inflated on a thread of its own; it ends only where the archive's bytes end.
+    pub fn tar(&self) -> tar::Archive<Inflated> {
+        tar::Archive::new(inflate::inflate(self.reader()))
+    }
+}
+
+/// Whether the file at `path` starts like an age file (an encrypted archive).
+pub fn is_sealed(path: &Path) -> bool {
+    let Ok(f) = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path) else {
+        return false;
+    };
+    f.metadata().is_ok_and(|m| m.is_file()) && starts_sealed(&f)
+}
+
+/// Whether the file's first bytes are age's header.
+fn starts_sealed(file: &File) -> bool {
+    let mut head = [0u8; 19];
+    let n = std::os::unix::fs::FileExt::read_at(file, &mut head, 0).unwrap_or(0);
+    head[..n] == *crypt::MAGIC
+}
+
+/// A reader that fails at once (a source that could not be started).
+struct Failing(Option<io::Error>);
+
+impl Read for Failing {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err(self.0.take().unwrap_or_else(|| io::Error::other("the archive could not be read")))
+    }
+}
+
+/// Hashes what it passes on; at the end, a digest other than the expected one is a read error.
+pub(crate) struct DigestChecked<R> {
+    pub(crate) inner: HashingReader<R>,
+    pub(crate) expected: [u8; 32],
+    pub(crate) name: String,
+    /// The end was reached and the digest matched: later reads only repeat the end.
+    pub(crate) checked: bool,
+}
+
+impl<R: Read> Read for DigestChecked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.checked {
+            return Ok(0);
+        }
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            let got: [u8; 32] = std::mem::take(&mut self.inner.hasher).finalize().into();
+            if got != self.expected {
+                return Err(io::Error::other(format!(
+                    "{}: its bytes hash to {}, not to the SHA-256 its push recorded ({}): the object was changed \
+                     or cut short",
+                    self.name,
+                    hex(&got),
+                    hex(&self.expected)
+                )));
+            }
+            self.checked = true;
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,266 @@
+//! Writing an archive atomically: a temporary name beside the final one (0600), the gzip stream
+//! (in parallel blocks) optionally sealed by age, entries in a stable order, `SHA256SUMS` last,
+//! fsync, rename; removed on error or drop.
+
+use super::*;
+use crate::model::offsite::Encryption;
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use sha2::Digest;
+use sink::{Mirror, Sink};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, BufWriter, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Counts of what a volume stream added.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct StreamStats {
+    pub entries: u64,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// An archive being written under a temporary name next to its final one. Dropped without
+/// `commit`, it removes the temporary file: no half-written archive ever has the final name.
+pub struct ArchiveWriter {
+    final_path: PathBuf,
+    temp_path: PathBuf,
+    builder: Option<tar::Builder<pgz::ParallelGzWriter<BufWriter<Sink>>>>,
+    sums: Vec<(Vec<u8>, [u8; 32])>,
+    pub stats: StreamStats,
+}
+
+impl ArchiveWriter {
+    pub fn create(final_path: &Path, level: u32, threads: usize) -> Result<ArchiveWriter> {
+        ArchiveWriter::create_sealed(final_path, level, threads, None, None)
+    }
+
+    /// [`ArchiveWriter::create`], the gzip stream encrypted by age to `seal`'s recipients on
+    /// its way to the file (the plaintext never reaches the disk), and the bytes as stored also
+    /// written to `mirror` (an upload while the archive is written).
+    pub fn create_sealed(
+        final_path: &Path,
+        level: u32,
+        threads: usize,
+        seal: Option<&Encryption>,
+        mirror: Option<Mirror>,
+    ) -> Result<ArchiveWriter> {
+        let dir = final_path.parent().context("archive path has no directory")?;
+        let name = final_path.file_name().context("archive path has no file name")?.to_string_lossy();
+        let temp_path = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let file = crate::files::create_private(&temp_path)?;
+        let sink = Sink::new(file, seal, mirror).inspect_err(|_| {
+            let _ = std::fs::remove_file(&temp_path);
+        })?;
+        let gz = pgz::ParallelGzWriter::new(BufWriter::with_capacity(1 << 20, sink), level, threads)?;
+        let mut builder = tar::Builder::new(gz);
+        builder.mode(tar::HeaderMode::Complete);
+        builder.follow_symlinks(false);
+        Ok(ArchiveWriter {
+            final_path: final_path.to_path_buf(),
+            temp_path,
+            builder: Some(builder),
+            sums: Vec::new(),
+            stats: StreamStats::default(),
+        })
+    }
+
+    #[cfg(test)]
+    pub fn temp_path(&self) -> &Path {
+        &self.temp_path
+    }
+
+    fn builder(&mut self) -> Result<&mut tar::Builder<pgz::ParallelGzWriter<BufWriter<Sink>>>> {
+        self.builder.as_mut().context("archive already committed")
+    }
+
+    /// Adds a regular file (mode 0600, mtime now) from a reader of known size.
+    pub fn add_file(&mut self, path: &str, size: u64, data: impl Read) -> Result<()> {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(size);
+        header.set_mode(0o600);
+        header.set_mtime(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        );
+        let mut reader = HashingReader::new(data);
+        self.builder()?.append_data(&mut header, path, &mut reader).with_context(|| format!("write entry {path}"))?;
+        if reader.bytes != size {
+            bail!("entry {path}: expected {size} bytes, got {}", reader.bytes);
+        }
+        self.sums.push((path.as_bytes().to_vec(), reader.hasher.finalize().into()));
+        self.stats.entries += 1;
+        self.stats.files += 1;
+        self.stats.bytes += size;
+        Ok(())
+    }
+
+    /// Copies every entry of the tar stream `source` (a volume's root, as `tar -c -C ROOT .`
+    /// makes it) under `volumes/<name>/`, keeping type, mode, owner, mtime and link targets;
+    /// hard links are re-pointed into the same prefix. Calls `progress(bytes)` as data passes.
+    pub fn add_volume_tar(
+        &mut self,
+        name: &str,
+        source: impl Read,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<StreamStats> {
+        let prefix = volume_prefix(name);
+        let mut stats = StreamStats::default();
+        // Large reads: the tar's 512-byte headers must not each become a syscall.
+        let mut archive = tar::Archive::new(io::BufReader::with_capacity(1 << 20, source));
+        let entries = archive.entries().context("read the volume's tar stream")?;
+        for entry in entries {
+            let mut entry = entry.context("read the volume's tar stream")?;
+            let rel = relative_in_volume(&entry.path_bytes())
+                .with_context(|| format!("volume {name}: unsafe path in helper output"))?;
+            // Left by an interrupted restore (reserved names): not data, never archived.
+            let top = rel.split(|&b| b == b'/').next().unwrap_or_default();
+            if grammar::RESERVED.iter().any(|r| top.starts_with(r.as_bytes())) {
+                continue;
+            }
+            let mut dest = prefix.as_bytes().to_vec();
+            dest.extend_from_slice(&rel);
+            self.append_volume_entry(name, &prefix, &mut entry, dest, &mut stats, progress)?;
+            stats.entries += 1;
+        }
+        // Drain the end-of-archive blocks so the writer is not cut off mid-stream.
+        io::copy(&mut archive.into_inner(), &mut io::sink()).ok();
+        self.stats.entries += stats.entries;
+        self.stats.files += stats.files;
+        self.stats.bytes += stats.bytes;
+        Ok(stats)
+    }
+
+    /// One entry of a volume's tar stream, renamed to `dest` (below the volume's prefix) and
+    /// added with its header kept; a regular file's SHA-256 recorded for `SHA256SUMS`.
+    fn append_volume_entry<R: Read>(
+        &mut self,
+        name: &str,
+        prefix: &str,
+        entry: &mut tar::Entry<'_, R>,
+        dest: Vec<u8>,
+        stats: &mut StreamStats,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<()> {
+        let mut header = entry.header().clone();
+        if header.entry_type() == tar::EntryType::Continuous {
+            header.set_entry_type(tar::EntryType::Regular);
+        }
+        let kind = header.entry_type();
+        let dest_path = Path::new(OsStr::from_bytes(&dest)).to_path_buf();
+        let builder = self.builder.as_mut().context("archive already committed")?;
+        match kind {
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let size = header.size()?;
+                let mut reader = HashingReader::new(entry);
+                builder
+                    .append_data(&mut header, &dest_path, &mut reader)
+                    .with_context(|| format!("write entry {}", dest_path.display()))?;
+                self.sums.push((dest.clone(), reader.hasher.finalize().into()));
+                stats.files += 1;
+                stats.bytes += size;
+                progress(size);
+            }
+            tar::EntryType::Link => {
+                let target = entry.link_name_bytes().context("hard link without target")?.into_owned();
+                let mut t = prefix.as_bytes().to_vec();
+                t.extend_from_slice(&relative_in_volume(&target)?);
+                builder.append_link(&mut header, &dest_path, Path::new(OsStr::from_bytes(&t)))?;
+            }
+            tar::EntryType::Symlink => {
+                let target = entry.link_name_bytes().context("symlink without target")?.into_owned();
+                builder.append_link(&mut header, &dest_path, Path::new(OsStr::from_bytes(&target)))?;
+            }
+            tar::EntryType::Directory => {
+                if !dest_path.as_os_str().as_bytes().ends_with(b"/") {
+                    let mut d = dest.clone();
+                    d.push(b'/');
+                    builder.append_data(&mut header, Path::new(OsStr::from_bytes(&d)), io::empty())?;
+                } else {
+                    builder.append_data(&mut header, &dest_path, io::empty())?;
+                }
+            }
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                builder.append_data(&mut header, &dest_path, io::empty())?;
+            }
+            other => bail!("volume {name}: entry {} has an unsupported type {other:?}", dest_path.display()),
+        }
+        Ok(())
+    }
+
+    /// Writes `SHA256SUMS`, finishes the streams, fsyncs, renames to the final name and fsyncs
+    /// the directory. Returns the archive's size.
+    pub fn commit(self) -> Result<u64> {
+        self.commit_all().map(|c| c.size)
+    }
+
+    /// [`ArchiveWriter::commit`], returning also the SHA-256 of the bytes as stored and the
+    /// mirror (still open, for its owner to finish) or why it dropped out.
+    pub fn commit_all(mut self) -> Result<Committed> {
+        let sums = format_sums(&self.sums);
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(sums.len() as u64);
+        header.set_mode(0o600);
+        header.set_mtime(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        );
+        let mut builder = self.builder.take().context("archive already committed")?;
+        builder.append_data(&mut header, CHECKSUMS, &sums[..]).context("write SHA256SUMS")?;
+        let gz = builder.into_inner().context("finish the tar stream")?;
+        let buffered = gz.finish().context("finish the gzip stream")?;
+        let sink = buffered.into_inner().map_err(|e| e.into_error()).context("flush the archive")?;
+        let finished = sink.finish()?;
+        let file = finished.file;
+        file.sync_all().context("fsync the archive")?;
+        let size = file.metadata()?.len();
+        drop(file);
+        std::fs::rename(&self.temp_path, &self.final_path)
+            .with_context(|| format!("rename {} to {}", self.temp_path.display(), self.final_path.display()))?;
+        if let Some(dir) = self.final_path.parent() {
+            File::open(dir).and_then(|d| d.sync_all()).ok();
+        }
+        Ok(Committed { size, sha256: finished.sha256, mirror: finished.mirror, mirror_error: finished.mirror_error })
+    }
+}
+
+/// A committed archive: its size and digest as stored, and its mirror (still open) with the
+/// error that made it stop taking bytes, if any.
+pub struct Committed {
+    pub size: u64,
+    pub sha256: [u8; 32],
+    pub mirror: Option<Mirror>,
+    pub mirror_error: Option<io::Error>,
+}
+
+impl Drop for ArchiveWriter {
+    fn drop(&mut self) {
+        if self.builder.is_some() {
+            let _ = std::fs::remove_file(&self.temp_path);
+        }
+    }
+}
+
+/// Adds `metadata.json` as the first entry.
+pub fn write_metadata(w: &mut ArchiveWriter, meta: &Metadata) -> Result<()> {
+    let json = serde_json::to_vec_pretty(meta)?;
+    w.add_file(METADATA, json.len() as u64, &json[..])
+}
+
+/// `./a/b` -> `a/b`, `.` / `./` -> empty (the volume root); absolute paths and `..` are refused.
+fn relative_in_volume(p: &[u8]) -> Result<Vec<u8>> {
+    let mut parts: Vec<&[u8]> = Vec::new();
+    if p.starts_with(b"/") {
+        bail!("absolute path {:?}", String::from_utf8_lossy(p));
+    }
+    for c in p.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => bail!("path with '..': {:?}", String::from_utf8_lossy(p)),
+            other => parts.push(other),
+        }
+    }
+    Ok(parts.join(&b'/'))
+}
