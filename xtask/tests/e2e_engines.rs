@@ -270,16 +270,8 @@ fn a_version_1_archive_restores_into_todays_sample_stack() {
     );
     assert_eq!(psql(&db, "app", "SELECT count(*) FROM \"Odd Name\""), "2");
     let media = stack.volume("backend-media");
-    let listing = docker_ok(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{media}:/m:ro"),
-        "xtask-test/busybox:local",
-        "sh",
-        "-c",
-        "cd /m && stat -c '%n %a' hello.txt && readlink link && cat hello.txt && wc -c < 'sub/with space.bin'",
-    ]);
+    let script = "cd /v && stat -c '%n %a' hello.txt && readlink link && cat hello.txt && wc -c < 'sub/with space.bin'";
+    let listing = on_volume(&media, Access::ReadOnly, script);
     assert_eq!(listing.split_whitespace().collect::<Vec<_>>(), ["hello.txt", "640", "hello.txt", "hello", "100"]);
 }
 

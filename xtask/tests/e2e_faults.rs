@@ -10,16 +10,7 @@ use std::process::Command;
 use common::*;
 
 fn media_listing(stack: &TestStack) -> String {
-    docker_ok(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{}:/v:ro", stack.volume("backend-media")),
-        "xtask-test/busybox:local",
-        "sh",
-        "-c",
-        "cd /v && find . -type f -exec sha256sum {} + | sort",
-    ])
+    on_volume(&stack.volume("backend-media"), Access::ReadOnly, "cd /v && find . -type f -exec sha256sum {} + | sort")
 }
 
 #[test]

@@ -173,16 +173,7 @@ fn kill_during_backup_leaves_no_archive_and_the_next_backup_works() {
 /// Every entry of a volume as `stat` sees it (name, mode, owner, type, link target, mtime, link
 /// count) and every file's checksum.
 fn exact_listing(volume: &str) -> String {
-    docker_ok(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{volume}:/v:ro"),
-        "xtask-test/busybox:local",
-        "sh",
-        "-c",
-        "cd /v && find . -exec stat -c '%n|%a|%u|%g|%F|%N|%Y|%h' {} + | sort && find . -type f -exec sha256sum {} + | sort",
-    ])
+    on_volume(volume, Access::ReadOnly, "cd /v && find . -exec stat -c '%n|%a|%u|%g|%F|%N|%Y|%h' {} + | sort && find . -type f -exec sha256sum {} + | sort")
 }
 
 #[test]
@@ -207,12 +198,12 @@ fn a_round_trip_keeps_every_entry_exactly() {
         touch -d '2002-03-04 05:06:07' 'a dir/nested/deep/file one'
         touch -d '2003-04-05 06:07:08' 'a dir/nested/deep' 'a dir/nested' 'a dir' empty 'ünï' 'with hard link'
         touch -d '2004-05-06 07:08:09' /v"#;
-    docker_ok(&["run", "--rm", "-v", &format!("{media}:/v"), "xtask-test/busybox:local", "sh", "-c", seed]);
+    on_volume(&media, Access::Write, seed);
     let before = exact_listing(&media);
     assert!(before.contains("|2003-") || before.contains("|1049"), "seeded mtimes present: {before}");
     let archive = stack.xtask_json(&["backup", "--output-dir", dir.s(), "--json", "--level", "1"]);
     let wipe = "rm -rf /v/* /v/.[!.]* && touch /v";
-    docker_ok(&["run", "--rm", "-v", &format!("{media}:/v"), "xtask-test/busybox:local", "sh", "-c", wipe]);
+    on_volume(&media, Access::Write, wipe);
     assert_ne!(exact_listing(&media), before);
     let path = archive["path"].as_str().unwrap();
     stack.xtask_ok(&["restore", path, "--only", "app-backend-media", "--yes", "--output-dir", dir.s()]);
@@ -236,22 +227,13 @@ fn a_swap_cut_off_by_a_crash_is_finished_by_the_next_run() {
         "set -e; cd /v; echo old-a > a; echo old-b > b; mkdir .xtask-old-{pid}; mv a .xtask-old-{pid}/; \
          mkdir -p .xtask-staging-{pid}/sub; echo new > .xtask-staging-{pid}/sub/new.txt; echo new-b > .xtask-staging-{pid}/b"
     );
-    docker_ok(&["run", "--rm", "-v", &format!("{media}:/v"), "xtask-test/busybox:local", "sh", "-c", &crashed]);
+    on_volume(&media, Access::Write, &crashed);
     // Any data command settles it first: here a backup.
     let (ok, _, err) = stack.xtask(&["backup", "--output-dir", dir.s()]);
     assert!(ok && err.contains(&format!("finish the swap an interrupted restore (pid {pid}) had begun")), "{err}");
     let listing = exact_listing(&media);
     assert!(!listing.contains(".xtask-"), "no leftovers: {listing}");
-    let content = docker_ok(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{media}:/v:ro"),
-        "xtask-test/busybox:local",
-        "sh",
-        "-c",
-        "cat /v/b /v/sub/new.txt; ls /v",
-    ]);
+    let content = on_volume(&media, Access::ReadOnly, "cat /v/b /v/sub/new.txt; ls /v");
     assert_eq!(content, "new-b\nnew\nb\nsub\n", "the staged content is in place, the old one gone");
 }
 

@@ -55,16 +55,11 @@ struct World {
 }
 
 fn listing(volume: &str) -> String {
-    docker_ok(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{volume}:/v:ro"),
-        "xtask-test/busybox:local",
-        "sh",
-        "-c",
+    on_volume(
+        volume,
+        Access::ReadOnly,
         "cd /v && find . -exec stat -c '%n|%a|%u|%g|%F|%s' {} + | sort && find . -type f -exec sha256sum {} + | sort",
-    ])
+    )
 }
 
 fn world(stack: &TestStack, victim: &str) -> World {
@@ -96,16 +91,7 @@ fn crafted_archives_are_refused_and_change_nothing() {
     let dir = TempDir::new("trust");
     let victim = Victim(format!("{}-victim", stack.project.replace("xt-", "xv-")));
     docker_ok(&["volume", "create", &victim.0]);
-    docker_ok(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{}:/v", victim.0),
-        "xtask-test/busybox:local",
-        "sh",
-        "-c",
-        "echo precious > /v/keep",
-    ]);
+    on_volume(&victim.0, Access::Write, "echo precious > /v/keep");
     stack.xtask_ok(&["up", "db", "backend"]);
     let db = format!("{}-db-1", stack.project);
     psql(&db, "app", "CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items SELECT g, 'n' || g FROM generate_series(1, 300) g;");
@@ -411,8 +397,7 @@ fn kill_9_while_staging_is_cleaned_by_the_next_run() {
     // Killed once its staging directory exists (on a loaded machine the helper may take a while
     // to start; a helper started by a killed run is the next run's orphan, not this test's point).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let top =
-        || docker_ok(&["run", "--rm", "-v", &format!("{media}:/v:ro"), "xtask-test/busybox:local", "ls", "-a", "/v"]);
+    let top = || on_volume(&media, Access::ReadOnly, "ls -a /v");
     while !top().contains(".xtask-staging-") && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }

@@ -1,7 +1,7 @@
 //! Shared by the end-to-end tests: the live Docker engine check, a guard that gives each test
 //! its own compose project and volume names and removes them afterwards (also when the test
 //! fails), and a runner for the built `xtask` binary.
-#![allow(clippy::disallowed_methods, dead_code)] // tests drive docker and the binary directly
+#![allow(clippy::disallowed_methods, clippy::disallowed_macros, dead_code)] // tests drive docker and the binary directly
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -269,20 +269,34 @@ pub struct SampleState {
     pub redis: Vec<String>,
 }
 
+/// How a test helper container mounts a volume.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    ReadOnly,
+    Write,
+}
+
+/// `sh -c SCRIPT` in a throwaway busybox container with `volume` at `/v`: its stdout (as is).
+/// Panics with docker's stderr when it fails.
+pub fn on_volume(volume: &str, access: Access, script: &str) -> String {
+    let sh = xshell::Shell::new().unwrap();
+    let mount = format!("{volume}:/v{}", if access == Access::ReadOnly { ":ro" } else { "" });
+    let image = "xtask-test/busybox:local";
+    let out =
+        xshell::cmd!(sh, "docker run --rm -v {mount} {image} sh -c {script}").quiet().ignore_status().output().unwrap();
+    assert!(out.status.success(), "`{script}` on volume {volume} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
 pub fn sample_state(stack: &TestStack) -> SampleState {
     let db = format!("{}-db-1", stack.project);
     let redis = format!("{}-redis-1", stack.project);
     let media = stack.volume("backend-media");
-    let files = docker_ok(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{media}:/v:ro"),
-        "xtask-test/busybox:local",
-        "sh",
-        "-c",
+    let files = on_volume(
+        &media,
+        Access::ReadOnly,
         "cd /v && find . -type f -exec sha256sum {} + | sort && find . | sort && stat -c '%n %a %u' ./upload.txt",
-    ]);
+    );
     SampleState {
         files,
         items: psql(&db, "app", "SELECT md5(string_agg(i::text, ',' ORDER BY id)) FROM items i"),
