@@ -1,5 +1,5 @@
-//! Everything outside the process: the Docker engine ([`docker`], the one module that spawns
-//! processes), the stack's services ([`services`]), its database services as one interface
+//! Everything outside the process: the Docker engine ([`docker`]; [`process`] is the one module
+//! that spawns processes), the stack's services ([`services`]), its database services as one interface
 //! ([`db`]: detection, logins, client commands), how PostgreSQL names databases ([`postgres`]),
 //! and the other CLIs the tool drives: age ([`crypt`]), rclone ([`remote`]) and `ssh-keygen -Y`
 //! ([`sign`]). Below the archive format: nothing here knows what an archive holds.
@@ -11,6 +11,7 @@ use anyhow::Result;
 pub mod crypt;
 pub mod db;
 pub mod docker;
+pub mod process;
 pub mod remote;
 pub mod services;
 pub mod sign;

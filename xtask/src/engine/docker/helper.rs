@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::run::{failure, ChildReader, ChildWriter, Running};
 use super::{Docker, DockerCmd};
+use crate::engine::process::{failure, ChildReader, ChildWriter, Running};
 
 /// One mount of a helper container.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,34 +1,30 @@
-//! The one place that runs processes (clippy `disallowed-methods` forbids spawning elsewhere):
-//! `docker` and `docker compose`, built as explicit argv (never a shell string), `docker
-//! compose` always with the project's name, directory, files and profiles pinned, secrets in
-//! the child's environment (never its command line, never printed), a failed child an error
-//! carrying its stderr. Split by concern: [`cmd`] (the command as data), [`run`] (running it:
-//! xshell for short commands, duct for streamed children), [`helper`] (helper containers).
+//! The Docker engine as the tool drives it: `docker` and `docker compose`, built as explicit argv
+//! (never a shell string), `docker compose` always with the project's name, directory, files and
+//! profiles pinned, secrets in the child's environment (never its command line, never printed).
+//! Split by concern: [`cmd`] (the command as data), [`helper`] (helper containers), [`volumes`]
+//! (what the engine holds); running them is the process layer's (engine/process/run.rs).
 
 pub mod cmd;
 pub mod helper;
-pub mod run;
-pub mod tool;
 pub mod volumes;
 
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Result};
 
+pub use crate::engine::process::{ChildReader, ChildWriter, Tool, ToolReader, ToolWriter};
 pub use cmd::DockerCmd;
 pub use helper::{Helper, HelperMount, VolumeSink, VolumeTar};
-pub use run::{ChildReader, ChildWriter};
-pub use tool::{Tool, ToolReader, ToolWriter};
 
 use crate::model::compose::Stack;
 
 /// The docker client found on PATH, with the run mode.
 #[derive(Debug, Clone)]
 pub struct Docker {
-    bin: PathBuf,
-    dry_run: bool,
+    pub(crate) bin: PathBuf,
+    pub(crate) dry_run: bool,
     /// Print each command before running it (`--verbose`) or instead of running it (`--dry-run`).
-    echo: bool,
+    pub(crate) echo: bool,
 }
 
 impl Docker {
@@ -197,7 +193,7 @@ mod tests {
     fn failure_carries_stderr_without_secrets() {
         let c = docker().cmd(["exec", "db"]).secret_env("PGPASSWORD", "hunter2");
         let status = std::process::ExitStatus::default();
-        let e = run::failure(&c, status, b"auth failed for password hunter2\n").to_string();
+        let e = crate::engine::process::failure(&c, status, b"auth failed for password hunter2\n").to_string();
         assert!(e.contains("auth failed for password ***"), "{e}");
         assert!(!e.contains("hunter2"));
         assert!(e.contains("docker exec db"));

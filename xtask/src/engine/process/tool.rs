@@ -1,6 +1,6 @@
 //! Host tools the tool drives besides docker: `rclone` (remote storage) and `age` (encryption).
 //! Found on PATH with `which` (a missing one is named with how to install it), run with argv only,
-//! never through a shell; short commands through xshell, streams through duct with stderr
+//! never through a shell; through duct, short commands to their end and streams, with stderr
 //! captured and a non-zero exit turned into an error carrying it. A streamed child is killed
 //! when its handle is dropped unfinished, so none outlives an error.
 
@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 
 use anyhow::{anyhow, Context, Result};
 
-use super::cmd::shell_quote;
+use crate::engine::docker::cmd::shell_quote;
 
 /// A host program found on PATH.
 #[derive(Debug, Clone)]
@@ -43,10 +43,8 @@ impl Tool {
 
     /// Runs a short command to its end and returns its stdout; a failure carries its stderr.
     pub fn output(&self, args: &[String]) -> Result<Vec<u8>> {
-        let sh = xshell::Shell::new().context("start a shell for host commands")?;
-        #[allow(clippy::disallowed_methods)] // this module is the one place allowed to spawn processes
-        let c = sh.cmd(&self.bin).args(args).quiet().ignore_status();
-        let out = c.output().with_context(|| format!("run `{}`", self.shown(args)))?;
+        let e = self.expression(args).stdin_null().stdout_capture().stderr_capture().unchecked();
+        let out = e.run().with_context(|| format!("run `{}`", self.shown(args)))?;
         if !out.status.success() {
             return Err(self.failure(args, out.status, &out.stderr));
         }

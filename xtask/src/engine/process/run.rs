@@ -1,19 +1,17 @@
-//! Running docker: short commands through xshell (output captured; a non-zero exit is an error
-//! carrying the child's stderr, secrets scrubbed), long streamed children through duct (a
-//! volume's tar or a dump read through a pipe, tar or psql fed through one, stderr captured,
-//! `unchecked` plus an explicit status check, the child killed when dropped unfinished).
-//! Queries run even under `--dry-run`; changes are only printed then.
-//!
-//! While a restore catches SIGINT/SIGTERM (crate::signals), children must run in their own
-//! process group so a terminal's Ctrl-C reaches only the tool. xshell has no hook for that, so
-//! in that phase short commands run through duct's `before_spawn` instead (docs/design.md).
+//! Running docker, all through duct: short commands to their end (output captured; a non-zero
+//! exit is an error carrying the child's stderr, secrets scrubbed), streamed children (a volume's
+//! tar or a dump read through a pipe, tar or psql fed through one, stderr captured, `unchecked`
+//! plus an explicit status check, the child killed when dropped unfinished). Queries run even
+//! under `--dry-run`; changes are only printed then. While a restore catches SIGINT/SIGTERM
+//! (crate::signals), every child runs in its own process group so a terminal's Ctrl-C reaches
+//! only the tool (duct's `before_spawn`; xshell has no such hook: docs/design.md).
 
 use std::io::{Read, Write};
 use std::process::{ExitStatus, Output};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::{Docker, DockerCmd};
+use crate::engine::docker::{Docker, DockerCmd};
 use crate::signals;
 
 /// `docker ARGS` as a duct expression: secrets in its environment, stdin closed, and its own
@@ -27,7 +25,7 @@ fn expression(docker: &Docker, cmd: &DockerCmd) -> duct::Expression {
     with_group(e)
 }
 
-pub(super) fn with_group(e: duct::Expression) -> duct::Expression {
+pub(crate) fn with_group(e: duct::Expression) -> duct::Expression {
     if !signals::installed() {
         return e;
     }
@@ -39,18 +37,9 @@ pub(super) fn with_group(e: duct::Expression) -> duct::Expression {
 
 impl Docker {
     /// Runs a short command to its end with stdout and stderr captured.
-    #[allow(clippy::disallowed_methods)] // this module is the one place allowed to spawn processes
-    pub(super) fn output(&self, cmd: &DockerCmd) -> Result<Output> {
-        if signals::installed() {
-            let e = expression(self, cmd).stdin_null().stdout_capture().stderr_capture().unchecked();
-            return e.run().with_context(|| format!("run `{cmd}`"));
-        }
-        let sh = xshell::Shell::new().context("start a shell for docker commands")?;
-        let mut c = sh.cmd(&self.bin).args(&cmd.args).quiet().ignore_status();
-        for (k, v) in &cmd.secret_env {
-            c = c.env(k, v);
-        }
-        c.output().with_context(|| format!("run `{cmd}`"))
+    pub(crate) fn output(&self, cmd: &DockerCmd) -> Result<Output> {
+        let e = expression(self, cmd).stdin_null().stdout_capture().stderr_capture().unchecked();
+        e.run().with_context(|| format!("run `{cmd}`"))
     }
 
     /// Runs a command that only reads (always, also under `--dry-run`) and returns its stdout.
@@ -103,7 +92,7 @@ impl Docker {
 
     /// Runs `argv` on the host in `dir`, output to the user's terminal (`migrate --host`).
     pub fn run_host(&self, argv: &[String], dir: &std::path::Path) -> Result<ExitStatus> {
-        let shown = argv.iter().map(|a| super::cmd::shell_quote(a)).collect::<Vec<_>>().join(" ");
+        let shown = argv.iter().map(|a| crate::engine::docker::cmd::shell_quote(a)).collect::<Vec<_>>().join(" ");
         if self.dry_run {
             println!("{shown}");
             return Ok(ExitStatus::default());
@@ -143,7 +132,7 @@ impl Docker {
     }
 
     /// Starts `cmd` with no stdin or stdout (a helper that talks through a FIFO).
-    pub(super) fn start_quiet(&self, cmd: &DockerCmd) -> Result<Running> {
+    pub(crate) fn start_quiet(&self, cmd: &DockerCmd) -> Result<Running> {
         if self.echo {
             eprintln!("+ {cmd}");
         }
