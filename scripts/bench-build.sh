@@ -1,58 +1,104 @@
 #!/usr/bin/env bash
-# Measures what compiling the xtask costs a contributor and writes docs/build-times.md:
-#   - fully cold `cargo build -p xtask` (empty target dir, dependencies already downloaded),
-#   - the rebuild after editing one source file,
-#   - the warm no-op `cargo xtask --help` (median of 15 runs).
-# Usage: scripts/bench-build.sh [RUNS_COLD (default 2)]
+# Measures what compiling the xtask costs a contributor, side by side in one run, and writes
+# docs/build-times.md:
+#   - fully cold `cargo build -p xtask` (empty target dir, crates downloaded) of a BEFORE commit
+#     (a git worktree) and of this tree, alternating, RUNS times each (medians);
+#   - the floor: the same dependencies with the same profile and an empty library, i.e. what no
+#     change to our own code can go below;
+#   - the rebuild after editing one source file, and the warm no-op `cargo xtask --help`.
+# Usage: scripts/bench-build.sh [BEFORE (default 88ca8bc, main before the reshaping)] [RUNS (default 3)]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runs=${1:-2}
-cargo fetch --quiet
+before=${1:-88ca8bc}
+runs=${2:-3}
+root=$(pwd)
+work=$(mktemp -d)
+cp xtask/src/main.rs "$work/main.rs.orig"
+cleanup() {
+    cp "$work/main.rs.orig" "$root/xtask/src/main.rs"
+    git -C "$root" worktree remove --force "$work/before" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+git worktree add --detach "$work/before" "$before" >/dev/null 2>&1
+
+# The floor: this tree's [dependencies] and profile, our code replaced by an empty library.
+mkdir -p "$work/floor/src"
+: >"$work/floor/src/lib.rs"
+{
+    printf '[package]\nname = "floor"\nversion = "0.1.0"\nedition = "2021"\n\n[dependencies]\n'
+    sed -n '/^\[dependencies\]/,/^\[/p' xtask/Cargo.toml | grep -v '^\[' | grep -v '^dumpscan'
+    printf 'dumpscan = { path = "%s/xtask/dumpscan" }\n\n' "$root"
+    sed -n '/^\[profile/,$p' Cargo.toml
+} >"$work/floor/Cargo.toml"
+cp Cargo.lock "$work/floor/Cargo.lock"
+
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" -v k="${3:-1}" 'BEGIN { printf "%.3f", (b - a) * k }'; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-target=$(mktemp -d)
-cp xtask/src/main.rs "$target.main.rs"
-trap 'cp "$target.main.rs" xtask/src/main.rs; rm -rf "$target" "$target.main.rs"' EXIT
-export CARGO_TARGET_DIR=$target
+cold() { # DIR TARGET [cargo args...]: seconds of a cold build
+    local dir=$1 target=$2 t0
+    shift 2
+    rm -rf "$target"
+    (cd "$dir" && cargo fetch --quiet)
+    t0=$(now)
+    (cd "$dir" && CARGO_TARGET_DIR=$target cargo build --quiet "$@")
+    elapsed "$t0" "$(now)"
+}
 
-cold=()
+b=() a=() f=()
 for _ in $(seq 1 "$runs"); do
-    rm -rf "$target"/*
-    t0=$(now); cargo build --quiet -p xtask; t1=$(now)
-    cold+=("$(elapsed "$t0" "$t1")")
+    b+=("$(cold "$work/before" "$work/t-before" -p xtask)")
+    a+=("$(cold "$root" "$work/t-after" -p xtask)")
+    f+=("$(cold "$work/floor" "$work/t-floor")")
 done
+
+export CARGO_TARGET_DIR=$work/t-after
 rebuild=()
 for _ in 1 2 3; do
     # A real edit (cargo may compare content, so a bare touch could rebuild nothing).
-    cp "$target.main.rs" xtask/src/main.rs
+    cp "$work/main.rs.orig" xtask/src/main.rs
     echo "// bench edit $RANDOM$RANDOM" >>xtask/src/main.rs
     t0=$(now); cargo build --quiet -p xtask; t1=$(now)
     rebuild+=("$(elapsed "$t0" "$t1")")
 done
-cp "$target.main.rs" xtask/src/main.rs
+cp "$work/main.rs.orig" xtask/src/main.rs
 cargo build --quiet -p xtask
 help=()
 for _ in $(seq 1 15); do
     t0=$(now); cargo xtask --help >/dev/null; t1=$(now)
     help+=("$(elapsed "$t0" "$t1" 1000)")
 done
-cold_m=$(printf '%s\n' "${cold[@]}" | median)
+b_m=$(printf '%s\n' "${b[@]}" | median)
+a_m=$(printf '%s\n' "${a[@]}" | median)
+f_m=$(printf '%s\n' "${f[@]}" | median)
 rebuild_m=$(printf '%s\n' "${rebuild[@]}" | median)
 help_m=$(printf '%s\n' "${help[@]}" | median)
+ratio=$(awk -v a="$a_m" -v b="$b_m" 'BEGIN { printf "%.2f", a / b }')
+floor_ratio=$(awk -v a="$f_m" -v b="$b_m" 'BEGIN { printf "%.2f", a / b }')
 deps=$(cargo tree -p xtask --edges normal --prefix none | sort -u | wc -l)
-cat >docs/build-times.md <<MD
-# Build times
-
-Measured by \`scripts/bench-build.sh\` on $(date -u +%Y-%m-%d), $(nproc) cores, $(rustc --version).
-Targets (foundation issue): cold build at most 25 s, rebuild at most 2 s, warm \`cargo xtask --help\` at most 150 ms.
+cat >"$work/table.md" <<MD
+Measured by \`scripts/bench-build.sh $before $runs\` on $(date -u +%Y-%m-%d), $(nproc) cores, $(rustc --version),
+before and after alternating in one run (medians of $runs).
 
 | what | median | runs | target |
 | --- | --- | --- | --- |
-| fully cold \`cargo build -p xtask\` (empty target dir, crates downloaded) | $(printf '%.1f' "$cold_m") s | ${cold[*]} | 25 s |
+| fully cold \`cargo build -p xtask\`, before ($before) | $(printf '%.1f' "$b_m") s | ${b[*]} | |
+| fully cold \`cargo build -p xtask\`, this tree | $(printf '%.1f' "$a_m") s (${ratio}x) | ${a[*]} | 0.65x of before; 25 s |
+| the floor: the same dependencies and profile, an empty library | $(printf '%.1f' "$f_m") s (${floor_ratio}x) | ${f[*]} | |
 | rebuild after an edit to \`xtask/src/main.rs\` | $(printf '%.2f' "$rebuild_m") s | ${rebuild[*]} | 2 s |
 | warm no-op \`cargo xtask --help\` | $(printf '%.0f' "$help_m") ms | 15 | 150 ms |
 
 Crates in the dependency graph (normal edges, including xtask): $deps.
 MD
-cat docs/build-times.md
+cat "$work/table.md"
+# Replace the measured table in docs/build-times.md, keep the analysis below it.
+python3 - "$work/table.md" <<'PY'
+import sys
+table = open(sys.argv[1]).read()
+path = "docs/build-times.md"
+doc = open(path).read()
+start = doc.index("<!-- measured -->") + len("<!-- measured -->\n")
+end = doc.index("<!-- /measured -->")
+open(path, "w").write(doc[:start] + table + doc[end:])
+PY

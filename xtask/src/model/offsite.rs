@@ -185,6 +185,15 @@ fn check_path(path: &str, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// The URL schemes a remote may have: the one list `remote` parses and the command line accepts
+/// in place of a remote's name.
+pub const URL_SCHEMES: [&str; 2] = ["s3://", "rclone:"];
+
+/// Whether `name` is a remote's URL rather than its name in `x-xtask.remotes`.
+pub fn is_url(name: &str) -> bool {
+    URL_SCHEMES.iter().any(|s| name.starts_with(s))
+}
+
 /// `s3://bucket/prefix` (with an optional endpoint and region) or `rclone:NAME:path`, as the
 /// rclone path of `project`'s folder in it.
 pub fn remote(
@@ -194,7 +203,8 @@ pub fn remote(
     region: Option<&str>,
     project: &str,
 ) -> Result<RemoteSpec> {
-    let base = if let Some(rest) = url.strip_prefix("s3://") {
+    let [s3, rclone] = URL_SCHEMES;
+    let base = if let Some(rest) = url.strip_prefix(s3) {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         let bucket_ok = (3..=63).contains(&bucket.len())
             && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
@@ -218,7 +228,7 @@ pub fn remote(
             params.push(format!("region={r}"));
         }
         format!(":{}:{}", params.join(","), join(bucket, prefix))
-    } else if let Some(rest) = url.strip_prefix("rclone:") {
+    } else if let Some(rest) = url.strip_prefix(rclone) {
         let (remote, path) = rest.split_once(':').with_context(|| format!("url {url:?}: write rclone:REMOTE:path"))?;
         check_name(remote).with_context(|| format!("url {url:?}: the rclone remote's name"))?;
         check_path(path, "url")?;

@@ -23,9 +23,7 @@ pub fn open(ctx: &Ctx, name: &str) -> Result<Arc<Remote>> {
     let set = ctx.offsite()?;
     let spec = match set.remotes.get(name) {
         Some(s) => s.clone(),
-        None if name.starts_with("s3://") || name.starts_with("rclone:") => {
-            offsite::remote(name, name, None, None, &ctx.stack.name)?
-        }
+        None if offsite::is_url(name) => offsite::remote(name, name, None, None, &ctx.stack.name)?,
         None => {
             let known: Vec<&str> = set.remotes.keys().map(String::as_str).collect();
             bail!(
