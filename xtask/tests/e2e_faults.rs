@@ -1,6 +1,7 @@
 //! Faults on the live engine, each asserting that nothing was lost: kill -9 during a restore
 //! (the safety backup brings the state back), the database container dying mid-dump (the backup
-//! fails, no archive), a backup directory too small (refused before writing, nothing left).
+//! fails, no archive), a backup directory too small (refused before writing, nothing left), a
+//! failure after each step of a restore's swap (the way back brings the state before it back).
 #![allow(clippy::disallowed_methods)]
 
 mod common;
@@ -134,6 +135,48 @@ fn a_service_that_fails_to_start_leaves_the_others_as_found() {
     let left = docker_ok(&["ps", "--all", "--quiet", "--filter", &filter]);
     assert!(left.trim().is_empty(), "db, started first, was removed again as it was found: {left}");
     assert!(dir.names().iter().all(|n| !n.ends_with(".tar.gz")), "no archive: {:?}", dir.names());
+}
+
+#[test]
+fn a_failure_after_each_step_of_the_swap_takes_the_way_back() {
+    if !engine() {
+        return;
+    }
+    let mut stack = TestStack::sample("faultswap");
+    let dir = TempDir::new("faultswap");
+    stack.xtask_ok(&["up", "db", "redis", "backend"]);
+    seed_sample(&stack);
+    let old = stack.xtask_json(&["backup", "--output-dir", dir.s(), "--json"]);
+    // The state the restore replaces: more rows, another upload.
+    let db = format!("{}-db-1", stack.project);
+    psql(&db, "app", "INSERT INTO items SELECT g, 'later' FROM generate_series(501, 600) g");
+    docker_ok(&["exec", &format!("{}-backend-1", stack.project), "sh", "-c", "echo current > /app/media/current.txt"]);
+    let before = sample_state(&stack);
+    let running = || {
+        let filter = format!("label=com.docker.compose.project={}", stack.project);
+        let names = docker_ok(&["ps", "--filter", &filter, "--filter", "status=running", "--format", "{{.Names}}"]);
+        let mut names: Vec<String> = names.lines().map(str::to_string).collect();
+        names.sort();
+        names
+    };
+    let services_before = running();
+    assert_eq!(services_before.len(), 3, "db, redis and backend run: {services_before:?}");
+    for step in ["volume-swap", "database-swap", "start", "health"] {
+        stack.env.push(("XTASK_FAULT_AFTER".into(), step.into()));
+        let (ok, _, err) = stack.xtask(&["restore", old["path"].as_str().unwrap(), "--yes", "--output-dir", dir.s()]);
+        stack.env.pop();
+        assert!(!ok, "a failure after {step} fails the restore");
+        let said = format!("fault injected after the {step} step");
+        assert!(
+            err.contains(&said)
+                && err.contains("the restore failed; the state before it was restored from the safety backup"),
+            "after {step}: {err}"
+        );
+        assert_eq!(sample_state(&stack), before, "after a failure at {step}: the state before the restore is back");
+        assert_eq!(running(), services_before, "after a failure at {step}: every service runs as before");
+        let left = psql(&db, "postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'xtask%'");
+        assert_eq!(left.trim(), "0", "after a failure at {step}: no staged or old database is left");
+    }
 }
 
 /// An image tag this test made; removed (the tag only) when dropped.

@@ -102,6 +102,14 @@ pub fn swap(
     Ok(old)
 }
 
+/// After a way back that restored the safety backup: this restore's staged and old copies go.
+pub fn drop_own(ctx: &Ctx, dbs: &[DbRestore]) -> Result<()> {
+    for db in dbs.iter().filter(|db| db.login.engine == DbEngine::Postgres) {
+        postgres::drop_own(ctx, db)?;
+    }
+    Ok(())
+}
+
 /// Drops the old copies after a successful swap (the services are healthy again).
 pub fn drop_old(ctx: &Ctx, dbs: &[DbRestore], old: &[Vec<String>]) -> Result<()> {
     for (db, o) in dbs.iter().zip(old).filter(|(_, o)| !o.is_empty()) {

@@ -72,19 +72,19 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
         (None, None) => unreachable!("staged above"),
     };
     if let Err(e) = replaced {
-        return Err(take_the_way_back(ctx, e, safety.as_deref(), &created, &p.dir, guard));
+        return Err(take_the_way_back(ctx, &p.plan.dbs, e, safety.as_deref(), &created, &p.dir, guard));
     }
     // Services that do not come back (or not healthy) with the restored data: the way back too.
-    let running = match guard.start_stopped(&ctx.ui) {
+    let running = match guard.start_stopped(&ctx.ui).and_then(|r| fault_after("start").map(|()| r)) {
         Ok(running) => running,
-        Err(e) => return Err(take_the_way_back(ctx, e, safety.as_deref(), &created, &p.dir, guard)),
+        Err(e) => return Err(take_the_way_back(ctx, &p.plan.dbs, e, safety.as_deref(), &created, &p.dir, guard)),
     };
     moments.running_again = unix_now();
     let downtime = (!running.is_empty()).then_some(moments);
     let downtime_seconds = downtime.map(|d| d.running_again - d.stop_began);
-    if let Err(e) = services::wait_until_up(ctx.docker()?, &running, &ctx.ui) {
+    if let Err(e) = services::wait_until_up(ctx.docker()?, &running, &ctx.ui).and_then(|()| fault_after("health")) {
         let e = e.context("the services did not come back healthy with the restored data");
-        return Err(take_the_way_back(ctx, e, safety.as_deref(), &created, &p.dir, guard));
+        return Err(take_the_way_back(ctx, &p.plan.dbs, e, safety.as_deref(), &created, &p.dir, guard));
     }
     // The services are healthy again: the old database copies can go (the database service is
     // still up, also when this restore had to start it). The restore is done either way.
@@ -100,6 +100,7 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
 /// where the state before the restore is.
 fn take_the_way_back(
     ctx: &Ctx,
+    dbs: &[DbRestore],
     e: anyhow::Error,
     safety: Option<&Path>,
     created: &[String],
@@ -107,6 +108,13 @@ fn take_the_way_back(
     mut guard: ServiceGuard,
 ) -> anyhow::Error {
     let back = way_back(ctx, safety, created, dir, &mut guard);
+    // The safety backup is back in place: this restore's staged and old database copies are
+    // garbage. Without one (or if it failed) the old copies are what is left: they stay.
+    if back.is_ok() && safety.is_some() {
+        if let Err(d) = database::drop_own(ctx, dbs) {
+            eprintln!("warning: this restore's database copies were not dropped ({d:#}); the next restore drops them");
+        }
+    }
     let restarted = guard.restore(&ctx.ui);
     match (back, restarted) {
         (Ok(msg), Ok(())) => e.context(format!("the restore failed; {msg}")),
@@ -216,9 +224,21 @@ fn swap_all(
         ctx.ui.step(&format!("swap the restored content into {}", targets.join(", ")));
         staging::swap(docker, &targets, names)?;
     }
+    fault_after("volume-swap")?;
     *old_dbs = database::swap(ctx, &p.plan.dbs, &staged.dbs, &staged.dumps)?;
+    fault_after("database-swap")?;
     moments.swap_ended = unix_now();
     Ok(())
+}
+
+/// A test hook: `XTASK_FAULT_AFTER=STEP` makes the restore fail right after that step of the
+/// swap (`volume-swap`, `database-swap`, `start`, `health`), so the end-to-end tests prove the
+/// way back from each. The failure is the same one any error there causes: recoverable.
+fn fault_after(step: &str) -> Result<()> {
+    match std::env::var("XTASK_FAULT_AFTER") {
+        Ok(wanted) if wanted == step => bail!("fault injected after the {step} step (XTASK_FAULT_AFTER)"),
+        _ => Ok(()),
+    }
 }
 
 /// The safety backup: exactly what will be overwritten, the present target volumes, and the

@@ -266,6 +266,19 @@ pub fn recover(ctx: &Ctx, db: &DbRestore) -> Result<()> {
     Ok(())
 }
 
+/// After this process's own way back restored the safety backup: its staged and old copies
+/// (`xtask_(new|old)_PID_N`) are garbage, the live databases hold the state from before.
+pub fn drop_own(ctx: &Ctx, db: &DbRestore) -> Result<()> {
+    let psql = Psql { ctx, db };
+    // Only digits of our own: the pattern can stand in a literal.
+    let sql =
+        format!("SELECT datname FROM pg_database WHERE datname ~ '^xtask_(new|old)_{}_[0-9]+$'", std::process::id());
+    for name in psql.rows("template1", &sql)? {
+        psql.run("template1", "DROP DATABASE IF EXISTS :\"o\" WITH (FORCE);\n", &[("o", &name)])?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::created_roles;
