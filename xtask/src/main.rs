@@ -49,7 +49,9 @@ fn dispatch(ctx: &Ctx, command: Command, dry_run: bool, env: Option<String>) -> 
         }
         Command::Backups { remote: Some(r), json, .. } => offsite::list(ctx, &r, json),
         Command::Backups { dir, remote: None, json } => catalog::list(&dir.path(), &ctx.stack.name, json),
-        Command::Push { pick, to, dir } => offsite::run_push(ctx, &pick.pick(), &to, &dir.path(), dry_run).map(drop),
+        Command::Push { pick, to, yes, dir } => {
+            offsite::run_push(ctx, &pick.pick(), &to, &dir.path(), dry_run, yes).map(drop)
+        }
         Command::Pull { archive, latest: _, from, dir } => {
             let path = offsite::pull(ctx, &from, archive.as_deref(), &dir.path(), dry_run)?;
             if !dry_run {

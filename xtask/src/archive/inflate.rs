@@ -29,11 +29,44 @@ pub struct Inflated {
 
 /// Starts inflating `raw` (the archive's gzip bytes) on a thread of its own.
 pub fn inflate(raw: Box<dyn Read + Send>) -> Inflated {
+    start(raw, false)
+}
+
+/// The same for a stream that is the tar itself (a restic snapshot of an archive): read ahead
+/// on its own thread, nothing to inflate.
+pub fn plain(raw: Box<dyn Read + Send>) -> Inflated {
+    start(raw, true)
+}
+
+fn start(raw: Box<dyn Read + Send>, plain: bool) -> Inflated {
     let (tx, blocks) = sync_channel(AHEAD);
     let (spent, spare) = sync_channel(AHEAD + 2);
     // Should the thread not start, its sender is dropped with it: the first read says so.
-    let _ = std::thread::Builder::new().name("inflate".into()).spawn(move || produce(raw, &tx, &spare));
+    let _ = std::thread::Builder::new().name("inflate".into()).spawn(move || {
+        if plain {
+            produce_plain(raw, &tx, &spare)
+        } else {
+            produce(raw, &tx, &spare)
+        }
+    });
     Inflated { blocks, spent, block: Vec::new(), len: 0, pos: 0, ended: false }
+}
+
+/// The thread for a plain stream: fills blocks until its end.
+fn produce_plain(mut raw: Box<dyn Read + Send>, tx: &SyncSender<Message>, spare: &Receiver<Vec<u8>>) {
+    loop {
+        let mut data = spare.try_recv().unwrap_or_else(|_| vec![0u8; BLOCK]);
+        let (filled, error) = fill(&mut raw, &mut data);
+        if filled > 0 && tx.send(Ok((data, filled))).is_err() {
+            return;
+        }
+        if let Some(e) = error {
+            return drop(tx.send(Err(e)));
+        }
+        if filled == 0 {
+            return drop(tx.send(Ok((Vec::new(), 0))));
+        }
+    }
 }
 
 /// The thread: fills blocks until the end, checks what follows it, then sends the end.

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::engine::crypt;
+use crate::engine::restic::Restic;
 use anyhow::{bail, Context, Result};
 use sha2::Digest;
 use std::fs::{File, OpenOptions};
@@ -25,7 +26,19 @@ pub struct Source {
 
 enum Origin {
     File(File),
-    Remote { remote: std::sync::Arc<crate::engine::remote::Remote>, object: String, sha256: [u8; 32] },
+    Remote {
+        remote: std::sync::Arc<crate::engine::remote::Remote>,
+        object: String,
+        sha256: [u8; 32],
+    },
+    /// A restic snapshot of the archive's uncompressed tar stream, checked against the digest
+    /// its push recorded.
+    Restic {
+        restic: std::sync::Arc<Restic>,
+        snapshot: String,
+        file: String,
+        tar_sha256: [u8; 32],
+    },
 }
 
 impl Source {
@@ -53,6 +66,19 @@ impl Source {
         let shown = remote.shown(name);
         let identity = if name.ends_with(crypt::SUFFIX) { Some(crypt::identity(&shown)?) } else { None };
         Ok(Source { origin: Origin::Remote { remote, object: name.to_string(), sha256 }, identity, path: shown.into() })
+    }
+
+    /// The tar stream stored as `file` in `snapshot` of a restic repository, whose bytes must
+    /// hash to `tar_sha256` (its completion tag). Shown as `REMOTE:SNAPSHOT:FILE`.
+    pub fn restic(restic: std::sync::Arc<Restic>, snapshot: &str, file: &str, tar_sha256: [u8; 32]) -> Source {
+        let path = format!("{}:{}:{file}", restic.spec.name, &snapshot[..snapshot.len().min(8)]).into();
+        let origin = Origin::Restic { restic, snapshot: snapshot.to_string(), file: file.to_string(), tar_sha256 };
+        Source { origin, identity: None, path }
+    }
+
+    /// The stream is the tar itself (a restic snapshot), not gzip.
+    fn plain(&self) -> bool {
+        matches!(self.origin, Origin::Restic { .. })
     }
 
     pub fn encrypted(&self) -> bool {
@@ -110,6 +136,12 @@ impl Source {
                 name: self.path.display().to_string(),
                 checked: false,
             }),
+            Origin::Restic { restic, snapshot, file, tar_sha256 } => Box::new(DigestChecked {
+                inner: HashingReader::new(restic.dump(snapshot, file)?),
+                expected: *tar_sha256,
+                name: self.path.display().to_string(),
+                checked: false,
+            }),
         })
     }
 
@@ -122,6 +154,12 @@ impl Source {
             Origin::Remote { remote, object, sha256 } => {
                 Origin::Remote { remote: remote.clone(), object: object.clone(), sha256: *sha256 }
             }
+            Origin::Restic { restic, snapshot, file, tar_sha256 } => Origin::Restic {
+                restic: restic.clone(),
+                snapshot: snapshot.clone(),
+                file: file.clone(),
+                tar_sha256: *tar_sha256,
+            },
         };
         Ok(Source { origin, identity: self.identity.clone(), path: self.path.clone() })
     }
@@ -129,7 +167,8 @@ impl Source {
     /// The archive's tar stream, decompressed, from the start.
     /// Inflated on a thread of its own; it ends only where the archive's bytes end.
     pub fn tar(&self) -> tar::Archive<Inflated> {
-        tar::Archive::new(inflate::inflate(self.reader()))
+        let stream = if self.plain() { inflate::plain(self.reader()) } else { inflate::inflate(self.reader()) };
+        tar::Archive::new(stream)
     }
 }
 

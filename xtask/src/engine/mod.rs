@@ -13,6 +13,7 @@ pub mod db;
 pub mod docker;
 pub mod process;
 pub mod remote;
+pub mod restic;
 pub mod services;
 pub mod sign;
 pub mod staging;

@@ -10,6 +10,7 @@
 //!   remotes:
 //!     offsite: {url: "s3://bucket/prefix", endpoint: "https://fra1.digitaloceanspaces.com", region: "fra1"}
 //!     nas: {url: "rclone:mynas:backups"}      # any remote of the user's rclone config
+//!     vault: {url: "restic:/srv/restic", password_file: "/etc/xtask/restic.pw"}  # deduplicated
 //!   encrypt:
 //!     recipients: ["age1…"]                   # public keys: safe to commit
 //!     recipients_file: keys/backup.pub        # or a file of them, relative to the project directory
@@ -59,10 +60,29 @@ pub struct Signing {
     pub allowed_signers_file: Option<PathBuf>,
 }
 
+/// A restic repository as a remote (`url: "restic:REPOSITORY"`): archives go in as snapshots of
+/// their uncompressed tar stream, deduplicated and encrypted by restic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultSpec {
+    pub name: String,
+    /// restic's repository string (`/srv/restic`, `s3:https://host/bucket/prefix`,
+    /// `rclone:nas:restic`, `sftp:…`, `rest:…`): given to restic in `RESTIC_REPOSITORY`, never
+    /// on its command line (a REST server's URL may hold a password).
+    pub repository: String,
+    /// The file holding the repository password; None: restic's own `RESTIC_PASSWORD_FILE` or
+    /// `RESTIC_PASSWORD_COMMAND` from the environment. Never the password itself.
+    pub password_file: Option<PathBuf>,
+}
+
+/// The scheme of a restic repository remote's URL.
+pub const RESTIC_SCHEME: &str = "restic:";
+
 /// The parsed `x-xtask` off-site settings.
 #[derive(Debug, Clone, Default)]
 pub struct Offsite {
     pub remotes: BTreeMap<String, RemoteSpec>,
+    /// Remotes that are restic repositories, by name.
+    pub vaults: BTreeMap<String, VaultSpec>,
     pub encryption: Encryption,
     /// Set: every archive is signed when written and must carry a valid signature to be read.
     pub signing: Option<Signing>,
@@ -87,6 +107,12 @@ pub fn parse(settings: Option<&Value>, project: &str, project_dir: &Path) -> Res
             check_name(name).with_context(|| format!("x-xtask.remotes.{name}"))?;
             let at = format!("remotes.{name}");
             let url = text(v, "url", &at)?.with_context(|| format!("x-xtask.{at} has no url"))?;
+            if let Some(repository) = url.strip_prefix(RESTIC_SCHEME) {
+                let password_file = text(v, "password_file", &at)?.map(|f| project_dir.join(f));
+                let spec = vault(name, repository, password_file).with_context(|| format!("x-xtask.{at}"))?;
+                out.vaults.insert(name.to_string(), spec);
+                continue;
+            }
             let spec = remote(name, url, text(v, "endpoint", &at)?, text(v, "region", &at)?, project)
                 .with_context(|| format!("x-xtask.{at}"))?;
             out.remotes.insert(name.to_string(), spec);
@@ -183,6 +209,15 @@ fn check_path(path: &str, what: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A restic repository remote: the repository string must be one line of printable text that
+/// restic cannot read as an option (it goes into `RESTIC_REPOSITORY`, not argv).
+pub fn vault(name: &str, repository: &str, password_file: Option<PathBuf>) -> Result<VaultSpec> {
+    if repository.is_empty() || repository.starts_with('-') || repository.chars().any(char::is_control) {
+        bail!("url restic:{repository:?}: write restic:REPOSITORY as restic names it (/srv/restic, s3:https://host/bucket/prefix, rclone:remote:path)");
+    }
+    Ok(VaultSpec { name: name.to_string(), repository: repository.to_string(), password_file })
 }
 
 /// The URL schemes a remote may have: the one list `remote` parses and the command line accepts

@@ -117,6 +117,9 @@ pub fn scan(remote: &Remote) -> Result<(Vec<RemoteArchive>, Vec<String>)> {
 
 /// The archive `file` (None: the newest complete one) of the remote, ready to stream.
 pub fn pick(ctx: &Ctx, name: &str, file: Option<&str>) -> Result<archive::Source> {
+    if let Some(vault) = crate::store::vault::lookup(ctx, name)? {
+        return crate::store::vault::pick(ctx, &vault, file).map(|(src, _)| src);
+    }
     pick_named(ctx, name, file).map(|(src, _)| src)
 }
 

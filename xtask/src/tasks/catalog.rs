@@ -78,6 +78,9 @@ pub enum Which {
     },
 }
 
+/// How much of a restic repository's data `verify --remote` reads back (`--read-data-subset`).
+const RESTIC_CHECK_PERCENT: u32 = 5;
+
 pub fn verify(ctx: &Ctx, dir: &Path, which: Which, deep: bool, rules: archive::Rules, json: bool) -> Result<()> {
     let project = ctx.stack.name.as_str();
     let local = |p: PathBuf| {
@@ -92,6 +95,11 @@ pub fn verify(ctx: &Ctx, dir: &Path, which: Which, deep: bool, rules: archive::R
         }
         Which::All => scan(dir, project)?.into_iter().map(|a| local(a.path)).collect(),
         Which::Remote { remote, file } => {
+            if let Some(spec) = crate::store::vault::lookup(ctx, &remote)? {
+                // The repository's own structure first, reading back a sample of its data.
+                ctx.ui.step(&format!("check the restic repository of remote {remote} (restic check, 5% of the data)"));
+                crate::store::vault::open(&spec, false)?.check(RESTIC_CHECK_PERCENT)?;
+            }
             let src = crate::store::remote::pick(ctx, &remote, file.as_deref())?;
             vec![(src.path.clone(), Ok(src), false)]
         }

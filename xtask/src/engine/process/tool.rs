@@ -17,6 +17,9 @@ use crate::engine::docker::cmd::shell_quote;
 pub struct Tool {
     pub name: &'static str,
     bin: PathBuf,
+    /// Set in the child's environment (never its command line): how secrets and locations
+    /// reach tools that read them from there (restic's repository and password file).
+    envs: Vec<(String, String)>,
 }
 
 impl Tool {
@@ -28,7 +31,13 @@ impl Tool {
                  install it (Debian/Ubuntu: `sudo apt-get install {name}`; macOS: `brew install {name}`)"
             )
         })?;
-        Ok(Tool { name, bin })
+        Ok(Tool { name, bin, envs: Vec::new() })
+    }
+
+    /// The same tool with `key=value` in its children's environment.
+    pub fn with_env(mut self, key: &str, value: &str) -> Tool {
+        self.envs.push((key.to_string(), value.to_string()));
+        self
     }
 
     /// The command as a user could paste it into a shell.
@@ -38,7 +47,8 @@ impl Tool {
 
     fn expression(&self, args: &[String]) -> duct::Expression {
         #[allow(clippy::disallowed_methods)] // this module is the one place allowed to spawn processes
-        super::run::with_group(duct::cmd(&self.bin, args))
+        let e = self.envs.iter().fold(duct::cmd(&self.bin, args), |e, (k, v)| e.env(k, v));
+        super::run::with_group(e)
     }
 
     /// Runs a short command to its end and returns its stdout; a failure carries its stderr.

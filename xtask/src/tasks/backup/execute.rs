@@ -290,12 +290,18 @@ fn write_archive(
     }
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let file_name = final_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // A restic repository takes the finished archive's tar stream (below); a folder of archives
+    // is uploaded to while the archive is written.
+    let vault = match &plan.push {
+        Some(r) => crate::store::vault::lookup(ctx, r)?,
+        None => None,
+    };
     let (upload, mirror) = match &plan.push {
-        Some(r) => {
+        Some(r) if vault.is_none() => {
             let (u, m) = crate::tasks::offsite::Upload::begin(ctx, r, &file_name)?;
             (Some(u), Some(m))
         }
-        None => (None, None),
+        _ => (None, None),
     };
     let mut writer = ArchiveWriter::create_sealed(&final_path, opts.level, threads, plan.seal.as_ref(), mirror)?;
     let config = ctx.model()?.1.clone().unwrap_or_default();
@@ -329,6 +335,11 @@ fn write_archive(
     if let Some(u) = upload {
         u.complete(ctx, &final_path, committed).map_err(|e| {
             e.context(format!("the archive was written but not uploaded; it is kept at {}", final_path.display()))
+        })?;
+    } else if let Some(spec) = &vault {
+        let files = [final_path.clone()];
+        crate::tasks::offsite::vault::push(ctx, spec, &files, false, opts.create_remote).map_err(|e| {
+            e.context(format!("the archive was written but not pushed; it is kept at {}", final_path.display()))
         })?;
     }
     Ok((final_path, bytes, stats, sha256))

@@ -55,6 +55,8 @@ pub struct Options {
     pub push: Option<String>,
     /// With `push`: keep the local copy once the upload is complete (`--no-keep-local`: false).
     pub keep_local: bool,
+    /// With `push` to a restic repository that does not exist yet: create it (`--yes`).
+    pub create_remote: bool,
 }
 
 impl Options {
@@ -78,6 +80,7 @@ impl Options {
             no_encrypt: false,
             push: None,
             keep_local: true,
+            create_remote: false,
         }
     }
 }

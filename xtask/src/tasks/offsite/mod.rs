@@ -28,6 +28,8 @@ use crate::store::remote::{open, pick_named, quiet_policy, scan, RemoteArchive};
 use crate::store::retention::{self, Retention};
 use crate::ui::{human_bytes, table};
 
+pub mod vault;
+
 /// Uploads are tried this many times, waiting 2 s, then 4 s, between tries.
 const ATTEMPTS: u32 = 3;
 /// An archive without its sidecar older than this is a leftover `prune --remote` removes.
@@ -35,6 +37,9 @@ const LEFTOVER_AGE: time::Duration = time::Duration::hours(24);
 
 /// `backups --remote`.
 pub fn list(ctx: &Ctx, name: &str, json: bool) -> Result<()> {
+    if let Some(spec) = crate::store::vault::lookup(ctx, name)? {
+        return vault::list(ctx, &spec, json);
+    }
     let remote = open(ctx, name)?;
     let (mut archives, _) = scan(&remote)?;
     let policy = quiet_policy(ctx)?;
@@ -109,13 +114,29 @@ pub fn plan_push(remote: &Remote, files: &[PathBuf]) -> Result<Vec<PushItem>> {
 }
 
 /// The `push` command: the archives `pick` names in `dir` to `remote`, then how many went.
-pub fn run_push(ctx: &Ctx, pick: &local::Pick, remote: &str, dir: &Path, dry_run: bool) -> Result<Vec<PushItem>> {
+pub fn run_push(
+    ctx: &Ctx,
+    pick: &local::Pick,
+    remote: &str,
+    dir: &Path,
+    dry_run: bool,
+    yes: bool,
+) -> Result<Vec<PushItem>> {
     let files = local::picked(dir, &ctx.stack.name, pick)?;
-    let items = push(ctx, remote, &files, dry_run)?;
+    let items = push_to(ctx, remote, &files, dry_run, yes)?;
     let uploaded = items.iter().filter(|i| i.action == "upload").count();
     let verb = if dry_run { "would upload" } else { "uploaded" };
     println!("{verb} {uploaded}, skipped {} (already there) to remote {remote}", items.len() - uploaded);
     Ok(items)
+}
+
+/// [`push`] to any remote: a restic repository (created when missing only with `create`) or a
+/// folder of archives.
+pub fn push_to(ctx: &Ctx, name: &str, files: &[PathBuf], dry_run: bool, create: bool) -> Result<Vec<PushItem>> {
+    match crate::store::vault::lookup(ctx, name)? {
+        Some(spec) => vault::push(ctx, &spec, files, dry_run, create),
+        None => push(ctx, name, files, dry_run),
+    }
 }
 
 /// `push`: uploads what the remote lacks (each retried with backoff), then its sidecar.
@@ -243,6 +264,9 @@ impl<R: Read> Read for Ticking<'_, R> {
 /// `pull`: downloads a complete archive into `dir` (temporary name, checked against its
 /// sidecar's SHA-256, fsync, rename). Returns the local path. `--dry-run` only says so.
 pub fn pull(ctx: &Ctx, name: &str, file: Option<&str>, dir: &Path, dry_run: bool) -> Result<PathBuf> {
+    if let Some(spec) = crate::store::vault::lookup(ctx, name)? {
+        return vault::pull(ctx, &spec, file, dir, dry_run);
+    }
     let (src, picked) = pick_named(ctx, name, file)?;
     let file = picked.file.clone();
     let remote_name = src.path.display().to_string();
@@ -297,6 +321,9 @@ fn not_authentic(remote: &Remote, a: &RemoteArchive) -> Result<Option<String>> {
 /// always kept), plus leftovers of interrupted pushes older than a day. Objects it cannot
 /// authenticate never take a retention slot and are never removed: they are reported.
 pub fn prune(ctx: &Ctx, name: &str, r: &Retention, dry_run: bool) -> Result<()> {
+    if let Some(spec) = crate::store::vault::lookup(ctx, name)? {
+        return vault::prune(ctx, &spec, r, dry_run);
+    }
     let remote = open(ctx, name)?;
     let (archives, orphans) = scan(&remote)?;
     let now = OffsetDateTime::now_utc();

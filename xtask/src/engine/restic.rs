@@ -1,0 +1,198 @@
+//! A restic repository as a remote (the deduplicated tier): the `restic` CLI found with `which`
+//! (0.14 or newer: `backup --stdin`, compression, `dump`), the repository in `RESTIC_REPOSITORY`
+//! and its password file in `RESTIC_PASSWORD_FILE` (or the user's own `RESTIC_PASSWORD_FILE` /
+//! `RESTIC_PASSWORD_COMMAND`): nothing on a command line but snapshot ids, tags and flags. Each
+//! archive is one snapshot of its uncompressed tar stream, tagged `xtask`, `project=P`,
+//! `kind=K`, `archive=NAME`; it counts as complete only once a second step added
+//! `tar-sha256=HEX` (a snapshot a killed push left, from a truncated stream, never has it).
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use super::process::{Tool, ToolReader, ToolWriter};
+use crate::model::offsite::VaultSpec;
+
+/// The oldest restic that has everything used here (`backup --stdin-filename`, compressed
+/// repositories, `dump`, `stats --mode raw-data --json`): Debian bookworm's.
+const MIN_VERSION: (u32, u32) = (0, 14);
+
+/// The tag that marks a snapshot complete (its tar stream's SHA-256 as pushed).
+pub const COMPLETE_TAG: &str = "tar-sha256=";
+
+/// One snapshot of the repository, as `restic snapshots --json` lists it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Snapshot {
+    pub id: String,
+    pub short_id: String,
+    /// RFC 3339 with nanoseconds, UTC or with an offset.
+    pub time: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub paths: Vec<String>,
+}
+
+impl Snapshot {
+    /// The value of the tag `key=…`, if the snapshot has one.
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags.iter().find_map(|t| t.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+    }
+}
+
+/// A restic repository with restic found and its version checked.
+pub struct Restic {
+    pub spec: VaultSpec,
+    tool: Tool,
+}
+
+impl Restic {
+    pub fn open(spec: &VaultSpec) -> Result<Restic> {
+        let needed = format!("to reach the restic repository of remote {}", spec.name);
+        let mut tool = Tool::find("restic", &needed)?.with_env("RESTIC_REPOSITORY", &spec.repository);
+        match &spec.password_file {
+            Some(file) => tool = tool.with_env("RESTIC_PASSWORD_FILE", &file.display().to_string()),
+            None if std::env::var_os("RESTIC_PASSWORD_FILE").is_none()
+                && std::env::var_os("RESTIC_PASSWORD_COMMAND").is_none() =>
+            {
+                bail!(
+                    "remote {}: no repository password: set password_file in x-xtask.remotes.{} (a file, never \
+                     the password itself) or RESTIC_PASSWORD_FILE / RESTIC_PASSWORD_COMMAND",
+                    spec.name,
+                    spec.name
+                )
+            }
+            None => {}
+        }
+        let restic = Restic { spec: spec.clone(), tool };
+        restic.check_version()?;
+        Ok(restic)
+    }
+
+    fn check_version(&self) -> Result<()> {
+        let out = String::from_utf8_lossy(&self.tool.output(&["version".to_string()])?).into_owned();
+        let version = out.split_whitespace().nth(1).unwrap_or_default();
+        let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        if found < MIN_VERSION {
+            bail!(
+                "restic {version} is too old: 0.14 or newer is needed (backup --stdin into a compressed repository, \
+                 dump); install it (Debian/Ubuntu: `sudo apt-get install restic`, or `restic self-update`)"
+            );
+        }
+        Ok(())
+    }
+
+    fn run(&self, args: &[&str]) -> Result<Vec<u8>> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        self.tool.output(&args).map_err(|e| explain(e, &self.spec.name))
+    }
+
+    /// Whether the repository exists (and the password opens it).
+    pub fn exists(&self) -> Result<bool> {
+        match self.run(&["cat", "config", "--no-lock"]) {
+            Ok(_) => Ok(true),
+            Err(e)
+                if format!("{e:#}").contains("does not exist")
+                    || format!("{e:#}").contains("unable to open config") =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates the repository (first use, asked for with `--yes`).
+    pub fn init(&self) -> Result<()> {
+        self.run(&["init"])
+            .map(drop)
+            .with_context(|| format!("initialise the restic repository of remote {}", self.spec.name))
+    }
+
+    /// Starts `restic backup --stdin` of one archive's tar stream; the caller writes the stream
+    /// and finishes the writer (stdout: restic's JSON summary).
+    pub fn backup_stdin(&self, filename: &str, tags: &[String]) -> Result<ToolWriter> {
+        let mut args: Vec<String> =
+            ["backup", "--stdin", "--stdin-filename", filename, "--host", "xtask", "--json", "--quiet"]
+                .map(String::from)
+                .to_vec();
+        for t in tags {
+            args.extend(["--tag".to_string(), t.clone()]);
+        }
+        self.tool.sink(&args)
+    }
+
+    /// The id of the snapshot a finished `backup --json` reported.
+    pub fn snapshot_of(summary: &[u8]) -> Result<String> {
+        let text = String::from_utf8_lossy(summary);
+        let line = text.lines().rev().find(|l| l.contains("\"summary\"")).context("restic printed no summary")?;
+        let v: serde_json::Value = serde_json::from_str(line).context("read restic's backup summary")?;
+        v["snapshot_id"].as_str().map(str::to_string).context("restic's summary names no snapshot")
+    }
+
+    /// Adds tags to a snapshot (restic rewrites it under a new id).
+    pub fn add_tags(&self, snapshot: &str, tags: &[String]) -> Result<()> {
+        let mut args = vec!["tag"];
+        for t in tags {
+            args.extend(["--add", t.as_str()]);
+        }
+        args.push(snapshot);
+        self.run(&args).map(drop)
+    }
+
+    /// The snapshots tagged `project=P`, oldest first.
+    pub fn snapshots(&self, project: &str) -> Result<Vec<Snapshot>> {
+        let tag = format!("project={project}");
+        let out = self.run(&["snapshots", "--json", "--no-lock", "--tag", &tag])?;
+        let mut list: Vec<Snapshot> = serde_json::from_slice(&out).context("read `restic snapshots --json`")?;
+        list.retain(|s| s.tags.iter().any(|t| t == "xtask"));
+        Ok(list)
+    }
+
+    /// The stored file `filename` of `snapshot`, streamed (`restic dump`).
+    pub fn dump(&self, snapshot: &str, filename: &str) -> Result<ToolReader> {
+        let path = format!("/{filename}");
+        let args = ["dump", "--no-lock", snapshot, &path].map(String::from);
+        self.tool.stream(&args, None)
+    }
+
+    /// `restic forget` of the given snapshot ids, then `restic prune`.
+    pub fn forget_and_prune(&self, ids: &[String]) -> Result<()> {
+        if !ids.is_empty() {
+            let mut args = vec!["forget"];
+            args.extend(ids.iter().map(String::as_str));
+            self.run(&args)?;
+        }
+        self.run(&["prune"]).map(drop)
+    }
+
+    /// `restic check`, reading `percent` of the data back (0: structure only).
+    pub fn check(&self, percent: u32) -> Result<()> {
+        let subset = format!("--read-data-subset={percent}%");
+        let args: Vec<&str> = if percent > 0 { vec!["check", &subset] } else { vec!["check"] };
+        self.run(&args).map(drop)
+    }
+
+    /// The repository's stored bytes (`stats --mode raw-data`).
+    pub fn raw_bytes(&self) -> Result<u64> {
+        let out = self.run(&["stats", "--mode", "raw-data", "--json", "--no-lock"])?;
+        let v: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&out).context("read restic stats")?;
+        v.get("total_size").and_then(|s| s.as_u64()).context("restic stats gave no total_size")
+    }
+}
+
+/// restic's failures in the user's terms: a lock, a wrong password, a missing repository.
+fn explain(e: anyhow::Error, remote: &str) -> anyhow::Error {
+    let text = format!("{e:#}");
+    if text.contains("repository is already locked") || text.contains("unable to create lock") {
+        e.context(format!(
+            "the restic repository of remote {remote} is locked by another restic; if none runs (a stale lock \
+             left by a killed one), remove it with `restic unlock` (RESTIC_REPOSITORY as in x-xtask.remotes.{remote})"
+        ))
+    } else if text.contains("wrong password") {
+        e.context(format!("the password of remote {remote} does not open its restic repository; nothing was changed"))
+    } else {
+        e
+    }
+}

@@ -1,0 +1,128 @@
+//! Remotes that are restic repositories (`url: "restic:…"`), as places that hold archives: the
+//! project's snapshots listed like archives, and the one a reader streams. Only snapshots tagged
+//! `xtask` and `project=P` whose `archive=` tag is a name of our grammar are considered; one
+//! counts as complete only with its `tar-sha256=` tag, added after the push finished, and its
+//! bytes are checked against it as they stream. restic's repository key authenticates every
+//! snapshot (only its holders can write one), so `x-xtask.sign` is not asked of them.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::archive::Source;
+use crate::context::Ctx;
+use crate::engine::restic::{Restic, Snapshot, COMPLETE_TAG};
+use crate::model::offsite::VaultSpec;
+use crate::store::local;
+
+/// An archive in a restic repository: one snapshot.
+#[derive(Debug, Clone, Serialize)]
+pub struct VaultArchive {
+    /// The archive's name as it was pushed (`full_backup_….tar.gz`).
+    pub file: String,
+    pub snapshot: String,
+    pub created_at: String,
+    #[serde(skip)]
+    pub created: OffsetDateTime,
+    pub kind: &'static str,
+    /// The push finished: the snapshot has its `tar-sha256=` tag.
+    pub complete: bool,
+    /// When the snapshot was taken (restic's time), RFC 3339.
+    pub snapshot_time: String,
+    #[serde(skip)]
+    pub tar_sha256: Option<[u8; 32]>,
+}
+
+impl VaultArchive {
+    /// The name the tar stream has inside the snapshot: the archive's name as `.tar`.
+    pub fn stored_name(&self) -> String {
+        stored_name(&self.file)
+    }
+}
+
+/// `full_backup_X.tar.gz[.age]` -> `full_backup_X.tar`: what a snapshot holds.
+pub fn stored_name(file: &str) -> String {
+    let stem = file.strip_suffix(".age").unwrap_or(file);
+    let stem = stem.strip_suffix(".gz").unwrap_or(stem);
+    stem.to_string()
+}
+
+/// The restic repository remote named `name` in `x-xtask.remotes`, if it is one.
+pub fn lookup(ctx: &Ctx, name: &str) -> Result<Option<VaultSpec>> {
+    Ok(ctx.offsite()?.vaults.get(name).cloned())
+}
+
+/// The repository, opened (restic found, version checked, the password given); a missing one is
+/// created only when `create` (asked for with `--yes`), else named with how to create it.
+pub fn open(spec: &VaultSpec, create: bool) -> Result<Arc<Restic>> {
+    let restic = Restic::open(spec)?;
+    if !restic.exists()? {
+        if !create {
+            bail!(
+                "remote {}: the restic repository {} does not exist yet; add --yes to create it (restic init)",
+                spec.name,
+                spec.repository
+            );
+        }
+        restic.init()?;
+    }
+    Ok(Arc::new(restic))
+}
+
+fn archive_of(s: &Snapshot) -> Option<VaultArchive> {
+    let file = s.tag("archive")?.to_string();
+    if !local::is_our_name(&file) {
+        return None;
+    }
+    let created = local::name_stamp(&file)?;
+    let tar_sha256 = s.tags.iter().find_map(|t| t.strip_prefix(COMPLETE_TAG)).and_then(parse_hex32);
+    Some(VaultArchive {
+        created_at: created.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        kind: local::name_kind(&file),
+        complete: tar_sha256.is_some(),
+        snapshot: s.id.clone(),
+        snapshot_time: s.time.clone(),
+        file,
+        created,
+        tar_sha256,
+    })
+}
+
+fn parse_hex32(hex: &str) -> Option<[u8; 32]> {
+    crate::engine::remote::parse_hex32(hex)
+}
+
+/// The project's archives in the repository, newest first.
+pub fn scan(restic: &Restic, project: &str) -> Result<Vec<VaultArchive>> {
+    let mut out: Vec<VaultArchive> = restic.snapshots(project)?.iter().filter_map(archive_of).collect();
+    out.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.snapshot_time.cmp(&a.snapshot_time)));
+    Ok(out)
+}
+
+/// The archive `file` (None: the newest complete one) of the repository, ready to stream.
+pub fn pick(ctx: &Ctx, spec: &VaultSpec, file: Option<&str>) -> Result<(Source, VaultArchive)> {
+    let restic = open(spec, false)?;
+    let archives = scan(&restic, &ctx.stack.name)?;
+    let name = &spec.name;
+    let found = match file {
+        Some(f) => archives.iter().find(|a| a.file == f || a.snapshot.starts_with(f)).with_context(|| {
+            format!("remote {name} has no archive {f} of project {}; see `cargo xtask backups --remote {name}`", ctx.stack.name)
+        })?,
+        None => archives.iter().find(|a| a.complete).with_context(|| {
+            format!(
+                "remote {name} has no complete archive of project {}; push one with `cargo xtask push --latest --to {name}`",
+                ctx.stack.name
+            )
+        })?,
+    };
+    let Some(digest) = found.tar_sha256 else {
+        bail!(
+            "{name}: snapshot {} of {} is incomplete (its push was interrupted); push it again",
+            found.snapshot,
+            found.file
+        );
+    };
+    Ok((Source::restic(restic, &found.snapshot, &found.stored_name(), digest), found.clone()))
+}

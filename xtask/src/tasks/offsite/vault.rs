@@ -1,0 +1,228 @@
+//! The deduplicated tier: `push`, `backups --remote`, `pull` and `prune --remote` for remotes that
+//! are restic repositories. An archive goes in as one snapshot of its uncompressed tar stream
+//! (compression would defeat restic's deduplication; restic compresses and encrypts), tagged
+//! with the project, kind and name, then marked complete by a second step (`tar-sha256=`), so a
+//! push cut off at any point (kill -9 of the tool or of restic) never yields a snapshot that
+//! counts. Our metadata and `SHA256SUMS` travel inside the stream: the strict grammar still
+//! decides what a restore takes.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use sha2::Digest;
+use time::OffsetDateTime;
+
+use super::PushItem;
+use crate::archive::{self, hex, HashingReader, Source};
+use crate::context::Ctx;
+use crate::engine::restic::{Restic, COMPLETE_TAG};
+use crate::model::offsite::VaultSpec;
+use crate::store::retention::{self, Retention};
+use crate::store::vault::{self, VaultArchive};
+use crate::ui::{human_bytes, table};
+
+/// A snapshot without its completion tag older than this is a leftover `prune --remote` forgets.
+const LEFTOVER_AGE: time::Duration = time::Duration::hours(24);
+
+/// `push --to VAULT`: each archive not yet in the repository (same name, complete) goes in as a
+/// snapshot of its tar stream. `create`: make the repository if it does not exist (`--yes`).
+pub fn push(ctx: &Ctx, spec: &VaultSpec, files: &[PathBuf], dry_run: bool, create: bool) -> Result<Vec<PushItem>> {
+    let restic = if dry_run { None } else { Some(vault::open(spec, create)?) };
+    let there = match &restic {
+        Some(r) => vault::scan(r, &ctx.stack.name)?,
+        None => Vec::new(),
+    };
+    let mut items = Vec::new();
+    for path in files {
+        let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let size_bytes = std::fs::metadata(path).with_context(|| format!("read {}", path.display()))?.len();
+        let held = there.iter().any(|a| a.complete && a.file == file);
+        let (action, why) =
+            if held { ("skip", "already in the repository") } else { ("upload", "not in the repository") };
+        let item = PushItem { path: path.clone(), file, size_bytes, action, why: why.into() };
+        match (&restic, action) {
+            (Some(r), "upload") => push_one(ctx, r, &item)?,
+            _ => ctx.ui.step(&format!("{} {} ({})", if dry_run { "would push" } else { "skip" }, item.file, item.why)),
+        }
+        items.push(item);
+    }
+    Ok(items)
+}
+
+/// One archive into the repository: its tar stream (decompressed, decrypted) as a snapshot, then
+/// the completion tag with the stream's SHA-256.
+fn push_one(ctx: &Ctx, restic: &Restic, item: &PushItem) -> Result<()> {
+    let src = Source::open(&item.path)?;
+    let meta = archive::read_metadata_from(&src).with_context(|| format!("read {}", item.path.display()))?;
+    if meta.project != ctx.stack.name {
+        bail!("{} is an archive of project {}, not {}", item.path.display(), meta.project, ctx.stack.name);
+    }
+    let kind = crate::store::local::name_kind(&item.file);
+    let tags = vec![
+        "xtask".to_string(),
+        format!("project={}", ctx.stack.name),
+        format!("kind={kind}"),
+        format!("archive={}", item.file),
+    ];
+    let progress = ctx.ui.progress(&format!("push {} to {}", item.file, restic.spec.name));
+    let mut stream = HashingReader::new(src.tar().into_inner());
+    let mut writer = restic.backup_stdin(&vault::stored_name(&item.file), &tags)?;
+    let sent = copy_counting(&mut stream, &mut writer, &|n| progress.inc(n))
+        .with_context(|| format!("push {} to {}", item.file, restic.spec.name))?;
+    let summary = writer.finish().with_context(|| format!("push {} to {}", item.file, restic.spec.name))?;
+    let snapshot = Restic::snapshot_of(&summary)?;
+    let digest: [u8; 32] = stream.hasher.finalize().into();
+    restic.add_tags(&snapshot, &[format!("{COMPLETE_TAG}{}", hex(&digest))])?;
+    progress.finish(&format!(
+        "pushed {} ({} of tar) to {} as snapshot {}",
+        item.file,
+        human_bytes(sent),
+        restic.spec.name,
+        &snapshot[..8.min(snapshot.len())]
+    ));
+    Ok(())
+}
+
+fn copy_counting(from: &mut impl Read, to: &mut impl std::io::Write, tick: &dyn Fn(u64)) -> Result<u64> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0;
+    loop {
+        let n = from.read(&mut buf)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        to.write_all(&buf[..n])?;
+        tick(n as u64);
+        total += n as u64;
+    }
+}
+
+/// `backups --remote VAULT`: the project's snapshots as archives.
+pub fn list(ctx: &Ctx, spec: &VaultSpec, json: bool) -> Result<()> {
+    let restic = vault::open(spec, false)?;
+    let archives = vault::scan(&restic, &ctx.stack.name)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&archives)?);
+        return Ok(());
+    }
+    if archives.is_empty() {
+        println!("No archives of project {} in remote {} (restic {})", ctx.stack.name, spec.name, spec.repository);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = archives
+        .iter()
+        .map(|a| {
+            let state = if a.complete { "complete" } else { "INCOMPLETE (an interrupted push)" };
+            vec![
+                a.file.clone(),
+                a.created_at.clone(),
+                a.snapshot[..8.min(a.snapshot.len())].to_string(),
+                a.kind.to_string(),
+                state.into(),
+            ]
+        })
+        .collect();
+    println!("Archives of project {} in remote {} (restic {})\n", ctx.stack.name, spec.name, spec.repository);
+    print!("{}", table(&["FILE", "CREATED", "SNAPSHOT", "KIND", "STATE"], &rows));
+    Ok(())
+}
+
+/// `pull --from VAULT`: a local archive made again from a snapshot's tar stream (gzip, and age
+/// when `x-xtask.encrypt` is set; signed when a signing key is at hand), written atomically.
+pub fn pull(ctx: &Ctx, spec: &VaultSpec, file: Option<&str>, dir: &Path, dry_run: bool) -> Result<PathBuf> {
+    let (src, picked) = vault::pick(ctx, spec, file)?;
+    let seal = crate::store::trust::seal(ctx, false)?;
+    let name = format!("{}.gz{}", picked.stored_name(), if seal.is_some() { ".age" } else { "" });
+    if dry_run {
+        println!("would make {} in {} from snapshot {}", name, dir.display(), picked.snapshot);
+        return Ok(dir.join(&name));
+    }
+    let dir = crate::store::local::prepare_dir(dir)?;
+    let _lock = crate::lock::Lock::acquire(&dir, &ctx.stack.name, "pull")?;
+    let target = dir.join(&name);
+    if target.exists() {
+        bail!("{} already exists; remove it first to pull it again", target.display());
+    }
+    let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = write_pulled(ctx, &src, seal.as_ref(), &temp, &target);
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e.context(format!("pull {} into {}", src.path.display(), dir.display())));
+    }
+    Ok(target)
+}
+
+fn write_pulled(
+    ctx: &Ctx,
+    src: &Source,
+    seal: Option<&crate::model::offsite::Encryption>,
+    temp: &Path,
+    target: &Path,
+) -> Result<()> {
+    let progress = ctx.ui.progress(&format!("pull {}", src.path.display()));
+    let tar = src.tar().into_inner();
+    let gz: Box<dyn Read + Send> = Box::new(flate2::read::GzEncoder::new(tar, flate2::Compression::new(6)));
+    let mut stored: Box<dyn Read + Send> = match seal {
+        Some(enc) => Box::new(crate::engine::crypt::encrypt(enc, gz)?),
+        None => gz,
+    };
+    let mut out = crate::files::create_private(temp)?;
+    let mut hashing = HashingReader::new(&mut stored);
+    let n = copy_counting(&mut hashing, &mut out, &|n| progress.inc(n))?;
+    out.sync_all()?;
+    let digest: [u8; 32] = hashing.hasher.finalize().into();
+    std::fs::rename(temp, target)?;
+    if let Some(d) = target.parent() {
+        std::fs::File::open(d).and_then(|d| d.sync_all()).ok();
+    }
+    if crate::store::trust::Policy::of(ctx)?.signing.is_some() {
+        if let Err(e) = crate::store::trust::sign_local(ctx, target, n, digest) {
+            eprintln!("warning: {} was pulled but not signed ({e:#}); read it with --allow-unsigned", target.display());
+        }
+    }
+    progress.finish(&format!("pulled {} ({})", target.display(), human_bytes(n)));
+    Ok(())
+}
+
+/// `prune --remote VAULT`: the local retention over this project's complete snapshots (per kind,
+/// by the archives' own times), the rest forgotten with `restic forget`, then `restic prune`.
+/// Other projects' snapshots in the same repository are never looked at. restic's own
+/// `--keep-*` is not used: it groups snapshots by path, and each archive has a path of its own.
+pub fn prune(ctx: &Ctx, spec: &VaultSpec, r: &Retention, dry_run: bool) -> Result<()> {
+    let restic = vault::open(spec, false)?;
+    let archives = vault::scan(&restic, &ctx.stack.name)?;
+    let now = OffsetDateTime::now_utc();
+    let mut doomed: Vec<(&VaultArchive, String)> = Vec::new();
+    for a in archives.iter().filter(|a| !a.complete) {
+        if now - a.created > LEFTOVER_AGE {
+            doomed.push((a, "incomplete, left by an interrupted push".into()));
+        } else {
+            println!("keep {} (incomplete, but less than a day old: a push may be running)", a.file);
+        }
+    }
+    for kind in ["full", "db"] {
+        let group: Vec<&VaultArchive> = archives.iter().filter(|a| a.complete && a.kind == kind).collect();
+        let facts: Vec<(OffsetDateTime, bool)> = group.iter().enumerate().map(|(i, a)| (a.created, i == 0)).collect();
+        for (a, why) in group.iter().zip(retention::decide(&facts, r)) {
+            if why.is_empty() {
+                doomed.push((a, "not kept by the retention policy".into()));
+            } else {
+                println!("keep {} ({})", a.file, why.join(", "));
+            }
+        }
+    }
+    for (a, why) in &doomed {
+        println!(
+            "{} {} (snapshot {}): {why}",
+            if dry_run { "would forget" } else { "forget" },
+            a.file,
+            &a.snapshot[..8]
+        );
+    }
+    if dry_run {
+        return Ok(());
+    }
+    let ids: Vec<String> = doomed.iter().map(|(a, _)| a.snapshot.clone()).collect();
+    restic.forget_and_prune(&ids).with_context(|| format!("prune remote {}", spec.name))
+}

@@ -1,0 +1,218 @@
+//! The deduplicated tier, end to end: real restic repositories (a local path) and the sample
+//! stack on the live engine. Push creates the repository only with `--yes`; a backup pushed as a
+//! snapshot of its tar stream comes back identical after clean-all (`restore --remote --latest`),
+//! `verify --remote` reads it through the grammar and `restic check`; a second backup adds only
+//! what changed (restic's raw data measured); prune touches only this project's snapshots; a
+//! wrong password is refused with nothing changed; a push killed half-way (the tool, or restic)
+//! leaves no snapshot that counts, and the previous one stays the latest and restorable.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+fn ready() -> bool {
+    if !engine() {
+        return false;
+    }
+    if Command::new("sh").args(["-c", "command -v restic"]).output().is_ok_and(|o| o.status.success()) {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("restic missing under CI=true: run scripts/provision.sh");
+    }
+    eprintln!("SKIPPED: restic missing (run scripts/provision.sh)");
+    false
+}
+
+/// A repository of the test's own: its path and password file.
+struct Repo {
+    path: PathBuf,
+    password: PathBuf,
+}
+
+impl Repo {
+    fn new(dir: &TempDir) -> Repo {
+        let password = dir.0.join("restic.pw");
+        std::fs::write(&password, "a test repository password\n").unwrap();
+        Repo { path: dir.0.join("repo"), password }
+    }
+
+    /// `restic ARGS` on this repository (the test's own look, beside the tool's).
+    fn restic(&self, args: &[&str]) -> String {
+        let out = Command::new("restic")
+            .args(args)
+            .env("RESTIC_REPOSITORY", &self.path)
+            .env("RESTIC_PASSWORD_FILE", &self.password)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "restic {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn raw_bytes(&self) -> u64 {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.restic(&["stats", "--mode", "raw-data", "--json"])).unwrap();
+        v["total_size"].as_u64().unwrap()
+    }
+
+    /// Snapshots' tags, per snapshot.
+    fn tags(&self) -> Vec<Vec<String>> {
+        let v: serde_json::Value = serde_json::from_str(&self.restic(&["snapshots", "--json"])).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect())
+            .collect()
+    }
+}
+
+/// The sample stack with remote `vault` = `repo` (password in `password`).
+fn stack_with_vault(name: &str, dir: &TempDir, repo: &Path, password: &Path) -> TestStack {
+    let mut stack = TestStack::sample(name);
+    let overlay = format!(
+        "x-xtask:\n  remotes:\n    vault: {{url: \"restic:{}\", password_file: \"{}\"}}\n",
+        repo.display(),
+        password.display()
+    );
+    let path = dir.0.join(format!("vault-{name}.yaml"));
+    std::fs::write(&path, overlay).unwrap();
+    stack.files.push(path);
+    stack.unset.extend(["RESTIC_PASSWORD_FILE", "RESTIC_PASSWORD_COMMAND", "RESTIC_REPOSITORY"].map(String::from));
+    stack
+}
+
+#[test]
+fn a_backup_in_a_restic_repository_comes_back_identical_and_the_next_adds_only_what_changed() {
+    if !ready() {
+        return;
+    }
+    let dir = TempDir::new("vault");
+    let repo = Repo::new(&dir);
+    let stack = stack_with_vault("vault", &dir, &repo.path, &repo.password);
+    let archives = TempDir::new("vault-archives");
+    stack.xtask_ok(&["up", "db", "redis", "backend"]);
+    seed_sample(&stack);
+    let backend = format!("{}-backend-1", stack.project);
+    docker_ok(&["exec", &backend, "sh", "-c", "head -c 20971520 /dev/urandom > /app/media/photos.bin"]);
+
+    // No repository yet: created only when asked.
+    let (ok, _, err) = stack.xtask(&["backup", "--push", "vault", "--output-dir", archives.s()]);
+    assert!(!ok && err.contains("--yes"), "a missing repository is named with how to create it: {err}");
+    stack.xtask_ok(&["push", "--latest", "--to", "vault", "--yes", "--output-dir", archives.s()]);
+    let listed = stack.xtask_json(&["backups", "--remote", "vault", "--json"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["complete"], true, "{listed}");
+    let first = repo.raw_bytes();
+    assert!(first > 20_000_000, "the first snapshot holds the data: {first} bytes");
+
+    // One small change, then a second backup pushed: only the chunks around what changed are
+    // added (restic's chunks are 0.5 to 8 MiB: the metadata at the start, the new file and the
+    // checksums at the end, each a chunk), not the 20 MiB again.
+    docker_ok(&["exec", &backend, "sh", "-c", "echo 'a new upload' > /app/media/new.txt"]);
+    stack.xtask_ok(&["backup", "--push", "vault", "--output-dir", archives.s()]);
+    let added = repo.raw_bytes() - first;
+    assert!(added < 4 << 20, "the second backup added {added} bytes to {first}: not deduplicated");
+    assert_eq!(stack.xtask_json(&["backups", "--remote", "vault", "--json"]).as_array().unwrap().len(), 2);
+
+    // The whole stack gone, the local archives gone: the repository brings it back.
+    let before = sample_state(&stack);
+    std::fs::remove_dir_all(&archives.0).unwrap();
+    stack.xtask_ok(&["verify", "--remote", "vault", "--latest", "--output-dir", archives.s()]);
+    stack.xtask_ok(&["clean-all", "--confirm", "DELETE EVERYTHING", "--output-dir", archives.s()]);
+    stack.xtask_ok(&["up", "db", "redis", "backend"]);
+    stack.xtask_ok(&["restore", "--remote", "vault", "--latest", "--yes", "--output-dir", archives.s()]);
+    stack.xtask_ok(&["up", "backend"]);
+    assert_eq!(sample_state(&stack), before, "rows, files and keys as they were");
+
+    // Another project in the same repository: prune keeps its snapshots whatever the policy.
+    let other = stack_with_vault("vault-other", &dir, &repo.path, &repo.password);
+    other.xtask_ok(&["up", "db"]);
+    other.xtask_ok(&["backup-db", "--push", "vault", "--output-dir", archives.s()]);
+    let keep_one = ["--keep-last", "1", "--keep-daily", "0", "--keep-weekly", "0", "--keep-monthly", "0"];
+    stack.xtask_ok(&[&["prune", "--remote", "vault"][..], &keep_one].concat());
+    let tags = repo.tags();
+    let ours = tags.iter().filter(|t| t.contains(&format!("project={}", stack.project))).count();
+    let theirs = tags.iter().filter(|t| t.contains(&format!("project={}", other.project))).count();
+    assert_eq!((ours, theirs), (1, 1), "this project's older snapshot forgotten, the other project's kept: {tags:?}");
+}
+
+#[test]
+fn a_wrong_password_or_a_killed_push_changes_nothing_that_counts() {
+    if !ready() {
+        return;
+    }
+    let dir = TempDir::new("vaultkill");
+    let repo = Repo::new(&dir);
+    let stack = stack_with_vault("vaultkill", &dir, &repo.path, &repo.password);
+    let archives = TempDir::new("vaultkill-archives");
+    stack.xtask_ok(&["up", "db", "redis", "backend"]);
+    seed_sample(&stack);
+    stack.xtask_ok(&["backup", "--push", "vault", "--yes", "--output-dir", archives.s()]);
+    let good = stack.xtask_json(&["backups", "--remote", "vault", "--json"])[0]["file"].as_str().unwrap().to_string();
+
+    // A wrong password: refused, nothing read or written.
+    let wrong = dir.0.join("wrong.pw");
+    std::fs::write(&wrong, "not the password\n").unwrap();
+    let bad = stack_with_vault("vaultkill-bad", &dir, &repo.path, &wrong);
+    let (ok, _, err) = bad.xtask(&["backups", "--remote", "vault"]);
+    assert!(!ok && err.contains("does not open its restic repository"), "{err}");
+    assert_eq!(repo.tags().len(), 1, "nothing was written");
+
+    // A big archive whose push is killed half-way: first the tool (restic then sees its input
+    // end and may store the truncated stream), then restic itself.
+    let backend = format!("{}-backend-1", stack.project);
+    docker_ok(&["exec", &backend, "sh", "-c", "head -c 419430400 /dev/urandom > /app/media/big.bin"]);
+    let big = stack.xtask_json(&["backup", "--level", "1", "--json", "--output-dir", archives.s()]);
+    let big = big["path"].as_str().unwrap().to_string();
+    // Only this push's restic: its stdin file name is the archive's own.
+    let stored = Path::new(&big).file_name().unwrap().to_str().unwrap().trim_end_matches(".gz").to_string();
+    let pattern = format!("restic backup --stdin --stdin-filename {stored}");
+    for victim in ["xtask", "restic"] {
+        let mut child = stack.spawn(&["push", &big, "--to", "vault", "--output-dir", archives.s()]);
+        let started = (0..200).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            Command::new("pgrep").args(["-f", &pattern]).output().is_ok_and(|o| o.status.success())
+        });
+        assert!(started, "restic started for the push");
+        std::thread::sleep(std::time::Duration::from_millis(1000));
+        assert!(child.try_wait().unwrap().is_none(), "the push was still running when {victim} was killed");
+        if victim == "xtask" {
+            child.kill().unwrap();
+        } else {
+            Command::new("pkill").args(["-9", "-f", &pattern]).status().unwrap();
+        }
+        child.wait().unwrap();
+        // restic, its input ended, finishes what it was given (or is gone).
+        let gone = (0..600).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            !Command::new("pgrep").args(["-f", &pattern]).output().is_ok_and(|o| o.status.success())
+        });
+        assert!(gone, "restic ended after {victim} was killed");
+        let listed = stack.xtask_json(&["backups", "--remote", "vault", "--json"]);
+        let big_name = Path::new(&big).file_name().unwrap().to_str().unwrap();
+        let truncated = listed.as_array().unwrap().iter().filter(|a| a["file"] == big_name).count();
+        if victim == "xtask" {
+            // The hazard itself: restic stored the truncated stream as a snapshot.
+            assert_eq!(truncated, 1, "killing the tool left restic's snapshot of a truncated stream: {listed}");
+        }
+        let complete: Vec<&str> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["complete"] == true)
+            .map(|a| a["file"].as_str().unwrap())
+            .collect();
+        assert_eq!(complete, [good.as_str()], "after killing {victim}: only the finished push counts: {listed}");
+    }
+    // The latest complete archive is still the one restored.
+    docker_ok(&["exec", &backend, "sh", "-c", "rm /app/media/big.bin"]);
+    let before = sample_state(&stack);
+    docker_ok(&["exec", &backend, "sh", "-c", "echo changed > /app/media/upload.txt"]);
+    stack.xtask_ok(&["restore", "--remote", "vault", "--latest", "--yes", "--output-dir", archives.s()]);
+    stack.xtask_ok(&["up", "backend"]);
+    assert_eq!(sample_state(&stack), before, "the previous snapshot is restored");
+}
