@@ -196,3 +196,23 @@ fn explain(e: anyhow::Error, remote: &str) -> anyhow::Error {
         e
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_snapshot_comes_from_the_backup_summary() {
+        let out = b"{\"message_type\":\"status\"}\n{\"message_type\":\"summary\",\"snapshot_id\":\"f589b185\"}\n";
+        assert_eq!(Restic::snapshot_of(out).unwrap(), "f589b185");
+        assert!(Restic::snapshot_of(b"").is_err());
+        let s = Snapshot {
+            id: "x".into(),
+            short_id: "x".into(),
+            time: String::new(),
+            tags: vec!["kind=db".into()],
+            paths: vec![],
+        };
+        assert_eq!((s.tag("kind"), s.tag("kin"), s.tag("project")), (Some("db"), None, None));
+    }
+}

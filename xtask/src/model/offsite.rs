@@ -304,6 +304,23 @@ mod tests {
     }
 
     #[test]
+    fn restic_remotes_are_vaults_with_a_password_file_never_a_password() {
+        let text =
+            "remotes: {vault: {url: 'restic:s3:https://h/b/p', password_file: keys/pw}, nas: {url: 'rclone:n:b'}}";
+        let o = parse(Some(&yaml(text)), "p", Path::new("/proj")).unwrap();
+        let v = &o.vaults["vault"];
+        assert_eq!(
+            (v.repository.as_str(), v.password_file.as_deref()),
+            ("s3:https://h/b/p", Some(Path::new("/proj/keys/pw")))
+        );
+        assert!(o.remotes.contains_key("nas") && !o.remotes.contains_key("vault"), "a vault is not an rclone remote");
+        for bad in ["restic:", "restic:-o=x", "restic:/srv/r\\testic"] {
+            let e = parse(Some(&yaml(&format!("remotes: {{v: {{url: \"{bad}\"}}}}"))), "p", Path::new("/p"));
+            assert!(e.is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn signers_are_openssh_public_keys_and_nothing_else() {
         let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBKPFbHg1DrQSVo2M4PHwjYyF8zfWnUqZCo+uxvCHOpO";
         let o = parse(

@@ -126,3 +126,37 @@ pub fn pick(ctx: &Ctx, spec: &VaultSpec, file: Option<&str>) -> Result<(Source, 
     };
     Ok((Source::restic(restic, &found.snapshot, &found.stored_name(), digest), found.clone()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(tags: &[&str]) -> Snapshot {
+        Snapshot {
+            id: "0123456789abcdef".into(),
+            short_id: "01234567".into(),
+            time: "2026-12-06T05:00:00.5Z".into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            paths: vec![],
+        }
+    }
+
+    #[test]
+    fn a_snapshot_is_an_archive_of_ours_complete_only_with_its_digest() {
+        assert_eq!(stored_name("full_backup_20261206_050000.tar.gz.age"), "full_backup_20261206_050000.tar");
+        assert_eq!(
+            stored_name("db_backup_20261206_050000_pre-migration.tar.gz"),
+            "db_backup_20261206_050000_pre-migration.tar"
+        );
+        let name = "archive=full_backup_20261206_050000.tar.gz";
+        let pushing = archive_of(&snapshot(&["xtask", "project=p", name])).unwrap();
+        assert!(!pushing.complete && pushing.tar_sha256.is_none());
+        let digest = format!("{COMPLETE_TAG}{}", "ab".repeat(32));
+        let done = archive_of(&snapshot(&["xtask", name, &digest])).unwrap();
+        assert_eq!((done.complete, done.kind, done.tar_sha256), (true, "full", Some([0xab; 32])));
+        let short = format!("{COMPLETE_TAG}abc");
+        assert!(!archive_of(&snapshot(&[name, &short])).unwrap().complete, "a malformed digest is no digest");
+        assert!(archive_of(&snapshot(&["archive=../../etc/passwd"])).is_none(), "only names of our grammar");
+        assert!(archive_of(&snapshot(&["xtask"])).is_none());
+    }
+}
