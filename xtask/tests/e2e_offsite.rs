@@ -5,7 +5,8 @@
 //! Encrypted: the round trip; no key, a wrong key and a flipped byte in the object (its sidecar
 //! rewritten to match) refused with nothing changed. Wrong credentials and an unreachable
 //! endpoint: clear errors, the local archive kept; an upload killed half-way leaves nothing
-//! listed as good and the next push completes.
+//! listed as good and the next push completes. The deduplicated tier: a restic repository in the
+//! same bucket round-trips a backup after clean-all.
 #![allow(clippy::disallowed_methods)]
 
 mod common;
@@ -628,4 +629,42 @@ fn with_sign_set_only_archives_signed_by_an_allowed_key_are_read() {
     assert!(copy["untrusted"].as_str().unwrap().contains("no signature"), "{copy}");
     let (ok, _, err) = stack.xtask(&["verify", "--remote", "offsite", "--latest"]);
     assert!(ok && err.contains("skip"), "the genuine one is the latest trusted: {err}");
+}
+
+/// The deduplicated tier on the S3 server: a restic repository in the bucket (restic's own S3
+/// client, the same credentials), a backup pushed as a snapshot, restored after clean-all.
+#[test]
+fn a_restic_repository_in_the_bucket_round_trips() {
+    if !ready() {
+        return;
+    }
+    let restic = Command::new("sh").args(["-c", "command -v restic"]).output().is_ok_and(|o| o.status.success());
+    if !restic {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "restic missing under CI=true: run scripts/provision.sh");
+        return;
+    }
+    let s3 = S3::start("restic");
+    let dir = TempDir::new("s3restic");
+    let password = dir.0.join("restic.pw");
+    std::fs::write(&password, "the bucket repository's password\n").unwrap();
+    let vault = format!(
+        "    vault: {{url: \"restic:s3:{}/{BUCKET}/restic\", password_file: \"{}\"}}\n",
+        s3.endpoint(),
+        password.display()
+    );
+    let mut stack = stack_with_settings("s3restic", &s3, &dir, None, &vault);
+    stack.env.push(("AWS_DEFAULT_REGION".into(), "us-east-1".into()));
+    let archives = TempDir::new("s3restic-archives");
+    stack.xtask_ok(&["up", "db", "redis", "backend"]);
+    seed_sample(&stack);
+    stack.xtask_ok(&["backup", "--push", "vault", "--yes", "--output-dir", archives.s()]);
+    let listed = stack.xtask_json(&["backups", "--remote", "vault", "--json"]);
+    assert_eq!(listed[0]["complete"], true, "{listed}");
+    let before = sample_state(&stack);
+    std::fs::remove_dir_all(&archives.0).unwrap();
+    stack.xtask_ok(&["clean-all", "--confirm", "DELETE EVERYTHING", "--output-dir", archives.s()]);
+    stack.xtask_ok(&["up", "db", "redis", "backend"]);
+    stack.xtask_ok(&["restore", "--remote", "vault", "--latest", "--yes", "--output-dir", archives.s()]);
+    stack.xtask_ok(&["up", "backend"]);
+    assert_eq!(sample_state(&stack), before, "rows, files and keys back from the bucket's repository");
 }
