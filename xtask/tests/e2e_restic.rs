@@ -1,7 +1,8 @@
 //! The deduplicated tier, end to end: real restic repositories (a local path) and the sample
 //! stack on the live engine. Push creates the repository only with `--yes`; a backup pushed as a
 //! snapshot of its tar stream comes back identical after clean-all (`restore --remote --latest`),
-//! `verify --remote` reads it through the grammar and `restic check`; a second backup adds only
+//! `verify --remote` reads it through the grammar and `restic check`, `pull` makes a local archive
+//! that verifies; a second backup adds only
 //! what changed (restic's raw data measured); prune touches only this project's snapshots; a
 //! wrong password is refused with nothing changed; a push killed half-way (the tool, or restic)
 //! leaves no snapshot that counts, and the previous one stays the latest and restorable.
@@ -127,6 +128,9 @@ fn a_backup_in_a_restic_repository_comes_back_identical_and_the_next_adds_only_w
     stack.xtask_ok(&["restore", "--remote", "vault", "--latest", "--yes", "--output-dir", archives.s()]);
     stack.xtask_ok(&["up", "backend"]);
     assert_eq!(sample_state(&stack), before, "rows, files and keys as they were");
+    // A local archive made again from the repository reads as any other.
+    let pulled = stack.xtask_ok(&["pull", "--from", "vault", "--latest", "--output-dir", archives.s()]);
+    stack.xtask_ok(&["verify", pulled.trim(), "--output-dir", archives.s()]);
 
     // Another project in the same repository: prune keeps its snapshots whatever the policy.
     let other = stack_with_vault("vault-other", &dir, &repo.path, &repo.password);
