@@ -100,9 +100,11 @@ fn a_backup_in_a_restic_repository_comes_back_identical_and_the_next_adds_only_w
     let backend = format!("{}-backend-1", stack.project);
     docker_ok(&["exec", &backend, "sh", "-c", "head -c 20971520 /dev/urandom > /app/media/photos.bin"]);
 
-    // No repository yet: created only when asked.
+    // No repository yet: created only when asked, and asked before anything is written.
     let (ok, _, err) = stack.xtask(&["backup", "--push", "vault", "--output-dir", archives.s()]);
     assert!(!ok && err.contains("--yes"), "a missing repository is named with how to create it: {err}");
+    assert!(!archives.0.exists() || archives.names().is_empty(), "nothing was written: {:?}", archives.names());
+    stack.xtask_ok(&["backup", "--output-dir", archives.s()]);
     stack.xtask_ok(&["push", "--latest", "--to", "vault", "--yes", "--output-dir", archives.s()]);
     let listed = stack.xtask_json(&["backups", "--remote", "vault", "--json"]);
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");

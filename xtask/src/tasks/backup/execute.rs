@@ -296,6 +296,10 @@ fn write_archive(
         Some(r) => crate::store::vault::lookup(ctx, r)?,
         None => None,
     };
+    if let Some(spec) = &vault {
+        // Before the archive is written (`run` asked already; a composite calling `take` did not).
+        crate::store::vault::open(spec, opts.create_remote)?;
+    }
     let (upload, mirror) = match &plan.push {
         Some(r) if vault.is_none() => {
             let (u, m) = crate::tasks::offsite::Upload::begin(ctx, r, &file_name)?;
