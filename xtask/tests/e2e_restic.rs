@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
+use sha2::{Digest, Sha256};
 
 fn ready() -> bool {
     if !engine() {
@@ -214,6 +215,35 @@ fn a_wrong_password_or_a_killed_push_changes_nothing_that_counts() {
             .collect();
         assert_eq!(complete, [good.as_str()], "after killing {victim}: only the finished push counts: {listed}");
     }
+    // A snapshot named in the future (a skewed clock, or a writer with the password) whose digest
+    // tag matches its bytes: listed in doubt, never the latest.
+    let junk = dir.0.join("junk");
+    std::fs::write(&junk, "junk").unwrap();
+    let sha: String = Sha256::digest(b"junk").iter().map(|b| format!("{b:02x}")).collect();
+    let future = "full_backup_20991231_000000.tar.gz";
+    let tags = [
+        "xtask".to_string(),
+        format!("project={}", stack.project),
+        "kind=full".into(),
+        format!("archive={future}"),
+        format!("tar-sha256={sha}"),
+    ];
+    let mut forge = Command::new("restic");
+    forge.args(["backup", "-q", "--stdin", "--stdin-filename", "full_backup_20991231_000000.tar", "--host", "xtask"]);
+    for t in &tags {
+        forge.args(["--tag", t]);
+    }
+    let status = forge
+        .env("RESTIC_REPOSITORY", &repo.path)
+        .env("RESTIC_PASSWORD_FILE", &repo.password)
+        .stdin(std::fs::File::open(&junk).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let listed = stack.xtask_json(&["backups", "--remote", "vault", "--json"]);
+    let forged =
+        listed.as_array().unwrap().iter().find(|a| a["file"] == future).expect("the forged snapshot is listed");
+    assert!(forged["problem"].as_str().is_some_and(|p| p.contains("future")), "{listed}");
     // The latest complete archive is still the one restored.
     docker_ok(&["exec", &backend, "sh", "-c", "rm /app/media/big.bin"]);
     let before = sample_state(&stack);

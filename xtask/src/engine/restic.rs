@@ -93,13 +93,8 @@ impl Restic {
     pub fn exists(&self) -> Result<bool> {
         match self.run(&["cat", "config", "--no-lock"]) {
             Ok(_) => Ok(true),
-            Err(e)
-                if format!("{e:#}").contains("does not exist")
-                    || format!("{e:#}").contains("unable to open config") =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(e),
+            Err(e) if missing(&format!("{e:#}")) => Ok(false),
+            Err(e) => Err(e.context(format!("open the restic repository of remote {}", self.spec.name))),
         }
     }
 
@@ -182,6 +177,14 @@ impl Restic {
     }
 }
 
+/// Whether restic's failure to open the config says the repository is not there (a missing
+/// directory or object), not that it could not be reached (refused, denied, unmounted…): only
+/// then may `--yes` create one.
+fn missing(text: &str) -> bool {
+    let not_found = ["no such file or directory", "does not exist", "NoSuchKey", "404 Not Found", "status code 404"];
+    text.contains("Is there a repository at the following location?") && not_found.iter().any(|n| text.contains(n))
+}
+
 /// restic's failures in the user's terms: a lock, a wrong password, a missing repository.
 fn explain(e: anyhow::Error, remote: &str) -> anyhow::Error {
     let text = format!("{e:#}");
@@ -200,6 +203,15 @@ fn explain(e: anyhow::Error, remote: &str) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_repository_that_is_not_there_counts_as_missing() {
+        let local = "Fatal: unable to open config file: stat /r/config: no such file or directory\nIs there a repository at the following location?\n/r";
+        let refused = "Fatal: unable to open config file: client.Head: dial tcp 127.0.0.1:1: connect: connection refused\nIs there a repository at the following location?";
+        assert!(missing(local));
+        assert!(!missing(refused), "unreachable is not missing: --yes must not create a new repository");
+        assert!(!missing("Fatal: wrong password or no key found"));
+    }
 
     #[test]
     fn the_snapshot_comes_from_the_backup_summary() {

@@ -74,6 +74,28 @@ pub struct VaultSpec {
     pub password_file: Option<PathBuf>,
 }
 
+impl VaultSpec {
+    /// The repository as it may be shown: a URL's password masked (`rest:https://user:***@host/`),
+    /// as restic itself prints it.
+    pub fn shown(&self) -> String {
+        mask_userinfo(&self.repository)
+    }
+}
+
+/// `scheme://user:password@host…` with the password replaced by `***`.
+pub fn mask_userinfo(repository: &str) -> String {
+    let Some(start) = repository.find("://").map(|i| i + 3) else { return repository.to_string() };
+    let rest = &repository[start..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &repository[..start], &rest[at..])
+        }
+        None => repository.to_string(),
+    }
+}
+
 /// The scheme of a restic repository remote's URL.
 pub const RESTIC_SCHEME: &str = "restic:";
 
@@ -215,7 +237,10 @@ fn check_path(path: &str, what: &str) -> Result<()> {
 /// restic cannot read as an option (it goes into `RESTIC_REPOSITORY`, not argv).
 pub fn vault(name: &str, repository: &str, password_file: Option<PathBuf>) -> Result<VaultSpec> {
     if repository.is_empty() || repository.starts_with('-') || repository.chars().any(char::is_control) {
-        bail!("url restic:{repository:?}: write restic:REPOSITORY as restic names it (/srv/restic, s3:https://host/bucket/prefix, rclone:remote:path)");
+        bail!(
+            "url restic:{:?}: write restic:REPOSITORY as restic names it (/srv/restic, s3:https://host/bucket/prefix, rclone:remote:path)",
+            mask_userinfo(repository)
+        );
     }
     Ok(VaultSpec { name: name.to_string(), repository: repository.to_string(), password_file })
 }
@@ -301,6 +326,13 @@ mod tests {
 
     fn yaml(s: &str) -> Value {
         serde_yaml::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn a_repository_url_is_shown_without_its_password() {
+        assert_eq!(mask_userinfo("rest:https://alice:S3CRET@h:8000/repo"), "rest:https://alice:***@h:8000/repo");
+        assert_eq!(mask_userinfo("rest:https://h/a@b"), "rest:https://h/a@b", "an @ in the path is no userinfo");
+        assert_eq!(mask_userinfo("/srv/restic"), "/srv/restic");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::archive::Source;
@@ -31,6 +32,9 @@ pub struct VaultArchive {
     pub complete: bool,
     /// When the snapshot was taken (restic's time), RFC 3339.
     pub snapshot_time: String,
+    /// Why its date is in doubt (named in the future, or after its own snapshot): then it is
+    /// never "latest" and never counted or forgotten by prune.
+    pub problem: Option<String>,
     #[serde(skip)]
     pub tar_sha256: Option<[u8; 32]>,
 }
@@ -63,7 +67,7 @@ pub fn open(spec: &VaultSpec, create: bool) -> Result<Arc<Restic>> {
             bail!(
                 "remote {}: the restic repository {} does not exist yet; add --yes to create it (restic init)",
                 spec.name,
-                spec.repository
+                spec.shown()
             );
         }
         restic.init()?;
@@ -71,15 +75,23 @@ pub fn open(spec: &VaultSpec, create: bool) -> Result<Arc<Restic>> {
     Ok(Arc::new(restic))
 }
 
-fn archive_of(s: &Snapshot) -> Option<VaultArchive> {
+/// A snapshot as one of this project's archives, if it is one: exactly one `project=` tag (a
+/// snapshot claimed by two projects is neither's), a name of our grammar, a `kind=` that agrees.
+fn archive_of(s: &Snapshot, project: &str, now: OffsetDateTime) -> Option<VaultArchive> {
+    let projects: Vec<&String> = s.tags.iter().filter(|t| t.starts_with("project=")).collect();
+    if projects.len() != 1 || projects[0].strip_prefix("project=") != Some(project) {
+        return None;
+    }
     let file = s.tag("archive")?.to_string();
-    if !local::is_our_name(&file) {
+    if !local::is_our_name(&file) || s.tag("kind").is_some_and(|k| k != local::name_kind(&file)) {
         return None;
     }
     let created = local::name_stamp(&file)?;
+    let taken = OffsetDateTime::parse(&s.time, &Rfc3339).ok();
     let tar_sha256 = s.tags.iter().find_map(|t| t.strip_prefix(COMPLETE_TAG)).and_then(parse_hex32);
     Some(VaultArchive {
-        created_at: created.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        problem: date_doubt(created, taken, now),
+        created_at: created.format(&Rfc3339).unwrap_or_default(),
         kind: local::name_kind(&file),
         complete: tar_sha256.is_some(),
         snapshot: s.id.clone(),
@@ -90,27 +102,61 @@ fn archive_of(s: &Snapshot) -> Option<VaultArchive> {
     })
 }
 
+/// A genuine push is named before its snapshot is taken, and not in the future.
+fn date_doubt(named: OffsetDateTime, taken: Option<OffsetDateTime>, now: OffsetDateTime) -> Option<String> {
+    let slack = time::Duration::minutes(5);
+    if named - now > slack {
+        return Some(format!("it is named {named}, in the future"));
+    }
+    match taken {
+        None => Some("restic's time of its snapshot is not RFC 3339".into()),
+        Some(t) if named - t > slack => Some(format!("it is named {named}, after its snapshot was taken ({t})")),
+        Some(_) => None,
+    }
+}
+
 fn parse_hex32(hex: &str) -> Option<[u8; 32]> {
     crate::engine::remote::parse_hex32(hex)
 }
 
 /// The project's archives in the repository, newest first.
 pub fn scan(restic: &Restic, project: &str) -> Result<Vec<VaultArchive>> {
-    let mut out: Vec<VaultArchive> = restic.snapshots(project)?.iter().filter_map(archive_of).collect();
+    let now = OffsetDateTime::now_utc();
+    let mut out: Vec<VaultArchive> =
+        restic.snapshots(project)?.iter().filter_map(|s| archive_of(s, project, now)).collect();
     out.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.snapshot_time.cmp(&a.snapshot_time)));
     Ok(out)
 }
 
-/// The archive `file` (None: the newest complete one) of the repository, ready to stream.
+/// The archive an argument names: its file name, or a snapshot id prefix of 8 hex digits or more
+/// that only one snapshot has.
+fn named<'a>(archives: &'a [VaultArchive], f: &str) -> Option<&'a VaultArchive> {
+    if let Some(a) = archives.iter().find(|a| a.file == f) {
+        return Some(a);
+    }
+    let id_like = f.len() >= 8 && f.bytes().all(|b| b.is_ascii_hexdigit());
+    let mut by_id = archives.iter().filter(|a| id_like && a.snapshot.starts_with(f));
+    match (by_id.next(), by_id.next()) {
+        (Some(a), None) => Some(a),
+        _ => None,
+    }
+}
+
+/// The archive `file` (None: the newest complete one whose date is not in doubt) of the
+/// repository, ready to stream.
 pub fn pick(ctx: &Ctx, spec: &VaultSpec, file: Option<&str>) -> Result<(Source, VaultArchive)> {
     let restic = open(spec, false)?;
     let archives = scan(&restic, &ctx.stack.name)?;
     let name = &spec.name;
     let found = match file {
-        Some(f) => archives.iter().find(|a| a.file == f || a.snapshot.starts_with(f)).with_context(|| {
-            format!("remote {name} has no archive {f} of project {}; see `cargo xtask backups --remote {name}`", ctx.stack.name)
+        Some(f) => named(&archives, f).with_context(|| {
+            format!(
+                "remote {name} has no archive {f} of project {} (an archive's name, or at least 8 hex digits of one \
+                 snapshot id); see `cargo xtask backups --remote {name}`",
+                ctx.stack.name
+            )
         })?,
-        None => archives.iter().find(|a| a.complete).with_context(|| {
+        None => archives.iter().find(|a| a.complete && a.problem.is_none()).with_context(|| {
             format!(
                 "remote {name} has no complete archive of project {}; push one with `cargo xtask push --latest --to {name}`",
                 ctx.stack.name
@@ -149,14 +195,24 @@ mod tests {
             "db_backup_20261206_050000_pre-migration.tar"
         );
         let name = "archive=full_backup_20261206_050000.tar.gz";
-        let pushing = archive_of(&snapshot(&["xtask", "project=p", name])).unwrap();
+        let now = OffsetDateTime::parse("2026-12-07T00:00:00Z", &Rfc3339).unwrap();
+        let of = |tags: &[&str]| archive_of(&snapshot(&[&["project=p"][..], tags].concat()), "p", now);
+        let pushing = of(&["xtask", name]).unwrap();
         assert!(!pushing.complete && pushing.tar_sha256.is_none());
         let digest = format!("{COMPLETE_TAG}{}", "ab".repeat(32));
-        let done = archive_of(&snapshot(&["xtask", name, &digest])).unwrap();
+        let done = of(&["xtask", name, &digest]).unwrap();
         assert_eq!((done.complete, done.kind, done.tar_sha256), (true, "full", Some([0xab; 32])));
+        assert_eq!(done.problem, None);
         let short = format!("{COMPLETE_TAG}abc");
-        assert!(!archive_of(&snapshot(&[name, &short])).unwrap().complete, "a malformed digest is no digest");
-        assert!(archive_of(&snapshot(&["archive=../../etc/passwd"])).is_none(), "only names of our grammar");
-        assert!(archive_of(&snapshot(&["xtask"])).is_none());
+        assert!(!of(&[name, &short]).unwrap().complete, "a malformed digest is no digest");
+        assert!(of(&["archive=../../etc/passwd"]).is_none(), "only names of our grammar");
+        assert!(of(&["xtask"]).is_none());
+        assert!(of(&[name, "project=q"]).is_none(), "a snapshot claimed by two projects is neither's");
+        assert!(archive_of(&snapshot(&[name]), "p", now).is_none(), "another project's (none here)");
+        assert!(of(&[name, "kind=db"]).is_none(), "a kind that disagrees with the name");
+        let future = of(&["archive=full_backup_20990101_000000.tar.gz", &digest]).unwrap();
+        assert!(future.problem.unwrap().contains("future"));
+        let after = of(&["archive=full_backup_20261206_060000.tar.gz", &digest]).unwrap();
+        assert!(after.problem.unwrap().contains("after its snapshot"), "named after it was taken (05:00)");
     }
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use sha2::Digest;
+use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::PushItem;
@@ -107,29 +108,34 @@ pub fn list(ctx: &Ctx, spec: &VaultSpec, json: bool) -> Result<()> {
         return Ok(());
     }
     if archives.is_empty() {
-        println!("No archives of project {} in remote {} (restic {})", ctx.stack.name, spec.name, spec.repository);
+        println!("No archives of project {} in remote {} (restic {})", ctx.stack.name, spec.name, spec.shown());
         return Ok(());
     }
     let rows: Vec<Vec<String>> = archives
         .iter()
         .map(|a| {
-            let state = if a.complete { "complete" } else { "INCOMPLETE (an interrupted push)" };
+            let state = match (&a.problem, a.complete) {
+                (Some(why), _) => format!("IN DOUBT ({why})"),
+                (None, true) => "complete".into(),
+                (None, false) => "INCOMPLETE (an interrupted push)".into(),
+            };
             vec![
                 a.file.clone(),
                 a.created_at.clone(),
                 a.snapshot[..8.min(a.snapshot.len())].to_string(),
                 a.kind.to_string(),
-                state.into(),
+                state,
             ]
         })
         .collect();
-    println!("Archives of project {} in remote {} (restic {})\n", ctx.stack.name, spec.name, spec.repository);
+    println!("Archives of project {} in remote {} (restic {})\n", ctx.stack.name, spec.name, spec.shown());
     print!("{}", table(&["FILE", "CREATED", "SNAPSHOT", "KIND", "STATE"], &rows));
     Ok(())
 }
 
 /// `pull --from VAULT`: a local archive made again from a snapshot's tar stream (gzip, and age
-/// when `x-xtask.encrypt` is set; signed when a signing key is at hand), written atomically.
+/// when `x-xtask.encrypt` is set; signed when a signing key is at hand), written atomically,
+/// once the stream was read through the grammar and found to be this project's.
 pub fn pull(ctx: &Ctx, spec: &VaultSpec, file: Option<&str>, dir: &Path, dry_run: bool) -> Result<PathBuf> {
     let (src, picked) = vault::pick(ctx, spec, file)?;
     let seal = crate::store::trust::seal(ctx, false)?;
@@ -137,6 +143,19 @@ pub fn pull(ctx: &Ctx, spec: &VaultSpec, file: Option<&str>, dir: &Path, dry_run
     if dry_run {
         println!("would make {} in {} from snapshot {}", name, dir.display(), picked.snapshot);
         return Ok(dir.join(&name));
+    }
+    // Read through the grammar first: only an archive of this project becomes a local file (and
+    // gets this host's signature).
+    let report = archive::verify_source(&src, archive::Rules::default());
+    let project = report.metadata.as_ref().map(|m| m.project.clone());
+    if !report.ok() || project.as_deref() != Some(ctx.stack.name.as_str()) {
+        let why =
+            report.problems.first().cloned().unwrap_or_else(|| format!("it is an archive of project {project:?}"));
+        bail!(
+            "{} is not a sound archive of project {}: {why}; nothing was written",
+            src.path.display(),
+            ctx.stack.name
+        );
     }
     let dir = crate::store::local::prepare_dir(dir)?;
     let _lock = crate::lock::Lock::acquire(&dir, &ctx.stack.name, "pull")?;
@@ -194,15 +213,21 @@ pub fn prune(ctx: &Ctx, spec: &VaultSpec, r: &Retention, dry_run: bool) -> Resul
     let archives = vault::scan(&restic, &ctx.stack.name)?;
     let now = OffsetDateTime::now_utc();
     let mut doomed: Vec<(&VaultArchive, String)> = Vec::new();
+    for a in archives.iter().filter(|a| a.complete && a.problem.is_some()) {
+        println!("keep {} (not counted: {})", a.file, a.problem.as_deref().unwrap_or_default());
+    }
     for a in archives.iter().filter(|a| !a.complete) {
-        if now - a.created > LEFTOVER_AGE {
+        // Its age from when restic took it, not from its name (an old archive pushed today).
+        let taken = OffsetDateTime::parse(&a.snapshot_time, &Rfc3339).unwrap_or(now);
+        if now - taken > LEFTOVER_AGE {
             doomed.push((a, "incomplete, left by an interrupted push".into()));
         } else {
             println!("keep {} (incomplete, but less than a day old: a push may be running)", a.file);
         }
     }
     for kind in ["full", "db"] {
-        let group: Vec<&VaultArchive> = archives.iter().filter(|a| a.complete && a.kind == kind).collect();
+        let group: Vec<&VaultArchive> =
+            archives.iter().filter(|a| a.complete && a.problem.is_none() && a.kind == kind).collect();
         let facts: Vec<(OffsetDateTime, bool)> = group.iter().enumerate().map(|(i, a)| (a.created, i == 0)).collect();
         for (a, why) in group.iter().zip(retention::decide(&facts, r)) {
             if why.is_empty() {
