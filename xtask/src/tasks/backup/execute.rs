@@ -12,6 +12,7 @@ use crate::engine::docker::{Docker, DockerCmd};
 use crate::engine::services::ServiceGuard;
 use crate::lock::Lock;
 use crate::model::compose::Stack;
+use crate::model::offsite::VaultSpec;
 use crate::store::local::prepare_dir;
 use crate::store::local::{archive_name, remove_stale_temporaries};
 use crate::ui::human_bytes;
@@ -290,23 +291,8 @@ fn write_archive(
     }
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let file_name = final_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    // A restic repository takes the finished archive's tar stream (below); a folder of archives
-    // is uploaded to while the archive is written.
-    let vault = match &plan.push {
-        Some(r) => crate::store::vault::lookup(ctx, r)?,
-        None => None,
-    };
-    if let Some(spec) = &vault {
-        // Before the archive is written (`run` asked already; a composite calling `take` did not).
-        crate::store::vault::open(spec, opts.create_remote)?;
-    }
-    let (upload, mirror) = match &plan.push {
-        Some(r) if vault.is_none() => {
-            let (u, m) = crate::tasks::offsite::Upload::begin(ctx, r, &file_name)?;
-            (Some(u), Some(m))
-        }
-        _ => (None, None),
-    };
+    let mut delivery = start_delivery(ctx, plan, opts, &file_name)?;
+    let mirror = delivery.mirror.take();
     let mut writer = ArchiveWriter::create_sealed(&final_path, opts.level, threads, plan.seal.as_ref(), mirror)?;
     let config = ctx.model()?.1.clone().unwrap_or_default();
     let infos: Vec<DbInfo> = dumps.iter().map(|d| d.info.clone()).collect();
@@ -336,20 +322,46 @@ fn write_archive(
     let (bytes, sha256) = (committed.size, committed.sha256);
     crate::store::trust::sign_local(ctx, &final_path, committed.size, committed.sha256)
         .with_context(|| format!("the archive {} was written but not signed", final_path.display()))?;
-    if let Some(u) = upload {
-        u.complete(ctx, &final_path, committed).map_err(|e| {
-            e.context(format!("the archive was written but not uploaded; it is kept at {}", final_path.display()))
-        })?;
-    } else if let Some(spec) = &vault {
-        let files = [final_path.clone()];
-        crate::tasks::offsite::vault::push(ctx, spec, &files, false, opts.create_remote).map_err(|e| {
-            e.context(format!("the archive was written but not pushed; it is kept at {}", final_path.display()))
-        })?;
-    }
+    deliver(ctx, opts, delivery, &final_path, committed)?;
     Ok((final_path, bytes, stats, sha256))
 }
 
 /// What the metadata says of one copied volume or bind.
+/// Where a new archive goes besides the local file.
+#[derive(Default)]
+struct Delivery {
+    /// An rclone remote, uploaded to while the archive is written (through `mirror`).
+    upload: Option<crate::tasks::offsite::Upload>,
+    mirror: Option<archive::sink::Mirror>,
+    /// A restic repository: asked before anything is written, takes the finished archive.
+    vault: Option<VaultSpec>,
+}
+
+fn start_delivery(ctx: &Ctx, plan: &BackupPlan, opts: &Options, file_name: &str) -> Result<Delivery> {
+    let Some(remote) = &plan.push else { return Ok(Delivery::default()) };
+    if let Some(spec) = crate::store::vault::lookup(ctx, remote)? {
+        crate::store::vault::open(&spec, opts.create_remote)?;
+        return Ok(Delivery { vault: Some(spec), ..Delivery::default() });
+    }
+    let (upload, mirror) = crate::tasks::offsite::Upload::begin(ctx, remote, file_name)?;
+    Ok(Delivery { upload: Some(upload), mirror: Some(mirror), vault: None })
+}
+
+/// After the local commit: the upload completed (or pushed again), or the push to the restic
+/// repository; on failure the local archive is kept and named.
+fn deliver(ctx: &Ctx, opts: &Options, to: Delivery, final_path: &Path, committed: archive::Committed) -> Result<()> {
+    let kept = |e: anyhow::Error| {
+        e.context(format!("the archive was written but not pushed; it is kept at {}", final_path.display()))
+    };
+    if let Some(u) = to.upload {
+        u.complete(ctx, final_path, committed).map_err(kept)?;
+    } else if let Some(spec) = &to.vault {
+        let files = [final_path.to_path_buf()];
+        crate::tasks::offsite::vault::push(ctx, spec, &files, false, opts.create_remote).map_err(kept)?;
+    }
+    Ok(())
+}
+
 fn volume_info(plan: &BackupPlan, v: &VolumeChoice, sizes: &BTreeMap<String, u64>) -> VolumeInfo {
     let consistency = if plan.redis.iter().any(|r| r.volumes.contains(&v.name)) {
         "redis-save"
