@@ -88,7 +88,8 @@ fn archive_of(s: &Snapshot, project: &str, now: OffsetDateTime) -> Option<VaultA
     }
     let created = local::name_stamp(&file)?;
     let taken = OffsetDateTime::parse(&s.time, &Rfc3339).ok();
-    let tar_sha256 = s.tags.iter().find_map(|t| t.strip_prefix(COMPLETE_TAG)).and_then(parse_hex32);
+    let tar_sha256 =
+        s.tags.iter().find_map(|t| t.strip_prefix(COMPLETE_TAG)).and_then(crate::engine::remote::parse_hex32);
     Some(VaultArchive {
         problem: date_doubt(created, taken, now),
         created_at: created.format(&Rfc3339).unwrap_or_default(),
@@ -113,10 +114,6 @@ fn date_doubt(named: OffsetDateTime, taken: Option<OffsetDateTime>, now: OffsetD
         Some(t) if named - t > slack => Some(format!("it is named {named}, after its snapshot was taken ({t})")),
         Some(_) => None,
     }
-}
-
-fn parse_hex32(hex: &str) -> Option<[u8; 32]> {
-    crate::engine::remote::parse_hex32(hex)
 }
 
 /// The project's archives in the repository, newest first.

@@ -248,9 +248,9 @@ impl Upload {
 }
 
 /// Reports how many bytes it passed on (a progress bar).
-struct Ticking<'a, R> {
-    inner: R,
-    tick: &'a dyn Fn(u64),
+pub(super) struct Ticking<'a, R> {
+    pub(super) inner: R,
+    pub(super) tick: &'a dyn Fn(u64),
 }
 
 impl<R: Read> Read for Ticking<'_, R> {
@@ -274,29 +274,45 @@ pub fn pull(ctx: &Ctx, name: &str, file: Option<&str>, dir: &Path, dry_run: bool
         println!("would download {remote_name} into {}", dir.display());
         return Ok(dir.join(&file));
     }
+    write_pulled(ctx, dir, &file, &remote_name, |out, target| {
+        let progress = ctx.ui.progress(&format!("pull {remote_name}"));
+        let n = std::io::copy(&mut src.raw_reader(), out).with_context(|| format!("download {remote_name}"))?;
+        progress.finish(&format!("pulled {} ({})", file, human_bytes(n)));
+        if let Some(sig) = &picked.signature {
+            crate::store::trust::write_signature(target, sig)?;
+        }
+        Ok(())
+    })
+}
+
+/// A pulled archive written into `dir` as `file`: under the project's lock, never over an
+/// existing file, through a private temporary file that `fill` writes (given the final path),
+/// then fsync and rename; the temporary file removed again on any failure.
+pub(super) fn write_pulled(
+    ctx: &Ctx,
+    dir: &Path,
+    file: &str,
+    from: &str,
+    fill: impl FnOnce(&mut File, &Path) -> Result<()>,
+) -> Result<PathBuf> {
     let dir = crate::store::local::prepare_dir(dir)?;
     let _lock = crate::lock::Lock::acquire(&dir, &ctx.stack.name, "pull")?;
-    let target = dir.join(&file);
+    let target = dir.join(file);
     if target.exists() {
         bail!("{} already exists; remove it first to pull it again", target.display());
     }
     let temp = dir.join(format!(".{file}.tmp-{}", std::process::id()));
     let result = (|| -> Result<()> {
         let mut out = crate::files::create_private(&temp)?;
-        let progress = ctx.ui.progress(&format!("pull {remote_name}"));
-        let n = std::io::copy(&mut src.raw_reader(), &mut out).with_context(|| format!("download {remote_name}"))?;
-        progress.finish(&format!("pulled {} ({})", file, human_bytes(n)));
+        fill(&mut out, &target)?;
         out.sync_all()?;
-        if let Some(sig) = &picked.signature {
-            crate::store::trust::write_signature(&target, sig)?;
-        }
         std::fs::rename(&temp, &target)?;
         File::open(&dir).and_then(|d| d.sync_all()).ok();
         Ok(())
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&temp);
-        return Err(e.context(format!("pull {remote_name} into {}", dir.display())));
+        return Err(e.context(format!("pull {from} into {}", dir.display())));
     }
     Ok(target)
 }

@@ -14,7 +14,7 @@ use sha2::Digest;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::PushItem;
+use super::{PushItem, Ticking};
 use crate::archive::{self, hex, HashingReader, Source};
 use crate::context::Ctx;
 use crate::engine::restic::{Restic, COMPLETE_TAG};
@@ -67,13 +67,14 @@ fn push_one(ctx: &Ctx, restic: &Restic, item: &PushItem) -> Result<()> {
         format!("archive={}", item.file),
     ];
     let progress = ctx.ui.progress(&format!("push {} to {}", item.file, restic.spec.name));
-    let mut stream = HashingReader::new(src.tar().into_inner());
+    let tick = |n| progress.inc(n);
+    let mut stream = ticking(HashingReader::new(src.tar().into_inner()), &tick);
     let mut writer = restic.backup_stdin(&vault::stored_name(&item.file), &tags)?;
-    let sent = copy_counting(&mut stream, &mut writer, &|n| progress.inc(n))
+    let sent = std::io::copy(&mut stream, &mut writer)
         .with_context(|| format!("push {} to {}", item.file, restic.spec.name))?;
     let summary = writer.finish().with_context(|| format!("push {} to {}", item.file, restic.spec.name))?;
     let snapshot = Restic::snapshot_of(&summary)?;
-    let digest: [u8; 32] = stream.hasher.finalize().into();
+    let digest: [u8; 32] = stream.into_inner().inner.hasher.finalize().into();
     restic.add_tags(&snapshot, &[format!("{COMPLETE_TAG}{}", hex(&digest))])?;
     progress.finish(&format!(
         "pushed {} ({} of tar) to {} as snapshot {}",
@@ -85,18 +86,9 @@ fn push_one(ctx: &Ctx, restic: &Restic, item: &PushItem) -> Result<()> {
     Ok(())
 }
 
-fn copy_counting(from: &mut impl Read, to: &mut impl std::io::Write, tick: &dyn Fn(u64)) -> Result<u64> {
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0;
-    loop {
-        let n = from.read(&mut buf)?;
-        if n == 0 {
-            return Ok(total);
-        }
-        to.write_all(&buf[..n])?;
-        tick(n as u64);
-        total += n as u64;
-    }
+/// `from` read in blocks of 1 MiB (a pipe either side), each counted by `tick`.
+fn ticking<'a, R: Read>(from: R, tick: &'a dyn Fn(u64)) -> std::io::BufReader<Ticking<'a, R>> {
+    std::io::BufReader::with_capacity(1 << 20, Ticking { inner: from, tick })
 }
 
 /// `backups --remote VAULT`: the project's snapshots as archives.
@@ -157,51 +149,40 @@ pub fn pull(ctx: &Ctx, spec: &VaultSpec, file: Option<&str>, dir: &Path, dry_run
             ctx.stack.name
         );
     }
-    let dir = crate::store::local::prepare_dir(dir)?;
-    let _lock = crate::lock::Lock::acquire(&dir, &ctx.stack.name, "pull")?;
-    let target = dir.join(&name);
-    if target.exists() {
-        bail!("{} already exists; remove it first to pull it again", target.display());
-    }
-    let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = write_pulled(ctx, &src, seal.as_ref(), &temp, &target);
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&temp);
-        return Err(e.context(format!("pull {} into {}", src.path.display(), dir.display())));
+    let shown = src.path.display().to_string();
+    let mut stored_as = (0, [0u8; 32]);
+    let target = super::write_pulled(ctx, dir, &name, &shown, |out, _| {
+        stored_as = write_stored(ctx, &src, seal.as_ref(), out)?;
+        Ok(())
+    })?;
+    if crate::store::trust::Policy::of(ctx)?.signing.is_some() {
+        if let Err(e) = crate::store::trust::sign_local(ctx, &target, stored_as.0, stored_as.1) {
+            eprintln!("warning: {} was pulled but not signed ({e:#}); read it with --allow-unsigned", target.display());
+        }
     }
     Ok(target)
 }
 
-fn write_pulled(
+/// The snapshot's tar stream as an archive's bytes are stored (gzip, then age when sealed) into
+/// `out`; their size and SHA-256.
+fn write_stored(
     ctx: &Ctx,
     src: &Source,
     seal: Option<&crate::model::offsite::Encryption>,
-    temp: &Path,
-    target: &Path,
-) -> Result<()> {
+    out: &mut std::fs::File,
+) -> Result<(u64, [u8; 32])> {
     let progress = ctx.ui.progress(&format!("pull {}", src.path.display()));
     let tar = src.tar().into_inner();
     let gz: Box<dyn Read + Send> = Box::new(flate2::read::GzEncoder::new(tar, flate2::Compression::new(6)));
-    let mut stored: Box<dyn Read + Send> = match seal {
+    let stored: Box<dyn Read + Send> = match seal {
         Some(enc) => Box::new(crate::engine::crypt::encrypt(enc, gz)?),
         None => gz,
     };
-    let mut out = crate::files::create_private(temp)?;
-    let mut hashing = HashingReader::new(&mut stored);
-    let n = copy_counting(&mut hashing, &mut out, &|n| progress.inc(n))?;
-    out.sync_all()?;
-    let digest: [u8; 32] = hashing.hasher.finalize().into();
-    std::fs::rename(temp, target)?;
-    if let Some(d) = target.parent() {
-        std::fs::File::open(d).and_then(|d| d.sync_all()).ok();
-    }
-    if crate::store::trust::Policy::of(ctx)?.signing.is_some() {
-        if let Err(e) = crate::store::trust::sign_local(ctx, target, n, digest) {
-            eprintln!("warning: {} was pulled but not signed ({e:#}); read it with --allow-unsigned", target.display());
-        }
-    }
-    progress.finish(&format!("pulled {} ({})", target.display(), human_bytes(n)));
-    Ok(())
+    let tick = |n| progress.inc(n);
+    let mut hashing = HashingReader::new(ticking(stored, &tick));
+    let n = std::io::copy(&mut hashing, out)?;
+    progress.finish(&format!("pulled {} ({})", src.path.display(), human_bytes(n)));
+    Ok((n, hashing.hasher.finalize().into()))
 }
 
 /// `prune --remote VAULT`: the local retention over this project's complete snapshots (per kind,
