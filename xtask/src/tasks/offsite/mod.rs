@@ -332,6 +332,24 @@ fn not_authentic(remote: &Remote, a: &RemoteArchive) -> Result<Option<String>> {
     Ok((!ok).then(|| format!("does not start like {}", if a.encrypted { "an age file" } else { "a gzip stream" })))
 }
 
+/// The complete archives retention may count: trusted by the policy and checking out as
+/// archives of this tool; the others are named and kept.
+fn authentic<'a>(ctx: &Ctx, remote: &Remote, archives: &'a [RemoteArchive]) -> Result<Vec<&'a RemoteArchive>> {
+    let policy = quiet_policy(ctx)?;
+    let mut authentic = Vec::new();
+    for a in archives.iter().filter(|a| a.complete) {
+        let why = match a.judge(&policy) {
+            Some(why) => Some(why),
+            None => not_authentic(remote, a)?,
+        };
+        match why {
+            None => authentic.push(a),
+            Some(why) => println!("keep {} (not counted: {why}; not an archive this tool wrote?)", a.file),
+        }
+    }
+    Ok(authentic)
+}
+
 /// `prune --remote`: the local retention over the archives it can authenticate (a sidecar that
 /// names only its own archive, a size and a gzip/age header that check out; the newest one
 /// always kept), plus leftovers of interrupted pushes older than a day. Objects it cannot
@@ -354,18 +372,7 @@ pub fn prune(ctx: &Ctx, name: &str, r: &Retention, dry_run: bool) -> Result<()> 
         }
     }
     doomed.extend(orphans.into_iter().map(|o| (o, "a .sha256 without its archive".into())));
-    let policy = quiet_policy(ctx)?;
-    let mut authentic = Vec::new();
-    for a in archives.iter().filter(|a| a.complete) {
-        let why = match a.judge(&policy) {
-            Some(why) => Some(why),
-            None => not_authentic(&remote, a)?,
-        };
-        match why {
-            None => authentic.push(a),
-            Some(why) => println!("keep {} (not counted: {why}; not an archive this tool wrote?)", a.file),
-        }
-    }
+    let authentic = authentic(ctx, &remote, &archives)?;
     for kind in ["full", "db"] {
         let group: Vec<&RemoteArchive> = authentic.iter().copied().filter(|a| a.kind == kind).collect();
         let facts: Vec<(OffsetDateTime, bool)> = group.iter().map(|a| (a.created, true)).collect();
