@@ -529,3 +529,80 @@ fn sigterm_during_an_in_place_restore_takes_the_way_back() {
     let state = docker_ok(&["inspect", "-f", "{{.State.Running}}", &backend]);
     assert_eq!(state.trim(), "true", "the stopped service was started again");
 }
+
+/// A forged dump that runs code while it loads (a function called by `CREATE TABLE … AS`, which
+/// no scanner can tell from pg_dump's own statements) runs it as the throwaway role that owns
+/// only the staged copy: what it tries beyond that copy is denied, and nothing live changes. A
+/// genuine dump comes back with its owners, default privileges and extensions (one of them
+/// one only a superuser may create), and the role is gone afterwards.
+#[test]
+fn a_dump_runs_as_a_role_that_owns_only_its_staged_copy() {
+    if !engine() {
+        return;
+    }
+    let stack = TestStack::sample("loader");
+    let dir = TempDir::new("loader");
+    stack.xtask_ok(&["up", "db"]);
+    let db = format!("{}-db-1", stack.project);
+    psql(&db, "app", "CREATE EXTENSION pgcrypto; CREATE EXTENSION pageinspect; CREATE ROLE reader; \
+        ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO reader; \
+        CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items SELECT g, 'n' || g FROM generate_series(1, 300) g; \
+        CREATE TABLE theirs (x int); ALTER TABLE theirs OWNER TO reader;");
+    let genuine = stack.xtask_json(&["backup-db", "--output-dir", dir.s(), "--json"]);
+    let genuine = genuine["path"].as_str().unwrap().to_string();
+    let state = || {
+        let items =
+            psql(&db, "app", "SELECT count(*) || ':' || md5(string_agg(i::text, ',' ORDER BY id)) FROM items i");
+        let roles = psql(
+            &db,
+            "postgres",
+            "SELECT string_agg(rolname || ':' || rolsuper, ',' ORDER BY rolname) FROM pg_roles WHERE rolname !~ '^pg_'",
+        );
+        let databases = psql(
+            &db,
+            "postgres",
+            "SELECT string_agg(datname || ':' || datconnlimit, ',' ORDER BY datname) FROM pg_database",
+        );
+        let files = docker_ok(&["exec", &db, "sh", "-c", "ls -a /tmp /var/lib/postgresql"]);
+        (items, roles, databases, files)
+    };
+    let before = state();
+    assert!(!before.1.contains("xtask_"), "{}", before.1);
+
+    let attacks: [(&str, &[u8]); 2] = [
+        ("role", b"EXECUTE 'CREATE ROLE \"xtask_e2e_pwned\" SUPERUSER LOGIN';"),
+        ("file", b"EXECUTE 'ALTER DATABASE \"postgres\" CONNECTION LIMIT 0'; EXECUTE 'COPY (SELECT 1) TO ''/tmp/pwned-by-dump''';"),
+    ];
+    for (name, body) in attacks {
+        let mut entries = load(Path::new(&genuine));
+        let d = entries.iter_mut().find(|x| x.name == b"databases/db/app.sql").unwrap();
+        let at = d.data.windows(13).position(|w| w == b"\nCREATE TABLE").unwrap() + 1;
+        let mut evil = b"CREATE FUNCTION \"public\".\"evil\"() RETURNS integer LANGUAGE plpgsql AS $$ BEGIN ".to_vec();
+        evil.extend_from_slice(body);
+        evil.extend_from_slice(
+            b" RETURN 1; END $$;\nCREATE TABLE \"public\".\"pwn\" AS SELECT \"public\".\"evil\"() AS \"x\";\n",
+        );
+        d.data.splice(at..at, evil);
+        let crafted = dir.0.join(format!("db_backup_forged-{name}.tar.gz"));
+        save(&crafted, entries, true);
+        // The scanner cannot tell this from pg_dump's own SQL: verify passes; the role stops it.
+        stack.xtask_ok(&["verify", crafted.to_str().unwrap()]);
+        let (ok, _, err) = stack.xtask(&["restore", crafted.to_str().unwrap(), "--yes", "--output-dir", dir.s()]);
+        assert!(!ok && err.contains("before anything was replaced"), "{name}: {err}");
+        assert!(err.contains("owns only its staged copy"), "{name}: the error says why: {err}");
+        assert_eq!(state(), before, "{name}: rows, roles, databases and server files as before");
+    }
+
+    // The genuine archive: owners, default privileges and both extensions come back.
+    psql(&db, "app", "DELETE FROM items WHERE id > 100");
+    stack.xtask_ok(&["restore", &genuine, "--yes", "--output-dir", dir.s()]);
+    assert_eq!(state(), before, "restored; no loading role or staged copy left");
+    let owners = psql(&db, "app", "SELECT string_agg(tablename || ':' || tableowner, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'");
+    assert_eq!(owners, "items:app,theirs:reader");
+    let extensions = psql(&db, "app", "SELECT string_agg(extname, ',' ORDER BY extname) FROM pg_extension");
+    assert_eq!(extensions, "pageinspect,pgcrypto,plpgsql");
+    let defaults = psql(&db, "app", "SELECT count(*) FROM pg_default_acl WHERE defaclacl::text LIKE '%reader=r/app%'");
+    assert_eq!(defaults, "1");
+    let db_owner = psql(&db, "postgres", "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'app'");
+    assert_eq!(db_owner, "app");
+}

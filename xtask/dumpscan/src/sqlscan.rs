@@ -106,6 +106,13 @@ impl SqlScan {
         }
     }
 
+    /// Whether the next byte begins a statement: outside strings, comments and COPY data, with
+    /// nothing of a statement read yet (a line that begins here and ends here again is whole
+    /// statements).
+    pub fn at_statement_start(&self) -> bool {
+        self.state == State::Normal && self.stmt.is_empty() && self.word.is_empty() && self.violation.is_none()
+    }
+
     fn refuse(&mut self, what: &str) {
         if self.violation.is_none() {
             self.violation = Some(format!("line {}: {what}", self.line_no + 1));

@@ -18,6 +18,7 @@ use crate::engine::db::Login;
 
 mod hook;
 mod mariadb;
+mod pgload;
 mod postgres;
 
 /// One database service to restore: how to log in to it now (from this stack's compose file,

@@ -16,7 +16,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use super::{DbRestore, StagedDb};
+use super::{pgload, DbRestore, StagedDb};
 use crate::archive::extract::{self, Spooled, Verified};
 use crate::context::Ctx;
 use crate::engine::db::postgres;
@@ -24,9 +24,9 @@ use crate::engine::docker::DockerCmd;
 use crate::signals;
 
 /// psql in the database service, as the `postgres` OS user, the password in its environment.
-struct Psql<'a> {
-    ctx: &'a Ctx,
-    db: &'a DbRestore,
+pub(super) struct Psql<'a> {
+    pub ctx: &'a Ctx,
+    pub db: &'a DbRestore,
 }
 
 impl Psql<'_> {
@@ -40,13 +40,13 @@ impl Psql<'_> {
     }
 
     /// One query's rows (`-At`). Only names from the verified metadata or made here go in.
-    fn rows(&self, database: &str, sql: &str) -> Result<Vec<String>> {
+    pub(super) fn rows(&self, database: &str, sql: &str) -> Result<Vec<String>> {
         let out = self.ctx.docker()?.query(&self.cmd(database, &["-At", "-c", sql])?)?;
         Ok(out.lines().map(str::to_string).collect())
     }
 
     /// SQL with psql variables (`-v name=value`), stopping at the first error.
-    fn run(&self, database: &str, sql: &str, vars: &[(&str, &str)]) -> Result<()> {
+    pub(super) fn run(&self, database: &str, sql: &str, vars: &[(&str, &str)]) -> Result<()> {
         let vars: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let mut extra = vec!["-v", "ON_ERROR_STOP=1"];
         for v in &vars {
@@ -55,18 +55,18 @@ impl Psql<'_> {
         extract::pipe_text(self.ctx.docker()?, sql, &self.cmd(database, &extra)?)
     }
 
-    fn load(&self, database: &str, dump: &Spooled, entry: &str) -> Result<()> {
+    pub(super) fn load(&self, database: &str, dump: &Spooled, entry: &str) -> Result<()> {
         let cmd = self.cmd(database, &["-v", "ON_ERROR_STOP=1"])?;
         extract::pipe_file(self.ctx.docker()?, &dump.path, &cmd)
             .with_context(|| format!("load {entry} (stopped at the first SQL error)"))
     }
 
-    fn exists(&self, database: &str) -> Result<bool> {
+    pub(super) fn exists(&self, database: &str) -> Result<bool> {
         // `database` is a checked name (no quote): it can stand in a literal.
         Ok(self.rows("template1", &format!("SELECT 1 FROM pg_database WHERE datname = '{database}'"))?.len() == 1)
     }
 
-    fn check_counts(&self, database: &str, d: &crate::archive::DbDump) -> Result<()> {
+    pub(super) fn check_counts(&self, database: &str, d: &crate::archive::DbDump) -> Result<()> {
         for (table, rows) in &d.tables {
             // `table` passed the grammar: `"schema"."table"`, no quote inside.
             let got = self.rows(database, &format!("SELECT count(*) FROM {table}"))?.concat();
@@ -158,38 +158,53 @@ fn drop_roles(ctx: &Ctx, db: &DbRestore, roles: &[String]) {
     }
 }
 
-/// Loads every dump into a new database beside the live one and checks its row counts; on an
-/// error the staged copies loaded so far and the roles created for them are dropped, and the
-/// live databases and roles are untouched.
+/// Loads every dump into a new database beside the live one, as a role that owns only those
+/// ([`pgload`]), and checks its row counts; on an error the staged copies loaded so far and
+/// the roles created for them are dropped, and the live databases and roles are untouched.
 pub fn stage(ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -> Result<Vec<StagedDb>> {
     let find = |entry: &str| spooled.get(entry).with_context(|| format!("the dump {entry} was not staged"));
     let dumps: Vec<&Spooled> = db.info.databases.iter().map(|d| find(&d.entry)).collect::<Result<_>>()?;
     let created = create_missing_roles(ctx, db, find(db.globals_entry()?)?)?;
-    let psql = Psql { ctx, db };
     let mut staged = Vec::new();
-    let result = (|| -> Result<()> {
-        for (i, (d, dump)) in db.info.databases.iter().zip(&dumps).enumerate() {
-            signals::check()?;
-            let new = format!("xtask_new_{}_{i}", std::process::id());
-            ctx.ui.step(&format!("load database {} of {} into {new}, beside the live one", d.name, db.login.service));
-            let sql = "DROP DATABASE IF EXISTS :\"s\" WITH (FORCE);\nCREATE DATABASE :\"s\";\n\
-                       COMMENT ON DATABASE :\"s\" IS :'c';\n";
-            let comment = format!("xtask restore of {}", d.name);
-            psql.run("template1", sql, &[("s", &new), ("c", &comment)])?;
-            staged.push((d.name.clone(), new.clone()));
-            psql.load(&new, dump, &d.entry)?;
-            psql.check_counts(&new, d)?;
+    let result = pgload::Loader::create(ctx, db).and_then(|loader| {
+        let loaded = stage_each(ctx, db, &loader, &dumps, &mut staged);
+        if loaded.is_err() {
+            unstage(ctx, db, &staged);
         }
-        Ok(())
-    })();
+        let dropped = loader.drop(ctx, db);
+        loaded.and(dropped)
+    });
     match result {
         Ok(()) => Ok(staged),
         Err(e) => {
-            unstage(ctx, db, &staged);
             drop_roles(ctx, db, &created);
             Err(e)
         }
     }
+}
+
+/// Each dump into its staged database (`xtask_new_PID_N`, owned by the loading role until it
+/// is handed over), noted in `staged` as soon as it exists.
+fn stage_each(
+    ctx: &Ctx,
+    db: &DbRestore,
+    loader: &pgload::Loader,
+    dumps: &[&Spooled],
+    staged: &mut Vec<StagedDb>,
+) -> Result<()> {
+    let psql = Psql { ctx, db };
+    for (i, (d, dump)) in db.info.databases.iter().zip(dumps).enumerate() {
+        signals::check()?;
+        let new = format!("xtask_new_{}_{i}", std::process::id());
+        ctx.ui.step(&format!("load database {} of {} into {new}, beside the live one", d.name, db.login.service));
+        let sql = "DROP DATABASE IF EXISTS :\"s\" WITH (FORCE);\nCREATE DATABASE :\"s\" OWNER :\"l\";\n\
+                   COMMENT ON DATABASE :\"s\" IS :'c';\n";
+        let comment = format!("xtask restore of {}", d.name);
+        psql.run("template1", sql, &[("s", &new), ("c", &comment), ("l", &loader.role)])?;
+        staged.push((d.name.clone(), new.clone()));
+        loader.load(ctx, db, d, &new, dump)?;
+    }
+    Ok(())
 }
 
 /// Drops staged copies (best effort): the live databases stay as they are.
@@ -263,7 +278,7 @@ pub fn recover(ctx: &Ctx, db: &DbRestore) -> Result<()> {
             psql.run("template1", "DROP DATABASE IF EXISTS :\"o\" WITH (FORCE);\n", &[("o", name)])?;
         }
     }
-    Ok(())
+    pgload::drop_stale(&psql)
 }
 
 /// After this process's own way back restored the safety backup: its staged and old copies
