@@ -183,12 +183,11 @@ pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<Prepared> {
             present.push(v.target.clone());
         }
     }
-    let staged_live = plan.dbs.iter().any(|d| d.login.engine == archive::DbEngine::Postgres);
     let signed = crate::store::trust::Policy::of(ctx)?.signing.is_some();
-    if staged_live && !signed && opts.expect_sha256.is_none() {
+    if !plan.dbs.is_empty() && !signed && opts.expect_sha256.is_none() {
         eprintln!(
-            "note: x-xtask.sign is not set, so nothing tells whether this archive was made here; its PostgreSQL \
-             dumps are staged on the live server as the database user (docs/restore-and-clean.md)"
+            "note: x-xtask.sign is not set, so nothing tells whether this archive was made here; what its dumps \
+             hold becomes the live databases (docs/restore-and-clean.md)"
         );
     }
     Ok(Prepared { path, meta, plan, present, src, verified, dir })

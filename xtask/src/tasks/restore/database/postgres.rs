@@ -1,9 +1,10 @@
-//! Restoring a PostgreSQL service's databases. Staged (the default): each dump is loaded into a new database
-//! beside the live one (`xtask_new_PID_N`, its comment naming the database it stands for), its
-//! row counts checked, and only then are the databases swapped by renames (connections to the
-//! live one refused and ended first); the old one (`xtask_old_PID_N`) is dropped once the
-//! services are back. The live database is never dropped before the new one is complete; a load
-//! that fails drops only the staged copy. Leftovers of a restore that died are settled by the
+//! Restoring a PostgreSQL service's databases. Staged (the default): each dump is loaded into a
+//! new database beside the live one (`xtask_new_PID_N`, its comment naming the database it stands
+//! for) as a throwaway role that owns only that copy ([`pgload`]), its row counts checked, and
+//! only then are the databases swapped by renames (connections to the live one refused and ended
+//! first); the old one (`xtask_old_PID_N`) is dropped once the services are back. The live
+//! database is never dropped before the new one is complete; a load that fails drops only the
+//! staged copy. Leftovers of a restore that died are settled by the
 //! next one: a staged copy never swapped in is dropped; an old copy whose live name exists is
 //! dropped, one whose live name is gone is renamed back. `--in-place` and the way back drop and
 //! reload directly. Roles (`globals.sql`) are cluster-wide: before the swap only the roles the
