@@ -116,8 +116,13 @@ fn a_backup_in_a_restic_repository_comes_back_identical_and_the_next_adds_only_w
     // One small change, then a second backup pushed: only the chunks around what changed are
     // added (restic's chunks are 0.5 to 8 MiB: the metadata at the start, the new file and the
     // checksums at the end, each a chunk), not the 20 MiB again.
+    // Pushed while it is written, with no local copy at all (--no-keep-local): the tar stream
+    // goes only into restic.
     docker_ok(&["exec", &backend, "sh", "-c", "echo 'a new upload' > /app/media/new.txt"]);
-    stack.xtask_ok(&["backup", "--push", "vault", "--output-dir", archives.s()]);
+    let local_before = archives.names();
+    let (ok, _, err) = stack.xtask(&["backup", "--push", "vault", "--no-keep-local", "--output-dir", archives.s()]);
+    assert!(ok && err.contains("while it was written"), "{err}");
+    assert_eq!(archives.names(), local_before, "no local file was written or left");
     let added = repo.raw_bytes() - first;
     assert!(added < 4 << 20, "the second backup added {added} bytes to {first}: not deduplicated");
     assert_eq!(stack.xtask_json(&["backups", "--remote", "vault", "--json"]).as_array().unwrap().len(), 2);

@@ -7,7 +7,7 @@ use crate::model::offsite::Encryption;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use sha2::Digest;
-use sink::{Mirror, Sink};
+use sink::{Mirror, Sink, Tapped, TarOut};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, BufWriter, Read};
@@ -26,36 +26,37 @@ pub struct StreamStats {
 /// `commit`, it removes the temporary file: no half-written archive ever has the final name.
 pub struct ArchiveWriter {
     final_path: PathBuf,
-    temp_path: PathBuf,
-    builder: Option<tar::Builder<pgz::ParallelGzWriter<BufWriter<Sink>>>>,
+    /// None: no local file (the tar stream goes only to a tap).
+    temp_path: Option<PathBuf>,
+    builder: Option<tar::Builder<TarOut<Gz>>>,
     sums: Vec<(Vec<u8>, [u8; 32])>,
     pub stats: StreamStats,
 }
 
 impl ArchiveWriter {
     pub fn create(final_path: &Path, level: u32, threads: usize) -> Result<ArchiveWriter> {
-        ArchiveWriter::create_sealed(final_path, level, threads, None, None)
+        ArchiveWriter::create_with(final_path, level, threads, Outputs { local: true, ..Outputs::default() })
     }
 
-    /// [`ArchiveWriter::create`], the gzip stream encrypted by age to `seal`'s recipients on
-    /// its way to the file (the plaintext never reaches the disk), and the bytes as stored also
-    /// written to `mirror` (an upload while the archive is written).
-    pub fn create_sealed(
-        final_path: &Path,
-        level: u32,
-        threads: usize,
-        seal: Option<&Encryption>,
-        mirror: Option<Mirror>,
-    ) -> Result<ArchiveWriter> {
+    /// [`ArchiveWriter::create`] with `out`: the gzip stream encrypted by age to the seal's
+    /// recipients on its way to the file (the plaintext never reaches the disk), the bytes as
+    /// stored also written to a mirror (an upload while the archive is written), the tar stream
+    /// also to a tap; without `local`, only to the tap (no file at all).
+    pub fn create_with(final_path: &Path, level: u32, threads: usize, out: Outputs) -> Result<ArchiveWriter> {
         let dir = final_path.parent().context("archive path has no directory")?;
         let name = final_path.file_name().context("archive path has no file name")?.to_string_lossy();
-        let temp_path = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        let file = crate::files::create_private(&temp_path)?;
-        let sink = Sink::new(file, seal, mirror).inspect_err(|_| {
-            let _ = std::fs::remove_file(&temp_path);
-        })?;
-        let gz = pgz::ParallelGzWriter::new(BufWriter::with_capacity(1 << 20, sink), level, threads)?;
-        let mut builder = tar::Builder::new(gz);
+        let temp_path = out.local.then(|| dir.join(format!(".{name}.tmp-{}", std::process::id())));
+        let gz = match &temp_path {
+            Some(temp_path) => {
+                let file = crate::files::create_private(temp_path)?;
+                let sink = Sink::new(file, out.seal, out.mirror).inspect_err(|_| {
+                    let _ = std::fs::remove_file(temp_path);
+                })?;
+                Some(pgz::ParallelGzWriter::new(BufWriter::with_capacity(1 << 20, sink), level, threads)?)
+            }
+            None => None,
+        };
+        let mut builder = tar::Builder::new(TarOut::new(gz, out.tap)?);
         builder.mode(tar::HeaderMode::Complete);
         builder.follow_symlinks(false);
         Ok(ArchiveWriter {
@@ -69,10 +70,10 @@ impl ArchiveWriter {
 
     #[cfg(test)]
     pub fn temp_path(&self) -> &Path {
-        &self.temp_path
+        self.temp_path.as_deref().expect("a local archive")
     }
 
-    fn builder(&mut self) -> Result<&mut tar::Builder<pgz::ParallelGzWriter<BufWriter<Sink>>>> {
+    fn builder(&mut self) -> Result<&mut tar::Builder<TarOut<Gz>>> {
         self.builder.as_mut().context("archive already committed")
     }
 
@@ -209,7 +210,12 @@ impl ArchiveWriter {
         );
         let mut builder = self.builder.take().context("archive already committed")?;
         builder.append_data(&mut header, CHECKSUMS, &sums[..]).context("write SHA256SUMS")?;
-        let gz = builder.into_inner().context("finish the tar stream")?;
+        let (gz, tapped) = builder.into_inner().context("finish the tar stream")?.finish();
+        let (Some(gz), Some(temp_path)) = (gz, &self.temp_path) else {
+            let tapped = tapped.context("an archive without a file has a tap")?;
+            let (size, sha256) = (tapped.bytes, tapped.sha256);
+            return Ok(Committed { size, sha256, mirror: None, mirror_error: None, tapped: Some(tapped) });
+        };
         let buffered = gz.finish().context("finish the gzip stream")?;
         let sink = buffered.into_inner().map_err(|e| e.into_error()).context("flush the archive")?;
         let finished = sink.finish()?;
@@ -217,28 +223,43 @@ impl ArchiveWriter {
         file.sync_all().context("fsync the archive")?;
         let size = file.metadata()?.len();
         drop(file);
-        std::fs::rename(&self.temp_path, &self.final_path)
-            .with_context(|| format!("rename {} to {}", self.temp_path.display(), self.final_path.display()))?;
+        std::fs::rename(temp_path, &self.final_path)
+            .with_context(|| format!("rename {} to {}", temp_path.display(), self.final_path.display()))?;
         if let Some(dir) = self.final_path.parent() {
             File::open(dir).and_then(|d| d.sync_all()).ok();
         }
-        Ok(Committed { size, sha256: finished.sha256, mirror: finished.mirror, mirror_error: finished.mirror_error })
+        let (mirror, mirror_error) = (finished.mirror, finished.mirror_error);
+        Ok(Committed { size, sha256: finished.sha256, mirror, mirror_error, tapped })
     }
 }
 
 /// A committed archive: its size and digest as stored, and its mirror (still open) with the
 /// error that made it stop taking bytes, if any.
 pub struct Committed {
+    /// Of the file as stored; without a file, of the tar stream the tap took.
     pub size: u64,
     pub sha256: [u8; 32],
     pub mirror: Option<Mirror>,
     pub mirror_error: Option<io::Error>,
+    pub tapped: Option<Tapped>,
 }
+
+/// Where [`ArchiveWriter::create_with`] sends an archive.
+#[derive(Default)]
+pub struct Outputs<'a> {
+    /// Write the local file (else only the tap gets the stream).
+    pub local: bool,
+    pub seal: Option<&'a Encryption>,
+    pub mirror: Option<Mirror>,
+    pub tap: Option<crate::engine::process::ToolWriter>,
+}
+
+type Gz = pgz::ParallelGzWriter<BufWriter<Sink>>;
 
 impl Drop for ArchiveWriter {
     fn drop(&mut self) {
-        if self.builder.is_some() {
-            let _ = std::fs::remove_file(&self.temp_path);
+        if let (Some(_), Some(temp_path)) = (&self.builder, &self.temp_path) {
+            let _ = std::fs::remove_file(temp_path);
         }
     }
 }

@@ -175,18 +175,18 @@ pub fn execute(ctx: &Ctx, plan: &BackupPlan, opts: &Options, lock: &Lock) -> Res
         guard.stop_for_copy(&servers, &ctx.ui)?;
         let databases = dumped_names(&dumps);
         let written = write_archive(ctx, plan, opts, &dir, dumps, &sources)?;
-        if !plan.keep_local {
-            remove_local_copy(ctx, &written.0)?;
+        if !plan.keep_local && written.local {
+            remove_local_copy(ctx, &written.path)?;
         }
         Ok(Summary {
-            path: written.0,
+            path: written.path,
             kind: plan.kind,
-            bytes: written.1,
-            sha256: archive::hex(&written.3),
-            data_bytes: written.2.bytes,
+            bytes: written.bytes,
+            sha256: archive::hex(&written.sha256),
+            data_bytes: written.stats.bytes,
             duration_seconds: started.elapsed().as_secs_f64(),
-            entries: written.2.entries + 1,
-            files: written.2.files,
+            entries: written.stats.entries + 1,
+            files: written.stats.files,
             databases,
             volumes: sources.volumes.iter().map(|v| v.name.clone()).collect(),
             unprotected: unprotected(&sources.skipped),
@@ -275,7 +275,7 @@ fn write_archive(
     dir: &Path,
     dumps: Vec<dump::Dumped>,
     sources: &Sources,
-) -> Result<(PathBuf, u64, archive::StreamStats, [u8; 32])> {
+) -> Result<Written> {
     let docker = ctx.docker()?;
     if crate::store::trust::Policy::of(ctx)?.signing.is_some() {
         // Asked before anything is written: an archive that cannot be signed would be untrusted.
@@ -292,8 +292,10 @@ fn write_archive(
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let file_name = final_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut delivery = start_delivery(ctx, plan, opts, &file_name)?;
-    let mirror = delivery.mirror.take();
-    let mut writer = ArchiveWriter::create_sealed(&final_path, opts.level, threads, plan.seal.as_ref(), mirror)?;
+    let local = plan.keep_local || delivery.tap.is_none();
+    let out =
+        archive::Outputs { local, seal: plan.seal.as_ref(), mirror: delivery.mirror.take(), tap: delivery.tap.take() };
+    let mut writer = ArchiveWriter::create_with(&final_path, opts.level, threads, out)?;
     let config = ctx.model()?.1.clone().unwrap_or_default();
     let infos: Vec<DbInfo> = dumps.iter().map(|d| d.info.clone()).collect();
     let meta = metadata(ctx, plan, opts, &config, infos, sources)?;
@@ -320,10 +322,23 @@ fn write_archive(
     let stats = writer.stats;
     let committed = writer.commit_all()?;
     let (bytes, sha256) = (committed.size, committed.sha256);
-    crate::store::trust::sign_local(ctx, &final_path, committed.size, committed.sha256)
-        .with_context(|| format!("the archive {} was written but not signed", final_path.display()))?;
-    deliver(ctx, opts, delivery, &final_path, committed)?;
-    Ok((final_path, bytes, stats, sha256))
+    if local {
+        crate::store::trust::sign_local(ctx, &final_path, committed.size, committed.sha256)
+            .with_context(|| format!("the archive {} was written but not signed", final_path.display()))?;
+    }
+    deliver(ctx, opts, delivery, &final_path, committed, local)?;
+    Ok(Written { path: final_path, bytes, stats, sha256, local })
+}
+
+/// What [`write_archive`] made: the archive's path (not there when `local` is false: the tar
+/// stream went only into a restic repository), its size and SHA-256 as stored (of the tar
+/// stream, without a file) and what it holds.
+struct Written {
+    path: PathBuf,
+    bytes: u64,
+    stats: archive::StreamStats,
+    sha256: [u8; 32],
+    local: bool,
 }
 
 /// What the metadata says of one copied volume or bind.
@@ -333,33 +348,66 @@ struct Delivery {
     /// An rclone remote, uploaded to while the archive is written (through `mirror`).
     upload: Option<crate::tasks::offsite::Upload>,
     mirror: Option<archive::sink::Mirror>,
-    /// A restic repository: asked before anything is written, takes the finished archive.
-    vault: Option<VaultSpec>,
+    /// A restic repository, opened before anything is written: it takes the tar stream as it
+    /// is written (through `tap`).
+    vault: Option<(VaultSpec, std::sync::Arc<crate::engine::restic::Restic>)>,
+    tap: Option<crate::engine::process::ToolWriter>,
 }
 
 fn start_delivery(ctx: &Ctx, plan: &BackupPlan, opts: &Options, file_name: &str) -> Result<Delivery> {
     let Some(remote) = &plan.push else { return Ok(Delivery::default()) };
     if let Some(spec) = crate::store::vault::lookup(ctx, remote)? {
-        crate::store::vault::open(&spec, opts.create_remote)?;
-        return Ok(Delivery { vault: Some(spec), ..Delivery::default() });
+        let restic = crate::store::vault::open(&spec, opts.create_remote)?;
+        let tap = crate::tasks::offsite::vault::begin_stream(ctx, &restic, file_name)?;
+        return Ok(Delivery { vault: Some((spec, restic)), tap: Some(tap), ..Delivery::default() });
     }
     let (upload, mirror) = crate::tasks::offsite::Upload::begin(ctx, remote, file_name)?;
-    Ok(Delivery { upload: Some(upload), mirror: Some(mirror), vault: None })
+    Ok(Delivery { upload: Some(upload), mirror: Some(mirror), ..Delivery::default() })
 }
 
-/// After the local commit: the upload completed (or pushed again), or the push to the restic
-/// repository; on failure the local archive is kept and named.
-fn deliver(ctx: &Ctx, opts: &Options, to: Delivery, final_path: &Path, committed: archive::Committed) -> Result<()> {
+/// After the local commit: the upload completed (or pushed again), or the snapshot the tar
+/// stream went into completed (or the local archive pushed again when there is one); on
+/// failure the local archive is kept and named.
+fn deliver(
+    ctx: &Ctx,
+    opts: &Options,
+    to: Delivery,
+    path: &Path,
+    mut done: archive::Committed,
+    local: bool,
+) -> Result<()> {
     let kept = |e: anyhow::Error| {
-        e.context(format!("the archive was written but not pushed; it is kept at {}", final_path.display()))
+        e.context(format!("the archive was written but not pushed; it is kept at {}", path.display()))
     };
     if let Some(u) = to.upload {
-        u.complete(ctx, final_path, committed).map_err(kept)?;
-    } else if let Some(spec) = &to.vault {
-        let files = [final_path.to_path_buf()];
-        crate::tasks::offsite::vault::push(ctx, spec, &files, false, opts.create_remote).map_err(kept)?;
+        return u.complete(ctx, path, done).map_err(kept);
     }
-    Ok(())
+    let Some((spec, restic)) = &to.vault else { return Ok(()) };
+    let tapped = done.tapped.take().context("the push to the restic repository did not start")?;
+    let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let streamed = match tapped.error {
+        None => crate::tasks::offsite::vault::complete_stream(restic, &file, tapped.writer, &tapped.sha256),
+        Some(e) => Err(tapped.writer.finish().err().unwrap_or_else(|| e.into())),
+    };
+    match streamed {
+        Ok(snapshot) => {
+            let short = &snapshot[..8.min(snapshot.len())];
+            ctx.ui.step(&format!("pushed {file} to {} as snapshot {short} while it was written", spec.name));
+            Ok(())
+        }
+        Err(e) if local => {
+            eprintln!(
+                "warning: the push to {} while the archive was written failed ({e:#}); pushing it again",
+                spec.name
+            );
+            let files = [path.to_path_buf()];
+            crate::tasks::offsite::vault::push(ctx, spec, &files, false, opts.create_remote).map(drop).map_err(kept)
+        }
+        Err(e) => Err(e.context(format!(
+            "the push to {} failed and no local copy was written (--no-keep-local); nothing of this backup was kept",
+            spec.name
+        ))),
+    }
 }
 
 fn volume_info(plan: &BackupPlan, v: &VolumeChoice, sizes: &BTreeMap<String, u64>) -> VolumeInfo {

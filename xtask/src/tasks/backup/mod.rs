@@ -111,6 +111,9 @@ pub struct Summary {
 pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<BackupPlan> {
     let mut plan = plan(&ctx.model()?.0, &ctx.binds()?, opts)?;
     plan.seal = crate::store::trust::seal(ctx, opts.no_encrypt)?;
+    if let Some(remote) = &plan.push {
+        plan.push_vault = crate::store::vault::lookup(ctx, remote)?.is_some();
+    }
     Ok(plan)
 }
 

@@ -73,6 +73,8 @@ pub struct BackupPlan {
     pub push: Option<String>,
     /// Keep the local archive after a complete upload (always, without a push).
     pub keep_local: bool,
+    /// `push` names a restic repository (its tar stream goes in while it is written).
+    pub push_vault: bool,
 }
 
 /// Chooses what to back up. Pure: no engine access.
@@ -135,6 +137,7 @@ pub fn plan(project: &Project, binds: &[Bind], opts: &Options) -> Result<BackupP
         seal: None,
         push: opts.push.clone(),
         keep_local: opts.keep_local || opts.push.is_none(),
+        push_vault: false,
     })
 }
 
@@ -453,11 +456,20 @@ impl BackupPlan {
                 file.unwrap_or_default()
             ));
         }
-        if let Some(r) = &self.push {
-            out.push_str(&format!("  - upload it to remote {r} while it is written, then its .sha256\n"));
-            if !self.keep_local {
-                out.push_str("  - then remove the local copy (--no-keep-local)\n");
+        match (&self.push, self.push_vault, self.keep_local) {
+            (Some(r), false, keep) => {
+                out.push_str(&format!("  - upload it to remote {r} while it is written, then its .sha256\n"));
+                if !keep {
+                    out.push_str("  - then remove the local copy (--no-keep-local)\n");
+                }
             }
+            (Some(r), true, keep) => {
+                out.push_str(&format!("  - its tar stream into the restic repository {r} while it is written\n"));
+                if !keep {
+                    out.push_str("  - no local copy (--no-keep-local): the stream goes only into the repository\n");
+                }
+            }
+            (None, ..) => {}
         }
         out
     }

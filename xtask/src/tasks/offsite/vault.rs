@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 use super::{PushItem, Ticking};
 use crate::archive::{self, hex, HashingReader, Source};
 use crate::context::Ctx;
+use crate::engine::process::ToolWriter;
 use crate::engine::restic::{Restic, COMPLETE_TAG};
 use crate::model::offsite::VaultSpec;
 use crate::store::retention::{self, Retention};
@@ -59,23 +60,14 @@ fn push_one(ctx: &Ctx, restic: &Restic, item: &PushItem) -> Result<()> {
     if meta.project != ctx.stack.name {
         bail!("{} is an archive of project {}, not {}", item.path.display(), meta.project, ctx.stack.name);
     }
-    let kind = crate::store::local::name_kind(&item.file);
-    let tags = vec![
-        "xtask".to_string(),
-        format!("project={}", ctx.stack.name),
-        format!("kind={kind}"),
-        format!("archive={}", item.file),
-    ];
     let progress = ctx.ui.progress(&format!("push {} to {}", item.file, restic.spec.name));
     let tick = |n| progress.inc(n);
     let mut stream = ticking(HashingReader::new(src.tar().into_inner()), &tick);
-    let mut writer = restic.backup_stdin(&vault::stored_name(&item.file), &tags)?;
+    let mut writer = begin_stream(ctx, restic, &item.file)?;
     let sent = std::io::copy(&mut stream, &mut writer)
         .with_context(|| format!("push {} to {}", item.file, restic.spec.name))?;
-    let summary = writer.finish().with_context(|| format!("push {} to {}", item.file, restic.spec.name))?;
-    let snapshot = Restic::snapshot_of(&summary)?;
     let digest: [u8; 32] = stream.into_inner().inner.hasher.finalize().into();
-    restic.add_tags(&snapshot, &[format!("{COMPLETE_TAG}{}", hex(&digest))])?;
+    let snapshot = complete_stream(restic, &item.file, writer, &digest)?;
     progress.finish(&format!(
         "pushed {} ({} of tar) to {} as snapshot {}",
         item.file,
@@ -84,6 +76,28 @@ fn push_one(ctx: &Ctx, restic: &Restic, item: &PushItem) -> Result<()> {
         &snapshot[..8.min(snapshot.len())]
     ));
     Ok(())
+}
+
+/// Starts the snapshot of archive `file`'s tar stream (`restic backup --stdin`), tagged with
+/// the project, kind and name; the caller writes the stream, then [`complete_stream`].
+pub fn begin_stream(ctx: &Ctx, restic: &Restic, file: &str) -> Result<ToolWriter> {
+    let kind = crate::store::local::name_kind(file);
+    let tags = vec![
+        "xtask".to_string(),
+        format!("project={}", ctx.stack.name),
+        format!("kind={kind}"),
+        format!("archive={file}"),
+    ];
+    restic.backup_stdin(&vault::stored_name(file), &tags)
+}
+
+/// Ends the snapshot [`begin_stream`] started, once the whole stream (of SHA-256 `digest`) went
+/// in, and marks it complete; returns its id. Before the tag it counts as an interrupted push.
+pub fn complete_stream(restic: &Restic, file: &str, writer: ToolWriter, digest: &[u8; 32]) -> Result<String> {
+    let summary = writer.finish().with_context(|| format!("push {file} to {}", restic.spec.name))?;
+    let snapshot = Restic::snapshot_of(&summary)?;
+    restic.add_tags(&snapshot, &[format!("{COMPLETE_TAG}{}", hex(digest))])?;
+    Ok(snapshot)
 }
 
 /// `from` read in blocks of 1 MiB (a pipe either side), each counted by `tick`.
