@@ -4,7 +4,8 @@
 //! with the project, kind and name, then marked complete by a second step (`tar-sha256=`), so a
 //! push cut off at any point (kill -9 of the tool or of restic) never yields a snapshot that
 //! counts. Our metadata and `SHA256SUMS` travel inside the stream: the strict grammar still
-//! decides what a restore takes.
+//! decides what a restore takes. `backup --push VAULT` uses the same two steps
+//! ([`begin_stream`], [`complete_stream`]) on the stream as it is written.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
