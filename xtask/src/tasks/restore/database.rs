@@ -18,6 +18,7 @@ use crate::engine::db::Login;
 
 mod hook;
 mod mariadb;
+mod pglines;
 mod pgload;
 mod postgres;
 

@@ -24,6 +24,12 @@ use crate::engine::db::postgres;
 use crate::engine::docker::DockerCmd;
 use crate::signals;
 
+/// Drops database `:s` if it exists, even when its owner made it a template (a staged copy's
+/// owner is the restricted role: it could, to make the copy stay).
+const DROP_DB: &str = "SELECT pg_catalog.format('ALTER DATABASE %I WITH IS_TEMPLATE false', datname) \
+    FROM pg_catalog.pg_database WHERE datname = :'s' AND datistemplate \\gexec\n\
+    DROP DATABASE IF EXISTS :\"s\" WITH (FORCE);\n";
+
 /// psql in the database service, as the `postgres` OS user, the password in its environment.
 pub(super) struct Psql<'a> {
     pub ctx: &'a Ctx,
@@ -67,10 +73,23 @@ impl Psql<'_> {
         Ok(self.rows("template1", &format!("SELECT 1 FROM pg_database WHERE datname = '{database}'"))?.len() == 1)
     }
 
+    /// Compares each table's rows with the archive's count, as the stack's user: only plain
+    /// tables (a view or foreign table of that name is refused unread), `search_path` pinned to
+    /// `pg_catalog` and `FROM ONLY` (the rows a COPY of that table held), so counting calls no
+    /// function a dump defined.
     pub(super) fn check_counts(&self, database: &str, d: &crate::archive::DbDump) -> Result<()> {
+        let not_plain = self.rows(
+            database,
+            "SELECT '\"' || n.nspname || '\".\"' || c.relname || '\"' FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind NOT IN ('r', 'i', 'I', 't')",
+        )?;
         for (table, rows) in &d.tables {
-            // `table` passed the grammar: `"schema"."table"`, no quote inside.
-            let got = self.rows(database, &format!("SELECT count(*) FROM {table}"))?.concat();
+            if not_plain.contains(table) {
+                bail!("database {}: {table} is not a plain table after loading; refused", d.name);
+            }
+            // `table` passed the grammar: `"schema"."table"`, no `"` inside.
+            let sql = format!("SET search_path = pg_catalog; SELECT pg_catalog.count(*) FROM ONLY {table}");
+            let got = self.rows(database, &sql)?.concat();
             if got != rows.to_string() {
                 bail!("database {}: table {table} has {got} rows after loading, the archive says {rows}", d.name);
             }
@@ -160,16 +179,20 @@ fn drop_roles(ctx: &Ctx, db: &DbRestore, roles: &[String]) {
 }
 
 /// Loads every dump into a new database beside the live one, as a role that owns only those
-/// ([`pgload`]), and checks its row counts; on an error the staged copies loaded so far and
-/// the roles created for them are dropped, and the live databases and roles are untouched.
+/// ([`pgload`], which says in which order and why), and checks its row counts; on an error the
+/// staged copies loaded so far and the roles created for them are dropped, and the live
+/// databases and roles are untouched.
 pub fn stage(ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -> Result<Vec<StagedDb>> {
     let find = |entry: &str| spooled.get(entry).with_context(|| format!("the dump {entry} was not staged"));
     let dumps: Vec<&Spooled> = db.info.databases.iter().map(|d| find(&d.entry)).collect::<Result<_>>()?;
     let created = create_missing_roles(ctx, db, find(db.globals_entry()?)?)?;
     let mut staged = Vec::new();
     let result = pgload::Loader::create(ctx, db).and_then(|loader| {
-        let loaded = stage_each(ctx, db, &loader, &dumps, &mut staged);
+        let loaded = stage_with(ctx, db, &loader, &dumps, &mut staged);
         if loaded.is_err() {
+            if let Err(e) = loader.lock_out(ctx, db) {
+                eprintln!("warning: {e:#}");
+            }
             unstage(ctx, db, &staged);
         }
         let dropped = loader.drop(ctx, db);
@@ -184,9 +207,9 @@ pub fn stage(ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -> 
     }
 }
 
-/// Each dump into its staged database (`xtask_new_PID_N`, owned by the loading role until it
-/// is handed over), noted in `staged` as soon as it exists.
-fn stage_each(
+/// The steps of [`pgload`] over every dump; each staged database (`xtask_new_PID_N`) is noted
+/// in `staged` as soon as it exists.
+fn stage_with(
     ctx: &Ctx,
     db: &DbRestore,
     loader: &pgload::Loader,
@@ -194,16 +217,24 @@ fn stage_each(
     staged: &mut Vec<StagedDb>,
 ) -> Result<()> {
     let psql = Psql { ctx, db };
+    let mut prepared = Vec::new();
     for (i, (d, dump)) in db.info.databases.iter().zip(dumps).enumerate() {
-        signals::check()?;
         let new = format!("xtask_new_{}_{i}", std::process::id());
-        ctx.ui.step(&format!("load database {} of {} into {new}, beside the live one", d.name, db.login.service));
-        let sql = "DROP DATABASE IF EXISTS :\"s\" WITH (FORCE);\nCREATE DATABASE :\"s\" OWNER :\"l\";\n\
-                   COMMENT ON DATABASE :\"s\" IS :'c';\n";
+        let sql = format!("{DROP_DB}CREATE DATABASE :\"s\" OWNER :\"l\";\nCOMMENT ON DATABASE :\"s\" IS :'c';\n");
         let comment = format!("xtask restore of {}", d.name);
-        psql.run("template1", sql, &[("s", &new), ("c", &comment), ("l", &loader.role)])?;
+        psql.run("template1", &sql, &[("s", &new), ("c", &comment), ("l", &loader.role)])?;
         staged.push((d.name.clone(), new.clone()));
-        loader.load(ctx, db, d, &new, dump)?;
+        prepared.push(pgload::Loader::prepare(ctx, db, d, &new, dump)?);
+    }
+    for (d, ((_, new), (filtered, _))) in db.info.databases.iter().zip(staged.iter().zip(&prepared)) {
+        signals::check()?;
+        ctx.ui.step(&format!("load database {} of {} into {new}, beside the live one", d.name, db.login.service));
+        loader.load(ctx, db, d, new, filtered)?;
+    }
+    loader.lock_out(ctx, db)?;
+    for (d, ((_, new), (_, held))) in db.info.databases.iter().zip(staged.iter().zip(&prepared)) {
+        pgload::settle(&psql, new)?;
+        loader.hand_over(ctx, db, d, new, held)?;
     }
     Ok(())
 }
@@ -212,7 +243,7 @@ fn stage_each(
 pub fn unstage(ctx: &Ctx, db: &DbRestore, staged: &[StagedDb]) {
     let psql = Psql { ctx, db };
     for (_, new) in staged {
-        if let Err(e) = psql.run("template1", "DROP DATABASE IF EXISTS :\"s\" WITH (FORCE);\n", &[("s", new)]) {
+        if let Err(e) = psql.run("template1", DROP_DB, &[("s", new)]) {
             eprintln!("warning: could not drop the staged database {new} ({e:#}); the next restore drops it");
         }
     }
@@ -251,8 +282,7 @@ pub fn swap(
 pub fn drop_old(ctx: &Ctx, db: &DbRestore, old: &[String]) -> Result<()> {
     let psql = Psql { ctx, db };
     for o in old {
-        psql.run("template1", "DROP DATABASE IF EXISTS :\"o\" WITH (FORCE);\n", &[("o", o)])
-            .with_context(|| format!("drop the old copy {o}"))?;
+        psql.run("template1", DROP_DB, &[("s", o)]).with_context(|| format!("drop the old copy {o}"))?;
     }
     Ok(())
 }
@@ -276,7 +306,7 @@ pub fn recover(ctx: &Ctx, db: &DbRestore) -> Result<()> {
             psql.run("template1", "ALTER DATABASE :\"d\" WITH ALLOW_CONNECTIONS true;\n", &[("d", live)])?;
         } else {
             ctx.ui.step(&format!("drop {name}, left by an interrupted restore"));
-            psql.run("template1", "DROP DATABASE IF EXISTS :\"o\" WITH (FORCE);\n", &[("o", name)])?;
+            psql.run("template1", DROP_DB, &[("s", name)])?;
         }
     }
     pgload::drop_stale(&psql)
@@ -290,7 +320,7 @@ pub fn drop_own(ctx: &Ctx, db: &DbRestore) -> Result<()> {
     let sql =
         format!("SELECT datname FROM pg_database WHERE datname ~ '^xtask_(new|old)_{}_[0-9]+$'", std::process::id());
     for name in psql.rows("template1", &sql)? {
-        psql.run("template1", "DROP DATABASE IF EXISTS :\"o\" WITH (FORCE);\n", &[("o", &name)])?;
+        psql.run("template1", DROP_DB, &[("s", &name)])?;
     }
     Ok(())
 }
