@@ -544,7 +544,7 @@ fn a_dump_runs_as_a_role_that_owns_only_its_staged_copy() {
     let dir = TempDir::new("loader");
     stack.xtask_ok(&["up", "db"]);
     let db = format!("{}-db-1", stack.project);
-    psql(&db, "app", "CREATE EXTENSION pgcrypto; CREATE EXTENSION pageinspect; CREATE EXTENSION dblink; CREATE ROLE reader; \
+    psql(&db, "app", "CREATE EXTENSION pgcrypto; CREATE EXTENSION pageinspect; CREATE ROLE reader; \
         ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO reader; \
         CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items SELECT g, 'n' || g FROM generate_series(1, 300) g; \
         CREATE TABLE theirs (x int); ALTER TABLE theirs OWNER TO reader; REVOKE DELETE, TRUNCATE ON theirs FROM reader; \
@@ -606,29 +606,36 @@ fn a_dump_runs_as_a_role_that_owns_only_its_staged_copy() {
         assert_eq!(state(), before, "{name}: rows, roles, databases and server files as before");
     }
 
-    // Code of the role still running when the stack's user hands the copy over (a session the
-    // dump opened to itself through dblink, waiting for a SECURITY DEFINER function to become
-    // the superuser's), and settings on its own database: none of it outlives the load.
+    // Lines the stack's user replays that name what the dump did not make (pg_catalog's
+    // functions and schema), a SECURITY DEFINER function handed to the superuser, and settings
+    // on the copy's own database: the first are not replayed, nobody can call the function
+    // before the swap, none of the settings reaches the live database.
+    let catalog = || {
+        psql(&db, "app", "SELECT (SELECT proacl::text FROM pg_proc WHERE oid = 'pg_catalog.lo_export(oid, text)'::regprocedure) \
+            || '|' || (SELECT nspowner::regrole::text || coalesce(nspacl::text, '') FROM pg_namespace WHERE nspname = 'pg_catalog')")
+    };
+    let catalog_before = catalog();
     let mut entries = load(Path::new(&genuine));
     let d = entries.iter_mut().find(|x| x.name == b"databases/db/app.sql").unwrap();
     let at = d.data.windows(13).position(|w| w == b"\nCREATE TABLE").unwrap() + 1;
     d.data.splice(at..at, br#"CREATE FUNCTION "public"."atk_esc"() RETURNS integer LANGUAGE plpgsql SECURITY DEFINER AS $$ BEGIN EXECUTE 'CREATE ROLE "xtask_e2e_pwned" SUPERUSER LOGIN'; RETURN 1; END $$;
 ALTER FUNCTION "public"."atk_esc"() OWNER TO "app";
-CREATE FUNCTION "public"."atk_wait"() RETURNS integer LANGUAGE plpgsql AS $$ DECLARE s boolean; BEGIN FOR i IN 1..300 LOOP SELECT r.rolsuper INTO s FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_roles r ON r.oid = p.proowner WHERE p.proname = 'atk_esc'; IF s THEN PERFORM public.atk_esc(); RETURN 1; END IF; PERFORM pg_catalog.pg_sleep(0.1); END LOOP; RETURN 0; END $$;
-CREATE FUNCTION "public"."atk_pw"() RETURNS integer LANGUAGE plpgsql AS $$ BEGIN EXECUTE pg_catalog.format('ALTER ROLE %I PASSWORD %L', current_user, 'atkpw'); EXECUTE pg_catalog.format('ALTER DATABASE %I IS_TEMPLATE true CONNECTION LIMIT 5', current_database()); EXECUTE pg_catalog.format('ALTER DATABASE %I SET search_path = public', current_database()); EXECUTE pg_catalog.format('GRANT ALL ON DATABASE %I TO PUBLIC', current_database()); RETURN 1; END $$;
-CREATE TABLE "public"."atk_pw_done" AS SELECT "public"."atk_pw"() AS "x";
-CREATE FUNCTION "public"."atk_spawn"() RETURNS integer LANGUAGE plpgsql AS $$ BEGIN PERFORM public.dblink_connect('w', pg_catalog.format('host=127.0.0.1 dbname=%s user=%s password=atkpw', current_database(), current_user)); PERFORM public.dblink_send_query('w', 'SELECT public.atk_wait()'); RETURN 1; END $$;
-CREATE TABLE "public"."atk_spawned" AS SELECT "public"."atk_spawn"() AS "x";
+GRANT ALL ON FUNCTION "pg_catalog"."lo_export"(oid, text) TO PUBLIC;
+GRANT CREATE ON SCHEMA "pg_catalog" TO PUBLIC;
+ALTER SCHEMA "pg_catalog" OWNER TO "reader";
+CREATE FUNCTION "public"."atk_db"() RETURNS integer LANGUAGE plpgsql AS $$ BEGIN EXECUTE pg_catalog.format('ALTER DATABASE %I IS_TEMPLATE true CONNECTION LIMIT 5', current_database()); EXECUTE pg_catalog.format('ALTER DATABASE %I SET search_path = public', current_database()); EXECUTE pg_catalog.format('GRANT ALL ON DATABASE %I TO PUBLIC', current_database()); RETURN 1; END $$;
+CREATE TABLE "public"."atk_db_done" AS SELECT "public"."atk_db"() AS "x";
 "#.iter().copied());
-    let crafted = dir.0.join("db_backup_forged-waiting.tar.gz");
+    let crafted = dir.0.join("db_backup_forged-catalog.tar.gz");
     save(&crafted, entries, true);
     stack.xtask_ok(&["verify", crafted.to_str().unwrap()]);
     let (_, _, err) = stack.xtask(&["restore", crafted.to_str().unwrap(), "--yes", "--output-dir", dir.s()]);
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(err.contains("not replayed, it names an object the dump did not create"), "{err}");
     let after = state();
     assert!(!after.1.contains("xtask_e2e_pwned") && !after.1.contains("xtask_load"), "{err}\n{}", after.1);
     assert_eq!(after.2, before.2, "the live database is no template, unlimited, default privileges: {err}");
     assert_eq!(after.4, before.4, "no setting of the staged copy reached the live database: {err}");
+    assert_eq!(catalog(), catalog_before, "pg_catalog's privileges and owner as before: {err}");
 
     // The genuine archive: owners, privileges, default privileges, a table only its policy
     // shows to its owner, and the extensions come back.
@@ -638,7 +645,7 @@ CREATE TABLE "public"."atk_spawned" AS SELECT "public"."atk_spawn"() AS "x";
     let owners = psql(&db, "app", "SELECT string_agg(tablename || ':' || tableowner, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'");
     assert_eq!(owners, "guarded:app,items:app,theirs:reader");
     let extensions = psql(&db, "app", "SELECT string_agg(extname, ',' ORDER BY extname) FROM pg_extension");
-    assert_eq!(extensions, "dblink,pageinspect,pgcrypto,plpgsql");
+    assert_eq!(extensions, "pageinspect,pgcrypto,plpgsql");
     let defaults = psql(&db, "app", "SELECT count(*) FROM pg_default_acl WHERE defaclacl::text LIKE '%reader=r/app%'");
     assert_eq!(defaults, "1");
     let db_owner = psql(&db, "postgres", "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'app'");

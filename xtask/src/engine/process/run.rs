@@ -51,6 +51,16 @@ impl Docker {
         String::from_utf8(out.stdout).with_context(|| format!("`{cmd}` printed something that is not UTF-8"))
     }
 
+    /// [`Docker::query`] with `input` on the command's stdin (a script too long for argv).
+    pub fn query_input(&self, cmd: &DockerCmd, input: &[u8]) -> Result<String> {
+        let e = expression(self, cmd).stdin_bytes(input.to_vec()).stdout_capture().stderr_capture().unchecked();
+        let out = e.run().with_context(|| format!("run `{cmd}`"))?;
+        if !out.status.success() {
+            return Err(failure(cmd, out.status, &out.stderr));
+        }
+        String::from_utf8(out.stdout).with_context(|| format!("`{cmd}` printed something that is not UTF-8"))
+    }
+
     /// Runs a command that changes something and returns its stdout (e.g. a new container's
     /// id); under `--dry-run` prints it instead and returns an empty string.
     pub fn change(&self, cmd: &DockerCmd) -> Result<String> {

@@ -16,19 +16,29 @@ use crate::archive::extract::Spooled;
 #[derive(Debug, Default, PartialEq)]
 pub struct HeldBack {
     /// Ownership and default-privilege lines [`handover_line`] accepts, in dump order.
-    pub owners: Vec<String>,
+    pub owners: Vec<Held>,
     /// `GRANT`/`REVOKE` lines [`acl_line`] accepts, in dump order.
-    pub acls: Vec<String>,
+    pub acls: Vec<Held>,
     /// The extensions the dump creates (names of at most 63 of `[A-Za-z0-9_-]`).
     pub extensions: Vec<String>,
+}
+
+/// A held-back line, and the SQL (a boolean; `:'l'` is the loading role) that says whether the
+/// object it names is the role's, i.e. was made by the dump: only then is it replayed (an object
+/// of `pg_catalog` or of an extension is not the dump's to give away). None: default privileges,
+/// which name no object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Held {
+    pub line: String,
+    pub made_by_dump: Option<String>,
 }
 
 /// What the filter does with one line that is whole statements.
 #[derive(Debug, PartialEq)]
 enum LineUse {
     Load,
-    Owner,
-    Acl,
+    Owner(Held),
+    Acl(Held),
     Drop,
     Extension(String),
 }
@@ -36,11 +46,11 @@ enum LineUse {
 /// A line that is not exactly one statement of a held-back form is loaded as it is, by the
 /// role: if it needs more than the role may do, the load fails and says so; nothing is skipped.
 fn classify(line: &str) -> LineUse {
-    if line.starts_with("ALTER ") && handover_line(line) {
-        return LineUse::Owner;
+    if let Some(held) = handover_line(line) {
+        return LineUse::Owner(held);
     }
-    if (line.starts_with("GRANT ") || line.starts_with("REVOKE ")) && acl_line(line) {
-        return LineUse::Acl;
+    if let Some(held) = acl_line(line) {
+        return LineUse::Acl(held);
     }
     // The comment initdb gives `public`, which only its owner may set (before PostgreSQL 15: the
     // bootstrap superuser).
@@ -65,8 +75,8 @@ fn is_extension_name(name: &str) -> bool {
 enum Tok {
     /// A bare word, upper-cased (keywords, unquoted names, numbers).
     Word(String),
-    /// A `"quoted"` identifier.
-    Quoted,
+    /// A `"quoted"` identifier, as written (quotes included).
+    Quoted(String),
     Sym(u8),
 }
 
@@ -89,7 +99,7 @@ fn tokens(line: &str) -> Option<Vec<Tok>> {
                     _ => return None,
                 }
             }
-            out.push(Tok::Quoted);
+            out.push(Tok::Quoted(line[i..=j].to_string()));
             i = j + 1;
         } else if b.is_ascii_alphanumeric() || b == b'_' {
             let end =
@@ -139,7 +149,7 @@ const OWNED_KINDS: &[&[&str]] = &[
 ];
 
 fn is_name(t: &Tok) -> bool {
-    matches!(t, Tok::Quoted | Tok::Word(_))
+    matches!(t, Tok::Quoted(_) | Tok::Word(_))
 }
 
 /// Whether `line` (without its newline) is exactly one statement of these forms, which run no
@@ -147,26 +157,73 @@ fn is_name(t: &Tok) -> bool {
 /// `ALTER <kind> <name>[(<argument types>)] [USING <method>] OWNER TO <role>;` (a name is one or
 /// two identifiers; an operator's may end in symbols; a large object's is its number), or
 /// `ALTER DEFAULT PRIVILEGES FOR ROLE …;` of words, identifiers and commas only.
-pub fn handover_line(line: &str) -> bool {
-    let Some(toks) = tokens(line) else { return false };
+pub fn handover_line(line: &str) -> Option<Held> {
+    let toks = tokens(line)?;
     let word = |i: usize| match toks.get(i) {
         Some(Tok::Word(w)) => w.as_str(),
         _ => "",
     };
     if word(0) != "ALTER" {
-        return false;
+        return None;
     }
     if (word(1), word(2), word(3), word(4)) == ("DEFAULT", "PRIVILEGES", "FOR", "ROLE") {
-        return toks[5..].iter().all(|t| is_name(t) || *t == Tok::Sym(b','));
+        let plain = toks[5..].iter().all(|t| is_name(t) || *t == Tok::Sym(b','));
+        return plain.then(|| Held { line: line.to_string(), made_by_dump: None });
     }
-    let Some(kind) = OWNED_KINDS.iter().find(|k| k.iter().enumerate().all(|(i, w)| word(i + 1) == *w)) else {
-        return false;
-    };
+    let kind = OWNED_KINDS.iter().find(|k| k.iter().enumerate().all(|(i, w)| word(i + 1) == *w))?;
     let n = toks.len();
     if n < kind.len() + 5 || (word(n - 3), word(n - 2)) != ("OWNER", "TO") || !is_name(&toks[n - 1]) {
-        return false;
+        return None;
     }
-    designator(&toks[1 + kind.len()..n - 3], kind)
+    let object = &toks[1 + kind.len()..n - 3];
+    designator(object, kind).then_some(())?;
+    Some(Held { line: line.to_string(), made_by_dump: Some(owner_check(kind, object)?) })
+}
+
+/// The SQL that says whether the object of `kind` written as `object` belongs to the role
+/// `:'l'`, for the kinds whose owner can be looked up by a `reg*` cast; None for the others
+/// (their lines are loaded by the role as they are).
+fn owner_check(kind: &[&str], object: &[Tok]) -> Option<String> {
+    let text = text_of(object).replace('\'', "''");
+    let (catalog, owner, cast) = match kind {
+        ["TABLE"] | ["SEQUENCE"] | ["VIEW"] | ["MATERIALIZED", "VIEW"] | ["FOREIGN", "TABLE"] => {
+            ("pg_class", "relowner", "regclass")
+        }
+        ["FUNCTION"] | ["PROCEDURE"] | ["ROUTINE"] | ["AGGREGATE"] => ("pg_proc", "proowner", "regprocedure"),
+        ["TYPE"] | ["DOMAIN"] => ("pg_type", "typowner", "regtype"),
+        ["SCHEMA"] => ("pg_namespace", "nspowner", "regnamespace"),
+        ["COLLATION"] => ("pg_collation", "collowner", "regcollation"),
+        ["TEXT", "SEARCH", "CONFIGURATION"] => ("pg_ts_config", "cfgowner", "regconfig"),
+        ["TEXT", "SEARCH", "DICTIONARY"] => ("pg_ts_dict", "dictowner", "regdictionary"),
+        ["OPERATOR"] => ("pg_operator", "oprowner", "regoperator"),
+        ["LARGE", "OBJECT"] => ("pg_largeobject_metadata", "lomowner", "oid"),
+        _ => return None,
+    };
+    // A zero-argument aggregate is written `agg(*)`; its signature is `agg()`.
+    let text = text.strip_suffix("(*)").map_or(text.clone(), |t| format!("{t}()"));
+    Some(format!(
+        "(SELECT {owner} FROM pg_catalog.{catalog} WHERE oid = '{text}'::pg_catalog.{cast}) = \
+         (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = :'l')"
+    ))
+}
+
+/// Tokens written back as SQL text: words apart, punctuation joined.
+fn text_of(toks: &[Tok]) -> String {
+    let mut out = String::new();
+    let mut prev: Option<&Tok> = None;
+    for t in toks {
+        let glued = |t: &Tok| matches!(t, Tok::Sym(_));
+        if prev.is_some_and(|p| !glued(p) && !glued(t)) {
+            out.push(' ');
+        }
+        match t {
+            Tok::Word(w) => out.push_str(w),
+            Tok::Quoted(q) => out.push_str(q),
+            Tok::Sym(b) => out.push(*b as char),
+        }
+        prev = Some(t);
+    }
+    out
 }
 
 /// The object part of an ownership line: a one- or two-part name (an operator's may be symbols,
@@ -207,13 +264,7 @@ fn designator(toks: &[Tok], kind: &[&str]) -> bool {
 /// `TABLESPACE` or `PARAMETER`, which reach the cluster).
 const ACL_KINDS: &[&[&str]] = &[
     &["LARGE", "OBJECT"],
-    &["FOREIGN", "DATA", "WRAPPER"],
-    &["FOREIGN", "SERVER"],
-    &["ALL", "TABLES", "IN", "SCHEMA"],
-    &["ALL", "SEQUENCES", "IN", "SCHEMA"],
-    &["ALL", "FUNCTIONS", "IN", "SCHEMA"],
-    &["ALL", "PROCEDURES", "IN", "SCHEMA"],
-    &["ALL", "ROUTINES", "IN", "SCHEMA"],
+    &["FOREIGN", "TABLE"],
     &["TABLE"],
     &["SEQUENCE"],
     &["FUNCTION"],
@@ -222,7 +273,6 @@ const ACL_KINDS: &[&[&str]] = &[
     &["SCHEMA"],
     &["TYPE"],
     &["DOMAIN"],
-    &["LANGUAGE"],
 ];
 
 fn word(t: &Tok) -> &str {
@@ -241,12 +291,12 @@ fn name_list(toks: &[Tok]) -> bool {
 /// OPTION];` or `REVOKE [GRANT OPTION FOR] <privileges> ON <kind> <object> FROM <roles>
 /// [CASCADE];` of one database's object (privileges: words, commas and column lists only; the
 /// object as in [`handover_line`]). A role membership (`GRANT role TO role`) has no `ON`.
-pub fn acl_line(line: &str) -> bool {
-    let Some(toks) = tokens(line) else { return false };
+pub fn acl_line(line: &str) -> Option<Held> {
+    let toks = tokens(line)?;
     let to = match toks.first().map(word) {
         Some("GRANT") => "TO",
         Some("REVOKE") => "FROM",
-        _ => return false,
+        _ => return None,
     };
     let mut depth = 0i32;
     let (mut on, mut target) = (None, None);
@@ -259,15 +309,11 @@ pub fn acl_line(line: &str) -> bool {
             _ => {}
         }
     }
-    let (Some(on), Some(target)) = (on, target) else { return false };
+    let (on, target) = (on?, target?);
     let privileges = toks[1..on].iter().all(|t| is_name(t) || matches!(t, Tok::Sym(b',' | b'(' | b')')));
     let object = &toks[on + 1..target];
-    let Some(kind) = ACL_KINDS.iter().find(|k| k.iter().enumerate().all(|(i, w)| object.get(i).map(word) == Some(*w)))
-    else {
-        return false;
-    };
+    let kind = ACL_KINDS.iter().find(|k| k.iter().enumerate().all(|(i, w)| object.get(i).map(word) == Some(*w)))?;
     let named = &object[kind.len()..];
-    let object_ok = if kind[0] == "ALL" { name_list(named) } else { designator(named, kind) };
     let mut grantees = &toks[target + 1..];
     let tails: [&[&str]; 3] = [&["WITH", "GRANT", "OPTION"], &["CASCADE"], &["RESTRICT"]];
     for tail in tails {
@@ -277,7 +323,9 @@ pub fn acl_line(line: &str) -> bool {
             break;
         }
     }
-    privileges && depth == 0 && object_ok && name_list(grantees)
+    let plain = privileges && depth == 0 && designator(named, kind) && name_list(grantees);
+    plain.then_some(())?;
+    Some(Held { line: line.to_string(), made_by_dump: Some(owner_check(kind, named)?) })
 }
 
 /// Copies dump `src` into `dst` (a private file) for the restricted load: whole-statement lines
@@ -353,8 +401,8 @@ impl<W: Write> Filter<W> {
             _ => LineUse::Load,
         };
         match use_ {
-            LineUse::Owner => self.held.owners.push(text.unwrap_or_default().to_string()),
-            LineUse::Acl => self.held.acls.push(text.unwrap_or_default().to_string()),
+            LineUse::Owner(held) => self.held.owners.push(held),
+            LineUse::Acl(held) => self.held.acls.push(held),
             LineUse::Drop => {}
             LineUse::Extension(name) => {
                 self.held.extensions.push(name);
@@ -392,12 +440,11 @@ mod tests {
             "ALTER SCHEMA \"s\" OWNER TO \"Odd \"\"role\"\"\";",
             "ALTER LARGE OBJECT 16385 OWNER TO \"app\";",
             "ALTER OPERATOR \"public\".=== (integer, integer) OWNER TO \"app\";",
-            "ALTER OPERATOR FAMILY \"public\".\"f\" USING \"btree\" OWNER TO \"app\";",
             "ALTER TEXT SEARCH CONFIGURATION \"public\".\"c\" OWNER TO \"app\";",
             "ALTER DEFAULT PRIVILEGES FOR ROLE \"app\" IN SCHEMA \"public\" GRANT SELECT,INSERT ON TABLES TO \"reader\";",
         ] {
-            assert!(handover_line(line), "{line}");
-            assert_eq!(classify(line), LineUse::Owner, "{line}");
+            assert!(handover_line(line).is_some(), "{line}");
+            assert!(matches!(classify(line), LineUse::Owner(_)), "{line}");
         }
     }
 
@@ -423,9 +470,38 @@ mod tests {
             "ALTER TABLE \"t\" OWNER TO \"app\"",
             "ALTER TABLE \"t\" OWNER TO $$app$$;",
         ] {
-            assert!(!handover_line(line), "{line}");
+            assert!(handover_line(line).is_none(), "{line}");
             assert_eq!(classify(line), LineUse::Load, "loaded by the role as it is: {line}");
         }
+    }
+
+    #[test]
+    fn kinds_whose_owner_cannot_be_looked_up_are_loaded_by_the_role() {
+        for line in [
+            "ALTER OPERATOR FAMILY \"public\".\"f\" USING \"btree\" OWNER TO \"app\";",
+            "ALTER SERVER \"loop\" OWNER TO \"app\";",
+            "GRANT USAGE ON FOREIGN SERVER \"loop\" TO \"app\";",
+            "GRANT USAGE ON LANGUAGE \"plpgsql\" TO \"app\";",
+            "GRANT SELECT ON ALL TABLES IN SCHEMA \"public\" TO \"reader\";",
+        ] {
+            assert_eq!(classify(line), LineUse::Load, "{line}");
+        }
+    }
+
+    #[test]
+    fn a_replay_is_checked_against_the_owner_of_the_object_it_names() {
+        let f = "ALTER FUNCTION \"public\".\"f\"(integer, \"public\".\"t\"[], character varying) OWNER TO \"app\";";
+        let check = handover_line(f).unwrap().made_by_dump.unwrap();
+        assert!(check.contains("proowner FROM pg_catalog.pg_proc WHERE oid = '\"public\".\"f\"(INTEGER,\"public\".\"t\"[],CHARACTER VARYING)'::pg_catalog.regprocedure"), "{check}");
+        let t = acl_line("GRANT ALL ON TABLE \"public\".\"it's\" TO \"app\";").unwrap().made_by_dump.unwrap();
+        assert!(t.contains("'\"public\".\"it''s\"'::pg_catalog.regclass") && t.contains("rolname = :'l'"), "{t}");
+        let agg = handover_line("ALTER AGGREGATE \"public\".\"a\"(*) OWNER TO \"app\";").unwrap().made_by_dump.unwrap();
+        assert!(agg.contains("'\"public\".\"a\"()'::pg_catalog.regprocedure"), "{agg}");
+        let catalog = acl_line("GRANT ALL ON FUNCTION \"pg_catalog\".\"lo_export\"(oid, text) TO PUBLIC;").unwrap();
+        assert!(catalog.made_by_dump.is_some(), "held, and replayed only if the dump made it: never");
+        let defaults =
+            handover_line("ALTER DEFAULT PRIVILEGES FOR ROLE \"app\" GRANT SELECT ON TABLES TO \"r\";").unwrap();
+        assert_eq!(defaults.made_by_dump, None);
     }
 
     #[test]
@@ -437,13 +513,11 @@ mod tests {
             "REVOKE ALL ON TABLE \"public\".\"theirs\" FROM \"reader\";",
             "REVOKE USAGE ON SCHEMA \"public\" FROM PUBLIC;",
             "GRANT ALL ON FUNCTION \"public\".\"f\"(integer, text) TO \"app\";",
-            "GRANT USAGE ON FOREIGN SERVER \"loop\" TO \"app\";",
             "GRANT SELECT ON LARGE OBJECT 16385 TO \"reader\";",
-            "GRANT SELECT ON ALL TABLES IN SCHEMA \"public\", \"s\" TO \"reader\", \"app\";",
             "REVOKE GRANT OPTION FOR SELECT ON TABLE \"t\" FROM \"r\" CASCADE;",
         ] {
-            assert!(acl_line(line), "{line}");
-            assert_eq!(classify(line), LineUse::Acl, "{line}");
+            assert!(acl_line(line).is_some(), "{line}");
+            assert!(matches!(classify(line), LineUse::Acl(_)), "{line}");
         }
         for line in [
             "GRANT \"app\" TO \"evil\";",
@@ -458,7 +532,7 @@ mod tests {
             "GRANT ALL ON FUNCTION \"f\"(integer DEFAULT \"evil\"()) TO \"a\";",
             "GRANT ALL ON TABLE \"t\" TO \"a\" GRANTED BY \"postgres\";",
         ] {
-            assert!(!acl_line(line), "{line}");
+            assert!(acl_line(line).is_none(), "{line}");
         }
     }
 
@@ -486,8 +560,9 @@ mod tests {
                 .map(|(_, l)| format!("{l}\n"))
                 .collect();
             assert_eq!(loaded, kept, "chunks of {split}");
-            assert_eq!(f.held.owners, ["ALTER TABLE \"public\".\"t\" OWNER TO \"app\";"]);
-            assert_eq!(f.held.acls, ["GRANT SELECT ON TABLE \"public\".\"t\" TO \"reader\";"]);
+            let lines = |l: &[Held]| l.iter().map(|h| h.line.clone()).collect::<Vec<_>>();
+            assert_eq!(lines(&f.held.owners), ["ALTER TABLE \"public\".\"t\" OWNER TO \"app\";"]);
+            assert_eq!(lines(&f.held.acls), ["GRANT SELECT ON TABLE \"public\".\"t\" TO \"reader\";"]);
             assert_eq!(f.held.extensions, ["pgcrypto"]);
         }
         assert_eq!(classify("COMMENT ON SCHEMA \"public\" IS 'standard public schema';"), LineUse::Drop);

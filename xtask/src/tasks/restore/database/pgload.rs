@@ -30,7 +30,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::pglines::{self, HeldBack};
+use super::pglines::{self, Held, HeldBack};
 use super::postgres::Psql;
 use super::DbRestore;
 use crate::archive::extract::Spooled;
@@ -97,8 +97,9 @@ impl Loader {
             .with_context(|| format!("lock out the role {} staged loads ran as", self.role))
     }
 
-    /// Step 5 for one staged copy (settled): counts checked, owners and privileges replayed,
-    /// the rest given to the live database's owner.
+    /// Step 5 for one staged copy (settled): counts checked, the held-back lines whose object
+    /// the dump made replayed (owners, then everything else of the role to the live database's
+    /// owner, then privileges), the others named.
     pub fn hand_over(&self, ctx: &Ctx, db: &DbRestore, d: &DbDump, new: &str, held: &HeldBack) -> Result<()> {
         let su = Psql { ctx, db };
         su.check_counts(new, d)?;
@@ -108,13 +109,35 @@ impl Loader {
             Some(owner) => owner,
             None => db.login.user_name(ctx.docker()?, &ctx.stack)?.to_string(),
         };
+        let replayed = self.made_by_dump(&su, new, held)?;
+        for h in held.owners.iter().chain(&held.acls).filter(|h| !replayed.contains(&h.line)) {
+            eprintln!("warning: {}: not replayed, it names an object the dump did not create: {}", d.entry, h.line);
+        }
         let mut script = String::from("SET search_path = pg_catalog;\n");
-        held.owners.iter().for_each(|l| script.extend([l.as_str(), "\n"]));
+        let lines = |list: &[Held]| -> String {
+            list.iter().filter(|h| replayed.contains(&h.line)).map(|h| format!("{}\n", h.line)).collect()
+        };
+        script.push_str(&lines(&held.owners));
         script.push_str("REASSIGN OWNED BY :\"l\" TO :\"o\";\n");
-        held.acls.iter().for_each(|l| script.extend([l.as_str(), "\n"]));
+        script.push_str(&lines(&held.acls));
         script.push_str("DROP OWNED BY :\"l\";\n");
         su.run(new, &script, &[("l", &self.role), ("o", &owner)])
             .with_context(|| format!("hand the restored copy of {} to its owners", d.name))
+    }
+
+    /// The held-back lines of `new` to replay: those naming no object (default privileges) and
+    /// those whose object belongs to the role, all looked up before any is replayed.
+    fn made_by_dump(&self, su: &Psql, new: &str, held: &HeldBack) -> Result<Vec<String>> {
+        let all: Vec<&Held> = held.owners.iter().chain(&held.acls).collect();
+        let mut script = String::from("SET search_path = pg_catalog;\n");
+        for (i, h) in all.iter().enumerate() {
+            let check = h.made_by_dump.as_deref().unwrap_or("true");
+            script.push_str(&format!("SELECT '{i}|' || coalesce(({check}), false)::text;\n"));
+        }
+        let rows = su.query_script(new, &script, &[("l", &self.role)]).context("look up what the dump created")?;
+        let yes: Vec<usize> =
+            rows.iter().filter_map(|r| r.strip_suffix("|true")).filter_map(|i| i.parse().ok()).collect();
+        Ok(yes.iter().filter_map(|i| all.get(*i)).map(|h| h.line.clone()).collect())
     }
 
     /// Drops the role; its staged databases are handed over or dropped by then.
@@ -127,15 +150,17 @@ impl Loader {
 
 /// Step 4: the staged database `new` as a new database is, whatever its owner did to it: not a
 /// template, connections allowed and unlimited, no settings of its own (a `search_path` or
-/// preloaded library would reach the stack's user's sessions), the default privileges: every
-/// grant revoked (so no role depends on it), then no ACL at all, as `CREATE DATABASE` leaves it.
+/// preloaded library would reach the stack's user's sessions), every grant on it revoked (so no
+/// role depends on it), and closed to PUBLIC until the swap gives it the default privileges of
+/// a new database (a function the dump gave a superuser is not callable by others meanwhile).
 pub fn settle(psql: &Psql, new: &str) -> Result<()> {
     let sql = "ALTER DATABASE :\"s\" WITH IS_TEMPLATE false ALLOW_CONNECTIONS true CONNECTION LIMIT -1;\n\
         ALTER DATABASE :\"s\" RESET ALL;\n\
         SELECT pg_catalog.format('REVOKE ALL ON DATABASE %I FROM %s', :'s', \
           CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END) \
           FROM pg_catalog.pg_database d, pg_catalog.aclexplode(d.datacl) a WHERE d.datname = :'s' \\gexec\n\
-        UPDATE pg_catalog.pg_database SET datacl = NULL WHERE datname = :'s';\n";
+        UPDATE pg_catalog.pg_database SET datacl = NULL WHERE datname = :'s';\n\
+        REVOKE CONNECT, TEMPORARY ON DATABASE :\"s\" FROM PUBLIC;\n";
     psql.run("template1", sql, &[("s", new)]).with_context(|| format!("settle the staged database {new}"))
 }
 
@@ -147,9 +172,14 @@ pub fn drop_stale(psql: &Psql) -> Result<()> {
     let sql = format!("SELECT rolname FROM pg_roles WHERE rolname ~ '^{LOADER_PREFIX}[0-9]+$'");
     for role in psql.rows("template1", &sql)? {
         let pid = role.trim_start_matches(LOADER_PREFIX);
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            psql.run("template1", "DROP ROLE IF EXISTS :\"l\";\n", &[("l", &role)])
-                .with_context(|| format!("drop the role {role} an interrupted restore loaded as"))?;
+        let gone = !Path::new(&format!("/proc/{pid}")).exists();
+        if gone {
+            if let Err(e) = psql.run("template1", "ALTER ROLE :\"l\" NOLOGIN;\nDROP ROLE :\"l\";\n", &[("l", &role)]) {
+                eprintln!(
+                    "warning: the role {role} an interrupted restore loaded as is left (NOLOGIN): {e:#}; \
+                     `DROP OWNED BY {role}` in the database named, then `DROP ROLE {role}`"
+                );
+            }
         }
     }
     Ok(())
@@ -157,12 +187,13 @@ pub fn drop_stale(psql: &Psql) -> Result<()> {
 
 /// Creates in the staged copy `new`, as the stack's user, the extensions the dump creates that
 /// the live database `live` has in `public`: the restricted role could not create an untrusted
-/// one, and the live database vouches for it. Others are left to the dump.
+/// one, and the live database vouches for it. Others are left to the dump, and so are `dblink`
+/// and `postgres_fdw`: with them the role could open sessions to other databases.
 fn add_extensions(su: &Psql, live: &str, new: &str, names: &[String]) -> Result<()> {
     if names.is_empty() || !su.exists(live)? {
         return Ok(());
     }
-    for name in names.iter().filter(|n| *n != "plpgsql") {
+    for name in names.iter().filter(|n| !["plpgsql", "dblink", "postgres_fdw"].contains(&n.as_str())) {
         // Checked names ([A-Za-z0-9_-]): they can stand in a literal.
         let sql = format!(
             "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = '{name}'"

@@ -30,6 +30,10 @@ const DROP_DB: &str = "SELECT pg_catalog.format('ALTER DATABASE %I WITH IS_TEMPL
     FROM pg_catalog.pg_database WHERE datname = :'s' AND datistemplate \\gexec\n\
     DROP DATABASE IF EXISTS :\"s\" WITH (FORCE);\n";
 
+/// Gives database `:d` (a staged copy just swapped in, closed to PUBLIC until now) the
+/// privileges of a new database.
+const OPEN_DB: &str = "UPDATE pg_catalog.pg_database SET datacl = NULL WHERE datname = :'d';\n";
+
 /// psql in the database service, as the `postgres` OS user, the password in its environment.
 pub(super) struct Psql<'a> {
     pub ctx: &'a Ctx,
@@ -60,6 +64,17 @@ impl Psql<'_> {
             extra.extend(["-v", v.as_str()]);
         }
         extract::pipe_text(self.ctx.docker()?, sql, &self.cmd(database, &extra)?)
+    }
+
+    /// A script on psql's stdin, its rows (`-At`), stopping at the first error.
+    pub(super) fn query_script(&self, database: &str, sql: &str, vars: &[(&str, &str)]) -> Result<Vec<String>> {
+        let vars: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut extra = vec!["-At", "-v", "ON_ERROR_STOP=1"];
+        for v in &vars {
+            extra.extend(["-v", v.as_str()]);
+        }
+        let out = self.ctx.docker()?.query_input(&self.cmd(database, &extra)?, sql.as_bytes())?;
+        Ok(out.lines().map(str::to_string).collect())
     }
 
     pub(super) fn load(&self, database: &str, dump: &Spooled, entry: &str) -> Result<()> {
@@ -195,7 +210,11 @@ pub fn stage(ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -> 
             }
             unstage(ctx, db, &staged);
         }
+        let failed = loaded.is_err();
         let dropped = loader.drop(ctx, db);
+        if !failed && dropped.is_err() {
+            unstage(ctx, db, &staged);
+        }
         loaded.and(dropped)
     });
     match result {
@@ -264,14 +283,20 @@ pub fn swap(
     for (i, (live, new)) in staged.iter().enumerate() {
         ctx.ui.step(&format!("swap database {live} for the restored copy"));
         if !psql.exists(live)? {
-            psql.run("template1", "ALTER DATABASE :\"s\" RENAME TO :\"d\";\n", &[("s", new), ("d", live)])?;
+            psql.run(
+                "template1",
+                &format!("ALTER DATABASE :\"s\" RENAME TO :\"d\";\n{OPEN_DB}"),
+                &[("s", new), ("d", live)],
+            )?;
             continue;
         }
         let aside = format!("xtask_old_{}_{i}", std::process::id());
         let sql = "ALTER DATABASE :\"d\" WITH ALLOW_CONNECTIONS false;\n\
                    SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = :'d' AND pid <> pg_backend_pid();\n\
-                   ALTER DATABASE :\"d\" RENAME TO :\"o\";\nALTER DATABASE :\"s\" RENAME TO :\"d\";\n";
-        psql.run("template1", sql, &[("d", live), ("s", new), ("o", &aside)])
+                   ALTER DATABASE :\"d\" RENAME TO :\"o\";\nALTER DATABASE :\"s\" RENAME TO :\"d\";\n"
+            .to_string()
+            + OPEN_DB;
+        psql.run("template1", &sql, &[("d", live), ("s", new), ("o", &aside)])
             .with_context(|| format!("swap database {live}"))?;
         old.push(aside);
     }
