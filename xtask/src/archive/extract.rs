@@ -556,8 +556,20 @@ pub fn spool_dump(v: &Verified, entry: &str, dir: &Path) -> Result<Spooled> {
 
 /// Streams the file `path` into the stdin of `cmd` (a psql).
 pub fn pipe_file(docker: &Docker, path: &Path, cmd: &DockerCmd) -> Result<()> {
+    pipe_file_after(docker, path, cmd, || Ok(()))
+}
+
+/// [`pipe_file`], calling `started` once the command runs and before any byte goes to it (on
+/// its error the command's stdin is closed unwritten).
+pub fn pipe_file_after(
+    docker: &Docker,
+    path: &Path,
+    cmd: &DockerCmd,
+    started: impl FnOnce() -> Result<()>,
+) -> Result<()> {
     let mut f = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
     let mut child = docker.pipe_into(cmd)?;
+    started()?;
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         if crate::signals::interrupted() {

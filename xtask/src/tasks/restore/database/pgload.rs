@@ -28,12 +28,12 @@
 use std::io::Read;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use super::pglines::{self, Held, HeldBack};
 use super::postgres::Psql;
 use super::DbRestore;
-use crate::archive::extract::Spooled;
+use crate::archive::extract::{self, Spooled};
 use crate::archive::DbDump;
 use crate::context::Ctx;
 use crate::engine::db::Secret;
@@ -41,26 +41,17 @@ use crate::engine::db::Secret;
 /// The throwaway role a staged load runs as (see the module header), while it exists.
 pub struct Loader {
     pub role: String,
-    /// The stack's database service, logged in to as this role with its password.
-    as_role: DbRestore,
 }
 
 impl Loader {
-    /// Makes the role, as the stack's user; a role of that name left by a dead run is replaced.
+    /// Makes the role, NOLOGIN until a load opens its one session; a role of that name left by
+    /// a dead run is replaced.
     pub fn create(ctx: &Ctx, db: &DbRestore) -> Result<Loader> {
         let role = format!("{LOADER_PREFIX}{}", std::process::id());
-        let password = random_hex()?;
-        // The password is hex made here: it stands in the SQL text, which reaches psql on stdin.
-        let sql = format!(
-            "DROP ROLE IF EXISTS :\"l\";\nCREATE ROLE :\"l\" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE \
-             NOREPLICATION NOBYPASSRLS PASSWORD '{password}';\n"
-        );
-        Psql { ctx, db }.run("template1", &sql, &[("l", &role)]).context("create the role staged loads run as")?;
-        let mut as_role = db.clone();
-        as_role.login.user = role.clone();
-        as_role.login.user_file = None;
-        as_role.login.password = Some(Secret::Value(password));
-        Ok(Loader { role, as_role })
+        let sql = "DROP ROLE IF EXISTS :\"l\";\nCREATE ROLE :\"l\" NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE \
+                   NOREPLICATION NOBYPASSRLS;\n";
+        Psql { ctx, db }.run("template1", sql, &[("l", &role)]).context("create the role staged loads run as")?;
+        Ok(Loader { role })
     }
 
     /// Step 1 for one database: `dump` filtered into a file beside it, and the extensions the
@@ -73,10 +64,42 @@ impl Loader {
         Ok((filtered, held))
     }
 
-    /// Step 2: the filtered dump of `d` loaded into `new` as the role.
+    /// Step 2: the filtered dump of `d` loaded into `new` as the role, in one session: the role
+    /// may log in, with a fresh password (a dump loaded before may have set one it knows), only
+    /// until that session exists, and nothing of the dump is sent before.
     pub fn load(&self, ctx: &Ctx, db: &DbRestore, d: &DbDump, new: &str, filtered: &Spooled) -> Result<()> {
-        let as_role = Psql { ctx, db: &self.as_role };
-        as_role.load(new, filtered, &d.entry).map_err(|e| explain_denied(e, db, &d.name))
+        let su = Psql { ctx, db };
+        let password = random_hex()?;
+        // The password is hex made here: it stands in the SQL text, which reaches psql on stdin.
+        let sql = format!("ALTER ROLE :\"l\" LOGIN PASSWORD '{password}';\n");
+        su.run("template1", &sql, &[("l", &self.role)]).context("let the loading role log in")?;
+        let mut as_role = db.clone();
+        as_role.login.user = self.role.clone();
+        as_role.login.user_file = None;
+        as_role.login.password = Some(Secret::Value(password));
+        let cmd = Psql { ctx, db: &as_role }.cmd(new, &["-v", "ON_ERROR_STOP=1"])?;
+        let loaded = extract::pipe_file_after(ctx.docker()?, &filtered.path, &cmd, || self.close_behind(&su))
+            .with_context(|| format!("load {} (stopped at the first SQL error)", d.entry));
+        let closed = su.run("template1", "ALTER ROLE :\"l\" NOLOGIN;\n", &[("l", &self.role)]);
+        loaded.map_err(|e| explain_denied(e, db, &d.name))?;
+        closed
+    }
+
+    /// Waits until the load's session of the role exists, then makes the role NOLOGIN: no
+    /// other session of it can start.
+    fn close_behind(&self, su: &Psql) -> Result<()> {
+        // The role's name is `xtask_load_` and digits: it can stand in a literal.
+        let sql = format!("SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE usename = '{}'", self.role);
+        for _ in 0..150 {
+            if su.rows("template1", &sql)?.concat() != "0" {
+                return su.run("template1", "ALTER ROLE :\"l\" NOLOGIN;\n", &[("l", &self.role)]);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        bail!(
+            "the loading role's session did not start within 15 s (the server must accept a password for local \
+             connections in pg_hba.conf)"
+        )
     }
 
     /// Step 3: the role can no longer log in and none of its sessions is left.

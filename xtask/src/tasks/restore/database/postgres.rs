@@ -41,7 +41,7 @@ pub(super) struct Psql<'a> {
 }
 
 impl Psql<'_> {
-    fn cmd(&self, database: &str, extra: &[&str]) -> Result<DockerCmd> {
+    pub(super) fn cmd(&self, database: &str, extra: &[&str]) -> Result<DockerCmd> {
         let docker = self.ctx.docker()?;
         let dbname = postgres::dbname_arg(database);
         let user = self.db.login.user_name(docker, &self.ctx.stack)?;
