@@ -1,7 +1,8 @@
 //! The role a staged PostgreSQL load runs as. A dump from an archive is SQL its author chose,
 //! and no scanner can tell every statement that runs code (a function called by `CREATE TABLE
 //! … AS`, an index expression, a column default): so a staged load never runs as the stack's
-//! user, often a superuser. It runs as a throwaway role `xtask_load_PID`, made for it: LOGIN and
+//! user, often a superuser. It runs as a throwaway role `xtask_load_PID`, made for it: LOGIN
+//! only while a load opens its one session (then NOLOGIN again before the dump is sent), and
 //! nothing else (no superuser, CREATEDB, CREATEROLE, REPLICATION or BYPASSRLS; member of no
 //! role but the implicit `pg_database_owner` of its own copies). It owns the staged databases
 //! and nothing else, so whatever a dump does, it does as the owner of those copies.
