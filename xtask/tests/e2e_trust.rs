@@ -549,7 +549,11 @@ fn a_dump_runs_as_a_role_that_owns_only_its_staged_copy() {
         CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items SELECT g, 'n' || g FROM generate_series(1, 300) g; \
         CREATE TABLE theirs (x int); ALTER TABLE theirs OWNER TO reader; REVOKE DELETE, TRUNCATE ON theirs FROM reader; \
         CREATE TABLE guarded (x int); INSERT INTO guarded VALUES (1), (2); ALTER TABLE guarded ENABLE ROW LEVEL SECURITY; \
-        ALTER TABLE guarded FORCE ROW LEVEL SECURITY; CREATE POLICY nobody ON guarded USING (false);");
+        ALTER TABLE guarded FORCE ROW LEVEL SECURITY; CREATE POLICY nobody ON guarded USING (false); \
+        REVOKE ALL ON SCHEMA public FROM PUBLIC; GRANT USAGE ON SCHEMA public TO reader; \
+        CREATE FUNCTION named(a integer, b text) RETURNS text LANGUAGE sql AS 'SELECT b'; \
+        ALTER FUNCTION named(integer, text) OWNER TO reader; REVOKE EXECUTE ON FUNCTION named(integer, text) FROM PUBLIC; \
+        COMMENT ON DATABASE app IS 'the app''s data'; ALTER DATABASE postgres OWNER TO reader;");
     let genuine = stack.xtask_json(&["backup-db", "--output-dir", dir.s(), "--json"]);
     let genuine = genuine["path"].as_str().unwrap().to_string();
     let state = || {
@@ -563,8 +567,9 @@ fn a_dump_runs_as_a_role_that_owns_only_its_staged_copy() {
         let databases = psql(
             &db,
             "postgres",
-            "SELECT string_agg(datname || ':' || datconnlimit || datistemplate || coalesce(datacl::text, ''), ',' \
-             ORDER BY datname) FROM pg_database",
+            "SELECT string_agg(datname || ':' || pg_get_userbyid(datdba) || datconnlimit || datistemplate || datallowconn \
+             || coalesce(datacl::text, '') || coalesce(shobj_description(oid, 'pg_database'), ''), ',' ORDER BY datname) \
+             FROM pg_database",
         );
         let files = docker_ok(&["exec", &db, "sh", "-c", "ls -a /tmp /var/lib/postgresql"]);
         let settings = psql(&db, "postgres", "SELECT count(*) FROM pg_db_role_setting");
@@ -573,6 +578,11 @@ fn a_dump_runs_as_a_role_that_owns_only_its_staged_copy() {
             "app",
             "SELECT string_agg(relname || ':' || coalesce(relacl::text, ''), ',' ORDER BY relname) \
             FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'r'",
+        ) + &psql(
+            &db,
+            "app",
+            "SELECT nspacl::text || (SELECT proowner::regrole::text || proacl::text FROM pg_proc WHERE proname = 'named') \
+            FROM pg_namespace WHERE nspname = 'public'",
         );
         (items, roles, databases, files, settings, acls)
     };

@@ -184,27 +184,58 @@ pub fn handover_line(line: &str) -> Option<Held> {
 /// `:'l'`, for the kinds whose owner can be looked up by a `reg*` cast; None for the others
 /// (their lines are loaded by the role as they are).
 fn owner_check(kind: &[&str], object: &[Tok]) -> Option<String> {
-    let text = text_of(object).replace('\'', "''");
-    let (catalog, owner, cast) = match kind {
+    let (catalog, owner, lookup) = match kind {
         ["TABLE"] | ["SEQUENCE"] | ["VIEW"] | ["MATERIALIZED", "VIEW"] | ["FOREIGN", "TABLE"] => {
-            ("pg_class", "relowner", "regclass")
+            ("pg_class", "relowner", "to_regclass")
         }
-        ["FUNCTION"] | ["PROCEDURE"] | ["ROUTINE"] | ["AGGREGATE"] => ("pg_proc", "proowner", "regprocedure"),
-        ["TYPE"] | ["DOMAIN"] => ("pg_type", "typowner", "regtype"),
-        ["SCHEMA"] => ("pg_namespace", "nspowner", "regnamespace"),
-        ["COLLATION"] => ("pg_collation", "collowner", "regcollation"),
-        ["TEXT", "SEARCH", "CONFIGURATION"] => ("pg_ts_config", "cfgowner", "regconfig"),
-        ["TEXT", "SEARCH", "DICTIONARY"] => ("pg_ts_dict", "dictowner", "regdictionary"),
-        ["OPERATOR"] => ("pg_operator", "oprowner", "regoperator"),
-        ["LARGE", "OBJECT"] => ("pg_largeobject_metadata", "lomowner", "oid"),
+        ["FUNCTION"] | ["PROCEDURE"] | ["ROUTINE"] | ["AGGREGATE"] => ("pg_proc", "proowner", "to_regprocedure"),
+        ["TYPE"] | ["DOMAIN"] => ("pg_type", "typowner", "to_regtype"),
+        ["SCHEMA"] => ("pg_namespace", "nspowner", "to_regnamespace"),
+        ["COLLATION"] => ("pg_collation", "collowner", "to_regcollation"),
+        ["OPERATOR"] => ("pg_operator", "oprowner", "to_regoperator"),
+        ["LARGE", "OBJECT"] => ("pg_largeobject_metadata", "lomowner", "pg_catalog.oid"),
         _ => return None,
     };
-    // A zero-argument aggregate is written `agg(*)`; its signature is `agg()`.
-    let text = text.strip_suffix("(*)").map_or(text.clone(), |t| format!("{t}()"));
-    Some(format!(
-        "(SELECT {owner} FROM pg_catalog.{catalog} WHERE oid = '{text}'::pg_catalog.{cast}) = \
-         (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = :'l')"
-    ))
+    let text = text_of(&signature_only(object)).replace('\'', "''");
+    // A new database's own `public` schema belongs to `pg_database_owner` (PostgreSQL 15 on): in
+    // a staged copy that is the role, so its privileges are the dump's to set.
+    let owners = match kind {
+        ["SCHEMA"] => "(SELECT oid FROM pg_catalog.pg_roles WHERE rolname IN (:'l', 'pg_database_owner'))",
+        _ => "(SELECT oid FROM pg_catalog.pg_roles WHERE rolname = :'l')",
+    };
+    let lookup = if lookup.starts_with("to_") {
+        format!("pg_catalog.{lookup}('{text}')")
+    } else {
+        format!("'{text}'::{lookup}")
+    };
+    Some(format!("(SELECT {owner} FROM pg_catalog.{catalog} WHERE oid = {lookup}) IN {owners}"))
+}
+
+/// A routine's designator as a signature: argument names and modes dropped (pg_dump writes
+/// `"f"("a" integer, VARIADIC "b" "text"[])`), `OUT` arguments left out, `agg(*)` as `agg()`.
+fn signature_only(object: &[Tok]) -> Vec<Tok> {
+    let Some(open) = object.iter().position(|t| *t == Tok::Sym(b'(')) else { return object.to_vec() };
+    let close = object.iter().rposition(|t| *t == Tok::Sym(b')')).unwrap_or(object.len());
+    let mut out = object[..=open].to_vec();
+    let mut first = true;
+    for arg in object[open + 1..close].split(|t| *t == Tok::Sym(b',')) {
+        let mode = arg.first().map(word).unwrap_or_default();
+        let arg = if matches!(mode, "IN" | "OUT" | "INOUT" | "VARIADIC") { &arg[1..] } else { arg };
+        if mode == "OUT" || arg == [Tok::Sym(b'*')] {
+            continue;
+        }
+        // With --quote-all-identifiers a name is quoted and is followed by its type; a quoted
+        // type is alone or followed by `.` or `[`.
+        let named = matches!(arg.first(), Some(Tok::Quoted(_)))
+            && arg.get(1).is_some_and(|t| !matches!(t, Tok::Sym(b'.' | b'[')));
+        if !first {
+            out.push(Tok::Sym(b','));
+        }
+        out.extend_from_slice(if named { &arg[1..] } else { arg });
+        first = false;
+    }
+    out.push(Tok::Sym(b')'));
+    out
 }
 
 /// Tokens written back as SQL text: words apart, punctuation joined.
@@ -440,7 +471,6 @@ mod tests {
             "ALTER SCHEMA \"s\" OWNER TO \"Odd \"\"role\"\"\";",
             "ALTER LARGE OBJECT 16385 OWNER TO \"app\";",
             "ALTER OPERATOR \"public\".=== (integer, integer) OWNER TO \"app\";",
-            "ALTER TEXT SEARCH CONFIGURATION \"public\".\"c\" OWNER TO \"app\";",
             "ALTER DEFAULT PRIVILEGES FOR ROLE \"app\" IN SCHEMA \"public\" GRANT SELECT,INSERT ON TABLES TO \"reader\";",
         ] {
             assert!(handover_line(line).is_some(), "{line}");
@@ -483,6 +513,7 @@ mod tests {
             "GRANT USAGE ON FOREIGN SERVER \"loop\" TO \"app\";",
             "GRANT USAGE ON LANGUAGE \"plpgsql\" TO \"app\";",
             "GRANT SELECT ON ALL TABLES IN SCHEMA \"public\" TO \"reader\";",
+            "ALTER TEXT SEARCH CONFIGURATION \"public\".\"c\" OWNER TO \"app\";",
         ] {
             assert_eq!(classify(line), LineUse::Load, "{line}");
         }
@@ -492,11 +523,16 @@ mod tests {
     fn a_replay_is_checked_against_the_owner_of_the_object_it_names() {
         let f = "ALTER FUNCTION \"public\".\"f\"(integer, \"public\".\"t\"[], character varying) OWNER TO \"app\";";
         let check = handover_line(f).unwrap().made_by_dump.unwrap();
-        assert!(check.contains("proowner FROM pg_catalog.pg_proc WHERE oid = '\"public\".\"f\"(INTEGER,\"public\".\"t\"[],CHARACTER VARYING)'::pg_catalog.regprocedure"), "{check}");
+        assert!(check.contains("proowner FROM pg_catalog.pg_proc WHERE oid = pg_catalog.to_regprocedure('\"public\".\"f\"(INTEGER,\"public\".\"t\"[],CHARACTER VARYING)')"), "{check}");
+        let named = "ALTER FUNCTION \"s\".\"f\"(\"a\" integer, OUT \"o\" \"text\", VARIADIC \"b\" \"text\"[]) OWNER TO \"app\";";
+        let check = handover_line(named).unwrap().made_by_dump.unwrap();
+        assert!(check.contains("to_regprocedure('\"s\".\"f\"(INTEGER,\"text\"[])')"), "{check}");
         let t = acl_line("GRANT ALL ON TABLE \"public\".\"it's\" TO \"app\";").unwrap().made_by_dump.unwrap();
-        assert!(t.contains("'\"public\".\"it''s\"'::pg_catalog.regclass") && t.contains("rolname = :'l'"), "{t}");
+        assert!(t.contains("to_regclass('\"public\".\"it''s\"')") && t.contains("rolname = :'l'"), "{t}");
         let agg = handover_line("ALTER AGGREGATE \"public\".\"a\"(*) OWNER TO \"app\";").unwrap().made_by_dump.unwrap();
-        assert!(agg.contains("'\"public\".\"a\"()'::pg_catalog.regprocedure"), "{agg}");
+        assert!(agg.contains("to_regprocedure('\"public\".\"a\"()')"), "{agg}");
+        let public = acl_line("REVOKE USAGE ON SCHEMA \"public\" FROM PUBLIC;").unwrap().made_by_dump.unwrap();
+        assert!(public.contains("pg_database_owner"), "{public}");
         let catalog = acl_line("GRANT ALL ON FUNCTION \"pg_catalog\".\"lo_export\"(oid, text) TO PUBLIC;").unwrap();
         assert!(catalog.made_by_dump.is_some(), "held, and replayed only if the dump made it: never");
         let defaults =

@@ -137,7 +137,14 @@ impl Loader {
         for h in held.owners.iter().chain(&held.acls).filter(|h| !replayed.contains(&h.line)) {
             eprintln!("warning: {}: not replayed, it names an object the dump did not create: {}", d.entry, h.line);
         }
-        let mut script = String::from("SET search_path = pg_catalog;\n");
+        // First closed (as `ALLOW_CONNECTIONS false`, which ALTER DATABASE refuses from inside):
+        // autovacuum would analyze as the new owners (an index expression of the dump run as the
+        // superuser); sessions already there (a worker) ended. The swap opens it.
+        let mut script = String::from(
+            "SET search_path = pg_catalog;\nUPDATE pg_catalog.pg_database SET datallowconn = false WHERE datname = :'s';\n\
+             SELECT count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity \
+             WHERE datname = :'s' AND pid <> pg_catalog.pg_backend_pid();\n",
+        );
         let lines = |list: &[Held]| -> String {
             list.iter().filter(|h| replayed.contains(&h.line)).map(|h| format!("{}\n", h.line)).collect()
         };
@@ -145,8 +152,11 @@ impl Loader {
         script.push_str("REASSIGN OWNED BY :\"l\" TO :\"o\";\n");
         script.push_str(&lines(&held.acls));
         script.push_str("DROP OWNED BY :\"l\";\n");
-        su.run(new, &script, &[("l", &self.role), ("o", &owner)])
-            .with_context(|| format!("hand the restored copy of {} to its owners", d.name))
+        su.run(new, &script, &[("l", &self.role), ("o", &owner), ("s", new)])
+            .with_context(|| format!("hand the restored copy of {} to its owners", d.name))?;
+        // REASSIGN OWNED also gave the other staged copies (shared objects) to this owner.
+        su.run("template1", "ALTER DATABASE :\"s\" OWNER TO :\"o\";\n", &[("s", new), ("o", &owner)])
+            .with_context(|| format!("give the restored copy of {} to {owner}", d.name))
     }
 
     /// The held-back lines of `new` to replay: those naming no object (default privileges) and

@@ -30,9 +30,23 @@ const DROP_DB: &str = "SELECT pg_catalog.format('ALTER DATABASE %I WITH IS_TEMPL
     FROM pg_catalog.pg_database WHERE datname = :'s' AND datistemplate \\gexec\n\
     DROP DATABASE IF EXISTS :\"s\" WITH (FORCE);\n";
 
-/// Gives database `:d` (a staged copy just swapped in, closed to PUBLIC until now) the
-/// privileges of a new database.
-const OPEN_DB: &str = "UPDATE pg_catalog.pg_database SET datacl = NULL WHERE datname = :'d';\n";
+/// Swaps staged copy `:s` in for live database `:d` (if there is one: moved aside to `:o`,
+/// marked `:m` first), giving `:d` the live one's comment `:c` (none when empty).
+const SWAP: &str = "SELECT pg_catalog.format('COMMENT ON DATABASE %I IS %L', :'d', :'m') FROM pg_catalog.pg_database \
+    WHERE datname = :'d' \\gexec\n\
+    SELECT pg_catalog.format('ALTER DATABASE %I WITH ALLOW_CONNECTIONS false', :'d') FROM pg_catalog.pg_database \
+    WHERE datname = :'d' \\gexec\n\
+    SELECT count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity \
+    WHERE datname = :'d' AND pid <> pg_catalog.pg_backend_pid();\n\
+    SELECT pg_catalog.format('ALTER DATABASE %I RENAME TO %I', :'d', :'o') FROM pg_catalog.pg_database \
+    WHERE datname = :'d' \\gexec\n\
+    ALTER DATABASE :\"s\" RENAME TO :\"d\";\n\
+    SELECT pg_catalog.format('COMMENT ON DATABASE %I IS %L', :'d', NULLIF(:'c', '')) \\gexec\n";
+
+/// Opens database `:d`, a staged copy just swapped in (closed to everyone until now): it
+/// takes connections and has the privileges of a new database.
+const OPEN_DB: &str = "UPDATE pg_catalog.pg_database SET datacl = NULL WHERE datname = :'d';\n\
+    ALTER DATABASE :\"d\" WITH ALLOW_CONNECTIONS true;\n";
 
 /// psql in the database service, as the `postgres` OS user, the password in its environment.
 pub(super) struct Psql<'a> {
@@ -282,23 +296,22 @@ pub fn swap(
     let mut old = Vec::new();
     for (i, (live, new)) in staged.iter().enumerate() {
         ctx.ui.step(&format!("swap database {live} for the restored copy"));
-        if !psql.exists(live)? {
-            psql.run(
-                "template1",
-                &format!("ALTER DATABASE :\"s\" RENAME TO :\"d\";\n{OPEN_DB}"),
-                &[("s", new), ("d", live)],
-            )?;
-            continue;
-        }
+        // The live database's comment goes to the copy that replaces it; the one moved aside is
+        // marked first, so that a run killed between the renames knows what it was.
+        let comment = if psql.exists(live)? {
+            let sql = format!("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '{live}'");
+            psql.rows("template1", &sql)?.join("\n")
+        } else {
+            String::new()
+        };
+        let mark = format!("xtask restore of {live}");
         let aside = format!("xtask_old_{}_{i}", std::process::id());
-        let sql = "ALTER DATABASE :\"d\" WITH ALLOW_CONNECTIONS false;\n\
-                   SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = :'d' AND pid <> pg_backend_pid();\n\
-                   ALTER DATABASE :\"d\" RENAME TO :\"o\";\nALTER DATABASE :\"s\" RENAME TO :\"d\";\n"
-            .to_string()
-            + OPEN_DB;
-        psql.run("template1", &sql, &[("d", live), ("s", new), ("o", &aside)])
-            .with_context(|| format!("swap database {live}"))?;
-        old.push(aside);
+        let sql = format!("{SWAP}{OPEN_DB}");
+        let vars = [("d", live.as_str()), ("s", new.as_str()), ("o", aside.as_str()), ("m", &mark), ("c", &comment)];
+        psql.run("template1", &sql, &vars).with_context(|| format!("swap database {live}"))?;
+        if psql.exists(&aside)? {
+            old.push(aside);
+        }
     }
     Ok(old)
 }
