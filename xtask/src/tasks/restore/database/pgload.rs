@@ -19,10 +19,13 @@
 //!    allowed, no connection limit, no settings, default privileges on the database (what a
 //!    dump set on its own database never reaches the swap);
 //! 5. row counts are checked by the stack's user (plain tables only, `search_path` pinned to
-//!    `pg_catalog`, so no function of the dump is called), then the held-back ownership lines
-//!    are replayed, everything the role still owns is reassigned to the live database's owner
-//!    (the stack's user when there is none), and the privilege lines are replayed as the owners
-//!    would have issued them; the role is dropped.
+//!    `pg_catalog`, so no function of the dump is called); the copy is closed to every
+//!    connection (autovacuum would analyze as the new owners); the held-back ownership lines
+//!    whose object the role owns (the dump made it) are replayed, everything the role still
+//!    owns is reassigned to the live database's owner (the stack's user when there is none),
+//!    and the privilege lines are replayed as the owners would have issued them; the copy is
+//!    given that owner (REASSIGN moved every staged copy); the role is dropped. The swap opens
+//!    the copy.
 //!
 //! Any failure locks the role out before the staged copies are dropped.
 
