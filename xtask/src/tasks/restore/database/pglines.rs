@@ -218,7 +218,15 @@ fn signature_only(object: &[Tok]) -> Vec<Tok> {
     let close = object.iter().rposition(|t| *t == Tok::Sym(b')')).unwrap_or(object.len());
     let mut out = object[..=open].to_vec();
     let mut first = true;
-    for arg in object[open + 1..close].split(|t| *t == Tok::Sym(b',')) {
+    // An ordered-set aggregate is written `agg(a ORDER BY b)`; its signature is `agg(a, b)`.
+    let mut args: Vec<Tok> = Vec::new();
+    for t in &object[open + 1..close] {
+        match (args.last().map(word), word(t)) {
+            (Some("ORDER"), "BY") => *args.last_mut().expect("just seen") = Tok::Sym(b','),
+            _ => args.push(t.clone()),
+        }
+    }
+    for arg in args.split(|t| *t == Tok::Sym(b',')) {
         let mode = arg.first().map(word).unwrap_or_default();
         let arg = if matches!(mode, "IN" | "OUT" | "INOUT" | "VARIADIC") { &arg[1..] } else { arg };
         if mode == "OUT" || arg == [Tok::Sym(b'*')] {
@@ -531,6 +539,8 @@ mod tests {
         assert!(t.contains("to_regclass('\"public\".\"it''s\"')") && t.contains("rolname = :'l'"), "{t}");
         let agg = handover_line("ALTER AGGREGATE \"public\".\"a\"(*) OWNER TO \"app\";").unwrap().made_by_dump.unwrap();
         assert!(agg.contains("to_regprocedure('\"public\".\"a\"()')"), "{agg}");
+        let ordered = handover_line("ALTER AGGREGATE \"public\".\"osa\"(integer ORDER BY integer) OWNER TO \"app\";");
+        assert!(ordered.unwrap().made_by_dump.unwrap().contains("\"osa\"(INTEGER,INTEGER)"));
         let public = acl_line("REVOKE USAGE ON SCHEMA \"public\" FROM PUBLIC;").unwrap().made_by_dump.unwrap();
         assert!(public.contains("pg_database_owner"), "{public}");
         let catalog = acl_line("GRANT ALL ON FUNCTION \"pg_catalog\".\"lo_export\"(oid, text) TO PUBLIC;").unwrap();

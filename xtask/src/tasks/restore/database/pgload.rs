@@ -19,13 +19,15 @@
 //!    allowed, no connection limit, no settings, default privileges on the database (what a
 //!    dump set on its own database never reaches the swap);
 //! 5. row counts are checked by the stack's user (plain tables only, `search_path` pinned to
-//!    `pg_catalog`, so no function of the dump is called); the copy is closed to every
-//!    connection (autovacuum would analyze as the new owners); the held-back ownership lines
-//!    whose object the role owns (the dump made it) are replayed, everything the role still
-//!    owns is reassigned to the live database's owner (the stack's user when there is none),
-//!    and the privilege lines are replayed as the owners would have issued them; the copy is
-//!    given that owner (REASSIGN moved every staged copy); the role is dropped. The swap opens
-//!    the copy.
+//!    `pg_catalog`, so no function of the dump is called), and the handover is decided: the
+//!    held-back lines whose object the role owns (the dump made it), looked up before any is
+//!    replayed. The copies stay the role's until the swap: whatever of the dump still runs
+//!    meanwhile (autovacuum analyzes as a table's owner, evaluating its index expressions)
+//!    runs as the role;
+//! 6. in the swap, just before each copy is renamed in, the stack's user replays those
+//!    ownership lines, reassigns everything else the role owns to the live database's owner
+//!    (the stack's user when there is none), replays the privilege lines as the owners would
+//!    have issued them, and gives the copy that owner; the role is dropped after the swap.
 //!
 //! Any failure locks the role out before the staged copies are dropped.
 
@@ -124,30 +126,32 @@ impl Loader {
             .with_context(|| format!("lock out the role {} staged loads ran as", self.role))
     }
 
-    /// Step 5 for one staged copy (settled): counts checked, the held-back lines whose object
-    /// the dump made replayed (owners, then everything else of the role to the live database's
-    /// owner, then privileges), the others named.
-    pub fn hand_over(&self, ctx: &Ctx, db: &DbRestore, d: &DbDump, new: &str, held: &HeldBack) -> Result<()> {
+    /// The loading role of this process (made by [`Loader::create`] in its staging).
+    pub fn of_this_process() -> Loader {
+        Loader { role: format!("{LOADER_PREFIX}{}", std::process::id()) }
+    }
+
+    /// Step 5, before the swap, for one staged copy (settled): counts checked, and the script
+    /// that hands it over in the swap ([`Loader::hand_over`]): the held-back lines whose object
+    /// the dump made (owners, then everything else of the role to the live database's owner,
+    /// then privileges); the others named. Until the swap the copy stays the role's: anything
+    /// of the dump that runs meanwhile (autovacuum analyzes as a table's owner, evaluating its
+    /// index expressions) runs as the role.
+    pub fn prepare_handover(
+        &self,
+        ctx: &Ctx,
+        db: &DbRestore,
+        d: &DbDump,
+        new: &str,
+        held: &HeldBack,
+    ) -> Result<String> {
         let su = Psql { ctx, db };
         su.check_counts(new, d)?;
-        // `d.name` is a checked name (no quote): it can stand in a literal.
-        let sql = format!("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{}'", d.name);
-        let owner = match su.rows("template1", &sql)?.pop() {
-            Some(owner) => owner,
-            None => db.login.user_name(ctx.docker()?, &ctx.stack)?.to_string(),
-        };
         let replayed = self.made_by_dump(&su, new, held)?;
         for h in held.owners.iter().chain(&held.acls).filter(|h| !replayed.contains(&h.line)) {
             eprintln!("warning: {}: not replayed, it names an object the dump did not create: {}", d.entry, h.line);
         }
-        // First closed (as `ALLOW_CONNECTIONS false`, which ALTER DATABASE refuses from inside):
-        // autovacuum would analyze as the new owners (an index expression of the dump run as the
-        // superuser); sessions already there (a worker) ended. The swap opens it.
-        let mut script = String::from(
-            "SET search_path = pg_catalog;\nUPDATE pg_catalog.pg_database SET datallowconn = false WHERE datname = :'s';\n\
-             SELECT count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity \
-             WHERE datname = :'s' AND pid <> pg_catalog.pg_backend_pid();\n",
-        );
+        let mut script = String::from("SET search_path = pg_catalog;\n");
         let lines = |list: &[Held]| -> String {
             list.iter().filter(|h| replayed.contains(&h.line)).map(|h| format!("{}\n", h.line)).collect()
         };
@@ -155,18 +159,32 @@ impl Loader {
         script.push_str("REASSIGN OWNED BY :\"l\" TO :\"o\";\n");
         script.push_str(&lines(&held.acls));
         script.push_str("DROP OWNED BY :\"l\";\n");
-        su.run(new, &script, &[("l", &self.role), ("o", &owner), ("s", new)])
-            .with_context(|| format!("hand the restored copy of {} to its owners", d.name))?;
-        // REASSIGN OWNED also gave the other staged copies (shared objects) to this owner.
+        Ok(script)
+    }
+
+    /// In the swap, just before `new` replaces `live`: the copy handed to its owners by the
+    /// script [`Loader::prepare_handover`] made, then given the live database's owner (the
+    /// stack's user when there is none; REASSIGN OWNED moves every copy the role owns).
+    pub fn hand_over(&self, ctx: &Ctx, db: &DbRestore, live: &str, new: &str, script: &str) -> Result<()> {
+        let su = Psql { ctx, db };
+        // `live` is a checked name (no quote): it can stand in a literal.
+        let sql = format!("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{live}'");
+        let owner = match su.rows("template1", &sql)?.pop() {
+            Some(owner) => owner,
+            None => db.login.user_name(ctx.docker()?, &ctx.stack)?.to_string(),
+        };
+        su.run(new, script, &[("l", &self.role), ("o", &owner)])
+            .with_context(|| format!("hand the restored copy of {live} to its owners"))?;
         su.run("template1", "ALTER DATABASE :\"s\" OWNER TO :\"o\";\n", &[("s", new), ("o", &owner)])
-            .with_context(|| format!("give the restored copy of {} to {owner}", d.name))
+            .with_context(|| format!("give the restored copy of {live} to {owner}"))
     }
 
     /// The held-back lines of `new` to replay: those naming no object (default privileges) and
     /// those whose object belongs to the role, all looked up before any is replayed.
     fn made_by_dump(&self, su: &Psql, new: &str, held: &HeldBack) -> Result<Vec<String>> {
         let all: Vec<&Held> = held.owners.iter().chain(&held.acls).collect();
-        let mut script = String::from("SET search_path = pg_catalog;\n");
+        // A lookup that fails (a signature this reading got wrong) only leaves its line out.
+        let mut script = String::from("\\set ON_ERROR_STOP 0\nSET search_path = pg_catalog;\n");
         for (i, h) in all.iter().enumerate() {
             let check = h.made_by_dump.as_deref().unwrap_or("true");
             script.push_str(&format!("SELECT '{i}|' || coalesce(({check}), false)::text;\n"));

@@ -224,12 +224,13 @@ pub fn stage(ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -> 
             }
             unstage(ctx, db, &staged);
         }
-        let failed = loaded.is_err();
-        let dropped = loader.drop(ctx, db);
-        if !failed && dropped.is_err() {
-            unstage(ctx, db, &staged);
+        // On success the role stays (NOLOGIN, locked out) until the swap hands its copies over.
+        if loaded.is_err() {
+            if let Err(e) = loader.drop(ctx, db) {
+                eprintln!("warning: {e:#}; the next restore drops it");
+            }
         }
-        loaded.and(dropped)
+        loaded
     });
     match result {
         Ok(()) => Ok(staged),
@@ -265,20 +266,36 @@ fn stage_with(
         loader.load(ctx, db, d, new, filtered)?;
     }
     loader.lock_out(ctx, db)?;
-    for (d, ((_, new), (_, held))) in db.info.databases.iter().zip(staged.iter().zip(&prepared)) {
+    for ((d, dump), ((_, new), (_, held))) in db.info.databases.iter().zip(dumps).zip(staged.iter().zip(&prepared)) {
         pgload::settle(&psql, new)?;
-        loader.hand_over(ctx, db, d, new, held)?;
+        let script = loader.prepare_handover(ctx, db, d, new, held)?;
+        let path = handover_path(dump);
+        crate::files::create_private(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, script.as_bytes()).map_err(Into::into))
+            .with_context(|| format!("write {}", path.display()))?;
     }
     Ok(())
 }
 
-/// Drops staged copies (best effort): the live databases stay as they are.
+/// Where staging leaves the handover script of a dump for the swap: beside the dump, in the
+/// restore's private directory.
+fn handover_path(dump: &Spooled) -> std::path::PathBuf {
+    let mut path = dump.path.clone().into_os_string();
+    path.push(".handover");
+    path.into()
+}
+
+/// Drops staged copies and the role that loaded them (best effort): the live databases stay as
+/// they are.
 pub fn unstage(ctx: &Ctx, db: &DbRestore, staged: &[StagedDb]) {
     let psql = Psql { ctx, db };
     for (_, new) in staged {
         if let Err(e) = psql.run("template1", DROP_DB, &[("s", new)]) {
             eprintln!("warning: could not drop the staged database {new} ({e:#}); the next restore drops it");
         }
+    }
+    if let Err(e) = pgload::Loader::of_this_process().drop(ctx, db) {
+        eprintln!("warning: {e:#}; the next restore drops it");
     }
 }
 
@@ -293,9 +310,16 @@ pub fn swap(
     let globals = spooled.get(db.globals_entry()?).context("the roles dump was not staged")?;
     apply_roles(ctx, db, globals)?;
     let psql = Psql { ctx, db };
+    let loader = pgload::Loader::of_this_process();
     let mut old = Vec::new();
     for (i, (live, new)) in staged.iter().enumerate() {
         ctx.ui.step(&format!("swap database {live} for the restored copy"));
+        let d = db.info.databases.iter().find(|d| &d.name == live).context("a staged database the archive lacks")?;
+        let dump = spooled.get(&d.entry).with_context(|| format!("the dump {} was not staged", d.entry))?;
+        let path = handover_path(dump);
+        let script = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        loader.hand_over(ctx, db, live, new, &script)?;
+        let _ = std::fs::remove_file(&path);
         // The live database's comment goes to the copy that replaces it; the one moved aside is
         // marked first, so that a run killed between the renames knows what it was.
         let comment = if psql.exists(live)? {
@@ -313,6 +337,7 @@ pub fn swap(
             old.push(aside);
         }
     }
+    loader.drop(ctx, db)?;
     Ok(old)
 }
 
@@ -347,7 +372,22 @@ pub fn recover(ctx: &Ctx, db: &DbRestore) -> Result<()> {
             psql.run("template1", DROP_DB, &[("s", name)])?;
         }
     }
+    open_marked(&psql)?;
     pgload::drop_stale(&psql)
+}
+
+/// A live database that refuses connections and still carries the mark a swap puts on it
+/// before closing it (`xtask restore of` its own name): a swap was cut off before its renames.
+/// It holds the live data: it takes connections again.
+fn open_marked(psql: &Psql) -> Result<()> {
+    let sql = "SELECT datname FROM pg_database WHERE datname !~ '^xtask_' AND NOT datallowconn \
+               AND shobj_description(oid, 'pg_database') = 'xtask restore of ' || datname";
+    for name in psql.rows("template1", sql)? {
+        psql.ctx.ui.step(&format!("open database {name} again: an interrupted restore had closed it"));
+        let sql = "ALTER DATABASE :\"d\" WITH ALLOW_CONNECTIONS true;\nCOMMENT ON DATABASE :\"d\" IS NULL;\n";
+        psql.run("template1", sql, &[("d", &name)])?;
+    }
+    Ok(())
 }
 
 /// After this process's own way back restored the safety backup: its staged and old copies
@@ -360,7 +400,7 @@ pub fn drop_own(ctx: &Ctx, db: &DbRestore) -> Result<()> {
     for name in psql.rows("template1", &sql)? {
         psql.run("template1", DROP_DB, &[("s", &name)])?;
     }
-    Ok(())
+    pgload::Loader::of_this_process().drop(ctx, db)
 }
 
 #[cfg(test)]
