@@ -39,7 +39,7 @@ use anyhow::{bail, Context, Result};
 use super::pglines::{self, Held, HeldBack};
 use super::postgres::Psql;
 use super::DbRestore;
-use crate::archive::extract::{self, Spooled};
+use crate::archive::extract::Spooled;
 use crate::archive::DbDump;
 use crate::context::Ctx;
 use crate::engine::db::Secret;
@@ -53,7 +53,7 @@ impl Loader {
     /// Makes the role, NOLOGIN until a load opens its one session; a role of that name left by
     /// a dead run is replaced.
     pub fn create(ctx: &Ctx, db: &DbRestore) -> Result<Loader> {
-        let role = format!("{LOADER_PREFIX}{}", std::process::id());
+        let role = Loader::of_this_process().role;
         let sql = "DROP ROLE IF EXISTS :\"l\";\nCREATE ROLE :\"l\" NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE \
                    NOREPLICATION NOBYPASSRLS;\n";
         Psql { ctx, db }.run("template1", sql, &[("l", &role)]).context("create the role staged loads run as")?;
@@ -83,9 +83,7 @@ impl Loader {
         as_role.login.user = self.role.clone();
         as_role.login.user_file = None;
         as_role.login.password = Some(Secret::Value(password));
-        let cmd = Psql { ctx, db: &as_role }.cmd(new, &["-v", "ON_ERROR_STOP=1"])?;
-        let loaded = extract::pipe_file_after(ctx.docker()?, &filtered.path, &cmd, || self.close_behind(&su))
-            .with_context(|| format!("load {} (stopped at the first SQL error)", d.entry));
+        let loaded = Psql { ctx, db: &as_role }.load_after(new, filtered, &d.entry, || self.close_behind(&su));
         let closed = su.run("template1", "ALTER ROLE :\"l\" NOLOGIN;\n", &[("l", &self.role)]);
         loaded.map_err(|e| explain_denied(e, db, &d.name))?;
         closed

@@ -72,28 +72,41 @@ impl Psql<'_> {
 
     /// SQL with psql variables (`-v name=value`), stopping at the first error.
     pub(super) fn run(&self, database: &str, sql: &str, vars: &[(&str, &str)]) -> Result<()> {
+        let cmd = self.with_vars(database, &[], vars)?;
+        extract::pipe_text(self.ctx.docker()?, sql, &cmd)
+    }
+
+    /// psql stopping at the first error, with `extra` and the psql variables `vars`.
+    fn with_vars(&self, database: &str, extra: &[&str], vars: &[(&str, &str)]) -> Result<DockerCmd> {
         let vars: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let mut extra = vec!["-v", "ON_ERROR_STOP=1"];
+        let mut args = vec!["-v", "ON_ERROR_STOP=1"];
+        args.extend(extra);
         for v in &vars {
-            extra.extend(["-v", v.as_str()]);
+            args.extend(["-v", v.as_str()]);
         }
-        extract::pipe_text(self.ctx.docker()?, sql, &self.cmd(database, &extra)?)
+        self.cmd(database, &args)
     }
 
     /// A script on psql's stdin, its rows (`-At`), stopping at the first error.
     pub(super) fn query_script(&self, database: &str, sql: &str, vars: &[(&str, &str)]) -> Result<Vec<String>> {
-        let vars: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let mut extra = vec!["-At", "-v", "ON_ERROR_STOP=1"];
-        for v in &vars {
-            extra.extend(["-v", v.as_str()]);
-        }
-        let out = self.ctx.docker()?.query_input(&self.cmd(database, &extra)?, sql.as_bytes())?;
+        let out = self.ctx.docker()?.query_input(&self.with_vars(database, &["-At"], vars)?, sql.as_bytes())?;
         Ok(out.lines().map(str::to_string).collect())
     }
 
     pub(super) fn load(&self, database: &str, dump: &Spooled, entry: &str) -> Result<()> {
-        let cmd = self.cmd(database, &["-v", "ON_ERROR_STOP=1"])?;
-        extract::pipe_file(self.ctx.docker()?, &dump.path, &cmd)
+        self.load_after(database, dump, entry, || Ok(()))
+    }
+
+    /// [`Psql::load`], calling `started` once psql runs and before any of the dump is sent.
+    pub(super) fn load_after(
+        &self,
+        database: &str,
+        dump: &Spooled,
+        entry: &str,
+        started: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        let cmd = self.with_vars(database, &[], &[])?;
+        extract::pipe_file_after(self.ctx.docker()?, &dump.path, &cmd, started)
             .with_context(|| format!("load {entry} (stopped at the first SQL error)"))
     }
 
@@ -218,17 +231,13 @@ pub fn stage(ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -> 
     let mut staged = Vec::new();
     let result = pgload::Loader::create(ctx, db).and_then(|loader| {
         let loaded = stage_with(ctx, db, &loader, &dumps, &mut staged);
+        // On success the role stays (NOLOGIN, locked out) until the swap hands its copies over;
+        // on an error it is locked out, then dropped with its copies.
         if loaded.is_err() {
             if let Err(e) = loader.lock_out(ctx, db) {
                 eprintln!("warning: {e:#}");
             }
             unstage(ctx, db, &staged);
-        }
-        // On success the role stays (NOLOGIN, locked out) until the swap hands its copies over.
-        if loaded.is_err() {
-            if let Err(e) = loader.drop(ctx, db) {
-                eprintln!("warning: {e:#}; the next restore drops it");
-            }
         }
         loaded
     });
@@ -322,12 +331,9 @@ pub fn swap(
         let _ = std::fs::remove_file(&path);
         // The live database's comment goes to the copy that replaces it; the one moved aside is
         // marked first, so that a run killed between the renames knows what it was.
-        let comment = if psql.exists(live)? {
-            let sql = format!("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '{live}'");
-            psql.rows("template1", &sql)?.join("\n")
-        } else {
-            String::new()
-        };
+        // `live` is a checked name (no quote): it can stand in a literal. No live database: none.
+        let sql = format!("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '{live}'");
+        let comment = psql.rows("template1", &sql)?.join("\n");
         let mark = format!("xtask restore of {live}");
         let aside = format!("xtask_old_{}_{i}", std::process::id());
         let sql = format!("{SWAP}{OPEN_DB}");
