@@ -220,6 +220,34 @@ fn a_wrong_password_or_a_killed_push_changes_nothing_that_counts() {
             .collect();
         assert_eq!(complete, [good.as_str()], "after killing {victim}: only the finished push counts: {listed}");
     }
+    // A backup whose tar stream goes only into restic (--no-keep-local, new data): restic killed
+    // half-way fails the backup with restic's own failure, and leaves no file and nothing that
+    // counts.
+    docker_ok(&["exec", &backend, "sh", "-c", "head -c 419430400 /dev/urandom > /app/media/big.bin"]);
+    let streamed = TempDir::new("vaultkill-stream");
+    let pattern = format!("restic backup --stdin .*project={}", stack.project);
+    let mut child = stack.spawn(&["backup", "--push", "vault", "--no-keep-local", "--output-dir", streamed.s()]);
+    let started = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        Command::new("pgrep").args(["-f", &pattern]).output().is_ok_and(|o| o.status.success())
+    });
+    assert!(started, "restic started for the backup");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(child.try_wait().unwrap().is_none(), "the backup was still running when restic was killed");
+    Command::new("pkill").args(["-9", "-f", &pattern]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("restic backup") && err.contains("signal: 9"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&streamed.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tar"))
+        .collect();
+    assert!(left.is_empty(), "no archive file, not even a temporary one: {left:?}");
+    let listed = stack.xtask_json(&["backups", "--remote", "vault", "--json"]);
+    let complete = listed.as_array().unwrap().iter().filter(|a| a["complete"] == true).count();
+    assert_eq!(complete, 1, "the killed backup added nothing that counts: {listed}");
+
     // A snapshot named in the future (a skewed clock, or a writer with the password) whose digest
     // tag matches its bytes: listed in doubt, never the latest.
     let junk = dir.0.join("junk");

@@ -16,6 +16,7 @@ pub mod pgz;
 pub mod signature;
 pub mod sink;
 pub mod source;
+pub mod tap;
 pub mod verify;
 pub mod writer;
 

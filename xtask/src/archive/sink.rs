@@ -3,8 +3,7 @@
 //! the SHA-256 of the bytes as stored, and optionally a mirror (an upload while the archive is
 //! written). A mirror that fails drops out (its child killed, so no partial object completes)
 //! and the local archive goes on; the caller learns why at commit. Before the gzip stream, the
-//! tar stream itself can also go to a tap ([`TarOut`]: a restic push while the archive is
-//! written), or only there (no local file).
+//! tar stream itself can also go to a tap ([`super::tap`]).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -14,7 +13,6 @@ use anyhow::{anyhow, Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::engine::crypt;
-use crate::engine::process::ToolWriter;
 use crate::model::offsite::Encryption;
 
 pub use crate::engine::Finish;
@@ -124,66 +122,5 @@ impl Write for Sink {
             Sink::Clear(o) => o.flush(),
             Sink::Sealed { to_age, .. } => to_age.as_mut().map_or(Ok(()), |p| p.flush()),
         }
-    }
-}
-
-/// The tar stream on its way out: into the gzip writer (None: no local file is written) and,
-/// when a tap is set (a restic push while the archive is written), into it too, hashed. A tap
-/// that fails drops out while there is a local file (its owner pushes that instead); without
-/// one, its failure fails the write.
-pub struct TarOut<G: Write> {
-    gz: Option<G>,
-    tap: Option<ToolWriter>,
-    tap_error: Option<io::Error>,
-    hasher: Sha256,
-    bytes: u64,
-}
-
-/// The tap once the tar stream ended: still open for its owner to finish, the SHA-256 and
-/// length of what it was given, or why it stopped taking bytes.
-pub struct Tapped {
-    pub writer: ToolWriter,
-    pub sha256: [u8; 32],
-    pub bytes: u64,
-    pub error: Option<io::Error>,
-}
-
-impl<G: Write> TarOut<G> {
-    pub fn new(gz: Option<G>, tap: Option<ToolWriter>) -> Result<TarOut<G>> {
-        if gz.is_none() && tap.is_none() {
-            anyhow::bail!("an archive needs a file or a tap to go to");
-        }
-        Ok(TarOut { gz, tap, tap_error: None, hasher: Sha256::new(), bytes: 0 })
-    }
-
-    /// The gzip writer (to finish) and the tap, once the tar stream is complete.
-    pub fn finish(self) -> (Option<G>, Option<Tapped>) {
-        let sha256 = self.hasher.finalize().into();
-        let tapped = self.tap.map(|writer| Tapped { writer, sha256, bytes: self.bytes, error: self.tap_error });
-        (self.gz, tapped)
-    }
-}
-
-impl<G: Write> Write for TarOut<G> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = match self.gz.as_mut() {
-            Some(gz) => gz.write(buf)?,
-            None => buf.len(),
-        };
-        if let Some(tap) = self.tap.as_mut().filter(|_| self.tap_error.is_none()) {
-            match tap.write_all(&buf[..n]) {
-                Ok(()) => {
-                    self.hasher.update(&buf[..n]);
-                    self.bytes += n as u64;
-                }
-                Err(e) if self.gz.is_some() => self.tap_error = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.gz.as_mut().map_or(Ok(()), |g| g.flush())
     }
 }

@@ -7,12 +7,13 @@ use crate::model::offsite::Encryption;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use sha2::Digest;
-use sink::{Mirror, Sink, Tapped, TarOut};
+use sink::{Mirror, Sink};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, BufWriter, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use tap::{Tapped, TarOut};
 
 /// Counts of what a volume stream added.
 #[derive(Debug, Default, Clone, Copy, Serialize)]

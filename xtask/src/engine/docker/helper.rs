@@ -215,9 +215,7 @@ impl Docker {
             match rx.recv_timeout(std::time::Duration::from_millis(50)) {
                 Ok(file) => {
                     let file = file.with_context(|| format!("open {}", fifo.display()))?;
-                    // A 1 MiB pipe buffer (the default is 64 KiB) means fewer wake-ups; best effort.
-                    // SAFETY: fcntl on a descriptor we own.
-                    unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&file), libc::F_SETPIPE_SZ, 1 << 20) };
+                    crate::engine::process::widen_pipe(&file);
                     return Ok(Some(FifoIo { file: Some(file), run, dir }));
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}

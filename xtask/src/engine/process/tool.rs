@@ -92,6 +92,7 @@ impl Tool {
     /// Starts the command with its stdin fed by the caller (an upload), stdout captured.
     pub fn sink(&self, args: &[String]) -> Result<ToolWriter> {
         let (read, write) = os_pipe::pipe().context("create a pipe")?;
+        super::widen_pipe(&write);
         let e = self.expression(args).stdin_file(read).stderr_capture().unchecked().stdout_capture();
         let handle = e.start().with_context(|| format!("start `{}`", self.shown(args)))?;
         drop(e);

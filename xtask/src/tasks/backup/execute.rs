@@ -357,7 +357,7 @@ struct Delivery {
 fn start_delivery(ctx: &Ctx, plan: &BackupPlan, opts: &Options, file_name: &str) -> Result<Delivery> {
     let Some(remote) = &plan.push else { return Ok(Delivery::default()) };
     if let Some(spec) = crate::store::vault::lookup(ctx, remote)? {
-        let restic = crate::store::vault::open(&spec, opts.create_remote)?;
+        let restic = ctx.vault(&spec, opts.create_remote)?;
         let tap = crate::tasks::offsite::vault::begin_stream(ctx, &restic, file_name)?;
         return Ok(Delivery { vault: Some((spec, restic)), tap: Some(tap), ..Delivery::default() });
     }
@@ -385,9 +385,9 @@ fn deliver(
     let Some((spec, restic)) = &to.vault else { return Ok(()) };
     let tapped = done.tapped.take().context("the push to the restic repository did not start")?;
     let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let streamed = match tapped.error {
-        None => crate::tasks::offsite::vault::complete_stream(restic, &file, tapped.writer, &tapped.sha256),
-        Some(e) => Err(tapped.writer.finish().err().unwrap_or_else(|| e.into())),
+    let streamed = match tapped.writer {
+        Ok(writer) => crate::tasks::offsite::vault::complete_stream(restic, &file, writer, &tapped.sha256),
+        Err(e) => Err(e.into()),
     };
     match streamed {
         Ok(snapshot) => {

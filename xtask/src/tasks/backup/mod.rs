@@ -137,7 +137,7 @@ pub fn run(ctx: &Ctx, opts: &Options, dry_run: bool, json: bool) -> Result<Optio
     if let Some(spec) = opts.push.as_deref().map(|r| crate::store::vault::lookup(ctx, r)).transpose()?.flatten() {
         // A restic repository is asked before anything is written: restic there, the password
         // right, the repository existing (or created with --yes).
-        crate::store::vault::open(&spec, opts.create_remote)?;
+        ctx.vault(&spec, opts.create_remote)?;
     }
     let dir = prepare_dir(&opts.output_dir)?;
     let lock = Lock::acquire(&dir, &plan.project, &format!("backup ({})", plan.kind.as_str()))?;
