@@ -139,18 +139,11 @@ pub fn execute(ctx: &Ctx, plan: &BackupPlan, opts: &Options, lock: &Lock) -> Res
     let docker = ctx.docker()?;
     let dir = prepare_dir(&opts.output_dir)?;
     lock.covers(&dir, &plan.project)?;
-    remove_stale_temporaries(&dir, ctx);
-    if docker.remove_orphan_helpers()? > 0 {
-        ctx.ui.step("removed helper containers left by an interrupted run");
-    }
-    let mut sources = sources(docker, plan, opts)?;
-    // A restore that died may have left a half-done swap in a volume: finish it before copying.
-    let names: Vec<&str> = sources.volumes.iter().map(|v| v.source()).collect();
-    crate::engine::staging::recover(ctx.docker()?, &ctx.ui, &names)?;
-    for s in &sources.skipped {
-        ctx.ui.step(&format!("skip {}: {}", s.name, s.reason));
-    }
-    sources.sizes = check_space(docker, &dir, &sources)?;
+    let target = Target::decide(plan, opts, &dir)?;
+    // Started first: restic's own start (its key derived from the password, the index read:
+    // about a second) overlaps the checks below; it reads nothing until the archive is written.
+    let vault = start_vault(ctx, plan, opts, &target.file_name)?;
+    let sources = gather(ctx, plan, opts, &dir)?;
     let mut guard = ServiceGuard::new(docker, &ctx.stack);
     let result = (|| -> Result<Summary> {
         let redis: Vec<&RedisSource> =
@@ -174,7 +167,7 @@ pub fn execute(ctx: &Ctx, plan: &BackupPlan, opts: &Options, lock: &Lock) -> Res
         servers.dedup();
         guard.stop_for_copy(&servers, &ctx.ui)?;
         let databases = dumped_names(&dumps);
-        let written = write_archive(ctx, plan, opts, &dir, dumps, &sources)?;
+        let written = write_archive(ctx, plan, opts, target, vault, dumps, &sources)?;
         if !plan.keep_local && written.local {
             remove_local_copy(ctx, &written.path)?;
         }
@@ -198,6 +191,25 @@ pub fn execute(ctx: &Ctx, plan: &BackupPlan, opts: &Options, lock: &Lock) -> Res
     let summary = result?;
     restored?;
     Ok(summary)
+}
+
+/// What the archive will hold, checked: leftovers of interrupted runs cleared, the sources that
+/// exist (half-done restore swaps in them finished), the room for them.
+fn gather<'a>(ctx: &Ctx, plan: &'a BackupPlan, opts: &Options, dir: &Path) -> Result<Sources<'a>> {
+    let docker = ctx.docker()?;
+    remove_stale_temporaries(dir, ctx);
+    if docker.remove_orphan_helpers()? > 0 {
+        ctx.ui.step("removed helper containers left by an interrupted run");
+    }
+    let mut sources = sources(docker, plan, opts)?;
+    // A restore that died may have left a half-done swap in a volume: finish it before copying.
+    let names: Vec<&str> = sources.volumes.iter().map(|v| v.source()).collect();
+    crate::engine::staging::recover(docker, &ctx.ui, &names)?;
+    for s in &sources.skipped {
+        ctx.ui.step(&format!("skip {}: {}", s.name, s.reason));
+    }
+    sources.sizes = check_space(docker, dir, &sources)?;
+    Ok(sources)
 }
 
 /// The planned volumes that exist in the engine; with `only_existing`, the database only when
@@ -266,13 +278,36 @@ fn stop_users(guard: &mut ServiceGuard, ctx: &Ctx, sources: &Sources) -> Result<
     guard.stop_for_copy(&svcs, &ctx.ui)
 }
 
+/// The archive's name, decided before anything is written (the lock is held, so it stays free):
+/// the backup's start time, and `-N` when that name is taken.
+struct Target {
+    final_path: PathBuf,
+    file_name: String,
+}
+
+impl Target {
+    fn decide(plan: &BackupPlan, opts: &Options, dir: &Path) -> Result<Target> {
+        let suffix = if plan.seal.is_some() { ".tar.gz.age" } else { ".tar.gz" };
+        let name = archive_name(plan.kind, opts.tag.as_deref())?.replace(".tar.gz", suffix);
+        let mut final_path = dir.join(&name);
+        let mut n = 1;
+        while final_path.exists() {
+            final_path = dir.join(name.replace(suffix, &format!("-{n}{suffix}")));
+            n += 1;
+        }
+        let file_name = final_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        Ok(Target { final_path, file_name })
+    }
+}
+
 /// The archive itself: metadata, dumps, then each volume streamed from a read-only helper.
 /// Returns its path, size and what it holds.
 fn write_archive(
     ctx: &Ctx,
     plan: &BackupPlan,
     opts: &Options,
-    dir: &Path,
+    target: Target,
+    vault: Option<VaultPush>,
     dumps: Vec<dump::Dumped>,
     sources: &Sources,
 ) -> Result<Written> {
@@ -281,17 +316,9 @@ fn write_archive(
         // Asked before anything is written: an archive that cannot be signed would be untrusted.
         crate::engine::sign::key_file()?;
     }
-    let suffix = if plan.seal.is_some() { ".tar.gz.age" } else { ".tar.gz" };
-    let name = archive_name(plan.kind, opts.tag.as_deref())?.replace(".tar.gz", suffix);
-    let mut final_path = dir.join(&name);
-    let mut n = 1;
-    while final_path.exists() {
-        final_path = dir.join(name.replace(suffix, &format!("-{n}{suffix}")));
-        n += 1;
-    }
+    let Target { final_path, file_name } = target;
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let file_name = final_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut delivery = start_delivery(ctx, plan, opts, &file_name)?;
+    let mut delivery = start_delivery(ctx, plan, vault, &file_name)?;
     let local = plan.keep_local || delivery.tap.is_none();
     let out =
         archive::Outputs { local, seal: plan.seal.as_ref(), mirror: delivery.mirror.take(), tap: delivery.tap.take() };
@@ -354,13 +381,30 @@ struct Delivery {
     tap: Option<crate::engine::process::ToolWriter>,
 }
 
-fn start_delivery(ctx: &Ctx, plan: &BackupPlan, opts: &Options, file_name: &str) -> Result<Delivery> {
-    let Some(remote) = &plan.push else { return Ok(Delivery::default()) };
-    if let Some(spec) = crate::store::vault::lookup(ctx, remote)? {
-        let restic = ctx.vault(&spec, opts.create_remote)?;
-        let tap = crate::tasks::offsite::vault::begin_stream(ctx, &restic, file_name)?;
+/// A restic push started ([`start_vault`]): the repository and the stdin of its `restic backup`.
+struct VaultPush {
+    spec: VaultSpec,
+    restic: std::sync::Arc<crate::engine::restic::Restic>,
+    tap: crate::engine::process::ToolWriter,
+}
+
+/// `--push` to a restic repository: its snapshot of the tar stream started (restic waits for
+/// the stream); None for other remotes and without `--push`.
+fn start_vault(ctx: &Ctx, plan: &BackupPlan, opts: &Options, file_name: &str) -> Result<Option<VaultPush>> {
+    let Some(remote) = &plan.push else { return Ok(None) };
+    let Some(spec) = crate::store::vault::lookup(ctx, remote)? else { return Ok(None) };
+    let restic = ctx.vault(&spec, opts.create_remote)?;
+    let tap = crate::tasks::offsite::vault::begin_stream(&ctx.stack.name, &restic, file_name)?;
+    Ok(Some(VaultPush { spec, restic, tap }))
+}
+
+/// Where the archive goes besides the local file: the restic push already started, or an
+/// rclone upload begun now.
+fn start_delivery(ctx: &Ctx, plan: &BackupPlan, vault: Option<VaultPush>, file_name: &str) -> Result<Delivery> {
+    if let Some(VaultPush { spec, restic, tap }) = vault {
         return Ok(Delivery { vault: Some((spec, restic)), tap: Some(tap), ..Delivery::default() });
     }
+    let Some(remote) = &plan.push else { return Ok(Delivery::default()) };
     let (upload, mirror) = crate::tasks::offsite::Upload::begin(ctx, remote, file_name)?;
     Ok(Delivery { upload: Some(upload), mirror: Some(mirror), ..Delivery::default() })
 }

@@ -64,7 +64,7 @@ fn push_one(ctx: &Ctx, restic: &Restic, item: &PushItem) -> Result<()> {
     let progress = ctx.ui.progress(&format!("push {} to {}", item.file, restic.spec.name));
     let tick = |n| progress.inc(n);
     let mut stream = ticking(HashingReader::new(src.tar().into_inner()), &tick);
-    let mut writer = begin_stream(ctx, restic, &item.file)?;
+    let mut writer = begin_stream(&ctx.stack.name, restic, &item.file)?;
     let sent = std::io::copy(&mut stream, &mut writer)
         .with_context(|| format!("push {} to {}", item.file, restic.spec.name))?;
     let digest: [u8; 32] = stream.into_inner().inner.hasher.finalize().into();
@@ -80,15 +80,11 @@ fn push_one(ctx: &Ctx, restic: &Restic, item: &PushItem) -> Result<()> {
 }
 
 /// Starts the snapshot of archive `file`'s tar stream (`restic backup --stdin`), tagged with
-/// the project, kind and name; the caller writes the stream, then [`complete_stream`].
-pub fn begin_stream(ctx: &Ctx, restic: &Restic, file: &str) -> Result<ToolWriter> {
+/// project `project`, kind and name; the caller writes the stream, then [`complete_stream`].
+pub fn begin_stream(project: &str, restic: &Restic, file: &str) -> Result<ToolWriter> {
     let kind = crate::store::local::name_kind(file);
-    let tags = vec![
-        "xtask".to_string(),
-        format!("project={}", ctx.stack.name),
-        format!("kind={kind}"),
-        format!("archive={file}"),
-    ];
+    let tags =
+        vec!["xtask".to_string(), format!("project={project}"), format!("kind={kind}"), format!("archive={file}")];
     restic.backup_stdin(&vault::stored_name(file), &tags)
 }
 
