@@ -4,15 +4,13 @@
 //! task starts.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
 use crate::engine::docker::Docker;
-use crate::engine::restic::Restic;
 use crate::model::binds::{self, Bind};
 use crate::model::compose::{self, Project, Selection, Stack};
-use crate::model::offsite::{self, Offsite, VaultSpec};
+use crate::model::offsite::{self, Offsite};
 use crate::ui::Ui;
 
 pub struct Ctx {
@@ -23,9 +21,6 @@ pub struct Ctx {
     model: std::cell::OnceCell<(Project, Option<String>)>,
     /// What the reader of archives lets through that `x-xtask.sign`/`encrypt` would refuse.
     pub trust: Trust,
-    /// The restic repositories opened in this run, by remote name: each is checked once
-    /// (`restic cat config` derives the key, half a second by restic's design).
-    vaults: std::cell::RefCell<BTreeMap<String, Arc<Restic>>>,
 }
 
 /// Exceptions to the reading policy of `x-xtask.sign` and `x-xtask.encrypt`, each asked for by
@@ -41,14 +36,7 @@ impl Ctx {
         let process: BTreeMap<String, String> = std::env::vars().collect();
         let stack = selection.resolve(&process)?;
         let docker = if offline { None } else { Some(Docker::connect(dry_run, verbose)?) };
-        Ok(Ctx {
-            stack,
-            docker,
-            ui: Ui { quiet },
-            model: std::cell::OnceCell::new(),
-            trust: Trust::default(),
-            vaults: Default::default(),
-        })
+        Ok(Ctx { stack, docker, ui: Ui { quiet }, model: std::cell::OnceCell::new(), trust: Trust::default() })
     }
 
     /// The docker runner, or an error saying the command cannot work offline.
@@ -106,15 +94,5 @@ impl Ctx {
         let block = self.stack.settings()?;
         offsite::parse(block.as_ref(), &self.stack.name, &self.stack.project_dir)
             .with_context(|| format!("read the x-xtask block of {}", self.stack.files[0].display()))
-    }
-
-    /// The restic repository of remote `spec`, opened once per run ([`crate::store::vault::open`]).
-    pub fn vault(&self, spec: &VaultSpec, create: bool) -> Result<Arc<Restic>> {
-        if let Some(open) = self.vaults.borrow().get(&spec.name) {
-            return Ok(open.clone());
-        }
-        let opened = crate::store::vault::open(spec, create)?;
-        self.vaults.borrow_mut().insert(spec.name.clone(), opened.clone());
-        Ok(opened)
     }
 }

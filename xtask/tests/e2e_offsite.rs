@@ -512,6 +512,7 @@ fn a_hostile_bucket_can_neither_erase_nor_poison_genuine_archives() {
     let gone = PathBuf::from(out["path"].as_str().unwrap());
     let name = gone.file_name().unwrap().to_str().unwrap().to_string();
     assert!(!gone.exists(), "the local copy was removed after the upload");
+    assert_eq!((&out["local"], &out["remote"]), (&serde_json::json!(false), &serde_json::json!("offsite")), "{out}");
     let names: Vec<String> = objects(&s3, &stack.project).into_iter().map(|o| o.0).collect();
     assert!(names.contains(&name) && names.contains(&format!("{name}.sha256")), "{names:?}");
 }

@@ -62,17 +62,25 @@ pub fn lookup(ctx: &Ctx, name: &str) -> Result<Option<VaultSpec>> {
 /// created only when `create` (asked for with `--yes`), else named with how to create it.
 pub fn open(spec: &VaultSpec, create: bool) -> Result<Arc<Restic>> {
     let restic = Restic::open(spec)?;
-    if !restic.exists()? {
-        if !create {
-            bail!(
-                "remote {}: the restic repository {} does not exist yet; add --yes to create it (restic init)",
-                spec.name,
-                spec.shown()
-            );
-        }
-        restic.init()?;
-    }
+    ensure(&restic, create)?;
     Ok(Arc::new(restic))
+}
+
+/// The repository there and opened by the password, or created when `create`; whether it had
+/// to be created.
+pub fn ensure(restic: &Restic, create: bool) -> Result<bool> {
+    if restic.exists()? {
+        return Ok(false);
+    }
+    if !create {
+        bail!(
+            "remote {}: the restic repository {} does not exist yet; add --yes to create it (restic init)",
+            restic.spec.name,
+            restic.spec.shown()
+        );
+    }
+    restic.init()?;
+    Ok(true)
 }
 
 /// A snapshot as one of this project's archives, if it is one: exactly one `project=` tag (a

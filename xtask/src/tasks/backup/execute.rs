@@ -15,6 +15,7 @@ use crate::model::compose::Stack;
 use crate::model::offsite::VaultSpec;
 use crate::store::local::prepare_dir;
 use crate::store::local::{archive_name, remove_stale_temporaries};
+use crate::tasks::offsite::vault::{Started, Starting};
 use crate::ui::human_bytes;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -140,10 +141,12 @@ pub fn execute(ctx: &Ctx, plan: &BackupPlan, opts: &Options, lock: &Lock) -> Res
     let dir = prepare_dir(&opts.output_dir)?;
     lock.covers(&dir, &plan.project)?;
     let target = Target::decide(plan, opts, &dir)?;
-    // Started first: restic's own start (its key derived from the password, the index read:
-    // about a second) overlaps the checks below; it reads nothing until the archive is written.
+    // Started first: restic's own start (its key derived from the password twice, the index
+    // read: over a second) overlaps the checks below; it reads nothing until the archive is
+    // written, and is ready (or has failed) before anything is.
     let vault = start_vault(ctx, plan, opts, &target.file_name)?;
     let sources = gather(ctx, plan, opts, &dir)?;
+    let vault = vault.map(Starting::ready).transpose()?;
     let mut guard = ServiceGuard::new(docker, &ctx.stack);
     let result = (|| -> Result<Summary> {
         let redis: Vec<&RedisSource> =
@@ -173,6 +176,8 @@ pub fn execute(ctx: &Ctx, plan: &BackupPlan, opts: &Options, lock: &Lock) -> Res
         }
         Ok(Summary {
             path: written.path,
+            local: written.local && plan.keep_local,
+            remote: plan.push.clone(),
             kind: plan.kind,
             bytes: written.bytes,
             sha256: archive::hex(&written.sha256),
@@ -307,7 +312,7 @@ fn write_archive(
     plan: &BackupPlan,
     opts: &Options,
     target: Target,
-    vault: Option<VaultPush>,
+    vault: Option<Started>,
     dumps: Vec<dump::Dumped>,
     sources: &Sources,
 ) -> Result<Written> {
@@ -381,28 +386,20 @@ struct Delivery {
     tap: Option<crate::engine::process::ToolWriter>,
 }
 
-/// A restic push started ([`start_vault`]): the repository and the stdin of its `restic backup`.
-struct VaultPush {
-    spec: VaultSpec,
-    restic: std::sync::Arc<crate::engine::restic::Restic>,
-    tap: crate::engine::process::ToolWriter,
-}
-
-/// `--push` to a restic repository: its snapshot of the tar stream started (restic waits for
-/// the stream); None for other remotes and without `--push`.
-fn start_vault(ctx: &Ctx, plan: &BackupPlan, opts: &Options, file_name: &str) -> Result<Option<VaultPush>> {
+/// `--push` to a restic repository: the push started on a thread (restic's start overlaps the
+/// caller's checks; [`Starting::ready`] before anything is written); None for other remotes
+/// and without `--push`.
+fn start_vault(ctx: &Ctx, plan: &BackupPlan, opts: &Options, file_name: &str) -> Result<Option<Starting>> {
     let Some(remote) = &plan.push else { return Ok(None) };
     let Some(spec) = crate::store::vault::lookup(ctx, remote)? else { return Ok(None) };
-    let restic = ctx.vault(&spec, opts.create_remote)?;
-    let tap = crate::tasks::offsite::vault::begin_stream(&ctx.stack.name, &restic, file_name)?;
-    Ok(Some(VaultPush { spec, restic, tap }))
+    Ok(Some(Starting::begin(&ctx.stack.name, &spec, opts.create_remote, file_name)))
 }
 
 /// Where the archive goes besides the local file: the restic push already started, or an
 /// rclone upload begun now.
-fn start_delivery(ctx: &Ctx, plan: &BackupPlan, vault: Option<VaultPush>, file_name: &str) -> Result<Delivery> {
-    if let Some(VaultPush { spec, restic, tap }) = vault {
-        return Ok(Delivery { vault: Some((spec, restic)), tap: Some(tap), ..Delivery::default() });
+fn start_delivery(ctx: &Ctx, plan: &BackupPlan, vault: Option<Started>, file_name: &str) -> Result<Delivery> {
+    if let Some(Started { spec, restic, writer }) = vault {
+        return Ok(Delivery { vault: Some((spec, restic)), tap: Some(writer), ..Delivery::default() });
     }
     let Some(remote) = &plan.push else { return Ok(Delivery::default()) };
     let (upload, mirror) = crate::tasks::offsite::Upload::begin(ctx, remote, file_name)?;

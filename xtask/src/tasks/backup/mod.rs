@@ -88,7 +88,12 @@ impl Options {
 /// What a finished backup reports (`--json`).
 #[derive(Debug, Serialize)]
 pub struct Summary {
+    /// Where the archive is, or would be had it been kept (`local` false).
     pub path: PathBuf,
+    /// A local file is there (not with `--no-keep-local`).
+    pub local: bool,
+    /// The remote it was pushed to (`--push`).
+    pub remote: Option<String>,
     pub kind: Kind,
     pub bytes: u64,
     /// The SHA-256 of the archive's bytes as stored (hex): what a later read of exactly this
@@ -134,11 +139,6 @@ pub fn run(ctx: &Ctx, opts: &Options, dry_run: bool, json: bool) -> Result<Optio
         print!("{}", plan.describe());
         return Ok(None);
     }
-    if let Some(spec) = opts.push.as_deref().map(|r| crate::store::vault::lookup(ctx, r)).transpose()?.flatten() {
-        // A restic repository is asked before anything is written: restic there, the password
-        // right, the repository existing (or created with --yes).
-        ctx.vault(&spec, opts.create_remote)?;
-    }
     let dir = prepare_dir(&opts.output_dir)?;
     let lock = Lock::acquire(&dir, &plan.project, &format!("backup ({})", plan.kind.as_str()))?;
     let summary = execute(ctx, &plan, opts, &lock)?;
@@ -155,19 +155,25 @@ fn report(ctx: &Ctx, summary: &Summary, json: bool) -> Result<()> {
         skipped.iter().for_each(|s| eprintln!("  {}: {}", s.name, s.reason));
     }
     unprotected.iter().for_each(|s| eprintln!("warning: {}: {}", s.name, s.reason));
+    let place = match (&summary.remote, summary.local) {
+        (Some(remote), false) => format!(
+            "{} in remote {remote}, no local copy",
+            summary.path.file_name().unwrap_or_default().to_string_lossy()
+        ),
+        _ => summary.path.display().to_string(),
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(summary)?);
     } else if !ctx.ui.quiet {
         println!(
-            "{} ({}, {} files, {} of data in {:.1} s)",
-            summary.path.display(),
+            "{place} ({}, {} files, {} of data in {:.1} s)",
             human_bytes(summary.bytes),
             summary.files,
             human_bytes(summary.data_bytes),
             summary.duration_seconds
         );
     } else {
-        println!("{}", summary.path.display());
+        println!("{place}");
     }
     Ok(())
 }

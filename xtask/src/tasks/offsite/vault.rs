@@ -9,6 +9,8 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use anyhow::{bail, Context, Result};
 use sha2::Digest;
@@ -86,6 +88,58 @@ pub fn begin_stream(project: &str, restic: &Restic, file: &str) -> Result<ToolWr
     let tags =
         vec!["xtask".to_string(), format!("project={project}"), format!("kind={kind}"), format!("archive={file}")];
     restic.backup_stdin(&vault::stored_name(file), &tags)
+}
+
+/// A push into a restic repository being started on a thread of its own: the repository
+/// opened (restic found, the password tried, created when `create`) and `restic backup --stdin`
+/// of one archive's stream started. restic derives its key from the password in every command,
+/// half a second by design: the caller's own checks run meanwhile, and [`Starting::ready`]
+/// waits for it before anything is written. Dropped unready, the thread is waited for and what
+/// it started is killed.
+pub struct Starting {
+    remote: String,
+    thread: Option<JoinHandle<Result<Started>>>,
+}
+
+/// A push [`Starting`] started: restic waits for the stream on the writer.
+pub struct Started {
+    pub spec: VaultSpec,
+    pub restic: Arc<Restic>,
+    pub writer: ToolWriter,
+}
+
+impl Starting {
+    /// Starts the push of archive `file` of project `project` into `spec`'s repository.
+    pub fn begin(project: &str, spec: &VaultSpec, create: bool, file: &str) -> Starting {
+        let (project, spec, file) = (project.to_string(), spec.clone(), file.to_string());
+        let remote = spec.name.clone();
+        let thread = std::thread::spawn(move || -> Result<Started> {
+            let restic = Restic::open(&spec)?;
+            // Both derive the key at once: the backup waits for the stream, the check says
+            // whether it can work (a backup of a repository that is not there just fails).
+            let mut writer = begin_stream(&project, &restic, &file)?;
+            if vault::ensure(&restic, create)? {
+                // Created just now: that first backup found no repository and ended.
+                writer = begin_stream(&project, &restic, &file)?;
+            }
+            Ok(Started { spec, restic: Arc::new(restic), writer })
+        });
+        Starting { remote, thread: Some(thread) }
+    }
+
+    /// Waits for the start: the repository's failure (missing, wrong password, no restic) here.
+    pub fn ready(mut self) -> Result<Started> {
+        let thread = self.thread.take().context("the push was already waited for")?;
+        thread.join().map_err(|_| anyhow::anyhow!("starting the push to {} panicked", self.remote))?
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            drop(thread.join());
+        }
+    }
 }
 
 /// Ends the snapshot [`begin_stream`] started, once the whole stream (of SHA-256 `digest`) went
