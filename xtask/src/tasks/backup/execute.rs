@@ -213,7 +213,9 @@ fn gather<'a>(ctx: &Ctx, plan: &'a BackupPlan, opts: &Options, dir: &Path) -> Re
     for s in &sources.skipped {
         ctx.ui.step(&format!("skip {}: {}", s.name, s.reason));
     }
-    sources.sizes = check_space(docker, dir, &sources)?;
+    // A push into restic with --no-keep-local writes no archive here.
+    let local = plan.keep_local || !plan.push_vault;
+    sources.sizes = check_space(docker, dir, &sources, local)?;
     Ok(sources)
 }
 
@@ -248,20 +250,23 @@ fn sources<'a>(docker: &Docker, plan: &'a BackupPlan, opts: &Options) -> Result<
     Ok(Sources { dbs, volumes: to_copy, skipped, sizes: BTreeMap::new() })
 }
 
-/// Space: the archive can be as large as the data when nothing compresses. Returns the sizes.
-fn check_space(docker: &Docker, dir: &Path, sources: &Sources) -> Result<BTreeMap<String, u64>> {
-    let names: Vec<&str> = sources
-        .volumes
-        .iter()
-        .map(|v| v.source())
-        .chain(sources.dbs.iter().filter_map(|d| d.volume.as_deref()))
-        .collect();
+/// Space: the archive can be as large as the data when nothing compresses, and the database
+/// dumps are written beside it first; without a local archive (`--no-keep-local` into restic)
+/// only the dumps need room here. Returns every source's size (the metadata records them for
+/// restore's own space check; the progress bars' totals).
+fn check_space(docker: &Docker, dir: &Path, sources: &Sources, local: bool) -> Result<BTreeMap<String, u64>> {
+    let dumped: Vec<&str> = sources.dbs.iter().filter_map(|d| d.volume.as_deref()).collect();
+    let copied: Vec<&str> = sources.volumes.iter().map(|v| v.source()).collect();
     let existing = docker.volume_names()?;
     // Binds were checked by `sources`: they are there.
-    let names: Vec<&str> =
-        names.into_iter().filter(|n| n.starts_with('/') || existing.iter().any(|e| e == n)).collect();
+    let names: Vec<&str> = [&copied[..], &dumped[..]]
+        .concat()
+        .into_iter()
+        .filter(|n| n.starts_with('/') || existing.iter().any(|e| e == n))
+        .collect();
     let sizes = docker.volume_sizes(&names)?;
-    let needed: u64 = sizes.values().sum();
+    let needs_room = if local { &names[..] } else { &dumped[..] };
+    let needed: u64 = needs_room.iter().filter_map(|n| sizes.get(*n)).sum();
     let free = crate::files::free_space(dir)?;
     if free < needed {
         bail!(
