@@ -85,8 +85,15 @@ impl Tool {
         } else {
             e = e.stdin_null();
         }
-        let reader = e.reader().with_context(|| format!("start `{}`", self.shown(args)))?;
-        Ok(ToolReader { tool: self.clone(), args: args.to_vec(), reader: Some(reader), feeder })
+        // Our own pipe for its stdout, widened: a gigabyte through 64 KiB makes restic and
+        // rclone stall on every few writes.
+        let (reader, write) = os_pipe::pipe().context("create a pipe")?;
+        super::widen_pipe(&reader);
+        let e = e.stdout_file(write);
+        let handle = e.start().with_context(|| format!("start `{}`", self.shown(args)))?;
+        // Our copy of the write end goes with the expression: its end is the child's EOF.
+        drop(e);
+        Ok(ToolReader { tool: self.clone(), args: args.to_vec(), reader, handle: Some(handle), feeder })
     }
 
     /// Starts the command with its stdin fed by the caller (an upload), stdout captured.
@@ -106,14 +113,16 @@ impl Tool {
 pub struct ToolReader {
     tool: Tool,
     args: Vec<String>,
-    reader: Option<duct::ReaderHandle>,
+    reader: os_pipe::PipeReader,
+    /// The child, until its output ended and it was waited for.
+    handle: Option<duct::Handle>,
     feeder: Option<JoinHandle<io::Result<u64>>>,
 }
 
 impl ToolReader {
     fn end(&mut self) -> Result<()> {
-        let Some(reader) = self.reader.take() else { return Ok(()) };
-        let out = reader.try_wait()?.context("the child's output ended before it did")?;
+        let Some(handle) = self.handle.take() else { return Ok(()) };
+        let out = handle.wait().with_context(|| format!("wait for `{}`", self.tool.shown(&self.args)))?;
         let fed = self.feeder.take().map(|f| f.join().unwrap_or_else(|_| Err(io::Error::other("feeder panicked"))));
         if !out.status.success() {
             return Err(self.tool.failure(&self.args, out.status, &out.stderr));
@@ -127,10 +136,10 @@ impl ToolReader {
 
 impl Read for ToolReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = match self.reader.as_mut() {
-            Some(r) => r.read(buf)?,
-            None => return Ok(0),
-        };
+        if self.handle.is_none() {
+            return Ok(0);
+        }
+        let n = self.reader.read(buf)?;
         if n == 0 && !buf.is_empty() {
             self.end().map_err(|e| io::Error::other(format!("{e:#}")))?;
         }
@@ -140,8 +149,8 @@ impl Read for ToolReader {
 
 impl Drop for ToolReader {
     fn drop(&mut self) {
-        if let Some(r) = self.reader.take() {
-            let _ = r.kill();
+        if let Some(h) = self.handle.take() {
+            let _ = h.kill();
         }
     }
 }
