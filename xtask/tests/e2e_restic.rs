@@ -110,6 +110,9 @@ fn a_backup_in_a_restic_repository_comes_back_identical_and_the_next_adds_only_w
         false => Vec::new(),
     };
     assert!(written.is_empty(), "nothing was written: {written:?}");
+    // Read before it exists: named as missing, with how to create it.
+    let (ok, _, err) = stack.xtask(&["backups", "--remote", "vault"]);
+    assert!(!ok && err.contains("does not exist yet") && err.contains("--yes"), "{err}");
     stack.xtask_ok(&["backup", "--output-dir", archives.s()]);
     stack.xtask_ok(&["push", "--latest", "--to", "vault", "--yes", "--output-dir", archives.s()]);
     let listed = stack.xtask_json(&["backups", "--remote", "vault", "--json"]);

@@ -195,6 +195,11 @@ fn explain(e: anyhow::Error, remote: &str) -> anyhow::Error {
         ))
     } else if text.contains("wrong password") {
         e.context(format!("the password of remote {remote} does not open its restic repository; nothing was changed"))
+    } else if missing(&text) {
+        e.context(format!(
+            "the restic repository of remote {remote} does not exist yet; `--yes` on `push --to {remote}` or \
+             `backup --push {remote}` creates it (restic init)"
+        ))
     } else {
         e
     }

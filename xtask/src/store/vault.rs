@@ -59,10 +59,15 @@ pub fn lookup(ctx: &Ctx, name: &str) -> Result<Option<VaultSpec>> {
 }
 
 /// The repository, opened (restic found, version checked, the password given); a missing one is
-/// created only when `create` (asked for with `--yes`), else named with how to create it.
+/// created when `create` (asked for with `--yes`), else named with how to create it when a
+/// command finds it missing.
 pub fn open(spec: &VaultSpec, create: bool) -> Result<Arc<Restic>> {
     let restic = Restic::open(spec)?;
-    ensure(&restic, create)?;
+    if create {
+        ensure(&restic, create)?;
+    }
+    // Otherwise the first command says it (a missing repository, a wrong password: see
+    // `engine::restic::explain`): a check first would cost one more key derivation.
     Ok(Arc::new(restic))
 }
 
