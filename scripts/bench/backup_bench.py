@@ -531,6 +531,24 @@ CHANGE_ONE_PERCENT = ("cd \"$1\" && find . -type f | sort | awk 'NR % 100 == 0' 
                       "find . -type f | sort | awk 'NR % 100 == 0' | wc -l")
 
 
+def restic_floors(renv, work):
+    """restic alone, on the newest snapshot's tar stream: `dump` of it to /dev/null (the floor of
+    a restore's read), `backup --stdin` of it again from a file (unchanged: the floor of a second
+    push's pass), and the `tag` that marks a push complete."""
+    snaps = json.loads(subprocess.run(["restic", "snapshots", "--json", "--no-lock"], env=renv, check=True,
+                                      capture_output=True, text=True).stdout)
+    snap = max(snaps, key=lambda s: s["time"])
+    dump = ["restic", "dump", "--no-lock", snap["id"], snap["paths"][0]]
+    dump_s = timed(["sh", "-c", '"$@" > /dev/null', "sh", *dump], env=renv)[0]
+    stream = os.path.join(work, "stream.tar")
+    sh("sh", "-c", '"$@" > "$0"', stream, *dump, env=renv)
+    again_s = timed(["sh", "-c", 'exec "$@" < "$0"', stream, "restic", "backup", "-q", "--stdin",
+                     "--stdin-filename", "floor.tar", "--host", "floor"], env=renv)[0]
+    tag_s = timed(["restic", "tag", "--host", "floor", "--add", "floor=1"], env=renv)[0]
+    os.remove(stream)
+    return dict(dump_floor=dump_s, stdin_floor=again_s, tag_floor=tag_s)
+
+
 def restic_bench(a):
     """1 GiB: local backup; first `backup --push vault` into a new restic repository, keeping the
     local archive, and `--no-keep-local` into another (no local file: the tar stream goes only into
@@ -577,8 +595,12 @@ def restic_bench(a):
             settle()
             return run_watched(x("restore", *extra, "--yes", "--no-safety-backup", "--output-dir", f"{work}/r"),
                                dict(os.environ, BENCH_VOLUME=target), ("restic",))
-        from_local = restore([archive])
-        from_repo = restore(["--remote", "vault", "--latest"])
+        # Three of each, alternating: a restore's own spread is a second or more.
+        pairs = [(restore([archive]), restore(["--remote", "vault", "--latest"])) for _ in range(3)]
+        from_local, from_repo = ((statistics.median(p[i][0] for p in pairs), None,
+                                  {k: max(p[i][2].get(k, 0) for p in pairs) for k in ("self", "restic")})
+                                 for i in (0, 1))
+        floors = restic_floors(renv, work)
         # The floor: restic itself on the same files in a directory (the first dataset, then 1% changed).
         files = os.path.join(work, "files")
         os.makedirs(files)
@@ -600,7 +622,7 @@ def restic_bench(a):
                 from_local=from_local[0], from_repo=from_repo[0],
                 rss=max(r[2]["self"] for r in (local, push1, push2, only1, only2, from_local, from_repo)),
                 restic_rss=max(r[2]["restic"] for r in (push1, push2, only1, only2, from_repo)), floor1=f1, floor2=f2,
-                floor_raw1=fraw1, floor_added=fraw2 - fraw1)
+                floor_raw1=fraw1, floor_added=fraw2 - fraw1, **floors)
     print(json.dumps(rows), flush=True)
     write_restic_section(rows)
 
@@ -610,7 +632,8 @@ def write_restic_section(r):
     section = "\n".join([
         "## The deduplicated tier (restic)", "",
         f"Measured by `scripts/bench-backup.sh --mode restic` on {time.strftime('%Y-%m-%d', time.gmtime())}, "
-        f"{os.cpu_count()} cores, restic {out('restic', 'version').split()[1]}, one run: the 1 GiB mixed data set "
+        f"{os.cpu_count()} cores, restic {out('restic', 'version').split()[1]}, one run (restores: medians of 3, "
+        "alternating): the 1 GiB mixed data set "
         f"({mib(r['data'])} on disk), then {r['changed']} files (every 100th, 1%) rewritten with new bytes of the "
         "same size. The repository is a local directory (the network would add the same to both runs).", "",
         "| what | measured | target |", "| --- | --- | --- |",
@@ -626,7 +649,9 @@ def write_restic_section(r):
         f"({r['from_repo'] / r['from_local']:.2f}x) | 1.5x |",
         f"| peak RSS: xtask / restic | {r['rss'] / 1024:.1f} / {r['restic_rss'] / 1024:.1f} MiB | 64 MiB (xtask) |",
         f"| the floor: plain `restic backup` of the same files in a directory, first / second | {r['floor1']:.1f} s / "
-        f"{r['floor2']:.1f} s; {mib(r['floor_raw1'])}, then added {mib(r['floor_added'])} | |", "",
+        f"{r['floor2']:.1f} s; {mib(r['floor_raw1'])}, then added {mib(r['floor_added'])} | |",
+        f"| restic alone on the stream: `backup --stdin` of it again (unchanged) / the completion `tag` / `dump` of "
+        f"it | {r['stdin_floor']:.1f} s / {r['tag_floor']:.1f} s / {r['dump_floor']:.1f} s | |", "",
         "`backup --push vault` hands the archive's tar stream to `restic backup --stdin` as it is written (restic "
         "chunks, compresses and encrypts; only the changed chunks are new), beside the local gzip archive; with "
         "`--no-keep-local` there is no gzip and no local file. The floor's second run skips unchanged files by "

@@ -260,6 +260,31 @@ fn a_wrong_password_or_a_killed_push_changes_nothing_that_counts() {
     let complete = listed.as_array().unwrap().iter().filter(|a| a["complete"] == true).count();
     assert_eq!(complete, 1, "the killed backup added nothing that counts: {listed}");
 
+    // SIGTERM to the tool in the middle of a `--stop` backup streaming into restic: it stops at
+    // its next file like a failure, the service it stopped runs again, and restic, asked to stop
+    // before its input could end, saved no snapshot and left no lock.
+    let (snapshots, locks) = (repo.tags().len(), repo.restic(&["list", "locks", "--no-lock"]));
+    let mut child =
+        stack.spawn(&["backup", "--push", "vault", "--no-keep-local", "--stop", "--output-dir", streamed.s()]);
+    let streaming = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        Command::new("pgrep").args(["-f", &pattern]).output().is_ok_and(|o| o.status.success())
+    });
+    assert!(streaming, "restic started for the backup");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(child.try_wait().unwrap().is_none(), "the backup was still running when it was sent SIGTERM");
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("interrupted by SIGINT or SIGTERM"), "{err}");
+    assert!(!Command::new("pgrep").args(["-f", &pattern]).output().unwrap().status.success(), "restic is gone");
+    assert_eq!(repo.tags().len(), snapshots, "no snapshot of the cut stream was saved");
+    // (The kills above left theirs: restic cannot clean up after SIGKILL or a cut pipe.)
+    assert_eq!(repo.restic(&["list", "locks", "--no-lock"]), locks, "restic removed its lock");
+    let st = stack.xtask_json(&["status", "--json"]);
+    let backend_state = st["services"].as_array().unwrap().iter().find(|s| s["service"] == "backend").unwrap();
+    assert_eq!(backend_state["state"], "running", "the service stopped for the copy runs again");
+
     // A snapshot named in the future (a skewed clock, or a writer with the password) whose digest
     // tag matches its bytes: listed in doubt, never the latest.
     let junk = dir.0.join("junk");

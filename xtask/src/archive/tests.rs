@@ -73,7 +73,12 @@ fn write_good(dir: &Path) -> PathBuf {
     let mut w = ArchiveWriter::create(&path, 6, 2).unwrap();
     write_metadata(&mut w, &meta(&["vol"])).unwrap();
     let mut seen = 0;
-    let stats = w.add_volume_tar("vol", &volume_stream()[..], &mut |n| seen += n).unwrap();
+    let stats = w
+        .add_volume_tar("vol", &volume_stream()[..], &mut |n| {
+            seen += n;
+            Ok(())
+        })
+        .unwrap();
     assert_eq!((stats.files, stats.bytes, seen), (3, 10, 10));
     w.commit().unwrap();
     path

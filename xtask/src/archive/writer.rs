@@ -101,12 +101,13 @@ impl ArchiveWriter {
 
     /// Copies every entry of the tar stream `source` (a volume's root, as `tar -c -C ROOT .`
     /// makes it) under `volumes/<name>/`, keeping type, mode, owner, mtime and link targets;
-    /// hard links are re-pointed into the same prefix. Calls `progress(bytes)` as data passes.
+    /// hard links are re-pointed into the same prefix. Calls `progress(bytes)` after each file;
+    /// its error (the copy was interrupted) stops the copy.
     pub fn add_volume_tar(
         &mut self,
         name: &str,
         source: impl Read,
-        progress: &mut dyn FnMut(u64),
+        progress: &mut dyn FnMut(u64) -> Result<()>,
     ) -> Result<StreamStats> {
         let prefix = volume_prefix(name);
         let mut stats = StreamStats::default();
@@ -144,7 +145,7 @@ impl ArchiveWriter {
         entry: &mut tar::Entry<'_, R>,
         dest: Vec<u8>,
         stats: &mut StreamStats,
-        progress: &mut dyn FnMut(u64),
+        progress: &mut dyn FnMut(u64) -> Result<()>,
     ) -> Result<()> {
         let mut header = entry.header().clone();
         if header.entry_type() == tar::EntryType::Continuous {
@@ -163,7 +164,7 @@ impl ArchiveWriter {
                 self.sums.push((dest.clone(), reader.hasher.finalize().into()));
                 stats.files += 1;
                 stats.bytes += size;
-                progress(size);
+                progress(size)?;
             }
             tar::EntryType::Link => {
                 let target = entry.link_name_bytes().context("hard link without target")?.into_owned();

@@ -115,7 +115,7 @@ impl Restic {
         for t in tags {
             args.extend(["--tag".to_string(), t.clone()]);
         }
-        self.tool.sink(&args)
+        Ok(self.tool.sink(&args)?.interrupted_when_abandoned())
     }
 
     /// The id of the snapshot a finished `backup --json` reported.

@@ -32,8 +32,8 @@ fn stream(content: &[u8]) -> Vec<u8> {
 fn write(path: &Path, content: &[u8]) {
     let mut w = ArchiveWriter::create(path, 1, 1).unwrap();
     write_metadata(&mut w, &meta()).unwrap();
-    w.add_volume_tar("v", &stream(content)[..], &mut |_| {}).unwrap();
-    w.add_volume_tar("other", &stream(b"not mine")[..], &mut |_| {}).unwrap();
+    w.add_volume_tar("v", &stream(content)[..], &mut |_| Ok(())).unwrap();
+    w.add_volume_tar("other", &stream(b"not mine")[..], &mut |_| Ok(())).unwrap();
     w.commit().unwrap();
 }
 

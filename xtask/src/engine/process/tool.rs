@@ -103,7 +103,8 @@ impl Tool {
         let e = self.expression(args).stdin_file(read).stderr_capture().unchecked().stdout_capture();
         let handle = e.start().with_context(|| format!("start `{}`", self.shown(args)))?;
         drop(e);
-        Ok(ToolWriter { tool: self.clone(), args: args.to_vec(), stdin: Some(write), handle: Some(handle) })
+        let (tool, args) = (self.clone(), args.to_vec());
+        Ok(ToolWriter { tool, args, stdin: Some(write), handle: Some(handle), interrupt_first: false })
     }
 }
 
@@ -161,6 +162,8 @@ pub struct ToolWriter {
     args: Vec<String>,
     stdin: Option<os_pipe::PipeWriter>,
     handle: Option<duct::Handle>,
+    /// Dropped unfinished, the tool is first asked to stop (SIGINT), its stdin still open.
+    interrupt_first: bool,
 }
 
 impl Write for ToolWriter {
@@ -177,6 +180,14 @@ impl Write for ToolWriter {
 }
 
 impl ToolWriter {
+    /// Abandoned unfinished (dropped), the tool gets SIGINT and a few seconds to end on its
+    /// own before it is killed, its stdin open all along: restic then removes its lock and
+    /// saves no snapshot (killed outright it would leave its lock; given EOF, a snapshot).
+    pub fn interrupted_when_abandoned(mut self) -> ToolWriter {
+        self.interrupt_first = true;
+        self
+    }
+
     /// Closes stdin, waits, and turns a non-zero exit into an error carrying stderr.
     pub fn finish(mut self) -> Result<Vec<u8>> {
         drop(self.stdin.take());
@@ -191,8 +202,17 @@ impl ToolWriter {
 
 impl Drop for ToolWriter {
     fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            let _ = h.kill();
+        let Some(h) = self.handle.take() else { return };
+        if self.interrupt_first {
+            for pid in h.pids() {
+                // SAFETY: a signal to our own child, not yet waited for (its pid is not reused).
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while matches!(h.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
         }
+        let _ = h.kill();
     }
 }

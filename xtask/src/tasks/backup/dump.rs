@@ -44,6 +44,7 @@ fn dump_counted(
     let mut stats = crate::archive::dumpstats::new(engine);
     let mut buf = vec![0u8; 256 * 1024];
     loop {
+        crate::signals::check()?;
         let n = child.read(&mut buf).context("read the dump")?;
         if n == 0 {
             break;

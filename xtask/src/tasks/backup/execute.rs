@@ -136,6 +136,9 @@ struct Sources<'a> {
 
 /// Writes the archive `plan` describes into the locked directory.
 pub fn execute(ctx: &Ctx, plan: &BackupPlan, opts: &Options, lock: &Lock) -> Result<Summary> {
+    // SIGINT/SIGTERM from here on stop the backup at its next file or dump chunk, the way a
+    // failure does: no archive, services put back, a restic push killed before its stream ends.
+    let _caught = crate::signals::Caught::begin();
     let started = Instant::now();
     let docker = ctx.docker()?;
     let dir = prepare_dir(&opts.output_dir)?;
@@ -347,11 +350,15 @@ fn write_archive(
     }
     drop(dumps);
     for v in &sources.volumes {
+        crate::signals::check()?;
         let total = sources.sizes.get(v.source()).copied().unwrap_or(0);
         let progress = ctx.ui.progress_to(&format!("copy volume {}", v.source()), total);
         let mut child = docker.volume_tar(v.source()).with_context(|| format!("read volume {}", v.source()))?;
         let stats = writer
-            .add_volume_tar(&v.name, &mut child, &mut |n| progress.inc(n))
+            .add_volume_tar(&v.name, &mut child, &mut |n| {
+                progress.inc(n);
+                crate::signals::check()
+            })
             .with_context(|| format!("back up volume {}", v.name))?;
         child.finish().with_context(|| format!("back up volume {}", v.name))?;
         progress.finish(&format!("volume {}: {} files, {}", v.name, stats.files, human_bytes(stats.bytes)));
