@@ -6,19 +6,23 @@
 //! process group, so a terminal's Ctrl-C reaches the tool only and the way back can still use
 //! them.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static SUSPENDED: AtomicBool = AtomicBool::new(false);
-/// The last signal caught (for [`Caught`] to deliver it again once its step is over).
-static SIGNAL: AtomicI32 = AtomicI32::new(0);
-/// [`check`] turned the signal into an error: the step stopped because of it.
-static REPORTED: AtomicBool = AtomicBool::new(false);
+/// Inside a [`Caught`] span: a second signal kills the tool (a backup stuck in a child or a
+/// pipe must stay stoppable); a restore's way back is never cut off that way.
+static SECOND_KILLS: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(signal: libc::c_int) {
-    SIGNAL.store(signal, Ordering::SeqCst);
-    INTERRUPTED.store(true, Ordering::SeqCst);
+    if INTERRUPTED.swap(true, Ordering::SeqCst) && SECOND_KILLS.load(Ordering::SeqCst) {
+        // SAFETY: signal() and raise() are async-signal-safe; the default action ends the tool.
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
+            libc::raise(signal);
+        }
+    }
 }
 
 /// Catches SIGINT and SIGTERM from now on (for the rest of the process).
@@ -29,14 +33,14 @@ pub fn install() {
         libc::signal(libc::SIGINT, handler);
         libc::signal(libc::SIGTERM, handler);
     }
+    SECOND_KILLS.store(false, Ordering::SeqCst);
     INSTALLED.store(true, Ordering::SeqCst);
 }
 
-/// Signals caught while it lives, for one step inside a longer command (a backup, which
-/// `migrate` follows with the user's own migration, which Ctrl-C must still stop). Already
-/// caught (inside a restore): nothing changes. Otherwise, on drop, the previous handlers come
-/// back and a signal that arrived too late to stop the step (no [`check`] saw it) is delivered
-/// again; one that stopped it is the step's error.
+/// Signals caught for one step inside a longer command (a backup, which `migrate` follows with
+/// the user's own migration, which Ctrl-C must still stop): the first stops the step at its next
+/// [`check`], a second ends the tool. Already caught (inside a restore): nothing changes.
+/// [`Caught::end`] puts the previous handlers back.
 pub struct Caught {
     previous: Option<[libc::sighandler_t; 2]>,
 }
@@ -47,10 +51,24 @@ impl Caught {
             return Caught { previous: None };
         }
         let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        SECOND_KILLS.store(true, Ordering::SeqCst);
         // SAFETY: as in `install`; the previous handlers are kept to be put back.
         let previous = unsafe { [libc::signal(libc::SIGINT, handler), libc::signal(libc::SIGTERM, handler)] };
         INSTALLED.store(true, Ordering::SeqCst);
         Caught { previous: Some(previous) }
+    }
+
+    /// Ends the span with the step's `result`: a signal that came too late to stop a step that
+    /// succeeded is still an error (the command goes no further), naming what was done.
+    pub fn end<T>(self, result: anyhow::Result<T>, done: impl FnOnce(&T) -> String) -> anyhow::Result<T> {
+        let signalled = self.previous.is_some() && INTERRUPTED.load(Ordering::SeqCst);
+        drop(self);
+        match result {
+            Ok(value) if signalled => {
+                anyhow::bail!("interrupted by SIGINT or SIGTERM after {}", done(&value))
+            }
+            other => other,
+        }
     }
 }
 
@@ -58,15 +76,13 @@ impl Drop for Caught {
     fn drop(&mut self) {
         let Some([int, term]) = self.previous.take() else { return };
         INSTALLED.store(false, Ordering::SeqCst);
+        SECOND_KILLS.store(false, Ordering::SeqCst);
+        // Spent on this step (its error, or `end`'s): what follows starts afresh.
+        INTERRUPTED.store(false, Ordering::SeqCst);
         // SAFETY: putting back the handlers `begin` replaced.
         unsafe {
             libc::signal(libc::SIGINT, int);
             libc::signal(libc::SIGTERM, term);
-        }
-        let stopped_the_step = REPORTED.swap(false, Ordering::SeqCst);
-        if INTERRUPTED.swap(false, Ordering::SeqCst) && !stopped_the_step {
-            // SAFETY: raising a signal at ourselves; its handler is the one the user expects.
-            unsafe { libc::raise(SIGNAL.load(Ordering::SeqCst)) };
         }
     }
 }
@@ -100,7 +116,6 @@ impl Drop for Suspended {
 /// An error when a signal arrived: the caller stops and takes the way back.
 pub fn check() -> anyhow::Result<()> {
     if interrupted() {
-        REPORTED.store(true, Ordering::SeqCst);
         anyhow::bail!("interrupted by SIGINT or SIGTERM");
     }
     Ok(())

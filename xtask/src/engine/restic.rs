@@ -118,6 +118,18 @@ impl Restic {
         Ok(self.tool.sink(&args)?.interrupted_when_abandoned())
     }
 
+    /// A `backup_stdin` about to be given its stream: still running, or its failure (a lock
+    /// held by a prune elsewhere, say) in the user's terms.
+    pub fn still_backing_up(&self, writer: ToolWriter) -> Result<ToolWriter> {
+        writer.still_running().map_err(|e| explain(e, &self.spec.name))
+    }
+
+    /// Ends a `backup_stdin` whose stream was all given: restic's JSON summary, or its failure
+    /// in the user's terms.
+    pub fn finish_backup(&self, writer: ToolWriter) -> Result<Vec<u8>> {
+        writer.finish().map_err(|e| explain(e, &self.spec.name))
+    }
+
     /// The id of the snapshot a finished `backup --json` reported.
     pub fn snapshot_of(summary: &[u8]) -> Result<String> {
         let text = String::from_utf8_lossy(summary);

@@ -188,6 +188,19 @@ impl ToolWriter {
         self
     }
 
+    /// The tool, if it has not ended already (then its failure, carrying its stderr).
+    pub fn still_running(self) -> Result<ToolWriter> {
+        let ended = match self.handle.as_ref() {
+            Some(h) => h.try_wait().with_context(|| format!("wait for `{}`", self.tool.shown(&self.args)))?.is_some(),
+            None => true,
+        };
+        if !ended {
+            return Ok(self);
+        }
+        let shown = self.tool.shown(&self.args);
+        self.finish().and_then(|_| Err(anyhow!("`{shown}` ended before it was given its input")))
+    }
+
     /// Closes stdin, waits, and turns a non-zero exit into an error carrying stderr.
     pub fn finish(mut self) -> Result<Vec<u8>> {
         drop(self.stdin.take());
@@ -201,6 +214,10 @@ impl ToolWriter {
 }
 
 impl Drop for ToolWriter {
+    /// Unfinished: killed; or, with [`ToolWriter::interrupted_when_abandoned`], SIGINT first and
+    /// 2 s to end (restic up to 0.16 exits at once); then its stdin closed and 8 s more (restic
+    /// 0.17 on only cancels, its read of stdin ends at EOF, and a cancelled backup saves
+    /// nothing); then killed.
     fn drop(&mut self) {
         let Some(h) = self.handle.take() else { return };
         if self.interrupt_first {
@@ -208,9 +225,19 @@ impl Drop for ToolWriter {
                 // SAFETY: a signal to our own child, not yet waited for (its pid is not reused).
                 unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
             }
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            while matches!(h.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(20));
+            let ended = |secs| {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+                while matches!(h.try_wait(), Ok(None)) {
+                    if std::time::Instant::now() > deadline {
+                        return false;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                true
+            };
+            if !ended(2) {
+                drop(self.stdin.take());
+                ended(8);
             }
         }
         let _ = h.kill();

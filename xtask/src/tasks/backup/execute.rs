@@ -137,8 +137,15 @@ struct Sources<'a> {
 /// Writes the archive `plan` describes into the locked directory.
 pub fn execute(ctx: &Ctx, plan: &BackupPlan, opts: &Options, lock: &Lock) -> Result<Summary> {
     // SIGINT/SIGTERM from here on stop the backup at its next file or dump chunk, the way a
-    // failure does: no archive, services put back, a restic push killed before its stream ends.
-    let _caught = crate::signals::Caught::begin();
+    // failure does: no archive, services put back, a restic push stopped before its stream
+    // ends; a second one ends the tool at once.
+    let caught = crate::signals::Caught::begin();
+    let result = take_caught(ctx, plan, opts, lock);
+    caught.end(result, |s| format!("the backup was complete: {}", s.place()))
+}
+
+/// [`execute`] while signals are caught.
+fn take_caught(ctx: &Ctx, plan: &BackupPlan, opts: &Options, lock: &Lock) -> Result<Summary> {
     let started = Instant::now();
     let docker = ctx.docker()?;
     let dir = prepare_dir(&opts.output_dir)?;
@@ -261,14 +268,14 @@ fn check_space(docker: &Docker, dir: &Path, sources: &Sources, local: bool) -> R
     let dumped: Vec<&str> = sources.dbs.iter().filter_map(|d| d.volume.as_deref()).collect();
     let copied: Vec<&str> = sources.volumes.iter().map(|v| v.source()).collect();
     let existing = docker.volume_names()?;
-    // Binds were checked by `sources`: they are there.
-    let names: Vec<&str> = [&copied[..], &dumped[..]]
+    // Binds were checked by `sources`: they are there. A database's volume may also be copied.
+    let names: std::collections::BTreeSet<&str> = [&copied[..], &dumped[..]]
         .concat()
         .into_iter()
         .filter(|n| n.starts_with('/') || existing.iter().any(|e| e == n))
         .collect();
-    let sizes = docker.volume_sizes(&names)?;
-    let needs_room = if local { &names[..] } else { &dumped[..] };
+    let sizes = docker.volume_sizes(&names.iter().copied().collect::<Vec<_>>())?;
+    let needs_room: std::collections::BTreeSet<&str> = if local { names } else { dumped.into_iter().collect() };
     let needed: u64 = needs_room.iter().filter_map(|n| sizes.get(*n)).sum();
     let free = crate::files::free_space(dir)?;
     if free < needed {

@@ -111,6 +111,19 @@ pub struct Summary {
     pub unprotected: Vec<String>,
 }
 
+impl Summary {
+    /// Where the archive is: its path, or its name in the remote when no local copy is kept.
+    pub fn place(&self) -> String {
+        match (&self.remote, self.local) {
+            (Some(remote), false) => format!(
+                "{} in remote {remote}, no local copy",
+                self.path.file_name().unwrap_or_default().to_string_lossy()
+            ),
+            _ => self.path.display().to_string(),
+        }
+    }
+}
+
 /// Decides what a backup with `opts` takes, from the stack's model (read once per context).
 /// [`plan`] for this stack, encrypted as `x-xtask.encrypt` says unless `--no-encrypt`.
 pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<BackupPlan> {
@@ -155,13 +168,7 @@ fn report(ctx: &Ctx, summary: &Summary, json: bool) -> Result<()> {
         skipped.iter().for_each(|s| eprintln!("  {}: {}", s.name, s.reason));
     }
     unprotected.iter().for_each(|s| eprintln!("warning: {}: {}", s.name, s.reason));
-    let place = match (&summary.remote, summary.local) {
-        (Some(remote), false) => format!(
-            "{} in remote {remote}, no local copy",
-            summary.path.file_name().unwrap_or_default().to_string_lossy()
-        ),
-        _ => summary.path.display().to_string(),
-    };
+    let place = summary.place();
     if json {
         println!("{}", serde_json::to_string_pretty(summary)?);
     } else if !ctx.ui.quiet {

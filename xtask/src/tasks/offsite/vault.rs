@@ -127,10 +127,13 @@ impl Starting {
         Starting { remote, thread: Some(thread) }
     }
 
-    /// Waits for the start: the repository's failure (missing, wrong password, no restic) here.
+    /// Waits for the start: the repository's failure (missing, wrong password, no restic, a
+    /// backup that already ended) here.
     pub fn ready(mut self) -> Result<Started> {
         let thread = self.thread.take().context("the push was already waited for")?;
-        thread.join().map_err(|_| anyhow::anyhow!("starting the push to {} panicked", self.remote))?
+        let started = thread.join().map_err(|_| anyhow::anyhow!("starting the push to {} panicked", self.remote))??;
+        let writer = started.restic.still_backing_up(started.writer)?;
+        Ok(Started { writer, ..started })
     }
 }
 
@@ -145,7 +148,7 @@ impl Drop for Starting {
 /// Ends the snapshot [`begin_stream`] started, once the whole stream (of SHA-256 `digest`) went
 /// in, and marks it complete; returns its id. Before the tag it counts as an interrupted push.
 pub fn complete_stream(restic: &Restic, file: &str, writer: ToolWriter, digest: &[u8; 32]) -> Result<String> {
-    let summary = writer.finish().with_context(|| format!("push {file} to {}", restic.spec.name))?;
+    let summary = restic.finish_backup(writer).with_context(|| format!("push {file} to {}", restic.spec.name))?;
     let snapshot = Restic::snapshot_of(&summary)?;
     restic.add_tags(&snapshot, &[format!("{COMPLETE_TAG}{}", hex(digest))])?;
     Ok(snapshot)
