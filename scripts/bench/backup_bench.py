@@ -588,19 +588,27 @@ def restic_bench(a):
         oraw2 = restic_stats(renv2)
         archive = json.loads(push2[1])["path"]
 
-        def restore(extra):
+        def restore(extra, base=None):
             target = f"xtask-bench-restic-r{os.getpid()}-{len(targets)}"
             sh("docker", "volume", "create", target, stdout=subprocess.DEVNULL)
             targets.append(target)
             settle()
             return run_watched(x("restore", *extra, "--yes", "--no-safety-backup", "--output-dir", f"{work}/r"),
-                               dict(os.environ, BENCH_VOLUME=target), ("restic",))
+                               dict(base or os.environ, BENCH_VOLUME=target), ("restic",))
         # Three of each, alternating: a restore's own spread is a second or more.
         pairs = [(restore([archive]), restore(["--remote", "vault", "--latest"])) for _ in range(3)]
         from_local, from_repo = ((statistics.median(p[i][0] for p in pairs), None,
                                   {k: max(p[i][2].get(k, 0) for p in pairs) for k in ("self", "restic")})
                                  for i in (0, 1))
         floors = restic_floors(renv, work)
+        # The same with Debian trixie's restic (0.17 and later load a file's blobs in parallel in
+        # `dump`), first on PATH: does a newer restic move the restore?
+        nxt = out("bash", os.path.join(ROOT, "scripts", "provision.sh"), "--restic-next").splitlines()[-1]
+        nenv = dict(renv, PATH=f"{os.path.dirname(nxt)}:{os.environ['PATH']}")
+        next_restores = [restore(["--remote", "vault", "--latest"], nenv)[0] for _ in range(3)]
+        floors.update(next_version=subprocess.run([nxt, "version"], capture_output=True, text=True).stdout.split()[1],
+                      next_restore=statistics.median(next_restores),
+                      next_dump_floor=restic_floors(nenv, work)["dump_floor"])
         # The floor: restic itself on the same files in a directory (the first dataset, then 1% changed).
         files = os.path.join(work, "files")
         os.makedirs(files)
@@ -651,7 +659,10 @@ def write_restic_section(r):
         f"| the floor: plain `restic backup` of the same files in a directory, first / second | {r['floor1']:.1f} s / "
         f"{r['floor2']:.1f} s; {mib(r['floor_raw1'])}, then added {mib(r['floor_added'])} | |",
         f"| restic alone on the stream: `backup --stdin` of it again (unchanged) / the completion `tag` / `dump` of "
-        f"it | {r['stdin_floor']:.1f} s / {r['tag_floor']:.1f} s / {r['dump_floor']:.1f} s | |", "",
+        f"it | {r['stdin_floor']:.1f} s / {r['tag_floor']:.1f} s / {r['dump_floor']:.1f} s | |",
+        f"| with restic {r['next_version']} (Debian trixie): restore from the repository / `dump` of the stream | "
+        f"{r['next_restore']:.1f} s ({r['next_restore'] / r['from_local']:.2f}x) / {r['next_dump_floor']:.1f} s | 1.5x |",
+        "",
         "`backup --push vault` hands the archive's tar stream to `restic backup --stdin` as it is written (restic "
         "chunks, compresses and encrypts; only the changed chunks are new), beside the local gzip archive; with "
         "`--no-keep-local` there is no gzip and no local file. The floor's second run skips unchanged files by "
