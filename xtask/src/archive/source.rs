@@ -22,6 +22,10 @@ pub struct Source {
     identity: Option<PathBuf>,
     /// The archive as shown to the user (a path, or `REMOTE:NAME`).
     pub path: PathBuf,
+    /// A remote's next read, already started ([`Source::read_again_soon`]), and when.
+    next: std::sync::Mutex<Option<(std::time::Instant, Box<dyn Read + Send>)>>,
+    /// Start the next read's stream along with the next one.
+    ahead: std::sync::atomic::AtomicBool,
 }
 
 enum Origin {
@@ -54,7 +58,7 @@ impl Source {
             bail!("{} is not a regular file: refused as an archive", path.display());
         }
         let identity = if starts_sealed(&file) { Some(crypt::identity(&path.display().to_string())?) } else { None };
-        Ok(Source { origin: Origin::File(file), identity, path: path.to_path_buf() })
+        Ok(Source::of(Origin::File(file), identity, path.to_path_buf()))
     }
 
     /// The object `name` of `remote`, whose bytes must hash to `sha256` (its sidecar).
@@ -65,7 +69,7 @@ impl Source {
     ) -> Result<Source> {
         let shown = remote.shown(name);
         let identity = if name.ends_with(crypt::SUFFIX) { Some(crypt::identity(&shown)?) } else { None };
-        Ok(Source { origin: Origin::Remote { remote, object: name.to_string(), sha256 }, identity, path: shown.into() })
+        Ok(Source::of(Origin::Remote { remote, object: name.to_string(), sha256 }, identity, shown.into()))
     }
 
     /// The tar stream stored as `file` in `snapshot` of a restic repository, whose bytes must
@@ -73,7 +77,20 @@ impl Source {
     pub fn restic(restic: std::sync::Arc<Restic>, snapshot: &str, file: &str, tar_sha256: [u8; 32]) -> Source {
         let path = format!("{}:{}:{file}", restic.spec.name, &snapshot[..snapshot.len().min(8)]).into();
         let origin = Origin::Restic { restic, snapshot: snapshot.to_string(), file: file.to_string(), tar_sha256 };
-        Source { origin, identity: None, path }
+        Source::of(origin, None, path)
+    }
+
+    fn of(origin: Origin, identity: Option<PathBuf>, path: PathBuf) -> Source {
+        Source { origin, identity, path, next: Default::default(), ahead: Default::default() }
+    }
+
+    /// For a remote archive about to be read twice in a row (a restore: its metadata, then the
+    /// one pass). Each read of a remote starts a download, and restic derives its key for each
+    /// (half a second by design): the second is started along with the first and waits, its
+    /// pipe full, until it is read (unless that is more than 20 s later: then a new one). Nothing
+    /// for a local file.
+    pub fn read_again_soon(&self) {
+        self.ahead.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The stream is the tar itself (a restic snapshot), not gzip.
@@ -125,11 +142,26 @@ impl Source {
     }
 
     fn raw(&self) -> Result<Box<dyn Read + Send>> {
+        if let Origin::File(f) = &self.origin {
+            let file = f.try_clone().with_context(|| format!("duplicate the descriptor of {}", self.path.display()))?;
+            return Ok(Box::new(PosReader { file, pos: 0 }));
+        }
+        let mut next = self.next.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // One left waiting long (a confirmation at the terminal) may have lost its connection.
+        let stream = match next.take() {
+            Some((started, stream)) if started.elapsed() < WAITS_AT_MOST => stream,
+            _ => self.download()?,
+        };
+        if self.ahead.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            *next = Some((std::time::Instant::now(), self.download()?));
+        }
+        Ok(stream)
+    }
+
+    /// A new download of a remote archive, checked against its recorded digest as it streams.
+    fn download(&self) -> Result<Box<dyn Read + Send>> {
         Ok(match &self.origin {
-            Origin::File(f) => Box::new(PosReader {
-                file: f.try_clone().with_context(|| format!("duplicate the descriptor of {}", self.path.display()))?,
-                pos: 0,
-            }),
+            Origin::File(_) => bail!("{} is a local file", self.path.display()),
             Origin::Remote { remote, object, sha256 } => Box::new(DigestChecked {
                 inner: HashingReader::new(remote.cat(object)?),
                 expected: *sha256,
@@ -161,7 +193,7 @@ impl Source {
                 tar_sha256: *tar_sha256,
             },
         };
-        Ok(Source { origin, identity: self.identity.clone(), path: self.path.clone() })
+        Ok(Source::of(origin, self.identity.clone(), self.path.clone()))
     }
 
     /// The archive's tar stream, decompressed, from the start.
@@ -171,6 +203,9 @@ impl Source {
         tar::Archive::new(stream)
     }
 }
+
+/// How long a download started ahead ([`Source::read_again_soon`]) may wait to be read.
+const WAITS_AT_MOST: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Whether the file at `path` starts like an age file (an encrypted archive).
 pub fn is_sealed(path: &Path) -> bool {

@@ -172,6 +172,8 @@ pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<Prepared> {
         let v = Verified::check(src.duplicate()?, rules)?;
         (v.meta().clone(), Some(v))
     } else {
+        // Read twice: the metadata now, the one pass once confirmed.
+        src.read_again_soon();
         (archive::read_metadata_from(&src).with_context(|| format!("read {}", path.display()))?, None)
     };
     let plan = plan(&ctx.model()?.0, &StackBinds::of(ctx, &opts.dir)?, &meta, &opts.only, opts.force)?;
