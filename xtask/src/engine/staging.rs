@@ -117,9 +117,11 @@ fn parse_leftovers(found: &str, volumes: &[&str]) -> Vec<Leftover> {
 }
 
 /// Finishes the swaps and removes the staging that interrupted restores left in `volumes`;
-/// says what it did.
-pub fn recover(docker: &Docker, ui: &Ui, volumes: &[&str]) -> Result<()> {
-    settle(docker, ui, &leftovers(docker, volumes)?)
+/// says what it did, and returns how many it found.
+pub fn recover(docker: &Docker, ui: &Ui, volumes: &[&str]) -> Result<usize> {
+    let found = leftovers(docker, volumes)?;
+    settle(docker, ui, &found)?;
+    Ok(found.len())
 }
 
 fn settle(docker: &Docker, ui: &Ui, leftovers: &[Leftover]) -> Result<()> {

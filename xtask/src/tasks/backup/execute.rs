@@ -159,26 +159,11 @@ fn take_caught(ctx: &Ctx, plan: &BackupPlan, opts: &Options, lock: &Lock) -> Res
     let vault = vault.map(Starting::ready).transpose()?;
     let mut guard = ServiceGuard::new(docker, &ctx.stack);
     let result = (|| -> Result<Summary> {
-        let redis: Vec<&RedisSource> =
-            plan.redis.iter().filter(|r| sources.volumes.iter().any(|v| r.volumes.contains(&v.name))).collect();
-        let services =
-            sources.dbs.iter().map(|d| d.login.service.clone()).chain(redis.iter().map(|r| r.service.clone()));
-        for svc in services {
-            if guard.ensure_running(&svc, &ctx.ui).with_context(|| format!("start service {svc} for the backup"))? {
-                ctx.ui.step(&format!("started {svc} for the backup; it will be stopped again afterwards"));
-            }
-        }
+        let redis = start_needed(&mut guard, ctx, plan, &sources)?;
         let dumps = sources.dbs.iter().map(|d| dump::dump_service(ctx, d, &dir)).collect::<Result<Vec<_>>>()?;
         check_requested_databases(opts, &dumps)?;
         save_redis(ctx, &redis)?;
-        if plan.stop {
-            stop_users(&mut guard, ctx, &sources)?;
-        }
-        // Databases no engine can dump: their servers stop while the archive takes their volume.
-        let mut servers: Vec<String> = sources.volumes.iter().flat_map(|v| v.stop_for_copy.clone()).collect();
-        servers.sort();
-        servers.dedup();
-        guard.stop_for_copy(&servers, &ctx.ui)?;
+        stop_for_copy(&mut guard, ctx, plan, &sources)?;
         let databases = dumped_names(&dumps);
         let written = write_archive(ctx, plan, opts, target, vault, dumps, &sources)?;
         if !plan.keep_local && written.local {
@@ -217,15 +202,25 @@ fn gather<'a>(ctx: &Ctx, plan: &'a BackupPlan, opts: &Options, dir: &Path) -> Re
         ctx.ui.step("removed helper containers left by an interrupted run");
     }
     let mut sources = sources(docker, plan, opts)?;
-    // A restore that died may have left a half-done swap in a volume: finish it before copying.
-    let names: Vec<&str> = sources.volumes.iter().map(|v| v.source()).collect();
-    crate::engine::staging::recover(docker, &ctx.ui, &names)?;
     for s in &sources.skipped {
         ctx.ui.step(&format!("skip {}: {}", s.name, s.reason));
     }
     // A push into restic with --no-keep-local writes no archive here.
     let local = plan.keep_local || !plan.push_vault;
-    sources.sizes = check_space(docker, dir, &sources, local)?;
+    // Two helper containers at once (a third of a second each): a restore that died may have
+    // left a half-done swap in a volume, finished before copying; and the sizes, measured again
+    // when such a leftover was settled meanwhile.
+    let names: Vec<&str> = sources.volumes.iter().map(|v| v.source()).collect();
+    let ui = &ctx.ui;
+    let (recovered, sizes) = std::thread::scope(|scope| {
+        let recovering = scope.spawn(|| crate::engine::staging::recover(docker, ui, &names));
+        let sizes = check_space(docker, dir, &sources, local);
+        (recovering.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the recovery thread panicked"))), sizes)
+    });
+    sources.sizes = match (recovered?, sizes) {
+        (0, sizes) => sizes?,
+        (_, _) => check_space(docker, dir, &sources, local)?,
+    };
     Ok(sources)
 }
 
@@ -287,6 +282,37 @@ fn check_space(docker: &Docker, dir: &Path, sources: &Sources, local: bool) -> R
         );
     }
     Ok(sizes)
+}
+
+/// The services the backup talks to (database servers to dump, Redis to save) started where
+/// they are not running; returns the Redis services whose data is copied.
+fn start_needed<'a>(
+    guard: &mut ServiceGuard,
+    ctx: &Ctx,
+    plan: &'a BackupPlan,
+    sources: &Sources,
+) -> Result<Vec<&'a RedisSource>> {
+    let redis: Vec<&RedisSource> =
+        plan.redis.iter().filter(|r| sources.volumes.iter().any(|v| r.volumes.contains(&v.name))).collect();
+    let services = sources.dbs.iter().map(|d| d.login.service.clone()).chain(redis.iter().map(|r| r.service.clone()));
+    for svc in services {
+        if guard.ensure_running(&svc, &ctx.ui).with_context(|| format!("start service {svc} for the backup"))? {
+            ctx.ui.step(&format!("started {svc} for the backup; it will be stopped again afterwards"));
+        }
+    }
+    Ok(redis)
+}
+
+/// The services stopped for the copy: with --stop, those using the copied volumes; always, the
+/// servers of databases no engine can dump, while the archive takes their volume.
+fn stop_for_copy(guard: &mut ServiceGuard, ctx: &Ctx, plan: &BackupPlan, sources: &Sources) -> Result<()> {
+    if plan.stop {
+        stop_users(guard, ctx, sources)?;
+    }
+    let mut servers: Vec<String> = sources.volumes.iter().flat_map(|v| v.stop_for_copy.clone()).collect();
+    servers.sort();
+    servers.dedup();
+    guard.stop_for_copy(&servers, &ctx.ui)
 }
 
 /// With --stop, the services using the copied volumes stop (and start again later).
