@@ -60,30 +60,32 @@ impl Caught {
 
     /// Ends the span with the step's `result`: a signal that came too late to stop a step that
     /// succeeded is still an error (the command goes no further), naming what was done.
-    pub fn end<T>(self, result: anyhow::Result<T>, done: impl FnOnce(&T) -> String) -> anyhow::Result<T> {
-        let signalled = self.previous.is_some() && INTERRUPTED.load(Ordering::SeqCst);
-        drop(self);
+    pub fn end<T>(mut self, result: anyhow::Result<T>, done: impl FnOnce(&T) -> String) -> anyhow::Result<T> {
+        let signalled = self.put_back();
         match result {
-            Ok(value) if signalled => {
-                anyhow::bail!("interrupted by SIGINT or SIGTERM after {}", done(&value))
-            }
+            Ok(value) if signalled => anyhow::bail!("interrupted by SIGINT or SIGTERM after {}", done(&value)),
             other => other,
         }
     }
-}
 
-impl Drop for Caught {
-    fn drop(&mut self) {
-        let Some([int, term]) = self.previous.take() else { return };
-        INSTALLED.store(false, Ordering::SeqCst);
-        SECOND_KILLS.store(false, Ordering::SeqCst);
-        // Spent on this step (its error, or `end`'s): what follows starts afresh.
-        INTERRUPTED.store(false, Ordering::SeqCst);
+    /// Puts the previous handlers back (if this span installed them), then takes the flag: a
+    /// signal from then on meets the handlers the user expects, none is lost in between.
+    fn put_back(&mut self) -> bool {
+        let Some([int, term]) = self.previous.take() else { return false };
         // SAFETY: putting back the handlers `begin` replaced.
         unsafe {
             libc::signal(libc::SIGINT, int);
             libc::signal(libc::SIGTERM, term);
         }
+        SECOND_KILLS.store(false, Ordering::SeqCst);
+        INSTALLED.store(false, Ordering::SeqCst);
+        INTERRUPTED.swap(false, Ordering::SeqCst)
+    }
+}
+
+impl Drop for Caught {
+    fn drop(&mut self) {
+        self.put_back();
     }
 }
 

@@ -315,3 +315,46 @@ volumes:
     stack.xtask_ok(&["status"]);
     assert_eq!(docker_ok(&["inspect", "-f", "{{.State.Health.Status}}", &app]).trim(), "healthy");
 }
+
+/// SIGINT while a staged restore stops the volume's users (Compose's grace period, seconds):
+/// the last moment with nothing replaced. The restore stops there: the staged copies go, the
+/// services start again, the volume is as it was, and the exit says so.
+#[test]
+fn a_signal_while_the_services_stop_replaces_nothing() {
+    if !engine() {
+        return;
+    }
+    use std::io::Read;
+    let stack = TestStack::sample("stopsig");
+    let dir = TempDir::new("stopsig");
+    stack.xtask_ok(&["up", "backend"]);
+    let backend = format!("{}-backend-1", stack.project);
+    docker_ok(&["exec", &backend, "sh", "-c", "echo old > /app/media/old.txt"]);
+    let archive = stack.xtask_json(&["backup", "--output-dir", dir.s(), "--json", "--level", "1"]);
+    let archive = archive["path"].as_str().unwrap().to_string();
+    docker_ok(&["exec", &backend, "sh", "-c", "rm /app/media/old.txt && echo current > /app/media/current.txt"]);
+    let media = stack.volume("backend-media");
+    let listing = || on_volume(&media, Access::ReadOnly, "cd /v && find . -type f -exec sha256sum {} + | sort");
+    let before = listing();
+    let mut child = stack.spawn(&["restore", &archive, "--yes", "--output-dir", dir.s()]);
+    let mut stderr = child.stderr.take().unwrap();
+    let (mut seen, mut buf) = (Vec::new(), [0u8; 4096]);
+    while !String::from_utf8_lossy(&seen).contains("for a consistent copy") {
+        let n = stderr.read(&mut buf).unwrap();
+        assert!(n > 0, "the restore ended before it stopped its services: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "still stopping the services");
+    std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    stderr.read_to_end(&mut seen).unwrap();
+    let status = child.wait().unwrap();
+    let text = String::from_utf8_lossy(&seen);
+    assert!(!status.success() && text.contains("before the swap") && text.contains("as they were"), "{text}");
+    assert_eq!(listing(), before, "nothing was replaced");
+    let leftovers = on_volume(&media, Access::ReadOnly, "ls -a /v");
+    assert!(!leftovers.contains(".xtask-"), "the staged copy went: {leftovers}");
+    let st = stack.xtask_json(&["status", "--json"]);
+    let state = st["services"].as_array().unwrap().iter().find(|s| s["service"] == "backend").unwrap()["state"].clone();
+    assert_eq!(state, "running", "the service runs again");
+}

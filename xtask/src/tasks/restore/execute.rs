@@ -72,6 +72,13 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
         (None, None) => unreachable!("staged above"),
     };
     if let Err(e) = replaced {
+        if let (Some(NothingSwapped), Some(st)) = (e.downcast_ref::<NothingSwapped>(), &staged) {
+            // Stopped while its services stopped: nothing replaced, so no way back, only tidying.
+            unstage_all(ctx, p, &names, &created);
+            database::unstage(ctx, &p.plan.dbs, &st.dbs);
+            guard.restore(&ctx.ui)?;
+            return Err(e.context("the volumes and databases are as they were"));
+        }
         return Err(take_the_way_back(ctx, &p.plan.dbs, e, safety.as_deref(), &created, &p.dir, guard));
     }
     // Services that do not come back (or not healthy) with the restored data: the way back too.
@@ -198,6 +205,18 @@ fn unstage_all(ctx: &Ctx, p: &Prepared, names: &staging::Names, created: &[Strin
     }
 }
 
+/// A restore interrupted by SIGINT/SIGTERM after its services stopped, before the swap.
+#[derive(Debug)]
+struct NothingSwapped;
+
+impl std::fmt::Display for NothingSwapped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted by SIGINT or SIGTERM before the swap")
+    }
+}
+
+impl std::error::Error for NothingSwapped {}
+
 /// The short destructive part: the services using the volumes stop, every staged volume is
 /// swapped into place by renames, then the staged databases.
 fn swap_all(
@@ -216,6 +235,11 @@ fn swap_all(
     refuse_linked_binds(&p.plan)?;
     moments.stop_began = unix_now();
     guard.stop_for_copy(&users, &ctx.ui)?;
+    // A signal while the services stopped (up to their grace period): the last moment to stop
+    // with nothing replaced.
+    if signals::interrupted() {
+        return Err(NothingSwapped.into());
+    }
     // The swaps are short and must not be cut off half-way.
     let _calm = signals::Suspended::begin();
     moments.swap_began = unix_now();
