@@ -50,14 +50,7 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
             signals::install();
             match stage(ctx, p, opts, lock, &names, &mut created, &mut guard) {
                 Ok((safety, staged)) => (safety, Some(staged)),
-                Err(e) => {
-                    unstage_all(ctx, p, &names, &created);
-                    let e = e.context("the restore failed or was interrupted before anything was replaced: the volumes and databases are as they were");
-                    return Err(match guard.restore(&ctx.ui) {
-                        Ok(()) => e,
-                        Err(r) => e.context(format!("and putting the services back failed: {r:#}")),
-                    });
-                }
+                Err(e) => return Err(not_replaced(ctx, p, &names, &created, None, guard, e)),
             }
         }
     };
@@ -74,10 +67,7 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
     if let Err(e) = replaced {
         if let (Some(NothingSwapped), Some(st)) = (e.downcast_ref::<NothingSwapped>(), &staged) {
             // Stopped while its services stopped: nothing replaced, so no way back, only tidying.
-            unstage_all(ctx, p, &names, &created);
-            database::unstage(ctx, &p.plan.dbs, &st.dbs);
-            guard.restore(&ctx.ui)?;
-            return Err(e.context("the volumes and databases are as they were"));
+            return Err(not_replaced(ctx, p, &names, &created, Some(st), guard, e));
         }
         return Err(take_the_way_back(ctx, &p.plan.dbs, e, safety.as_deref(), &created, &p.dir, guard));
     }
@@ -190,6 +180,31 @@ fn stage(
     database::recover(ctx, &p.plan.dbs)?;
     let dbs = database::stage(ctx, &p.plan.dbs, &dumps)?;
     Ok((safety, Staged { dbs, dumps }))
+}
+
+/// Stopped before anything was replaced (a staging that failed or was interrupted, a signal
+/// while the services stopped for the swap): the staged copies go, the services are put back,
+/// and the error says the volumes and databases are as they were.
+fn not_replaced(
+    ctx: &Ctx,
+    p: &Prepared,
+    names: &staging::Names,
+    created: &[String],
+    staged: Option<&Staged>,
+    guard: ServiceGuard,
+    e: anyhow::Error,
+) -> anyhow::Error {
+    unstage_all(ctx, p, names, created);
+    if let Some(st) = staged {
+        database::unstage(ctx, &p.plan.dbs, &st.dbs);
+    }
+    let e = e.context(
+        "the restore failed or was interrupted before anything was replaced: the volumes and databases are as they were",
+    );
+    match guard.restore(&ctx.ui) {
+        Ok(()) => e,
+        Err(r) => e.context(format!("and putting the services back failed: {r:#}")),
+    }
 }
 
 /// After a failed staging: the staged copies go, and volumes the restore created.
