@@ -72,6 +72,19 @@ impl Repo {
     }
 }
 
+/// Whether a process whose command line matches `pattern` (pgrep -f) runs.
+fn running(pattern: &str) -> bool {
+    Command::new("pgrep").args(["-f", pattern]).output().is_ok_and(|o| o.status.success())
+}
+
+/// Whether such a process appears within 10 s.
+fn appears(pattern: &str) -> bool {
+    (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        running(pattern)
+    })
+}
+
 /// The sample stack with remote `vault` = `repo` (password in `password`).
 fn stack_with_vault(name: &str, dir: &TempDir, repo: &Path, password: &Path) -> TestStack {
     let mut stack = TestStack::sample(name);
@@ -197,10 +210,7 @@ fn a_wrong_password_or_a_killed_push_changes_nothing_that_counts() {
     let pattern = format!("restic backup --stdin --stdin-filename {stored}");
     for victim in ["xtask", "restic"] {
         let mut child = stack.spawn(&["push", &big, "--to", "vault", "--output-dir", archives.s()]);
-        let started = (0..200).any(|_| {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            Command::new("pgrep").args(["-f", &pattern]).output().is_ok_and(|o| o.status.success())
-        });
+        let started = appears(&pattern);
         assert!(started, "restic started for the push");
         std::thread::sleep(std::time::Duration::from_millis(1000));
         assert!(child.try_wait().unwrap().is_none(), "the push was still running when {victim} was killed");
@@ -213,7 +223,7 @@ fn a_wrong_password_or_a_killed_push_changes_nothing_that_counts() {
         // restic, its input ended, finishes what it was given (or is gone).
         let gone = (0..600).any(|_| {
             std::thread::sleep(std::time::Duration::from_millis(100));
-            !Command::new("pgrep").args(["-f", &pattern]).output().is_ok_and(|o| o.status.success())
+            !running(&pattern)
         });
         assert!(gone, "restic ended after {victim} was killed");
         let listed = stack.xtask_json(&["backups", "--remote", "vault", "--json"]);
@@ -239,10 +249,7 @@ fn a_wrong_password_or_a_killed_push_changes_nothing_that_counts() {
     let streamed = TempDir::new("vaultkill-stream");
     let pattern = format!("restic backup --stdin .*project={}", stack.project);
     let mut child = stack.spawn(&["backup", "--push", "vault", "--no-keep-local", "--output-dir", streamed.s()]);
-    let started = (0..200).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        Command::new("pgrep").args(["-f", &pattern]).output().is_ok_and(|o| o.status.success())
-    });
+    let started = appears(&pattern);
     assert!(started, "restic started for the backup");
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert!(child.try_wait().unwrap().is_none(), "the backup was still running when restic was killed");
@@ -266,10 +273,7 @@ fn a_wrong_password_or_a_killed_push_changes_nothing_that_counts() {
     let (snapshots, locks) = (repo.tags().len(), repo.restic(&["list", "locks", "--no-lock"]));
     let mut child =
         stack.spawn(&["backup", "--push", "vault", "--no-keep-local", "--stop", "--output-dir", streamed.s()]);
-    let streaming = (0..200).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        Command::new("pgrep").args(["-f", &pattern]).output().is_ok_and(|o| o.status.success())
-    });
+    let streaming = appears(&pattern);
     assert!(streaming, "restic started for the backup");
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert!(child.try_wait().unwrap().is_none(), "the backup was still running when it was sent SIGTERM");
@@ -277,7 +281,7 @@ fn a_wrong_password_or_a_killed_push_changes_nothing_that_counts() {
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("interrupted by SIGINT or SIGTERM"), "{err}");
-    assert!(!Command::new("pgrep").args(["-f", &pattern]).output().unwrap().status.success(), "restic is gone");
+    assert!(!running(&pattern), "restic is gone");
     assert_eq!(repo.tags().len(), snapshots, "no snapshot of the cut stream was saved");
     // (The kills above left theirs: restic cannot clean up after SIGKILL or a cut pipe.)
     assert_eq!(repo.restic(&["list", "locks", "--no-lock"]), locks, "restic removed its lock");
