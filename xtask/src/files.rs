@@ -111,3 +111,88 @@ pub fn free_space(dir: &Path) -> Result<u64> {
     }
     Ok(st.f_bavail as u64 * st.f_frsize as u64)
 }
+
+/// A file that has no name: what the tool spools (dumps made by a backup, dumps copied out of
+/// an archive, the filtered dumps a restore loads) lives only as this open descriptor, so no
+/// one who can rename entries in a directory can swap what was checked for something else
+/// before it is used. Every later use reads through [`Unnamed::reader`], from the same inode.
+pub struct Unnamed {
+    file: File,
+}
+
+impl Unnamed {
+    /// A new empty unnamed file (0600) on the filesystem of `near`: opened `O_TMPFILE` in a
+    /// fresh 0700 directory of this process's own inside `near`, which is removed at once; on a
+    /// filesystem without `O_TMPFILE`, created there and unlinked before anything is written.
+    pub fn create(near: &Path) -> Result<Unnamed> {
+        use std::os::unix::fs::DirBuilderExt;
+        static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = near.join(format!("{UNNAMED_PREFIX}{}-{n}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let opened = Self::open_in(&dir);
+        let _ = std::fs::remove_dir(&dir);
+        opened.with_context(|| format!("create a private file in {}", near.display()))
+    }
+
+    fn open_in(dir: &Path) -> std::io::Result<Unnamed> {
+        let mut o = OpenOptions::new();
+        o.read(true).write(true).mode(0o600);
+        match o.clone().custom_flags(libc::O_TMPFILE).open(dir) {
+            Ok(file) => return Ok(Unnamed { file }),
+            Err(e) if !matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)) => {
+                return Err(e)
+            }
+            Err(_) => {}
+        }
+        let path = dir.join("f");
+        let file = o.create_new(true).custom_flags(libc::O_NOFOLLOW).open(&path)?;
+        std::fs::remove_file(&path)?;
+        Ok(Unnamed { file })
+    }
+
+    /// The descriptor to write through (appends at the file's own position).
+    pub fn writer(&self) -> &File {
+        &self.file
+    }
+
+    /// A reader from the start, with a position of its own (`pread`): readers never disturb
+    /// one another or the writer.
+    pub fn reader(&self) -> AtReader<'_> {
+        AtReader { file: &self.file, pos: 0 }
+    }
+
+    /// Its size now.
+    pub fn len(&self) -> Result<u64> {
+        Ok(self.file.metadata().context("read a private file's size")?.len())
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Written data made durable.
+    pub fn sync(&self) -> Result<()> {
+        self.file.sync_all().context("write a private file")
+    }
+}
+
+/// The name prefix of the short-lived directories [`Unnamed::create`] makes: a later run
+/// removes those whose process is gone.
+pub const UNNAMED_PREFIX: &str = ".xtask-private-";
+
+/// Reads an [`Unnamed`] file by offset.
+pub struct AtReader<'a> {
+    file: &'a File,
+    pos: u64,
+}
+
+impl std::io::Read for AtReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}

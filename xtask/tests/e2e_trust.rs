@@ -661,3 +661,97 @@ CREATE TABLE "public"."atk_db_done" AS SELECT "public"."atk_db"() AS "x";
     let db_owner = psql(&db, "postgres", "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'app'");
     assert_eq!(db_owner, "app");
 }
+
+/// Someone who can rename entries in the backup directory (write on the directory, no read of
+/// our files), watching it as an attacker would: every regular file that appears in it or in a
+/// directory inside it, other than the archives themselves, is replaced at once by a forged
+/// one of the same name (a rename over it). Runs until dropped; `swapped` lists what it hit.
+struct Swapper {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    swapped: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Swapper {
+    fn watch(dir: &Path, forged: &'static [u8]) -> Swapper {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swapped = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (dir, s, w) = (dir.to_path_buf(), stop.clone(), swapped.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(std::sync::atomic::Ordering::SeqCst) {
+                for path in Self::victims(&dir) {
+                    let forgery = dir.join(format!(".forgery-{}", w.lock().unwrap().len()));
+                    std::fs::write(&forgery, forged).unwrap();
+                    if std::fs::rename(&forgery, &path).is_ok() {
+                        w.lock().unwrap().push(path.display().to_string());
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        });
+        Swapper { stop, swapped, thread: Some(thread) }
+    }
+
+    /// Regular files in `dir` and one level below that are not archives, signatures, markers,
+    /// the lock, a partial archive (signed when complete) or the attacker's own.
+    fn victims(dir: &Path) -> Vec<PathBuf> {
+        let ours = |n: &str| {
+            n.ends_with(".tar.gz")
+                || n.ends_with(".sig")
+                || n.ends_with(".verified")
+                || n.ends_with(".lock")
+                || n.contains(".tmp-")
+                || n.starts_with(".forgery-")
+                || n.starts_with(".swapped-")
+        };
+        let mut found = Vec::new();
+        let Ok(entries) = std::fs::read_dir(dir) else { return found };
+        for e in entries.flatten() {
+            let (name, path) = (e.file_name().to_string_lossy().into_owned(), e.path());
+            match e.file_type() {
+                Ok(t) if t.is_file() && !ours(&name) => found.push(path),
+                Ok(t) if t.is_dir() => {
+                    let inner = std::fs::read_dir(&path).into_iter().flatten().flatten();
+                    found.extend(inner.filter(|i| i.file_type().is_ok_and(|t| t.is_file())).map(|i| i.path()));
+                }
+                _ => {}
+            }
+        }
+        found
+    }
+
+    fn swapped(mut self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap();
+        self.swapped.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn files_swapped_by_name_during_a_backup_and_a_restore_change_nothing() {
+    if !engine() {
+        return;
+    }
+    let stack = TestStack::sample("swap");
+    let dir = TempDir::new("swap");
+    stack.xtask_ok(&["up", "db", "redis", "backend"]);
+    seed_sample(&stack);
+    let db = format!("{}-db-1", stack.project);
+    let before = sample_state(&stack);
+    // What a forged dump or roles file would do if it were ever loaded.
+    let forged = b"CREATE TABLE public.swapped_in (x int);\nCREATE ROLE swapped_in SUPERUSER;\n";
+    let attacker = Swapper::watch(&dir.0, forged);
+    let archive =
+        stack.xtask_json(&["backup", "--output-dir", dir.s(), "--json"])["path"].as_str().unwrap().to_string();
+    // The live state moves on; the restore must bring back exactly what was backed up.
+    psql(&db, "app", "DELETE FROM items WHERE id > 250");
+    stack.xtask_ok(&["restore", &archive, "--yes", "--output-dir", dir.s()]);
+    let swapped = attacker.swapped();
+    assert!(swapped.is_empty(), "no file the tool uses was reachable by name: {swapped:?}");
+    assert_eq!(sample_state(&stack), before, "rows, files and keys as backed up");
+    let tables = psql(&db, "app", "SELECT count(*) FROM pg_tables WHERE tablename = 'swapped_in'");
+    let roles = psql(&db, "app", "SELECT count(*) FROM pg_roles WHERE rolname = 'swapped_in'");
+    assert_eq!((tables.as_str(), roles.as_str()), ("0", "0"), "nothing forged was loaded");
+    let entries = load(Path::new(&archive));
+    assert!(!entries.iter().any(|e| e.data.windows(10).any(|w| w == b"swapped_in")), "nothing forged was archived");
+}

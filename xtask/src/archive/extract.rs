@@ -515,19 +515,67 @@ fn set_times(docker: &Docker, target: &str, input: &[u8]) -> Result<()> {
     child.finish().context("set the mtimes of the symlinks and the volume root")
 }
 
-/// A dump in a private file (0600), removed when dropped: copied out of an archive to be
-/// loaded, or made by a backup before it goes into the archive.
+/// A dump in a private file with no name ([`crate::files::Unnamed`]): copied out of an archive
+/// to be loaded, or made by a backup before it goes into the archive. What was checked as it was
+/// written is what every later use reads: there is no name to open again.
 pub struct Spooled {
-    pub path: PathBuf,
+    file: crate::files::Unnamed,
+    near: PathBuf,
 }
 
-impl Drop for Spooled {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+impl Spooled {
+    /// A new empty one on the filesystem of `near`.
+    pub fn create(near: &Path) -> Result<Spooled> {
+        Ok(Spooled { file: crate::files::Unnamed::create(near)?, near: near.to_path_buf() })
+    }
+
+    /// Another new empty one on the same filesystem as this one (a derived file).
+    pub fn sibling(&self) -> Result<Spooled> {
+        Spooled::create(&self.near)
+    }
+
+    /// A small one holding `text`.
+    pub fn of_text(near: &Path, text: &str) -> Result<Spooled> {
+        let spooled = Spooled::create(near)?;
+        spooled.writer().write_all(text.as_bytes()).context("write a private file")?;
+        Ok(spooled)
+    }
+
+    /// The descriptor to write through.
+    pub fn writer(&self) -> &std::fs::File {
+        self.file.writer()
+    }
+
+    /// Its bytes from the start.
+    pub fn reader(&self) -> crate::files::AtReader<'_> {
+        self.file.reader()
+    }
+
+    /// Its size.
+    pub fn len(&self) -> Result<u64> {
+        self.file.len()
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> Result<bool> {
+        self.file.is_empty()
+    }
+
+    /// Written data made durable.
+    pub fn sync(&self) -> Result<()> {
+        self.file.sync()
+    }
+
+    /// Its whole text (a roles dump: small).
+    pub fn read_to_string(&self) -> Result<String> {
+        let mut text = String::new();
+        self.reader().read_to_string(&mut text).context("read a spooled dump")?;
+        Ok(text)
     }
 }
 
-/// The file name prefix of spooled dumps: a later run removes those whose process is gone.
+/// The file name prefix of dumps spooled by earlier versions: a later run removes those whose
+/// process is gone.
 pub const SPOOL_PREFIX: &str = ".restore-";
 
 /// Copies dump `entry` into a private file in `dir`, checking its fingerprint and that it is
@@ -554,20 +602,20 @@ pub fn spool_dump(v: &Verified, entry: &str, dir: &Path) -> Result<Spooled> {
     bail!("{}: no entry {entry}", v.src.path.display())
 }
 
-/// Streams the file `path` into the stdin of `cmd` (a psql).
-pub fn pipe_file(docker: &Docker, path: &Path, cmd: &DockerCmd) -> Result<()> {
-    pipe_file_after(docker, path, cmd, || Ok(()))
+/// Streams the spooled file into the stdin of `cmd` (a psql).
+pub fn pipe_file(docker: &Docker, spooled: &Spooled, cmd: &DockerCmd) -> Result<()> {
+    pipe_file_after(docker, spooled, cmd, || Ok(()))
 }
 
 /// [`pipe_file`], calling `started` once the command runs and before any byte goes to it (on
 /// its error the command's stdin is closed unwritten).
 pub fn pipe_file_after(
     docker: &Docker,
-    path: &Path,
+    spooled: &Spooled,
     cmd: &DockerCmd,
     started: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let mut f = spooled.reader();
     let mut child = docker.pipe_into(cmd)?;
     started()?;
     let mut buf = vec![0u8; 256 * 1024];
@@ -575,7 +623,7 @@ pub fn pipe_file_after(
         if crate::signals::interrupted() {
             bail!("interrupted by a signal");
         }
-        let n = f.read(&mut buf).with_context(|| format!("read {}", path.display()))?;
+        let n = f.read(&mut buf).context("read a spooled dump")?;
         if n == 0 {
             break;
         }
@@ -720,11 +768,8 @@ fn spool(
     engine: crate::archive::DbEngine,
     dir: &Path,
 ) -> Result<(Spooled, crate::archive::Taken)> {
-    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let path = dir.join(format!("{SPOOL_PREFIX}{}-{n}.sql", std::process::id()));
-    let mut file = crate::files::create_private(&path)?;
-    let spooled = Spooled { path };
+    let spooled = Spooled::create(dir)?;
+    let mut file = spooled.writer();
     let mut stats = crate::archive::dumpstats::new(engine);
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
@@ -737,7 +782,7 @@ fn spool(
         hasher.update(&buf[..n]);
         stats.feed(&buf[..n]);
         bytes += n as u64;
-        file.write_all(&buf[..n]).with_context(|| format!("write {}", spooled.path.display()))?;
+        file.write_all(&buf[..n]).context("write a spooled dump")?;
     }
     let taken = crate::archive::Taken { digest: hasher.finalize().into(), bytes, dump: Some(stats) };
     Ok((spooled, taken))

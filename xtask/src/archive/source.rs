@@ -26,6 +26,10 @@ pub struct Source {
     next: std::sync::Mutex<Option<(std::time::Instant, Box<dyn Read + Send>)>>,
     /// Start the next read's stream along with the next one.
     ahead: std::sync::atomic::AtomicBool,
+    /// A local archive's digest as first read in full ([`Source::stored_digest`], which the
+    /// signature, encryption and own-archive checks judge): every later read must hash to it,
+    /// so a file rewritten in place after its check fails the read that would use it.
+    pinned: std::sync::OnceLock<[u8; 32]>,
 }
 
 enum Origin {
@@ -81,7 +85,14 @@ impl Source {
     }
 
     fn of(origin: Origin, identity: Option<PathBuf>, path: PathBuf) -> Source {
-        Source { origin, identity, path, next: Default::default(), ahead: Default::default() }
+        Source {
+            origin,
+            identity,
+            path,
+            next: Default::default(),
+            ahead: Default::default(),
+            pinned: Default::default(),
+        }
     }
 
     /// For a remote archive about to be read twice in a row (a restore: its metadata, then the
@@ -103,13 +114,17 @@ impl Source {
     }
 
     /// The size and SHA-256 of a local archive's bytes as stored, read through its own open
-    /// descriptor (whatever happens to its name, later reads see the bytes hashed here); None for
-    /// a remote one, whose bytes are checked against its sidecar as they arrive.
+    /// descriptor; None for a remote one, whose bytes are checked against its sidecar as they
+    /// arrive. The first digest read is pinned: every later read of this source (and of its
+    /// duplicates) must hash to it, or fails at its end, so what a check judged here is what
+    /// is used, even if the file is rewritten in place afterwards.
     pub fn stored_digest(&self) -> Result<Option<(u64, [u8; 32])>> {
         let Origin::File(_) = &self.origin else { return Ok(None) };
         let mut hashing = HashingReader::new(self.raw()?);
         let size = io::copy(&mut hashing, &mut io::sink()).with_context(|| format!("read {}", self.path.display()))?;
-        Ok(Some((size, hashing.hasher.finalize().into())))
+        let digest: [u8; 32] = hashing.hasher.finalize().into();
+        let _ = self.pinned.set(digest);
+        Ok(Some((size, digest)))
     }
 
     /// A fresh reader of the archive's gzip bytes from the start (a positioned read of the
@@ -144,7 +159,17 @@ impl Source {
     fn raw(&self) -> Result<Box<dyn Read + Send>> {
         if let Origin::File(f) = &self.origin {
             let file = f.try_clone().with_context(|| format!("duplicate the descriptor of {}", self.path.display()))?;
-            return Ok(Box::new(PosReader { file, pos: 0 }));
+            let reader = PosReader { file, pos: 0 };
+            return Ok(match self.pinned.get() {
+                Some(&expected) => Box::new(DigestChecked {
+                    inner: HashingReader::new(reader),
+                    expected,
+                    name: self.path.display().to_string(),
+                    recorded_by: "its check read before",
+                    checked: false,
+                }),
+                None => Box::new(reader),
+            });
         }
         let mut next = self.next.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // One left waiting long (a confirmation at the terminal) may have lost its connection.
@@ -166,12 +191,14 @@ impl Source {
                 inner: HashingReader::new(remote.cat(object)?),
                 expected: *sha256,
                 name: self.path.display().to_string(),
+                recorded_by: "its push recorded",
                 checked: false,
             }),
             Origin::Restic { restic, snapshot, file, tar_sha256 } => Box::new(DigestChecked {
                 inner: HashingReader::new(restic.dump(snapshot, file)?),
                 expected: *tar_sha256,
                 name: self.path.display().to_string(),
+                recorded_by: "its push recorded",
                 checked: false,
             }),
         })
@@ -193,7 +220,11 @@ impl Source {
                 tar_sha256: *tar_sha256,
             },
         };
-        Ok(Source::of(origin, self.identity.clone(), self.path.clone()))
+        let copy = Source::of(origin, self.identity.clone(), self.path.clone());
+        if let Some(&pinned) = self.pinned.get() {
+            let _ = copy.pinned.set(pinned);
+        }
+        Ok(copy)
     }
 
     /// The archive's tar stream, decompressed, from the start.
@@ -236,6 +267,8 @@ pub(crate) struct DigestChecked<R> {
     pub(crate) inner: HashingReader<R>,
     pub(crate) expected: [u8; 32],
     pub(crate) name: String,
+    /// Who vouched for `expected`, for the error ("its push recorded").
+    pub(crate) recorded_by: &'static str,
     /// The end was reached and the digest matched: later reads only repeat the end.
     pub(crate) checked: bool,
 }
@@ -250,10 +283,11 @@ impl<R: Read> Read for DigestChecked<R> {
             let got: [u8; 32] = std::mem::take(&mut self.inner.hasher).finalize().into();
             if got != self.expected {
                 return Err(io::Error::other(format!(
-                    "{}: its bytes hash to {}, not to the SHA-256 its push recorded ({}): the object was changed \
-                     or cut short",
+                    "{}: its bytes hash to {}, not to the SHA-256 {} ({}): it was changed or cut short \
+                     since; refused",
                     self.name,
                     hex(&got),
+                    self.recorded_by,
                     hex(&self.expected)
                 )));
             }

@@ -363,14 +363,65 @@ fn a_fifo_is_refused_as_an_archive() {
 fn a_download_checked_against_its_digest_fails_on_a_mismatch_and_repeats_a_good_end() {
     let data = b"archive bytes".to_vec();
     let digest: [u8; 32] = Sha256::digest(&data).into();
-    let mut good =
-        DigestChecked { inner: HashingReader::new(&data[..]), expected: digest, name: "r:x".into(), checked: false };
+    let mut good = DigestChecked {
+        inner: HashingReader::new(&data[..]),
+        expected: digest,
+        name: "r:x".into(),
+        recorded_by: "its push recorded",
+        checked: false,
+    };
     let mut out = Vec::new();
     good.read_to_end(&mut out).unwrap();
     assert_eq!(out, data);
     assert_eq!(good.read(&mut [0u8; 8]).unwrap(), 0, "reads after the end only repeat it");
-    let mut cut =
-        DigestChecked { inner: HashingReader::new(&data[..5]), expected: digest, name: "r:x".into(), checked: false };
+    let mut cut = DigestChecked {
+        inner: HashingReader::new(&data[..5]),
+        expected: digest,
+        name: "r:x".into(),
+        recorded_by: "its push recorded",
+        checked: false,
+    };
     let err = cut.read_to_end(&mut Vec::new()).unwrap_err().to_string();
     assert!(err.contains("r:x") && err.contains("cut short"), "{err}");
+}
+
+#[test]
+fn a_local_archive_rewritten_in_place_after_its_check_fails_every_later_read() {
+    let dir = std::env::temp_dir().join(format!("xtask-pin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("a.tar.gz");
+    std::fs::write(&path, b"the checked bytes").unwrap();
+    let src = Source::open(&path).unwrap();
+    let (size, digest) = src.stored_digest().unwrap().unwrap();
+    assert_eq!((size, digest), (17, Sha256::digest(b"the checked bytes").into()));
+    // Read again before any change: the same bytes pass.
+    let mut same = Vec::new();
+    src.raw_reader().read_to_end(&mut same).unwrap();
+    assert_eq!(same, b"the checked bytes");
+    // The same inode rewritten in place (its owner can; a check by name cannot see it).
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().write_all(b"THE FORGED BYTES!").unwrap();
+    let copy = src.duplicate().unwrap();
+    for reader in [src.raw_reader(), copy.raw_reader()] {
+        let err = { reader }.read_to_end(&mut Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("its check read before") && err.contains("changed"), "{err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_spooled_file_has_no_name_and_reads_back_what_was_written() {
+    let dir = std::env::temp_dir().join(format!("xtask-unnamed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spooled = extract::Spooled::of_text(&dir, "SELECT 1;\n").unwrap();
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "nothing named is left to swap");
+    // Two readers, each from the start, neither disturbing the other.
+    let (mut a, mut b) = (spooled.reader(), spooled.reader());
+    let mut first = [0u8; 6];
+    a.read_exact(&mut first).unwrap();
+    assert_eq!(spooled.read_to_string().unwrap(), "SELECT 1;\n");
+    let mut rest = String::new();
+    b.read_to_string(&mut rest).unwrap();
+    assert_eq!((&first, rest.as_str()), (b"SELECT", "SELECT 1;\n"));
+    assert_eq!(spooled.len().unwrap(), 10);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -338,9 +338,13 @@ pub fn prepare_dir(dir: &Path) -> Result<PathBuf> {
 }
 
 /// The process that wrote a temporary file of ours, from its name: `.…tmp-PID`,
-/// `.pgdump-PID-….sql`, `.restore-PID-….sql`.
+/// `.xtask-private-PID-N` (the short-lived directory of a private file), and from earlier
+/// versions `.pgdump-PID-….sql`, `.restore-PID-….sql`.
 pub fn temp_owner(name: &str) -> Option<u32> {
     let digits = |s: &str| s.split(|c: char| !c.is_ascii_digit()).next().and_then(|d| d.parse().ok());
+    if let Some(rest) = name.strip_prefix(crate::files::UNNAMED_PREFIX) {
+        return digits(rest);
+    }
     if let Some(rest) =
         name.strip_prefix(".pgdump-").or_else(|| name.strip_prefix(crate::archive::extract::SPOOL_PREFIX))
     {
@@ -362,7 +366,14 @@ pub fn remove_stale_temporaries(dir: &Path, ctx: &Ctx) {
         if Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
-        if e.file_type().is_ok_and(|t| t.is_file()) && std::fs::remove_file(e.path()).is_ok() {
+        let removed = match e.file_type() {
+            Ok(t) if t.is_file() => std::fs::remove_file(e.path()).is_ok(),
+            Ok(t) if t.is_dir() && name.starts_with(crate::files::UNNAMED_PREFIX) => {
+                std::fs::remove_dir_all(e.path()).is_ok()
+            }
+            _ => false,
+        };
+        if removed {
             ctx.ui.step(&format!("removed {name}, left by an interrupted run"));
         }
     }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
@@ -26,21 +26,22 @@ pub struct Dumped {
     pub info: DbInfo,
 }
 
-/// Streams a dump into a new temporary file, feeding the engine's dump checker.
-fn dump_to_file(child: VolumeTar, engine: DbEngine, path: &Path, progress: &Progress) -> Result<(Spooled, DumpStats)> {
-    dump_counted(child, engine, path, progress, &mut 0)
+/// Streams a dump into a new private file with no name (on the filesystem of `dir`), feeding
+/// the engine's dump checker.
+fn dump_to_file(child: VolumeTar, engine: DbEngine, dir: &Path, progress: &Progress) -> Result<(Spooled, DumpStats)> {
+    dump_counted(child, engine, dir, progress, &mut 0)
 }
 
 /// [`dump_to_file`], adding to `got` the bytes read, also when it fails.
 fn dump_counted(
     mut child: VolumeTar,
     engine: DbEngine,
-    path: &Path,
+    dir: &Path,
     progress: &Progress,
     got: &mut u64,
 ) -> Result<(Spooled, DumpStats)> {
-    let mut file = crate::files::create_private(path)?;
-    let temp = Spooled { path: path.to_path_buf() };
+    let temp = Spooled::create(dir)?;
+    let mut file = temp.writer();
     let mut stats = crate::archive::dumpstats::new(engine);
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -51,17 +52,12 @@ fn dump_counted(
         }
         *got += n as u64;
         stats.feed(&buf[..n]);
-        file.write_all(&buf[..n]).with_context(|| format!("write {}", path.display()))?;
+        file.write_all(&buf[..n]).context("write the dump to a private file")?;
         progress.inc(n as u64);
     }
     child.finish()?;
-    file.sync_all()?;
+    temp.sync()?;
     Ok((temp, stats))
-}
-
-/// Where a service's dumps are written meanwhile: `.pgdump-PID-SERVICE-N.sql` in `dir`.
-fn temp_path(dir: &Path, service: &str, n: usize) -> PathBuf {
-    dir.join(format!(".pgdump-{}-{service}-{n}.sql", std::process::id()))
 }
 
 /// Dumps one database service (its server already running).
@@ -117,12 +113,12 @@ fn dump_beside(
     ctx: &Ctx,
     helper: Helper,
     engine: DbEngine,
-    path: &Path,
+    dir: &Path,
     progress: &Progress,
 ) -> Result<Option<(Spooled, DumpStats)>> {
     let mut got = 0;
     let direct = ctx.docker()?.helper_output(helper).and_then(|stream| match stream {
-        Some(s) => dump_counted(s, engine, path, progress, &mut got).map(Some),
+        Some(s) => dump_counted(s, engine, dir, progress, &mut got).map(Some),
         None => Ok(None),
     });
     match direct {
@@ -140,7 +136,7 @@ fn dump_beside(
 }
 
 /// One database's dump, checked complete: its entry, file and row counts.
-fn dump_one(ctx: &Ctx, src: &DbSource, dir: &Path, i: usize, name: &str, how: DumpCmd) -> Result<(DbDump, Spooled)> {
+fn dump_one(ctx: &Ctx, src: &DbSource, dir: &Path, name: &str, how: DumpCmd) -> Result<(DbDump, Spooled)> {
     if !grammar::is_db_name(name) {
         bail!(
             "database {name:?} of service {} has a name outside [A-Za-z0-9_.-] (at most 63 bytes), which \
@@ -151,17 +147,16 @@ fn dump_one(ctx: &Ctx, src: &DbSource, dir: &Path, i: usize, name: &str, how: Du
     }
     let service = &src.login.service;
     let progress = ctx.ui.progress(&format!("dump database {name} of {service}"));
-    let path = temp_path(dir, service, i + 1);
     let engine = src.login.engine;
     let direct = match how.beside {
         Some(helper) => {
-            dump_beside(ctx, helper, engine, &path, &progress).with_context(|| format!("dump database {name}"))?
+            dump_beside(ctx, helper, engine, dir, &progress).with_context(|| format!("dump database {name}"))?
         }
         None => None,
     };
     let (file, stats) = match direct {
         Some(done) => done,
-        None => dump_to_file(exec_stream(ctx.docker()?, &how.exec)?, engine, &path, &progress)
+        None => dump_to_file(exec_stream(ctx.docker()?, &how.exec)?, engine, dir, &progress)
             .with_context(|| format!("dump database {name}"))?,
     };
     if stats.bytes == 0 || !stats.complete() {
@@ -211,12 +206,8 @@ fn users_one_by_one(ctx: &Ctx, src: &DbSource, dir: &Path) -> Result<Spooled> {
             ignored.join(", ")
         );
     }
-    let path = temp_path(dir, &login.service, 0);
-    let mut file = crate::files::create_private(&path)?;
-    let spooled = Spooled { path: path.clone() };
-    file.write_all(sql.as_bytes())
-        .and_then(|_| file.sync_all())
-        .with_context(|| format!("write {}", path.display()))?;
+    let spooled = Spooled::of_text(dir, &sql)?;
+    spooled.sync()?;
     Ok(spooled)
 }
 
@@ -225,8 +216,8 @@ fn dump_globals(ctx: &Ctx, src: &DbSource, dir: &Path, info: &DbInfo, cmd: &Dock
     let entry = info.globals_entry.clone().unwrap_or_default();
     let progress = ctx.ui.progress(&format!("dump {entry}"));
     let stream = exec_stream(ctx.docker()?, cmd)?;
-    let (file, stats) = dump_to_file(stream, src.login.engine, &temp_path(dir, &src.login.service, 0), &progress)
-        .with_context(|| format!("dump {entry}"))?;
+    let (file, stats) =
+        dump_to_file(stream, src.login.engine, dir, &progress).with_context(|| format!("dump {entry}"))?;
     progress.finish(&format!("{entry}: {}", human_bytes(stats.bytes)));
     if stats.bytes == 0 {
         bail!("{entry}: the dump printed nothing: the backup is not valid");
@@ -254,14 +245,14 @@ fn dump_postgres(ctx: &Ctx, src: &DbSource, dir: &Path) -> Result<Dumped> {
     let globals = login.client(docker, stack, &["pg_dumpall", "-U", &login.user, "--globals-only"]);
     let mut files =
         vec![(info.globals_entry.clone().unwrap_or_default(), dump_globals(ctx, src, dir, &info, &globals)?)];
-    for (i, name) in databases.iter().enumerate() {
+    for name in &databases {
         let dbname = postgres::dbname_arg(name);
         // Subscriptions are replication settings that connect to other servers, not data: a
         // restore must not start replicating, and the grammar refuses them.
         let args =
             ["pg_dump", "-U", &login.user, "--no-password", "--quote-all-identifiers", "--no-subscriptions", &dbname];
         let how = DumpCmd { exec: login.client(docker, stack, &args), beside: None };
-        let (dump, file) = dump_one(ctx, src, dir, i, name, how)?;
+        let (dump, file) = dump_one(ctx, src, dir, name, how)?;
         files.push((dump.entry.clone(), file));
         info.databases.push(dump);
     }
@@ -316,7 +307,7 @@ fn dump_mariadb(ctx: &Ctx, src: &DbSource, dir: &Path) -> Result<Dumped> {
         files.push((entry, file));
     }
     let beside = container_of(ctx, &login.service)?;
-    for (i, name) in databases.iter().enumerate() {
+    for name in &databases {
         let mut opts = vec!["--single-transaction", "--routines", "--triggers", "--events", "--skip-dump-date"];
         if login.engine == DbEngine::Mysql {
             // Not `SET @@GLOBAL.GTID_PURGED`, a server-wide statement the grammar refuses.
@@ -326,7 +317,7 @@ fn dump_mariadb(ctx: &Ctx, src: &DbSource, dir: &Path) -> Result<Dumped> {
         let exec: Vec<&str> = [dump_tool, &user].into_iter().chain(opts.iter().copied()).collect();
         let beside = beside.as_ref().map(|(id, image)| login.my_dump_beside(id, image, &opts));
         let how = DumpCmd { exec: login.client(docker, stack, &exec), beside };
-        let (dump, file) = dump_one(ctx, src, dir, i, name, how)?;
+        let (dump, file) = dump_one(ctx, src, dir, name, how)?;
         files.push((dump.entry.clone(), file));
         info.databases.push(dump);
     }
@@ -340,7 +331,7 @@ fn dump_hook(ctx: &Ctx, src: &DbSource, dir: &Path) -> Result<Dumped> {
     info.user = "hook".into();
     let progress = ctx.ui.progress(&format!("dump service {} (xtask.dump)", login.service));
     let stream = exec_stream(docker, &login.exec(docker, stack, None, &["sh", "-c", command]))?;
-    let (file, stats) = dump_to_file(stream, DbEngine::Hook, &temp_path(dir, &login.service, 1), &progress)
+    let (file, stats) = dump_to_file(stream, DbEngine::Hook, dir, &progress)
         .with_context(|| format!("run the xtask.dump command of service {}", login.service))?;
     if stats.bytes == 0 {
         bail!("the xtask.dump command of service {} printed nothing: the backup failed", login.service);

@@ -20,7 +20,6 @@ use crate::ui::human_bytes;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -377,9 +376,8 @@ fn write_archive(
         .context("this backup cannot be archived as it is (rename what the message names)")?;
     archive::write_metadata(&mut writer, &meta)?;
     for (entry, file) in dumps.iter().flat_map(|d| &d.files) {
-        let f = File::open(&file.path)?;
-        let size = f.metadata()?.len();
-        writer.add_file(entry, size, f).with_context(|| format!("add {entry}"))?;
+        // Read through the descriptor it was written and checked through: it has no name.
+        writer.add_file(entry, file.len()?, file.reader()).with_context(|| format!("add {entry}"))?;
     }
     drop(dumps);
     for v in &sources.volumes {

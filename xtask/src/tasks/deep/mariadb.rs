@@ -8,12 +8,11 @@
 //! cannot touch the live server.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
 use super::Throwaway;
-use crate::archive::extract::{self, Verified};
+use crate::archive::extract::{self, Spooled, Verified};
 use crate::archive::{DbEngine, DbInfo};
 use crate::context::Ctx;
 
@@ -21,18 +20,16 @@ use crate::context::Ctx;
 pub(super) fn check(ctx: &Ctx, verified: &Verified, db: &DbInfo) -> Result<()> {
     let dir = std::env::temp_dir();
     let entries = db.databases.iter().map(|d| d.entry.clone()).chain(db.globals_entry.clone());
-    let mut held = Vec::new();
-    let mut paths = BTreeMap::new();
+    let mut spooled = BTreeMap::new();
     for entry in entries {
-        let spooled = extract::spool_dump(verified, &entry, &dir)?;
-        paths.insert(entry, spooled.path.clone());
-        held.push(spooled);
+        let dump = extract::spool_dump(verified, &entry, &dir)?;
+        spooled.insert(entry, dump);
     }
-    prove(ctx, db, &paths)
+    prove(ctx, db, &spooled)
 }
 
-/// Loads the dumps of `db` (entry -> its file) into a throwaway server and compares the rows.
-pub fn prove(ctx: &Ctx, db: &DbInfo, dumps: &BTreeMap<String, PathBuf>) -> Result<()> {
+/// Loads the dumps of `db` (entry -> its spooled file) into a throwaway server and compares the rows.
+pub fn prove(ctx: &Ctx, db: &DbInfo, dumps: &BTreeMap<String, Spooled>) -> Result<()> {
     let docker = ctx.docker()?;
     let dump = |entry: &str| dumps.get(entry).with_context(|| format!("{entry} was not spooled"));
     let server = Throwaway::start(ctx, &db.service, &["MARIADB_ROOT_PASSWORD", "MYSQL_ROOT_PASSWORD"], &[])?;

@@ -132,7 +132,7 @@ fn deep_check_dumps(ctx: &Ctx, verified: &Verified, pg: &archive::DbInfo) -> Res
     // Roles: the cluster's own superuser exists already, so errors here are expected and ignored.
     let globals_entry = pg.globals_entry.as_deref().context("a PostgreSQL dump without its roles entry")?;
     let globals = crate::archive::extract::spool_dump(verified, globals_entry, &dir)?;
-    crate::archive::extract::pipe_file(docker, &globals.path, &psql("postgres", false))?;
+    crate::archive::extract::pipe_file(docker, &globals, &psql("postgres", false))?;
     for db in &pg.databases {
         let exists = psql_at(
             "postgres",
@@ -146,7 +146,7 @@ fn deep_check_dumps(ctx: &Ctx, verified: &Verified, pg: &archive::DbInfo) -> Res
             )?;
         }
         let dump = crate::archive::extract::spool_dump(verified, &db.entry, &dir)?;
-        crate::archive::extract::pipe_file(docker, &dump.path, &psql(&db.name, true))
+        crate::archive::extract::pipe_file(docker, &dump, &psql(&db.name, true))
             .with_context(|| format!("load {} into a throwaway PostgreSQL", db.entry))?;
         for (table, rows) in &db.tables {
             let got = psql_at(&db.name, &format!("SELECT count(*) FROM {table}"))?;

@@ -36,8 +36,16 @@ impl DbRestore {
     }
 }
 
-/// A database loaded beside the live one: (live name, staged name).
-pub type StagedDb = (String, String);
+/// A database loaded beside the live one.
+pub struct StagedDb {
+    /// The live database it replaces.
+    pub live: String,
+    /// The staged copy (`xtask_new_PID_N`).
+    pub new: String,
+    /// The handover script staging prepared for the swap, kept in memory (empty until then):
+    /// nothing the swap runs is read back from a file.
+    pub handover: String,
+}
 
 /// What staging left to swap in, per service (in plan order).
 pub type Staged = Vec<Vec<StagedDb>>;

@@ -19,7 +19,7 @@ pub fn load(ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -> R
         ctx.ui.step(&format!("load the dump of service {} with its xtask.load command", login.service));
         let docker = ctx.docker()?;
         let cmd = login.exec(docker, &ctx.stack, None, &["sh", "-c", command]);
-        extract::pipe_file(docker, &find(spooled, &d.entry)?.path, &cmd)
+        extract::pipe_file(docker, find(spooled, &d.entry)?, &cmd)
             .with_context(|| format!("run the xtask.load command of service {}", login.service))?;
     }
     Ok(())

@@ -24,8 +24,7 @@ fn sql(ctx: &Ctx, db: &DbRestore, statement: &str) -> Result<Vec<String>> {
 fn load(ctx: &Ctx, db: &DbRestore, database: Option<&str>, dump: &Spooled, entry: &str) -> Result<()> {
     let docker = ctx.docker()?;
     let cmd = db.login.my_load(docker, &ctx.stack, database);
-    extract::pipe_file(docker, &dump.path, &cmd)
-        .with_context(|| format!("load {entry} (stopped at the first SQL error)"))
+    extract::pipe_file(docker, dump, &cmd).with_context(|| format!("load {entry} (stopped at the first SQL error)"))
 }
 
 fn recreate(ctx: &Ctx, db: &DbRestore, name: &str) -> Result<()> {
@@ -55,8 +54,7 @@ fn apply_users(ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -
 pub fn prove(ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -> Result<()> {
     signals::check()?;
     ctx.ui.step(&format!("prove the dumps of {} in a throwaway server, away from the live one", db.login.service));
-    let paths = spooled.iter().map(|(entry, s)| (entry.clone(), s.path.clone())).collect();
-    crate::tasks::deep::mariadb::prove(ctx, &db.info, &paths)
+    crate::tasks::deep::mariadb::prove(ctx, &db.info, spooled)
         .with_context(|| format!("prove the dumps of {} (nothing live was changed)", db.login.service))
 }
 

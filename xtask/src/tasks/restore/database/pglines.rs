@@ -6,7 +6,6 @@
 //! loaded by the role as it is. Pure: no database here.
 
 use std::io::{Read, Write};
-use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
@@ -367,27 +366,29 @@ pub fn acl_line(line: &str) -> Option<Held> {
     Some(Held { line: line.to_string(), made_by_dump: Some(owner_check(kind, named)?) })
 }
 
-/// Copies dump `src` into `dst` (a private file) for the restricted load: whole-statement lines
+/// Copies dump `src` into a new private file beside it for the restricted load: whole-statement lines
 /// that hand over ownership, default privileges or privileges ([`handover_line`], [`acl_line`])
 /// are held back, `COMMENT ON EXTENSION` lines dropped, created extensions noted; everything else (COPY data, multi-line statements)
 /// passes byte for byte. Lines are found by psql's lexer ([`dumpscan::SqlScan`]).
-pub fn filter_dump(src: &Path, dst: &Path) -> Result<(Spooled, HeldBack)> {
-    let mut input = std::fs::File::open(src).with_context(|| format!("open {}", src.display()))?;
-    let out = crate::files::create_private(dst)?;
-    let spooled = Spooled { path: dst.to_path_buf() };
-    let mut filter = Filter::new(std::io::BufWriter::new(out));
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = input.read(&mut buf).with_context(|| format!("read {}", src.display()))?;
-        if n == 0 {
-            break;
+pub fn filter_dump(src: &Spooled) -> Result<(Spooled, HeldBack)> {
+    let mut input = src.reader();
+    let spooled = src.sibling()?;
+    let held = {
+        let mut filter = Filter::new(std::io::BufWriter::new(spooled.writer()));
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = input.read(&mut buf).context("read the spooled dump")?;
+            if n == 0 {
+                break;
+            }
+            filter.feed(&buf[..n])?;
         }
-        filter.feed(&buf[..n])?;
-    }
-    filter.finish()?;
-    let file = filter.out.into_inner().map_err(|e| e.into_error()).context("write the dump to load")?;
-    file.sync_all().context("write the dump to load")?;
-    Ok((spooled, filter.held))
+        filter.finish()?;
+        filter.out.into_inner().map_err(|e| e.into_error()).context("write the dump to load")?;
+        filter.held
+    };
+    spooled.sync().context("write the dump to load")?;
+    Ok((spooled, held))
 }
 
 /// The state of [`filter_dump`] between chunks.

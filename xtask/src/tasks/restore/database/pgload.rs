@@ -63,9 +63,7 @@ impl Loader {
     /// Step 1 for one database: `dump` filtered into a file beside it, and the extensions the
     /// live database vouches for created in the staged copy `new`. Returns what to load.
     pub fn prepare(ctx: &Ctx, db: &DbRestore, d: &DbDump, new: &str, dump: &Spooled) -> Result<(Spooled, HeldBack)> {
-        let mut to_load = dump.path.clone().into_os_string();
-        to_load.push(".load");
-        let (filtered, held) = pglines::filter_dump(&dump.path, Path::new(&to_load))?;
+        let (filtered, held) = pglines::filter_dump(dump)?;
         add_extensions(&Psql { ctx, db }, &d.name, new, &held.extensions)?;
         Ok((filtered, held))
     }

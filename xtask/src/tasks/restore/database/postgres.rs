@@ -106,7 +106,7 @@ impl Psql<'_> {
         started: impl FnOnce() -> Result<()>,
     ) -> Result<()> {
         let cmd = self.with_vars(database, &[], &[])?;
-        extract::pipe_file_after(self.ctx.docker()?, &dump.path, &cmd, started)
+        extract::pipe_file_after(self.ctx.docker()?, dump, &cmd, started)
             .with_context(|| format!("load {entry} (stopped at the first SQL error)"))
     }
 
@@ -145,7 +145,7 @@ impl Psql<'_> {
 fn apply_roles(ctx: &Ctx, db: &DbRestore, globals: &Spooled) -> Result<()> {
     ctx.ui.step(&format!("restore the roles of service {}", db.login.service));
     let psql = Psql { ctx, db };
-    extract::pipe_file(ctx.docker()?, &globals.path, &psql.cmd("template1", &[])?).context("restore roles")
+    extract::pipe_file(ctx.docker()?, globals, &psql.cmd("template1", &[])?).context("restore roles")
 }
 
 /// Every dump copied out of the archive and checked, and the roles applied.
@@ -196,7 +196,7 @@ pub fn created_roles(globals: &str) -> Vec<String> {
 /// so the staged loads can give objects to them; every live role stays as it is until the swap.
 /// Returns the roles it created.
 fn create_missing_roles(ctx: &Ctx, db: &DbRestore, globals: &Spooled) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(&globals.path).context("read the roles dump")?;
+    let text = globals.read_to_string().context("read the roles dump")?;
     let psql = Psql { ctx, db };
     let existing = psql.rows("template1", "SELECT rolname FROM pg_roles")?;
     let mut created = Vec::new();
@@ -266,39 +266,27 @@ fn stage_with(
         let sql = format!("{DROP_DB}CREATE DATABASE :\"s\" OWNER :\"l\";\nCOMMENT ON DATABASE :\"s\" IS :'c';\n");
         let comment = format!("xtask restore of {}", d.name);
         psql.run("template1", &sql, &[("s", &new), ("c", &comment), ("l", &loader.role)])?;
-        staged.push((d.name.clone(), new.clone()));
+        staged.push(StagedDb { live: d.name.clone(), new: new.clone(), handover: String::new() });
         prepared.push(pgload::Loader::prepare(ctx, db, d, &new, dump)?);
     }
-    for (d, ((_, new), (filtered, _))) in db.info.databases.iter().zip(staged.iter().zip(&prepared)) {
+    for (d, (StagedDb { new, .. }, (filtered, _))) in db.info.databases.iter().zip(staged.iter().zip(&prepared)) {
         signals::check()?;
         ctx.ui.step(&format!("load database {} of {} into {new}, beside the live one", d.name, db.login.service));
         loader.load(ctx, db, d, new, filtered)?;
     }
     loader.lock_out(ctx, db)?;
-    for ((d, dump), ((_, new), (_, held))) in db.info.databases.iter().zip(dumps).zip(staged.iter().zip(&prepared)) {
-        pgload::settle(&psql, new)?;
-        let script = loader.prepare_handover(ctx, db, d, new, held)?;
-        let path = handover_path(dump);
-        crate::files::create_private(&path)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, script.as_bytes()).map_err(Into::into))
-            .with_context(|| format!("write {}", path.display()))?;
+    for (d, (s, (_, held))) in db.info.databases.iter().zip(staged.iter_mut().zip(&prepared)) {
+        pgload::settle(&psql, &s.new)?;
+        s.handover = loader.prepare_handover(ctx, db, d, &s.new, held)?;
     }
     Ok(())
-}
-
-/// Where staging leaves the handover script of a dump for the swap: beside the dump, in the
-/// restore's private directory.
-fn handover_path(dump: &Spooled) -> std::path::PathBuf {
-    let mut path = dump.path.clone().into_os_string();
-    path.push(".handover");
-    path.into()
 }
 
 /// Drops staged copies and the role that loaded them (best effort): the live databases stay as
 /// they are.
 pub fn unstage(ctx: &Ctx, db: &DbRestore, staged: &[StagedDb]) {
     let psql = Psql { ctx, db };
-    for (_, new) in staged {
+    for StagedDb { new, .. } in staged {
         if let Err(e) = psql.run("template1", DROP_DB, &[("s", new)]) {
             eprintln!("warning: could not drop the staged database {new} ({e:#}); the next restore drops it");
         }
@@ -321,14 +309,12 @@ pub fn swap(
     let psql = Psql { ctx, db };
     let loader = pgload::Loader::of_this_process();
     let mut old = Vec::new();
-    for (i, (live, new)) in staged.iter().enumerate() {
+    for (i, StagedDb { live, new, handover }) in staged.iter().enumerate() {
         ctx.ui.step(&format!("swap database {live} for the restored copy"));
-        let d = db.info.databases.iter().find(|d| &d.name == live).context("a staged database the archive lacks")?;
-        let dump = spooled.get(&d.entry).with_context(|| format!("the dump {} was not staged", d.entry))?;
-        let path = handover_path(dump);
-        let script = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
-        loader.hand_over(ctx, db, live, new, &script)?;
-        let _ = std::fs::remove_file(&path);
+        if !db.info.databases.iter().any(|d| &d.name == live) {
+            bail!("a staged database the archive lacks: {live}");
+        }
+        loader.hand_over(ctx, db, live, new, handover)?;
         // The live database's comment goes to the copy that replaces it; the one moved aside is
         // marked first, so that a run killed between the renames knows what it was.
         // `live` is a checked name (no quote): it can stand in a literal. No live database: none.
