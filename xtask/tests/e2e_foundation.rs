@@ -1,12 +1,14 @@
 //! End to end on the live engine: the sample stack comes up from the test bed's images and
 //! `volumes` / `status` describe it; the direct parse and `docker compose config` agree on
-//! every fixture; bad input and an unreachable daemon give clear errors.
+//! every fixture (an included file's relative paths too); bad input and an unreachable daemon
+//! give clear errors.
 #![allow(clippy::disallowed_methods)]
 
 mod common;
 
 use common::*;
 use serde_json::Value;
+use xtask::model::compose::{from_engine_config, Project, Selection};
 
 fn by_name<'a>(inv: &'a Value, name: &str) -> &'a Value {
     inv["volumes"]
@@ -167,6 +169,30 @@ fn offline_parse_and_compose_config_agree_on_every_fixture() {
     for name in seen {
         assert_eq!(before.contains(&name), after.contains(&name), "listing created or removed {name}");
     }
+}
+
+/// Issue 31: an included file's `env_file` and binds resolve against its own project directory
+/// (`project_directory`, else its own directory), its variables default from the include's
+/// `env_file` or that directory's `.env`. The whole model of every service, environment
+/// included, is what `docker compose config` makes of the same files.
+#[test]
+fn included_files_paths_agree_with_compose_config() {
+    if !engine() {
+        return;
+    }
+    let file = fixtures().join("include/compose.yaml");
+    let selection = Selection { files: vec![file.clone()], ..Selection::default() };
+    let offline = selection.resolve(&std::env::vars().collect()).unwrap().parse_offline().unwrap();
+    let json = docker_ok(&["compose", "--file", file.to_str().unwrap(), "config", "--format", "json"]);
+    let engine = from_engine_config(&offline.name, &json).unwrap();
+    assert_eq!(offline.services, engine.services);
+    let names = |p: &Project| p.volumes.iter().map(|v| (v.key.clone(), v.name.clone())).collect::<Vec<_>>();
+    assert_eq!(names(&offline), names(&engine));
+    // Not vacuous: the env files and binds of the included files are there, absolute.
+    let tools = engine.services.iter().find(|s| s.name == "tools").unwrap();
+    assert_eq!(tools.environment.get("TOOLS_USER").map(String::as_str), Some("from-tools-env"), "{tools:?}");
+    let conf = fixtures().join("include/tools/root/conf");
+    assert!(tools.mounts.iter().any(|m| m.source.as_deref() == conf.to_str()), "{tools:?}");
 }
 
 #[test]

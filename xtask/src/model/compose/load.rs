@@ -1,6 +1,8 @@
 //! Reading compose files the way Docker Compose does: YAML with anchors and merge keys,
-//! interpolation, `extends`, `include`, the merge of several files in order with the
-//! `!reset` / `!override` tags, and the `.env` file. Produces one merged YAML document.
+//! interpolation, `extends`, `include` (an included file's relative paths made absolute against
+//! its own project directory, its variables' defaults from the include's `env_file` or that
+//! directory's `.env`), the merge of several files in order with the `!reset` / `!override` tags,
+//! and the `.env` file. Produces one merged YAML document.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +41,19 @@ impl Env {
         let mut out = BTreeMap::new();
         parse_dotenv(&text, &self.vars, &mut out).with_context(|| format!("parse the env_file {}", file.display()))?;
         Ok(out)
+    }
+
+    /// The variables an included file sees: these, and for the names they leave unset, the
+    /// values in `files` (the include's `env_file`s, else its project directory's `.env`).
+    fn with_defaults(&self, files: &[PathBuf]) -> Result<Env> {
+        let mut vars = BTreeMap::new();
+        for f in files {
+            let text = std::fs::read_to_string(f).with_context(|| format!("read the env file {}", f.display()))?;
+            parse_dotenv(&text, &self.vars, &mut vars)
+                .with_context(|| format!("parse the env file {}", f.display()))?;
+        }
+        vars.extend(self.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok(Env { vars })
     }
 }
 
@@ -82,7 +97,7 @@ pub struct Merged {
 pub fn load_files(files: &[PathBuf], env: &Env) -> Result<Merged> {
     let mut merged = Merged::default();
     for file in files {
-        let doc = load_one(file, env, 0)?;
+        let doc = load_one(file, file.parent().unwrap_or(Path::new(".")), env, 0)?;
         record_origins(&doc, file, &mut merged.origins);
         let base = Value::Mapping(std::mem::take(&mut merged.doc));
         merged.doc = match merge(base, Value::Mapping(doc), &mut Vec::new()) {
@@ -105,14 +120,15 @@ fn record_origins(doc: &Mapping, file: &Path, origins: &mut BTreeMap<String, Pat
 }
 
 /// Parses one file: YAML (anchors, `<<` merge keys), interpolation, then `extends` and `include`.
-fn load_one(file: &Path, env: &Env, depth: usize) -> Result<Mapping> {
+/// `dir` is what the paths of its `include:` entries are relative to.
+fn load_one(file: &Path, dir: &Path, env: &Env, depth: usize) -> Result<Mapping> {
     if depth > 16 {
         bail!("{}: include or extends nested more than 16 levels deep (a cycle?)", file.display());
     }
     let mut doc = read_interpolated(file, env)?;
     resolve_extends(&mut doc, file, env, depth)?;
     if let Some(includes) = doc.remove("include") {
-        merge_includes(&mut doc, &includes, file, env, depth)?;
+        merge_includes(&mut doc, &includes, (file, dir), env, depth)?;
     }
     Ok(doc)
 }
@@ -233,50 +249,166 @@ fn resolve_service(
 }
 
 /// Merges the models of `include` entries into `doc`; a resource defined on both sides is an error.
-fn merge_includes(doc: &mut Mapping, includes: &Value, file: &Path, env: &Env, depth: usize) -> Result<()> {
+/// `at` is the including file and the directory its include paths are relative to.
+fn merge_includes(doc: &mut Mapping, includes: &Value, at: (&Path, &Path), env: &Env, depth: usize) -> Result<()> {
+    let (file, dir) = at;
     let Value::Sequence(entries) = includes else {
         bail!("{}: key include: must be a list", file.display());
     };
     for (i, entry) in entries.iter().enumerate() {
-        let paths: Vec<String> = match entry {
-            Value::String(s) => vec![s.clone()],
-            Value::Mapping(m) => match m.get("path") {
-                Some(Value::String(s)) => vec![s.clone()],
-                Some(Value::Sequence(seq)) => seq.iter().filter_map(Value::as_str).map(str::to_string).collect(),
-                _ => bail!("{}: key include[{i}]: needs a `path`", file.display()),
-            },
-            _ => bail!("{}: key include[{i}]: must be a path or a mapping", file.display()),
-        };
+        let key = || format!("{}: key include[{i}]", file.display());
+        let inc = Include::read(entry, dir, env).with_context(key)?;
         let mut included = Value::Mapping(Mapping::new());
-        for p in paths {
-            let path = relative_to(file, &p);
-            let sub =
-                load_one(&path, env, depth + 1).with_context(|| format!("{}: key include[{i}]", file.display()))?;
+        for path in &inc.paths {
+            let sub = load_one(path, &inc.dir, &inc.env, depth + 1).with_context(key)?;
             included = merge(included, Value::Mapping(sub), &mut Vec::new());
         }
         let Value::Mapping(mut included) = included else {
             continue;
         };
         strip_tags(&mut included);
-        for section in ["services", "volumes", "networks", "secrets", "configs"] {
-            let Some(Value::Mapping(theirs)) = included.remove(section) else {
-                continue;
-            };
-            let ours = doc.entry(Value::from(section)).or_insert_with(|| Value::Mapping(Mapping::new()));
-            let Value::Mapping(ours) = ours else { continue };
-            for (k, v) in theirs {
-                if ours.contains_key(&k) {
-                    bail!(
-                        "{}: key include[{i}]: {section}.{} is defined both here and in the included file",
-                        file.display(),
-                        key_str(&k)
-                    );
-                }
-                ours.insert(k, v);
+        resolve_paths(&mut included, &inc.dir);
+        add_included(doc, included).with_context(key)?;
+    }
+    Ok(())
+}
+
+/// Copies the resources of an included model into `doc`, refusing any defined on both sides.
+fn add_included(doc: &mut Mapping, mut included: Mapping) -> Result<()> {
+    for section in ["services", "volumes", "networks", "secrets", "configs"] {
+        let Some(Value::Mapping(theirs)) = included.remove(section) else {
+            continue;
+        };
+        let ours = doc.entry(Value::from(section)).or_insert_with(|| Value::Mapping(Mapping::new()));
+        let Value::Mapping(ours) = ours else { continue };
+        for (k, v) in theirs {
+            if ours.contains_key(&k) {
+                bail!("{section}.{} is defined both here and in the included file", key_str(&k));
             }
+            ours.insert(k, v);
         }
     }
     Ok(())
+}
+
+/// One `include:` entry as Compose reads it.
+struct Include {
+    /// Its files, merged in order.
+    paths: Vec<PathBuf>,
+    /// The project directory their relative paths resolve against: `project_directory`, else
+    /// the first file's directory.
+    dir: PathBuf,
+    /// The including file's variables, then its `env_file`s (else that directory's `.env`) for
+    /// the names those leave unset.
+    env: Env,
+}
+
+impl Include {
+    /// Reads `entry` (a path, or `{path, project_directory, env_file}`), relative to `dir`.
+    fn read(entry: &Value, dir: &Path, env: &Env) -> Result<Include> {
+        let (paths, project_dir, env_files) = match entry {
+            Value::String(s) => (vec![s.clone()], None, Vec::new()),
+            Value::Mapping(m) => (
+                path_list(m.get("path")).context("path")?,
+                m.get("project_directory").and_then(Value::as_str),
+                path_list(m.get("env_file")).context("env_file")?,
+            ),
+            _ => bail!("must be a path or a mapping"),
+        };
+        let paths: Vec<PathBuf> = paths.iter().map(|p| under(dir, p)).collect();
+        let Some(first) = paths.first() else { bail!("needs a `path`") };
+        let project_dir = match project_dir {
+            Some(d) => under(dir, d),
+            None => first.parent().unwrap_or(dir).to_path_buf(),
+        };
+        let env_files: Vec<PathBuf> = if env_files.is_empty() {
+            Some(project_dir.join(".env")).filter(|f| f.is_file()).into_iter().collect()
+        } else {
+            env_files.iter().map(|f| under(dir, f)).collect()
+        };
+        let env = env.with_defaults(&env_files)?;
+        Ok(Include { paths, dir: project_dir, env })
+    }
+}
+
+/// A path or a list of paths (none when absent).
+fn path_list(v: Option<&Value>) -> Result<Vec<String>> {
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Sequence(items)) => {
+            items.iter().map(|i| i.as_str().map(str::to_string).context("must be a path or a list of paths")).collect()
+        }
+        Some(_) => bail!("must be a path or a list of paths"),
+    }
+}
+
+/// `p` against `dir` (unless absolute), without `.` and `..`.
+fn under(dir: &Path, p: &str) -> PathBuf {
+    super::normalize(&dir.join(p))
+}
+
+/// Makes an included model's relative paths absolute against its project directory, as Compose
+/// does before merging it (the including project would otherwise read them against its own):
+/// `env_file` entries, bind mount sources and build contexts.
+fn resolve_paths(doc: &mut Mapping, dir: &Path) {
+    let Some(Value::Mapping(services)) = doc.get_mut("services") else { return };
+    for svc in services.values_mut().filter_map(Value::as_mapping_mut) {
+        match svc.get_mut("env_file") {
+            Some(Value::Sequence(items)) => items.iter_mut().for_each(|i| resolve_env_file(i, dir)),
+            Some(item) => resolve_env_file(item, dir),
+            None => {}
+        }
+        if let Some(Value::Sequence(mounts)) = svc.get_mut("volumes") {
+            mounts.iter_mut().for_each(|m| resolve_bind(m, dir));
+        }
+        match svc.get_mut("build") {
+            Some(Value::String(context)) => absolutize(context, dir),
+            Some(Value::Mapping(build)) => {
+                if let Some(Value::String(context)) = build.get_mut("context") {
+                    absolutize(context, dir);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// An `env_file` item: a path or `{path, required}`.
+fn resolve_env_file(item: &mut Value, dir: &Path) {
+    match item {
+        Value::String(p) => absolutize(p, dir),
+        Value::Mapping(m) => {
+            if let Some(Value::String(p)) = m.get_mut("path") {
+                absolutize(p, dir);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A service `volumes:` item: a short-syntax bind (`./src:/target`) or a long-syntax `type: bind`.
+fn resolve_bind(item: &mut Value, dir: &Path) {
+    match item {
+        Value::String(s) => {
+            if let Some((src, rest)) = s.split_once(':').filter(|(src, _)| src.starts_with('.')) {
+                *s = format!("{}:{rest}", under(dir, src).display());
+            }
+        }
+        Value::Mapping(m) if m.get("type").and_then(Value::as_str) == Some("bind") => {
+            if let Some(Value::String(src)) = m.get_mut("source") {
+                absolutize(src, dir);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Makes `p` absolute against `dir`; absolute paths, `~` paths and remote (URL) ones stay.
+fn absolutize(p: &mut String, dir: &Path) {
+    if !(p.is_empty() || p.starts_with(['/', '~']) || p.contains("://") || p.starts_with("git@")) {
+        *p = under(dir, p).to_string_lossy().into_owned();
+    }
 }
 
 fn relative_to(file: &Path, p: &str) -> PathBuf {
@@ -441,6 +573,40 @@ mod tests {
         let base = yaml("services: {a: {command: [a, b]}}");
         let over = yaml("services: {a: {command: [c]}}");
         assert_eq!(merge(base, over, &mut Vec::new())["services"]["a"]["command"], yaml("[c]"));
+    }
+
+    #[test]
+    fn include_entry_directories_and_env_files() {
+        let dir = Path::new("/stack");
+        let inc = Include::read(&yaml("sub/compose.yaml"), dir, &Env::default()).unwrap();
+        assert_eq!((inc.paths, inc.dir), (vec![PathBuf::from("/stack/sub/compose.yaml")], PathBuf::from("/stack/sub")));
+        let entry = yaml("{path: [a/one.yaml, a/two.yaml], project_directory: ./b/../c}");
+        let inc = Include::read(&entry, dir, &Env::default()).unwrap();
+        assert_eq!((inc.paths.len(), inc.dir), (2, PathBuf::from("/stack/c")));
+        // An include's env_file is relative to the including file's directory and must exist.
+        let entry = yaml("{path: a.yaml, project_directory: x, env_file: vars.env}");
+        let err = format!("{:#}", Include::read(&entry, dir, &Env::default()).err().unwrap());
+        assert!(err.contains("read the env file /stack/vars.env"), "{err}");
+        let err = format!("{:#}", Include::read(&yaml("{env_file: v.env}"), dir, &Env::default()).err().unwrap());
+        assert!(err.contains("needs a `path`"), "{err}");
+    }
+
+    #[test]
+    fn included_paths_resolve_but_absolute_home_and_named_ones_stay() {
+        let Value::Mapping(mut doc) = yaml(
+            "services: {s: {env_file: [a.env, {path: ../b.env, required: false}], build: {context: 'https://x/y.git'},
+             volumes: ['.:/here', 'named:/n', '/abs:/abs', '~/h:/h', {type: bind, source: c, target: /c},
+                       {type: volume, source: v, target: /v}]}}",
+        ) else {
+            panic!()
+        };
+        resolve_paths(&mut doc, Path::new("/p/inc"));
+        let want = yaml(
+            "{env_file: [/p/inc/a.env, {path: /p/b.env, required: false}], build: {context: 'https://x/y.git'},
+             volumes: ['/p/inc:/here', 'named:/n', '/abs:/abs', '~/h:/h', {type: bind, source: /p/inc/c, target: /c},
+                       {type: volume, source: v, target: /v}]}",
+        );
+        assert_eq!(doc["services"]["s"], want);
     }
 
     #[test]

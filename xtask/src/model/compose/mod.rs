@@ -230,8 +230,9 @@ fn normalize_name(n: &str) -> String {
 impl Stack {
     /// The direct parse of the files: no Docker needed.
     /// Each service's `env_file` entries (a path, a list of paths, or `{path, required}`
-    /// items, relative to the project directory), under its `environment:`, which wins, as in
-    /// Compose. `docker compose config` has done this already when the engine answers.
+    /// items, relative to the project directory; an included file's are absolute by now, made so
+    /// against its own), under its `environment:`, which wins, as in Compose.
+    /// `docker compose config` has done this already when the engine answers.
     fn apply_env_files(&self, doc: &Mapping, project: &mut Project) -> Result<()> {
         let Some(Value::Mapping(services)) = doc.get("services") else { return Ok(()) };
         for svc in project.services.iter_mut() {
@@ -267,7 +268,8 @@ impl Stack {
         filter_profiles(&mut doc, &self.profiles);
         let mut project = build_project(&self.name, &doc, &merged.origins)?;
         self.apply_env_files(&doc, &mut project)?;
-        // Relative bind sources are relative to the project directory, as Compose resolves them.
+        // Relative bind sources are relative to the project directory, as Compose resolves them
+        // (an included file's were made absolute against its own when it was loaded).
         for m in project.services.iter_mut().flat_map(|s| s.mounts.iter_mut()) {
             if let (MountKind::Bind, Some(src)) = (m.kind, m.source.as_mut()) {
                 if let Some(home) = src.strip_prefix('~').and(self.env.get("HOME")) {

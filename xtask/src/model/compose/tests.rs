@@ -89,7 +89,63 @@ fn extends_in_file_and_from_another_file() {
 #[test]
 fn include_brings_services_and_volumes() {
     let p = parse(&["include/compose.yaml"], &[]);
-    assert_eq!(names(&p), [("app-data", "fixture-include_app-data"), ("included-data", "fixture-include-logs")]);
+    assert_eq!(
+        names(&p),
+        [
+            ("app-data", "fixture-include_app-data"),
+            ("included-data", "fixture-include-logs"),
+            ("tools-cache", "fixture-include_tools-cache"),
+        ]
+    );
+    let services: Vec<_> = p.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(services, ["app", "helper", "included", "tools"]);
+}
+
+/// A service's binds as (source, target, read-only).
+fn binds(p: &Project, service: &str) -> Vec<(String, String, bool)> {
+    let svc = p.services.iter().find(|s| s.name == service).unwrap();
+    svc.mounts
+        .iter()
+        .filter(|m| m.kind == MountKind::Bind)
+        .map(|m| (m.source.clone().unwrap_or_default(), m.target.clone(), m.read_only))
+        .collect()
+}
+
+fn env_of<'a>(p: &'a Project, service: &str, key: &str) -> Option<&'a str> {
+    p.services.iter().find(|s| s.name == service).and_then(|s| s.environment.get(key)).map(String::as_str)
+}
+
+#[test]
+fn included_files_resolve_paths_against_their_project_directory() {
+    let p = parse(&["include/compose.yaml"], &[]);
+    let at = |rel: &str| fixtures().join("include").join(rel).to_string_lossy().into_owned();
+    // sub/compose.yaml (issue 31): `./extra.env` and `./logs` are sub/'s, not the main project's.
+    assert_eq!(env_of(&p, "included", "INCLUDED_MODE"), Some("from-sub-extra-env"));
+    assert_eq!(binds(&p, "included"), [(at("sub/logs"), "/srv/logs".into(), false)]);
+    // tools/compose.yaml, included with project_directory tools/root: its service's env_file and
+    // binds (short and long syntax) are tools/root's, not tools/'s; the include's own env_file
+    // (tools/defaults.env) is the including directory's.
+    assert_eq!(env_of(&p, "tools", "TOOLS_USER"), Some("from-tools-env"));
+    assert_eq!(env_of(&p, "tools", "TOOLS_HOME"), Some("/opt/tools"), "a default from tools/defaults.env");
+    assert_eq!(
+        binds(&p, "tools"),
+        [(at("tools/root/scripts"), "/scripts".into(), true), (at("tools/root/conf"), "/etc/tools".into(), false)]
+    );
+    // Its own include (helper.yaml) is found in tools/root too, and reads that directory's `.env`.
+    assert_eq!(env_of(&p, "helper", "HELPER_MODE"), Some("from-tools-root-dotenv"));
+    assert_eq!(binds(&p, "helper"), [(at("tools/root/helper-data"), "/data".into(), false)]);
+}
+
+#[test]
+fn included_build_context_and_the_main_projects_variables_win() {
+    let process = BTreeMap::from([("TOOLS_HOME".to_string(), "/from/the/shell".to_string())]);
+    let sel = Selection { files: vec![fixtures().join("include/compose.yaml")], ..Selection::default() };
+    let stack = sel.resolve(&process).unwrap();
+    let p = stack.parse_offline().unwrap();
+    assert_eq!(env_of(&p, "tools", "TOOLS_HOME"), Some("/from/the/shell"), "the include's env_file only fills gaps");
+    let merged = load::load_files(&stack.files, &stack.env).unwrap();
+    let context = fixtures().join("include/tools/root/ctx");
+    assert_eq!(merged.doc["services"]["tools"]["build"], Value::from(context.to_string_lossy().into_owned()));
 }
 
 #[test]
@@ -119,6 +175,9 @@ fn errors_name_the_file_and_key() {
     assert!(e.contains("undeclared.yaml") && e.contains("services.app.volumes[0]") && e.contains("nowhere"), "{e}");
     let e = err("errors/required.yaml");
     assert!(e.contains("required.yaml") && e.contains("services.app.image") && e.contains("IMAGE"), "{e}");
+    let e = err("errors/include-envfile.yaml");
+    let missing = fixtures().join("errors/include-envfile/absent.env");
+    assert!(e.contains(&format!("read the env_file {}", missing.display())) && e.contains("service sidecar"), "{e}");
     let e = err("errors/does-not-exist.yaml");
     assert!(e.contains("does-not-exist.yaml") && e.contains("-f"), "{e}");
 }
