@@ -90,9 +90,17 @@ impl Ctx {
     }
 
     /// The `x-xtask` off-site settings of the stack: remotes, encryption, signing.
+    /// A file of trusted keys (`allowed_signers_file`, `recipients_file`) inside a bind mount is
+    /// refused: a service, or a restore of a bind, could write it and make a key trusted.
     pub fn offsite(&self) -> Result<Offsite> {
         let block = self.stack.settings()?;
-        offsite::parse(block.as_ref(), &self.stack.name, &self.stack.project_dir)
-            .with_context(|| format!("read the x-xtask block of {}", self.stack.files[0].display()))
+        let parsed = offsite::parse(block.as_ref(), &self.stack.name, &self.stack.project_dir)
+            .with_context(|| format!("read the x-xtask block of {}", self.stack.files[0].display()))?;
+        let binds = self.binds()?;
+        let host_paths: Vec<&str> = binds.iter().map(|b| b.host_path.as_str()).collect();
+        if let Some(why) = parsed.key_file_in_bind(&host_paths) {
+            bail!("{why} in {}", self.stack.files[0].display());
+        }
+        Ok(parsed)
     }
 }

@@ -5,7 +5,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
@@ -97,6 +97,52 @@ pub fn private_temp_dir(prefix: &str) -> Result<TempDir> {
         }
     }
     bail!("could not create a private directory under {}", std::env::temp_dir().display())
+}
+
+/// The home directory of `uid` in `passwd` (the text of `/etc/passwd`).
+fn home_of(passwd: &str, uid: u32) -> Option<PathBuf> {
+    passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() >= 7 && f[2].parse() == Ok(uid) && f[5].starts_with('/')).then(|| PathBuf::from(f[5]))
+    })
+}
+
+/// Where [`user_dir`] is for `uid`: `root_base/what` for root when `root_base`'s parent
+/// exists; else `<home>/<home_rel>/xtask/what`, the home from `passwd` (else `$HOME`); else a
+/// per-user directory in the temp dir.
+fn user_dir_of(uid: u32, passwd: &str, root_base: Option<&Path>, home_rel: &str, what: &str) -> PathBuf {
+    if let (0, Some(base)) = (uid, root_base) {
+        return base.join(what);
+    }
+    let home = home_of(passwd, uid).or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(PathBuf::from));
+    match home {
+        Some(home) => home.join(home_rel).join("xtask").join(what),
+        None => std::env::temp_dir().join(format!("xtask-{what}-{uid}")),
+    }
+}
+
+/// This user's own private directory for `what` (the project locks, the record of pushes),
+/// found from the user alone, never from the environment, so every run of the user (an SSH
+/// session, a cron job) finds the same one: root's under `root_base` (`/run/xtask`,
+/// `/var/lib/xtask`), another user's under its home (`.cache`, `.local/state`). Created 0700;
+/// refused unless it is a directory of this user's that nobody else can enter.
+pub fn user_dir(root_base: &Path, home_rel: &str, what: &str) -> Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let base = root_base.parent().is_some_and(Path::is_dir).then_some(root_base);
+    let dir = user_dir_of(uid, &passwd, base, home_rel, what);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("create the directory {}", dir.display()))?;
+    let meta = std::fs::symlink_metadata(&dir).with_context(|| format!("stat {}", dir.display()))?;
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
+        bail!("{} is not a private directory of this user: remove it and run again", dir.display());
+    }
+    Ok(dir)
 }
 
 /// Free bytes for an unprivileged writer in `dir`.
@@ -194,5 +240,22 @@ impl std::io::Read for AtReader<'_> {
         let n = self.file.read_at(buf, self.pos)?;
         self.pos += n as u64;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_users_own_directory_depends_on_the_user_only() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\nops:x:1000:1000::/home/ops:/bin/sh\nbad:x:7:7::rel:/bin/sh\n";
+        let run = Some(Path::new("/run/xtask"));
+        assert_eq!(user_dir_of(0, passwd, run, ".cache", "locks"), Path::new("/run/xtask/locks"));
+        assert_eq!(user_dir_of(0, passwd, None, ".cache", "locks"), Path::new("/root/.cache/xtask/locks"));
+        let ops = user_dir_of(1000, passwd, run, ".local/state", "pushed");
+        assert_eq!(ops, Path::new("/home/ops/.local/state/xtask/pushed"));
+        assert_eq!(home_of(passwd, 7), None, "a relative home is not one");
+        assert_eq!(home_of(passwd, 1), None);
     }
 }

@@ -1,8 +1,11 @@
 //! One backup or restore of a project at a time: an exclusive lock (flock) on
 //! `<backup dir>/.xtask-<project>.lock` and, whatever backup directory a run uses, on the
-//! project's lock in this user's private lock directory (`$XDG_RUNTIME_DIR/xtask/locks`, else
-//! `~/.cache/xtask/locks`; never a shared directory another user could block): two runs against the same stack with different `XTASK_BACKUP_DIR`s
-//! exclude each other. The kernel drops a lock when its holder exits, even by kill -9, so a
+//! project's lock in this user's private lock directory, found from the user alone, never from
+//! the environment (root: `/run/xtask/locks`; another user: `~/.cache/xtask/locks` with the home
+//! directory from the password database; never a shared directory another user could block):
+//! two runs against the same stack with different `XTASK_BACKUP_DIR`s, or with different
+//! environments (an SSH session's `XDG_RUNTIME_DIR` and a cron job without one), exclude each
+//! other. The kernel drops a lock when its holder exits, even by kill -9, so a
 //! stale lock never blocks; each file records who holds it for the error message.
 
 use std::fs::{File, OpenOptions};
@@ -21,28 +24,9 @@ pub struct Lock {
     project: String,
 }
 
-/// This user's private lock directory (0700, owned by this user, not a symlink): under
-/// `$XDG_RUNTIME_DIR`, else under `$HOME/.cache`.
+/// This user's private lock directory (0700, owned by this user, not a symlink).
 fn lock_dir() -> Result<PathBuf> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
-    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
-    let dir = match var("XDG_RUNTIME_DIR").or_else(|| var("HOME").map(|h| h.join(".cache"))) {
-        Some(base) => base.join("xtask").join("locks"),
-        // Neither is set (a bare service environment): a per-user directory in the shared temp dir.
-        None => std::env::temp_dir().join(format!("xtask-locks-{uid}")),
-    };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .with_context(|| format!("create the lock directory {}", dir.display()))?;
-    let meta = std::fs::symlink_metadata(&dir).with_context(|| format!("stat {}", dir.display()))?;
-    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
-        bail!("{} is not a private directory of this user: remove it and run again", dir.display());
-    }
-    Ok(dir)
+    crate::files::user_dir(Path::new("/run/xtask"), ".cache", "locks")
 }
 
 /// Takes the lock file at `path` for `project`, or says who holds it.

@@ -451,6 +451,26 @@ fn stopped_stack_is_backed_up_and_left_stopped_and_the_lock_refuses_a_second_run
     assert!(!ok && err.contains("another backup or restore"), "{err}");
     assert_eq!(std::fs::read_dir(&out.0).unwrap().count(), before);
 
+    // The project's lock on the machine is found from the user alone: a run with another
+    // XDG_RUNTIME_DIR and another backup directory (a cron job beside an SSH session) is refused
+    // while it is held. (As root, where that lock lives in /run/xtask/locks.)
+    if String::from_utf8_lossy(&Command::new("id").arg("-u").output().unwrap().stdout).trim() == "0" {
+        let project_lock = Path::new("/run/xtask/locks").join(format!("{}.lock", stack.project));
+        let mut holder =
+            Command::new("flock").arg("--no-fork").arg(&project_lock).args(["sleep", "30"]).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let elsewhere = TempDir::new("backup-elsewhere");
+        let mut run = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        run.args(["--project-name", &stack.project, "--file"]).arg(&stack.files[0]);
+        run.args(["backup", "--output-dir"]).arg(elsewhere.0.join("b"));
+        run.envs(stack.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let o = run.env("XDG_RUNTIME_DIR", &elsewhere.0).env("HOME", &elsewhere.0).output().unwrap();
+        holder.kill().ok();
+        holder.wait().ok();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains("another backup or restore"), "{err}");
+    }
+
     // The pre-migration hook: a snapshot first, then the migration; no migration without a snapshot.
     let xtask =
         format!("{} --project-name {} --file {}", env!("CARGO_BIN_EXE_xtask"), stack.project, stack.files[0].display());

@@ -193,12 +193,8 @@ fn kill_mid_dump(stack: &TestStack, backups: &Path, service: &str) {
     let mut child = stack.spawn(&["-v", "backup-db", "--service", service, "--output-dir", backups.to_str().unwrap()]);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let growing = std::fs::read_dir(backups).unwrap().flatten().any(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            n.starts_with(".pgdump-")
-                && n.contains(&format!("-{service}-"))
-                && e.metadata().is_ok_and(|m| m.len() > 1 << 20)
-        });
+        // The dump goes into a file with no name (only the tool's descriptor holds it).
+        let growing = spooled_by(child.id(), backups).iter().any(|&n| n > 1 << 20);
         if growing {
             break;
         }

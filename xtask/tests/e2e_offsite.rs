@@ -478,7 +478,7 @@ fn a_hostile_bucket_can_neither_erase_nor_poison_genuine_archives() {
         genuine.push(Path::new(out["path"].as_str().unwrap()).file_name().unwrap().to_str().unwrap().to_string());
         std::thread::sleep(Duration::from_millis(1100));
     }
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(7));
     // Three junk objects dated after the genuine ones (but not in the future), sidecars matching.
     let junk: Vec<String> = (1..=3).map(|s| later_name(&genuine[1], s)).collect();
     for name in &junk {
@@ -490,13 +490,41 @@ fn a_hostile_bucket_can_neither_erase_nor_poison_genuine_archives() {
     put(&s3, &stack.project, &poison, b"y");
     put(&s3, &stack.project, &format!("{poison}.sha256"), format!("{}  {}\n", "0".repeat(64), genuine[0]).as_bytes());
 
+    // Junk that passes the size and header checks (200 bytes that start like gzip), each with its
+    // own sidecar, dated after the genuine archives, and one dated 4 minutes ahead: this host did
+    // not push them, so they never take a slot from what it did, nor become --latest.
+    let mut gz = vec![0x1f, 0x8b, 0x08];
+    gz.resize(200, 0);
+    let ahead = Command::new("date").args(["-u", "-d", "+4 minutes", "+%Y%m%d_%H%M%S"]).output().unwrap();
+    let ahead = format!("full_backup_{}.tar.gz", String::from_utf8(ahead.stdout).unwrap().trim());
+    let plausible: Vec<String> = (4..=6).map(|s| later_name(&genuine[1], s)).chain([ahead.clone()]).collect();
+    for name in &plausible {
+        put(&s3, &stack.project, name, &gz);
+        put(&s3, &stack.project, &format!("{name}.sha256"), format!("{:x}  {name}\n", Sha256::digest(&gz)).as_bytes());
+    }
+    let listed = remote_list(&stack);
+    for name in &plausible[..3] {
+        let a = listed.iter().find(|a| a["file"] == name.as_str()).unwrap();
+        assert_eq!(a["known"], false, "not pushed from this host: {a}");
+    }
+    let future = listed.iter().find(|a| a["file"] == ahead.as_str()).unwrap();
+    assert_eq!(future["complete"], false, "a name dated in the future is never good: {future}");
+    for g in &genuine {
+        assert_eq!(listed.iter().find(|a| a["file"] == g.as_str()).unwrap()["known"], true, "{g}");
+    }
+    let text = stack.xtask_ok(&["backups", "--remote", "offsite"]);
+    assert!(text.contains("NOT KNOWN (not pushed from this host)"), "{text}");
+    let (ok, out, err) = stack.xtask(&["verify", "--remote", "offsite", "--latest", "--output-dir", b]);
+    assert!(ok && (out.clone() + &err).contains(&genuine[1]), "--latest is the newest this host pushed: {out}{err}");
+
     let keep_two = ["--keep-last", "2", "--keep-daily", "0", "--keep-weekly", "0", "--keep-monthly", "0"];
     let out = stack.xtask_ok(&[&["prune", "--remote", "offsite"][..], &keep_two].concat());
+    assert!(out.contains("not pushed from this host"), "{out}");
     let names: Vec<String> = objects(&s3, &stack.project).into_iter().map(|o| o.0).collect();
     for g in &genuine {
         assert!(names.contains(g) && names.contains(&format!("{g}.sha256")), "{g} kept: {names:?}\n{out}");
     }
-    for j in junk.iter().chain([&poison]) {
+    for j in junk.iter().chain([&poison]).chain(&plausible) {
         assert!(names.contains(j), "{j} is not ours to remove either: {names:?}");
     }
     assert!(out.contains("too small to be an archive"), "{out}");

@@ -743,6 +743,15 @@ fn files_swapped_by_name_during_a_backup_and_a_restore_change_nothing() {
     let attacker = Swapper::watch(&dir.0, forged);
     let archive =
         stack.xtask_json(&["backup", "--output-dir", dir.s(), "--json"])["path"].as_str().unwrap().to_string();
+    // The name's stamp and the metadata's created_at are the same moment (the backup's start),
+    // however long its dumps take.
+    let created_at = load(Path::new(&archive))[0].data.clone();
+    let created_at = serde_json::from_slice::<serde_json::Value>(&created_at).unwrap()["created_at"].clone();
+    let name = archive.rsplit('/').next().unwrap();
+    let parts: Vec<&str> = name.split('_').collect();
+    let stamp = format!("{}{}", parts[2], &parts[3][..6]);
+    let digits: String = created_at.as_str().unwrap().chars().filter(char::is_ascii_digit).collect();
+    assert_eq!(digits, stamp, "{archive}: created_at {created_at}");
     // The live state moves on; the restore must bring back exactly what was backed up.
     psql(&db, "app", "DELETE FROM items WHERE id > 250");
     stack.xtask_ok(&["restore", &archive, "--yes", "--output-dir", dir.s()]);

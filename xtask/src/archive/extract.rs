@@ -204,6 +204,11 @@ struct VolumeStream<W: Write> {
     times_final: bool,
     /// A file's data passes through here in reads of up to [`CHUNK`] bytes.
     chunk: Vec<u8>,
+    /// The bind (host directory) this stream fills, where set-uid and set-gid bits are never
+    /// written on anything but a directory; None for a volume.
+    bind: Option<String>,
+    /// Paths whose set-uid/set-gid bits were dropped (the first few) and how many in all.
+    setid_dropped: (Vec<Vec<u8>>, u64),
 }
 
 /// Bytes per read of a file's data: more than the sink's buffer ([`SINK_BUFFER`]) holds, so
@@ -220,6 +225,7 @@ impl<W: Write> VolumeStream<W> {
         let prefix_len = crate::archive::volume_prefix(volume).len();
         let written = Written::default();
         let chunk = vec![0u8; CHUNK];
+        let bind = volume.starts_with(crate::archive::BINDS).then(|| volume.to_string());
         VolumeStream {
             builder,
             under: under.to_vec(),
@@ -228,7 +234,22 @@ impl<W: Write> VolumeStream<W> {
             written,
             times_final: false,
             chunk,
+            bind,
+            setid_dropped: Default::default(),
         }
+    }
+
+    /// In a bind, a file's set-uid and set-gid bits are dropped (a host directory must not gain
+    /// a set-uid program from an archive); a directory keeps its set-gid (group inheritance).
+    fn drop_setid(&mut self, c: &Checked, rel: &[u8], h: &mut tar::Header) {
+        if self.bind.is_none() || c.kind == Kind::Dir || c.mode & 0o6000 == 0 {
+            return;
+        }
+        h.set_mode(c.mode & !0o6000);
+        if self.setid_dropped.0.len() < 5 {
+            self.setid_dropped.0.push(rel.to_vec());
+        }
+        self.setid_dropped.1 += 1;
     }
 
     fn at(&self, rel: &[u8]) -> Vec<u8> {
@@ -238,6 +259,7 @@ impl<W: Write> VolumeStream<W> {
     /// Appends one entry; `data` for a regular file.
     fn append(&mut self, c: &Checked, rel: &[u8], data: Option<&mut dyn Read>) -> Result<()> {
         let mut h = header_for(c);
+        self.drop_setid(c, rel, &mut h);
         let path = dot(&self.at(rel));
         match (&c.kind, &c.link, data) {
             (Kind::File, _, Some(data)) => {
@@ -312,6 +334,15 @@ impl<W: Write> VolumeStream<W> {
 
     /// The directories once more, children before parents, and the end of the stream.
     fn finish(mut self) -> Result<(W, Written)> {
+        if let (Some(bind), (some, n @ 1..)) = (&self.bind, &self.setid_dropped) {
+            let shown: Vec<String> = some.iter().map(|p| grammar::shown(p)).collect();
+            eprintln!(
+                "warning: {bind}: set-uid/set-gid bits dropped from {n} file(s) ({}{}): a restore never writes \
+                 them into a host directory; set them again by hand if they are truly wanted",
+                shown.join(", "),
+                if *n > 5 { ", …" } else { "" }
+            );
+        }
         self.settle_times()?;
         let dirs = std::mem::take(&mut self.dirs);
         let (builder, under) = (&mut self.builder, &self.under);

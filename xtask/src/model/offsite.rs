@@ -320,6 +320,48 @@ fn check_endpoint(e: &str) -> Result<()> {
     Ok(())
 }
 
+impl Offsite {
+    /// Why the configuration is refused when a file of trusted keys lies inside one of the
+    /// stack's bind mounts (`host_paths`, absolute): whoever can write the bind (its service, or
+    /// a restore of it) could add a key. Compared as written and with links resolved.
+    pub fn key_file_in_bind(&self, host_paths: &[&str]) -> Option<String> {
+        let files = [
+            ("x-xtask.sign.allowed_signers_file", self.signing.as_ref().and_then(|s| s.allowed_signers_file.as_ref())),
+            ("x-xtask.encrypt.recipients_file", self.encryption.recipients_file.as_ref()),
+        ];
+        for (key, file) in files.iter().filter_map(|(k, f)| f.map(|f| (k, f))) {
+            let forms = [Some(normalize(file)), file.canonicalize().ok()];
+            for bind in host_paths {
+                let binds = [Some(normalize(Path::new(bind))), Path::new(bind).canonicalize().ok()];
+                let inside = forms.iter().flatten().any(|f| binds.iter().flatten().any(|b| f.starts_with(b)));
+                if inside {
+                    return Some(format!(
+                        "{key} {} lies inside the bind mount {bind}: its service, or a restore of it, could \
+                         make a key trusted; keep the file outside every bind",
+                        file.display()
+                    ));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// `path` with `.` and `..` resolved by name (no filesystem access).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,6 +416,21 @@ mod tests {
             assert!(e.is_err(), "{bad}");
         }
         assert!(parse(Some(&yaml("remotes: {}")), "p", Path::new("/p")).unwrap().signing.is_none());
+    }
+
+    #[test]
+    fn a_file_of_trusted_keys_inside_a_bind_is_refused() {
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBKPFbHg1DrQSVo2M4PHwjYyF8zfWnUqZCo+uxvCHOpO";
+        let block = format!(
+            "sign: {{allowed_signers: ['{key}'], allowed_signers_file: ./conf/../data/signers.pub}}\n\
+             encrypt: {{recipients_file: keys/r.txt}}"
+        );
+        let o = parse(Some(&yaml(&block)), "p", Path::new("/proj")).unwrap();
+        let why = o.key_file_in_bind(&["/proj/data"]).unwrap();
+        assert!(why.contains("allowed_signers_file") && why.contains("/proj/data"), "{why}");
+        let why = o.key_file_in_bind(&["/proj/keys"]).unwrap();
+        assert!(why.contains("recipients_file"), "{why}");
+        assert_eq!(o.key_file_in_bind(&["/proj/dat", "/srv", "/proj/conf"]), None, "by path components, not text");
     }
 
     #[test]

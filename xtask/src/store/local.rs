@@ -348,7 +348,8 @@ pub fn temp_owner(name: &str) -> Option<u32> {
     if let Some(rest) =
         name.strip_prefix(".pgdump-").or_else(|| name.strip_prefix(crate::archive::extract::SPOOL_PREFIX))
     {
-        return name.ends_with(".sql").then(|| digits(rest)).flatten();
+        let spooled = [".sql", ".sql.load", ".sql.handover"].iter().any(|s| name.ends_with(s));
+        return spooled.then(|| digits(rest)).flatten();
     }
     let (_, pid) = name.rsplit_once(".tmp-")?;
     (name.starts_with('.') && name.contains("_backup_") && pid.chars().all(|c| c.is_ascii_digit()))
@@ -358,10 +359,17 @@ pub fn temp_owner(name: &str) -> Option<u32> {
 
 /// Partial archives and dumps left by a run that was killed: removed only when the process that
 /// wrote them is gone (another project's backup may be writing into the same directory).
+/// Verification markers (`.NAME.verified`) whose archive is gone go too.
 pub fn remove_stale_temporaries(dir: &Path, ctx: &Ctx) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(archive) = orphan_marker(dir, &name) {
+            if e.file_type().is_ok_and(|t| t.is_file()) && std::fs::remove_file(e.path()).is_ok() {
+                ctx.ui.step(&format!("removed {name}, the verification marker of {archive}, which is gone"));
+            }
+            continue;
+        }
         let Some(pid) = temp_owner(&name) else { continue };
         if Path::new(&format!("/proc/{pid}")).exists() {
             continue;
@@ -379,10 +387,21 @@ pub fn remove_stale_temporaries(dir: &Path, ctx: &Ctx) {
     }
 }
 
+/// For a verification marker whose archive no longer exists in `dir`: that archive's name.
+fn orphan_marker(dir: &Path, name: &str) -> Option<String> {
+    let archive = name.strip_prefix('.')?.strip_suffix(".verified")?;
+    (!archive.is_empty() && std::fs::symlink_metadata(dir.join(archive)).is_err()).then(|| archive.to_string())
+}
+
 /// A new archive's name: its kind, the UTC time to the second and the tag (characters other
 /// than `[A-Za-z0-9.-]` made `-`).
 pub fn archive_name(kind: Kind, tag: Option<&str>) -> Result<String> {
-    let t = time::OffsetDateTime::now_utc();
+    archive_name_at(kind, tag, time::OffsetDateTime::now_utc())
+}
+
+/// [`archive_name`] stamped with the time `t` (the backup's start, which its metadata's
+/// `created_at` also says).
+pub fn archive_name_at(kind: Kind, tag: Option<&str>, t: time::OffsetDateTime) -> Result<String> {
     let stamp = format!(
         "{:04}{:02}{:02}_{:02}{:02}{:02}",
         t.year(),
@@ -486,6 +505,11 @@ mod tests {
         assert!(date_doubt(stamp, "2026-11-27T10:00:00Z", t("2026-01-01T00:00:00Z"), now).is_some());
         assert!(date_doubt(stamp, "yesterday", now, now).unwrap().contains("RFC 3339"));
         assert_eq!(name_stamp("full_backup_2026x127_100000.tar.gz"), None);
+        // A backup whose dumps took 90 minutes: its name and metadata both say when it began,
+        // its file was written when it ended; its date is not in doubt.
+        assert_eq!(date_doubt(stamp, "2026-11-27T10:00:00Z", t("2026-11-27T11:30:00Z"), now), None);
+        let name = archive_name_at(Kind::Full, None, t("2026-11-27T10:00:00Z")).unwrap();
+        assert_eq!(name_stamp(&name), Some(stamp), "{name}");
     }
 
     #[test]

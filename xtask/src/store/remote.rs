@@ -59,6 +59,10 @@ pub struct RemoteArchive {
     /// The bytes of its `NAME.sig`, if the remote has one.
     #[serde(skip)]
     pub signature: Option<Vec<u8>>,
+    /// Whether this host pushed it (its digest is in this host's record of pushes); None when
+    /// this host recorded no push to this remote folder (a new machine).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub known: Option<bool>,
     /// Why the reading policy (x-xtask.sign / encrypt) does not trust it; None: trusted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub untrusted: Option<String>,
@@ -69,6 +73,16 @@ impl RemoteArchive {
     pub fn judge(&self, policy: &crate::store::trust::Policy) -> Option<String> {
         let digest = self.digest?;
         policy.untrusted(&self.file, self.size_bytes, digest, self.encrypted, self.signature.as_deref())
+    }
+
+    /// Without signatures (`x-xtask.sign` unset), why this archive must not outrank the ones
+    /// this host pushed: it is not in this host's record of pushes, which has others.
+    pub fn unknown(&self, policy: &crate::store::trust::Policy) -> Option<String> {
+        (policy.signing.is_none() && self.known == Some(false)).then(|| {
+            "not pushed from this host (its SHA-256 is not in this host's record of pushes; without x-xtask.sign \
+             nothing else vouches for it)"
+                .to_string()
+        })
     }
 }
 
@@ -85,11 +99,13 @@ pub fn scan(remote: &Remote) -> Result<(Vec<RemoteArchive>, Vec<String>)> {
         sidecars.refused.iter().find(|(f, _)| *f == own).map(|(_, why)| why.clone())
     };
     let mut out = Vec::new();
-    let soon = OffsetDateTime::now_utc() + time::Duration::minutes(5);
+    let now = OffsetDateTime::now_utc();
+    let pushed = crate::store::pushed::load(&remote.spec.root);
     for o in objects.iter().filter(|o| crate::store::local::is_our_name(&o.name)) {
         let Some(created) = crate::store::local::name_stamp(&o.name) else { continue };
         // A name dated in the future would always be "latest": never taken as good.
-        let digest = sidecars.good.get(&o.name).copied().filter(|_| created <= soon);
+        let digest = sidecars.good.get(&o.name).copied().filter(|_| created <= now);
+        let known = pushed.any().then(|| digest.is_some_and(|d| pushed.knows(&d)));
         out.push(RemoteArchive {
             file: o.name.clone(),
             kind: crate::store::local::name_kind(&o.name),
@@ -102,6 +118,7 @@ pub fn scan(remote: &Remote) -> Result<(Vec<RemoteArchive>, Vec<String>)> {
             encrypted: o.name.ends_with(crypt::SUFFIX),
             sidecar_refused: refused(&o.name),
             signature: sidecars.signatures.get(&o.name).cloned(),
+            known,
             untrusted: None,
         });
     }
@@ -144,7 +161,7 @@ pub fn pick_named(ctx: &Ctx, name: &str, file: Option<&str>) -> Result<(archive:
         None => archives
             .iter()
             .filter(|a| a.complete)
-            .find(|a| match a.judge(&policy) {
+            .find(|a| match a.judge(&policy).or_else(|| a.unknown(&policy)) {
                 None => true,
                 Some(why) => {
                     eprintln!("skip {}: {why}", remote.shown(&a.file));

@@ -385,3 +385,15 @@ pub fn save(path: &Path, mut entries: Vec<Entry>, rewrite_sums: bool) {
     }
     b.into_inner().unwrap().finish().unwrap();
 }
+
+/// The sizes of the files with no name that process `pid` holds open on `dir`'s filesystem
+/// below `dir` (the dumps it spools: only its descriptor holds them).
+pub fn spooled_by(pid: u32, dir: &Path) -> Vec<u64> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten();
+    fds.filter_map(|fd| {
+        let target = std::fs::read_link(fd.path()).ok()?.to_string_lossy().into_owned();
+        let ours = target.starts_with(dir.to_str()?) && target.ends_with("(deleted)");
+        ours.then(|| std::fs::metadata(fd.path()).ok().map(|m| m.len())).flatten()
+    })
+    .collect()
+}

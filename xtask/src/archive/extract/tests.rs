@@ -102,3 +102,41 @@ fn an_archive_changed_after_verification_is_not_extracted() {
     assert!(out.windows(6).any(|w| w == b"forged"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn set_uid_and_set_gid_bits_never_reach_a_bind_but_stay_in_a_volume() {
+    let entry = |name: &str, kind: Kind, mode: u32| Checked {
+        name: name.as_bytes().to_vec(),
+        place: Place::Volume { volume: "x".into(), rel: Vec::new() },
+        kind,
+        size: 0,
+        mode,
+        uid: 0,
+        gid: 0,
+        mtime: 0,
+        link: None,
+    };
+    let modes = |target: &str| {
+        let mut s = VolumeStream::new(Vec::new(), target, b"");
+        s.append(&entry("sh", Kind::File, 0o4755), b"sh", Some(&mut io::empty())).unwrap();
+        s.append(&entry("g", Kind::File, 0o2711), b"g", Some(&mut io::empty())).unwrap();
+        s.append(&entry("shared", Kind::Dir, 0o2775), b"shared", None).unwrap();
+        let dropped = s.setid_dropped.1;
+        let (out, _) = s.finish().unwrap();
+        let mut a = tar::Archive::new(&out[..]);
+        let mut got: Vec<(String, u32)> = a
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.path().unwrap().to_string_lossy().into_owned(), e.header().mode().unwrap())
+            })
+            .collect();
+        got.dedup();
+        (got, dropped)
+    };
+    let in_bind = [("sh".to_string(), 0o755), ("g".to_string(), 0o711), ("shared".to_string(), 0o2775)];
+    assert_eq!(modes("binds/b1"), (in_bind.to_vec(), 2), "files lose the bits, a directory keeps its set-gid");
+    let in_volume = [("sh".to_string(), 0o4755), ("g".to_string(), 0o2711), ("shared".to_string(), 0o2775)];
+    assert_eq!(modes("data"), (in_volume.to_vec(), 0), "a volume is restored as it was");
+}

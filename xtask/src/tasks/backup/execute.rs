@@ -14,7 +14,7 @@ use crate::lock::Lock;
 use crate::model::compose::Stack;
 use crate::model::offsite::VaultSpec;
 use crate::store::local::prepare_dir;
-use crate::store::local::{archive_name, remove_stale_temporaries};
+use crate::store::local::{archive_name_at, remove_stale_temporaries};
 use crate::tasks::offsite::vault::{Started, Starting};
 use crate::ui::human_bytes;
 use anyhow::{bail, Context, Result};
@@ -326,6 +326,9 @@ fn stop_users(guard: &mut ServiceGuard, ctx: &Ctx, sources: &Sources) -> Result<
 /// The archive's name, decided before anything is written (the lock is held, so it stays free):
 /// the backup's start time, and `-N` when that name is taken.
 struct Target {
+    /// The backup's start: the name's stamp and the metadata's `created_at`, the same moment
+    /// however long the dumps take (so a long backup is never "date in doubt").
+    started: time::OffsetDateTime,
     final_path: PathBuf,
     file_name: String,
 }
@@ -333,7 +336,8 @@ struct Target {
 impl Target {
     fn decide(plan: &BackupPlan, opts: &Options, dir: &Path) -> Result<Target> {
         let suffix = if plan.seal.is_some() { ".tar.gz.age" } else { ".tar.gz" };
-        let name = archive_name(plan.kind, opts.tag.as_deref())?.replace(".tar.gz", suffix);
+        let started = time::OffsetDateTime::now_utc().replace_nanosecond(0)?;
+        let name = archive_name_at(plan.kind, opts.tag.as_deref(), started)?.replace(".tar.gz", suffix);
         let mut final_path = dir.join(&name);
         let mut n = 1;
         while final_path.exists() {
@@ -341,7 +345,7 @@ impl Target {
             n += 1;
         }
         let file_name = final_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        Ok(Target { final_path, file_name })
+        Ok(Target { started, final_path, file_name })
     }
 }
 
@@ -361,7 +365,7 @@ fn write_archive(
         // Asked before anything is written: an archive that cannot be signed would be untrusted.
         crate::engine::sign::key_file()?;
     }
-    let Target { final_path, file_name } = target;
+    let Target { started, final_path, file_name } = target;
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let mut delivery = start_delivery(ctx, plan, vault, &file_name)?;
     let local = plan.keep_local || delivery.tap.is_none();
@@ -370,7 +374,8 @@ fn write_archive(
     let mut writer = ArchiveWriter::create_with(&final_path, opts.level, threads, out)?;
     let config = ctx.model()?.1.clone().unwrap_or_default();
     let infos: Vec<DbInfo> = dumps.iter().map(|d| d.info.clone()).collect();
-    let meta = metadata(ctx, plan, opts, &config, infos, sources)?;
+    let created_at = started.format(&time::format_description::well_known::Rfc3339)?;
+    let meta = metadata(ctx, plan, opts, &config, infos, sources, created_at)?;
     // What verify and restore will demand of the archive, demanded of it before it is written.
     grammar::check_metadata(&meta)
         .context("this backup cannot be archived as it is (rename what the message names)")?;
@@ -528,6 +533,7 @@ fn metadata(
     config_json: &str,
     databases: Vec<DbInfo>,
     sources: &Sources,
+    created_at: String,
 ) -> Result<Metadata> {
     let (volumes, skipped, sizes) = (&sources.volumes, &sources.skipped, &sources.sizes);
     let mut entries =
@@ -560,7 +566,7 @@ fn metadata(
         compose_files: ctx.stack.files.iter().map(|f| f.display().to_string()).collect(),
         model_sha256: archive::hex(&Sha256::digest(config_json.as_bytes())),
         environment: opts.environment.clone(),
-        created_at: time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?,
+        created_at,
         tool_version: env!("CARGO_PKG_VERSION").into(),
         tag: opts.tag.clone(),
         entries,

@@ -65,6 +65,7 @@ pub fn list(ctx: &Ctx, name: &str, json: bool) -> Result<()> {
                 match (&a.sidecar_refused, a.complete) {
                     (Some(why), _) => format!("IN DOUBT (its .sha256 is refused: {why})"),
                     (None, true) if a.untrusted.is_some() => "UNTRUSTED (unsigned or not encrypted)".into(),
+                    (None, true) if a.unknown(&policy).is_some() => "NOT KNOWN (not pushed from this host)".into(),
                     (None, true) => "complete".into(),
                     (None, false) => "INCOMPLETE (no .sha256: an interrupted push)".into(),
                 },
@@ -122,12 +123,38 @@ pub fn run_push(
     dry_run: bool,
     yes: bool,
 ) -> Result<Vec<PushItem>> {
-    let files = local::picked(dir, &ctx.stack.name, pick)?;
+    let files = only_sealed(ctx, pick, local::picked(dir, &ctx.stack.name, pick)?)?;
     let items = push_to(ctx, remote, &files, dry_run, yes)?;
     let uploaded = items.iter().filter(|i| i.action == "upload").count();
     let verb = if dry_run { "would upload" } else { "uploaded" };
     println!("{verb} {uploaded}, skipped {} (already there) to remote {remote}", items.len() - uploaded);
     Ok(items)
+}
+
+/// With `x-xtask.encrypt` set, a clear archive (one written while encryption was off, say) never
+/// leaves the host: `push --all` leaves such archives out and says which; naming one is an error.
+fn only_sealed(ctx: &Ctx, pick: &local::Pick, files: Vec<PathBuf>) -> Result<Vec<PathBuf>> {
+    if !ctx.offsite()?.encryption.enabled() {
+        return Ok(files);
+    }
+    let (sealed, clear): (Vec<PathBuf>, Vec<PathBuf>) = files.into_iter().partition(|p| archive::is_sealed(p));
+    if clear.is_empty() {
+        return Ok(sealed);
+    }
+    let names: Vec<String> = clear.iter().map(|p| p.display().to_string()).collect();
+    if matches!(pick, local::Pick::All) {
+        eprintln!(
+            "note: left out {} archive(s) that are not encrypted, since x-xtask.encrypt is set: {}",
+            clear.len(),
+            names.join(", ")
+        );
+        return Ok(sealed);
+    }
+    bail!(
+        "{} is not encrypted, and x-xtask.encrypt is set: a clear archive is never pushed (make an encrypted one \
+         with `cargo xtask backup`)",
+        names.join(", ")
+    )
 }
 
 /// [`push`] to any remote: a restic repository (created when missing only with `create`) or a
@@ -203,7 +230,7 @@ fn seal_upload(remote: &Remote, file: &str, size: u64, digest: [u8; 32], local: 
     }
     let line = format!("{}  {file}\n", hex(&digest));
     remote.upload(&format!("{file}.sha256"), &mut line.as_bytes()).context("write the .sha256 sidecar")?;
-    Ok(())
+    crate::store::pushed::record(&remote.spec.root, file, &digest)
 }
 
 /// An upload that runs while the archive is written (`backup --push`): the archive's bytes
@@ -340,7 +367,7 @@ fn authentic<'a>(ctx: &Ctx, remote: &Remote, archives: &'a [RemoteArchive]) -> R
     for a in archives.iter().filter(|a| a.complete) {
         let why = match a.judge(&policy) {
             Some(why) => Some(why),
-            None => not_authentic(remote, a)?,
+            None => not_authentic(remote, a)?.or_else(|| a.unknown(&policy)),
         };
         match why {
             None => authentic.push(a),

@@ -1,0 +1,91 @@
+//! What this host pushed: per remote folder (a project's folder in a bucket), the SHA-256 of every archive it uploaded and
+//! sealed, kept in this user's private state directory (root: `/var/lib/xtask/pushed`; another
+//! user: `~/.local/state/xtask/pushed`, the home from the password database), never in the
+//! backup directory or the bucket, which others may write. Without `x-xtask.sign` this is what
+//! tells an archive this host pushed from junk named after one: an object it did not record
+//! never outranks one it did (`prune --remote`, `--latest`), and `backups --remote` says which
+//! objects it does not know. A new machine knows none: then nothing is ranked by it.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::archive::hex;
+
+/// The digests this host recorded for one project in one remote.
+#[derive(Debug, Default)]
+pub struct Pushed {
+    digests: BTreeSet<String>,
+}
+
+impl Pushed {
+    /// Whether this host pushed an archive with this digest.
+    pub fn knows(&self, digest: &[u8; 32]) -> bool {
+        self.digests.contains(&hex(digest))
+    }
+
+    /// Whether this host recorded any push at all.
+    pub fn any(&self) -> bool {
+        !self.digests.is_empty()
+    }
+
+    /// Reads the record's text: `SHA256  FILE` lines; other lines are ignored.
+    fn parse(text: &str) -> Pushed {
+        let digests = text
+            .lines()
+            .filter_map(|l| l.split_once("  ").map(|(d, _)| d))
+            .filter(|d| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_ascii_lowercase)
+            .collect();
+        Pushed { digests }
+    }
+}
+
+/// The record of the remote folder `root` (its rclone path): named by a digest of it, so two
+/// names for the same folder share one record.
+fn record_path(root: &str) -> Result<PathBuf> {
+    use sha2::Digest;
+    let dir = crate::files::user_dir(Path::new("/var/lib/xtask"), ".local/state", "pushed")?;
+    let id = hex(&sha2::Sha256::digest(root.as_bytes()));
+    Ok(dir.join(format!("{}.sha256", &id[..32])))
+}
+
+/// This host's record for the remote folder `root` (empty when there is none or it cannot be
+/// read).
+pub fn load(root: &str) -> Pushed {
+    let Ok(path) = record_path(root) else { return Pushed::default() };
+    std::fs::read_to_string(path).map(|t| Pushed::parse(&t)).unwrap_or_default()
+}
+
+/// Adds a sealed push to the record (appended and synced; the file is 0600).
+pub fn record(root: &str, file: &str, digest: &[u8; 32]) -> Result<()> {
+    let path = record_path(root)?;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
+    writeln!(f, "{}  {file}", hex(digest))
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("record the push of {file} in {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_knows_only_well_formed_digests() {
+        let good = [7u8; 32];
+        let text = format!("{}  full_backup_20261207_010000.tar.gz\nnot a line\n{}  x\n", hex(&good), "z".repeat(64));
+        let p = Pushed::parse(&text);
+        assert!(p.knows(&good) && p.any());
+        assert!(!p.knows(&[8u8; 32]));
+        assert!(!Pushed::parse("").any());
+    }
+}
