@@ -51,6 +51,19 @@ pub fn refuse_symlinks(host_path: &Path) -> Result<()> {
     }
 }
 
+/// The device and inode of the directory `host_path`, opened without following a symbolic link
+/// anywhere on the way (`O_NOFOLLOW | O_DIRECTORY` on the path, every component checked first):
+/// what a helper that writes into the bind must find mounted. None: not such a directory.
+pub fn dir_identity(host_path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    if first_symlink(host_path).is_some() {
+        return None;
+    }
+    let dir = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY).open(host_path).ok()?;
+    let meta = dir.metadata().ok()?;
+    Some((meta.dev(), meta.ino()))
+}
+
 /// Creates `host_path` and its missing parents one directory at a time (0755), never through a
 /// symbolic link: an existing component that is a link, or a race that puts one there, is an error.
 pub fn create_dir_no_follow(host_path: &Path) -> Result<()> {

@@ -266,3 +266,38 @@ fn forged_bind_paths_and_symlinked_binds_are_refused() {
     assert_eq!(listing(&real.0.join("a-real/uploads")), "", "nothing was written through the link");
     std::fs::remove_file(format!("{}/a", real.s())).unwrap();
 }
+
+/// A helper that writes into a bind checks, once Docker has mounted it, that it got the
+/// directory the tool resolved (device and inode, no link followed): a path swapped for a
+/// symbolic link between the check and the mount gets nothing, and the link's target neither.
+#[test]
+fn a_bind_swapped_for_a_link_after_its_check_receives_nothing() {
+    if !engine() {
+        return;
+    }
+    let dir = TempDir::new("bind-guard");
+    let (bind, moved, victim) = (dir.0.join("uploads"), dir.0.join("uploads.real"), dir.0.join("victim"));
+    std::fs::create_dir_all(&bind).unwrap();
+    std::fs::create_dir_all(&victim).unwrap();
+    std::fs::write(victim.join("keep.txt"), b"mine").unwrap();
+    let write = |h: &xtask::engine::docker::Helper| {
+        let mut cmd = h.to_cmd();
+        cmd.args.retain(|a| a != "-i");
+        Command::new("docker").args(&cmd.args).stdin(std::process::Stdio::null()).output().unwrap()
+    };
+    let touch = ["sh", "-c", "touch /v/0/written"];
+    // Checked and mounted as it is: the command runs.
+    let ok = write(&xtask::engine::docker::Helper::writer(bind.to_str().unwrap(), &touch));
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(bind.join("written").exists());
+    // Checked, then swapped for a link to another directory before Docker mounts it.
+    let checked = xtask::engine::docker::Helper::writer(bind.to_str().unwrap(), &touch);
+    std::fs::rename(&bind, &moved).unwrap();
+    std::os::unix::fs::symlink(&victim, &bind).unwrap();
+    let refused = write(&checked);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(97), "{err}");
+    assert!(err.contains("is not the directory the tool checked"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&victim).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(left, ["keep.txt"], "nothing was written through the link");
+}

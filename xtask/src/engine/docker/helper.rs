@@ -21,6 +21,11 @@ pub struct HelperMount {
     pub target: String,
     pub read_only: bool,
     pub bind: bool,
+    /// For a bind written to: the device and inode of the host directory as the tool resolved
+    /// it without following links ("-" when it is not such a directory). The helper checks, after
+    /// Docker mounted it and before its command runs, that this is what it got, and refuses
+    /// otherwise: a path swapped for a symbolic link in between never receives a byte.
+    pub expect: Option<String>,
 }
 
 /// A helper container: `docker run --rm --network none` of the helper image, or a [`Beside`]
@@ -57,19 +62,21 @@ impl Helper {
                 target: format!("/v/{i}"),
                 read_only: true,
                 bind: v.starts_with('/'),
+                expect: None,
             })
             .collect();
         Helper { mounts, stdin: false, command: command.iter().map(|c| c.to_string()).collect(), beside: None }
     }
 
-    /// `volume` mounted read-write at `/v/0`, stdin attached.
+    /// `volume` mounted read-write at `/v/0`, stdin attached. A bind (a host directory) is
+    /// checked inside the helper before the command runs ([`HelperMount::expect`]).
     pub fn writer(volume: &str, command: &[&str]) -> Helper {
-        let mount = HelperMount {
-            source: volume.into(),
-            target: "/v/0".into(),
-            read_only: false,
-            bind: volume.starts_with('/'),
-        };
+        let bind = volume.starts_with('/');
+        let expect = (bind && engine_is_local()).then(|| {
+            let id = crate::files::dir_identity(std::path::Path::new(volume));
+            id.map_or_else(|| "-".to_string(), |(dev, ino)| format!("{dev}:{ino}"))
+        });
+        let mount = HelperMount { source: volume.into(), target: "/v/0".into(), read_only: false, bind, expect };
         let command = command.iter().map(|c| c.to_string()).collect();
         Helper { mounts: vec![mount], stdin: true, command, beside: None }
     }
@@ -103,9 +110,25 @@ impl Helper {
             }
             None => args.push(image()),
         }
+        if let Some(m) = self.mounts.iter().find(|m| m.expect.is_some()) {
+            let expect = m.expect.clone().unwrap_or_default();
+            args.extend(["sh".into(), "-c".into(), guard(&m.target), expect, m.source.clone()]);
+        }
         args.extend(self.command.iter().cloned());
         DockerCmd { args, secret_env }
     }
+}
+
+/// The script that runs first in a helper writing into a bind: the directory mounted at
+/// `target` (one of ours, `/v/0`) must have the device and inode in `$0`, else nothing runs
+/// (exit 97); then the helper's own command. `$1` is the bind's host path, for the message
+/// only: it comes as an argument, never as script text.
+fn guard(target: &str) -> String {
+    format!(
+        "id=$(stat -c %d:%i {target}) && [ \"$id\" = \"$0\" ] || {{ echo \"xtask: the bind $1 mounted at {target} \
+         ($id) is not the directory the tool checked ($0): it was changed or replaced by a link since; nothing \
+         was written\" >&2; exit 97; }}; shift; exec \"$@\""
+    )
 }
 
 /// The labels on every container the tool starts for itself: that it is a helper, and which
@@ -200,7 +223,13 @@ impl Docker {
         let fifo = dir.0.join("stream");
         mkfifo(&fifo)?;
         let source = dir.0.display().to_string();
-        helper.mounts.push(HelperMount { source, target: "/xtask-io".into(), read_only: false, bind: true });
+        helper.mounts.push(HelperMount {
+            source,
+            target: "/xtask-io".into(),
+            read_only: false,
+            bind: true,
+            expect: None,
+        });
         let run = self.start_quiet(&helper.to_cmd())?;
         // Opening a FIFO blocks until the other end opens it: do it on a thread and watch the
         // child meanwhile, so a helper that fails early cannot hang us.

@@ -169,6 +169,7 @@ mod tests {
             target: "/xtask-io".into(),
             read_only: false,
             bind: true,
+            expect: None,
         });
         let args = h.to_cmd().args;
         assert!(args.starts_with(&["run".into(), "--rm".into(), "--network".into(), "none".into()]), "{args:?}");
@@ -179,6 +180,14 @@ mod tests {
         let w = Helper::writer("v", &["tar", "-x"]).to_cmd().args;
         assert_eq!(&w[..3], ["run", "--rm", "-i"]);
         assert!(w.contains(&"type=volume,source=v,target=/v/0".to_string()));
+        assert!(!w.contains(&"sh".to_string()), "a volume needs no guard: {w:?}");
+        // A bind written to: its command runs behind the guard, given the identity the tool
+        // found ("-": not a directory here) and the path, as arguments, never as script text.
+        let b = Helper::writer("/nonexistent/x'$(reboot)", &["tar", "-x"]).to_cmd().args;
+        let at = b.iter().position(|a| a == "busybox:test").unwrap();
+        assert_eq!(b[at + 1..at + 3], ["sh", "-c"]);
+        assert!(b[at + 3].contains("stat -c %d:%i /v/0") && !b[at + 3].contains("reboot"), "{}", b[at + 3]);
+        assert_eq!(b[at + 4..], ["-", "/nonexistent/x'$(reboot)", "tar", "-x"]);
     }
 
     #[test]
