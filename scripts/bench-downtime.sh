@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Restore downtime benchmark (a script, not a timed test): how long `restore` keeps the users of
 # the data stopped, and where those seconds go. The sample stack in its own project with a
-# 200 MiB upload (the e2e test's case), one full backup, then RUNS restores of it; prints each
-# run's phases from `restore --json` (stop, swap of volumes and databases, start) and the median.
-#   scripts/bench-downtime.sh [RUNS]
+# 200 MiB upload (the e2e test's case) and FILES more empty files at the volume's top level (the
+# swap's cost per entry), one full backup, then RUNS restores of it; prints each run's phases
+# from `restore --json` (stop, swap of volumes and databases, start) and the median.
+#   scripts/bench-downtime.sh [RUNS] [FILES]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}
+files=${2:-0}
 bash scripts/provision.sh
 # shellcheck source=scripts/testbed.env
 source scripts/testbed.env
@@ -21,6 +23,9 @@ cleanup() {
 trap cleanup EXIT
 "${x[@]}" up db backend >/dev/null 2>&1
 docker exec xt-bench-downtime-backend-1 sh -c 'head -c 209715200 /dev/urandom > /app/media/big.bin'
+if [ "$files" -gt 0 ]; then
+    docker exec xt-bench-downtime-backend-1 sh -c "cd /app/media && seq -f 'f%.0f' 1 $files | xargs touch"
+fi
 archive=$("${x[@]}" backup --output-dir "$dir" --json --level 1 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["path"])')
 for _ in $(seq "$runs"); do
     start=$(date +%s.%N)

@@ -345,9 +345,12 @@ fn encrypted_archives_round_trip_and_refuse_a_wrong_key_or_a_forged_object() {
     let sidecar = dir.0.join("sidecar");
     std::fs::write(&sidecar, format!("{}  {name}\n", sha256_file(&forged_path))).unwrap();
     assert!(rclone(&s3, &["copyto", sidecar.to_str().unwrap(), &format!("{folder}/{name}.sha256")]).status.success());
+    // Not what this host pushed: never --latest; named, age refuses it.
     let (ok, _, err) = stack.xtask(&["verify", "--remote", "offsite", "--latest"]);
+    assert!(!ok && err.contains("not pushed from this host"), "{err}");
+    let (ok, _, err) = stack.xtask(&["verify", "--remote", "offsite", &name]);
     assert!(!ok && err.contains("failed to decrypt and authenticate"), "{err}");
-    let (ok, _, err) = stack.xtask(&["restore", "--remote", "offsite", "--latest", "--yes", "--output-dir", b]);
+    let (ok, _, err) = stack.xtask(&["restore", "--remote", "offsite", &name, "--yes", "--output-dir", b]);
     assert!(!ok && err.contains("authenticate"), "{err}");
     assert_eq!(media_file(&stack, "/app/media/upload.txt"), "changed", "a forged archive changed nothing");
 

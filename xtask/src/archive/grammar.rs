@@ -20,7 +20,7 @@ const MAX_COMPONENT: usize = 255;
 
 /// Top-level names in a volume that restore uses while it swaps content in (`.xtask-staging-PID`,
 /// `.xtask-old-PID`, `.xtask-swap-PID`): an archive may not hold them; backups leave them out.
-pub const RESERVED: [&str; 3] = [".xtask-staging-", ".xtask-old-", ".xtask-swap-"];
+pub const RESERVED: [&str; 4] = [".xtask-staging-", ".xtask-old-", ".xtask-swap-", ".xtask-trash-"];
 
 /// What an entry is, from its parsed header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,8 +1,10 @@
 //! Staged volume restore: a volume's new content is extracted into a hidden directory inside
 //! the same volume (`.xtask-staging-PID`, same filesystem) while its services keep running; only
 //! when every volume is staged are the services stopped and each volume swapped by renames: the
-//! current top-level entries move into `.xtask-old-PID`, the staged ones into the root, the old
-//! ones are removed. Before the swap a failure or a signal just removes the staging: the volume
+//! current top-level entries move into `.xtask-old-PID`, the staged ones into the root (both in
+//! batches, one `mv` per thousands of entries), and `.xtask-old-PID` becomes `.xtask-trash-PID`,
+//! which is removed once the services are back (its removal takes time that is no downtime). A
+//! swap refuses to begin unless every volume has its staged copy. Before the swap a failure or a signal just removes the staging: the volume
 //! was never touched. The swap is idempotent (`.xtask-swap-PID` marks the end of its first half),
 //! so a swap cut off by a crash is finished by the next restore, which also removes the staging
 //! of restores that died before their swap. The names are reserved: archives may not hold them
@@ -19,6 +21,7 @@ pub struct Names {
     pub staging: String,
     pub old: String,
     pub swap: String,
+    pub trash: String,
 }
 
 impl Names {
@@ -27,37 +30,42 @@ impl Names {
             staging: format!(".xtask-staging-{pid}"),
             old: format!(".xtask-old-{pid}"),
             swap: format!(".xtask-swap-{pid}"),
+            trash: format!(".xtask-trash-{pid}"),
         }
     }
 }
 
-/// Run with the three names as $1 $2 $3, in the root of each volume mounted at `/v/N`. A fixed
-/// script: nothing from an archive is in it or its arguments.
+/// Run with the four names as $1 $2 $3 $4, in the root of each volume mounted at `/v/N`. A
+/// fixed script: nothing from an archive is in it or its arguments. First every volume must
+/// have its staged copy (or a swap already half done, `$k`): else nothing changes (exit 98).
+/// Entries move in batches (`find -exec mv -t … {} +`): downtime grows with the entries only by
+/// a rename each, not by a process each.
 const SWAP: &str = r#"set -e
-s="$1"; o="$2"; k="$3"
+s="$1"; o="$2"; k="$3"; t="$4"
+for v in /v/*; do
+  if [ ! -d "$v/$s" ] && [ ! -e "$v/$k" ]; then
+    echo "xtask: $v: the staged copy $s is missing (removed since it was made?): nothing was swapped" >&2
+    exit 98
+  fi
+done
 for v in /v/*; do
 cd "$v"
-mkdir -p "$o"
 if [ -d "$s" ]; then
+  mkdir -p "$o"
   if [ ! -e "$k" ]; then
-    for e in * .[!.]* ..?*; do
-      if [ ! -e "$e" ] && [ ! -L "$e" ]; then continue; fi
-      case "$e" in "$s"|"$o"|"$k") continue ;; esac
-      mv -f -- "$e" "$o/"
-    done
+    find . -mindepth 1 -maxdepth 1 ! -name "$s" ! -name "$o" ! -name "$k" ! -name "$t" -exec mv -f -t "$o" -- {} +
     : > "$k"
   fi
-  t=$(stat -c %Y "$s"); m=$(stat -c %a "$s"); u=$(stat -c %u:%g "$s")
-  for e in "$s"/* "$s"/.[!.]* "$s"/..?*; do
-    if [ ! -e "$e" ] && [ ! -L "$e" ]; then continue; fi
-    mv -f -- "$e" ./
-  done
+  w=$(stat -c %Y "$s"); m=$(stat -c %a "$s"); u=$(stat -c %u:%g "$s")
+  find "$s" -mindepth 1 -maxdepth 1 -exec mv -f -t . -- {} +
   rmdir "$s"
   chown "$u" . && chmod "$m" .
-  rm -rf "$o" "$k"
-  touch -d "@$t" .
+  if [ -e "$t" ]; then rm -rf "$o"; else mv "$o" "$t"; fi
+  rm -f "$k"
+  touch -d "@$w" .
 else
-  rm -rf "$o" "$k"
+  if [ -d "$o" ]; then if [ -e "$t" ]; then rm -rf "$o"; else mv "$o" "$t"; fi; fi
+  rm -f "$k"
 fi
 done
 "#;
@@ -68,18 +76,31 @@ pub fn swap(docker: &Docker, targets: &[&str], names: &Names) -> Result<()> {
     if targets.is_empty() {
         return Ok(());
     }
-    let command = ["sh", "-c", SWAP, "sh", &names.staging, &names.old, &names.swap];
-    let mut h = Helper::read_only(targets, &command);
-    h.mounts.iter_mut().for_each(|m| m.read_only = false);
+    let command = ["sh", "-c", SWAP, "sh", &names.staging, &names.old, &names.swap, &names.trash];
+    let h = Helper::writers(targets, &command);
     docker.apply(&h.to_cmd()).with_context(|| format!("swap the restored content into {}", targets.join(", ")))
 }
 
-/// Removes the staging of `target` (before its swap began): the volume is as it was.
+/// Removes the staging of `target` (before its swap began) and any old content a finished swap
+/// left to remove: the volume is as it was, or as the swap made it.
 pub fn discard(docker: &Docker, target: &str, names: &Names) -> Result<()> {
-    let path = format!("/v/0/{}", names.staging);
-    let mut h = Helper::writer(target, &["rm", "-rf", &path]);
+    let (staged, trash) = (format!("/v/0/{}", names.staging), format!("/v/0/{}", names.trash));
+    let mut h = Helper::writer(target, &["rm", "-rf", &staged, &trash]);
     h.stdin = false;
     docker.apply(&h.to_cmd()).with_context(|| format!("remove the staged copy in volume {target}"))
+}
+
+/// Removes the old content the swaps moved aside in `targets` (the services run again
+/// meanwhile); all in one helper.
+pub fn empty_trash(docker: &Docker, targets: &[&str], names: &Names) -> Result<()> {
+    if targets.is_empty() {
+        return Ok(());
+    }
+    // The root keeps the mtime it has (the archived one, or a service's change since).
+    let script = "for v in /v/*; do if [ -e \"$v/$1\" ]; then w=$(stat -c %Y \"$v\"); rm -rf \"$v/$1\"; \
+                  touch -d \"@$w\" \"$v\"; fi; done";
+    let h = Helper::writers(targets, &["sh", "-c", script, "sh", &names.trash]);
+    docker.apply(&h.to_cmd()).with_context(|| format!("remove the old content of {}", targets.join(", ")))
 }
 
 /// Leftovers of restores whose process is gone, in `volumes`: each volume with the pid and
@@ -130,6 +151,7 @@ fn settle(docker: &Docker, ui: &Ui, leftovers: &[Leftover]) -> Result<()> {
         if *swapping {
             ui.step(&format!("volume {volume}: finish the swap an interrupted restore (pid {pid}) had begun"));
             swap(docker, &[volume.as_str()], &names)?;
+            empty_trash(docker, &[volume.as_str()], &names)?;
         } else {
             ui.step(&format!("volume {volume}: remove the staged copy an interrupted restore (pid {pid}) left"));
             discard(docker, volume, &names)?;
@@ -236,7 +258,8 @@ mod tests {
             (n.staging.as_str(), n.old.as_str(), n.swap.as_str()),
             (".xtask-staging-42", ".xtask-old-42", ".xtask-swap-42")
         );
-        for name in [&n.staging, &n.old, &n.swap] {
+        assert_eq!(n.trash, ".xtask-trash-42");
+        for name in [&n.staging, &n.old, &n.swap, &n.trash] {
             assert!(crate::archive::grammar::RESERVED.iter().any(|r| name.starts_with(r)), "{name}");
         }
     }

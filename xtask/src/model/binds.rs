@@ -136,6 +136,51 @@ pub fn system_path(path: &str) -> Option<String> {
     None
 }
 
+/// Host directories a restore replaces only when the user names the bind: a home directory and
+/// the places that hold the host's own state (crontabs, package and service data, logs).
+const HELD: [&str; 14] = [
+    "/root",
+    "/home",
+    "/home/*",
+    "/var",
+    "/var/lib",
+    "/var/spool",
+    "/var/spool/cron",
+    "/var/log",
+    "/var/mail",
+    "/var/backups",
+    "/srv",
+    "/opt",
+    "/mnt",
+    "/tmp",
+];
+
+/// Why a restore writes the bind at `path` only when the user names it (None: it may write it
+/// like any other bind): it is or holds a system path, it is a held directory ([`HELD`]) or
+/// the home directory of an account (`homes`, from the password database), or it lies inside
+/// the backup directory.
+pub fn held(path: &str, homes: &[String], backup_dir: &Path) -> Option<String> {
+    let matches = |pattern: &str, p: &str| {
+        let (a, b): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), p.split('/').collect());
+        a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| *x == "*" || x == y)
+    };
+    let holds =
+        |inner: &str| path == "/" || inner == path || inner.starts_with(&format!("{}/", path.trim_end_matches('/')));
+    if let Some(s) = SYSTEM.iter().find(|s| holds(s.split("/*").next().unwrap_or(s))) {
+        return Some(format!("a directory that holds the system path {s}"));
+    }
+    if let Some(h) = HELD.iter().find(|h| matches(h, path)) {
+        return Some(format!("the host directory {h}"));
+    }
+    if homes.iter().any(|h| h.trim_end_matches('/') == path) {
+        return Some("an account's home directory".into());
+    }
+    if Path::new(path).starts_with(backup_dir) {
+        return Some(format!("inside the backup directory {}", backup_dir.display()));
+    }
+    None
+}
+
 /// Every bind of the stack, grouped by host path, classified.
 pub fn binds(project: &Project, overrides: &Overrides, is_file: &dyn Fn(&str) -> bool) -> Vec<Bind> {
     let mut by_path: BTreeMap<String, Vec<(&Service, &Mount)>> = BTreeMap::new();
@@ -259,6 +304,23 @@ pub fn declared_target<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binds_that_hold_the_hosts_own_state_are_held() {
+        let homes = ["/srv/git".to_string()];
+        let backups = Path::new("/srv/p/backups");
+        let held = |p: &str| held(p, &homes, backups);
+        for p in
+            ["/", "/var", "/usr/local/..", "/home", "/home/alice", "/root", "/var/lib", "/var/spool/cron", "/srv/git"]
+        {
+            assert!(held(&normalize(Path::new(p))).is_some(), "{p}");
+        }
+        assert!(held("/srv/p/backups/x").unwrap().contains("backup directory"));
+        assert!(held("/var").unwrap().contains("holds the system path /var/"), "{:?}", held("/var"));
+        for p in ["/srv/p/data", "/home/alice/app/uploads", "/var/lib/app-data-x", "/srv/gitea", "/opt/app/db"] {
+            assert_eq!(held(p), None, "{p}");
+        }
+    }
 
     fn project(mounts: &[(&str, &str, &str, bool)]) -> Project {
         let services = mounts

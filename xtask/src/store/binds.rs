@@ -16,20 +16,39 @@ pub struct StackBinds {
     pub project_dir: PathBuf,
     pub backup_dir: PathBuf,
     pub binds: Vec<Bind>,
+    /// The accounts' home directories (from `/etc/passwd`): held like `/home/*`.
+    pub homes: Vec<String>,
 }
 
 impl StackBinds {
     pub fn of(ctx: &Ctx, backup_dir: &Path) -> Result<StackBinds> {
         let backup_dir = std::path::absolute(backup_dir).unwrap_or_else(|_| backup_dir.to_path_buf());
-        Ok(StackBinds { project_dir: ctx.stack.project_dir.clone(), backup_dir, binds: ctx.binds()? })
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        let homes = passwd.lines().filter_map(|l| l.split(':').nth(5)).filter(|h| h.len() > 1).map(String::from);
+        Ok(StackBinds {
+            project_dir: ctx.stack.project_dir.clone(),
+            backup_dir,
+            binds: ctx.binds()?,
+            homes: homes.collect(),
+        })
     }
 
     /// The bind of this stack the archived bind `v` of `meta` goes back into (see
-    /// [`crate::model::binds::declared_target`]).
-    pub fn target_of(&self, meta: &Metadata, v: &archive::VolumeInfo, path: &str) -> Result<&Bind> {
+    /// [`crate::model::binds::declared_target`]); one that is held
+    /// ([`crate::model::binds::held`]) only when `named` (the user named it with `--only`).
+    pub fn target_of(&self, meta: &Metadata, v: &archive::VolumeInfo, path: &str, named: bool) -> Result<&Bind> {
         let uses = v.bind_uses();
         let recorded = Recorded { path, project_dir: meta.project_dir.as_deref(), uses: &uses };
         let protected = [self.project_dir.as_path(), self.backup_dir.as_path()];
-        crate::model::binds::declared_target(&recorded, &self.binds, &self.project_dir, &protected)
+        let bind = crate::model::binds::declared_target(&recorded, &self.binds, &self.project_dir, &protected)?;
+        match crate::model::binds::held(&bind.host_path, &self.homes, &self.backup_dir) {
+            Some(why) if !named => anyhow::bail!(
+                "this stack binds {} there, which is {why}: a restore replaces it only when you name it \
+                 (--only {})",
+                bind.host_path,
+                v.name
+            ),
+            _ => Ok(bind),
+        }
     }
 }

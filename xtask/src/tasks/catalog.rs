@@ -177,8 +177,9 @@ fn check_binds(ctx: &Ctx, dir: &Path, report: &archive::Report) -> Result<()> {
     let stack = StackBinds::of(ctx, dir)?;
     for v in &meta.volumes {
         let Some(path) = v.bind.as_deref() else { continue };
+        // As if named: a held bind is restorable when the user names it.
         stack
-            .target_of(meta, v, path)
+            .target_of(meta, v, path, true)
             .with_context(|| format!("metadata.json: {}: a restore into this stack would refuse it", v.name))?;
     }
     Ok(())

@@ -68,14 +68,22 @@ impl Helper {
         Helper { mounts, stdin: false, command: command.iter().map(|c| c.to_string()).collect(), beside: None }
     }
 
+    /// `targets` mounted read-write at `/v/0`, `/v/1`… (no stdin), each bind among them checked
+    /// inside the helper before the command runs ([`HelperMount::expect`]).
+    pub fn writers(targets: &[&str], command: &[&str]) -> Helper {
+        let mut h = Helper::read_only(targets, command);
+        for m in &mut h.mounts {
+            m.read_only = false;
+            m.expect = m.bind.then(|| bind_identity(&m.source)).flatten();
+        }
+        h
+    }
+
     /// `volume` mounted read-write at `/v/0`, stdin attached. A bind (a host directory) is
     /// checked inside the helper before the command runs ([`HelperMount::expect`]).
     pub fn writer(volume: &str, command: &[&str]) -> Helper {
         let bind = volume.starts_with('/');
-        let expect = (bind && engine_is_local()).then(|| {
-            let id = crate::files::dir_identity(std::path::Path::new(volume));
-            id.map_or_else(|| "-".to_string(), |(dev, ino)| format!("{dev}:{ino}"))
-        });
+        let expect = bind.then(|| bind_identity(volume)).flatten();
         let mount = HelperMount { source: volume.into(), target: "/v/0".into(), read_only: false, bind, expect };
         let command = command.iter().map(|c| c.to_string()).collect();
         Helper { mounts: vec![mount], stdin: true, command, beside: None }
@@ -110,26 +118,36 @@ impl Helper {
             }
             None => args.push(image()),
         }
-        if let Some(m) = self.mounts.iter().find(|m| m.expect.is_some()) {
-            let expect = m.expect.clone().unwrap_or_default();
-            args.extend(["sh".into(), "-c".into(), guard(&m.target), expect, m.source.clone()]);
+        let guarded: Vec<&HelperMount> = self.mounts.iter().filter(|m| m.expect.is_some()).collect();
+        if !guarded.is_empty() {
+            args.extend(["sh".into(), "-c".into(), GUARD.into(), guarded.len().to_string()]);
+            for m in guarded {
+                args.extend([m.target.clone(), m.expect.clone().unwrap_or_default(), m.source.clone()]);
+            }
         }
         args.extend(self.command.iter().cloned());
         DockerCmd { args, secret_env }
     }
 }
 
-/// The script that runs first in a helper writing into a bind: the directory mounted at
-/// `target` (one of ours, `/v/0`) must have the device and inode in `$0`, else nothing runs
-/// (exit 97); then the helper's own command. `$1` is the bind's host path, for the message
-/// only: it comes as an argument, never as script text.
-fn guard(target: &str) -> String {
-    format!(
-        "id=$(stat -c %d:%i {target}) && [ \"$id\" = \"$0\" ] || {{ echo \"xtask: the bind $1 mounted at {target} \
-         ($id) is not the directory the tool checked ($0): it was changed or replaced by a link since; nothing \
-         was written\" >&2; exit 97; }}; shift; exec \"$@\""
-    )
+/// What a bind written to must be when mounted ([`HelperMount::expect`]): its device and
+/// inode as the tool resolves it now ("-": not a real directory); None on a remote engine,
+/// whose host paths are not this machine's.
+fn bind_identity(host_path: &str) -> Option<String> {
+    engine_is_local().then(|| {
+        let id = crate::files::dir_identity(std::path::Path::new(host_path));
+        id.map_or_else(|| "-".to_string(), |(dev, ino)| format!("{dev}:{ino}"))
+    })
 }
+
+/// The script that runs first in a helper writing into binds: `$0` is how many binds follow as
+/// triples (mount point in the helper, device:inode the tool resolved, host path for the
+/// message); each mounted directory must be the one the tool resolved, else nothing runs (exit
+/// 97); then the helper's own command. Every value comes as an argument, never as script text.
+const GUARD: &str = "n=$0; while [ \"$n\" -gt 0 ]; do \
+    id=$(stat -c %d:%i \"$1\") && [ \"$id\" = \"$2\" ] || { echo \"xtask: the bind $3 mounted at $1 ($id) is not \
+    the directory the tool checked ($2): it was changed or replaced by a link since; nothing was written\" >&2; \
+    exit 97; }; shift 3; n=$((n - 1)); done; exec \"$@\"";
 
 /// The labels on every container the tool starts for itself: that it is a helper, and which
 /// process on which host started it, so a later run can remove helpers a killed run left behind.

@@ -186,8 +186,12 @@ mod tests {
         let b = Helper::writer("/nonexistent/x'$(reboot)", &["tar", "-x"]).to_cmd().args;
         let at = b.iter().position(|a| a == "busybox:test").unwrap();
         assert_eq!(b[at + 1..at + 3], ["sh", "-c"]);
-        assert!(b[at + 3].contains("stat -c %d:%i /v/0") && !b[at + 3].contains("reboot"), "{}", b[at + 3]);
-        assert_eq!(b[at + 4..], ["-", "/nonexistent/x'$(reboot)", "tar", "-x"]);
+        assert!(b[at + 3].contains("stat -c %d:%i") && !b[at + 3].contains("reboot"), "{}", b[at + 3]);
+        assert_eq!(b[at + 4..], ["1", "/v/0", "-", "/nonexistent/x'$(reboot)", "tar", "-x"]);
+        // Several targets: a triple for each bind among them, none for a volume.
+        let s = Helper::writers(&["vol", "/nonexistent/a"], &["true"]).to_cmd().args;
+        let at = s.iter().position(|a| a == "busybox:test").unwrap();
+        assert_eq!(s[at + 4..], ["1", "/v/1", "-", "/nonexistent/a", "true"]);
     }
 
     #[test]

@@ -88,6 +88,10 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
     if let Err(e) = database::drop_old(ctx, &p.plan.dbs, &old_dbs) {
         eprintln!("warning: the old database copies were not dropped ({e:#}); the next restore drops them");
     }
+    let targets: Vec<&str> = p.plan.volumes.iter().map(|v| v.target.as_str()).collect();
+    if let Err(e) = staging::empty_trash(ctx.docker()?, &targets, &names) {
+        eprintln!("warning: the old content the swap moved aside was not removed ({e:#}); the next restore removes it");
+    }
     guard.restore(&ctx.ui)?;
     Ok(Outcome { project: p.plan.project.clone(), archive: p.path.clone(), undo: safety, downtime_seconds, downtime })
 }

@@ -58,9 +58,9 @@ pub fn plan(
     let mut volumes = Vec::new();
     for v in &meta.volumes {
         if let Some(path) = &v.bind {
-            let chosen = only.is_empty() || only.iter().any(|o| o == &v.name || o == path);
-            if chosen {
-                volumes.push(plan_bind(binds, meta, v, path)?);
+            let named = only.iter().any(|o| o == &v.name || o == path);
+            if only.is_empty() || named {
+                volumes.push(plan_bind(binds, meta, v, path, named)?);
             }
             continue;
         }
@@ -97,9 +97,15 @@ pub fn plan(
 /// A bind goes back only into the bind this stack's compose file declares for its recorded
 /// mounts (never a place the archive's path text chooses), never one holding the project or the
 /// backup directory.
-fn plan_bind(binds: &StackBinds, meta: &Metadata, v: &archive::VolumeInfo, path: &str) -> Result<VolumeRestore> {
+fn plan_bind(
+    binds: &StackBinds,
+    meta: &Metadata,
+    v: &archive::VolumeInfo,
+    path: &str,
+    named: bool,
+) -> Result<VolumeRestore> {
     let bind = binds
-        .target_of(meta, v, path)
+        .target_of(meta, v, path, named)
         .with_context(|| format!("the archive's {}: refused (leave it out with --only)", v.name))?;
     Ok(VolumeRestore {
         archived: v.name.clone(),
@@ -199,6 +205,7 @@ mod tests {
             project_dir: "/nonexistent-project".into(),
             backup_dir: "/nonexistent-backups".into(),
             binds: Vec::new(),
+            homes: Vec::new(),
         }
     }
 
