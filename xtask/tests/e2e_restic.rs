@@ -368,3 +368,92 @@ fn a_wrong_password_or_a_killed_push_changes_nothing_that_counts() {
     stack.xtask_ok(&["up", "backend"]);
     assert_eq!(sample_state(&stack), before, "the previous snapshot is restored");
 }
+
+/// An OpenSSH ed25519 key pair in `dir`: (private key file, public key line).
+fn ssh_keypair(dir: &TempDir, name: &str) -> (PathBuf, String) {
+    let key = dir.0.join(name);
+    let ok = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"]).arg(&key).status();
+    assert!(ok.unwrap().success());
+    (key.clone(), std::fs::read_to_string(key.with_extension("pub")).unwrap().trim().to_string())
+}
+
+/// Under `x-xtask.sign`, a snapshot is trusted only with this host's signature of its stream:
+/// one written by anyone else who holds the repository's password (tags and digest made to
+/// look complete, named after the genuine one so it would be --latest) is in doubt, never
+/// restored, verified or pulled, and never signed by `pull`; the genuine one still is.
+#[test]
+fn with_sign_set_a_snapshot_written_with_the_password_alone_is_not_trusted() {
+    if !ready() {
+        return;
+    }
+    let dir = TempDir::new("vaultsign");
+    let repo = Repo::new(&dir);
+    let (key, public) = ssh_keypair(&dir, "host");
+    let mut stack = stack_with_vault("vaultsign", &dir, &repo.path, &repo.password);
+    // The signers go into the same x-xtask block as the vault.
+    let vault = std::fs::read_to_string(stack.files.last().unwrap()).unwrap();
+    std::fs::write(stack.files.last().unwrap(), format!("{vault}  sign: {{allowed_signers: [\"{public}\"]}}\n"))
+        .unwrap();
+    stack.env.push(("XTASK_SIGNING_KEY".into(), key.to_string_lossy().into_owned()));
+    let archives = TempDir::new("vaultsign-archives");
+    stack.xtask_ok(&["up", "db"]);
+    let db = format!("{}-db-1", stack.project);
+    psql(&db, "app", "CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2);");
+    stack.xtask_ok(&["backup-db", "--push", "vault", "--yes", "--output-dir", archives.s()]);
+    let listed = stack.xtask_json(&["backups", "--remote", "vault", "--json"]);
+    let genuine = listed[0]["file"].as_str().unwrap().to_string();
+    assert!(listed[0]["untrusted"].is_null(), "this host's own snapshot is signed: {listed}");
+    assert!(repo.tags()[0].iter().any(|t| t.starts_with("sig=")), "{:?}", repo.tags());
+
+    // A forgery by the password alone: a valid tar stream of another archive, named one second
+    // later, tagged complete with its true digest.
+    let forged_name = {
+        let at = genuine.find(|c: char| c.is_ascii_digit()).unwrap();
+        let stamp: u64 = genuine[at + 9..at + 15].parse().unwrap();
+        format!("{}{:06}{}", &genuine[..at + 9], stamp + 1, &genuine[at + 15..])
+    };
+    psql(&db, "app", "INSERT INTO t VALUES (666);");
+    let other = TempDir::new("vaultsign-other");
+    let made = stack.xtask_json(&["backup-db", "--json", "--output-dir", other.s()]);
+    let tar = Command::new("sh")
+        .arg("-c")
+        .arg(format!("gzip -dc '{}'", made["path"].as_str().unwrap()))
+        .output()
+        .unwrap()
+        .stdout;
+    let digest = format!("{:x}", Sha256::digest(&tar));
+    let stored = forged_name.trim_end_matches(".gz").to_string();
+    let tags = format!("xtask,project={},kind=db,archive={forged_name}", stack.project);
+    let mut child = Command::new("restic")
+        .args(["backup", "--stdin", "--stdin-filename", &stored, "--tag", &tags, "--json", "-q"])
+        .env("RESTIC_REPOSITORY", &repo.path)
+        .env("RESTIC_PASSWORD_FILE", &repo.password)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &tar).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let snapshots: serde_json::Value = serde_json::from_str(&repo.restic(&["snapshots", "--json"])).unwrap();
+    let forged_id =
+        snapshots.as_array().unwrap().iter().find(|s| {
+            s["tags"].as_array().unwrap().iter().any(|t| t.as_str() == Some(&format!("archive={forged_name}")))
+        });
+    let forged_id = forged_id.unwrap()["id"].as_str().unwrap().to_string();
+    repo.restic(&["tag", "--add", &format!("tar-sha256={digest}"), &forged_id]);
+
+    let listed = stack.xtask_json(&["backups", "--remote", "vault", "--json"]);
+    let forged = listed.as_array().unwrap().iter().find(|a| a["file"] == forged_name.as_str()).unwrap();
+    assert!(forged["untrusted"].as_str().unwrap().contains("no signature"), "{forged}");
+    // --latest passes it over; named, it is refused; pull makes no local copy of it.
+    psql(&db, "app", "DELETE FROM t");
+    let (ok, _, err) =
+        stack.xtask(&["restore", "--remote", "vault", &forged_name, "--yes", "--output-dir", archives.s()]);
+    assert!(!ok && err.contains("untrusted"), "{err}");
+    let (ok, _, err) = stack.xtask(&["pull", "--from", "vault", &forged_name, "--output-dir", archives.s()]);
+    assert!(!ok && err.contains("untrusted"), "{err}");
+    assert!(!archives.names().iter().any(|n| n.contains(&forged_name[..forged_name.len() - 7])), "nothing pulled");
+    stack.xtask_ok(&["restore", "--remote", "vault", "--latest", "--yes", "--output-dir", archives.s()]);
+    assert_eq!(psql(&db, "app", "SELECT string_agg(x::text, ',' ORDER BY x) FROM t"), "1,2", "the genuine one");
+}

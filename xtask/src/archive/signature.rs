@@ -42,6 +42,19 @@ pub fn render(statement: &Statement, armor: &str) -> String {
     format!("{}{}\n", statement.text(), armor.trim_end())
 }
 
+/// An armored SSH signature as one line (its base64 body, armor lines dropped): what a restic
+/// snapshot's `sig=` tag holds (tags are single lines).
+pub fn compact(armor: &str) -> String {
+    armor.lines().filter(|l| *l != BEGIN && *l != END).map(str::trim).collect()
+}
+
+/// A `.sig` file's bytes for `statement` from a [`compact`] signature (read back by [`parse`],
+/// which rejects anything but base64 in it).
+pub fn expand(statement: &Statement, body: &str) -> Vec<u8> {
+    let lines: Vec<String> = body.as_bytes().chunks(70).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+    render(statement, &format!("{BEGIN}\n{}\n{END}\n", lines.join("\n"))).into_bytes()
+}
+
 /// Reads a `.sig` file: the statement's five lines in order, then one SSH signature armor and
 /// nothing else. Returns the statement and the armor.
 pub fn parse(bytes: &[u8]) -> Result<(Statement, String)> {
@@ -79,6 +92,18 @@ pub fn parse(bytes: &[u8]) -> Result<(Statement, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_compact_signature_expands_to_a_sig_file_that_parses_back() {
+        let armor = format!("{BEGIN}\n{}\n{}\n{END}\n", "A".repeat(70), "B/+=".repeat(5));
+        let body = compact(&armor);
+        assert_eq!(body, format!("{}{}", "A".repeat(70), "B/+=".repeat(5)));
+        let st =
+            Statement { file: "db_backup_20261207_010203.tar".into(), size: 9, sha256: [3; 32], project: "p".into() };
+        let (back, armor_back) = parse(&expand(&st, &body)).unwrap();
+        assert_eq!((back, armor_back), (st.clone(), armor));
+        assert!(parse(&expand(&st, "not base64!")).is_err(), "a tag's text cannot smuggle lines in");
+    }
 
     fn statement() -> Statement {
         Statement {

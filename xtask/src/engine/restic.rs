@@ -20,6 +20,11 @@ const MIN_VERSION: (u32, u32) = (0, 14);
 
 /// The tag that marks a snapshot complete (its tar stream's SHA-256 as pushed).
 pub const COMPLETE_TAG: &str = "tar-sha256=";
+/// The tar stream's size (with `x-xtask.sign`), added with the completion tag.
+pub const SIZE_TAG: &str = "tar-size=";
+/// The signed statement's signature ([`crate::archive::signature::compact`]) over the stream's
+/// name, size, SHA-256 and project (with `x-xtask.sign`), added with the completion tag.
+pub const SIG_TAG: &str = "sig=";
 
 /// One snapshot of the repository, as `restic snapshots --json` lists it.
 #[derive(Debug, Clone, Deserialize)]

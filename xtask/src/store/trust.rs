@@ -126,6 +126,29 @@ impl Policy {
         self.check_signature(signing, &file_name(path), size, claimed, &sig)
     }
 
+    /// Under `x-xtask.sign`, why a restic snapshot's stream (stored as `file`, `size` bytes hashing
+    /// to `sha256`, its `sig=` tag `compact_sig`) is not vouched for by an allowed key; None when
+    /// it is, or when signing is not set. The `--allow-unsigned` flag does not apply: a snapshot
+    /// anyone with the repository's password could write is never trusted unsigned under `sign`.
+    pub fn unsigned_stream(
+        &self,
+        file: &str,
+        size: Option<u64>,
+        sha256: [u8; 32],
+        sig: Option<&str>,
+    ) -> Option<String> {
+        let signing = self.signing.as_ref()?;
+        let (Some(size), Some(sig)) = (size, sig) else {
+            return Some(
+                "no signature of this host's (x-xtask.sign is set; anyone with the repository's password \
+                         can write a snapshot)"
+                    .into(),
+            );
+        };
+        let statement = Statement { file: file.to_string(), size, sha256, project: self.project.clone() };
+        self.check_signature(signing, file, size, sha256, &signature::expand(&statement, sig))
+    }
+
     /// Checks a local archive through its open descriptor and its `.sig` beside it (a remote
     /// one was checked when it was picked).
     pub fn check_local(&self, src: &Source) -> Result<()> {

@@ -2,8 +2,11 @@
 //! project's snapshots listed like archives, and the one a reader streams. Only snapshots tagged
 //! `xtask` and `project=P` whose `archive=` tag is a name of our grammar are considered; one
 //! counts as complete only with its `tar-sha256=` tag, added after the push finished, and its
-//! bytes are checked against it as they stream. restic's repository key authenticates every
-//! snapshot (only its holders can write one), so `x-xtask.sign` is not asked of them.
+//! bytes are checked against it as they stream. Anyone with the repository's password can write
+//! a snapshot: under `x-xtask.sign` one counts only with this host's kind of proof, a `sig=` tag
+//! (added with the completion tag) signing its stream's name, size (`tar-size=`), SHA-256 and
+//! project by an allowed key; any other is "in doubt": never latest, never pulled or restored,
+//! never counted or forgotten by prune.
 
 use std::sync::Arc;
 
@@ -14,7 +17,7 @@ use time::OffsetDateTime;
 
 use crate::archive::Source;
 use crate::context::Ctx;
-use crate::engine::restic::{Restic, Snapshot, COMPLETE_TAG};
+use crate::engine::restic::{Restic, Snapshot, COMPLETE_TAG, SIG_TAG, SIZE_TAG};
 use crate::model::offsite::VaultSpec;
 use crate::store::local;
 
@@ -37,6 +40,14 @@ pub struct VaultArchive {
     pub problem: Option<String>,
     #[serde(skip)]
     pub tar_sha256: Option<[u8; 32]>,
+    /// Its stream's size and signature tags (with `x-xtask.sign`).
+    #[serde(skip)]
+    pub tar_size: Option<u64>,
+    #[serde(skip)]
+    pub signature: Option<String>,
+    /// Under `x-xtask.sign`: why its signature does not vouch for it (then `problem` says so too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub untrusted: Option<String>,
 }
 
 impl VaultArchive {
@@ -103,6 +114,8 @@ fn archive_of(s: &Snapshot, project: &str, now: OffsetDateTime) -> Option<VaultA
     let taken = OffsetDateTime::parse(&s.time, &Rfc3339).ok();
     let tar_sha256 =
         s.tags.iter().find_map(|t| t.strip_prefix(COMPLETE_TAG)).and_then(crate::engine::remote::parse_hex32);
+    let tar_size = s.tags.iter().find_map(|t| t.strip_prefix(SIZE_TAG)).and_then(|n| n.parse().ok());
+    let signature = s.tags.iter().find_map(|t| t.strip_prefix(SIG_TAG)).map(String::from);
     Some(VaultArchive {
         problem: date_doubt(created, taken, now),
         created_at: created.format(&Rfc3339).unwrap_or_default(),
@@ -113,6 +126,9 @@ fn archive_of(s: &Snapshot, project: &str, now: OffsetDateTime) -> Option<VaultA
         file,
         created,
         tar_sha256,
+        tar_size,
+        signature,
+        untrusted: None,
     })
 }
 
@@ -138,6 +154,24 @@ pub fn scan(restic: &Restic, project: &str) -> Result<Vec<VaultArchive>> {
     Ok(out)
 }
 
+/// [`scan`] judged by the reading policy: under `x-xtask.sign`, a complete snapshot without a
+/// valid signature by an allowed key is in doubt (its `problem` says why).
+pub fn scan_judged(ctx: &Ctx, restic: &Restic) -> Result<Vec<VaultArchive>> {
+    let mut archives = scan(restic, &ctx.stack.name)?;
+    let policy = crate::store::trust::Policy::of(ctx)?;
+    if policy.signing.is_none() {
+        return Ok(archives);
+    }
+    for a in archives.iter_mut() {
+        let Some(digest) = a.tar_sha256 else { continue };
+        a.untrusted = policy.unsigned_stream(&a.stored_name(), a.tar_size, digest, a.signature.as_deref());
+        if a.problem.is_none() {
+            a.problem.clone_from(&a.untrusted);
+        }
+    }
+    Ok(archives)
+}
+
 /// The archive an argument names: its file name, or a snapshot id prefix of 8 hex digits or more
 /// that only one snapshot has.
 fn named<'a>(archives: &'a [VaultArchive], f: &str) -> Option<&'a VaultArchive> {
@@ -156,7 +190,7 @@ fn named<'a>(archives: &'a [VaultArchive], f: &str) -> Option<&'a VaultArchive> 
 /// repository, ready to stream.
 pub fn pick(ctx: &Ctx, spec: &VaultSpec, file: Option<&str>) -> Result<(Source, VaultArchive)> {
     let restic = open(spec, false)?;
-    let archives = scan(&restic, &ctx.stack.name)?;
+    let archives = scan_judged(ctx, &restic)?;
     let name = &spec.name;
     let found = match file {
         Some(f) => named(&archives, f).with_context(|| {
@@ -180,6 +214,9 @@ pub fn pick(ctx: &Ctx, spec: &VaultSpec, file: Option<&str>) -> Result<(Source, 
             found.file
         );
     };
+    if let Some(why) = &found.untrusted {
+        bail!("{name}: snapshot {} of {} is untrusted: {why}", found.snapshot, found.file);
+    }
     Ok((Source::restic(restic, &found.snapshot, &found.stored_name(), digest), found.clone()))
 }
 

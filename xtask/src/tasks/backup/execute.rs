@@ -475,7 +475,9 @@ fn deliver(
     let tapped = done.tapped.take().context("the push to the restic repository did not start")?;
     let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let streamed = match tapped.writer {
-        Ok(writer) => crate::tasks::offsite::vault::complete_stream(restic, &file, writer, &tapped.sha256),
+        Ok(writer) => {
+            crate::tasks::offsite::vault::complete_stream(ctx, restic, &file, writer, (&tapped.sha256, tapped.bytes))
+        }
         Err(e) => Err(e.into()),
     };
     match streamed {

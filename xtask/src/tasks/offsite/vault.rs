@@ -18,10 +18,11 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::{PushItem, Ticking};
+use crate::archive::signature::{self, Statement};
 use crate::archive::{self, hex, HashingReader, Source};
 use crate::context::Ctx;
 use crate::engine::process::ToolWriter;
-use crate::engine::restic::{Restic, COMPLETE_TAG};
+use crate::engine::restic::{Restic, COMPLETE_TAG, SIG_TAG, SIZE_TAG};
 use crate::model::offsite::VaultSpec;
 use crate::store::retention::{self, Retention};
 use crate::store::vault::{self, VaultArchive};
@@ -35,14 +36,14 @@ const LEFTOVER_AGE: time::Duration = time::Duration::hours(24);
 pub fn push(ctx: &Ctx, spec: &VaultSpec, files: &[PathBuf], dry_run: bool, create: bool) -> Result<Vec<PushItem>> {
     let restic = if dry_run { None } else { Some(vault::open(spec, create)?) };
     let there = match &restic {
-        Some(r) => vault::scan(r, &ctx.stack.name)?,
+        Some(r) => vault::scan_judged(ctx, r)?,
         None => Vec::new(),
     };
     let mut items = Vec::new();
     for path in files {
         let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let size_bytes = std::fs::metadata(path).with_context(|| format!("read {}", path.display()))?.len();
-        let held = there.iter().any(|a| a.complete && a.file == file);
+        let held = there.iter().any(|a| a.complete && a.untrusted.is_none() && a.file == file);
         let (action, why) =
             if held { ("skip", "already in the repository") } else { ("upload", "not in the repository") };
         let item = PushItem { path: path.clone(), file, size_bytes, action, why: why.into() };
@@ -59,6 +60,9 @@ pub fn push(ctx: &Ctx, spec: &VaultSpec, files: &[PathBuf], dry_run: bool, creat
 /// the completion tag with the stream's SHA-256.
 fn push_one(ctx: &Ctx, restic: &Restic, item: &PushItem) -> Result<()> {
     let src = Source::open(&item.path)?;
+    // Under sign, only an archive signed by an allowed key gets this host's signature in the
+    // repository (and it is read through the descriptor that check pinned).
+    crate::store::trust::Policy::of(ctx)?.check_local(&src)?;
     let meta = archive::read_metadata_from(&src).with_context(|| format!("read {}", item.path.display()))?;
     if meta.project != ctx.stack.name {
         bail!("{} is an archive of project {}, not {}", item.path.display(), meta.project, ctx.stack.name);
@@ -70,7 +74,7 @@ fn push_one(ctx: &Ctx, restic: &Restic, item: &PushItem) -> Result<()> {
     let sent = std::io::copy(&mut stream, &mut writer)
         .with_context(|| format!("push {} to {}", item.file, restic.spec.name))?;
     let digest: [u8; 32] = stream.into_inner().inner.hasher.finalize().into();
-    let snapshot = complete_stream(restic, &item.file, writer, &digest)?;
+    let snapshot = complete_stream(ctx, restic, &item.file, writer, (&digest, sent))?;
     progress.finish(&format!(
         "pushed {} ({} of tar) to {} as snapshot {}",
         item.file,
@@ -145,12 +149,28 @@ impl Drop for Starting {
     }
 }
 
-/// Ends the snapshot [`begin_stream`] started, once the whole stream (of SHA-256 `digest`) went
-/// in, and marks it complete; returns its id. Before the tag it counts as an interrupted push.
-pub fn complete_stream(restic: &Restic, file: &str, writer: ToolWriter, digest: &[u8; 32]) -> Result<String> {
+/// Ends the snapshot [`begin_stream`] started, once the whole stream (`size` bytes of SHA-256
+/// `digest`) went in, and marks it complete; returns its id. Before the tag it counts as an
+/// interrupted push. With `x-xtask.sign`, the same `restic tag` adds the stream's size and this
+/// host's signature of (name, size, SHA-256, project): readers under `sign` trust no other.
+pub fn complete_stream(
+    ctx: &Ctx,
+    restic: &Restic,
+    file: &str,
+    writer: ToolWriter,
+    (digest, size): (&[u8; 32], u64),
+) -> Result<String> {
     let summary = restic.finish_backup(writer).with_context(|| format!("push {file} to {}", restic.spec.name))?;
     let snapshot = Restic::snapshot_of(&summary)?;
-    restic.add_tags(&snapshot, &[format!("{COMPLETE_TAG}{}", hex(digest))])?;
+    let mut tags = vec![format!("{COMPLETE_TAG}{}", hex(digest))];
+    if crate::store::trust::Policy::of(ctx)?.signing.is_some() {
+        let stored = vault::stored_name(file);
+        let statement = Statement { file: stored, size, sha256: *digest, project: ctx.stack.name.clone() };
+        let armor = crate::engine::sign::sign(&statement.text()).with_context(|| format!("sign {file}'s stream"))?;
+        tags.push(format!("{SIZE_TAG}{size}"));
+        tags.push(format!("{SIG_TAG}{}", signature::compact(&armor)));
+    }
+    restic.add_tags(&snapshot, &tags)?;
     Ok(snapshot)
 }
 
@@ -162,7 +182,7 @@ fn ticking<'a, R: Read>(from: R, tick: &'a dyn Fn(u64)) -> std::io::BufReader<Ti
 /// `backups --remote VAULT`: the project's snapshots as archives.
 pub fn list(ctx: &Ctx, spec: &VaultSpec, json: bool) -> Result<()> {
     let restic = vault::open(spec, false)?;
-    let archives = vault::scan(&restic, &ctx.stack.name)?;
+    let archives = vault::scan_judged(ctx, &restic)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&archives)?);
         return Ok(());
@@ -259,7 +279,7 @@ fn write_stored(
 /// `--keep-*` is not used: it groups snapshots by path, and each archive has a path of its own.
 pub fn prune(ctx: &Ctx, spec: &VaultSpec, r: &Retention, dry_run: bool) -> Result<()> {
     let restic = vault::open(spec, false)?;
-    let archives = vault::scan(&restic, &ctx.stack.name)?;
+    let archives = vault::scan_judged(ctx, &restic)?;
     let now = OffsetDateTime::now_utc();
     let mut doomed: Vec<(&VaultArchive, String)> = Vec::new();
     for a in archives.iter().filter(|a| a.complete && a.problem.is_some()) {
