@@ -367,6 +367,14 @@ fn a_wrong_password_or_a_killed_push_changes_nothing_that_counts() {
     stack.xtask_ok(&["restore", "--remote", "vault", "--latest", "--yes", "--output-dir", archives.s()]);
     stack.xtask_ok(&["up", "backend"]);
     assert_eq!(sample_state(&stack), before, "the previous snapshot is restored");
+
+    // A junk file in the repository's index (anyone who can write the bucket): restic cannot
+    // load it; the error says so and what still works, and the stack is untouched.
+    let index = repo.path.join("index").join(format!("{:x}", Sha256::digest(b"junk index")));
+    std::fs::write(&index, b"\x01").unwrap();
+    let (ok, _, err) = stack.xtask(&["restore", "--remote", "vault", "--latest", "--yes", "--output-dir", archives.s()]);
+    assert!(!ok && err.contains("holds a file restic cannot read") && err.contains("restic check"), "{err}");
+    assert_eq!(sample_state(&stack), before, "nothing changed");
 }
 
 /// An OpenSSH ed25519 key pair in `dir`: (private key file, public key line).

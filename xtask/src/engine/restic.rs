@@ -163,10 +163,10 @@ impl Restic {
     }
 
     /// The stored file `filename` of `snapshot`, streamed (`restic dump`).
-    pub fn dump(&self, snapshot: &str, filename: &str) -> Result<ToolReader> {
+    pub fn dump(&self, snapshot: &str, filename: &str) -> Result<Explained<ToolReader>> {
         let path = format!("/{filename}");
         let args = ["dump", "--no-lock", snapshot, &path].map(String::from);
-        self.tool.stream(&args, None)
+        Ok(Explained { inner: self.tool.stream(&args, None)?, remote: self.spec.name.clone() })
     }
 
     /// `restic forget` of the given snapshot ids, then `restic prune`.
@@ -203,6 +203,22 @@ fn missing(text: &str) -> bool {
 }
 
 /// restic's failures in the user's terms: a lock, a wrong password, a missing repository.
+/// A restic output stream whose failure (reported at its end) is said in the user's terms
+/// ([`explain`]).
+pub struct Explained<R> {
+    inner: R,
+    remote: String,
+}
+
+impl<R: std::io::Read> std::io::Read for Explained<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).map_err(|e| {
+            let explained = explain(anyhow::Error::new(e), &self.remote);
+            std::io::Error::other(format!("{explained:#}"))
+        })
+    }
+}
+
 fn explain(e: anyhow::Error, remote: &str) -> anyhow::Error {
     let text = format!("{e:#}");
     if text.contains("repository is already locked") || text.contains("unable to create lock") {
@@ -212,6 +228,13 @@ fn explain(e: anyhow::Error, remote: &str) -> anyhow::Error {
         ))
     } else if text.contains("wrong password") {
         e.context(format!("the password of remote {remote} does not open its restic repository; nothing was changed"))
+    } else if let Some(what) = damaged(&text) {
+        e.context(format!(
+            "the restic repository of remote {remote} holds a file restic cannot read ({what}): someone who can \
+             write the repository put it there, or it was damaged; nothing was changed here. `restic check` names \
+             every such file (remove what it names, or `restic repair index` for the index); the local archives and \
+             other remotes are unaffected"
+        ))
     } else if missing(&text) {
         e.context(format!(
             "the restic repository of remote {remote} does not exist yet; `--yes` on `push --to {remote}` or \
@@ -222,9 +245,32 @@ fn explain(e: anyhow::Error, remote: &str) -> anyhow::Error {
     }
 }
 
+/// What restic named as unreadable, when a command failed on a repository file that is not
+/// restic's (junk, a truncated or forged file), or restic panicked.
+fn damaged(text: &str) -> Option<String> {
+    if let Some(at) = text.find("panic:") {
+        return Some(text[at..].lines().next().unwrap_or("panic").chars().take(160).collect());
+    }
+    let line = text.lines().find(|l| {
+        l.contains("invalid data returned") || l.contains("Unmarshal:") || l.contains("ciphertext verification failed")
+    })?;
+    Some(line.trim().trim_start_matches("Fatal: ").chars().take(160).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn junk_in_the_repository_is_named_as_such() {
+        let index = "load indexes\nFatal: load <index/ade76c0eee>: invalid data returned";
+        assert_eq!(damaged(index).as_deref(), Some("load <index/ade76c0eee>: invalid data returned"));
+        assert!(damaged("Fatal: Unmarshal: invalid character 'P' looking for beginning of value").is_some());
+        assert!(damaged("panic: runtime error: index out of range [3] with length 0\n\ngoroutine 1")
+            .unwrap()
+            .starts_with("panic: runtime"));
+        assert_eq!(damaged("Fatal: wrong password or no key found"), None);
+    }
 
     #[test]
     fn only_a_repository_that_is_not_there_counts_as_missing() {
