@@ -183,15 +183,24 @@ impl Unnamed {
     /// A new empty unnamed file (0600) on the filesystem of `near`: opened `O_TMPFILE` in a
     /// fresh 0700 directory of this process's own inside `near`, which is removed at once; on a
     /// filesystem without `O_TMPFILE`, created there and unlinked before anything is written.
+    /// The directory's name is not guessable in advance (a name someone else took is skipped,
+    /// never reused), so nobody can block it by creating it first.
     pub fn create(near: &Path) -> Result<Unnamed> {
         use std::os::unix::fs::DirBuilderExt;
         static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let dir = near.join(format!("{UNNAMED_PREFIX}{}-{n}", std::process::id()));
-        std::fs::DirBuilder::new().mode(0o700).create(&dir).with_context(|| format!("create {}", dir.display()))?;
-        let opened = Self::open_in(&dir);
-        let _ = std::fs::remove_dir(&dir);
-        opened.with_context(|| format!("create a private file in {}", near.display()))
+        for _ in 0..16 {
+            let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let dir = near.join(format!("{UNNAMED_PREFIX}{}-{n}-{:x}", std::process::id(), unguessable()));
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e).with_context(|| format!("create {}", dir.display())),
+            }
+            let opened = Self::open_in(&dir);
+            let _ = std::fs::remove_dir(&dir);
+            return opened.with_context(|| format!("create a private file in {}", near.display()));
+        }
+        bail!("could not create a private directory in {} (16 names taken)", near.display())
     }
 
     fn open_in(dir: &Path) -> std::io::Result<Unnamed> {
@@ -234,6 +243,17 @@ impl Unnamed {
     /// Written data made durable.
     pub fn sync(&self) -> Result<()> {
         self.file.sync_all().context("write a private file")
+    }
+}
+
+/// 64 bits no one can predict from outside this process (the kernel's random bytes; the clock
+/// where they cannot be read).
+fn unguessable() -> u64 {
+    let mut bytes = [0u8; 8];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
+    match read {
+        Ok(()) => u64::from_le_bytes(bytes),
+        Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64),
     }
 }
 

@@ -40,6 +40,21 @@ fn take(path: &Path, project: &str, what: &str) -> Result<File> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .with_context(|| format!("open the lock file {} (a symlink there is refused)", path.display()))?;
+    // Only a lock file of this user's that nothing else links to is written to: a hard link
+    // planted at the name would make the truncation below hit its target.
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = file.metadata().with_context(|| format!("stat {}", path.display()))?;
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::getuid() };
+        if !meta.is_file() || meta.nlink() != 1 || meta.uid() != uid {
+            bail!(
+                "{} is not a lock file of this user's (another file, a hard link or another owner): remove it and \
+                 run again",
+                path.display()
+            );
+        }
+    }
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {

@@ -372,7 +372,8 @@ fn a_wrong_password_or_a_killed_push_changes_nothing_that_counts() {
     // load it; the error says so and what still works, and the stack is untouched.
     let index = repo.path.join("index").join(format!("{:x}", Sha256::digest(b"junk index")));
     std::fs::write(&index, b"\x01").unwrap();
-    let (ok, _, err) = stack.xtask(&["restore", "--remote", "vault", "--latest", "--yes", "--output-dir", archives.s()]);
+    let (ok, _, err) =
+        stack.xtask(&["restore", "--remote", "vault", "--latest", "--yes", "--output-dir", archives.s()]);
     assert!(!ok && err.contains("holds a file restic cannot read") && err.contains("restic check"), "{err}");
     assert_eq!(sample_state(&stack), before, "nothing changed");
 }

@@ -764,3 +764,57 @@ fn files_swapped_by_name_during_a_backup_and_a_restore_change_nothing() {
     let entries = load(Path::new(&archive));
     assert!(!entries.iter().any(|e| e.data.windows(10).any(|w| w == b"swapped_in")), "nothing forged was archived");
 }
+
+/// The way back reads the safety backup through the descriptor opened, and checked against the
+/// digest its writing computed, right after it was written: an attacker who renames a forged
+/// archive over `…_pre-restore.tar.gz` (write on the backup directory is enough) gets the
+/// restore refused before anything is replaced, or has no effect on the way back; the state
+/// before the restore comes back, never the forged one.
+#[test]
+fn a_safety_backup_swapped_by_name_is_never_what_the_way_back_restores() {
+    if !engine() {
+        return;
+    }
+    let mut stack = TestStack::sample("safetyswap");
+    let dir = TempDir::new("safetyswap");
+    let aside = TempDir::new("safetyswap-aside");
+    stack.xtask_ok(&["up", "db", "backend"]);
+    let backend = format!("{}-backend-1", stack.project);
+    let put = |text: &str| docker_ok(&["exec", &backend, "sh", "-c", &format!("echo {text} > /app/media/state.txt")]);
+    let state = || docker_ok(&["exec", &backend, "cat", "/app/media/state.txt"]).trim().to_string();
+    put("forged");
+    let forged =
+        stack.xtask_json(&["backup", "--output-dir", aside.s(), "--json"])["path"].as_str().unwrap().to_string();
+    put("archived");
+    let genuine =
+        stack.xtask_json(&["backup", "--output-dir", dir.s(), "--json"])["path"].as_str().unwrap().to_string();
+    put("current");
+    // The attacker: as soon as the safety backup appears, a forged archive is renamed over it.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (d, s, f) = (dir.0.clone(), stop.clone(), forged.clone());
+    let watcher = std::thread::spawn(move || {
+        while !s.load(std::sync::atomic::Ordering::SeqCst) {
+            let safety = std::fs::read_dir(&d)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().ends_with("_pre-restore.tar.gz")));
+            if let Some(target) = safety {
+                let tmp = d.join(".forgery");
+                std::fs::copy(&f, &tmp).unwrap();
+                std::fs::rename(&tmp, &target).unwrap();
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        false
+    });
+    stack.env.push(("XTASK_FAULT_AFTER".into(), "volume-swap".into()));
+    let (ok, _, err) = stack.xtask(&["restore", &genuine, "--yes", "--output-dir", dir.s()]);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(watcher.join().unwrap(), "the attacker swapped the safety backup");
+    assert!(!ok, "the fault (or the swap) fails the restore: {err}");
+    stack.xtask_ok(&["up", "backend"]);
+    assert_eq!(state(), "current", "the state before the restore, never the forged one: {err}");
+}

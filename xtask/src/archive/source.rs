@@ -51,12 +51,18 @@ enum Origin {
 
 impl Source {
     pub fn open(path: &Path) -> Result<Source> {
-        // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below.
+        // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below. O_NOFOLLOW:
+        // a symbolic link planted in the backup directory is not read as an archive.
         let file = OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW)
             .open(path)
-            .with_context(|| format!("open {}", path.display()))?;
+            .with_context(|| format!("open {} (a symbolic link is refused)", path.display()))?;
+        Source::of_file(file, path)
+    }
+
+    /// The archive already open as `file` (found at `path`, for messages): read only through it.
+    pub fn of_file(file: File, path: &Path) -> Result<Source> {
         let meta = file.metadata().with_context(|| format!("stat {}", path.display()))?;
         if !meta.file_type().is_file() {
             bail!("{} is not a regular file: refused as an archive", path.display());

@@ -433,6 +433,61 @@ pub fn open_local(path: &Path) -> Result<(File, u64)> {
     Ok((f, m.len()))
 }
 
+/// A local archive opened once (O_NOFOLLOW, a regular file) for a push: whether it is sealed,
+/// its size, its digest and the bytes uploaded all come from this one descriptor, never from
+/// its name again (which anyone who can write the backup directory could point elsewhere).
+#[derive(Debug, Clone)]
+pub struct LocalFile {
+    pub path: PathBuf,
+    file: std::sync::Arc<File>,
+    pub size: u64,
+}
+
+impl LocalFile {
+    pub fn open(path: &Path) -> Result<LocalFile> {
+        let (file, size) = open_local(path)?;
+        Ok(LocalFile { path: path.to_path_buf(), file: std::sync::Arc::new(file), size })
+    }
+
+    /// Its bytes from the start (a positioned read of the descriptor, a position of its own).
+    pub fn reader(&self) -> impl Read + Send {
+        AtFile { file: self.file.clone(), pos: 0 }
+    }
+
+    /// Whether its bytes start as an age file (an encrypted archive).
+    pub fn sealed(&self) -> bool {
+        let mut head = [0u8; 32];
+        let n = std::os::unix::fs::FileExt::read_at(&*self.file, &mut head, 0).unwrap_or(0);
+        head[..n].starts_with(crate::engine::crypt::MAGIC)
+    }
+
+    /// The SHA-256 of its bytes as stored.
+    pub fn sha256(&self) -> Result<[u8; 32]> {
+        let mut reader = HashingReader::new(self.reader());
+        std::io::copy(&mut reader, &mut std::io::sink()).with_context(|| format!("read {}", self.path.display()))?;
+        Ok(reader.hasher.finalize().into())
+    }
+
+    /// A second descriptor of the same open file (for [`crate::archive::Source::of_file`]).
+    pub fn descriptor(&self) -> Result<File> {
+        self.file.try_clone().with_context(|| format!("duplicate the descriptor of {}", self.path.display()))
+    }
+}
+
+/// Reads a shared descriptor by offset.
+struct AtFile {
+    file: std::sync::Arc<File>,
+    pos: u64,
+}
+
+impl Read for AtFile {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(&*self.file, buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
 /// The SHA-256 of a local file's bytes as stored (O_NOFOLLOW, a regular file; not decrypted).
 pub fn sha256_of(path: &Path) -> Result<[u8; 32]> {
     let (f, _) = open_local(path)?;
@@ -489,6 +544,26 @@ mod tests {
         bytes[last] ^= 1;
         std::fs::write(p, &bytes).unwrap();
         assert_eq!(latest(&dir, "p", |_| true).unwrap(), found[1].path, "never a damaged file");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_local_file_is_read_through_the_descriptor_opened_once() {
+        let dir = std::env::temp_dir().join(format!("xtask-localfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("full_backup_20261207_010000.tar.gz.age");
+        std::fs::write(&path, b"age-encryption.org/v1\nsealed bytes").unwrap();
+        let opened = LocalFile::open(&path).unwrap();
+        // Another file renamed over the name after it was opened: what the push reads is unchanged.
+        std::fs::write(dir.join("clear"), b"\x1f\x8b\x08 clear archive").unwrap();
+        std::fs::rename(dir.join("clear"), &path).unwrap();
+        assert!(opened.sealed(), "decided on the opened bytes");
+        let mut read = Vec::new();
+        opened.reader().read_to_end(&mut read).unwrap();
+        assert_eq!(read, b"age-encryption.org/v1\nsealed bytes");
+        assert_eq!(opened.size, 34);
+        std::os::unix::fs::symlink(&path, dir.join("link")).unwrap();
+        assert!(LocalFile::open(&dir.join("link")).is_err(), "a symbolic link is never opened");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -4,7 +4,10 @@
 //! backup directory or the bucket, which others may write. Without `x-xtask.sign` this is what
 //! tells an archive this host pushed from junk named after one: an object it did not record
 //! never outranks one it did (`prune --remote`, `--latest`), and `backups --remote` says which
-//! objects it does not know. A new machine knows none: then nothing is ranked by it.
+//! objects it does not know. A new machine knows none: then nothing is ranked by it. Only an
+//! archive this host wrote (its digest in the record of backups, `written.sha256`, made when the
+//! archive is committed) is recorded as pushed: a file someone dropped into the backup directory
+//! is pushed when asked, but never counts as this host's.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -60,15 +63,39 @@ pub fn load(root: &str) -> Pushed {
     std::fs::read_to_string(path).map(|t| Pushed::parse(&t)).unwrap_or_default()
 }
 
-/// Adds a sealed push to the record (appended and synced; the file is 0600).
-pub fn record(root: &str, file: &str, digest: &[u8; 32]) -> Result<()> {
-    let path = record_path(root)?;
+fn written_path() -> Result<PathBuf> {
+    Ok(crate::files::user_dir(Path::new("/var/lib/xtask"), ".local/state", "pushed")?.join("written.sha256"))
+}
+
+/// The archives this host wrote (their digests as stored).
+pub fn written() -> Pushed {
+    let Ok(path) = written_path() else { return Pushed::default() };
+    std::fs::read_to_string(path).map(|t| Pushed::parse(&t)).unwrap_or_default()
+}
+
+/// Adds an archive this host just committed (`file`, its digest as stored) to the record of
+/// backups.
+pub fn record_written(file: &str, digest: &[u8; 32]) -> Result<()> {
+    append(&written_path()?, file, digest)
+}
+
+/// Adds a sealed push to the record, when this host wrote the archive; returns whether it did.
+pub fn record(root: &str, file: &str, digest: &[u8; 32]) -> Result<bool> {
+    if !written().knows(digest) {
+        return Ok(false);
+    }
+    append(&record_path(root)?, file, digest)?;
+    Ok(true)
+}
+
+/// Appends `SHA256  FILE` to the record at `path` (synced; the file is 0600, never a link).
+fn append(path: &Path, file: &str, digest: &[u8; 32]) -> Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
+        .open(path)
         .with_context(|| format!("open {}", path.display()))?;
     writeln!(f, "{}  {file}", hex(digest))
         .and_then(|()| f.sync_all())

@@ -402,6 +402,10 @@ fn write_archive(
     let stats = writer.stats;
     let committed = writer.commit_all()?;
     let (bytes, sha256) = (committed.size, committed.sha256);
+    // Written by this host: a push of exactly these bytes counts as its own in the remote.
+    if let Err(e) = crate::store::pushed::record_written(&file_name, &sha256) {
+        eprintln!("warning: {file_name} is not in this host's record of backups ({e:#}); a push of it will not count as this host's");
+    }
     if local {
         crate::store::trust::sign_local(ctx, &final_path, committed.size, committed.sha256)
             .with_context(|| format!("the archive {} was written but not signed", final_path.display()))?;
@@ -491,7 +495,7 @@ fn deliver(
                 "warning: the push to {} while the archive was written failed ({e:#}); pushing it again",
                 spec.name
             );
-            let files = [path.to_path_buf()];
+            let files = [crate::store::local::LocalFile::open(path).map_err(kept)?];
             crate::tasks::offsite::vault::push(ctx, spec, &files, false, opts.create_remote).map(drop).map_err(kept)
         }
         Err(e) => Err(e.context(format!(

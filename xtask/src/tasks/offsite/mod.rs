@@ -23,7 +23,7 @@ use crate::context::Ctx;
 use crate::engine::crypt;
 use crate::engine::remote::{self, Remote};
 use crate::store::local;
-use crate::store::local::{open_local, sha256_of};
+use crate::store::local::LocalFile;
 use crate::store::remote::{open, pick_named, quiet_policy, scan, RemoteArchive};
 use crate::store::retention::{self, Retention};
 use crate::ui::{human_bytes, table};
@@ -81,6 +81,9 @@ pub fn list(ctx: &Ctx, name: &str, json: bool) -> Result<()> {
 #[derive(Debug, Clone, Serialize)]
 pub struct PushItem {
     pub path: PathBuf,
+    /// The archive as opened once: every read of the push goes through it.
+    #[serde(skip)]
+    pub local: LocalFile,
     pub file: String,
     pub size_bytes: u64,
     /// "upload", or "skip" (already there with the same size and SHA-256).
@@ -90,15 +93,15 @@ pub struct PushItem {
 
 /// Decides, for each local archive, whether the remote already holds it (same size, same
 /// SHA-256 in its sidecar) or it must be uploaded.
-pub fn plan_push(remote: &Remote, files: &[PathBuf]) -> Result<Vec<PushItem>> {
+pub fn plan_push(remote: &Remote, files: &[LocalFile]) -> Result<Vec<PushItem>> {
     let (there, _) = scan(remote)?;
     let mut items = Vec::new();
-    for path in files {
+    for local in files {
+        let (path, size) = (&local.path, local.size);
         let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         if !local::is_our_name(&file) {
             bail!("{} is not named like an archive of this tool ({{full,db}}_backup_*.tar.gz[.age])", path.display());
         }
-        let (_, size) = open_local(path)?;
         let same = there.iter().find(|a| a.file == file);
         let (action, why) = match same {
             None => ("upload", "not in the remote".to_string()),
@@ -106,10 +109,10 @@ pub fn plan_push(remote: &Remote, files: &[PathBuf]) -> Result<Vec<PushItem>> {
             Some(a) if a.size_bytes != size => {
                 ("upload", format!("the remote copy has {} bytes, not {size}", a.size_bytes))
             }
-            Some(a) if a.digest != Some(sha256_of(path)?) => ("upload", "the remote copy's SHA-256 differs".into()),
+            Some(a) if a.digest != Some(local.sha256()?) => ("upload", "the remote copy's SHA-256 differs".into()),
             Some(_) => ("skip", "already there with the same size and SHA-256".into()),
         };
-        items.push(PushItem { path: path.clone(), file, size_bytes: size, action, why });
+        items.push(PushItem { path: path.clone(), local: local.clone(), file, size_bytes: size, action, why });
     }
     Ok(items)
 }
@@ -123,7 +126,9 @@ pub fn run_push(
     dry_run: bool,
     yes: bool,
 ) -> Result<Vec<PushItem>> {
-    let files = only_sealed(ctx, pick, local::picked(dir, &ctx.stack.name, pick)?)?;
+    let opened: Vec<LocalFile> =
+        local::picked(dir, &ctx.stack.name, pick)?.iter().map(|p| LocalFile::open(p)).collect::<Result<_>>()?;
+    let files = only_sealed(ctx, pick, opened)?;
     let items = push_to(ctx, remote, &files, dry_run, yes)?;
     let uploaded = items.iter().filter(|i| i.action == "upload").count();
     let verb = if dry_run { "would upload" } else { "uploaded" };
@@ -133,15 +138,15 @@ pub fn run_push(
 
 /// With `x-xtask.encrypt` set, a clear archive (one written while encryption was off, say) never
 /// leaves the host: `push --all` leaves such archives out and says which; naming one is an error.
-fn only_sealed(ctx: &Ctx, pick: &local::Pick, files: Vec<PathBuf>) -> Result<Vec<PathBuf>> {
+fn only_sealed(ctx: &Ctx, pick: &local::Pick, files: Vec<LocalFile>) -> Result<Vec<LocalFile>> {
     if !ctx.offsite()?.encryption.enabled() {
         return Ok(files);
     }
-    let (sealed, clear): (Vec<PathBuf>, Vec<PathBuf>) = files.into_iter().partition(|p| archive::is_sealed(p));
+    let (sealed, clear): (Vec<LocalFile>, Vec<LocalFile>) = files.into_iter().partition(LocalFile::sealed);
     if clear.is_empty() {
         return Ok(sealed);
     }
-    let names: Vec<String> = clear.iter().map(|p| p.display().to_string()).collect();
+    let names: Vec<String> = clear.iter().map(|f| f.path.display().to_string()).collect();
     if matches!(pick, local::Pick::All) {
         eprintln!(
             "note: left out {} archive(s) that are not encrypted, since x-xtask.encrypt is set: {}",
@@ -159,7 +164,7 @@ fn only_sealed(ctx: &Ctx, pick: &local::Pick, files: Vec<PathBuf>) -> Result<Vec
 
 /// [`push`] to any remote: a restic repository (created when missing only with `create`) or a
 /// folder of archives.
-pub fn push_to(ctx: &Ctx, name: &str, files: &[PathBuf], dry_run: bool, create: bool) -> Result<Vec<PushItem>> {
+pub fn push_to(ctx: &Ctx, name: &str, files: &[LocalFile], dry_run: bool, create: bool) -> Result<Vec<PushItem>> {
     match crate::store::vault::lookup(ctx, name)? {
         Some(spec) => vault::push(ctx, &spec, files, dry_run, create),
         None => push(ctx, name, files, dry_run),
@@ -167,7 +172,7 @@ pub fn push_to(ctx: &Ctx, name: &str, files: &[PathBuf], dry_run: bool, create: 
 }
 
 /// `push`: uploads what the remote lacks (each retried with backoff), then its sidecar.
-pub fn push(ctx: &Ctx, name: &str, files: &[PathBuf], dry_run: bool) -> Result<Vec<PushItem>> {
+pub fn push(ctx: &Ctx, name: &str, files: &[LocalFile], dry_run: bool) -> Result<Vec<PushItem>> {
     let remote = open(ctx, name)?;
     let items = plan_push(&remote, files)?;
     for item in &items {
@@ -201,8 +206,7 @@ fn upload_with_retries(ctx: &Ctx, remote: &Remote, item: &PushItem, tick: &dyn F
 
 /// One upload: the archive (hashed on its way), then its seal.
 fn upload(remote: &Remote, item: &PushItem, tick: &dyn Fn(u64)) -> Result<()> {
-    let (file, _) = open_local(&item.path)?;
-    let mut reader = HashingReader::new(Ticking { inner: file, tick });
+    let mut reader = HashingReader::new(Ticking { inner: item.local.reader(), tick });
     let sent = remote.upload(&item.file, &mut reader)?;
     if sent != item.size_bytes {
         bail!(
@@ -230,7 +234,13 @@ fn seal_upload(remote: &Remote, file: &str, size: u64, digest: [u8; 32], local: 
     }
     let line = format!("{}  {file}\n", hex(&digest));
     remote.upload(&format!("{file}.sha256"), &mut line.as_bytes()).context("write the .sha256 sidecar")?;
-    crate::store::pushed::record(&remote.spec.root, file, &digest)
+    if !crate::store::pushed::record(&remote.spec.root, file, &digest)? {
+        eprintln!(
+            "note: {file} was not written by this host (not in its record of backups): pushed, but it never counts \
+             as this host's in the remote"
+        );
+    }
+    Ok(())
 }
 
 /// An upload that runs while the archive is written (`backup --push`): the archive's bytes
@@ -268,7 +278,7 @@ impl Upload {
             }
             Err(e) => {
                 ctx.ui.step(&format!("the upload while writing failed ({e:#}); pushing {} again", self.file));
-                push(ctx, &self.remote_name, &[local.to_path_buf()], false).map(drop)
+                push(ctx, &self.remote_name, &[LocalFile::open(local)?], false).map(drop)
             }
         }
     }

@@ -24,6 +24,7 @@ use crate::context::Ctx;
 use crate::engine::process::ToolWriter;
 use crate::engine::restic::{Restic, COMPLETE_TAG, SIG_TAG, SIZE_TAG};
 use crate::model::offsite::VaultSpec;
+use crate::store::local::LocalFile;
 use crate::store::retention::{self, Retention};
 use crate::store::vault::{self, VaultArchive};
 use crate::ui::{human_bytes, table};
@@ -33,20 +34,20 @@ const LEFTOVER_AGE: time::Duration = time::Duration::hours(24);
 
 /// `push --to VAULT`: each archive not yet in the repository (same name, complete) goes in as a
 /// snapshot of its tar stream. `create`: make the repository if it does not exist (`--yes`).
-pub fn push(ctx: &Ctx, spec: &VaultSpec, files: &[PathBuf], dry_run: bool, create: bool) -> Result<Vec<PushItem>> {
+pub fn push(ctx: &Ctx, spec: &VaultSpec, files: &[LocalFile], dry_run: bool, create: bool) -> Result<Vec<PushItem>> {
     let restic = if dry_run { None } else { Some(vault::open(spec, create)?) };
     let there = match &restic {
         Some(r) => vault::scan_judged(ctx, r)?,
         None => Vec::new(),
     };
     let mut items = Vec::new();
-    for path in files {
+    for local in files {
+        let (path, size_bytes) = (&local.path, local.size);
         let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let size_bytes = std::fs::metadata(path).with_context(|| format!("read {}", path.display()))?.len();
         let held = there.iter().any(|a| a.complete && a.untrusted.is_none() && a.file == file);
         let (action, why) =
             if held { ("skip", "already in the repository") } else { ("upload", "not in the repository") };
-        let item = PushItem { path: path.clone(), file, size_bytes, action, why: why.into() };
+        let item = PushItem { path: path.clone(), local: local.clone(), file, size_bytes, action, why: why.into() };
         match (&restic, action) {
             (Some(r), "upload") => push_one(ctx, r, &item)?,
             _ => ctx.ui.step(&format!("{} {} ({})", if dry_run { "would push" } else { "skip" }, item.file, item.why)),
@@ -59,7 +60,7 @@ pub fn push(ctx: &Ctx, spec: &VaultSpec, files: &[PathBuf], dry_run: bool, creat
 /// One archive into the repository: its tar stream (decompressed, decrypted) as a snapshot, then
 /// the completion tag with the stream's SHA-256.
 fn push_one(ctx: &Ctx, restic: &Restic, item: &PushItem) -> Result<()> {
-    let src = Source::open(&item.path)?;
+    let src = Source::of_file(item.local.descriptor()?, &item.path)?;
     // Under sign, only an archive signed by an allowed key gets this host's signature in the
     // repository (and it is read through the descriptor that check pinned).
     crate::store::trust::Policy::of(ctx)?.check_local(&src)?;

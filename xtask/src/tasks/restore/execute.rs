@@ -55,7 +55,7 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
         }
     };
     if let Some(s) = &safety {
-        ctx.ui.step(&format!("should this restore be cut off (kill -9), undo it with: {}", undo_command(ctx, s)));
+        ctx.ui.step(&format!("should this restore be cut off (kill -9), undo it with: {}", undo_command(ctx, &s.path)));
     }
     let mut old_dbs = Vec::new();
     let mut moments = Downtime { stop_began: unix_now(), swap_began: 0.0, swap_ended: 0.0, running_again: 0.0 };
@@ -69,19 +69,19 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
             // Stopped while its services stopped: nothing replaced, so no way back, only tidying.
             return Err(not_replaced(ctx, p, &names, &created, Some(st), guard, e));
         }
-        return Err(take_the_way_back(ctx, &p.plan.dbs, e, safety.as_deref(), &created, &p.dir, guard));
+        return Err(take_the_way_back(ctx, &p.plan.dbs, e, safety.as_ref(), &created, &p.dir, guard));
     }
     // Services that do not come back (or not healthy) with the restored data: the way back too.
     let running = match guard.start_stopped(&ctx.ui).and_then(|r| fault_after("start").map(|()| r)) {
         Ok(running) => running,
-        Err(e) => return Err(take_the_way_back(ctx, &p.plan.dbs, e, safety.as_deref(), &created, &p.dir, guard)),
+        Err(e) => return Err(take_the_way_back(ctx, &p.plan.dbs, e, safety.as_ref(), &created, &p.dir, guard)),
     };
     moments.running_again = unix_now();
     let downtime = (!running.is_empty()).then_some(moments);
     let downtime_seconds = downtime.map(|d| d.running_again - d.stop_began);
     if let Err(e) = services::wait_until_up(ctx.docker()?, &running, &ctx.ui).and_then(|()| fault_after("health")) {
         let e = e.context("the services did not come back healthy with the restored data");
-        return Err(take_the_way_back(ctx, &p.plan.dbs, e, safety.as_deref(), &created, &p.dir, guard));
+        return Err(take_the_way_back(ctx, &p.plan.dbs, e, safety.as_ref(), &created, &p.dir, guard));
     }
     // The services are healthy again: the old database copies can go (the database service is
     // still up, also when this restore had to start it). The restore is done either way.
@@ -93,7 +93,8 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
         eprintln!("warning: the old content the swap moved aside was not removed ({e:#}); the next restore removes it");
     }
     guard.restore(&ctx.ui)?;
-    Ok(Outcome { project: p.plan.project.clone(), archive: p.path.clone(), undo: safety, downtime_seconds, downtime })
+    let undo = safety.map(|s| s.path);
+    Ok(Outcome { project: p.plan.project.clone(), archive: p.path.clone(), undo, downtime_seconds, downtime })
 }
 
 /// After a failure once the swap began: the safety backup restored (or what the restore created
@@ -103,7 +104,7 @@ fn take_the_way_back(
     ctx: &Ctx,
     dbs: &[DbRestore],
     e: anyhow::Error,
-    safety: Option<&Path>,
+    safety: Option<&Safety>,
     created: &[String],
     dir: &Path,
     mut guard: ServiceGuard,
@@ -122,13 +123,21 @@ fn take_the_way_back(
         (Err(b), _) | (_, Err(b)) => e.context(format!(
             "the restore failed and so did the way back ({b:#}); the state before it is in {}",
             safety
-                .map(|s| format!("{}: {}", s.display(), undo_command(ctx, s)))
+                .map(|s| format!("{}: {}", s.path.display(), undo_command(ctx, &s.path)))
                 .unwrap_or_else(|| "no safety backup".into())
         )),
     }
 }
 
-fn take_safety(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<Option<PathBuf>> {
+/// The safety backup, opened once right after it was written and checked against the digest
+/// its writing computed: the way back reads it through this descriptor (pinned to that digest),
+/// never by its name, which anyone who can write the backup directory could replace.
+struct Safety {
+    path: PathBuf,
+    src: Source,
+}
+
+fn take_safety(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<Option<Safety>> {
     if opts.no_safety_backup {
         ctx.ui.step("no safety backup (--no-safety-backup): this restore cannot be undone");
         return Ok(None);
@@ -154,7 +163,7 @@ fn stage(
     names: &staging::Names,
     created: &mut Vec<String>,
     guard: &mut ServiceGuard,
-) -> Result<(Option<PathBuf>, Staged)> {
+) -> Result<(Option<Safety>, Staged)> {
     let docker = ctx.docker()?;
     refuse_linked_binds(&p.plan)?;
     let existing = docker.volume_names()?;
@@ -286,7 +295,7 @@ fn fault_after(step: &str) -> Result<()> {
 
 /// The safety backup: exactly what will be overwritten, the present target volumes, and the
 /// databases if their volume exists. None when nothing that would be replaced exists.
-fn safety_backup(ctx: &Ctx, p: &Prepared, lock: &Lock) -> Result<Option<PathBuf>> {
+fn safety_backup(ctx: &Ctx, p: &Prepared, lock: &Lock) -> Result<Option<Safety>> {
     let present = p.present.clone();
     let kind = if present.is_empty() { backup::Kind::Db } else { backup::Kind::Full };
     if p.plan.dbs.is_empty() && present.is_empty() {
@@ -310,7 +319,10 @@ fn safety_backup(ctx: &Ctx, p: &Prepared, lock: &Lock) -> Result<Option<PathBuf>
         ctx.ui.step("nothing that would be replaced exists: no safety backup needed");
         return Ok(None);
     }
-    Ok(Some(s.path))
+    let written = crate::engine::remote::parse_hex32(&s.sha256).context("the safety backup's digest")?;
+    let src = Source::open(&s.path)?;
+    super::check_own(&src, written).context("the safety backup (nothing was restored)")?;
+    Ok(Some(Safety { path: s.path, src }))
 }
 
 /// The destructive part: volumes emptied and refilled, databases dropped and reloaded.
@@ -351,7 +363,7 @@ fn replace(
 /// (if any) is restored the same way. Returns what it did.
 fn way_back(
     ctx: &Ctx,
-    safety: Option<&Path>,
+    safety: Option<&Safety>,
     created: &[String],
     dir: &Path,
     guard: &mut ServiceGuard,
@@ -364,14 +376,14 @@ fn way_back(
     let Some(safety) = safety else {
         return Ok("no safety backup existed, so only volumes it had created were removed".into());
     };
-    let verified = Verified::check(Source::open(safety)?, Rules::default())?;
+    let verified = Verified::check(safety.src.duplicate()?, Rules::default())?;
     let plan = plan(&ctx.model()?.0, &StackBinds::of(ctx, dir)?, verified.meta(), &[], false)?;
     let mut again = Vec::new();
     // A second signal must not cut the way back off.
     let _calm = signals::Suspended::begin();
     replace(ctx, &verified, &plan, dir, guard, &mut again)
-        .with_context(|| format!("restore the safety backup {}", safety.display()))?;
-    Ok(format!("the state before it was restored from the safety backup {}", safety.display()))
+        .with_context(|| format!("restore the safety backup {}", safety.path.display()))?;
+    Ok(format!("the state before it was restored from the safety backup {}", safety.path.display()))
 }
 
 /// Refuses when a target volume's filesystem cannot hold what the archive puts there: in its

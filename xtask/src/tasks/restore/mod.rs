@@ -197,7 +197,7 @@ pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<Prepared> {
 
 /// Refuses `src` unless its bytes hash to `expected` (read through the descriptor every later
 /// read of this restore uses).
-fn check_own(src: &Source, expected: [u8; 32]) -> Result<()> {
+pub(super) fn check_own(src: &Source, expected: [u8; 32]) -> Result<()> {
     let (_, actual) = src.stored_digest()?.context("not a local archive")?;
     if actual != expected {
         bail!(
