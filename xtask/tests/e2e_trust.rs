@@ -12,6 +12,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use common::*;
 
@@ -817,4 +818,91 @@ fn a_safety_backup_swapped_by_name_is_never_what_the_way_back_restores() {
     assert!(!ok, "the fault (or the swap) fails the restore: {err}");
     stack.xtask_ok(&["up", "backend"]);
     assert_eq!(state(), "current", "the state before the restore, never the forged one: {err}");
+}
+
+/// `name` exists as a user (made with a home when missing), in `groups`.
+fn ensure_user(name: &str, groups: &str) {
+    if !Command::new("id").arg(name).output().unwrap().status.success() {
+        let ok = Command::new("useradd").args(["-m", "-s", "/bin/sh", "-G", groups, name]).status().unwrap();
+        assert!(ok.success(), "useradd {name}");
+    } else {
+        assert!(Command::new("usermod").args(["-a", "-G", groups, name]).status().unwrap().success());
+    }
+}
+
+/// The same attack as above, by another user: the tool runs as an unprivileged operator (in the
+/// docker group), the backup directory is group-writable for a group an attacker shares with it
+/// (no read of the operator's files, which are 0600), and the attacker's own process renames
+/// forged files over every new file it can see there during a backup and a restore. Nothing it
+/// does reaches the archive or the stack. (As root only: the test makes the two users.)
+#[test]
+fn an_unprivileged_run_with_a_group_writable_backup_directory_is_not_swayed() {
+    if !engine() {
+        return;
+    }
+    if String::from_utf8_lossy(&Command::new("id").arg("-u").output().unwrap().stdout).trim() != "0" {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI runs as root: this test needs it");
+        eprintln!("SKIPPED: needs root to make the operator and attacker users");
+        return;
+    }
+    let share = "xtask-e2e-share";
+    if !Command::new("getent").args(["group", share]).output().unwrap().status.success() {
+        assert!(Command::new("groupadd").arg(share).status().unwrap().success());
+    }
+    ensure_user("xtask-e2e-op", &format!("docker,{share}"));
+    ensure_user("xtask-e2e-atk", share);
+    let stack = TestStack::sample("unpriv");
+    let dir = TempDir::new("unpriv");
+    let backups = dir.0.join("backups");
+    std::fs::create_dir(&backups).unwrap();
+    assert!(Command::new("chown").arg(format!("root:{share}")).arg(&backups).status().unwrap().success());
+    std::fs::set_permissions(&backups, std::os::unix::fs::PermissionsExt::from_mode(0o2770)).unwrap();
+    let log = dir.0.join("attacker.log");
+    let forged = dir.0.join("forged.sql");
+    std::fs::write(&forged, "CREATE TABLE public.swapped_in (x int);\n").unwrap();
+    std::fs::write(&log, "").unwrap();
+    for p in [&dir.0, &log, &forged] {
+        let mode = if p.is_dir() { 0o755 } else { 0o666 };
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    }
+    stack.xtask_ok(&["up", "db", "redis", "backend"]);
+    seed_sample(&stack);
+    let before = sample_state(&stack);
+    let as_operator = |args: &[&str]| {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "xtask-e2e-op", "--", "env", "HOME=/home/xtask-e2e-op"]);
+        cmd.args(stack.env.iter().map(|(k, v)| format!("{k}={v}")));
+        cmd.arg(env!("CARGO_BIN_EXE_xtask")).args(["--project-name", &stack.project, "--file"]).arg(&stack.files[0]);
+        let out = cmd.args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "xtask {args:?} as the operator:\n{err}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let script = r#"while [ ! -e "$0.stop" ]; do
+  for f in "$1"/* "$1"/.[!.]* "$1"/*/* "$1"/.[!.]*/*; do
+    [ -f "$f" ] || continue
+    case "$f" in *.tar.gz|*.sig|*.verified|*.lock|*.tmp-*|*/.forgery*) continue ;; esac
+    cp "$2" "$1/.forgery" 2>/dev/null && mv -f "$1/.forgery" "$f" 2>/dev/null && echo "$f" >> "$0"
+  done
+done"#;
+    let mut attacker = Command::new("runuser")
+        .args(["-u", "xtask-e2e-atk", "--", "sh", "-c", script])
+        .args([&log, &backups, &forged])
+        .spawn()
+        .unwrap();
+    let b = backups.to_str().unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&as_operator(&["backup", "--output-dir", b, "--json"])).unwrap();
+    let archive = summary["path"].as_str().unwrap().to_string();
+    psql(&format!("{}-db-1", stack.project), "app", "DELETE FROM items WHERE id > 250");
+    as_operator(&["restore", &archive, "--yes", "--output-dir", b]);
+    std::fs::write(format!("{}.stop", log.display()), "").unwrap();
+    attacker.wait().unwrap();
+    let swapped = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(swapped, "", "no file the tool uses was reachable by name");
+    assert_eq!(sample_state(&stack), before, "rows, files and keys as backed up");
+    let db = format!("{}-db-1", stack.project);
+    assert_eq!(psql(&db, "app", "SELECT count(*) FROM pg_tables WHERE tablename = 'swapped_in'"), "0");
+    let mode = std::fs::metadata(&archive).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600, "the archive is 0600");
 }
