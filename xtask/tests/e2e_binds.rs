@@ -301,3 +301,49 @@ fn a_bind_swapped_for_a_link_after_its_check_receives_nothing() {
     let left: Vec<_> = std::fs::read_dir(&victim).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(left, ["keep.txt"], "nothing was written through the link");
 }
+
+/// A forged archive (sums rewritten) that puts a root-owned set-uid program and a set-gid one
+/// into a bind: restored, both are plain executables on the host, the restore says what it
+/// dropped, and a directory keeps its set-gid bit (group inheritance, nothing to execute).
+#[test]
+fn set_uid_programs_never_reach_a_host_directory() {
+    if !engine() {
+        return;
+    }
+    let (project, uploads, stack) = setup("setuid");
+    let backups = TempDir::new("binds-setuid-backups");
+    stack.xtask_ok(&["up"]);
+    seed(&stack, &project, &uploads);
+    let summary = stack.xtask_json(&["backup", "--output-dir", backups.s(), "--json"]);
+    let archive = summary["path"].as_str().unwrap().to_string();
+    let mut entries = load(Path::new(&archive));
+    let uploads_name = uploads.0.file_name().unwrap().to_str().unwrap().to_string();
+    let img = entries.iter().find(|e| {
+        let n = String::from_utf8_lossy(&e.name);
+        n.starts_with("binds/") && n.contains(&uploads_name) && n.ends_with("2026/11/IMG 0001.jpg")
+    });
+    let img = String::from_utf8(img.expect("the uploads bind is archived").name.clone()).unwrap();
+    let prefix = img.strip_suffix("2026/11/IMG 0001.jpg").unwrap().to_string();
+    let at = entries.iter().position(|x| x.name == b"SHA256SUMS").unwrap();
+    let entry = |name: &str, kind: tar::EntryType, mode: u32, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(data.len() as u64);
+        h.set_mtime(1_700_000_000);
+        Entry { header: h, name: format!("{prefix}{name}").into_bytes(), link: None, data: data.to_vec() }
+    };
+    entries.insert(at, entry("rootshell", tar::EntryType::Regular, 0o4755, b"#!/bin/sh\nid\n"));
+    entries.insert(at, entry("groupshell", tar::EntryType::Regular, 0o2711, b"#!/bin/sh\nid\n"));
+    entries.insert(at, entry("shared/", tar::EntryType::Directory, 0o2775, b""));
+    let forged = backups.0.join("full_backup_20200101_000000.tar.gz");
+    save(&forged, entries, true);
+    let (ok, _, err) = stack.xtask(&["restore", forged.to_str().unwrap(), "--yes", "--output-dir", backups.s()]);
+    assert!(ok, "{err}");
+    assert!(err.contains("set-uid/set-gid bits dropped from 2 file(s)") && err.contains("rootshell"), "{err}");
+    let mode = |name: &str| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(uploads.0.join(name)).unwrap().permissions())
+            & 0o7777
+    };
+    assert_eq!((mode("rootshell"), mode("groupshell"), mode("shared")), (0o755, 0o711, 0o2775));
+}

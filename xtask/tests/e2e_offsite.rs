@@ -312,6 +312,19 @@ fn encrypted_archives_round_trip_and_refuse_a_wrong_key_or_a_forged_object() {
     assert!(bytes.starts_with(b"age-encryption.org/v1\n"), "encrypted on disk");
     assert!(!bytes.windows(8).any(|w| w == b"metadata"), "no clear metadata on disk");
 
+    // A clear archive (written with --no-encrypt) never leaves the host while encrypt is set:
+    // named, the push is refused; --all leaves it out and says so.
+    let clear = stack.xtask_json(&["backup-db", "--no-encrypt", "--output-dir", b, "--json"]);
+    let clear = clear["path"].as_str().unwrap().to_string();
+    let (ok, _, err) = stack.xtask(&["push", &clear, "--to", "offsite", "--output-dir", b]);
+    assert!(!ok && err.contains("is not encrypted") && err.contains("never pushed"), "{err}");
+    let (ok, _, err) = stack.xtask(&["push", "--all", "--to", "offsite", "--output-dir", b]);
+    assert!(ok && err.contains("left out 1 archive(s) that are not encrypted"), "{err}");
+    let clear_name = Path::new(&clear).file_name().unwrap().to_str().unwrap().to_string();
+    assert!(!objects(&s3, &stack.project).iter().any(|o| o.0.starts_with(&clear_name)), "not in the bucket");
+    std::fs::remove_file(&clear).unwrap();
+    let _ = std::fs::remove_file(format!("{clear}.sig"));
+
     // Without the key: listed, but every read says how to give the key; nothing changes.
     let local = stack.xtask_json(&["backups", "--output-dir", b, "--json"]);
     assert_eq!(local[0]["encrypted"], true, "{local}");

@@ -35,15 +35,16 @@ impl Names {
     }
 }
 
-/// Run with the four names as $1 $2 $3 $4, in the root of each volume mounted at `/v/N`. A
-/// fixed script: nothing from an archive is in it or its arguments. First every volume must
-/// have its staged copy (or a swap already half done, `$k`): else nothing changes (exit 98).
+/// Run with the four names as $1 $2 $3 $4 and `fresh` or `finish` as $5, in the root of each
+/// volume mounted at `/v/N`. A fixed script: nothing from an archive is in it or its arguments.
+/// A fresh swap (a restore's) first requires every volume to have its staged copy: else
+/// nothing changes (exit 98). Finishing one an interrupted restore began takes what is there.
 /// Entries move in batches (`find -exec mv -t … {} +`): downtime grows with the entries only by
 /// a rename each, not by a process each.
 const SWAP: &str = r#"set -e
 s="$1"; o="$2"; k="$3"; t="$4"
 for v in /v/*; do
-  if [ ! -d "$v/$s" ] && [ ! -e "$v/$k" ]; then
+  if [ "$5" = fresh ] && [ ! -d "$v/$s" ] && [ ! -e "$v/$k" ]; then
     echo "xtask: $v: the staged copy $s is missing (removed since it was made?): nothing was swapped" >&2
     exit 98
   fi
@@ -70,13 +71,22 @@ fi
 done
 "#;
 
-/// Swaps the staged content of each of `targets` into place (or finishes swaps that were cut
-/// off), all in one helper container: the services are stopped while it runs.
+/// Swaps the staged content of each of `targets` into place, all in one helper container: the
+/// services are stopped while it runs. Refused, nothing changed, when a staged copy is missing.
 pub fn swap(docker: &Docker, targets: &[&str], names: &Names) -> Result<()> {
+    run_swap(docker, targets, names, "fresh")
+}
+
+/// Finishes the swaps an interrupted restore began (or cleans what it left) in `targets`.
+fn finish_swap(docker: &Docker, targets: &[&str], names: &Names) -> Result<()> {
+    run_swap(docker, targets, names, "finish")
+}
+
+fn run_swap(docker: &Docker, targets: &[&str], names: &Names, mode: &str) -> Result<()> {
     if targets.is_empty() {
         return Ok(());
     }
-    let command = ["sh", "-c", SWAP, "sh", &names.staging, &names.old, &names.swap, &names.trash];
+    let command = ["sh", "-c", SWAP, "sh", &names.staging, &names.old, &names.swap, &names.trash, mode];
     let h = Helper::writers(targets, &command);
     docker.apply(&h.to_cmd()).with_context(|| format!("swap the restored content into {}", targets.join(", ")))
 }
@@ -150,7 +160,7 @@ fn settle(docker: &Docker, ui: &Ui, leftovers: &[Leftover]) -> Result<()> {
         let names = Names::of(*pid);
         if *swapping {
             ui.step(&format!("volume {volume}: finish the swap an interrupted restore (pid {pid}) had begun"));
-            swap(docker, &[volume.as_str()], &names)?;
+            finish_swap(docker, &[volume.as_str()], &names)?;
             empty_trash(docker, &[volume.as_str()], &names)?;
         } else {
             ui.step(&format!("volume {volume}: remove the staged copy an interrupted restore (pid {pid}) left"));
