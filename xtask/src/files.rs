@@ -51,15 +51,26 @@ pub fn refuse_symlinks(host_path: &Path) -> Result<()> {
     }
 }
 
-/// The device and inode of the directory `host_path`, opened without following a symbolic link
-/// anywhere on the way (`O_NOFOLLOW | O_DIRECTORY` on the path, every component checked first):
-/// what a helper that writes into the bind must find mounted. None: not such a directory.
+/// The device and inode of the directory `host_path` (absolute, normalized), opened without
+/// following a symbolic link anywhere on the way: one component at a time, each opened
+/// `O_NOFOLLOW | O_DIRECTORY` relative to the directory opened before it (through
+/// `/proc/self/fd/N/NAME`, the same as `openat`), so a component swapped for a link meanwhile
+/// fails the walk. What a helper that writes into the bind must find mounted. None: not such a
+/// directory.
 pub fn dir_identity(host_path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
-    if first_symlink(host_path).is_some() {
-        return None;
+    use std::os::unix::io::AsRawFd;
+    let open = |p: &Path| OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY).open(p).ok();
+    let mut dir = open(Path::new("/"))?;
+    for c in host_path.components() {
+        match c {
+            std::path::Component::RootDir => continue,
+            std::path::Component::Normal(name) => {
+                dir = open(&Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name))?;
+            }
+            _ => return None,
+        }
     }
-    let dir = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY).open(host_path).ok()?;
     let meta = dir.metadata().ok()?;
     Some((meta.dev(), meta.ino()))
 }
@@ -279,6 +290,20 @@ impl std::io::Read for AtReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_is_identified_only_through_real_directories() {
+        use std::os::unix::fs::MetadataExt;
+        let base = std::env::temp_dir().join(format!("xtask-identity-{}", std::process::id()));
+        std::fs::create_dir_all(base.join("real/inner")).unwrap();
+        let meta = std::fs::metadata(base.join("real/inner")).unwrap();
+        assert_eq!(dir_identity(&base.join("real/inner")), Some((meta.dev(), meta.ino())));
+        std::os::unix::fs::symlink(base.join("real"), base.join("link")).unwrap();
+        assert_eq!(dir_identity(&base.join("link/inner")), None, "a link above it");
+        assert_eq!(dir_identity(&base.join("link")), None, "a link itself");
+        assert_eq!(dir_identity(&base.join("real/../real/inner")), None, "only normalized paths");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 
     #[test]
     fn a_users_own_directory_depends_on_the_user_only() {

@@ -347,3 +347,35 @@ fn set_uid_programs_never_reach_a_host_directory() {
     };
     assert_eq!((mode("rootshell"), mode("groupshell"), mode("shared")), (0o755, 0o711, 0o2775));
 }
+
+/// A bind a restore writes only when named (here: inside the backup directory) is restored with
+/// `--only`, and when that restore fails after its swap the way back puts it back too (the
+/// safety backup holds only what was named), and the undo it prints names it.
+#[test]
+fn a_held_bind_named_with_only_has_a_way_back() {
+    if !engine() {
+        return;
+    }
+    let (_project, _uploads, mut stack) = setup("held");
+    let backups = TempDir::new("binds-held-backups");
+    let inside = backups.0.join("uploads");
+    std::fs::create_dir_all(&inside).unwrap();
+    stack.env.retain(|(k, _)| k != "UPLOAD_LOCATION");
+    stack.env.push(("UPLOAD_LOCATION".into(), inside.to_string_lossy().into_owned()));
+    stack.xtask_ok(&["up"]);
+    std::fs::write(inside.join("photo.txt"), "archived").unwrap();
+    let b = backups.s();
+    let archive = stack.xtask_json(&["backup", "--output-dir", b, "--json"])["path"].as_str().unwrap().to_string();
+    std::fs::write(inside.join("photo.txt"), "current").unwrap();
+    let (ok, _, err) = stack.xtask(&["restore", &archive, "--yes", "--output-dir", b]);
+    assert!(!ok && err.contains("only when you name it") && err.contains("inside the backup directory"), "{err}");
+    let only = inside.to_str().unwrap();
+    stack.env.push(("XTASK_FAULT_AFTER".into(), "start".into()));
+    let (ok, _, err) = stack.xtask(&["restore", &archive, "--yes", "--only", only, "--output-dir", b]);
+    assert!(!ok && err.contains("restored from the safety backup"), "the way back took it back: {err}");
+    assert_eq!(std::fs::read_to_string(inside.join("photo.txt")).unwrap(), "current");
+    stack.env.retain(|(k, _)| k != "XTASK_FAULT_AFTER");
+    let out = stack.xtask_ok(&["restore", &archive, "--yes", "--only", only, "--output-dir", b]);
+    assert_eq!(std::fs::read_to_string(inside.join("photo.txt")).unwrap(), "archived");
+    assert!(out.contains(&format!("--only {only}")), "the undo names the bind: {out}");
+}

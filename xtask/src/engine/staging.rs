@@ -100,17 +100,26 @@ pub fn discard(docker: &Docker, target: &str, names: &Names) -> Result<()> {
     docker.apply(&h.to_cmd()).with_context(|| format!("remove the staged copy in volume {target}"))
 }
 
-/// Removes the old content the swaps moved aside in `targets` (the services run again
-/// meanwhile); all in one helper.
+/// Removes the old content the swaps moved aside in `targets`. The services run again
+/// meanwhile, and one of them may turn a directory of its own old content into a link while
+/// `rm` walks it: so each target gets a helper of its own with nothing else mounted, and a link
+/// can lead only into that same volume (which its service could change anyway), never into
+/// another restored volume or bind. Every target is tried; the failures are returned together.
 pub fn empty_trash(docker: &Docker, targets: &[&str], names: &Names) -> Result<()> {
-    if targets.is_empty() {
+    // The root keeps the mtime it has (the archived one, or a service's change since).
+    let script = "set -e; if [ -e \"/v/0/$1\" ] || [ -L \"/v/0/$1\" ]; then w=$(stat -c %Y /v/0); \
+                  rm -rf \"/v/0/$1\"; touch -d \"@$w\" /v/0; fi";
+    let mut failed = Vec::new();
+    for target in targets {
+        let h = Helper::writers(&[target], &["sh", "-c", script, "sh", &names.trash]);
+        if let Err(e) = docker.apply(&h.to_cmd()) {
+            failed.push(format!("{target}: {e:#}"));
+        }
+    }
+    if failed.is_empty() {
         return Ok(());
     }
-    // The root keeps the mtime it has (the archived one, or a service's change since).
-    let script = "for v in /v/*; do if [ -e \"$v/$1\" ]; then w=$(stat -c %Y \"$v\"); rm -rf \"$v/$1\"; \
-                  touch -d \"@$w\" \"$v\"; fi; done";
-    let h = Helper::writers(targets, &["sh", "-c", script, "sh", &names.trash]);
-    docker.apply(&h.to_cmd()).with_context(|| format!("remove the old content of {}", targets.join(", ")))
+    anyhow::bail!("remove the old content the swap moved aside: {}", failed.join("; "))
 }
 
 /// Leftovers of restores whose process is gone, in `volumes`: each volume with the pid and

@@ -136,40 +136,56 @@ pub fn system_path(path: &str) -> Option<String> {
     None
 }
 
-/// Host directories a restore replaces only when the user names the bind: a home directory and
-/// the places that hold the host's own state (crontabs, package and service data, logs).
-const HELD: [&str; 14] = [
+/// Host directories a restore replaces only when the user names the bind: a home directory, its
+/// dot directories (`~/.config`, …), and the places that hold the host's own state (crontabs and
+/// spools, package and service data, logs). A segment `*` is any name, `.*` any name starting
+/// with a dot; a final `**` also holds everything below.
+const HELD: [&str; 19] = [
     "/root",
+    "/root/.*/**",
     "/home",
     "/home/*",
+    "/home/*/.*/**",
     "/var",
     "/var/lib",
-    "/var/spool",
-    "/var/spool/cron",
+    "/var/lib/postgresql/**",
+    "/var/lib/mysql/**",
+    "/var/lib/dpkg/**",
+    "/var/lib/systemd/**",
+    "/var/spool/**",
     "/var/log",
-    "/var/mail",
-    "/var/backups",
+    "/var/mail/**",
+    "/var/backups/**",
     "/srv",
     "/opt",
     "/mnt",
     "/tmp",
 ];
 
+/// Whether `path` matches the [`HELD`] pattern `pattern`, segment by segment.
+fn matches_held(pattern: &str, path: &str) -> bool {
+    let (mut p, mut h) = (pattern.split('/'), path.split('/'));
+    loop {
+        match (p.next(), h.next()) {
+            (Some("**"), _) => return true,
+            (None, None) => return true,
+            (Some(x), Some(y)) if x == y || x == "*" || (x == ".*" && y.starts_with('.') && y.len() > 1) => {}
+            _ => return false,
+        }
+    }
+}
+
 /// Why a restore writes the bind at `path` only when the user names it (None: it may write it
 /// like any other bind): it is or holds a system path, it is a held directory ([`HELD`]) or
 /// the home directory of an account (`homes`, from the password database), or it lies inside
 /// the backup directory.
 pub fn held(path: &str, homes: &[String], backup_dir: &Path) -> Option<String> {
-    let matches = |pattern: &str, p: &str| {
-        let (a, b): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), p.split('/').collect());
-        a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| *x == "*" || x == y)
-    };
     let holds =
         |inner: &str| path == "/" || inner == path || inner.starts_with(&format!("{}/", path.trim_end_matches('/')));
     if let Some(s) = SYSTEM.iter().find(|s| holds(s.split("/*").next().unwrap_or(s))) {
         return Some(format!("a directory that holds the system path {s}"));
     }
-    if let Some(h) = HELD.iter().find(|h| matches(h, path)) {
+    if let Some(h) = HELD.iter().find(|h| matches_held(h, path)) {
         return Some(format!("the host directory {h}"));
     }
     if homes.iter().any(|h| h.trim_end_matches('/') == path) {
@@ -310,14 +326,36 @@ mod tests {
         let homes = ["/srv/git".to_string()];
         let backups = Path::new("/srv/p/backups");
         let held = |p: &str| held(p, &homes, backups);
-        for p in
-            ["/", "/var", "/usr/local/..", "/home", "/home/alice", "/root", "/var/lib", "/var/spool/cron", "/srv/git"]
-        {
+        let held_paths = [
+            "/",
+            "/var",
+            "/usr/local/..",
+            "/home",
+            "/home/alice",
+            "/home/alice/.config",
+            "/home/alice/.local/share",
+            "/root",
+            "/root/.config",
+            "/var/lib",
+            "/var/spool/cron",
+            "/var/spool/cron/crontabs",
+            "/var/lib/postgresql/15/main",
+            "/srv/git",
+        ];
+        for p in held_paths {
             assert!(held(&normalize(Path::new(p))).is_some(), "{p}");
         }
         assert!(held("/srv/p/backups/x").unwrap().contains("backup directory"));
         assert!(held("/var").unwrap().contains("holds the system path /var/"), "{:?}", held("/var"));
-        for p in ["/srv/p/data", "/home/alice/app/uploads", "/var/lib/app-data-x", "/srv/gitea", "/opt/app/db"] {
+        let free = [
+            "/srv/p/data",
+            "/home/alice/app/uploads",
+            "/var/lib/app-data-x",
+            "/srv/gitea",
+            "/opt/app/db",
+            "/root/app/media",
+        ];
+        for p in free {
             assert_eq!(held(p), None, "{p}");
         }
     }

@@ -18,32 +18,33 @@ use anyhow::{Context, Result};
 
 use crate::archive::hex;
 
-/// The digests this host recorded for one project in one remote.
+/// The archives (name and digest as stored) a record holds.
 #[derive(Debug, Default)]
 pub struct Pushed {
-    digests: BTreeSet<String>,
+    archives: BTreeSet<(String, String)>,
 }
 
 impl Pushed {
-    /// Whether this host pushed an archive with this digest.
-    pub fn knows(&self, digest: &[u8; 32]) -> bool {
-        self.digests.contains(&hex(digest))
+    /// Whether the record holds the archive `file` with this digest: the same bytes under
+    /// another name (an old archive copied to a newer name) are not known.
+    pub fn knows(&self, file: &str, digest: &[u8; 32]) -> bool {
+        self.archives.contains(&(hex(digest), file.to_string()))
     }
 
-    /// Whether this host recorded any push at all.
+    /// Whether the record holds anything at all.
     pub fn any(&self) -> bool {
-        !self.digests.is_empty()
+        !self.archives.is_empty()
     }
 
     /// Reads the record's text: `SHA256  FILE` lines; other lines are ignored.
     fn parse(text: &str) -> Pushed {
-        let digests = text
+        let archives = text
             .lines()
-            .filter_map(|l| l.split_once("  ").map(|(d, _)| d))
-            .filter(|d| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()))
-            .map(str::to_ascii_lowercase)
+            .filter_map(|l| l.split_once("  "))
+            .filter(|(d, f)| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()) && !f.is_empty())
+            .map(|(d, f)| (d.to_ascii_lowercase(), f.to_string()))
             .collect();
-        Pushed { digests }
+        Pushed { archives }
     }
 }
 
@@ -81,7 +82,7 @@ pub fn record_written(file: &str, digest: &[u8; 32]) -> Result<()> {
 
 /// Adds a sealed push to the record, when this host wrote the archive; returns whether it did.
 pub fn record(root: &str, file: &str, digest: &[u8; 32]) -> Result<bool> {
-    if !written().knows(digest) {
+    if !written().knows(file, digest) {
         return Ok(false);
     }
     append(&record_path(root)?, file, digest)?;
@@ -109,10 +110,12 @@ mod tests {
     #[test]
     fn the_record_knows_only_well_formed_digests() {
         let good = [7u8; 32];
-        let text = format!("{}  full_backup_20261207_010000.tar.gz\nnot a line\n{}  x\n", hex(&good), "z".repeat(64));
+        let name = "full_backup_20261207_010000.tar.gz";
+        let text = format!("{}  {name}\nnot a line\n{}  x\n", hex(&good), "z".repeat(64));
         let p = Pushed::parse(&text);
-        assert!(p.knows(&good) && p.any());
-        assert!(!p.knows(&[8u8; 32]));
+        assert!(p.knows(name, &good) && p.any());
+        assert!(!p.knows(name, &[8u8; 32]));
+        assert!(!p.knows("full_backup_20261208_010000.tar.gz", &good), "the same bytes under a newer name");
         assert!(!Pushed::parse("").any());
     }
 }

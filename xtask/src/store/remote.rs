@@ -105,7 +105,7 @@ pub fn scan(remote: &Remote) -> Result<(Vec<RemoteArchive>, Vec<String>)> {
         let Some(created) = crate::store::local::name_stamp(&o.name) else { continue };
         // A name dated in the future would always be "latest": never taken as good.
         let digest = sidecars.good.get(&o.name).copied().filter(|_| created <= now);
-        let known = pushed.any().then(|| digest.is_some_and(|d| pushed.knows(&d)));
+        let known = pushed.any().then(|| digest.is_some_and(|d| pushed.knows(&o.name, &d)));
         out.push(RemoteArchive {
             file: o.name.clone(),
             kind: crate::store::local::name_kind(&o.name),

@@ -191,8 +191,8 @@ pub fn run(ctx: &Ctx, opts: &Options, dry_run: bool) -> Result<Option<Outcome>> 
             bail!("the migration failed (exit {code}); the databases were restored from {} (kept)", o.archive.display())
         }
         (false, false) => bail!(
-            "the migration failed (exit {code}); its state was kept (--no-rollback); to go back: {} --only db",
-            restore::undo_command(ctx, &o.archive)
+            "the migration failed (exit {code}); its state was kept (--no-rollback); to go back: {}",
+            restore::undo_command(ctx, &o.archive, &["db".to_string()])
         ),
     }
 }

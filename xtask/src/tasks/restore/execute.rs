@@ -55,7 +55,10 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
         }
     };
     if let Some(s) = &safety {
-        ctx.ui.step(&format!("should this restore be cut off (kill -9), undo it with: {}", undo_command(ctx, &s.path)));
+        ctx.ui.step(&format!(
+            "should this restore be cut off (kill -9), undo it with: {}",
+            undo_command(ctx, &s.path, &undo_only(&p.plan))
+        ));
     }
     let mut old_dbs = Vec::new();
     let mut moments = Downtime { stop_began: unix_now(), swap_began: 0.0, swap_ended: 0.0, running_again: 0.0 };
@@ -94,7 +97,15 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
     }
     guard.restore(&ctx.ui)?;
     let undo = safety.map(|s| s.path);
-    Ok(Outcome { project: p.plan.project.clone(), archive: p.path.clone(), undo, downtime_seconds, downtime })
+    let undo_only = undo_only(&p.plan);
+    Ok(Outcome {
+        project: p.plan.project.clone(),
+        archive: p.path.clone(),
+        undo,
+        undo_only,
+        downtime_seconds,
+        downtime,
+    })
 }
 
 /// After a failure once the swap began: the safety backup restored (or what the restore created
@@ -123,7 +134,7 @@ fn take_the_way_back(
         (Err(b), _) | (_, Err(b)) => e.context(format!(
             "the restore failed and so did the way back ({b:#}); the state before it is in {}",
             safety
-                .map(|s| format!("{}: {}", s.path.display(), undo_command(ctx, &s.path)))
+                .map(|s| format!("{}: {}", s.path.display(), undo_command(ctx, &s.path, &s.only)))
                 .unwrap_or_else(|| "no safety backup".into())
         )),
     }
@@ -135,6 +146,8 @@ fn take_the_way_back(
 struct Safety {
     path: PathBuf,
     src: Source,
+    /// What its undo names with `--only` ([`undo_only`]).
+    only: Vec<String>,
 }
 
 fn take_safety(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<Option<Safety>> {
@@ -322,7 +335,7 @@ fn safety_backup(ctx: &Ctx, p: &Prepared, lock: &Lock) -> Result<Option<Safety>>
     let written = crate::engine::remote::parse_hex32(&s.sha256).context("the safety backup's digest")?;
     let src = Source::open(&s.path)?;
     super::check_own(&src, written).context("the safety backup (nothing was restored)")?;
-    Ok(Some(Safety { path: s.path, src }))
+    Ok(Some(Safety { path: s.path, src, only: undo_only(&p.plan) }))
 }
 
 /// The destructive part: volumes emptied and refilled, databases dropped and reloaded.
@@ -377,7 +390,13 @@ fn way_back(
         return Ok("no safety backup existed, so only volumes it had created were removed".into());
     };
     let verified = Verified::check(safety.src.duplicate()?, Rules::default())?;
-    let plan = plan(&ctx.model()?.0, &StackBinds::of(ctx, dir)?, verified.meta(), &[], false)?;
+    // Everything in it is named: it holds exactly what this restore replaced, binds the user
+    // named (held ones too) among it.
+    let meta = verified.meta();
+    let dbs = (!meta.databases.is_empty()).then(|| "db".to_string());
+    let every: Vec<String> =
+        meta.volumes.iter().map(|v| v.bind.clone().unwrap_or_else(|| v.name.clone())).chain(dbs).collect();
+    let plan = plan(&ctx.model()?.0, &StackBinds::of(ctx, dir)?, meta, &every, false)?;
     let mut again = Vec::new();
     // A second signal must not cut the way back off.
     let _calm = signals::Suspended::begin();

@@ -73,10 +73,23 @@ impl Options {
 
 /// The command that undoes a restore from the safety backup `safety` (with the flag a clear
 /// archive needs when `x-xtask.encrypt` is set).
-pub fn undo_command(ctx: &Ctx, safety: &Path) -> String {
+pub fn undo_command(ctx: &Ctx, safety: &Path, only: &[String]) -> String {
     let encrypts = ctx.offsite().is_ok_and(|s| s.encryption.enabled());
     let flag = if encrypts && !archive::is_sealed(safety) { " --allow-unencrypted" } else { "" };
-    format!("cargo xtask restore {} --yes{flag}", safety.display())
+    let plain = |o: &str| o.bytes().all(|b| b.is_ascii_alphanumeric() || b"_./:-".contains(&b));
+    let quoted = |o: &String| if plain(o) { o.clone() } else { format!("'{}'", o.replace('\'', "'\\''")) };
+    let only: String = only.iter().map(|o| format!(" --only {}", quoted(o))).collect();
+    format!("cargo xtask restore {} --yes{flag}{only}", safety.display())
+}
+
+/// The `--only` list that undoes `plan` with its safety backup: when the plan writes a bind,
+/// every volume and bind it replaced (by compose key or host path) and `db`; else none.
+pub fn undo_only(plan: &RestorePlan) -> Vec<String> {
+    if !plan.volumes.iter().any(|v| v.driver == "bind") {
+        return Vec::new();
+    }
+    let dbs = (!plan.dbs.is_empty()).then(|| "db".to_string());
+    plan.volumes.iter().map(|v| v.key.clone()).chain(dbs).collect()
 }
 
 /// Whether the tool's own way-back archives (safety backup, pre-migration) are written clear:
@@ -129,6 +142,10 @@ pub struct Outcome {
     pub archive: PathBuf,
     /// The safety backup: restoring it undoes this restore.
     pub undo: Option<PathBuf>,
+    /// What the undo must name with `--only` (a bind a restore writes only when named): every
+    /// volume and bind this restore replaced, and `db`; empty when it holds no bind.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub undo_only: Vec<String>,
     /// How long the services using the restored volumes were stopped (None: none was): from
     /// the stop until their containers run again; the wait for their health comes after.
     pub downtime_seconds: Option<f64>,
@@ -234,7 +251,7 @@ pub fn run(ctx: &Ctx, opts: &Options, dry_run: bool, json: bool) -> Result<Optio
         println!("the services using the restored volumes were stopped for {d:.1} s");
     }
     match &outcome.undo {
-        Some(s) => println!("to undo this restore: {}", undo_command(ctx, s)),
+        Some(s) => println!("to undo this restore: {}", undo_command(ctx, s, &outcome.undo_only)),
         None if !opts.no_safety_backup => println!("nothing existed before that this restore replaced"),
         None => {}
     }
