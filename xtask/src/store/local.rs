@@ -154,6 +154,18 @@ pub fn name_stamp(file: &str) -> Option<OffsetDateTime> {
     Some(t.assume_utc())
 }
 
+/// For an archive shown as `shown` (a path, `REMOTE:NAME` or `REMOTE:SNAPSHOT:NAME`) whose
+/// metadata says `created_at`: why its name does not fit that date (an archive copied under
+/// another, newer name), None when it fits or the name carries no date.
+pub fn name_disagrees(shown: &str, created_at: &str) -> Option<String> {
+    let file = shown.rsplit(['/', ':']).next().unwrap_or(shown);
+    let stamp = name_stamp(file)?;
+    let declared = OffsetDateTime::parse(created_at, &time::format_description::well_known::Rfc3339).ok()?;
+    ((declared - stamp).whole_seconds().abs() > SLACK_SECONDS).then(|| {
+        format!("its metadata says it was made {created_at}, its name says {stamp}: an archive under another name")
+    })
+}
+
 /// How far the name's stamp, the metadata's date and the file's mtime may disagree.
 const SLACK_SECONDS: i64 = 300;
 
@@ -583,6 +595,9 @@ mod tests {
         // A backup whose dumps took 90 minutes: its name and metadata both say when it began,
         // its file was written when it ended; its date is not in doubt.
         assert_eq!(date_doubt(stamp, "2026-11-27T10:00:00Z", t("2026-11-27T11:30:00Z"), now), None);
+        assert_eq!(name_disagrees("r:full_backup_20261127_100000.tar.gz", "2026-11-27T10:04:00Z"), None);
+        assert!(name_disagrees("v:abcd1234:full_backup_20261128_100000.tar", "2026-11-27T10:00:00Z").is_some());
+        assert_eq!(name_disagrees("/b/my-copy.tar.gz", "2026-11-27T10:00:00Z"), None, "no date in the name");
         let name = archive_name_at(Kind::Full, None, t("2026-11-27T10:00:00Z")).unwrap();
         assert_eq!(name_stamp(&name), Some(stamp), "{name}");
     }

@@ -193,6 +193,11 @@ pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<Prepared> {
         src.read_again_soon();
         (archive::read_metadata_from(&src).with_context(|| format!("read {}", path.display()))?, None)
     };
+    // A remote object's name is whatever its writer chose: it must fit the date it carries.
+    let disagrees = || crate::store::local::name_disagrees(&path.display().to_string(), &meta.created_at);
+    if let Some(why) = opts.remote.as_ref().and_then(|_| disagrees()) {
+        bail!("{} is refused: {why}; restore it under its own name if it is genuine", path.display());
+    }
     let plan = plan(&ctx.model()?.0, &StackBinds::of(ctx, &opts.dir)?, &meta, &opts.only, opts.force)?;
     refuse_linked_binds(&plan)?;
     let existing = docker.volume_names()?;
