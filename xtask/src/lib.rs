@@ -13,6 +13,10 @@
 //! - [`tasks`]: what a user asks for, as functions over a [`context::Ctx`] and typed options,
 //!   returning typed results.
 //!
+//! Beside them: [`files`], [`signals`] and [`ui`] at the bottom (they import nothing of the
+//! crate), [`lock`] beside the model, [`plan`] beside the archive and the context. Each layer
+//! imports only from those below it; the test in `floors_tests.rs` checks it (docs/design.md).
+//!
 //! Another repository's xtask composing a backup and a restore (the lock is taken once and
 //! passed on as proof; every step returns what it did):
 //!
@@ -44,3 +48,6 @@ pub mod signals;
 pub mod store;
 pub mod tasks;
 pub mod ui;
+
+#[cfg(test)]
+mod floors_tests;

@@ -18,9 +18,9 @@ pub const MAX_TEXT_ENTRY: u64 = 16 << 20;
 const MAX_NAME: usize = 4096;
 const MAX_COMPONENT: usize = 255;
 
-/// Top-level names in a volume that restore uses while it swaps content in (`.xtask-staging-PID`,
-/// `.xtask-old-PID`, `.xtask-swap-PID`): an archive may not hold them; backups leave them out.
-pub const RESERVED: [&str; 4] = [".xtask-staging-", ".xtask-old-", ".xtask-swap-", ".xtask-trash-"];
+/// Top-level names in a volume that restore uses while it swaps content in (named by the
+/// engine's staging): an archive may not hold them; backups leave them out.
+pub use crate::engine::staging::RESERVED;
 
 /// What an entry is, from its parsed header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

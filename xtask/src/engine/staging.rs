@@ -15,6 +15,11 @@ use anyhow::{Context, Result};
 use super::docker::{Docker, Helper};
 use crate::ui::Ui;
 
+/// Top-level names in a volume that a restore uses while it swaps content in (`.xtask-staging-PID`,
+/// `.xtask-old-PID`, `.xtask-swap-PID`, `.xtask-trash-PID`): an archive may not hold them
+/// (`archive::grammar`); backups leave them out.
+pub const RESERVED: [&str; 4] = [".xtask-staging-", ".xtask-old-", ".xtask-swap-", ".xtask-trash-"];
+
 /// The reserved names one restore (process) uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
@@ -279,7 +284,7 @@ mod tests {
         );
         assert_eq!(n.trash, ".xtask-trash-42");
         for name in [&n.staging, &n.old, &n.swap, &n.trash] {
-            assert!(crate::archive::grammar::RESERVED.iter().any(|r| name.starts_with(r)), "{name}");
+            assert!(RESERVED.iter().any(|r| name.starts_with(r)), "{name}");
         }
     }
 }
