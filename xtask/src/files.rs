@@ -152,8 +152,7 @@ fn user_dir_of(uid: u32, passwd: &str, root_base: Option<&Path>, home_rel: &str,
 /// refused unless it is a directory of this user's that nobody else can enter.
 pub fn user_dir(root_base: &Path, home_rel: &str, what: &str) -> Result<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
+    let uid = rustix::process::getuid().as_raw();
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let base = root_base.parent().is_some_and(Path::is_dir).then_some(root_base);
     let dir = user_dir_of(uid, &passwd, base, home_rel, what);
@@ -171,15 +170,8 @@ pub fn user_dir(root_base: &Path, home_rel: &str, what: &str) -> Result<PathBuf>
 
 /// Free bytes for an unprivileged writer in `dir`.
 pub fn free_space(dir: &Path) -> Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).context("directory path holds a NUL byte")?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("statvfs {}", dir.display()));
-    }
-    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+    let st = rustix::fs::statvfs(dir).with_context(|| format!("statvfs {}", dir.display()))?;
+    Ok(st.f_bavail * st.f_frsize)
 }
 
 /// A file that has no name: what the tool spools (dumps made by a backup, dumps copied out of

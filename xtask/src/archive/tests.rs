@@ -352,9 +352,8 @@ fn entries_after_the_checksums_pax_headers_and_huge_metadata_are_refused() {
 fn a_fifo_is_refused_as_an_archive() {
     let dir = temp_dir("fifo");
     let fifo = dir.join("full_backup_20260101_000000.tar.gz");
-    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    use rustix::fs::{mknodat, FileType, Mode, CWD};
+    mknodat(CWD, &fifo, FileType::Fifo, Mode::RUSR | Mode::WUSR, 0).unwrap();
     assert!(problems(&fifo).contains("not a regular file"));
     std::fs::remove_dir_all(&dir).unwrap();
 }

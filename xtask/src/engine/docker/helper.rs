@@ -319,13 +319,8 @@ impl Docker {
 }
 
 fn mkfifo(path: &std::path::Path) -> Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).context("FIFO path")?;
-    // SAFETY: a valid NUL-terminated path; mkfifo has no other preconditions.
-    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("mkfifo {}", path.display()));
-    }
-    Ok(())
+    use rustix::fs::{mknodat, FileType, Mode, CWD};
+    mknodat(CWD, path, FileType::Fifo, Mode::RUSR | Mode::WUSR, 0).with_context(|| format!("mkfifo {}", path.display()))
 }
 
 /// A private directory (0700) shared with a helper container; removed when dropped.
@@ -336,8 +331,7 @@ struct TempIoDir(PathBuf);
 fn remove_dead_io_dirs() {
     use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::geteuid() };
+    let uid = rustix::process::geteuid().as_raw();
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let Some(pid) = name.strip_prefix("xtask-io-").and_then(|r| r.split('-').next()) else { continue };

@@ -13,7 +13,6 @@ pub use tool::{Tool, ToolReader, ToolWriter};
 
 /// Gives a pipe (or FIFO) a 1 MiB buffer instead of Linux's 64 KiB: a stream of gigabytes then
 /// wakes its reader a sixteenth as often. Best effort: a kernel that refuses keeps the default.
-pub fn widen_pipe(pipe: &impl std::os::fd::AsRawFd) {
-    // SAFETY: fcntl on a descriptor the caller owns; F_SETPIPE_SZ has no memory effects.
-    unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+pub fn widen_pipe(pipe: &impl std::os::fd::AsFd) {
+    let _ = rustix::pipe::fcntl_setpipe_size(pipe, 1 << 20);
 }

@@ -221,9 +221,9 @@ impl Drop for ToolWriter {
     fn drop(&mut self) {
         let Some(h) = self.handle.take() else { return };
         if self.interrupt_first {
-            for pid in h.pids() {
-                // SAFETY: a signal to our own child, not yet waited for (its pid is not reused).
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
+            // Our own children, not yet waited for: their pids are not reused.
+            for pid in h.pids().into_iter().filter_map(|p| rustix::process::Pid::from_raw(p as i32)) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::Int);
             }
             let ended = |secs| {
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);

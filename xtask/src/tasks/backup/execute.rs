@@ -138,7 +138,7 @@ pub fn execute(ctx: &Ctx, plan: &BackupPlan, opts: &Options, lock: &Lock) -> Res
     // SIGINT/SIGTERM from here on stop the backup at its next file or dump chunk, the way a
     // failure does: no archive, services put back, a restic push stopped before its stream
     // ends; a second one ends the tool at once.
-    let caught = crate::signals::Caught::begin();
+    let caught = crate::signals::Caught::begin()?;
     let result = take_caught(ctx, plan, opts, lock);
     caught.end(result, |s| format!("the backup was complete: {}", s.place()))
 }

@@ -42,12 +42,12 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
     let (safety, staged) = match &p.verified {
         Some(_) => {
             let safety = take_safety(ctx, p, opts, lock)?;
-            signals::install();
+            signals::install()?;
             (safety, None)
         }
         None => {
             // A signal from here on does not kill the tool mid-way: it takes the way back.
-            signals::install();
+            signals::install()?;
             match stage(ctx, p, opts, lock, &names, &mut created, &mut guard) {
                 Ok((safety, staged)) => (safety, Some(staged)),
                 Err(e) => return Err(not_replaced(ctx, p, &names, &created, None, guard, e)),
