@@ -45,8 +45,7 @@ fn take(path: &Path, project: &str, what: &str) -> Result<File> {
     {
         use std::os::unix::fs::MetadataExt;
         let meta = file.metadata().with_context(|| format!("stat {}", path.display()))?;
-        // SAFETY: getuid has no preconditions and cannot fail.
-        let uid = unsafe { libc::getuid() };
+        let uid = rustix::process::getuid().as_raw();
         if !meta.is_file() || meta.nlink() != 1 || meta.uid() != uid {
             bail!(
                 "{} is not a lock file of this user's (another file, a hard link or another owner): remove it and \
