@@ -30,6 +30,23 @@ impl Plan {
         self.steps.iter().map(|s| format!("  - {}\n      {}\n", s.what, s.cmd)).collect()
     }
 
+    /// Runs every step in order, also after one failed (each step must be safe on its own, as
+    /// `docker volume rm` is: it refuses a volume still in use); returns the steps that failed,
+    /// each with its error.
+    pub fn execute_all(&self, docker: &Docker, ui: &Ui) -> Vec<(&Step, anyhow::Error)> {
+        let mut failed = Vec::new();
+        for step in &self.steps {
+            if !docker.dry_run() {
+                ui.step(&step.what);
+            }
+            if let Err(e) = docker.apply(&step.cmd) {
+                eprintln!("error: {}: {e:#}", step.what);
+                failed.push((step, e));
+            }
+        }
+        failed
+    }
+
     /// Runs the steps in order and stops at the first failure, naming the step.
     pub fn execute(&self, docker: &Docker, ui: &Ui) -> Result<()> {
         for step in &self.steps {

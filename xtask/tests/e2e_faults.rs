@@ -188,3 +188,28 @@ impl Drop for BrokenImage {
         let _ = docker(&["rmi", &self.0]);
     }
 }
+
+/// `clean-all` does what was confirmed as far as it safely can: a step the engine refuses (here
+/// one volume, which a container of someone else's still uses) does not keep the other volumes
+/// from being removed; the exit is non-zero and names what is left and how to finish.
+#[test]
+fn clean_all_goes_on_past_a_step_the_engine_refuses() {
+    if !engine() {
+        return;
+    }
+    let stack = TestStack::sample("cleanpast");
+    let dir = TempDir::new("cleanpast");
+    stack.xtask_ok(&["up", "db", "backend", "proxy"]);
+    let held = stack.volume("proxy-logs");
+    let squatter = format!("{}-squatter", stack.project);
+    let mount = format!("{held}:/held");
+    docker_ok(&["run", "-d", "--name", &squatter, "-v", &mount, "xtask-test/busybox:local", "sleep", "600"]);
+    let (ok, _, err) = stack.xtask(&["clean-all", "--confirm", "DELETE EVERYTHING", "--output-dir", dir.s()]);
+    let _ = docker(&["rm", "-f", &squatter]);
+    assert!(!ok, "a refused step makes the exit non-zero: {err}");
+    assert!(err.contains("1 of") && err.contains(&format!("remove volume {held}")), "{err}");
+    assert!(err.contains("run `cargo xtask clean-all` again"), "{err}");
+    let left = docker_ok(&["volume", "ls", "--quiet", "--filter", &format!("name=^{}-", stack.project)]);
+    assert_eq!(left.trim(), held, "every other volume of the stack was removed all the same");
+    stack.xtask_ok(&["clean-all", "--confirm", "DELETE EVERYTHING", "--output-dir", dir.s()]);
+}

@@ -906,3 +906,64 @@ done"#;
     let mode = std::fs::metadata(&archive).unwrap();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600, "the archive is 0600");
 }
+
+/// A service of the stack that controls only its own volume plants, while its volume is staged,
+/// the swap's reserved names as links into the other targets (`.xtask-old-PID` -> another
+/// volume, a bind's staged copy). Each target is swapped by a helper of its own that refuses
+/// planted names: nothing the service wrote reaches another volume or the host directory, and
+/// no set-uid file appears there.
+#[test]
+fn a_service_cannot_write_into_other_targets_through_the_swap() {
+    if !engine() {
+        return;
+    }
+    let compose = r#"name: plant
+services:
+  web:
+    image: ${APP_IMAGE:-busybox}
+    command: ["sleep", "1000000"]
+    init: true
+    volumes: [shared:/shared, ./html:/html]
+  worker:
+    image: ${APP_IMAGE:-busybox}
+    init: true
+    volumes: [evil:/data]
+    command:
+      - sh
+      - -c
+      - |
+        while :; do
+          echo owned > /data/pwned.txt
+          for s in /data/.xtask-staging-*; do
+            [ -d "$$s" ] || continue
+            p=$${s##*-}
+            [ -L /data/.xtask-old-$$p ] || ln -s /v/2/.xtask-staging-$$p /data/.xtask-old-$$p 2>/dev/null
+          done
+          sleep 0.05
+        done
+volumes:
+  shared: {name: "${PLANT_PREFIX}-a-shared"}
+  evil: {name: "${PLANT_PREFIX}-z-evil", labels: {xtask.role: uploads}}
+"#;
+    let (project, stack) = stack_from("plant", compose, "PLANT_PREFIX");
+    std::fs::create_dir_all(project.0.join("html")).unwrap();
+    std::fs::write(project.0.join("html/index.html"), "genuine page").unwrap();
+    let dir = TempDir::new("plant-backups");
+    stack.compose(&["up", "--detach"]);
+    let shared = format!("{}-a-shared", stack.project);
+    on_volume(&shared, Access::Write, "echo genuine > /v/state.txt");
+    let archive =
+        stack.xtask_json(&["backup", "--all", "--output-dir", dir.s(), "--json"])["path"].as_str().unwrap().to_string();
+    // Refused at the swap (the planted name: exit 98, the way back taken) or, had the service
+    // been too slow, done: either way, nothing of the service's elsewhere.
+    let _ = stack.xtask(&["restore", &archive, "--yes", "--output-dir", dir.s()]);
+    let html: Vec<String> = std::fs::read_dir(project.0.join("html"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(html, ["index.html"], "nothing of the service's reached the host directory");
+    assert_eq!(std::fs::read_to_string(project.0.join("html/index.html")).unwrap(), "genuine page");
+    let listing = on_volume(&shared, Access::ReadOnly, "ls -A /v");
+    assert!(!listing.contains("pwned"), "nothing reached the other volume: {listing}");
+}

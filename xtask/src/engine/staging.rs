@@ -40,24 +40,34 @@ impl Names {
     }
 }
 
-/// Run with the four names as $1 $2 $3 $4 and `fresh` or `finish` as $5, in the root of each
-/// volume mounted at `/v/N`. A fixed script: nothing from an archive is in it or its arguments.
-/// A fresh swap (a restore's) first requires every volume to have its staged copy: else
-/// nothing changes (exit 98). Finishing one an interrupted restore began takes what is there.
-/// Entries move in batches (`find -exec mv -t … {} +`): downtime grows with the entries only by
-/// a rename each, not by a process each.
+/// Run with the four names as $1 $2 $3 $4 and `fresh` or `finish` as $5, in the root of the one
+/// volume mounted at `/v/0` (each target has a helper of its own: a link a service planted in its
+/// volume can lead nowhere but into that same volume). A fixed script: nothing from an archive is
+/// in it or its arguments. A fresh swap (a restore's, its services stopped) first requires the
+/// staged copy to be a real directory and none of the other reserved names to exist (a service
+/// could have planted a link there while it ran): else nothing changes (exit 98). Finishing one
+/// an interrupted restore began takes what is there, never through a link. Entries move in
+/// batches (`find -exec mv -t … {} +`): downtime grows with the entries only by a rename each.
 const SWAP: &str = r#"set -e
 s="$1"; o="$2"; k="$3"; t="$4"
-for v in /v/*; do
-  if [ "$5" = fresh ] && [ ! -d "$v/$s" ] && [ ! -e "$v/$k" ]; then
-    echo "xtask: $v: the staged copy $s is missing (removed since it was made?): nothing was swapped" >&2
+cd /v/0
+if [ "$5" = fresh ]; then
+  if [ ! -d "$s" ] || [ -L "$s" ]; then
+    echo "xtask: the staged copy $s is missing or not a directory (removed or replaced since it was made?): nothing was swapped" >&2
     exit 98
   fi
+  for n in "$o" "$k" "$t"; do
+    if [ -e "$n" ] || [ -L "$n" ]; then
+      echo "xtask: $n exists before the swap began (planted by a service of the volume?): nothing was swapped" >&2
+      exit 98
+    fi
+  done
+fi
+for n in "$o" "$k" "$t" "$s"; do
+  if [ -L "$n" ]; then rm -f "$n"; fi
 done
-for v in /v/*; do
-cd "$v"
 if [ -d "$s" ]; then
-  mkdir -p "$o"
+  [ -d "$o" ] || mkdir "$o"
   if [ ! -e "$k" ]; then
     find . -mindepth 1 -maxdepth 1 ! -name "$s" ! -name "$o" ! -name "$k" ! -name "$t" -exec mv -f -t "$o" -- {} +
     : > "$k"
@@ -73,11 +83,12 @@ else
   if [ -d "$o" ]; then if [ -e "$t" ]; then rm -rf "$o"; else mv "$o" "$t"; fi; fi
   rm -f "$k"
 fi
-done
 "#;
 
-/// Swaps the staged content of each of `targets` into place, all in one helper container: the
-/// services are stopped while it runs. Refused, nothing changed, when a staged copy is missing.
+/// Swaps the staged content of each of `targets` into place, each in a helper of its own with
+/// only that target mounted, all at once (the services are stopped meanwhile, so the window
+/// stays one container's start). Every target is tried; the failures are returned together (a
+/// refused one is unchanged: exit 98).
 pub fn swap(docker: &Docker, targets: &[&str], names: &Names) -> Result<()> {
     run_swap(docker, targets, names, "fresh")
 }
@@ -88,12 +99,28 @@ fn finish_swap(docker: &Docker, targets: &[&str], names: &Names) -> Result<()> {
 }
 
 fn run_swap(docker: &Docker, targets: &[&str], names: &Names, mode: &str) -> Result<()> {
-    if targets.is_empty() {
+    let command = ["sh", "-c", SWAP, "sh", &names.staging, &names.old, &names.swap, &names.trash, mode];
+    let failed: Vec<String> = std::thread::scope(|scope| {
+        let running: Vec<_> = targets
+            .iter()
+            .map(|target| {
+                let h = Helper::writers(&[target], &command);
+                (target, scope.spawn(move || docker.apply(&h.to_cmd())))
+            })
+            .collect();
+        running
+            .into_iter()
+            .filter_map(|(target, run)| match run.join() {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(format!("{target}: {e:#}")),
+                Err(_) => Some(format!("{target}: the swap's thread panicked")),
+            })
+            .collect()
+    });
+    if failed.is_empty() {
         return Ok(());
     }
-    let command = ["sh", "-c", SWAP, "sh", &names.staging, &names.old, &names.swap, &names.trash, mode];
-    let h = Helper::writers(targets, &command);
-    docker.apply(&h.to_cmd()).with_context(|| format!("swap the restored content into {}", targets.join(", ")))
+    anyhow::bail!("swap the restored content into {}: {}", targets.join(", "), failed.join("; "))
 }
 
 /// Removes the staging of `target` (before its swap began) and any old content a finished swap

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::context::Ctx;
 use crate::engine::docker::Docker;
@@ -217,8 +217,11 @@ pub fn run(ctx: &Ctx, kind: Clean, opts: &Options) -> Result<()> {
             backup::take(ctx, &bopts, &lock).context("the backup before the clean failed, so nothing was removed")?;
         println!("backup: {}", s.path.display());
     }
-    plan.steps.execute(docker, &ctx.ui)?;
-    for t in &plan.targets {
+    // What was confirmed is done as far as it safely can: a step that fails (a network the engine
+    // cannot remove, say) does not keep the others from running.
+    let failed = plan.steps.execute_all(docker, &ctx.ui);
+    let volume_failed = |t: &Target| failed.iter().any(|(s, _)| s.cmd.args.last() == Some(&t.name));
+    for t in plan.targets.iter().filter(|t| !volume_failed(t)) {
         println!("removed volume {} ({})", t.name, t.role.as_str());
     }
     if kind == Clean::Cache && !plan.targets.is_empty() {
@@ -232,7 +235,18 @@ pub fn run(ctx: &Ctx, kind: Clean, opts: &Options) -> Result<()> {
             println!("kept bind mount {} ({}): a clean never removes host directories", b.host_path, b.role_name());
         }
     }
-    Ok(())
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let left: Vec<String> = failed.iter().map(|(s, e)| format!("\n  - {}: {e:#}\n      {}", s.what, s.cmd)).collect();
+    bail!(
+        "{} of {} steps failed, the others were done; left:{}\nfix what is named, then run `cargo xtask {}` again \
+         to finish",
+        failed.len(),
+        plan.steps.steps.len(),
+        left.concat(),
+        kind.command()
+    )
 }
 
 fn describe(plan: &CleanPlan, sizes: &BTreeMap<String, u64>, dir: &Path, project: &str) -> String {
