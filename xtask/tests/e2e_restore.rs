@@ -98,8 +98,10 @@ fn acceptance_story_backup_clean_all_restore() {
     assert_eq!(psql(&db, "app", "SELECT count(*) FROM items"), "500");
     let later = docker_ok(&["exec", &format!("{}-backend-1", stack.project), "cat", "/app/media/later.txt"]);
     assert_eq!(later.trim(), "changed-after", "--only db left the volumes alone");
-    let undo = out.lines().find_map(|l| l.strip_prefix("to undo this restore: cargo xtask restore ")).unwrap();
-    let undo_path = undo.trim_end_matches(" --yes");
+    // The undo names this stack (-p, -f), whatever directory it is run from.
+    let undo = out.lines().find_map(|l| l.strip_prefix("to undo this restore: cargo xtask ")).unwrap();
+    assert!(undo.starts_with(&format!("-p {} -f ", stack.project)), "{undo}");
+    let undo_path = undo.split(" restore ").nth(1).unwrap().trim_end_matches(" --yes");
     stack.xtask_ok(&["restore", undo_path, "--yes", "--no-safety-backup", "--output-dir", dir.s()]);
     assert_eq!(
         psql(&db, "app", "SELECT count(*) FROM items"),

@@ -77,9 +77,15 @@ pub fn undo_command(ctx: &Ctx, safety: &Path, only: &[String]) -> String {
     let encrypts = ctx.offsite().is_ok_and(|s| s.encryption.enabled());
     let flag = if encrypts && !archive::is_sealed(safety) { " --allow-unencrypted" } else { "" };
     let plain = |o: &str| o.bytes().all(|b| b.is_ascii_alphanumeric() || b"_./:-".contains(&b));
-    let quoted = |o: &String| if plain(o) { o.clone() } else { format!("'{}'", o.replace('\'', "'\\''")) };
+    let quoted = |o: &str| if plain(o) { o.to_string() } else { format!("'{}'", o.replace('\'', "'\\''")) };
+    // The same stack as this run, whatever the shell's directory or environment then.
+    let files: String = ctx.stack.files.iter().map(|f| format!(" -f {}", quoted(&f.display().to_string()))).collect();
     let only: String = only.iter().map(|o| format!(" --only {}", quoted(o))).collect();
-    format!("cargo xtask restore {} --yes{flag}{only}", safety.display())
+    format!(
+        "cargo xtask -p {}{files} restore {} --yes{flag}{only}",
+        quoted(&ctx.stack.name),
+        quoted(&safety.display().to_string())
+    )
 }
 
 /// The `--only` list that undoes `plan` with its safety backup: when the plan writes a bind,
