@@ -24,7 +24,7 @@ trap cleanup EXIT
 "${x[@]}" up db backend >/dev/null 2>&1
 docker exec xt-bench-downtime-backend-1 sh -c 'head -c 209715200 /dev/urandom > /app/media/big.bin'
 if [ "$files" -gt 0 ]; then
-    docker exec xt-bench-downtime-backend-1 sh -c "cd /app/media && seq -f 'f%.0f' 1 $files | xargs touch"
+    docker exec xt-bench-downtime-backend-1 sh -c "cd /app/media && seq 1 $files | sed 's/^/f/' | xargs touch"
 fi
 archive=$("${x[@]}" backup --output-dir "$dir" --json --level 1 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["path"])')
 for _ in $(seq "$runs"); do
