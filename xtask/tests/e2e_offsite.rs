@@ -564,14 +564,6 @@ fn a_hostile_bucket_can_neither_erase_nor_poison_genuine_archives() {
 /// Makes a forged archive's signature file from its name and path.
 type SignWith<'a> = dyn Fn(&str, &Path) -> String + 'a;
 
-/// An OpenSSH ed25519 key pair in `dir`: (private key file, public key line).
-fn ssh_keypair(dir: &TempDir, name: &str) -> (PathBuf, String) {
-    let key = dir.0.join(name);
-    let ok = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"]).arg(&key).status();
-    assert!(ok.unwrap().success());
-    (key.clone(), std::fs::read_to_string(key.with_extension("pub")).unwrap().trim().to_string())
-}
-
 /// Signs `statement` with `key` as the tool's signature files hold it (statement, then armor).
 fn signature_file(key: &Path, statement: &str) -> String {
     use std::io::Write;

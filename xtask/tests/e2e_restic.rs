@@ -378,14 +378,6 @@ fn a_wrong_password_or_a_killed_push_changes_nothing_that_counts() {
     assert_eq!(sample_state(&stack), before, "nothing changed");
 }
 
-/// An OpenSSH ed25519 key pair in `dir`: (private key file, public key line).
-fn ssh_keypair(dir: &TempDir, name: &str) -> (PathBuf, String) {
-    let key = dir.0.join(name);
-    let ok = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"]).arg(&key).status();
-    assert!(ok.unwrap().success());
-    (key.clone(), std::fs::read_to_string(key.with_extension("pub")).unwrap().trim().to_string())
-}
-
 /// Under `x-xtask.sign`, a snapshot is trusted only with this host's signature of its stream:
 /// one written by anyone else who holds the repository's password (tags and digest made to
 /// look complete, named after the genuine one so it would be --latest) is in doubt, never

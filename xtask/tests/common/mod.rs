@@ -397,3 +397,11 @@ pub fn spooled_by(pid: u32, dir: &Path) -> Vec<u64> {
     })
     .collect()
 }
+
+/// An OpenSSH ed25519 key pair in `dir`: (private key file, public key line).
+pub fn ssh_keypair(dir: &TempDir, name: &str) -> (PathBuf, String) {
+    let key = dir.0.join(name);
+    let ok = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"]).arg(&key).status();
+    assert!(ok.unwrap().success());
+    (key.clone(), std::fs::read_to_string(key.with_extension("pub")).unwrap().trim().to_string())
+}
