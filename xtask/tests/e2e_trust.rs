@@ -967,3 +967,79 @@ volumes:
     let listing = on_volume(&shared, Access::ReadOnly, "ls -A /v");
     assert!(!listing.contains("pwned"), "nothing reached the other volume: {listing}");
 }
+
+/// A running service plants, inside the staged copy of its own volume, a link to the helper's
+/// FIFO directory (`.xtask-staging-PID/d -> /xtask-io`) while the restore stages it. The tool's
+/// private host directory is mounted read-only in the helper: nothing but its FIFO ever appears
+/// there and its mode stays 0700, whatever the archive holds under `d/` (a set-uid program).
+#[test]
+fn a_link_planted_in_the_staging_never_reaches_the_tools_own_directory() {
+    if !engine() {
+        return;
+    }
+    let compose = r#"name: iolink
+services:
+  worker:
+    image: ${APP_IMAGE:-busybox}
+    init: true
+    volumes: [evil:/data]
+    command:
+      - sh
+      - -c
+      - |
+        while :; do
+          for s in /data/.xtask-staging-*; do
+            [ -d "$$s" ] || continue
+            [ -L "$$s/d" ] || { rm -rf "$$s/d"; ln -s /xtask-io "$$s/d"; }
+          done
+          sleep 0.01
+        done
+volumes:
+  evil: {name: "${IOLINK_PREFIX}-evil", labels: {xtask.role: uploads}}
+"#;
+    let (_project, stack) = stack_from("iolink", compose, "IOLINK_PREFIX");
+    let dir = TempDir::new("iolink-backups");
+    let volume = format!("{}-evil", stack.project);
+    on_volume(
+        &volume,
+        Access::Write,
+        "head -c 67108864 /dev/zero > /v/a-big && mkdir -p /v/d/sub && chmod 0777 /v/d && \
+         echo '#!/bin/sh' > /v/d/sub/sh && chmod 4755 /v/d/sub/sh && head -c 33554432 /dev/zero > /v/d/big",
+    );
+    let archive = stack.xtask_json(&["backup", "--volume", &volume, "--output-dir", dir.s(), "--json"]);
+    let archive = archive["path"].as_str().unwrap().to_string();
+    stack.compose(&["up", "--detach"]);
+    // The host side: every private FIFO directory of the tool, watched while the restore runs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = stop.clone();
+    let watcher = std::thread::spawn(move || {
+        let mut seen = std::collections::BTreeSet::new();
+        while !s.load(std::sync::atomic::Ordering::SeqCst) {
+            for d in std::fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
+                if !d.file_name().to_string_lossy().starts_with("xtask-io-") {
+                    continue;
+                }
+                if let Ok(m) = std::fs::symlink_metadata(d.path()) {
+                    let mode = std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777;
+                    if mode != 0o700 {
+                        seen.insert(format!("{} mode {mode:o}", d.path().display()));
+                    }
+                }
+                for e in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if name != "stream" && name != "times" {
+                        seen.insert(format!("{}/{name}", d.path().display()));
+                    }
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        seen
+    });
+    // Refused mid-staging (the helper cannot write there: nothing replaced), or done had the
+    // service been too slow: either way, nothing in the tool's directory.
+    let _ = stack.xtask(&["restore", &archive, "--yes", "--output-dir", dir.s()]);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = watcher.join().unwrap();
+    assert!(seen.is_empty(), "nothing of the archive's reached the tool's own directory: {seen:?}");
+}

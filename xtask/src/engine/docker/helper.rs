@@ -241,10 +241,13 @@ impl Docker {
         let fifo = dir.0.join("stream");
         mkfifo(&fifo)?;
         let source = dir.0.display().to_string();
+        // Read-only: the FIFO is read and written through it all the same, and nothing the
+        // helper extracts (a link a running service planted in its staging, say) can write into
+        // this host directory.
         helper.mounts.push(HelperMount {
             source,
             target: "/xtask-io".into(),
-            read_only: false,
+            read_only: true,
             bind: true,
             expect: None,
         });
