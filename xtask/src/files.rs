@@ -107,20 +107,25 @@ impl Drop for TempDir {
 /// A new empty directory under the system's temporary directory, mode 0700, its name not
 /// guessable in advance (a name someone else took is skipped, never reused).
 pub fn private_temp_dir(prefix: &str) -> Result<TempDir> {
+    Ok(TempDir { path: fresh_private_dir(&std::env::temp_dir(), &format!("{prefix}-"))? })
+}
+
+/// Creates a new directory (0700) in `parent` named `PREFIXPID-N-RANDOM`: the process's id
+/// first (sweepers of dead runs read it), then a counter and 64 unguessable bits; a name someone
+/// else took is skipped, never reused.
+fn fresh_private_dir(parent: &Path, prefix: &str) -> Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     for _ in 0..16 {
         let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-        let path = std::env::temp_dir().join(format!("{prefix}-{}-{n}-{nanos:x}", std::process::id()));
+        let path = parent.join(format!("{prefix}{}-{n}-{:x}", std::process::id(), unguessable()));
         match std::fs::DirBuilder::new().mode(0o700).create(&path) {
-            Ok(()) => return Ok(TempDir { path }),
+            Ok(()) => return Ok(path),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e).with_context(|| format!("create {}", path.display())),
         }
     }
-    bail!("could not create a private directory under {}", std::env::temp_dir().display())
+    bail!("could not create a private directory in {} (16 names taken)", parent.display())
 }
 
 /// The home directory of `uid` in `passwd` (the text of `/etc/passwd`).
@@ -189,21 +194,10 @@ impl Unnamed {
     /// The directory's name is not guessable in advance (a name someone else took is skipped,
     /// never reused), so nobody can block it by creating it first.
     pub fn create(near: &Path) -> Result<Unnamed> {
-        use std::os::unix::fs::DirBuilderExt;
-        static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        for _ in 0..16 {
-            let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let dir = near.join(format!("{UNNAMED_PREFIX}{}-{n}-{:x}", std::process::id(), unguessable()));
-            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e).with_context(|| format!("create {}", dir.display())),
-            }
-            let opened = Self::open_in(&dir);
-            let _ = std::fs::remove_dir(&dir);
-            return opened.with_context(|| format!("create a private file in {}", near.display()));
-        }
-        bail!("could not create a private directory in {} (16 names taken)", near.display())
+        let dir = fresh_private_dir(near, UNNAMED_PREFIX)?;
+        let opened = Self::open_in(&dir);
+        let _ = std::fs::remove_dir(&dir);
+        opened.with_context(|| format!("create a private file in {}", near.display()))
     }
 
     fn open_in(dir: &Path) -> std::io::Result<Unnamed> {
@@ -229,8 +223,8 @@ impl Unnamed {
 
     /// A reader from the start, with a position of its own (`pread`): readers never disturb
     /// one another or the writer.
-    pub fn reader(&self) -> AtReader<'_> {
-        AtReader { file: &self.file, pos: 0 }
+    pub fn reader(&self) -> AtReader<&File> {
+        AtReader::new(&self.file)
     }
 
     /// Its size now.
@@ -264,16 +258,23 @@ fn unguessable() -> u64 {
 /// removes those whose process is gone.
 pub const UNNAMED_PREFIX: &str = ".xtask-private-";
 
-/// Reads an [`Unnamed`] file by offset.
-pub struct AtReader<'a> {
-    file: &'a File,
+/// Reads an open file by offset (`pread`), from the start, with a position of its own: readers
+/// of one descriptor (owned, borrowed or shared) never disturb one another.
+pub struct AtReader<F> {
+    file: F,
     pos: u64,
 }
 
-impl std::io::Read for AtReader<'_> {
+impl<F> AtReader<F> {
+    pub fn new(file: F) -> AtReader<F> {
+        AtReader { file, pos: 0 }
+    }
+}
+
+impl<F: std::borrow::Borrow<File>> std::io::Read for AtReader<F> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         use std::os::unix::fs::FileExt;
-        let n = self.file.read_at(buf, self.pos)?;
+        let n = self.file.borrow().read_at(buf, self.pos)?;
         self.pos += n as u64;
         Ok(n)
     }

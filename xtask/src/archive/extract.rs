@@ -578,7 +578,7 @@ impl Spooled {
     }
 
     /// Its bytes from the start.
-    pub fn reader(&self) -> crate::files::AtReader<'_> {
+    pub fn reader(&self) -> crate::files::AtReader<&std::fs::File> {
         self.file.reader()
     }
 

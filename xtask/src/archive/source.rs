@@ -165,7 +165,7 @@ impl Source {
     fn raw(&self) -> Result<Box<dyn Read + Send>> {
         if let Origin::File(f) = &self.origin {
             let file = f.try_clone().with_context(|| format!("duplicate the descriptor of {}", self.path.display()))?;
-            let reader = PosReader { file, pos: 0 };
+            let reader = crate::files::AtReader::new(file);
             return Ok(match self.pinned.get() {
                 Some(&expected) => Box::new(DigestChecked {
                     inner: HashingReader::new(reader),

@@ -7,7 +7,6 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{self, Read};
 use std::path::PathBuf;
 
@@ -21,20 +20,6 @@ pub struct Taken {
 
 /// Called for every entry that passed the grammar; `Some` when it consumed the entry's data.
 pub type Hook<'h> = dyn FnMut(&mut tar::Entry<'_, Inflated>, &grammar::Checked) -> Result<Option<Taken>> + 'h;
-
-/// Reads positionally from the archive's file (a duplicated descriptor): never moves a shared offset.
-pub struct PosReader {
-    pub(crate) file: File,
-    pub(crate) pos: u64,
-}
-
-impl Read for PosReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = std::os::unix::fs::FileExt::read_at(&self.file, buf, self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
 
 /// What `verify` found.
 #[derive(Debug, Default, Serialize)]

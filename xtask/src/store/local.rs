@@ -463,7 +463,7 @@ impl LocalFile {
 
     /// Its bytes from the start (a positioned read of the descriptor, a position of its own).
     pub fn reader(&self) -> impl Read + Send {
-        AtFile { file: self.file.clone(), pos: 0 }
+        crate::files::AtReader::new(self.file.clone())
     }
 
     /// Whether its bytes start as an age file (an encrypted archive).
@@ -483,20 +483,6 @@ impl LocalFile {
     /// A second descriptor of the same open file (for [`crate::archive::Source::of_file`]).
     pub fn descriptor(&self) -> Result<File> {
         self.file.try_clone().with_context(|| format!("duplicate the descriptor of {}", self.path.display()))
-    }
-}
-
-/// Reads a shared descriptor by offset.
-struct AtFile {
-    file: std::sync::Arc<File>,
-    pos: u64,
-}
-
-impl Read for AtFile {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = std::os::unix::fs::FileExt::read_at(&*self.file, buf, self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
     }
 }
 
