@@ -33,12 +33,14 @@ for _ in $(seq "$runs"); do
         python3 -c '
 import json, sys
 start = float(sys.argv[1]); d = json.load(sys.stdin)["downtime"]
-print("%.2f %.2f %.2f %.2f %.2f" % (d["running_again"] - d["stop_began"], d["swap_began"] - d["stop_began"],
-      d["swap_ended"] - d["swap_began"], d["running_again"] - d["swap_ended"], d["stop_began"] - start))' "$start"
+print("%.2f %.2f %.2f %.2f %.2f %.2f" % (d["running_again"] - d["stop_began"], d["swap_began"] - d["stop_began"],
+      d["swap_ended"] - d["swap_began"], d["running_again"] - d["swap_ended"], d["stop_began"] - start,
+      d["healthy_again"] - d["stop_began"]))' "$start"
 done | python3 -c '
 import statistics, sys
 rows = [list(map(float, l.split())) for l in sys.stdin]
-print("run  stopped  stop  swap  start  (staging before the stop)")
+print("run  stopped  stop  swap  start  (staging before the stop)  healthy after")
 for i, r in enumerate(rows, 1):
-    print("%3d  %6.2f s  %.2f  %.2f  %.2f  (%.2f s)" % (i, *r))
-print("median stopped: %.2f s of %d runs" % (statistics.median(r[0] for r in rows), len(rows)))'
+    print("%3d  %6.2f s  %.2f  %.2f  %.2f  (%.2f s)  %.2f s" % (i, *r))
+print("median stopped: %.2f s, healthy again after %.2f s, of %d runs"
+      % (statistics.median(r[0] for r in rows), statistics.median(r[5] for r in rows), len(rows)))'

@@ -3,11 +3,10 @@
 //! under `--offline`) and the output settings. Prerequisites are checked here, once, before any
 //! task starts.
 
-use std::collections::BTreeMap;
-
 use anyhow::{bail, Context, Result};
 
 use crate::engine::docker::Docker;
+use crate::environment::{self, Environment};
 use crate::model::binds::{self, Bind};
 use crate::model::compose::{self, Project, Selection, Stack};
 use crate::model::offsite::{self, Offsite};
@@ -32,9 +31,21 @@ pub struct Trust {
 }
 
 impl Ctx {
-    pub fn new(selection: &Selection, offline: bool, dry_run: bool, verbose: bool, quiet: bool) -> Result<Ctx> {
-        let process: BTreeMap<String, String> = std::env::vars().collect();
-        let stack = selection.resolve(&process)?;
+    /// The context of a run in the caller's shell `sh` (its directory, and its variables as
+    /// the stack's files and the tool read them: [`crate::environment`], installed for the run).
+    pub fn new(
+        sh: &xshell::Shell,
+        selection: &Selection,
+        offline: bool,
+        dry_run: bool,
+        verbose: bool,
+        quiet: bool,
+    ) -> Result<Ctx> {
+        let first = Environment::of_shell(sh, &[]);
+        let stack = selection.resolve_in(first.vars(), first.cwd())?;
+        let env = Environment::of_shell(sh, &stack.interpolated_names());
+        let stack = if env.vars() == first.vars() { stack } else { selection.resolve_in(env.vars(), env.cwd())? };
+        environment::install(env);
         let docker = if offline { None } else { Some(Docker::connect(dry_run, verbose)?) };
         Ok(Ctx { stack, docker, ui: Ui { quiet }, model: std::cell::OnceCell::new(), trust: Trust::default() })
     }

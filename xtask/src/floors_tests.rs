@@ -18,7 +18,7 @@ use std::path::Path;
 /// The library's top-level modules by floor, lowest first: each imports only from the floors
 /// below its own, never from its own floor or above.
 const FLOORS: &[&[&str]] = &[
-    &["files", "signals", "ui"],
+    &["environment", "files", "signals", "ui"],
     &["model", "lock"],
     &["engine"],
     &["archive", "context", "plan"],

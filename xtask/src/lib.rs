@@ -13,7 +13,7 @@
 //! - [`tasks`]: what a user asks for, as functions over a [`context::Ctx`] and typed options,
 //!   returning typed results.
 //!
-//! Beside them: [`files`], [`signals`] and [`ui`] at the bottom (they import nothing of the
+//! Beside them: [`environment`], [`files`], [`signals`] and [`ui`] at the bottom (they import nothing of the
 //! crate), [`lock`] beside the model, [`plan`] beside the archive and the context. Each layer
 //! imports only from those below it; the test in `floors_tests.rs` checks it (docs/design.md).
 //!
@@ -24,7 +24,11 @@
 //! use xtask::{context::Ctx, lock::Lock, model::compose::Selection, tasks::{backup, restore}};
 //!
 //! fn main() -> anyhow::Result<()> {
-//!     let ctx = Ctx::new(&Selection::default(), false, false, false, false)?;
+//!     // The caller's shell: its directory and the variables set on it reach the compose files,
+//!     // the tool's own settings and every command it runs (`environment`).
+//!     let sh = xshell::Shell::new()?;
+//!     sh.set_var("COMPOSE_PROFILES", "db");
+//!     let ctx = Ctx::new(&sh, &Selection::default(), false, false, false, false)?;
 //!     let dir = backup::prepare_dir("backups".as_ref())?;
 //!     let lock = Lock::acquire(&dir, &ctx.stack.name, "backup and restore")?;
 //!     let archive = backup::take(&ctx, &backup::Options::new(backup::Kind::Full, dir.clone()), &lock)?;
@@ -40,6 +44,7 @@
 pub mod archive;
 pub mod context;
 pub mod engine;
+pub mod environment;
 pub mod files;
 pub mod lock;
 pub mod model;

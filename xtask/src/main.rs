@@ -4,6 +4,7 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
 use xtask::context::{Ctx, Trust};
 use xtask::tasks::{backup, catalog, clean, migrate, offsite, restore, stack, status, volumes};
@@ -29,7 +30,8 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let g = &cli.global;
     let offline = g.offline || !cli.command.needs_engine();
-    let mut ctx = Ctx::new(&g.selection(), offline, g.dry_run, g.verbose, g.quiet)?;
+    let sh = xshell::Shell::new().context("read the current directory")?;
+    let mut ctx = Ctx::new(&sh, &g.selection(), offline, g.dry_run, g.verbose, g.quiet)?;
     ctx.trust = Trust { allow_unsigned: g.allow_unsigned, allow_unencrypted: g.allow_unencrypted };
     dispatch(&ctx, cli.command, g.dry_run, g.env_name())
 }

@@ -239,6 +239,100 @@ fn a_swap_cut_off_by_a_crash_is_finished_by_the_next_run() {
     assert_eq!(content, "new-b\nnew\nb\nsub\n", "the staged content is in place, the old one gone");
 }
 
+/// The engine's directory of `volume` (its `_data`), as `docker volume inspect` says.
+fn data_dir(volume: &str) -> std::path::PathBuf {
+    docker_ok(&["volume", "inspect", "--format", "{{.Mountpoint}}", volume]).trim().into()
+}
+
+/// Where the tool sees the engine's volume directory (root on a local engine, as on the test
+/// bed), a volume's copy is staged beside its `_data`, out of its services' reach, and swapped
+/// in by two renames whatever it holds: 5,000 top-level entries come back exactly, nothing
+/// named `.xtask-*` ever appears inside the volume (a watcher lists it the whole time), `_data`
+/// is a new directory (the staged one, renamed in) and nothing is left beside it.
+#[test]
+fn a_volume_is_staged_beside_its_data_and_swapped_in_whole() {
+    if !engine() {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stack = TestStack::sample("beside");
+    let dir = TempDir::new("beside");
+    stack.xtask_ok(&["up", "backend"]);
+    let media = stack.volume("backend-media");
+    on_volume(
+        &media,
+        Access::Write,
+        "cd /v && seq 1 5000 | while read i; do echo $i > f$i; done; mkdir sub; echo deep > sub/x",
+    );
+    let before = exact_listing(&media);
+    let archive = stack.xtask_json(&["backup", "--output-dir", dir.s(), "--json"]);
+    on_volume(&media, Access::Write, "echo changed > /v/f1; rm /v/f2; touch /v/new");
+    let data = data_dir(&media);
+    let inode_before = std::fs::metadata(&data).unwrap().ino();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let (s, watched) = (stop.clone(), data.clone());
+    let watcher = std::thread::spawn(move || {
+        let mut seen = std::collections::BTreeSet::new();
+        while !s.load(Ordering::SeqCst) {
+            for e in std::fs::read_dir(&watched).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(".xtask-") {
+                    seen.insert(name);
+                }
+            }
+        }
+        seen
+    });
+    let path = archive["path"].as_str().unwrap();
+    let restored = stack.xtask(&["restore", path, "--only", "app-backend-media", "--yes", "--output-dir", dir.s()]);
+    stop.store(true, Ordering::SeqCst);
+    let seen = watcher.join().unwrap();
+    assert!(restored.0, "{}", restored.2);
+    assert!(seen.is_empty(), "nothing of the restore's inside the volume: {seen:?}");
+    assert_eq!(exact_listing(&media), before, "every entry as archived");
+    assert_ne!(std::fs::metadata(&data).unwrap().ino(), inode_before, "_data is the staged directory, renamed in");
+    let beside: Vec<String> = std::fs::read_dir(data.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(beside, ["_data"], "nothing left beside the volume");
+}
+
+/// A restore killed between the two renames of a swap beside the volume leaves no `_data`
+/// (the old content moved aside, the staged one not yet renamed in): the next run of any data
+/// command finishes that swap before it mounts the volume.
+#[test]
+fn a_swap_beside_the_volume_cut_off_between_its_renames_is_finished_by_the_next_run() {
+    if !engine() {
+        return;
+    }
+    let stack = TestStack::sample("halfbeside");
+    let dir = TempDir::new("halfbeside");
+    stack.xtask_ok(&["up", "backend"]);
+    stack.compose(&["stop"]);
+    let media = stack.volume("backend-media");
+    on_volume(&media, Access::Write, "echo old > /v/a");
+    let data = data_dir(&media);
+    let parent = data.parent().unwrap().to_path_buf();
+    let pid = 4_194_304; // the kernel's PID_MAX_LIMIT: never a live process
+    let staged = parent.join(format!(".xtask-staging-{pid}"));
+    std::fs::create_dir_all(staged.join("sub")).unwrap();
+    std::fs::write(staged.join("sub/new.txt"), "new\n").unwrap();
+    std::fs::rename(&data, parent.join(format!(".xtask-old-{pid}"))).unwrap();
+    let (ok, _, err) = stack.xtask(&["backup", "--output-dir", dir.s()]);
+    assert!(ok && err.contains(&format!("finish the swap an interrupted restore (pid {pid}) had begun")), "{err}");
+    let beside: Vec<String> =
+        std::fs::read_dir(&parent).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(beside, ["_data"], "the swap finished, its old content removed");
+    assert_eq!(
+        on_volume(&media, Access::ReadOnly, "cat /v/sub/new.txt; ls /v"),
+        "new\nsub\n",
+        "the staged content is in place"
+    );
+}
+
 /// A service with `healthcheck: {disable: true}` counts as up once it runs, and a one-shot job
 /// that exited 0 as done: `up` and a restore that stops and starts the service both succeed
 /// (Compose's own `--wait` fails on such a service), the data comes back and the service runs.
@@ -341,7 +435,7 @@ fn a_signal_while_the_services_stop_replaces_nothing() {
     let mut child = stack.spawn(&["restore", &archive, "--yes", "--output-dir", dir.s()]);
     let mut stderr = child.stderr.take().unwrap();
     let (mut seen, mut buf) = (Vec::new(), [0u8; 4096]);
-    while !String::from_utf8_lossy(&seen).contains("for a consistent copy") {
+    while !String::from_utf8_lossy(&seen).contains("for the swap") {
         let n = stderr.read(&mut buf).unwrap();
         assert!(n > 0, "the restore ended before it stopped its services: {}", String::from_utf8_lossy(&seen));
         seen.extend_from_slice(&buf[..n]);

@@ -681,6 +681,8 @@ mod tests;
 struct VolumeStage {
     volume: String,
     target: String,
+    /// Where it is written ([`OnePass::places`]).
+    place: String,
     stream: VolumeStream<io::BufWriter<crate::engine::docker::VolumeSink>>,
 }
 
@@ -693,6 +695,9 @@ pub struct OnePass<'a> {
     pub docker: &'a Docker,
     pub ui: &'a crate::ui::Ui,
     pub targets: &'a std::collections::BTreeMap<String, String>,
+    /// Where a target's copy is staged (mounted at `/v/0`, the copy under `under`): the target
+    /// itself, or the engine's directory beside its `_data` (`engine::staging::Staging`).
+    pub places: &'a dyn Fn(&str) -> String,
     pub under: &'a [u8],
     pub dir: &'a Path,
 }
@@ -753,10 +758,12 @@ impl OnePass<'_> {
 
     fn open(&self, volume: &str, target: &str) -> Result<VolumeStage> {
         self.ui.step(&format!("stage volume {target} (its services keep running)"));
-        let sink = io::BufWriter::with_capacity(SINK_BUFFER, self.docker.volume_untar(target)?);
+        let place = (self.places)(target);
+        let sink = io::BufWriter::with_capacity(SINK_BUFFER, self.docker.volume_untar(&place)?);
         Ok(VolumeStage {
             volume: volume.into(),
             target: target.into(),
+            place,
             stream: VolumeStream::new(sink, volume, self.under),
         })
     }
@@ -789,7 +796,7 @@ impl OnePass<'_> {
         if sent {
             return Ok(());
         }
-        set_times(self.docker, &stage.target, &times)
+        set_times(self.docker, &stage.place, &times)
     }
 }
 

@@ -24,7 +24,7 @@ fn age(why: &str) -> Result<Tool> {
 
 /// The identity file for decrypting `what`, or an error saying how to provide it.
 pub fn identity(what: &str) -> Result<PathBuf> {
-    let path = std::env::var_os(IDENTITY_VAR).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let path = crate::environment::var(IDENTITY_VAR).map(|p| crate::environment::cwd().join(p));
     let Some(path) = path else {
         bail!(
             "{what} is encrypted (age): set {IDENTITY_VAR} to the identity file holding its key \

@@ -58,8 +58,8 @@ impl Restic {
         let mut tool = Tool::find("restic", &needed)?.with_env("RESTIC_REPOSITORY", &spec.repository);
         match &spec.password_file {
             Some(file) => tool = tool.with_env("RESTIC_PASSWORD_FILE", &file.display().to_string()),
-            None if std::env::var_os("RESTIC_PASSWORD_FILE").is_none()
-                && std::env::var_os("RESTIC_PASSWORD_COMMAND").is_none() =>
+            None if crate::environment::var("RESTIC_PASSWORD_FILE").is_none()
+                && crate::environment::var("RESTIC_PASSWORD_COMMAND").is_none() =>
             {
                 bail!(
                     "remote {}: no repository password: set password_file in x-xtask.remotes.{} (a file, never \

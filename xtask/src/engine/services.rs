@@ -89,14 +89,15 @@ impl<'a> ServiceGuard<'a> {
         }
     }
 
-    /// Stops those of `services` that run, for a file-consistent copy; they start again in `restore`.
-    pub fn stop_for_copy(&mut self, services: &[String], ui: &Ui) -> Result<()> {
+    /// Stops those of `services` that run, saying `why` (e.g. "for the swap"); they start again
+    /// in `restore`.
+    pub fn stop_for(&mut self, services: &[String], why: &str, ui: &Ui) -> Result<()> {
         let entries = ps(self.docker, self.stack)?;
         let running = running_of(&entries, services);
         if running.is_empty() {
             return Ok(());
         }
-        ui.step(&format!("stop {} for a consistent copy (--stop)", running.join(", ")));
+        ui.step(&format!("stop {} {why}", running.join(", ")));
         let mut args: Vec<String> = vec!["stop".into()];
         args.extend(running.iter().cloned());
         self.stopped_containers.extend(

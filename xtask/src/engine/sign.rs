@@ -27,7 +27,7 @@ fn ssh_keygen(why: &str) -> Result<Tool> {
 
 /// The signing key file, or an error saying how to provide it.
 pub fn key_file() -> Result<PathBuf> {
-    let path = std::env::var_os(KEY_VAR).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let path = crate::environment::var(KEY_VAR).map(|p| crate::environment::cwd().join(p));
     let Some(path) = path else {
         bail!(
             "x-xtask.sign is set, so archives are signed: set {KEY_VAR} to the OpenSSH private key file that signs them \

@@ -1,18 +1,29 @@
-//! Staged volume restore: a volume's new content is extracted into a hidden directory inside
-//! the same volume (`.xtask-staging-PID`, same filesystem) while its services keep running; only
-//! when every volume is staged are the services stopped and each volume swapped by renames: the
-//! current top-level entries move into `.xtask-old-PID`, the staged ones into the root (both in
-//! batches, one `mv` per thousands of entries), and `.xtask-old-PID` becomes `.xtask-trash-PID`,
-//! which is removed once the services are back (its removal takes time that is no downtime). A
+//! Staged volume restore: a volume's new content is extracted, while its services keep running,
+//! into a hidden directory on the same filesystem, and swapped in by renames once every target
+//! is staged and the services are stopped. Two places, chosen per volume ([`Staging`]):
+//! - **beside the volume** (a plain directory of the local driver that the tool sees on this
+//!   host, proven to be the volume's own by device and inode): the staging is
+//!   `<engine's volumes>/NAME/.xtask-staging-PID`, next to `_data` and out of the services'
+//!   reach, and the swap is two renames whatever the volume holds (`_data` → `.xtask-old-PID`,
+//!   the staging → `_data`): downtime constant in entries, and a backup never reads a staging.
+//! - **inside the volume** (anything else: another driver, a remote engine, a user who cannot
+//!   see the engine's directory, binds): `.xtask-staging-PID` in the volume's root; the current
+//!   top-level entries move into `.xtask-old-PID`, the staged ones into the root (both in
+//!   batches, one `mv` per thousands of entries).
+//!
+//! Either way `.xtask-old-PID` then becomes `.xtask-trash-PID`, which is removed once the
+//! services are back (its removal takes time that is no downtime). A
 //! swap refuses to begin unless every volume has its staged copy. Before the swap a failure or a signal just removes the staging: the volume
 //! was never touched. The swap is idempotent (`.xtask-swap-PID` marks the end of its first half),
 //! so a swap cut off by a crash is finished by the next restore, which also removes the staging
 //! of restores that died before their swap. The names are reserved: archives may not hold them
 //! and backups leave them out.
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context, Result};
 
-use super::docker::{Docker, Helper};
+use super::docker::{engine_is_local, Docker, Helper};
 use crate::ui::Ui;
 
 /// Top-level names in a volume that a restore uses while it swaps content in (`.xtask-staging-PID`,
@@ -38,6 +49,41 @@ impl Names {
             trash: format!(".xtask-trash-{pid}"),
         }
     }
+}
+
+/// Where one restore stages and swaps each target: its reserved names, and the volumes staged
+/// beside their `_data` rather than inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staging {
+    pub names: Names,
+    /// Volume name → the engine's directory holding its `_data` (see the module's header).
+    beside: BTreeMap<String, String>,
+}
+
+impl Staging {
+    /// This process's names, and the places the survey proved.
+    pub fn of(pid: u32, survey: &Survey) -> Staging {
+        Staging { names: Names::of(pid), beside: survey.beside.clone() }
+    }
+
+    /// Where `target`'s staged copy is written (mounted at `/v/0`, the copy under
+    /// `names.staging`): the directory beside its `_data`, else the target itself.
+    pub fn place<'a>(&'a self, target: &'a str) -> &'a str {
+        self.beside.get(target).map_or(target, String::as_str)
+    }
+
+    /// Every target with where its copy is staged: (target, place).
+    pub fn places<'a>(&'a self, targets: &[&'a str]) -> Vec<Place<'a>> {
+        targets.iter().map(|t| Place { target: t, at: self.place(t), beside: self.beside.contains_key(*t) }).collect()
+    }
+}
+
+/// A target and where its copy is staged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place<'a> {
+    pub target: &'a str,
+    pub at: &'a str,
+    pub beside: bool,
 }
 
 /// Run with the four names as $1 $2 $3 $4 and `fresh` or `finish` as $5, in the root of the one
@@ -85,27 +131,57 @@ else
 fi
 "#;
 
+/// [`SWAP`] for a copy staged beside the volume: run in the engine's directory of the volume
+/// (mounted at `/v/0`, holding `_data`), two renames whatever the volume holds. A fresh swap
+/// requires the staged copy and `_data` to be real directories and the other names absent (exit
+/// 98). Between the renames `_data` is missing: an interrupted swap is finished by the next run
+/// (`.xtask-old-PID` present), never undone. The root keeps the staged copy's owner, mode and
+/// mtime (the archive's).
+const SWAP_BESIDE: &str = r#"set -e
+s="$1"; o="$2"; t="$4"
+cd /v/0
+if [ "$5" = fresh ]; then
+  if [ ! -d "$s" ] || [ -L "$s" ] || [ ! -d _data ] || [ -L _data ]; then
+    echo "xtask: the staged copy $s or the volume's _data is missing or not a directory: nothing was swapped" >&2
+    exit 98
+  fi
+  for n in "$o" "$t"; do
+    if [ -e "$n" ] || [ -L "$n" ]; then
+      echo "xtask: $n exists before the swap began: nothing was swapped" >&2
+      exit 98
+    fi
+  done
+fi
+if [ -d "$s" ] && [ ! -L "$s" ]; then
+  w=$(stat -c %Y "$s")
+  if [ -d _data ] && [ ! -L _data ] && [ ! -e "$o" ]; then mv -f -- _data "$o"; fi
+  if [ ! -e _data ]; then mv -f -- "$s" _data; touch -d "@$w" _data; fi
+fi
+if [ -d "$o" ] && [ ! -L "$o" ]; then if [ -e "$t" ]; then rm -rf -- "$o"; else mv -f -- "$o" "$t"; fi; fi
+"#;
+
 /// Swaps the staged content of each of `targets` into place, each in a helper of its own with
 /// only that target mounted, all at once (the services are stopped meanwhile, so the window
 /// stays one container's start). Every target is tried; the failures are returned together (a
 /// refused one is unchanged: exit 98).
-pub fn swap(docker: &Docker, targets: &[&str], names: &Names) -> Result<()> {
-    run_swap(docker, targets, names, "fresh")
+pub fn swap(docker: &Docker, targets: &[&str], staging: &Staging) -> Result<()> {
+    run_swap(docker, &staging.places(targets), &staging.names, "fresh")
 }
 
-/// Finishes the swaps an interrupted restore began (or cleans what it left) in `targets`.
-fn finish_swap(docker: &Docker, targets: &[&str], names: &Names) -> Result<()> {
-    run_swap(docker, targets, names, "finish")
+/// Finishes the swaps an interrupted restore began (or cleans what it left) in `places`.
+fn finish_swap(docker: &Docker, places: &[Place], names: &Names) -> Result<()> {
+    run_swap(docker, places, names, "finish")
 }
 
-fn run_swap(docker: &Docker, targets: &[&str], names: &Names, mode: &str) -> Result<()> {
-    let command = ["sh", "-c", SWAP, "sh", &names.staging, &names.old, &names.swap, &names.trash, mode];
+fn run_swap(docker: &Docker, places: &[Place], names: &Names, mode: &str) -> Result<()> {
     let failed: Vec<String> = std::thread::scope(|scope| {
-        let running: Vec<_> = targets
+        let running: Vec<_> = places
             .iter()
-            .map(|target| {
-                let h = Helper::writers(&[target], &command);
-                (target, scope.spawn(move || docker.apply(&h.to_cmd())))
+            .map(|place| {
+                let script = if place.beside { SWAP_BESIDE } else { SWAP };
+                let command = ["sh", "-c", script, "sh", &names.staging, &names.old, &names.swap, &names.trash, mode];
+                let h = Helper::writers(&[place.at], &command);
+                (place.target, scope.spawn(move || docker.apply(&h.to_cmd())))
             })
             .collect();
         running
@@ -120,14 +196,19 @@ fn run_swap(docker: &Docker, targets: &[&str], names: &Names, mode: &str) -> Res
     if failed.is_empty() {
         return Ok(());
     }
+    let targets: Vec<&str> = places.iter().map(|p| p.target).collect();
     anyhow::bail!("swap the restored content into {}: {}", targets.join(", "), failed.join("; "))
 }
 
 /// Removes the staging of `target` (before its swap began) and any old content a finished swap
 /// left to remove: the volume is as it was, or as the swap made it.
-pub fn discard(docker: &Docker, target: &str, names: &Names) -> Result<()> {
+pub fn discard(docker: &Docker, target: &str, staging: &Staging) -> Result<()> {
+    discard_at(docker, target, staging.place(target), &staging.names)
+}
+
+fn discard_at(docker: &Docker, target: &str, at: &str, names: &Names) -> Result<()> {
     let (staged, trash) = (format!("/v/0/{}", names.staging), format!("/v/0/{}", names.trash));
-    let mut h = Helper::writer(target, &["rm", "-rf", &staged, &trash]);
+    let mut h = Helper::writer(at, &["rm", "-rf", &staged, &trash]);
     h.stdin = false;
     docker.apply(&h.to_cmd()).with_context(|| format!("remove the staged copy in volume {target}"))
 }
@@ -137,15 +218,19 @@ pub fn discard(docker: &Docker, target: &str, names: &Names) -> Result<()> {
 /// `rm` walks it: so each target gets a helper of its own with nothing else mounted, and a link
 /// can lead only into that same volume (which its service could change anyway), never into
 /// another restored volume or bind. Every target is tried; the failures are returned together.
-pub fn empty_trash(docker: &Docker, targets: &[&str], names: &Names) -> Result<()> {
+pub fn empty_trash(docker: &Docker, targets: &[&str], staging: &Staging) -> Result<()> {
+    empty_trash_at(docker, &staging.places(targets), &staging.names)
+}
+
+fn empty_trash_at(docker: &Docker, places: &[Place], names: &Names) -> Result<()> {
     // The root keeps the mtime it has (the archived one, or a service's change since).
     let script = "set -e; if [ -e \"/v/0/$1\" ] || [ -L \"/v/0/$1\" ]; then w=$(stat -c %Y /v/0); \
                   rm -rf \"/v/0/$1\"; touch -d \"@$w\" /v/0; fi";
     let mut failed = Vec::new();
-    for target in targets {
-        let h = Helper::writers(&[target], &["sh", "-c", script, "sh", &names.trash]);
+    for place in places {
+        let h = Helper::writers(&[place.at], &["sh", "-c", script, "sh", &names.trash]);
         if let Err(e) = docker.apply(&h.to_cmd()) {
-            failed.push(format!("{target}: {e:#}"));
+            failed.push(format!("{}: {e:#}", place.target));
         }
     }
     if failed.is_empty() {
@@ -154,70 +239,150 @@ pub fn empty_trash(docker: &Docker, targets: &[&str], names: &Names) -> Result<(
     anyhow::bail!("remove the old content the swap moved aside: {}", failed.join("; "))
 }
 
-/// Leftovers of restores whose process is gone, in `volumes`: each volume with the pid and
-/// whether its swap had begun (an `.xtask-old-PID` exists).
-fn leftovers(docker: &Docker, volumes: &[&str]) -> Result<Vec<Leftover>> {
-    if volumes.is_empty() {
-        return Ok(Vec::new());
-    }
-    let cmd =
-        docker.helper_read_only(volumes, &["find", "/v", "-mindepth", "2", "-maxdepth", "2", "-name", ".xtask-*"]);
-    Ok(parse_leftovers(&docker.query(&cmd).context("look for what interrupted restores left")?, volumes))
+/// What a restore whose process is gone left in one place: the target, where (the volume's
+/// root or the directory beside its `_data`), its pid, and whether its swap had begun (an
+/// `.xtask-old-PID` exists).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Leftover {
+    target: String,
+    at: String,
+    beside: bool,
+    pid: u32,
+    swapping: bool,
 }
 
-/// A volume, the pid of the restore that died there, and whether its swap had begun.
-type Leftover = (String, u32, bool);
+/// Leftovers in `places` (each mounted read-only), looked for by one helper.
+fn leftovers_in(docker: &Docker, places: &[Place]) -> Result<Vec<Leftover>> {
+    if places.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mounts: Vec<&str> = places.iter().map(|p| p.at).collect();
+    let cmd =
+        docker.helper_read_only(&mounts, &["find", "/v", "-mindepth", "2", "-maxdepth", "2", "-name", ".xtask-*"]);
+    Ok(parse_leftovers(&docker.query(&cmd).context("look for what interrupted restores left")?, places))
+}
 
 /// `find` lines `/v/INDEX/.xtask-KIND-PID` as leftovers of processes that are gone.
-fn parse_leftovers(found: &str, volumes: &[&str]) -> Vec<Leftover> {
+fn parse_leftovers(found: &str, places: &[Place]) -> Vec<Leftover> {
     let mut leftovers: Vec<Leftover> = Vec::new();
     for line in found.lines() {
         let Some(rest) = line.strip_prefix("/v/") else { continue };
         let Some((idx, name)) = rest.split_once('/') else { continue };
+        if !name.starts_with(".xtask-") {
+            continue;
+        }
         let (Ok(idx), Some((kind, pid))) = (idx.parse::<usize>(), name.rsplit_once('-')) else { continue };
-        let (Some(volume), Ok(pid)) = (volumes.get(idx), pid.parse::<u32>()) else { continue };
+        let (Some(place), Ok(pid)) = (places.get(idx), pid.parse::<u32>()) else { continue };
         if std::path::Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
         let swapping = kind == ".xtask-old";
-        match leftovers.iter_mut().find(|(v, p, _)| v == volume && *p == pid) {
-            Some(entry) => entry.2 |= swapping,
-            None => leftovers.push((volume.to_string(), pid, swapping)),
+        match leftovers.iter_mut().find(|l| l.at == place.at && l.pid == pid) {
+            Some(entry) => entry.swapping |= swapping,
+            None => leftovers.push(Leftover {
+                target: place.target.to_string(),
+                at: place.at.to_string(),
+                beside: place.beside,
+                pid,
+                swapping,
+            }),
         }
     }
     leftovers
 }
 
-/// Finishes the swaps and removes the staging that interrupted restores left in `volumes`;
-/// says what it did, and returns how many it found.
+/// Finishes the swaps and removes the staging that interrupted restores left beside the
+/// `_data` of `volumes` (no helper: this process lists those directories); first, before
+/// anything mounts the volumes. Says what it did, and returns how many it found.
+pub fn recover_beside(docker: &Docker, ui: &Ui, volumes: &[&str]) -> Result<usize> {
+    settle_beside(docker, ui, &candidates(docker, volumes)?)
+}
+
+/// Finishes the swaps and removes the staging that interrupted restores left inside `volumes`
+/// (one read-only helper looks); says what it did, and returns how many it found.
 pub fn recover(docker: &Docker, ui: &Ui, volumes: &[&str]) -> Result<usize> {
-    let found = leftovers(docker, volumes)?;
+    let found = leftovers_in(docker, &inside(volumes))?;
+    settle(docker, ui, &found)?;
+    Ok(found.len())
+}
+
+/// Each volume, staged inside itself.
+fn inside<'a>(volumes: &[&'a str]) -> Vec<Place<'a>> {
+    volumes.iter().map(|v| Place { target: v, at: v, beside: false }).collect()
+}
+
+/// The directory beside `_data` of each of `volumes` that is a plain local directory this
+/// process sees on this host (None of them with a remote engine). Not yet proven to be the
+/// volume's own: [`Survey`] does that before a staging goes there.
+fn candidates(docker: &Docker, volumes: &[&str]) -> Result<BTreeMap<String, (String, String)>> {
+    if !engine_is_local() || stage_in_volume() {
+        return Ok(BTreeMap::new());
+    }
+    let volumes: Vec<&str> = volumes.iter().copied().filter(|v| !v.starts_with('/')).collect();
+    let dirs = docker.volume_dirs(&volumes)?;
+    Ok(dirs
+        .into_iter()
+        .filter_map(|(volume, data)| {
+            let parent = data.strip_suffix("/_data")?.to_string();
+            crate::files::dir_identity(std::path::Path::new(&parent))?;
+            Some((volume, (parent, data)))
+        })
+        .collect())
+}
+
+/// A test hook, in debug builds only: `XTASK_STAGE_IN_VOLUME=1` stages every volume inside
+/// itself, so the end-to-end tests prove that place too on a machine where both are possible.
+fn stage_in_volume() -> bool {
+    cfg!(debug_assertions) && std::env::var_os("XTASK_STAGE_IN_VOLUME").is_some_and(|v| v == "1")
+}
+
+/// Settles what interrupted restores left beside the `_data` of the volumes in `dirs` (only the
+/// engine and this tool write there; this process lists them itself, no helper needed), before
+/// anything mounts the volumes: a swap cut off between its two renames left no `_data`, which
+/// a mount would fail on. Returns how many it found.
+fn settle_beside(docker: &Docker, ui: &Ui, dirs: &BTreeMap<String, (String, String)>) -> Result<usize> {
+    let places: Vec<Place> =
+        dirs.iter().map(|(v, (parent, _))| Place { target: v, at: parent, beside: true }).collect();
+    let mut found = String::new();
+    for (i, place) in places.iter().enumerate() {
+        let entries = std::fs::read_dir(place.at).with_context(|| format!("list {}", place.at))?;
+        for name in entries.flatten().map(|e| e.file_name()) {
+            found.push_str(&format!("/v/{i}/{}\n", name.to_string_lossy()));
+        }
+    }
+    let found = parse_leftovers(&found, &places);
     settle(docker, ui, &found)?;
     Ok(found.len())
 }
 
 fn settle(docker: &Docker, ui: &Ui, leftovers: &[Leftover]) -> Result<()> {
-    for (volume, pid, swapping) in leftovers {
-        let names = Names::of(*pid);
-        if *swapping {
+    for l in leftovers {
+        let names = Names::of(l.pid);
+        let (volume, pid) = (&l.target, l.pid);
+        let place = [Place { target: &l.target, at: &l.at, beside: l.beside }];
+        if l.swapping {
             ui.step(&format!("volume {volume}: finish the swap an interrupted restore (pid {pid}) had begun"));
-            finish_swap(docker, &[volume.as_str()], &names)?;
-            empty_trash(docker, &[volume.as_str()], &names)?;
+            finish_swap(docker, &place, &names)?;
+            empty_trash_at(docker, &place, &names)?;
         } else {
             ui.step(&format!("volume {volume}: remove the staged copy an interrupted restore (pid {pid}) left"));
-            discard(docker, volume, &names)?;
+            discard_at(docker, volume, &l.at, &names)?;
         }
     }
     Ok(())
 }
 
 /// What one read-only helper saw in the target volumes that exist, before a restore: what
-/// interrupted restores left there (settled by [`Survey::take`]), and the free space of each
-/// one's filesystem and of the Docker host's storage (for volumes yet to be created).
+/// interrupted restores left there (settled by [`Survey::take`]), the free space of each
+/// one's filesystem and of the Docker host's storage (for volumes yet to be created), and which
+/// volumes are staged beside their `_data` ([`Staging`]).
 pub struct Survey {
     leftovers: Vec<Leftover>,
-    free: std::collections::BTreeMap<String, u64>,
+    free: BTreeMap<String, u64>,
     host_free: u64,
+    /// Device and inode of each volume's root as a helper mounts it.
+    roots: BTreeMap<String, (u64, u64)>,
+    beside: BTreeMap<String, String>,
 }
 
 /// Run with the volumes' mount points as arguments. Fixed: nothing from an archive is in it.
@@ -225,6 +390,8 @@ const SURVEY: &str = r#"set -e
 df -P -k / "$@"
 echo ---
 if [ $# -gt 0 ]; then find "$@" -mindepth 1 -maxdepth 1 -name '.xtask-*'; fi
+echo ---
+if [ $# -gt 0 ]; then stat -c '%n %d:%i' "$@"; fi
 "#;
 
 /// The "Available" column (KiB) of a filesystem line of `df -P -k`, in bytes.
@@ -234,14 +401,18 @@ fn df_available(line: &str) -> Option<u64> {
 }
 
 impl Survey {
-    /// Settles the leftovers it saw (then measures again: they took space) and returns itself.
+    /// Settles the leftovers it saw (then measures again: they took space), proves which
+    /// volumes can be staged beside their `_data`, and returns itself.
     pub fn take(docker: &Docker, ui: &Ui, volumes: &[&str]) -> Result<Survey> {
-        let survey = Survey::of(docker, volumes)?;
-        if survey.leftovers.is_empty() {
-            return Ok(survey);
+        let dirs = candidates(docker, volumes)?;
+        settle_beside(docker, ui, &dirs)?;
+        let mut survey = Survey::of(docker, volumes)?;
+        if !survey.leftovers.is_empty() {
+            settle(docker, ui, &survey.leftovers)?;
+            survey = Survey::of(docker, volumes)?;
         }
-        settle(docker, ui, &survey.leftovers)?;
-        Survey::of(docker, volumes)
+        survey.beside = proven_beside(&dirs, &survey.roots);
+        Ok(survey)
     }
 
     fn of(docker: &Docker, volumes: &[&str]) -> Result<Survey> {
@@ -256,21 +427,61 @@ impl Survey {
 
     /// The output of [`SURVEY`] run over `volumes`.
     fn parse(out: &str, volumes: &[&str]) -> Result<Survey> {
-        let (df, found) = out.split_once("\n---").unwrap_or((out, ""));
+        let mut sections = out.split("\n---");
+        let (df, found, stats) = (sections.next().unwrap_or(""), sections.next().unwrap_or(""), sections.next());
         let unexpected = || anyhow::anyhow!("unexpected `df -P -k` output: {df:?}");
         let mut lines = df.lines().filter(|l| !l.trim().is_empty()).skip(1);
         let host_free = lines.next().and_then(df_available).ok_or_else(unexpected)?;
-        let mut free = std::collections::BTreeMap::new();
+        let mut free = BTreeMap::new();
         for v in volumes {
             free.insert(v.to_string(), lines.next().and_then(df_available).ok_or_else(unexpected)?);
         }
-        Ok(Survey { leftovers: parse_leftovers(found, volumes), free, host_free })
+        let leftovers = parse_leftovers(found, &inside(volumes));
+        let roots = stats.map(|s| parse_roots(s, volumes)).unwrap_or_default();
+        Ok(Survey { leftovers, free, host_free, roots, beside: BTreeMap::new() })
     }
 
     /// Free bytes where `volume` is (None: a volume yet to be created, on the host's storage).
     pub fn free(&self, volume: Option<&str>) -> u64 {
         volume.and_then(|v| self.free.get(v)).copied().unwrap_or(self.host_free)
     }
+}
+
+/// `stat -c '%n %d:%i'` lines `/v/INDEX DEV:INO` by volume.
+fn parse_roots(stats: &str, volumes: &[&str]) -> BTreeMap<String, (u64, u64)> {
+    let mut roots = BTreeMap::new();
+    for line in stats.lines() {
+        let Some((mount, id)) = line.trim().split_once(' ') else { continue };
+        let Some(volume) = mount.strip_prefix("/v/").and_then(|i| i.parse::<usize>().ok()).and_then(|i| volumes.get(i))
+        else {
+            continue;
+        };
+        let Some((dev, ino)) = id.split_once(':') else { continue };
+        if let (Ok(dev), Ok(ino)) = (dev.parse(), ino.parse()) {
+            roots.insert(volume.to_string(), (dev, ino));
+        }
+    }
+    roots
+}
+
+/// The candidates whose `_data`, resolved by this process without following links, is the
+/// very directory a helper mounts as the volume, on the same filesystem as its parent (a
+/// `_data` that is a mount point of its own is not renamed).
+fn proven_beside(
+    candidates: &BTreeMap<String, (String, String)>,
+    roots: &BTreeMap<String, (u64, u64)>,
+) -> BTreeMap<String, String> {
+    let id = |p: &str| crate::files::dir_identity(std::path::Path::new(p));
+    candidates
+        .iter()
+        .filter(|(volume, (parent, data))| {
+            let (Some(root), Some(data), Some(parent)) = (roots.get(*volume), id(data), id(parent)) else {
+                return false;
+            };
+            *root == data && parent.0 == data.0
+        })
+        .map(|(volume, (parent, _))| (volume.clone(), parent.clone()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -295,11 +506,41 @@ mod tests {
                    /v/0/.xtask-staging-4000001\n";
         let s = Survey::parse(out, &["a", "b"]).unwrap();
         assert_eq!((s.free(Some("a")), s.free(Some("b")), s.free(None)), (1900 * 1024, 2900 * 1024, 900 * 1024));
-        assert_eq!(s.leftovers, [("b".to_string(), 4000000, false), ("a".to_string(), 4000001, true)]);
+        let seen: Vec<(&str, u32, bool)> = s.leftovers.iter().map(|l| (l.target.as_str(), l.pid, l.swapping)).collect();
+        assert_eq!(seen, [("b", 4000000, false), ("a", 4000001, true)]);
+        assert!(s.roots.is_empty(), "no stat section: no roots");
         let none =
             Survey::parse("Filesystem 1024-blocks Used Available Capacity Mounted on\noverlay 1 0 7 0% /\n---", &[]);
         assert_eq!(none.unwrap().free(None), 7 * 1024);
         assert!(Survey::parse("Filesystem\n---\n", &["a"]).is_err(), "a missing line is an error, not 0 bytes free");
+    }
+
+    #[test]
+    fn roots_by_mount_index() {
+        let roots = parse_roots("\n/v/0 64768:131\n/v/1 64768:77\n/v/9 1:1\nnoise\n", &["a", "b"]);
+        assert_eq!(roots.into_iter().collect::<Vec<_>>(), [("a".into(), (64768, 131)), ("b".into(), (64768, 77))]);
+    }
+
+    #[test]
+    fn only_the_volumes_own_directory_is_staged_beside_it() {
+        let dir = std::env::temp_dir().join(format!("xtask-beside-{}", std::process::id()));
+        let (parent, data) = (dir.join("v"), dir.join("v/_data"));
+        std::fs::create_dir_all(&data).unwrap();
+        std::os::unix::fs::symlink(&data, dir.join("link")).unwrap();
+        let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
+        let real = crate::files::dir_identity(&data).unwrap();
+        let candidates: BTreeMap<String, (String, String)> = [
+            ("good".to_string(), (s(&parent), s(&data))),
+            ("other".to_string(), (s(&parent), s(&data))),
+            ("linked".to_string(), (s(&dir), s(&dir.join("link")))),
+            ("unmounted".to_string(), (s(&parent), s(&data))),
+        ]
+        .into();
+        let roots: BTreeMap<String, (u64, u64)> =
+            [("good".into(), real), ("other".into(), (real.0, real.1 + 1)), ("linked".into(), real)].into();
+        let beside = proven_beside(&candidates, &roots);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(beside.into_iter().collect::<Vec<_>>(), [("good".to_string(), s(&parent))]);
     }
 
     #[test]

@@ -42,9 +42,8 @@ pub struct ArchiveFile {
 
 /// Where archives live: `--output-dir`, else `$XTASK_BACKUP_DIR`, else `backups/` in the workspace.
 pub fn default_dir() -> PathBuf {
-    std::env::var_os("XTASK_BACKUP_DIR")
-        .filter(|s| !s.is_empty())
-        .map(PathBuf::from)
+    crate::environment::var("XTASK_BACKUP_DIR")
+        .map(|d| crate::environment::cwd().join(d))
         .unwrap_or_else(|| crate::model::compose::workspace_root().join("backups"))
 }
 
@@ -249,7 +248,7 @@ pub fn describe(path: &Path, file: String, project: &str, now: OffsetDateTime) -
         encrypted: archive::is_sealed(path),
         problem: None,
     };
-    if a.encrypted && std::env::var_os(crate::engine::crypt::IDENTITY_VAR).is_none() {
+    if a.encrypted && crate::environment::var(crate::engine::crypt::IDENTITY_VAR).is_none() {
         // Listed by its name: its kind and date come from there, its contents stay unknown.
         a.kind = name_kind(&a.file).into();
         let created_at = stamp.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());

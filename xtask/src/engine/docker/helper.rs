@@ -168,18 +168,18 @@ fn hostname() -> String {
 
 /// The small image the tool runs to read or write volumes: `$XTASK_HELPER_IMAGE`, else busybox.
 pub fn image() -> String {
-    std::env::var("XTASK_HELPER_IMAGE").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "busybox:1.36".to_string())
+    crate::environment::var("XTASK_HELPER_IMAGE").unwrap_or_else(|| "busybox:1.36".to_string())
 }
 
 /// Whether the engine runs on this machine (DOCKER_HOST unset or a unix socket): it then sees
 /// this machine's paths.
 pub fn engine_is_local() -> bool {
-    std::env::var("DOCKER_HOST").map_or(true, |h| h.is_empty() || h.starts_with("unix://"))
+    crate::environment::var("DOCKER_HOST").is_none_or(|h| h.starts_with("unix://"))
 }
 
 /// Whether volume streams may use a FIFO: a local engine, unless XTASK_TRANSPORT says otherwise.
 fn fifo_allowed() -> bool {
-    let transport = std::env::var("XTASK_TRANSPORT").unwrap_or_default();
+    let transport = crate::environment::var("XTASK_TRANSPORT").unwrap_or_default();
     transport != "stream" && (engine_is_local() || transport == "fifo")
 }
 

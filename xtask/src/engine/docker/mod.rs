@@ -14,7 +14,7 @@ use anyhow::{anyhow, bail, Result};
 
 pub use crate::engine::process::{ChildReader, ChildWriter, Tool, ToolReader, ToolWriter};
 pub use cmd::DockerCmd;
-pub use helper::{Helper, HelperMount, VolumeSink, VolumeTar};
+pub use helper::{engine_is_local, Helper, HelperMount, VolumeSink, VolumeTar};
 
 use crate::model::compose::Stack;
 
@@ -30,13 +30,14 @@ pub struct Docker {
 impl Docker {
     /// Finds `docker` on PATH and checks that the daemon answers and Compose v2 is there.
     pub fn connect(dry_run: bool, echo: bool) -> Result<Docker> {
-        let bin = which::which("docker").map_err(|_| {
-            anyhow!(
-                "the `docker` command was not found on PATH\n  \
+        let bin =
+            which::which_in("docker", crate::environment::var("PATH"), crate::environment::cwd()).map_err(|_| {
+                anyhow!(
+                    "the `docker` command was not found on PATH\n  \
                  install Docker Engine (https://docs.docker.com/engine/install/), or on Debian run \
                  `scripts/provision.sh`, or use --offline to only read the compose files"
-            )
-        })?;
+                )
+            })?;
         let docker = Docker { bin, dry_run, echo };
         docker.preflight()?;
         Ok(docker)

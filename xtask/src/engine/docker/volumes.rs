@@ -37,3 +37,54 @@ impl Docker {
         Ok(out)
     }
 }
+
+impl Docker {
+    /// Where the engine keeps each of `volumes` that is a plain directory of its local driver
+    /// (driver `local`, no mount options, `Mountpoint` ending in `/<name>/_data`): the volume
+    /// name and that directory, as `docker volume inspect` says. Other volumes are left out
+    /// (an NFS, tmpfs or bind option mounts something there; another driver keeps them elsewhere).
+    pub fn volume_dirs(&self, volumes: &[&str]) -> Result<BTreeMap<String, String>> {
+        if volumes.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let mut args =
+            vec!["volume", "inspect", "--format", "{{.Name}}\t{{.Driver}}\t{{len .Options}}\t{{.Mountpoint}}"];
+        args.extend(volumes);
+        let out = self.query(&self.cmd(args)).context("ask the engine where the volumes are kept")?;
+        Ok(plain_volume_dirs(&out))
+    }
+}
+
+/// The lines of [`Docker::volume_dirs`]'s inspect format that are plain local directories.
+fn plain_volume_dirs(inspect: &str) -> BTreeMap<String, String> {
+    let mut dirs = BTreeMap::new();
+    for line in inspect.lines() {
+        let mut fields = line.splitn(4, '\t');
+        let (Some(name), Some("local"), Some("0"), Some(mountpoint)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        if mountpoint.starts_with('/') && mountpoint.ends_with(&format!("/{name}/_data")) && !name.is_empty() {
+            dirs.insert(name.to_string(), mountpoint.to_string());
+        }
+    }
+    dirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_local_volumes_have_a_directory() {
+        let out = "a\tlocal\t0\t/var/lib/docker/volumes/a/_data\n\
+                   nfs\tlocal\t3\t/var/lib/docker/volumes/nfs/_data\n\
+                   other\tsome-plugin\t0\t/mnt/other\n\
+                   odd\tlocal\t0\t/elsewhere/_data\n\
+                   r\tlocal\t0\t/home/u/.local/share/docker/volumes/r/_data";
+        let dirs = plain_volume_dirs(out);
+        assert_eq!(dirs.keys().collect::<Vec<_>>(), ["a", "r"]);
+        assert_eq!(dirs["a"], "/var/lib/docker/volumes/a/_data");
+    }
+}

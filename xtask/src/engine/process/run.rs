@@ -26,6 +26,8 @@ fn expression(docker: &Docker, cmd: &DockerCmd) -> duct::Expression {
 }
 
 pub(crate) fn with_group(e: duct::Expression) -> duct::Expression {
+    // What the caller's shell set (crate::environment) reaches every child.
+    let e = crate::environment::overrides().into_iter().fold(e, |e, (k, v)| e.env(k, v));
     if !signals::installed() {
         return e;
     }

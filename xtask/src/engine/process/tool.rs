@@ -25,7 +25,7 @@ pub struct Tool {
 impl Tool {
     /// Finds `name` on PATH, or says what it is needed for and how to install it.
     pub fn find(name: &'static str, needed_for: &str) -> Result<Tool> {
-        let bin = which::which(name).map_err(|_| {
+        let bin = which::which_in(name, crate::environment::var("PATH"), crate::environment::cwd()).map_err(|_| {
             anyhow!(
                 "`{name}` was not found on PATH; it is needed {needed_for}\n  \
                  install it (Debian/Ubuntu: `sudo apt-get install {name}`; macOS: `brew install {name}`)"

@@ -115,10 +115,36 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
 }
 
+impl Stack {
+    /// The variable names the stack's files and its `.env` interpolate (`$NAME`, `${NAME…}`),
+    /// read line by line as Compose would (a line that fails to interpolate still names what it
+    /// read up to its fault). Files that cannot be read name nothing: resolving said so already.
+    pub fn interpolated_names(&self) -> Vec<String> {
+        let seen = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        let record = |name: &str| {
+            seen.borrow_mut().insert(name.to_string());
+            None
+        };
+        let dotenv = self.project_dir.join(".env");
+        for file in self.files.iter().chain(std::iter::once(&dotenv)) {
+            for line in std::fs::read_to_string(file).unwrap_or_default().lines() {
+                let _ = interpolate::interpolate(line, &record);
+            }
+        }
+        seen.into_inner().into_iter().collect()
+    }
+}
+
 impl Selection {
     /// Resolves files, project directory, `.env`, profiles and project name like Compose does.
+    /// [`Selection::resolve_in`] the run's directory (`crate::environment`).
     pub fn resolve(&self, process: &BTreeMap<String, String>) -> Result<Stack> {
-        let cwd = std::env::current_dir().context("read the current directory")?;
+        self.resolve_in(process, &crate::environment::cwd())
+    }
+
+    /// `process` holds the run's variables and `cwd` its directory (`crate::environment`).
+    pub fn resolve_in(&self, process: &BTreeMap<String, String>, cwd: &Path) -> Result<Stack> {
+        let cwd = cwd.to_path_buf();
         let mut files: Vec<PathBuf> = if !self.files.is_empty() {
             self.files.iter().map(|f| cwd.join(f)).collect()
         } else if let Some(list) = process.get("COMPOSE_FILE").filter(|s| !s.is_empty()) {

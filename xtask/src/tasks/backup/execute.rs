@@ -206,17 +206,19 @@ fn gather<'a>(ctx: &Ctx, plan: &'a BackupPlan, opts: &Options, dir: &Path) -> Re
     }
     // A push into restic with --no-keep-local writes no archive here.
     let local = plan.keep_local || !plan.push_vault;
-    // Two helper containers at once (a third of a second each): a restore that died may have
-    // left a half-done swap in a volume, finished before copying; and the sizes, measured again
-    // when such a leftover was settled meanwhile.
+    // A restore that died may have left a half-done swap beside a volume's `_data` (settled
+    // first: a mount would fail) or inside a volume, finished before copying. Then two helper
+    // containers at once (a third of a second each): the leftovers inside, and the sizes,
+    // measured again when such a leftover was settled meanwhile.
     let names: Vec<&str> = sources.volumes.iter().map(|v| v.source()).collect();
     let ui = &ctx.ui;
+    let beside = crate::engine::staging::recover_beside(docker, ui, &names)?;
     let (recovered, sizes) = std::thread::scope(|scope| {
         let recovering = scope.spawn(|| crate::engine::staging::recover(docker, ui, &names));
         let sizes = check_space(docker, dir, &sources, local);
         (recovering.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the recovery thread panicked"))), sizes)
     });
-    sources.sizes = match (recovered?, sizes) {
+    sources.sizes = match (recovered? + beside, sizes) {
         (0, sizes) => sizes?,
         (_, _) => check_space(docker, dir, &sources, local)?,
     };
@@ -311,7 +313,7 @@ fn stop_for_copy(guard: &mut ServiceGuard, ctx: &Ctx, plan: &BackupPlan, sources
     let mut servers: Vec<String> = sources.volumes.iter().flat_map(|v| v.stop_for_copy.clone()).collect();
     servers.sort();
     servers.dedup();
-    guard.stop_for_copy(&servers, &ctx.ui)
+    guard.stop_for(&servers, "for a consistent copy of their data (a store that is copied stopped)", &ctx.ui)
 }
 
 /// With --stop, the services using the copied volumes stop (and start again later).
@@ -320,7 +322,7 @@ fn stop_users(guard: &mut ServiceGuard, ctx: &Ctx, sources: &Sources) -> Result<
     svcs.sort();
     svcs.dedup();
     svcs.retain(|s| !sources.dbs.iter().any(|d| &d.login.service == s));
-    guard.stop_for_copy(&svcs, &ctx.ui)
+    guard.stop_for(&svcs, "for a consistent copy (--stop)", &ctx.ui)
 }
 
 /// The archive's name, decided before anything is written (the lock is held, so it stays free):

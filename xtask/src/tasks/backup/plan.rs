@@ -324,7 +324,7 @@ fn choose_volumes(
 
 /// The bind `wanted` names: its host path, or a path relative to the current directory.
 fn bind_named<'a>(binds: &'a [Bind], wanted: &str) -> Option<&'a Bind> {
-    let cwd = std::env::current_dir().unwrap_or_default();
+    let cwd = crate::environment::cwd();
     let path = crate::model::binds::normalize(&cwd.join(wanted));
     binds.iter().find(|b| b.host_path == wanted || b.host_path == path)
 }

@@ -38,7 +38,7 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
     check_space(docker, &survey, p)?;
     let mut guard = ServiceGuard::new(docker, &ctx.stack);
     let mut created = Vec::new();
-    let names = staging::Names::of(std::process::id());
+    let layout = staging::Staging::of(std::process::id(), &survey);
     let (safety, staged) = match &p.verified {
         Some(_) => {
             let safety = take_safety(ctx, p, opts, lock)?;
@@ -48,9 +48,9 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
         None => {
             // A signal from here on does not kill the tool mid-way: it takes the way back.
             signals::install()?;
-            match stage(ctx, p, opts, lock, &names, &mut created, &mut guard) {
+            match stage(ctx, p, opts, lock, &layout, &mut created, &mut guard) {
                 Ok((safety, staged)) => (safety, Some(staged)),
-                Err(e) => return Err(not_replaced(ctx, p, &names, &created, None, guard, e)),
+                Err(e) => return Err(not_replaced(ctx, p, &layout, &created, None, guard, e)),
             }
         }
     };
@@ -61,16 +61,17 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
         ));
     }
     let mut old_dbs = Vec::new();
-    let mut moments = Downtime { stop_began: unix_now(), swap_began: 0.0, swap_ended: 0.0, running_again: 0.0 };
+    let mut moments =
+        Downtime { stop_began: unix_now(), swap_began: 0.0, swap_ended: 0.0, running_again: 0.0, healthy_again: 0.0 };
     let replaced = match (&p.verified, &staged) {
         (Some(v), _) => replace(ctx, v, &p.plan, &p.dir, &mut guard, &mut created),
-        (None, Some(st)) => swap_all(ctx, p, &names, &mut guard, st, &mut old_dbs, &mut moments),
+        (None, Some(st)) => swap_all(ctx, p, &layout, &mut guard, st, &mut old_dbs, &mut moments),
         (None, None) => unreachable!("staged above"),
     };
     if let Err(e) = replaced {
         if let (Some(NothingSwapped), Some(st)) = (e.downcast_ref::<NothingSwapped>(), &staged) {
             // Stopped while its services stopped: nothing replaced, so no way back, only tidying.
-            return Err(not_replaced(ctx, p, &names, &created, Some(st), guard, e));
+            return Err(not_replaced(ctx, p, &layout, &created, Some(st), guard, e));
         }
         return Err(take_the_way_back(ctx, &p.plan.dbs, e, safety.as_ref(), &created, &p.dir, guard));
     }
@@ -80,19 +81,21 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
         Err(e) => return Err(take_the_way_back(ctx, &p.plan.dbs, e, safety.as_ref(), &created, &p.dir, guard)),
     };
     moments.running_again = unix_now();
-    let downtime = (!running.is_empty()).then_some(moments);
-    let downtime_seconds = downtime.map(|d| d.running_again - d.stop_began);
     if let Err(e) = services::wait_until_up(ctx.docker()?, &running, &ctx.ui).and_then(|()| fault_after("health")) {
         let e = e.context("the services did not come back healthy with the restored data");
         return Err(take_the_way_back(ctx, &p.plan.dbs, e, safety.as_ref(), &created, &p.dir, guard));
     }
+    moments.healthy_again = unix_now();
+    let downtime = (!running.is_empty()).then_some(moments);
+    let downtime_seconds = downtime.map(|d| d.running_again - d.stop_began);
+    let healthy_seconds = downtime.map(|d| d.healthy_again - d.stop_began);
     // The services are healthy again: the old database copies can go (the database service is
     // still up, also when this restore had to start it). The restore is done either way.
     if let Err(e) = database::drop_old(ctx, &p.plan.dbs, &old_dbs) {
         eprintln!("warning: the old database copies were not dropped ({e:#}); the next restore drops them");
     }
     let targets: Vec<&str> = p.plan.volumes.iter().map(|v| v.target.as_str()).collect();
-    if let Err(e) = staging::empty_trash(ctx.docker()?, &targets, &names) {
+    if let Err(e) = staging::empty_trash(ctx.docker()?, &targets, &layout) {
         eprintln!("warning: the old content the swap moved aside was not removed ({e:#}); the next restore removes it");
     }
     guard.restore(&ctx.ui)?;
@@ -104,6 +107,7 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
         undo,
         undo_only,
         downtime_seconds,
+        healthy_seconds,
         downtime,
     })
 }
@@ -173,7 +177,7 @@ fn stage(
     p: &Prepared,
     opts: &Options,
     lock: &Lock,
-    names: &staging::Names,
+    layout: &staging::Staging,
     created: &mut Vec<String>,
     guard: &mut ServiceGuard,
 ) -> Result<(Option<Safety>, Staged)> {
@@ -190,8 +194,16 @@ fn stage(
     }
     let targets: BTreeMap<String, String> =
         p.plan.volumes.iter().map(|v| (v.archived.clone(), v.target.clone())).collect();
-    let under = format!("{}/", names.staging);
-    let pass = extract::OnePass { docker, ui: &ctx.ui, targets: &targets, under: under.as_bytes(), dir: &p.dir };
+    let under = format!("{}/", layout.names.staging);
+    let places = |target: &str| layout.place(target).to_string();
+    let pass = extract::OnePass {
+        docker,
+        ui: &ctx.ui,
+        targets: &targets,
+        places: &places,
+        under: under.as_bytes(),
+        dir: &p.dir,
+    };
     ctx.ui.step(&format!("read, verify and stage {} in one pass", p.path.display()));
     let (report, dumps) = pass.run(&p.src, Rules { allow_special: opts.allow_special })?;
     if report.metadata.as_ref() != Some(&p.meta) {
@@ -214,13 +226,13 @@ fn stage(
 fn not_replaced(
     ctx: &Ctx,
     p: &Prepared,
-    names: &staging::Names,
+    layout: &staging::Staging,
     created: &[String],
     staged: Option<&Staged>,
     guard: ServiceGuard,
     e: anyhow::Error,
 ) -> anyhow::Error {
-    unstage_all(ctx, p, names, created);
+    unstage_all(ctx, p, layout, created);
     if let Some(st) = staged {
         database::unstage(ctx, &p.plan.dbs, &st.dbs);
     }
@@ -234,13 +246,13 @@ fn not_replaced(
 }
 
 /// After a failed staging: the staged copies go, and volumes the restore created.
-fn unstage_all(ctx: &Ctx, p: &Prepared, names: &staging::Names, created: &[String]) {
+fn unstage_all(ctx: &Ctx, p: &Prepared, layout: &staging::Staging, created: &[String]) {
     let Ok(docker) = ctx.docker() else { return };
     let _calm = signals::Suspended::begin();
     for v in &p.plan.volumes {
         if created.contains(&v.target) {
             let _ = docker.apply(&docker.cmd(["volume", "rm", "--force", &v.target]));
-        } else if let Err(e) = staging::discard(docker, &v.target, names) {
+        } else if let Err(e) = staging::discard(docker, &v.target, layout) {
             eprintln!("warning: {e:#}; the next restore removes it");
         }
     }
@@ -263,7 +275,7 @@ impl std::error::Error for NothingSwapped {}
 fn swap_all(
     ctx: &Ctx,
     p: &Prepared,
-    names: &staging::Names,
+    layout: &staging::Staging,
     guard: &mut ServiceGuard,
     staged: &Staged,
     old_dbs: &mut Vec<Vec<String>>,
@@ -275,7 +287,7 @@ fn swap_all(
     users.dedup();
     refuse_linked_binds(&p.plan)?;
     moments.stop_began = unix_now();
-    guard.stop_for_copy(&users, &ctx.ui)?;
+    guard.stop_for(&users, "for the swap", &ctx.ui)?;
     // A signal while the services stopped (up to their grace period): the last moment to stop
     // with nothing replaced.
     if signals::interrupted() {
@@ -287,7 +299,7 @@ fn swap_all(
     let targets: Vec<&str> = p.plan.volumes.iter().map(|v| v.target.as_str()).collect();
     if !targets.is_empty() {
         ctx.ui.step(&format!("swap the restored content into {}", targets.join(", ")));
-        staging::swap(docker, &targets, names)?;
+        staging::swap(docker, &targets, layout)?;
     }
     fault_after("volume-swap")?;
     *old_dbs = database::swap(ctx, &p.plan.dbs, &staged.dbs, &staged.dumps)?;
@@ -361,7 +373,7 @@ fn replace(
     let mut users: Vec<String> = plan.volumes.iter().flat_map(|v| v.services.clone()).collect();
     users.sort();
     users.dedup();
-    guard.stop_for_copy(&users, &ctx.ui)?;
+    guard.stop_for(&users, "to replace their data in place (--in-place)", &ctx.ui)?;
     let existing = docker.volume_names()?;
     for v in &plan.volumes {
         signals::check()?;

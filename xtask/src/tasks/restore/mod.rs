@@ -155,19 +155,23 @@ pub struct Outcome {
     /// How long the services using the restored volumes were stopped (None: none was): from
     /// the stop until their containers run again; the wait for their health comes after.
     pub downtime_seconds: Option<f64>,
+    /// From the stop until every restarted service was healthy (or running, without a health
+    /// check) again: what a user of the application waited.
+    pub healthy_seconds: Option<f64>,
     /// When each step of the short destructive part happened (None: no service was stopped).
     pub downtime: Option<Downtime>,
 }
 
 /// The moments of the short destructive part, in seconds since the Unix epoch: the stop of
 /// the users was asked for, the first rename, the last rename (volumes and databases), the
-/// users run again.
+/// users run again, the users are healthy again.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Downtime {
     pub stop_began: f64,
     pub swap_began: f64,
     pub swap_ended: f64,
     pub running_again: f64,
+    pub healthy_again: f64,
 }
 
 /// Opens the archive (the one descriptor every later read uses), reads its metadata by the
@@ -258,8 +262,10 @@ pub fn run(ctx: &Ctx, opts: &Options, dry_run: bool, json: bool) -> Result<Optio
         return Ok(Some(outcome));
     }
     println!("restored {} from {}", outcome.project, outcome.archive.display());
-    if let Some(d) = outcome.downtime_seconds {
-        println!("the services using the restored volumes were stopped for {d:.1} s");
+    if let (Some(d), Some(h)) = (outcome.downtime_seconds, outcome.healthy_seconds) {
+        println!(
+            "the services using the restored volumes were stopped for {d:.1} s (healthy again {h:.1} s after the stop)"
+        );
     }
     match &outcome.undo {
         Some(s) => println!("to undo this restore: {}", undo_command(ctx, s, &outcome.undo_only)),
