@@ -175,6 +175,20 @@ pub enum Command {
         #[command(flatten)]
         dir: DirArg,
     },
+    /// One pass over what a person on call wants to know: filesystems, growth, backup, deep
+    /// verify and remote ages, unprotected data (thresholds: x-xtask.alerts); exit 0 ok,
+    /// 1 warning, 2 critical
+    Check {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Print the report as one JSON object
+        #[arg(long)]
+        json: bool,
+        /// Also write the metrics as a node_exporter textfile (atomically), e.g.
+        /// /var/lib/prometheus/node-exporter/xtask.prom
+        #[arg(long, value_name = "FILE")]
+        prometheus: Option<PathBuf>,
+    },
     /// Regenerate generated docs (docs/data-protection.md)
     #[command(hide = true)]
     GenDocs,

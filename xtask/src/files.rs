@@ -4,6 +4,7 @@
 //! by component without following symbolic links.
 
 use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -171,6 +172,46 @@ pub fn user_dir(root_base: &Path, home_rel: &str, what: &str) -> Result<PathBuf>
         bail!("{} is not a private directory of this user: remove it and run again", dir.display());
     }
     Ok(dir)
+}
+
+/// A filesystem's size and use as `df` shows them: `used` is what is taken, `available` what an
+/// unprivileged writer may still take (the blocks reserved for root are in neither).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub size: u64,
+    pub used: u64,
+    pub available: u64,
+}
+
+/// The use of the filesystem holding `path`.
+pub fn usage(path: &Path) -> Result<Usage> {
+    let st = rustix::fs::statvfs(path).with_context(|| format!("statvfs {}", path.display()))?;
+    let used = (st.f_blocks - st.f_bfree) * st.f_frsize;
+    Ok(Usage { size: st.f_blocks * st.f_frsize, used, available: st.f_bavail * st.f_frsize })
+}
+
+/// Writes `bytes` to `path` atomically: a new file `.NAME.tmp-PID` beside it (`mode`, never
+/// through a link), fsynced, renamed over `path`, the directory fsynced. A reader sees the old
+/// file or the new one, never a part.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().with_context(|| format!("{} names no file", path.display()))?;
+    let temp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let _ = std::fs::remove_file(&temp);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&temp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&temp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e).with_context(|| format!("write {} (through {})", path.display(), temp.display()));
+    }
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).ok();
+    Ok(())
 }
 
 /// Free bytes for an unprivileged writer in `dir`.

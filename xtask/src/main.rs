@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use xtask::context::{Ctx, Trust};
-use xtask::tasks::{backup, catalog, clean, migrate, offsite, restore, stack, status, volumes};
+use xtask::tasks::{backup, catalog, check, clean, migrate, offsite, restore, stack, status, volumes};
 
 mod cli;
 
@@ -16,24 +16,39 @@ use cli::{clean_options, migrate_options, Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err}");
-            for cause in err.chain().skip(1) {
-                eprintln!("  because: {cause}");
-            }
+            print_error(&err);
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn print_error(err: &anyhow::Error) {
+    eprintln!("error: {err}");
+    for cause in err.chain().skip(1) {
+        eprintln!("  because: {cause}");
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = &cli.global;
     let offline = g.offline || !cli.command.needs_engine();
     let sh = xshell::Shell::new().context("read the current directory")?;
     let mut ctx = Ctx::new(&sh, &g.selection(), offline, g.dry_run, g.verbose, g.quiet)?;
     ctx.trust = Trust { allow_unsigned: g.allow_unsigned, allow_unencrypted: g.allow_unencrypted };
-    dispatch(&ctx, cli.command, g.dry_run, g.env_name())
+    if let Command::Check { dir, json, prometheus } = cli.command {
+        // Its exit code is its verdict: 0 ok, 1 warning, 2 critical.
+        // A check that could not run at all is critical: a monitor must not read it as a warning.
+        return Ok(match check::run(&ctx, &check::Options { dir: dir.path(), json, prometheus }) {
+            Ok(report) => ExitCode::from(report.exit_code),
+            Err(err) => {
+                print_error(&err);
+                ExitCode::from(2)
+            }
+        });
+    }
+    dispatch(&ctx, cli.command, g.dry_run, g.env_name()).map(|()| ExitCode::SUCCESS)
 }
 
 /// Calls the task the command names.
@@ -88,6 +103,7 @@ fn dispatch(ctx: &Ctx, command: Command, dry_run: bool, env: Option<String>) -> 
             println!("wrote {}", clean::write_docs()?.display());
             Ok(())
         }
+        Command::Check { .. } => unreachable!("check is run before dispatch, for its exit code"),
         Command::Up { services } => stack::up(ctx, &services),
         Command::Down => stack::down(ctx),
     }

@@ -1,5 +1,6 @@
 //! The stack as its compose files describe it: the Compose model and the volumes' roles.
 
+pub mod alerts;
 pub mod binds;
 pub mod compose;
 pub mod db;

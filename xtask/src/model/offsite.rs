@@ -108,6 +108,8 @@ pub struct Offsite {
     pub encryption: Encryption,
     /// Set: every archive is signed when written and must carry a valid signature to be read.
     pub signing: Option<Signing>,
+    /// `alerts`, `notify`, `schedule` and `retention` (model/alerts.rs).
+    pub operations: super::alerts::Operations,
 }
 
 fn text<'a>(v: &'a Value, key: &str, at: &str) -> Result<Option<&'a str>> {
@@ -146,6 +148,7 @@ pub fn parse(settings: Option<&Value>, project: &str, project_dir: &Path) -> Res
     if let Some(v) = s.get("sign") {
         out.signing = Some(signing(v, project_dir).context("x-xtask.sign")?);
     }
+    out.operations = super::alerts::parse(Some(s))?;
     Ok(out)
 }
 

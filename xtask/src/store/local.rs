@@ -120,6 +120,45 @@ pub fn verification(path: &Path) -> &'static str {
     }
 }
 
+/// The newest successful `verify --deep` of a project (local or remote: a restore drill), kept in
+/// the backup directory as `.xtask-deep-verify-<project>.json` for `check`. Only a record for
+/// monitoring (whoever can write the directory can write it); nothing is decided from it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeepRecord {
+    /// When the verify succeeded: UTC, RFC 3339.
+    pub at: String,
+    /// The archive it read (a path, or `REMOTE:NAME`).
+    pub archive: String,
+}
+
+fn deep_record_path(dir: &Path, project: &str) -> PathBuf {
+    dir.join(format!(".xtask-deep-verify-{project}.json"))
+}
+
+/// Records a successful deep verify of `archive` now (atomically); a failure to write is only
+/// warned about: the verify itself succeeded.
+pub fn record_deep(dir: &Path, project: &str, archive: &str) {
+    let at = OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    let record = DeepRecord { at, archive: archive.to_string() };
+    let written = serde_json::to_vec(&record)
+        .map_err(anyhow::Error::from)
+        .and_then(|json| crate::files::write_atomic(&deep_record_path(dir, project), &json, 0o600));
+    if let Err(e) = written {
+        eprintln!("warning: the deep verify succeeded but was not recorded for `check`: {e:#}");
+    }
+}
+
+/// When the newest successful deep verify of `project` ran and what it read (None: none recorded,
+/// or a record that is not ours).
+pub fn last_deep(dir: &Path, project: &str) -> Option<(OffsetDateTime, DeepRecord)> {
+    let f = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(deep_record_path(dir, project)).ok()?;
+    let mut text = Vec::new();
+    f.take(4096).read_to_end(&mut text).ok()?;
+    let record: DeepRecord = serde_json::from_slice(&text).ok()?;
+    let at = OffsetDateTime::parse(&record.at, &time::format_description::well_known::Rfc3339).ok()?;
+    Some((at, record))
+}
+
 /// Reads only the first entry, `metadata.json`, by the archive grammar (bounded, checked).
 pub fn read_metadata(path: &Path) -> Result<Metadata> {
     archive::read_metadata_from(&archive::Source::open(path)?)

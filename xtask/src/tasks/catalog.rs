@@ -112,6 +112,9 @@ pub fn verify(ctx: &Ctx, dir: &Path, which: Which, deep: bool, rules: archive::R
         if is_local {
             record_verification(&path, report.ok());
         }
+        if deep && report.ok() && !ctx.online().is_some_and(|d| d.dry_run()) {
+            crate::store::local::record_deep(dir, project, &path.display().to_string());
+        }
         if report.ok() {
             progress.finish(&format!("OK: {} entries, {} files, checksums match", report.entries, report.files));
         } else {

@@ -6,6 +6,7 @@
 
 pub mod backup;
 pub mod catalog;
+pub mod check;
 pub mod clean;
 pub mod deep;
 pub mod migrate;

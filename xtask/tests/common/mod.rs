@@ -129,6 +129,23 @@ impl TestStack {
         (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
     }
 
+    /// Runs the xtask binary against this stack; returns (exit code, stdout, stderr).
+    pub fn xtask_code(&self, args: &[&str]) -> (i32, String, String) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        cmd.arg("--project-name").arg(&self.project);
+        for f in &self.files {
+            cmd.arg("--file").arg(f);
+        }
+        cmd.args(args).envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        for v in &self.unset {
+            cmd.env_remove(v);
+        }
+        let out = cmd.output().expect("run xtask");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!stderr.contains("panicked"), "xtask panicked: {stderr}");
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+    }
+
     pub fn xtask_ok(&self, args: &[&str]) -> String {
         let (ok, out, err) = self.xtask(args);
         assert!(ok, "xtask {args:?} failed:\n{err}");
