@@ -7,8 +7,10 @@ use anyhow::{bail, Context, Result};
 
 use crate::engine::docker::Docker;
 use crate::environment::{self, Environment};
+use crate::engine::notify::Notifier;
 use crate::model::binds::{self, Bind};
 use crate::model::compose::{self, Project, Selection, Stack};
+use crate::model::notify::Event;
 use crate::model::offsite::{self, Offsite};
 use crate::ui::Ui;
 
@@ -113,5 +115,38 @@ impl Ctx {
             bail!("{why} in {}", self.stack.files[0].display());
         }
         Ok(parsed)
+    }
+
+    /// The notifiers of `x-xtask.notify` (none when the block cannot be read: the task itself
+    /// then says why).
+    pub fn notifier(&self) -> Notifier {
+        let targets = self.offsite().map(|o| o.operations.notify).unwrap_or_default();
+        Notifier::new(targets, &self.stack.name)
+    }
+
+    /// Runs `task` between notifications: start before, then success or failure with what
+    /// `end` says of its result (event, message, details) or the error. Never under `dry_run`;
+    /// a notifier that fails is only a warning, the task's result is returned as it was.
+    pub fn notified<T>(
+        &self,
+        name: &str,
+        dry_run: bool,
+        task: impl FnOnce() -> Result<T>,
+        end: impl FnOnce(&T) -> (Event, String, serde_json::Value),
+    ) -> Result<T> {
+        let notifier = self.notifier();
+        if dry_run || notifier.is_empty() {
+            return task();
+        }
+        notifier.send(name, Event::Start, &format!("{name} started"), &serde_json::Value::Null);
+        let result = task();
+        match &result {
+            Ok(value) => {
+                let (event, message, details) = end(value);
+                notifier.send(name, event, &message, &details);
+            }
+            Err(e) => notifier.send(name, Event::Failure, &format!("{name} failed: {e:#}"), &serde_json::Value::Null),
+        }
+        result
     }
 }

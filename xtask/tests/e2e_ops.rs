@@ -130,3 +130,166 @@ fn check_is_critical_without_a_backup_ok_after_one_and_warns_past_a_low_threshol
     assert!(err.contains("x-xtask.alerts") && err.contains("disk_precent"), "{err}");
     assert!(Path::new(&prom).exists());
 }
+
+/// One request as the local HTTP server saw it.
+#[derive(Debug, Clone)]
+struct Request {
+    path: String,
+    body: String,
+}
+
+/// A tiny HTTP server on 127.0.0.1 that records every request: `/broken…` answers 500, `/hang…`
+/// never answers, anything else 200. Returns its port and the record.
+fn http_server() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Request>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let record = record.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let path = line.split(' ').nth(1).unwrap_or_default().to_string();
+                let mut length = 0;
+                loop {
+                    let mut header = String::new();
+                    reader.read_line(&mut header).unwrap();
+                    if header.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let body = String::from_utf8_lossy(&body).into_owned();
+                record.lock().unwrap().push(Request { path: path.clone(), body });
+                if path.starts_with("/hang") {
+                    std::thread::sleep(std::time::Duration::from_secs(60));
+                }
+                let status = if path.starts_with("/broken") { "500 Internal Server Error" } else { "200 OK" };
+                let mut stream = stream;
+                let _ = write!(stream, "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK");
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// Takes what the server recorded so far.
+fn drain(seen: &std::sync::Arc<std::sync::Mutex<Vec<Request>>>) -> Vec<Request> {
+    std::mem::take(&mut *seen.lock().unwrap())
+}
+
+fn webhook(requests: &[Request]) -> Value {
+    let hook = requests.iter().find(|r| r.path.starts_with("/hook")).expect("the webhook was called");
+    serde_json::from_str(&hook.body).expect("the webhook body is JSON")
+}
+
+#[test]
+fn notifiers_hear_start_success_and_failure_and_a_broken_or_hanging_one_never_fails_the_task() {
+    if !engine() {
+        return;
+    }
+    let (port, seen) = http_server();
+    let ping = "/ping/5bd1e0c6-3f7a-4d2e-9a41-0c8e7d1f2b3a";
+    let block = format!(
+        "  alerts: {{disk_percent: 99, disk_critical_percent: 100}}\n  notify:\n    \
+         - http://127.0.0.1:{port}{ping}\n    \
+         - {{url: 'http://127.0.0.1:{port}/hook?token=HOOKSECRET42', kind: webhook}}\n    \
+         - {{url: 'http://127.0.0.1:{port}/broken?token=BROKENSECRET7', kind: webhook}}\n    \
+         - {{url: 'http://127.0.0.1:{port}/hang/0a1b2c3d4e5f6a7b8c9d', kind: ping}}"
+    );
+    let secrets = ["HOOKSECRET42", "BROKENSECRET7", "5bd1e0c6-3f7a-4d2e-9a41-0c8e7d1f2b3a", "0a1b2c3d4e5f6a7b8c9d"];
+    let backups = TempDir::new("ops-notify-backups");
+    let (_project, mut stack) = stack_from("ops-notify", &compose_with(&block), "OPS_PREFIX");
+    stack.env.push(("XTASK_BACKUP_DIR".into(), backups.s().to_string()));
+    stack.env.push(("XTASK_NOTIFY_TIMEOUT".into(), "2".into()));
+    stack.compose(&["up", "-d", "--wait"]);
+
+    // A backup: watched while it runs, curl never carries a URL on its command line.
+    let child = stack.spawn(&["backup"]);
+    let mut curls = 0;
+    let mut leaked = Vec::new();
+    let started = std::time::Instant::now();
+    let mut child = child;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains("curl") && cmdline.contains("--config") {
+                curls += 1;
+            }
+            if cmdline.contains(&format!("127.0.0.1:{port}")) {
+                leaked.push(cmdline);
+            }
+        }
+        assert!(started.elapsed().as_secs() < 300, "the backup did not end");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "a failing and a hanging notifier never fail the backup:\n{err}");
+    assert!(curls > 0, "curl was seen running (the hanging notifier holds it for 2 s)");
+    assert!(leaked.is_empty(), "a notify URL on a command line: {leaked:?}");
+    assert!(err.contains(&format!("warning: notify http://127.0.0.1:{port}/broken?token=***")), "{err}");
+    assert!(err.contains(&format!("warning: notify http://127.0.0.1:{port}/hang/***/start")), "{err}");
+    for s in secrets {
+        assert!(!err.contains(s), "{s} printed:\n{err}");
+    }
+    let requests = drain(&seen);
+    let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).filter(|p| p.starts_with("/ping")).collect();
+    assert_eq!(paths, [format!("{ping}/start"), ping.to_string()], "{requests:?}");
+    let success = requests.iter().find(|r| r.path == ping).unwrap();
+    assert!(success.body.starts_with("backup success on "), "{success:?}");
+    let body = webhook(&requests);
+    assert_eq!((body["project"].as_str(), body["task"].as_str()), (Some(stack.project.as_str()), Some("backup")));
+    assert_eq!(body["event"], "success");
+    assert_eq!(body["details"]["kind"], "full");
+    assert!(body["details"]["path"].as_str().unwrap().ends_with(".tar.gz"), "{body}");
+    assert!(body["at"].as_str().unwrap().ends_with('Z') && body["message"].as_str().unwrap().contains(".tar.gz"));
+    assert!(
+        requests.iter().any(|r| r.path.starts_with("/broken")) && requests.iter().any(|r| r.path.starts_with("/hang"))
+    );
+
+    // A backup that fails: /fail with the error, the webhook hears failure.
+    let (code, _, err) = stack.xtask_code(&["backup", "--volume", "no-such-volume"]);
+    assert_eq!(code, 1, "{err}");
+    let requests = drain(&seen);
+    let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).filter(|p| p.starts_with("/ping")).collect();
+    assert_eq!(paths, [format!("{ping}/start"), format!("{ping}/fail")], "{requests:?}");
+    let fail = requests.iter().find(|r| r.path.ends_with("/fail") && r.path.starts_with("/ping")).unwrap();
+    assert!(fail.body.contains("no-such-volume"), "the failure says why: {fail:?}");
+    assert_eq!(webhook(&requests)["event"], "failure");
+
+    // check: no deep verify yet, a warning: /fail, the report in the webhook's details.
+    let (code, _, err) = stack.xtask_code(&["check"]);
+    assert_eq!(code, 1, "{err}");
+    let requests = drain(&seen);
+    assert!(requests.iter().any(|r| r.path == format!("{ping}/fail")), "{requests:?}");
+    let body = webhook(&requests);
+    assert_eq!((body["task"].as_str(), body["event"].as_str()), (Some("check"), Some("failure")));
+    assert_eq!(body["details"]["exit_code"], 1);
+    assert!(body["message"].as_str().unwrap().contains("deep verify"), "{body}");
+
+    // prune: success.
+    stack.xtask_ok(&["prune"]);
+    let requests = drain(&seen);
+    assert!(requests.iter().any(|r| r.path == ping), "{requests:?}");
+    assert_eq!(
+        (webhook(&requests)["task"].as_str(), webhook(&requests)["event"].as_str()),
+        (Some("prune"), Some("success"))
+    );
+
+    // --dry-run tells nobody.
+    stack.xtask_ok(&["--dry-run", "backup"]);
+    assert!(drain(&seen).is_empty(), "a dry run notifies no one");
+}

@@ -1,8 +1,8 @@
 //! Everything outside the process: the Docker engine ([`docker`]; [`process`] is the one module
 //! that spawns processes), the stack's services ([`services`]), its database services as one interface
 //! ([`db`]: detection, logins, client commands), how PostgreSQL names databases ([`postgres`]),
-//! and the other CLIs the tool drives: age ([`crypt`]), rclone ([`remote`]) and `ssh-keygen -Y`
-//! ([`sign`]). Below the archive format: nothing here knows what an archive holds.
+//! and the other CLIs the tool drives: age ([`crypt`]), rclone ([`remote`]), `ssh-keygen -Y`
+//! ([`sign`]) and curl ([`notify`]). Below the archive format: nothing here knows what an archive holds.
 
 use std::io::Write;
 
@@ -11,6 +11,7 @@ use anyhow::Result;
 pub mod crypt;
 pub mod db;
 pub mod docker;
+pub mod notify;
 pub mod process;
 pub mod remote;
 pub mod restic;

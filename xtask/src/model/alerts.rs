@@ -1,8 +1,7 @@
 //! The operations settings of the compose file's `x-xtask:` block: when `check` warns
-//! (`alerts`), whom it tells (`notify`), and what `schedule install` writes (`schedule`,
+//! (`alerts`), whom it tells (`notify`, each item read by `model::notify`), and what `schedule install` writes (`schedule`,
 //! `retention`). Pure parsing, each key checked against a strict shape: an unknown key is an
-//! error (a typo must not silently leave an alert at its default), and each notify URL must be
-//! `http(s)://` text without control characters or quotes (it reaches curl as one config line).
+//! error (a typo must not silently leave an alert at its default).
 //!
 //! ```yaml
 //! x-xtask:
@@ -115,7 +114,7 @@ impl Default for Keep {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Operations {
     pub alerts: Alerts,
-    pub notify: Vec<String>,
+    pub notify: Vec<super::notify::Target>,
     pub schedule: Schedule,
     pub retention: Keep,
 }
@@ -220,24 +219,13 @@ pub fn duration(text: &str) -> Result<u64> {
     n.checked_mul(scale).filter(|s| *s <= 3650 * DAY).with_context(|| format!("{text:?} is longer than ten years"))
 }
 
-fn notify(v: &Value) -> Result<Vec<String>> {
+fn notify(v: &Value) -> Result<Vec<super::notify::Target>> {
     let items: Vec<&Value> = match v {
-        Value::String(_) => vec![v],
+        Value::String(_) | Value::Mapping(_) => vec![v],
         Value::Sequence(s) => s.iter().collect(),
-        _ => bail!("must be a URL or a list of URLs"),
+        _ => bail!("must be a URL, {{url, kind}} or a list of them"),
     };
-    items.into_iter().map(|i| i.as_str().context("every item must be a URL string").and_then(check_url)).collect()
-}
-
-/// A notify URL: `http://` or `https://`, a host, printable ASCII without quotes, backslashes or
-/// spaces (it goes to curl as one quoted config line, never on a command line).
-pub fn check_url(url: &str) -> Result<String> {
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
-    let printable = url.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
-    if !rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/')) || !printable {
-        bail!("a notify URL must be http(s)://host/… in printable ASCII without quotes, spaces or backslashes");
-    }
-    Ok(url.to_string())
+    items.into_iter().map(super::notify::target).collect()
 }
 
 fn schedule(v: &Value) -> Result<Schedule> {
@@ -331,7 +319,7 @@ mod tests {
     #[test]
     fn notify_urls_are_http_and_one_safe_line() {
         let o = ops("notify: https://hc-ping.com/abc").unwrap();
-        assert_eq!(o.notify, ["https://hc-ping.com/abc"]);
+        assert_eq!(o.notify[0].url, "https://hc-ping.com/abc");
         let o = ops("notify: ['http://127.0.0.1:9/x?token=1', 'https://u:p@h/w']").unwrap();
         assert_eq!(o.notify.len(), 2);
         for bad in [
@@ -342,6 +330,7 @@ mod tests {
             "notify: 'file:///etc/passwd'",
             "notify: [1]",
             "notify: {url: x}",
+            "notify: 7",
         ] {
             assert!(ops(bad).is_err(), "{bad}");
         }

@@ -4,5 +4,6 @@ pub mod alerts;
 pub mod binds;
 pub mod compose;
 pub mod db;
+pub mod notify;
 pub mod offsite;
 pub mod roles;

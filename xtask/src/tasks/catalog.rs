@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use crate::archive::extract::Verified;
 use crate::archive::{self};
 use crate::context::Ctx;
+use crate::model::notify::Event;
 use crate::store::binds::StackBinds;
 use crate::store::local::{latest_trusted, marker_confirmed, marker_path, record_verification, scan, ArchiveFile};
 use crate::store::retention::{decide, Retention};
@@ -188,7 +189,13 @@ fn check_binds(ctx: &Ctx, dir: &Path, report: &archive::Report) -> Result<()> {
     Ok(())
 }
 
+/// `prune` of the backup directory, the notifiers of `x-xtask.notify` told.
 pub fn prune(ctx: &Ctx, dir: &Path, r: &Retention, dry_run: bool) -> Result<()> {
+    let end = |_: &()| (Event::Success, format!("pruned {}", dir.display()), serde_json::Value::Null);
+    ctx.notified("prune", dry_run, || prune_local(ctx, dir, r, dry_run), end)
+}
+
+fn prune_local(ctx: &Ctx, dir: &Path, r: &Retention, dry_run: bool) -> Result<()> {
     let (project, ui) = (ctx.stack.name.as_str(), &ctx.ui);
     // Not while a backup or restore of the project runs (it may be reading an archive).
     let _lock = if dry_run || !dir.exists() { None } else { Some(crate::lock::Lock::acquire(dir, project, "prune")?) };

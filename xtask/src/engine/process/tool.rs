@@ -61,6 +61,17 @@ impl Tool {
         Ok(out.stdout)
     }
 
+    /// Runs a short command with `input` on its stdin (how a secret reaches it: never argv),
+    /// to its end; returns its stdout, a failure carries its stderr.
+    pub fn output_with_input(&self, args: &[String], input: &[u8]) -> Result<Vec<u8>> {
+        let e = self.expression(args).stdin_bytes(input.to_vec()).stdout_capture().stderr_capture().unchecked();
+        let out = e.run().with_context(|| format!("run `{}`", self.shown(args)))?;
+        if !out.status.success() {
+            return Err(self.failure(args, out.status, &out.stderr));
+        }
+        Ok(out.stdout)
+    }
+
     fn failure(&self, args: &[String], status: std::process::ExitStatus, stderr: &[u8]) -> anyhow::Error {
         let text = String::from_utf8_lossy(stderr);
         let lines: Vec<&str> = text.lines().filter(|l| !l.contains("NOTICE:") && !l.trim().is_empty()).collect();

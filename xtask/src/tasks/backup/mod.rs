@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::archive::Skipped;
 use crate::context::Ctx;
 use crate::lock::Lock;
+use crate::model::notify::Event;
 use crate::ui::human_bytes;
 
 mod dump;
@@ -145,8 +146,23 @@ pub fn take(ctx: &Ctx, opts: &Options, lock: &Lock) -> Result<Summary> {
 
 /// The `backup` / `backup-db` command: decide, show the plan under `dry_run`, else take the lock
 /// and write (and push when asked); then say what is not in the archive (loudly what nothing
-/// protects) and print the summary (`json`: as JSON). None under `dry_run`.
+/// protects) and print the summary (`json`: as JSON); the notifiers of `x-xtask.notify` are told
+/// (start, then success or failure). None under `dry_run`.
 pub fn run(ctx: &Ctx, opts: &Options, dry_run: bool, json: bool) -> Result<Option<Summary>> {
+    ctx.notified("backup", dry_run, || run_now(ctx, opts, dry_run, json), notice)
+}
+
+/// What the notifiers hear of a finished backup: its place, size, and what nothing protects.
+fn notice(summary: &Option<Summary>) -> (Event, String, serde_json::Value) {
+    let Some(s) = summary else { return (Event::Success, "nothing done (dry run)".into(), serde_json::Value::Null) };
+    let mut message = format!("{} ({}, {:.1} s)", s.place(), human_bytes(s.bytes), s.duration_seconds);
+    if !s.unprotected.is_empty() {
+        message.push_str(&format!("; {UNPROTECTED}: {}", s.unprotected.join(", ")));
+    }
+    (Event::Success, message, serde_json::to_value(s).unwrap_or_default())
+}
+
+fn run_now(ctx: &Ctx, opts: &Options, dry_run: bool, json: bool) -> Result<Option<Summary>> {
     let plan = prepare(ctx, opts)?;
     if dry_run {
         print!("{}", plan.describe());

@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 
 use crate::context::Ctx;
 use crate::files::Usage;
+use crate::model::notify::Event;
 use crate::model::offsite::Offsite;
 use crate::store::local;
 use crate::tasks::backup;
@@ -33,8 +34,28 @@ pub struct Options {
 }
 
 /// `check`: gathers, assesses, prints (`json`: the report as JSON), writes the textfile, and
-/// returns the report (its `exit_code` is what the command exits with).
+/// returns the report (its `exit_code` is what the command exits with); the notifiers of
+/// `x-xtask.notify` hear success when it is ok, failure otherwise.
 pub fn run(ctx: &Ctx, opts: &Options) -> Result<Report> {
+    let end = |r: &Report| {
+        let event = if r.level == Level::Ok { Event::Success } else { Event::Failure };
+        let worst: Vec<&str> = r
+            .findings
+            .iter()
+            .filter(|f| f.level == r.level && f.level != Level::Ok)
+            .map(|f| f.message.as_str())
+            .collect();
+        let message = format!(
+            "{}: {}",
+            r.level.as_str(),
+            if worst.is_empty() { "all checks ok".into() } else { worst.join("; ") }
+        );
+        (event, message, serde_json::to_value(r).unwrap_or_default())
+    };
+    ctx.notified("check", false, || check_now(ctx, opts), end)
+}
+
+fn check_now(ctx: &Ctx, opts: &Options) -> Result<Report> {
     let settings = ctx.offsite()?;
     let facts = gather(ctx, &opts.dir, &settings)?;
     let report = assess::assess(&facts, &settings.operations.alerts);

@@ -22,6 +22,7 @@ use crate::archive::{self, hex, HashingReader};
 use crate::context::Ctx;
 use crate::engine::crypt;
 use crate::engine::remote::{self, Remote};
+use crate::model::notify::Event;
 use crate::store::local;
 use crate::store::local::LocalFile;
 use crate::store::remote::{open, pick_named, quiet_policy, scan, RemoteArchive};
@@ -117,8 +118,28 @@ pub fn plan_push(remote: &Remote, files: &[LocalFile]) -> Result<Vec<PushItem>> 
     Ok(items)
 }
 
-/// The `push` command: the archives `pick` names in `dir` to `remote`, then how many went.
+/// The `push` command: the archives `pick` names in `dir` to `remote`, then how many went; the
+/// notifiers of `x-xtask.notify` are told.
 pub fn run_push(
+    ctx: &Ctx,
+    pick: &local::Pick,
+    remote: &str,
+    dir: &Path,
+    dry_run: bool,
+    yes: bool,
+) -> Result<Vec<PushItem>> {
+    let end = |items: &Vec<PushItem>| {
+        let uploaded = items.iter().filter(|i| i.action == "upload").count();
+        let message =
+            format!("pushed {uploaded} archive(s) to remote {remote}, {} already there", items.len() - uploaded);
+        let files: Vec<&str> = items.iter().map(|i| i.file.as_str()).collect();
+        let details = serde_json::json!({"remote": remote, "uploaded": uploaded, "archives": files});
+        (Event::Success, message, details)
+    };
+    ctx.notified("push", dry_run, || push_picked(ctx, pick, remote, dir, dry_run, yes), end)
+}
+
+fn push_picked(
     ctx: &Ctx,
     pick: &local::Pick,
     remote: &str,
@@ -391,7 +412,13 @@ fn authentic<'a>(ctx: &Ctx, remote: &Remote, archives: &'a [RemoteArchive]) -> R
 /// names only its own archive, a size and a gzip/age header that check out; the newest one
 /// always kept), plus leftovers of interrupted pushes older than a day. Objects it cannot
 /// authenticate never take a retention slot and are never removed: they are reported.
+/// `prune --remote`, the notifiers of `x-xtask.notify` told.
 pub fn prune(ctx: &Ctx, name: &str, r: &Retention, dry_run: bool) -> Result<()> {
+    let end = |_: &()| (Event::Success, format!("pruned remote {name}"), serde_json::json!({"remote": name}));
+    ctx.notified("prune", dry_run, || prune_remote(ctx, name, r, dry_run), end)
+}
+
+fn prune_remote(ctx: &Ctx, name: &str, r: &Retention, dry_run: bool) -> Result<()> {
     if let Some(spec) = crate::store::vault::lookup(ctx, name)? {
         return vault::prune(ctx, &spec, r, dry_run);
     }
