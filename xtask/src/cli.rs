@@ -7,9 +7,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use xtask::archive::Rules;
+use xtask::model::alerts::Cadence;
 use xtask::model::compose::Selection;
 use xtask::store::{local, retention::Retention};
-use xtask::tasks::{backup, catalog, clean, migrate, restore};
+use xtask::tasks::{backup, catalog, clean, migrate, restore, schedule};
 
 /// Back up, verify, restore and clean the named volumes of the project's Docker Compose stack.
 #[derive(Parser)]
@@ -189,6 +190,12 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         prometheus: Option<PathBuf>,
     },
+    /// Run the backup, its prunes and the restore drill on a schedule: systemd timers, or cron
+    /// lines where systemd does not run
+    Schedule {
+        #[command(subcommand)]
+        action: ScheduleCommand,
+    },
     /// Regenerate generated docs (docs/data-protection.md)
     #[command(hide = true)]
     GenDocs,
@@ -199,6 +206,81 @@ pub enum Command {
     },
     /// Remove the stack's containers and networks; volumes are kept
     Down,
+}
+
+#[derive(Subcommand)]
+pub enum ScheduleCommand {
+    /// Write (atomically) and enable a service and a timer for the nightly backup (then prune,
+    /// with the retention of x-xtask.retention) and for the drill (verify --latest --deep);
+    /// without systemd, print the cron lines
+    Install(ScheduleInstallArgs),
+    /// Show the units or cron lines this project's schedule has, and the next runs
+    Show(PlaceArgs),
+    /// Stop and remove the units or cron lines `schedule install` wrote (only those)
+    Remove(PlaceArgs),
+}
+
+#[derive(Args)]
+pub struct ScheduleInstallArgs {
+    /// Time of the nightly backup, HH:MM local time [default: x-xtask.schedule.at, else 03:15]
+    #[arg(long, value_name = "HH:MM")]
+    pub at: Option<String>,
+    /// Also push each backup to this remote (and prune it, and drill from it)
+    #[arg(long, value_name = "REMOTE")]
+    pub push: Option<String>,
+    /// How often the drill runs, an hour after the backup [default: x-xtask.schedule.drill, else monthly]
+    #[arg(long, value_enum)]
+    pub drill: Option<DrillCadence>,
+    /// The program the units run, by absolute path [default: this one]
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
+    #[command(flatten)]
+    pub place: PlaceArgs,
+    #[command(flatten)]
+    pub dir: DirArg,
+}
+
+/// Where a schedule lives.
+#[derive(Args)]
+pub struct PlaceArgs {
+    /// Your own units (~/.config/systemd/user) or crontab instead of the system's
+    #[arg(long)]
+    pub user: bool,
+    /// Cron instead of systemd: /etc/cron.d/xtask-PROJECT (root), or your crontab with --user
+    #[arg(long)]
+    pub cron: bool,
+    /// Write the files into this directory instead and ask no scheduler (staging, an image)
+    #[arg(long, value_name = "DIR")]
+    pub into: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum DrillCadence {
+    Weekly,
+    Monthly,
+}
+
+impl PlaceArgs {
+    pub fn place(self) -> schedule::Place {
+        schedule::Place { user: self.user, cron: self.cron, into: self.into }
+    }
+}
+
+impl ScheduleInstallArgs {
+    pub fn options(self, env: Option<String>) -> schedule::Options {
+        schedule::Options {
+            at: self.at,
+            push: self.push,
+            drill: self.drill.map(|d| match d {
+                DrillCadence::Weekly => Cadence::Weekly,
+                DrillCadence::Monthly => Cadence::Monthly,
+            }),
+            place: self.place.place(),
+            binary: self.binary,
+            dir: self.dir.path(),
+            env,
+        }
+    }
 }
 
 /// `ARCHIVE | --latest | --all`: which archives of the backup directory a command reads.
@@ -409,6 +491,7 @@ impl Command {
                 | Command::Prune(_)
                 | Command::Push { .. }
                 | Command::Pull { .. }
+                | Command::Schedule { .. }
         )
     }
 }

@@ -7,11 +7,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use xtask::context::{Ctx, Trust};
-use xtask::tasks::{backup, catalog, check, clean, migrate, offsite, restore, stack, status, volumes};
+use xtask::tasks::{backup, catalog, check, clean, migrate, offsite, restore, schedule, stack, status, volumes};
 
 mod cli;
 
-use cli::{clean_options, migrate_options, Cli, Command};
+use cli::{clean_options, migrate_options, Cli, Command, ScheduleCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -104,6 +104,9 @@ fn dispatch(ctx: &Ctx, command: Command, dry_run: bool, env: Option<String>) -> 
             Ok(())
         }
         Command::Check { .. } => unreachable!("check is run before dispatch, for its exit code"),
+        Command::Schedule { action: ScheduleCommand::Install(args) } => schedule::install(ctx, &args.options(env)),
+        Command::Schedule { action: ScheduleCommand::Show(place) } => schedule::show(ctx, &place.place()),
+        Command::Schedule { action: ScheduleCommand::Remove(place) } => schedule::remove(ctx, &place.place()),
         Command::Up { services } => stack::up(ctx, &services),
         Command::Down => stack::down(ctx),
     }

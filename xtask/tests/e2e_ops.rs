@@ -293,3 +293,119 @@ fn notifiers_hear_start_success_and_failure_and_a_broken_or_hanging_one_never_fa
     stack.xtask_ok(&["--dry-run", "backup"]);
     assert!(drain(&seen).is_empty(), "a dry run notifies no one");
 }
+
+/// The stack for `schedule`: in a directory whose name holds a space, `%`, `$`, quotes; a remote.
+fn schedule_stack(base: &TempDir) -> TestStack {
+    let dir = base.0.join("my stack %n $HOME \"q\" 'x'");
+    std::fs::create_dir_all(&dir).unwrap();
+    let block = "  remotes: {offsite: {url: 'rclone:nas:backups'}}\n  retention: {keep_daily: 14}";
+    std::fs::write(dir.join("compose.yaml"), compose_with(block)).unwrap();
+    let mut stack = TestStack::sample("ops-sched");
+    stack.files = vec![dir.join("compose.yaml")];
+    stack.env.push(("OPS_PREFIX".into(), stack.project.clone()));
+    stack
+}
+
+fn which(tool: &str) -> bool {
+    std::process::Command::new("which").arg(tool).output().is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn schedule_writes_verified_units_removes_only_its_own_and_falls_back_to_cron() {
+    let base = TempDir::new("ops-sched");
+    let stack = schedule_stack(&base);
+    let units = base.0.join("units");
+    std::fs::create_dir_all(&units).unwrap();
+    let p = stack.project.clone();
+    let names: Vec<String> = ["backup.service", "backup.timer", "drill.service", "drill.timer"]
+        .iter()
+        .map(|n| format!("xtask-{p}-{n}"))
+        .collect();
+
+    // A file of the same name it did not write is never overwritten.
+    std::fs::write(units.join(&names[3]), "[Timer]\nOnCalendar=daily\n").unwrap();
+    let into = units.to_str().unwrap();
+    let install = ["schedule", "install", "--into", into, "--at", "02:30", "--push", "offsite", "--drill", "weekly"];
+    let (ok, _, err) = stack.xtask(&install);
+    assert!(!ok && err.contains("not written by `schedule install`"), "{err}");
+    assert_eq!(std::fs::read_to_string(units.join(&names[3])).unwrap(), "[Timer]\nOnCalendar=daily\n");
+    std::fs::remove_file(units.join(&names[3])).unwrap();
+    std::fs::write(units.join("notes.txt"), "mine").unwrap();
+
+    let out = stack.xtask_ok(&install);
+    assert_eq!(out.matches("wrote ").count(), 4, "{out}");
+    let service = std::fs::read_to_string(units.join(&names[0])).unwrap();
+    assert!(service.starts_with(&format!("# xtask-schedule: project={p} ")), "{service}");
+    let exec: Vec<&str> = service.lines().filter(|l| l.starts_with("ExecStart=")).collect();
+    assert_eq!(exec.len(), 3, "backup, prune, prune --remote: {service}");
+    assert!(
+        exec[0].contains("\"-f\" \"") && exec[0].contains("/my stack %%n $$HOME \\\"q\\\" 'x'/compose.yaml\""),
+        "{}",
+        exec[0]
+    );
+    assert!(exec[0].contains(&format!("\"-p\" \"{p}\"")) && exec[0].ends_with("\"--push\" \"offsite\""), "{}", exec[0]);
+    assert!(exec[2].contains("\"--remote\" \"offsite\" \"--keep-last\" \"3\" \"--keep-daily\" \"14\""), "{}", exec[2]);
+    let timer = std::fs::read_to_string(units.join(&names[1])).unwrap();
+    assert!(timer.contains("OnCalendar=*-*-* 02:30:00\n"), "{timer}");
+    let drill = std::fs::read_to_string(units.join(&names[3])).unwrap();
+    assert!(drill.contains("OnCalendar=Sun *-*-* 03:30:00\n"), "{drill}");
+    assert_eq!(stack.xtask_ok(&install), out, "installing again rewrites the same units");
+
+    if which("systemd-analyze") {
+        let paths: Vec<std::path::PathBuf> = names.iter().map(|n| units.join(n)).collect();
+        let verify =
+            std::process::Command::new("systemd-analyze").args(["verify", "--man=no"]).args(&paths).output().unwrap();
+        let said = String::from_utf8_lossy(&verify.stderr);
+        assert!(verify.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+    } else if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("systemd-analyze is not installed (Debian: systemd) and CI=true: the units are not verified");
+    } else {
+        eprintln!("SKIPPED: systemd-analyze verify (not installed)");
+    }
+
+    let shown = stack.xtask_ok(&["schedule", "show", "--into", into]);
+    assert_eq!(shown.matches("== ").count(), 4, "{shown}");
+    let removed = stack.xtask_ok(&["schedule", "remove", "--into", into]);
+    assert_eq!(removed.matches("removed ").count(), 4, "{removed}");
+    let mut left: Vec<String> =
+        std::fs::read_dir(&units).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    left.sort();
+    assert_eq!(left, ["notes.txt"], "only what it wrote is removed");
+}
+
+#[test]
+fn cron_lines_pass_every_argument_intact_through_cron_and_the_shell() {
+    let base = TempDir::new("ops-cron");
+    let stack = schedule_stack(&base);
+    // A stand-in for the binary that records its arguments, one per line.
+    let record = base.0.join("args.txt");
+    let program = base.0.join("record-args");
+    std::fs::write(
+        &program,
+        format!("#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done >> '{}'\n", record.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&program, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cron_dir = base.0.join("cron.d");
+    std::fs::create_dir_all(&cron_dir).unwrap();
+    let program_arg = program.to_str().unwrap();
+    stack.xtask_ok(&["schedule", "install", "--cron", "--into", cron_dir.to_str().unwrap(), "--binary", program_arg]);
+    let table = std::fs::read_to_string(cron_dir.join(format!("xtask-{}", stack.project))).unwrap();
+    let lines: Vec<&str> = table.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    // What cron hands to /bin/sh: after the five time fields and the user, `\%` made `%`.
+    let command = lines[0].splitn(7, ' ').nth(6).unwrap().replace("\\%", "%");
+    let run = std::process::Command::new("/bin/sh").args(["-c", &command]).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let args = std::fs::read_to_string(&record).unwrap();
+    let file = stack.files[0].to_str().unwrap();
+    assert!(args.lines().any(|a| a == file), "the compose file's path arrives as one intact argument:\n{args}");
+    assert_eq!(args.lines().filter(|a| *a == "backup" || *a == "prune").count(), 2, "backup && prune ran:\n{args}");
+
+    // Without systemd and without --cron: the lines are printed, nothing installed.
+    if !std::path::Path::new("/run/systemd/system").exists() {
+        let out = stack.xtask_ok(&["schedule", "install", "--binary", program_arg]);
+        assert!(out.contains("systemd is not running here") && out.contains("# xtask-schedule: project="), "{out}");
+        assert!(out.contains("\n15 03 * * * if [ -r "), "the default time, no user field in a crontab: {out}");
+    }
+}

@@ -2,7 +2,7 @@
 //! that spawns processes), the stack's services ([`services`]), its database services as one interface
 //! ([`db`]: detection, logins, client commands), how PostgreSQL names databases ([`postgres`]),
 //! and the other CLIs the tool drives: age ([`crypt`]), rclone ([`remote`]), `ssh-keygen -Y`
-//! ([`sign`]) and curl ([`notify`]). Below the archive format: nothing here knows what an archive holds.
+//! ([`sign`]), curl ([`notify`]), systemctl and crontab ([`systemd`]). Below the archive format: nothing here knows what an archive holds.
 
 use std::io::Write;
 
@@ -18,6 +18,7 @@ pub mod restic;
 pub mod services;
 pub mod sign;
 pub mod staging;
+pub mod systemd;
 
 /// A second destination for bytes being written (an archive mirrored while it is written),
 /// finished by its owner once the original is committed (an upload: stdin closed, child waited).

@@ -12,6 +12,7 @@ pub mod deep;
 pub mod migrate;
 pub mod offsite;
 pub mod restore;
+pub mod schedule;
 pub mod stack;
 pub mod status;
 pub mod volumes;
