@@ -103,7 +103,8 @@ fn dispatch(ctx: &Ctx, command: Command, dry_run: bool, env: Option<String>) -> 
             println!("wrote {}", clean::write_docs()?.display());
             Ok(())
         }
-        Command::Check { .. } => unreachable!("check is run before dispatch, for its exit code"),
+        // Run by `run` before dispatch, for its exit code.
+        Command::Check { .. } => anyhow::bail!("check is run with its own exit code, not dispatched"),
         Command::Schedule { action: ScheduleCommand::Install(args) } => schedule::install(ctx, &args.options(env)),
         Command::Schedule { action: ScheduleCommand::Show(place) } => schedule::show(ctx, &place.place()),
         Command::Schedule { action: ScheduleCommand::Remove(place) } => schedule::remove(ctx, &place.place()),

@@ -247,13 +247,25 @@ fn push_list_prune_verify_and_restore_from_the_remote_after_losing_the_machine()
     assert!(first_path.is_file(), "prune --remote leaves local archives alone");
 
     // The restore drill: verify --deep streams from the remote, no local copy made.
-    let before: Vec<String> =
-        std::fs::read_dir(&backups).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let before: Vec<String> = std::fs::read_dir(&backups)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with(".xtask-deep-verify-"))
+        .collect();
     let out = stack.xtask_ok(&["verify", "--remote", "offsite", "--latest", "--deep", "--output-dir", b]);
     assert!(out.is_empty() || !out.contains("FAILED"), "{out}");
-    let after: Vec<String> =
-        std::fs::read_dir(&backups).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-    assert_eq!(before.len(), after.len(), "verify --remote wrote nothing locally");
+    let after: Vec<String> = std::fs::read_dir(&backups)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with(".xtask-deep-verify-"))
+        .collect();
+    assert_eq!(before.len(), after.len(), "verify --remote wrote no archive locally (only the drill's record)");
+    assert!(
+        backups.join(format!(".xtask-deep-verify-{}.json", stack.project)).is_file(),
+        "the drill is recorded for check"
+    );
 
     // The machine is lost: local archives gone, every volume gone. Restore from the remote.
     std::fs::remove_dir_all(&backups).unwrap();

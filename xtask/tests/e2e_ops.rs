@@ -125,10 +125,15 @@ fn check_is_critical_without_a_backup_ok_after_one_and_warns_past_a_low_threshol
     prometheus_samples(&text);
 
     std::fs::write(&stack.files[0], compose_with("  alerts: {disk_precent: 1}")).unwrap();
-    let (code, _, err) = stack.xtask_code(&["check"]);
+    let (code, _, err) = stack.xtask_code(&["check", "--prometheus", prom.to_str().unwrap()]);
     assert_eq!(code, 2, "a check that cannot read its settings is critical: {err}");
     assert!(err.contains("x-xtask.alerts") && err.contains("disk_precent"), "{err}");
-    assert!(Path::new(&prom).exists());
+    let text = std::fs::read_to_string(Path::new(&prom)).unwrap();
+    assert_eq!(prometheus_samples(&text), 1, "{text}");
+    assert!(
+        text.contains(&format!("xtask_check_status{{project=\"{}\"}} 2\n", stack.project)),
+        "not a stale ok: {text}"
+    );
 }
 
 /// One request as the local HTTP server saw it.

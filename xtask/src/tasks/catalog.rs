@@ -114,7 +114,10 @@ pub fn verify(ctx: &Ctx, dir: &Path, which: Which, deep: bool, rules: archive::R
             record_verification(&path, report.ok());
         }
         if deep && report.ok() && !ctx.online().is_some_and(|d| d.dry_run()) {
-            crate::store::local::record_deep(dir, project, &path.display().to_string());
+            // Beside a local archive (where `check` looks when that is the backup directory),
+            // a remote one's in the backup directory.
+            let at = if is_local { path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(dir) } else { dir };
+            crate::store::local::record_deep(at, project, &path.display().to_string());
         }
         if report.ok() {
             progress.finish(&format!("OK: {} entries, {} files, checksums match", report.entries, report.files));

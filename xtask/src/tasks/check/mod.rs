@@ -52,7 +52,14 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<Report> {
         );
         (event, message, serde_json::to_value(r).unwrap_or_default())
     };
-    ctx.notified("check", false, || check_now(ctx, opts), end)
+    let result = ctx.notified("check", false, || check_now(ctx, opts), end);
+    if let (Err(e), Some(file)) = (&result, &opts.prometheus) {
+        // A check that could not run still says so to the collector, not a stale ok.
+        if let Err(w) = crate::files::write_atomic(file, prom::render_failed(&ctx.stack.name).as_bytes(), 0o644) {
+            eprintln!("warning: {e:#}; and the textfile {} could not say so: {w:#}", file.display());
+        }
+    }
+    result
 }
 
 fn check_now(ctx: &Ctx, opts: &Options) -> Result<Report> {

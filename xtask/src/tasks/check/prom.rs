@@ -123,6 +123,15 @@ pub fn render(r: &Report) -> String {
     out
 }
 
+/// The textfile of a check that could not run: its status critical, nothing else claimed.
+pub fn render_failed(project: &str) -> String {
+    format!(
+        "# HELP xtask_check_status Worst finding of the last check: 0 ok, 1 warning, 2 critical.\n\
+         # TYPE xtask_check_status gauge\nxtask_check_status{{project=\"{}\"}} 2\n",
+        escape(project)
+    )
+}
+
 /// A sample value: integers without a fraction, others as Rust prints them; non-finite as the
 /// format spells them.
 fn number(v: f64) -> String {
@@ -239,6 +248,8 @@ pub mod tests {
             let unit = ["_bytes", "_ratio", "_seconds", "_per_day", "_full", "_status", "_findings", "_items"];
             assert!(unit.iter().any(|u| name.ends_with(u)), "{name} says its unit");
         }
+        assert_eq!(parses(&render_failed("app")), Ok(1));
+        assert!(render_failed("app").ends_with("xtask_check_status{project=\"app\"} 2\n"));
         assert!(parses("xtask_a{x=\"1} 2").is_err() && parses("xtask_a{} x").is_err() && parses("node_a{} 1").is_err());
     }
 }
