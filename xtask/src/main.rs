@@ -32,6 +32,19 @@ fn print_error(err: &anyhow::Error) {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // A check that could not run at all (the engine unreachable, a broken file) is critical: a
+    // monitor must not read it as a warning.
+    let is_check = matches!(cli.command, Command::Check { .. });
+    match run_command(cli) {
+        Err(err) if is_check => {
+            print_error(&err);
+            Ok(ExitCode::from(2))
+        }
+        other => other,
+    }
+}
+
+fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = &cli.global;
     let offline = g.offline || !cli.command.needs_engine();
     let sh = xshell::Shell::new().context("read the current directory")?;
@@ -39,14 +52,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     ctx.trust = Trust { allow_unsigned: g.allow_unsigned, allow_unencrypted: g.allow_unencrypted };
     if let Command::Check { dir, json, prometheus } = cli.command {
         // Its exit code is its verdict: 0 ok, 1 warning, 2 critical.
-        // A check that could not run at all is critical: a monitor must not read it as a warning.
-        return Ok(match check::run(&ctx, &check::Options { dir: dir.path(), json, prometheus }) {
-            Ok(report) => ExitCode::from(report.exit_code),
-            Err(err) => {
-                print_error(&err);
-                ExitCode::from(2)
-            }
-        });
+        let report = check::run(&ctx, &check::Options { dir: dir.path(), json, prometheus })?;
+        return Ok(ExitCode::from(report.exit_code));
     }
     dispatch(&ctx, cli.command, g.dry_run, g.env_name()).map(|()| ExitCode::SUCCESS)
 }

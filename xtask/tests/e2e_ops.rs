@@ -134,6 +134,15 @@ fn check_is_critical_without_a_backup_ok_after_one_and_warns_past_a_low_threshol
         text.contains(&format!("xtask_check_status{{project=\"{}\"}} 2\n", stack.project)),
         "not a stale ok: {text}"
     );
+
+    // The engine unreachable: critical too, never a warning.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["--project-name", &stack.project, "--file", stack.files[0].to_str().unwrap(), "check"])
+        .envs(stack.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// One request as the local HTTP server saw it.
