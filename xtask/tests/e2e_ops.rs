@@ -423,3 +423,83 @@ fn cron_lines_pass_every_argument_intact_through_cron_and_the_shell() {
         assert!(out.contains("\n15 03 * * * if [ -r "), "the default time, no user field in a crontab: {out}");
     }
 }
+
+#[test]
+fn check_levels_follow_a_filled_tmpfs_bind_and_a_backup_aged_by_a_fixed_clock() {
+    if !engine() {
+        return;
+    }
+    let compose = r#"services:
+  app:
+    image: ${APP_IMAGE:-busybox}
+    command: ["sleep", "1000000"]
+    volumes:
+      - ${OPS_BIND}:/srv/data
+x-xtask:
+  binds: {"${OPS_BIND}": {role: data, priority: critical}}
+"#;
+    let backups = TempDir::new("ops-levels-backups");
+    let bind = TempDir::new("ops-levels-bind");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs", bind.s()])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !mounted {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "mount a tmpfs (root) under CI=true");
+        eprintln!("SKIPPED: cannot mount a tmpfs (not root)");
+        return;
+    }
+    let (_project, mut stack) = stack_from("ops-levels", compose, "OPS_PREFIX");
+    stack.env.push(("XTASK_BACKUP_DIR".into(), backups.s().to_string()));
+    stack.env.push(("OPS_BIND".into(), bind.s().to_string()));
+    std::fs::write(bind.0.join("small"), vec![7u8; 100_000]).unwrap();
+    stack.compose(&["up", "-d", "--wait"]);
+    stack.xtask_ok(&["backup"]);
+    stack.xtask_ok(&["verify", "--latest", "--deep"]);
+    let check = |extra: &[(&str, String)]| {
+        let mut s = stack.env.clone();
+        s.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["--project-name", &stack.project, "--file", stack.files[0].to_str().unwrap(), "check", "--json"])
+            .envs(s.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{out:?}"));
+        (out.status.code().unwrap(), report)
+    };
+    let (code, report) = check(&[]);
+    assert_eq!(code, 0, "{report:#}");
+    let binds: Vec<&Value> = report["disks"].as_array().unwrap().iter().filter(|d| d["what"] == "bind").collect();
+    assert_eq!(binds.len(), 1, "{report:#}");
+    assert_eq!(binds[0]["path"].as_str(), Some(bind.s()));
+    assert_eq!(binds[0]["size_bytes"].as_u64(), Some(1 << 20));
+
+    // The tmpfs filled past 95%: critical, naming the bind.
+    std::fs::write(bind.0.join("big"), vec![7u8; 900_000]).unwrap();
+    let (code, report) = check(&[]);
+    assert_eq!(code, 2, "{report:#}");
+    let disk = report["findings"].as_array().unwrap().iter().find(|f| f["subject"] == bind.s()).unwrap();
+    assert_eq!(disk["level"], "critical", "{disk}");
+    let grown = report["volumes"].as_array().unwrap().iter().find(|v| v["name"] == bind.s()).unwrap();
+    assert!(
+        grown["size_bytes"].as_u64().unwrap() > grown["size_at_backup_bytes"].as_u64().unwrap() + 800_000,
+        "{grown}"
+    );
+    std::fs::remove_file(bind.0.join("big")).unwrap();
+
+    // The same backup seen 30 hours later: a warning; 60 hours later: critical; the growth since
+    // is a rate per day now that more than an hour passed.
+    let at = |hours: i64| {
+        let t = time::OffsetDateTime::now_utc() + time::Duration::hours(hours);
+        ("XTASK_CHECK_NOW", t.format(&time::format_description::well_known::Rfc3339).unwrap())
+    };
+    let (code, report) = check(&[at(30)]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(level_of(&report, "backup_age"), ["warning"]);
+    assert!(report["backup"]["age_seconds"].as_i64().unwrap() >= 30 * 3600);
+    let grown = report["volumes"].as_array().unwrap().iter().find(|v| v["name"] == bind.s()).unwrap();
+    assert!(grown["growth_bytes_per_day"].is_number(), "{grown}");
+    let (code, report) = check(&[at(60)]);
+    assert_eq!(code, 2, "{report:#}");
+    assert_eq!(level_of(&report, "backup_age"), ["critical"]);
+}

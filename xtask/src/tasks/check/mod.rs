@@ -90,13 +90,29 @@ pub fn render(r: &Report) -> String {
     out
 }
 
+/// The time the ages are measured at: now; in debug builds (the end-to-end tests), a test hook
+/// `XTASK_CHECK_NOW=RFC3339` moves it, so an old backup is proven by a fixed clock. A release
+/// build does not read the variable.
+#[cfg(debug_assertions)]
+fn now() -> OffsetDateTime {
+    let fixed = std::env::var("XTASK_CHECK_NOW").ok();
+    fixed
+        .and_then(|t| OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(OffsetDateTime::now_utc)
+}
+
+#[cfg(not(debug_assertions))]
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
 /// Collects the facts `assess` decides from. A part that cannot be read becomes a problem (a
 /// warning), never an abort: a check that fails to look must still say so with its exit code.
 pub fn gather(ctx: &Ctx, dir: &Path, settings: &Offsite) -> Result<Facts> {
     let project = ctx.stack.name.clone();
     let mut facts = Facts {
         project: project.clone(),
-        now: OffsetDateTime::now_utc(),
+        now: now(),
         disks: Vec::new(),
         volumes: Vec::new(),
         newest_backup: None,
