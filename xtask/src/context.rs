@@ -6,8 +6,8 @@
 use anyhow::{bail, Context, Result};
 
 use crate::engine::docker::Docker;
-use crate::environment::{self, Environment};
 use crate::engine::notify::Notifier;
+use crate::environment::{self, Environment};
 use crate::model::binds::{self, Bind};
 use crate::model::compose::{self, Project, Selection, Stack};
 use crate::model::notify::Event;

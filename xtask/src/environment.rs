@@ -27,6 +27,8 @@ pub const TOOL_VARS: &[&str] = &[
     "DOCKER_CONFIG",
     "PATH",
     "HOME",
+    "USER",
+    "XDG_CONFIG_HOME",
     "TMPDIR",
     "XTASK_BACKUP_DIR",
     "XTASK_HELPER_IMAGE",
@@ -37,6 +39,7 @@ pub const TOOL_VARS: &[&str] = &[
     "RESTIC_PASSWORD_FILE",
     "RESTIC_PASSWORD_COMMAND",
     "RCLONE_CONFIG",
+    "XTASK_NOTIFY_TIMEOUT",
 ];
 
 /// A run's directory and variables.

@@ -24,7 +24,7 @@ fn hostname() -> String {
 
 impl Notifier {
     pub fn new(targets: Vec<Target>, project: &str) -> Notifier {
-        let timeout_seconds = std::env::var(TIMEOUT_VAR).ok().and_then(|v| v.parse().ok()).filter(|t| *t > 0);
+        let timeout_seconds = crate::environment::var(TIMEOUT_VAR).and_then(|v| v.parse().ok()).filter(|t| *t > 0);
         Notifier {
             targets,
             project: project.to_string(),

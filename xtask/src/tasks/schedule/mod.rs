@@ -46,10 +46,7 @@ pub struct Options {
 }
 
 fn home() -> Result<PathBuf> {
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from)
-        .context("HOME is not set: say where with --into")
+    crate::environment::var("HOME").map(PathBuf::from).context("HOME is not set: say where with --into")
 }
 
 fn is_root() -> bool {
@@ -62,7 +59,7 @@ fn unit_dir(place: &Place) -> Result<PathBuf> {
         return Ok(d.clone());
     }
     if place.user {
-        let config = std::env::var_os("XDG_CONFIG_HOME").filter(|c| !c.is_empty()).map(PathBuf::from);
+        let config = crate::environment::var("XDG_CONFIG_HOME").map(PathBuf::from);
         return Ok(config.map(Ok).unwrap_or_else(|| home().map(|h| h.join(".config")))?.join("systemd/user"));
     }
     if !is_root() {
@@ -125,7 +122,7 @@ fn inputs(ctx: &Ctx, opts: &Options) -> Result<Inputs> {
             binary.display()
         );
     }
-    let dir = std::env::current_dir().context("read the current directory")?.join(&opts.dir);
+    let dir = crate::environment::cwd().join(&opts.dir);
     let env_file = if opts.place.user {
         home()?.join(format!(".config/xtask/{}.env", ctx.stack.name))
     } else {
@@ -201,7 +198,7 @@ fn install_cron(i: &Inputs, jobs: &[Job], place: &Place) -> Result<()> {
         println!("installed the cron lines of {} in your crontab (crontab -l)", i.project);
         return Ok(());
     }
-    let user = std::env::var("USER").ok().filter(|u| !u.is_empty() && !is_root()).unwrap_or_else(|| "root".into());
+    let user = crate::environment::var("USER").filter(|_| !is_root()).unwrap_or_else(|| "root".into());
     let file = cron_file(place, &i.project)?;
     write_ours(&file, &units::cron_block(i, jobs, Some(&user))?, &i.project)
 }
