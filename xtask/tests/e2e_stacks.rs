@@ -191,3 +191,73 @@ volumes:
     let grants = sql("SHOW GRANTS FOR 'reader'@'%'");
     assert!(grants.contains("GRANT SELECT ON `app`.*"), "the account and its grant came back: {grants}");
 }
+
+/// mailcow's shape: the database server mounts a volume its application also uses (a shared
+/// directory, restored with the rest). The restore stops the server with the volume's other
+/// users for the swap, starts it again before its dumps load, and every service ends running as
+/// before: the rows and the file are back, and the restore says the services are as they were.
+/// A failure after the database swap takes the way back and leaves the server running too.
+#[test]
+fn a_database_server_that_mounts_a_restored_volume_runs_for_its_load_and_after() {
+    if !engine() {
+        return;
+    }
+    let compose = r#"name: shared
+services:
+  db:
+    image: ${POSTGRES_IMAGE:-postgres:16}
+    environment: {POSTGRES_USER: app, POSTGRES_PASSWORD: app-pw, POSTGRES_DB: app}
+    volumes: [pgdata:/var/lib/postgresql/data, shared:/shared]
+    healthcheck:
+      test: ["CMD-SHELL", "pg_isready -h 127.0.0.1 -U app -d app"]
+      interval: 1s
+      retries: 60
+  app:
+    image: ${APP_IMAGE:-busybox}
+    command: ["sleep", "1000000"]
+    init: true
+    volumes: [shared:/shared]
+volumes:
+  pgdata: {name: "${SHARED_PREFIX}-pgdata"}
+  shared: {name: "${SHARED_PREFIX}-shared", labels: {xtask.role: uploads}}
+"#;
+    let (_project, mut stack) = stack_from("sharedvol", compose, "SHARED_PREFIX");
+    let dir = TempDir::new("sharedvol-backups");
+    stack.xtask_ok(&["up"]);
+    let psql = |stack: &TestStack, sql: &str| {
+        stack.exec("db", &["psql", "-X", "-At", "-U", "app", "-d", "app", "-c", sql], "").trim().to_string()
+    };
+    psql(&stack, "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 50)");
+    stack.exec("app", &["sh", "-c", "echo genuine > /shared/file.txt"], "");
+    let archive =
+        stack.xtask_json(&["backup", "--output-dir", dir.s(), "--json"])["path"].as_str().unwrap().to_string();
+    psql(&stack, "INSERT INTO t SELECT generate_series(51, 60)");
+    stack.exec("app", &["sh", "-c", "echo later > /shared/file.txt"], "");
+    let running = |stack: &TestStack| {
+        let filter = format!("label=com.docker.compose.project={}", stack.project);
+        let mut names: Vec<String> =
+            docker_ok(&["ps", "--filter", &filter, "--filter", "status=running", "--format", "{{.Names}}"])
+                .lines()
+                .map(str::to_string)
+                .collect();
+        names.sort();
+        names
+    };
+    let before = running(&stack);
+    assert_eq!(before.len(), 2, "db and app run: {before:?}");
+    // A failure right after the databases were swapped: the way back, and the server runs.
+    stack.env.push(("XTASK_FAULT_AFTER".into(), "database-swap".into()));
+    let (ok, _, err) = stack.xtask(&["restore", &archive, "--yes", "--output-dir", dir.s()]);
+    stack.env.pop();
+    assert!(!ok && err.contains("every service is as it was before (2 running)"), "{err}");
+    assert_eq!(running(&stack), before, "the way back left every service running");
+    assert_eq!(psql(&stack, "SELECT count(*) FROM t"), "60", "the state before the restore is back");
+    // The restore itself.
+    let (ok, _, err) = stack.xtask(&["restore", &archive, "--yes", "--output-dir", dir.s()]);
+    assert!(ok, "{err}");
+    assert!(err.contains("start db again: its databases load next"), "{err}");
+    assert!(err.contains("every service is as it was before (2 running)"), "{err}");
+    assert_eq!(running(&stack), before, "every service runs as before");
+    assert_eq!(psql(&stack, "SELECT count(*) FROM t"), "50", "the archived rows");
+    assert_eq!(stack.exec("app", &["cat", "/shared/file.txt"], ""), "genuine\n", "the archived file");
+}

@@ -60,16 +60,39 @@ pub struct ServiceGuard<'a> {
     stopped: Vec<String>,
     /// The containers of the stopped services that were running: started again directly.
     stopped_containers: Vec<String>,
+    /// Every service's state when [`ServiceGuard::remember`] was called, for
+    /// [`ServiceGuard::restore_checked`].
+    before: Option<BTreeMap<String, String>>,
 }
 
 impl<'a> ServiceGuard<'a> {
     pub fn new(docker: &'a Docker, stack: &'a Stack) -> Self {
-        ServiceGuard { docker, stack, started: Vec::new(), stopped: Vec::new(), stopped_containers: Vec::new() }
+        ServiceGuard {
+            docker,
+            stack,
+            started: Vec::new(),
+            stopped: Vec::new(),
+            stopped_containers: Vec::new(),
+            before: None,
+        }
+    }
+
+    /// Notes every service's state now: [`ServiceGuard::restore_checked`] compares with it.
+    pub fn remember(&mut self) -> Result<()> {
+        self.before = Some(states(self.docker, self.stack).context("note the services' states")?);
+        Ok(())
     }
 
     /// Starts `service` (without its dependencies) and waits for health unless it runs already.
     /// Returns whether it had to be started.
     pub fn ensure_running(&mut self, service: &str, ui: &Ui) -> Result<bool> {
+        if self.stopped.iter().any(|s| s == service) {
+            // This guard stopped it (a user of a volume being replaced): it runs again as it
+            // did before, and is no longer this guard's to put back. Never "started by us",
+            // which putting back would stop.
+            self.start_again(&[service.to_string()], ui)?;
+            return Ok(true);
+        }
         let states = states(self.docker, self.stack)?;
         match states.get(service).map(String::as_str) {
             Some("running") => Ok(false),
@@ -112,6 +135,33 @@ impl<'a> ServiceGuard<'a> {
         self.put_back(ui)
     }
 
+    /// [`ServiceGuard::restore`], then checks every service against the states
+    /// [`ServiceGuard::remember`] noted: Ok with what it found (said), or an error naming each
+    /// service that runs where it did not or no longer runs, and the command to start it.
+    pub fn restore_checked(mut self, ui: &Ui) -> Result<String> {
+        let put_back = self.put_back(ui);
+        let Some(before) = self.before.take() else { return put_back.map(|()| String::new()) };
+        let now = states(self.docker, self.stack).context("check the services' states")?;
+        let changed = changed_since(&before, &now);
+        if changed.is_empty() {
+            put_back?;
+            let running = now.values().filter(|s| *s == "running").count();
+            return Ok(format!("every service is as it was before ({running} running)"));
+        }
+        let not_running: Vec<&str> =
+            changed.iter().filter(|c| c.contains("was running")).map(|c| c.split(' ').next().unwrap_or("")).collect();
+        let hint = if not_running.is_empty() {
+            String::new()
+        } else {
+            format!("; start them with `cargo xtask up {}`", not_running.join(" "))
+        };
+        let e = anyhow::anyhow!("the services are not as they were before: {}{hint}", changed.join(", "));
+        Err(match put_back {
+            Err(p) => e.context(format!("{p:#}")),
+            Ok(()) => e,
+        })
+    }
+
     /// Starts the services this guard stopped again and waits for their health (the ones it
     /// started stay up until [`ServiceGuard::restore`]).
     pub fn restart_stopped(&mut self, ui: &Ui) -> Result<()> {
@@ -141,6 +191,30 @@ impl<'a> ServiceGuard<'a> {
         Ok(containers)
     }
 
+    /// Starts again, and waits for, those of `services` this guard stopped (a database server
+    /// that mounts a restored volume, whose dumps load next): from then on they are no longer
+    /// this guard's to put back. On a failure they stay its own.
+    pub fn start_again(&mut self, services: &[String], ui: &Ui) -> Result<()> {
+        let again: Vec<String> = self.stopped.iter().filter(|s| services.contains(s)).cloned().collect();
+        if again.is_empty() {
+            return Ok(());
+        }
+        let entries = ps(self.docker, self.stack)?;
+        let containers: Vec<String> = self
+            .stopped_containers
+            .iter()
+            .filter(|c| entries.iter().any(|e| &e.name == *c && again.contains(&e.service)))
+            .cloned()
+            .collect();
+        ui.step(&format!("start {} again: its databases load next", again.join(", ")));
+        let mut args: Vec<String> = vec!["start".into()];
+        args.extend(containers.iter().cloned());
+        self.docker.apply(&self.docker.cmd(args))?;
+        self.stopped.retain(|s| !again.contains(s));
+        self.stopped_containers.retain(|c| !containers.contains(c));
+        wait_until_up(self.docker, &containers, ui)
+    }
+
     fn put_back(&mut self, ui: &Ui) -> Result<()> {
         let mut first_error = self.restart_stopped(ui).err();
         for (service, existed) in std::mem::take(&mut self.started) {
@@ -160,6 +234,24 @@ impl<'a> ServiceGuard<'a> {
             None => Ok(()),
         }
     }
+}
+
+/// How the services' states now differ from `before` (service -> state, [`states`]): one line
+/// per service that ran and no longer does, or did not run and now does. Empty: as before.
+pub fn changed_since(before: &BTreeMap<String, String>, now: &BTreeMap<String, String>) -> Vec<String> {
+    let running = |m: &BTreeMap<String, String>, s: &str| m.get(s).is_some_and(|st| st == "running");
+    let mut names: Vec<&String> = before.keys().chain(now.keys()).collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .filter(|s| running(before, s) != running(now, s))
+        .map(|s| {
+            let was = before.get(s).map_or("not created", String::as_str);
+            let is = now.get(s).map_or("not created", String::as_str);
+            format!("{s} was {was}, is {is}")
+        })
+        .collect()
 }
 
 /// The running ones of `services` (by their first container's state, as `compose stop` sees them).
@@ -249,6 +341,20 @@ impl Drop for ServiceGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_change_of_running_is_named_and_other_states_are_alike() {
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let before = map(&[("db", "running"), ("app", "running"), ("job", "exited"), ("old", "created")]);
+        let same = map(&[("db", "running"), ("app", "running"), ("job", "created")]);
+        assert!(changed_since(&before, &same).is_empty(), "{:?}", changed_since(&before, &same));
+        let now = map(&[("db", "exited"), ("app", "running"), ("job", "running")]);
+        assert_eq!(changed_since(&before, &now), ["db was running, is exited", "job was exited, is running"]);
+        let gone = map(&[("app", "running"), ("job", "exited")]);
+        assert_eq!(changed_since(&before, &gone), ["db was running, is not created"]);
+    }
 
     #[test]
     fn ps_output_in_both_formats() {

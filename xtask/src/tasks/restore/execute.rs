@@ -37,6 +37,7 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
     let survey = staging::Survey::take(ctx.docker()?, &ctx.ui, &p.present())?;
     check_space(docker, &survey, p)?;
     let mut guard = ServiceGuard::new(docker, &ctx.stack);
+    guard.remember()?;
     let mut created = Vec::new();
     let layout = staging::Staging::of(std::process::id(), &survey);
     let (safety, staged) = match &p.verified {
@@ -98,7 +99,8 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
     if let Err(e) = staging::empty_trash(ctx.docker()?, &targets, &layout) {
         eprintln!("warning: the old content the swap moved aside was not removed ({e:#}); the next restore removes it");
     }
-    guard.restore(&ctx.ui)?;
+    let services = guard.restore_checked(&ctx.ui).context("the restore is done (the data are in place), but")?;
+    ctx.ui.step(&services);
     let undo = safety.map(|s| s.path);
     let undo_only = undo_only(&p.plan);
     Ok(Outcome {
@@ -132,9 +134,9 @@ fn take_the_way_back(
             eprintln!("warning: this restore's database copies were not dropped ({d:#}); the next restore drops them");
         }
     }
-    let restarted = guard.restore(&ctx.ui);
+    let restarted = guard.restore_checked(&ctx.ui);
     match (back, restarted) {
-        (Ok(msg), Ok(())) => e.context(format!("the restore failed; {msg}")),
+        (Ok(msg), Ok(services)) => e.context(format!("the restore failed; {msg}; {services}")),
         (Err(b), _) | (_, Err(b)) => e.context(format!(
             "the restore failed and so did the way back ({b:#}); the state before it is in {}",
             safety
@@ -302,6 +304,10 @@ fn swap_all(
         staging::swap(docker, &targets, layout)?;
     }
     fault_after("volume-swap")?;
+    // A database server that mounts a restored volume stopped with its other users: its dumps
+    // load into it next, so it runs again first.
+    let servers: Vec<String> = p.plan.dbs.iter().map(|db| db.login.service.clone()).collect();
+    guard.start_again(&servers, &ctx.ui)?;
     *old_dbs = database::swap(ctx, &p.plan.dbs, &staged.dbs, &staged.dumps)?;
     fault_after("database-swap")?;
     moments.swap_ended = unix_now();
