@@ -148,6 +148,20 @@ const UPLOAD_STORES: [&str; 16] = [
     "pictures",
 ];
 
+/// Path words that often name a build's output but as often an application's own files
+/// (OpenProject's attachments in `/var/openproject/assets`, uploads under `public`): never
+/// enough alone to call a mount regenerable.
+const WEAK_BUILD_WORDS: [&str; 5] = ["static", "assets", "public", "packs", "dist"];
+
+/// Whether a mount's path segments name the output of a known build tool, the strong evidence a
+/// mount is regenerable: Django's `collectstatic` target (`staticfiles`, `collectstatic`),
+/// Webpacker's `public/packs`, Next.js's `.next`.
+fn build_output(segments: &[String]) -> bool {
+    let has = |w: &str| segments.iter().any(|s| s == w);
+    let pair = |a: &str, b: &str| segments.windows(2).any(|p| p[0] == a && p[1] == b);
+    has("staticfiles") || has("collectstatic") || has(".next") || pair("public", "packs")
+}
+
 /// Where database images keep their data (an image whose name says nothing, e.g. pgvecto-rs).
 const DATABASE_DIRS: [&str; 5] =
     ["/var/lib/postgresql", "/var/lib/mysql", "/var/lib/mariadb", "/var/lib/mongodb", "/data/db"];
@@ -158,8 +172,10 @@ pub fn infer_role(key: &str, mounts: &[(&Service, &Mount)]) -> Role {
 }
 
 /// [`infer_role`] with the reason, for `volumes` (`role_reason`). When unsure it says data,
-/// which is backed up: regenerable needs a strong signal (node_modules, a build output such as
-/// `static`/`staticfiles`/`assets`, or a label), and an upload store beats `public`.
+/// which is backed up: regenerable needs strong evidence (a label, `node_modules` and the other
+/// install directories of a known tool, a known build tool's output such as Django's
+/// `staticfiles`), never a path word like `static`, `assets` or `public` alone; and an upload
+/// store beats them.
 pub fn infer(key: &str, mounts: &[(&Service, &Mount)]) -> (Role, String) {
     let image_base = |s: &Service| db::image_base(s.image.as_deref().unwrap_or_default());
     let segments = |m: &Mount| m.target.to_lowercase().split('/').map(str::to_string).collect::<Vec<_>>();
@@ -201,18 +217,35 @@ pub fn infer(key: &str, mounts: &[(&Service, &Mount)]) -> (Role, String) {
     if let Some(t) = with_segment(&["node_modules", "vendor", ".venv", "site-packages", "bower_components"]) {
         return (Role::Dependencies, format!("mounted at {t}: installed dependencies, rebuilt by an install"));
     }
-    if let Some(t) = with_segment(&["static", "staticfiles", "assets", "collectstatic", "packs"]) {
-        return (Role::Static, format!("mounted at {t}: a build output, rebuilt by a build"));
+    if let Some(t) = first_target(&|m| build_output(&segments(m))) {
+        return (Role::Static, format!("mounted at {t}: a build tool's output, rebuilt by a build"));
     }
     if let Some(t) = with_segment(&["cache", ".cache"]) {
         return (Role::Cache, format!("mounted at {t}: a cache"));
     }
+    infer_from_key(key, with_segment(&WEAK_BUILD_WORDS))
+}
+
+/// The last rules of [`infer`]: the volume's key, then data; `weak` is a mount whose path has a
+/// word of [`WEAK_BUILD_WORDS`], said in the reason since it is backed up though it may be a
+/// build output.
+fn infer_from_key(key: &str, weak: Option<String>) -> (Role, String) {
     let key_words: Vec<String> = key.to_lowercase().split(['-', '_', '.']).map(str::to_string).collect();
     if key_words.iter().any(|w| UPLOAD_STORES.contains(&w.as_str())) {
         return (Role::Uploads, format!("its name {key} names an upload store"));
     }
     if key_words.iter().any(|w| w == "cache") {
         return (Role::Cache, format!("its name {key} says cache"));
+    }
+    if let Some(t) = weak {
+        return (
+            Role::Data,
+            format!(
+                "mounted at {t}: a word like static/assets/public alone does not prove a build output (OpenProject \
+                 keeps attachments in /var/openproject/assets), so it is backed up; label it {ROLE_LABEL}: static \
+                 if a build makes it"
+            ),
+        );
     }
     (Role::Data, "no rule matched: data, backed up (label it to say otherwise)".into())
 }
@@ -261,62 +294,250 @@ mod tests {
         assert_eq!(infer_role("build-cache", &[]), Role::Cache);
     }
 
-    /// Mounts as public applications' own compose files write them: (image, target, role).
-    const REAL_STACKS: [(&str, &str, Role); 42] = [
-        ("docker.elastic.co/elasticsearch/elasticsearch:8.15.0", "/usr/share/elasticsearch/data", Role::Database),
-        ("rabbitmq:3-management", "/var/lib/rabbitmq", Role::Database),
-        ("ghcr.io/mastodon/mastodon:v4.3", "/mastodon/public/system", Role::Uploads),
-        ("postgres:14-alpine", "/var/lib/postgresql/data", Role::Database),
-        ("redis:7-alpine", "/data", Role::Cache),
-        ("ghcr.io/immich-app/immich-server:release", "/usr/src/app/upload", Role::Uploads),
-        ("ghcr.io/immich-app/immich-machine-learning:release", "/cache", Role::Cache),
-        ("tensorchord/pgvecto-rs:pg14-v0.2.0", "/var/lib/postgresql/data", Role::Database),
-        ("nextcloud:29-apache", "/var/www/html", Role::Data),
-        ("nextcloud:29-apache", "/var/www/html/data", Role::Data),
-        ("mariadb:10.11", "/var/lib/mysql", Role::Database),
-        ("ghcr.io/paperless-ngx/paperless-ngx:latest", "/usr/src/paperless/media", Role::Uploads),
-        ("ghcr.io/paperless-ngx/paperless-ngx:latest", "/usr/src/paperless/data", Role::Data),
-        ("ghcr.io/paperless-ngx/paperless-ngx:latest", "/usr/src/paperless/consume", Role::Data),
-        ("mattermost/mattermost-team-edition:9", "/mattermost/data", Role::Data),
-        ("mattermost/mattermost-team-edition:9", "/mattermost/logs", Role::Logs),
-        ("mattermost/mattermost-team-edition:9", "/mattermost/plugins", Role::Data),
-        ("gitea/gitea:1.22", "/data", Role::Data),
-        ("registry.rocket.chat/rocketchat/rocket.chat:6", "/app/uploads", Role::Uploads),
-        ("mongo:6", "/data/db", Role::Database),
-        ("bitnami/mongodb:6.0", "/bitnami/mongodb", Role::Database),
-        ("clickhouse/clickhouse-server:24", "/var/lib/clickhouse", Role::Database),
-        ("ghcr.io/mailcow/mailcow-dockerized/dovecot", "/var/vmail", Role::Data),
-        ("mariadb:10.5", "/var/run/mysqld/", Role::Cache),
-        ("wordpress:6", "/var/www/html", Role::Data),
-        ("wordpress:6", "/var/www/html/wp-content/uploads", Role::Uploads),
-        ("ghost:5", "/var/lib/ghost/content", Role::Data),
-        ("strapi/strapi", "/opt/app/public/uploads", Role::Uploads),
-        ("ruby:3.3", "/app/public/assets", Role::Static),
-        ("ruby:3.3", "/app/public", Role::Data),
-        ("ruby:3.3", "/rails/storage", Role::Uploads),
-        ("python:3.12", "/app/staticfiles", Role::Static),
-        ("node:20", "/app/node_modules", Role::Dependencies),
-        ("php:8.3-fpm", "/var/www/vendor", Role::Dependencies),
-        ("nginx:1.27", "/var/log/nginx", Role::Logs),
-        ("grafana/grafana:11", "/var/lib/grafana", Role::Data),
-        ("jellyfin/jellyfin", "/cache", Role::Cache),
-        ("matrixdotorg/synapse:latest", "/data/media_store", Role::Uploads),
-        ("fireflyiii/core", "/var/www/html/storage/upload", Role::Uploads),
-        ("valkey/valkey:8", "/data", Role::Cache),
-        ("vaultwarden/server", "/data", Role::Data),
-        ("nodebb/docker", "/usr/src/app/public/uploads", Role::Uploads),
+    /// Mounts as public applications' own compose files write them (a comment names the file the
+    /// rows below it come from): (image, volume key, target, role, priority).
+    const REAL_STACKS: [(&str, &str, &str, Role, Priority); 103] = [
+        (
+            "docker.elastic.co/elasticsearch/elasticsearch:8.15.0",
+            "v",
+            "/usr/share/elasticsearch/data",
+            Role::Database,
+            Priority::Critical,
+        ),
+        ("rabbitmq:3-management", "v", "/var/lib/rabbitmq", Role::Database, Priority::Critical),
+        // mastodon/mastodon docker-compose.yml
+        ("ghcr.io/mastodon/mastodon:v4.3", "v", "/mastodon/public/system", Role::Uploads, Priority::Critical),
+        ("postgres:14-alpine", "v", "/var/lib/postgresql/data", Role::Database, Priority::Critical),
+        ("redis:7-alpine", "v", "/data", Role::Cache, Priority::Important),
+        // immich-app/immich docker/docker-compose.yml
+        ("ghcr.io/immich-app/immich-server:release", "v", "/usr/src/app/upload", Role::Uploads, Priority::Critical),
+        (
+            "ghcr.io/immich-app/immich-machine-learning:release",
+            "model-cache",
+            "/cache",
+            Role::Cache,
+            Priority::Important,
+        ),
+        ("tensorchord/pgvecto-rs:pg14-v0.2.0", "v", "/var/lib/postgresql/data", Role::Database, Priority::Critical),
+        // nextcloud/docker .examples
+        ("nextcloud:29-apache", "v", "/var/www/html", Role::Data, Priority::Important),
+        ("nextcloud:29-apache", "v", "/var/www/html/data", Role::Data, Priority::Important),
+        ("mariadb:10.11", "v", "/var/lib/mysql", Role::Database, Priority::Critical),
+        // paperless-ngx docker/compose
+        (
+            "ghcr.io/paperless-ngx/paperless-ngx:latest",
+            "v",
+            "/usr/src/paperless/media",
+            Role::Uploads,
+            Priority::Critical,
+        ),
+        ("ghcr.io/paperless-ngx/paperless-ngx:latest", "v", "/usr/src/paperless/data", Role::Data, Priority::Important),
+        (
+            "ghcr.io/paperless-ngx/paperless-ngx:latest",
+            "v",
+            "/usr/src/paperless/consume",
+            Role::Data,
+            Priority::Important,
+        ),
+        // mattermost/docker
+        ("mattermost/mattermost-team-edition:9", "v", "/mattermost/data", Role::Data, Priority::Important),
+        ("mattermost/mattermost-team-edition:9", "v", "/mattermost/logs", Role::Logs, Priority::Optional),
+        ("mattermost/mattermost-team-edition:9", "v", "/mattermost/plugins", Role::Data, Priority::Important),
+        // gitea docs
+        ("gitea/gitea:1.22", "v", "/data", Role::Data, Priority::Important),
+        // RocketChat/Docker.Official.Image
+        ("registry.rocket.chat/rocketchat/rocket.chat:6", "v", "/app/uploads", Role::Uploads, Priority::Critical),
+        ("mongo:6", "v", "/data/db", Role::Database, Priority::Critical),
+        ("bitnami/mongodb:6.0", "v", "/bitnami/mongodb", Role::Database, Priority::Critical),
+        ("clickhouse/clickhouse-server:24", "v", "/var/lib/clickhouse", Role::Database, Priority::Critical),
+        // mailcow/mailcow-dockerized
+        ("ghcr.io/mailcow/mailcow-dockerized/dovecot", "v", "/var/vmail", Role::Data, Priority::Important),
+        ("mariadb:10.5", "v", "/var/run/mysqld/", Role::Cache, Priority::Important),
+        // docker-library/wordpress
+        ("wordpress:6", "v", "/var/www/html", Role::Data, Priority::Important),
+        ("wordpress:6", "v", "/var/www/html/wp-content/uploads", Role::Uploads, Priority::Critical),
+        // docker-library/ghost
+        ("ghost:5", "v", "/var/lib/ghost/content", Role::Data, Priority::Important),
+        // strapi
+        ("strapi/strapi", "v", "/opt/app/public/uploads", Role::Uploads, Priority::Critical),
+        // a Rails app: precompiled assets, but `assets` alone is no proof
+        ("ruby:3.3", "v", "/app/public/assets", Role::Data, Priority::Important),
+        ("ruby:3.3", "v", "/app/public", Role::Data, Priority::Important),
+        ("ruby:3.3", "v", "/rails/storage", Role::Uploads, Priority::Critical),
+        // Django collectstatic
+        ("python:3.12", "v", "/app/staticfiles", Role::Static, Priority::Regenerable),
+        ("node:20", "v", "/app/node_modules", Role::Dependencies, Priority::Regenerable),
+        // composer
+        ("php:8.3-fpm", "v", "/var/www/vendor", Role::Dependencies, Priority::Regenerable),
+        ("nginx:1.27", "v", "/var/log/nginx", Role::Logs, Priority::Optional),
+        ("grafana/grafana:11", "v", "/var/lib/grafana", Role::Data, Priority::Important),
+        ("jellyfin/jellyfin", "v", "/cache", Role::Cache, Priority::Important),
+        ("matrixdotorg/synapse:latest", "v", "/data/media_store", Role::Uploads, Priority::Critical),
+        ("fireflyiii/core", "v", "/var/www/html/storage/upload", Role::Uploads, Priority::Critical),
+        ("valkey/valkey:8", "v", "/data", Role::Cache, Priority::Important),
+        ("vaultwarden/server", "v", "/data", Role::Data, Priority::Important),
+        ("nodebb/docker", "v", "/usr/src/app/public/uploads", Role::Uploads, Priority::Critical),
+        // opf/openproject-docker-compose docker-compose.yml
+        ("postgres:13", "pgdata", "/var/lib/postgresql/data", Role::Database, Priority::Critical),
+        ("openproject/openproject:14-slim", "opdata", "/var/openproject/assets", Role::Data, Priority::Important),
+        // getsentry/self-hosted docker-compose.yml
+        ("registry.gitlab.com/egos-tech/smtp", "sentry-smtp", "/var/spool/exim4", Role::Data, Priority::Important),
+        ("registry.gitlab.com/egos-tech/smtp", "sentry-smtp-log", "/var/log/exim4", Role::Logs, Priority::Optional),
+        ("valkey/valkey:8.1.9-alpine", "sentry-redis", "/data", Role::Cache, Priority::Important),
+        ("postgres:14.24-bookworm", "sentry-postgres", "/var/lib/postgresql/data", Role::Database, Priority::Critical),
+        (
+            "clickhouse-self-hosted-local",
+            "sentry-clickhouse",
+            "/var/lib/clickhouse",
+            Role::Database,
+            Priority::Critical,
+        ),
+        ("chrislusf/seaweedfs:4.40_large_disk", "sentry-seaweedfs", "/data", Role::Data, Priority::Important),
+        ("getsentry/symbolicator:nightly", "sentry-symbolicator", "/data", Role::Data, Priority::Important),
+        ("sentry-self-hosted-local", "sentry-data", "/data", Role::Data, Priority::Important),
+        ("nginx:1.31.3-alpine", "sentry-nginx-cache", "/var/cache/nginx", Role::Cache, Priority::Important),
+        ("nginx:1.31.3-alpine", "sentry-nginx-www", "/var/www", Role::Data, Priority::Important),
+        ("getsentry/taskbroker:nightly", "sentry-taskbroker", "/opt/sqlite", Role::Data, Priority::Important),
+        ("getsentry/vroom:nightly", "sentry-vroom", "/var/vroom/sentry-profiles", Role::Data, Priority::Important),
+        // zulip/docker-zulip compose.yaml
+        ("zulip/zulip-postgresql:14", "postgresql-14", "/var/lib/postgresql/data", Role::Database, Priority::Critical),
+        ("rabbitmq:4.2", "rabbitmq", "/var/lib/rabbitmq", Role::Database, Priority::Critical),
+        ("redis:alpine", "redis", "/data", Role::Cache, Priority::Important),
+        ("ghcr.io/zulip/zulip-server:12.1-0", "zulip", "/data", Role::Data, Priority::Important),
+        // saleor/saleor-platform docker-compose.yml
+        ("ghcr.io/saleor/saleor:3.22", "saleor-media", "/app/media", Role::Uploads, Priority::Critical),
+        ("library/postgres:15-alpine", "saleor-db", "/var/lib/postgresql/data", Role::Database, Priority::Critical),
+        ("valkey/valkey:8.1-alpine", "saleor-cache", "/data", Role::Cache, Priority::Important),
+        // makeplane/plane deployments/cli/community/docker-compose.yml
+        ("makeplane/plane-backend:stable", "logs_api", "/code/plane/logs", Role::Logs, Priority::Optional),
+        ("postgres:15.7-alpine", "pgdata", "/var/lib/postgresql/data", Role::Database, Priority::Critical),
+        ("valkey/valkey:7.2.11-alpine", "redisdata", "/data", Role::Cache, Priority::Important),
+        ("rabbitmq:3.13.6-management-alpine", "rabbitmq_data", "/var/lib/rabbitmq", Role::Database, Priority::Critical),
+        ("minio/minio:latest", "uploads", "/export", Role::Uploads, Priority::Critical),
+        ("makeplane/plane-proxy:stable", "proxy_config", "/config", Role::Data, Priority::Important),
+        ("makeplane/plane-proxy:stable", "proxy_data", "/data", Role::Data, Priority::Important),
+        // n8n-io/n8n-hosting docker-compose/withPostgresAndWorker/docker-compose.yml
+        ("postgres:16", "db_storage", "/var/lib/postgresql/data", Role::Database, Priority::Critical),
+        ("redis:7-alpine", "redis_storage", "/data", Role::Cache, Priority::Important),
+        ("docker.n8n.io/n8nio/n8n:1", "n8n_storage", "/home/node/.n8n", Role::Uploads, Priority::Critical),
+        // zammad/zammad-docker-compose docker-compose.yml
+        ("ghcr.io/zammad/zammad:7.1.1-0035", "zammad-backup", "/var/tmp/zammad", Role::Data, Priority::Important),
+        (
+            "ghcr.io/zammad/zammad:7.1.1-0035",
+            "zammad-storage",
+            "/opt/zammad/storage",
+            Role::Uploads,
+            Priority::Critical,
+        ),
+        (
+            "elasticsearch:9.4.3",
+            "elasticsearch-data",
+            "/usr/share/elasticsearch/data",
+            Role::Database,
+            Priority::Critical,
+        ),
+        ("postgres:17.10-alpine", "postgresql-data", "/var/lib/postgresql/data", Role::Database, Priority::Critical),
+        ("redis:8.8-alpine", "redis-data", "/data", Role::Cache, Priority::Important),
+        // jitsi/docker-jitsi-meet docker-compose.yml
+        ("ghcr.io/jitsi/web:unstable", "web", "/config", Role::Data, Priority::Important),
+        ("ghcr.io/jitsi/web:unstable", "web", "/storage", Role::Uploads, Priority::Critical),
+        (
+            "ghcr.io/jitsi/web:unstable",
+            "web-load-test",
+            "/usr/share/jitsi-meet/load-test",
+            Role::Data,
+            Priority::Important,
+        ),
+        ("ghcr.io/jitsi/prosody:unstable", "prosody", "/var/lib/prosody", Role::Data, Priority::Important),
+        (
+            "ghcr.io/jitsi/prosody:unstable",
+            "prosody-plugins-custom",
+            "/prosody-plugins-custom",
+            Role::Data,
+            Priority::Important,
+        ),
+        ("ghcr.io/jitsi/jvb:unstable", "jvb", "/config", Role::Data, Priority::Important),
+        // Kong/docker-kong compose/docker-compose.yml
+        ("kong:latest", "kong_prefix_vol", "/var/run/kong", Role::Cache, Priority::Important),
+        ("kong:latest", "kong_tmp_vol", "/tmp", Role::Cache, Priority::Important),
+        ("postgres:9.5", "kong_data", "/var/lib/postgresql/data", Role::Database, Priority::Critical),
+        // netbox-community/netbox-docker docker-compose.yml
+        (
+            "docker.io/netboxcommunity/netbox:v4.1-3.0.2",
+            "netbox-media-files",
+            "/opt/netbox/netbox/media",
+            Role::Uploads,
+            Priority::Critical,
+        ),
+        (
+            "docker.io/netboxcommunity/netbox:v4.1-3.0.2",
+            "netbox-reports-files",
+            "/opt/netbox/netbox/reports",
+            Role::Uploads,
+            Priority::Critical,
+        ),
+        (
+            "docker.io/netboxcommunity/netbox:v4.1-3.0.2",
+            "netbox-scripts-files",
+            "/opt/netbox/netbox/scripts",
+            Role::Uploads,
+            Priority::Critical,
+        ),
+        ("docker.io/valkey/valkey:8.0-alpine", "netbox-redis-cache-data", "/data", Role::Cache, Priority::Important),
+        // appwrite/appwrite docker-compose.yml
+        ("appwrite/appwrite:latest", "appwrite-uploads", "/storage/uploads", Role::Uploads, Priority::Critical),
+        ("appwrite/appwrite:latest", "appwrite-cache", "/storage/cache", Role::Uploads, Priority::Critical),
+        ("appwrite/appwrite:latest", "appwrite-config", "/storage/config", Role::Uploads, Priority::Critical),
+        (
+            "appwrite/appwrite:latest",
+            "appwrite-certificates",
+            "/storage/certificates",
+            Role::Uploads,
+            Priority::Critical,
+        ),
+        ("appwrite/appwrite:latest", "appwrite-functions", "/storage/functions", Role::Uploads, Priority::Critical),
+        ("appwrite/appwrite:latest", "appwrite-builds", "/storage/builds", Role::Uploads, Priority::Critical),
+        ("appwrite/embedding:0.1.0", "appwrite-models", "/home/embedder/models", Role::Data, Priority::Important),
+        (
+            "appwrite/postgres:0.1.0",
+            "appwrite-postgresql",
+            "/var/lib/postgresql/18/data",
+            Role::Database,
+            Priority::Critical,
+        ),
+        ("mariadb:10.11", "appwrite-mariadb", "/var/lib/mysql", Role::Database, Priority::Critical),
+        ("mongo:8.2.5", "appwrite-mongodb", "/data/db", Role::Database, Priority::Critical),
+        ("mongo:8.2.5", "appwrite-mongodb-keyfile", "/data/keyfile", Role::Database, Priority::Critical),
+        ("redis:7.4.7-alpine", "appwrite-redis", "/data", Role::Cache, Priority::Important),
     ];
 
     #[test]
     fn real_stacks_mounts_get_the_role_that_keeps_their_data() {
-        for (image, target, want) in REAL_STACKS {
+        let mut wrong = Vec::new();
+        for (image, key, target, want, priority) in REAL_STACKS {
             let (s, m) = svc(image, target);
-            let (got, why) = super::infer("v", &[(&s, &m)]);
-            assert_eq!(got, want, "{image} at {target}: {why}");
-            assert!(!why.is_empty());
+            let (got, why) = super::infer(key, &[(&s, &m)]);
+            if (got, got.default_priority()) != (want, priority) || why.is_empty() {
+                wrong.push(format!("{image} at {target} ({key}): {got:?} {:?}: {why}", got.default_priority()));
+            }
         }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
         assert_eq!(infer_role("rails-uploads", &[]), Role::Uploads, "the volume's name");
         assert_eq!(infer_role("vendor-data", &[]), Role::Data);
+    }
+
+    #[test]
+    fn a_path_word_alone_never_makes_a_mount_regenerable() {
+        for target in ["/var/openproject/assets", "/app/static", "/srv/public", "/app/public/assets", "/app/dist"] {
+            let (s, m) = svc("someapp:1", target);
+            let (role, why) = super::infer("v", &[(&s, &m)]);
+            assert_eq!(role, Role::Data, "{target}");
+            assert_ne!(role.default_priority(), Priority::Regenerable);
+            assert!(why.contains("backed up") && why.contains(ROLE_LABEL), "{why}");
+        }
+        for target in ["/app/staticfiles", "/app/public/packs", "/app/.next"] {
+            assert_eq!(infer("someapp:1", target).default_priority(), Priority::Regenerable, "{target}");
+        }
     }
 
     #[test]

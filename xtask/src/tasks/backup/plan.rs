@@ -49,6 +49,8 @@ pub struct VolumeChoice {
     /// Services stopped while it is copied: a database volume whose engine the tool cannot dump
     /// is copied with its server stopped (crash-consistent by construction).
     pub stop_for_copy: Vec<String>,
+    /// Why an inferred `data` volume is copied (the inference was unsure), said in the plan.
+    pub unsure: Option<String>,
 }
 
 impl VolumeChoice {
@@ -317,6 +319,7 @@ fn choose_volumes(
             bind: None,
             bind_mounts: Vec::new(),
             stop_for_copy: Vec::new(),
+            unsure: (c.role_inferred && c.role == Role::Data).then(|| c.role_reason.clone()),
         });
     }
     volumes
@@ -368,6 +371,7 @@ fn choose_binds(binds: &[Bind], choice: &Choice, db_services: &[&str], skipped: 
             bind: Some(b.host_path.clone()),
             bind_mounts: b.uses.iter().map(|u| (u.service.clone(), u.target.clone())).collect(),
             stop_for_copy: Vec::new(),
+            unsure: (b.inferred && b.role == Role::Data).then(|| b.role_reason.clone()),
         });
     }
     out
@@ -444,6 +448,9 @@ impl BackupPlan {
                 v.role.as_str(),
                 v.priority.as_str()
             ));
+            if let Some(why) = &v.unsure {
+                out.push_str(&format!("      kept since unsure of its role: {why}\n"));
+            }
         }
         for (name, why) in &self.skipped {
             out.push_str(&format!("  - skip {name}: {why}\n"));

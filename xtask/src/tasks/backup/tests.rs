@@ -291,3 +291,29 @@ fn every_redis_is_saved_wherever_its_data_lives() {
     assert!(skipped(&plan, "queue").starts_with(UNPROTECTED), "{:?}", plan.skipped);
     assert!(!plan.describe().contains("s3cret"), "the plan text never shows the password");
 }
+
+/// OpenProject's attachments live in `opdata:/var/openproject/assets`: a path word alone never
+/// makes a volume regenerable, so it is copied, and the plan says why.
+#[test]
+fn an_attachments_volume_under_assets_is_copied_and_the_plan_says_why() {
+    let mut p = sample();
+    let mut vol = p.volumes.iter().find(|v| v.key == "app-backend-static").unwrap().clone();
+    (vol.key, vol.name) = ("opdata".into(), "openproject_opdata".into());
+    vol.labels.clear();
+    p.volumes.push(vol);
+    let mut web = p.services.iter().find(|s| s.name == "backend").unwrap().clone();
+    (web.name, web.image) = ("web".into(), Some("openproject/openproject:14-slim".into()));
+    web.mounts = vec![crate::model::compose::Mount {
+        kind: MountKind::Volume,
+        source: Some("opdata".into()),
+        target: "/var/openproject/assets".into(),
+        read_only: false,
+    }];
+    p.services.push(web);
+    let plan = plan(&p, &[], &opts(Kind::Full)).unwrap();
+    let op = plan.volumes.iter().find(|v| v.name == "openproject_opdata").expect("copied by default");
+    assert_eq!((op.role, op.priority), (crate::model::roles::Role::Data, crate::model::roles::Priority::Important));
+    let text = plan.describe();
+    assert!(text.contains("kept since unsure of its role") && text.contains("/var/openproject/assets"), "{text}");
+    assert!(!text.contains("app-backend-media (uploads, critical) read-only\n      kept"), "a labelled volume: sure");
+}
