@@ -150,6 +150,102 @@ volumes:
     assert!(!summary["volumes"].to_string().contains(&volume), "NOT PROTECTED is never copied too: {summary}");
 }
 
+/// A local tag of the test bed's busybox under a name the known-by-image table recognises
+/// (a Kafka broker here), this test's own; removed when dropped (the tag only, not the image).
+struct StandIn(String);
+
+impl StandIn {
+    fn tag(stack: &TestStack, kind: &str) -> StandIn {
+        let busybox = stack.env.iter().find(|(k, _)| k == "APP_IMAGE").map(|(_, v)| v.clone()).unwrap();
+        let name = format!("xtask-test/{kind}-{}:local", stack.project);
+        docker_ok(&["tag", &busybox, &name]);
+        StandIn(name)
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        let _ = docker(&["rmi", "--no-prune", &self.0]);
+    }
+}
+
+/// The metadata.json of a local (clear) archive.
+fn metadata_of(archive: &str) -> serde_json::Value {
+    let entry = load(std::path::Path::new(archive)).into_iter().find(|e| e.name == b"metadata.json").unwrap();
+    serde_json::from_slice(&entry.data).unwrap()
+}
+
+fn consistency_of(meta: &serde_json::Value, volume: &str) -> String {
+    let v = meta["volumes"].as_array().unwrap().iter().find(|v| v["name"] == volume).expect(volume);
+    v["consistency"].as_str().unwrap().to_string()
+}
+
+/// A store no engine dumps, known by its image (a Kafka-like broker: busybox tagged with a
+/// Kafka name): its data volume is copied with it stopped by `backup` and by restore's safety
+/// backup alike (stop, safety copy, swap: both metadata say `stopped`), its log volume is logs,
+/// not its database; the broker runs again after the restore, with the data restored.
+#[test]
+fn the_safety_backup_copies_an_undumpable_store_stopped_like_a_backup() {
+    if !engine() {
+        return;
+    }
+    let compose = r#"name: broker
+services:
+  kafka:
+    image: ${KAFKA_IMAGE}
+    command: ["sleep", "1000000"]
+    init: true
+    volumes:
+      - kafka-data:/var/lib/kafka/data
+      - kafka-log:/var/lib/kafka/log
+  web:
+    image: ${APP_IMAGE:-busybox}
+    command: ["sleep", "1000000"]
+    init: true
+volumes:
+  kafka-data:
+    name: ${BROKER_PREFIX}-kafka-data
+  kafka-log:
+    name: ${BROKER_PREFIX}-kafka-log
+"#;
+    let (_project, mut stack) = stack_from("broker", compose, "BROKER_PREFIX");
+    let image = StandIn::tag(&stack, "kafka");
+    stack.env.push(("KAFKA_IMAGE".into(), image.0.clone()));
+    let backups = TempDir::new("broker-backups");
+    stack.xtask_ok(&["up"]);
+    let (data, log) = (stack.volume("kafka-data"), stack.volume("kafka-log"));
+    let inv = stack.xtask_json(&["volumes", "--json"]);
+    let role = |name: &str| {
+        let v = inv["volumes"].as_array().unwrap().iter().find(|v| v["name"] == name).unwrap().clone();
+        (v["role"].as_str().unwrap().to_string(), v["role_reason"].as_str().unwrap().to_string())
+    };
+    assert_eq!(role(&data).0, "database", "{:?}", role(&data));
+    assert_eq!(role(&log).0, "logs", "a log volume of the broker is not its database: {:?}", role(&log));
+    let broker = format!("{}-kafka-1", stack.project);
+    let web = format!("{}-web-1", stack.project);
+    docker_ok(&["exec", &broker, "sh", "-c", "echo offset-42 > /var/lib/kafka/data/topic-0.log"]);
+
+    let summary = stack.xtask_json(&["backup", "--output-dir", backups.s(), "--json"]);
+    let archive = summary["path"].as_str().unwrap().to_string();
+    assert_eq!(consistency_of(&metadata_of(&archive), &data), "stopped");
+    docker_ok(&["exec", &broker, "sh", "-c", "echo offset-99 > /var/lib/kafka/data/topic-0.log"]);
+    let web_started = docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", &web]);
+
+    let (ok, out, err) = stack.xtask(&["restore", &archive, "--yes", "--output-dir", backups.s(), "--json"]);
+    assert!(ok, "{err}");
+    let outcome: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let safety = outcome["undo"].as_str().expect("a safety backup").to_string();
+    let meta = metadata_of(&safety);
+    assert_eq!(consistency_of(&meta, &data), "stopped", "the safety backup is as consistent as a backup: {err}");
+    let stop = err.find("stop kafka now").unwrap_or_else(|| panic!("stopped before the safety copy: {err}"));
+    let copy = err.find("safety backup of what will be replaced").unwrap();
+    let swap = err.find("swap the restored content").unwrap();
+    assert!(stop < copy && copy < swap, "stop, safety copy, swap: {err}");
+    assert_eq!(docker_ok(&["inspect", "-f", "{{.State.Running}}", &broker]).trim(), "true", "runs again");
+    assert_eq!(docker_ok(&["exec", &broker, "cat", "/var/lib/kafka/data/topic-0.log"]).trim(), "offset-42");
+    assert_eq!(docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", &web]), web_started, "web never stopped");
+}
+
 /// A MariaDB set up like the non-official images (an account with a host name, which the server
 /// ignores under skip-name-resolve): `mariadb-dump --system=users` fails there, yet the backup
 /// keeps every account the server can show, names the ignored one, and a restore brings the

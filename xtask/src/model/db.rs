@@ -60,10 +60,43 @@ pub const DUMPED_IMAGES: [(&str, DbEngine); 7] = [
     ("percona", DbEngine::Mysql),
 ];
 
-/// Database images no engine of the tool dumps: their volumes are copied with the server
-/// stopped (or reported NOT PROTECTED under `--no-stop`).
-pub const UNDUMPABLE_IMAGES: [&str; 9] =
-    ["mongo", "clickhouse", "elasticsearch", "opensearch", "influxdb", "rabbitmq", "cassandra", "couchdb", "neo4j"];
+/// Database images no engine of the tool dumps (matched as words in the image's base name, like
+/// [`DUMPED_IMAGES`]): document stores, brokers and their coordinators, object stores, time
+/// series, search and vector indexes. Their volumes are copied with the servers that use them
+/// stopped, by `backup` and by restore's safety backup alike (or reported NOT PROTECTED under
+/// `--no-stop`); a log directory of such a server is not its database (model/roles.rs).
+pub const UNDUMPABLE_IMAGES: [&str; 30] = [
+    "mongo",
+    "clickhouse",
+    "elasticsearch",
+    "opensearch",
+    "influxdb",
+    "rabbitmq",
+    "cassandra",
+    "scylla",
+    "couchdb",
+    "couchbase",
+    "neo4j",
+    "arangodb",
+    "kafka",
+    "redpanda",
+    "zookeeper",
+    "pulsar",
+    "minio",
+    "seaweedfs",
+    "garage",
+    "prometheus",
+    "victoria-metrics",
+    "loki",
+    "tempo",
+    "mimir",
+    "etcd",
+    "meilisearch",
+    "typesense",
+    "qdrant",
+    "weaviate",
+    "solr",
+];
 
 /// Redis and the servers that speak its protocol and its `SAVE` (saved before their volume is
 /// copied).

@@ -194,11 +194,17 @@ pub fn infer(key: &str, mounts: &[(&Service, &Mount)]) -> (Role, String) {
     if let Some(t) = run_dir.filter(|_| mounts.iter().all(|(_, m)| run_dir_of(&m.target))) {
         return (Role::Cache, format!("mounted at {t}: a runtime (socket or pid) directory, not data"));
     }
-    if let Some((image, _)) = image_of(&db::DUMPED_IMAGES.map(|(word, _)| word)) {
+    let logs = first_target(&|m| m.target.starts_with("/var/log")).or_else(|| with_segment(&["log", "logs"]));
+    let dumped = image_of(&db::DUMPED_IMAGES.map(|(word, _)| word));
+    let undumped = image_of(&db::UNDUMPABLE_IMAGES);
+    if let (Some((image, _)), Some(t)) = (dumped.as_ref().or(undumped.as_ref()), &logs) {
+        return (Role::Logs, format!("mounted at {t} by the database image {image}: its logs, not its database"));
+    }
+    if let Some((image, _)) = dumped {
         return (Role::Database, format!("mounted by the database image {image}"));
     }
-    if let Some((image, _)) = image_of(&db::UNDUMPABLE_IMAGES) {
-        return (Role::Database, format!("mounted by the database image {image} (copied with it stopped)"));
+    if let Some((image, _)) = undumped {
+        return (Role::Database, format!("mounted by the database image {image} (copied with its users stopped)"));
     }
     if let Some(t) =
         first_target(&|m| DATABASE_DIRS.iter().any(|d| m.target == *d || m.target.starts_with(&format!("{d}/"))))
@@ -211,7 +217,7 @@ pub fn infer(key: &str, mounts: &[(&Service, &Mount)]) -> (Role, String) {
     if let Some(t) = with_segment(&UPLOAD_STORES) {
         return (Role::Uploads, format!("mounted at {t}: a directory of what users upload"));
     }
-    if let Some(t) = first_target(&|m| m.target.starts_with("/var/log")).or_else(|| with_segment(&["log", "logs"])) {
+    if let Some(t) = logs {
         return (Role::Logs, format!("mounted at {t}: logs"));
     }
     if let Some(t) = with_segment(&["node_modules", "vendor", ".venv", "site-packages", "bower_components"]) {
@@ -296,7 +302,7 @@ mod tests {
 
     /// Mounts as public applications' own compose files write them (a comment names the file the
     /// rows below it come from): (image, volume key, target, role, priority).
-    const REAL_STACKS: [(&str, &str, &str, Role, Priority); 103] = [
+    const REAL_STACKS: [(&str, &str, &str, Role, Priority); 107] = [
         (
             "docker.elastic.co/elasticsearch/elasticsearch:8.15.0",
             "v",
@@ -392,7 +398,17 @@ mod tests {
             Role::Database,
             Priority::Critical,
         ),
-        ("chrislusf/seaweedfs:4.40_large_disk", "sentry-seaweedfs", "/data", Role::Data, Priority::Important),
+        (
+            "clickhouse-self-hosted-local",
+            "sentry-clickhouse-log",
+            "/var/log/clickhouse-server",
+            Role::Logs,
+            Priority::Optional,
+        ),
+        ("confluentinc/cp-kafka:7.6.13", "sentry-kafka", "/var/lib/kafka/data", Role::Database, Priority::Critical),
+        ("confluentinc/cp-kafka:7.6.13", "sentry-kafka-log", "/var/lib/kafka/log", Role::Logs, Priority::Optional),
+        ("confluentinc/cp-kafka:7.6.13", "sentry-secrets", "/etc/kafka/secrets", Role::Database, Priority::Critical),
+        ("chrislusf/seaweedfs:4.40_large_disk", "sentry-seaweedfs", "/data", Role::Database, Priority::Critical),
         ("getsentry/symbolicator:nightly", "sentry-symbolicator", "/data", Role::Data, Priority::Important),
         ("sentry-self-hosted-local", "sentry-data", "/data", Role::Data, Priority::Important),
         ("nginx:1.31.3-alpine", "sentry-nginx-cache", "/var/cache/nginx", Role::Cache, Priority::Important),
@@ -413,7 +429,7 @@ mod tests {
         ("postgres:15.7-alpine", "pgdata", "/var/lib/postgresql/data", Role::Database, Priority::Critical),
         ("valkey/valkey:7.2.11-alpine", "redisdata", "/data", Role::Cache, Priority::Important),
         ("rabbitmq:3.13.6-management-alpine", "rabbitmq_data", "/var/lib/rabbitmq", Role::Database, Priority::Critical),
-        ("minio/minio:latest", "uploads", "/export", Role::Uploads, Priority::Critical),
+        ("minio/minio:latest", "uploads", "/export", Role::Database, Priority::Critical),
         ("makeplane/plane-proxy:stable", "proxy_config", "/config", Role::Data, Priority::Important),
         ("makeplane/plane-proxy:stable", "proxy_data", "/data", Role::Data, Priority::Important),
         // n8n-io/n8n-hosting docker-compose/withPostgresAndWorker/docker-compose.yml

@@ -110,7 +110,13 @@ pub fn plan(project: &Project, binds: &[Bind], opts: &Options) -> Result<BackupP
         );
     }
     let volumes = if opts.kind == Kind::Full {
-        let choice = Choice { requested: &requested, excluded: &excluded, db_volumes: &db_volumes, all: opts.all };
+        let choice = Choice {
+            requested: &requested,
+            excluded: &excluded,
+            db_volumes: &db_volumes,
+            all: opts.all,
+            no_stop: opts.no_stop,
+        };
         let mut volumes = choose_volumes(project, &classified, &choice, &mut skipped);
         for v in volumes.iter_mut() {
             if let Some((_, users)) = undumped.iter().find(|(name, _)| *name == v.name) {
@@ -222,10 +228,18 @@ fn find_databases(
     let mut skipped = Vec::new();
     let mut undumped = Vec::new();
     for (v, _) in classified.iter().filter(|(_, c)| c.role == Role::Database) {
-        if dbs.iter().any(|d| d.volume.as_deref() == Some(v.name.as_str())) || requested.contains(&v.name) {
+        if dbs.iter().any(|d| d.volume.as_deref() == Some(v.name.as_str())) {
             continue;
         }
         let users: Vec<String> = project.mounts_of(&v.key).map(|(s, _)| s.name.clone()).collect();
+        // Asked for by name (restore's safety backup does): copied with its users stopped all the
+        // same, as consistent as any backup; with --no-stop copied live, as asked.
+        if requested.contains(&v.name) {
+            if !opts.no_stop {
+                undumped.push((v.name.clone(), users));
+            }
+            continue;
+        }
         let dumped_elsewhere = users.iter().any(|u| !opts.services.is_empty() && !opts.services.iter().any(|s| s == u));
         if dumped_elsewhere {
             skipped.push((v.name.clone(), "database volume of a service not selected with --service".to_string()));
@@ -260,6 +274,8 @@ struct Choice<'a> {
     excluded: &'a [String],
     db_volumes: &'a [String],
     all: bool,
+    /// `--no-stop`: a store no engine dumps is never stopped for its copy.
+    no_stop: bool,
 }
 
 impl Choice<'_> {
@@ -346,6 +362,12 @@ fn choose_binds(binds: &[Bind], choice: &Choice, db_services: &[&str], skipped: 
             Some("excluded with --exclude".to_string())
         } else if let Some(u) = dumped.filter(|_| !explicitly) {
             Some(format!("represented by the dump of service {} (databases/ in the archive)", u.service))
+        } else if undumped_store(b, dumped.is_some()) && choice.no_stop && !explicitly {
+            Some(format!(
+                "{UNPROTECTED}: the data of a store the tool cannot dump (mounted by {}), and --no-stop forbids \
+                 stopping it for a copy",
+                b.uses.iter().map(|u| u.service.as_str()).collect::<Vec<_>>().join(", ")
+            ))
         } else {
             choice.unwanted(&b.host_path, b.priority)
         };
@@ -370,11 +392,21 @@ fn choose_binds(binds: &[Bind], choice: &Choice, db_services: &[&str], skipped: 
             services: b.uses.iter().map(|u| u.service.clone()).collect(),
             bind: Some(b.host_path.clone()),
             bind_mounts: b.uses.iter().map(|u| (u.service.clone(), u.target.clone())).collect(),
-            stop_for_copy: Vec::new(),
+            stop_for_copy: if undumped_store(b, dumped.is_some()) && !choice.no_stop {
+                b.uses.iter().map(|u| u.service.clone()).collect()
+            } else {
+                Vec::new()
+            },
             unsure: (b.inferred && b.role == Role::Data).then(|| b.role_reason.clone()),
         });
     }
     out
+}
+
+/// Whether a bind holds a database no engine of the tool dumps (its role `database`, and no
+/// dumped service uses it): copied with its users stopped, like such a volume.
+fn undumped_store(b: &Bind, dumped: bool) -> bool {
+    b.role == Role::Database && !dumped && b.never.is_none()
 }
 
 /// A plain name for a bind's folder in the archive, from its last path components.

@@ -153,10 +153,14 @@ fn every_database_service_is_dumped_and_the_rest_said_loudly() {
     let mongo = skipped(&no_stop, "app-mongo-data");
     assert!(mongo.starts_with(UNPROTECTED) && mongo.contains("mongo") && mongo.contains("xtask.dump"), "{mongo}");
     assert!(!names(&no_stop).contains(&"app-mongo-data"), "NOT PROTECTED and copied are never both said");
-    // Asked for by name, the unknown engine's volume is copied raw instead.
-    let raw =
-        plan(&many_databases(), &[], &Options { volumes: vec!["app-mongo-data".into()], ..opts(Kind::Full) }).unwrap();
+    // Asked for by name (as restore's safety backup asks), it is still copied with its server
+    // stopped; with --no-stop as well, live, as asked.
+    let asked = Options { volumes: vec!["app-mongo-data".into()], ..opts(Kind::Full) };
+    let raw = plan(&many_databases(), &[], &asked).unwrap();
     assert_eq!(names(&raw), ["app-mongo-data"]);
+    assert_eq!(raw.volumes[0].stop_for_copy, ["mongo"], "the safety backup is as consistent as a backup");
+    let live = plan(&many_databases(), &[], &Options { no_stop: true, ..asked }).unwrap();
+    assert_eq!((names(&live), live.volumes[0].stop_for_copy.len()), (vec!["app-mongo-data"], 0));
     // --service narrows the dumps; a name that is no database service is refused.
     let one = plan(&many_databases(), &[], &Options { services: vec!["maria".into()], ..opts(Kind::Db) }).unwrap();
     assert_eq!(one.dbs.len(), 1);
@@ -316,4 +320,24 @@ fn an_attachments_volume_under_assets_is_copied_and_the_plan_says_why() {
     let text = plan.describe();
     assert!(text.contains("kept since unsure of its role") && text.contains("/var/openproject/assets"), "{text}");
     assert!(!text.contains("app-backend-media (uploads, critical) read-only\n      kept"), "a labelled volume: sure");
+}
+
+/// A store no engine dumps on a bind (a MinIO's data directory): copied with the services that
+/// bind it stopped, like such a volume; with --no-stop NOT PROTECTED.
+#[test]
+fn an_undumpable_store_on_a_bind_is_copied_with_its_users_stopped() {
+    use crate::model::compose::Mount;
+    let mut p = sample();
+    let mut minio = p.services.iter().find(|s| s.name == "backend").unwrap().clone();
+    (minio.name, minio.image) = ("minio".into(), Some("minio/minio:latest".into()));
+    minio.mounts =
+        vec![Mount { kind: MountKind::Bind, source: Some("/srv/s3".into()), target: "/data".into(), read_only: false }];
+    p.services.push(minio);
+    let binds = crate::model::binds::binds(&p, &Default::default(), &|_| false);
+    let plan = plan(&p, &binds, &opts(Kind::Full)).unwrap();
+    let s3 = plan.volumes.iter().find(|v| v.bind.as_deref() == Some("/srv/s3")).expect("copied");
+    assert_eq!(s3.stop_for_copy, ["minio"]);
+    assert!(plan.describe().contains("stopping minio meanwhile"), "{}", plan.describe());
+    let no_stop = plan_with(&p, &binds, Options { no_stop: true, ..opts(Kind::Full) });
+    assert!(skipped(&no_stop, "/srv/s3").starts_with(UNPROTECTED), "{:?}", no_stop.skipped);
 }

@@ -41,11 +41,19 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
     let mut created = Vec::new();
     let layout = staging::Staging::of(std::process::id(), &survey);
     let (safety, staged) = match &p.verified {
-        Some(_) => {
-            let safety = take_safety(ctx, p, opts, lock)?;
-            signals::install()?;
-            (safety, None)
-        }
+        Some(_) => match take_safety(ctx, p, opts, lock, &mut guard) {
+            Ok(safety) => {
+                signals::install()?;
+                (safety.safety, None)
+            }
+            Err(e) => {
+                let e = e.context("nothing was replaced");
+                return Err(match guard.restore(&ctx.ui) {
+                    Ok(()) => e,
+                    Err(r) => e.context(format!("and putting the services back failed: {r:#}")),
+                });
+            }
+        },
         None => {
             // A signal from here on does not kill the tool mid-way: it takes the way back.
             signals::install()?;
@@ -156,12 +164,19 @@ struct Safety {
     only: Vec<String>,
 }
 
-fn take_safety(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<Option<Safety>> {
+/// The safety backup taken (if any), and when services were stopped for it (a store copied
+/// stopped: its users stay stopped until the swap).
+struct SafetyTaken {
+    safety: Option<Safety>,
+    stopped_at: Option<f64>,
+}
+
+fn take_safety(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock, guard: &mut ServiceGuard) -> Result<SafetyTaken> {
     if opts.no_safety_backup {
         ctx.ui.step("no safety backup (--no-safety-backup): this restore cannot be undone");
-        return Ok(None);
+        return Ok(SafetyTaken { safety: None, stopped_at: None });
     }
-    safety_backup(ctx, p, lock)
+    safety_backup(ctx, p, lock, guard)
 }
 
 /// What the one pass left ready to swap in: the staged databases and the dumps it spooled
@@ -169,6 +184,9 @@ fn take_safety(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
 struct Staged {
     dbs: database::Staged,
     dumps: BTreeMap<String, extract::Spooled>,
+    /// When the users of a store copied stopped were stopped for the safety backup (they stay
+    /// stopped until the swap): the downtime's start for them.
+    stopped_at: Option<f64>,
 }
 
 /// The one pass: every target volume staged and every dump spooled from the same bytes that
@@ -212,14 +230,14 @@ fn stage(
         bail!("{} changed since its metadata was read: nothing was replaced", p.path.display());
     }
     signals::check()?;
-    let safety = take_safety(ctx, p, opts, lock)?;
+    let SafetyTaken { safety, stopped_at } = take_safety(ctx, p, opts, lock, guard)?;
     for db in &p.plan.dbs {
         signals::check()?;
         guard.ensure_running(&db.login.service, &ctx.ui)?;
     }
     database::recover(ctx, &p.plan.dbs)?;
     let dbs = database::stage(ctx, &p.plan.dbs, &dumps)?;
-    Ok((safety, Staged { dbs, dumps }))
+    Ok((safety, Staged { dbs, dumps, stopped_at }))
 }
 
 /// Stopped before anything was replaced (a staging that failed or was interrupted, a signal
@@ -288,7 +306,7 @@ fn swap_all(
     users.sort();
     users.dedup();
     refuse_linked_binds(&p.plan)?;
-    moments.stop_began = unix_now();
+    moments.stop_began = staged.stopped_at.unwrap_or_else(unix_now);
     guard.stop_for(&users, "for the swap", &ctx.ui)?;
     // A signal while the services stopped (up to their grace period): the last moment to stop
     // with nothing replaced.
@@ -333,13 +351,17 @@ fn fault_after(_step: &str) -> Result<()> {
 }
 
 /// The safety backup: exactly what will be overwritten, the present target volumes, and the
-/// databases if their volume exists. None when nothing that would be replaced exists.
-fn safety_backup(ctx: &Ctx, p: &Prepared, lock: &Lock) -> Result<Option<Safety>> {
+/// databases if their volume exists; None when nothing that would be replaced exists. As
+/// consistent as a backup: a store no engine dumps (MongoDB, Kafka, MinIO…) is copied with its
+/// users stopped, and since they are about to stop for the swap anyway, they are stopped here
+/// by the restore's own guard and stay stopped until the swap (stop, safety copy, swap).
+fn safety_backup(ctx: &Ctx, p: &Prepared, lock: &Lock, guard: &mut ServiceGuard) -> Result<SafetyTaken> {
     let present = p.present.clone();
     let kind = if present.is_empty() { backup::Kind::Db } else { backup::Kind::Full };
+    let none = SafetyTaken { safety: None, stopped_at: None };
     if p.plan.dbs.is_empty() && present.is_empty() {
         ctx.ui.step("nothing that would be replaced exists: no safety backup needed");
-        return Ok(None);
+        return Ok(none);
     }
     let bopts = backup::Options {
         volumes: present,
@@ -351,17 +373,29 @@ fn safety_backup(ctx: &Ctx, p: &Prepared, lock: &Lock) -> Result<Option<Safety>>
         no_encrypt: way_back_in_clear(ctx, "the safety backup"),
         ..backup::Options::new(kind, p.dir.clone())
     };
+    let plan = backup::prepare(ctx, &bopts).context("plan the safety backup (nothing was restored)")?;
+    let mut stopped: Vec<String> = plan.volumes.iter().flat_map(|v| v.stop_for_copy.clone()).collect();
+    stopped.sort();
+    stopped.dedup();
+    let stopped_at = (!stopped.is_empty()).then(unix_now);
+    if !stopped.is_empty() {
+        guard.stop_for(
+            &stopped,
+            "now, for the swap, so that the safety backup copies their stores stopped",
+            &ctx.ui,
+        )?;
+    }
     ctx.ui.step("safety backup of what will be replaced");
-    let s = backup::take(ctx, &bopts, lock).context("take the safety backup (nothing was restored)")?;
+    let s = backup::execute(ctx, &plan, &bopts, lock).context("take the safety backup (nothing was restored)")?;
     if s.volumes.is_empty() && s.databases.is_empty() {
         let _ = std::fs::remove_file(&s.path);
         ctx.ui.step("nothing that would be replaced exists: no safety backup needed");
-        return Ok(None);
+        return Ok(SafetyTaken { stopped_at, ..none });
     }
     let written = crate::engine::remote::parse_hex32(&s.sha256).context("the safety backup's digest")?;
     let src = Source::open(&s.path)?;
     super::check_own(&src, written).context("the safety backup (nothing was restored)")?;
-    Ok(Some(Safety { path: s.path, src, only: undo_only(&p.plan) }))
+    Ok(SafetyTaken { safety: Some(Safety { path: s.path, src, only: undo_only(&p.plan) }), stopped_at })
 }
 
 /// The destructive part: volumes emptied and refilled, databases dropped and reloaded.
