@@ -369,6 +369,9 @@ pub struct RestoreArgs {
     /// Skip the backup of what is replaced (the restore then cannot be undone)
     #[arg(long)]
     pub no_safety_backup: bool,
+    /// Leave out what a restore into this stack refuses (each named) and restore the rest
+    #[arg(long)]
+    pub skip_refused: bool,
     /// Accept device nodes and FIFOs inside volumes (refused by default)
     #[arg(long)]
     pub allow_special_files: bool,
@@ -564,6 +567,7 @@ impl RestoreArgs {
             yes: self.yes,
             force: self.force,
             no_safety_backup: self.no_safety_backup,
+            skip_refused: self.skip_refused,
             allow_special: self.allow_special_files,
             in_place: self.in_place,
             dir: self.dir.path(),

@@ -379,3 +379,117 @@ fn a_held_bind_named_with_only_has_a_way_back() {
     assert_eq!(std::fs::read_to_string(inside.join("photo.txt")).unwrap(), "archived");
     assert!(out.contains(&format!("--only {only}")), "the undo names the bind: {out}");
 }
+
+const NESTED: &str = r#"name: nested
+services:
+  dovecot:
+    image: ${APP_IMAGE:-busybox}
+    command: ["sleep", "1000000"]
+    init: true
+    volumes:
+      - ./data/conf:/etc/x
+      - ./data/conf/auth/x.php:/usr/lib/x.php
+  sieve:
+    image: ${APP_IMAGE:-busybox}
+    command: ["sleep", "1000000"]
+    init: true
+    volumes:
+      - ./data/conf/sieve:/sieve
+      - ./media:/media
+"#;
+
+/// The archive's entries with the inner bind's directory `auth` of the outer bind replaced by a
+/// symbolic link to `to` (SHA256SUMS rewritten to match, as a forger would).
+fn with_auth_as_link(archive: &str, forged: &Path, to: &str) {
+    let mut entries = load(Path::new(archive));
+    let php = entries.iter().find(|e| e.name.ends_with(b"/auth/x.php")).expect("x.php archived");
+    let dir = php.name[..php.name.len() - "/x.php".len()].to_vec();
+    let at = entries.iter().position(|e| e.name.starts_with(&dir)).unwrap();
+    let mut header = entries[at].header.clone();
+    entries.retain(|e| !e.name.starts_with(&dir));
+    header.set_entry_type(tar::EntryType::Symlink);
+    header.set_mode(0o777);
+    entries.insert(at, Entry { header, name: dir, link: Some(to.as_bytes().to_vec()), data: Vec::new() });
+    save(forged, entries, true);
+}
+
+/// Nested binds, as mailcow writes them: `./data/conf` bound, and inside it a file
+/// (`auth/x.php`) and a directory (`sieve`, another service's) bound too. Backup copies the
+/// outer tree once and says the inner ones are part of it; verify --deep passes; restore brings
+/// the whole tree back and the inner mounts see the restored content; a forged tree whose
+/// `auth` is a symbolic link is caught at the swap (before the services start) and the way back
+/// puts the old tree back; an archive with a bind this stack does not declare is judged on its
+/// own: verify and restore list the refused item (not "do not restore from it"), and
+/// `--skip-refused` restores the rest.
+#[test]
+fn nested_binds_restore_as_part_of_the_outer_tree() {
+    if !engine() {
+        return;
+    }
+    let (project, stack) = stack_from("nested", NESTED, "NESTED_PREFIX");
+    let backups = TempDir::new("binds-nested-backups");
+    let conf = project.0.join("data/conf");
+    std::fs::create_dir_all(conf.join("auth")).unwrap();
+    std::fs::create_dir_all(conf.join("sieve")).unwrap();
+    std::fs::create_dir_all(project.0.join("media")).unwrap();
+    std::fs::write(conf.join("a.conf"), "mail_location = maildir\n").unwrap();
+    std::fs::write(conf.join("auth/x.php"), "<?php // v1\n").unwrap();
+    std::fs::write(conf.join("sieve/rule"), "keep;\n").unwrap();
+    std::fs::write(project.0.join("media/photo.jpg"), "photo").unwrap();
+    stack.xtask_ok(&["up"]);
+    let in_container = |service: &str, path: &str| stack.exec(service, &["cat", path], "");
+    assert_eq!(in_container("dovecot", "/usr/lib/x.php"), "<?php // v1\n");
+
+    let (ok, out, err) = stack.xtask(&["backup", "--output-dir", backups.s(), "--json"]);
+    assert!(ok && !err.contains("warning:"), "{err}");
+    let summary: Value = serde_json::from_str(&out).unwrap();
+    let archive = summary["path"].as_str().unwrap().to_string();
+    let sieve_dir = format!("{}/sieve", conf.display());
+    let sieve_skip = summary["skipped"].as_array().unwrap().iter().find(|s| s["name"] == sieve_dir.as_str());
+    assert!(sieve_skip.is_some_and(|s| s["reason"].as_str().unwrap().contains("part of it")), "{summary}");
+    let names = entry_names(&archive);
+    assert!(names.iter().any(|n| n.ends_with("/auth/x.php")) && names.iter().any(|n| n.ends_with("/sieve/rule")));
+    let (ok, _, err) = stack.xtask(&["verify", "--deep", &archive, "--output-dir", backups.s()]);
+    assert!(ok && err.contains("OK:"), "{err}");
+    let before = listing(&conf);
+
+    // The tree changed: the inner file rewritten, a file and the inner directory's file gone.
+    std::fs::write(conf.join("auth/x.php"), "<?php // v2\n").unwrap();
+    std::fs::remove_file(conf.join("a.conf")).unwrap();
+    std::fs::remove_file(conf.join("sieve/rule")).unwrap();
+    let (ok, _, err) = stack.xtask(&["restore", &archive, "--yes", "--output-dir", backups.s()]);
+    assert!(ok, "{err}");
+    assert_eq!(listing(&conf), before, "the whole tree came back, the inner binds with it");
+    assert_eq!(in_container("dovecot", "/usr/lib/x.php"), "<?php // v1\n", "the inner file mount sees it");
+    assert_eq!(in_container("sieve", "/sieve/rule"), "keep;\n", "the inner directory mount sees it");
+
+    // A tree whose `auth` is a link: refused at the swap, the way back puts the tree back.
+    let elsewhere = TempDir::new("binds-nested-elsewhere");
+    let forged = backups.0.join("full_backup_20200101_000000.tar.gz");
+    with_auth_as_link(&archive, &forged, elsewhere.s());
+    let (ok, _, err) = stack.xtask(&["restore", forged.to_str().unwrap(), "--yes", "--output-dir", backups.s()]);
+    assert!(!ok && err.contains("symbolic link") && err.contains("safety backup"), "{err}");
+    assert_eq!(listing(&conf), before, "the way back put the old tree back");
+    assert_eq!(listing(&elsewhere.0), "", "nothing was written through the link");
+    assert_eq!(in_container("dovecot", "/usr/lib/x.php"), "<?php // v1\n", "dovecot runs again, as it was");
+
+    // A bind this stack does not declare: listed by verify and restore; the rest restores.
+    let media = format!("{}/media", project.s());
+    let moved = backups.0.join("full_backup_20200102_000000.tar.gz");
+    repack_with_metadata(&archive, &moved, &|m| {
+        let v = m["volumes"].as_array_mut().unwrap().iter_mut().find(|v| v["bind"] == media.as_str()).unwrap();
+        v["bind"] = "/srv/elsewhere".into();
+        v["key"] = "/srv/elsewhere".into();
+    });
+    let moved = moved.to_str().unwrap();
+    let (ok, _, err) = stack.xtask(&["verify", "--deep", moved, "--output-dir", backups.s()]);
+    assert!(!ok && err.contains("OK:") && err.contains("/srv/elsewhere"), "{err}");
+    assert!(err.contains("the archive is sound") && !err.contains("do not restore from it"), "{err}");
+    std::fs::remove_file(conf.join("sieve/rule")).unwrap();
+    let (ok, _, err) = stack.xtask(&["restore", moved, "--yes", "--output-dir", backups.s()]);
+    assert!(!ok && err.contains("/srv/elsewhere") && err.contains("--skip-refused"), "{err}");
+    assert!(!conf.join("sieve/rule").exists(), "nothing was changed");
+    let (ok, _, err) = stack.xtask(&["restore", moved, "--yes", "--skip-refused", "--output-dir", backups.s()]);
+    assert!(ok && err.contains("/srv/elsewhere"), "{err}");
+    assert_eq!(listing(&conf), before, "the rest of the archive was restored");
+}

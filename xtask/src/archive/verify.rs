@@ -32,6 +32,10 @@ pub struct Report {
     /// Bytes of file data per volume (what a restore writes into it).
     pub volume_bytes: BTreeMap<String, u64>,
     pub problems: Vec<String>,
+    /// Items a restore into this stack would refuse (a bind it does not declare…), each with
+    /// why: not problems of the archive, whose other items are judged on their own.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
     /// Every entry's fingerprint: what an extraction from the same descriptor must find again.
     #[serde(skip)]
     pub manifest: grammar::Manifest,

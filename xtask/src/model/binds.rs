@@ -243,6 +243,13 @@ fn classify(
     Bind { host_path: path, uses, role, priority, inferred, role_reason, never }
 }
 
+/// The binds of `stack_binds` that lie strictly inside the directory `path` (their host paths,
+/// each once): restored as part of it, so a restore of `path` checks that nothing on the way to
+/// them is a symbolic link before their services start.
+pub fn inside<'a>(stack_binds: &'a [Bind], path: &str) -> Vec<&'a Bind> {
+    stack_binds.iter().filter(|b| b.host_path != path && Path::new(&b.host_path).starts_with(path)).collect()
+}
+
 /// Where and how an archive recorded a bind: its host path, the project directory then (absent
 /// in older archives) and its mounts as (service, target) (absent in older archives).
 pub struct Recorded<'a> {
@@ -304,16 +311,10 @@ pub fn declared_target<'a>(
     if let Some(p) = protected.iter().find(|p| p.starts_with(path)) {
         bail!("{what}: this stack binds {path}, which holds {}: a restore never replaces it", p.display());
     }
-    // Another bind inside this one: the restored content could put a link where that bind's
-    // directory is, and Docker would follow it when the service starts.
-    let inner = stack_binds.iter().find(|b| b.host_path != *path && Path::new(&b.host_path).starts_with(path));
-    if let Some(inner) = inner {
-        bail!(
-            "{what}: this stack binds {path} and also {} inside it; a restore of the outer one could replace the \
-             inner directory by a link, so it is refused: restore it by hand, or bind them side by side",
-            inner.host_path
-        );
-    }
+    // Another bind inside this one (mailcow's `./data/conf/dovecot` holding
+    // `./data/conf/dovecot/auth/x.php`) is restored as part of it: the restore checks, once the
+    // new tree is in place and before its services start, that nothing on the way to the inner
+    // bind is a symbolic link Docker would follow ([`inside`]).
     Ok(bind)
 }
 
@@ -461,8 +462,11 @@ mod tests {
         let nested = project(&[("web", "/srv/q/data", "/data", false), ("web", "/srv/q/data/sub", "/sub", false)]);
         let nb = binds(&nested, &Overrides::new(), &|_| false);
         let r = Recorded { path: "/srv/q/data", project_dir: None, uses: &[] };
-        let e = format!("{:#}", declared_target(&r, &nb, Path::new("/srv/q"), &[]).unwrap_err());
-        assert!(e.contains("inside it"), "a bind holding another bind: {e}");
+        let outer = declared_target(&r, &nb, Path::new("/srv/q"), &[]).expect("a bind holding another is restorable");
+        let inner: Vec<&str> = inside(&nb, &outer.host_path).iter().map(|b| b.host_path.as_str()).collect();
+        assert_eq!(inner, ["/srv/q/data/sub"], "restored as part of it, checked for links at the swap");
+        assert!(inside(&nb, "/srv/q/data/sub").is_empty());
+        assert!(inside(&nb, "/srv/q/dat").is_empty(), "a path prefix is not a parent directory");
         let e = format!("{:#}", at("/srv", None, &uses("dev", "/src")).unwrap_err());
         assert!(e.contains("holds /srv/p"), "a bind holding the project or backup directory: {e}");
     }

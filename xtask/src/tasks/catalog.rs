@@ -121,6 +121,9 @@ pub fn verify(ctx: &Ctx, dir: &Path, which: Which, deep: bool, rules: archive::R
         }
         if report.ok() {
             progress.finish(&format!("OK: {} entries, {} files, checksums match", report.entries, report.files));
+            for r in &report.refused {
+                eprintln!("    refused: {r}");
+            }
         } else {
             progress.finish(&format!("FAILED: {} problem(s)", report.problems.len()));
             for p in &report.problems {
@@ -135,6 +138,18 @@ pub fn verify(ctx: &Ctx, dir: &Path, which: Which, deep: bool, rules: archive::R
     let failed: Vec<String> = reports.iter().filter(|r| !r.ok()).map(|r| r.path.display().to_string()).collect();
     if !failed.is_empty() {
         bail!("verification failed for {}: do not restore from it", failed.join(", "));
+    }
+    let refusing: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.refused.is_empty())
+        .map(|r| format!("{} ({} item(s))", r.path.display(), r.refused.len()))
+        .collect();
+    if !refusing.is_empty() {
+        bail!(
+            "{}: the archive is sound, but a restore into this stack refuses the items listed above; the rest is \
+             restored with `cargo xtask restore ARCHIVE --skip-refused`",
+            refusing.join(", ")
+        );
     }
     Ok(())
 }
@@ -158,8 +173,9 @@ fn verify_one(
     };
     let mut report =
         if deep { archive::verify_source_for_reading(&src, rules) } else { archive::verify_source(&src, rules) };
-    if let Err(e) = check_binds(ctx, dir, &report) {
-        report.problems.push(format!("{e:#}"));
+    match check_binds(ctx, dir, &report) {
+        Ok(refused) => report.refused = refused,
+        Err(e) => report.problems.push(format!("{e:#}")),
     }
     if !deep || !report.ok() {
         return report;
@@ -175,21 +191,23 @@ fn verify_one(
 
 /// Every bind the archive holds must be one a restore into this stack would write: a bind this
 /// stack's compose file declares for its recorded mounts, never a system path, never one holding
-/// the project or the backup directory.
-fn check_binds(ctx: &Ctx, dir: &Path, report: &archive::Report) -> Result<()> {
-    let Some(meta) = &report.metadata else { return Ok(()) };
+/// the project or the backup directory. Returns every bind it would refuse, each with why (all
+/// of them, not the first): the rest of the archive is judged on its own.
+fn check_binds(ctx: &Ctx, dir: &Path, report: &archive::Report) -> Result<Vec<String>> {
+    let Some(meta) = &report.metadata else { return Ok(Vec::new()) };
     if meta.volumes.iter().all(|v| v.bind.is_none()) {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let stack = StackBinds::of(ctx, dir)?;
+    let mut refused = Vec::new();
     for v in &meta.volumes {
         let Some(path) = v.bind.as_deref() else { continue };
         // As if named: a held bind is restorable when the user names it.
-        stack
-            .target_of(meta, v, path, true)
-            .with_context(|| format!("metadata.json: {}: a restore into this stack would refuse it", v.name))?;
+        if let Err(e) = stack.target_of(meta, v, path, true) {
+            refused.push(format!("{}: a restore into this stack would refuse it: {e:#}", v.name));
+        }
     }
-    Ok(())
+    Ok(refused)
 }
 
 /// `prune` of the backup directory, the notifiers of `x-xtask.notify` told.

@@ -204,6 +204,7 @@ fn gather<'a>(ctx: &Ctx, plan: &'a BackupPlan, opts: &Options, dir: &Path) -> Re
     for s in &sources.skipped {
         ctx.ui.step(&format!("skip {}: {}", s.name, s.reason));
     }
+    warn_unrestorable_binds(&sources);
     // A push into restic with --no-keep-local writes no archive here.
     let local = plan.keep_local || !plan.push_vault;
     // A restore that died may have left a half-done swap beside a volume's `_data` (settled
@@ -223,6 +224,21 @@ fn gather<'a>(ctx: &Ctx, plan: &'a BackupPlan, opts: &Options, dir: &Path) -> Re
         (_, _) => check_space(docker, dir, &sources, local)?,
     };
     Ok(sources)
+}
+
+/// Says at backup time which copied bind a restore would refuse as it is laid out now: one that
+/// is, or lies below, a symbolic link, or holds a bind reached through one (a restore writes
+/// only through real directories). Checked on this machine when the engine is local.
+fn warn_unrestorable_binds(sources: &Sources) {
+    if !crate::engine::docker::helper::engine_is_local() {
+        return;
+    }
+    for v in sources.volumes.iter().filter(|v| v.bind.is_some()) {
+        let paths = std::iter::once(v.source()).chain(v.holds.iter().map(String::as_str));
+        for e in paths.filter_map(|p| crate::files::refuse_symlinks(Path::new(p)).err()) {
+            eprintln!("warning: {e:#}; it is copied, but a restore of {} refuses it as long as this is so", v.source());
+        }
+    }
 }
 
 /// The planned volumes that exist in the engine; with `only_existing`, the database only when

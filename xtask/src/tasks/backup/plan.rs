@@ -51,6 +51,8 @@ pub struct VolumeChoice {
     pub stop_for_copy: Vec<String>,
     /// Why an inferred `data` volume is copied (the inference was unsure), said in the plan.
     pub unsure: Option<String>,
+    /// A bind's binds inside it (host paths): copied and restored as part of its tree.
+    pub holds: Vec<String>,
 }
 
 impl VolumeChoice {
@@ -124,7 +126,8 @@ pub fn plan(project: &Project, binds: &[Bind], opts: &Options) -> Result<BackupP
             }
         }
         let db_services: Vec<&str> = dbs.iter().map(|d| d.login.service.as_str()).collect();
-        volumes.extend(choose_binds(binds, &choice, &db_services, &mut skipped));
+        let chosen = choose_binds(binds, &choice, &db_services, &mut skipped);
+        volumes.extend(fold_nested_binds(chosen, binds, &choice, &mut skipped));
         skipped.extend(ephemeral(project));
         volumes
     } else {
@@ -336,6 +339,7 @@ fn choose_volumes(
             bind_mounts: Vec::new(),
             stop_for_copy: Vec::new(),
             unsure: (c.role_inferred && c.role == Role::Data).then(|| c.role_reason.clone()),
+            holds: Vec::new(),
         });
     }
     volumes
@@ -398,7 +402,44 @@ fn choose_binds(binds: &[Bind], choice: &Choice, db_services: &[&str], skipped: 
                 Vec::new()
             },
             unsure: (b.inferred && b.role == Role::Data).then(|| b.role_reason.clone()),
+            holds: Vec::new(),
         });
+    }
+    out
+}
+
+/// A bind inside another bind this backup copies (mailcow's `./data/conf/dovecot/auth` inside
+/// `./data/conf/dovecot`) is part of the outer tree: copied and restored with it (a restore
+/// checks, before the services start, that nothing on the way to it is a symbolic link), so it
+/// is not copied a second time unless named with `--volume`; the outer copy stops and saves
+/// for its users too.
+fn fold_nested_binds(
+    chosen: Vec<VolumeChoice>,
+    binds: &[Bind],
+    choice: &Choice,
+    skipped: &mut Skips,
+) -> Vec<VolumeChoice> {
+    let inside = |inner: &str, outer: &str| inner != outer && std::path::Path::new(inner).starts_with(outer);
+    let outer_of = |v: &VolumeChoice| {
+        let path = v.bind.as_deref()?;
+        let named = choice.requested.iter().any(|r| r == path);
+        chosen.iter().filter_map(|o| o.bind.clone()).find(|o| !named && inside(path, o))
+    };
+    let folded: Vec<(String, String)> =
+        chosen.iter().filter_map(|v| outer_of(v).map(|o| (v.bind.clone().unwrap_or_default(), o))).collect();
+    let mut out: Vec<VolumeChoice> =
+        chosen.into_iter().filter(|v| !folded.iter().any(|(i, _)| v.bind.as_ref() == Some(i))).collect();
+    for (inner, outer) in &folded {
+        skipped.push((inner.clone(), format!("inside the bind {outer}: copied and restored as part of it")));
+    }
+    for v in out.iter_mut().filter(|v| v.bind.is_some()) {
+        let path = v.bind.clone().unwrap_or_default();
+        for b in binds.iter().filter(|b| inside(&b.host_path, &path)) {
+            v.services.extend(b.uses.iter().map(|u| u.service.clone()));
+            v.holds.push(b.host_path.clone());
+        }
+        v.services.sort();
+        v.services.dedup();
     }
     out
 }
@@ -464,25 +505,7 @@ impl BackupPlan {
             ));
         }
         for v in &self.volumes {
-            let how = if !v.stop_for_copy.is_empty() {
-                format!(
-                    " (stopping {} meanwhile: a database the tool cannot dump; --no-stop leaves it NOT PROTECTED)",
-                    v.stop_for_copy.join(", ")
-                )
-            } else if self.stop && !v.services.is_empty() {
-                format!(" (stopping {} meanwhile)", v.services.join(", "))
-            } else {
-                String::new()
-            };
-            out.push_str(&format!(
-                "  - copy volume {} ({}, {}) read-only{how}\n",
-                v.name,
-                v.role.as_str(),
-                v.priority.as_str()
-            ));
-            if let Some(why) = &v.unsure {
-                out.push_str(&format!("      kept since unsure of its role: {why}\n"));
-            }
+            out.push_str(&self.describe_volume(v));
         }
         for (name, why) in &self.skipped {
             out.push_str(&format!("  - skip {name}: {why}\n"));
@@ -509,6 +532,38 @@ impl BackupPlan {
                 }
             }
             (None, ..) => {}
+        }
+        out
+    }
+
+    /// One copied volume or bind in words: how it is copied, and why when unsure or nested.
+    fn describe_volume(&self, v: &VolumeChoice) -> String {
+        let mut out = String::new();
+        let how = if !v.stop_for_copy.is_empty() {
+            format!(
+                " (stopping {} meanwhile: a database the tool cannot dump; --no-stop leaves it NOT PROTECTED)",
+                v.stop_for_copy.join(", ")
+            )
+        } else if self.stop && !v.services.is_empty() {
+            format!(" (stopping {} meanwhile)", v.services.join(", "))
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "  - copy volume {} ({}, {}) read-only{how}\n",
+            v.name,
+            v.role.as_str(),
+            v.priority.as_str()
+        ));
+        if !v.holds.is_empty() {
+            out.push_str(&format!(
+                "      holds the binds {}: copied and restored as part of it (a restore checks that nothing on \
+                 the way to them is a symbolic link before their services start)\n",
+                v.holds.join(", ")
+            ));
+        }
+        if let Some(why) = &v.unsure {
+            out.push_str(&format!("      kept since unsure of its role: {why}\n"));
         }
         out
     }

@@ -341,3 +341,34 @@ fn an_undumpable_store_on_a_bind_is_copied_with_its_users_stopped() {
     let no_stop = plan_with(&p, &binds, Options { no_stop: true, ..opts(Kind::Full) });
     assert!(skipped(&no_stop, "/srv/s3").starts_with(UNPROTECTED), "{:?}", no_stop.skipped);
 }
+
+/// A bind inside another copied bind (mailcow's `./data/conf/dovecot` and a directory and a
+/// file inside it): copied once, as part of the outer tree, whose users include the inner
+/// one's; the plan says so; named with --volume, the inner one is copied on its own.
+#[test]
+fn a_bind_inside_another_is_copied_as_part_of_it() {
+    use crate::model::compose::Mount;
+    let mut p = sample();
+    let bind = |src: &str, target: &str| Mount {
+        kind: MountKind::Bind,
+        source: Some(src.into()),
+        target: target.into(),
+        read_only: false,
+    };
+    let backend = p.services.iter_mut().find(|s| s.name == "backend").unwrap();
+    backend.mounts.push(bind("/srv/mail/conf", "/etc/dovecot"));
+    backend.mounts.push(bind("/srv/mail/conf/auth/x.php", "/usr/lib/x.php"));
+    let proxy = p.services.iter_mut().find(|s| s.name == "proxy").unwrap();
+    proxy.mounts.push(bind("/srv/mail/conf/sieve", "/sieve"));
+    let binds = crate::model::binds::binds(&p, &Default::default(), &|path| path.ends_with(".php"));
+    let plan = plan(&p, &binds, &opts(Kind::Full)).unwrap();
+    let copied: Vec<&str> = plan.volumes.iter().filter_map(|v| v.bind.as_deref()).collect();
+    assert_eq!(copied, ["/srv/mail/conf"]);
+    let conf = plan.volumes.iter().find(|v| v.bind.is_some()).unwrap();
+    assert_eq!(conf.services, ["backend", "proxy"]);
+    assert_eq!(conf.holds, ["/srv/mail/conf/auth/x.php", "/srv/mail/conf/sieve"]);
+    assert!(skipped(&plan, "/srv/mail/conf/sieve").contains("part of it"), "{:?}", plan.skipped);
+    assert!(plan.describe().contains("holds the binds /srv/mail/conf/auth/x.php, /srv/mail/conf/sieve"));
+    let named = plan_with(&p, &binds, Options { volumes: vec!["/srv/mail/conf/sieve".into()], ..opts(Kind::Full) });
+    assert_eq!(named.volumes.iter().filter_map(|v| v.bind.as_deref()).collect::<Vec<_>>(), ["/srv/mail/conf/sieve"]);
+}

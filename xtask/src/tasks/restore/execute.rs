@@ -321,6 +321,7 @@ fn swap_all(
         ctx.ui.step(&format!("swap the restored content into {}", targets.join(", ")));
         staging::swap(docker, &targets, layout)?;
     }
+    refuse_linked_inner_binds(&p.plan)?;
     fault_after("volume-swap")?;
     // A database server that mounts a restored volume stopped with its other users: its dumps
     // load into it next, so it runs again first.
@@ -424,6 +425,7 @@ fn replace(
         restore_volume(ctx, docker, verified, v, exists, &plan.project)
             .with_context(|| format!("restore volume {}", v.target))?;
     }
+    refuse_linked_inner_binds(plan)?;
     for db in &plan.dbs {
         signals::check()?;
         guard.ensure_running(&db.login.service, &ctx.ui)?;
@@ -457,6 +459,7 @@ fn way_back(
     let every: Vec<String> =
         meta.volumes.iter().map(|v| v.bind.clone().unwrap_or_else(|| v.name.clone())).chain(dbs).collect();
     let plan = plan(&ctx.model()?.0, &StackBinds::of(ctx, dir)?, meta, &every, false)?;
+    plan.check_refused(&safety.path, false)?;
     let mut again = Vec::new();
     // A second signal must not cut the way back off.
     let _calm = signals::Suspended::begin();
@@ -529,13 +532,7 @@ fn restore_volume(
     Ok(())
 }
 
-/// Creates a missing target volume with the name, driver and labels the compose file gives it.
-/// A restore target is a volume name, or a bind's host path (absolute: volume names never start
-/// with `/`).
-pub(super) fn is_bind(target: &str) -> bool {
-    target.starts_with('/')
-}
-
+/// Whether a restore target exists: the volume, or the bind's directory on the Docker host.
 pub(super) fn target_exists(docker: &Docker, volumes: &[String], target: &str) -> Result<bool> {
     if is_bind(target) {
         docker.host_dir_exists(target)
@@ -570,6 +567,22 @@ fn create_target(ctx: &Ctx, docker: &Docker, v: &VolumeRestore, project: &str) -
 pub(super) fn refuse_linked_binds(plan: &RestorePlan) -> Result<()> {
     for v in plan.volumes.iter().filter(|v| is_bind(&v.target)) {
         crate::files::refuse_symlinks(Path::new(&v.target)).context("restore refused: nothing was changed")?;
+    }
+    Ok(())
+}
+
+/// Once a bind's new tree is in place, and before the services start: nothing on the way to a
+/// bind of this stack inside it (mailcow's `./data/conf/dovecot/auth/x.php` inside
+/// `./data/conf/dovecot`) may be a symbolic link, which the restored content could have put
+/// there and Docker would follow when it mounts the inner bind. A link fails the restore, which
+/// then takes the way back.
+fn refuse_linked_inner_binds(plan: &RestorePlan) -> Result<()> {
+    for v in plan.volumes.iter().filter(|v| is_bind(&v.target)) {
+        for inner in &v.inner {
+            crate::files::refuse_symlinks(Path::new(inner)).with_context(|| {
+                format!("the restored tree of bind {} holds a symbolic link on the way to the bind {inner}", v.target)
+            })?;
+        }
     }
     Ok(())
 }

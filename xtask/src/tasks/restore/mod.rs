@@ -39,6 +39,9 @@ pub struct Options {
     pub yes: bool,
     pub force: bool,
     pub no_safety_backup: bool,
+    /// Leave out what a restore into this stack refuses (named) and restore the rest
+    /// (`--skip-refused`); without it any refused item stops the restore, all of them named.
+    pub skip_refused: bool,
     /// Accept device nodes and FIFOs in volumes.
     pub allow_special: bool,
     /// Empty each volume and fill it in place (needs no room for a second copy, but the safety
@@ -62,6 +65,7 @@ impl Options {
             yes: true,
             force: false,
             no_safety_backup: false,
+            skip_refused: false,
             allow_special: false,
             in_place: false,
             dir,
@@ -209,6 +213,7 @@ pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<Prepared> {
         bail!("{} is refused: {why}; restore it under its own name if it is genuine", path.display());
     }
     let plan = plan(&ctx.model()?.0, &StackBinds::of(ctx, &opts.dir)?, &meta, &opts.only, opts.force)?;
+    plan.check_refused(&path, opts.skip_refused)?;
     refuse_linked_binds(&plan)?;
     let existing = docker.volume_names()?;
     let mut present = Vec::new();

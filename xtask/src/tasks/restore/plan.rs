@@ -8,7 +8,7 @@ use crate::engine::db::{self as dbengine, Detected};
 use crate::model::compose::Project;
 use crate::store::binds::StackBinds;
 use crate::ui::human_bytes;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -21,8 +21,12 @@ pub struct VolumeRestore {
     pub key: String,
     pub driver: String,
     pub labels: BTreeMap<String, String>,
-    /// Services of this stack that mount it: stopped while it is replaced.
+    /// Services of this stack that mount it (or a bind inside it): stopped while it is replaced.
     pub services: Vec<String>,
+    /// A bind's target: the host paths of this stack's binds inside it, restored as part of its
+    /// tree; checked for symbolic links on the way once the new tree is in place, before the
+    /// services start.
+    pub inner: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +34,12 @@ pub struct RestorePlan {
     pub project: String,
     pub dbs: Vec<DbRestore>,
     pub volumes: Vec<VolumeRestore>,
+    /// What a restore into this stack refuses, each with why: (item, why). All are listed at
+    /// once; the rest of the archive is judged on its own and restored with `--skip-refused`.
+    pub refused: Vec<(String, String)>,
+    /// Archived binds left out because they lie inside another bind restored here, which holds
+    /// them: (archived name, the outer bind's target).
+    pub covered: Vec<(String, String)>,
 }
 
 /// Decides what the archive restores into this stack. Pure: no engine access.
@@ -54,13 +64,16 @@ pub fn plan(
             bail!("--only {o}: the archive holds no such volume (it holds: db, {})", have.join(", "));
         }
     }
-    let dbs = plan_databases(project, meta, only)?;
+    let (dbs, mut refused) = plan_databases(project, meta, only)?;
     let mut volumes = Vec::new();
     for v in &meta.volumes {
         if let Some(path) = &v.bind {
             let named = only.iter().any(|o| o == &v.name || o == path);
             if only.is_empty() || named {
-                volumes.push(plan_bind(binds, meta, v, path, named)?);
+                match plan_bind(binds, meta, v, path, named) {
+                    Ok(r) => volumes.push(r),
+                    Err(e) => refused.push((v.name.clone(), format!("{e:#}"))),
+                }
             }
             continue;
         }
@@ -71,27 +84,83 @@ pub fn plan(
         if !chosen {
             continue;
         }
-        let decl = decl.with_context(|| {
-            format!(
-                "the archive's volume {} (compose key {:?}) is not a volume of this stack: refused; \
-                 leave it out with --only",
-                v.name, v.key
-            )
-        })?;
-        let target = decl.name.clone();
+        let Some(decl) = decl else {
+            let why = format!("compose key {:?} is not a volume of this stack: never restored, never created", v.key);
+            refused.push((v.name.clone(), why));
+            continue;
+        };
         volumes.push(VolumeRestore {
             archived: v.name.clone(),
-            target,
+            target: decl.name.clone(),
             key: v.key.clone(),
             driver: decl.driver.clone().unwrap_or_else(|| "local".into()),
             labels: decl.labels.clone(),
             services: project.mounts_of(&v.key).map(|(s, _)| s.name.clone()).collect(),
+            inner: Vec::new(),
         });
     }
-    if dbs.is_empty() && volumes.is_empty() {
+    let covered = leave_out_covered(&mut volumes);
+    if dbs.is_empty() && volumes.is_empty() && refused.is_empty() {
         bail!("nothing to restore: the archive holds nothing that --only selects");
     }
-    Ok(RestorePlan { project: project.name.clone(), dbs, volumes })
+    Ok(RestorePlan { project: project.name.clone(), dbs, volumes, refused, covered })
+}
+
+/// A restore target is a volume name, or a bind's host path (absolute: volume names never start
+/// with `/`).
+pub(super) fn is_bind(target: &str) -> bool {
+    target.starts_with('/')
+}
+
+/// Binds whose target lies inside another bind's target the plan restores are part of its tree:
+/// left out (restoring both would stage the inner one in a directory the outer swap moves
+/// away). Returns them as (archived name, outer target).
+fn leave_out_covered(volumes: &mut Vec<VolumeRestore>) -> Vec<(String, String)> {
+    let outer_of = |t: &str, all: &[VolumeRestore]| {
+        all.iter()
+            .filter(|o| is_bind(&o.target) && o.target != t && Path::new(t).starts_with(&o.target))
+            .map(|o| o.target.clone())
+            .next()
+    };
+    let snapshot = volumes.clone();
+    let mut covered = Vec::new();
+    volumes.retain(|v| match outer_of(&v.target, &snapshot).filter(|_| is_bind(&v.target)) {
+        Some(outer) => {
+            covered.push((v.archived.clone(), outer));
+            false
+        }
+        None => true,
+    });
+    covered
+}
+
+impl RestorePlan {
+    /// Refuses the restore when the plan refuses items, naming every one of them at once (and
+    /// saying the rest of the archive is not affected), unless `skip` (`--skip-refused`): then
+    /// they are left out, named, and the rest is restored; nothing left is an error.
+    pub fn check_refused(&self, archive: &Path, skip: bool) -> Result<()> {
+        if self.refused.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = self.refused.iter().map(|(item, why)| format!("  - {item}: {why}")).collect();
+        let what = format!(
+            "a restore into this stack refuses {} item(s) of {}:\n{}",
+            self.refused.len(),
+            archive.display(),
+            list.join("\n")
+        );
+        if !skip {
+            bail!(
+                "{what}\nthe rest of the archive is judged on its own: restore it without these with --skip-refused \
+                 (or choose with --only); nothing was changed"
+            );
+        }
+        if self.dbs.is_empty() && self.volumes.is_empty() {
+            bail!("{what}\nnothing else to restore: nothing was changed");
+        }
+        eprintln!("warning: {what}\nleft out (--skip-refused); the rest is restored");
+        Ok(())
+    }
 }
 
 /// A bind goes back only into the bind this stack's compose file declares for its recorded
@@ -104,23 +173,28 @@ fn plan_bind(
     path: &str,
     named: bool,
 ) -> Result<VolumeRestore> {
-    let bind = binds
-        .target_of(meta, v, path, named)
-        .with_context(|| format!("the archive's {}: refused (leave it out with --only)", v.name))?;
+    let bind = binds.target_of(meta, v, path, named)?;
+    let inside = crate::model::binds::inside(&binds.binds, &bind.host_path);
+    let mut services: Vec<String> =
+        bind.uses.iter().chain(inside.iter().flat_map(|b| b.uses.iter())).map(|u| u.service.clone()).collect();
+    services.sort();
+    services.dedup();
     Ok(VolumeRestore {
         archived: v.name.clone(),
         target: bind.host_path.clone(),
         key: bind.host_path.clone(),
         driver: "bind".into(),
         labels: BTreeMap::new(),
-        services: bind.uses.iter().map(|u| u.service.clone()).collect(),
+        services,
+        inner: inside.iter().map(|b| b.host_path.clone()).collect(),
     })
 }
 
 /// The archive's database services `--only` selects (`db`: all; `db:SERVICE`: that one), each
 /// into the service of this stack with the same name and engine, logging in as this stack's
 /// compose file says (never as the archive says).
-fn plan_databases(project: &Project, meta: &Metadata, only: &[String]) -> Result<Vec<DbRestore>> {
+/// Returns the database services restored, and those refused as (`db:SERVICE`, why).
+fn plan_databases(project: &Project, meta: &Metadata, only: &[String]) -> Result<(Vec<DbRestore>, Refused)> {
     let all = only.is_empty() || only.iter().any(|o| o == "db");
     for o in only.iter().filter_map(|o| o.strip_prefix("db:")) {
         if meta.database(o).is_none() {
@@ -129,32 +203,31 @@ fn plan_databases(project: &Project, meta: &Metadata, only: &[String]) -> Result
         }
     }
     let mut dbs = Vec::new();
+    let mut refused = Vec::new();
     for info in &meta.databases {
         if !all && !only.iter().any(|o| o.strip_prefix("db:") == Some(info.service.as_str())) {
             continue;
         }
-        let svc = project.services.iter().find(|s| s.name == info.service).with_context(|| {
-            format!(
-                "the archive's databases came from service {:?}, which this stack does not have; leave them out \
-                 with --only",
-                info.service
-            )
-        })?;
+        let item = format!("db:{}", info.service);
+        let Some(svc) = project.services.iter().find(|s| s.name == info.service) else {
+            refused.push((item, "dumps of a service this stack does not have".to_string()));
+            continue;
+        };
         if dbengine::detect(svc)? != Detected::Dump(info.engine) {
-            bail!(
-                "the archive holds {} dumps of service {}, which is not a {} service in this stack: refused",
-                info.engine.as_str(),
-                svc.name,
-                info.engine.as_str()
-            );
+            let e = info.engine.as_str();
+            refused.push((item, format!("{e} dumps, and service {} is not a {e} service in this stack", svc.name)));
+            continue;
         }
         dbs.push(DbRestore { login: dbengine::login(svc, info.engine)?, info: info.clone() });
     }
-    if dbs.is_empty() && only.iter().any(|o| o == "db") {
+    if dbs.is_empty() && refused.is_empty() && only.iter().any(|o| o == "db") {
         bail!("--only db: the archive holds no database dump");
     }
-    Ok(dbs)
+    Ok((dbs, refused))
 }
+
+/// Items a restore refuses, each with why.
+type Refused = Vec<(String, String)>;
 
 impl RestorePlan {
     /// What will be replaced, for the confirmation.
@@ -179,7 +252,21 @@ impl RestorePlan {
                 _ => format!("  - databases {} in service {} (replaced)\n", names.join(", "), db.login.service),
             });
         }
+        for (item, why) in &self.refused {
+            out.push_str(&format!("  - {item}: NOT restored, refused: {why}\n"));
+        }
+        for (item, outer) in &self.covered {
+            out.push_str(&format!("  - {item}: lies inside bind {outer}, restored as part of it\n"));
+        }
         for v in &self.volumes {
+            if !v.inner.is_empty() {
+                out.push_str(&format!(
+                    "  - bind {} holds the binds {}: restored with it, checked for symbolic links before their \
+                     services start\n",
+                    v.target,
+                    v.inner.join(", ")
+                ));
+            }
             match sizes.get(&v.target) {
                 Some(s) => {
                     out.push_str(&format!("  - volume {} (now {}) emptied and refilled\n", v.target, human_bytes(*s)))
@@ -265,11 +352,60 @@ mod tests {
     fn a_volume_outside_the_stack_is_refused() {
         // Archived under a key this stack does not have: never restored, never created.
         let m = meta("app", &[("app-backend-media", "app-backend-media"), ("intruder", "some-other-volume")]);
-        let err = plan(&sample(), &no_binds(), &m, &[], false).unwrap_err().to_string();
+        let all = plan(&sample(), &no_binds(), &m, &[], false).unwrap();
+        let err = format!("{:#}", all.check_refused(Path::new("a.tar.gz"), false).unwrap_err());
         assert!(err.contains("some-other-volume") && err.contains("not a volume of this stack"), "{err}");
+        assert!(err.contains("--skip-refused") && err.contains("nothing was changed"), "{err}");
+        // Asked to, the rest restores, the refused item named.
+        assert!(all.check_refused(Path::new("a.tar.gz"), true).is_ok());
+        assert_eq!(all.volumes.iter().map(|v| v.target.as_str()).collect::<Vec<_>>(), ["app-backend-media"]);
+        assert!(all.describe(Path::new("a.tar.gz"), &m, &BTreeMap::new()).contains("some-other-volume: NOT restored"));
         // Left out with --only, the rest restores; the target is always the stack's own name.
         let p = plan(&sample(), &no_binds(), &m, &["app-backend-media".into()], false).unwrap();
         assert_eq!(p.volumes.len(), 1);
         assert_eq!(p.volumes[0].target, "app-backend-media");
+    }
+
+    /// A stack binding `/srv/q/conf` (backend) and `/srv/q/conf/auth` inside it (proxy), and a
+    /// forged bind elsewhere: the outer one restores with the inner one as part of its tree
+    /// (both services stopped, the inner path checked at the swap), an archived copy of the
+    /// inner one is left out as covered, and every refused item is listed at once.
+    #[test]
+    fn a_bind_inside_another_is_restored_as_part_of_it_and_refusals_are_listed_together() {
+        use crate::model::compose::{Mount, MountKind};
+        let mut p = sample();
+        let bind = |src: &str, target: &str| Mount {
+            kind: MountKind::Bind,
+            source: Some(src.into()),
+            target: target.into(),
+            read_only: false,
+        };
+        p.services.iter_mut().find(|s| s.name == "backend").unwrap().mounts.push(bind("/srv/q/conf", "/etc/x"));
+        p.services.iter_mut().find(|s| s.name == "proxy").unwrap().mounts.push(bind("/srv/q/conf/auth", "/auth"));
+        let stack = StackBinds { binds: crate::model::binds::binds(&p, &Default::default(), &|_| false), ..no_binds() };
+        let mut m = meta("app", &[]);
+        for (name, path, service, target) in [
+            ("binds/q-conf", "/srv/q/conf", "backend", "/etc/x"),
+            ("binds/conf-auth", "/srv/q/conf/auth", "proxy", "/auth"),
+            ("binds/evil", "/srv/elsewhere", "backend", "/nowhere"),
+            ("binds/evil2", "/srv/other", "proxy", "/nothing"),
+        ] {
+            let mut v = archive::Metadata::sample("app", &[(path, name)]).volumes.remove(0);
+            v.bind = Some(path.into());
+            v.bind_mounts = vec![archive::BindMount { service: service.into(), target: target.into() }];
+            m.volumes.push(v);
+        }
+        let plan = plan(&p, &stack, &m, &[], false).unwrap();
+        let outer: Vec<(&str, &[String], &[String])> =
+            plan.volumes.iter().map(|v| (v.target.as_str(), &v.services[..], &v.inner[..])).collect();
+        let (services, inner) = (["backend".to_string(), "proxy".to_string()], ["/srv/q/conf/auth".to_string()]);
+        assert_eq!(outer, [("/srv/q/conf", &services[..], &inner[..])]);
+        assert_eq!(plan.covered, [("binds/conf-auth".to_string(), "/srv/q/conf".to_string())]);
+        let refused: Vec<&str> = plan.refused.iter().map(|(item, _)| item.as_str()).collect();
+        assert_eq!(refused, ["binds/evil", "binds/evil2"], "every refused item at once");
+        let err = format!("{:#}", plan.check_refused(Path::new("a.tar.gz"), false).unwrap_err());
+        assert!(err.contains("/srv/elsewhere") && err.contains("/srv/other") && err.contains("2 item(s)"), "{err}");
+        let text = plan.describe(Path::new("a.tar.gz"), &m, &BTreeMap::new());
+        assert!(text.contains("holds the binds /srv/q/conf/auth") && text.contains("restored as part of it"), "{text}");
     }
 }
