@@ -197,7 +197,12 @@ pub fn infer(key: &str, mounts: &[(&Service, &Mount)]) -> (Role, String) {
     let logs = first_target(&|m| m.target.starts_with("/var/log")).or_else(|| with_segment(&["log", "logs"]));
     let dumped = image_of(&db::DUMPED_IMAGES.map(|(word, _)| word));
     let undumped = image_of(&db::UNDUMPABLE_IMAGES);
-    if let (Some((image, _)), Some(t)) = (dumped.as_ref().or(undumped.as_ref()), &logs) {
+    // Kafka's "logs" are its data: a directory its environment names in `*LOG_DIRS` is not logs.
+    let data_logs = mounts.iter().any(|(s, m)| {
+        s.environment.iter().any(|(k, v)| k.ends_with("LOG_DIRS") && v.split(',').any(|d| d.trim() == m.target))
+    });
+    let server_logs = logs.as_ref().filter(|_| !data_logs);
+    if let (Some((image, _)), Some(t)) = (dumped.as_ref().or(undumped.as_ref()), server_logs) {
         return (Role::Logs, format!("mounted at {t} by the database image {image}: its logs, not its database"));
     }
     if let Some((image, _)) = dumped {
@@ -540,6 +545,41 @@ mod tests {
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));
         assert_eq!(infer_role("rails-uploads", &[]), Role::Uploads, "the volume's name");
         assert_eq!(infer_role("vendor-data", &[]), Role::Data);
+    }
+
+    /// Stores no engine of the tool dumps, by image, copied with their users stopped; their log
+    /// directories are logs, unless the environment names them as the data (Kafka's log dirs).
+    #[test]
+    fn undumpable_stores_are_known_by_image_and_their_logs_are_not_their_database() {
+        for (image, target) in [
+            ("confluentinc/cp-zookeeper:7.6", "/var/lib/zookeeper/data"),
+            ("bitnami/kafka:3.7", "/bitnami/kafka"),
+            ("minio/minio:RELEASE.2024-01-01T00-00-00Z", "/data"),
+            ("chrislusf/seaweedfs", "/data"),
+            ("prom/prometheus:v2.53", "/prometheus"),
+            ("grafana/loki:3.0", "/loki"),
+            ("opensearchproject/opensearch:2", "/usr/share/opensearch/data"),
+            ("influxdb:2.7", "/var/lib/influxdb2"),
+            ("quay.io/coreos/etcd:v3.5", "/etcd-data"),
+            ("cassandra:5", "/var/lib/cassandra"),
+            ("couchdb:3", "/opt/couchdb/data"),
+            ("getmeili/meilisearch:v1.9", "/meili_data"),
+            ("victoriametrics/victoria-metrics:v1.102", "/victoria-metrics-data"),
+        ] {
+            let (s, m) = svc(image, target);
+            let (role, why) = super::infer("v", &[(&s, &m)]);
+            assert_eq!(role, Role::Database, "{image} at {target}: {why}");
+            assert!(why.contains("stopped"), "{why}");
+        }
+        assert_eq!(
+            infer("docker.elastic.co/elasticsearch/elasticsearch:8", "/usr/share/elasticsearch/logs"),
+            Role::Logs
+        );
+        assert_eq!(infer("cassandra:5", "/var/log/cassandra"), Role::Logs);
+        let (mut s, m) = svc("bitnami/kafka:3.7", "/var/lib/kafka/logs");
+        assert_eq!(super::infer("v", &[(&s, &m)]).0, Role::Logs);
+        s.environment.insert("KAFKA_CFG_LOG_DIRS".into(), "/var/lib/kafka/logs".into());
+        assert_eq!(super::infer("v", &[(&s, &m)]).0, Role::Database, "its log dirs are its data");
     }
 
     #[test]
