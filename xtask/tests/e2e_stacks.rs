@@ -246,6 +246,64 @@ volumes:
     assert_eq!(docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", &web]), web_started, "web never stopped");
 }
 
+/// OpenProject keeps its attachments in `opdata:/var/openproject/assets`, shared by its web,
+/// worker and cron services: no label, and `assets` alone never makes it regenerable, so
+/// `backup` copies it (its plan says why it is kept) and a restore onto the stack wiped (its
+/// containers and volume gone) brings every attachment back.
+#[test]
+fn an_attachments_volume_under_assets_is_backed_up_and_restored() {
+    if !engine() {
+        return;
+    }
+    let compose = r#"name: openproject
+services:
+  web:
+    image: ${APP_IMAGE:-busybox}
+    command: ["sleep", "1000000"]
+    init: true
+    volumes: [opdata:/var/openproject/assets]
+  worker:
+    image: ${APP_IMAGE:-busybox}
+    command: ["sleep", "1000000"]
+    init: true
+    volumes: [opdata:/var/openproject/assets]
+volumes:
+  opdata:
+    name: ${OP_PREFIX}-opdata
+"#;
+    let (_project, stack) = stack_from("openproject", compose, "OP_PREFIX");
+    let backups = TempDir::new("openproject-backups");
+    stack.xtask_ok(&["up"]);
+    let web = format!("{}-web-1", stack.project);
+    let files = "for i in $(seq 1 48); do mkdir -p /var/openproject/assets/files/attachment/file/$i && \
+                 echo \"attachment $i\" > /var/openproject/assets/files/attachment/file/$i/doc.pdf; done";
+    docker_ok(&["exec", &web, "sh", "-c", files]);
+    let count = || docker_ok(&["exec", &web, "sh", "-c", "find /var/openproject/assets -type f | wc -l"]);
+    assert_eq!(count().trim(), "48");
+
+    let opdata = stack.volume("opdata");
+    let inv = stack.xtask_json(&["volumes", "--json"]);
+    let v = inv["volumes"].as_array().unwrap().iter().find(|v| v["name"] == opdata.as_str()).unwrap();
+    assert_eq!((v["role"].as_str(), v["priority"].as_str()), (Some("data"), Some("important")), "{v}");
+    let plan = stack.xtask_ok(&["backup", "--dry-run", "--output-dir", backups.s()]);
+    assert!(
+        plan.contains(&format!("copy volume {opdata}")) && plan.contains("kept since unsure of its role"),
+        "{plan}"
+    );
+    let summary = stack.xtask_json(&["backup", "--output-dir", backups.s(), "--json"]);
+    assert!(summary["volumes"].to_string().contains(&opdata), "{summary}");
+    let archive = summary["path"].as_str().unwrap().to_string();
+
+    // Wiped as on a new machine: containers and volumes gone.
+    stack.compose(&["down", "--volumes"]);
+    assert!(!docker_ok(&["volume", "ls", "--quiet"]).lines().any(|v| v == opdata), "the volume is gone");
+    stack.xtask_ok(&["restore", &archive, "--yes", "--output-dir", backups.s()]);
+    stack.xtask_ok(&["up"]);
+    assert_eq!(count().trim(), "48", "every attachment came back");
+    let one = docker_ok(&["exec", &web, "cat", "/var/openproject/assets/files/attachment/file/7/doc.pdf"]);
+    assert_eq!(one.trim(), "attachment 7");
+}
+
 /// A MariaDB set up like the non-official images (an account with a host name, which the server
 /// ignores under skip-name-resolve): `mariadb-dump --system=users` fails there, yet the backup
 /// keeps every account the server can show, names the ignored one, and a restore brings the
