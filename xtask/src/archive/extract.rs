@@ -750,7 +750,14 @@ impl OnePass<'_> {
                     *open = Some(self.open(volume, target)?);
                 }
                 let stage = open.as_mut().expect("opened above");
-                self.write(stage, entry, c, rel).with_context(|| format!("stage volume {target}"))
+                match self.write(stage, entry, c, rel) {
+                    // The helper stopped reading: its own error (stderr) says why, not the pipe.
+                    Err(e) if is_broken_pipe(&e) => {
+                        let helper = stage.stream.builder.get_mut().get_mut().failure();
+                        Err(helper.context(format!("stage volume {target}")))
+                    }
+                    written => written.with_context(|| format!("stage volume {target}")),
+                }
             }
             _ => Ok(None),
         }
@@ -798,6 +805,11 @@ impl OnePass<'_> {
         }
         set_times(self.docker, &stage.place, &times)
     }
+}
+
+/// Whether `e` is, at its root, a write into a pipe whose reader went away.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe))
 }
 
 /// Copies a dump entry into a private file in `dir`, hashing it and reading its statistics.

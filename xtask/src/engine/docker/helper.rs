@@ -469,10 +469,18 @@ impl VolumeSink {
     }
 
     /// The helper's error after a write failed (it exited early: its stderr says why).
-    pub fn failed(self) -> anyhow::Error {
+    pub fn failed(mut self) -> anyhow::Error {
+        self.failure()
+    }
+
+    /// [`VolumeSink::failed`] through a borrow: our end closed, the helper waited for.
+    pub fn failure(&mut self) -> anyhow::Error {
         match self {
-            VolumeSink::Stdin(w) => w.failed(),
-            VolumeSink::Fifo(f) => f.finish().err().unwrap_or_else(|| anyhow!("the helper stopped reading")),
+            VolumeSink::Stdin(w) => w.failure(),
+            VolumeSink::Fifo(f) => {
+                drop(f.file.take());
+                f.run.wait().err().unwrap_or_else(|| anyhow!("the helper stopped reading"))
+            }
         }
     }
 }

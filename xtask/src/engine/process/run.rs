@@ -256,8 +256,14 @@ impl ChildWriter {
     }
 
     /// The child's error after a write failed (it usually exited early: its stderr says why).
-    pub fn failed(self) -> anyhow::Error {
-        self.finish().err().unwrap_or_else(|| anyhow!("the child stopped reading its input"))
+    pub fn failed(mut self) -> anyhow::Error {
+        self.failure()
+    }
+
+    /// [`ChildWriter::failed`] through a borrow (stdin closed, the child waited for).
+    pub fn failure(&mut self) -> anyhow::Error {
+        drop(self.stdin.take());
+        self.run.wait().err().unwrap_or_else(|| anyhow!("the child stopped reading its input"))
     }
 }
 
