@@ -178,7 +178,7 @@ pub fn infer(key: &str, mounts: &[(&Service, &Mount)]) -> (Role, String) {
     if let Some(t) = run_dir.filter(|_| mounts.iter().all(|(_, m)| run_dir_of(&m.target))) {
         return (Role::Cache, format!("mounted at {t}: a runtime (socket or pid) directory, not data"));
     }
-    if let Some((image, _)) = image_of(&db::DUMPED_IMAGES.map(|(word, _)| word)) {
+    if let Some((image, _)) = image_of(&db::dumped_words().collect::<Vec<_>>()) {
         return (Role::Database, format!("mounted by the database image {image}"));
     }
     if let Some((image, _)) = image_of(&db::UNDUMPABLE_IMAGES) {

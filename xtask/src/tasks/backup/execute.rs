@@ -586,22 +586,17 @@ fn metadata(
 
 /// What each dump entry of a service is, for the metadata's `entries`.
 fn dump_entries(db: &DbInfo) -> Vec<archive::EntryInfo> {
-    use archive::DbEngine;
-    let (globals, each) = match db.engine {
-        DbEngine::Postgres => ("PostgreSQL roles and tablespaces (pg_dumpall --globals-only)", "plain SQL pg_dump"),
-        DbEngine::Mariadb => ("MariaDB users and grants (mariadb-dump --system=users)", "mariadb-dump"),
-        DbEngine::Mysql => ("", "mysqldump"),
-        DbEngine::Hook => ("", "output of the xtask.dump command"),
-    };
+    let record = db.engine.record();
+    let (globals, each) = (record.globals_what, record.each_what);
     let mut out: Vec<archive::EntryInfo> = db
         .globals_entry
         .iter()
         .map(|g| archive::EntryInfo { path: g.clone(), what: format!("{globals} of service {}", db.service) })
         .collect();
     for d in &db.databases {
-        let what = match db.engine {
-            DbEngine::Hook => format!("{each} of service {}", db.service),
-            _ => format!("{each} of database {} of service {}", d.name, db.service),
+        let what = match record.single_dump {
+            Some(_) => format!("{each} of service {}", db.service),
+            None => format!("{each} of database {} of service {}", d.name, db.service),
         };
         out.push(archive::EntryInfo { path: d.entry.clone(), what });
     }

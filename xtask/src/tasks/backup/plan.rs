@@ -408,12 +408,13 @@ impl BackupPlan {
         for db in &self.dbs {
             let which = if db.databases.is_empty() { "every database".to_string() } else { db.databases.join(", ") };
             let l = &db.login;
-            out.push_str(&match l.engine {
-                archive::DbEngine::Hook => format!("  - dump service {} with its xtask.dump command\n", l.service),
-                e => format!(
+            let record = l.engine.record();
+            out.push_str(&match record.single_dump {
+                Some(_) => format!("  - dump service {} with its xtask.dump command\n", l.service),
+                None => format!(
                     "  - dump {} ({which}, with its {}) inside service {} as user {}\n",
-                    e.as_str(),
-                    if e == archive::DbEngine::Postgres { "roles" } else { "users and grants" },
+                    record.name,
+                    record.globals_words,
                     l.service,
                     if l.user_file.is_some() { "from POSTGRES_USER_FILE" } else { &l.user }
                 ),
