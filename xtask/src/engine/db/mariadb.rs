@@ -1,49 +1,13 @@
-//! MariaDB and MySQL: the login as `root` by the official images' conventions
-//! (`MARIADB_ROOT_PASSWORD`/`MYSQL_ROOT_PASSWORD` or their `_FILE` forms, or an explicitly empty
-//! root password), and the clients: `mariadb-dump`/`mariadb` (MySQL: `mysqldump`/`mysql`), a
+//! MariaDB's and MySQL's clients: `mariadb-dump`/`mariadb` (MySQL: `mysqldump`/`mysql`), a
 //! loader that cannot reach the shell or files, a dump beside the service through a FIFO.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
-use super::{value_or_file, Engine, Login};
+use super::Login;
 use crate::engine::docker::helper::{Beside, Helper};
 use crate::engine::docker::{Docker, DockerCmd};
-use crate::model::compose::{Service, Stack};
+use crate::model::compose::Stack;
 use crate::model::db::DbEngine;
-
-/// MariaDB or MySQL (the same login; different client names, MySQL without `--sandbox`).
-pub struct MyEngine(DbEngine);
-
-pub const MARIADB: MyEngine = MyEngine(DbEngine::Mariadb);
-pub const MYSQL: MyEngine = MyEngine(DbEngine::Mysql);
-
-impl Engine for MyEngine {
-    fn kind(&self) -> DbEngine {
-        self.0
-    }
-
-    fn fill_login(&self, service: &Service, login: &mut Login) -> Result<()> {
-        let env = &service.environment;
-        login.user = "root".into();
-        login.password = value_or_file(env, &["MARIADB_ROOT_PASSWORD", "MYSQL_ROOT_PASSWORD"]);
-        let empty_ok = ["MARIADB_ALLOW_EMPTY_ROOT_PASSWORD", "MYSQL_ALLOW_EMPTY_PASSWORD"]
-            .iter()
-            .any(|k| env.get(*k).is_some_and(|v| !v.is_empty()));
-        if login.password.is_none() && !empty_ok {
-            bail!(
-                "service {}: no root password in its environment (MARIADB_ROOT_PASSWORD, MYSQL_ROOT_PASSWORD \
-                 or their _FILE forms), which the tool needs to dump every database with its users and \
-                 grants; set one, or label the service xtask.engine: none to leave it out",
-                service.name
-            );
-        }
-        Ok(())
-    }
-
-    fn password_var(&self) -> &'static str {
-        "MYSQL_PWD"
-    }
-}
 
 impl Login {
     /// The engine's dump and load clients: (`mariadb-dump`, `mariadb`) or MySQL's names.

@@ -4,11 +4,16 @@
 //! dump dialect, table names); its steps are its driver's (`tasks/engines/`). The engine layer
 //! logs in with it; the archive format records it.
 
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
+use crate::model::compose::Service;
+
 pub use dumpscan::Dialect;
+pub use login::{login, value_or_file, Login, Secret};
 
 pub mod hook;
+mod login;
 pub mod mariadb;
 pub mod postgres;
 
@@ -46,6 +51,13 @@ pub struct Record {
     pub globals_words: &'static str,
     /// A table name as its dump checker reports it (the archive's grammar checks every one).
     pub is_table: fn(&str) -> bool,
+    /// Fills `login` (service and engine set) by the image's conventions: user, password,
+    /// commands; an error says what the service's environment lacks.
+    pub fill_login: fn(&Service, &mut Login) -> Result<()>,
+    /// The environment variable its client reads the password from.
+    pub password_var: &'static str,
+    /// The OS user its clients run as inside the container (None: the image's own).
+    pub os_user: Option<&'static str>,
 }
 
 /// Every engine, once, in detection order (MariaDB before MySQL).

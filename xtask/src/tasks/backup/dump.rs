@@ -16,8 +16,8 @@ use super::DbSource;
 use crate::archive::extract::Spooled;
 use crate::archive::{dumpstats::DumpStats, grammar, DbDump, DbEngine, DbInfo};
 use crate::context::Ctx;
-use crate::engine::db::postgres;
 use crate::engine::docker::{Docker, DockerCmd, Helper, VolumeTar};
+use crate::model::db::postgres;
 use crate::ui::{human_bytes, Progress};
 
 /// One service's dumps: (entry, file) in archive order, and what the metadata says of them.

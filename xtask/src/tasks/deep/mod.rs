@@ -111,9 +111,9 @@ fn deep_check_dumps(ctx: &Ctx, verified: &Verified, pg: &archive::DbInfo) -> Res
     let name = &server.name;
     let ready = docker.cmd(["exec", name, "pg_isready", "-h", "127.0.0.1", "-U", &pg.user, "-d", "postgres"]);
     server.wait(|| docker.query(&ready).is_ok())?;
-    let os_user = crate::engine::db::postgres::OS_USER;
+    let os_user = crate::model::db::postgres::OS_USER;
     let psql = |db: &str, stop: bool| {
-        let dbname = crate::engine::db::postgres::dbname_arg(db);
+        let dbname = crate::model::db::postgres::dbname_arg(db);
         let mut args =
             vec!["exec", "-i", "--user", os_user, name.as_str(), "psql", "-X", "-q", "-U", &pg.user, &dbname];
         if stop {
@@ -123,7 +123,7 @@ fn deep_check_dumps(ctx: &Ctx, verified: &Verified, pg: &archive::DbInfo) -> Res
     };
     // One value from a query.
     let psql_at = |db: &str, sql: &str| {
-        let dbname = crate::engine::db::postgres::dbname_arg(db);
+        let dbname = crate::model::db::postgres::dbname_arg(db);
         docker.query(
             &docker.cmd(["exec", "--user", os_user, name, "psql", "-X", "-At", "-U", &pg.user, &dbname, "-c", sql]),
         )

@@ -20,8 +20,8 @@ use anyhow::{bail, Context, Result};
 use super::{pgload, DbRestore, StagedDb};
 use crate::archive::extract::{self, Spooled, Verified};
 use crate::context::Ctx;
-use crate::engine::db::postgres;
 use crate::engine::docker::DockerCmd;
+use crate::model::db::postgres;
 use crate::signals;
 
 /// Drops database `:s` if it exists, even when its owner made it a template (a staged copy's
