@@ -8,6 +8,7 @@ pub mod backup;
 pub mod catalog;
 pub mod clean;
 pub mod deep;
+pub mod engines;
 pub mod migrate;
 pub mod offsite;
 pub mod restore;

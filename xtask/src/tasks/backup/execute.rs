@@ -2,7 +2,6 @@
 //! where the plan says, one pass writing the archive (temporary file, fsync, rename), signed,
 //! pushed when asked.
 
-use super::dump;
 use super::plan::*;
 use super::{Options, Summary};
 use crate::archive::{self, grammar, ArchiveWriter, DbInfo, Metadata, Skipped, VolumeInfo};
@@ -15,6 +14,7 @@ use crate::model::compose::Stack;
 use crate::model::offsite::VaultSpec;
 use crate::store::local::prepare_dir;
 use crate::store::local::{archive_name_at, remove_stale_temporaries};
+use crate::tasks::engines::dump;
 use crate::tasks::offsite::vault::{Started, Starting};
 use crate::ui::human_bytes;
 use anyhow::{bail, Context, Result};

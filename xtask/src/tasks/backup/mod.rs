@@ -15,7 +15,6 @@ use crate::context::Ctx;
 use crate::lock::Lock;
 use crate::ui::human_bytes;
 
-mod dump;
 mod execute;
 mod plan;
 

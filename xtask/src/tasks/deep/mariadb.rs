@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 
-use super::Throwaway;
 use crate::archive::extract::{self, Spooled, Verified};
 use crate::archive::{DbEngine, DbInfo};
 use crate::context::Ctx;
+use crate::tasks::engines::throwaway::Throwaway;
 
 /// `verify --deep`: the archive's dumps of `db` spooled, then proven.
 pub(super) fn check(ctx: &Ctx, verified: &Verified, db: &DbInfo) -> Result<()> {

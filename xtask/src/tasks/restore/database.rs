@@ -12,40 +12,15 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::archive::extract::{self, Spooled, Verified};
-use crate::archive::{DbEngine, DbInfo};
+use crate::archive::DbEngine;
 use crate::context::Ctx;
-use crate::engine::db::Login;
+pub use crate::tasks::engines::{find, DbRestore, StagedDb};
 
 mod hook;
 mod mariadb;
 mod pglines;
 mod pgload;
 mod postgres;
-
-/// One database service to restore: how to log in to it now (from this stack's compose file,
-/// never from the archive) and what the archive holds for it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DbRestore {
-    pub login: Login,
-    pub info: DbInfo,
-}
-
-impl DbRestore {
-    fn globals_entry(&self) -> Result<&str> {
-        self.info.globals_entry.as_deref().with_context(|| format!("service {}: no roles entry", self.login.service))
-    }
-}
-
-/// A database loaded beside the live one.
-pub struct StagedDb {
-    /// The live database it replaces.
-    pub live: String,
-    /// The staged copy (`xtask_new_PID_N`).
-    pub new: String,
-    /// The handover script staging prepared for the swap, kept in memory (empty until then):
-    /// nothing the swap runs is read back from a file.
-    pub handover: String,
-}
 
 /// What staging left to swap in, per service (in plan order).
 pub type Staged = Vec<Vec<StagedDb>>;
@@ -147,9 +122,4 @@ pub fn in_place(ctx: &Ctx, verified: &Verified, dbs: &[DbRestore], dir: &Path) -
         .context(what)?;
     }
     Ok(())
-}
-
-/// The spooled dump of `entry`, which the one pass or `in_place` copied out and checked.
-fn find<'a>(spooled: &'a BTreeMap<String, Spooled>, entry: &str) -> Result<&'a Spooled> {
-    spooled.get(entry).with_context(|| format!("the dump {entry} was not staged"))
 }
