@@ -10,8 +10,6 @@ use crate::archive::{self};
 use crate::context::Ctx;
 use crate::tasks::engines::throwaway::{Scratch, Throwaway};
 
-pub mod mariadb;
-
 /// Proves the archive loads: the dumps into a throwaway PostgreSQL or MariaDB/MySQL (same image
 /// as the stack's database service) with the row counts compared, each volume into a scratch volume with its
 /// file count compared; everything is removed afterwards.
@@ -24,7 +22,9 @@ pub fn check(ctx: &Ctx, verified: &Verified) -> Result<()> {
     for db in &verified.meta().databases {
         match db.engine {
             archive::DbEngine::Postgres => deep_check_dumps(ctx, verified, db)?,
-            archive::DbEngine::Mariadb | archive::DbEngine::Mysql => mariadb::check(ctx, verified, db)?,
+            archive::DbEngine::Mariadb | archive::DbEngine::Mysql => {
+                crate::tasks::engines::mariadb::prove::check(ctx, verified, db)?
+            }
             archive::DbEngine::Hook => ctx.ui.step(&format!(
                 "--deep cannot load the hook dump of service {} (only its xtask.load command can): its \
                  checksum was verified",

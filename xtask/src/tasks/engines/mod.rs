@@ -6,15 +6,59 @@
 //! ([`throwaway`]). docs/design.md, "Adding a database engine", says what a new one takes.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::archive::extract::Spooled;
+use crate::archive::extract::{self, Spooled, Verified};
 use crate::archive::DbInfo;
+use crate::context::Ctx;
 use crate::engine::db::Login;
+use crate::model::db::DbEngine;
 
 pub mod dump;
+pub mod hook;
+pub mod mariadb;
+pub mod postgres;
 pub mod throwaway;
+
+/// The driver of `engine`.
+pub fn of(engine: DbEngine) -> &'static dyn Driver {
+    match engine {
+        DbEngine::Postgres => &postgres::Postgres,
+        DbEngine::Mariadb => &mariadb::MARIADB,
+        DbEngine::Mysql => &mariadb::MYSQL,
+        DbEngine::Hook => &hook::Hook,
+    }
+}
+
+/// One engine's steps, each for one service; the tasks call them in their order and say which
+/// service failed. Every step is the driver's to write (none has a default): an engine without
+/// a step says so in its own code.
+pub trait Driver: Sync {
+    /// Settles what restores that died left in the service.
+    fn recover(&self, ctx: &Ctx, db: &DbRestore) -> Result<()>;
+    /// Before anything live changes: the dumps loaded beside the live databases (returned, to
+    /// swap in) or proven away from them. On an error, what it staged is dropped.
+    fn stage(&self, ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -> Result<Vec<StagedDb>>;
+    /// Drops what [`Driver::stage`] staged (best effort): the live databases stay as they are.
+    fn unstage(&self, ctx: &Ctx, db: &DbRestore, staged: &[StagedDb]);
+    /// The destructive part: the staged copies swapped in, or the databases reloaded from the
+    /// dumps proven before. Returns the old copies to drop once the services are back.
+    fn swap(
+        &self,
+        ctx: &Ctx,
+        db: &DbRestore,
+        staged: &[StagedDb],
+        spooled: &BTreeMap<String, Spooled>,
+    ) -> Result<Vec<String>>;
+    /// After a way back that restored the safety backup: this restore's staged and old copies.
+    fn drop_own(&self, ctx: &Ctx, db: &DbRestore) -> Result<()>;
+    /// Drops the old copies [`Driver::swap`] returned (the services are healthy again).
+    fn drop_old(&self, ctx: &Ctx, db: &DbRestore, old: &[String]) -> Result<()>;
+    /// Drops and reloads every database directly (`--in-place`, and the way back).
+    fn in_place(&self, ctx: &Ctx, verified: &Verified, db: &DbRestore, dir: &Path) -> Result<()>;
+}
 
 /// A database service to dump.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,4 +100,10 @@ pub struct StagedDb {
 /// The spooled dump of `entry`, which the one pass or `in_place` copied out and checked.
 pub fn find<'a>(spooled: &'a BTreeMap<String, Spooled>, entry: &str) -> Result<&'a Spooled> {
     spooled.get(entry).with_context(|| format!("the dump {entry} was not staged"))
+}
+
+/// Every dump of `info` (its globals entry first) copied out of the archive and checked, by entry.
+pub fn spool_all(verified: &Verified, info: &DbInfo, dir: &Path) -> Result<BTreeMap<String, Spooled>> {
+    let entries = info.globals_entry.iter().chain(info.databases.iter().map(|d| &d.entry));
+    entries.map(|e| Ok((e.clone(), extract::spool_dump(verified, e, dir)?))).collect()
 }

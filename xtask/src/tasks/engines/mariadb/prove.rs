@@ -17,7 +17,7 @@ use crate::context::Ctx;
 use crate::tasks::engines::throwaway::Throwaway;
 
 /// `verify --deep`: the archive's dumps of `db` spooled, then proven.
-pub(super) fn check(ctx: &Ctx, verified: &Verified, db: &DbInfo) -> Result<()> {
+pub fn check(ctx: &Ctx, verified: &Verified, db: &DbInfo) -> Result<()> {
     let dir = std::env::temp_dir();
     let entries = db.databases.iter().map(|d| d.entry.clone()).chain(db.globals_entry.clone());
     let mut spooled = BTreeMap::new();

@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 
-use super::{find, DbRestore};
 use crate::archive::extract::{self, Spooled};
 use crate::archive::DbDump;
 use crate::context::Ctx;
 use crate::signals;
+use crate::tasks::engines::{find, DbRestore};
 
 fn sql(ctx: &Ctx, db: &DbRestore, statement: &str) -> Result<Vec<String>> {
     db.login.my_query(ctx.docker()?, &ctx.stack, statement)
@@ -54,7 +54,7 @@ fn apply_users(ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -
 pub fn prove(ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -> Result<()> {
     signals::check()?;
     ctx.ui.step(&format!("prove the dumps of {} in a throwaway server, away from the live one", db.login.service));
-    crate::tasks::deep::mariadb::prove(ctx, &db.info, spooled)
+    super::prove::prove(ctx, &db.info, spooled)
         .with_context(|| format!("prove the dumps of {} (nothing live was changed)", db.login.service))
 }
 

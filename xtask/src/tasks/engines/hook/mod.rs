@@ -1,0 +1,67 @@
+//! The driver of a service's own dump hook. Restoring it: the dump, checked against the
+//! archive's checksums, is piped into the service's `xtask.load` command (run by `sh -c` in the
+//! service, as the compose file says). What "restore" means for that engine is the command's to
+//! decide.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use super::{find, spool_all, DbRestore, Driver, StagedDb};
+use crate::archive::extract::{self, Spooled, Verified};
+use crate::context::Ctx;
+
+pub struct Hook;
+
+impl Driver for Hook {
+    /// Nothing of the tool's is left in the service by a restore that died.
+    fn recover(&self, _: &Ctx, _: &DbRestore) -> Result<()> {
+        Ok(())
+    }
+
+    /// Nothing to stage: only the service's `xtask.load` command can load its dump.
+    fn stage(&self, _: &Ctx, _: &DbRestore, _: &BTreeMap<String, Spooled>) -> Result<Vec<StagedDb>> {
+        Ok(Vec::new())
+    }
+
+    fn unstage(&self, _: &Ctx, _: &DbRestore, _: &[StagedDb]) {}
+
+    fn swap(
+        &self,
+        ctx: &Ctx,
+        db: &DbRestore,
+        _: &[StagedDb],
+        spooled: &BTreeMap<String, Spooled>,
+    ) -> Result<Vec<String>> {
+        load(ctx, db, spooled).map(|()| Vec::new())
+    }
+
+    fn drop_own(&self, _: &Ctx, _: &DbRestore) -> Result<()> {
+        Ok(())
+    }
+
+    fn drop_old(&self, _: &Ctx, _: &DbRestore, _: &[String]) -> Result<()> {
+        Ok(())
+    }
+
+    fn in_place(&self, ctx: &Ctx, verified: &Verified, db: &DbRestore, dir: &Path) -> Result<()> {
+        load(ctx, db, &spool_all(verified, &db.info, dir)?)
+    }
+}
+
+/// The dump piped into the service's `xtask.load` command.
+fn load(ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -> Result<()> {
+    let login = &db.login;
+    let command = login.load_cmd.as_deref().with_context(|| {
+        format!("service {} has no label xtask.load (a command that reads the dump on stdin)", login.service)
+    })?;
+    for d in &db.info.databases {
+        ctx.ui.step(&format!("load the dump of service {} with its xtask.load command", login.service));
+        let docker = ctx.docker()?;
+        let cmd = login.exec(docker, &ctx.stack, None, &["sh", "-c", command]);
+        extract::pipe_file(docker, find(spooled, &d.entry)?, &cmd)
+            .with_context(|| format!("run the xtask.load command of service {}", login.service))?;
+    }
+    Ok(())
+}
