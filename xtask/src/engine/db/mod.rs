@@ -12,7 +12,6 @@ use crate::model::compose::{Service, Stack};
 use crate::model::db::{self, DbEngine, RECORDS};
 pub use crate::model::db::{login, Login, Secret};
 
-pub mod mariadb;
 pub mod redis;
 
 pub use redis::{redis_auth, RedisAuth, REDIS_PASSWORD_LABEL};

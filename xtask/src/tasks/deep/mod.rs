@@ -22,8 +22,14 @@ pub fn check(ctx: &Ctx, verified: &Verified) -> Result<()> {
     for db in &verified.meta().databases {
         match db.engine {
             archive::DbEngine::Postgres => deep_check_dumps(ctx, verified, db)?,
-            archive::DbEngine::Mariadb | archive::DbEngine::Mysql => {
-                crate::tasks::engines::mariadb::prove::check(ctx, verified, db)?
+            archive::DbEngine::Mariadb => crate::tasks::engines::mariadb::prove::check(
+                &crate::tasks::engines::mariadb::MARIADB,
+                ctx,
+                verified,
+                db,
+            )?,
+            archive::DbEngine::Mysql => {
+                crate::tasks::engines::mariadb::prove::check(&crate::tasks::engines::mariadb::MYSQL, ctx, verified, db)?
             }
             archive::DbEngine::Hook => ctx.ui.step(&format!(
                 "--deep cannot load the hook dump of service {} (only its xtask.load command can): its \

@@ -1,12 +1,8 @@
-//! Dumping the stack's database services, one engine at a time, each into private temporary
-//! files (0600) beside the archive, read as they stream by the engine's dump checker so the
-//! metadata can record row counts and a dump cut short fails the backup:
-//! PostgreSQL (`pg_dumpall --globals-only`, then `pg_dump` per database), MariaDB/MySQL
-//! (`--system=users`, then one `--single-transaction --routines --triggers --events` dump per
-//! database) and hooks (the service's `xtask.dump` command). Entries go under
-//! `databases/<service>/`.
+//! Dumping the stack's database services, each by its engine's driver ([`super::Driver::dump`]),
+//! with what every driver's dumps share: each into a private temporary file (0600) beside the
+//! archive, read as it streams by the engine's dump checker so the metadata can record row
+//! counts and a dump cut short fails the backup. Entries go under `databases/<service>/`.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
 
@@ -17,7 +13,6 @@ use crate::archive::extract::Spooled;
 use crate::archive::{dumpstats::DumpStats, grammar, DbDump, DbEngine, DbInfo};
 use crate::context::Ctx;
 use crate::engine::docker::{Docker, DockerCmd, Helper, VolumeTar};
-use crate::model::db::postgres;
 use crate::ui::{human_bytes, Progress};
 
 /// One service's dumps: (entry, file) in archive order, and what the metadata says of them.
@@ -28,7 +23,12 @@ pub struct Dumped {
 
 /// Streams a dump into a new private file with no name (on the filesystem of `dir`), feeding
 /// the engine's dump checker.
-fn dump_to_file(child: VolumeTar, engine: DbEngine, dir: &Path, progress: &Progress) -> Result<(Spooled, DumpStats)> {
+pub fn dump_to_file(
+    child: VolumeTar,
+    engine: DbEngine,
+    dir: &Path,
+    progress: &Progress,
+) -> Result<(Spooled, DumpStats)> {
     dump_counted(child, engine, dir, progress, &mut 0)
 }
 
@@ -65,15 +65,10 @@ pub fn dump_service(ctx: &Ctx, src: &DbSource, dir: &Path) -> Result<Dumped> {
     let mut src = src.clone();
     src.login.resolve_user(ctx.docker()?, &ctx.stack)?;
     let what = format!("dump the databases of service {}", src.login.service);
-    match src.login.engine {
-        DbEngine::Postgres => dump_postgres(ctx, &src, dir),
-        DbEngine::Mariadb | DbEngine::Mysql => dump_mariadb(ctx, &src, dir),
-        DbEngine::Hook => dump_hook(ctx, &src, dir),
-    }
-    .context(what)
+    super::of(src.login.engine).dump(ctx, &src, dir).context(what)
 }
 
-fn new_info(src: &DbSource, version: String) -> DbInfo {
+pub fn new_info(src: &DbSource, version: String) -> DbInfo {
     let prefix = format!("databases/{}/", src.login.service);
     DbInfo {
         service: src.login.service.clone(),
@@ -87,7 +82,7 @@ fn new_info(src: &DbSource, version: String) -> DbInfo {
 }
 
 /// The databases to dump: `wanted` (those of them the server has) or all it lists.
-fn choose(all: Vec<String>, wanted: &[String]) -> Vec<String> {
+pub fn choose(all: Vec<String>, wanted: &[String]) -> Vec<String> {
     if wanted.is_empty() {
         all
     } else {
@@ -96,16 +91,16 @@ fn choose(all: Vec<String>, wanted: &[String]) -> Vec<String> {
 }
 
 /// `cmd`'s output as a stream (through the daemon's attach stream).
-fn exec_stream(docker: &Docker, cmd: &DockerCmd) -> Result<VolumeTar> {
+pub fn exec_stream(docker: &Docker, cmd: &DockerCmd) -> Result<VolumeTar> {
     Ok(VolumeTar::Stream(docker.stream(cmd)?))
 }
 
 /// How a database's dump is read: `docker compose exec` in the service, or first a helper
 /// beside it whose output comes through a FIFO (falling back to the exec when that helper fails
 /// before writing a byte, e.g. when the server refuses TCP logins).
-struct DumpCmd {
-    exec: DockerCmd,
-    beside: Option<Helper>,
+pub struct DumpCmd {
+    pub exec: DockerCmd,
+    pub beside: Option<Helper>,
 }
 
 /// The dump through the helper beside the service, if there is one and it wrote anything.
@@ -136,7 +131,7 @@ fn dump_beside(
 }
 
 /// One database's dump, checked complete: its entry, file and row counts.
-fn dump_one(ctx: &Ctx, src: &DbSource, dir: &Path, name: &str, how: DumpCmd) -> Result<(DbDump, Spooled)> {
+pub fn dump_one(ctx: &Ctx, src: &DbSource, dir: &Path, name: &str, how: DumpCmd) -> Result<(DbDump, Spooled)> {
     if !grammar::is_db_name(name) {
         bail!(
             "database {name:?} of service {} has a name outside [A-Za-z0-9_.-] (at most 63 bytes), which \
@@ -169,50 +164,12 @@ fn dump_one(ctx: &Ctx, src: &DbSource, dir: &Path, name: &str, how: DumpCmd) -> 
         bail!("the dump of database {name}: {why}; a restore would refuse it, so the backup failed");
     }
     progress.finish(&format!("{service}/{name}: {} tables, {}", stats.tables().len(), human_bytes(stats.bytes)));
-    let entry = format!("databases/{service}/{name}.sql");
+    let entry = format!("databases/{service}/{}", engine.record().dump_file(name));
     Ok((DbDump { name: name.to_string(), entry, tables: stats.tables().clone() }, file))
 }
 
-/// MariaDB's users and grants read one account at a time (`SHOW CREATE USER`, `SHOW GRANTS`),
-/// as `CREATE USER IF NOT EXISTS` and `GRANT` statements: every account the server can show is
-/// kept, the ones it ignores are named in a warning, and the backup goes on.
-fn users_one_by_one(ctx: &Ctx, src: &DbSource, dir: &Path) -> Result<Spooled> {
-    let (docker, stack, login) = (ctx.docker()?, &ctx.stack, &src.login);
-    let accounts = login.my_query(docker, stack, "SELECT CONCAT(QUOTE(user), '@', QUOTE(host)) FROM mysql.user")?;
-    let mut sql = String::from("-- users and grants, one account at a time (the users dump failed)\n");
-    let mut ignored = Vec::new();
-    for account in &accounts {
-        let shown = login.my_query(docker, stack, &format!("SHOW CREATE USER {account}"));
-        let grants = login.my_query(docker, stack, &format!("SHOW GRANTS FOR {account}"));
-        match (shown, grants) {
-            (Ok(create), Ok(grants)) => {
-                for line in create {
-                    sql.push_str(&line.replacen("CREATE USER ", "CREATE USER IF NOT EXISTS ", 1));
-                    sql.push_str(";\n");
-                }
-                for g in grants {
-                    sql.push_str(&g);
-                    sql.push_str(";\n");
-                }
-            }
-            _ => ignored.push(account.clone()),
-        }
-    }
-    if !ignored.is_empty() {
-        eprintln!(
-            "warning: service {}: the server ignores these accounts, so they are not in the backup: {} \
-             (host names under skip-name-resolve? recreate them with an IP or '%' host)",
-            login.service,
-            ignored.join(", ")
-        );
-    }
-    let spooled = Spooled::of_text(dir, &sql)?;
-    spooled.sync()?;
-    Ok(spooled)
-}
-
 /// The cluster-wide dump (roles; users and grants) into the globals entry.
-fn dump_globals(ctx: &Ctx, src: &DbSource, dir: &Path, info: &DbInfo, cmd: &DockerCmd) -> Result<Spooled> {
+pub fn dump_globals(ctx: &Ctx, src: &DbSource, dir: &Path, info: &DbInfo, cmd: &DockerCmd) -> Result<Spooled> {
     let entry = info.globals_entry.clone().unwrap_or_default();
     let progress = ctx.ui.progress(&format!("dump {entry}"));
     let stream = exec_stream(ctx.docker()?, cmd)?;
@@ -228,39 +185,8 @@ fn dump_globals(ctx: &Ctx, src: &DbSource, dir: &Path, info: &DbInfo, cmd: &Dock
     Ok(file)
 }
 
-fn dump_postgres(ctx: &Ctx, src: &DbSource, dir: &Path) -> Result<Dumped> {
-    let (docker, stack, login) = (ctx.docker()?, &ctx.stack, &src.login);
-    let template1 = postgres::dbname_arg("template1");
-    let query = |sql: &str| {
-        docker.query(&login.client(
-            docker,
-            stack,
-            &["psql", "-X", "-q", "-At", "-U", &login.user, &template1, "-c", sql],
-        ))
-    };
-    let version = query("SHOW server_version").context("ask PostgreSQL for its version")?;
-    let sql = "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1";
-    let databases = choose(ours(query(sql)?.lines().map(str::to_string)), &src.databases);
-    let mut info = new_info(src, version);
-    let globals = login.client(docker, stack, &["pg_dumpall", "-U", &login.user, "--globals-only"]);
-    let mut files =
-        vec![(info.globals_entry.clone().unwrap_or_default(), dump_globals(ctx, src, dir, &info, &globals)?)];
-    for name in &databases {
-        let dbname = postgres::dbname_arg(name);
-        // Subscriptions are replication settings that connect to other servers, not data: a
-        // restore must not start replicating, and the grammar refuses them.
-        let args =
-            ["pg_dump", "-U", &login.user, "--no-password", "--quote-all-identifiers", "--no-subscriptions", &dbname];
-        let how = DumpCmd { exec: login.client(docker, stack, &args), beside: None };
-        let (dump, file) = dump_one(ctx, src, dir, name, how)?;
-        files.push((dump.entry.clone(), file));
-        info.databases.push(dump);
-    }
-    Ok(Dumped { files, info })
-}
-
 /// The service's running container and its image, for a helper beside it.
-fn container_of(ctx: &Ctx, service: &str) -> Result<Option<(String, String)>> {
+pub fn container_of(ctx: &Ctx, service: &str) -> Result<Option<(String, String)>> {
     let docker = ctx.docker()?;
     let id = docker.query(&docker.compose(&ctx.stack, ["ps", "--quiet", service]))?;
     let Some(id) = id.lines().next().map(str::trim).filter(|s| !s.is_empty()) else { return Ok(None) };
@@ -270,74 +196,10 @@ fn container_of(ctx: &Ctx, service: &str) -> Result<Option<(String, String)>> {
 
 /// The databases of a server minus the tool's own scratch copies (`xtask_new_PID_N`,
 /// `xtask_old_PID_N`, left by a restore that runs or died): never backed up.
-fn ours(names: impl Iterator<Item = String>) -> Vec<String> {
+pub fn ours(names: impl Iterator<Item = String>) -> Vec<String> {
     let scratch = |n: &str| {
         let rest = n.strip_prefix("xtask_new_").or_else(|| n.strip_prefix("xtask_old_"));
         rest.is_some_and(|r| r.split('_').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())))
     };
     names.filter(|n| !scratch(n)).collect()
-}
-
-/// MariaDB's and MySQL's own schemas: never dumped as databases (users and grants come from
-/// `--system=users`).
-const MY_SYSTEM: [&str; 4] = ["mysql", "information_schema", "performance_schema", "sys"];
-
-fn dump_mariadb(ctx: &Ctx, src: &DbSource, dir: &Path) -> Result<Dumped> {
-    let (docker, stack, login) = (ctx.docker()?, &ctx.stack, &src.login);
-    let version = login.my_query(docker, stack, "SELECT VERSION()").context("ask the server for its version")?.concat();
-    let all = login.my_query(docker, stack, "SELECT schema_name FROM information_schema.schemata ORDER BY 1")?;
-    let databases = choose(ours(all.into_iter().filter(|d| !MY_SYSTEM.contains(&d.as_str()))), &src.databases);
-    let mut info = new_info(src, version);
-    let (dump_tool, _) = login.my_tools();
-    let user = format!("--user={}", login.user);
-    // Users and grants: `CREATE USER IF NOT EXISTS` and `GRANT`, so loading them never fails
-    // on the users that exist already (the root the tool logs in as among them).
-    // MySQL's mysqldump has no --system=users: its users are not in the archive.
-    let mut files = Vec::new();
-    if let Some(entry) = info.globals_entry.clone() {
-        let args = [dump_tool, &user, "--system=users", "--insert-ignore", "--skip-dump-date"];
-        let file = match dump_globals(ctx, src, dir, &info, &login.client(docker, stack, &args)) {
-            Ok(file) => file,
-            // A user row the server ignores (a host name under skip-name-resolve, as servers set up
-            // without the official image's steps have) makes the whole users dump fail.
-            Err(e) => users_one_by_one(ctx, src, dir).with_context(|| {
-                format!("{entry}: the users dump failed ({e:#}), and so did reading them one by one")
-            })?,
-        };
-        files.push((entry, file));
-    }
-    let beside = container_of(ctx, &login.service)?;
-    for name in &databases {
-        let mut opts = vec!["--single-transaction", "--routines", "--triggers", "--events", "--skip-dump-date"];
-        if login.engine == DbEngine::Mysql {
-            // Not `SET @@GLOBAL.GTID_PURGED`, a server-wide statement the grammar refuses.
-            opts.push("--set-gtid-purged=OFF");
-        }
-        opts.extend(["--", name]);
-        let exec: Vec<&str> = [dump_tool, &user].into_iter().chain(opts.iter().copied()).collect();
-        let beside = beside.as_ref().map(|(id, image)| login.my_dump_beside(id, image, &opts));
-        let how = DumpCmd { exec: login.client(docker, stack, &exec), beside };
-        let (dump, file) = dump_one(ctx, src, dir, name, how)?;
-        files.push((dump.entry.clone(), file));
-        info.databases.push(dump);
-    }
-    Ok(Dumped { files, info })
-}
-
-fn dump_hook(ctx: &Ctx, src: &DbSource, dir: &Path) -> Result<Dumped> {
-    let (docker, stack, login) = (ctx.docker()?, &ctx.stack, &src.login);
-    let command = login.dump_cmd.as_deref().context("no xtask.dump label")?;
-    let mut info = new_info(src, "hook".into());
-    info.user = "hook".into();
-    let progress = ctx.ui.progress(&format!("dump service {} (xtask.dump)", login.service));
-    let stream = exec_stream(docker, &login.exec(docker, stack, None, &["sh", "-c", command]))?;
-    let (file, stats) = dump_to_file(stream, DbEngine::Hook, dir, &progress)
-        .with_context(|| format!("run the xtask.dump command of service {}", login.service))?;
-    if stats.bytes == 0 {
-        bail!("the xtask.dump command of service {} printed nothing: the backup failed", login.service);
-    }
-    progress.finish(&format!("{}: {}", login.service, human_bytes(stats.bytes)));
-    let entry = format!("databases/{}/dump", login.service);
-    info.databases.push(DbDump { name: "dump".into(), entry: entry.clone(), tables: BTreeMap::new() });
-    Ok(Dumped { files: vec![(entry, file)], info })
 }

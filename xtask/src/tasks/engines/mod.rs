@@ -36,6 +36,9 @@ pub fn of(engine: DbEngine) -> &'static dyn Driver {
 /// service failed. Every step is the driver's to write (none has a default): an engine without
 /// a step says so in its own code.
 pub trait Driver: Sync {
+    /// The backup's dumps of one service (its server running, its user resolved), each checked
+    /// complete: (entry, file) in archive order, and what the metadata says of them.
+    fn dump(&self, ctx: &Ctx, src: &DbSource, dir: &Path) -> Result<dump::Dumped>;
     /// Settles what restores that died left in the service.
     fn recover(&self, ctx: &Ctx, db: &DbRestore) -> Result<()>;
     /// Before anything live changes: the dumps loaded beside the live databases (returned, to

@@ -1,4 +1,5 @@
-//! The driver of a service's own dump hook. Restoring it: the dump, checked against the
+//! The driver of a service's own dump hook: `xtask.dump` (a command whose stdout is the dump,
+//! run by `sh -c` in the service) makes one opaque dump. Restoring it: the dump, checked against the
 //! archive's checksums, is piped into the service's `xtask.load` command (run by `sh -c` in the
 //! service, as the compose file says). What "restore" means for that engine is the command's to
 //! decide.
@@ -6,15 +7,22 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
-use super::{find, spool_all, DbRestore, Driver, StagedDb};
+use super::dump::{dump_to_file, exec_stream, new_info, Dumped};
+use super::{find, spool_all, DbRestore, DbSource, Driver, StagedDb};
 use crate::archive::extract::{self, Spooled, Verified};
+use crate::archive::DbDump;
 use crate::context::Ctx;
+use crate::ui::human_bytes;
 
 pub struct Hook;
 
 impl Driver for Hook {
+    fn dump(&self, ctx: &Ctx, src: &DbSource, dir: &Path) -> Result<Dumped> {
+        dump(ctx, src, dir)
+    }
+
     /// Nothing of the tool's is left in the service by a restore that died.
     fn recover(&self, _: &Ctx, _: &DbRestore) -> Result<()> {
         Ok(())
@@ -64,4 +72,23 @@ fn load(ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -> Resul
             .with_context(|| format!("run the xtask.load command of service {}", login.service))?;
     }
     Ok(())
+}
+
+/// The output of the service's `xtask.dump` command, one opaque dump.
+fn dump(ctx: &Ctx, src: &DbSource, dir: &Path) -> Result<Dumped> {
+    let (docker, stack, login) = (ctx.docker()?, &ctx.stack, &src.login);
+    let command = login.dump_cmd.as_deref().context("no xtask.dump label")?;
+    let mut info = new_info(src, "hook".into());
+    info.user = "hook".into();
+    let progress = ctx.ui.progress(&format!("dump service {} (xtask.dump)", login.service));
+    let stream = exec_stream(docker, &login.exec(docker, stack, None, &["sh", "-c", command]))?;
+    let (file, stats) = dump_to_file(stream, login.engine, dir, &progress)
+        .with_context(|| format!("run the xtask.dump command of service {}", login.service))?;
+    if stats.bytes == 0 {
+        bail!("the xtask.dump command of service {} printed nothing: the backup failed", login.service);
+    }
+    progress.finish(&format!("{}: {}", login.service, human_bytes(stats.bytes)));
+    let entry = format!("databases/{}/dump", login.service);
+    info.databases.push(DbDump { name: "dump".into(), entry: entry.clone(), tables: BTreeMap::new() });
+    Ok(Dumped { files: vec![(entry, file)], info })
 }

@@ -1,4 +1,5 @@
-//! The MariaDB and MySQL driver (one, two flavours): each dump proven in a throwaway server
+//! The MariaDB and MySQL driver (one, two flavours): dumps by `mariadb-dump` ([`dump`]) with
+//! the clients of [`client`]; each dump proven in a throwaway server
 //! ([`prove`]) before the live databases are reloaded in the swap ([`restore`]).
 
 use std::collections::BTreeMap;
@@ -6,11 +7,14 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::{spool_all, DbRestore, Driver, StagedDb};
+use super::dump::Dumped;
+use super::{spool_all, DbRestore, DbSource, Driver, StagedDb};
 use crate::archive::extract::{Spooled, Verified};
 use crate::context::Ctx;
 use crate::model::db::{self, Record};
 
+pub mod client;
+mod dump;
 pub mod prove;
 mod restore;
 
@@ -31,12 +35,16 @@ pub const MARIADB: My = My { record: &db::mariadb::MARIADB, client: "mariadb", s
 pub const MYSQL: My = My { record: &db::mariadb::MYSQL, client: "mysql", sandbox: false, gtid_purged_off: true };
 
 impl Driver for My {
+    fn dump(&self, ctx: &Ctx, src: &DbSource, dir: &Path) -> Result<Dumped> {
+        dump::dump(self, ctx, src, dir)
+    }
+
     fn recover(&self, ctx: &Ctx, db: &DbRestore) -> Result<()> {
-        restore::recover(ctx, db)
+        restore::recover(self, ctx, db)
     }
 
     fn stage(&self, ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -> Result<Vec<StagedDb>> {
-        restore::prove(ctx, db, spooled).map(|()| Vec::new())
+        restore::prove(self, ctx, db, spooled).map(|()| Vec::new())
     }
 
     /// Nothing was staged: the proof's throwaway server is gone already.
@@ -49,7 +57,7 @@ impl Driver for My {
         _: &[StagedDb],
         spooled: &BTreeMap<String, Spooled>,
     ) -> Result<Vec<String>> {
-        restore::reload(ctx, db, spooled).map(|()| Vec::new())
+        restore::reload(self, ctx, db, spooled).map(|()| Vec::new())
     }
 
     /// No copies: the swap reloads the live databases.
@@ -62,6 +70,6 @@ impl Driver for My {
     }
 
     fn in_place(&self, ctx: &Ctx, verified: &Verified, db: &DbRestore, dir: &Path) -> Result<()> {
-        restore::reload(ctx, db, &spool_all(verified, &db.info, dir)?)
+        restore::reload(self, ctx, db, &spool_all(verified, &db.info, dir)?)
     }
 }

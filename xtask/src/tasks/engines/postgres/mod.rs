@@ -1,4 +1,4 @@
-//! The PostgreSQL driver: dumps by `pg_dump`, a restore staged beside the live databases and
+//! The PostgreSQL driver: dumps by `pg_dump` ([`dump`]), a restore staged beside the live databases and
 //! swapped in by renames ([`stage`], as the throwaway role of [`pgload`], the lines handed over
 //! read by [`pglines`]), all through [`psql`].
 
@@ -7,10 +7,12 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::{DbRestore, Driver, StagedDb};
+use super::dump::Dumped;
+use super::{DbRestore, DbSource, Driver, StagedDb};
 use crate::archive::extract::{Spooled, Verified};
 use crate::context::Ctx;
 
+mod dump;
 mod pglines;
 mod pgload;
 mod psql;
@@ -19,6 +21,10 @@ mod stage;
 pub struct Postgres;
 
 impl Driver for Postgres {
+    fn dump(&self, ctx: &Ctx, src: &DbSource, dir: &Path) -> Result<Dumped> {
+        dump::dump(ctx, src, dir)
+    }
+
     fn recover(&self, ctx: &Ctx, db: &DbRestore) -> Result<()> {
         stage::recover(ctx, db)
     }
