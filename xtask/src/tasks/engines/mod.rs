@@ -61,6 +61,9 @@ pub trait Driver: Sync {
     fn drop_old(&self, ctx: &Ctx, db: &DbRestore, old: &[String]) -> Result<()>;
     /// Drops and reloads every database directly (`--in-place`, and the way back).
     fn in_place(&self, ctx: &Ctx, verified: &Verified, db: &DbRestore, dir: &Path) -> Result<()>;
+    /// `verify --deep`: proves the archive's dumps of one service load, away from the stack
+    /// (a throwaway server), or says why it cannot.
+    fn deep_check(&self, ctx: &Ctx, verified: &Verified, db: &DbInfo) -> Result<()>;
 }
 
 /// A database service to dump.

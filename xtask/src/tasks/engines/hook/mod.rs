@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use super::dump::{dump_to_file, exec_stream, new_info, Dumped};
 use super::{find, spool_all, DbRestore, DbSource, Driver, StagedDb};
 use crate::archive::extract::{self, Spooled, Verified};
-use crate::archive::DbDump;
+use crate::archive::{DbDump, DbInfo};
 use crate::context::Ctx;
 use crate::ui::human_bytes;
 
@@ -55,6 +55,16 @@ impl Driver for Hook {
 
     fn in_place(&self, ctx: &Ctx, verified: &Verified, db: &DbRestore, dir: &Path) -> Result<()> {
         load(ctx, db, &spool_all(verified, &db.info, dir)?)
+    }
+
+    /// Only its `xtask.load` command can load it: its checksum was verified, that is all.
+    fn deep_check(&self, ctx: &Ctx, _: &Verified, db: &DbInfo) -> Result<()> {
+        ctx.ui.step(&format!(
+            "--deep cannot load the hook dump of service {} (only its xtask.load command can): its \
+             checksum was verified",
+            db.service
+        ));
+        Ok(())
     }
 }
 

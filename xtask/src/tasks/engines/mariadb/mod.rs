@@ -10,12 +10,13 @@ use anyhow::Result;
 use super::dump::Dumped;
 use super::{spool_all, DbRestore, DbSource, Driver, StagedDb};
 use crate::archive::extract::{Spooled, Verified};
+use crate::archive::DbInfo;
 use crate::context::Ctx;
 use crate::model::db::{self, Record};
 
 pub mod client;
 mod dump;
-pub mod prove;
+mod prove;
 mod restore;
 
 /// MariaDB or MySQL: the same steps; MySQL's clients have other names, no `--sandbox` and no
@@ -71,5 +72,9 @@ impl Driver for My {
 
     fn in_place(&self, ctx: &Ctx, verified: &Verified, db: &DbRestore, dir: &Path) -> Result<()> {
         restore::reload(self, ctx, db, &spool_all(verified, &db.info, dir)?)
+    }
+
+    fn deep_check(&self, ctx: &Ctx, verified: &Verified, db: &DbInfo) -> Result<()> {
+        prove::check(self, ctx, verified, db)
     }
 }

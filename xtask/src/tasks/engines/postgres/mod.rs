@@ -1,6 +1,6 @@
 //! The PostgreSQL driver: dumps by `pg_dump` ([`dump`]), a restore staged beside the live databases and
 //! swapped in by renames ([`stage`], as the throwaway role of [`pgload`], the lines handed over
-//! read by [`pglines`]), all through [`psql`].
+//! read by [`pglines`]), all through [`psql`]; `verify --deep` in a throwaway server ([`deep`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,8 +10,10 @@ use anyhow::Result;
 use super::dump::Dumped;
 use super::{DbRestore, DbSource, Driver, StagedDb};
 use crate::archive::extract::{Spooled, Verified};
+use crate::archive::DbInfo;
 use crate::context::Ctx;
 
+mod deep;
 mod dump;
 mod pglines;
 mod pgload;
@@ -57,5 +59,9 @@ impl Driver for Postgres {
 
     fn in_place(&self, ctx: &Ctx, verified: &Verified, db: &DbRestore, dir: &Path) -> Result<()> {
         stage::in_place(ctx, verified, db, dir)
+    }
+
+    fn deep_check(&self, ctx: &Ctx, verified: &Verified, db: &DbInfo) -> Result<()> {
+        deep::check(ctx, verified, db)
     }
 }
