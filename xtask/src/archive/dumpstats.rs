@@ -7,9 +7,5 @@ use super::DbEngine;
 
 /// A checker for a dump made by `engine`.
 pub fn new(engine: DbEngine) -> DumpStats {
-    DumpStats::new(match engine {
-        DbEngine::Postgres => Dialect::Postgres,
-        DbEngine::Mariadb | DbEngine::Mysql => Dialect::Mysql,
-        DbEngine::Hook => Dialect::Opaque,
-    })
+    DumpStats::new(engine.record().dialect)
 }

@@ -351,18 +351,8 @@ pub fn is_plain_name(s: &str) -> bool {
 
 pub use crate::model::db::is_db_name;
 
-/// A table as pg_dump `--quote-all-identifiers` names it: `"schema"."table"`, each part 1 to 63
-/// bytes without `"` or control characters, so it can stand in SQL as it is.
-pub fn is_table_name(s: &str) -> bool {
-    let part = |p: &str| {
-        let inner = p.strip_prefix('"').and_then(|p| p.strip_suffix('"'));
-        inner.is_some_and(|i| !i.is_empty() && i.len() <= 63 && !i.chars().any(|c| c == '"' || c.is_control()))
-    };
-    match s.split_once("\".\"") {
-        Some((a, b)) => part(&format!("{a}\"")) && part(&format!("\"{b}")),
-        None => false,
-    }
-}
+pub use crate::model::db::mariadb::is_my_table_name;
+pub use crate::model::db::postgres::is_table_name;
 
 /// Free text from the metadata (reasons, versions, file names): printable, bounded.
 fn is_text(s: &str, max: usize) -> bool {
@@ -473,40 +463,28 @@ fn check_database(db: &super::DbInfo, format_version: u32) -> Result<()> {
         bad("engine of a version 1 archive", db.engine.as_str())?;
     }
     let prefix = db.prefix(format_version);
-    let globals = db.engine.globals_file().map(|f| format!("{prefix}{f}"));
+    let record = db.engine.record();
+    let globals = record.globals_file.map(|f| format!("{prefix}{f}"));
     if db.globals_entry != globals {
         bad("roles or users entry", db.globals_entry.as_deref().unwrap_or("(none)"))?;
     }
-    if db.engine == DbEngine::Hook && (db.databases.len() != 1 || db.databases[0].name != "dump") {
-        bail!("metadata.json: the hook dump of service {:?} must be one entry named dump", db.service);
+    if let Some(one) = record.single_dump.filter(|one| db.databases.len() != 1 || db.databases[0].name != *one) {
+        bail!("metadata.json: the {} dump of service {:?} must be one entry named {one}", record.name, db.service);
     }
     let mut entries: BTreeSet<String> = globals.into_iter().collect();
     for d in &db.databases {
         if !is_db_name(&d.name) {
             bad("database name", &d.name)?;
         }
-        let file = if db.engine == DbEngine::Hook { "dump".to_string() } else { format!("{}.sql", d.name) };
+        let file = record.dump_file(&d.name);
         if d.entry != format!("{prefix}{file}") || !entries.insert(d.entry.clone()) {
             bad("dump entry", &d.entry)?;
         }
-        let table_ok = |t: &String| match db.engine {
-            DbEngine::Postgres => is_table_name(t),
-            DbEngine::Mariadb | DbEngine::Mysql => is_my_table_name(t),
-            DbEngine::Hook => false,
-        };
-        if let Some(t) = d.tables.keys().find(|t| !table_ok(t)) {
+        if let Some(t) = d.tables.keys().find(|t| !(record.is_table)(t)) {
             bad("table", t)?;
         }
     }
     Ok(())
-}
-
-/// A MariaDB/MySQL table as the dump scanner names it: `` `name` ``, 1 to 64 bytes inside,
-/// without a backtick or a control character.
-pub fn is_my_table_name(t: &str) -> bool {
-    t.strip_prefix('`').and_then(|r| r.strip_suffix('`')).is_some_and(|inner| {
-        (1..=64).contains(&inner.len()) && !inner.contains('`') && !inner.chars().any(char::is_control)
-    })
 }
 
 /// Per entry name, its fingerprint ([`Checked::fingerprint`]): what one verification saw.

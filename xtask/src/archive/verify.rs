@@ -248,20 +248,11 @@ fn check_service_dumps(db: &DbInfo, seen: &Seen, report: &mut Report) {
             report.problems.push(format!(
                 "entry {:?}: the dump lacks {}'s completion trailer",
                 d.entry,
-                dump_tool(db.engine)
+                db.engine.record().dump_tool
             ));
         }
         if *stats.tables() != d.tables {
             report.problems.push(format!("entry {:?}: row counts differ from the metadata's", d.entry));
         }
-    }
-}
-
-fn dump_tool(engine: DbEngine) -> &'static str {
-    match engine {
-        DbEngine::Postgres => "pg_dump",
-        DbEngine::Mariadb => "mariadb-dump",
-        DbEngine::Mysql => "mysqldump",
-        DbEngine::Hook => "the dump hook",
     }
 }

@@ -195,7 +195,7 @@ pub fn infer(key: &str, mounts: &[(&Service, &Mount)]) -> (Role, String) {
         return (Role::Cache, format!("mounted at {t}: a runtime (socket or pid) directory, not data"));
     }
     let logs = first_target(&|m| m.target.starts_with("/var/log")).or_else(|| with_segment(&["log", "logs"]));
-    let dumped = image_of(&db::DUMPED_IMAGES.map(|(word, _)| word));
+    let dumped = image_of(&db::dumped_words().collect::<Vec<_>>());
     let undumped = image_of(&db::UNDUMPABLE_IMAGES);
     // Kafka's "logs" are its data: a directory its environment names in `*LOG_DIRS` is not logs.
     let data_logs = mounts.iter().any(|(s, m)| {

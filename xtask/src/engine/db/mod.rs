@@ -1,21 +1,17 @@
 //! Database services as one interface: which engine a service runs (its `xtask.engine` label,
-//! its `xtask.dump` hook, else its image: the lists in model/db.rs), how the tool logs in (each
-//! engine's conventions, in its own file behind [`Engine`], registered in [`ENGINES`]; `*_FILE`
-//! secrets read inside the container), and the client commands that dump, query and load it. Secrets reach the container only through its environment (`-e NAME`, the value in
-//! docker's own environment) or a file it already has: never on a command line. Database and
+//! its `xtask.dump` hook, else its image: the records in model/db/), and a client run with its
+//! [`Login`] (the engine's conventions, read by its record; `*_FILE` secrets read inside the
+//! container). Secrets reach the container only through its environment (`-e NAME`, the value
+//! in docker's own environment) or a file it already has: never on a command line. Database and
 //! table names reach these commands only after the grammar checked them.
-
-use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
 
 use crate::engine::docker::{Docker, DockerCmd};
 use crate::model::compose::{Service, Stack};
-use crate::model::db::{self, DbEngine};
+use crate::model::db::{self, DbEngine, RECORDS};
+pub use crate::model::db::{login, Login, Secret};
 
-pub mod hook;
-pub mod mariadb;
-pub mod postgres;
 pub mod redis;
 
 pub use redis::{redis_auth, RedisAuth, REDIS_PASSWORD_LABEL};
@@ -37,10 +33,10 @@ pub fn detect(service: &Service) -> Result<Detected> {
         return Ok(match e.as_str() {
             "redis" => Detected::Redis,
             "none" => Detected::Other,
-            name => match ENGINES.iter().find(|en| en.kind().as_str() == name) {
-                Some(en) => Detected::Dump(en.kind()),
+            name => match RECORDS.iter().find(|r| r.name == name) {
+                Some(r) => Detected::Dump(r.engine),
                 None => {
-                    let known: Vec<&str> = ENGINES.iter().map(|en| en.kind().as_str()).collect();
+                    let known: Vec<&str> = RECORDS.iter().map(|r| r.name).collect();
                     bail!(
                         "service {}: label xtask.engine is {name:?}; use {}, redis or none",
                         service.name,
@@ -61,84 +57,12 @@ pub fn detect(service: &Service) -> Result<Detected> {
     Ok(if db::REDIS_IMAGES.iter().any(|w| base.contains(w)) { Detected::Redis } else { Detected::Other })
 }
 
-/// A password as the service's compose file gives it: a value, or a file inside the container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Secret {
-    Value(String),
-    File(String),
-}
-
-/// How the tool logs in to a database service, from its compose environment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Login {
-    pub service: String,
-    pub engine: DbEngine,
-    /// The user, or the file inside the container that holds it (`POSTGRES_USER_FILE`).
-    pub user: String,
-    pub user_file: Option<String>,
-    /// The user read from `user_file` (once).
-    resolved: std::cell::OnceCell<String>,
-    pub password: Option<Secret>,
-    /// `xtask.dump` / `xtask.load` of a hook service (commands run by `sh -c` in the service).
-    pub dump_cmd: Option<String>,
-    pub load_cmd: Option<String>,
-}
-
-fn value_or_file(env: &BTreeMap<String, String>, names: &[&str]) -> Option<Secret> {
-    names.iter().find_map(|n| {
-        let v = env.get(*n).filter(|v| !v.is_empty()).map(|v| Secret::Value(v.clone()));
-        v.or_else(|| env.get(&format!("{n}_FILE")).filter(|f| !f.is_empty()).map(|f| Secret::File(f.clone())))
-    })
-}
-
-/// The login for `service`, run by `engine`, by the image's own conventions.
-pub fn login(service: &Service, engine: DbEngine) -> Result<Login> {
-    let mut login = Login {
-        service: service.name.clone(),
-        engine,
-        user: String::new(),
-        user_file: None,
-        resolved: std::cell::OnceCell::new(),
-        password: None,
-        dump_cmd: None,
-        load_cmd: None,
-    };
-    of(engine).fill_login(service, &mut login)?;
-    Ok(login)
-}
-
-/// One database engine the tool dumps, in its own file: its login conventions and how its
-/// clients run. Adding an engine: a file here implementing this, a line in [`ENGINES`], a
-/// variant in `model::db::DbEngine` with its image words, and its dump and load in the tasks
-/// (docs/design.md, "Adding a database engine").
-pub trait Engine: Sync {
-    /// What archives record for it.
-    fn kind(&self) -> DbEngine;
-    /// Fills `login` (service and engine set) by the image's conventions: user, password,
-    /// commands; an error says what the service's environment lacks.
-    fn fill_login(&self, service: &Service, login: &mut Login) -> Result<()>;
-    /// The environment variable its client reads the password from.
-    fn password_var(&self) -> &'static str;
-    /// The OS user its clients run as inside the container (None: the image's own).
-    fn os_user(&self) -> Option<&'static str> {
-        None
-    }
-}
-
-/// Every engine, once: detection by label, logins and clients go through this list.
-pub const ENGINES: [&dyn Engine; 4] = [&postgres::Postgres, &mariadb::MARIADB, &mariadb::MYSQL, &hook::Hook];
-
-/// The registered engine of `kind`.
-pub fn of(kind: DbEngine) -> &'static dyn Engine {
-    ENGINES.iter().copied().find(|e| e.kind() == kind).expect("every DbEngine is in ENGINES")
-}
-
 impl Login {
     /// `docker compose exec -T [--user U] SERVICE CMD…` with the password in the client's
     /// environment: forwarded by name (`-e VAR`), or read from its file inside the container by
     /// a fixed script that takes the path as an argument.
     pub fn exec(&self, docker: &Docker, stack: &Stack, os_user: Option<&str>, cmd: &[&str]) -> DockerCmd {
-        let var = of(self.engine).password_var();
+        let var = self.engine.record().password_var;
         let mut args: Vec<String> = vec!["exec".into(), "-T".into()];
         if let Some(u) = os_user {
             args.extend(["--user".into(), u.into()]);
@@ -160,8 +84,8 @@ impl Login {
     /// How the password reaches the client: a value as the engine's variable in the child's
     /// environment (the second part), or a `_FILE` path read inside the container by a fixed
     /// script that takes the path as an argument and puts it there (the argv prefix).
-    pub(super) fn password_passing(&self) -> (Vec<String>, Option<(&'static str, String)>) {
-        let var = of(self.engine).password_var();
+    pub fn password_passing(&self) -> (Vec<String>, Option<(&'static str, String)>) {
+        let var = self.engine.record().password_var;
         match &self.password {
             Some(Secret::Value(v)) => (Vec::new(), Some((var, v.clone()))),
             Some(Secret::File(path)) => {
@@ -196,7 +120,7 @@ impl Login {
 
     /// A client command as the engine's clients run: PostgreSQL's as the `postgres` OS user.
     pub fn client(&self, docker: &Docker, stack: &Stack, cmd: &[&str]) -> DockerCmd {
-        self.exec(docker, stack, of(self.engine).os_user(), cmd)
+        self.exec(docker, stack, self.engine.record().os_user, cmd)
     }
 }
 

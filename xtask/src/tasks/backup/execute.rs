@@ -2,7 +2,6 @@
 //! where the plan says, one pass writing the archive (temporary file, fsync, rename), signed,
 //! pushed when asked.
 
-use super::dump;
 use super::plan::*;
 use super::{Options, Summary};
 use crate::archive::{self, grammar, ArchiveWriter, DbInfo, Metadata, Skipped, VolumeInfo};
@@ -15,6 +14,7 @@ use crate::model::compose::Stack;
 use crate::model::offsite::VaultSpec;
 use crate::store::local::prepare_dir;
 use crate::store::local::{archive_name_at, remove_stale_temporaries};
+use crate::tasks::engines::dump;
 use crate::tasks::offsite::vault::{Started, Starting};
 use crate::ui::human_bytes;
 use anyhow::{bail, Context, Result};
@@ -604,22 +604,17 @@ fn metadata(
 
 /// What each dump entry of a service is, for the metadata's `entries`.
 fn dump_entries(db: &DbInfo) -> Vec<archive::EntryInfo> {
-    use archive::DbEngine;
-    let (globals, each) = match db.engine {
-        DbEngine::Postgres => ("PostgreSQL roles and tablespaces (pg_dumpall --globals-only)", "plain SQL pg_dump"),
-        DbEngine::Mariadb => ("MariaDB users and grants (mariadb-dump --system=users)", "mariadb-dump"),
-        DbEngine::Mysql => ("", "mysqldump"),
-        DbEngine::Hook => ("", "output of the xtask.dump command"),
-    };
+    let record = db.engine.record();
+    let (globals, each) = (record.globals_what, record.each_what);
     let mut out: Vec<archive::EntryInfo> = db
         .globals_entry
         .iter()
         .map(|g| archive::EntryInfo { path: g.clone(), what: format!("{globals} of service {}", db.service) })
         .collect();
     for d in &db.databases {
-        let what = match db.engine {
-            DbEngine::Hook => format!("{each} of service {}", db.service),
-            _ => format!("{each} of database {} of service {}", d.name, db.service),
+        let what = match record.single_dump {
+            Some(_) => format!("{each} of service {}", db.service),
+            None => format!("{each} of database {} of service {}", d.name, db.service),
         };
         out.push(archive::EntryInfo { path: d.entry.clone(), what });
     }

@@ -16,7 +16,6 @@ use crate::lock::Lock;
 use crate::model::notify::Event;
 use crate::ui::human_bytes;
 
-mod dump;
 mod execute;
 mod plan;
 

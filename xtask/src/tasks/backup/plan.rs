@@ -4,24 +4,14 @@
 
 use super::{Kind, Options};
 use crate::archive::{self, grammar};
-use crate::engine::db::{self, Detected, Login};
+use crate::engine::db::{self, Detected};
 use crate::model::binds::Bind;
 use crate::model::compose::{MountKind, Project};
 use crate::model::offsite::Encryption;
 use crate::model::roles::{self, Priority, Role};
+pub use crate::tasks::engines::DbSource;
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
-
-/// A database service to dump.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DbSource {
-    /// Engine, user and password (reaching the container by its environment, never a command line).
-    pub login: Login,
-    /// The database volume its dump stands for (none when its data is a bind mount or unmounted).
-    pub volume: Option<String>,
-    /// Databases to dump; empty: all.
-    pub databases: Vec<String>,
-}
 
 /// A Redis (or Valkey, KeyDB…) service that saves before its data is copied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -485,12 +475,13 @@ impl BackupPlan {
         for db in &self.dbs {
             let which = if db.databases.is_empty() { "every database".to_string() } else { db.databases.join(", ") };
             let l = &db.login;
-            out.push_str(&match l.engine {
-                archive::DbEngine::Hook => format!("  - dump service {} with its xtask.dump command\n", l.service),
-                e => format!(
+            let record = l.engine.record();
+            out.push_str(&match record.single_dump {
+                Some(_) => format!("  - dump service {} with its xtask.dump command\n", l.service),
+                None => format!(
                     "  - dump {} ({which}, with its {}) inside service {} as user {}\n",
-                    e.as_str(),
-                    if e == archive::DbEngine::Postgres { "roles" } else { "users and grants" },
+                    record.name,
+                    record.globals_words,
                     l.service,
                     if l.user_file.is_some() { "from POSTGRES_USER_FILE" } else { &l.user }
                 ),

@@ -1,51 +1,18 @@
-//! Restoring the database services, each by its engine, behind one set of steps the restore
-//! calls in order: `recover` (leftovers of a restore that died), `stage` (before anything live is
-//! touched), `swap` (the short destructive part), `drop_old` (once the services are back), and
-//! `in_place` (`--in-place` and the way back). PostgreSQL ([`postgres`]) loads beside the live
-//! database and swaps by renames; MariaDB ([`mariadb`]) proves each dump by loading it into a
-//! scratch database first, then reloads the live one in the swap; a hook ([`hook`]) pipes its
-//! dump into the service's `xtask.load` command in the swap.
+//! Restoring the database services, each by its engine's driver (`tasks/engines/`), in the
+//! order the restore calls these steps: `recover` (leftovers of a restore that died), `stage`
+//! (before anything live is touched), `swap` (the short destructive part), `drop_old` (once the
+//! services are back), and `in_place` (`--in-place` and the way back). Each step here runs one
+//! driver step per service and says which service failed.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::archive::extract::{self, Spooled, Verified};
-use crate::archive::{DbEngine, DbInfo};
+use crate::archive::extract::{Spooled, Verified};
 use crate::context::Ctx;
-use crate::engine::db::Login;
-
-mod hook;
-mod mariadb;
-mod pglines;
-mod pgload;
-mod postgres;
-
-/// One database service to restore: how to log in to it now (from this stack's compose file,
-/// never from the archive) and what the archive holds for it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DbRestore {
-    pub login: Login,
-    pub info: DbInfo,
-}
-
-impl DbRestore {
-    fn globals_entry(&self) -> Result<&str> {
-        self.info.globals_entry.as_deref().with_context(|| format!("service {}: no roles entry", self.login.service))
-    }
-}
-
-/// A database loaded beside the live one.
-pub struct StagedDb {
-    /// The live database it replaces.
-    pub live: String,
-    /// The staged copy (`xtask_new_PID_N`).
-    pub new: String,
-    /// The handover script staging prepared for the swap, kept in memory (empty until then):
-    /// nothing the swap runs is read back from a file.
-    pub handover: String,
-}
+use crate::tasks::engines;
+pub use crate::tasks::engines::{DbRestore, StagedDb};
 
 /// What staging left to swap in, per service (in plan order).
 pub type Staged = Vec<Vec<StagedDb>>;
@@ -53,25 +20,18 @@ pub type Staged = Vec<Vec<StagedDb>>;
 /// Settles what restores that died left in each service.
 pub fn recover(ctx: &Ctx, dbs: &[DbRestore]) -> Result<()> {
     for db in dbs {
-        match db.login.engine {
-            DbEngine::Postgres => postgres::recover(ctx, db)?,
-            DbEngine::Mariadb | DbEngine::Mysql => mariadb::recover(ctx, db)?,
-            DbEngine::Hook => {}
-        }
+        engines::of(db.login.engine).recover(ctx, db)?;
     }
     Ok(())
 }
 
-/// Before anything live changes: PostgreSQL loads beside the live databases, MariaDB proves
-/// each dump in a scratch database. On an error, what was staged is dropped.
+/// Before anything live changes: each service's dumps staged by its driver (PostgreSQL loads
+/// beside the live databases, MariaDB proves each dump in a scratch server). On an error, what
+/// was staged is dropped.
 pub fn stage(ctx: &Ctx, dbs: &[DbRestore], spooled: &BTreeMap<String, Spooled>) -> Result<Staged> {
     let mut staged: Staged = Vec::new();
     for db in dbs {
-        let step = match db.login.engine {
-            DbEngine::Postgres => postgres::stage(ctx, db, spooled),
-            DbEngine::Mariadb | DbEngine::Mysql => mariadb::prove(ctx, db, spooled).map(|()| Vec::new()),
-            DbEngine::Hook => Ok(Vec::new()),
-        };
+        let step = engines::of(db.login.engine).stage(ctx, db, spooled);
         match step.with_context(|| format!("stage the databases of service {}", db.login.service)) {
             Ok(s) => staged.push(s),
             Err(e) => {
@@ -86,9 +46,7 @@ pub fn stage(ctx: &Ctx, dbs: &[DbRestore], spooled: &BTreeMap<String, Spooled>) 
 /// Drops staged copies (best effort): the live databases stay as they are.
 pub fn unstage(ctx: &Ctx, dbs: &[DbRestore], staged: &Staged) {
     for (db, s) in dbs.iter().zip(staged) {
-        if db.login.engine == DbEngine::Postgres {
-            postgres::unstage(ctx, db, s);
-        }
+        engines::of(db.login.engine).unstage(ctx, db, s);
     }
 }
 
@@ -102,11 +60,7 @@ pub fn swap(
 ) -> Result<Vec<Vec<String>>> {
     let mut old = Vec::new();
     for (db, s) in dbs.iter().zip(staged) {
-        let done = match db.login.engine {
-            DbEngine::Postgres => postgres::swap(ctx, db, s, spooled),
-            DbEngine::Mariadb | DbEngine::Mysql => mariadb::reload(ctx, db, spooled).map(|()| Vec::new()),
-            DbEngine::Hook => hook::load(ctx, db, spooled).map(|()| Vec::new()),
-        };
+        let done = engines::of(db.login.engine).swap(ctx, db, s, spooled);
         old.push(done.with_context(|| format!("restore the databases of service {}", db.login.service))?);
     }
     Ok(old)
@@ -114,8 +68,8 @@ pub fn swap(
 
 /// After a way back that restored the safety backup: this restore's staged and old copies go.
 pub fn drop_own(ctx: &Ctx, dbs: &[DbRestore]) -> Result<()> {
-    for db in dbs.iter().filter(|db| db.login.engine == DbEngine::Postgres) {
-        postgres::drop_own(ctx, db)?;
+    for db in dbs {
+        engines::of(db.login.engine).drop_own(ctx, db)?;
     }
     Ok(())
 }
@@ -123,7 +77,7 @@ pub fn drop_own(ctx: &Ctx, dbs: &[DbRestore]) -> Result<()> {
 /// Drops the old copies after a successful swap (the services are healthy again).
 pub fn drop_old(ctx: &Ctx, dbs: &[DbRestore], old: &[Vec<String>]) -> Result<()> {
     for (db, o) in dbs.iter().zip(old).filter(|(_, o)| !o.is_empty()) {
-        postgres::drop_old(ctx, db, o)?;
+        engines::of(db.login.engine).drop_old(ctx, db, o)?;
     }
     Ok(())
 }
@@ -132,24 +86,7 @@ pub fn drop_old(ctx: &Ctx, dbs: &[DbRestore], old: &[Vec<String>]) -> Result<()>
 pub fn in_place(ctx: &Ctx, verified: &Verified, dbs: &[DbRestore], dir: &Path) -> Result<()> {
     for db in dbs {
         let what = format!("restore the databases of service {}", db.login.service);
-        match db.login.engine {
-            DbEngine::Postgres => postgres::in_place(ctx, verified, db, dir),
-            DbEngine::Mariadb | DbEngine::Mysql | DbEngine::Hook => {
-                let entries = db.info.globals_entry.iter().chain(db.info.databases.iter().map(|d| &d.entry));
-                let spooled: BTreeMap<String, Spooled> =
-                    entries.map(|e| Ok((e.clone(), extract::spool_dump(verified, e, dir)?))).collect::<Result<_>>()?;
-                match db.login.engine {
-                    DbEngine::Hook => hook::load(ctx, db, &spooled),
-                    _ => mariadb::reload(ctx, db, &spooled),
-                }
-            }
-        }
-        .context(what)?;
+        engines::of(db.login.engine).in_place(ctx, verified, db, dir).context(what)?;
     }
     Ok(())
-}
-
-/// The spooled dump of `entry`, which the one pass or `in_place` copied out and checked.
-fn find<'a>(spooled: &'a BTreeMap<String, Spooled>, entry: &str) -> Result<&'a Spooled> {
-    spooled.get(entry).with_context(|| format!("the dump {entry} was not staged"))
 }

@@ -242,14 +242,14 @@ impl RestorePlan {
         );
         for db in &self.dbs {
             let names: Vec<&str> = db.info.databases.iter().map(|d| d.name.as_str()).collect();
-            out.push_str(&match db.login.engine {
-                archive::DbEngine::Hook => {
+            out.push_str(&match db.login.engine.record().single_dump {
+                Some(_) => {
                     format!(
                         "  - the data of service {} (its dump piped into its xtask.load command)\n",
                         db.login.service
                     )
                 }
-                _ => format!("  - databases {} in service {} (replaced)\n", names.join(", "), db.login.service),
+                None => format!("  - databases {} in service {} (replaced)\n", names.join(", "), db.login.service),
             });
         }
         for (item, why) in &self.refused {

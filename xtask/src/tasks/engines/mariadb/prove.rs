@@ -11,13 +11,14 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 
-use super::Throwaway;
+use super::My;
 use crate::archive::extract::{self, Spooled, Verified};
-use crate::archive::{DbEngine, DbInfo};
+use crate::archive::DbInfo;
 use crate::context::Ctx;
+use crate::tasks::engines::throwaway::Throwaway;
 
 /// `verify --deep`: the archive's dumps of `db` spooled, then proven.
-pub(super) fn check(ctx: &Ctx, verified: &Verified, db: &DbInfo) -> Result<()> {
+pub fn check(my: &My, ctx: &Ctx, verified: &Verified, db: &DbInfo) -> Result<()> {
     let dir = std::env::temp_dir();
     let entries = db.databases.iter().map(|d| d.entry.clone()).chain(db.globals_entry.clone());
     let mut spooled = BTreeMap::new();
@@ -25,16 +26,16 @@ pub(super) fn check(ctx: &Ctx, verified: &Verified, db: &DbInfo) -> Result<()> {
         let dump = extract::spool_dump(verified, &entry, &dir)?;
         spooled.insert(entry, dump);
     }
-    prove(ctx, db, &spooled)
+    prove(my, ctx, db, &spooled)
 }
 
 /// Loads the dumps of `db` (entry -> its spooled file) into a throwaway server and compares the rows.
-pub fn prove(ctx: &Ctx, db: &DbInfo, dumps: &BTreeMap<String, Spooled>) -> Result<()> {
+pub fn prove(my: &My, ctx: &Ctx, db: &DbInfo, dumps: &BTreeMap<String, Spooled>) -> Result<()> {
     let docker = ctx.docker()?;
     let dump = |entry: &str| dumps.get(entry).with_context(|| format!("{entry} was not spooled"));
     let server = Throwaway::start(ctx, &db.service, &["MARIADB_ROOT_PASSWORD", "MYSQL_ROOT_PASSWORD"], &[])?;
     let (name, password) = (&server.name, &server.password);
-    let client = if db.engine == DbEngine::Mysql { "mysql" } else { "mariadb" };
+    let client = my.client;
     let query = |sql: &str| {
         let c = docker.cmd([
             "exec",
@@ -54,7 +55,7 @@ pub fn prove(ctx: &Ctx, db: &DbInfo, dumps: &BTreeMap<String, Spooled>) -> Resul
     let load = |database: Option<&str>| {
         let mut a = vec!["exec", "-i", "-e", "MYSQL_PWD", name.as_str(), client, "-uroot", "--batch", "--binary-mode"];
         a.push("--local-infile=0");
-        if db.engine == DbEngine::Mariadb {
+        if my.sandbox {
             a.push("--sandbox");
         }
         a.extend(database);

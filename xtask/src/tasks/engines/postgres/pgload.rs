@@ -37,12 +37,12 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use super::pglines::{self, Held, HeldBack};
-use super::postgres::Psql;
-use super::DbRestore;
+use super::psql::Psql;
 use crate::archive::extract::Spooled;
 use crate::archive::DbDump;
 use crate::context::Ctx;
 use crate::engine::db::Secret;
+use crate::tasks::engines::DbRestore;
 
 /// The throwaway role a staged load runs as (see the module header), while it exists.
 pub struct Loader {

@@ -11,31 +11,32 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 
-use super::{find, DbRestore};
+use super::My;
 use crate::archive::extract::{self, Spooled};
 use crate::archive::DbDump;
 use crate::context::Ctx;
 use crate::signals;
+use crate::tasks::engines::{find, DbRestore};
 
-fn sql(ctx: &Ctx, db: &DbRestore, statement: &str) -> Result<Vec<String>> {
-    db.login.my_query(ctx.docker()?, &ctx.stack, statement)
+fn sql(my: &My, ctx: &Ctx, db: &DbRestore, statement: &str) -> Result<Vec<String>> {
+    my.query(&db.login, ctx.docker()?, &ctx.stack, statement)
 }
 
-fn load(ctx: &Ctx, db: &DbRestore, database: Option<&str>, dump: &Spooled, entry: &str) -> Result<()> {
+fn load(my: &My, ctx: &Ctx, db: &DbRestore, database: Option<&str>, dump: &Spooled, entry: &str) -> Result<()> {
     let docker = ctx.docker()?;
-    let cmd = db.login.my_load(docker, &ctx.stack, database);
+    let cmd = my.load(&db.login, docker, &ctx.stack, database);
     extract::pipe_file(docker, dump, &cmd).with_context(|| format!("load {entry} (stopped at the first SQL error)"))
 }
 
-fn recreate(ctx: &Ctx, db: &DbRestore, name: &str) -> Result<()> {
-    sql(ctx, db, &format!("DROP DATABASE IF EXISTS `{name}`; CREATE DATABASE `{name}`")).map(drop)
+fn recreate(my: &My, ctx: &Ctx, db: &DbRestore, name: &str) -> Result<()> {
+    sql(my, ctx, db, &format!("DROP DATABASE IF EXISTS `{name}`; CREATE DATABASE `{name}`")).map(drop)
 }
 
 /// Every table's rows in `database` equal the archive's counts (tables passed the grammar:
 /// `` `name` `` without a backtick inside).
-fn check_counts(ctx: &Ctx, db: &DbRestore, database: &str, d: &DbDump) -> Result<()> {
+fn check_counts(my: &My, ctx: &Ctx, db: &DbRestore, database: &str, d: &DbDump) -> Result<()> {
     for (table, rows) in &d.tables {
-        let got = sql(ctx, db, &format!("SELECT COUNT(*) FROM `{database}`.{table}"))?.concat();
+        let got = sql(my, ctx, db, &format!("SELECT COUNT(*) FROM `{database}`.{table}"))?.concat();
         if got != rows.to_string() {
             bail!("database {}: table {table} has {got} rows after loading, the archive says {rows}", d.name);
         }
@@ -43,41 +44,45 @@ fn check_counts(ctx: &Ctx, db: &DbRestore, database: &str, d: &DbDump) -> Result
     Ok(())
 }
 
-fn apply_users(ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -> Result<()> {
+fn apply_users(my: &My, ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -> Result<()> {
     let Some(entry) = &db.info.globals_entry else { return Ok(()) };
     ctx.ui.step(&format!("restore the users and grants of service {}", db.login.service));
-    load(ctx, db, None, find(spooled, entry)?, entry)
+    load(my, ctx, db, None, find(spooled, entry)?, entry)
 }
 
 /// Loads the dumps (and the users dump) into a throwaway server of the service's image and
 /// compares the row counts; the live server is not asked anything.
-pub fn prove(ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -> Result<()> {
+pub fn prove(my: &My, ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -> Result<()> {
     signals::check()?;
     ctx.ui.step(&format!("prove the dumps of {} in a throwaway server, away from the live one", db.login.service));
-    crate::tasks::deep::mariadb::prove(ctx, &db.info, spooled)
+    super::prove::prove(my, ctx, &db.info, spooled)
         .with_context(|| format!("prove the dumps of {} (nothing live was changed)", db.login.service))
 }
 
 /// Every database dropped, recreated and loaded, counts compared; then users and grants. Last,
 /// because `GRANT … IDENTIFIED BY PASSWORD` sets the archived password, root's too: had it
 /// changed since the backup, the tool's own login would fail for the rest of the restore.
-pub fn reload(ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -> Result<()> {
+pub fn reload(my: &My, ctx: &Ctx, db: &DbRestore, spooled: &BTreeMap<String, Spooled>) -> Result<()> {
     for d in &db.info.databases {
         ctx.ui.step(&format!("drop and recreate database {} of {}, then load its dump", d.name, db.login.service));
-        recreate(ctx, db, &d.name)?;
-        load(ctx, db, Some(&d.name), find(spooled, &d.entry)?, &d.entry)?;
+        recreate(my, ctx, db, &d.name)?;
+        load(my, ctx, db, Some(&d.name), find(spooled, &d.entry)?, &d.entry)?;
     }
     // Counted once every dump is in: a dump that reached into another one shows there.
     for d in &db.info.databases {
-        check_counts(ctx, db, &d.name, d)?;
+        check_counts(my, ctx, db, &d.name, d)?;
     }
-    apply_users(ctx, db, spooled)
+    apply_users(my, ctx, db, spooled)
 }
 
 /// Scratch databases left by a restore that died (its process gone) are dropped.
-pub fn recover(ctx: &Ctx, db: &DbRestore) -> Result<()> {
-    let rows =
-        sql(ctx, db, "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'xtask\\_new\\_%'")?;
+pub fn recover(my: &My, ctx: &Ctx, db: &DbRestore) -> Result<()> {
+    let rows = sql(
+        my,
+        ctx,
+        db,
+        "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'xtask\\_new\\_%'",
+    )?;
     for name in rows {
         let pid = name.split('_').nth(2).unwrap_or_default();
         let valid = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
@@ -85,7 +90,7 @@ pub fn recover(ctx: &Ctx, db: &DbRestore) -> Result<()> {
             continue;
         }
         ctx.ui.step(&format!("drop {name}, left by an interrupted restore"));
-        sql(ctx, db, &format!("DROP DATABASE IF EXISTS `{name}`"))?;
+        sql(my, ctx, db, &format!("DROP DATABASE IF EXISTS `{name}`"))?;
     }
     Ok(())
 }
