@@ -1,0 +1,270 @@
+//! Attacks on the restore that stages a volume beside its `_data` (in the engine's directory
+//! `…/volumes/NAME/`) and swaps it in by two renames, on the live engine. Each test names the
+//! property it checks; those that show a problem fail on the commit they were written against
+//! (762d71c + 3a6b208) and say why in their doc comment.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// The engine's directory of `volume` (its `_data`), as `docker volume inspect` says.
+fn data_dir(volume: &str) -> PathBuf {
+    docker_ok(&["volume", "inspect", "--format", "{{.Mountpoint}}", volume]).trim().into()
+}
+
+/// Names in the directory holding `volume`'s `_data`.
+fn beside(volume: &str) -> Vec<String> {
+    let data = data_dir(volume);
+    let mut names: Vec<String> = std::fs::read_dir(data.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A container outside the stack, removed on drop.
+struct Outside(String);
+
+impl Outside {
+    fn start(name: &str, volume: &str) -> Outside {
+        let mount = format!("{volume}:/x");
+        docker_ok(&["run", "-d", "--name", name, "-v", &mount, "xtask-test/busybox:local", "sleep", "600"]);
+        Outside(name.to_string())
+    }
+
+    /// `sh -c SCRIPT` in it: stdout and stderr together.
+    fn sh(&self, script: &str) -> String {
+        let out = docker(&["exec", &self.0, "sh", "-c", &format!("{{ {script}; }} 2>&1")]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", &self.0]);
+    }
+}
+
+/// A stack with `backend` up, `old` in its media volume, and a backup of that: (stack, dir,
+/// archive path, media volume).
+fn backed_up(name: &str) -> (TestStack, TempDir, String, String) {
+    let stack = TestStack::sample(name);
+    let dir = TempDir::new(name);
+    stack.xtask_ok(&["up", "backend"]);
+    let media = stack.volume("backend-media");
+    on_volume(&media, Access::Write, "echo archived > /v/a; mkdir -p /v/sub; echo deep > /v/sub/b");
+    let archive = stack.xtask_json(&["backup", "--output-dir", dir.s(), "--json"]);
+    let path = archive["path"].as_str().unwrap().to_string();
+    on_volume(&media, Access::Write, "echo changed > /v/a; touch /v/after-backup");
+    (stack, dir, path, media)
+}
+
+/// FINDING 1 (data loss). A container outside the stack that mounts a restored volume (a
+/// sidecar of another project sharing an external volume, a `docker run -v`) is not stopped by
+/// the restore. With the copy staged beside `_data`, the swap renames the very directory that
+/// container has mounted to `.xtask-old-PID`, then `.xtask-trash-PID`, and removes it once the
+/// services are back: the container keeps running on a deleted directory, sees the old content,
+/// and everything it writes after the restore is silently lost. (Staged inside the volume, as
+/// before 762d71c, the same container sees the restored content and its writes land in the
+/// volume.) The restore must either refuse a volume in use by a container it does not stop, or
+/// not swap that volume by renaming `_data`.
+#[test]
+fn a_container_outside_the_stack_keeps_writing_into_the_restored_volume() {
+    if !engine() {
+        return;
+    }
+    let (stack, dir, path, media) = backed_up("atk5-outside");
+    let outside = Outside::start(&format!("{}-outside", stack.project), &media);
+    assert_eq!(outside.sh("cat /x/a"), "changed\n");
+    let (ok, _, err) = stack.xtask(&["restore", &path, "--only", "app-backend-media", "--yes", "--output-dir", dir.s()]);
+    if !ok {
+        // Refusing (nothing changed) is an acceptable answer.
+        assert_eq!(on_volume(&media, Access::ReadOnly, "cat /v/a"), "changed\n", "{err}");
+        return;
+    }
+    assert_eq!(on_volume(&media, Access::ReadOnly, "cat /v/a"), "archived\n", "{err}");
+    let wrote = outside.sh("echo precious > /x/written-after-the-restore 2>&1; cat /x/a 2>&1; ls -a /x 2>&1; true");
+    let in_volume = on_volume(&media, Access::ReadOnly, "ls /v");
+    assert!(
+        in_volume.contains("written-after-the-restore"),
+        "the outside container lives on the removed old directory (it sees {wrote:?}); its write after the \
+         restore is not in the volume ({in_volume:?})"
+    );
+}
+
+/// A bind mount (same filesystem) over `_data`, removed on drop.
+struct BoundOver {
+    target: PathBuf,
+    source: PathBuf,
+}
+
+impl Drop for BoundOver {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.target).status();
+        let _ = std::fs::remove_dir_all(&self.source);
+    }
+}
+
+/// FINDING 2 (a swap that is not refused but fails). A volume whose `_data` is a mount point
+/// of the same filesystem (an admin who moved the data elsewhere on the disk and bind-mounted
+/// it back) passes the proof (same device as the parent, same inode as the helper's mount), so
+/// its copy is staged beside `_data`; the first rename of the swap then fails (EBUSY: a mount
+/// point) with an error that is not the "refused, nothing changed" exit, and the restore takes
+/// the way back instead of working (staged inside the volume it would have). The proof should
+/// also require that `_data` is not a mount point (mount id, or /proc/self/mountinfo).
+#[test]
+fn a_data_dir_that_is_a_mount_point_is_restored_or_refused_cleanly() {
+    if !engine() {
+        return;
+    }
+    let (stack, dir, path, media) = backed_up("atk5-mountpoint");
+    let data = data_dir(&media);
+    // Elsewhere on the same filesystem as the engine's directory.
+    let source = data.parent().unwrap().parent().unwrap().parent().unwrap().join(format!("atk5-src-{}", stack.project));
+    std::fs::create_dir_all(&source).unwrap();
+    let copy = Command::new("cp").arg("-a").arg(format!("{}/.", data.display())).arg(&source).status().unwrap();
+    assert!(copy.success());
+    stack.compose(&["stop", "backend"]);
+    let mounted = Command::new("mount").arg("--bind").arg(&source).arg(&data).status().unwrap();
+    assert!(mounted.success());
+    let _guard = BoundOver { target: data.clone(), source: source.clone() };
+    stack.compose(&["start", "backend"]);
+    let (ok, _, err) = stack.xtask(&["restore", &path, "--only", "app-backend-media", "--yes", "--output-dir", dir.s()]);
+    let now = on_volume(&media, Access::ReadOnly, "cat /v/a");
+    let left = beside(&media);
+    assert!(ok, "the restore failed on a volume it could have restored in place ({now:?} in it, {left:?} beside): {err}");
+    assert_eq!(now, "archived\n");
+    assert_eq!(left, ["_data"], "nothing left beside the volume");
+}
+
+/// FINDING 3a (pid reuse). A restore cut off between its two renames leaves no `_data`; the
+/// next data command is meant to finish the swap, but it settles only leftovers whose pid has
+/// no live process (`/proc/PID`). After a reboot, or simply later, that pid belongs to another
+/// process: the leftover is skipped for as long as that process lives, the volume stays without
+/// `_data`, and every backup (and the services) fail to mount it. Here a `sleep` plays the
+/// process that got the pid.
+#[test]
+fn a_half_done_swap_whose_pid_was_reused_is_still_finished() {
+    if !engine() {
+        return;
+    }
+    let stack = TestStack::sample("atk5-pidreuse");
+    let dir = TempDir::new("atk5-pidreuse");
+    stack.xtask_ok(&["up", "backend"]);
+    stack.compose(&["stop"]);
+    let media = stack.volume("backend-media");
+    on_volume(&media, Access::Write, "echo old > /v/a");
+    let data = data_dir(&media);
+    let parent = data.parent().unwrap().to_path_buf();
+    let mut other = Command::new("sleep").arg("600").spawn().unwrap();
+    let pid = other.id();
+    let staged = parent.join(format!(".xtask-staging-{pid}"));
+    std::fs::create_dir_all(&staged).unwrap();
+    std::fs::write(staged.join("new.txt"), "new\n").unwrap();
+    std::fs::rename(&data, parent.join(format!(".xtask-old-{pid}"))).unwrap();
+    let (ok, _, err) = stack.xtask(&["backup", "--output-dir", dir.s()]);
+    let left = beside(&media);
+    let _ = other.kill();
+    let _ = other.wait();
+    assert!(ok, "a backup cannot finish a swap whose pid now belongs to another process ({left:?} beside): {err}");
+    assert_eq!(left, ["_data"]);
+}
+
+/// FINDING 3b (stale content restored). Where the tool runs with a fixed pid (its own pid
+/// namespace: a container that runs it as PID 1, `unshare --pid`, systemd's PrivatePIDs), a
+/// restore killed while staging leaves `.xtask-staging-1`, and the next restore, pid 1 again,
+/// takes it for its own: it is never removed and the new copy is extracted over what the
+/// killed run had staged, so files that are not in the archive come back with it.
+#[test]
+fn a_restore_never_swaps_in_what_a_killed_run_with_the_same_pid_staged() {
+    if !engine() {
+        return;
+    }
+    if Command::new("unshare").arg("--help").output().is_err() {
+        return;
+    }
+    let (stack, dir, path, media) = backed_up("atk5-samepid");
+    let data = data_dir(&media);
+    let staged = data.parent().unwrap().join(".xtask-staging-1");
+    std::fs::create_dir_all(&staged).unwrap();
+    std::fs::write(staged.join("stale-from-a-killed-run"), "stale\n").unwrap();
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc"]).arg(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(["--project-name", &stack.project]);
+    for f in &stack.files {
+        cmd.arg("--file").arg(f);
+    }
+    cmd.args(["restore", &path, "--only", "app-backend-media", "--yes", "--output-dir", dir.s()]);
+    cmd.envs(stack.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let listing = on_volume(&media, Access::ReadOnly, "ls -A /v");
+    assert!(out.status.success(), "{err}");
+    assert!(
+        !listing.contains("stale-from-a-killed-run"),
+        "a file the archive does not hold was swapped in with the restore: {listing:?}\n{err}"
+    );
+}
+
+/// HELD: an archive whose entries try to leave the staging directory beside `_data` (`..`,
+/// `_data`-named entries, an absolute link followed by an entry under it) is refused by the
+/// grammar before anything is written, and `_data` and the directory beside it are as before.
+#[test]
+fn names_aimed_at_the_directory_beside_data_are_refused() {
+    if !engine() {
+        return;
+    }
+    let (stack, dir, path, media) = backed_up("atk5-names");
+    let before = on_volume(&media, Access::ReadOnly, "find /v | sort; cat /v/a");
+    let genuine = load(Path::new(&path));
+    let root = genuine
+        .iter()
+        .find(|e| e.name.ends_with(b"-backend-media/") && e.name.starts_with(b"volumes/"))
+        .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+        .unwrap();
+    let file = |name: &str| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(4);
+        Entry { header: h, name: name.as_bytes().to_vec(), link: None, data: b"evil".to_vec() }
+    };
+    let link = |name: &str, to: &str, kind: tar::EntryType| {
+        let mut e = file(name);
+        e.header.set_entry_type(kind);
+        e.header.set_size(0);
+        e.data.clear();
+        e.link = Some(to.as_bytes().to_vec());
+        e
+    };
+    let attacks: Vec<(&str, Vec<Entry>)> = vec![
+        ("dotdot", vec![file(&format!("{root}../_data/evil"))]),
+        ("dotdot-sibling", vec![file(&format!("{root}sub/../../evil"))]),
+        ("symlink-up-then-under", {
+            vec![link(&format!("{root}up"), "../_data", tar::EntryType::Symlink), file(&format!("{root}up/evil"))]
+        }),
+        ("hardlink-out", vec![link(&format!("{root}h"), "../_data/a", tar::EntryType::Link)]),
+        ("reserved-top", vec![file(&format!("{root}.xtask-old-1"))]),
+    ];
+    for (what, extra) in attacks {
+        let mut entries = load(Path::new(&path));
+        let at = entries.iter().position(|x| x.name == b"SHA256SUMS").unwrap();
+        for (i, e) in extra.into_iter().enumerate() {
+            entries.insert(at + i, e);
+        }
+        let crafted = dir.0.join(format!("crafted-{what}.tar.gz"));
+        save(&crafted, entries, true);
+        let crafted = crafted.to_string_lossy().into_owned();
+        let (ok, _, err) =
+            stack.xtask(&["restore", &crafted, "--only", "app-backend-media", "--yes", "--output-dir", dir.s()]);
+        assert!(!ok, "{what}: a crafted archive was restored: {err}");
+        assert_eq!(on_volume(&media, Access::ReadOnly, "find /v | sort; cat /v/a"), before, "{what}: {err}");
+        assert_eq!(beside(&media), ["_data"], "{what}: {err}");
+    }
+}
