@@ -82,7 +82,8 @@ fn a_container_outside_the_stack_keeps_writing_into_the_restored_volume() {
     let (stack, dir, path, media) = backed_up("atk5-outside");
     let outside = Outside::start(&format!("{}-outside", stack.project), &media);
     assert_eq!(outside.sh("cat /x/a"), "changed\n");
-    let (ok, _, err) = stack.xtask(&["restore", &path, "--only", "app-backend-media", "--yes", "--output-dir", dir.s()]);
+    let (ok, _, err) =
+        stack.xtask(&["restore", &path, "--only", "app-backend-media", "--yes", "--output-dir", dir.s()]);
     if !ok {
         // Refusing (nothing changed) is an acceptable answer.
         assert_eq!(on_volume(&media, Access::ReadOnly, "cat /v/a"), "changed\n", "{err}");
@@ -135,10 +136,14 @@ fn a_data_dir_that_is_a_mount_point_is_restored_or_refused_cleanly() {
     assert!(mounted.success());
     let _guard = BoundOver { target: data.clone(), source: source.clone() };
     stack.compose(&["start", "backend"]);
-    let (ok, _, err) = stack.xtask(&["restore", &path, "--only", "app-backend-media", "--yes", "--output-dir", dir.s()]);
+    let (ok, _, err) =
+        stack.xtask(&["restore", &path, "--only", "app-backend-media", "--yes", "--output-dir", dir.s()]);
     let now = on_volume(&media, Access::ReadOnly, "cat /v/a");
     let left = beside(&media);
-    assert!(ok, "the restore failed on a volume it could have restored in place ({now:?} in it, {left:?} beside): {err}");
+    assert!(
+        ok,
+        "the restore failed on a volume it could have restored in place ({now:?} in it, {left:?} beside): {err}"
+    );
     assert_eq!(now, "archived\n");
     assert_eq!(left, ["_data"], "nothing left beside the volume");
 }
@@ -264,7 +269,55 @@ fn names_aimed_at_the_directory_beside_data_are_refused() {
         let (ok, _, err) =
             stack.xtask(&["restore", &crafted, "--only", "app-backend-media", "--yes", "--output-dir", dir.s()]);
         assert!(!ok, "{what}: a crafted archive was restored: {err}");
+        assert!(err.contains("problem: entry"), "{what}: refused by the grammar, before anything is written: {err}");
         assert_eq!(on_volume(&media, Access::ReadOnly, "find /v | sort; cat /v/a"), before, "{what}: {err}");
         assert_eq!(beside(&media), ["_data"], "{what}: {err}");
     }
+}
+
+/// Unmounts a path on drop (a test's own bind mount).
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// FINDING 4 (a volume left without `_data` by the way back). When the second rename of a
+/// swap beside `_data` fails (here the staged copy is made a mount point once staged, as a
+/// helper killed by a daemon restart or the OOM killer would also cut it off), `_data` has
+/// already become `.xtask-old-PID`. The restore takes the way back, which writes the safety
+/// backup into the volume in place: mounting it fails (no `_data`), and recovery skips
+/// leftovers of live pids, its own included. The restore ends with the volume unmountable and
+/// its services down until another run comes. The way back should first settle its own swap
+/// (rename `.xtask-old-PID` back to `_data` while the staged copy is still there).
+#[test]
+fn a_failed_second_rename_never_leaves_the_volume_without_data() {
+    if !engine() {
+        return;
+    }
+    use std::io::Read;
+    let (stack, dir, path, media) = backed_up("atk5-secondrename");
+    let data = data_dir(&media);
+    let parent = data.parent().unwrap().to_path_buf();
+    let mut child = stack.spawn(&["restore", &path, "--only", "app-backend-media", "--yes", "--output-dir", dir.s()]);
+    let mut stderr = child.stderr.take().unwrap();
+    let (mut seen, mut buf) = (Vec::new(), [0u8; 4096]);
+    while !String::from_utf8_lossy(&seen).contains("==> safety backup of what will be replaced") {
+        let n = stderr.read(&mut buf).unwrap();
+        assert!(n > 0, "the restore ended before its safety backup: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let staged = parent.join(format!(".xtask-staging-{}", child.id()));
+    assert!(staged.is_dir(), "staged beside _data: {:?}", beside(&media));
+    assert!(Command::new("mount").arg("--bind").arg(&staged).arg(&staged).status().unwrap().success());
+    let _unmount = Unmount(staged.clone());
+    stderr.read_to_end(&mut seen).unwrap();
+    let status = child.wait().unwrap();
+    let err = String::from_utf8_lossy(&seen).into_owned();
+    let left = beside(&media);
+    assert!(!status.success(), "the swap cannot have succeeded: {err}");
+    assert!(data.is_dir(), "the restore ended with no _data ({left:?} beside): {err}");
+    assert_eq!(on_volume(&media, Access::ReadOnly, "cat /v/a"), "changed\n", "the way back put the old data back");
 }
