@@ -321,3 +321,33 @@ fn a_failed_second_rename_never_leaves_the_volume_without_data() {
     assert!(data.is_dir(), "the restore ended with no _data ({left:?} beside): {err}");
     assert_eq!(on_volume(&media, Access::ReadOnly, "cat /v/a"), "changed\n", "the way back put the old data back");
 }
+
+/// The flags `lsattr -d` shows for `path`.
+fn attrs(path: &Path) -> String {
+    let out = Command::new("lsattr").arg("-d").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string()
+}
+
+/// FINDING 5 (the volume's own directory replaced). What an administrator set on a volume's
+/// `_data` itself (inode flags such as `chattr +A`/`+C`/`+P` with a project quota, ACLs, an
+/// SELinux label, an fs-verity or encryption policy) belonged to the directory the swap
+/// renames away: the restored `_data` is a new directory made by tar beside it, with none of
+/// that. Staged inside the volume (before 762d71c) the root directory stayed. Here `chattr +A`
+/// (no atime updates; ext4) stands for them: it is gone after the restore.
+#[test]
+fn the_flags_of_the_volumes_own_directory_survive_a_restore() {
+    if !engine() {
+        return;
+    }
+    let (stack, dir, path, media) = backed_up("atk5-attrs");
+    let data = data_dir(&media);
+    if !Command::new("chattr").arg("+A").arg(&data).status().is_ok_and(|s| s.success()) {
+        return; // a filesystem without that flag
+    }
+    let before = attrs(&data);
+    assert!(before.contains('A'), "{before}");
+    stack.xtask_ok(&["restore", &path, "--only", "app-backend-media", "--yes", "--output-dir", dir.s()]);
+    assert_eq!(on_volume(&media, Access::ReadOnly, "cat /v/a"), "archived\n");
+    let after = attrs(&data);
+    assert_eq!(after, before, "the flags set on the volume's _data are lost: it is a new directory");
+}
