@@ -382,3 +382,40 @@ fn commands_that_measure_a_half_swapped_volume_settle_it_or_say_what_to_do() {
     }
     assert!(failed.is_empty(), "commands fail on the engine's mount error:\n{}", failed.join("\n"));
 }
+
+/// FINDING 7 (a service turns the staging beside `_data` off). The survey's output is three
+/// sections split on "\n---"; the middle one lists names found in the volumes, which a service
+/// chooses: a file named `.xtask-x` + newline + `---` ends that section early, the device and
+/// inode lines fall into a section nobody reads, no volume is proven, and every volume of the
+/// restore is staged inside itself (in the service's reach, the swap moving entries one by
+/// one). Nothing worse: a name cannot hold `/`, so no forged `/v/N …` line. Fix: read the names
+/// NUL-separated (`find -print0`) and put them last.
+#[test]
+fn a_planted_name_does_not_turn_the_staging_beside_data_off() {
+    if !engine() {
+        return;
+    }
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (stack, dir, path, media) = backed_up("atk5-sections");
+    on_volume(&media, Access::Write, "touch \"/v/.xtask-x$(printf '\\n---')\"");
+    let data = data_dir(&media);
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let (s, watched) = (stop.clone(), data.clone());
+    let watcher = std::thread::spawn(move || {
+        let mut seen = std::collections::BTreeSet::new();
+        while !s.load(Ordering::SeqCst) {
+            for e in std::fs::read_dir(&watched).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(".xtask-staging-") {
+                    seen.insert(name);
+                }
+            }
+        }
+        seen
+    });
+    let restored = stack.xtask(&["restore", &path, "--only", "app-backend-media", "--yes", "--output-dir", dir.s()]);
+    stop.store(true, Ordering::SeqCst);
+    let seen = watcher.join().unwrap();
+    assert!(restored.0, "{}", restored.2);
+    assert!(seen.is_empty(), "staged inside the volume because of a name a service planted: {seen:?}");
+}
