@@ -419,3 +419,30 @@ fn a_planted_name_does_not_turn_the_staging_beside_data_off() {
     assert!(restored.0, "{}", restored.2);
     assert!(seen.is_empty(), "staged inside the volume because of a name a service planted: {seen:?}");
 }
+
+/// HELD: a swap beside `_data` cut off after its second rename (`.xtask-old-PID` beside the new
+/// `_data`) or after the old content became `.xtask-trash-PID`: the next backup removes what is
+/// left and leaves `_data`, the restored content, alone.
+#[test]
+fn a_swap_cut_off_after_its_second_rename_is_tidied_and_data_kept() {
+    if !engine() {
+        return;
+    }
+    let stack = TestStack::sample("atk5-late");
+    let dir = TempDir::new("atk5-late");
+    stack.xtask_ok(&["up", "backend"]);
+    stack.compose(&["stop"]);
+    let media = stack.volume("backend-media");
+    on_volume(&media, Access::Write, "echo new > /v/a");
+    let parent = data_dir(&media).parent().unwrap().to_path_buf();
+    for (i, kind) in ["old", "trash"].iter().enumerate() {
+        let pid = 4_194_300 + i; // near PID_MAX_LIMIT: no live process
+        let left = parent.join(format!(".xtask-{kind}-{pid}"));
+        std::fs::create_dir_all(left.join("sub")).unwrap();
+        std::fs::write(left.join("sub/old.txt"), "old\n").unwrap();
+        let (ok, _, err) = stack.xtask(&["backup", "--output-dir", dir.s()]);
+        assert!(ok, "{kind}: {err}");
+        assert_eq!(beside(&media), ["_data"], "{kind}: {err}");
+        assert_eq!(on_volume(&media, Access::ReadOnly, "ls -A /v; cat /v/a"), "a\nnew\n", "{kind}");
+    }
+}
