@@ -446,3 +446,48 @@ fn a_swap_cut_off_after_its_second_rename_is_tidied_and_data_kept() {
         assert_eq!(on_volume(&media, Access::ReadOnly, "ls -A /v; cat /v/a"), "a\nnew\n", "{kind}");
     }
 }
+
+/// FINDING 1, inside the stack: a service that mounts a restored volume through `volumes_from`
+/// is not one of the volume's users (those are found by the compose key of their mounts), so
+/// the swap leaves it running, on the old `_data` that is then removed: it reads a directory
+/// that no longer exists and cannot write.
+#[test]
+fn a_service_mounting_the_volume_through_volumes_from_sees_the_restored_data() {
+    if !engine() {
+        return;
+    }
+    let compose = r#"
+services:
+  app:
+    image: xtask-test/busybox:local
+    command: ["sleep", "600"]
+    stop_grace_period: 1s
+    volumes: [media:/m]
+  sidecar:
+    image: xtask-test/busybox:local
+    command: ["sleep", "600"]
+    stop_grace_period: 1s
+    volumes_from: [app]
+volumes:
+  media: {name: "${VF_PREFIX}-media", labels: {xtask.role: uploads}}
+"#;
+    let (_project, stack) = stack_from("atk5-vfrom", compose, "VF_PREFIX");
+    let dir = TempDir::new("atk5-vfrom-backups");
+    stack.xtask_ok(&["up"]);
+    let media = format!("{}-media", stack.project);
+    on_volume(&media, Access::Write, "echo archived > /v/a");
+    let archive = stack.xtask_json(&["backup", "--output-dir", dir.s(), "--json"]);
+    on_volume(&media, Access::Write, "echo changed > /v/a");
+    let path = archive["path"].as_str().unwrap();
+    let (ok, _, err) = stack.xtask(&["restore", path, "--only", "media", "--yes", "--output-dir", dir.s()]);
+    assert!(ok, "{err}");
+    assert_eq!(on_volume(&media, Access::ReadOnly, "cat /v/a"), "archived\n");
+    let sidecar = format!("{}-sidecar-1", stack.project);
+    let out = docker(&["exec", &sidecar, "sh", "-c", "{ cat /m/a; echo kept > /m/b; } 2>&1"]);
+    let seen = String::from_utf8_lossy(&out.stdout).into_owned();
+    let now = on_volume(&media, Access::ReadOnly, "ls /v");
+    assert!(
+        seen == "archived\n" && now.contains('b'),
+        "the sidecar sees {seen:?} and its write is not in the volume ({now:?})"
+    );
+}
