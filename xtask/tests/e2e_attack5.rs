@@ -388,8 +388,8 @@ fn commands_that_measure_a_half_swapped_volume_settle_it_or_say_what_to_do() {
 /// chooses: a file named `.xtask-x` + newline + `---` ends that section early, the device and
 /// inode lines fall into a section nobody reads, no volume is proven, and every volume of the
 /// restore is staged inside itself (in the service's reach, the swap moving entries one by
-/// one). Nothing worse: a name cannot hold `/`, so no forged `/v/N …` line. Fix: read the names
-/// NUL-separated (`find -print0`) and put them last.
+/// one). Nothing worse: a name cannot hold `/`, so no forged `/v/N …` line. Fixed on this
+/// branch: the names come last in the survey's output, read with `splitn(3, …)`.
 #[test]
 fn a_planted_name_does_not_turn_the_staging_beside_data_off() {
     if !engine() {

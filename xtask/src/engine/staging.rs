@@ -386,12 +386,14 @@ pub struct Survey {
 }
 
 /// Run with the volumes' mount points as arguments. Fixed: nothing from an archive is in it.
+/// The names found in the volumes come last: a service chooses them (a newline and `---` in a
+/// name must not end a section that the tool reads after it).
 const SURVEY: &str = r#"set -e
 df -P -k / "$@"
 echo ---
-if [ $# -gt 0 ]; then find "$@" -mindepth 1 -maxdepth 1 -name '.xtask-*'; fi
-echo ---
 if [ $# -gt 0 ]; then stat -c '%n %d:%i' "$@"; fi
+echo ---
+if [ $# -gt 0 ]; then find "$@" -mindepth 1 -maxdepth 1 -name '.xtask-*'; fi
 "#;
 
 /// The "Available" column (KiB) of a filesystem line of `df -P -k`, in bytes.
@@ -427,8 +429,8 @@ impl Survey {
 
     /// The output of [`SURVEY`] run over `volumes`.
     fn parse(out: &str, volumes: &[&str]) -> Result<Survey> {
-        let mut sections = out.split("\n---");
-        let (df, found, stats) = (sections.next().unwrap_or(""), sections.next().unwrap_or(""), sections.next());
+        let mut sections = out.splitn(3, "\n---");
+        let (df, stats, found) = (sections.next().unwrap_or(""), sections.next(), sections.next().unwrap_or(""));
         let unexpected = || anyhow::anyhow!("unexpected `df -P -k` output: {df:?}");
         let mut lines = df.lines().filter(|l| !l.trim().is_empty()).skip(1);
         let host_free = lines.next().and_then(df_available).ok_or_else(unexpected)?;
@@ -501,6 +503,7 @@ mod tests {
                    /dev/vda 2000 100 1900 5% /v/0\n\
                    /dev/vdb 3000 100 2900 3% /v/1\n\
                    ---\n\
+                   ---\n\
                    /v/1/.xtask-staging-4000000\n\
                    /v/0/.xtask-old-4000001\n\
                    /v/0/.xtask-staging-4000001\n";
@@ -508,11 +511,27 @@ mod tests {
         assert_eq!((s.free(Some("a")), s.free(Some("b")), s.free(None)), (1900 * 1024, 2900 * 1024, 900 * 1024));
         let seen: Vec<(&str, u32, bool)> = s.leftovers.iter().map(|l| (l.target.as_str(), l.pid, l.swapping)).collect();
         assert_eq!(seen, [("b", 4000000, false), ("a", 4000001, true)]);
-        assert!(s.roots.is_empty(), "no stat section: no roots");
+        assert!(s.roots.is_empty(), "an empty stat section: no roots");
         let none =
             Survey::parse("Filesystem 1024-blocks Used Available Capacity Mounted on\noverlay 1 0 7 0% /\n---", &[]);
         assert_eq!(none.unwrap().free(None), 7 * 1024);
         assert!(Survey::parse("Filesystem\n---\n", &["a"]).is_err(), "a missing line is an error, not 0 bytes free");
+    }
+
+    #[test]
+    fn a_name_planted_in_a_volume_cannot_end_the_sections_read_after_it() {
+        let out = "Filesystem 1024-blocks Used Available Capacity Mounted on\n\
+                   overlay 1000 100 900 10% /\n\
+                   /dev/vda 2000 100 1900 5% /v/0\n\
+                   ---\n\
+                   /v/0 64768:131\n\
+                   ---\n\
+                   /v/0/.xtask-x\n\
+                   ---\n\
+                   /v/0/.xtask-old-4000001\n";
+        let s = Survey::parse(out, &["a"]).unwrap();
+        assert_eq!(s.roots.get("a"), Some(&(64768, 131)));
+        assert_eq!(s.leftovers.iter().map(|l| l.pid).collect::<Vec<_>>(), [4000001]);
     }
 
     #[test]
