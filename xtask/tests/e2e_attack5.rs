@@ -491,3 +491,30 @@ volumes:
         "the sidecar sees {seen:?} and its write is not in the volume ({now:?})"
     );
 }
+
+/// FINDING 1, a paused service: only running services are stopped for the swap, so a service
+/// the operator paused keeps its mount of the old `_data`; once unpaused it reads and writes a
+/// removed directory.
+#[test]
+fn a_paused_service_sees_the_restored_data_once_unpaused() {
+    if !engine() {
+        return;
+    }
+    let (stack, dir, path, media) = backed_up("atk5-paused");
+    stack.compose(&["pause", "backend"]);
+    let (ok, _, err) =
+        stack.xtask(&["restore", &path, "--only", "app-backend-media", "--yes", "--output-dir", dir.s()]);
+    let _ = stack.compose_cmd().args(["unpause", "backend"]).output();
+    if !ok {
+        assert_eq!(on_volume(&media, Access::ReadOnly, "cat /v/a"), "changed\n", "refused, nothing changed: {err}");
+        return;
+    }
+    let backend = format!("{}-backend-1", stack.project);
+    let out = docker(&["exec", &backend, "sh", "-c", "{ cat /app/media/a; echo kept > /app/media/b; } 2>&1"]);
+    let seen = String::from_utf8_lossy(&out.stdout).into_owned();
+    let now = on_volume(&media, Access::ReadOnly, "ls /v");
+    assert!(
+        seen == "archived\n" && now.contains('b'),
+        "the unpaused service sees {seen:?} and its write is not in the volume ({now:?})"
+    );
+}
