@@ -518,3 +518,27 @@ fn a_paused_service_sees_the_restored_data_once_unpaused() {
         "the unpaused service sees {seen:?} and its write is not in the volume ({now:?})"
     );
 }
+
+/// HELD: a volume whose `_data` is a symbolic link (to a directory beside it, as root could
+/// make it) is not staged beside: the tool's walk refuses the link, the copy is staged inside
+/// the volume, the restore succeeds, and the link and its target are left as they were.
+#[test]
+fn a_data_dir_that_is_a_symlink_is_restored_inside_the_volume() {
+    if !engine() {
+        return;
+    }
+    let (stack, dir, path, media) = backed_up("atk5-symdata");
+    stack.compose(&["stop", "backend"]);
+    let data = data_dir(&media);
+    let real = data.parent().unwrap().join("real");
+    std::fs::rename(&data, &real).unwrap();
+    std::os::unix::fs::symlink("real", &data).unwrap();
+    stack.compose(&["start", "backend"]);
+    let (ok, _, err) =
+        stack.xtask(&["restore", &path, "--only", "app-backend-media", "--yes", "--output-dir", dir.s()]);
+    assert!(ok, "{err}");
+    assert_eq!(on_volume(&media, Access::ReadOnly, "cat /v/a"), "archived\n");
+    assert_eq!(std::fs::read_link(&data).unwrap(), Path::new("real"), "the link is still there");
+    assert_eq!(std::fs::read_to_string(real.join("a")).unwrap(), "archived\n", "restored through it, in place");
+    assert_eq!(beside(&media), ["_data", "real"], "nothing staged beside it");
+}
