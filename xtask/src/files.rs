@@ -321,6 +321,30 @@ impl<F: std::borrow::Borrow<File>> std::io::Read for AtReader<F> {
     }
 }
 
+/// A directory's inode flags and its extended attributes (name, value), sorted.
+pub type DirAttributes = (u32, Vec<(Vec<u8>, Vec<u8>)>);
+
+/// What a directory carries on itself beyond owner, mode and times: its inode flags (`chattr`:
+/// no-atime, no-copy-on-write, project inheritance …; the filesystem's own directory index flag
+/// left out) and its extended attributes by name and value (ACLs, SELinux labels). None when it
+/// cannot be read. A restore that renames a new directory in place of one loses them.
+pub fn dir_attributes(path: &Path) -> Option<DirAttributes> {
+    let dir = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY).open(path).ok()?;
+    let index = rustix::fs::IFlags::from_bits_retain(0x1000); // FS_INDEX_FL: set by ext4 as it grows
+    let flags = rustix::fs::ioctl_getflags(&dir).map(|f| (f - index).bits()).unwrap_or(0);
+    let mut names = vec![0u8; 64 * 1024];
+    let len = rustix::fs::flistxattr(&dir, &mut names).ok()?;
+    let mut attrs = Vec::new();
+    for name in names[..len].split(|c| *c == 0).filter(|n| !n.is_empty()) {
+        let name = name.to_vec();
+        let mut value = vec![0u8; 64 * 1024];
+        let n = rustix::fs::fgetxattr(&dir, name.as_slice(), &mut value).ok()?;
+        attrs.push((name, value[..n].to_vec()));
+    }
+    attrs.sort();
+    Some((flags, attrs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

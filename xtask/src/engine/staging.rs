@@ -58,12 +58,28 @@ pub struct Staging {
     pub names: Names,
     /// Volume name → the engine's directory holding its `_data` (see the module's header).
     beside: BTreeMap<String, String>,
+    /// Volumes staged beside `_data` that are swapped inside it all the same: a container this
+    /// restore did not stop still mounts them ([`Staging::keep_inside`]).
+    moved: std::collections::BTreeSet<String>,
 }
 
 impl Staging {
     /// This process's names, and the places the survey proved.
     pub fn of(pid: u32, survey: &Survey) -> Staging {
-        Staging { names: Names::of(pid), beside: survey.beside.clone() }
+        Staging { names: Names::of(pid), beside: survey.beside.clone(), moved: Default::default() }
+    }
+
+    /// Marks `targets` (staged beside their `_data`) to be swapped inside it: a container still
+    /// mounts the directory, and two renames would leave it on the old one, deleted afterwards
+    /// (a container outside the stack, a `volumes_from` user, a paused one). The staged copy
+    /// moves into the volume first (one rename), then the swap inside takes its entries.
+    pub fn keep_inside(&mut self, targets: &[String]) {
+        self.moved.extend(targets.iter().filter(|t| self.beside.contains_key(*t)).cloned());
+    }
+
+    /// The targets staged beside their `_data`.
+    pub fn beside(&self) -> Vec<&str> {
+        self.beside.keys().map(String::as_str).collect()
     }
 
     /// Where `target`'s staged copy is written (mounted at `/v/0`, the copy under
@@ -74,16 +90,43 @@ impl Staging {
 
     /// Every target with where its copy is staged: (target, place).
     pub fn places<'a>(&'a self, targets: &[&'a str]) -> Vec<Place<'a>> {
-        targets.iter().map(|t| Place { target: t, at: self.place(t), beside: self.beside.contains_key(*t) }).collect()
+        targets
+            .iter()
+            .map(|t| {
+                let how = match (self.beside.contains_key(*t), self.moved.contains(*t)) {
+                    (false, _) => How::Inside,
+                    (true, false) => How::Beside,
+                    (true, true) => How::Moved,
+                };
+                Place { target: t, at: self.place(t), how }
+            })
+            .collect()
+    }
+
+    /// Where the old content of `targets` is once swapped: inside the volume when the swap was.
+    fn trash_places<'a>(&'a self, targets: &[&'a str]) -> Vec<Place<'a>> {
+        let inside = |p: Place<'a>| Place { target: p.target, at: p.target, how: How::Inside };
+        self.places(targets).into_iter().map(|p| if p.how == How::Moved { inside(p) } else { p }).collect()
     }
 }
 
-/// A target and where its copy is staged.
+/// A target, the directory its helper mounts at `/v/0`, and how it is swapped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Place<'a> {
     pub target: &'a str,
     pub at: &'a str,
-    pub beside: bool,
+    pub how: How,
+}
+
+/// How a target's copy is staged and swapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum How {
+    /// Staged and swapped inside the volume (or bind): [`SWAP`].
+    Inside,
+    /// Staged beside `_data` and swapped by two renames: [`SWAP_BESIDE`].
+    Beside,
+    /// Staged beside `_data`, moved into it, swapped inside: [`MOVE_IN`] then [`SWAP`].
+    Moved,
 }
 
 /// Run with the four names as $1 $2 $3 $4 and `fresh` or `finish` as $5, in the root of the one
@@ -96,7 +139,7 @@ pub struct Place<'a> {
 /// batches (`find -exec mv -t … {} +`): downtime grows with the entries only by a rename each.
 const SWAP: &str = r#"set -e
 s="$1"; o="$2"; k="$3"; t="$4"
-cd /v/0
+cd "${6:-/v/0}"
 if [ "$5" = fresh ]; then
   if [ ! -d "$s" ] || [ -L "$s" ]; then
     echo "xtask: the staged copy $s is missing or not a directory (removed or replaced since it was made?): nothing was swapped" >&2
@@ -155,9 +198,34 @@ fi
 if [ -d "$s" ] && [ ! -L "$s" ]; then
   w=$(stat -c %Y "$s")
   if [ -d _data ] && [ ! -L _data ] && [ ! -e "$o" ]; then mv -f -- _data "$o"; fi
-  if [ ! -e _data ]; then mv -f -- "$s" _data; touch -d "@$w" _data; fi
+  if [ ! -e _data ]; then
+    if ! mv -f -- "$s" _data; then
+      mv -f -- "$o" _data
+      echo "xtask: the staged copy could not be renamed in: the old content is back in place" >&2
+      exit 1
+    fi
+    touch -d "@$w" _data
+  fi
 fi
+if [ ! -e _data ] && [ ! -L _data ] && [ -d "$o" ]; then mv -f -- "$o" _data; fi
 if [ -d "$o" ] && [ ! -L "$o" ]; then if [ -e "$t" ]; then rm -rf -- "$o"; else mv -f -- "$o" "$t"; fi; fi
+"#;
+
+/// Run before [`SWAP`] (with `/v/0/_data` as its root) for a copy staged beside `_data` that
+/// must be swapped inside it ([`How::Moved`]): a fresh swap first requires the staged copy and
+/// `_data` to be real directories and the name free inside (exit 98), then moves the copy in.
+const MOVE_IN: &str = r#"set -e
+if [ "$5" = fresh ]; then
+  if [ ! -d "/v/0/$1" ] || [ -L "/v/0/$1" ] || [ ! -d /v/0/_data ] || [ -L /v/0/_data ]; then
+    echo "xtask: the staged copy $1 or the volume's _data is missing or not a directory: nothing was swapped" >&2
+    exit 98
+  fi
+  if [ -e "/v/0/_data/$1" ] || [ -L "/v/0/_data/$1" ]; then
+    echo "xtask: $1 exists in the volume before the swap began (planted by a service?): nothing was swapped" >&2
+    exit 98
+  fi
+  mv -f -- "/v/0/$1" "/v/0/_data/$1"
+fi
 "#;
 
 /// Swaps the staged content of each of `targets` into place, each in a helper of its own with
@@ -178,8 +246,14 @@ fn run_swap(docker: &Docker, places: &[Place], names: &Names, mode: &str) -> Res
         let running: Vec<_> = places
             .iter()
             .map(|place| {
-                let script = if place.beside { SWAP_BESIDE } else { SWAP };
-                let command = ["sh", "-c", script, "sh", &names.staging, &names.old, &names.swap, &names.trash, mode];
+                let script = match place.how {
+                    How::Inside => SWAP.to_string(),
+                    How::Beside => SWAP_BESIDE.to_string(),
+                    How::Moved => format!("{MOVE_IN}\n{SWAP}"),
+                };
+                let root = if place.how == How::Moved { "/v/0/_data" } else { "/v/0" };
+                let n = names;
+                let command = ["sh", "-c", script.as_str(), "sh", &n.staging, &n.old, &n.swap, &n.trash, mode, root];
                 let h = Helper::writers(&[place.at], &command);
                 (place.target, scope.spawn(move || docker.apply(&h.to_cmd())))
             })
@@ -219,7 +293,16 @@ fn discard_at(docker: &Docker, target: &str, at: &str, names: &Names) -> Result<
 /// can lead only into that same volume (which its service could change anyway), never into
 /// another restored volume or bind. Every target is tried; the failures are returned together.
 pub fn empty_trash(docker: &Docker, targets: &[&str], staging: &Staging) -> Result<()> {
-    empty_trash_at(docker, &staging.places(targets), &staging.names)
+    empty_trash_at(docker, &staging.trash_places(targets), &staging.names)
+}
+
+/// Before a way back: each volume this restore swapped beside its `_data` has a `_data` again
+/// (a helper killed between the two renames left none: the swap is finished, or the old content
+/// put back), so that the way back can mount it.
+pub fn settle_own(docker: &Docker, staging: &Staging) -> Result<()> {
+    let targets = staging.beside();
+    let places: Vec<Place> = staging.places(&targets).into_iter().filter(|p| p.how == How::Beside).collect();
+    finish_swap(docker, &places, &staging.names)
 }
 
 fn empty_trash_at(docker: &Docker, places: &[Place], names: &Names) -> Result<()> {
@@ -246,7 +329,7 @@ fn empty_trash_at(docker: &Docker, places: &[Place], names: &Names) -> Result<()
 struct Leftover {
     target: String,
     at: String,
-    beside: bool,
+    how: How,
     pid: u32,
     swapping: bool,
 }
@@ -259,11 +342,27 @@ fn leftovers_in(docker: &Docker, places: &[Place]) -> Result<Vec<Leftover>> {
     let mounts: Vec<&str> = places.iter().map(|p| p.at).collect();
     let cmd =
         docker.helper_read_only(&mounts, &["find", "/v", "-mindepth", "2", "-maxdepth", "2", "-name", ".xtask-*"]);
-    Ok(parse_leftovers(&docker.query(&cmd).context("look for what interrupted restores left")?, places))
+    Ok(parse_leftovers(&docker.query(&cmd).context("look for what interrupted restores left")?, places, false))
 }
 
-/// `find` lines `/v/INDEX/.xtask-KIND-PID` as leftovers of processes that are gone.
-fn parse_leftovers(found: &str, places: &[Place]) -> Vec<Leftover> {
+/// Whether the restore that named its leftovers with `pid` still runs: a live process of this
+/// tool (its `comm`; a pid reused by another program does not keep a half-done swap from being
+/// finished). `own_is_gone`: this process has made nothing yet (a restore's start), so names
+/// with its own pid are a killed run's that had the same pid (a pid namespace of its own).
+fn still_runs(pid: u32, own_is_gone: bool) -> bool {
+    if pid == std::process::id() {
+        return !own_is_gone;
+    }
+    let comm = |p: &str| std::fs::read_to_string(format!("/proc/{p}/comm")).ok();
+    match (comm(&pid.to_string()), comm("self")) {
+        (Some(theirs), Some(ours)) => theirs == ours,
+        _ => false,
+    }
+}
+
+/// `find` lines `/v/INDEX/.xtask-KIND-PID` as leftovers of processes that are gone
+/// ([`still_runs`]).
+fn parse_leftovers(found: &str, places: &[Place], own_is_gone: bool) -> Vec<Leftover> {
     let mut leftovers: Vec<Leftover> = Vec::new();
     for line in found.lines() {
         let Some(rest) = line.strip_prefix("/v/") else { continue };
@@ -273,7 +372,7 @@ fn parse_leftovers(found: &str, places: &[Place]) -> Vec<Leftover> {
         }
         let (Ok(idx), Some((kind, pid))) = (idx.parse::<usize>(), name.rsplit_once('-')) else { continue };
         let (Some(place), Ok(pid)) = (places.get(idx), pid.parse::<u32>()) else { continue };
-        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if still_runs(pid, own_is_gone) {
             continue;
         }
         let swapping = kind == ".xtask-old";
@@ -282,7 +381,7 @@ fn parse_leftovers(found: &str, places: &[Place]) -> Vec<Leftover> {
             None => leftovers.push(Leftover {
                 target: place.target.to_string(),
                 at: place.at.to_string(),
-                beside: place.beside,
+                how: place.how,
                 pid,
                 swapping,
             }),
@@ -295,7 +394,7 @@ fn parse_leftovers(found: &str, places: &[Place]) -> Vec<Leftover> {
 /// `_data` of `volumes` (no helper: this process lists those directories); first, before
 /// anything mounts the volumes. Says what it did, and returns how many it found.
 pub fn recover_beside(docker: &Docker, ui: &Ui, volumes: &[&str]) -> Result<usize> {
-    settle_beside(docker, ui, &candidates(docker, volumes)?)
+    settle_beside(docker, ui, &candidates(docker, volumes)?, false)
 }
 
 /// Finishes the swaps and removes the staging that interrupted restores left inside `volumes`
@@ -308,7 +407,7 @@ pub fn recover(docker: &Docker, ui: &Ui, volumes: &[&str]) -> Result<usize> {
 
 /// Each volume, staged inside itself.
 fn inside<'a>(volumes: &[&'a str]) -> Vec<Place<'a>> {
-    volumes.iter().map(|v| Place { target: v, at: v, beside: false }).collect()
+    volumes.iter().map(|v| Place { target: v, at: v, how: How::Inside }).collect()
 }
 
 /// The directory beside `_data` of each of `volumes` that is a plain local directory this
@@ -340,9 +439,14 @@ fn stage_in_volume() -> bool {
 /// engine and this tool write there; this process lists them itself, no helper needed), before
 /// anything mounts the volumes: a swap cut off between its two renames left no `_data`, which
 /// a mount would fail on. Returns how many it found.
-fn settle_beside(docker: &Docker, ui: &Ui, dirs: &BTreeMap<String, (String, String)>) -> Result<usize> {
+fn settle_beside(
+    docker: &Docker,
+    ui: &Ui,
+    dirs: &BTreeMap<String, (String, String)>,
+    own_is_gone: bool,
+) -> Result<usize> {
     let places: Vec<Place> =
-        dirs.iter().map(|(v, (parent, _))| Place { target: v, at: parent, beside: true }).collect();
+        dirs.iter().map(|(v, (parent, _))| Place { target: v, at: parent, how: How::Beside }).collect();
     let mut found = String::new();
     for (i, place) in places.iter().enumerate() {
         let entries = std::fs::read_dir(place.at).with_context(|| format!("list {}", place.at))?;
@@ -350,7 +454,7 @@ fn settle_beside(docker: &Docker, ui: &Ui, dirs: &BTreeMap<String, (String, Stri
             found.push_str(&format!("/v/{i}/{}\n", name.to_string_lossy()));
         }
     }
-    let found = parse_leftovers(&found, &places);
+    let found = parse_leftovers(&found, &places, own_is_gone);
     settle(docker, ui, &found)?;
     Ok(found.len())
 }
@@ -359,7 +463,7 @@ fn settle(docker: &Docker, ui: &Ui, leftovers: &[Leftover]) -> Result<()> {
     for l in leftovers {
         let names = Names::of(l.pid);
         let (volume, pid) = (&l.target, l.pid);
-        let place = [Place { target: &l.target, at: &l.at, beside: l.beside }];
+        let place = [Place { target: &l.target, at: &l.at, how: l.how }];
         if l.swapping {
             ui.step(&format!("volume {volume}: finish the swap an interrupted restore (pid {pid}) had begun"));
             finish_swap(docker, &place, &names)?;
@@ -407,7 +511,7 @@ impl Survey {
     /// volumes can be staged beside their `_data`, and returns itself.
     pub fn take(docker: &Docker, ui: &Ui, volumes: &[&str]) -> Result<Survey> {
         let dirs = candidates(docker, volumes)?;
-        settle_beside(docker, ui, &dirs)?;
+        settle_beside(docker, ui, &dirs, true)?;
         let mut survey = Survey::of(docker, volumes)?;
         if !survey.leftovers.is_empty() {
             settle(docker, ui, &survey.leftovers)?;
@@ -438,7 +542,7 @@ impl Survey {
         for v in volumes {
             free.insert(v.to_string(), lines.next().and_then(df_available).ok_or_else(unexpected)?);
         }
-        let leftovers = parse_leftovers(found, &inside(volumes));
+        let leftovers = parse_leftovers(found, &inside(volumes), true);
         let roots = stats.map(|s| parse_roots(s, volumes)).unwrap_or_default();
         Ok(Survey { leftovers, free, host_free, roots, beside: BTreeMap::new() })
     }
@@ -474,16 +578,51 @@ fn proven_beside(
     roots: &BTreeMap<String, (u64, u64)>,
 ) -> BTreeMap<String, String> {
     let id = |p: &str| crate::files::dir_identity(std::path::Path::new(p));
+    let mount_points = mount_points();
     candidates
         .iter()
         .filter(|(volume, (parent, data))| {
-            let (Some(root), Some(data), Some(parent)) = (roots.get(*volume), id(data), id(parent)) else {
+            let (Some(root), Some(data_id), Some(parent_id)) = (roots.get(*volume), id(data), id(parent)) else {
                 return false;
             };
-            *root == data && parent.0 == data.0
+            // `_data` carries nothing of its own that a new directory would lose (flags, ACLs,
+            // labels: compared with its parent, which Docker made alike).
+            let attrs = |p: &str| crate::files::dir_attributes(std::path::Path::new(p));
+            let plain = attrs(data).is_some_and(|a| Some(a) == attrs(parent));
+            *root == data_id && parent_id.0 == data_id.0 && !mount_points.contains(data.as_str()) && plain
         })
         .map(|(volume, (parent, _))| (volume.clone(), parent.clone()))
         .collect()
+}
+
+/// The mount points of this process's mount namespace (`/proc/self/mountinfo`, field 5, with
+/// its octal escapes undone): a `_data` that is one (a bind mount of the same filesystem) cannot
+/// be renamed.
+fn mount_points() -> std::collections::BTreeSet<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines().filter_map(|l| l.split(' ').nth(4)).map(unescape_mount_point).collect()
+}
+
+/// `\040` and the other octal escapes of mountinfo as the bytes they stand for.
+fn unescape_mount_point(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal =
+            bytes.get(i + 1..i + 4).filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match octal {
+            Some(d) => {
+                out.push(d.iter().fold(0u8, |n, b| n.wrapping_mul(8).wrapping_add(b - b'0')));
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -532,6 +671,21 @@ mod tests {
         let s = Survey::parse(out, &["a"]).unwrap();
         assert_eq!(s.roots.get("a"), Some(&(64768, 131)));
         assert_eq!(s.leftovers.iter().map(|l| l.pid).collect::<Vec<_>>(), [4000001]);
+    }
+
+    #[test]
+    fn mount_points_are_unescaped() {
+        assert_eq!(unescape_mount_point("/var/lib/docker/volumes/a\\040b/_data"), "/var/lib/docker/volumes/a b/_data");
+        assert_eq!(unescape_mount_point("/plain"), "/plain");
+        assert!(mount_points().contains("/"), "the root is a mount point");
+    }
+
+    #[test]
+    fn a_leftover_of_a_pid_that_runs_another_program_is_gone() {
+        assert!(still_runs(std::process::id(), false));
+        assert!(!still_runs(std::process::id(), true), "at a restore's start its own pid names a killed run");
+        assert!(!still_runs(1, false), "pid 1 runs another program");
+        assert!(!still_runs(4_194_304, false), "no such process");
     }
 
     #[test]

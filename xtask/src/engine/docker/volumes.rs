@@ -55,6 +55,31 @@ impl Docker {
     }
 }
 
+impl Docker {
+    /// Those of `volumes` that a container other than the tool's own helpers still mounts
+    /// (running or paused: what `docker ps` lists). One query when none is.
+    pub fn volumes_in_use(&self, volumes: &[String]) -> Result<Vec<String>> {
+        let users = |of: &[String]| -> Result<bool> {
+            let mut args = vec!["ps".to_string(), "--format".into(), "{{.Label \"xtask.helper\"}}".into()];
+            for v in of {
+                args.extend(["--filter".into(), format!("volume={v}")]);
+            }
+            let out = self.query(&self.cmd(args)).context("ask the engine which containers mount the volumes")?;
+            Ok(out.lines().any(|helper| helper.trim() != "1"))
+        };
+        if volumes.is_empty() || !users(volumes)? {
+            return Ok(Vec::new());
+        }
+        let mut busy = Vec::new();
+        for v in volumes {
+            if users(std::slice::from_ref(v))? {
+                busy.push(v.clone());
+            }
+        }
+        Ok(busy)
+    }
+}
+
 /// The lines of [`Docker::volume_dirs`]'s inspect format that are plain local directories.
 fn plain_volume_dirs(inspect: &str) -> BTreeMap<String, String> {
     let mut dirs = BTreeMap::new();

@@ -39,7 +39,7 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
     let mut guard = ServiceGuard::new(docker, &ctx.stack);
     guard.remember()?;
     let mut created = Vec::new();
-    let layout = staging::Staging::of(std::process::id(), &survey);
+    let mut layout = staging::Staging::of(std::process::id(), &survey);
     let (safety, staged) = match &p.verified {
         Some(_) => match take_safety(ctx, p, opts, lock, &mut guard) {
             Ok(safety) => {
@@ -74,10 +74,15 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
         Downtime { stop_began: unix_now(), swap_began: 0.0, swap_ended: 0.0, running_again: 0.0, healthy_again: 0.0 };
     let replaced = match (&p.verified, &staged) {
         (Some(v), _) => replace(ctx, v, &p.plan, &p.dir, &mut guard, &mut created),
-        (None, Some(st)) => swap_all(ctx, p, &layout, &mut guard, st, &mut old_dbs, &mut moments),
+        (None, Some(st)) => swap_all(ctx, p, &mut layout, &mut guard, st, &mut old_dbs, &mut moments),
         (None, None) => unreachable!("staged above"),
     };
     if let Err(e) = replaced {
+        // A swap beside a volume cut off between its two renames left no `_data`: the way back
+        // needs one to mount.
+        if let Err(s) = staging::settle_own(docker, &layout) {
+            eprintln!("warning: {s:#}");
+        }
         if let (Some(NothingSwapped), Some(st)) = (e.downcast_ref::<NothingSwapped>(), &staged) {
             // Stopped while its services stopped: nothing replaced, so no way back, only tidying.
             return Err(not_replaced(ctx, p, &layout, &created, Some(st), guard, e));
@@ -295,7 +300,7 @@ impl std::error::Error for NothingSwapped {}
 fn swap_all(
     ctx: &Ctx,
     p: &Prepared,
-    layout: &staging::Staging,
+    layout: &mut staging::Staging,
     guard: &mut ServiceGuard,
     staged: &Staged,
     old_dbs: &mut Vec<Vec<String>>,
@@ -316,6 +321,15 @@ fn swap_all(
     // The swaps are short and must not be cut off half-way.
     let _calm = signals::Suspended::begin();
     moments.swap_began = unix_now();
+    // A container this restore did not stop (outside the stack, through `volumes_from`, paused)
+    // still mounts a volume staged beside its `_data`: swapped inside it instead, so that the
+    // container sees the restored content rather than a removed directory.
+    let beside: Vec<String> = layout.beside().into_iter().map(str::to_string).collect();
+    let busy = docker.volumes_in_use(&beside)?;
+    if !busy.is_empty() {
+        ctx.ui.step(&format!("{} still mounted by containers not stopped: swapped inside", busy.join(", ")));
+        layout.keep_inside(&busy);
+    }
     let targets: Vec<&str> = p.plan.volumes.iter().map(|v| v.target.as_str()).collect();
     if !targets.is_empty() {
         ctx.ui.step(&format!("swap the restored content into {}", targets.join(", ")));
