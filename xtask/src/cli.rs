@@ -126,7 +126,7 @@ pub enum Command {
         #[command(flatten)]
         dir: DirArg,
     },
-    /// Re-read archives: gzip and tar integrity, every checksum, metadata, path safety, dumps
+    /// Re-read archives: compression and tar integrity, every checksum, metadata, path safety, dumps
     Verify(VerifyArgs),
     /// Delete old archives by a retention policy; never the newest verified one, never other files
     Prune(PruneArgs),
@@ -405,9 +405,14 @@ pub struct ArchiveArgs {
     /// Dump only this database service; repeatable [default: every database service]
     #[arg(long = "service", value_name = "SERVICE")]
     pub services: Vec<String>,
-    /// gzip level, 1 (fastest) to 9 (smallest)
-    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=9))]
-    pub level: u32,
+    /// Compression: zstd or gzip, optionally with a level (zstd:3, gzip:9) [default:
+    /// x-xtask.compression, else zstd at level 3]
+    #[arg(long, value_name = "CODEC[:LEVEL]")]
+    pub compression: Option<xtask::archive::Compression>,
+    /// The level of the chosen compression: zstd 1 (fastest) to 19 (smallest), gzip 1 to 9
+    /// [default: zstd 3, gzip 6]
+    #[arg(long)]
+    pub level: Option<i32>,
     /// Print a JSON summary (path, bytes, duration, entries, skipped volumes) on stdout
     #[arg(long)]
     pub json: bool,
@@ -505,6 +510,7 @@ impl ArchiveArgs {
             databases: self.databases,
             services: self.services,
             tag: self.tag,
+            compression: self.compression,
             level: self.level,
             environment: env,
             no_encrypt: self.no_encrypt,
@@ -638,7 +644,7 @@ mod tests {
         }
         let placeholder = bare.chars().all(|c| c.is_ascii_uppercase() || c == '_');
         Some(match bare {
-            "ARCHIVE" => "backups/full_backup_20260101_000000.tar.gz".into(),
+            "ARCHIVE" => "backups/full_backup_20260101_000000.tar.zst".into(),
             "COMMAND" => "true".into(),
             _ if placeholder => "x".into(),
             _ => bare.into(),

@@ -213,7 +213,7 @@ pub fn bind_name(id: &str) -> String {
 /// Reads only the first entry, `metadata.json`, by the grammar (bounded, checked).
 pub fn read_metadata_from(src: &Source) -> Result<Metadata> {
     let mut archive = src.tar();
-    let mut entries = archive.entries().context("not a tar.gz archive")?;
+    let mut entries = archive.entries().context("not a zstd- or gzip-compressed tar archive")?;
     let mut first = entries
         .next()
         .context("the archive is empty")?

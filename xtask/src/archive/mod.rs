@@ -1,11 +1,13 @@
-//! The archive format, version 3 (docs/archive-format.md): one gzip stream holding one tar;
+//! The archive format, version 3 (docs/archive-format.md): one zstd (the default) or gzip
+//! stream ([`compression`]) holding one tar;
 //! `metadata.json` first, then `databases/<service>/…` dumps, `volumes/<volume-name>/…` and
 //! `binds/<id>/…` files, and `SHA256SUMS` last (`sha256sum -c` format); the whole optionally
-//! encrypted by age (`….tar.gz.age`). Its parts: [`metadata`] (what an archive says about itself),
+//! encrypted by age (`….tar.zst.age`). Its parts: [`metadata`] (what an archive says about itself),
 //! [`writer`] (written atomically), [`source`] (read from one open file or a remote),
 //! [`verify`] (the one pass, by the strict [`grammar`]), [`digest`], and [`extract`] (restore's
 //! staging from the same pass).
 
+pub mod compression;
 pub mod digest;
 pub mod dumpstats;
 pub mod extract;
@@ -21,6 +23,7 @@ pub mod verify;
 pub mod writer;
 
 pub use crate::model::db::DbEngine;
+pub use compression::{Codec, Compression};
 pub use digest::*;
 pub use metadata::*;
 pub use source::*;

@@ -1,8 +1,8 @@
-//! Where a new archive's bytes go: the gzip stream, encrypted by age when recipients are
+//! Where a new archive's bytes go: the compressed stream, encrypted by age when recipients are
 //! configured (a filter thread reads age's output), into the [`Outlet`]: the temporary file,
 //! the SHA-256 of the bytes as stored, and optionally a mirror (an upload while the archive is
 //! written). A mirror that fails drops out (its child killed, so no partial object completes)
-//! and the local archive goes on; the caller learns why at commit. Before the gzip stream, the
+//! and the local archive goes on; the caller learns why at commit. Before the compression, the
 //! tar stream itself can also go to a tap ([`super::tap`]).
 
 use std::fs::File;
@@ -62,7 +62,7 @@ impl Outlet {
     }
 }
 
-/// The gzip stream's destination: the outlet, or age's stdin (a thread moves age's output on).
+/// The compressed stream's destination: the outlet, or age's stdin (a thread moves age's output on).
 pub enum Sink {
     Clear(Box<Outlet>),
     Sealed { to_age: Option<os_pipe::PipeWriter>, worker: Option<JoinHandle<Result<Outlet>>> },

@@ -110,7 +110,7 @@ impl Source {
         self.ahead.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// The stream is the tar itself (a restic snapshot), not gzip.
+    /// The stream is the tar itself (a restic snapshot), not compressed.
     fn plain(&self) -> bool {
         matches!(self.origin, Origin::Restic { .. })
     }
@@ -133,7 +133,7 @@ impl Source {
         Ok(Some((size, digest)))
     }
 
-    /// A fresh reader of the archive's gzip bytes from the start (a positioned read of the
+    /// A fresh reader of the archive's compressed bytes from the start (a positioned read of the
     /// file, independent of other readers; or a new download). A failure to start is
     /// reported by the reader's first read.
     pub fn reader(&self) -> Box<dyn Read + Send> {
@@ -233,10 +233,15 @@ impl Source {
         Ok(copy)
     }
 
-    /// The archive's tar stream, decompressed, from the start.
-    /// Inflated on a thread of its own; it ends only where the archive's bytes end.
+    /// The archive's tar stream, decompressed, from the start: zstd or gzip by its first bytes,
+    /// which must agree with its name ([`Codec::detect`]). Decompressed on a thread of its own;
+    /// it ends only where the archive's bytes end.
     pub fn tar(&self) -> tar::Archive<Inflated> {
-        let stream = if self.plain() { inflate::plain(self.reader()) } else { inflate::inflate(self.reader()) };
+        let stream = if self.plain() {
+            inflate::plain(self.reader())
+        } else {
+            inflate::inflate(self.reader(), self.path.display().to_string())
+        };
         tar::Archive::new(stream)
     }
 }

@@ -1,5 +1,5 @@
-//! The tar stream on its way out of the archive writer, before gzip ([`TarOut`]): into the
-//! gzip writer (none when no local file is written) and, when a tap is set (a restic push while
+//! The tar stream on its way out of the archive writer, before compression ([`TarOut`]): into the
+//! compressing writer (none when no local file is written) and, when a tap is set (a restic push while
 //! the archive is written), also into the tool's stdin. The tap runs on a thread of its own
 //! ([`Tap`]): it hashes the stream (the snapshot's completion tag) and waits on the pipe, so the
 //! thread that reads the volumes and hashes their files does neither; on two cores that is the
@@ -17,11 +17,11 @@ use crate::engine::process::ToolWriter;
 const BATCH: usize = 1 << 20;
 const QUEUED: usize = 4;
 
-/// The tar stream on its way out: into the gzip writer (None: no local file is written) and,
+/// The tar stream on its way out: into the compressing writer (None: no local file is written) and,
 /// when a tap is set, into it too. A tap that fails drops out while there is a local file (its
 /// owner pushes that instead); without one, its failure fails the write.
 pub struct TarOut<G: Write> {
-    gz: Option<G>,
+    compress: Option<G>,
     tap: Option<Tap>,
     tap_failed: bool,
 }
@@ -36,29 +36,29 @@ pub struct Tapped {
 }
 
 impl<G: Write> TarOut<G> {
-    pub fn new(gz: Option<G>, tap: Option<ToolWriter>) -> anyhow::Result<TarOut<G>> {
-        if gz.is_none() && tap.is_none() {
+    pub fn new(compress: Option<G>, tap: Option<ToolWriter>) -> anyhow::Result<TarOut<G>> {
+        if compress.is_none() && tap.is_none() {
             anyhow::bail!("an archive needs a file or a tap to go to");
         }
-        Ok(TarOut { gz, tap: tap.map(Tap::start), tap_failed: false })
+        Ok(TarOut { compress, tap: tap.map(Tap::start), tap_failed: false })
     }
 
-    /// The gzip writer (to finish) and the tap, once the tar stream is complete.
+    /// The compressing writer (to finish) and the tap, once the tar stream is complete.
     pub fn finish(self) -> (Option<G>, Option<Tapped>) {
-        (self.gz, self.tap.map(Tap::finish))
+        (self.compress, self.tap.map(Tap::finish))
     }
 }
 
 impl<G: Write> Write for TarOut<G> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = match self.gz.as_mut() {
-            Some(gz) => gz.write(buf)?,
+        let n = match self.compress.as_mut() {
+            Some(c) => c.write(buf)?,
             None => buf.len(),
         };
         if let Some(tap) = self.tap.as_mut().filter(|_| !self.tap_failed) {
             match tap.write(&buf[..n]) {
                 Ok(()) => {}
-                Err(_) if self.gz.is_some() => self.tap_failed = true,
+                Err(_) if self.compress.is_some() => self.tap_failed = true,
                 Err(e) => return Err(e),
             }
         }
@@ -66,7 +66,7 @@ impl<G: Write> Write for TarOut<G> {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.gz.as_mut().map_or(Ok(()), |g| g.flush())
+        self.compress.as_mut().map_or(Ok(()), |g| g.flush())
     }
 }
 

@@ -68,9 +68,10 @@ fn temp_dir(name: &str) -> PathBuf {
     d
 }
 
-fn write_good(dir: &Path) -> PathBuf {
-    let path = dir.join("full_backup_20260101_000000.tar.gz");
-    let mut w = ArchiveWriter::create(&path, 6, 2).unwrap();
+/// A good archive written by the tool with `codec` (at its default level, on 2 threads).
+fn write_good(dir: &Path, codec: Codec) -> PathBuf {
+    let path = dir.join(format!("full_backup_20260101_000000{}", codec.extension()));
+    let mut w = ArchiveWriter::create(&path, Compression::new(codec), 2).unwrap();
     write_metadata(&mut w, &meta(&["vol"])).unwrap();
     let mut seen = 0;
     let stats = w
@@ -84,15 +85,33 @@ fn write_good(dir: &Path) -> PathBuf {
     path
 }
 
+/// The archive's tar stream as the standard decoder of its codec reads it (what `zstd -d` or
+/// `gzip -d` would).
+fn standard_decoder(path: &Path, codec: Codec) -> Box<dyn Read> {
+    let file = File::open(path).unwrap();
+    match codec {
+        Codec::Gzip => Box::new(flate2::read::GzDecoder::new(file)),
+        Codec::Zstd => Box::new(zstd::stream::read::Decoder::new(file).unwrap()),
+    }
+}
+
 #[test]
 fn written_archive_verifies_and_keeps_entry_details() {
-    let dir = temp_dir("good");
-    let path = write_good(&dir);
+    for codec in [Codec::Zstd, Codec::Gzip] {
+        written_archive_keeps_entry_details(codec);
+    }
+}
+
+fn written_archive_keeps_entry_details(codec: Codec) {
+    let dir = temp_dir(&format!("good-{codec}"));
+    let path = write_good(&dir, codec);
+    let head = std::fs::read(&path).unwrap()[..4].to_vec();
+    assert_eq!(Codec::of_magic(&head), Some(codec), "{head:02x?}");
     let report = verify(&path, Rules::default());
     assert!(report.ok(), "{:?}", report.problems);
     assert_eq!(report.files, 4, "metadata + 3 volume files");
     // Entry by entry: prefix, owner, mode, mtime, link targets, odd names.
-    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(File::open(&path).unwrap()));
+    let mut a = tar::Archive::new(standard_decoder(&path, codec));
     let mut names = Vec::new();
     for e in a.entries().unwrap() {
         let e = e.unwrap();
@@ -125,9 +144,9 @@ fn written_archive_verifies_and_keeps_entry_details() {
 #[test]
 fn dropped_writer_leaves_no_file() {
     let dir = temp_dir("drop");
-    let path = dir.join("full_backup_x.tar.gz");
+    let path = dir.join("full_backup_x.tar.zst");
     {
-        let mut w = ArchiveWriter::create(&path, 6, 1).unwrap();
+        let mut w = ArchiveWriter::create(&path, Compression::default(), 1).unwrap();
         write_metadata(&mut w, &meta(&[])).unwrap();
         assert!(w.temp_path().exists());
     }
@@ -143,23 +162,57 @@ fn problems(path: &Path) -> String {
 
 #[test]
 fn truncated_and_flipped_archives_fail() {
-    let dir = temp_dir("tamper");
-    let path = write_good(&dir);
+    truncated_and_flipped_fail(Codec::Zstd, "the zstd stream is damaged, cut short or followed by other bytes");
+    truncated_and_flipped_fail(Codec::Gzip, "10 bytes follow the gzip stream");
+}
+
+fn truncated_and_flipped_fail(codec: Codec, appended_says: &str) {
+    let dir = temp_dir(&format!("tamper-{codec}"));
+    let path = write_good(&dir, codec);
     let bytes = std::fs::read(&path).unwrap();
-    let truncated = dir.join("truncated.tar.gz");
+    let ext = codec.extension();
+    let truncated = dir.join(format!("truncated{ext}"));
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     assert!(problems(&truncated).contains("truncated or corrupt"));
-    let flipped = dir.join("flipped.tar.gz");
+    let flipped = dir.join(format!("flipped{ext}"));
     let mut b = bytes.clone();
     let mid = b.len() / 2;
     b[mid] ^= 0x55;
     std::fs::write(&flipped, &b).unwrap();
     let p = problems(&flipped);
     assert!(p.contains("corrupt") || p.contains("checksum"), "{p}");
-    let appended = dir.join("appended.tar.gz");
+    let appended = dir.join(format!("appended{ext}"));
     std::fs::write(&appended, [bytes.as_slice(), b"more bytes"].concat()).unwrap();
     let p = problems(&appended);
-    assert!(p.contains("10 bytes follow the gzip stream"), "{p}");
+    assert!(p.contains(appended_says), "{p}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_archive_whose_name_and_bytes_disagree_is_refused_by_name() {
+    let dir = temp_dir("renamed");
+    let zst = write_good(&dir, Codec::Zstd);
+    let renamed = dir.join("full_backup_20260101_000000.tar.gz");
+    std::fs::rename(&zst, &renamed).unwrap();
+    let p = problems(&renamed);
+    assert!(
+        p.contains(&format!(
+            "{}: named as a gzip archive (.tar.gz) but its bytes are a zstd stream",
+            renamed.display()
+        )),
+        "{p}"
+    );
+    // Under a name that says no codec (a copy), the bytes decide.
+    let copy = dir.join("my-copy");
+    std::fs::rename(&renamed, &copy).unwrap();
+    assert!(verify(&copy, Rules::default()).ok());
+    // Neither magic: named, with the bytes it starts with.
+    let junk = dir.join("full_backup_20260102_000000.tar.zst");
+    std::fs::write(&junk, b"PK\x03\x04 a zip file").unwrap();
+    assert!(problems(&junk).contains("starts with the bytes 50 4b 03 04, neither a zstd"));
+    // The writer refuses a name that says another codec than the one it would write.
+    let e = ArchiveWriter::create(&dir.join("x.tar.gz"), Compression::default(), 1).err().unwrap();
+    assert!(format!("{e:#}").contains("its name says gzip, but it would be written with zstd"), "{e:#}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -54,7 +54,7 @@ pub struct Rules {
     pub allow_special: bool,
 }
 
-/// Opens and reads the whole archive by the strict grammar (archive/grammar.rs): gzip and tar
+/// Opens and reads the whole archive by the strict grammar (archive/grammar.rs): zstd/gzip and tar
 /// integrity, metadata first and within its character sets, every entry canonical, in its
 /// place, of an allowed type and unique, every file's SHA-256 equal to `SHA256SUMS` (the
 /// last entry), and the database dumps complete, plain SQL, with the recorded row counts.
@@ -104,9 +104,9 @@ fn verify_into(src: &Source, rules: Rules, report: &mut Report, hook: &mut Hook,
     let mut archive = src.tar();
     let mut grammar = grammar::Grammar::new(rules.allow_special);
     let mut seen = Seen::default();
-    let entries = archive.entries().context("the archive is not a gzip-compressed tar")?;
+    let entries = archive.entries().context("the archive is not a zstd- or gzip-compressed tar")?;
     for entry in entries {
-        let mut entry = entry.context("the archive is truncated or corrupt (gzip or tar stream broken)")?;
+        let mut entry = entry.context("the archive is truncated or corrupt (compressed or tar stream broken)")?;
         report.entries += 1;
         let checked = grammar.check(&mut entry)?;
         let content = match hook(&mut entry, &checked)? {
@@ -120,7 +120,7 @@ fn verify_into(src: &Source, rules: Rules, report: &mut Report, hook: &mut Hook,
             report.manifest.insert(checked.name.clone(), checked.fingerprint(content.as_ref()));
         }
     }
-    // Reading the tar's end does not reach the gzip trailer: read on, so that its CRC is checked
+    // Reading the tar's end does not reach the stream's end: read on, so that its checksum is checked
     // and the bytes are read to their very end (see `inflate`).
     io::copy(&mut archive.into_inner(), &mut io::sink()).context("the end of the archive")?;
     grammar.finish()?;

@@ -1,5 +1,5 @@
-//! Writing an archive atomically: a temporary name beside the final one (0600), the gzip stream
-//! (in parallel blocks) optionally sealed by age, entries in a stable order, `SHA256SUMS` last,
+//! Writing an archive atomically: a temporary name beside the final one (0600), the zstd
+//! (multi-threaded) or gzip (in parallel blocks) stream optionally sealed by age, entries in a stable order, `SHA256SUMS` last,
 //! fsync, rename; removed on error or drop.
 
 use super::*;
@@ -29,23 +29,33 @@ pub struct ArchiveWriter {
     final_path: PathBuf,
     /// None: no local file (the tar stream goes only to a tap).
     temp_path: Option<PathBuf>,
-    builder: Option<tar::Builder<TarOut<Gz>>>,
+    builder: Option<tar::Builder<TarOut<Compressed>>>,
     sums: Vec<(Vec<u8>, [u8; 32])>,
     pub stats: StreamStats,
 }
 
 impl ArchiveWriter {
-    pub fn create(final_path: &Path, level: u32, threads: usize) -> Result<ArchiveWriter> {
-        ArchiveWriter::create_with(final_path, level, threads, Outputs { local: true, ..Outputs::default() })
+    /// The archive `final_path` (whose name, when it says a codec, must say `compression`'s),
+    /// compressed on `threads` cores.
+    pub fn create(final_path: &Path, compression: Compression, threads: usize) -> Result<ArchiveWriter> {
+        ArchiveWriter::create_with(final_path, compression, threads, Outputs { local: true, ..Outputs::default() })
     }
 
-    /// [`ArchiveWriter::create`] with `out`: the gzip stream encrypted by age to the seal's
+    /// [`ArchiveWriter::create`] with `out`: the compressed stream encrypted by age to the seal's
     /// recipients on its way to the file (the plaintext never reaches the disk), the bytes as
     /// stored also written to a mirror (an upload while the archive is written), the tar stream
     /// also to a tap; without `local`, only to the tap (no file at all).
-    pub fn create_with(final_path: &Path, level: u32, threads: usize, out: Outputs) -> Result<ArchiveWriter> {
+    pub fn create_with(
+        final_path: &Path,
+        compression: Compression,
+        threads: usize,
+        out: Outputs,
+    ) -> Result<ArchiveWriter> {
         let dir = final_path.parent().context("archive path has no directory")?;
         let name = final_path.file_name().context("archive path has no file name")?.to_string_lossy();
+        if let Some(named) = Codec::of_name(&name).filter(|c| *c != compression.codec) {
+            bail!("archive {name}: its name says {named}, but it would be written with {}", compression.codec);
+        }
         let temp_path = out.local.then(|| dir.join(format!(".{name}.tmp-{}", std::process::id())));
         let gz = match &temp_path {
             Some(temp_path) => {
@@ -53,7 +63,7 @@ impl ArchiveWriter {
                 let sink = Sink::new(file, out.seal, out.mirror).inspect_err(|_| {
                     let _ = std::fs::remove_file(temp_path);
                 })?;
-                Some(pgz::ParallelGzWriter::new(BufWriter::with_capacity(1 << 20, sink), level, threads)?)
+                Some(compression::Encoder::new(BufWriter::with_capacity(1 << 20, sink), compression, threads)?)
             }
             None => None,
         };
@@ -74,7 +84,7 @@ impl ArchiveWriter {
         self.temp_path.as_deref().expect("a local archive")
     }
 
-    fn builder(&mut self) -> Result<&mut tar::Builder<TarOut<Gz>>> {
+    fn builder(&mut self) -> Result<&mut tar::Builder<TarOut<Compressed>>> {
         self.builder.as_mut().context("archive already committed")
     }
 
@@ -212,13 +222,13 @@ impl ArchiveWriter {
         );
         let mut builder = self.builder.take().context("archive already committed")?;
         builder.append_data(&mut header, CHECKSUMS, &sums[..]).context("write SHA256SUMS")?;
-        let (gz, tapped) = builder.into_inner().context("finish the tar stream")?.finish();
-        let (Some(gz), Some(temp_path)) = (gz, &self.temp_path) else {
+        let (compressed, tapped) = builder.into_inner().context("finish the tar stream")?.finish();
+        let (Some(compressed), Some(temp_path)) = (compressed, &self.temp_path) else {
             let tapped = tapped.context("an archive without a file has a tap")?;
             let (size, sha256) = (tapped.bytes, tapped.sha256);
             return Ok(Committed { size, sha256, mirror: None, mirror_error: None, tapped: Some(tapped) });
         };
-        let buffered = gz.finish().context("finish the gzip stream")?;
+        let buffered = compressed.finish().context("finish the compressed stream")?;
         let sink = buffered.into_inner().map_err(|e| e.into_error()).context("flush the archive")?;
         let finished = sink.finish()?;
         let file = finished.file;
@@ -256,7 +266,7 @@ pub struct Outputs<'a> {
     pub tap: Option<crate::engine::process::ToolWriter>,
 }
 
-type Gz = pgz::ParallelGzWriter<BufWriter<Sink>>;
+type Compressed = compression::Encoder<BufWriter<Sink>>;
 
 impl Drop for ArchiveWriter {
     fn drop(&mut self) {

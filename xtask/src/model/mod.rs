@@ -3,6 +3,7 @@
 pub mod alerts;
 pub mod binds;
 pub mod compose;
+pub mod compression;
 pub mod db;
 pub mod notify;
 pub mod offsite;

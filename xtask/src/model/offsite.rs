@@ -17,6 +17,7 @@
 //!   sign:
 //!     allowed_signers: ["ssh-ed25519 AAAA… backup@host"]   # OpenSSH public keys: safe to commit
 //!     allowed_signers_file: keys/signers.pub  # or a file of them (one per line)
+//!   compression: zstd:3                       # or gzip[:1-9], zstd[:1-19]; default zstd (level 3)
 //! ```
 //!
 //! The signing key comes from the file `XTASK_SIGNING_KEY` names, never from here.
@@ -110,6 +111,8 @@ pub struct Offsite {
     pub signing: Option<Signing>,
     /// `alerts`, `notify`, `schedule` and `retention` (model/alerts.rs).
     pub operations: super::alerts::Operations,
+    /// `x-xtask.compression` (`zstd`, `zstd:3`, `gzip:9`): a backup's default; None: zstd.
+    pub compression: Option<super::compression::Compression>,
 }
 
 fn text<'a>(v: &'a Value, key: &str, at: &str) -> Result<Option<&'a str>> {
@@ -149,6 +152,11 @@ pub fn parse(settings: Option<&Value>, project: &str, project_dir: &Path) -> Res
         out.signing = Some(signing(v, project_dir).context("x-xtask.sign")?);
     }
     out.operations = super::alerts::parse(Some(s))?;
+    match s.get("compression") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(spec)) => out.compression = Some(spec.parse().context("x-xtask.compression")?),
+        Some(_) => bail!("x-xtask.compression must be a string: zstd or gzip, optionally with a level (zstd:3)"),
+    }
     Ok(out)
 }
 
@@ -371,6 +379,22 @@ mod tests {
 
     fn yaml(s: &str) -> Value {
         serde_yaml::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn compression_is_a_checked_string() {
+        let o = parse(Some(&yaml("compression: gzip:9")), "p", Path::new("/p")).unwrap();
+        assert_eq!(o.compression.map(|c| c.to_string()).as_deref(), Some("gzip:9"));
+        assert_eq!(parse(Some(&yaml("remotes: {}")), "p", Path::new("/p")).unwrap().compression, None);
+        for (bad, says) in [
+            ("compression: zstd:25", "zstd level 25 is out of range"),
+            ("compression: brotli", "unknown compression \"brotli\""),
+            ("compression: 3", "must be a string"),
+            ("compression: [zstd]", "must be a string"),
+        ] {
+            let e = format!("{:#}", parse(Some(&yaml(bad)), "p", Path::new("/p")).unwrap_err());
+            assert!(e.starts_with("x-xtask.compression") && e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

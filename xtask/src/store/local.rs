@@ -1,5 +1,5 @@
-//! The backup directory: what an archive of ours is called (`{full,db}_backup_<stamp>.tar.gz`,
-//! `.age` when encrypted), the listing of a project's archives with their problems, the cached
+//! The backup directory: what an archive of ours is called (`{full,db}_backup_<stamp>.tar.zst`,
+//! or `.tar.gz` for gzip; `.age` added when encrypted), the listing of a project's archives with their problems, the cached
 //! result of the last `verify` beside each one, and the newest archive the policy trusts. Only
 //! files this tool wrote are considered: named so, and starting with an xtask `metadata.json`.
 
@@ -33,7 +33,7 @@ pub struct ArchiveFile {
     pub databases: Vec<String>,
     /// "ok", "failed" or "unverified" (as of the last `verify` of this exact file).
     pub checksums: String,
-    /// Encrypted with age (`….tar.gz.age`).
+    /// Encrypted with age (`….tar.zst.age`, `….tar.gz.age`).
     pub encrypted: bool,
     /// Why the file is damaged or its date is in doubt: it is then never "latest", never
     /// counted or deleted by prune.
@@ -164,9 +164,11 @@ pub fn read_metadata(path: &Path) -> Result<Metadata> {
     archive::read_metadata_from(&archive::Source::open(path)?)
 }
 
+/// Whether `name` is one this tool gives its archives: `{full,db}_backup_…` ending in
+/// `.tar.zst` or `.tar.gz`, with or without `.age`, in a plain character set.
 pub fn is_our_name(name: &str) -> bool {
     (name.starts_with("full_backup_") || name.starts_with("db_backup_"))
-        && (name.ends_with(".tar.gz") || name.ends_with(".tar.gz.age"))
+        && archive::Codec::of_name(name).is_some()
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
@@ -444,14 +446,19 @@ fn orphan_marker(dir: &Path, name: &str) -> Option<String> {
 }
 
 /// A new archive's name: its kind, the UTC time to the second and the tag (characters other
-/// than `[A-Za-z0-9.-]` made `-`).
-pub fn archive_name(kind: Kind, tag: Option<&str>) -> Result<String> {
-    archive_name_at(kind, tag, time::OffsetDateTime::now_utc())
+/// than `[A-Za-z0-9.-]` made `-`), and its codec's extension.
+pub fn archive_name(kind: Kind, tag: Option<&str>, codec: archive::Codec) -> Result<String> {
+    archive_name_at(kind, tag, time::OffsetDateTime::now_utc(), codec)
 }
 
 /// [`archive_name`] stamped with the time `t` (the backup's start, which its metadata's
 /// `created_at` also says).
-pub fn archive_name_at(kind: Kind, tag: Option<&str>, t: time::OffsetDateTime) -> Result<String> {
+pub fn archive_name_at(
+    kind: Kind,
+    tag: Option<&str>,
+    t: time::OffsetDateTime,
+    codec: archive::Codec,
+) -> Result<String> {
     let stamp = format!(
         "{:04}{:02}{:02}_{:02}{:02}{:02}",
         t.year(),
@@ -466,7 +473,7 @@ pub fn archive_name_at(kind: Kind, tag: Option<&str>, t: time::OffsetDateTime) -
             t.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' }).collect();
         format!("_{clean}")
     });
-    Ok(format!("{}_backup_{stamp}{}.tar.gz", kind.as_str(), tag.unwrap_or_default()))
+    Ok(format!("{}_backup_{stamp}{}{}", kind.as_str(), tag.unwrap_or_default(), codec.extension()))
 }
 
 /// A local file opened for reading, its identity fixed (O_NOFOLLOW, a regular file).
@@ -542,13 +549,14 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let write = |file: &str, project: &str, created: &str| {
-            let mut w = archive::ArchiveWriter::create(&dir.join(file), 1, 1).unwrap();
+            let codec = archive::Codec::of_name(file).unwrap_or(archive::Codec::Zstd);
+            let mut w = archive::ArchiveWriter::create(&dir.join(file), archive::Compression::new(codec), 1).unwrap();
             let meta = Metadata { created_at: created.into(), ..Metadata::sample(project, &[]) };
             archive::write_metadata(&mut w, &meta).unwrap();
             w.commit().unwrap();
         };
         write("full_backup_20260101_000000.tar.gz", "p", "2026-01-01T00:00:00Z");
-        write("full_backup_20260301_000000.tar.gz", "p", "2026-03-01T00:00:00Z");
+        write("full_backup_20260301_000000.tar.zst", "p", "2026-03-01T00:00:00Z");
         write("full_backup_20260401_000000.tar.gz", "other", "2026-04-01T00:00:00Z");
         std::fs::write(dir.join("full_backup_20260501_000000.tar.gz"), b"not ours").unwrap();
         std::fs::write(dir.join("notes.txt"), b"x").unwrap();
@@ -558,7 +566,7 @@ mod tests {
             files,
             [
                 "full_backup_20260501_000000.tar.gz",
-                "full_backup_20260301_000000.tar.gz",
+                "full_backup_20260301_000000.tar.zst",
                 "full_backup_20260101_000000.tar.gz"
             ]
         );
@@ -622,8 +630,11 @@ mod tests {
         assert_eq!(name_disagrees("r:full_backup_20261127_100000.tar.gz", "2026-11-27T10:04:00Z"), None);
         assert!(name_disagrees("v:abcd1234:full_backup_20261128_100000.tar", "2026-11-27T10:00:00Z").is_some());
         assert_eq!(name_disagrees("/b/my-copy.tar.gz", "2026-11-27T10:00:00Z"), None, "no date in the name");
-        let name = archive_name_at(Kind::Full, None, t("2026-11-27T10:00:00Z")).unwrap();
+        let name = archive_name_at(Kind::Full, None, t("2026-11-27T10:00:00Z"), archive::Codec::Zstd).unwrap();
+        assert_eq!(name, "full_backup_20261127_100000.tar.zst");
         assert_eq!(name_stamp(&name), Some(stamp), "{name}");
+        let gz = archive_name_at(Kind::Db, Some("x y"), t("2026-11-27T10:00:00Z"), archive::Codec::Gzip).unwrap();
+        assert_eq!(gz, "db_backup_20261127_100000_x-y.tar.gz");
     }
 
     #[test]
@@ -633,5 +644,11 @@ mod tests {
         assert!(!is_our_name("notes_backup_x.tar.gz"));
         assert!(!is_our_name(".full_backup_20260101_000000.tar.gz.tmp-12"));
         assert!(!is_our_name("full_backup_20260101_000000.tar"));
+        assert!(is_our_name("full_backup_20260101_000000.tar.zst"));
+        assert!(is_our_name("full_backup_20260101_000000.tar.zst.age"));
+        assert!(is_our_name("full_backup_20260101_000000.tar.gz.age"));
+        assert!(!is_our_name("full_backup_20260101_000000.tar.zstd"));
+        assert!(!is_our_name("full_backup_20260101_000000.zst"));
+        assert!(!is_our_name("full_backup_20260101_000000.tar.zst.sha256"));
     }
 }

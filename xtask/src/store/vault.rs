@@ -57,10 +57,11 @@ impl VaultArchive {
     }
 }
 
-/// `full_backup_X.tar.gz[.age]` -> `full_backup_X.tar`: what a snapshot holds.
+/// `full_backup_X.tar.zst[.age]` (or `.tar.gz[.age]`) -> `full_backup_X.tar`: what a snapshot
+/// holds (the uncompressed tar stream, whatever the archive's codec).
 pub fn stored_name(file: &str) -> String {
     let stem = file.strip_suffix(".age").unwrap_or(file);
-    let stem = stem.strip_suffix(".gz").unwrap_or(stem);
+    let stem = stem.strip_suffix(".gz").or_else(|| stem.strip_suffix(".zst")).unwrap_or(stem);
     stem.to_string()
 }
 
@@ -241,6 +242,8 @@ mod tests {
             stored_name("db_backup_20261206_050000_pre-migration.tar.gz"),
             "db_backup_20261206_050000_pre-migration.tar"
         );
+        assert_eq!(stored_name("full_backup_20261206_050000.tar.zst"), "full_backup_20261206_050000.tar");
+        assert_eq!(stored_name("full_backup_20261206_050000.tar.zst.age"), "full_backup_20261206_050000.tar");
         let name = "archive=full_backup_20261206_050000.tar.gz";
         let now = OffsetDateTime::parse("2026-12-07T00:00:00Z", &Rfc3339).unwrap();
         let of = |tags: &[&str]| archive_of(&snapshot(&[&["project=p"][..], tags].concat()), "p", now);

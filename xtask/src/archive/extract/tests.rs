@@ -30,7 +30,7 @@ fn stream(content: &[u8]) -> Vec<u8> {
 }
 
 fn write(path: &Path, content: &[u8]) {
-    let mut w = ArchiveWriter::create(path, 1, 1).unwrap();
+    let mut w = ArchiveWriter::create(path, "zstd:1".parse().unwrap(), 1).unwrap();
     write_metadata(&mut w, &meta()).unwrap();
     w.add_volume_tar("v", &stream(content)[..], &mut |_| Ok(())).unwrap();
     w.add_volume_tar("other", &stream(b"not mine")[..], &mut |_| Ok(())).unwrap();
@@ -47,7 +47,7 @@ fn temp(name: &str) -> PathBuf {
 #[test]
 fn volume_entries_strip_the_prefix_and_rebuild_headers() {
     let dir = temp("strip");
-    let path = dir.join("a.tar.gz");
+    let path = dir.join("a.tar.zst");
     write(&path, b"data");
     let v = Verified::check(Source::open(&path).unwrap(), Rules::default()).unwrap();
     let mut out = Vec::new();
@@ -82,11 +82,11 @@ fn volume_entries_strip_the_prefix_and_rebuild_headers() {
 #[test]
 fn an_archive_changed_after_verification_is_not_extracted() {
     let dir = temp("changed");
-    let path = dir.join("a.tar.gz");
+    let path = dir.join("a.tar.zst");
     write(&path, b"the genuine content");
     let v = Verified::check(Source::open(&path).unwrap(), Rules::default()).unwrap();
     // Rewritten in place (same inode, same descriptor) with other content.
-    let other = dir.join("b.tar.gz");
+    let other = dir.join("b.tar.zst");
     write(&other, b"forged content here");
     std::fs::write(&path, std::fs::read(&other).unwrap()).unwrap();
     let mut out = Vec::new();

@@ -353,13 +353,15 @@ struct Target {
 
 impl Target {
     fn decide(plan: &BackupPlan, opts: &Options, dir: &Path) -> Result<Target> {
-        let suffix = if plan.seal.is_some() { ".tar.gz.age" } else { ".tar.gz" };
+        let extension = plan.compression.codec.extension();
+        let suffix = if plan.seal.is_some() { format!("{extension}.age") } else { extension.to_string() };
         let started = time::OffsetDateTime::now_utc().replace_nanosecond(0)?;
-        let name = archive_name_at(plan.kind, opts.tag.as_deref(), started)?.replace(".tar.gz", suffix);
+        let name = archive_name_at(plan.kind, opts.tag.as_deref(), started, plan.compression.codec)?
+            .replace(extension, &suffix);
         let mut final_path = dir.join(&name);
         let mut n = 1;
         while final_path.exists() {
-            final_path = dir.join(name.replace(suffix, &format!("-{n}{suffix}")));
+            final_path = dir.join(name.replace(&suffix, &format!("-{n}{suffix}")));
             n += 1;
         }
         let file_name = final_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -389,7 +391,7 @@ fn write_archive(
     let local = plan.keep_local || delivery.tap.is_none();
     let out =
         archive::Outputs { local, seal: plan.seal.as_ref(), mirror: delivery.mirror.take(), tap: delivery.tap.take() };
-    let mut writer = ArchiveWriter::create_with(&final_path, opts.level, threads, out)?;
+    let mut writer = ArchiveWriter::create_with(&final_path, plan.compression, threads, out)?;
     let config = ctx.model()?.1.clone().unwrap_or_default();
     let infos: Vec<DbInfo> = dumps.iter().map(|d| d.info.clone()).collect();
     let created_at = started.format(&time::format_description::well_known::Rfc3339)?;

@@ -42,7 +42,10 @@ pub struct Options {
     /// Never stop a database service to copy a volume its engine cannot dump (`--no-stop`): such
     /// a volume is then NOT PROTECTED instead.
     pub no_stop: bool,
-    pub level: u32,
+    /// `--compression` (None: `x-xtask.compression`, else zstd).
+    pub compression: Option<crate::archive::Compression>,
+    /// `--level`: the level of whichever compression is chosen (None: its own default).
+    pub level: Option<i32>,
     pub environment: Option<String>,
     /// Back up only what exists now: never start a database on a missing volume (safety backups).
     pub only_existing: bool,
@@ -60,7 +63,8 @@ pub struct Options {
 }
 
 impl Options {
-    /// A backup of `kind` into `output_dir` chosen by priority: every database, no tag, gzip level 6.
+    /// A backup of `kind` into `output_dir` chosen by priority: every database, no tag, the
+    /// stack's compression.
     pub fn new(kind: Kind, output_dir: PathBuf) -> Options {
         Options {
             kind,
@@ -73,7 +77,8 @@ impl Options {
             tag: None,
             stop: false,
             no_stop: false,
-            level: 6,
+            compression: None,
+            level: None,
             environment: None,
             only_existing: false,
             dump_database: true,
@@ -125,10 +130,13 @@ impl Summary {
 }
 
 /// Decides what a backup with `opts` takes, from the stack's model (read once per context).
-/// [`plan`] for this stack, encrypted as `x-xtask.encrypt` says unless `--no-encrypt`.
+/// [`plan`] for this stack, encrypted as `x-xtask.encrypt` says unless `--no-encrypt`, compressed
+/// as `--compression`, else `x-xtask.compression`, else zstd, says.
 pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<BackupPlan> {
     let mut plan = plan(&ctx.model()?.0, &ctx.binds()?, opts)?;
     plan.seal = crate::store::trust::seal(ctx, opts.no_encrypt)?;
+    let configured = ctx.offsite()?.compression;
+    plan.compression = crate::archive::Compression::choose(opts.compression, opts.level, configured)?;
     if let Some(remote) = &plan.push {
         plan.push_vault = crate::store::vault::lookup(ctx, remote)?.is_some();
     }

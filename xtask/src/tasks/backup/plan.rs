@@ -64,6 +64,8 @@ pub struct BackupPlan {
     pub skipped: Vec<(String, String)>,
     pub stop: bool,
     pub seal: Option<Encryption>,
+    /// The codec and level of the archive's stream.
+    pub compression: archive::Compression,
     pub push: Option<String>,
     /// Keep the local archive after a complete upload (always, without a push).
     pub keep_local: bool,
@@ -136,6 +138,7 @@ pub fn plan(project: &Project, binds: &[Bind], opts: &Options) -> Result<BackupP
         skipped,
         stop: opts.stop,
         seal: None,
+        compression: archive::Compression::default(),
         push: opts.push.clone(),
         keep_local: opts.keep_local || opts.push.is_none(),
         push_vault: false,
@@ -501,12 +504,15 @@ impl BackupPlan {
         for (name, why) in &self.skipped {
             out.push_str(&format!("  - skip {name}: {why}\n"));
         }
+        let (codec, level) = (self.compression.codec, self.compression.level);
+        out.push_str(&format!("  - compress the tar stream with {codec} level {level} (…{})\n", codec.extension()));
         if let Some(seal) = &self.seal {
             let n = seal.recipients.len();
             let file = seal.recipients_file.as_ref().map(|f| format!(" and those in {}", f.display()));
             out.push_str(&format!(
-                "  - encrypt the archive with age to {n} recipient(s){} while it is written (….tar.gz.age)\n",
-                file.unwrap_or_default()
+                "  - encrypt the archive with age to {n} recipient(s){} while it is written (…{}.age)\n",
+                file.unwrap_or_default(),
+                codec.extension()
             ));
         }
         match (&self.push, self.push_vault, self.keep_local) {

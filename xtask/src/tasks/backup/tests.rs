@@ -43,6 +43,9 @@ fn default_full_backup_takes_critical_and_important_and_dumps_the_database() {
     assert!(skipped(&p, "app-proxy-logs").contains("optional"));
     assert!(p.describe().contains("skip app-frontend-node-modules"));
     assert!(!p.describe().contains("app-dev-password"), "the plan text never shows the password");
+    assert!(p.describe().contains("compress the tar stream with zstd level 3 (….tar.zst)"), "{}", p.describe());
+    let gz = BackupPlan { compression: "gzip:9".parse().unwrap(), ..p };
+    assert!(gz.describe().contains("with gzip level 9 (….tar.gz)"), "{}", gz.describe());
 }
 
 #[test]
@@ -84,11 +87,12 @@ fn db_backup_dumps_only() {
 
 #[test]
 fn archive_names_carry_kind_time_and_a_clean_tag() {
-    let n = archive_name(Kind::Db, Some("pre migration/1")).unwrap();
+    let n = archive_name(Kind::Db, Some("pre migration/1"), crate::archive::Codec::Gzip).unwrap();
     assert!(n.starts_with("db_backup_") && n.ends_with("_pre-migration-1.tar.gz"), "{n}");
     let stamp = &n["db_backup_".len().."db_backup_".len() + 15];
     assert!(stamp.chars().enumerate().all(|(i, c)| if i == 8 { c == '_' } else { c.is_ascii_digit() }), "{stamp}");
-    assert!(archive_name(Kind::Full, None).unwrap().starts_with("full_backup_"));
+    let z = archive_name(Kind::Full, None, crate::archive::Codec::Zstd).unwrap();
+    assert!(z.starts_with("full_backup_") && z.ends_with(".tar.zst"), "{z}");
 }
 
 #[test]

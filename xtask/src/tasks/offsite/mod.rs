@@ -101,7 +101,11 @@ pub fn plan_push(remote: &Remote, files: &[LocalFile]) -> Result<Vec<PushItem>> 
         let (path, size) = (&local.path, local.size);
         let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         if !local::is_our_name(&file) {
-            bail!("{} is not named like an archive of this tool ({{full,db}}_backup_*.tar.gz[.age])", path.display());
+            bail!(
+                "{} is not named like an archive of this tool ({{full,db}}_backup_*.tar.zst or .tar.gz, with or \
+                 without .age)",
+                path.display()
+            );
         }
         let same = there.iter().find(|a| a.file == file);
         let (action, why) = match same {
@@ -375,19 +379,25 @@ pub(super) fn write_pulled(
     Ok(target)
 }
 
-/// Smallest archive this tool writes: a gzip member holding the metadata and SHA256SUMS
+/// Smallest archive this tool writes: a zstd frame or gzip member holding the metadata and SHA256SUMS
 /// entries (headers of 512 bytes each) never compresses below this.
 const MIN_ARCHIVE_BYTES: u64 = 100;
 
 /// Why a complete remote archive cannot be authenticated without downloading it (None: it can):
-/// its size, and its first bytes must be a gzip or an age header.
+/// its size, and its first bytes must be an age header, or the magic its name's codec says.
 fn not_authentic(remote: &Remote, a: &RemoteArchive) -> Result<Option<String>> {
     if a.size_bytes < MIN_ARCHIVE_BYTES {
         return Ok(Some(format!("{} bytes: too small to be an archive", a.size_bytes)));
     }
     let head = remote.head(&a.file, crypt::MAGIC.len() as u64)?;
-    let ok = if a.encrypted { head.starts_with(crypt::MAGIC) } else { head.starts_with(&[0x1f, 0x8b, 0x08]) };
-    Ok((!ok).then(|| format!("does not start like {}", if a.encrypted { "an age file" } else { "a gzip stream" })))
+    let named = crate::archive::Codec::of_name(&a.file);
+    let ok = if a.encrypted { head.starts_with(crypt::MAGIC) } else { crate::archive::Codec::of_magic(&head) == named };
+    let like = match named {
+        _ if a.encrypted => "an age file",
+        Some(crate::archive::Codec::Zstd) => "a zstd stream",
+        _ => "a gzip stream",
+    };
+    Ok((!ok).then(|| format!("does not start like {like}")))
 }
 
 /// The complete archives retention may count: trusted by the policy and checking out as

@@ -214,13 +214,16 @@ pub fn list(ctx: &Ctx, spec: &VaultSpec, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// `pull --from VAULT`: a local archive made again from a snapshot's tar stream (gzip, and age
-/// when `x-xtask.encrypt` is set; signed when a signing key is at hand), written atomically,
+/// `pull --from VAULT`: a local archive made again from a snapshot's tar stream (compressed as
+/// `x-xtask.compression` says, else zstd; and age when `x-xtask.encrypt` is set; signed when a signing key is at hand), written atomically,
 /// once the stream was read through the grammar and found to be this project's.
 pub fn pull(ctx: &Ctx, spec: &VaultSpec, file: Option<&str>, dir: &Path, dry_run: bool) -> Result<PathBuf> {
     let (src, picked) = vault::pick(ctx, spec, file)?;
     let seal = crate::store::trust::seal(ctx, false)?;
-    let name = format!("{}.gz{}", picked.stored_name(), if seal.is_some() { ".age" } else { "" });
+    let compression = archive::Compression::choose(None, None, ctx.offsite()?.compression)?;
+    let stored = picked.stored_name();
+    let stem = stored.strip_suffix(".tar").unwrap_or(&stored);
+    let name = format!("{stem}{}{}", compression.codec.extension(), if seal.is_some() { ".age" } else { "" });
     if dry_run {
         println!("would make {} in {} from snapshot {}", name, dir.display(), picked.snapshot);
         return Ok(dir.join(&name));
@@ -241,7 +244,7 @@ pub fn pull(ctx: &Ctx, spec: &VaultSpec, file: Option<&str>, dir: &Path, dry_run
     let shown = src.path.display().to_string();
     let mut stored_as = (0, [0u8; 32]);
     let target = super::write_pulled(ctx, dir, &name, &shown, |out, _| {
-        stored_as = write_stored(ctx, &src, seal.as_ref(), out)?;
+        stored_as = write_stored(ctx, &src, compression, seal.as_ref(), out)?;
         Ok(())
     })?;
     if crate::store::trust::Policy::of(ctx)?.signing.is_some() {
@@ -252,20 +255,22 @@ pub fn pull(ctx: &Ctx, spec: &VaultSpec, file: Option<&str>, dir: &Path, dry_run
     Ok(target)
 }
 
-/// The snapshot's tar stream as an archive's bytes are stored (gzip, then age when sealed) into
-/// `out`; their size and SHA-256.
+/// The snapshot's tar stream as an archive's bytes are stored (compressed, then age when
+/// sealed) into `out`; their size and SHA-256.
 fn write_stored(
     ctx: &Ctx,
     src: &Source,
+    compression: archive::Compression,
     seal: Option<&crate::model::offsite::Encryption>,
     out: &mut std::fs::File,
 ) -> Result<(u64, [u8; 32])> {
     let progress = ctx.ui.progress(&format!("pull {}", src.path.display()));
     let tar = src.tar().into_inner();
-    let gz: Box<dyn Read + Send> = Box::new(flate2::read::GzEncoder::new(tar, flate2::Compression::new(6)));
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let compressed = archive::compression::encoding_reader(Box::new(tar), compression, threads)?;
     let stored: Box<dyn Read + Send> = match seal {
-        Some(enc) => Box::new(crate::engine::crypt::encrypt(enc, gz)?),
-        None => gz,
+        Some(enc) => Box::new(crate::engine::crypt::encrypt(enc, compressed)?),
+        None => compressed,
     };
     let tick = |n| progress.inc(n);
     let mut hashing = HashingReader::new(ticking(stored, &tick));

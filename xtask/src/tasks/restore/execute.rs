@@ -381,7 +381,7 @@ fn safety_backup(ctx: &Ctx, p: &Prepared, lock: &Lock, guard: &mut ServiceGuard)
     let bopts = backup::Options {
         volumes: present,
         tag: Some(SAFETY_TAG.into()),
-        level: 1,
+        level: Some(1),
         dump_database: !p.plan.dbs.is_empty(),
         services: p.plan.dbs.iter().map(|d| d.login.service.clone()).collect(),
         only_existing: true,
