@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Provisions the real Docker test bed, installing only what is missing:
+#   0. the build's system libraries: libzstd-dev and pkgconf (Debian), and the zstd CLI;
 #   1. a running Docker engine (Debian's docker.io, dockerd started in the background);
 #   2. the Compose v2 CLI plugin (from Debian's next release, trixie, when bookworm only has v1);
 #   3. locally built images standing in for the official ones (Docker Hub is not reachable here):
@@ -66,6 +67,13 @@ trixie_unpack() {
     dpkg-deb -x "$work/${pkg}"_*.deb "$dir"
     rm -rf "$work"
 }
+
+# --- 0. Build dependencies -------------------------------------------------------------------
+# The xtask links the system's libzstd (zstd-sys through pkg-config: docs/build-times.md), so
+# its headers and pkg-config must be there before the first `cargo build`; the `zstd` CLI is the
+# documented way to open an archive by hand (docs/archive-format.md) and the e2e tests use it.
+# From the machine's own apt sources, only when missing (a second run checks dpkg and is quiet).
+apt_install libzstd-dev pkgconf zstd
 
 # --- 1. Docker engine -------------------------------------------------------------------------
 if ! docker info >/dev/null 2>&1; then

@@ -72,8 +72,8 @@ fn read_tar(reader: impl Read, strip: &[u8]) -> BTreeMap<Vec<u8>, Entry> {
     out
 }
 
-fn archive_tar(path: &Path) -> flate2::read::GzDecoder<std::fs::File> {
-    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
+fn archive_tar(path: &Path) -> Box<dyn Read> {
+    common::decompressed(path)
 }
 
 fn entry_bytes(path: &Path, name: &str) -> Vec<u8> {
@@ -152,7 +152,8 @@ fn full_backup_matches_the_source_and_loads() {
     let summary = backup_json(&stack, &out.0, &["--all"]);
     let path = PathBuf::from(summary["path"].as_str().unwrap());
     let file = path.file_name().unwrap().to_str().unwrap();
-    assert!(file.starts_with("full_backup_") && file.ends_with(".tar.gz"), "{file}");
+    assert!(file.starts_with("full_backup_") && file.ends_with(".tar.zst"), "{file}");
+    assert_eq!(summary["compression"], "zstd:3", "zstd at level 3 by default");
     let mode = |p: &Path| std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions()) & 0o777;
     assert_eq!(mode(&path), 0o600);
     assert_eq!(mode(&out.0), 0o755, "an existing directory keeps the mode its owner gave it");
@@ -161,14 +162,19 @@ fn full_backup_matches_the_source_and_loads() {
     assert_eq!(skipped, [stack.volume("postgres-data")], "--all copies every volume but the dumped database's");
     assert!(std::fs::read_dir(&out.0).unwrap().flatten().all(|e| !e.file_name().to_string_lossy().contains(".tmp-")));
 
-    // Plain tools read it: `tar -tzf` lists it, `sha256sum -c` accepts its checksum entry.
-    let listing = Command::new("tar").arg("-tzf").arg(&path).output().unwrap();
-    assert!(listing.status.success());
+    // Plain tools read it (docs/archive-format.md): `zstd -d < x.tar.zst | tar t` lists it,
+    // `| tar x` unpacks it, `sha256sum -c` accepts its checksum entry.
+    let by_hand = |tar_args: &str| {
+        let script = format!("zstd -d < \"$1\" | tar {tar_args}");
+        Command::new("sh").args(["-c", &script, "sh"]).arg(&path).output().unwrap()
+    };
+    let listing = by_hand("-t");
+    assert!(listing.status.success(), "{}", String::from_utf8_lossy(&listing.stderr));
     let listing = String::from_utf8_lossy(&listing.stdout);
     assert_eq!(listing.lines().next(), Some("metadata.json"));
     assert_eq!(listing.lines().last(), Some("SHA256SUMS"));
     let x = TempDir::new("extract");
-    assert!(Command::new("tar").arg("-xzf").arg(&path).arg("-C").arg(&x.0).status().unwrap().success());
+    assert!(by_hand(&format!("-x -C {}", x.0.display())).status.success());
     let check = Command::new("sha256sum").args(["-c", "--quiet", "SHA256SUMS"]).current_dir(&x.0).output().unwrap();
     assert!(check.status.success(), "sha256sum -c: {}", String::from_utf8_lossy(&check.stdout));
 
@@ -412,7 +418,7 @@ fn stopped_stack_is_backed_up_and_left_stopped_and_the_lock_refuses_a_second_run
     let summary =
         stack.xtask_json(&["backup-db", "--output-dir", out.0.to_str().unwrap(), "--tag", "pre-migration", "--json"]);
     let path = summary["path"].as_str().unwrap();
-    assert!(path.contains("db_backup_") && path.ends_with("_pre-migration.tar.gz"), "{path}");
+    assert!(path.contains("db_backup_") && path.ends_with("_pre-migration.tar.zst"), "{path}");
     let st = stack.xtask_json(&["status", "--json"]);
     assert!(st["services"].as_array().unwrap().iter().all(|s| s["state"] == "not created"), "{st}");
     let meta: serde_json::Value = serde_json::from_slice(&entry_bytes(Path::new(path), "metadata.json")).unwrap();

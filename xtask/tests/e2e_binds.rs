@@ -89,8 +89,7 @@ fn by_name<'a>(inv: &'a Value, name: &str) -> &'a Value {
 }
 
 fn entry_names(archive: &str) -> Vec<String> {
-    let gz = flate2::read::GzDecoder::new(std::fs::File::open(archive).unwrap());
-    let mut a = tar::Archive::new(gz);
+    let mut a = tar::Archive::new(common::decompressed(Path::new(archive)));
     a.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect()
 }
 

@@ -34,7 +34,7 @@ fn kill_during_restore_then_the_safety_backup_brings_the_state_back() {
     // Wait for the safety backup to be complete, then for the refill to start, and kill -9.
     let safety = (0..600).find_map(|_| {
         std::thread::sleep(std::time::Duration::from_millis(50));
-        dir.names().into_iter().find(|n| n.contains("_pre-restore.tar.gz") && !n.starts_with('.'))
+        dir.names().into_iter().find(|n| n.contains("_pre-restore.tar.zst") && !n.starts_with('.'))
     });
     let safety = safety.expect("the safety backup was written before anything was replaced");
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -135,7 +135,11 @@ fn a_service_that_fails_to_start_leaves_the_others_as_found() {
     let filter = format!("label=com.docker.compose.project={}", stack.project);
     let left = docker_ok(&["ps", "--all", "--quiet", "--filter", &filter]);
     assert!(left.trim().is_empty(), "db, started first, was removed again as it was found: {left}");
-    assert!(dir.names().iter().all(|n| !n.ends_with(".tar.gz")), "no archive: {:?}", dir.names());
+    assert!(
+        dir.names().iter().all(|n| !n.ends_with(".tar.zst") && !n.ends_with(".tar.gz")),
+        "no archive: {:?}",
+        dir.names()
+    );
 }
 
 #[test]

@@ -55,7 +55,7 @@ fn a_failed_migration_is_rolled_back_and_a_good_one_kept() {
     assert!(!ok, "a failed migration exits non-zero");
     assert!(err.contains("the migration failed (exit 1)") && err.contains("restored"), "{err}");
     assert_eq!(tables(&db), before, "every table's rows are as before the failed migration");
-    let archives: Vec<String> = dir.names().into_iter().filter(|n| n.ends_with("_pre-migration.tar.gz")).collect();
+    let archives: Vec<String> = dir.names().into_iter().filter(|n| n.ends_with("_pre-migration.tar.zst")).collect();
     assert_eq!(archives.len(), 2, "both pre-migration archives are kept: {archives:?}");
 
     // --no-rollback keeps the failed state.
@@ -80,7 +80,7 @@ fn a_rollback_refuses_an_archive_swapped_during_the_migration() {
     let old = stack.xtask_json(&["backup-db", "--output-dir", dir.s(), "--tag", "old", "--json"]);
     let old = old["path"].as_str().unwrap().to_string();
     psql(&db, "app", "CREATE TABLE later_only (id int); INSERT INTO later_only VALUES (1)");
-    let swap = format!("for f in {}/*_pre-migration.tar.gz; do cp {old} \"$f\"; done; exit 1", dir.s());
+    let swap = format!("for f in {}/*_pre-migration.tar.zst; do cp {old} \"$f\"; done; exit 1", dir.s());
     let (ok, _, err) = stack.xtask(&["migrate", "--host", "--output-dir", dir.s(), "--", "sh", "-c", &swap]);
     assert!(!ok && err.contains("not the archive this run wrote"), "{err}");
     assert_eq!(psql(&db, "app", "SELECT count(*) FROM later_only"), "1", "nothing of the swapped archive was loaded");

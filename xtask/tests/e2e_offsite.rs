@@ -319,7 +319,7 @@ fn encrypted_archives_round_trip_and_refuse_a_wrong_key_or_a_forged_object() {
     let summary = stack.xtask_json(&["backup", "--output-dir", b, "--push", "offsite", "--json"]);
     let path = PathBuf::from(summary["path"].as_str().unwrap());
     let name = path.file_name().unwrap().to_str().unwrap().to_string();
-    assert!(name.ends_with(".tar.gz.age"), "{name}");
+    assert!(name.ends_with(".tar.zst.age"), "{name}");
     let bytes = std::fs::read(&path).unwrap();
     assert!(bytes.starts_with(b"age-encryption.org/v1\n"), "encrypted on disk");
     assert!(!bytes.windows(8).any(|w| w == b"metadata"), "no clear metadata on disk");
@@ -472,7 +472,7 @@ fn put(s3: &S3, project: &str, name: &str, data: &[u8]) {
     assert!(child.wait().unwrap().success(), "rclone rcat {name}");
 }
 
-/// `full_backup_YYYYMMDD_HHMMSS.tar.gz` for `name`'s time plus `secs`.
+/// `full_backup_YYYYMMDD_HHMMSS.tar.zst` for `name`'s time plus `secs`.
 fn later_name(name: &str, secs: i64) -> String {
     shifted(name, secs)
 }
@@ -518,17 +518,24 @@ fn a_hostile_bucket_can_neither_erase_nor_poison_genuine_archives() {
     put(&s3, &stack.project, &poison, b"y");
     put(&s3, &stack.project, &format!("{poison}.sha256"), format!("{}  {}\n", "0".repeat(64), genuine[0]).as_bytes());
 
-    // Junk that passes the size and header checks (200 bytes that start like gzip), each with its
-    // own sidecar, dated after the genuine archives, and one dated 4 minutes ahead: this host did
+    // Junk that passes the size and header checks (200 bytes that start like the stream their
+    // name says: zstd for the genuine archives' .tar.zst, gzip for a .tar.gz), each with its own
+    // sidecar, dated after the genuine archives, and one dated 4 minutes ahead: this host did
     // not push them, so they never take a slot from what it did, nor become --latest.
-    let mut gz = vec![0x1f, 0x8b, 0x08];
-    gz.resize(200, 0);
+    let starting = |magic: &[u8]| {
+        let mut bytes = magic.to_vec();
+        bytes.resize(200, 0);
+        bytes
+    };
+    let (zst, gz) = (starting(&[0x28, 0xb5, 0x2f, 0xfd]), starting(&[0x1f, 0x8b, 0x08]));
     let ahead = Command::new("date").args(["-u", "-d", "+4 minutes", "+%Y%m%d_%H%M%S"]).output().unwrap();
     let ahead = format!("full_backup_{}.tar.gz", String::from_utf8(ahead.stdout).unwrap().trim());
     let plausible: Vec<String> = (4..=6).map(|s| later_name(&genuine[1], s)).chain([ahead.clone()]).collect();
     for name in &plausible {
-        put(&s3, &stack.project, name, &gz);
-        put(&s3, &stack.project, &format!("{name}.sha256"), format!("{:x}  {name}\n", Sha256::digest(&gz)).as_bytes());
+        let bytes = if name.ends_with(".tar.gz") { &gz } else { &zst };
+        put(&s3, &stack.project, name, bytes);
+        let sidecar = format!("{:x}  {name}\n", Sha256::digest(bytes));
+        put(&s3, &stack.project, &format!("{name}.sha256"), sidecar.as_bytes());
     }
     let listed = remote_list(&stack);
     for name in &plausible[..3] {

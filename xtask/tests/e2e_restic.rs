@@ -182,7 +182,7 @@ fn a_backup_in_a_restic_repository_comes_back_identical_and_the_next_adds_only_w
     let (ok, out, err) = stack.xtask(&["backup", "--push", "vault", "--no-keep-local", "--output-dir", archives.s()]);
     assert!(ok && err.contains("while it was written"), "{err}");
     assert!(
-        out.contains(".tar.gz in remote vault, no local copy"),
+        out.contains(".tar.zst in remote vault, no local copy"),
         "the summary names no file that is not there: {out}"
     );
     assert_eq!(archives.names(), local_before, "no local file was written or left");
@@ -248,7 +248,7 @@ fn a_wrong_password_or_a_killed_push_changes_nothing_that_counts() {
     let big = stack.xtask_json(&["backup", "--level", "1", "--json", "--output-dir", archives.s()]);
     let big = big["path"].as_str().unwrap().to_string();
     // Only this push's restic: its stdin file name is the archive's own.
-    let stored = Path::new(&big).file_name().unwrap().to_str().unwrap().trim_end_matches(".gz").to_string();
+    let stored = Path::new(&big).file_name().unwrap().to_str().unwrap().trim_end_matches(".zst").to_string();
     let pattern = format!("restic backup --stdin --stdin-filename {stored}");
     for victim in ["xtask", "restic"] {
         let mut child = stack.spawn(&["push", &big, "--to", "vault", "--output-dir", archives.s()]);
@@ -418,12 +418,12 @@ fn with_sign_set_a_snapshot_written_with_the_password_alone_is_not_trusted() {
     let made = stack.xtask_json(&["backup-db", "--json", "--output-dir", other.s()]);
     let tar = Command::new("sh")
         .arg("-c")
-        .arg(format!("gzip -dc '{}'", made["path"].as_str().unwrap()))
+        .arg(format!("zstd -dc '{}'", made["path"].as_str().unwrap()))
         .output()
         .unwrap()
         .stdout;
     let digest = format!("{:x}", Sha256::digest(&tar));
-    let stored = forged_name.trim_end_matches(".gz").to_string();
+    let stored = forged_name.trim_end_matches(".zst").to_string();
     let tags = format!("xtask,project={},kind=db,archive={forged_name}", stack.project);
     let mut child = Command::new("restic")
         .args(["backup", "--stdin", "--stdin-filename", &stored, "--tag", &tags, "--json", "-q"])

@@ -75,7 +75,7 @@ fn acceptance_story_backup_clean_all_restore() {
 
     // A damaged archive is refused before anything is touched.
     let bytes = std::fs::read(&archive).unwrap();
-    let bad = dir.0.join("damaged.tar.gz");
+    let bad = dir.0.join("damaged.tar.zst");
     let mut b = bytes.clone();
     let at = b.len() / 2;
     b[at] ^= 0x10;
@@ -157,7 +157,7 @@ fn kill_during_backup_leaves_no_archive_and_the_next_backup_works() {
         std::fs::read_dir(&dir.0).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()
     };
     assert!(
-        names().iter().all(|n| !n.ends_with(".tar.gz") || n.starts_with('.')),
+        names().iter().all(|n| !n.ends_with(".tar.zst") || n.starts_with('.')),
         "no archive under a final name: {:?}",
         names()
     );

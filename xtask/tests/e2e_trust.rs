@@ -704,7 +704,8 @@ impl Swapper {
     /// the lock, a partial archive (signed when complete) or the attacker's own.
     fn victims(dir: &Path) -> Vec<PathBuf> {
         let ours = |n: &str| {
-            n.ends_with(".tar.gz")
+            n.ends_with(".tar.zst")
+                || n.ends_with(".tar.gz")
                 || n.ends_with(".sig")
                 || n.ends_with(".verified")
                 || n.ends_with(".lock")
@@ -775,7 +776,7 @@ fn files_swapped_by_name_during_a_backup_and_a_restore_change_nothing() {
 
 /// The way back reads the safety backup through the descriptor opened, and checked against the
 /// digest its writing computed, right after it was written: an attacker who renames a forged
-/// archive over `…_pre-restore.tar.gz` (write on the backup directory is enough) gets the
+/// archive over `…_pre-restore.tar.zst` (write on the backup directory is enough) gets the
 /// restore refused before anything is replaced, or has no effect on the way back; the state
 /// before the restore comes back, never the forged one.
 #[test]
@@ -807,7 +808,7 @@ fn a_safety_backup_swapped_by_name_is_never_what_the_way_back_restores() {
                 .flatten()
                 .flatten()
                 .map(|e| e.path())
-                .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().ends_with("_pre-restore.tar.gz")));
+                .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().ends_with("_pre-restore.tar.zst")));
             if let Some(target) = safety {
                 let tmp = d.join(".forgery");
                 std::fs::copy(&f, &tmp).unwrap();
@@ -888,7 +889,7 @@ fn an_unprivileged_run_with_a_group_writable_backup_directory_is_not_swayed() {
     let script = r#"while [ ! -e "$0.stop" ]; do
   for f in "$1"/* "$1"/.[!.]* "$1"/*/* "$1"/.[!.]*/*; do
     [ -f "$f" ] || continue
-    case "$f" in *.tar.gz|*.sig|*.verified|*.lock|*.tmp-*|*/.forgery*) continue ;; esac
+    case "$f" in *.tar.zst|*.tar.gz|*.sig|*.verified|*.lock|*.tmp-*|*/.forgery*) continue ;; esac
     cp "$2" "$1/.forgery" 2>/dev/null && mv -f "$1/.forgery" "$f" 2>/dev/null && echo "$f" >> "$0"
   done
 done"#;

@@ -43,13 +43,17 @@ impl<W: Write> Encoder<W> {
     pub fn new(out: W, compression: Compression, threads: usize) -> io::Result<Encoder<W>> {
         Ok(match compression.codec {
             Codec::Gzip => Encoder::Gzip(ParallelGzWriter::new(out, compression.level as u32, threads)?),
-            Codec::Zstd => {
-                let mut z = zstd::stream::write::Encoder::new(out, compression.level)?;
-                z.include_checksum(true)?;
-                z.multithread(zstd_workers(threads))?;
-                Encoder::Zstd(z)
-            }
+            Codec::Zstd => Encoder::zstd(out, compression.level, zstd_workers(threads))?,
         })
+    }
+
+    /// A zstd encoder with `workers` threads of its own (0: it compresses in the caller's
+    /// thread); its frames carry their checksum.
+    pub fn zstd(out: W, level: i32, workers: u32) -> io::Result<Encoder<W>> {
+        let mut z = zstd::stream::write::Encoder::new(out, level)?;
+        z.include_checksum(true)?;
+        z.multithread(workers)?;
+        Ok(Encoder::Zstd(z))
     }
 
     /// Ends the stream (trailer, last frame) and returns the inner writer.

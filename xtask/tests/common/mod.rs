@@ -346,8 +346,31 @@ pub struct Entry {
     pub data: Vec<u8>,
 }
 
+/// A clear archive's tar stream, decompressed as its first bytes say (zstd or gzip), by the
+/// codec's standard decoder.
+pub fn decompressed(path: &Path) -> Box<dyn Read> {
+    let mut head = [0u8; 4];
+    std::fs::File::open(path).unwrap().read_exact(&mut head).unwrap();
+    let file = std::fs::File::open(path).unwrap();
+    match head {
+        [0x28, 0xb5, 0x2f, 0xfd] => Box::new(zstd::stream::read::Decoder::new(file).unwrap()),
+        [0x1f, 0x8b, ..] => Box::new(flate2::read::GzDecoder::new(file)),
+        other => panic!("{}: neither zstd nor gzip: {other:02x?}", path.display()),
+    }
+}
+
+/// A writer compressing as the archive name `path` says: zstd for `….tar.zst`, else gzip.
+pub fn compressor(path: &Path) -> Box<dyn std::io::Write> {
+    let file = std::fs::File::create(path).unwrap();
+    if path.to_string_lossy().ends_with(".tar.zst") {
+        Box::new(zstd::stream::write::Encoder::new(file, 1).unwrap().auto_finish())
+    } else {
+        Box::new(flate2::write::GzEncoder::new(file, flate2::Compression::fast()))
+    }
+}
+
 pub fn load(path: &Path) -> Vec<Entry> {
-    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap()));
+    let mut a = tar::Archive::new(decompressed(path));
     let mut out = Vec::new();
     for e in a.entries().unwrap() {
         let mut e = e.unwrap();
@@ -377,8 +400,7 @@ pub fn save(path: &Path, mut entries: Vec<Entry>, rewrite_sums: bool) {
         // In its place: an entry appended after it stays after it.
         entries.iter_mut().find(|e| e.name == b"SHA256SUMS").expect("SHA256SUMS").data = sums;
     }
-    let gz = flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::fast());
-    let mut b = tar::Builder::new(gz);
+    let mut b = tar::Builder::new(compressor(path));
     for e in entries {
         let mut h = e.header.clone();
         if e.name.len() <= 100 && e.link.as_ref().is_none_or(|l| l.len() <= 100) {
@@ -400,7 +422,8 @@ pub fn save(path: &Path, mut entries: Vec<Entry>, rewrite_sums: bool) {
             }
         }
     }
-    b.into_inner().unwrap().finish().unwrap();
+    // Dropped: the gzip or zstd stream ends (both finish on drop).
+    drop(b.into_inner().unwrap());
 }
 
 /// The sizes of the files with no name that process `pid` holds open on `dir`'s filesystem

@@ -173,6 +173,7 @@ fn take_caught(ctx: &Ctx, plan: &BackupPlan, opts: &Options, lock: &Lock) -> Res
             local: written.local && plan.keep_local,
             remote: plan.push.clone(),
             kind: plan.kind,
+            compression: plan.compression.to_string(),
             bytes: written.bytes,
             sha256: archive::hex(&written.sha256),
             data_bytes: written.stats.bytes,

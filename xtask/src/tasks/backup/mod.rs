@@ -100,6 +100,8 @@ pub struct Summary {
     /// The remote it was pushed to (`--push`).
     pub remote: Option<String>,
     pub kind: Kind,
+    /// The codec and level of the archive's stream (`zstd:3`).
+    pub compression: String,
     pub bytes: u64,
     /// The SHA-256 of the archive's bytes as stored (hex): what a later read of exactly this
     /// archive (migrate's rollback) compares.
