@@ -19,7 +19,7 @@ fn change(stack: &TestStack, round: &str) {
         &backend,
         "sh",
         "-c",
-        &format!("rm /app/media/upload.txt && echo {round} > /app/media/new.txt"),
+        &format!("echo {round} > /app/media/upload.txt && echo {round} > /app/media/new.txt"),
     ]);
     psql(&format!("{}-db-1", stack.project), "app", "DELETE FROM items WHERE id > 250");
     docker_ok(&["exec", &format!("{}-redis-1", stack.project), "redis-cli", "SET", "k0", round]);

@@ -280,6 +280,16 @@ mod tests {
     }
 
     #[test]
+    fn a_skippable_frame_is_passed_over() {
+        // What a seekable layout's index could be: zstd -d and this reader skip it.
+        let mut skippable = vec![0x50, 0x2a, 0x4d, 0x18];
+        skippable.extend_from_slice(&5u32.to_le_bytes());
+        skippable.extend_from_slice(b"index");
+        let bytes = [zstd(b"first "), zstd(b"second"), skippable].concat();
+        assert_eq!(read_zst(bytes).unwrap(), b"first second");
+    }
+
+    #[test]
     fn a_damaged_zstd_checksum_is_an_error() {
         let mut e = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
         e.include_checksum(true).unwrap();
