@@ -22,7 +22,7 @@ cleanup() {
 trap cleanup EXIT
 "${x[@]}" up backend >/dev/null 2>&1
 docker exec xt-bench-entries-backend-1 sh -c 'echo hello > /app/media/a.txt'
-genuine=$("${x[@]}" backup --output-dir "$dir" --volume app-backend-media --json 2>/dev/null |
+genuine=$("${x[@]}" backup --output-dir "$dir" --volume app-backend-media --compression gzip --json 2>/dev/null |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["path"])')
 echo "entries  verify peak RSS (MiB)  bytes/entry over the genuine archive's  restore peak RSS (MiB)"
 peak() { /usr/bin/time -f '%M' -o "$dir/rss" "${x[@]}" verify --output-dir "$dir" "$1" >/dev/null 2>&1; tail -n 1 "$dir/rss"; }

@@ -268,8 +268,8 @@ fn notifiers_hear_start_success_and_failure_and_a_broken_or_hanging_one_never_fa
     assert_eq!((body["project"].as_str(), body["task"].as_str()), (Some(stack.project.as_str()), Some("backup")));
     assert_eq!(body["event"], "success");
     assert_eq!(body["details"]["kind"], "full");
-    assert!(body["details"]["path"].as_str().unwrap().ends_with(".tar.gz"), "{body}");
-    assert!(body["at"].as_str().unwrap().ends_with('Z') && body["message"].as_str().unwrap().contains(".tar.gz"));
+    assert!(body["details"]["path"].as_str().unwrap().ends_with(".tar.zst"), "{body}");
+    assert!(body["at"].as_str().unwrap().ends_with('Z') && body["message"].as_str().unwrap().contains(".tar.zst"));
     assert!(
         requests.iter().any(|r| r.path.starts_with("/broken")) && requests.iter().any(|r| r.path.starts_with("/hang"))
     );
