@@ -116,12 +116,18 @@ fn zstd_reader(raw: Raw) -> io::Result<zstd::stream::read::Decoder<'static, Raw>
     Ok(z)
 }
 
+/// Output asked of zstd per read: one block's worth. A read that fails loses what it decoded
+/// (a checksum is checked after the frame's last block), so small reads deliver everything
+/// before a damage, as gzip's reader does (a small archive's metadata stays readable).
+const ZSTD_READ: usize = 128 << 10;
+
 /// zstd's errors ("Unknown frame descriptor", "incomplete frame") said as being the archive's.
 struct ZstdErrors(zstd::stream::read::Decoder<'static, Raw>);
 
 impl Read for ZstdErrors {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf).map_err(|e| {
+        let n = buf.len().min(ZSTD_READ);
+        self.0.read(&mut buf[..n]).map_err(|e| {
             io::Error::new(e.kind(), format!("the zstd stream is damaged, cut short or followed by other bytes: {e}"))
         })
     }
@@ -287,6 +293,22 @@ mod tests {
         skippable.extend_from_slice(b"index");
         let bytes = [zstd(b"first "), zstd(b"second"), skippable].concat();
         assert_eq!(read_zst(bytes).unwrap(), b"first second");
+    }
+
+    #[test]
+    fn what_came_before_a_zstd_damage_is_read_before_the_error() {
+        let data: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let mut e = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        e.include_checksum(true).unwrap();
+        e.write_all(&data).unwrap();
+        let mut bytes = e.finish().unwrap();
+        let at = bytes.len() - 2; // the checksum: every block decodes, then the check fails
+        bytes[at] ^= 0xff;
+        let mut reader = inflate(Box::new(io::Cursor::new(bytes)), "a.tar.zst".into());
+        let mut head = vec![0u8; 4096];
+        reader.read_exact(&mut head).unwrap();
+        assert_eq!(head, data[..4096]);
+        assert!(io::copy(&mut reader, &mut io::sink()).is_err());
     }
 
     #[test]
