@@ -10,7 +10,7 @@ use xtask::archive::Rules;
 use xtask::model::alerts::Cadence;
 use xtask::model::compose::Selection;
 use xtask::store::{local, retention::Retention};
-use xtask::tasks::{backup, catalog, clean, migrate, restore, schedule};
+use xtask::tasks::{backup, catalog, clean, drill, migrate, restore, schedule};
 
 /// Back up, verify, restore and clean the named volumes of the project's Docker Compose stack.
 #[derive(Parser)]
@@ -132,6 +132,10 @@ pub enum Command {
     Prune(PruneArgs),
     /// Restore an archive: verified first, confirmed, with a safety backup and an undo command
     Restore(RestoreArgs),
+    /// Restore drill: the archive restored into a throwaway copy of the stack (own project, scratch
+    /// volumes and binds, no published ports), every service started and waited for, the
+    /// x-xtask.drill.check command run; prints and records the time to recover, then removes the copy
+    Drill(DrillArgs),
     /// Back up the databases, run a migration, and restore the databases if it fails
     Migrate {
         /// Run it in this service (`exec` when running, else a one-off `run`) [default: x-xtask.migrate.service]
@@ -325,6 +329,33 @@ pub struct VerifyArgs {
     /// Print the reports as JSON on stdout
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args)]
+pub struct DrillArgs {
+    /// The archive to drill (with --remote: its file name in the remote)
+    #[arg(value_name = "ARCHIVE", required_unless_present = "latest")]
+    pub archive: Option<PathBuf>,
+    /// The newest archive of the project (not a safety backup)
+    #[arg(long, conflicts_with = "archive")]
+    pub latest: bool,
+    /// Drill an archive of this remote (downloaded into the drill's scratch directory first)
+    #[arg(long, value_name = "REMOTE")]
+    pub remote: Option<String>,
+    /// Leave the throwaway stack running afterwards (the command that removes it is printed)
+    #[arg(long)]
+    pub keep: bool,
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// Print the outcome as JSON on stdout (also when the drill fails)
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl DrillArgs {
+    pub fn options(self) -> drill::Options {
+        drill::Options { archive: self.archive, remote: self.remote, dir: self.dir.path(), keep: self.keep, json: self.json }
+    }
 }
 
 #[derive(Args)]

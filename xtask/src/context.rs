@@ -52,6 +52,16 @@ impl Ctx {
         Ok(Ctx { stack, docker, ui: Ui { quiet }, model: std::cell::OnceCell::new(), trust: Trust::default() })
     }
 
+    /// The context of another stack run by the same engine connection, output settings and
+    /// exceptions, its files resolved in this run's environment (which stays installed): a
+    /// drill's throwaway copy of the stack.
+    pub fn for_selection(&self, selection: &Selection) -> Result<Ctx> {
+        let env = environment::current();
+        let stack = selection.resolve_in(env.vars(), env.cwd())?;
+        let ui = Ui { quiet: self.ui.quiet };
+        Ok(Ctx { stack, docker: self.docker.clone(), ui, model: std::cell::OnceCell::new(), trust: self.trust })
+    }
+
     /// The docker runner, or an error saying the command cannot work offline.
     pub fn docker(&self) -> Result<&Docker> {
         match &self.docker {

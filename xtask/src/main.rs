@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use xtask::context::{Ctx, Trust};
-use xtask::tasks::{backup, catalog, check, clean, migrate, offsite, restore, schedule, stack, status, volumes};
+use xtask::tasks::{backup, catalog, check, clean, drill, migrate, offsite, restore, schedule, stack, status, volumes};
 
 mod cli;
 
@@ -95,6 +95,7 @@ fn dispatch(ctx: &Ctx, command: Command, dry_run: bool, env: Option<String>) -> 
             let json = r.json;
             restore::run(ctx, &r.options(), dry_run, json).map(drop)
         }
+        Command::Drill(d) => drill::run(ctx, &d.options(), dry_run).map(drop),
         Command::Migrate { service, host, no_rollback, dir, command } => {
             migrate::run(ctx, &migrate_options(service, host, no_rollback, dir, command), dry_run).map(drop)
         }

@@ -15,6 +15,7 @@
 //!   notify: ["https://hc-ping.com/UUID", "https://chat.example.com/hooks/TOKEN"]
 //!   schedule: {at: "03:15", drill: monthly}
 //!   retention: {keep_last: 3, keep_daily: 7, keep_weekly: 4, keep_monthly: 6}
+//!   drill: {service: db, check: [psql, -U, app, -c, "SELECT 1"]}  # run in the drill's copy
 //! ```
 
 use anyhow::{bail, Context, Result};
@@ -117,6 +118,16 @@ pub struct Operations {
     pub notify: Vec<super::notify::Target>,
     pub schedule: Schedule,
     pub retention: Keep,
+    /// The command `drill` runs in the throwaway stack once every service is healthy.
+    pub drill: Option<DrillCheck>,
+}
+
+/// `x-xtask.drill`: a command (a list of words, never a shell string) `drill` runs with
+/// `docker compose exec` in `service` of the throwaway stack; a non-zero exit fails the drill.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrillCheck {
+    pub service: String,
+    pub check: Vec<String>,
 }
 
 impl Default for Operations {
@@ -126,6 +137,7 @@ impl Default for Operations {
             notify: Vec::new(),
             schedule: Schedule::default(),
             retention: Keep::default(),
+            drill: None,
         }
     }
 }
@@ -146,6 +158,9 @@ pub fn parse(block: Option<&Value>) -> Result<Operations> {
     }
     if let Some(v) = block.get("retention") {
         out.retention = retention(v).context("x-xtask.retention")?;
+    }
+    if let Some(v) = block.get("drill") {
+        out.drill = Some(drill(v).context("x-xtask.drill")?);
     }
     Ok(out)
 }
@@ -238,6 +253,38 @@ fn schedule(v: &Value) -> Result<Schedule> {
         }
     }
     Ok(s)
+}
+
+fn drill(v: &Value) -> Result<DrillCheck> {
+    let (mut service, mut check) = (None, None);
+    for (key, v) in entries(v, &["service", "check"])? {
+        match key {
+            "service" => {
+                let name = v.as_str().context("service must be a string: the service to run the check in")?;
+                let ok = !name.is_empty()
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                    && !name.starts_with(['-', '.']);
+                if !ok {
+                    bail!("service {name:?} is not a service name");
+                }
+                service = Some(name.to_string());
+            }
+            _ => {
+                let words = v.as_sequence().context("check must be a list of words (no shell string): [psql, -c, …]")?;
+                let words: Vec<String> = words
+                    .iter()
+                    .map(|w| w.as_str().map(str::to_string).context("every word of check must be a string"))
+                    .collect::<Result<_>>()?;
+                if words.is_empty() || words[0].is_empty() {
+                    bail!("check must name a command");
+                }
+                check = Some(words);
+            }
+        }
+    }
+    let service = service.context("names no service: write {service: NAME, check: [WORD, …]}")?;
+    let check = check.context("names no check command: write {service: NAME, check: [WORD, …]}")?;
+    Ok(DrillCheck { service, check })
 }
 
 /// `HH:MM` on a 24-hour clock.
@@ -333,6 +380,27 @@ mod tests {
             "notify: 7",
         ] {
             assert!(ops(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_drill_check_is_a_list_of_words_in_a_named_service() {
+        let o = ops("drill: {service: db, check: [psql, -U, app, -c, 'SELECT 1']}").unwrap();
+        let want = DrillCheck { service: "db".into(), check: ["psql", "-U", "app", "-c", "SELECT 1"].map(String::from).to_vec() };
+        assert_eq!(o.drill, Some(want));
+        assert_eq!(ops("remotes: {}").unwrap().drill, None);
+        for bad in [
+            "drill: {service: db, check: 'psql -c 1'}",
+            "drill: {service: db, check: []}",
+            "drill: {service: db, check: [psql, 1]}",
+            "drill: {service: db}",
+            "drill: {check: [true]}",
+            "drill: {service: '-x', check: [true]}",
+            "drill: {service: db, check: [true], shell: yes}",
+            "drill: [db]",
+        ] {
+            let e = format!("{:#}", ops(bad).map(drop).unwrap_err());
+            assert!(e.starts_with("x-xtask.drill"), "{bad}: {e}");
         }
     }
 

@@ -120,41 +120,84 @@ pub fn verification(path: &Path) -> &'static str {
     }
 }
 
-/// The newest successful `verify --deep` of a project (local or remote: a restore drill), kept in
-/// the backup directory as `.xtask-deep-verify-<project>.json` for `check`. Only a record for
-/// monitoring (whoever can write the directory can write it); nothing is decided from it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// The newest successful `verify --deep` or `drill` of a project (local or remote), and the
+/// last drill whatever its outcome, kept in the backup directory as
+/// `.xtask-deep-verify-<project>.json` for `check`. Only a record for monitoring (whoever can
+/// write the directory can write it); nothing is decided from it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct DeepRecord {
-    /// When the verify succeeded: UTC, RFC 3339.
+    /// When the newest deep verify or drill succeeded: UTC, RFC 3339 (empty: none yet).
+    #[serde(default)]
     pub at: String,
     /// The archive it read (a path, or `REMOTE:NAME`).
+    #[serde(default)]
     pub archive: String,
+    /// The last drill, successful or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillRecord>,
+}
+
+/// One restore drill's outcome.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DrillRecord {
+    /// When it ended: UTC, RFC 3339.
+    pub at: String,
+    pub archive: String,
+    pub ok: bool,
+    /// The time to recover: from the start of the restore until every service was healthy
+    /// (None: it never got there).
+    pub seconds: Option<f64>,
+    /// Why it failed (None: it succeeded).
+    pub reason: Option<String>,
 }
 
 fn deep_record_path(dir: &Path, project: &str) -> PathBuf {
     dir.join(format!(".xtask-deep-verify-{project}.json"))
 }
 
-/// Records a successful deep verify of `archive` now (atomically); a failure to write is only
-/// warned about: the verify itself succeeded.
+/// UTC now in RFC 3339.
+pub fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// Records a successful deep verify of `archive` now (atomically; the last drill kept); a
+/// failure to write is only warned about: the verify itself succeeded.
 pub fn record_deep(dir: &Path, project: &str, archive: &str) {
-    let at = OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
-    let record = DeepRecord { at, archive: archive.to_string() };
-    let written = serde_json::to_vec(&record)
-        .map_err(anyhow::Error::from)
-        .and_then(|json| crate::files::write_atomic(&deep_record_path(dir, project), &json, 0o600));
-    if let Err(e) = written {
+    let mut record = read_deep(dir, project).unwrap_or_default();
+    (record.at, record.archive) = (now_rfc3339(), archive.to_string());
+    if let Err(e) = write_deep(dir, project, &record) {
         eprintln!("warning: the deep verify succeeded but was not recorded for `check`: {e:#}");
     }
 }
 
-/// When the newest successful deep verify of `project` ran and what it read (None: none recorded,
-/// or a record that is not ours).
-pub fn last_deep(dir: &Path, project: &str) -> Option<(OffsetDateTime, DeepRecord)> {
+/// Records a drill's outcome (atomically): always as the last drill, and as the newest success
+/// when it succeeded.
+pub fn record_drill(dir: &Path, project: &str, drill: DrillRecord) -> Result<()> {
+    let mut record = read_deep(dir, project).unwrap_or_default();
+    if drill.ok {
+        (record.at, record.archive) = (drill.at.clone(), drill.archive.clone());
+    }
+    record.drill = Some(drill);
+    write_deep(dir, project, &record)
+}
+
+fn write_deep(dir: &Path, project: &str, record: &DeepRecord) -> Result<()> {
+    let json = serde_json::to_vec(record)?;
+    crate::files::write_atomic(&deep_record_path(dir, project), &json, 0o600)
+}
+
+/// The record of `project` as it is (None: none, or one that is not ours).
+pub fn read_deep(dir: &Path, project: &str) -> Option<DeepRecord> {
     let f = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(deep_record_path(dir, project)).ok()?;
     let mut text = Vec::new();
-    f.take(4096).read_to_end(&mut text).ok()?;
-    let record: DeepRecord = serde_json::from_slice(&text).ok()?;
+    f.take(16384).read_to_end(&mut text).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// When the newest successful deep verify or drill of `project` ran and what it read (None:
+/// none recorded, or a record that is not ours).
+pub fn last_deep(dir: &Path, project: &str) -> Option<(OffsetDateTime, DeepRecord)> {
+    let record = read_deep(dir, project)?;
     let at = OffsetDateTime::parse(&record.at, &time::format_description::well_known::Rfc3339).ok()?;
     Some((at, record))
 }

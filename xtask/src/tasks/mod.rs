@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod check;
 pub mod clean;
 pub mod deep;
+pub mod drill;
 pub mod engines;
 pub mod migrate;
 pub mod offsite;

@@ -1,5 +1,5 @@
 //! `schedule install|show|remove`: the nightly backup (pushed when asked) with the prunes of the
-//! retention in `x-xtask.retention`, and the restore drill (a deep verify on `x-xtask.schedule`'s
+//! retention in `x-xtask.retention`, and the restore drill (`drill --latest` on `x-xtask.schedule`'s
 //! or `--drill`'s cadence), as systemd service and timer units or, where systemd does not run,
 //! cron lines. Decide, then do: [`units`] builds every text from plain inputs (pure, tested);
 //! this module finds the binary, the places and the stack's arguments, writes each file

@@ -74,8 +74,8 @@ fn keep_args(k: &Keep) -> Vec<String> {
 }
 
 /// The jobs: the backup (pushed when asked) then the local prune (and the remote's), and the
-/// drill an hour later on its cadence (a deep verify of the newest archive, the remote's when
-/// the backup pushes).
+/// drill an hour later on its cadence (`drill --latest`: the newest archive restored into a
+/// throwaway copy of the stack, the remote's when the backup pushes).
 pub fn jobs(i: &Inputs) -> Vec<Job> {
     let (hour, minute) = (&i.at[..2], &i.at[3..]);
     let dir = i.backup_dir.as_str();
@@ -87,7 +87,7 @@ pub fn jobs(i: &Inputs) -> Vec<Job> {
     let keep = keep_args(&i.keep);
     let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
     commands.push(command(i, &[&["prune", "--output-dir", dir][..], &keep].concat()));
-    let mut drill = vec!["verify", "--latest", "--deep", "--output-dir", dir];
+    let mut drill = vec!["drill", "--latest", "--output-dir", dir];
     if let Some(r) = &i.push {
         commands.push(command(i, &[&["prune", "--remote", r.as_str()][..], &keep].concat()));
         drill.extend(["--remote", r.as_str()]);
@@ -112,7 +112,7 @@ pub fn jobs(i: &Inputs) -> Vec<Job> {
         Job {
             name: "drill",
             description: format!(
-                "Restore drill of stack {}: deep verify of the newest archive ({})",
+                "Restore drill of stack {}: the newest archive restored into a throwaway copy ({})",
                 i.project,
                 i.drill.as_str()
             ),
@@ -294,7 +294,8 @@ mod tests {
         assert_eq!((backup.calendar.as_str(), backup.cron.as_str()), ("*-*-* 03:15:00", "15 03 * * *"));
         let drill = &jobs[1];
         assert_eq!((drill.calendar.as_str(), drill.cron.as_str()), ("Sun *-*-* 04:15:00", "15 04 * * 0"));
-        assert!(drill.commands[0].ends_with(&["--remote".to_string(), "offsite".to_string()]));
+        let drill_args: Vec<&str> = drill.commands[0][5..].iter().map(String::as_str).collect();
+        assert_eq!(drill_args, ["--quiet", "drill", "--latest", "--output-dir", "/var/backups/app", "--remote", "offsite"]);
         let monthly = super::jobs(&Inputs { drill: Cadence::Monthly, at: "23:30".into(), push: None, ..inputs() });
         assert_eq!(monthly[1].calendar, "*-*-01 00:30:00");
         assert_eq!(monthly[0].commands.len(), 2, "no remote prune without a push");
