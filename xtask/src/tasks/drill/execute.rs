@@ -52,6 +52,7 @@ pub fn dry_run(ctx: &Ctx, opts: &Options) -> Result<Outcome> {
 /// the file and the plan.
 pub fn write_throwaway(ctx: &Ctx, drill_project: &str, scratch: &Path) -> Result<(PathBuf, Throwaway)> {
     let t = plan(ctx, drill_project, scratch)?;
+    std::fs::create_dir(throwaway::project_dir(scratch))?;
     for r in &t.binds {
         seed_bind(r).with_context(|| format!("prepare the drill's copy of bind {}", r.live))?;
     }

@@ -143,7 +143,7 @@ fn attempt(
     let selection = Selection {
         files: vec![file.clone()],
         project_name: Some(drill_project.to_string()),
-        project_dir: Some(scratch.clone()),
+        project_dir: Some(throwaway::project_dir(&scratch)),
         ..Selection::default()
     };
     let drill_ctx = ctx.for_selection(&selection)?;

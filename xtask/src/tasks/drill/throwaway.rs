@@ -49,7 +49,7 @@ pub fn throwaway(config: &Value, live_project: &str, drill: &str, scratch: &Path
     doc.insert("name".into(), Value::String(drill.to_string()));
     let volumes = rename_volumes(&mut doc, drill)?;
     let networks = rename_networks(&mut doc, drill)?;
-    let binds = redirects(&doc, scratch)?;
+    let binds = redirects(&doc, scratch, live_dir)?;
     let services = doc.get_mut("services").and_then(Value::as_object_mut);
     for (name, service) in services.into_iter().flatten() {
         let s = service.as_object_mut().with_context(|| format!("service {name} is not an object"))?;
@@ -100,9 +100,17 @@ fn rename_networks(doc: &mut Map<String, Value>, drill: &str) -> Result<Vec<Stri
     Ok(out)
 }
 
-/// The bind sources of every service, each with its place under `scratch/binds/`: numbered in
-/// path order, a source inside another one keeps its place inside that one's.
-fn redirects(doc: &Map<String, Value>, scratch: &Path) -> Result<Vec<Redirect>> {
+/// The throwaway stack's project directory: a bind inside the live project directory keeps its
+/// place relative to it there (so the restore knows it as the same bind of a moved checkout).
+pub fn project_dir(scratch: &Path) -> PathBuf {
+    scratch.join("project")
+}
+
+/// The bind sources of every service, each with its place in the scratch directory: under
+/// [`project_dir`] at its place relative to the live project directory, else under
+/// `scratch/binds/` numbered in path order; a source inside another one keeps its place inside
+/// that one's.
+fn redirects(doc: &Map<String, Value>, scratch: &Path, live_dir: &Path) -> Result<Vec<Redirect>> {
     let mut sources: BTreeMap<String, bool> = BTreeMap::new();
     let services = doc.get("services").and_then(Value::as_object);
     for (name, service) in services.into_iter().flatten() {
@@ -126,6 +134,9 @@ fn redirects(doc: &Map<String, Value>, scratch: &Path) -> Result<Vec<Redirect>> 
         let outer = out.iter().find(|o| !o.nested && Path::new(&live).starts_with(&o.live));
         let place = match outer {
             Some(o) => o.scratch.join(Path::new(&live).strip_prefix(&o.live).unwrap_or(Path::new(""))),
+            None if Path::new(&live).starts_with(live_dir) => {
+                project_dir(scratch).join(Path::new(&live).strip_prefix(live_dir).unwrap_or(Path::new("")))
+            }
             None => {
                 let base = Path::new(&live).file_name().map(|n| n.to_string_lossy().into_owned());
                 scratch.join("binds").join(format!("{i}-{}", base.unwrap_or_else(|| "root".into())))
@@ -282,7 +293,8 @@ mod tests {
                             {"type": "bind", "source": "/srv/shop/nginx.conf", "target": "/etc/nginx.conf", "read_only": true},
                             {"type": "volume", "source": "shared", "target": "/shared"}]},
                 "worker": {"image": "shop-worker",
-                           "volumes": [{"type": "bind", "source": "/srv/shop/media", "target": "/media", "read_only": true}]}
+                           "volumes": [{"type": "bind", "source": "/srv/shop/media", "target": "/media", "read_only": true},
+                                       {"type": "bind", "source": "/var/shop-data", "target": "/d"}]}
             },
             "x-xtask": {"notify": ["https://hc-ping.com/x"], "remotes": {"off": {"url": "s3://b/p"}},
                         "sign": {"allowed_signers_file": "keys/signers"},
@@ -335,17 +347,24 @@ mod tests {
     fn binds_go_into_the_scratch_directory_nested_ones_inside_their_outer_one() {
         let t = drill();
         let web = &t.document["services"]["web"]["volumes"];
-        assert_eq!(web[0]["source"], "/tmp/d/binds/0-media");
-        assert_eq!(web[1]["source"], "/tmp/d/binds/0-media/thumbs");
-        assert_eq!(web[2]["source"], "/tmp/d/binds/2-nginx.conf");
-        assert_eq!(t.document["services"]["worker"]["volumes"][0]["source"], "/tmp/d/binds/0-media");
+        assert_eq!(web[0]["source"], "/tmp/d/project/media", "its place in the project directory kept");
+        assert_eq!(web[1]["source"], "/tmp/d/project/media/thumbs");
+        assert_eq!(web[2]["source"], "/tmp/d/project/nginx.conf");
+        let worker = &t.document["services"]["worker"]["volumes"];
+        assert_eq!((&worker[0]["source"], &worker[1]["source"]), (&json!("/tmp/d/project/media"), &json!("/tmp/d/binds/3-shop-data")));
         let ro: Vec<(&str, bool, bool)> = t.binds.iter().map(|r| (r.live.as_str(), r.read_only, r.nested)).collect();
         assert_eq!(
             ro,
-            [("/srv/shop/media", false, false), ("/srv/shop/media/thumbs", false, true), ("/srv/shop/nginx.conf", true, false)],
+            [
+                ("/srv/shop/media", false, false),
+                ("/srv/shop/media/thumbs", false, true),
+                ("/srv/shop/nginx.conf", true, false),
+                ("/var/shop-data", false, false)
+            ],
             "read-only only when every mount of it is"
         );
-        assert!(!t.document["services"].to_string().contains("/srv/shop/media"), "no live bind left");
+        let text = t.document["services"].to_string();
+        assert!(!text.contains("\"/srv/shop") && !text.contains("/var/shop-data\""), "no live bind left: {text}");
     }
 
     #[test]
@@ -354,7 +373,7 @@ mod tests {
         let x = &t.document["x-xtask"];
         assert!(x.get("notify").is_none() && x.get("remotes").is_none(), "{x}");
         assert_eq!(x["sign"]["allowed_signers_file"], "/srv/shop/keys/signers");
-        assert_eq!(x["binds"], json!({"/tmp/d/binds/0-media": {"role": "uploads"}}));
+        assert_eq!(x["binds"], json!({"/tmp/d/project/media": {"role": "uploads"}}));
     }
 
     #[test]
