@@ -354,7 +354,13 @@ pub struct DrillArgs {
 
 impl DrillArgs {
     pub fn options(self) -> drill::Options {
-        drill::Options { archive: self.archive, remote: self.remote, dir: self.dir.path(), keep: self.keep, json: self.json }
+        drill::Options {
+            archive: self.archive,
+            remote: self.remote,
+            dir: self.dir.path(),
+            keep: self.keep,
+            json: self.json,
+        }
     }
 }
 

@@ -53,18 +53,25 @@ fn live_state(stack: &TestStack, dir: &Path) -> String {
     let ids = docker_ok(&["ps", "-aq", "--filter", &label]);
     let mut ids: Vec<&str> = ids.split_whitespace().collect();
     ids.sort();
-    let mut args = vec!["inspect", "--format", "{{.Id}} {{.Name}} {{.State.Status}} {{.State.StartedAt}} {{.RestartCount}}"];
+    let mut args =
+        vec!["inspect", "--format", "{{.Id}} {{.Name}} {{.State.Status}} {{.State.StartedAt}} {{.RestartCount}}"];
     args.extend(ids);
     let containers = docker_ok(&args);
     let volumes = docker_ok(&["volume", "ls", "--quiet", "--filter", &format!("name=^{}-", stack.project)]);
-    let files = on_volume(&stack.volume("files"), Access::ReadOnly, "cd /v && find . -type f -exec sha256sum {} + | sort");
+    let files =
+        on_volume(&stack.volume("files"), Access::ReadOnly, "cd /v && find . -type f -exec sha256sum {} + | sort");
     let mut binds = String::new();
     for name in ["uploads/photo.txt", "app.conf"] {
         let meta = std::fs::metadata(dir.join(name)).unwrap();
         binds += &format!("{name} {:?} {:?}\n", std::fs::read(dir.join(name)).unwrap(), meta.modified().unwrap());
     }
-    let listing: Vec<String> = std::fs::read_dir(dir.join("uploads")).unwrap().map(|e| e.unwrap().path().display().to_string()).collect();
-    let rows = psql(&format!("{}-pg", stack.project), "app", "SELECT md5(string_agg(id::text || name, ',' ORDER BY id)) FROM items");
+    let listing: Vec<String> =
+        std::fs::read_dir(dir.join("uploads")).unwrap().map(|e| e.unwrap().path().display().to_string()).collect();
+    let rows = psql(
+        &format!("{}-pg", stack.project),
+        "app",
+        "SELECT md5(string_agg(id::text || name, ',' ORDER BY id)) FROM items",
+    );
     format!("{containers}\n{volumes}\n{files}\n{binds}{listing:?}\n{rows}")
 }
 
@@ -114,7 +121,10 @@ fn drill_restores_into_a_throwaway_copy_and_leaves_the_live_stack_and_nothing_el
     assert_eq!(code, 0, "the drill succeeds:\n{out}\n{err}");
     let outcome: Value = serde_json::from_str(&out).expect("JSON on stdout");
     let seconds = outcome["seconds"].as_f64().expect("the time to recover");
-    assert!(outcome["ok"] == true && seconds > 0.0 && seconds >= outcome["restore_seconds"].as_f64().unwrap(), "{outcome}");
+    assert!(
+        outcome["ok"] == true && seconds > 0.0 && seconds >= outcome["restore_seconds"].as_f64().unwrap(),
+        "{outcome}"
+    );
     assert!(err.contains("run the drill's check in service db"), "the check ran:\n{err}");
     assert_eq!(live_state(&stack, &project.0), before, "nothing of the live stack changed");
     assert_eq!(drill_leftovers(&stack), "", "nothing of the drill is left");

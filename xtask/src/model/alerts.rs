@@ -270,7 +270,8 @@ fn drill(v: &Value) -> Result<DrillCheck> {
                 service = Some(name.to_string());
             }
             _ => {
-                let words = v.as_sequence().context("check must be a list of words (no shell string): [psql, -c, …]")?;
+                let words =
+                    v.as_sequence().context("check must be a list of words (no shell string): [psql, -c, …]")?;
                 let words: Vec<String> = words
                     .iter()
                     .map(|w| w.as_str().map(str::to_string).context("every word of check must be a string"))
@@ -386,7 +387,10 @@ mod tests {
     #[test]
     fn the_drill_check_is_a_list_of_words_in_a_named_service() {
         let o = ops("drill: {service: db, check: [psql, -U, app, -c, 'SELECT 1']}").unwrap();
-        let want = DrillCheck { service: "db".into(), check: ["psql", "-U", "app", "-c", "SELECT 1"].map(String::from).to_vec() };
+        let want = DrillCheck {
+            service: "db".into(),
+            check: ["psql", "-U", "app", "-c", "SELECT 1"].map(String::from).to_vec(),
+        };
         assert_eq!(o.drill, Some(want));
         assert_eq!(ops("remotes: {}").unwrap().drill, None);
         for bad in [

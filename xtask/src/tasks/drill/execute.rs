@@ -84,7 +84,10 @@ pub fn settle_escaping(drill: &Ctx, t: &Throwaway, file: &Path) -> Result<()> {
     let escaped = serde_json::to_vec_pretty(&throwaway::escape_dollars(&t.document))?;
     crate::files::write_atomic(file, &escaped, 0o600)?;
     if read_back()? != wanted {
-        bail!("the throwaway stack's compose file does not read back as written (its `$` characters); {}", file.display());
+        bail!(
+            "the throwaway stack's compose file does not read back as written (its `$` characters); {}",
+            file.display()
+        );
     }
     Ok(())
 }
@@ -133,9 +136,8 @@ pub fn start_and_wait(drill: &Ctx) -> Result<()> {
     docker.apply(&docker.compose(&drill.stack, ["up", "--detach", "--no-build"]))?;
     let names: Vec<String> = crate::engine::services::ps(docker, &drill.stack)?.into_iter().map(|e| e.name).collect();
     let (docker, quiet) = (docker.clone(), drill.ui.quiet);
-    let waiting = std::thread::spawn(move || {
-        crate::engine::services::wait_until_up(&docker, &names, &crate::ui::Ui { quiet })
-    });
+    let waiting =
+        std::thread::spawn(move || crate::engine::services::wait_until_up(&docker, &names, &crate::ui::Ui { quiet }));
     while !waiting.is_finished() {
         crate::signals::check()?;
         std::thread::sleep(std::time::Duration::from_millis(100));
@@ -150,9 +152,9 @@ pub fn run_check(drill: &Ctx, check: &DrillCheck) -> Result<()> {
     drill.ui.step(&format!("run the drill's check in service {}: {}", check.service, check.check.join(" ")));
     let mut args = vec!["exec".to_string(), "-T".into(), check.service.clone()];
     args.extend(check.check.iter().cloned());
-    docker.change(&docker.compose(&drill.stack, args)).with_context(|| {
-        format!("x-xtask.drill.check failed in service {} of the restored copy", check.service)
-    })?;
+    docker
+        .change(&docker.compose(&drill.stack, args))
+        .with_context(|| format!("x-xtask.drill.check failed in service {} of the restored copy", check.service))?;
     Ok(())
 }
 

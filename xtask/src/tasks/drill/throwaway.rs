@@ -44,7 +44,13 @@ const DROPPED_SERVICE_KEYS: [&str; 6] = ["ports", "container_name", "profiles", 
 /// The throwaway copy of the live stack described by `config` (the JSON of `docker compose
 /// config --format json`): project `drill`, scratch directory `scratch`, the live project
 /// directory `live_dir` (against which `x-xtask` paths are resolved).
-pub fn throwaway(config: &Value, live_project: &str, drill: &str, scratch: &Path, live_dir: &Path) -> Result<Throwaway> {
+pub fn throwaway(
+    config: &Value,
+    live_project: &str,
+    drill: &str,
+    scratch: &Path,
+    live_dir: &Path,
+) -> Result<Throwaway> {
     let mut doc = config.as_object().cloned().context("`docker compose config` did not print an object")?;
     doc.insert("name".into(), Value::String(drill.to_string()));
     let volumes = rename_volumes(&mut doc, drill)?;
@@ -237,7 +243,9 @@ pub fn escape_dollars(v: &Value) -> Value {
     match v {
         Value::String(s) => Value::String(s.replace('$', "$$")),
         Value::Array(items) => Value::Array(items.iter().map(escape_dollars).collect()),
-        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.replace('$', "$$"), escape_dollars(v))).collect()),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.replace('$', "$$"), escape_dollars(v))).collect())
+        }
         other => other.clone(),
     }
 }
@@ -351,7 +359,10 @@ mod tests {
         assert_eq!(web[1]["source"], "/tmp/d/project/media/thumbs");
         assert_eq!(web[2]["source"], "/tmp/d/project/nginx.conf");
         let worker = &t.document["services"]["worker"]["volumes"];
-        assert_eq!((&worker[0]["source"], &worker[1]["source"]), (&json!("/tmp/d/project/media"), &json!("/tmp/d/binds/3-shop-data")));
+        assert_eq!(
+            (&worker[0]["source"], &worker[1]["source"]),
+            (&json!("/tmp/d/project/media"), &json!("/tmp/d/binds/3-shop-data"))
+        );
         let ro: Vec<(&str, bool, bool)> = t.binds.iter().map(|r| (r.live.as_str(), r.read_only, r.nested)).collect();
         assert_eq!(
             ro,

@@ -295,7 +295,10 @@ mod tests {
         let drill = &jobs[1];
         assert_eq!((drill.calendar.as_str(), drill.cron.as_str()), ("Sun *-*-* 04:15:00", "15 04 * * 0"));
         let drill_args: Vec<&str> = drill.commands[0][5..].iter().map(String::as_str).collect();
-        assert_eq!(drill_args, ["--quiet", "drill", "--latest", "--output-dir", "/var/backups/app", "--remote", "offsite"]);
+        assert_eq!(
+            drill_args,
+            ["--quiet", "drill", "--latest", "--output-dir", "/var/backups/app", "--remote", "offsite"]
+        );
         let monthly = super::jobs(&Inputs { drill: Cadence::Monthly, at: "23:30".into(), push: None, ..inputs() });
         assert_eq!(monthly[1].calendar, "*-*-01 00:30:00");
         assert_eq!(monthly[0].commands.len(), 2, "no remote prune without a push");
