@@ -151,6 +151,19 @@ pub struct DrillRecord {
     pub reason: Option<String>,
 }
 
+impl DeepRecord {
+    /// The last drill when it failed and no success came after it: (archive, why).
+    pub fn failed_drill(&self) -> Option<(String, String)> {
+        let d = self.drill.as_ref().filter(|d| !d.ok)?;
+        let parse = |t: &str| OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok();
+        let newer = match (parse(&d.at), parse(&self.at)) {
+            (Some(drill), Some(success)) => drill > success,
+            _ => true,
+        };
+        newer.then(|| (d.archive.clone(), d.reason.clone().unwrap_or_default()))
+    }
+}
+
 fn deep_record_path(dir: &Path, project: &str) -> PathBuf {
     dir.join(format!(".xtask-deep-verify-{project}.json"))
 }
@@ -585,6 +598,33 @@ pub fn sha256_of(path: &Path) -> Result<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_drill_is_recorded_beside_the_newest_success_and_a_failure_never_replaces_it() {
+        let dir = std::env::temp_dir().join(format!("xtask-drillrec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let drill = |at: &str, ok: bool| DrillRecord {
+            at: at.into(),
+            archive: format!("a-{at}"),
+            ok,
+            seconds: ok.then_some(12.5),
+            reason: (!ok).then(|| "db did not come up".to_string()),
+        };
+        record_drill(&dir, "p", drill("2026-01-01T00:00:00Z", true)).unwrap();
+        let (_, r) = last_deep(&dir, "p").unwrap();
+        assert_eq!((r.archive.as_str(), r.failed_drill()), ("a-2026-01-01T00:00:00Z", None));
+        record_drill(&dir, "p", drill("2026-01-02T00:00:00Z", false)).unwrap();
+        let (_, r) = last_deep(&dir, "p").unwrap();
+        assert_eq!(r.at, "2026-01-01T00:00:00Z", "the newest success stays");
+        assert_eq!(r.failed_drill(), Some(("a-2026-01-02T00:00:00Z".into(), "db did not come up".into())));
+        record_deep(&dir, "p", "verified");
+        let r = read_deep(&dir, "p").unwrap();
+        assert_eq!((r.archive.as_str(), r.failed_drill()), ("verified", None), "a later success outdates the failure");
+        assert!(r.drill.is_some(), "the last drill is kept by verify --deep");
+        let old: DeepRecord = serde_json::from_str(r#"{"at":"2026-01-01T00:00:00Z","archive":"x"}"#).unwrap();
+        assert_eq!(old.drill, None, "a record written before drills still reads");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn scan_reads_metadata_filters_by_project_and_sorts_newest_first() {

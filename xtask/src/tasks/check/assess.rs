@@ -64,6 +64,8 @@ pub struct Facts {
     /// The newest complete backup: when, and its file.
     pub newest_backup: Option<(OffsetDateTime, String)>,
     pub newest_deep_verify: Option<(OffsetDateTime, String)>,
+    /// The last drill when it failed after the newest success: (archive, why).
+    pub failed_drill: Option<(String, String)>,
     pub remotes: Vec<RemoteFact>,
     /// (name, why) of data no copy protects.
     pub unprotected: Vec<(String, String)>,
@@ -75,7 +77,7 @@ pub struct Facts {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Finding {
-    /// `disk`, `growth`, `backup_age`, `deep_verify_age`, `remote_age`, `protection` or `gather`.
+    /// `disk`, `growth`, `backup_age`, `deep_verify_age`, `drill`, `remote_age`, `protection` or `gather`.
     pub check: &'static str,
     pub subject: String,
     pub level: Level,
@@ -213,14 +215,21 @@ pub fn assess(f: &Facts, a: &Alerts) -> Report {
     let which = f.newest_deep_verify.as_ref().map(|b| b.1.as_str()).unwrap_or("none");
     let mut deep_finding = age_finding(
         "deep_verify_age",
-        "newest successful deep verify",
+        "newest successful drill or deep verify",
         &deep,
         which,
-        "cargo xtask verify --latest --deep",
+        "cargo xtask drill --latest",
     );
     // A drill overdue is a warning: the archives may still be good.
     deep_finding.level = deep_finding.level.min(Level::Warning);
     findings.push(deep_finding);
+    if let Some((archive, why)) = &f.failed_drill {
+        let why = why.lines().next().unwrap_or_default();
+        let message = format!(
+            "the last restore drill ({archive}) failed: {why}; see its logs, then `cargo xtask drill --latest`"
+        );
+        findings.push(Finding { check: "drill", subject: archive.clone(), level: Level::Warning, message });
+    }
     let mut remotes = Vec::new();
     for r in &f.remotes {
         remotes.push(remote(r, f.now, a, &mut findings));
@@ -390,6 +399,7 @@ mod tests {
             volumes: Vec::new(),
             newest_backup: Some((now() - time::Duration::hours(3), "full_backup_x.tar.gz".into())),
             newest_deep_verify: Some((now() - time::Duration::days(2), "full_backup_x.tar.gz".into())),
+            failed_drill: None,
             remotes: Vec::new(),
             unprotected: Vec::new(),
             not_in_newest: Vec::new(),
@@ -459,10 +469,19 @@ mod tests {
         let mut f = facts();
         f.newest_backup = Some((now() - time::Duration::hours(30), "b".into()));
         f.newest_deep_verify = None;
+        f.failed_drill = Some(("full_backup_y.tar.gz".into(), "db did not become healthy\nmore".into()));
         let r = assess(&f, &Alerts::defaults(Cadence::Monthly));
         let level = |c: &str| r.findings.iter().find(|x| x.check == c).unwrap().level;
         assert_eq!(level("backup_age"), Level::Warning);
         assert_eq!(level("deep_verify_age"), Level::Warning, "an overdue drill is never critical");
+        let drill = r.findings.iter().find(|x| x.check == "drill").expect("a failed drill is a finding");
+        assert_eq!(drill.level, Level::Warning);
+        assert!(
+            drill.message.contains("full_backup_y.tar.gz")
+                && drill.message.ends_with("healthy; see its logs, then `cargo xtask drill --latest`"),
+            "{}",
+            drill.message
+        );
         assert!(r.findings[1].message.contains("30h 0m old"), "{}", r.findings[1].message);
         f.newest_backup = None;
         assert_eq!(assess(&f, &Alerts::defaults(Cadence::Monthly)).exit_code, 2);

@@ -117,6 +117,7 @@ pub fn gather(ctx: &Ctx, dir: &Path, settings: &Offsite) -> Result<Facts> {
         volumes: Vec::new(),
         newest_backup: None,
         newest_deep_verify: local::last_deep(dir, &project).map(|(t, r)| (t, r.archive)),
+        failed_drill: local::read_deep(dir, &project).and_then(|r| r.failed_drill()),
         remotes: Vec::new(),
         unprotected: Vec::new(),
         not_in_newest: Vec::new(),

@@ -230,6 +230,7 @@ pub mod tests {
             }],
             newest_backup: Some((now - time::Duration::hours(2), "b".into())),
             newest_deep_verify: None,
+            failed_drill: None,
             remotes: vec![RemoteFact { name: "offsite".into(), newest: Ok(Some(now)) }],
             unprotected: Vec::new(),
             not_in_newest: Vec::new(),
