@@ -6,6 +6,8 @@
 //! copied configuration) passed; the live stack's containers, volumes, binds and rows exactly as
 //! before; nothing of the drill's project left. Then a drill of a damaged archive: exit 1, the
 //! failure recorded beside the earlier success, again nothing left and nothing live changed.
+//! And a drill of an archive that lacks the uploads (a database-only backup): the app does not
+//! come up in the copy; exit 1 naming it, its logs kept, nothing left, nothing live changed.
 #![allow(clippy::disallowed_methods)]
 
 mod common;
@@ -30,7 +32,7 @@ const COMPOSE: &str = r#"services:
     healthcheck:
       test: ["CMD-SHELL", "grep -q photo /uploads/photo.txt && grep -q setting /etc/app.conf"]
       interval: 1s
-      retries: 60
+      retries: ${APP_RETRIES:-60}
     volumes:
       - files:/data
       - ./uploads:/uploads
@@ -99,14 +101,12 @@ fn record(backups: &TempDir, project: &str) -> Value {
     serde_json::from_slice(&text).unwrap()
 }
 
-#[test]
-fn drill_restores_into_a_throwaway_copy_and_leaves_the_live_stack_and_nothing_else() {
-    if !engine() {
-        return;
-    }
-    let backups = TempDir::new("drill-backups");
-    let (project, mut stack) = stack_from("drill", COMPOSE, "DRILL_PREFIX");
+/// The test's stack, up, seeded: its project directory, the stack, the backup directory.
+fn seeded(name: &str, extra_env: &[(&str, &str)]) -> (TempDir, TestStack, TempDir) {
+    let backups = TempDir::new(&format!("{name}-backups"));
+    let (project, mut stack) = stack_from(name, COMPOSE, "DRILL_PREFIX");
     stack.env.push(("XTASK_BACKUP_DIR".into(), backups.s().to_string()));
+    stack.env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     std::fs::create_dir(project.0.join("uploads")).unwrap();
     std::fs::write(project.0.join("uploads/photo.txt"), "a photo\n").unwrap();
     std::fs::write(project.0.join("app.conf"), "setting = 1\n").unwrap();
@@ -114,6 +114,37 @@ fn drill_restores_into_a_throwaway_copy_and_leaves_the_live_stack_and_nothing_el
     let pg = format!("{}-pg", stack.project);
     psql(&pg, "app", "CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items SELECT g, 'n' || g FROM generate_series(1, 500) g");
     stack.exec("app", &["sh", "-c", "echo blob > /data/f.txt"], "");
+    (project, stack, backups)
+}
+
+#[test]
+fn drill_of_an_archive_without_the_uploads_fails_naming_the_service_and_keeps_its_logs() {
+    if !engine() {
+        return;
+    }
+    let (project, stack, backups) = seeded("drill-lacks", &[("APP_RETRIES", "3")]);
+    stack.xtask_ok(&["backup-db"]);
+    let before = live_state(&stack, &project.0);
+    let (code, out, err) = stack.xtask_code(&["drill", "--latest", "--json"]);
+    assert_eq!(code, 1, "the app cannot come up without its uploads:\n{out}\n{err}");
+    let failed: Value = serde_json::from_str(&out).expect("JSON on stdout also on failure");
+    let reason = failed["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("-app-1 is unhealthy"), "names the service: {failed}");
+    let logs = failed["logs"].as_str().expect("the logs are kept");
+    assert_eq!(Path::new(logs), backups.0.join(format!(".xtask-drill-{}.log", stack.project)));
+    let text = std::fs::read_to_string(logs).unwrap();
+    assert!(text.lines().any(|l| l.starts_with("db-1") || l.contains("db-1 ")), "the services' logs: {text}");
+    assert_eq!(record(&backups, &stack.project)["drill"]["ok"], false);
+    assert_eq!(live_state(&stack, &project.0), before, "nothing of the live stack changed");
+    assert_eq!(drill_leftovers(&stack), "", "nothing of the failed drill is left");
+}
+
+#[test]
+fn drill_restores_into_a_throwaway_copy_and_leaves_the_live_stack_and_nothing_else() {
+    if !engine() {
+        return;
+    }
+    let (project, stack, backups) = seeded("drill", &[]);
     stack.xtask_ok(&["backup"]);
 
     let before = live_state(&stack, &project.0);
