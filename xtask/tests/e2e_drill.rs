@@ -7,7 +7,9 @@
 //! before; nothing of the drill's project left. Then a drill of a damaged archive: exit 1, the
 //! failure recorded beside the earlier success, again nothing left and nothing live changed.
 //! And a drill of an archive that lacks the uploads (a database-only backup): the app does not
-//! come up in the copy; exit 1 naming it, its logs kept, nothing left, nothing live changed.
+//! come up in the copy; exit 1 naming it, its logs kept, nothing left, nothing live changed;
+//! and the same drill interrupted (SIGINT) while it waits for the copy's health: exit 1, the
+//! interruption recorded, nothing left, nothing live changed.
 #![allow(clippy::disallowed_methods)]
 
 mod common;
@@ -181,4 +183,39 @@ fn drill_restores_into_a_throwaway_copy_and_leaves_the_live_stack_and_nothing_el
     assert_eq!(r2["at"], r["at"], "the newest success stays what check reads: {r2}");
     assert_eq!(live_state(&stack, &project.0), before, "nothing of the live stack changed");
     assert_eq!(drill_leftovers(&stack), "", "nothing of the failed drill is left");
+}
+
+#[test]
+fn ctrl_c_while_the_copy_starts_removes_it_and_fails_the_drill() {
+    if !engine() {
+        return;
+    }
+    use std::io::BufRead;
+    // Without its uploads the app never becomes healthy: the drill waits until interrupted.
+    let (project, stack, backups) = seeded("drill-int", &[("APP_RETRIES", "100000")]);
+    stack.xtask_ok(&["backup-db"]);
+    let before = live_state(&stack, &project.0);
+    let mut child = stack.spawn(&["drill", "--latest"]);
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (mut seen, mut started) = (String::new(), false);
+    loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "the drill ended before its wait:\n{seen}");
+        seen += &line;
+        started |= line.contains("start every service of the throwaway stack");
+        if started && line.contains("wait until") {
+            break;
+        }
+    }
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "an interrupted drill fails:\n{seen}{rest}");
+    assert!(rest.contains("interrupted by SIGINT or SIGTERM"), "{rest}");
+    let r = record(&backups, &stack.project);
+    assert!(r["drill"]["ok"] == false && r["drill"]["reason"].as_str().unwrap().contains("interrupted"), "{r}");
+    assert_eq!(live_state(&stack, &project.0), before, "nothing of the live stack changed");
+    assert_eq!(drill_leftovers(&stack), "", "nothing of the interrupted drill is left");
 }
