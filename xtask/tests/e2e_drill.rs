@@ -6,6 +6,7 @@
 //! copied configuration) passed; the live stack's containers, volumes, binds and rows exactly as
 //! before; nothing of the drill's project left. Then a drill of a damaged archive: exit 1, the
 //! failure recorded beside the earlier success, again nothing left and nothing live changed.
+//! The drill tells the notifiers (a webhook on 127.0.0.1): success with its outcome, failure.
 //! And a drill of an archive that lacks the uploads (a database-only backup): the app does not
 //! come up in the copy; exit 1 naming it, its logs kept, nothing left, nothing live changed;
 //! and the same drill interrupted (SIGINT) while it waits for the copy's health: exit 1, the
@@ -48,6 +49,7 @@ volumes:
 x-xtask:
   binds: {./uploads: {role: uploads, priority: critical}}
   drill: {service: db, check: [psql, -X, -U, app, -d, app, -v, ON_ERROR_STOP=1, -c, "SELECT 1 / (count(*) / 500) FROM items"]}
+NOTIFY
 "#;
 
 /// What must not change on the live stack: its containers (id, name, state, start time), its
@@ -98,15 +100,51 @@ fn drill_leftovers(stack: &TestStack) -> String {
         .join("\n")
 }
 
+/// A tiny HTTP server on 127.0.0.1 answering 200 and keeping each request's JSON body.
+fn webhook_server() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = bodies.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                reader.read_line(&mut header).unwrap();
+                if header.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            record.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
+            let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK");
+        }
+    });
+    (port, bodies)
+}
+
+/// The webhook bodies of the drill task received so far (taken).
+fn drill_bodies(bodies: &std::sync::Arc<std::sync::Mutex<Vec<String>>>) -> Vec<Value> {
+    let taken = std::mem::take(&mut *bodies.lock().unwrap());
+    taken.iter().map(|b| serde_json::from_str::<Value>(b).unwrap()).filter(|v| v["task"] == "drill").collect()
+}
+
 fn record(backups: &TempDir, project: &str) -> Value {
     let text = std::fs::read(backups.0.join(format!(".xtask-deep-verify-{project}.json"))).expect("the drill's record");
     serde_json::from_slice(&text).unwrap()
 }
 
 /// The test's stack, up, seeded: its project directory, the stack, the backup directory.
-fn seeded(name: &str, extra_env: &[(&str, &str)]) -> (TempDir, TestStack, TempDir) {
+fn seeded(name: &str, extra_env: &[(&str, &str)], notify: &str) -> (TempDir, TestStack, TempDir) {
     let backups = TempDir::new(&format!("{name}-backups"));
-    let (project, mut stack) = stack_from(name, COMPOSE, "DRILL_PREFIX");
+    let (project, mut stack) = stack_from(name, &COMPOSE.replace("NOTIFY", notify), "DRILL_PREFIX");
     stack.env.push(("XTASK_BACKUP_DIR".into(), backups.s().to_string()));
     stack.env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     std::fs::create_dir(project.0.join("uploads")).unwrap();
@@ -124,7 +162,7 @@ fn drill_of_an_archive_without_the_uploads_fails_naming_the_service_and_keeps_it
     if !engine() {
         return;
     }
-    let (project, stack, backups) = seeded("drill-lacks", &[("APP_RETRIES", "3")]);
+    let (project, stack, backups) = seeded("drill-lacks", &[("APP_RETRIES", "3")], "");
     stack.xtask_ok(&["backup-db"]);
     let before = live_state(&stack, &project.0);
     let (code, out, err) = stack.xtask_code(&["drill", "--latest", "--json"]);
@@ -146,7 +184,9 @@ fn drill_restores_into_a_throwaway_copy_and_leaves_the_live_stack_and_nothing_el
     if !engine() {
         return;
     }
-    let (project, stack, backups) = seeded("drill", &[]);
+    let (port, bodies) = webhook_server();
+    let notify = format!("  notify: [{{url: 'http://127.0.0.1:{port}/hook', kind: webhook}}]");
+    let (project, stack, backups) = seeded("drill", &[], &notify);
     stack.xtask_ok(&["backup"]);
 
     let before = live_state(&stack, &project.0);
@@ -164,6 +204,9 @@ fn drill_restores_into_a_throwaway_copy_and_leaves_the_live_stack_and_nothing_el
     let r = record(&backups, &stack.project);
     assert_eq!((r["drill"]["ok"].as_bool(), r["drill"]["seconds"].as_f64()), (Some(true), Some(seconds)), "{r}");
     assert_eq!(r["at"], r["drill"]["at"], "the newest success is the drill: {r}");
+    let told = drill_bodies(&bodies);
+    assert_eq!(told.len(), 1, "one webhook call for the drill: {told:?}");
+    assert_eq!((told[0]["event"].as_str(), told[0]["details"]["seconds"].as_f64()), (Some("success"), Some(seconds)));
 
     // A damaged archive: one byte flipped in the middle of the gzip stream.
     let latest = outcome["archive"].as_str().unwrap().to_string();
@@ -181,6 +224,10 @@ fn drill_restores_into_a_throwaway_copy_and_leaves_the_live_stack_and_nothing_el
     assert_eq!(r2["drill"]["ok"], false, "the failure is recorded: {r2}");
     assert_eq!(r2["drill"]["reason"], failed["reason"]);
     assert_eq!(r2["at"], r["at"], "the newest success stays what check reads: {r2}");
+    let told = drill_bodies(&bodies);
+    assert_eq!(told.len(), 1, "one webhook call for the failed drill: {told:?}");
+    assert_eq!(told[0]["event"], "failure");
+    assert!(told[0]["message"].as_str().unwrap().contains("drill failed"), "{}", told[0]);
     assert_eq!(live_state(&stack, &project.0), before, "nothing of the live stack changed");
     assert_eq!(drill_leftovers(&stack), "", "nothing of the failed drill is left");
 }
@@ -192,7 +239,7 @@ fn ctrl_c_while_the_copy_starts_removes_it_and_fails_the_drill() {
     }
     use std::io::BufRead;
     // Without its uploads the app never becomes healthy: the drill waits until interrupted.
-    let (project, stack, backups) = seeded("drill-int", &[("APP_RETRIES", "100000")]);
+    let (project, stack, backups) = seeded("drill-int", &[("APP_RETRIES", "100000")], "");
     stack.xtask_ok(&["backup-db"]);
     let before = live_state(&stack, &project.0);
     let mut child = stack.spawn(&["drill", "--latest"]);

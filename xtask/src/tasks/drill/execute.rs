@@ -29,8 +29,19 @@ pub fn dry_run(ctx: &Ctx, opts: &Options) -> Result<Outcome> {
     let scratch = std::env::temp_dir().join(format!("xtask-drill-{}-SCRATCH", ctx.stack.name));
     let t = plan(ctx, &drill_project, &scratch)?;
     let archive = opts.archive.as_ref().map(|a| a.display().to_string()).unwrap_or_else(|| "the newest archive".into());
-    println!("would write this throwaway stack into a private scratch directory:");
-    println!("{}", serde_json::to_string_pretty(&t.document)?);
+    // A summary, never the document itself: its environment holds the stack's secrets.
+    println!("would write the throwaway stack {drill_project} into a private scratch directory {}:", scratch.display());
+    let services =
+        t.document["services"].as_object().map(|s| s.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+    println!("  services (no published ports, no container names, restart no): {}", services.join(", "));
+    for (key, live, scratch) in &t.volumes {
+        println!("  volume {key}: {scratch} instead of {live}");
+    }
+    for r in &t.binds {
+        let how = if r.read_only { "a copy of" } else { "empty, instead of" };
+        println!("  bind {}: {how} {}", r.scratch.display(), r.live);
+    }
+    println!("  networks: {}", t.networks.join(", "));
     println!(
         "would restore {archive} into it, start every service, wait for their health checks, run x-xtask.drill.check, \
          record the time to recover and remove it"
