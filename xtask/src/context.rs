@@ -22,6 +22,9 @@ pub struct Ctx {
     model: std::cell::OnceCell<(Project, Option<String>)>,
     /// What the reader of archives lets through that `x-xtask.sign`/`encrypt` would refuse.
     pub trust: Trust,
+    /// A drill's throwaway stack: (live host path, its copy's host path) of each bind, so that
+    /// a restore knows an archived bind of the live stack as the copy's (empty otherwise).
+    pub bind_moves: Vec<(String, String)>,
 }
 
 /// Exceptions to the reading policy of `x-xtask.sign` and `x-xtask.encrypt`, each asked for by
@@ -49,7 +52,8 @@ impl Ctx {
         let stack = if env.vars() == first.vars() { stack } else { selection.resolve_in(env.vars(), env.cwd())? };
         environment::install(env);
         let docker = if offline { None } else { Some(Docker::connect(dry_run, verbose)?) };
-        Ok(Ctx { stack, docker, ui: Ui { quiet }, model: std::cell::OnceCell::new(), trust: Trust::default() })
+        let model = std::cell::OnceCell::new();
+        Ok(Ctx { stack, docker, ui: Ui { quiet }, model, trust: Trust::default(), bind_moves: Vec::new() })
     }
 
     /// The context of another stack run by the same engine connection, output settings and
@@ -59,7 +63,8 @@ impl Ctx {
         let env = environment::current();
         let stack = selection.resolve_in(env.vars(), env.cwd())?;
         let ui = Ui { quiet: self.ui.quiet };
-        Ok(Ctx { stack, docker: self.docker.clone(), ui, model: std::cell::OnceCell::new(), trust: self.trust })
+        let model = std::cell::OnceCell::new();
+        Ok(Ctx { stack, docker: self.docker.clone(), ui, model, trust: self.trust, bind_moves: Vec::new() })
     }
 
     /// The docker runner, or an error saying the command cannot work offline.

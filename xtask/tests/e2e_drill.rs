@@ -1,6 +1,7 @@
 //! The restore drill end to end on the live engine, on a small stack of the test's own:
 //! PostgreSQL with a named volume, a published port and a fixed container name, and an app
-//! with a named volume, a bind holding uploads and a read-only configuration file. A backup,
+//! with a named volume, a bind holding uploads, a bind outside the project directory and a
+//! read-only configuration file. A backup,
 //! then `drill --latest`: exit 0, JSON with the time to recover, the drill's check (rows
 //! counted in the restored copy) and the app's health check (the restored uploads and the
 //! copied configuration) passed; the live stack's containers, volumes, binds and rows exactly as
@@ -33,12 +34,13 @@ const COMPOSE: &str = r#"services:
     image: ${APP_IMAGE:-busybox}
     command: ["sleep", "1000000"]
     healthcheck:
-      test: ["CMD-SHELL", "grep -q photo /uploads/photo.txt && grep -q setting /etc/app.conf"]
+      test: ["CMD-SHELL", "grep -q photo /uploads/photo.txt && grep -q picture /app/media/pic.txt && grep -q setting /etc/app.conf"]
       interval: 1s
       retries: ${APP_RETRIES:-60}
     volumes:
       - files:/data
       - ./uploads:/uploads
+      - ${DRILL_OUTSIDE}:/app/media
       - ./app.conf:/etc/app.conf:ro
 volumes:
   pg:
@@ -54,7 +56,7 @@ NOTIFY
 
 /// What must not change on the live stack: its containers (id, name, state, start time), its
 /// volumes and their files, its bind's files, its rows.
-fn live_state(stack: &TestStack, dir: &Path) -> String {
+fn live_state(stack: &TestStack, dir: &Path, outside: &Path) -> String {
     let label = format!("label=com.docker.compose.project={}", stack.project);
     let ids = docker_ok(&["ps", "-aq", "--filter", &label]);
     let mut ids: Vec<&str> = ids.split_whitespace().collect();
@@ -66,7 +68,11 @@ fn live_state(stack: &TestStack, dir: &Path) -> String {
     let volumes = docker_ok(&["volume", "ls", "--quiet", "--filter", &format!("name=^{}-", stack.project)]);
     let files =
         on_volume(&stack.volume("files"), Access::ReadOnly, "cd /v && find . -type f -exec sha256sum {} + | sort");
-    let mut binds = String::new();
+    let mut binds = format!(
+        "{:?} {:?}\n",
+        std::fs::read(outside.join("pic.txt")).unwrap(),
+        std::fs::metadata(outside.join("pic.txt")).unwrap().modified().unwrap()
+    );
     for name in ["uploads/photo.txt", "app.conf"] {
         let meta = std::fs::metadata(dir.join(name)).unwrap();
         binds += &format!("{name} {:?} {:?}\n", std::fs::read(dir.join(name)).unwrap(), meta.modified().unwrap());
@@ -142,11 +148,15 @@ fn record(backups: &TempDir, project: &str) -> Value {
 }
 
 /// The test's stack, up, seeded: its project directory, the stack, the backup directory.
-fn seeded(name: &str, extra_env: &[(&str, &str)], notify: &str) -> (TempDir, TestStack, TempDir) {
+fn seeded(name: &str, extra_env: &[(&str, &str)], notify: &str) -> (TempDir, TestStack, TempDir, TempDir) {
     let backups = TempDir::new(&format!("{name}-backups"));
     let (project, mut stack) = stack_from(name, &COMPOSE.replace("NOTIFY", notify), "DRILL_PREFIX");
     stack.env.push(("XTASK_BACKUP_DIR".into(), backups.s().to_string()));
     stack.env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    // A bind outside the project directory.
+    let outside = TempDir::new(&format!("{name}-outside"));
+    std::fs::write(outside.0.join("pic.txt"), "a picture\n").unwrap();
+    stack.env.push(("DRILL_OUTSIDE".into(), outside.s().to_string()));
     std::fs::create_dir(project.0.join("uploads")).unwrap();
     std::fs::write(project.0.join("uploads/photo.txt"), "a photo\n").unwrap();
     std::fs::write(project.0.join("app.conf"), "setting = 1\n").unwrap();
@@ -154,7 +164,7 @@ fn seeded(name: &str, extra_env: &[(&str, &str)], notify: &str) -> (TempDir, Tes
     let pg = format!("{}-pg", stack.project);
     psql(&pg, "app", "CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items SELECT g, 'n' || g FROM generate_series(1, 500) g");
     stack.exec("app", &["sh", "-c", "echo blob > /data/f.txt"], "");
-    (project, stack, backups)
+    (project, stack, backups, outside)
 }
 
 #[test]
@@ -162,9 +172,9 @@ fn drill_of_an_archive_without_the_uploads_fails_naming_the_service_and_keeps_it
     if !engine() {
         return;
     }
-    let (project, stack, backups) = seeded("drill-lacks", &[("APP_RETRIES", "3")], "");
+    let (project, stack, backups, outside) = seeded("drill-lacks", &[("APP_RETRIES", "3")], "");
     stack.xtask_ok(&["backup-db"]);
-    let before = live_state(&stack, &project.0);
+    let before = live_state(&stack, &project.0, &outside.0);
     let (code, out, err) = stack.xtask_code(&["drill", "--latest", "--json"]);
     assert_eq!(code, 1, "the app cannot come up without its uploads:\n{out}\n{err}");
     let failed: Value = serde_json::from_str(&out).expect("JSON on stdout also on failure");
@@ -175,7 +185,7 @@ fn drill_of_an_archive_without_the_uploads_fails_naming_the_service_and_keeps_it
     let text = std::fs::read_to_string(logs).unwrap();
     assert!(text.lines().any(|l| l.starts_with("db-1") || l.contains("db-1 ")), "the services' logs: {text}");
     assert_eq!(record(&backups, &stack.project)["drill"]["ok"], false);
-    assert_eq!(live_state(&stack, &project.0), before, "nothing of the live stack changed");
+    assert_eq!(live_state(&stack, &project.0, &outside.0), before, "nothing of the live stack changed");
     assert_eq!(drill_leftovers(&stack), "", "nothing of the failed drill is left");
 }
 
@@ -186,10 +196,10 @@ fn drill_restores_into_a_throwaway_copy_and_leaves_the_live_stack_and_nothing_el
     }
     let (port, bodies) = webhook_server();
     let notify = format!("  notify: [{{url: 'http://127.0.0.1:{port}/hook', kind: webhook}}]");
-    let (project, stack, backups) = seeded("drill", &[], &notify);
+    let (project, stack, backups, outside) = seeded("drill", &[], &notify);
     stack.xtask_ok(&["backup"]);
 
-    let before = live_state(&stack, &project.0);
+    let before = live_state(&stack, &project.0, &outside.0);
     let (code, out, err) = stack.xtask_code(&["drill", "--latest", "--json"]);
     assert_eq!(code, 0, "the drill succeeds:\n{out}\n{err}");
     let outcome: Value = serde_json::from_str(&out).expect("JSON on stdout");
@@ -199,7 +209,7 @@ fn drill_restores_into_a_throwaway_copy_and_leaves_the_live_stack_and_nothing_el
         "{outcome}"
     );
     assert!(err.contains("run the drill's check in service db"), "the check ran:\n{err}");
-    assert_eq!(live_state(&stack, &project.0), before, "nothing of the live stack changed");
+    assert_eq!(live_state(&stack, &project.0, &outside.0), before, "nothing of the live stack changed");
     assert_eq!(drill_leftovers(&stack), "", "nothing of the drill is left");
     let r = record(&backups, &stack.project);
     assert_eq!((r["drill"]["ok"].as_bool(), r["drill"]["seconds"].as_f64()), (Some(true), Some(seconds)), "{r}");
@@ -228,7 +238,7 @@ fn drill_restores_into_a_throwaway_copy_and_leaves_the_live_stack_and_nothing_el
     assert_eq!(told.len(), 1, "one webhook call for the failed drill: {told:?}");
     assert_eq!(told[0]["event"], "failure");
     assert!(told[0]["message"].as_str().unwrap().contains("drill failed"), "{}", told[0]);
-    assert_eq!(live_state(&stack, &project.0), before, "nothing of the live stack changed");
+    assert_eq!(live_state(&stack, &project.0, &outside.0), before, "nothing of the live stack changed");
     assert_eq!(drill_leftovers(&stack), "", "nothing of the failed drill is left");
 }
 
@@ -239,9 +249,9 @@ fn ctrl_c_while_the_copy_starts_removes_it_and_fails_the_drill() {
     }
     use std::io::BufRead;
     // Without its uploads the app never becomes healthy: the drill waits until interrupted.
-    let (project, stack, backups) = seeded("drill-int", &[("APP_RETRIES", "100000")], "");
+    let (project, stack, backups, outside) = seeded("drill-int", &[("APP_RETRIES", "100000")], "");
     stack.xtask_ok(&["backup-db"]);
-    let before = live_state(&stack, &project.0);
+    let before = live_state(&stack, &project.0, &outside.0);
     let mut child = stack.spawn(&["drill", "--latest"]);
     let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
     let (mut seen, mut started) = (String::new(), false);
@@ -263,6 +273,6 @@ fn ctrl_c_while_the_copy_starts_removes_it_and_fails_the_drill() {
     assert!(rest.contains("interrupted by SIGINT or SIGTERM"), "{rest}");
     let r = record(&backups, &stack.project);
     assert!(r["drill"]["ok"] == false && r["drill"]["reason"].as_str().unwrap().contains("interrupted"), "{r}");
-    assert_eq!(live_state(&stack, &project.0), before, "nothing of the live stack changed");
+    assert_eq!(live_state(&stack, &project.0, &outside.0), before, "nothing of the live stack changed");
     assert_eq!(drill_leftovers(&stack), "", "nothing of the interrupted drill is left");
 }

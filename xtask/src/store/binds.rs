@@ -18,6 +18,8 @@ pub struct StackBinds {
     pub binds: Vec<Bind>,
     /// The accounts' home directories (from `/etc/passwd`): held like `/home/*`.
     pub homes: Vec<String>,
+    /// A drill's binds: (live host path, the throwaway copy's), from [`Ctx::bind_moves`].
+    pub moves: Vec<(String, String)>,
 }
 
 impl StackBinds {
@@ -30,6 +32,7 @@ impl StackBinds {
             backup_dir,
             binds: ctx.binds()?,
             homes: homes.collect(),
+            moves: ctx.bind_moves.clone(),
         })
     }
 
@@ -38,6 +41,8 @@ impl StackBinds {
     /// ([`crate::model::binds::held`]) only when `named` (the user named it with `--only`).
     pub fn target_of(&self, meta: &Metadata, v: &archive::VolumeInfo, path: &str, named: bool) -> Result<&Bind> {
         let uses = v.bind_uses();
+        // In a drill's copy the live stack's bind is the copy's (the tool's own map, never the archive's).
+        let path = self.moves.iter().find(|(live, _)| live == path).map_or(path, |(_, copy)| copy.as_str());
         let recorded = Recorded { path, project_dir: meta.project_dir.as_deref(), uses: &uses };
         let protected = [self.project_dir.as_path(), self.backup_dir.as_path()];
         let bind = crate::model::binds::declared_target(&recorded, &self.binds, &self.project_dir, &protected)?;

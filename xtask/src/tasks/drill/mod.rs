@@ -77,7 +77,14 @@ fn drill(ctx: &Ctx, opts: &Options) -> Result<Outcome> {
     let drill_project = format!("{project}-drill-{}", std::process::id());
     let scratch = crate::files::private_temp_dir(&format!("xtask-drill-{project}"))?;
     let check = ctx.offsite().context("read x-xtask.drill")?.operations.drill;
-    let archive = pick(ctx, opts, &dir, &scratch.path)?;
+    let archive = match pick(ctx, opts, &dir, &scratch.path) {
+        Ok(archive) => archive,
+        Err(e) => {
+            let named = opts.archive.as_ref().map(|a| a.display().to_string()).unwrap_or_else(|| "--latest".into());
+            record(&dir, &project, &named, false, None, Some(format!("{e:#}")));
+            return Err(e.context("the restore drill has no archive to restore"));
+        }
+    };
     let shown = archive.display().to_string();
     let mut cleanup = execute::Cleanup::new(ctx.docker()?, scratch, opts.keep);
     let result = attempt(ctx, &mut cleanup, &drill_project, &archive, check.as_ref());
@@ -98,16 +105,22 @@ fn drill(ctx: &Ctx, opts: &Options) -> Result<Outcome> {
         logs,
         remove_with: cleanup.remove_command(),
     };
-    let short = reason.clone().map(|r| r.chars().take(2000).collect());
-    let record = DrillRecord { at: local::now_rfc3339(), archive: shown, ok, seconds: outcome.seconds, reason: short };
-    if let Err(e) = local::record_drill(&dir, &project, record) {
-        eprintln!("warning: the drill's outcome was not recorded for `check`: {e:#}");
-    }
+    record(&dir, &project, &shown, ok, outcome.seconds, reason);
     drop(cleanup);
     report(&outcome, opts.json)?;
     match result {
         Ok(_) => Ok(outcome),
         Err(e) => Err(e.context(format!("the restore drill of {} failed", outcome.archive))),
+    }
+}
+
+/// Records a drill's outcome for `check` (its reason cut to 2000 characters); a failure to
+/// write is a warning: the drill's own result stands.
+fn record(dir: &Path, project: &str, archive: &str, ok: bool, seconds: Option<f64>, reason: Option<String>) {
+    let reason = reason.map(|r| r.chars().take(2000).collect());
+    let drill = DrillRecord { at: local::now_rfc3339(), archive: archive.to_string(), ok, seconds, reason };
+    if let Err(e) = local::record_drill(dir, project, drill) {
+        eprintln!("warning: the drill's outcome was not recorded for `check`: {e:#}");
     }
 }
 
@@ -146,7 +159,9 @@ fn attempt(
         project_dir: Some(throwaway::project_dir(&scratch)),
         ..Selection::default()
     };
-    let drill_ctx = ctx.for_selection(&selection)?;
+    let mut drill_ctx = ctx.for_selection(&selection)?;
+    drill_ctx.bind_moves =
+        throwaway.binds.iter().map(|r| (r.live.clone(), r.scratch.to_string_lossy().into_owned())).collect();
     cleanup.arm(&drill_ctx, &throwaway);
     execute::settle_escaping(&drill_ctx, &throwaway, &file)?;
     crate::signals::check()?;

@@ -38,8 +38,9 @@ pub struct Throwaway {
 }
 
 /// Service keys dropped: published ports, fixed names, profiles (the config lists only the
-/// active services), live-only links and development watches.
-const DROPPED_SERVICE_KEYS: [&str; 6] = ["ports", "container_name", "profiles", "external_links", "develop", "links"];
+/// active services), links to containers outside the stack and development watches (`links`
+/// name services of the stack itself: kept).
+const DROPPED_SERVICE_KEYS: [&str; 5] = ["ports", "container_name", "profiles", "external_links", "develop"];
 
 /// The throwaway copy of the live stack described by `config` (the JSON of `docker compose
 /// config --format json`): project `drill`, scratch directory `scratch`, the live project

@@ -293,6 +293,7 @@ mod tests {
             backup_dir: "/nonexistent-backups".into(),
             binds: Vec::new(),
             homes: Vec::new(),
+            moves: Vec::new(),
         }
     }
 
@@ -364,6 +365,37 @@ mod tests {
         let p = plan(&sample(), &no_binds(), &m, &["app-backend-media".into()], false).unwrap();
         assert_eq!(p.volumes.len(), 1);
         assert_eq!(p.volumes[0].target, "app-backend-media");
+    }
+
+    /// A drill's copy binds `/tmp/copy/data` where the live stack binds `/srv/live/data`: the
+    /// live stack's archived bind goes into the copy's only through the tool's own map.
+    #[test]
+    fn a_drill_restores_the_live_bind_into_its_copy_by_the_tools_map_only() {
+        use crate::model::compose::{Mount, MountKind};
+        let mut p = sample();
+        let mount = Mount {
+            kind: MountKind::Bind,
+            source: Some("/tmp/copy/data".into()),
+            target: "/data".into(),
+            read_only: false,
+        };
+        p.services.iter_mut().find(|s| s.name == "backend").unwrap().mounts.push(mount);
+        let binds = crate::model::binds::binds(&p, &Default::default(), &|_| false);
+        let mut m = meta("app", &[]);
+        for (name, path) in [("binds/data", "/srv/live/data"), ("binds/other", "/srv/live/other")] {
+            let mut v = archive::Metadata::sample("app", &[(path, name)]).volumes.remove(0);
+            v.bind = Some(path.into());
+            v.bind_mounts = vec![archive::BindMount { service: "backend".into(), target: "/data".into() }];
+            m.volumes.push(v);
+        }
+        let without = plan(&p, &StackBinds { binds: binds.clone(), ..no_binds() }, &m, &[], false).unwrap();
+        assert!(without.volumes.is_empty() && without.refused.len() == 2, "{:?}", without.refused);
+        let moves = vec![("/srv/live/data".to_string(), "/tmp/copy/data".to_string())];
+        let with = plan(&p, &StackBinds { binds, moves, ..no_binds() }, &m, &[], false).unwrap();
+        let targets: Vec<&str> = with.volumes.iter().map(|v| v.target.as_str()).collect();
+        assert_eq!(targets, ["/tmp/copy/data"]);
+        let refused: Vec<&str> = with.refused.iter().map(|(item, _)| item.as_str()).collect();
+        assert_eq!(refused, ["binds/other"], "a path the map does not name is matched as before");
     }
 
     /// A stack binding `/srv/q/conf` (backend) and `/srv/q/conf/auth` inside it (proxy), and a
