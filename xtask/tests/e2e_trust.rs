@@ -305,11 +305,14 @@ fn crafted_archives_are_refused_and_change_nothing() {
     // The genuine archive still verifies and restores, with the dumps loaded as the postgres user.
     stack.xtask_ok(&["verify", genuine.to_str().unwrap(), "--output-dir", dir.s()]);
     // --dry-run never starts a container, not even verify --deep's throwaway ones.
-    let (ok, _, err) =
-        stack.xtask(&["verify", genuine.to_str().unwrap(), "--deep", "--dry-run", "--output-dir", dir.s()]);
-    assert!(ok && err.contains("--deep skipped"), "{err}");
-    let helpers =
-        docker_ok(&["ps", "--all", "--quiet", "--filter", "label=xtask.helper=1", "--filter", "name=xtask-verify"]);
+    // (Its own containers only: other runs on the machine may verify at the same time.)
+    let run = stack.spawn(&["verify", genuine.to_str().unwrap(), "--deep", "--dry-run", "--output-dir", dir.s()]);
+    let pid = run.id();
+    let out = run.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("--deep skipped"), "{err}");
+    let own = format!("label=xtask.pid={pid}");
+    let helpers = docker_ok(&["ps", "--all", "--quiet", "--filter", "label=xtask.helper=1", "--filter", &own]);
     assert!(helpers.trim().is_empty(), "{helpers}");
     psql(&db, "app", "DELETE FROM items WHERE id > 100");
     stack.xtask_ok(&["restore", genuine.to_str().unwrap(), "--yes", "--output-dir", dir.s()]);
