@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use super::{Metadata, CHECKSUMS, METADATA};
@@ -483,6 +483,64 @@ fn check_database(db: &super::DbInfo, format_version: u32) -> Result<()> {
         if let Some(t) = d.tables.keys().find(|t| !(record.is_table)(t)) {
             bad("table", t)?;
         }
+        if let Some(p) = &d.properties {
+            check_properties(p, db.engine).with_context(|| format!("metadata.json: database {:?}", d.name))?;
+        }
+    }
+    Ok(())
+}
+
+/// A PostgreSQL role name as an archive may give it: 1 to 63 bytes, no control character (it
+/// reaches SQL only as data, quoted by the server).
+fn is_role_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 63 && !s.chars().any(char::is_control)
+}
+
+/// Text an archive gives a database (a comment, a setting's value): at most 64 KiB, no NUL
+/// (it reaches SQL only as data, quoted by the server, and is never printed raw).
+fn is_db_text(s: &str) -> bool {
+    s.len() <= 65536 && !s.contains('\0')
+}
+
+/// A database's own properties (docs/archive-format.md): PostgreSQL's for a PostgreSQL
+/// service, MariaDB/MySQL's character set and collation for theirs, nothing for a hook.
+fn check_properties(p: &super::DbProperties, engine: super::DbEngine) -> Result<()> {
+    use super::DbEngine;
+    let pg = [p.owner.is_some(), p.connection_limit.is_some(), p.comment.is_some(), p.grants.is_some()];
+    let pg = pg.contains(&true) || !p.settings.is_empty();
+    let my = p.charset.is_some() || p.collation.is_some();
+    match engine {
+        DbEngine::Postgres if my => bail!("a character set or collation on a PostgreSQL database"),
+        DbEngine::Mariadb | DbEngine::Mysql if pg => bail!("PostgreSQL properties on a {} database", engine.as_str()),
+        DbEngine::Hook if pg || my => bail!("properties on a hook's dump"),
+        _ => {}
+    }
+    if let Some(o) = p.owner.as_deref().filter(|o| !is_role_name(o)) {
+        bail!("owner {o:?} is not a role name (1 to 63 bytes, no control character)");
+    }
+    if p.connection_limit.is_some_and(|n| n < -1) || p.comment.as_deref().is_some_and(|c| !is_db_text(c)) {
+        bail!("a connection limit below -1, or a comment over 64 KiB or with a NUL");
+    }
+    for g in p.grants.iter().flatten() {
+        if !matches!(g.privilege.as_str(), "CONNECT" | "CREATE" | "TEMPORARY") {
+            bail!("privilege {:?} on a database (CONNECT, CREATE or TEMPORARY)", g.privilege);
+        }
+        if g.to.as_deref().is_some_and(|r| !is_role_name(r)) {
+            bail!("grantee {:?} is not a role name", g.to);
+        }
+    }
+    for s in &p.settings {
+        let name_ok = !s.name.is_empty()
+            && s.name.len() <= 128
+            && s.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
+        if !name_ok || !is_db_text(&s.value) || s.role.as_deref().is_some_and(|r| !is_role_name(r)) {
+            bail!("setting {:?} (role {:?}): a parameter name is [A-Za-z0-9_.], a role a role name", s.name, s.role);
+        }
+    }
+    let charset_ok =
+        |c: &str| !c.is_empty() && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if let Some(c) = p.charset.iter().chain(&p.collation).find(|c| !charset_ok(c)) {
+        bail!("character set or collation {c:?} is outside [A-Za-z0-9_]");
     }
     Ok(())
 }
@@ -493,6 +551,44 @@ pub type Manifest = BTreeMap<Vec<u8>, [u8; 32]>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_databases_properties_are_read_strictly() {
+        use crate::archive::{DbEngine, DbGrant, DbProperties, DbSetting};
+        let pg = DbProperties {
+            owner: Some("app role".into()),
+            connection_limit: Some(7),
+            comment: Some("it's\nmultiline".into()),
+            grants: Some(vec![DbGrant { to: None, privilege: "CONNECT".into(), grantable: false }]),
+            settings: vec![DbSetting { role: Some("r".into()), name: "app.tenant".into(), value: "x y".into() }],
+            ..Default::default()
+        };
+        check_properties(&pg, DbEngine::Postgres).unwrap();
+        let my = DbProperties {
+            charset: Some("utf8mb4".into()),
+            collation: Some("utf8mb4_unicode_ci".into()),
+            ..Default::default()
+        };
+        check_properties(&my, DbEngine::Mariadb).unwrap();
+        assert!(check_properties(&my, DbEngine::Postgres).is_err() && check_properties(&pg, DbEngine::Mysql).is_err());
+        assert!(check_properties(&my, DbEngine::Hook).is_err());
+        let bad = |f: &dyn Fn(&mut DbProperties)| {
+            let mut p = pg.clone();
+            f(&mut p);
+            check_properties(&p, DbEngine::Postgres).is_err()
+        };
+        assert!(bad(&|p| p.owner = Some(String::new())));
+        assert!(bad(&|p| p.owner = Some("x".repeat(64))));
+        assert!(bad(&|p| p.owner = Some("a\nb".into())));
+        assert!(bad(&|p| p.connection_limit = Some(-2)));
+        assert!(bad(&|p| p.comment = Some("a\0b".into())));
+        assert!(bad(&|p| p.grants = Some(vec![DbGrant { to: None, privilege: "ALL".into(), grantable: false }])));
+        assert!(bad(&|p| p.settings[0].name = "work_mem = 1; x".into()));
+        assert!(bad(&|p| p.settings[0].value = "x".repeat(65537)));
+        let mut evil = my.clone();
+        evil.collation = Some("x COLLATE y".into());
+        assert!(check_properties(&evil, DbEngine::Mariadb).is_err());
+    }
 
     #[test]
     fn canonical_names_only() {

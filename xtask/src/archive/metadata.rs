@@ -78,6 +78,52 @@ pub struct DbDump {
     pub entry: String,
     /// Rows per table in the dump (`"schema"."table"` or `` `table` `` -> rows).
     pub tables: BTreeMap<String, u64>,
+    /// What the database itself had, which its dump does not carry (absent in archives made
+    /// before this field, and for a hook: a restore then keeps today's defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<DbProperties>,
+}
+
+/// A database's own properties beyond its dump: PostgreSQL's owner, connection limit, comment,
+/// privileges on the database and settings; MariaDB/MySQL's default character set and collation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DbProperties {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_limit: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// The privileges on the database (`datacl`); absent: those of a new database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grants: Option<Vec<DbGrant>>,
+    /// `ALTER DATABASE … SET` and `ALTER ROLE … IN DATABASE … SET`, in the server's order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub settings: Vec<DbSetting>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charset: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collation: Option<String>,
+}
+
+/// One privilege on a database: `CONNECT`, `CREATE` or `TEMPORARY`, to a role (absent: PUBLIC).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DbGrant {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    pub privilege: String,
+    #[serde(default)]
+    pub grantable: bool,
+}
+
+/// One setting of a database (`role` absent) or of a role in it: a parameter's name and its
+/// value as the server stores it (`name=value` in `pg_db_role_setting`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DbSetting {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    pub name: String,
+    pub value: String,
 }
 
 impl DbInfo {

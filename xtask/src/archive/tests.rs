@@ -393,6 +393,7 @@ fn entries_after_the_checksums_pax_headers_and_huge_metadata_are_refused() {
             name: "host=evil dbname=x".into(),
             entry: "databases/db/x.sql".into(),
             tables: BTreeMap::new(),
+            properties: None,
         }],
     }];
     let path = dir.join("dbname.tar.gz");

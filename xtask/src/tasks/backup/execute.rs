@@ -154,12 +154,14 @@ fn take_caught(ctx: &Ctx, plan: &BackupPlan, opts: &Options, lock: &Lock) -> Res
     // read: over a second) overlaps the checks below; it reads nothing until the archive is
     // written, and is ready (or has failed) before anything is.
     let vault = start_vault(ctx, plan, opts, &target.file_name)?;
-    let sources = gather(ctx, plan, opts, &dir)?;
+    let mut sources = gather(ctx, plan, opts, &dir)?;
     let vault = vault.map(Starting::ready).transpose()?;
     let mut guard = ServiceGuard::new(docker, &ctx.stack);
     let result = (|| -> Result<Summary> {
         let redis = start_needed(&mut guard, ctx, plan, &sources)?;
         let dumps = sources.dbs.iter().map(|d| dump::dump_service(ctx, d, &dir)).collect::<Result<Vec<_>>>()?;
+        // What a server holds that its dumps leave out (a database closed to connections).
+        sources.skipped.extend(dumps.iter().flat_map(|d| d.skipped.iter().cloned()));
         check_requested_databases(opts, &dumps)?;
         save_redis(ctx, &redis)?;
         stop_for_copy(&mut guard, ctx, plan, &sources)?;

@@ -19,6 +19,8 @@ use crate::ui::{human_bytes, Progress};
 pub struct Dumped {
     pub files: Vec<(String, Spooled)>,
     pub info: DbInfo,
+    /// What of the server is not in them, and why (the backup names it with the rest).
+    pub skipped: Vec<crate::archive::Skipped>,
 }
 
 /// Streams a dump into a new private file with no name (on the filesystem of `dir`), feeding
@@ -165,7 +167,7 @@ pub fn dump_one(ctx: &Ctx, src: &DbSource, dir: &Path, name: &str, how: DumpCmd)
     }
     progress.finish(&format!("{service}/{name}: {} tables, {}", stats.tables().len(), human_bytes(stats.bytes)));
     let entry = format!("databases/{service}/{}", engine.record().dump_file(name));
-    Ok((DbDump { name: name.to_string(), entry, tables: stats.tables().clone() }, file))
+    Ok((DbDump { name: name.to_string(), entry, tables: stats.tables().clone(), properties: None }, file))
 }
 
 /// The cluster-wide dump (roles; users and grants) into the globals entry.

@@ -99,6 +99,11 @@ fn dump(ctx: &Ctx, src: &DbSource, dir: &Path) -> Result<Dumped> {
     }
     progress.finish(&format!("{}: {}", login.service, human_bytes(stats.bytes)));
     let entry = format!("databases/{}/dump", login.service);
-    info.databases.push(DbDump { name: "dump".into(), entry: entry.clone(), tables: BTreeMap::new() });
-    Ok(Dumped { files: vec![(entry, file)], info })
+    info.databases.push(DbDump {
+        name: "dump".into(),
+        entry: entry.clone(),
+        tables: BTreeMap::new(),
+        properties: None,
+    });
+    Ok(Dumped { files: vec![(entry, file)], info, skipped: Vec::new() })
 }

@@ -2,7 +2,9 @@
 //! `mysqldump`/`mysql`), a loader that cannot reach the shell or files, a dump beside the
 //! service through a FIFO, a query's rows.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+
+use crate::archive::{DbDump, DbProperties};
 
 use super::My;
 use crate::engine::db::Login;
@@ -45,6 +47,20 @@ impl My {
         Helper { mounts: Vec::new(), stdin: false, command, beside: Some(beside) }
     }
 
+    /// The default character set and collation of database `name` (a checked name: no quote).
+    pub fn charset_of(&self, login: &Login, docker: &Docker, stack: &Stack, name: &str) -> Result<DbProperties> {
+        let sql = format!(
+            "SELECT default_character_set_name, default_collation_name FROM information_schema.schemata \
+             WHERE schema_name = '{name}'"
+        );
+        let row = self.query(login, docker, stack, &sql)?.concat();
+        let (charset, collation) = row
+            .split_once('\t')
+            .with_context(|| format!("database {name}: no character set and collation in {row:?}"))?;
+        let (charset, collation) = (Some(charset.to_string()), Some(collation.to_string()));
+        Ok(DbProperties { charset, collation, ..DbProperties::default() })
+    }
+
     /// One query's rows (tab-separated, no headers) through `mariadb`/`mysql`.
     pub fn query(&self, login: &Login, docker: &Docker, stack: &Stack, sql: &str) -> Result<Vec<String>> {
         let user = format!("--user={}", login.user);
@@ -52,6 +68,22 @@ impl My {
         let out = docker.query(&login.client(docker, stack, &args))?;
         Ok(out.lines().map(str::to_string).collect())
     }
+}
+
+/// `CREATE DATABASE` of `d` with the default character set and collation the archive recorded
+/// (names of `[A-Za-z0-9_]` only, as the grammar checked; the server's defaults without them).
+pub fn create_database(d: &DbDump) -> String {
+    let plain =
+        |s: &&String| !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let p = d.properties.as_ref();
+    let mut sql = format!("CREATE DATABASE `{}`", d.name);
+    if let Some(charset) = p.and_then(|p| p.charset.as_ref()).filter(plain) {
+        sql.push_str(&format!(" CHARACTER SET {charset}"));
+    }
+    if let Some(collation) = p.and_then(|p| p.collation.as_ref()).filter(plain) {
+        sql.push_str(&format!(" COLLATE {collation}"));
+    }
+    sql
 }
 
 #[cfg(test)]
@@ -94,5 +126,24 @@ mod tests {
         let by_file = Login { password: Some(Secret::File("/run/secrets/root".into())), ..by_value };
         let c = super::super::MARIADB.load(&by_file, &docker, &stack, None);
         assert!(c.secret_env.is_empty() && c.args.contains(&"/run/secrets/root".to_string()), "{c}");
+    }
+
+    #[test]
+    fn a_database_is_created_with_its_recorded_character_set() {
+        let mut d = crate::archive::DbDump {
+            name: "wp".into(),
+            entry: "databases/m/wp.sql".into(),
+            tables: Default::default(),
+            properties: None,
+        };
+        assert_eq!(create_database(&d), "CREATE DATABASE `wp`");
+        d.properties = Some(crate::archive::DbProperties {
+            charset: Some("utf8mb4".into()),
+            collation: Some("utf8mb4_unicode_ci".into()),
+            ..Default::default()
+        });
+        assert_eq!(create_database(&d), "CREATE DATABASE `wp` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci");
+        d.properties.as_mut().unwrap().collation = Some("x; DROP DATABASE y".into());
+        assert_eq!(create_database(&d), "CREATE DATABASE `wp` CHARACTER SET utf8mb4");
     }
 }

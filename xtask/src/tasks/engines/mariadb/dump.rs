@@ -90,9 +90,11 @@ pub fn dump(my: &My, ctx: &Ctx, src: &DbSource, dir: &Path) -> Result<Dumped> {
         let exec: Vec<&str> = [dump_tool, &user].into_iter().chain(opts.iter().copied()).collect();
         let beside = beside.as_ref().map(|(id, image)| my.dump_beside(login, id, image, &opts));
         let how = DumpCmd { exec: login.client(docker, stack, &exec), beside };
-        let (dump, file) = dump_one(ctx, src, dir, name, how)?;
+        let (mut dump, file) = dump_one(ctx, src, dir, name, how)?;
+        // Its default character set and collation: a dump without --databases does not carry them.
+        dump.properties = Some(my.charset_of(login, docker, stack, name)?);
         files.push((dump.entry.clone(), file));
         info.databases.push(dump);
     }
-    Ok(Dumped { files, info })
+    Ok(Dumped { files, info, skipped: Vec::new() })
 }

@@ -63,7 +63,7 @@ pub fn prove(my: &My, ctx: &Ctx, db: &DbInfo, dumps: &BTreeMap<String, Spooled>)
     };
     for d in &db.databases {
         // `d.name` passed the grammar: no backquote inside.
-        query(&format!("CREATE DATABASE `{}`", d.name))?;
+        query(&super::client::create_database(d))?;
         extract::pipe_file(docker, dump(&d.entry)?, &load(Some(&d.name)))
             .with_context(|| format!("load {} into a throwaway server", d.entry))?;
     }

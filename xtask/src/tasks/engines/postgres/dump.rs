@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use super::dbprops;
 use crate::context::Ctx;
 use crate::model::db::postgres;
 use crate::tasks::engines::dump::{choose, dump_globals, dump_one, new_info, ours, DumpCmd, Dumped};
@@ -35,9 +36,18 @@ pub fn dump(ctx: &Ctx, src: &DbSource, dir: &Path) -> Result<Dumped> {
         let args =
             ["pg_dump", "-U", &login.user, "--no-password", "--quote-all-identifiers", "--no-subscriptions", &dbname];
         let how = DumpCmd { exec: login.client(docker, stack, &args), beside: None };
-        let (dump, file) = dump_one(ctx, src, dir, name, how)?;
+        let (mut dump, file) = dump_one(ctx, src, dir, name, how)?;
+        // Its owner, privileges, settings, limit and comment: not in a dump without --create.
+        dump.properties = Some(dbprops::read(query, name)?);
         files.push((dump.entry.clone(), file));
         info.databases.push(dump);
     }
-    Ok(Dumped { files, info })
+    let skipped = match src.databases.is_empty() {
+        true => dbprops::not_dumped(query, &login.service)?,
+        false => Vec::new(),
+    };
+    for s in &skipped {
+        ctx.ui.step(&format!("skip {}: {}", s.name, s.reason));
+    }
+    Ok(Dumped { files, info, skipped })
 }

@@ -13,6 +13,7 @@ use crate::archive::extract::{Spooled, Verified};
 use crate::archive::DbInfo;
 use crate::context::Ctx;
 
+mod dbprops;
 mod deep;
 mod dump;
 mod pglines;

@@ -17,8 +17,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use super::pgload;
 use super::psql::Psql;
+use super::{dbprops, pgload};
 use crate::archive::extract::{self, Spooled, Verified};
 use crate::context::Ctx;
 use crate::signals;
@@ -77,6 +77,9 @@ pub fn in_place(ctx: &Ctx, verified: &Verified, db: &DbRestore, dir: &Path) -> R
         psql.run("template1", sql, &[("d", &d.name)]).with_context(|| format!("recreate database {}", d.name))?;
         psql.load(&d.name, dump, &d.entry)?;
         psql.check_counts(&d.name, d)?;
+        if let Some(p) = &d.properties {
+            dbprops::apply(&psql, &d.name, p)?;
+        }
     }
     Ok(())
 }
@@ -219,20 +222,27 @@ pub fn swap(
     let mut old = Vec::new();
     for (i, StagedDb { live, new, handover }) in staged.iter().enumerate() {
         ctx.ui.step(&format!("swap database {live} for the restored copy"));
-        if !db.info.databases.iter().any(|d| &d.name == live) {
+        let Some(d) = db.info.databases.iter().find(|d| &d.name == live) else {
             bail!("a staged database the archive lacks: {live}");
-        }
-        loader.hand_over(ctx, db, live, new, handover)?;
-        // The live database's comment goes to the copy that replaces it; the one moved aside is
-        // marked first, so that a run killed between the renames knows what it was.
+        };
+        loader.hand_over(ctx, db, d, new, handover)?;
+        // The live database's comment goes to the copy that replaces it, unless the archive
+        // recorded the database's own (given below); the one moved aside is marked first, so
+        // that a run killed between the renames knows what it was.
         // `live` is a checked name (no quote): it can stand in a literal. No live database: none.
         let sql = format!("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '{live}'");
-        let comment = psql.rows("template1", &sql)?.join("\n");
+        let comment = match &d.properties {
+            Some(_) => String::new(),
+            None => psql.rows("template1", &sql)?.join("\n"),
+        };
         let mark = format!("xtask restore of {live}");
         let aside = format!("xtask_old_{}_{i}", std::process::id());
         let sql = format!("{SWAP}{OPEN_DB}");
         let vars = [("d", live.as_str()), ("s", new.as_str()), ("o", aside.as_str()), ("m", &mark), ("c", &comment)];
         psql.run("template1", &sql, &vars).with_context(|| format!("swap database {live}"))?;
+        if let Some(p) = &d.properties {
+            dbprops::apply(&psql, live, p)?;
+        }
         if psql.exists(&aside)? {
             old.push(aside);
         }
