@@ -99,7 +99,7 @@ pub fn not_dumped(query: impl Fn(&str) -> Result<String>, service: &str) -> Resu
     for row in query(sql)?.lines() {
         let Some((name, allows)) = row.split_once('|') else { continue };
         let name: String = unhex(name)?.escape_debug().take(200).collect();
-        let reason = if allows == "f" {
+        let reason = if allows == "false" {
             "does not allow connections (ALLOW_CONNECTIONS false), so pg_dump cannot read it: NOT in the \
              archive; to back it up, ALTER DATABASE … WITH ALLOW_CONNECTIONS true first"
         } else {
