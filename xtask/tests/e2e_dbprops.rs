@@ -162,7 +162,8 @@ fn a_mariadb_database_keeps_its_character_set_and_root_keeps_one_proxy_grant() {
     assert_eq!(before, "x\tutf8mb4\tutf8mb4_unicode_ci\ny\tlatin1\tlatin1_german1_ci");
     let proxies = || sql("SELECT COUNT(*) FROM mysql.proxies_priv");
     let fresh = proxies();
-    let archive = |out: &str| serde_json::from_str::<serde_json::Value>(out).unwrap()["path"].as_str().unwrap().to_string();
+    let archive =
+        |out: &str| serde_json::from_str::<serde_json::Value>(out).unwrap()["path"].as_str().unwrap().to_string();
     let first = archive(&stack.xtask_ok(&["backup-db", "--output-dir", backups.s(), "--json"]));
 
     stack.compose(&["down", "--volumes", "--timeout", "5"]);

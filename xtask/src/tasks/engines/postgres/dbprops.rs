@@ -198,11 +198,15 @@ fn refused(s: &DbSetting, known: &Known) -> Option<String> {
     }
 }
 
+/// `SELECT format(…) \gexec`: the statement `sql` formats, run.
+fn exec(sql: String) -> String {
+    format!("SELECT pg_catalog.format({sql}) \\gexec\n")
+}
+
 /// The script (run in `template1` as the stack's user) that gives database `db` the properties
 /// `p`, and what it leaves out, said. `db` has the privileges of a new database when it runs.
 pub fn script(db: &str, p: &DbProperties, known: &Known) -> (String, Vec<String>) {
     let (d, mut script, mut left_out) = (text(db), String::from("SET search_path = pg_catalog;\n"), Vec::new());
-    let exec = |sql: String| format!("SELECT pg_catalog.format({sql}) \\gexec\n");
     match p.owner.as_ref() {
         Some(o) if known.roles.contains(o) => {
             script.push_str(&exec(format!("'ALTER DATABASE %I OWNER TO %I', {d}, {}", text(o))))
@@ -219,32 +223,7 @@ pub fn script(db: &str, p: &DbProperties, known: &Known) -> (String, Vec<String>
         script.push_str(&exec(format!("'COMMENT ON DATABASE %I IS %L', {d}, {comment}")));
     }
     if let Some(grants) = &p.grants {
-        script.push_str(&exec(format!("'REVOKE ALL ON DATABASE %I FROM PUBLIC', {d}")));
-        script.push_str(&format!(
-            "SELECT pg_catalog.format('REVOKE ALL ON DATABASE %I FROM %I', datname, pg_catalog.pg_get_userbyid(datdba)) \
-             FROM pg_catalog.pg_database WHERE datname = {d} \\gexec\n"
-        ));
-        for g in grants {
-            let privilege = match g.privilege.as_str() {
-                p @ ("CONNECT" | "CREATE" | "TEMPORARY") => p,
-                other => {
-                    left_out.push(format!("privilege {other:?}: not a privilege on a database"));
-                    continue;
-                }
-            };
-            let (to, option) = match &g.to {
-                None => ("'PUBLIC'".to_string(), ""),
-                Some(r) if known.roles.contains(r) => (
-                    format!("pg_catalog.quote_ident({})", text(r)),
-                    if g.grantable { " WITH GRANT OPTION" } else { "" },
-                ),
-                Some(r) => {
-                    left_out.push(format!("{privilege} to {r:?}: the role does not exist"));
-                    continue;
-                }
-            };
-            script.push_str(&exec(format!("'GRANT {privilege} ON DATABASE %I TO %s{option}', {d}, {to}")));
-        }
+        script.push_str(&grants_sql(&d, grants, known, &mut left_out));
     }
     for s in &p.settings {
         if let Some(why) = refused(s, known) {
@@ -259,6 +238,38 @@ pub fn script(db: &str, p: &DbProperties, known: &Known) -> (String, Vec<String>
         }));
     }
     (script, left_out)
+}
+
+/// The privileges on database `d` (an SQL expression) exactly as `grants`: everything PUBLIC and
+/// the owner hold revoked, then each grant given (to a role that exists).
+fn grants_sql(d: &str, grants: &[DbGrant], known: &Known, left_out: &mut Vec<String>) -> String {
+    let mut sql = exec(format!("'REVOKE ALL ON DATABASE %I FROM PUBLIC', {d}"));
+    sql.push_str(&format!(
+        "SELECT pg_catalog.format('REVOKE ALL ON DATABASE %I FROM %I', datname, pg_catalog.pg_get_userbyid(datdba)) \
+         FROM pg_catalog.pg_database WHERE datname = {d} \\gexec\n"
+    ));
+    for g in grants {
+        let privilege = match g.privilege.as_str() {
+            p @ ("CONNECT" | "CREATE" | "TEMPORARY") => p,
+            other => {
+                left_out.push(format!("privilege {other:?}: not a privilege on a database"));
+                continue;
+            }
+        };
+        let (to, option) = match &g.to {
+            // Grant options go to roles only.
+            None => ("'PUBLIC'".to_string(), ""),
+            Some(r) if known.roles.contains(r) => {
+                (format!("pg_catalog.quote_ident({})", text(r)), if g.grantable { " WITH GRANT OPTION" } else { "" })
+            }
+            Some(r) => {
+                left_out.push(format!("{privilege} to {r:?}: the role does not exist"));
+                continue;
+            }
+        };
+        sql.push_str(&exec(format!("'GRANT {privilege} ON DATABASE %I TO %s{option}', {d}, {to}")));
+    }
+    sql
 }
 
 /// The roles and parameters the properties name, as this server knows them.

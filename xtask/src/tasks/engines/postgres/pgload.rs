@@ -25,8 +25,8 @@
 //!    meanwhile (autovacuum analyzes as a table's owner, evaluating its index expressions)
 //!    runs as the role;
 //! 6. in the swap, just before each copy is renamed in, the stack's user replays those
-//!    ownership lines, reassigns everything else the role owns to the live database's owner
-//!    (the stack's user when there is none), replays the privilege lines as the owners would
+//!    ownership lines, reassigns everything else the role owns to the database's owner (the
+//!    archive's when that role exists, else the live database's, else the stack's user), replays the privilege lines as the owners would
 //!    have issued them, and gives the copy that owner; the role is dropped after the swap.
 //!
 //! Any failure locks the role out before the staged copies are dropped.
@@ -129,7 +129,7 @@ impl Loader {
 
     /// Step 5, before the swap, for one staged copy (settled): counts checked, and the script
     /// that hands it over in the swap ([`Loader::hand_over`]): the held-back lines whose object
-    /// the dump made (owners, then everything else of the role to the live database's owner,
+    /// the dump made (owners, then everything else of the role to the database's owner,
     /// then privileges); the others named. Until the swap the copy stays the role's: anything
     /// of the dump that runs meanwhile (autovacuum analyzes as a table's owner, evaluating its
     /// index expressions) runs as the role.
