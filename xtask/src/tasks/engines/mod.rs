@@ -101,6 +101,12 @@ pub struct StagedDb {
     /// The handover script staging prepared for the swap, kept in memory (empty until then):
     /// nothing the swap runs is read back from a file.
     pub handover: String,
+    /// SQL staging prepared to run once the copy has the live name (PostgreSQL: the database's
+    /// recorded owner, privileges and settings), in memory; empty for none.
+    pub after: String,
+    /// The owner the copy is handed to, decided in staging (the archive's, when that role
+    /// exists); None: the live database's.
+    pub owner: Option<String>,
 }
 
 /// The spooled dump of `entry`, which the one pass or `in_place` copied out and checked.

@@ -305,22 +305,31 @@ fn pg_catalog_lower(name: &str) -> String {
     format!("pg_catalog.lower({})", text(name))
 }
 
-/// Gives the database `db` (live now, with the privileges of a new database) the properties
-/// the archive recorded; names what it leaves out.
-pub fn apply(psql: &Psql, db: &str, p: &DbProperties) -> Result<()> {
-    let (script, left_out) = script(db, p, &known(psql, p)?);
+/// What staging decides for a database's recorded properties, run in the swap.
+pub struct Prepared {
+    /// The script (in `template1`) that gives them to the database under its live name.
+    pub script: String,
+    /// The recorded owner, when that role exists.
+    pub owner: Option<String>,
+}
+
+/// Decides, with what the live server knows now, how database `db` gets the properties `p`;
+/// names what it leaves out.
+pub fn prepare(psql: &Psql, db: &str, p: &DbProperties) -> Result<Prepared> {
+    let known = known(psql, p)?;
+    let (script, left_out) = script(db, p, &known);
     for what in &left_out {
         eprintln!("warning: database {db} of {}: not restored: {what}", psql.db.login.service);
     }
-    psql.run("template1", &script, &[])
-        .with_context(|| format!("give database {db} its owner, privileges and settings"))
+    Ok(Prepared { script, owner: p.owner.clone().filter(|o| known.roles.contains(o)) })
 }
 
-/// The recorded owner, when that role exists now.
-pub fn owner_now(psql: &Psql, p: Option<&DbProperties>) -> Result<Option<String>> {
-    let Some(owner) = p.and_then(|p| p.owner.as_ref()) else { return Ok(None) };
-    let sql = format!("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = {}", text(owner));
-    Ok((psql.rows("template1", &sql)?.len() == 1).then(|| owner.clone()))
+/// Gives the database `db` (live now, with the privileges of a new database) the properties
+/// the archive recorded; names what it leaves out.
+pub fn apply(psql: &Psql, db: &str, p: &DbProperties) -> Result<()> {
+    let prepared = prepare(psql, db, p)?;
+    psql.run("template1", &prepared.script, &[])
+        .with_context(|| format!("give database {db} its owner, privileges and settings"))
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ use crate::archive::extract::Spooled;
 use crate::archive::DbDump;
 use crate::context::Ctx;
 use crate::engine::db::Secret;
-use crate::tasks::engines::DbRestore;
+use crate::tasks::engines::{DbRestore, StagedDb};
 
 /// The throwaway role a staged load runs as (see the module header), while it exists.
 pub struct Loader {
@@ -158,18 +158,20 @@ impl Loader {
         Ok(script)
     }
 
-    /// In the swap, just before `new` replaces database `d`: the copy handed to its owners by the
-    /// script [`Loader::prepare_handover`] made, then given the owner the archive recorded (when
-    /// that role exists), else the live database's owner (the stack's user when there is none;
+    /// In the swap, just before the staged copy replaces its live database: the copy handed to
+    /// its owners by the script [`Loader::prepare_handover`] made, then given the owner staging
+    /// chose (the archive's, when that role exists), else the live database's owner (the stack's user when there is none;
     /// REASSIGN OWNED moves every copy the role owns).
-    pub fn hand_over(&self, ctx: &Ctx, db: &DbRestore, d: &DbDump, new: &str, script: &str) -> Result<()> {
-        let (su, live) = (Psql { ctx, db }, &d.name);
+    pub fn hand_over(&self, ctx: &Ctx, db: &DbRestore, staged: &StagedDb) -> Result<()> {
+        let (su, live, new, script) = (Psql { ctx, db }, &staged.live, &staged.new, &staged.handover);
         // `live` is a checked name (no quote): it can stand in a literal.
         let sql = format!("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{live}'");
-        let owner = match (super::dbprops::owner_now(&su, d.properties.as_ref())?, su.rows("template1", &sql)?.pop()) {
-            (Some(recorded), _) => recorded,
-            (None, Some(owner)) => owner,
-            (None, None) => db.login.user_name(ctx.docker()?, &ctx.stack)?.to_string(),
+        let owner = match &staged.owner {
+            Some(recorded) => recorded.clone(),
+            None => match su.rows("template1", &sql)?.pop() {
+                Some(owner) => owner,
+                None => db.login.user_name(ctx.docker()?, &ctx.stack)?.to_string(),
+            },
         };
         su.run(new, script, &[("l", &self.role), ("o", &owner)])
             .with_context(|| format!("hand the restored copy of {live} to its owners"))?;

@@ -177,7 +177,8 @@ fn stage_with(
         let sql = format!("{DROP_DB}CREATE DATABASE :\"s\" OWNER :\"l\";\nCOMMENT ON DATABASE :\"s\" IS :'c';\n");
         let comment = format!("xtask restore of {}", d.name);
         psql.run("template1", &sql, &[("s", &new), ("c", &comment), ("l", &loader.role)])?;
-        staged.push(StagedDb { live: d.name.clone(), new: new.clone(), handover: String::new() });
+        let handover = String::new();
+        staged.push(StagedDb { live: d.name.clone(), new: new.clone(), handover, after: String::new(), owner: None });
         prepared.push(pgload::Loader::prepare(ctx, db, d, &new, dump)?);
     }
     for (d, (StagedDb { new, .. }, (filtered, _))) in db.info.databases.iter().zip(staged.iter().zip(&prepared)) {
@@ -189,6 +190,12 @@ fn stage_with(
     for (d, (s, (_, held))) in db.info.databases.iter().zip(staged.iter_mut().zip(&prepared)) {
         pgload::settle(&psql, &s.new)?;
         s.handover = loader.prepare_handover(ctx, db, d, &s.new, held)?;
+        // Decided now, with every role the loads needed in place, so the swap runs it in the
+        // same session as its renames (no more time with the services stopped).
+        if let Some(p) = &d.properties {
+            let prepared = dbprops::prepare(&psql, &d.name, p)?;
+            (s.after, s.owner) = (prepared.script, prepared.owner);
+        }
     }
     Ok(())
 }
@@ -220,12 +227,13 @@ pub fn swap(
     let psql = Psql { ctx, db };
     let loader = pgload::Loader::of_this_process();
     let mut old = Vec::new();
-    for (i, StagedDb { live, new, handover }) in staged.iter().enumerate() {
+    for (i, s) in staged.iter().enumerate() {
+        let (live, new) = (&s.live, &s.new);
         ctx.ui.step(&format!("swap database {live} for the restored copy"));
         let Some(d) = db.info.databases.iter().find(|d| &d.name == live) else {
             bail!("a staged database the archive lacks: {live}");
         };
-        loader.hand_over(ctx, db, d, new, handover)?;
+        loader.hand_over(ctx, db, s)?;
         // The live database's comment goes to the copy that replaces it, unless the archive
         // recorded the database's own (given below); the one moved aside is marked first, so
         // that a run killed between the renames knows what it was.
@@ -237,12 +245,10 @@ pub fn swap(
         };
         let mark = format!("xtask restore of {live}");
         let aside = format!("xtask_old_{}_{i}", std::process::id());
-        let sql = format!("{SWAP}{OPEN_DB}");
+        // Then, in the same session, the database's recorded owner, privileges and settings.
+        let sql = format!("{SWAP}{OPEN_DB}{}", s.after);
         let vars = [("d", live.as_str()), ("s", new.as_str()), ("o", aside.as_str()), ("m", &mark), ("c", &comment)];
         psql.run("template1", &sql, &vars).with_context(|| format!("swap database {live}"))?;
-        if let Some(p) = &d.properties {
-            dbprops::apply(&psql, live, p)?;
-        }
         if psql.exists(&aside)? {
             old.push(aside);
         }
