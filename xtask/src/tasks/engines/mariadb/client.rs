@@ -4,9 +4,8 @@
 
 use anyhow::{Context, Result};
 
-use crate::archive::{DbDump, DbProperties};
-
 use super::My;
+use crate::archive::{DbDump, DbProperties};
 use crate::engine::db::Login;
 use crate::engine::docker::helper::{Beside, Helper};
 use crate::engine::docker::{Docker, DockerCmd};

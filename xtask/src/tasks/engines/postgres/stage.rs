@@ -193,8 +193,8 @@ fn stage_with(
         // Decided now, with every role the loads needed in place, so the swap runs it in the
         // same session as its renames (no more time with the services stopped).
         if let Some(p) = &d.properties {
-            let prepared = dbprops::prepare(&psql, &d.name, p)?;
-            (s.after, s.owner) = (prepared.script, prepared.owner);
+            let props = dbprops::prepare(&psql, &d.name, p)?;
+            (s.after, s.owner) = (props.script, props.owner);
         }
     }
     Ok(())
