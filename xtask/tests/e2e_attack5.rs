@@ -359,7 +359,6 @@ fn the_flags_of_the_volumes_own_directory_survive_a_restore() {
 /// with the engine's "lstat …/_data: no such file or directory", which names neither the cause
 /// nor the fix.
 #[test]
-#[ignore = "open (attack round 5, finding 6): --dry-run, an interactive restore, volumes and clean fail with Docker's own lstat error on a half-swapped volume instead of settling it or naming the command that does; backup and restore settle it"]
 fn commands_that_measure_a_half_swapped_volume_settle_it_or_say_what_to_do() {
     if !engine() {
         return;

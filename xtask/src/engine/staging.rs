@@ -405,6 +405,35 @@ pub fn recover(docker: &Docker, ui: &Ui, volumes: &[&str]) -> Result<usize> {
     Ok(found.len())
 }
 
+/// The sizes of `volumes` ([`Docker::volume_sizes`]); when a volume cannot be mounted because
+/// an interrupted restore left it without its `_data` (a swap beside it cut off between its two
+/// renames), the error says so and which command finishes that swap. Changes nothing.
+pub fn sizes(docker: &Docker, volumes: &[&str]) -> Result<BTreeMap<String, u64>> {
+    docker.volume_sizes(volumes).map_err(|e| match half_swapped(docker, volumes) {
+        Ok(found) if !found.is_empty() => e.context(format!(
+            "volume {} left without its data directory by an interrupted restore: run `cargo xtask backup` \
+             or `cargo xtask restore …` (without --dry-run), which finish that swap before anything else",
+            found.join(", ")
+        )),
+        _ => e,
+    })
+}
+
+/// Those of `volumes` whose `_data` is missing beside an `.xtask-old-PID` of a killed restore
+/// (listed by this process in the engine's directories; none with a remote engine).
+fn half_swapped(docker: &Docker, volumes: &[&str]) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    for (volume, (parent, data)) in candidates(docker, volumes)? {
+        let missing = std::fs::symlink_metadata(&data).is_err();
+        let entries = std::fs::read_dir(&parent).with_context(|| format!("list {parent}"))?;
+        let old = entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with(".xtask-old-"));
+        if missing && old {
+            found.push(volume);
+        }
+    }
+    Ok(found)
+}
+
 /// Each volume, staged inside itself.
 fn inside<'a>(volumes: &[&'a str]) -> Vec<Place<'a>> {
     volumes.iter().map(|v| Place { target: v, at: v, how: How::Inside }).collect()

@@ -189,7 +189,7 @@ pub fn run(ctx: &Ctx, kind: Clean, opts: &Options) -> Result<()> {
         docker.query(&docker.cmd(["volume", "ls", "--quiet"]))?.lines().map(str::to_string).collect();
     let plan = plan(docker, &ctx.stack, &project, &existing, kind)?;
     let names: Vec<&str> = plan.targets.iter().map(|t| t.name.as_str()).collect();
-    let sizes = docker.volume_sizes(&names)?;
+    let sizes = crate::engine::staging::sizes(docker, &names)?;
     let text = describe(&plan, &sizes, &opts.dir, &ctx.stack.name);
     if docker.dry_run() {
         // The text lists every step and its command already: print it once, run nothing.

@@ -89,7 +89,7 @@ fn engine_facts(docker: &Docker, names: &[&str]) -> Result<BTreeMap<String, Engi
     for i in inspected {
         facts.insert(i.name, EngineVolume { driver: i.driver, ..EngineVolume::default() });
     }
-    for (name, size) in docker.volume_sizes(&existing)? {
+    for (name, size) in crate::engine::staging::sizes(docker, &existing)? {
         facts.entry(name).or_default().size = Some(size);
     }
     for name in &existing {
@@ -150,7 +150,7 @@ fn bind_reports(ctx: &Ctx, binds: &[binds::Bind]) -> Result<Vec<VolumeReport>> {
                     present.push(b.host_path.as_str());
                 }
             }
-            Some(docker.volume_sizes(&present)?)
+            Some(crate::engine::staging::sizes(docker, &present)?)
         }
         None => None,
     };

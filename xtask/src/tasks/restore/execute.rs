@@ -488,7 +488,7 @@ fn way_back(
 /// short disk makes the staging fail, which changes nothing).
 fn check_space(docker: &Docker, survey: &staging::Survey, p: &Prepared) -> Result<()> {
     // In place, the current content's room counts too.
-    let sizes = if p.verified.is_some() { docker.volume_sizes(&p.present())? } else { BTreeMap::new() };
+    let sizes = if p.verified.is_some() { staging::sizes(docker, &p.present())? } else { BTreeMap::new() };
     for v in &p.plan.volumes {
         let needed = match &p.verified {
             Some(verified) => verified.report.volume_bytes.get(&v.archived).copied(),

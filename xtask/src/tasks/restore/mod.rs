@@ -136,7 +136,7 @@ impl Prepared {
     /// What will be replaced, with the present volumes' sizes (measured now: only for the
     /// confirmation and `--dry-run`).
     pub fn describe(&self, ctx: &Ctx) -> Result<String> {
-        let sizes = ctx.docker()?.volume_sizes(&self.present())?;
+        let sizes = crate::engine::staging::sizes(ctx.docker()?, &self.present())?;
         Ok(self.plan.describe(&self.path, &self.meta, &sizes))
     }
 
