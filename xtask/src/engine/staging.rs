@@ -175,6 +175,7 @@ fi
 "#;
 
 /// [`SWAP`] for a copy staged beside the volume: run in the engine's directory of the volume
+/// (finishing, it does nothing unless the swap began: `_data` moved aside or missing)
 /// (mounted at `/v/0`, holding `_data`), two renames whatever the volume holds. A fresh swap
 /// requires the staged copy and `_data` to be real directories and the other names absent (exit
 /// 98). Between the renames `_data` is missing: an interrupted swap is finished by the next run
@@ -194,6 +195,9 @@ if [ "$5" = fresh ]; then
       exit 98
     fi
   done
+fi
+if [ "$5" = finish ] && { [ -e _data ] || [ -L _data ]; } && [ ! -e "$o" ] && [ ! -L "$o" ]; then
+  exit 0
 fi
 if [ -d "$s" ] && [ ! -L "$s" ]; then
   w=$(stat -c %Y "$s")

@@ -78,14 +78,14 @@ pub fn execute(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock) -> Result<O
         (None, None) => unreachable!("staged above"),
     };
     if let Err(e) = replaced {
-        // A swap beside a volume cut off between its two renames left no `_data`: the way back
-        // needs one to mount.
-        if let Err(s) = staging::settle_own(docker, &layout) {
-            eprintln!("warning: {s:#}");
-        }
         if let (Some(NothingSwapped), Some(st)) = (e.downcast_ref::<NothingSwapped>(), &staged) {
             // Stopped while its services stopped: nothing replaced, so no way back, only tidying.
             return Err(not_replaced(ctx, p, &layout, &created, Some(st), guard, e));
+        }
+        // A swap beside a volume cut off between its two renames left no `_data`: the way back
+        // needs one to mount (a swap that never began is left alone).
+        if let Err(s) = staging::settle_own(docker, &layout) {
+            eprintln!("warning: {s:#}");
         }
         return Err(take_the_way_back(ctx, &p.plan.dbs, e, safety.as_ref(), &created, &p.dir, guard));
     }
