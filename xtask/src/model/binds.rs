@@ -6,7 +6,7 @@
 //! read-only mount). Pure: the host is asked nothing here except whether a path is a file.
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde_yaml::Value;
@@ -110,17 +110,7 @@ pub fn overrides(settings: Option<&Value>, project_dir: &Path) -> Result<Overrid
 
 /// `a/./b/../c` -> `a/c`, lexically (as Compose resolves relative binds).
 pub fn normalize(p: &Path) -> String {
-    let mut out = std::path::PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out.to_string_lossy().into_owned()
+    crate::model::compose::normalize(p).to_string_lossy().into_owned()
 }
 
 /// Why `path` is a system path, if it is.

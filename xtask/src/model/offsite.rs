@@ -341,9 +341,10 @@ impl Offsite {
             ("x-xtask.encrypt.recipients_file", self.encryption.recipients_file.as_ref()),
         ];
         for (key, file) in files.iter().filter_map(|(k, f)| f.map(|f| (k, f))) {
-            let forms = [Some(normalize(file)), file.canonicalize().ok()];
+            let forms = [Some(crate::model::compose::normalize(file)), file.canonicalize().ok()];
             for bind in host_paths {
-                let binds = [Some(normalize(Path::new(bind))), Path::new(bind).canonicalize().ok()];
+                let binds =
+                    [Some(crate::model::compose::normalize(Path::new(bind))), Path::new(bind).canonicalize().ok()];
                 let inside = forms.iter().flatten().any(|f| binds.iter().flatten().any(|b| f.starts_with(b)));
                 if inside {
                     return Some(format!(
@@ -356,21 +357,6 @@ impl Offsite {
         }
         None
     }
-}
-
-/// `path` with `.` and `..` resolved by name (no filesystem access).
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

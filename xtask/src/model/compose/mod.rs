@@ -197,8 +197,9 @@ impl Selection {
     }
 }
 
-/// Removes `.` and `..` components without touching the file system.
-fn normalize(p: &Path) -> PathBuf {
+/// Removes `.` and `..` components without touching the file system (the one such function:
+/// compose files, binds, key files and the drill's paths all use it).
+pub fn normalize(p: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in p.components() {
         match c {

@@ -213,7 +213,7 @@ fn drill_settings(block: &Value, live_dir: &Path, binds: &[Redirect]) -> Value {
     if let Some(map) = block.get("binds").and_then(Value::as_object) {
         let mut moved = Map::new();
         for (path, v) in map {
-            let live = normalize(&live_dir.join(path));
+            let live = crate::model::compose::normalize(&live_dir.join(path));
             if let Some(r) = binds.iter().find(|r| Path::new(&r.live) == live) {
                 moved.insert(r.scratch.to_string_lossy().into_owned(), v.clone());
             }
@@ -221,21 +221,6 @@ fn drill_settings(block: &Value, live_dir: &Path, binds: &[Redirect]) -> Value {
         out.insert("binds".into(), Value::Object(moved));
     }
     Value::Object(out)
-}
-
-/// `.` and `..` removed without the file system.
-fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 /// Every string of `v` (keys too) with `$` written `$$`, so Compose's interpolation reads it
