@@ -114,6 +114,12 @@ impl TestStack {
 
     /// Runs the xtask binary against this stack; returns (exit success, stdout, stderr).
     pub fn xtask(&self, args: &[&str]) -> (bool, String, String) {
+        let (out, stderr) = self.run(args);
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+    }
+
+    /// The xtask binary with this stack's `-p`, `-f`s and environment, then `args`.
+    fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
         cmd.arg("--project-name").arg(&self.project);
         for f in &self.files {
@@ -123,26 +129,21 @@ impl TestStack {
         for v in &self.unset {
             cmd.env_remove(v);
         }
+        cmd
+    }
+
+    /// Runs [`TestStack::command`] to its end; fails the test on a panic in its stderr.
+    fn run(&self, args: &[&str]) -> (std::process::Output, String) {
+        let mut cmd = self.command(args);
         let out = cmd.output().expect("run xtask");
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(!stderr.contains("panicked"), "xtask panicked: {stderr}");
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+        (out, stderr)
     }
 
     /// Runs the xtask binary against this stack; returns (exit code, stdout, stderr).
     pub fn xtask_code(&self, args: &[&str]) -> (i32, String, String) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
-        cmd.arg("--project-name").arg(&self.project);
-        for f in &self.files {
-            cmd.arg("--file").arg(f);
-        }
-        cmd.args(args).envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        for v in &self.unset {
-            cmd.env_remove(v);
-        }
-        let out = cmd.output().expect("run xtask");
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(!stderr.contains("panicked"), "xtask panicked: {stderr}");
+        let (out, stderr) = self.run(args);
         (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
     }
 
@@ -187,16 +188,7 @@ impl TestStack {
 
     /// Starts the xtask binary on this stack in the background (stderr piped).
     pub fn spawn(&self, args: &[&str]) -> std::process::Child {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
-        cmd.args(["--project-name", &self.project]);
-        for f in &self.files {
-            cmd.arg("--file").arg(f);
-        }
-        cmd.args(args).envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        for v in &self.unset {
-            cmd.env_remove(v);
-        }
-        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap()
+        self.command(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap()
     }
 }
 
