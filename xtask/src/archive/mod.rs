@@ -12,6 +12,7 @@ pub mod digest;
 pub mod dumpstats;
 pub mod extract;
 pub mod grammar;
+pub mod index;
 mod inflate;
 pub mod metadata;
 pub mod pgz;
