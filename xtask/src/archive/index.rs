@@ -114,7 +114,7 @@ fn from_text_or_hex(text: Option<String>, hex: Option<String>, what: &str) -> Re
 }
 
 fn unhex(h: &str) -> Result<Vec<u8>> {
-    if h.len() % 2 != 0 || !h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if !h.len().is_multiple_of(2) || !h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         bail!("not lower-case hex");
     }
     Ok((0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap_or(0)).collect())
