@@ -310,6 +310,11 @@ impl<F> AtReader<F> {
     pub fn new(file: F) -> AtReader<F> {
         AtReader { file, pos: 0 }
     }
+
+    /// One that starts at byte `pos`.
+    pub fn at(file: F, pos: u64) -> AtReader<F> {
+        AtReader { file, pos }
+    }
 }
 
 impl<F: std::borrow::Borrow<File>> std::io::Read for AtReader<F> {

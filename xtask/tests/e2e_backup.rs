@@ -221,7 +221,7 @@ fn full_backup_matches_the_source_and_loads() {
 
     // The metadata records the row counts; a fresh PostgreSQL loads the dumps and agrees.
     let meta: serde_json::Value = serde_json::from_slice(&entry_bytes(&path, "metadata.json")).unwrap();
-    assert_eq!(meta["format_version"], 3);
+    assert_eq!(meta["format_version"], 4);
     assert_eq!(meta["project"], stack.project.as_str());
     let pg = &meta["databases"][0];
     assert_eq!((pg["service"].as_str(), pg["engine"].as_str()), (Some("db"), Some("postgres")));

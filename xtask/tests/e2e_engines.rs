@@ -159,7 +159,7 @@ fn every_engine_round_trips_through_clean_all_while_written_to() {
     assert_eq!(summary["unprotected"], serde_json::json!([]), "{summary}");
     let archive = summary["path"].as_str().unwrap().to_string();
     let meta = metadata(&archive);
-    assert_eq!(meta["format_version"], 3);
+    assert_eq!(meta["format_version"], 4);
     let pg_live = archived_rows(&meta, "db", "app", "\"public\".\"live\"");
     let my_live = archived_rows(&meta, "maria", "wp", "`live`");
     assert!((pg_before..=pg_after).contains(&pg_live), "{pg_before} <= {pg_live} <= {pg_after}");

@@ -5,6 +5,7 @@ use std::io::{self, Read, Write};
 
 pub use crate::model::compression::*;
 
+use super::frames::FrameWriter;
 use super::pgz::ParallelGzWriter;
 
 /// How many zstd workers a backup uses beside its own thread (which builds the tar stream and
@@ -48,10 +49,11 @@ pub fn encoding_reader(
     })
 }
 
-/// The compressing writer of an archive's tar stream.
+/// The compressing writer of an archive's tar stream: zstd as independent frames cut at entries
+/// (the seekable layout, [`super::frames`]) or one gzip member of parallel blocks.
 pub enum Encoder<W: Write> {
     Gzip(ParallelGzWriter<W>),
-    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Zstd(FrameWriter<W>),
 }
 
 impl<W: Write> Encoder<W> {
@@ -60,23 +62,33 @@ impl<W: Write> Encoder<W> {
     pub fn new(out: W, compression: Compression, threads: usize) -> io::Result<Encoder<W>> {
         Ok(match compression.codec {
             Codec::Gzip => Encoder::Gzip(ParallelGzWriter::new(out, compression.level as u32, threads)?),
-            Codec::Zstd => Encoder::zstd(out, compression.level, zstd_workers(threads))?,
+            Codec::Zstd => Encoder::Zstd(FrameWriter::new(out, compression.level, threads)?),
         })
     }
 
-    /// A zstd encoder with `workers` threads of its own (0: it compresses in the caller's
-    /// thread); its frames carry their checksum.
-    pub fn zstd(out: W, level: i32, workers: u32) -> io::Result<Encoder<W>> {
-        Ok(Encoder::Zstd(zstd::stream::write::Encoder::with_encoder(out, zstd_raw(level, workers)?)))
-    }
-
-    /// Ends the stream (trailer, last frame) and returns the inner writer.
-    pub fn finish(self) -> io::Result<W> {
+    /// An entry starts here (a zstd frame may end; gzip ignores it).
+    pub fn boundary(&mut self) -> io::Result<()> {
         match self {
-            Encoder::Gzip(g) => g.finish(),
-            Encoder::Zstd(z) => z.finish(),
+            Encoder::Gzip(_) => Ok(()),
+            Encoder::Zstd(z) => z.boundary(),
         }
     }
+
+    /// Ends the stream (trailer, last frame; a zstd stream's footer names where the index and
+    /// `SHA256SUMS` entries start in the tar stream) and returns the inner writer.
+    pub fn finish(self, marks: Marks) -> io::Result<W> {
+        match self {
+            Encoder::Gzip(g) => g.finish(),
+            Encoder::Zstd(z) => z.finish(marks.index_at, marks.sums_at),
+        }
+    }
+}
+
+/// Where the index and `SHA256SUMS` entries start in the tar stream.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Marks {
+    pub index_at: u64,
+    pub sums_at: u64,
 }
 
 impl<W: Write> Write for Encoder<W> {
@@ -119,7 +131,7 @@ mod tests {
         for chunk in data.chunks(333_333) {
             e.write_all(chunk).unwrap();
         }
-        e.finish().unwrap()
+        e.finish(Marks::default()).unwrap()
     }
 
     /// Read back by the tool's reader (named as the tool names it) and by the codec's standard one.

@@ -39,6 +39,8 @@ pub enum Kind {
 pub enum Place {
     Metadata,
     Checksums,
+    /// The index (format version 4 and later), right before `SHA256SUMS`.
+    Index,
     /// A database dump named by the metadata (`databases/<service>/<name>.sql`, or version 1's
     /// `postgres/<name>.sql`), made by `engine`.
     Dump {
@@ -91,6 +93,9 @@ pub struct Grammar {
     pub allow_special: bool,
     index: u64,
     after_sums: bool,
+    /// The metadata's format version carries an index; whether it came.
+    indexed: bool,
+    index_seen: bool,
     volumes: BTreeSet<String>,
     dumps: BTreeMap<String, super::DbEngine>,
     /// Every name seen (canonical), to refuse duplicates, with what it is (directory, regular
@@ -176,6 +181,7 @@ impl Grammar {
     pub fn expect(&mut self, meta: &Metadata) {
         self.volumes = meta.volumes.iter().map(|v| v.name.clone()).collect();
         self.dumps = meta.dump_entries().into_iter().collect();
+        self.indexed = meta.format_version >= super::INDEXED_SINCE;
     }
 
     /// Checks the next entry; the error names the entry and the rule it breaks.
@@ -223,6 +229,22 @@ impl Grammar {
         }
         if self.after_sums {
             bail!("comes after {CHECKSUMS}, which must be the last entry");
+        }
+        if self.index_seen && name != CHECKSUMS.as_bytes() {
+            bail!("comes after {}, where {CHECKSUMS} must", super::INDEX);
+        }
+        if name == super::INDEX.as_bytes() && self.indexed {
+            if kind != Kind::File {
+                bail!("must be a regular file");
+            }
+            self.index_seen = true;
+            return Ok(Place::Index);
+        }
+        if name == CHECKSUMS.as_bytes() && self.indexed && !self.index_seen {
+            bail!(
+                "comes where the index {} must (right before it): the archive is incomplete or altered",
+                super::INDEX
+            );
         }
         if is_meta || name == CHECKSUMS.as_bytes() {
             if is_meta && self.index != 0 {
@@ -296,11 +318,14 @@ impl Grammar {
         if !self.after_sums {
             bail!("the checksum entry {CHECKSUMS} is missing: the archive is incomplete");
         }
+        if self.indexed && !self.index_seen {
+            bail!("the index {} is missing: the archive is incomplete", super::INDEX);
+        }
         Ok(())
     }
 }
 
-fn kind_of(t: tar::EntryType) -> Result<Kind> {
+pub fn kind_of(t: tar::EntryType) -> Result<Kind> {
     Ok(match t {
         tar::EntryType::Regular => Kind::File,
         tar::EntryType::Directory => Kind::Dir,

@@ -11,8 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::grammar::{self, Kind};
 
-/// The index's name in the tar stream (the entry before `SHA256SUMS`).
-pub const INDEX: &str = "index.jsonl";
+pub use super::metadata::INDEX;
 /// Longest index line read: a name of 64 KiB in hex, twice (a hard link), and the rest.
 pub const MAX_LINE: usize = 300 * 1024;
 

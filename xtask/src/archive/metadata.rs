@@ -13,11 +13,15 @@ pub const FORMAT: &str = "xtask-backup";
 /// Version 3: bind mounts under `binds/<id>/` (a volume entry with its host path). Version 2:
 /// every database service under `databases/<service>/` (version 1 had one PostgreSQL server
 /// under `postgres/`). Readers take all three.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
+/// The first format version whose archives carry the index (archive/index.rs).
+pub const INDEXED_SINCE: u32 = 4;
 
 pub const METADATA: &str = "metadata.json";
 
 pub const CHECKSUMS: &str = "SHA256SUMS";
+/// The index's name (format version 4 and later; archive/index.rs): the entry before `SHA256SUMS`.
+pub const INDEX: &str = "index.jsonl";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Metadata {
@@ -283,7 +287,7 @@ pub fn parse_metadata(text: &[u8]) -> Result<Metadata> {
         bail!("metadata.json: format is {:?}, expected {FORMAT:?}: not an xtask archive", head.format);
     }
     match head.format_version {
-        Some(1 | 2 | FORMAT_VERSION) => {}
+        Some(1 | 2 | 3 | FORMAT_VERSION) => {}
         Some(v) if v > FORMAT_VERSION => bail!(
             "metadata.json: archive format version {v} is newer than this tool understands ({FORMAT_VERSION}); update the xtask (git pull) and retry"
         ),

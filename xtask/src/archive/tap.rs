@@ -24,6 +24,8 @@ pub struct TarOut<G: Write> {
     compress: Option<G>,
     tap: Option<Tap>,
     tap_failed: bool,
+    /// Bytes of the tar stream taken so far: where the next entry starts.
+    position: u64,
 }
 
 /// The tap once the tar stream ended: the tool still running with its stdin open for its owner
@@ -40,7 +42,17 @@ impl<G: Write> TarOut<G> {
         if compress.is_none() && tap.is_none() {
             anyhow::bail!("an archive needs a file or a tap to go to");
         }
-        Ok(TarOut { compress, tap: tap.map(Tap::start), tap_failed: false })
+        Ok(TarOut { compress, tap: tap.map(Tap::start), tap_failed: false, position: 0 })
+    }
+
+    /// Where the next byte goes in the tar stream.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// The compressing writer, if there is a local file.
+    pub fn compress_mut(&mut self) -> Option<&mut G> {
+        self.compress.as_mut()
     }
 
     /// The compressing writer (to finish) and the tap, once the tar stream is complete.
@@ -62,6 +74,7 @@ impl<G: Write> Write for TarOut<G> {
                 Err(e) => return Err(e),
             }
         }
+        self.position += n as u64;
         Ok(n)
     }
 

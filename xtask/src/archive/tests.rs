@@ -15,8 +15,16 @@ use super::*;
 fn meta(volumes: &[&str]) -> Metadata {
     let pairs: Vec<(&str, &str)> = volumes.iter().map(|v| (*v, *v)).collect();
     let mut m = Metadata::sample("p", &pairs);
+    // The raw archives these tests build by hand have no index: the grammar of version 3.
+    m.format_version = 3;
     m.compose_files = vec!["compose.yaml".into()];
     m.model_sha256 = "0".repeat(64);
+    m
+}
+
+/// `m` at this release's format version (with the index).
+fn current(mut m: Metadata) -> Metadata {
+    m.format_version = FORMAT_VERSION;
     m
 }
 
@@ -72,7 +80,7 @@ fn temp_dir(name: &str) -> PathBuf {
 fn write_good(dir: &Path, codec: Codec) -> PathBuf {
     let path = dir.join(format!("full_backup_20260101_000000{}", codec.extension()));
     let mut w = ArchiveWriter::create(&path, Compression::new(codec), 2).unwrap();
-    write_metadata(&mut w, &meta(&["vol"])).unwrap();
+    write_metadata(&mut w, &current(meta(&["vol"]))).unwrap();
     let mut seen = 0;
     let stats = w
         .add_volume_tar("vol", &volume_stream()[..], &mut |n| {
@@ -476,5 +484,206 @@ fn a_spooled_file_has_no_name_and_reads_back_what_was_written() {
     b.read_to_string(&mut rest).unwrap();
     assert_eq!((&first, rest.as_str()), (b"SELECT", "SELECT 1;\n"));
     assert_eq!(spooled.len().unwrap(), 10);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A volume stream of `n` files of pseudo-random bytes (`size` each): several zstd frames.
+fn many_files(n: usize, size: usize) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_size(0);
+    b.append_data(&mut h, "./", io::empty()).unwrap();
+    let mut x: u32 = 1;
+    let mut files = Vec::new();
+    for i in 0..n {
+        let data: Vec<u8> = (0..size)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (x >> 24) as u8
+            })
+            .collect();
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_mtime(1_700_000_000 + i as u64);
+        h.set_size(size as u64);
+        let name = format!("f{i:03}.bin");
+        b.append_data(&mut h, format!("./{name}"), &data[..]).unwrap();
+        files.push((format!("volumes/vol/{name}"), data));
+    }
+    (b.into_inner().unwrap(), files)
+}
+
+fn seekable_of(path: &Path) -> seekable::Seekable<seekable::LocalRanges<'static>> {
+    let file: &'static File = Box::leak(Box::new(File::open(path).unwrap()));
+    let len = file.metadata().unwrap().len();
+    seekable::Seekable::open(seekable::LocalRanges { file, len }, "test").unwrap().expect("a seek footer")
+}
+
+fn listed(s: &seekable::Seekable<seekable::LocalRanges<'static>>) -> Vec<index::Entry> {
+    let mut all = Vec::new();
+    s.entries(&mut |e| {
+        all.push(e);
+        Ok(())
+    })
+    .unwrap();
+    all
+}
+
+fn read_one(s: &seekable::Seekable<seekable::LocalRanges<'static>>, e: &index::Entry) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    s.read_entry(e, &mut out).map(|_| out)
+}
+
+/// A seekable archive of `many_files(24, 200 KiB)` beside the odd names: several frames.
+fn write_seekable(dir: &Path) -> (PathBuf, Vec<(String, Vec<u8>)>) {
+    let path = dir.join("full_backup_20260101_000000.tar.zst");
+    let mut w = ArchiveWriter::create(&path, Compression::default(), 2).unwrap();
+    write_metadata(&mut w, &current(meta(&["vol", "odd"]))).unwrap();
+    let (stream, files) = many_files(24, 200 << 10);
+    w.add_volume_tar("vol", &stream[..], &mut |_| Ok(())).unwrap();
+    w.add_volume_tar("odd", &volume_stream()[..], &mut |_| Ok(())).unwrap();
+    w.commit().unwrap();
+    (path, files)
+}
+
+#[test]
+fn a_seekable_archive_lists_and_reads_each_entry_from_its_index() {
+    let dir = temp_dir("seekable");
+    let (path, files) = write_seekable(&dir);
+    let report = verify(&path, Rules::default());
+    assert!(report.ok(), "{:?}", report.problems);
+    let s = seekable_of(&path);
+    assert!(s.footer().frames.len() >= 4, "{:?}", s.footer().frames.len());
+    let all = listed(&s);
+    let names: Vec<String> = all.iter().map(|e| e.shown()).collect();
+    assert_eq!(names[0], "metadata.json");
+    assert!(!names.iter().any(|n| n == INDEX || n == CHECKSUMS), "{names:?}");
+    assert_eq!(all.len() as u64, report.entries - 2, "every entry but the index and the sums");
+    for (name, data) in &files {
+        let e = all.iter().find(|e| e.shown() == *name).unwrap();
+        assert_eq!(read_one(&s, e).unwrap(), *data, "{name}");
+    }
+    let odd = all.iter().find(|e| e.shown() == "volumes/odd/ünï code/file one").unwrap();
+    assert_eq!(
+        (read_one(&s, odd).unwrap(), odd.mode, odd.uid, odd.mtime),
+        (b"hello".to_vec(), 0o640, 1234, 1_600_000_000)
+    );
+    let long = all.iter().find(|e| e.name.len() > 170 && e.kind == grammar::Kind::File).unwrap();
+    assert_eq!(read_one(&s, long).unwrap(), b"abc");
+    let link = all.iter().find(|e| e.shown() == "volumes/odd/hard").unwrap();
+    assert_eq!(link.link.as_deref(), Some(&b"volumes/odd/\xc3\xbcn\xc3\xaf code/file one"[..]));
+    // A gzip archive has no footer: read sequentially.
+    let gz = write_good(&dir, Codec::Gzip);
+    let len = std::fs::metadata(&gz).unwrap().len();
+    let file = File::open(&gz).unwrap();
+    assert!(seekable::Seekable::open(seekable::LocalRanges { file: &file, len }, "gz").unwrap().is_none());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The archive at `path` rewritten seekable with `edit` applied to its index lines (the sums
+/// line of the index fixed to match when `fix_sums`): what someone who can write the archive
+/// (but cannot sign) could make.
+fn forge_index(path: &Path, out: &Path, fix_sums: bool, edit: &dyn Fn(&mut Vec<index::Entry>)) {
+    let mut plain = Vec::new();
+    zstd::stream::read::Decoder::new(File::open(path).unwrap()).unwrap().read_to_end(&mut plain).unwrap();
+    let mut parts: Vec<(tar::Header, Vec<u8>, Vec<u8>)> = Vec::new();
+    for e in tar::Archive::new(&plain[..]).entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        parts.push((e.header().clone(), e.path_bytes().into_owned(), data));
+    }
+    let n = parts.len();
+    let mut lines: Vec<index::Entry> = parts[n - 2]
+        .2
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| index::parse_line(l).unwrap())
+        .collect();
+    edit(&mut lines);
+    parts[n - 2].2 = lines.iter().flat_map(index::to_line).collect();
+    if fix_sums {
+        let mut sums: Vec<(Vec<u8>, [u8; 32])> = Vec::new();
+        for (_, name, data) in &parts[..n - 1] {
+            if lines.iter().any(|l| l.name == *name && l.kind == grammar::Kind::File) || name == INDEX.as_bytes() {
+                sums.push((name.clone(), Sha256::digest(data).into()));
+            }
+        }
+        parts[n - 1].2 = format_sums(&sums);
+    }
+    let mut b = tar::Builder::new(Vec::new());
+    let mut starts = Vec::new();
+    for (h, name, data) in &mut parts {
+        starts.push(b.get_ref().len() as u64);
+        h.set_size(data.len() as u64);
+        let path = std::path::PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name));
+        if matches!(h.entry_type(), tar::EntryType::Symlink | tar::EntryType::Link) {
+            let target = h.link_name().unwrap().unwrap().into_owned();
+            b.append_link(h, &path, target).unwrap();
+        } else {
+            b.append_data(h, &path, &data[..]).unwrap();
+        }
+    }
+    let tar = b.into_inner().unwrap();
+    let mut w = frames::FrameWriter::new(Vec::new(), 3, 1).unwrap();
+    let mut from = 0usize;
+    for at in starts.iter().skip(1).map(|&a| a as usize).chain([tar.len()]) {
+        w.boundary().unwrap();
+        w.write_all(&tar[from..at]).unwrap();
+        from = at;
+    }
+    std::fs::write(out, w.finish(starts[n - 2], starts[n - 1]).unwrap()).unwrap();
+}
+
+#[test]
+fn a_forged_or_altered_index_is_refused() {
+    let dir = temp_dir("forged-index");
+    let (path, _) = write_seekable(&dir);
+    let forged = dir.join("forged.tar.zst");
+    // An index whose entry for f001.bin points at f002.bin's bytes and the other way round, with
+    // their digests (sums fixed to match).
+    forge_index(&path, &forged, true, &|lines| {
+        let i = lines.iter().position(|l| l.name.ends_with(b"f001.bin")).unwrap();
+        let (a, b) = (lines[i].clone(), lines[i + 1].clone());
+        (lines[i].name, lines[i].sha256) = (b.name, b.sha256);
+        (lines[i + 1].name, lines[i + 1].sha256) = (a.name, a.sha256);
+    });
+    let p = verify(&forged, Rules::default()).problems.join("\n");
+    assert!(p.contains("the index does not list the archive's entries"), "{p}");
+    let s = seekable_of(&forged);
+    let aimed = listed(&s).into_iter().find(|e| e.name.ends_with(b"f001.bin")).unwrap();
+    let err = format!("{:#}", read_one(&s, &aimed).unwrap_err());
+    assert!(err.contains("holds another entry where the index points"), "{err}");
+    // An index that names an entry the stream does not hold.
+    forge_index(&path, &forged, true, &|lines| {
+        let i = lines.iter().position(|l| l.name.ends_with(b"f003.bin")).unwrap();
+        let mut ghost = lines[i].clone();
+        ghost.name = b"volumes/vol/ghost".to_vec();
+        ghost.at += 1024; // inside f003.bin's bytes
+        lines.insert(i + 1, ghost);
+    });
+    assert!(verify(&forged, Rules::default()).problems.join("\n").contains("the index does not list"));
+    let s = seekable_of(&forged);
+    let ghost = listed(&s).into_iter().find(|e| e.name.ends_with(b"ghost")).unwrap();
+    assert!(read_one(&s, &ghost).is_err());
+    // An index pointing past itself.
+    forge_index(&path, &forged, true, &|lines| lines.last_mut().unwrap().at = u64::MAX / 2);
+    let s = seekable_of(&forged);
+    let err = format!("{:#}", s.entries(&mut |_| Ok(())).unwrap_err());
+    assert!(err.contains("out of order or past the index"), "{err}");
+    // An index altered without its SHA256SUMS line.
+    forge_index(&path, &forged, false, &|lines| lines[1].mode = 0o777);
+    let s = seekable_of(&forged);
+    let err = format!("{:#}", s.entries(&mut |_| Ok(())).unwrap_err());
+    assert!(err.contains("does not match its line in SHA256SUMS"), "{err}");
+    // A truncated archive: its footer gone, it is no longer seekable; cut inside, refused.
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&forged, &bytes[..bytes.len() / 2]).unwrap();
+    let file = File::open(&forged).unwrap();
+    let cut = seekable::Seekable::open(seekable::LocalRanges { file: &file, len: (bytes.len() / 2) as u64 }, "cut");
+    assert!(cut.unwrap().is_none());
+    assert!(!verify(&forged, Rules::default()).ok());
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -104,6 +104,7 @@ fn verify_into(src: &Source, rules: Rules, report: &mut Report, hook: &mut Hook,
     let mut archive = src.tar();
     let mut grammar = grammar::Grammar::new(rules.allow_special);
     let mut seen = Seen::default();
+    let mut lines = IndexLines::default();
     let entries = archive.entries().context("the archive is not a zstd- or gzip-compressed tar")?;
     for entry in entries {
         let mut entry = entry.context("the archive is truncated or corrupt (compressed or tar stream broken)")?;
@@ -113,6 +114,7 @@ fn verify_into(src: &Source, rules: Rules, report: &mut Report, hook: &mut Hook,
             Some(taken) => Some(record_taken(&checked, taken, report, &mut seen)),
             None => read_entry(&mut entry, &checked, report, &mut seen)?,
         };
+        lines.follow(&entry, &checked, content.as_ref(), report);
         if checked.place == grammar::Place::Metadata {
             grammar.expect(report.metadata.as_ref().context("metadata missing")?);
         }
@@ -127,6 +129,45 @@ fn verify_into(src: &Source, rules: Rules, report: &mut Report, hook: &mut Hook,
     compare_sums(&seen, report);
     check_dumps(&seen, report);
     Ok(())
+}
+
+/// The index as the stream says it must be: the SHA-256 of every line an entry before the index
+/// makes, and where the next entry starts. The index entry must hash to exactly that: every
+/// entry it names is in the stream at the offset it gives, with its facts and digest, in order,
+/// and nothing else.
+#[derive(Default)]
+struct IndexLines {
+    hasher: Sha256,
+    next_at: u64,
+}
+
+impl IndexLines {
+    fn follow<R: Read>(
+        &mut self,
+        entry: &tar::Entry<'_, R>,
+        c: &grammar::Checked,
+        content: Option<&[u8; 32]>,
+        report: &mut Report,
+    ) {
+        match c.place {
+            grammar::Place::Checksums => {}
+            grammar::Place::Index => {
+                let expected: [u8; 32] = self.hasher.clone().finalize().into();
+                if content != Some(&expected) {
+                    report.problems.push(format!(
+                        "entry {}: the index does not list the archive's entries as they are (altered or forged); \
+                         ls, cat, diff and single-path restores would read it",
+                        super::index::INDEX
+                    ));
+                }
+            }
+            _ => {
+                let line = super::index::to_line(&super::index::Entry::of_checked(c, content.copied(), self.next_at));
+                self.hasher.update(line);
+            }
+        }
+        self.next_at = entry.raw_file_position() + c.size.div_ceil(512) * 512;
+    }
 }
 
 /// Reads one entry's data (files only): hashes it, and parses what must be parsed.
@@ -156,6 +197,7 @@ fn read_entry<R: Read>(
         match &c.place {
             grammar::Place::Metadata | grammar::Place::Checksums => text.extend_from_slice(&buf[..n]),
             grammar::Place::Dump { .. } => stats.feed(&buf[..n]),
+            grammar::Place::Index => {}
             grammar::Place::Volume { volume, .. } => {
                 *report.volume_bytes.entry(volume.clone()).or_default() += n as u64
             }
@@ -163,7 +205,7 @@ fn read_entry<R: Read>(
         report.bytes += n as u64;
     }
     let digest: [u8; 32] = hasher.finalize().into();
-    report.files += u64::from(c.place != grammar::Place::Checksums);
+    report.files += u64::from(!matches!(c.place, grammar::Place::Checksums | grammar::Place::Index));
     match &c.place {
         grammar::Place::Metadata => {
             let meta = parse_metadata(&text)?;
@@ -177,7 +219,7 @@ fn read_entry<R: Read>(
         grammar::Place::Dump { .. } => {
             seen.dumps.insert(String::from_utf8_lossy(&c.name).into_owned(), stats);
         }
-        grammar::Place::Volume { .. } => {}
+        grammar::Place::Volume { .. } | grammar::Place::Index => {}
     }
     seen.digests.insert(c.name.clone(), digest);
     Ok(Some(digest))

@@ -31,7 +31,35 @@ pub struct ArchiveWriter {
     temp_path: Option<PathBuf>,
     builder: Option<tar::Builder<TarOut<Compressed>>>,
     sums: Vec<(Vec<u8>, [u8; 32])>,
+    /// The index's lines so far (format version 4 and later: set by [`write_metadata`]).
+    index: Option<IndexSpool>,
     pub stats: StreamStats,
+}
+
+/// The index being written: its lines in a private unnamed file beside the archive (an index
+/// of a million entries is a few hundred MiB), batched.
+struct IndexSpool {
+    file: crate::files::Unnamed,
+    batch: Vec<u8>,
+    len: u64,
+}
+
+impl IndexSpool {
+    fn push(&mut self, entry: &index::Entry) -> Result<()> {
+        self.batch.extend_from_slice(&index::to_line(entry));
+        if self.batch.len() >= 1 << 20 {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    fn spill(&mut self) -> Result<()> {
+        use std::io::Write;
+        self.file.writer().write_all(&self.batch).context("write the archive's index")?;
+        self.len += self.batch.len() as u64;
+        self.batch.clear();
+        Ok(())
+    }
 }
 
 impl ArchiveWriter {
@@ -75,6 +103,7 @@ impl ArchiveWriter {
             temp_path,
             builder: Some(builder),
             sums: Vec::new(),
+            index: None,
             stats: StreamStats::default(),
         })
     }
@@ -88,6 +117,42 @@ impl ArchiveWriter {
         self.builder.as_mut().context("archive already committed")
     }
 
+    /// An entry starts: where in the tar stream (a zstd frame may end here).
+    fn begin_entry(&mut self) -> Result<u64> {
+        let out = self.builder()?.get_mut();
+        if let Some(encoder) = out.compress_mut() {
+            encoder.boundary().context("write the archive")?;
+        }
+        Ok(out.position())
+    }
+
+    /// The index line of the entry just written with `header` as `name` (canonical as the
+    /// grammar reads it back: a directory without its `/`).
+    fn record(
+        &mut self,
+        h: &tar::Header,
+        name: &[u8],
+        link: Option<&[u8]>,
+        sha256: Option<[u8; 32]>,
+        at: u64,
+    ) -> Result<()> {
+        let Some(spool) = self.index.as_mut() else { return Ok(()) };
+        let kind = grammar::kind_of(h.entry_type())?;
+        let entry = index::Entry {
+            name: grammar::canonical(name, kind == grammar::Kind::Dir)?.to_vec(),
+            kind,
+            size: if kind == grammar::Kind::File { h.size()? } else { 0 },
+            mode: h.mode().unwrap_or(0) & 0o7777,
+            uid: h.uid().unwrap_or(0),
+            gid: h.gid().unwrap_or(0),
+            mtime: h.mtime().unwrap_or(0),
+            link: link.map(<[u8]>::to_vec),
+            sha256,
+            at,
+        };
+        spool.push(&entry)
+    }
+
     /// Adds a regular file (mode 0600, mtime now) from a reader of known size.
     pub fn add_file(&mut self, path: &str, size: u64, data: impl Read) -> Result<()> {
         let mut header = tar::Header::new_gnu();
@@ -98,11 +163,14 @@ impl ArchiveWriter {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         );
         let mut reader = HashingReader::new(data);
+        let at = self.begin_entry()?;
         self.builder()?.append_data(&mut header, path, &mut reader).with_context(|| format!("write entry {path}"))?;
         if reader.bytes != size {
             bail!("entry {path}: expected {size} bytes, got {}", reader.bytes);
         }
-        self.sums.push((path.as_bytes().to_vec(), reader.hasher.finalize().into()));
+        let digest: [u8; 32] = reader.hasher.finalize().into();
+        self.record(&header, path.as_bytes(), None, Some(digest), at)?;
+        self.sums.push((path.as_bytes().to_vec(), digest));
         self.stats.entries += 1;
         self.stats.files += 1;
         self.stats.bytes += size;
@@ -163,7 +231,9 @@ impl ArchiveWriter {
         }
         let kind = header.entry_type();
         let dest_path = Path::new(OsStr::from_bytes(&dest)).to_path_buf();
+        let at = self.begin_entry()?;
         let builder = self.builder.as_mut().context("archive already committed")?;
+        let (mut link, mut digest, mut written) = (None, None, dest.clone());
         match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let size = header.size()?;
@@ -171,7 +241,9 @@ impl ArchiveWriter {
                 builder
                     .append_data(&mut header, &dest_path, &mut reader)
                     .with_context(|| format!("write entry {}", dest_path.display()))?;
-                self.sums.push((dest.clone(), reader.hasher.finalize().into()));
+                let sha: [u8; 32] = reader.hasher.finalize().into();
+                self.sums.push((dest.clone(), sha));
+                digest = Some(sha);
                 stats.files += 1;
                 stats.bytes += size;
                 progress(size)?;
@@ -181,26 +253,25 @@ impl ArchiveWriter {
                 let mut t = prefix.as_bytes().to_vec();
                 t.extend_from_slice(&relative_in_volume(&target)?);
                 builder.append_link(&mut header, &dest_path, Path::new(OsStr::from_bytes(&t)))?;
+                link = Some(t);
             }
             tar::EntryType::Symlink => {
                 let target = entry.link_name_bytes().context("symlink without target")?.into_owned();
                 builder.append_link(&mut header, &dest_path, Path::new(OsStr::from_bytes(&target)))?;
+                link = Some(target);
             }
             tar::EntryType::Directory => {
-                if !dest_path.as_os_str().as_bytes().ends_with(b"/") {
-                    let mut d = dest.clone();
-                    d.push(b'/');
-                    builder.append_data(&mut header, Path::new(OsStr::from_bytes(&d)), io::empty())?;
-                } else {
-                    builder.append_data(&mut header, &dest_path, io::empty())?;
+                if !written.ends_with(b"/") {
+                    written.push(b'/');
                 }
+                builder.append_data(&mut header, Path::new(OsStr::from_bytes(&written)), io::empty())?;
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 builder.append_data(&mut header, &dest_path, io::empty())?;
             }
             other => bail!("volume {name}: entry {} has an unsupported type {other:?}", dest_path.display()),
         }
-        Ok(())
+        self.record(&header, &written, link.as_deref(), digest, at)
     }
 
     /// Writes `SHA256SUMS`, finishes the streams, fsyncs, renames to the final name and fsyncs
@@ -212,6 +283,8 @@ impl ArchiveWriter {
     /// [`ArchiveWriter::commit`], returning also the SHA-256 of the bytes as stored and the
     /// mirror (still open, for its owner to finish) or why it dropped out.
     pub fn commit_all(mut self) -> Result<Committed> {
+        let index_at = self.write_index()?;
+        let sums_at = self.begin_entry()?;
         let sums = format_sums(&self.sums);
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Regular);
@@ -228,7 +301,8 @@ impl ArchiveWriter {
             let (size, sha256) = (tapped.bytes, tapped.sha256);
             return Ok(Committed { size, sha256, mirror: None, mirror_error: None, tapped: Some(tapped) });
         };
-        let buffered = compressed.finish().context("finish the compressed stream")?;
+        let marks = compression::Marks { index_at, sums_at };
+        let buffered = compressed.finish(marks).context("finish the compressed stream")?;
         let sink = buffered.into_inner().map_err(|e| e.into_error()).context("flush the archive")?;
         let finished = sink.finish()?;
         let file = finished.file;
@@ -242,6 +316,25 @@ impl ArchiveWriter {
         }
         let (mirror, mirror_error) = (finished.mirror, finished.mirror_error);
         Ok(Committed { size, sha256: finished.sha256, mirror, mirror_error, tapped })
+    }
+}
+
+impl ArchiveWriter {
+    /// Starts the index (format version 4 and later): every entry from here on gets its line.
+    fn start_index(&mut self) -> Result<()> {
+        let near = self.final_path.parent().context("archive path has no directory")?;
+        let file = crate::files::Unnamed::create(near).context("a private file for the archive's index")?;
+        self.index = Some(IndexSpool { file, batch: Vec::new(), len: 0 });
+        Ok(())
+    }
+
+    /// Adds the index entry (when there is one); returns where it starts in the tar stream.
+    fn write_index(&mut self) -> Result<u64> {
+        let Some(mut spool) = self.index.take() else { return Ok(0) };
+        spool.spill()?;
+        let at = self.builder()?.get_ref().position();
+        self.add_file(index::INDEX, spool.len, spool.file.reader())?;
+        Ok(at)
     }
 }
 
@@ -279,6 +372,9 @@ impl Drop for ArchiveWriter {
 /// Adds `metadata.json` as the first entry.
 pub fn write_metadata(w: &mut ArchiveWriter, meta: &Metadata) -> Result<()> {
     let json = serde_json::to_vec_pretty(meta)?;
+    if meta.format_version >= INDEXED_SINCE {
+        w.start_index()?;
+    }
     w.add_file(METADATA, json.len() as u64, &json[..])
 }
 

@@ -1,0 +1,233 @@
+//! Reading a seekable archive without reading it whole: the footer (archive/frames.rs) says
+//! where each zstd frame starts; the index (archive/index.rs) is read from its own frames and
+//! checked against its line in `SHA256SUMS`; one entry is read by decompressing from the frame
+//! that holds its header, and checked against its index line (name, type, size, mode, owner,
+//! mtime, link, digest) before anything of it counts. Everything through a [`Ranges`]: a local
+//! file read by offset, or a remote read by byte ranges.
+
+use std::collections::HashSet;
+use std::io::{self, BufRead, BufReader, Read, Write};
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use super::frames::{Footer, FrameAt};
+use super::grammar::{self, Kind};
+use super::index::{self, Entry};
+
+/// Byte ranges of a stored archive.
+pub trait Ranges {
+    /// The archive's size in bytes.
+    fn size(&self) -> u64;
+    /// `len` bytes from `offset` (fewer at the end).
+    fn range(&self, offset: u64, len: u64) -> Result<Box<dyn Read + '_>>;
+}
+
+/// A local archive's open descriptor, read by offset (`pread`): the one the tool opened.
+pub struct LocalRanges<'f> {
+    pub file: &'f std::fs::File,
+    pub len: u64,
+}
+
+impl Ranges for LocalRanges<'_> {
+    fn size(&self) -> u64 {
+        self.len
+    }
+
+    fn range(&self, offset: u64, len: u64) -> Result<Box<dyn Read + '_>> {
+        Ok(Box::new(crate::files::AtReader::at(self.file, offset).take(len)))
+    }
+}
+
+/// A seekable archive, its footer read.
+pub struct Seekable<R: Ranges> {
+    ranges: R,
+    footer: Footer,
+    /// Where the footer starts: no frame's data reaches past it.
+    footer_start: u64,
+    shown: String,
+}
+
+/// The largest footer read (a frame table of 4 M frames: 16 TiB of tar stream).
+const MAX_FOOTER: usize = 64 << 20;
+/// Largest zstd window accepted, as for a whole read (archive/inflate.rs).
+const ZSTD_WINDOW_LOG_MAX: u32 = 24;
+
+impl<R: Ranges> Seekable<R> {
+    /// The footer of the archive `ranges` holds (shown as `shown`): None when it has none (gzip,
+    /// or written before the seekable layout); an error when it has one that is malformed.
+    pub fn open(ranges: R, shown: &str) -> Result<Option<Seekable<R>>> {
+        let size = ranges.size();
+        let tail_len = 32.min(size);
+        let mut tail = Vec::new();
+        ranges.range(size - tail_len, tail_len)?.read_to_end(&mut tail).context("read the archive's end")?;
+        let Some(len) = Footer::len_from_tail(&tail) else { return Ok(None) };
+        if len > MAX_FOOTER || len as u64 > size {
+            bail!("archive {shown}: its seek footer claims {len} bytes, more than the archive or {MAX_FOOTER}");
+        }
+        let mut bytes = Vec::with_capacity(len);
+        ranges.range(size - len as u64, len as u64)?.read_to_end(&mut bytes).context("read the seek footer")?;
+        let footer = Footer::parse(&bytes, size).with_context(|| format!("archive {shown}"))?;
+        Ok(Some(Seekable { footer_start: size - len as u64, ranges, footer, shown: shown.to_string() }))
+    }
+
+    /// The tar stream from `at` on: decompressed from the frame that holds it, to the footer.
+    fn stream_at(&self, at: u64) -> Result<impl Read + '_> {
+        let FrameAt { tar, file } = self.footer.frame_of(at).context("no frame holds that offset")?;
+        let raw = self.ranges.range(file, self.footer_start - file)?;
+        let mut z = zstd::stream::read::Decoder::new(raw).context("start reading the archive")?;
+        z.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+        let mut z = BufReader::with_capacity(128 << 10, z);
+        let skip = at - tar;
+        let skipped = io::copy(&mut (&mut z).take(skip), &mut io::sink())
+            .with_context(|| format!("archive {}: the frame at byte {file} is damaged", self.shown))?;
+        if skipped != skip {
+            bail!("archive {}: the frame at byte {file} ends before tar offset {at}", self.shown);
+        }
+        Ok(z)
+    }
+
+    /// The index's digest as read, after checking that `SHA256SUMS` follows it where the footer
+    /// says and lists it with that digest.
+    fn index_digest(&self) -> Result<[u8; 32]> {
+        let shown = &self.shown;
+        let mut tar = tar::Archive::new(self.stream_at(self.footer.index_at)?);
+        let mut entries = tar.entries()?;
+        let mut first = entries.next().context("no entry where the footer puts the index")??;
+        expect_text_entry(&mut first, super::INDEX, u64::MAX)?;
+        let mut hasher = Sha256::new();
+        io::copy(&mut first, &mut HashWriter(&mut hasher)).context("read the index")?;
+        let digest: [u8; 32] = hasher.finalize().into();
+        drop(first);
+        let mut sums = entries.next().context("no SHA256SUMS after the index")??;
+        if self.footer.index_at + sums.raw_header_position() != self.footer.sums_at {
+            bail!("archive {shown}: {} is not where the footer puts it", super::CHECKSUMS);
+        }
+        expect_text_entry(&mut sums, super::CHECKSUMS, grammar::MAX_TEXT_ENTRY)?;
+        let mut text = Vec::new();
+        sums.read_to_end(&mut text)?;
+        let recorded = super::parse_sums(&text)?;
+        if recorded.get(super::INDEX.as_bytes()) != Some(&super::hex(&digest)) {
+            bail!("archive {shown}: the index does not match its line in {} (altered)", super::CHECKSUMS);
+        }
+        Ok(digest)
+    }
+
+    /// Every index entry in order, checked as it is read: the index first proven against
+    /// `SHA256SUMS`, then each line by the line grammar, offsets increasing and before the index,
+    /// names unique.
+    pub fn entries(&self, visit: &mut dyn FnMut(Entry) -> Result<()>) -> Result<()> {
+        let shown = &self.shown;
+        let digest = self.index_digest().with_context(|| format!("archive {shown}: read its index"))?;
+        let mut tar = tar::Archive::new(self.stream_at(self.footer.index_at)?);
+        let mut first = tar.entries()?.next().context("the index vanished")??;
+        let mut hasher = Sha256::new();
+        let mut lines = BufReader::with_capacity(1 << 16, (&mut first).take(u64::MAX));
+        let (mut line, mut next_at, mut n) = (Vec::new(), 0u64, 0u64);
+        let mut names: HashSet<u64> = HashSet::new();
+        let keys = std::collections::hash_map::RandomState::new();
+        loop {
+            line.clear();
+            let read = (&mut lines).take(index::MAX_LINE as u64 + 1).read_until(b'\n', &mut line)?;
+            if read == 0 {
+                break;
+            }
+            n += 1;
+            hasher.update(&line);
+            let text = line.strip_suffix(b"\n").with_context(|| format!("index line {n}: too long or cut"))?;
+            let entry = index::parse_line(text).with_context(|| format!("archive {shown}: index line {n}"))?;
+            if entry.at < next_at || entry.at >= self.footer.index_at {
+                bail!("archive {shown}: index line {n} ({}) points out of order or past the index", entry.shown());
+            }
+            next_at = entry.at + 512;
+            if !names.insert(std::hash::BuildHasher::hash_one(&keys, &entry.name)) {
+                bail!("archive {shown}: index line {n} names {} twice", entry.shown());
+            }
+            visit(entry)?;
+        }
+        if <[u8; 32]>::from(hasher.finalize()) != digest {
+            bail!("archive {shown}: the index changed between two reads");
+        }
+        Ok(())
+    }
+
+    /// Writes the content of the file `e` (an entry of this archive's index) to `out`, read from
+    /// its own frames; the header found there must be `e`'s in every fact and the bytes must hash
+    /// to its digest, or the read fails (what `out` took must then be thrown away).
+    pub fn read_entry(&self, e: &Entry, out: &mut dyn Write) -> Result<()> {
+        let shown = format!("archive {}: entry {}", self.shown, e.shown());
+        if e.at >= self.footer.index_at {
+            bail!("{shown}: the index points past its own start");
+        }
+        let mut tar = tar::Archive::new(self.stream_at(e.at).with_context(|| shown.clone())?);
+        let mut entry = tar.entries()?.next().with_context(|| format!("{shown}: no entry there"))??;
+        let found = header_entry(&mut entry, e.at).with_context(|| format!("{shown}: read its header"))?;
+        if (Entry { sha256: e.sha256, ..found.clone() }) != *e {
+            bail!("{shown}: the archive holds another entry where the index points (altered or forged)");
+        }
+        if e.kind != Kind::File {
+            return Ok(());
+        }
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let n = entry.read(&mut buf).with_context(|| format!("{shown}: the archive is damaged"))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n]).with_context(|| format!("{shown}: write it out"))?;
+        }
+        if Some(<[u8; 32]>::from(hasher.finalize())) != e.sha256 {
+            bail!("{shown}: its bytes do not match the index's digest (altered)");
+        }
+        Ok(())
+    }
+
+    pub fn footer(&self) -> &Footer {
+        &self.footer
+    }
+}
+
+/// The entry a tar header describes, as the grammar reads it (digest not known yet).
+fn header_entry<R: Read>(entry: &mut tar::Entry<'_, R>, at: u64) -> Result<Entry> {
+    if entry.pax_extensions()?.is_some() {
+        bail!("a PAX extended header; this tool never writes one");
+    }
+    let h = entry.header();
+    let kind = grammar::kind_of(h.entry_type())?;
+    let name = grammar::canonical(&entry.path_bytes(), kind == Kind::Dir)?.to_vec();
+    Ok(Entry {
+        name,
+        kind,
+        size: entry.size(),
+        mode: h.mode().unwrap_or(0) & 0o7777,
+        uid: h.uid().unwrap_or(0),
+        gid: h.gid().unwrap_or(0),
+        mtime: h.mtime().unwrap_or(0),
+        link: entry.link_name_bytes().map(|l| l.into_owned()),
+        sha256: None,
+        at,
+    })
+}
+
+fn expect_text_entry<R: Read>(entry: &mut tar::Entry<'_, R>, name: &str, max: u64) -> Result<()> {
+    let found = entry.path_bytes().into_owned();
+    if found != name.as_bytes() || entry.header().entry_type() != tar::EntryType::Regular || entry.size() > max {
+        bail!("found {} where the footer puts {name}", grammar::shown(&found));
+    }
+    Ok(())
+}
+
+struct HashWriter<'h>(&'h mut Sha256);
+
+impl Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
