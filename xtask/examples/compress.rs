@@ -2,7 +2,7 @@
 //! on a tar file, so that what is measured is what a backup and a restore run.
 //!
 //!   compress encode gzip:6 THREADS IN OUT      the backup's parallel gzip (archive/pgz.rs)
-//!   compress encode zstd:3 WORKERS IN OUT      zstd with WORKERS threads of its own (0: none)
+//!   compress encode zstd:3 WORKERS IN OUT      zstd frames of 4 MiB on WORKERS threads (archive/frames.rs)
 //!   compress decode ARCHIVE                    the restore's reader (archive/inflate.rs), to nowhere
 //!
 //! Prints one line: the bytes out (or in, for decode).
@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{self, BufWriter};
 
 use anyhow::{bail, Context, Result};
-use xtask::archive::compression::{Codec, Compression, Encoder};
+use xtask::archive::compression::{Compression, Encoder, Marks};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -20,12 +20,9 @@ fn main() -> Result<()> {
             let compression: Compression = spec.parse()?;
             let threads: usize = threads.parse().context("THREADS")?;
             let out = BufWriter::with_capacity(1 << 20, File::create(output)?);
-            let mut enc = match compression.codec {
-                Codec::Gzip => Encoder::new(out, compression, threads)?,
-                Codec::Zstd => Encoder::zstd(out, compression.level, threads as u32)?,
-            };
+            let mut enc = Encoder::new(out, compression, threads.max(1))?;
             io::copy(&mut File::open(input)?, &mut enc)?;
-            let out = enc.finish()?.into_inner().map_err(|e| e.into_error())?;
+            let out = enc.finish(Marks::default())?.into_inner().map_err(|e| e.into_error())?;
             out.sync_all()?;
             println!("{}", out.metadata()?.len());
         }
