@@ -1,4 +1,5 @@
-//! The archive format, version 3 (docs/archive-format.md): one zstd (the default) or gzip
+//! The archive format, version 4 (docs/archive-format.md): one zstd (the default, seekable:
+//! [`frames`], [`index`], [`seekable`]) or gzip
 //! stream ([`compression`]) holding one tar;
 //! `metadata.json` first, then `databases/<service>/…` dumps, `volumes/<volume-name>/…` and
 //! `binds/<id>/…` files, and `SHA256SUMS` last (`sha256sum -c` format); the whole optionally
