@@ -39,6 +39,66 @@ impl Ranges for LocalRanges<'_> {
     }
 }
 
+impl<T: Ranges + ?Sized> Ranges for Box<T> {
+    fn size(&self) -> u64 {
+        (**self).size()
+    }
+
+    fn range(&self, offset: u64, len: u64) -> Result<Box<dyn Read + '_>> {
+        (**self).range(offset, len)
+    }
+}
+
+/// An object of a remote, read by ranges (`rclone cat --offset --count`: S3 `Range` requests).
+/// Its last [`REMOTE_TAIL`] bytes are fetched once and kept: the footer, and for most archives
+/// the index and `SHA256SUMS`, come from that one request.
+pub struct RemoteRanges {
+    pub remote: std::sync::Arc<crate::engine::remote::Remote>,
+    pub object: String,
+    pub size: u64,
+    tail: std::sync::OnceLock<Vec<u8>>,
+}
+
+/// The bytes at a remote archive's end read in one request.
+const REMOTE_TAIL: u64 = 1 << 20;
+
+impl RemoteRanges {
+    pub fn new(remote: std::sync::Arc<crate::engine::remote::Remote>, object: &str) -> Result<RemoteRanges> {
+        let size = remote.size_of(object)?;
+        Ok(RemoteRanges { remote, object: object.to_string(), size, tail: Default::default() })
+    }
+
+    fn tail(&self) -> Result<&[u8]> {
+        if let Some(t) = self.tail.get() {
+            return Ok(t);
+        }
+        let len = REMOTE_TAIL.min(self.size);
+        let mut bytes = Vec::with_capacity(len as usize);
+        self.remote.range(&self.object, self.size - len, len)?.read_to_end(&mut bytes)?;
+        if bytes.len() as u64 != len {
+            bail!("{}: got {} of its last {len} bytes", self.remote.shown(&self.object), bytes.len());
+        }
+        Ok(self.tail.get_or_init(|| bytes))
+    }
+}
+
+impl Ranges for RemoteRanges {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn range(&self, offset: u64, len: u64) -> Result<Box<dyn Read + '_>> {
+        let tail_start = self.size - REMOTE_TAIL.min(self.size);
+        if offset >= tail_start {
+            let tail = self.tail()?;
+            let from = (offset - tail_start) as usize;
+            let to = (from as u64 + len).min(tail.len() as u64) as usize;
+            return Ok(Box::new(&tail[from..to]));
+        }
+        Ok(Box::new(self.remote.range(&self.object, offset, len)?))
+    }
+}
+
 /// A seekable archive, its footer read.
 pub struct Seekable<R: Ranges> {
     ranges: R,

@@ -115,6 +115,26 @@ impl Source {
         matches!(self.origin, Origin::Restic { .. })
     }
 
+    /// The archive's bytes by range, for a partial read of a seekable archive (archive/
+    /// seekable.rs): a local file by offset on its one descriptor, a remote object by ranged
+    /// requests. None when the archive can only be read whole: encrypted (the footer is inside
+    /// age's stream) or a restic snapshot (a tar stream, not compressed).
+    pub fn ranges(&self) -> Result<Option<Box<dyn super::seekable::Ranges + '_>>> {
+        if self.encrypted() {
+            return Ok(None);
+        }
+        Ok(match &self.origin {
+            Origin::File(file) => {
+                let len = file.metadata().with_context(|| format!("stat {}", self.path.display()))?.len();
+                Some(Box::new(super::seekable::LocalRanges { file, len }))
+            }
+            Origin::Remote { remote, object, .. } => {
+                Some(Box::new(super::seekable::RemoteRanges::new(remote.clone(), object)?))
+            }
+            Origin::Restic { .. } => None,
+        })
+    }
+
     pub fn encrypted(&self) -> bool {
         self.identity.is_some()
     }

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use super::docker::{Tool, ToolReader, ToolWriter};
@@ -90,6 +90,23 @@ impl Remote {
     /// Streams `name`'s bytes.
     pub fn cat(&self, name: &str) -> Result<ToolReader> {
         self.rclone.stream(&self.args("cat", &self.at(name), &[]), None)
+    }
+
+    /// `count` bytes of `name` from byte `offset` (fewer at its end): a ranged read (S3 `Range`).
+    pub fn range(&self, name: &str, offset: u64, count: u64) -> Result<ToolReader> {
+        let (offset, count) = (offset.to_string(), count.to_string());
+        self.rclone.stream(&self.args("cat", &self.at(name), &["--offset", &offset, "--count", &count]), None)
+    }
+
+    /// The size of the object `name`.
+    pub fn size_of(&self, name: &str) -> Result<u64> {
+        let args = self.args("lsjson", &self.at(name), &["--files-only", "--no-mimetype", "--no-modtime"]);
+        let out = self.rclone.output(&args).with_context(|| format!("look up {}", self.shown(name)))?;
+        let listed: Vec<Listed> = serde_json::from_slice(&out).context("read rclone's listing")?;
+        match listed.as_slice() {
+            [one] if !one.is_dir && one.size >= 0 => Ok(one.size as u64),
+            _ => bail!("{} is not one object", self.shown(name)),
+        }
     }
 
     /// The first `n` bytes of `name`.
