@@ -108,6 +108,16 @@ pub struct Seekable<R: Ranges> {
     shown: String,
 }
 
+/// How [`Seekable::metadata`] stops the index's read after its first line.
+const STOP: &str = "stop after the first index line";
+
+/// `src` read by its index: None when it has to be read whole (encrypted, a restic snapshot, gzip,
+/// or written before the seekable layout); an error when its footer is malformed.
+pub fn open_source(src: &super::Source) -> Result<Option<Seekable<Box<dyn Ranges + '_>>>> {
+    let Some(ranges) = src.ranges()? else { return Ok(None) };
+    Seekable::open(ranges, &src.path.display().to_string())
+}
+
 /// The largest footer read (a frame table of 4 M frames: 16 TiB of tar stream).
 const MAX_FOOTER: usize = 64 << 20;
 /// Largest zstd window accepted, as for a whole read (archive/inflate.rs).
@@ -242,6 +252,32 @@ impl<R: Ranges> Seekable<R> {
             bail!("{shown}: its bytes do not match the index's digest (altered)");
         }
         Ok(())
+    }
+
+    /// The archive's metadata: the index's first entry (it must be `metadata.json`), read from its
+    /// frame, checked against its line, and read by the grammar's metadata rules.
+    pub fn metadata(&self) -> Result<(super::Metadata, Entry)> {
+        let mut first = None;
+        let mut stop = |e: Entry| {
+            first = Some(e);
+            Err(anyhow::anyhow!(STOP))
+        };
+        match self.entries(&mut stop) {
+            Err(e) if format!("{e}") == STOP => {}
+            Err(e) => return Err(e),
+            Ok(()) => {}
+        }
+        let entry = first.filter(|e| e.name == super::METADATA.as_bytes() && e.kind == Kind::File);
+        let entry = entry
+            .with_context(|| format!("archive {}: its index does not start with {}", self.shown, super::METADATA))?;
+        if entry.size > grammar::MAX_TEXT_ENTRY {
+            bail!("archive {}: {} is larger than {} MiB", self.shown, super::METADATA, grammar::MAX_TEXT_ENTRY >> 20);
+        }
+        let mut text = Vec::new();
+        self.read_entry(&entry, &mut text)?;
+        let meta = super::parse_metadata(&text).with_context(|| format!("archive {}", self.shown))?;
+        grammar::check_metadata(&meta).with_context(|| format!("archive {}: {}", self.shown, super::METADATA))?;
+        Ok((meta, entry))
     }
 
     pub fn footer(&self) -> &Footer {

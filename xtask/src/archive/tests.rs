@@ -556,6 +556,8 @@ fn a_seekable_archive_lists_and_reads_each_entry_from_its_index() {
     assert!(report.ok(), "{:?}", report.problems);
     let s = seekable_of(&path);
     assert!(s.footer().frames.len() >= 4, "{:?}", s.footer().frames.len());
+    let (m, first) = s.metadata().unwrap();
+    assert_eq!((m.volumes.len(), first.at), (2, 0));
     let all = listed(&s);
     let names: Vec<String> = all.iter().map(|e| e.shown()).collect();
     assert_eq!(names[0], "metadata.json");
