@@ -159,7 +159,7 @@ impl<R: Ranges> Seekable<R> {
 
     /// The index's digest as read, after checking that `SHA256SUMS` follows it where the footer
     /// says and lists it with that digest.
-    fn index_digest(&self) -> Result<[u8; 32]> {
+    pub fn index_digest(&self) -> Result<[u8; 32]> {
         let shown = &self.shown;
         let mut tar = tar::Archive::new(self.stream_at(self.footer.index_at)?);
         let mut entries = tar.entries()?;

@@ -22,13 +22,17 @@ pub struct Statement {
     pub size: u64,
     pub sha256: [u8; 32],
     pub project: String,
+    /// A seekable archive's index digest (`index.jsonl`'s SHA-256): what lets a partial read
+    /// (`ls`, `cat`, `restore --path`) be authenticated without hashing the whole archive.
+    pub index: Option<[u8; 32]>,
 }
 
 impl Statement {
     /// The exact bytes signed.
     pub fn text(&self) -> String {
+        let index = self.index.map(|d| format!("index {}\n", super::hex(&d))).unwrap_or_default();
         format!(
-            "{HEADER}\nfile {}\nsize {}\nsha256 {}\nproject {}\n",
+            "{HEADER}\nfile {}\nsize {}\nsha256 {}\nproject {}\n{index}",
             self.file,
             self.size,
             super::hex(&self.sha256),
@@ -80,12 +84,16 @@ pub fn parse(bytes: &[u8]) -> Result<(Statement, String)> {
     if !plain(file) || !plain(project) {
         bail!("the file or project named is not plain text");
     }
-    let armor = &lines[5..];
+    let index = match lines[5].strip_prefix("index ") {
+        Some(hex) => Some(crate::engine::remote::parse_hex32(hex).context("index is not 64 hex digits")?),
+        None => None,
+    };
+    let armor = &lines[5 + usize::from(index.is_some())..];
     let base64 = |l: &&str| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b));
     if armor.first() != Some(&BEGIN) || armor.last() != Some(&END) || !armor[1..armor.len() - 1].iter().all(base64) {
         bail!("no SSH signature after the statement (`{BEGIN}` … `{END}` and nothing else)");
     }
-    let statement = Statement { file: file.into(), size, sha256, project: project.into() };
+    let statement = Statement { file: file.into(), size, sha256, project: project.into(), index };
     Ok((statement, armor.join("\n") + "\n"))
 }
 
@@ -98,8 +106,13 @@ mod tests {
         let armor = format!("{BEGIN}\n{}\n{}\n{END}\n", "A".repeat(70), "B/+=".repeat(5));
         let body = compact(&armor);
         assert_eq!(body, format!("{}{}", "A".repeat(70), "B/+=".repeat(5)));
-        let st =
-            Statement { file: "db_backup_20261207_010203.tar".into(), size: 9, sha256: [3; 32], project: "p".into() };
+        let st = Statement {
+            file: "db_backup_20261207_010203.tar".into(),
+            size: 9,
+            sha256: [3; 32],
+            project: "p".into(),
+            index: None,
+        };
         let (back, armor_back) = parse(&expand(&st, &body)).unwrap();
         assert_eq!((back, armor_back), (st.clone(), armor));
         assert!(parse(&expand(&st, "not base64!")).is_err(), "a tag's text cannot smuggle lines in");
@@ -111,6 +124,7 @@ mod tests {
             size: 42,
             sha256: [0xab; 32],
             project: "app".into(),
+            index: None,
         }
     }
 
@@ -132,5 +146,12 @@ mod tests {
             assert!(parse(b.as_bytes()).is_err(), "{b}");
         }
         assert!(parse(&vec![b'a'; MAX_BYTES + 1]).is_err());
+        let indexed = Statement { index: Some([0xcd; 32]), ..statement() };
+        let text = render(&indexed, &armor);
+        assert!(text.contains(&format!("\nindex {}\n", "cd".repeat(32))));
+        assert_eq!(parse(text.as_bytes()).unwrap().0, indexed);
+        for b in [text.replace("index ", "index  "), text.replace("index cd", "index zz")] {
+            assert!(parse(b.as_bytes()).is_err(), "{b}");
+        }
     }
 }

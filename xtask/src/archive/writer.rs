@@ -33,6 +33,8 @@ pub struct ArchiveWriter {
     sums: Vec<(Vec<u8>, [u8; 32])>,
     /// The index's lines so far (format version 4 and later: set by [`write_metadata`]).
     index: Option<IndexSpool>,
+    /// The index's SHA-256 once written (what a signature names).
+    index_sha256: Option<[u8; 32]>,
     pub stats: StreamStats,
 }
 
@@ -104,6 +106,7 @@ impl ArchiveWriter {
             builder: Some(builder),
             sums: Vec::new(),
             index: None,
+            index_sha256: None,
             stats: StreamStats::default(),
         })
     }
@@ -299,7 +302,15 @@ impl ArchiveWriter {
         let (Some(compressed), Some(temp_path)) = (compressed, &self.temp_path) else {
             let tapped = tapped.context("an archive without a file has a tap")?;
             let (size, sha256) = (tapped.bytes, tapped.sha256);
-            return Ok(Committed { size, sha256, mirror: None, mirror_error: None, tapped: Some(tapped) });
+            let index_sha256 = self.index_sha256;
+            return Ok(Committed {
+                size,
+                sha256,
+                mirror: None,
+                mirror_error: None,
+                tapped: Some(tapped),
+                index_sha256,
+            });
         };
         let marks = compression::Marks { index_at, sums_at };
         let buffered = compressed.finish(marks).context("finish the compressed stream")?;
@@ -315,7 +326,7 @@ impl ArchiveWriter {
             File::open(dir).and_then(|d| d.sync_all()).ok();
         }
         let (mirror, mirror_error) = (finished.mirror, finished.mirror_error);
-        Ok(Committed { size, sha256: finished.sha256, mirror, mirror_error, tapped })
+        Ok(Committed { size, sha256: finished.sha256, mirror, mirror_error, tapped, index_sha256: self.index_sha256 })
     }
 }
 
@@ -334,6 +345,7 @@ impl ArchiveWriter {
         spool.spill()?;
         let at = self.builder()?.get_ref().position();
         self.add_file(index::INDEX, spool.len, spool.file.reader())?;
+        self.index_sha256 = self.sums.last().map(|(_, d)| *d);
         Ok(at)
     }
 }
@@ -347,6 +359,8 @@ pub struct Committed {
     pub mirror: Option<Mirror>,
     pub mirror_error: Option<io::Error>,
     pub tapped: Option<Tapped>,
+    /// The index's SHA-256 (format version 4 and later).
+    pub index_sha256: Option<[u8; 32]>,
 }
 
 /// Where [`ArchiveWriter::create_with`] sends an archive.

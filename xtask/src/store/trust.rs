@@ -57,7 +57,9 @@ impl Policy {
             Ok(parsed) => parsed,
             Err(e) => return Some(format!("its signature file is not valid: {e:#}")),
         };
-        let expected = Statement { file: file.to_string(), size, sha256, project: self.project.clone() };
+        // The whole archive's digest vouches for its index too: an `index` line is carried over.
+        let expected =
+            Statement { file: file.to_string(), size, sha256, project: self.project.clone(), index: st.index };
         if st != expected {
             return Some(format!(
                 "its signature vouches for another archive ({} of project {}, {} bytes, sha256 {})",
@@ -145,8 +147,47 @@ impl Policy {
                     .into(),
             );
         };
-        let statement = Statement { file: file.to_string(), size, sha256, project: self.project.clone() };
+        let statement = Statement { file: file.to_string(), size, sha256, project: self.project.clone(), index: None };
         self.check_signature(signing, file, size, sha256, &signature::expand(&statement, sig))
+    }
+
+    /// For a partial read of a seekable archive (`ls`, `cat`, `restore --path`), without hashing
+    /// it whole: under `x-xtask.sign`, its `.sig` must vouch for its name, size and project and
+    /// name `index_sha256` (the index as read, checked against `SHA256SUMS`); every entry read
+    /// is then checked against that index. Under `encrypt`, a clear archive is untrusted as
+    /// always. Ok(false): its signature names no index (signed before indexes were), so only
+    /// a whole read can check it.
+    pub fn check_indexed(&self, path: &Path, size: u64, index_sha256: [u8; 32], sig: Option<&[u8]>) -> Result<bool> {
+        let file = file_name(path);
+        if let Some(signing) = &self.signing {
+            let st = sig.and_then(|s| signature::parse(s).ok()).map(|(st, _)| st);
+            let problem = match (sig, st) {
+                (Some(_), Some(st)) if st.index.is_none() && !self.trust.allow_unsigned => return Ok(false),
+                (Some(sig), Some(st)) if st.index == Some(index_sha256) => {
+                    self.check_signature(signing, &file, size, st.sha256, sig)
+                }
+                (Some(_), Some(_)) => Some("its index is not the one its signature names".into()),
+                (Some(sig), None) => self.check_signature(signing, &file, size, [0; 32], sig),
+                (None, _) => Some(format!("it has no signature ({file}{})", signature::SUFFIX)),
+            };
+            match problem {
+                Some(p) if self.trust.allow_unsigned => {
+                    eprintln!("warning: {file}: {p}; read anyway (--allow-unsigned)")
+                }
+                Some(p) => bail!(
+                    "{} is untrusted: {p}; x-xtask.sign is set (pass --allow-unsigned to read it anyway)",
+                    path.display()
+                ),
+                None => {}
+            }
+        }
+        if self.encrypted && !self.trust.allow_unencrypted {
+            bail!(
+                "{} is untrusted: it is not encrypted, and x-xtask.encrypt is set (pass --allow-unencrypted to read it anyway)",
+                path.display()
+            );
+        }
+        Ok(true)
     }
 
     /// Checks a local archive through its open descriptor and its `.sig` beside it (a remote
@@ -193,12 +234,18 @@ pub fn read_signature(archive: &Path) -> Result<Option<Vec<u8>>> {
 /// With `x-xtask.sign`: signs the committed archive at `path` (`size` bytes hashing to
 /// `sha256`) and writes `NAME.sig` beside it (temporary name, fsync, rename, 0600). Returns the
 /// signature file's text, None when signing is not configured.
-pub fn sign_local(ctx: &Ctx, path: &Path, size: u64, sha256: [u8; 32]) -> Result<Option<String>> {
+pub fn sign_local(
+    ctx: &Ctx,
+    path: &Path,
+    size: u64,
+    sha256: [u8; 32],
+    index: Option<[u8; 32]>,
+) -> Result<Option<String>> {
     let policy = Policy::of(ctx)?;
     if policy.signing.is_none() {
         return Ok(None);
     }
-    let statement = Statement { file: file_name(path), size, sha256, project: policy.project };
+    let statement = Statement { file: file_name(path), size, sha256, project: policy.project, index };
     let armor = sign::sign(&statement.text()).with_context(|| format!("sign {}", path.display()))?;
     let text = signature::render(&statement, &armor);
     let target = write_signature(path, text.as_bytes())?;

@@ -430,7 +430,7 @@ fn write_archive(
         eprintln!("warning: {file_name} is not in this host's record of backups ({e:#}); a push of it will not count as this host's");
     }
     if local {
-        crate::store::trust::sign_local(ctx, &final_path, committed.size, committed.sha256)
+        crate::store::trust::sign_local(ctx, &final_path, committed.size, committed.sha256, committed.index_sha256)
             .with_context(|| format!("the archive {} was written but not signed", final_path.display()))?;
     }
     deliver(ctx, opts, delivery, &final_path, committed, local)?;

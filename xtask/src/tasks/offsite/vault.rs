@@ -166,7 +166,7 @@ pub fn complete_stream(
     let mut tags = vec![format!("{COMPLETE_TAG}{}", hex(digest))];
     if crate::store::trust::Policy::of(ctx)?.signing.is_some() {
         let stored = vault::stored_name(file);
-        let statement = Statement { file: stored, size, sha256: *digest, project: ctx.stack.name.clone() };
+        let statement = Statement { file: stored, size, sha256: *digest, project: ctx.stack.name.clone(), index: None };
         let armor = crate::engine::sign::sign(&statement.text()).with_context(|| format!("sign {file}'s stream"))?;
         tags.push(format!("{SIZE_TAG}{size}"));
         tags.push(format!("{SIG_TAG}{}", signature::compact(&armor)));
@@ -248,7 +248,7 @@ pub fn pull(ctx: &Ctx, spec: &VaultSpec, file: Option<&str>, dir: &Path, dry_run
         Ok(())
     })?;
     if crate::store::trust::Policy::of(ctx)?.signing.is_some() {
-        if let Err(e) = crate::store::trust::sign_local(ctx, &target, stored_as.0, stored_as.1) {
+        if let Err(e) = crate::store::trust::sign_local(ctx, &target, stored_as.0, stored_as.1, None) {
             eprintln!("warning: {} was pulled but not signed ({e:#}); read it with --allow-unsigned", target.display());
         }
     }
