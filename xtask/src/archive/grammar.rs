@@ -210,16 +210,31 @@ impl Grammar {
         let (uid, gid, mtime) = (h.uid().unwrap_or(0), h.gid().unwrap_or(0), h.mtime().unwrap_or(0));
         let mode = h.mode().unwrap_or(0) & 0o7777;
         let name = canonical(raw, kind == Kind::Dir)?.to_vec();
-        let place = self.place(&name, kind, size, link.as_deref())?;
+        let place = self.place_once(&name, kind, size, link.as_deref())?;
+        Ok(Checked { name, place, kind, size, mode, uid, gid, mtime, link })
+    }
+
+    /// An entry as an index lists it (name canonical, its facts), by the same rules as one read
+    /// from the stream: in its place, of an allowed type, its parent an earlier directory, a hard
+    /// link to an earlier file of its volume, named once. The index's own entries (metadata
+    /// first) come in the stream's order, so a listing is judged as the stream would be.
+    pub fn check_listed(&mut self, name: &[u8], kind: Kind, size: u64, link: Option<&[u8]>) -> Result<Place> {
+        let res = self.place_once(name, kind, size, link);
+        self.index += 1;
+        res.with_context(|| format!("entry {}", shown(name)))
+    }
+
+    fn place_once(&mut self, name: &[u8], kind: Kind, size: u64, link: Option<&[u8]>) -> Result<Place> {
+        let place = self.place(name, kind, size, link)?;
         let what = match kind {
             Kind::Dir => Names::DIR,
             Kind::File => Names::FILE,
             _ => Names::OTHER,
         };
-        if !self.names.insert(&name, what) {
+        if !self.names.insert(name, what) {
             bail!("appears twice; every name may appear once");
         }
-        Ok(Checked { name, place, kind, size, mode, uid, gid, mtime, link })
+        Ok(place)
     }
 
     fn place(&mut self, name: &[u8], kind: Kind, size: u64, link: Option<&[u8]>) -> Result<Place> {

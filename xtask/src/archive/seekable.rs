@@ -5,7 +5,6 @@
 //! mtime, link, digest) before anything of it counts. Everything through a [`Ranges`]: a local
 //! file read by offset, or a remote read by byte ranges.
 
-use std::collections::HashSet;
 use std::io::{self, BufRead, BufReader, Read, Write};
 
 use anyhow::{bail, Context, Result};
@@ -108,9 +107,6 @@ pub struct Seekable<R: Ranges> {
     shown: String,
 }
 
-/// How [`Seekable::metadata`] stops the index's read after its first line.
-const STOP: &str = "stop after the first index line";
-
 /// `src` read by its index: None when it has to be read whole (encrypted, a restic snapshot, gzip,
 /// or written before the seekable layout); an error when its footer is malformed.
 pub fn open_source(src: &super::Source) -> Result<Option<Seekable<Box<dyn Ranges + '_>>>> {
@@ -183,42 +179,61 @@ impl<R: Ranges> Seekable<R> {
         Ok(digest)
     }
 
-    /// Every index entry in order, checked as it is read: the index first proven against
-    /// `SHA256SUMS`, then each line by the line grammar, offsets increasing and before the index,
-    /// names unique.
-    pub fn entries(&self, visit: &mut dyn FnMut(Entry) -> Result<()>) -> Result<()> {
+    /// The archive's metadata, then every other entry its index lists, in order (not the index
+    /// or `SHA256SUMS`), checked as they are read: the index first proven against `SHA256SUMS`;
+    /// its first entry `metadata.json`, read from its frame, checked against its line and by the
+    /// metadata rules; then each line by the line grammar (offsets increasing and before the
+    /// index) and by the archive's grammar as the stream's entry would be (its place, type,
+    /// parent, hard link target, named once).
+    pub fn listing(&self, rules: super::Rules, visit: &mut dyn FnMut(Entry) -> Result<()>) -> Result<super::Metadata> {
         let shown = &self.shown;
         let digest = self.index_digest().with_context(|| format!("archive {shown}: read its index"))?;
         let mut tar = tar::Archive::new(self.stream_at(self.footer.index_at)?);
         let mut first = tar.entries()?.next().context("the index vanished")??;
         let mut hasher = Sha256::new();
-        let mut lines = BufReader::with_capacity(1 << 16, (&mut first).take(u64::MAX));
-        let (mut line, mut next_at, mut n) = (Vec::new(), 0u64, 0u64);
-        let mut names: HashSet<u64> = HashSet::new();
-        let keys = std::collections::hash_map::RandomState::new();
+        let mut lines = BufReader::with_capacity(1 << 16, &mut first);
+        let mut grammar = grammar::Grammar::new(rules.allow_special);
+        let (mut line, mut next_at, mut n, mut meta) = (Vec::new(), 0u64, 0u64, None);
         loop {
             line.clear();
-            let read = (&mut lines).take(index::MAX_LINE as u64 + 1).read_until(b'\n', &mut line)?;
-            if read == 0 {
+            if (&mut lines).take(index::MAX_LINE as u64 + 1).read_until(b'\n', &mut line)? == 0 {
                 break;
             }
             n += 1;
             hasher.update(&line);
-            let text = line.strip_suffix(b"\n").with_context(|| format!("index line {n}: too long or cut"))?;
+            let text =
+                line.strip_suffix(b"\n").with_context(|| format!("archive {shown}: index line {n} too long or cut"))?;
             let entry = index::parse_line(text).with_context(|| format!("archive {shown}: index line {n}"))?;
             if entry.at < next_at || entry.at >= self.footer.index_at {
                 bail!("archive {shown}: index line {n} ({}) points out of order or past the index", entry.shown());
             }
             next_at = entry.at + 512;
-            if !names.insert(std::hash::BuildHasher::hash_one(&keys, &entry.name)) {
-                bail!("archive {shown}: index line {n} names {} twice", entry.shown());
+            let place = grammar
+                .check_listed(&entry.name, entry.kind, entry.size, entry.link.as_deref())
+                .with_context(|| format!("archive {shown}: index line {n}"))?;
+            if place == grammar::Place::Metadata {
+                let m = self.read_metadata(&entry)?;
+                grammar.expect(&m);
+                meta = Some(m);
+            } else {
+                visit(entry)?;
             }
-            visit(entry)?;
         }
         if <[u8; 32]>::from(hasher.finalize()) != digest {
             bail!("archive {shown}: the index changed between two reads");
         }
-        Ok(())
+        meta.with_context(|| format!("archive {shown}: its index lists no {}", super::METADATA))
+    }
+
+    fn read_metadata(&self, entry: &Entry) -> Result<super::Metadata> {
+        if entry.size > grammar::MAX_TEXT_ENTRY {
+            bail!("archive {}: {} is larger than {} MiB", self.shown, super::METADATA, grammar::MAX_TEXT_ENTRY >> 20);
+        }
+        let mut text = Vec::new();
+        self.read_entry(entry, &mut text)?;
+        let meta = super::parse_metadata(&text).with_context(|| format!("archive {}", self.shown))?;
+        grammar::check_metadata(&meta).with_context(|| format!("archive {}: {}", self.shown, super::METADATA))?;
+        Ok(meta)
     }
 
     /// Writes the content of the file `e` (an entry of this archive's index) to `out`, read from
@@ -252,32 +267,6 @@ impl<R: Ranges> Seekable<R> {
             bail!("{shown}: its bytes do not match the index's digest (altered)");
         }
         Ok(())
-    }
-
-    /// The archive's metadata: the index's first entry (it must be `metadata.json`), read from its
-    /// frame, checked against its line, and read by the grammar's metadata rules.
-    pub fn metadata(&self) -> Result<(super::Metadata, Entry)> {
-        let mut first = None;
-        let mut stop = |e: Entry| {
-            first = Some(e);
-            Err(anyhow::anyhow!(STOP))
-        };
-        match self.entries(&mut stop) {
-            Err(e) if format!("{e}") == STOP => {}
-            Err(e) => return Err(e),
-            Ok(()) => {}
-        }
-        let entry = first.filter(|e| e.name == super::METADATA.as_bytes() && e.kind == Kind::File);
-        let entry = entry
-            .with_context(|| format!("archive {}: its index does not start with {}", self.shown, super::METADATA))?;
-        if entry.size > grammar::MAX_TEXT_ENTRY {
-            bail!("archive {}: {} is larger than {} MiB", self.shown, super::METADATA, grammar::MAX_TEXT_ENTRY >> 20);
-        }
-        let mut text = Vec::new();
-        self.read_entry(&entry, &mut text)?;
-        let meta = super::parse_metadata(&text).with_context(|| format!("archive {}", self.shown))?;
-        grammar::check_metadata(&meta).with_context(|| format!("archive {}: {}", self.shown, super::METADATA))?;
-        Ok((meta, entry))
     }
 
     pub fn footer(&self) -> &Footer {

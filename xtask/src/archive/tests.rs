@@ -523,7 +523,7 @@ fn seekable_of(path: &Path) -> seekable::Seekable<seekable::LocalRanges<'static>
 
 fn listed(s: &seekable::Seekable<seekable::LocalRanges<'static>>) -> Vec<index::Entry> {
     let mut all = Vec::new();
-    s.entries(&mut |e| {
+    s.listing(Rules::default(), &mut |e| {
         all.push(e);
         Ok(())
     })
@@ -556,13 +556,13 @@ fn a_seekable_archive_lists_and_reads_each_entry_from_its_index() {
     assert!(report.ok(), "{:?}", report.problems);
     let s = seekable_of(&path);
     assert!(s.footer().frames.len() >= 4, "{:?}", s.footer().frames.len());
-    let (m, first) = s.metadata().unwrap();
-    assert_eq!((m.volumes.len(), first.at), (2, 0));
+    let m = s.listing(Rules::default(), &mut |_| Ok(())).unwrap();
+    assert_eq!(m.volumes.len(), 2);
     let all = listed(&s);
     let names: Vec<String> = all.iter().map(|e| e.shown()).collect();
-    assert_eq!(names[0], "metadata.json");
-    assert!(!names.iter().any(|n| n == INDEX || n == CHECKSUMS), "{names:?}");
-    assert_eq!(all.len() as u64, report.entries - 2, "every entry but the index and the sums");
+    assert_eq!(names[0], "volumes/vol");
+    assert!(!names.iter().any(|n| n == INDEX || n == CHECKSUMS || n == METADATA), "{names:?}");
+    assert_eq!(all.len() as u64, report.entries - 3, "every entry but the metadata, the index and the sums");
     for (name, data) in &files {
         let e = all.iter().find(|e| e.shown() == *name).unwrap();
         assert_eq!(read_one(&s, e).unwrap(), *data, "{name}");
@@ -673,12 +673,30 @@ fn a_forged_or_altered_index_is_refused() {
     // An index pointing past itself.
     forge_index(&path, &forged, true, &|lines| lines.last_mut().unwrap().at = u64::MAX / 2);
     let s = seekable_of(&forged);
-    let err = format!("{:#}", s.entries(&mut |_| Ok(())).unwrap_err());
+    let err = format!("{:#}", s.listing(Rules::default(), &mut |_| Ok(())).unwrap_err());
     assert!(err.contains("out of order or past the index"), "{err}");
+    // An index listing what the grammar refuses (a parent that is no earlier directory, a hard
+    // link out of its volume), as the stream's entry would be refused.
+    for (name, kind, link) in [
+        (&b"volumes/vol/nodir/x"[..], grammar::Kind::File, None),
+        (b"volumes/vol/out", grammar::Kind::HardLink, Some(b"volumes/odd/hard".to_vec())),
+    ] {
+        forge_index(&path, &forged, true, &|lines| {
+            let i = lines.iter().position(|l| l.name.ends_with(b"f003.bin")).unwrap();
+            let mut odd = lines[i].clone();
+            (odd.name, odd.kind, odd.link, odd.at) = (name.to_vec(), kind, link.clone(), odd.at + 1024);
+            if kind != grammar::Kind::File {
+                (odd.size, odd.sha256) = (0, None);
+            }
+            lines.insert(i + 1, odd);
+        });
+        let err = format!("{:#}", seekable_of(&forged).listing(Rules::default(), &mut |_| Ok(())).unwrap_err());
+        assert!(err.contains("not an earlier directory") || err.contains("not a regular file earlier"), "{err}");
+    }
     // An index altered without its SHA256SUMS line.
     forge_index(&path, &forged, false, &|lines| lines[1].mode = 0o777);
     let s = seekable_of(&forged);
-    let err = format!("{:#}", s.entries(&mut |_| Ok(())).unwrap_err());
+    let err = format!("{:#}", s.listing(Rules::default(), &mut |_| Ok(())).unwrap_err());
     assert!(err.contains("does not match its line in SHA256SUMS"), "{err}");
     // A truncated archive: its footer gone, it is no longer seekable; cut inside, refused.
     let bytes = std::fs::read(&path).unwrap();
