@@ -18,7 +18,7 @@ use anyhow::{bail, Result};
 /// A frame is cut at the next entry's start once it holds this much of the tar stream.
 pub const MIN_FRAME: usize = 1 << 20;
 /// And anywhere (inside a long file) when it holds this much.
-pub const MAX_FRAME: usize = 4 << 20;
+pub const MAX_FRAME: usize = 2 << 20;
 /// The footer's skippable-frame magic (zstd reserves 0x184D2A50..=0x184D2A5F).
 const SKIPPABLE: u32 = 0x184D_2A5E;
 /// The footer's last four bytes.
@@ -119,8 +119,8 @@ struct Job {
 type Done = (u64, io::Result<Vec<u8>>);
 
 /// Writes the tar stream as independent zstd frames compressed by `threads` workers (each
-/// frame with its content checksum), in order, then the footer. At most `2 × threads` frames
-/// are in flight.
+/// frame with its content checksum), in order, then the footer. At most `threads + 1` frames
+/// are in flight (the backup's memory budget is 64 MiB: 2 MiB frames, in and out, per slot).
 pub struct FrameWriter<W: Write> {
     out: Option<W>,
     frame: Vec<u8>,
@@ -192,7 +192,7 @@ impl<W: Write> FrameWriter<W> {
             next_write: 0,
             pending: BTreeMap::new(),
             in_flight: 0,
-            max_in_flight: threads * 2,
+            max_in_flight: threads + 1,
         })
     }
 
@@ -318,7 +318,7 @@ mod tests {
     #[test]
     fn frames_are_cut_at_boundaries_and_each_decodes_alone() {
         let parts: Vec<Vec<u8>> =
-            (0..12).map(|i| sample(300_000 + i * 97_000, i as u32)).chain([sample(9 << 20, 99)]).collect();
+            (0..12).map(|i| sample(300_000 + i * 50_000, i as u32)).chain([sample(9 << 20, 99)]).collect();
         let all: Vec<u8> = parts.concat();
         let (file, at) = write(&parts, 2);
         let mut whole = Vec::new();
