@@ -15,6 +15,7 @@ pub mod extract;
 pub mod frames;
 pub mod grammar;
 pub mod index;
+pub mod listing;
 mod inflate;
 pub mod metadata;
 pub mod pgz;
