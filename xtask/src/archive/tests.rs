@@ -705,5 +705,72 @@ fn a_forged_or_altered_index_is_refused() {
     let cut = seekable::Seekable::open(seekable::LocalRanges { file: &file, len: (bytes.len() / 2) as u64 }, "cut");
     assert!(cut.unwrap().is_none());
     assert!(!verify(&forged, Rules::default()).ok());
+
+/// `ls`/`cat`'s sequential reader: every content entry with its digest (zstd and gzip), the
+/// bytes of the wanted file only, and nothing at all from an archive whose digest mismatches.
+#[test]
+fn the_sequential_listing_reads_every_entry_and_hands_out_only_checked_bytes() {
+    use super::listing::{self, Access};
+    for codec in [Codec::Zstd, Codec::Gzip] {
+        let dir = temp_dir(&format!("listing-{codec}"));
+        let src = Source::open(&write_good(&dir, codec)).unwrap();
+        let mut seen = Vec::new();
+        let listed = listing::entries(&src, Rules::default(), &mut |e| Ok(seen.push(e.clone()))).unwrap();
+        let why = match &listed.access {
+            Access::Sequential { why } => why.clone(),
+            Access::Indexed => panic!("no index yet"),
+        };
+        assert!(why.contains(if codec == Codec::Gzip { "gzip" } else { "format version 3" }), "{why}");
+        let names: Vec<String> = seen.iter().map(|e| String::from_utf8_lossy(&e.name).into_owned()).collect();
+        assert_eq!(names.first().map(String::as_str), Some("volumes/vol"), "no metadata.json: {names:?}");
+        assert!(!names.iter().any(|n| n == CHECKSUMS));
+        let one = seen.iter().find(|e| e.name == "volumes/vol/ünï code/file one".as_bytes()).unwrap();
+        assert_eq!(one.sha256, Some(Sha256::digest(b"hello").into()));
+        assert_eq!((one.mode, one.uid, one.mtime), (0o640, 1234, 1_600_000_000));
+        let mut got = Vec::new();
+        let wanted = |n: &[u8]| n.starts_with("volumes/vol/ünï code".as_bytes());
+        listing::read_entries(&src, Rules::default(), &wanted, &dir, &mut |e, data| {
+            let mut bytes = Vec::new();
+            if let Some(d) = data {
+                d.read_to_end(&mut bytes)?;
+            }
+            got.push((String::from_utf8_lossy(&e.name).into_owned(), bytes));
+            Ok(())
+        })
+        .unwrap();
+        let expected = [
+            ("volumes/vol/ünï code".to_string(), Vec::new()),
+            ("volumes/vol/ünï code/file one".into(), b"hello".to_vec()),
+        ];
+        assert_eq!(got, expected);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    // A file whose bytes are not what SHA256SUMS says: nothing handed out, the entry named.
+    let dir = temp_dir("listing-bad");
+    let path = dir.join("full_backup_20260101_000000.tar.gz");
+    let m = serde_json::to_vec(&meta(&["vol"])).unwrap();
+    let mut b =
+        tar::Builder::new(flate2::write::GzEncoder::new(File::create(&path).unwrap(), flate2::Compression::fast()));
+    let mut add = |name: &str, kind: tar::EntryType, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    add(METADATA, tar::EntryType::Regular, &m);
+    add("volumes/vol/", tar::EntryType::Directory, b"");
+    add("volumes/vol/a", tar::EntryType::Regular, b"evil");
+    let sums = format_sums(&[
+        (METADATA.as_bytes().to_vec(), Sha256::digest(&m).into()),
+        (b"volumes/vol/a".to_vec(), Sha256::digest(b"good").into()),
+    ]);
+    add(CHECKSUMS, tar::EntryType::Regular, &sums);
+    b.into_inner().unwrap().finish().unwrap();
+    let src = Source::open(&path).unwrap();
+    let mut handed = 0;
+    let err = listing::read_entries(&src, Rules::default(), &|_| true, &dir, &mut |_, _| Ok(handed += 1)).unwrap_err();
+    assert!(format!("{err:#}").contains("\"volumes/vol/a\": checksum mismatch"), "{err:#}");
+    assert_eq!(handed, 0, "nothing of a failed archive is handed out");
     std::fs::remove_dir_all(&dir).unwrap();
 }
