@@ -10,7 +10,7 @@ use xtask::archive::Rules;
 use xtask::model::alerts::Cadence;
 use xtask::model::compose::Selection;
 use xtask::store::{local, retention::Retention};
-use xtask::tasks::{backup, catalog, clean, drill, migrate, restore, schedule};
+use xtask::tasks::{backup, browse, catalog, clean, drill, migrate, restore, schedule};
 
 /// Back up, verify, restore and clean the named volumes of the project's Docker Compose stack.
 #[derive(Parser)]
@@ -132,6 +132,12 @@ pub enum Command {
     Prune(PruneArgs),
     /// Restore an archive: verified first, confirmed, with a safety backup and an undo command
     Restore(RestoreArgs),
+    /// List what an archive holds, file by file (those under VOLUME/PATH), each checked
+    Ls(LsArgs),
+    /// Print one file of an archive to stdout, checked against its SHA-256 (text only to a terminal)
+    Cat(CatArgs),
+    /// What changed between two archives: files added, removed and changed per volume, and row counts
+    Diff(DiffArgs),
     /// Restore drill: the archive restored into a throwaway copy of the stack (own project, scratch
     /// volumes and binds, no published ports), every service started and waited for, the
     /// x-xtask.drill.check command run; prints and records the time to recover, then removes the copy
@@ -424,6 +430,8 @@ pub struct RestoreArgs {
     pub remote: Option<String>,
     #[command(flatten)]
     pub dir: DirArg,
+    #[command(flatten)]
+    pub paths: PathArgs,
 }
 
 /// Where and how archives are written.
@@ -537,6 +545,9 @@ impl Command {
                 | Command::Push { .. }
                 | Command::Pull { .. }
                 | Command::Schedule { .. }
+                | Command::Ls(_)
+                | Command::Cat(_)
+                | Command::Diff(_)
         )
     }
 }
@@ -634,6 +645,124 @@ pub fn migrate_options(
     command: Vec<String>,
 ) -> migrate::Options {
     migrate::Options { service, host, command, no_rollback, dir: dir.path() }
+}
+
+/// `restore --path VOLUME/PATH … [--to DIR]`: single paths instead of whole volumes.
+#[derive(Args)]
+pub struct PathArgs {
+    /// Restore only this file or directory of the archive (as `ls` shows it); repeatable
+    #[arg(long = "path", value_name = "VOLUME/PATH", conflicts_with_all = ["only", "in_place"])]
+    pub paths: Vec<String>,
+    /// Write the paths into this host directory (created private, 0700; an existing one must
+    /// be empty: nothing is overwritten) instead of the live volume
+    #[arg(long, value_name = "DIR", requires = "paths")]
+    pub to: Option<PathBuf>,
+}
+
+/// `ARCHIVE | --latest` with `--remote`, for the commands that look into one archive.
+#[derive(Args)]
+pub struct OneArchive {
+    /// Read the archive from this remote (ARCHIVE is its file name there)
+    #[arg(long, value_name = "REMOTE")]
+    pub remote: Option<String>,
+    #[command(flatten)]
+    pub dir: DirArg,
+}
+
+impl OneArchive {
+    fn which(self, archive: Option<PathBuf>) -> browse::Which {
+        browse::Which { archive, remote: self.remote, dir: self.dir.path() }
+    }
+}
+
+#[derive(Args)]
+pub struct LsArgs {
+    /// The archive (with --remote: its file name there); with --latest, the path to list
+    #[arg(value_name = "ARCHIVE", required_unless_present = "latest")]
+    pub archive: Option<String>,
+    /// List only this entry and what is below it: VOLUME, VOLUME/PATH, binds/ID/…, databases/…
+    #[arg(value_name = "VOLUME/PATH")]
+    pub path: Option<String>,
+    /// The newest archive of the project
+    #[arg(long)]
+    pub latest: bool,
+    /// Type, mode, owner, size and mtime of each entry
+    #[arg(long)]
+    pub long: bool,
+    /// Print one JSON object (entries with their SHA-256)
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub from: OneArchive,
+}
+
+impl LsArgs {
+    pub fn options(self) -> anyhow::Result<browse::LsOptions> {
+        let (archive, path) = match (self.latest, self.archive, self.path) {
+            (true, _, Some(_)) => anyhow::bail!("ls --latest takes one path, not an archive and a path"),
+            (true, path, None) => (None, path),
+            (false, archive, path) => (archive.map(PathBuf::from), path),
+        };
+        Ok(browse::LsOptions { which: self.from.which(archive), path, long: self.long, json: self.json })
+    }
+}
+
+#[derive(Args)]
+pub struct CatArgs {
+    /// The archive (with --remote: its file name there)
+    pub archive: PathBuf,
+    /// The file: VOLUME/PATH as `ls` shows it
+    #[arg(value_name = "VOLUME/PATH")]
+    pub path: String,
+    #[command(flatten)]
+    pub from: OneArchive,
+}
+
+impl CatArgs {
+    pub fn options(self) -> browse::CatOptions {
+        browse::CatOptions { which: self.from.which(Some(self.archive)), path: self.path }
+    }
+}
+
+#[derive(Args)]
+pub struct DiffArgs {
+    /// The older archive (with --remote: its file name there)
+    #[arg(value_name = "A")]
+    pub before: PathBuf,
+    /// The newer archive
+    #[arg(value_name = "B")]
+    pub after: PathBuf,
+    /// Print one JSON object
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub from: OneArchive,
+}
+
+impl DiffArgs {
+    pub fn options(self) -> browse::diff::Options {
+        let (remote, dir) = (self.from.remote, self.from.dir.path());
+        let which = |a: PathBuf| browse::Which { archive: Some(a), remote: remote.clone(), dir: dir.clone() };
+        browse::diff::Options { before: which(self.before), after: which(self.after), json: self.json }
+    }
+}
+
+impl RestoreArgs {
+    /// `restore --path … --to DIR`'s options (None: no --to).
+    pub fn to_dir(&self) -> Option<browse::to_dir::Options> {
+        let to = self.paths.to.clone()?;
+        let archive = if self.latest { None } else { self.archive.clone() };
+        Some(browse::to_dir::Options {
+            which: browse::Which {
+                archive,
+                remote: self.remote.clone(),
+                dir: self.dir.dir.clone().unwrap_or_else(local::default_dir),
+            },
+            paths: self.paths.paths.clone(),
+            to,
+            allow_special: self.allow_special_files,
+        })
+    }
 }
 
 #[cfg(test)]

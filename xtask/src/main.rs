@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use xtask::context::{Ctx, Trust};
-use xtask::tasks::{backup, catalog, check, clean, drill, migrate, offsite, restore, schedule, stack, status, volumes};
+use xtask::tasks::{
+    backup, browse, catalog, check, clean, drill, migrate, offsite, restore, schedule, stack, status, volumes,
+};
 
 mod cli;
 
@@ -91,6 +93,15 @@ fn dispatch(ctx: &Ctx, command: Command, dry_run: bool, env: Option<String>) -> 
             (keep, Some(name)) => offsite::prune(ctx, &name, &keep, dry_run),
             (keep, None) => catalog::prune(ctx, &p.dir.path(), &keep, dry_run),
         },
+        Command::Ls(a) => browse::ls(ctx, &a.options()?),
+        Command::Cat(a) => browse::cat(ctx, &a.options()),
+        Command::Diff(a) => browse::diff::run(ctx, &a.options()),
+        Command::Restore(r) if r.paths.to.is_some() => {
+            browse::to_dir::run(ctx, &r.to_dir().expect("--to given")).map(drop)
+        }
+        Command::Restore(r) if !r.paths.paths.is_empty() => {
+            anyhow::bail!("restore --path into the live volume is not built yet: restore the paths into a directory with --to DIR")
+        }
         Command::Restore(r) => {
             let json = r.json;
             restore::run(ctx, &r.options(), dry_run, json).map(drop)

@@ -60,6 +60,9 @@ pub fn entries(src: &Source, rules: Rules, visit: &mut dyn FnMut(&Entry) -> Resu
     Ok(Listed { access: Access::Sequential { why: why_sequential(src, &metadata) }, metadata })
 }
 
+/// What [`read_entries`] hands each wanted entry to: a regular file with a reader of its bytes.
+pub type Handout<'a> = dyn FnMut(&Entry, Option<&mut dyn Read>) -> Result<()> + 'a;
+
 /// Hands `out` every entry whose archive name `wanted` accepts, in the archive's order, once the
 /// whole archive passed verification: a regular file with a reader of its bytes (which hashed
 /// to the digest `SHA256SUMS` gives for it), any other entry without one. The wanted files are
@@ -70,7 +73,7 @@ pub fn read_entries(
     rules: Rules,
     wanted: &dyn Fn(&[u8]) -> bool,
     near: &Path,
-    out: &mut dyn FnMut(&Entry, Option<&mut dyn Read>) -> Result<()>,
+    out: &mut Handout,
 ) -> Result<Listed> {
     // Indexed fast path (the lead's, archive/seekable.rs): read the index, then seek to each
     // wanted entry's frame, read it by the grammar and check it against its index line and

@@ -715,7 +715,11 @@ fn the_sequential_listing_reads_every_entry_and_hands_out_only_checked_bytes() {
         let dir = temp_dir(&format!("listing-{codec}"));
         let src = Source::open(&write_good(&dir, codec)).unwrap();
         let mut seen = Vec::new();
-        let listed = listing::entries(&src, Rules::default(), &mut |e| Ok(seen.push(e.clone()))).unwrap();
+        let listed = listing::entries(&src, Rules::default(), &mut |e| {
+            seen.push(e.clone());
+            Ok(())
+        })
+        .unwrap();
         let why = match &listed.access {
             Access::Sequential { why } => why.clone(),
             Access::Indexed => panic!("no index yet"),
@@ -769,7 +773,11 @@ fn the_sequential_listing_reads_every_entry_and_hands_out_only_checked_bytes() {
     b.into_inner().unwrap().finish().unwrap();
     let src = Source::open(&path).unwrap();
     let mut handed = 0;
-    let err = listing::read_entries(&src, Rules::default(), &|_| true, &dir, &mut |_, _| Ok(handed += 1)).unwrap_err();
+    let err = listing::read_entries(&src, Rules::default(), &|_| true, &dir, &mut |_, _| {
+        handed += 1;
+        Ok(())
+    })
+    .unwrap_err();
     assert!(format!("{err:#}").contains("\"volumes/vol/a\": checksum mismatch"), "{err:#}");
     assert_eq!(handed, 0, "nothing of a failed archive is handed out");
     std::fs::remove_dir_all(&dir).unwrap();

@@ -7,6 +7,7 @@
 //! its dumps, restore steps and deep proof) and `deep` (`verify --deep`).
 
 pub mod backup;
+pub mod browse;
 pub mod catalog;
 pub mod check;
 pub mod clean;
