@@ -437,3 +437,11 @@ pub fn ssh_keypair(dir: &TempDir, name: &str) -> (PathBuf, String) {
     assert!(ok.unwrap().success());
     (key.clone(), std::fs::read_to_string(key.with_extension("pub")).unwrap().trim().to_string())
 }
+
+impl TestStack {
+    /// Runs the xtask binary against this stack; returns (exit success, stdout as bytes, stderr).
+    pub fn xtask_bytes(&self, args: &[&str]) -> (bool, Vec<u8>, String) {
+        let (out, stderr) = self.run(args);
+        (out.status.success(), out.stdout, stderr)
+    }
+}

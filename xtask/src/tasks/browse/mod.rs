@@ -78,11 +78,10 @@ pub fn ls(ctx: &Ctx, opts: &LsOptions) -> Result<()> {
     }
     if opts.json {
         let entries: Vec<serde_json::Value> = found.iter().map(entry_json).collect();
-        let out = serde_json::json!({
-            "archive": src.path.display().to_string(),
-            "access": listed.access,
-            "entries": entries,
-        });
+        // {"archive", "access": "sequential"|"indexed", "why" (sequential), "entries"}
+        let mut out = serde_json::to_value(&listed.access)?;
+        out["archive"] = src.path.display().to_string().into();
+        out["entries"] = entries.into();
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
