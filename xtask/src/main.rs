@@ -100,7 +100,8 @@ fn dispatch(ctx: &Ctx, command: Command, dry_run: bool, env: Option<String>) -> 
             browse::to_dir::run(ctx, &r.to_dir().expect("--to given")).map(drop)
         }
         Command::Restore(r) if !r.paths.paths.is_empty() => {
-            anyhow::bail!("restore --path into the live volume is not built yet: restore the paths into a directory with --to DIR")
+            let paths = r.paths.paths.clone();
+            restore::paths::run(ctx, &r.options(), &paths, dry_run)
         }
         Command::Restore(r) => {
             let json = r.json;

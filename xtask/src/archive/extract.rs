@@ -146,6 +146,19 @@ pub fn volume_entries(v: &Verified, name: &str, out: &mut dyn Write) -> Result<W
 
 /// [`volume_entries`] with every path below `under` (a staging directory, ending in `/`).
 pub fn volume_entries_under(v: &Verified, name: &str, out: &mut dyn Write, under: &[u8]) -> Result<Written> {
+    volume_entries_selected(v, name, out, under, &|_| true)
+}
+
+/// [`volume_entries_under`] with only the entries whose archive name `wanted` accepts (a
+/// single-path restore): their parents are left to `tar -x` to create; a hard link whose target
+/// is not wanted is refused (named).
+pub fn volume_entries_selected(
+    v: &Verified,
+    name: &str,
+    out: &mut dyn Write,
+    under: &[u8],
+    wanted: &dyn Fn(&[u8]) -> bool,
+) -> Result<Written> {
     let mut g = v.pass();
     let mut archive = v.src.tar();
     let mut stream = VolumeStream::new(out, name, under);
@@ -154,8 +167,17 @@ pub fn volume_entries_under(v: &Verified, name: &str, out: &mut dyn Write, under
         let mut e = e.context("read the archive")?;
         let c = g.check(&mut e)?;
         let Place::Volume { volume, rel } = &c.place else { continue };
-        if volume != name {
+        if volume != name || !wanted(&c.name) {
             continue;
+        }
+        if let (Kind::HardLink, Some(target)) = (c.kind, &c.link) {
+            if !wanted(target) {
+                bail!(
+                    "{} is a hard link to {}, which is not among the paths asked for: add it",
+                    grammar::shown(&c.name),
+                    grammar::shown(target)
+                );
+            }
         }
         let expected = v.expected(&c)?;
         if c.kind == Kind::File {
@@ -180,7 +202,8 @@ pub fn volume_entries_under(v: &Verified, name: &str, out: &mut dyn Write, under
     }
     let prefix = crate::archive::volume_prefix(name);
     let verified = v.report.manifest.keys().filter(|k| k.starts_with(prefix.trim_end_matches('/').as_bytes()));
-    let verified = verified.filter(|k| k.len() == prefix.len() - 1 || k.get(prefix.len() - 1) == Some(&b'/')).count();
+    let verified = verified.filter(|k| k.len() == prefix.len() - 1 || k.get(prefix.len() - 1) == Some(&b'/'));
+    let verified = verified.filter(|k| wanted(k)).count();
     if verified != written {
         bail!("volume {name}: {written} entries now, {verified} when verified: the archive changed, the restore is stopped");
     }
@@ -497,9 +520,22 @@ pub fn fill_volume_under(
     under: &[u8],
     progress: &mut dyn FnMut(u64),
 ) -> Result<u64> {
+    fill_volume_selected(docker, v, name, target, under, &|_| true, progress)
+}
+
+/// [`fill_volume_under`] with only the entries `wanted` accepts ([`volume_entries_selected`]).
+pub fn fill_volume_selected(
+    docker: &Docker,
+    v: &Verified,
+    name: &str,
+    target: &str,
+    under: &[u8],
+    wanted: &dyn Fn(&[u8]) -> bool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64> {
     let child = Counting { inner: docker.volume_untar(target)?, progress };
     let mut out = io::BufWriter::with_capacity(SINK_BUFFER, child);
-    let written = volume_entries_under(v, name, &mut out, under).and_then(|w| Ok((w, out.flush()?)));
+    let written = volume_entries_selected(v, name, &mut out, under, wanted).and_then(|w| Ok((w, out.flush()?)));
     let child = match out.into_inner() {
         Ok(c) => c.inner,
         Err(e) => e.into_inner().into_parts().0.inner,

@@ -162,8 +162,8 @@ fn take_the_way_back(
 /// The safety backup, opened once right after it was written and checked against the digest
 /// its writing computed: the way back reads it through this descriptor (pinned to that digest),
 /// never by its name, which anyone who can write the backup directory could replace.
-struct Safety {
-    path: PathBuf,
+pub(super) struct Safety {
+    pub(super) path: PathBuf,
     src: Source,
     /// What its undo names with `--only` ([`undo_only`]).
     only: Vec<String>,
@@ -171,9 +171,9 @@ struct Safety {
 
 /// The safety backup taken (if any), and when services were stopped for it (a store copied
 /// stopped: its users stay stopped until the swap).
-struct SafetyTaken {
-    safety: Option<Safety>,
-    stopped_at: Option<f64>,
+pub(super) struct SafetyTaken {
+    pub(super) safety: Option<Safety>,
+    pub(super) stopped_at: Option<f64>,
 }
 
 fn take_safety(ctx: &Ctx, p: &Prepared, opts: &Options, lock: &Lock, guard: &mut ServiceGuard) -> Result<SafetyTaken> {
@@ -370,7 +370,7 @@ fn fault_after(_step: &str) -> Result<()> {
 /// consistent as a backup: a store no engine dumps (MongoDB, Kafka, MinIO…) is copied with its
 /// users stopped, and since they are about to stop for the swap anyway, they are stopped here
 /// by the restore's own guard and stay stopped until the swap (stop, safety copy, swap).
-fn safety_backup(ctx: &Ctx, p: &Prepared, lock: &Lock, guard: &mut ServiceGuard) -> Result<SafetyTaken> {
+pub(super) fn safety_backup(ctx: &Ctx, p: &Prepared, lock: &Lock, guard: &mut ServiceGuard) -> Result<SafetyTaken> {
     let present = p.present.clone();
     let kind = if present.is_empty() { backup::Kind::Db } else { backup::Kind::Full };
     let none = SafetyTaken { safety: None, stopped_at: None };

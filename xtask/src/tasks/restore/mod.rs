@@ -19,6 +19,7 @@ use crate::ui;
 
 mod database;
 mod execute;
+pub mod paths;
 mod plan;
 
 pub use execute::execute;
@@ -184,18 +185,7 @@ pub struct Downtime {
 pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<Prepared> {
     let docker = ctx.docker()?;
     let dir = crate::store::local::prepare_dir(&opts.dir)?;
-    let src = match (&opts.remote, &opts.archive) {
-        (Some((remote, file)), _) => crate::store::remote::pick(ctx, remote, file.as_deref())?,
-        (None, Some(p)) => {
-            let src = Source::open(p)?;
-            match opts.expect_sha256 {
-                Some(expected) => check_own(&src, expected)?,
-                None => crate::store::trust::Policy::of(ctx)?.check_local(&src)?,
-            }
-            src
-        }
-        (None, None) => crate::store::local::latest_trusted(ctx, &dir, |a| a.tag.as_deref() != Some(SAFETY_TAG))?,
-    };
+    let src = open_source(ctx, opts, &dir)?;
     let path = src.path.clone();
     let rules = Rules { allow_special: opts.allow_special };
     let (meta, verified) = if opts.in_place {
@@ -230,6 +220,23 @@ pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<Prepared> {
         );
     }
     Ok(Prepared { path, meta, plan, present, src, verified, dir })
+}
+
+/// The archive `opts` names, opened once and checked by the reading policy (or, for an archive
+/// this process wrote, against its digest); None: the newest that is not a safety backup.
+fn open_source(ctx: &Ctx, opts: &Options, dir: &Path) -> Result<Source> {
+    Ok(match (&opts.remote, &opts.archive) {
+        (Some((remote, file)), _) => crate::store::remote::pick(ctx, remote, file.as_deref())?,
+        (None, Some(p)) => {
+            let src = Source::open(p)?;
+            match opts.expect_sha256 {
+                Some(expected) => check_own(&src, expected)?,
+                None => crate::store::trust::Policy::of(ctx)?.check_local(&src)?,
+            }
+            src
+        }
+        (None, None) => crate::store::local::latest_trusted(ctx, dir, |a| a.tag.as_deref() != Some(SAFETY_TAG))?,
+    })
 }
 
 /// Refuses `src` unless its bytes hash to `expected` (read through the descriptor every later
