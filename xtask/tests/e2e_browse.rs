@@ -230,3 +230,89 @@ fn crafted_archives_are_refused_by_ls_cat_diff_and_restore_into_a_directory() {
     // The genuine archive still reads.
     assert_eq!(cat(&stack, &genuine, &upload[8..]), b"an upload\n");
 }
+
+/// The start time of a service's container (changes when it is restarted).
+fn started_at(stack: &TestStack, service: &str) -> String {
+    docker_ok(&["inspect", "--format", "{{.State.StartedAt}}", &format!("{}-{service}-1", stack.project)])
+}
+
+#[test]
+fn restore_path_into_the_live_volume_changes_only_that_path_and_can_be_undone() {
+    if !engine() {
+        return;
+    }
+    let stack = TestStack::sample("browse-live");
+    let dir = TempDir::new("browse-live");
+    stack.xtask_ok(&["up"]);
+    seed_sample(&stack);
+    let media = stack.volume("backend-media");
+    let archive = backup(&stack, &dir, "zstd");
+    let tree =
+        "cd /v && find . | sort && find . -type f -exec sha256sum {} + | sort && stat -c '%n %a %u' ./upload.txt";
+    let original = on_volume(&media, Access::ReadOnly, tree);
+
+    // Changed since: the two paths to restore, and a file the restore must leave alone.
+    let backend = format!("{}-backend-1", stack.project);
+    let change =
+        "echo changed > /app/media/upload.txt && rm '/app/media/sub dir/photo.bin' && echo keep > /app/media/kept.txt";
+    docker_ok(&["exec", &backend, "sh", "-c", change]);
+    let changed = on_volume(&media, Access::ReadOnly, tree);
+    let db_started = started_at(&stack, "db");
+    let paths = [format!("{media}/upload.txt"), format!("{media}/sub dir")];
+
+    // --dry-run says what it replaces and changes nothing.
+    let plan = stack.xtask_ok(&["restore", &archive, "--path", &paths[0], "--path", &paths[1], "--dry-run"]);
+    assert!(plan.contains("upload.txt replaced") && plan.contains("backend"), "{plan}");
+    assert_eq!(on_volume(&media, Access::ReadOnly, tree), changed);
+
+    let out = stack.xtask_ok(&[
+        "restore",
+        &archive,
+        "--path",
+        &paths[0],
+        "--path",
+        &paths[1],
+        "--yes",
+        "--output-dir",
+        dir.s(),
+    ]);
+    assert!(out.contains("to undo this restore:") && out.contains("--path"), "{out}");
+    // Exactly the two paths are back; the file added since is still there, as it was.
+    let now = on_volume(&media, Access::ReadOnly, tree);
+    let without_kept: String = now.lines().filter(|l| !l.contains("kept.txt")).map(|l| format!("{l}\n")).collect();
+    assert_eq!(without_kept, original, "the restored paths are the archive's, with mode and owner");
+    assert_eq!(on_volume(&media, Access::ReadOnly, "cat /v/kept.txt"), "keep\n");
+    assert_eq!(
+        on_volume(&media, Access::ReadOnly, "ls -a /v | grep -c '^.xtask-' || true").trim(),
+        "0",
+        "no staging or trash left"
+    );
+    assert_eq!(started_at(&stack, "db"), db_started, "only the users of the volume were stopped");
+    let state = docker_ok(&["inspect", "--format", "{{.State.Running}}", &backend]);
+    assert_eq!(state.trim(), "true", "its user runs again");
+
+    // The undo: the same paths from the safety backup.
+    let safety =
+        dir.names().into_iter().find(|n| n.contains("_pre-restore") && !n.starts_with('.')).expect("a safety backup");
+    let safety = dir.0.join(safety);
+    let safety = safety.to_str().unwrap();
+    stack.xtask_ok(&["restore", safety, "--path", &paths[0], "--path", &paths[1], "--yes", "--no-safety-backup"]);
+    assert_eq!(on_volume(&media, Access::ReadOnly, tree), changed, "undone");
+
+    // A crafted archive (one file's bytes not those SHA256SUMS gives) is refused; nothing changes.
+    let mut entries = load(Path::new(&archive));
+    let name = format!("volumes/{media}/upload.txt");
+    entries.iter_mut().find(|e| e.name == name.as_bytes()).unwrap().data = b"forged\n".to_vec();
+    let forged = dir.0.join("full_backup_20260101_000000_forged.tar.zst");
+    save(&forged, entries, false);
+    let (ok, _, err) =
+        stack.xtask(&["restore", forged.to_str().unwrap(), "--path", &paths[0], "--yes", "--output-dir", dir.s()]);
+    assert!(!ok && err.contains("checksum mismatch"), "{err}");
+    assert_eq!(on_volume(&media, Access::ReadOnly, tree), changed, "nothing changed");
+    // A path the archive does not hold, and a whole volume, are refused by name.
+    let (ok, _, err) = stack.xtask(&["restore", &archive, "--path", &format!("{media}/nothing"), "--yes"]);
+    assert!(!ok && err.contains("holds no entry"), "{err}");
+    let (ok, _, err) = stack.xtask(&["restore", &archive, "--path", &media, "--yes"]);
+    assert!(!ok && err.contains("--only"), "{err}");
+    assert_eq!(on_volume(&media, Access::ReadOnly, tree), changed, "nothing changed");
+}
