@@ -316,3 +316,36 @@ fn restore_path_into_the_live_volume_changes_only_that_path_and_can_be_undone() 
     assert!(!ok && err.contains("--only"), "{err}");
     assert_eq!(on_volume(&media, Access::ReadOnly, tree), changed, "nothing changed");
 }
+
+#[test]
+fn ls_cat_and_restore_to_a_directory_read_a_remote_archive() {
+    if !engine() || !Path::new("/usr/bin/rclone").exists() && std::env::var("CI").as_deref() != Ok("true") {
+        return;
+    }
+    let mut stack = TestStack::sample("browse-remote");
+    let dir = TempDir::new("browse-remote");
+    // An rclone remote `loc` (an alias of a local directory), named `nas` in x-xtask.remotes.
+    let store = dir.0.join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    stack.env.push(("RCLONE_CONFIG_LOC_TYPE".into(), "alias".into()));
+    stack.env.push(("RCLONE_CONFIG_LOC_REMOTE".into(), store.to_string_lossy().into_owned()));
+    let overlay = dir.0.join("remote.yaml");
+    std::fs::write(&overlay, "x-xtask:\n  remotes:\n    nas: {url: \"rclone:loc:backups\"}\n").unwrap();
+    stack.files.push(overlay);
+    stack.xtask_ok(&["up"]);
+    seed_sample(&stack);
+    let media = stack.volume("backend-media");
+    let pushed = stack.xtask_json(&["backup", "--output-dir", dir.s(), "--json", "--push", "nas", "--no-keep-local"]);
+    let name = Path::new(pushed["path"].as_str().unwrap()).file_name().unwrap().to_str().unwrap().to_string();
+    assert!(!dir.0.join(&name).exists(), "no local copy");
+
+    let (ok, listed, err) = stack.xtask(&["ls", "--remote", "nas", "--latest", &format!("{media}/upload.txt")]);
+    assert!(ok && listed.trim() == format!("{media}/upload.txt") && err.contains("read sequentially"), "{listed}{err}");
+    let (ok, bytes, err) = stack.xtask_bytes(&["cat", "--remote", "nas", &name, &format!("{media}/upload.txt")]);
+    assert!(ok && bytes == b"an upload\n", "{err}");
+    let to = dir.0.join("from-remote");
+    let path = format!("{media}/sub dir");
+    stack.xtask_ok(&["restore", &name, "--remote", "nas", "--path", &path, "--to", to.to_str().unwrap()]);
+    let photo = on_volume(&media, Access::ReadOnly, "sha256sum '/v/sub dir/photo.bin' | cut -d' ' -f1");
+    assert_eq!(sha256(&std::fs::read(to.join(&media).join("sub dir/photo.bin")).unwrap()), photo.trim());
+}
