@@ -97,7 +97,7 @@ fn dispatch(ctx: &Ctx, command: Command, dry_run: bool, env: Option<String>) -> 
         Command::Cat(a) => browse::cat(ctx, &a.options()),
         Command::Diff(a) => browse::diff::run(ctx, &a.options()),
         Command::Restore(r) if r.paths.to.is_some() => {
-            browse::to_dir::run(ctx, &r.to_dir().expect("--to given")).map(drop)
+            browse::to_dir::run(ctx, &r.to_dir().expect("--to given"), dry_run).map(drop)
         }
         Command::Restore(r) if !r.paths.paths.is_empty() => {
             let paths = r.paths.paths.clone();

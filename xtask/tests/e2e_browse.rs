@@ -98,6 +98,8 @@ fn ls_cat_diff_and_restore_into_a_directory_read_zstd_and_gzip_archives() {
     let out = dir.0.join("restored");
     let to = out.to_str().unwrap();
     let paths = [format!("{media}/upload.txt"), format!("{media}/sub dir")];
+    let dry = stack.xtask_ok(&["restore", &before, "--path", &paths[0], "--to", to, "--dry-run"]);
+    assert!(dry.contains("would restore") && !out.exists(), "{dry}");
     stack.xtask_ok(&["restore", &before, "--path", &paths[0], "--path", &paths[1], "--to", to]);
     assert_eq!(std::fs::read(out.join(&media).join("upload.txt")).unwrap(), b"an upload\n");
     assert_eq!(sha256(&std::fs::read(out.join(&media).join("sub dir/photo.bin")).unwrap()), photo.trim());

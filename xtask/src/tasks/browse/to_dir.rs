@@ -48,14 +48,25 @@ pub struct Written {
     pub left_out: Vec<String>,
 }
 
-/// Restores the selected paths into `opts.to` (see the module's header).
-pub fn run(ctx: &Ctx, opts: &Options) -> Result<Written> {
+/// Restores the selected paths into `opts.to` (see the module's header); `dry_run`: only says
+/// what it would write where, once DIR was checked.
+pub fn run(ctx: &Ctx, opts: &Options, dry_run: bool) -> Result<Written> {
     let selector = Selector::parse(&opts.paths)?;
     if opts.paths.is_empty() {
         bail!("--to needs at least one --path VOLUME/PATH");
     }
     let src = open(ctx, &opts.which)?;
     let target = Target::check(&opts.to)?;
+    if dry_run {
+        let shown: Vec<String> = selector.roots().iter().map(|r| listing::shown(r)).collect();
+        println!(
+            "would restore {} of {} into {} (nothing written: --dry-run)",
+            shown.join(", "),
+            src.path.display(),
+            opts.to.display()
+        );
+        return Ok(Written::default());
+    }
     let mut staging = Staging::create(&target)?;
     let rules = Rules { allow_special: opts.allow_special };
     ctx.ui.step(&format!("read {} and write the paths asked for into {}", src.path.display(), opts.to.display()));
