@@ -651,7 +651,7 @@ pub fn migrate_options(
 #[derive(Args)]
 pub struct PathArgs {
     /// Restore only this file or directory of the archive (as `ls` shows it); repeatable
-    #[arg(long = "path", value_name = "VOLUME/PATH", conflicts_with_all = ["only", "in_place"])]
+    #[arg(long = "path", value_name = "VOLUME/PATH", conflicts_with_all = ["only", "in_place", "skip_refused", "json"])]
     pub paths: Vec<String>,
     /// Write the paths into this host directory (created private, 0700; an existing one must
     /// be empty: nothing is overwritten) instead of the live volume

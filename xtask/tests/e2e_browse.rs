@@ -2,7 +2,8 @@
 //! backup of the sample stack (the output says how each was read), `cat` giving exactly the
 //! content each archive holds, `diff` naming exactly the files changed, added and removed and
 //! the row counts, `restore --path … --to DIR` bringing deleted files back into a new private
-//! directory (never into a non-empty one); crafted archives (a digest that does not match, a
+//! directory (never into a non-empty one), and into the live volume (only those paths change,
+//! a failure after the swap renames the old ones back, the undo restores them); crafted archives (a digest that does not match, a
 //! name outside its volume, a path through a symbolic link) refused by every command, nothing
 //! written.
 #![allow(clippy::disallowed_methods)]
@@ -243,7 +244,7 @@ fn restore_path_into_the_live_volume_changes_only_that_path_and_can_be_undone() 
     if !engine() {
         return;
     }
-    let stack = TestStack::sample("browse-live");
+    let mut stack = TestStack::sample("browse-live");
     let dir = TempDir::new("browse-live");
     stack.xtask_ok(&["up"]);
     seed_sample(&stack);
@@ -266,6 +267,16 @@ fn restore_path_into_the_live_volume_changes_only_that_path_and_can_be_undone() 
     let plan = stack.xtask_ok(&["restore", &archive, "--path", &paths[0], "--path", &paths[1], "--dry-run"]);
     assert!(plan.contains("upload.txt replaced") && plan.contains("backend"), "{plan}");
     assert_eq!(on_volume(&media, Access::ReadOnly, tree), changed);
+
+    // A failure right after the swap takes the way back: the old paths renamed back.
+    let args = ["restore", &archive, "--path", &paths[0], "--path", &paths[1], "--yes", "--output-dir", dir.s()];
+    stack.env.push(("XTASK_FAULT_AFTER".into(), "path-swap".into()));
+    let (ok, _, err) = stack.xtask(&args);
+    stack.env.pop();
+    assert!(!ok && err.contains("fault injected") && err.contains("the old paths are back"), "{err}");
+    assert_eq!(on_volume(&media, Access::ReadOnly, tree), changed, "the way back left the volume as it was");
+    let state = docker_ok(&["inspect", "--format", "{{.State.Running}}", &backend]);
+    assert_eq!(state.trim(), "true", "its user runs again after the way back");
 
     let out = stack.xtask_ok(&[
         "restore",

@@ -349,10 +349,10 @@ fn swap_all(
 
 /// A test hook, in debug builds only (those `cargo test` builds and the end-to-end tests run):
 /// `XTASK_FAULT_AFTER=STEP` makes the restore fail right after that step of the swap
-/// (`volume-swap`, `database-swap`, `start`, `health`), so the end-to-end tests prove the way
+/// (`volume-swap`, `database-swap`, `start`, `health`; `path-swap` for `restore --path`), so the end-to-end tests prove the way
 /// back from each. The failure is the same one any error there causes: recoverable.
 #[cfg(debug_assertions)]
-fn fault_after(step: &str) -> Result<()> {
+pub(super) fn fault_after(step: &str) -> Result<()> {
     match std::env::var("XTASK_FAULT_AFTER") {
         Ok(wanted) if wanted == step => bail!("fault injected after the {step} step (XTASK_FAULT_AFTER)"),
         _ => Ok(()),
@@ -361,7 +361,7 @@ fn fault_after(step: &str) -> Result<()> {
 
 /// A release build has no test hook: the variable is not read.
 #[cfg(not(debug_assertions))]
-fn fault_after(_step: &str) -> Result<()> {
+pub(super) fn fault_after(_step: &str) -> Result<()> {
     Ok(())
 }
 

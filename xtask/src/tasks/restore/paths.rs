@@ -267,6 +267,7 @@ fn swap_and_start(
             on_target(docker, t, PATH_SWAP, &[&names.staging, &names.trash])?;
             swapped.push(t);
         }
+        super::execute::fault_after("path-swap")?;
         drop(calm);
         let running = guard.start_stopped(&ctx.ui)?;
         services::wait_until_up(docker, &running, &ctx.ui).context("the services did not come back healthy")?;
