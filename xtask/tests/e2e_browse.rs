@@ -148,8 +148,10 @@ fn file(name: &str, data: &[u8]) -> Entry {
     Entry { header: h, name: name.as_bytes().to_vec(), link: None, data: data.to_vec() }
 }
 
+/// Inserts `e` after the last content entry: before the index (format version 4) or
+/// `SHA256SUMS`.
 fn insert_before_sums(entries: &mut Vec<Entry>, e: Entry) {
-    let at = entries.iter().position(|x| x.name == b"SHA256SUMS").unwrap();
+    let at = entries.iter().position(|x| x.name == b"index.jsonl" || x.name == b"SHA256SUMS").unwrap();
     entries.insert(at, e);
 }
 
