@@ -51,13 +51,61 @@ pub struct Listed {
 /// its content digest (`at` is 0 in a sequential read). A sequential read verifies the whole
 /// archive as it goes: `visit` sees each entry as it passes, and the listing holds only once
 /// this returns `Ok` (an archive with any problem is an error naming every problem).
-pub fn entries(src: &Source, rules: Rules, visit: &mut dyn FnMut(&Entry) -> Result<()>) -> Result<Listed> {
-    // Indexed fast path (the lead's, archive/seekable.rs): a clear, local or ranged-remote zstd
-    // archive of format version 4 lists its index here and returns `Access::Indexed`; every
-    // other archive falls through to the sequential read below.
+pub fn entries(
+    src: &Source,
+    rules: Rules,
+    gate: &dyn Gate,
+    visit: &mut dyn FnMut(&Entry) -> Result<()>,
+) -> Result<Listed> {
+    let seek = match indexed(src, gate)? {
+        Ok(s) => {
+            let metadata = s.listing(rules, &mut |e| visit(&e))?;
+            return Ok(Listed { access: Access::Indexed, metadata });
+        }
+        Err(why) => why,
+    };
+    gate.whole(src)?;
     let mut each = |e: &Entry, _: Option<u64>| visit(e);
     let metadata = sequential(src, rules, &|_| false, None, &mut each)?;
-    Ok(Listed { access: Access::Sequential { why: why_sequential(src, &metadata) }, metadata })
+    Ok(Listed { access: Access::Sequential { why: why_sequential(src, &metadata, seek) }, metadata })
+}
+
+/// Who vouches for an archive (the reading policy of `x-xtask.sign`/`encrypt`, which lives above
+/// this layer): for a read by its index, the index's digest; for a whole read, the archive.
+pub trait Gate {
+    /// Whether a read by the index hashing to `index_sha256` is trusted; Ok(false): only a whole
+    /// read can tell (a signature that names no index); Err: untrusted.
+    fn indexed(&self, index_sha256: [u8; 32]) -> Result<bool>;
+    /// Before a whole read (which checks the whole archive's digest where the policy asks).
+    fn whole(&self, src: &Source) -> Result<()>;
+}
+
+/// No policy to apply (nothing set, or already applied when the archive was picked).
+pub struct Open;
+
+impl Gate for Open {
+    fn indexed(&self, _: [u8; 32]) -> Result<bool> {
+        Ok(true)
+    }
+
+    fn whole(&self, _: &Source) -> Result<()> {
+        Ok(())
+    }
+}
+
+type Indexed<'s> = super::seekable::Seekable<Box<dyn super::seekable::Ranges + 's>>;
+
+/// `src` opened for a read by its index, its index trusted by `gate`; else why not (None: it
+/// has no seek footer).
+fn indexed<'s>(src: &'s Source, gate: &dyn Gate) -> Result<std::result::Result<Indexed<'s>, Option<String>>> {
+    let Some(s) = super::seekable::open_source(src)? else { return Ok(Err(None)) };
+    let digest = s.index_digest()?;
+    if !gate.indexed(digest)? {
+        return Ok(Err(Some(
+            "its signature names no index (signed before indexes were): read whole to check it".into(),
+        )));
+    }
+    Ok(Ok(s))
 }
 
 /// What [`read_entries`] hands each wanted entry to: a regular file with a reader of its bytes.
@@ -71,21 +119,36 @@ pub type Handout<'a> = dyn FnMut(&Entry, Option<&mut dyn Read>) -> Result<()> + 
 pub fn read_entries(
     src: &Source,
     rules: Rules,
+    gate: &dyn Gate,
     wanted: &dyn Fn(&[u8]) -> bool,
     near: &Path,
     out: &mut Handout,
 ) -> Result<Listed> {
-    // Indexed fast path (the lead's, archive/seekable.rs): read the index, then seek to each
-    // wanted entry's frame, read it by the grammar and check it against its index line and
-    // `SHA256SUMS`, and return `Access::Indexed`; every other archive falls through.
     let spool = crate::files::Unnamed::create(near)?;
     let mut kept: Vec<(Entry, Option<u64>)> = Vec::new();
-    let metadata = sequential(src, rules, wanted, Some(&spool), &mut |e, at| {
-        if wanted(&e.name) {
-            kept.push((e.clone(), at));
+    let (metadata, access) = match indexed(src, gate)? {
+        Ok(s) => {
+            let metadata = s.listing(rules, &mut |e| {
+                if wanted(&e.name) {
+                    kept.push((e, None));
+                }
+                Ok(())
+            })?;
+            spool_indexed(&s, &mut kept, &spool)?;
+            (metadata, Access::Indexed)
         }
-        Ok(())
-    })?;
+        Err(seek) => {
+            gate.whole(src)?;
+            let metadata = sequential(src, rules, wanted, Some(&spool), &mut |e, at| {
+                if wanted(&e.name) {
+                    kept.push((e.clone(), at));
+                }
+                Ok(())
+            })?;
+            let why = why_sequential(src, &metadata, seek);
+            (metadata, Access::Sequential { why })
+        }
+    };
     for (entry, at) in &kept {
         match at {
             Some(at) => {
@@ -95,11 +158,29 @@ pub fn read_entries(
             None => out(entry, None)?,
         }
     }
-    Ok(Listed { access: Access::Sequential { why: why_sequential(src, &metadata) }, metadata })
+    Ok(Listed { access, metadata })
+}
+
+/// Reads every kept file of an indexed archive from its own frames into `spool` (each checked
+/// against its index line and digest by `read_entry`), noting where each starts there; nothing
+/// is handed out before all of them are read.
+fn spool_indexed(s: &Indexed<'_>, kept: &mut [(Entry, Option<u64>)], spool: &crate::files::Unnamed) -> Result<()> {
+    let mut at = 0u64;
+    for (entry, place) in kept.iter_mut().filter(|(e, _)| e.kind == Kind::File) {
+        let mut writer = io::BufWriter::with_capacity(1 << 20, spool.writer());
+        s.read_entry(entry, &mut writer)?;
+        writer.flush().context("write a private file")?;
+        *place = Some(at);
+        at += entry.size;
+    }
+    Ok(())
 }
 
 /// Why `src` is read sequentially.
-fn why_sequential(src: &Source, meta: &Metadata) -> String {
+fn why_sequential(src: &Source, meta: &Metadata, seek: Option<String>) -> String {
+    if let Some(why) = seek {
+        return why;
+    }
     if src.encrypted() {
         return "encrypted (age): decrypted from its start".into();
     }
@@ -107,7 +188,7 @@ fn why_sequential(src: &Source, meta: &Metadata) -> String {
         None => "a stream without a seekable index (restic snapshot)".into(),
         Some(Codec::Gzip) => "gzip archive (one stream, no index)".into(),
         Some(Codec::Zstd) if meta.format_version < 4 => format!("format version {}, no index", meta.format_version),
-        Some(Codec::Zstd) => "its index is not read yet by this version".into(),
+        Some(Codec::Zstd) => "no seek footer (written as one stream: pulled from a restic repository)".into(),
     }
 }
 

@@ -166,15 +166,15 @@ struct Outcome {
 
 /// `cargo xtask diff A B`: both archives read (each verified), then the differences printed.
 pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
-    let src_a = open(ctx, &opts.before)?;
+    let (src_a, gate_a) = open(ctx, &opts.before)?;
     let mut before = BTreeMap::new();
-    let listed_a = listing::entries(&src_a, READ_ONLY, &mut |e| {
+    let listed_a = listing::entries(&src_a, READ_ONLY, &*gate_a, &mut |e| {
         before.insert(e.name.clone(), e.clone());
         Ok(())
     })?;
-    let src_b = open(ctx, &opts.after)?;
+    let (src_b, gate_b) = open(ctx, &opts.after)?;
     let mut after = Vec::new();
-    let listed_b = listing::entries(&src_b, READ_ONLY, &mut |e| {
+    let listed_b = listing::entries(&src_b, READ_ONLY, &*gate_b, &mut |e| {
         after.push(e.clone());
         Ok(())
     })?;

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use crate::archive::index::{kind_word, Entry};
-use crate::archive::listing::{self, Listed, Selector};
+use crate::archive::listing::{self, Gate, Listed, Selector};
 use crate::archive::{grammar::Kind, Rules, Source};
 use crate::context::Ctx;
 
@@ -31,20 +31,63 @@ pub struct Which {
     pub dir: PathBuf,
 }
 
-/// Opens the archive `which` names, checked by the reading policy (`x-xtask.sign`/`encrypt`)
-/// as `verify` and `restore` check it.
-pub fn open(ctx: &Ctx, which: &Which) -> Result<Source> {
+/// Opens the archive `which` names, with the reading policy (`x-xtask.sign`/`encrypt`) as
+/// `verify` and `restore` apply it: a remote one judged when it is picked, the newest local one
+/// when it is found; a named local one by its [`Gate`] (a read by its index: its signature must
+/// name that index; a whole read: the whole archive's digest).
+pub fn open(ctx: &Ctx, which: &Which) -> Result<(Source, Box<dyn Gate>)> {
+    let policy = crate::store::trust::Policy::of(ctx)?;
     match (&which.remote, &which.archive) {
         (Some(remote), file) => {
             let file = file.as_ref().map(|f| f.to_string_lossy().into_owned());
-            crate::store::remote::pick(ctx, remote, file.as_deref())
+            if crate::store::vault::lookup(ctx, remote)?.is_some() {
+                return Ok((crate::store::remote::pick(ctx, remote, file.as_deref())?, Box::new(listing::Open)));
+            }
+            let (src, found) = crate::store::remote::pick_named(ctx, remote, file.as_deref())?;
+            let gate =
+                PolicyGate { policy, path: found.file.clone().into(), size: found.size_bytes, sig: found.signature };
+            Ok((src, Box::new(Picked(gate))))
         }
         (None, Some(path)) => {
             let src = Source::open(path)?;
-            crate::store::trust::Policy::of(ctx)?.check_local(&src)?;
-            Ok(src)
+            let size = src.ranges()?.map(|r| r.size()).unwrap_or(0);
+            let sig = crate::store::trust::read_signature(path)?;
+            Ok((src, Box::new(PolicyGate { policy, path: path.clone(), size, sig })))
         }
-        (None, None) => crate::store::local::latest_trusted(ctx, &which.dir, |_| true),
+        (None, None) => Ok((crate::store::local::latest_trusted(ctx, &which.dir, |_| true)?, Box::new(listing::Open))),
+    }
+}
+
+/// The reading policy for one archive (its name, size and signature file's bytes).
+struct PolicyGate {
+    policy: crate::store::trust::Policy,
+    path: PathBuf,
+    size: u64,
+    sig: Option<Vec<u8>>,
+}
+
+impl Gate for PolicyGate {
+    fn indexed(&self, index_sha256: [u8; 32]) -> Result<bool> {
+        self.policy.check_indexed(&self.path, self.size, index_sha256, self.sig.as_deref())
+    }
+
+    fn whole(&self, src: &Source) -> Result<()> {
+        self.policy.check_local(src)
+    }
+}
+
+/// A remote archive's policy: judged whole when it was picked (its signature against its
+/// sidecar's digest, which its stream is checked against); a read by its index must still find
+/// the index its signature names.
+struct Picked(PolicyGate);
+
+impl Gate for Picked {
+    fn indexed(&self, index_sha256: [u8; 32]) -> Result<bool> {
+        self.0.indexed(index_sha256)
+    }
+
+    fn whole(&self, _: &Source) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -65,9 +108,9 @@ pub struct LsOptions {
 /// verified.
 pub fn ls(ctx: &Ctx, opts: &LsOptions) -> Result<()> {
     let selector = Selector::parse(opts.path.as_slice())?;
-    let src = open(ctx, &opts.which)?;
+    let (src, gate) = open(ctx, &opts.which)?;
     let mut found = Vec::new();
-    let listed = listing::entries(&src, READ_ONLY, &mut |e| {
+    let listed = listing::entries(&src, READ_ONLY, &*gate, &mut |e| {
         if selector.matches(&e.name) {
             found.push(e.clone());
         }
@@ -160,11 +203,11 @@ pub struct CatOptions {
 /// could drive the terminal); redirect it to a file or a pipe.
 pub fn cat(ctx: &Ctx, opts: &CatOptions) -> Result<()> {
     let selector = Selector::parse(std::slice::from_ref(&opts.path))?;
-    let src = open(ctx, &opts.which)?;
+    let (src, gate) = open(ctx, &opts.which)?;
     let root = selector.roots()[0].clone();
     let mut found = false;
     let near = std::env::temp_dir();
-    let listed = listing::read_entries(&src, READ_ONLY, &|n| n == root.as_slice(), &near, &mut |e, data| {
+    let listed = listing::read_entries(&src, READ_ONLY, &*gate, &|n| n == root.as_slice(), &near, &mut |e, data| {
         found = true;
         let shown = listing::shown(&e.name);
         match (e.kind, data) {

@@ -55,7 +55,7 @@ pub fn run(ctx: &Ctx, opts: &Options, dry_run: bool) -> Result<Written> {
     if opts.paths.is_empty() {
         bail!("--to needs at least one --path VOLUME/PATH");
     }
-    let src = open(ctx, &opts.which)?;
+    let (src, gate) = open(ctx, &opts.which)?;
     let target = Target::check(&opts.to)?;
     if dry_run {
         let shown: Vec<String> = selector.roots().iter().map(|r| listing::shown(r)).collect();
@@ -70,9 +70,10 @@ pub fn run(ctx: &Ctx, opts: &Options, dry_run: bool) -> Result<Written> {
     let mut staging = Staging::create(&target)?;
     let rules = Rules { allow_special: opts.allow_special };
     ctx.ui.step(&format!("read {} and write the paths asked for into {}", src.path.display(), opts.to.display()));
-    let written = listing::read_entries(&src, rules, &|n| selector.matches(n), &target.parent, &mut |e, data| {
-        staging.write(e, data)
-    });
+    let written =
+        listing::read_entries(&src, rules, &*gate, &|n| selector.matches(n), &target.parent, &mut |e, data| {
+            staging.write(e, data)
+        });
     let listed = match written {
         Ok(listed) => listed,
         Err(e) => return Err(staging.discard(e)),
