@@ -724,3 +724,118 @@ fn a_restic_repository_in_the_bucket_round_trips() {
     stack.xtask_ok(&["up", "backend"]);
     assert_eq!(sample_state(&stack), before, "rows, files and keys back from the bucket's repository");
 }
+
+/// The archive at `path` (seekable zstd) re-made consistent with `from` replaced by `to` (same
+/// length) in the file `entry`: its index line, `SHA256SUMS` and footer all matching, as someone
+/// who can write the archive but has no signing key could make it.
+fn forge_seekable(path: &Path, entry: &str, from: &[u8], to: &[u8]) {
+    use std::io::{Read, Write};
+    use xtask::archive::{format_sums, frames::FrameWriter, index, INDEX};
+    let mut plain = Vec::new();
+    zstd::stream::read::Decoder::new(std::fs::File::open(path).unwrap()).unwrap().read_to_end(&mut plain).unwrap();
+    let mut parts: Vec<(tar::Header, Vec<u8>, Vec<u8>)> = Vec::new();
+    for e in tar::Archive::new(&plain[..]).entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        let name = e.path_bytes().into_owned();
+        if name == entry.as_bytes() {
+            data = String::from_utf8(data)
+                .unwrap()
+                .replace(std::str::from_utf8(from).unwrap(), std::str::from_utf8(to).unwrap())
+                .into_bytes();
+        }
+        parts.push((e.header().clone(), name, data));
+    }
+    let n = parts.len();
+    let digest = |d: &[u8]| -> [u8; 32] { Sha256::digest(d).into() };
+    let new_sha = digest(&parts.iter().find(|p| p.1 == entry.as_bytes()).unwrap().2);
+    let mut lines: Vec<index::Entry> = parts[n - 2]
+        .2
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| index::parse_line(l).unwrap())
+        .collect();
+    lines.iter_mut().find(|l| l.name == entry.as_bytes()).unwrap().sha256 = Some(new_sha);
+    parts[n - 2].2 = lines.iter().flat_map(index::to_line).collect();
+    let sums: Vec<(Vec<u8>, [u8; 32])> = parts[..n - 1]
+        .iter()
+        .filter(|p| p.0.entry_type() == tar::EntryType::Regular)
+        .map(|p| (p.1.clone(), digest(&p.2)))
+        .collect();
+    assert!(sums.iter().any(|s| s.0 == INDEX.as_bytes()));
+    parts[n - 1].2 = format_sums(&sums);
+    let mut b = tar::Builder::new(Vec::new());
+    let mut starts = Vec::new();
+    for (h, name, data) in &mut parts {
+        starts.push(b.get_ref().len());
+        h.set_size(data.len() as u64);
+        let name = os_path(name);
+        if matches!(h.entry_type(), tar::EntryType::Symlink | tar::EntryType::Link) {
+            let target = h.link_name().unwrap().unwrap().into_owned();
+            b.append_link(h, &name, target).unwrap();
+        } else {
+            b.append_data(h, &name, &data[..]).unwrap();
+        }
+    }
+    let tar = b.into_inner().unwrap();
+    let mut w = FrameWriter::new(Vec::new(), 3, 1).unwrap();
+    for (i, &at) in starts.iter().enumerate() {
+        w.boundary().unwrap();
+        w.write_all(&tar[at..starts.get(i + 1).copied().unwrap_or(tar.len())]).unwrap();
+    }
+    std::fs::write(path, w.finish(starts[n - 2] as u64, starts[n - 1] as u64).unwrap()).unwrap();
+}
+
+fn os_path(b: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    PathBuf::from(std::ffi::OsStr::from_bytes(b))
+}
+
+/// A signed seekable archive is read by its index (the signature names it), locally and from the
+/// S3 server by ranged reads; the same archive re-made consistent by someone without the key
+/// (one file's bytes, its index line, SHA256SUMS, the footer), its signature kept, is refused by
+/// `ls` and `cat` in both places before anything is printed.
+#[test]
+fn a_signed_archive_is_read_by_its_index_locally_and_from_s3_and_a_forged_one_is_refused() {
+    if !ready() {
+        return;
+    }
+    let s3 = S3::start("index");
+    let dir = TempDir::new("offsite-index");
+    let b = dir.0.join("backups");
+    let b = b.to_str().unwrap();
+    let (key, public) = ssh_keypair(&dir, "signer");
+    let sign = format!("  sign: {{allowed_signers: [\"{public}\"]}}\n");
+    let mut stack = stack_with_settings("index", &s3, &dir, None, &sign);
+    stack.env.push(("XTASK_SIGNING_KEY".into(), key.to_string_lossy().into_owned()));
+    stack.xtask_ok(&["up"]);
+    docker_ok(&["exec", &format!("{}-backend-1", stack.project), "sh", "-c", "echo genuine > /app/media/note.txt"]);
+    let out = stack.xtask_json(&["backup", "--output-dir", b, "--push", "offsite", "--json"]);
+    let path = PathBuf::from(out["path"].as_str().unwrap());
+    let name = path.file_name().unwrap().to_str().unwrap().to_string();
+    let sig = std::fs::read_to_string(format!("{}.sig", path.display())).unwrap();
+    assert!(sig.lines().nth(5).unwrap().starts_with("index "), "the signature names the index: {sig}");
+    let note = format!("{}/note.txt", stack.volume("backend-media"));
+    let local = path.to_str().unwrap();
+    let reads = [vec!["cat", local, &note], vec!["cat", "--remote", "offsite", &name, &note]];
+    for args in &reads {
+        let (ok, bytes, err) = stack.xtask_bytes(args);
+        assert!(ok && bytes == b"genuine\n" && err.contains("read by its index"), "{args:?}: {err}");
+    }
+    let (ok, listed, err) = stack.xtask(&["ls", "--remote", "offsite", &name, &note]);
+    assert!(ok && listed.trim() == note && err.contains("read by its index"), "{listed}{err}");
+
+    // Forged locally, then pushed over the genuine object (with its sidecar re-made: the bucket
+    // is writable), the signature left as it was.
+    forge_seekable(&path, &format!("volumes/{note}"), b"genuine", b"forged!");
+    let remote_obj = format!("{}/backups/{}/{name}", s3.root_remote(), stack.project);
+    assert!(rclone(&s3, &["copyto", local, &remote_obj]).status.success());
+    let sidecar = dir.0.join("sidecar");
+    std::fs::write(&sidecar, format!("{}  {name}\n", sha256_file(&path))).unwrap();
+    assert!(rclone(&s3, &["copyto", sidecar.to_str().unwrap(), &format!("{remote_obj}.sha256")]).status.success());
+    for args in reads.iter().chain([&vec!["ls", local]]) {
+        let (ok, bytes, err) = stack.xtask_bytes(args);
+        assert!(!ok && bytes.is_empty() && err.contains("untrusted"), "{args:?}: {err}");
+    }
+}
