@@ -259,7 +259,7 @@ fn names_aimed_at_the_directory_beside_data_are_refused() {
     ];
     for (what, extra) in attacks {
         let mut entries = load(Path::new(&path));
-        let at = entries.iter().position(|x| x.name == b"SHA256SUMS").unwrap();
+        let at = content_end(&entries);
         for (i, e) in extra.into_iter().enumerate() {
             entries.insert(at + i, e);
         }

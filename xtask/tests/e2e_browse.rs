@@ -152,7 +152,7 @@ fn file(name: &str, data: &[u8]) -> Entry {
 /// Inserts `e` after the last content entry: before the index (format version 4) or
 /// `SHA256SUMS`.
 fn insert_before_sums(entries: &mut Vec<Entry>, e: Entry) {
-    let at = entries.iter().position(|x| x.name == b"index.jsonl" || x.name == b"SHA256SUMS").unwrap();
+    let at = content_end(entries);
     entries.insert(at, e);
 }
 

@@ -38,7 +38,7 @@ fn edit_metadata(entries: &mut [Entry], f: impl FnOnce(&mut serde_json::Value)) 
 }
 
 fn insert_before_sums(entries: &mut Vec<Entry>, e: Entry) {
-    let at = entries.iter().position(|x| x.name == b"SHA256SUMS").unwrap();
+    let at = content_end(entries);
     entries.insert(at, e);
 }
 

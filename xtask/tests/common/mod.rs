@@ -378,10 +378,20 @@ pub fn load(path: &Path) -> Vec<Entry> {
     out
 }
 
+/// Where a forger adds entries: after the last content entry, before the index (format version 4)
+/// or `SHA256SUMS`.
+pub fn content_end(entries: &[Entry]) -> usize {
+    entries.iter().position(|x| x.name == b"index.jsonl" || x.name == b"SHA256SUMS").expect("SHA256SUMS")
+}
+
 /// Writes the entries with raw names (up to 100 bytes, so non-canonical names survive) and,
-/// like a forger would, a SHA256SUMS that matches the regular files.
+/// like a forger would, a SHA256SUMS that matches the regular files and (format version 4) an
+/// index that lists the entries before it as they are.
 pub fn save(path: &Path, mut entries: Vec<Entry>, rewrite_sums: bool) {
     if rewrite_sums {
+        if let Some(i) = entries.iter().position(|e| e.name == xtask::archive::INDEX.as_bytes()) {
+            entries[i].data = index_of(&entries[..i]);
+        }
         let mut sums = Vec::new();
         for e in entries.iter().filter(|e| e.header.entry_type() == tar::EntryType::Regular && e.name != b"SHA256SUMS")
         {
@@ -393,6 +403,12 @@ pub fn save(path: &Path, mut entries: Vec<Entry>, rewrite_sums: bool) {
         entries.iter_mut().find(|e| e.name == b"SHA256SUMS").expect("SHA256SUMS").data = sums;
     }
     let mut b = tar::Builder::new(compressor(path));
+    append_all(&mut b, entries);
+    // Dropped: the gzip or zstd stream ends (both finish on drop).
+    drop(b.into_inner().unwrap());
+}
+
+fn append_all<W: std::io::Write>(b: &mut tar::Builder<W>, entries: Vec<Entry>) {
     for e in entries {
         let mut h = e.header.clone();
         if e.name.len() <= 100 && e.link.as_ref().is_none_or(|l| l.len() <= 100) {
@@ -414,8 +430,33 @@ pub fn save(path: &Path, mut entries: Vec<Entry>, rewrite_sums: bool) {
             }
         }
     }
-    // Dropped: the gzip or zstd stream ends (both finish on drop).
-    drop(b.into_inner().unwrap());
+}
+
+/// The index lines of `entries` as they will stand in the tar stream (written the same way):
+/// what `verify` recomputes from the stream (archive/index.rs).
+fn index_of(entries: &[Entry]) -> Vec<u8> {
+    use xtask::archive::{grammar, index};
+    let mut b = tar::Builder::new(Vec::new());
+    append_all(&mut b, entries.to_vec());
+    let tar = b.into_inner().unwrap();
+    let (mut out, mut next_at) = (Vec::new(), 0u64);
+    for e in tar::Archive::new(&tar[..]).entries().unwrap() {
+        let mut e = e.unwrap();
+        let (h, size) = (e.header().clone(), e.size());
+        let Ok(kind) = grammar::kind_of(h.entry_type()) else { continue };
+        let raw = e.path_bytes().into_owned();
+        let name = grammar::canonical(&raw, kind == grammar::Kind::Dir).map(<[u8]>::to_vec).unwrap_or(raw);
+        let link = e.link_name_bytes().map(|l| l.into_owned());
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        let sha256 = (kind == grammar::Kind::File).then(|| <sha2::Sha256 as sha2::Digest>::digest(&data).into());
+        let (mode, uid, gid, mtime) =
+            (h.mode().unwrap_or(0) & 0o7777, h.uid().unwrap_or(0), h.gid().unwrap_or(0), h.mtime().unwrap_or(0));
+        let line = index::Entry { name, kind, size, mode, uid, gid, mtime, link, sha256, at: next_at };
+        out.extend(index::to_line(&line));
+        next_at = e.raw_file_position() + size.div_ceil(512) * 512;
+    }
+    out
 }
 
 /// The sizes of the files with no name that process `pid` holds open on `dir`'s filesystem
