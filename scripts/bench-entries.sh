@@ -31,14 +31,26 @@ echo "0  $((base / 1024))"
 for n in "${counts[@]}"; do
     big="$dir/full_backup_20200101_00000${#n}.tar.gz"
     python3 - "$genuine" "$big" "$n" <<'PY'
-import gzip, sys, tarfile
+import gzip, hashlib, io, json, sys, tarfile
+# Written as format version 3 (no index: its lines would have to name every added entry), which
+# verify and restore read by the same one pass.
 src, dst, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 with tarfile.open(src, "r:gz") as a, gzip.open(dst, "wb", compresslevel=1) as raw:
     with tarfile.open(fileobj=raw, mode="w|", format=tarfile.GNU_FORMAT) as out:
-        members = a.getmembers()
-        prefix = next(m.name for m in members if m.name.startswith("volumes/") and m.isdir()).rstrip("/") + "/"
-        for m in members:
+        members = [(m, a.extractfile(m).read() if m.isfile() else None) for m in a.getmembers()]
+        prefix = next(m.name for m, _ in members if m.name.startswith("volumes/") and m.isdir()).rstrip("/") + "/"
+        sums = []
+        for m, data in members:
+            if m.name == "index.jsonl":
+                continue
+            if m.name == "metadata.json":
+                meta = json.loads(data)
+                meta["format_version"] = 3
+                data = json.dumps(meta, indent=2).encode()
+                m.size = len(data)
             if m.name == "SHA256SUMS":
+                data = "".join(sums).encode()
+                m.size = len(data)
                 top = tarfile.TarInfo(f"{prefix}many/")
                 top.type, top.mode, top.mtime = tarfile.DIRTYPE, 0o755, m.mtime
                 out.addfile(top)
@@ -46,7 +58,9 @@ with tarfile.open(src, "r:gz") as a, gzip.open(dst, "wb", compresslevel=1) as ra
                     d = tarfile.TarInfo(f"{prefix}many/{i:07d}/")
                     d.type, d.mode, d.mtime = tarfile.DIRTYPE, 0o755, m.mtime
                     out.addfile(d)
-            out.addfile(m, a.extractfile(m) if m.isfile() else None)
+            elif m.isfile():
+                sums.append(f"{hashlib.sha256(data).hexdigest()}  {m.name}\n")
+            out.addfile(m, io.BytesIO(data) if m.isfile() else None)
 PY
     rss=$(peak "$big")
     "${x[@]}" verify --output-dir "$dir" "$big" >/dev/null 2>"$dir/err" || { echo "verify of the $n-entry archive failed:"; tail -n 3 "$dir/err"; }
