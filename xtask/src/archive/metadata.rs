@@ -166,6 +166,12 @@ pub struct VolumeInfo {
     /// archives made before this field: then the compose file must bind exactly `bind`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bind_mounts: Vec<BindMount>,
+    /// Pushed to a restic repository as a file tree (docs/archive-format.md, "In a restic
+    /// repository"): the absolute path its files have in the archive's trees snapshot. Its
+    /// entries are then not in the archive's own tar stream; a reader of the repository puts
+    /// them under `entry` (a local archive never has this).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree: Option<String>,
 }
 
 /// One service's mount of a bind, as recorded in an archive.
@@ -220,6 +226,7 @@ impl Metadata {
                     size_bytes: None,
                     bind: None,
                     bind_mounts: vec![],
+                    tree: None,
                 })
                 .collect(),
             skipped: vec![],

@@ -24,6 +24,7 @@ pub mod signature;
 pub mod sink;
 pub mod source;
 pub mod tap;
+pub mod trees;
 pub mod verify;
 pub mod writer;
 

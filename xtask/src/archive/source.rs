@@ -47,6 +47,15 @@ enum Origin {
         file: String,
         tar_sha256: [u8; 32],
     },
+    /// The tree form: the record snapshot's tar stream (checked against its digest) merged with
+    /// the file trees of the snapshot `trees` ([`trees::merge`]).
+    ResticTrees {
+        restic: std::sync::Arc<Restic>,
+        snapshot: String,
+        file: String,
+        tar_sha256: [u8; 32],
+        trees: String,
+    },
 }
 
 impl Source {
@@ -90,6 +99,25 @@ impl Source {
         Source::of(origin, None, path)
     }
 
+    /// An archive in the tree form: the record `file` in `snapshot` (its bytes hashing to
+    /// `tar_sha256`) and the file trees of snapshot `trees`, read back as one tar stream of the
+    /// archive's layout. Shown as `REMOTE:SNAPSHOT:FILE`.
+    pub fn restic_trees(
+        restic: std::sync::Arc<Restic>,
+        (snapshot, file, tar_sha256): (&str, &str, [u8; 32]),
+        trees: &str,
+    ) -> Source {
+        let path = format!("{}:{}:{file}", restic.spec.name, &snapshot[..snapshot.len().min(8)]).into();
+        let origin = Origin::ResticTrees {
+            restic,
+            snapshot: snapshot.to_string(),
+            file: file.to_string(),
+            tar_sha256,
+            trees: trees.to_string(),
+        };
+        Source::of(origin, None, path)
+    }
+
     fn of(origin: Origin, identity: Option<PathBuf>, path: PathBuf) -> Source {
         Source {
             origin,
@@ -112,7 +140,7 @@ impl Source {
 
     /// The stream is the tar itself (a restic snapshot), not compressed.
     fn plain(&self) -> bool {
-        matches!(self.origin, Origin::Restic { .. })
+        matches!(self.origin, Origin::Restic { .. } | Origin::ResticTrees { .. })
     }
 
     /// The archive's bytes by range, for a partial read of a seekable archive (archive/
@@ -131,7 +159,7 @@ impl Source {
             Origin::Remote { remote, object, .. } => {
                 Some(Box::new(super::seekable::RemoteRanges::new(remote.clone(), object)?))
             }
-            Origin::Restic { .. } => None,
+            Origin::Restic { .. } | Origin::ResticTrees { .. } => None,
         })
     }
 
@@ -227,6 +255,17 @@ impl Source {
                 recorded_by: "its push recorded",
                 checked: false,
             }),
+            Origin::ResticTrees { restic, snapshot, file, tar_sha256, trees } => {
+                let record = DigestChecked {
+                    inner: HashingReader::new(restic.dump(snapshot, file)?),
+                    expected: *tar_sha256,
+                    name: self.path.display().to_string(),
+                    recorded_by: "its push recorded",
+                    checked: false,
+                };
+                let staged = StagedTrees { restic: restic.clone(), snapshot: trees.clone(), dir: None };
+                trees::spawn_merge(Box::new(record), Box::new(staged))
+            }
         })
     }
 
@@ -244,6 +283,13 @@ impl Source {
                 snapshot: snapshot.clone(),
                 file: file.clone(),
                 tar_sha256: *tar_sha256,
+            },
+            Origin::ResticTrees { restic, snapshot, file, tar_sha256, trees } => Origin::ResticTrees {
+                restic: restic.clone(),
+                snapshot: snapshot.clone(),
+                file: file.clone(),
+                tar_sha256: *tar_sha256,
+                trees: trees.clone(),
             },
         };
         let copy = Source::of(origin, self.identity.clone(), self.path.clone());
@@ -263,6 +309,46 @@ impl Source {
             inflate::inflate(self.reader(), self.path.display().to_string())
         };
         tar::Archive::new(stream)
+    }
+}
+
+/// The trees snapshot of an archive in the tree form, restored by restic into a private
+/// temporary directory (0700, removed when dropped) once the record was read, each tree then
+/// read from there by `tar` (never through a symbolic link on its way: a tree path a forged
+/// snapshot made a link is refused).
+struct StagedTrees {
+    restic: std::sync::Arc<Restic>,
+    snapshot: String,
+    dir: Option<crate::files::TempDir>,
+}
+
+impl trees::Trees for StagedTrees {
+    fn prepare(&mut self, meta: &Metadata) -> Result<()> {
+        for v in &meta.volumes {
+            if let Some(tree) = &v.tree {
+                trees::tree_path(tree).with_context(|| format!("volume {} of the archive", v.name))?;
+            }
+        }
+        let dir = crate::files::private_temp_dir("xtask-trees")?;
+        self.restic
+            .restore_into(&self.snapshot, &dir.path)
+            .with_context(|| format!("restore the file trees of snapshot {} into {}", self.snapshot, dir.path.display()))?;
+        self.dir = Some(dir);
+        Ok(())
+    }
+
+    fn tar(&mut self, volume: &VolumeInfo) -> Result<Box<dyn Read + Send>> {
+        let dir = self.dir.as_ref().context("the trees were not restored")?;
+        let tree = volume.tree.as_deref().context("a volume without a tree")?;
+        let staged = dir.path.join(trees::tree_path(tree)?);
+        crate::files::refuse_symlinks(&staged)
+            .with_context(|| format!("the tree of {} in snapshot {}", volume.name, self.snapshot))?;
+        if !std::fs::symlink_metadata(&staged).is_ok_and(|m| m.is_dir()) {
+            bail!("snapshot {} has no directory {tree} (the tree of {}): refused", self.snapshot, volume.name);
+        }
+        let tar = crate::engine::process::Tool::find("tar", "to read a file tree restored from restic")?;
+        let args = ["-c", "-f", "-", "--numeric-owner", "-C", &staged.display().to_string(), "."].map(String::from);
+        Ok(Box::new(tar.stream(&args, None)?))
     }
 }
 

@@ -25,6 +25,12 @@ pub const SIZE_TAG: &str = "tar-size=";
 /// The signed statement's signature ([`crate::archive::signature::compact`]) over the stream's
 /// name, size, SHA-256 and project (with `x-xtask.sign`), added with the completion tag.
 pub const SIG_TAG: &str = "sig=";
+/// On an archive's record snapshot (the tree form): the id of the tree of the snapshot that holds
+/// its volumes and binds as file trees, added with the completion tag.
+pub const TREES_TAG: &str = "trees=";
+/// The tag of a snapshot that holds an archive's volumes and binds as file trees: a part of the
+/// archive its `archive=` tag names, used only through that archive's complete record.
+pub const PART_TAG: &str = "part=trees";
 
 /// One snapshot of the repository, as `restic snapshots --json` lists it.
 #[derive(Debug, Clone, Deserialize)]
@@ -37,6 +43,9 @@ pub struct Snapshot {
     pub tags: Vec<String>,
     #[serde(default)]
     pub paths: Vec<String>,
+    /// The id of its root tree (a Merkle hash of everything it holds).
+    #[serde(default)]
+    pub tree: String,
 }
 
 impl Snapshot {
@@ -135,12 +144,52 @@ impl Restic {
         writer.finish().map_err(|e| explain(e, &self.spec.name))
     }
 
+    /// `restic backup` of the host directories `paths` (the file trees of volumes and binds, read
+    /// where they live), tagged `tags`; unchanged files are skipped by their metadata when
+    /// compared with `parent` (None: every file is read, never a parent restic would pick by
+    /// itself, which anyone with the password could have written). restic's JSON summary.
+    pub fn backup_paths(&self, paths: &[String], tags: &[String], parent: Option<&str>) -> Result<Vec<u8>> {
+        let mut args: Vec<String> =
+            ["backup", "--host", "xtask", "--json", "--quiet"].map(String::from).to_vec();
+        for t in tags {
+            args.extend(["--tag".to_string(), t.clone()]);
+        }
+        match parent {
+            Some(id) => args.extend(["--parent".to_string(), id.to_string()]),
+            None => args.push("--force".to_string()),
+        }
+        args.push("--".to_string());
+        args.extend(paths.iter().cloned());
+        self.tool.output(&args).map_err(|e| explain(e, &self.spec.name))
+    }
+
+    /// The snapshot `id` (a full id or a unique prefix), as `restic snapshots --json ID` lists it.
+    pub fn snapshot(&self, id: &str) -> Result<Snapshot> {
+        let out = self.run(&["snapshots", "--json", "--no-lock", id])?;
+        let list: Vec<Snapshot> = serde_json::from_slice(&out).context("read `restic snapshots --json`")?;
+        list.into_iter().next().with_context(|| format!("restic lists no snapshot {id}"))
+    }
+
+    /// Every file of `snapshot` restored under `target` at its absolute path (`restic restore`:
+    /// modes, owners as root, mtimes, symbolic links, hard links, special files).
+    pub fn restore_into(&self, snapshot: &str, target: &std::path::Path) -> Result<()> {
+        let target = target.display().to_string();
+        self.run(&["restore", "--no-lock", snapshot, "--target", &target]).map(drop)
+    }
+
     /// The id of the snapshot a finished `backup --json` reported.
     pub fn snapshot_of(summary: &[u8]) -> Result<String> {
         let text = String::from_utf8_lossy(summary);
         let line = text.lines().rev().find(|l| l.contains("\"summary\"")).context("restic printed no summary")?;
         let v: serde_json::Value = serde_json::from_str(line).context("read restic's backup summary")?;
         v["snapshot_id"].as_str().map(str::to_string).context("restic's summary names no snapshot")
+    }
+
+    /// The bytes a finished `backup --json` added to the repository (its summary's `data_added`).
+    pub fn data_added(summary: &[u8]) -> Option<u64> {
+        let text = String::from_utf8_lossy(summary);
+        let line = text.lines().rev().find(|l| l.contains("\"summary\""))?;
+        serde_json::from_str::<serde_json::Value>(line).ok()?["data_added"].as_u64()
     }
 
     /// Adds tags to a snapshot (restic rewrites it under a new id).
@@ -292,6 +341,7 @@ mod tests {
             time: String::new(),
             tags: vec!["kind=db".into()],
             paths: vec![],
+            tree: String::new(),
         };
         assert_eq!((s.tag("kind"), s.tag("kin"), s.tag("project")), (Some("db"), None, None));
     }

@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 
 use crate::archive::Source;
 use crate::context::Ctx;
-use crate::engine::restic::{Restic, Snapshot, COMPLETE_TAG, SIG_TAG, SIZE_TAG};
+use crate::engine::restic::{Restic, Snapshot, COMPLETE_TAG, PART_TAG, SIG_TAG, SIZE_TAG, TREES_TAG};
 use crate::model::offsite::VaultSpec;
 use crate::store::local;
 
@@ -48,12 +48,30 @@ pub struct VaultArchive {
     /// Under `x-xtask.sign`: why its signature does not vouch for it (then `problem` says so too).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub untrusted: Option<String>,
+    /// The tree form: the tree id of the snapshot holding its volumes and binds as file trees
+    /// (its record's `trees=` tag); None: the stream form (everything in one tar stream).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trees: Option<String>,
 }
 
 impl VaultArchive {
     /// The name the tar stream has inside the snapshot: the archive's name as `.tar`.
     pub fn stored_name(&self) -> String {
         stored_name(&self.file)
+    }
+
+    /// What its signed statement names as the file: the stored name, and in the tree form its
+    /// trees' id (`full_backup_X.tar@tree=HEX`), so a signature vouches for every file of it.
+    pub fn signed_name(&self) -> String {
+        signed_name(&self.file, self.trees.as_deref())
+    }
+}
+
+/// [`VaultArchive::signed_name`] of archive `file` with trees `tree`.
+pub fn signed_name(file: &str, tree: Option<&str>) -> String {
+    match tree {
+        Some(tree) => format!("{}@tree={tree}", stored_name(file)),
+        None => stored_name(file),
     }
 }
 
@@ -103,6 +121,9 @@ pub fn ensure(restic: &Restic, create: bool) -> Result<bool> {
 /// A snapshot as one of this project's archives, if it is one: exactly one `project=` tag (a
 /// snapshot claimed by two projects is neither's), a name of our grammar, a `kind=` that agrees.
 fn archive_of(s: &Snapshot, project: &str, now: OffsetDateTime) -> Option<VaultArchive> {
+    if s.tags.iter().any(|t| t == PART_TAG) {
+        return None;
+    }
     let projects: Vec<&String> = s.tags.iter().filter(|t| t.starts_with("project=")).collect();
     if projects.len() != 1 || projects[0].strip_prefix("project=") != Some(project) {
         return None;
@@ -117,7 +138,9 @@ fn archive_of(s: &Snapshot, project: &str, now: OffsetDateTime) -> Option<VaultA
         s.tags.iter().find_map(|t| t.strip_prefix(COMPLETE_TAG)).and_then(crate::engine::remote::parse_hex32);
     let tar_size = s.tags.iter().find_map(|t| t.strip_prefix(SIZE_TAG)).and_then(|n| n.parse().ok());
     let signature = s.tags.iter().find_map(|t| t.strip_prefix(SIG_TAG)).map(String::from);
+    let trees = s.tags.iter().find_map(|t| t.strip_prefix(TREES_TAG)).filter(|t| is_tree_id(t)).map(String::from);
     Some(VaultArchive {
+        trees,
         problem: date_doubt(created, taken, now),
         created_at: created.format(&Rfc3339).unwrap_or_default(),
         kind: local::name_kind(&file),
@@ -165,7 +188,7 @@ pub fn scan_judged(ctx: &Ctx, restic: &Restic) -> Result<Vec<VaultArchive>> {
     }
     for a in archives.iter_mut() {
         let Some(digest) = a.tar_sha256 else { continue };
-        a.untrusted = policy.unsigned_stream(&a.stored_name(), a.tar_size, digest, a.signature.as_deref());
+        a.untrusted = policy.unsigned_stream(&a.signed_name(), a.tar_size, digest, a.signature.as_deref());
         if a.problem.is_none() {
             a.problem.clone_from(&a.untrusted);
         }
@@ -218,7 +241,54 @@ pub fn pick(ctx: &Ctx, spec: &VaultSpec, file: Option<&str>) -> Result<(Source, 
     if let Some(why) = &found.untrusted {
         bail!("{name}: snapshot {} of {} is untrusted: {why}", found.snapshot, found.file);
     }
-    Ok((Source::restic(restic, &found.snapshot, &found.stored_name(), digest), found.clone()))
+    let source = match &found.trees {
+        None => Source::restic(restic, &found.snapshot, &found.stored_name(), digest),
+        Some(tree) => {
+            let part = trees_part(&restic, &ctx.stack.name, &found.file, tree)?.with_context(|| {
+                format!(
+                    "{name}: archive {} is in the tree form, but no snapshot of the repository holds its trees (tree \
+                     {tree}): they were forgotten or altered; refused",
+                    found.file
+                )
+            })?;
+            Source::restic_trees(restic, (&found.snapshot, &found.stored_name(), digest), &part)
+        }
+    };
+    Ok((source, found.clone()))
+}
+
+/// A restic tree id: 64 lower-case hex digits.
+fn is_tree_id(t: &str) -> bool {
+    t.len() == 64 && t.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Whether `s` is the trees part of archive `file` of `project`.
+fn is_part_of(s: &Snapshot, project: &str, file: &str) -> bool {
+    let projects: Vec<&String> = s.tags.iter().filter(|t| t.starts_with("project=")).collect();
+    s.tags.iter().any(|t| t == PART_TAG)
+        && projects.len() == 1
+        && projects[0].strip_prefix("project=") == Some(project)
+        && s.tag("archive") == Some(file)
+}
+
+/// The snapshot holding the trees of archive `file` of `project`: one of its parts whose root
+/// tree is exactly `tree` (restic checks every object it reads against its id, so the files
+/// restored are the ones that tree names).
+pub fn trees_part(restic: &Restic, project: &str, file: &str, tree: &str) -> Result<Option<String>> {
+    let parts = restic.snapshots(project)?;
+    Ok(parts.into_iter().find(|s| is_part_of(s, project, file) && s.tree == tree).map(|s| s.id))
+}
+
+/// The trees parts of `project` in the repository (snapshot id, archive name, time), for prune.
+pub fn parts(restic: &Restic, project: &str) -> Result<Vec<(String, String, String)>> {
+    let all = restic.snapshots(project)?;
+    Ok(all
+        .into_iter()
+        .filter_map(|s| {
+            let file = s.tag("archive")?.to_string();
+            is_part_of(&s, project, &file).then(|| (s.id.clone(), file, s.time.clone()))
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -232,6 +302,7 @@ mod tests {
             time: "2026-12-06T05:00:00.5Z".into(),
             tags: tags.iter().map(|t| t.to_string()).collect(),
             paths: vec![],
+            tree: String::new(),
         }
     }
 

@@ -131,6 +131,9 @@ struct Sources<'a> {
     skipped: Vec<Skipped>,
     /// Sizes on disk, measured before the copy: the progress bars' totals.
     sizes: BTreeMap<String, u64>,
+    /// The volumes and binds restic reads as file trees (by name: the host path), not copied
+    /// into the stream ([`super::trees`]).
+    trees: BTreeMap<String, String>,
 }
 
 /// Writes the archive `plan` describes into the locked directory.
@@ -226,6 +229,7 @@ fn gather<'a>(ctx: &Ctx, plan: &'a BackupPlan, opts: &Options, dir: &Path) -> Re
         (0, sizes) => sizes?,
         (_, _) => check_space(docker, dir, &sources, local)?,
     };
+    sources.trees = super::trees::decide(ctx, plan, &sources.volumes)?;
     Ok(sources)
 }
 
@@ -272,7 +276,7 @@ fn sources<'a>(docker: &Docker, plan: &'a BackupPlan, opts: &Options) -> Result<
             None => dbs.push(d),
         }
     }
-    Ok(Sources { dbs, volumes: to_copy, skipped, sizes: BTreeMap::new() })
+    Ok(Sources { dbs, volumes: to_copy, skipped, sizes: BTreeMap::new(), trees: BTreeMap::new() })
 }
 
 /// Space: the archive can be as large as the data when nothing compresses, and the database
@@ -408,7 +412,7 @@ fn write_archive(
         writer.add_file(entry, file.len()?, file.reader()).with_context(|| format!("add {entry}"))?;
     }
     drop(dumps);
-    for v in &sources.volumes {
+    for v in sources.volumes.iter().filter(|v| !sources.trees.contains_key(&v.name)) {
         crate::signals::check()?;
         let total = sources.sizes.get(v.source()).copied().unwrap_or(0);
         let progress = ctx.ui.progress_to(&format!("copy volume {}", v.source()), total);
@@ -433,7 +437,8 @@ fn write_archive(
         crate::store::trust::sign_local(ctx, &final_path, committed.size, committed.sha256, committed.index_sha256)
             .with_context(|| format!("the archive {} was written but not signed", final_path.display()))?;
     }
-    deliver(ctx, opts, delivery, &final_path, committed, local)?;
+    let trees: Vec<String> = sources.trees.values().cloned().collect();
+    deliver(ctx, opts, delivery, (&final_path, &trees), committed, local)?;
     Ok(Written { path: final_path, bytes, stats, sha256, local })
 }
 
@@ -488,7 +493,7 @@ fn deliver(
     ctx: &Ctx,
     opts: &Options,
     to: Delivery,
-    path: &Path,
+    (path, trees): (&Path, &[String]),
     mut done: archive::Committed,
     local: bool,
 ) -> Result<()> {
@@ -503,7 +508,8 @@ fn deliver(
     let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let streamed = match tapped.writer {
         Ok(writer) => {
-            crate::tasks::offsite::vault::complete_stream(ctx, restic, &file, writer, (&tapped.sha256, tapped.bytes))
+            let stream = (&tapped.sha256, tapped.bytes);
+            crate::tasks::offsite::vault::complete_stream(ctx, restic, (&file, trees), writer, stream)
         }
         Err(e) => Err(e.into()),
     };
@@ -528,7 +534,8 @@ fn deliver(
     }
 }
 
-fn volume_info(plan: &BackupPlan, v: &VolumeChoice, sizes: &BTreeMap<String, u64>) -> VolumeInfo {
+fn volume_info(plan: &BackupPlan, v: &VolumeChoice, sources: &Sources) -> VolumeInfo {
+    let sizes = &sources.sizes;
     let consistency = if plan.redis.iter().any(|r| r.volumes.contains(&v.name)) {
         "redis-save"
     } else if plan.stop || !v.stop_for_copy.is_empty() {
@@ -552,6 +559,7 @@ fn volume_info(plan: &BackupPlan, v: &VolumeChoice, sizes: &BTreeMap<String, u64
             .iter()
             .map(|(service, target)| archive::BindMount { service: service.clone(), target: target.clone() })
             .collect(),
+        tree: sources.trees.get(&v.name).cloned(),
     }
 }
 
@@ -564,7 +572,7 @@ fn metadata(
     sources: &Sources,
     created_at: String,
 ) -> Result<Metadata> {
-    let (volumes, skipped, sizes) = (&sources.volumes, &sources.skipped, &sources.sizes);
+    let (volumes, skipped) = (&sources.volumes, &sources.skipped);
     let mut entries =
         vec![archive::EntryInfo { path: archive::METADATA.into(), what: "this description of the archive".into() }];
     for db in &databases {
@@ -580,7 +588,7 @@ fn metadata(
                     None => format!("the files of volume {} (role {})", v.name, v.role.as_str()),
                 },
             });
-            volume_info(plan, v, sizes)
+            volume_info(plan, v, sources)
         })
         .collect();
     entries.push(archive::EntryInfo {

@@ -18,6 +18,7 @@ use crate::ui::human_bytes;
 
 mod execute;
 mod plan;
+mod trees;
 
 pub use execute::execute;
 pub use plan::{plan, BackupPlan, DbSource, RedisSource, VolumeChoice, UNPROTECTED};

@@ -22,7 +22,7 @@ use crate::archive::signature::{self, Statement};
 use crate::archive::{self, hex, HashingReader, Source};
 use crate::context::Ctx;
 use crate::engine::process::ToolWriter;
-use crate::engine::restic::{Restic, COMPLETE_TAG, SIG_TAG, SIZE_TAG};
+use crate::engine::restic::{Restic, COMPLETE_TAG, PART_TAG, SIG_TAG, SIZE_TAG, TREES_TAG};
 use crate::model::offsite::VaultSpec;
 use crate::store::local::LocalFile;
 use crate::store::retention::{self, Retention};
@@ -75,7 +75,7 @@ fn push_one(ctx: &Ctx, restic: &Restic, item: &PushItem) -> Result<()> {
     let sent = std::io::copy(&mut stream, &mut writer)
         .with_context(|| format!("push {} to {}", item.file, restic.spec.name))?;
     let digest: [u8; 32] = stream.into_inner().inner.hasher.finalize().into();
-    let snapshot = complete_stream(ctx, restic, &item.file, writer, (&digest, sent))?;
+    let snapshot = complete_stream(ctx, restic, (&item.file, &[]), writer, (&digest, sent))?;
     progress.finish(&format!(
         "pushed {} ({} of tar) to {} as snapshot {}",
         item.file,
@@ -152,21 +152,32 @@ impl Drop for Starting {
 
 /// Ends the snapshot [`begin_stream`] started, once the whole stream (`size` bytes of SHA-256
 /// `digest`) went in, and marks it complete; returns its id. Before the tag it counts as an
-/// interrupted push. With `x-xtask.sign`, the same `restic tag` adds the stream's size and this
-/// host's signature of (name, size, SHA-256, project): readers under `sign` trust no other.
+/// interrupted push. With `trees` (host paths: the tree form), those are backed up first as the
+/// archive's trees snapshot and the completion names its tree (`trees=`): the stream is then the
+/// archive's record. With `x-xtask.sign`, the same `restic tag` adds the stream's size and this
+/// host's signature of (name, with the trees' id in the tree form; size, SHA-256, project):
+/// readers under `sign` trust no other.
 pub fn complete_stream(
     ctx: &Ctx,
     restic: &Restic,
-    file: &str,
+    (file, trees): (&str, &[String]),
     writer: ToolWriter,
     (digest, size): (&[u8; 32], u64),
 ) -> Result<String> {
     let summary = restic.finish_backup(writer).with_context(|| format!("push {file} to {}", restic.spec.name))?;
     let snapshot = Restic::snapshot_of(&summary)?;
     let mut tags = vec![format!("{COMPLETE_TAG}{}", hex(digest))];
+    let tree = match trees.is_empty() {
+        true => None,
+        false => Some(push_trees(ctx, restic, file, trees)?),
+    };
+    if let Some(tree) = &tree {
+        tags.push(format!("{TREES_TAG}{tree}"));
+    }
     if crate::store::trust::Policy::of(ctx)?.signing.is_some() {
-        let stored = vault::stored_name(file);
-        let statement = Statement { file: stored, size, sha256: *digest, project: ctx.stack.name.clone(), index: None };
+        let named = vault::signed_name(file, tree.as_deref());
+        let statement =
+            Statement { file: named, size, sha256: *digest, project: ctx.stack.name.clone(), index: None };
         let armor = crate::engine::sign::sign(&statement.text()).with_context(|| format!("sign {file}'s stream"))?;
         tags.push(format!("{SIZE_TAG}{size}"));
         tags.push(format!("{SIG_TAG}{}", signature::compact(&armor)));
@@ -175,9 +186,76 @@ pub fn complete_stream(
     Ok(snapshot)
 }
 
+/// The trees of archive `file` (host paths) as one snapshot tagged `part=trees` and the archive's
+/// name, compared with the trees of the newest complete archive this reader trusts (never a
+/// parent restic would choose by itself); returns its root tree's id.
+fn push_trees(ctx: &Ctx, restic: &Restic, file: &str, paths: &[String]) -> Result<String> {
+    let project = &ctx.stack.name;
+    let parent = match vault::scan_judged(ctx, restic)?
+        .into_iter()
+        .find(|a| a.complete && a.problem.is_none() && a.trees.is_some())
+    {
+        Some(a) => vault::trees_part(restic, project, &a.file, a.trees.as_deref().unwrap_or_default())?,
+        None => None,
+    };
+    let kind = crate::store::local::name_kind(file);
+    let tags = vec![
+        "xtask".to_string(),
+        format!("project={project}"),
+        format!("kind={kind}"),
+        format!("archive={file}"),
+        PART_TAG.to_string(),
+    ];
+    let progress = ctx.ui.progress(&format!("push the file trees of {file} to {}", restic.spec.name));
+    let summary = restic
+        .backup_paths(paths, &tags, parent.as_deref())
+        .with_context(|| format!("push the file trees of {file} to {}", restic.spec.name))?;
+    let id = Restic::snapshot_of(&summary)?;
+    let added = Restic::data_added(&summary).unwrap_or(0);
+    let tree = restic.snapshot(&id)?.tree;
+    if tree.len() != 64 {
+        bail!("restic names no tree for snapshot {id}");
+    }
+    progress.finish(&format!(
+        "file trees of {file}: snapshot {} ({} new{})",
+        &id[..8.min(id.len())],
+        human_bytes(added),
+        if parent.is_some() { ", unchanged files skipped" } else { ", every file read" }
+    ));
+    Ok(tree)
+}
+
 /// `from` read in blocks of 1 MiB (a pipe either side), each counted by `tick`.
 fn ticking<'a, R: Read>(from: R, tick: &'a dyn Fn(u64)) -> std::io::BufReader<Ticking<'a, R>> {
     std::io::BufReader::with_capacity(1 << 20, Ticking { inner: from, tick })
+}
+
+/// The trees snapshots (the tree form's parts) that go with the archives `doomed`, and those no
+/// complete archive uses that are over a day old (left by an interrupted push); each said.
+fn doomed_parts(
+    restic: &Restic,
+    project: &str,
+    archives: &[VaultArchive],
+    doomed: &[(&VaultArchive, String)],
+    now: OffsetDateTime,
+    dry_run: bool,
+) -> Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for (id, file, time) in vault::parts(restic, project)? {
+        let is_doomed = |a: &VaultArchive| doomed.iter().any(|(d, _)| d.snapshot == a.snapshot);
+        let used = archives.iter().any(|a| a.file == file && a.complete && !is_doomed(a));
+        let goes_with = archives.iter().any(|a| a.file == file && is_doomed(a));
+        let taken = OffsetDateTime::parse(&time, &Rfc3339).unwrap_or(now);
+        let why = match (used, goes_with) {
+            (true, _) => continue,
+            (false, true) => "the file trees of an archive forgotten",
+            (false, false) if now - taken > LEFTOVER_AGE => "file trees no complete archive uses, left by an interrupted push",
+            (false, false) => continue,
+        };
+        println!("{} the trees of {file} (snapshot {}): {why}", if dry_run { "would forget" } else { "forget" }, &id[..8]);
+        ids.push(id);
+    }
+    Ok(ids)
 }
 
 /// `backups --remote VAULT`: the project's snapshots as archives.
@@ -320,9 +398,10 @@ pub fn prune(ctx: &Ctx, spec: &VaultSpec, r: &Retention, dry_run: bool) -> Resul
             &a.snapshot[..8]
         );
     }
+    let mut ids: Vec<String> = doomed.iter().map(|(a, _)| a.snapshot.clone()).collect();
+    ids.extend(doomed_parts(&restic, &ctx.stack.name, &archives, &doomed, now, dry_run)?);
     if dry_run {
         return Ok(());
     }
-    let ids: Vec<String> = doomed.iter().map(|(a, _)| a.snapshot.clone()).collect();
     restic.forget_and_prune(&ids).with_context(|| format!("prune remote {}", spec.name))
 }

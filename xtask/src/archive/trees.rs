@@ -1,0 +1,231 @@
+//! The tree form of an archive in a restic repository, read back as one tar stream of the
+//! archive's own layout, so that the one strict grammar (verify, pull, the restore's one pass)
+//! decides what is used. The archive is then two snapshots: its record (the tar stream of
+//! `metadata.json`, the dumps, the volumes kept in the stream form and `SHA256SUMS`), and its
+//! trees (each volume and bind whose metadata names a `tree` path, read by restic where it
+//! lived). [`merge`] writes the record's entries in order, then each tree's entries renamed
+//! under its volume's prefix, then `SHA256SUMS`: the record's lines and one per tree file.
+//! Nothing here trusts the trees: a name that leaves its volume, a hard link out of it, an
+//! unsupported type fail the merge, and the grammar judges the rest (special files, modes).
+
+use std::ffi::OsStr;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::mpsc::{Receiver, SyncSender};
+
+use anyhow::{bail, Context, Result};
+use sha2::Digest;
+
+use super::{format_sums, grammar, parse_metadata, volume_prefix, HashingReader, Metadata, VolumeInfo};
+use super::{CHECKSUMS, METADATA};
+
+/// Where the trees of an archive come from: made ready once the record was read whole (its
+/// digest checked), then each tree's files as a tar stream of its root (`tar -c -C ROOT .`).
+pub trait Trees {
+    fn prepare(&mut self, meta: &Metadata) -> Result<()>;
+    fn tar(&mut self, volume: &VolumeInfo) -> Result<Box<dyn Read + Send>>;
+}
+
+/// Writes the archive the record stream `record` and its `trees` make into `out` (see the
+/// module's header). The record is read to its very end before any tree is touched.
+pub fn merge(record: impl Read, trees: &mut dyn Trees, out: impl Write) -> Result<()> {
+    let mut builder = tar::Builder::new(out);
+    builder.mode(tar::HeaderMode::Complete);
+    let mut archive = tar::Archive::new(io::BufReader::with_capacity(1 << 20, record));
+    let (mut meta, mut sums) = (None, None);
+    for entry in archive.entries().context("read the archive's record")? {
+        let mut entry = entry.context("read the archive's record")?;
+        let path = entry.path_bytes().into_owned();
+        if sums.is_some() {
+            bail!("the archive's record has an entry after {CHECKSUMS}: refused");
+        }
+        if path == CHECKSUMS.as_bytes() {
+            let mut text = Vec::new();
+            entry.read_to_end(&mut text).context("read the record's SHA256SUMS")?;
+            sums = Some((entry.header().clone(), text));
+            continue;
+        }
+        if path == METADATA.as_bytes() && meta.is_none() {
+            let mut text = Vec::new();
+            entry.read_to_end(&mut text).context("read the record's metadata.json")?;
+            meta = Some(parse_metadata(&text).context("read the record's metadata.json")?);
+            let mut header = entry.header().clone();
+            builder.append_data(&mut header, METADATA, &text[..]).context("write metadata.json")?;
+            continue;
+        }
+        copy_entry(&mut builder, &mut entry, path, None)?;
+    }
+    // To its end: a record read from restic is checked against its digest there.
+    io::copy(&mut archive.into_inner(), &mut io::sink()).context("read the archive's record to its end")?;
+    let meta = meta.context("the archive's record has no metadata.json")?;
+    let (mut header, mut text) = sums.context("the archive's record has no SHA256SUMS")?;
+    trees.prepare(&meta)?;
+    let mut tree_sums = Vec::new();
+    for v in meta.volumes.iter().filter(|v| v.tree.is_some()) {
+        let source = trees.tar(v)?;
+        add_tree(&mut builder, &v.name, source, &mut tree_sums).with_context(|| format!("read the tree of {}", v.name))?;
+    }
+    text.extend_from_slice(&format_sums(&tree_sums));
+    header.set_size(text.len() as u64);
+    builder.append_data(&mut header, CHECKSUMS, &text[..]).context("write SHA256SUMS")?;
+    builder.into_inner().context("finish the archive's tar stream")?.flush()?;
+    Ok(())
+}
+
+/// The entries of one tree's tar stream under `volumes/<name>/` (or `binds/<id>/`); each
+/// regular file's SHA-256 added to `sums`.
+fn add_tree<W: Write>(
+    builder: &mut tar::Builder<W>,
+    name: &str,
+    source: impl Read,
+    sums: &mut Vec<(Vec<u8>, [u8; 32])>,
+) -> Result<()> {
+    let prefix = volume_prefix(name);
+    let mut archive = tar::Archive::new(io::BufReader::with_capacity(1 << 20, source));
+    for entry in archive.entries().context("read the tree's tar stream")? {
+        let mut entry = entry.context("read the tree's tar stream")?;
+        let rel = relative(&entry.path_bytes())?;
+        let top = rel.split(|&b| b == b'/').next().unwrap_or_default();
+        if grammar::RESERVED.iter().any(|r| top.starts_with(r.as_bytes())) {
+            continue;
+        }
+        let dest = [prefix.as_bytes(), &rel].concat();
+        if let Some(digest) = copy_entry(builder, &mut entry, dest.clone(), Some(&prefix))? {
+            sums.push((dest, digest));
+        }
+    }
+    io::copy(&mut archive.into_inner(), &mut io::sink()).context("read the tree's tar stream to its end")?;
+    Ok(())
+}
+
+/// Adds `entry` as `dest` with its header kept (type, mode, owner, mtime, link target); a hard
+/// link's target is put under `prefix` when given (a tree's). A regular file's SHA-256.
+fn copy_entry<R: Read, W: Write>(
+    builder: &mut tar::Builder<W>,
+    entry: &mut tar::Entry<'_, R>,
+    mut dest: Vec<u8>,
+    prefix: Option<&str>,
+) -> Result<Option<[u8; 32]>> {
+    let mut header = entry.header().clone();
+    let shown = String::from_utf8_lossy(&dest).into_owned();
+    match header.entry_type() {
+        tar::EntryType::Regular | tar::EntryType::Continuous => {
+            header.set_entry_type(tar::EntryType::Regular);
+            let mut reader = HashingReader::new(entry);
+            builder.append_data(&mut header, as_path(&dest), &mut reader).with_context(|| format!("write {shown}"))?;
+            return Ok(Some(reader.hasher.finalize().into()));
+        }
+        tar::EntryType::Link => {
+            let target = entry.link_name_bytes().context("a hard link without target")?.into_owned();
+            let target = match prefix {
+                Some(p) => [p.as_bytes(), &relative(&target)?].concat(),
+                None => target,
+            };
+            builder.append_link(&mut header, as_path(&dest), as_path(&target))?;
+        }
+        tar::EntryType::Symlink => {
+            let target = entry.link_name_bytes().context("a symbolic link without target")?.into_owned();
+            builder.append_link(&mut header, as_path(&dest), as_path(&target))?;
+        }
+        tar::EntryType::Directory => {
+            if !dest.ends_with(b"/") {
+                dest.push(b'/');
+            }
+            builder.append_data(&mut header, as_path(&dest), io::empty())?;
+        }
+        tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+            builder.append_data(&mut header, as_path(&dest), io::empty())?;
+        }
+        other => bail!("{shown}: an entry of unsupported type {other:?}"),
+    }
+    Ok(None)
+}
+
+fn as_path(bytes: &[u8]) -> &Path {
+    Path::new(OsStr::from_bytes(bytes))
+}
+
+/// `./a/b` -> `a/b`, `.` -> empty (the tree's root); an absolute path or `..` is refused.
+fn relative(p: &[u8]) -> Result<Vec<u8>> {
+    if p.starts_with(b"/") {
+        bail!("an absolute path in a tree: {:?}", String::from_utf8_lossy(p));
+    }
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for c in p.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => bail!("a path with '..' in a tree: {:?}", String::from_utf8_lossy(p)),
+            other => parts.push(other),
+        }
+    }
+    Ok(parts.join(&b'/'))
+}
+
+/// The path `tree` of a volume's metadata, checked: absolute, with no `.`, `..` or empty
+/// component (what a restic snapshot's path can be), so that it names one place under a
+/// staging directory and nothing else.
+pub fn tree_path(tree: &str) -> Result<&str> {
+    let rel = tree.strip_prefix('/').with_context(|| format!("tree path {tree:?} is not absolute"))?;
+    if rel.is_empty() || rel.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        bail!("tree path {tree:?} is not a plain absolute path: refused");
+    }
+    Ok(rel)
+}
+
+/// The merged archive of [`merge`] made on a thread of its own and read through the returned
+/// reader; a failure there is the reader's error (never a clean end), and dropping the reader
+/// stops the thread at its next write.
+pub fn spawn_merge(
+    record: Box<dyn Read + Send>,
+    mut trees: Box<dyn Trees + Send>,
+) -> Box<dyn Read + Send> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(8);
+    std::thread::spawn(move || {
+        let mut out = io::BufWriter::with_capacity(1 << 20, Sending { tx: tx.clone() });
+        let result = merge(record, trees.as_mut(), &mut out).and_then(|()| Ok(out.flush()?));
+        drop(trees);
+        if let Err(e) = result {
+            let _ = tx.send(Err(io::Error::other(format!("{e:#}"))));
+        }
+    });
+    Box::new(Receiving { rx, buf: Vec::new(), at: 0 })
+}
+
+struct Sending {
+    tx: SyncSender<io::Result<Vec<u8>>>,
+}
+
+impl Write for Sending {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tx.send(Ok(buf.to_vec())).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the reader is gone"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Receiving {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl Read for Receiving {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.buf.len() {
+            match self.rx.recv() {
+                Ok(chunk) => (self.buf, self.at) = (chunk?, 0),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.at);
+        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,128 @@
+//! The merge of a record and its trees, read back by the one grammar: sound trees make an
+//! archive that verifies with every file summed; names that leave a tree fail the merge, and a
+//! device node is refused by the grammar.
+
+use std::io::{self, Read, Write};
+
+use super::*;
+use crate::archive::{verify, ArchiveWriter, Codec, Compression, Rules};
+
+fn meta() -> Metadata {
+    let mut m = Metadata::sample("p", &[("vol", "vol"), ("media", "media")]);
+    m.compose_files = vec!["compose.yaml".into()];
+    m.model_sha256 = "0".repeat(64);
+    m.volumes[1].tree = Some("/var/lib/docker/volumes/media/_data".into());
+    m
+}
+
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_uid(1234);
+    h.set_mtime(1_600_000_000);
+    h
+}
+
+/// A tree as `tar -c -C ROOT .` prints it: a directory, a file, a hard link, a symbolic link out
+/// of the tree (a value, fine), and `extra` entries.
+fn tree(extra: &dyn Fn(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_data(&mut header(tar::EntryType::Directory, 0o755, 0), "./", io::empty()).unwrap();
+    b.append_data(&mut header(tar::EntryType::Directory, 0o700, 0), "./odd name\n/", io::empty()).unwrap();
+    b.append_data(&mut header(tar::EntryType::Regular, 0o640, 5), "./odd name\n/photo", &b"hello"[..]).unwrap();
+    b.append_link(&mut header(tar::EntryType::Link, 0o640, 0), "./again", "./odd name\n/photo").unwrap();
+    b.append_link(&mut header(tar::EntryType::Symlink, 0o777, 0), "./out", "../../../etc/passwd").unwrap();
+    extra(&mut b);
+    b.into_inner().unwrap()
+}
+
+/// The record: what the backup streams into restic (metadata, the stream-form volume, sums).
+fn record(dir: &std::path::Path) -> Vec<u8> {
+    let path = dir.join("record.tar.gz");
+    let mut w = ArchiveWriter::create(&path, Compression::new(Codec::Gzip), 1).unwrap();
+    crate::archive::write_metadata(&mut w, &meta()).unwrap();
+    w.add_volume_tar("vol", &tree(&|_| {})[..], &mut |_| Ok(())).unwrap();
+    w.commit().unwrap();
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap()).read_to_end(&mut out).unwrap();
+    out
+}
+
+struct Fixed(Vec<u8>, bool);
+
+impl Trees for Fixed {
+    fn prepare(&mut self, meta: &Metadata) -> Result<()> {
+        self.1 = meta.volumes.iter().any(|v| v.tree.is_some());
+        Ok(())
+    }
+    fn tar(&mut self, volume: &VolumeInfo) -> Result<Box<dyn Read + Send>> {
+        assert_eq!(volume.name, "media");
+        Ok(Box::new(io::Cursor::new(self.0.clone())))
+    }
+}
+
+/// The merged archive written as a gzip file and verified by the grammar.
+fn merged_report(dir: &std::path::Path, trees: Vec<u8>) -> Result<crate::archive::Report> {
+    let mut merged = Vec::new();
+    let mut source = Fixed(trees, false);
+    merge(&record(dir)[..], &mut source, &mut merged)?;
+    assert!(source.1, "the trees were prepared from the metadata");
+    let path = dir.join("full_backup_20260101_000000.tar.gz");
+    let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(&path).unwrap(), flate2::Compression::fast());
+    gz.write_all(&merged).unwrap();
+    gz.finish().unwrap();
+    Ok(verify(&path, Rules::default()))
+}
+
+#[test]
+fn a_record_and_its_trees_read_as_one_archive_that_verifies() {
+    let dir = crate::files::private_temp_dir("xtask-trees-test").unwrap();
+    let report = merged_report(&dir.path, tree(&|_| {})).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.volume_bytes.get("media"), Some(&5), "the tree's file is in the archive");
+    assert_eq!(report.volume_bytes.get("vol"), Some(&5), "and the stream form's");
+}
+
+#[test]
+fn a_forged_tree_is_refused() {
+    let dir = crate::files::private_temp_dir("xtask-trees-test").unwrap();
+    let escape = tree(&|b| {
+        let mut h = header(tar::EntryType::Regular, 0o644, 1);
+        h.set_path("x").unwrap();
+        h.as_old_mut().name[..5].copy_from_slice(b"../x\0");
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).unwrap();
+    });
+    let e = merged_report(&dir.path, escape).unwrap_err();
+    assert!(format!("{e:#}").contains(".."), "{e:#}");
+    let hard = tree(&|b| {
+        b.append_link(&mut header(tar::EntryType::Link, 0o644, 0), "./h", "/etc/shadow").unwrap();
+    });
+    let e = merged_report(&dir.path, hard).unwrap_err();
+    assert!(format!("{e:#}").contains("absolute"), "{e:#}");
+    let device = tree(&|b| {
+        let mut h = header(tar::EntryType::Char, 0o644, 0);
+        h.set_device_major(1).unwrap();
+        h.set_device_minor(3).unwrap();
+        b.append_data(&mut h, "./null", io::empty()).unwrap();
+    });
+    let report = merged_report(&dir.path, device).unwrap();
+    assert!(!report.ok(), "a device node is refused by the grammar");
+}
+
+#[test]
+fn a_tree_path_names_one_place() {
+    assert_eq!(tree_path("/var/lib/docker/volumes/a/_data").unwrap(), "var/lib/docker/volumes/a/_data");
+    for bad in ["relative", "/", "/a/../b", "/a//b", "/a/./b", "/a/"] {
+        assert!(tree_path(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn a_failed_merge_is_a_read_error_never_a_clean_end() {
+    let mut r = spawn_merge(Box::new(&b"not a tar"[..]), Box::new(Fixed(Vec::new(), false)));
+    let mut out = Vec::new();
+    assert!(r.read_to_end(&mut out).is_err());
+}
