@@ -249,9 +249,12 @@ fn a_forged_tree_or_an_incomplete_record_is_never_used() {
         bed.stack.xtask(&["restore", "--remote", "vault", "--latest", "--yes", "--output-dir", bed.backups.s()]);
     assert!(!ok, "a forged tree is refused: {err}");
     assert!(err.contains("null"), "the device node is named: {err}");
-    assert_eq!(bed.state(), before_live, "nothing changed");
+    // (The bind's own directory gets a new mtime: the restore's staging inside it came and went,
+    // as for any refused restore of a bind.)
+    let entries = |s: String| s.lines().filter(|l| !l.starts_with(".|")).collect::<Vec<_>>().join("\n");
+    assert_eq!(entries(bed.state()), entries(before_live), "nothing changed");
     std::fs::remove_file(photos.join("marker")).unwrap();
-    assert_eq!(bed.state(), before);
+    assert_eq!(entries(bed.state()), entries(before));
 
     // The record without its completion tag: INCOMPLETE, never the latest, never restored.
     let listed = bed.archives();
