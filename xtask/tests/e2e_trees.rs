@@ -61,7 +61,22 @@ struct Bed {
 
 impl Bed {
     fn new(name: &str) -> Bed {
-        let (project, mut stack) = stack_from(name, COMPOSE, "TREES_PREFIX");
+        Bed::with_compose(name, COMPOSE)
+    }
+
+    /// With `x-xtask.sign`: a key of its own, allowed, and used to sign.
+    fn signed(name: &str) -> Bed {
+        let keys = TempDir::new(&format!("{name}-keys"));
+        let (key, public) = ssh_keypair(&keys, "host");
+        let mut bed = Bed::with_compose(name, &format!("{COMPOSE}  sign: {{allowed_signers: [\"{public}\"]}}\n"));
+        let kept = bed.project.0.join("signing-key");
+        std::fs::copy(&key, &kept).unwrap();
+        bed.stack.env.push(("XTASK_SIGNING_KEY".into(), kept.to_string_lossy().into_owned()));
+        bed
+    }
+
+    fn with_compose(name: &str, compose: &str) -> Bed {
+        let (project, mut stack) = stack_from(name, compose, "TREES_PREFIX");
         let (repo, password) = (project.0.join("repo"), project.0.join("restic.pw"));
         std::fs::write(&password, "a test repository password\n").unwrap();
         for d in ["photos", "scratch"] {
@@ -222,27 +237,9 @@ fn a_forged_tree_or_an_incomplete_record_is_never_used() {
 
     // Someone with the password backs up a tree with a device node at the same paths and points
     // the record at it.
-    let dirs: serde_json::Value = serde_json::from_str(&bed.restic(&["snapshots", "--json", "--tag", "part=trees"])).unwrap();
-    let part = &dirs[0];
-    let paths: Vec<String> = part["paths"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().into()).collect();
-    let tags: Vec<String> = part["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().into()).collect();
     let photos = bed.project.0.join("photos");
-    assert!(Command::new("mknod").arg(photos.join("null")).args(["c", "1", "3"]).status().unwrap().success());
-    let mut args = vec!["backup".to_string(), "--host".into(), "xtask".into(), "--json".into(), "--quiet".into()];
-    for t in &tags {
-        args.extend(["--tag".to_string(), t.clone()]);
-    }
-    args.extend(paths);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let summary = bed.restic(&args);
-    std::fs::remove_file(photos.join("null")).unwrap();
-    let forged_id = summary.lines().rev().find(|l| l.contains("snapshot_id")).unwrap();
-    let forged_id: serde_json::Value = serde_json::from_str(forged_id).unwrap();
-    let forged: serde_json::Value =
-        serde_json::from_str(&bed.restic(&["snapshots", "--json", forged_id["snapshot_id"].as_str().unwrap()])).unwrap();
-    let forged_tree = forged[0]["tree"].as_str().unwrap();
+    let forged_tree = forge_trees(&bed, record, tree);
     assert_ne!(forged_tree, tree);
-    bed.restic(&["tag", "--remove", &format!("trees={tree}"), "--add", &format!("trees={forged_tree}"), record]);
     std::fs::write(photos.join("marker"), "live data").unwrap();
     let before_live = bed.state();
     let (ok, _, err) =
@@ -269,4 +266,52 @@ fn a_forged_tree_or_an_incomplete_record_is_never_used() {
     let (ok, _, err) =
         bed.stack.xtask(&["restore", "--remote", "vault", "--latest", "--yes", "--output-dir", bed.backups.s()]);
     assert!(!ok && err.contains("no complete archive"), "{err}");
+}
+
+/// What someone holding the repository's password can do: a trees snapshot with a device node
+/// in the bind, at the same paths and with the same tags as the genuine part, and the record
+/// `record` re-tagged to name its tree instead of `tree`. Returns the forged tree's id.
+fn forge_trees(bed: &Bed, record: &str, tree: &str) -> String {
+    let parts: serde_json::Value =
+        serde_json::from_str(&bed.restic(&["snapshots", "--json", "--tag", "part=trees"])).unwrap();
+    let part = &parts[0];
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect()
+    };
+    let photos = bed.project.0.join("photos");
+    assert!(Command::new("mknod").arg(photos.join("null")).args(["c", "1", "3"]).status().unwrap().success());
+    let mut args = vec!["backup".to_string(), "--host".into(), "xtask".into(), "--json".into(), "--quiet".into()];
+    for t in strings(&part["tags"]) {
+        args.extend(["--tag".to_string(), t]);
+    }
+    args.extend(strings(&part["paths"]));
+    let summary = bed.restic(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    std::fs::remove_file(photos.join("null")).unwrap();
+    let line = summary.lines().rev().find(|l| l.contains("snapshot_id")).unwrap();
+    let id = serde_json::from_str::<serde_json::Value>(line).unwrap()["snapshot_id"].as_str().unwrap().to_string();
+    let forged: serde_json::Value = serde_json::from_str(&bed.restic(&["snapshots", "--json", &id])).unwrap();
+    let forged_tree = forged[0]["tree"].as_str().unwrap().to_string();
+    bed.restic(&["tag", "--remove", &format!("trees={tree}"), "--add", &format!("trees={forged_tree}"), record]);
+    forged_tree
+}
+
+#[test]
+fn with_sign_set_a_record_pointed_at_another_tree_is_not_trusted() {
+    if !ready() {
+        return;
+    }
+    let bed = Bed::signed("trees-signed");
+    bed.stack.xtask_ok(&["up"]);
+    seed(&bed);
+    bed.backup();
+    let listed = bed.archives();
+    assert!(listed[0]["untrusted"].is_null(), "this host's own tree snapshot is signed: {listed}");
+    let (record, tree) = (listed[0]["snapshot"].as_str().unwrap(), listed[0]["trees"].as_str().unwrap());
+    forge_trees(&bed, record, tree);
+    let listed = bed.archives();
+    let why = listed[0]["untrusted"].as_str().unwrap_or_default();
+    assert!(why.contains("signature is not valid"), "the signature names the genuine tree: {listed}");
+    let (ok, _, err) =
+        bed.stack.xtask(&["restore", "--remote", "vault", "--latest", "--yes", "--output-dir", bed.backups.s()]);
+    assert!(!ok && err.contains("no complete archive"), "never the latest: {err}");
 }
