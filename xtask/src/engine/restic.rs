@@ -147,10 +147,16 @@ impl Restic {
     /// `restic backup` of the host directories `paths` (the file trees of volumes and binds, read
     /// where they live), tagged `tags`; unchanged files are skipped by their metadata when
     /// compared with `parent` (None: every file is read, never a parent restic would pick by
-    /// itself, which anyone with the password could have written). restic's JSON summary.
-    pub fn backup_paths(&self, paths: &[String], tags: &[String], parent: Option<&str>) -> Result<Vec<u8>> {
-        let mut args: Vec<String> =
-            ["backup", "--host", "xtask", "--json", "--quiet"].map(String::from).to_vec();
+    /// itself, which anyone with the password could have written). `go_on` is asked every tenth
+    /// of a second: its error stops restic (SIGINT: it saves nothing and removes its lock).
+    /// restic's JSON summary.
+    pub fn backup_paths(
+        &self,
+        paths: &[String],
+        (tags, parent): (&[String], Option<&str>),
+        go_on: &dyn Fn() -> Result<()>,
+    ) -> Result<Vec<u8>> {
+        let mut args: Vec<String> = ["backup", "--host", "xtask", "--json", "--quiet"].map(String::from).to_vec();
         for t in tags {
             args.extend(["--tag".to_string(), t.clone()]);
         }
@@ -160,7 +166,13 @@ impl Restic {
         }
         args.push("--".to_string());
         args.extend(paths.iter().cloned());
-        self.tool.output(&args).map_err(|e| explain(e, &self.spec.name))
+        // Its stdin stays open and unread: closing it is not what ends a backup of paths.
+        let running = self.tool.sink(&args)?.interrupted_when_abandoned();
+        while running.running()? {
+            go_on()?;
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        running.finish().map_err(|e| explain(e, &self.spec.name))
     }
 
     /// The snapshot `id` (a full id or a unique prefix), as `restic snapshots --json ID` lists it.

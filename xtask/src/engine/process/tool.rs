@@ -212,6 +212,14 @@ impl ToolWriter {
         self.finish().and_then(|_| Err(anyhow!("`{shown}` ended before it was given its input")))
     }
 
+    /// Whether the tool still runs (it is not waited for here; [`ToolWriter::finish`] does).
+    pub fn running(&self) -> Result<bool> {
+        match self.handle.as_ref() {
+            Some(h) => Ok(h.try_wait().with_context(|| format!("wait for `{}`", self.tool.shown(&self.args)))?.is_none()),
+            None => Ok(false),
+        }
+    }
+
     /// Closes stdin, waits, and turns a non-zero exit into an error carrying stderr.
     pub fn finish(mut self) -> Result<Vec<u8>> {
         drop(self.stdin.take());

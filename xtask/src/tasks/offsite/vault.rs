@@ -164,13 +164,15 @@ pub fn complete_stream(
     writer: ToolWriter,
     (digest, size): (&[u8; 32], u64),
 ) -> Result<String> {
-    let summary = restic.finish_backup(writer).with_context(|| format!("push {file} to {}", restic.spec.name))?;
-    let snapshot = Restic::snapshot_of(&summary)?;
-    let mut tags = vec![format!("{COMPLETE_TAG}{}", hex(digest))];
+    // The trees first, the record's restic still waiting for the end of its input: a failure or
+    // a signal there drops it unfinished, so no record is saved at all.
     let tree = match trees.is_empty() {
         true => None,
         false => Some(push_trees(ctx, restic, file, trees)?),
     };
+    let summary = restic.finish_backup(writer).with_context(|| format!("push {file} to {}", restic.spec.name))?;
+    let snapshot = Restic::snapshot_of(&summary)?;
+    let mut tags = vec![format!("{COMPLETE_TAG}{}", hex(digest))];
     if let Some(tree) = &tree {
         tags.push(format!("{TREES_TAG}{tree}"));
     }
@@ -208,7 +210,7 @@ fn push_trees(ctx: &Ctx, restic: &Restic, file: &str, paths: &[String]) -> Resul
     ];
     let progress = ctx.ui.progress(&format!("push the file trees of {file} to {}", restic.spec.name));
     let summary = restic
-        .backup_paths(paths, &tags, parent.as_deref())
+        .backup_paths(paths, (&tags, parent.as_deref()), &crate::signals::check)
         .with_context(|| format!("push the file trees of {file} to {}", restic.spec.name))?;
     let id = Restic::snapshot_of(&summary)?;
     let added = Restic::data_added(&summary).unwrap_or(0);
