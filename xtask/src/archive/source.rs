@@ -323,7 +323,7 @@ struct StagedTrees {
 }
 
 impl trees::Trees for StagedTrees {
-    fn prepare(&mut self, meta: &Metadata) -> Result<()> {
+    fn prepare(&mut self, meta: &Metadata, go_on: &dyn Fn() -> Result<()>) -> Result<()> {
         for v in &meta.volumes {
             if let Some(tree) = &v.tree {
                 trees::tree_path(tree).with_context(|| format!("volume {} of the archive", v.name))?;
@@ -331,7 +331,7 @@ impl trees::Trees for StagedTrees {
         }
         let dir = crate::files::private_temp_dir("xtask-trees")?;
         self.restic
-            .restore_into(&self.snapshot, &dir.path)
+            .restore_into(&self.snapshot, &dir.path, go_on)
             .with_context(|| format!("restore the file trees of snapshot {} into {}", self.snapshot, dir.path.display()))?;
         self.dir = Some(dir);
         Ok(())

@@ -22,14 +22,16 @@ use super::{CHECKSUMS, METADATA};
 
 /// Where the trees of an archive come from: made ready once the record was read whole (its
 /// digest checked), then each tree's files as a tar stream of its root (`tar -c -C ROOT .`).
+/// `go_on` fails once nobody reads the merged stream any more (a read of the metadata alone):
+/// preparing stops there.
 pub trait Trees {
-    fn prepare(&mut self, meta: &Metadata) -> Result<()>;
+    fn prepare(&mut self, meta: &Metadata, go_on: &dyn Fn() -> Result<()>) -> Result<()>;
     fn tar(&mut self, volume: &VolumeInfo) -> Result<Box<dyn Read + Send>>;
 }
 
 /// Writes the archive the record stream `record` and its `trees` make into `out` (see the
 /// module's header). The record is read to its very end before any tree is touched.
-pub fn merge(record: impl Read, trees: &mut dyn Trees, out: impl Write) -> Result<()> {
+pub fn merge(record: impl Read, trees: &mut dyn Trees, out: impl Write, go_on: &dyn Fn() -> Result<()>) -> Result<()> {
     let mut builder = tar::Builder::new(out);
     builder.mode(tar::HeaderMode::Complete);
     let mut archive = tar::Archive::new(io::BufReader::with_capacity(1 << 20, record));
@@ -60,7 +62,8 @@ pub fn merge(record: impl Read, trees: &mut dyn Trees, out: impl Write) -> Resul
     io::copy(&mut archive.into_inner(), &mut io::sink()).context("read the archive's record to its end")?;
     let meta = meta.context("the archive's record has no metadata.json")?;
     let (mut header, mut text) = sums.context("the archive's record has no SHA256SUMS")?;
-    trees.prepare(&meta)?;
+    builder.get_mut().flush().context("hand on the archive's record")?;
+    trees.prepare(&meta, go_on)?;
     let mut tree_sums = Vec::new();
     for v in meta.volumes.iter().filter(|v| v.tree.is_some()) {
         let source = trees.tar(v)?;
@@ -181,15 +184,21 @@ pub fn spawn_merge(
     mut trees: Box<dyn Trees + Send>,
 ) -> Box<dyn Read + Send> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(8);
+    let gone = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader_gone = gone.clone();
     std::thread::spawn(move || {
         let mut out = io::BufWriter::with_capacity(1 << 20, Sending { tx: tx.clone() });
-        let result = merge(record, trees.as_mut(), &mut out).and_then(|()| Ok(out.flush()?));
+        let go_on = || match reader_gone.load(std::sync::atomic::Ordering::SeqCst) {
+            true => bail!("the merged archive is read no more"),
+            false => Ok(()),
+        };
+        let result = merge(record, trees.as_mut(), &mut out, &go_on).and_then(|()| Ok(out.flush()?));
         drop(trees);
         if let Err(e) = result {
             let _ = tx.send(Err(io::Error::other(format!("{e:#}"))));
         }
     });
-    Box::new(Receiving { rx, buf: Vec::new(), at: 0 })
+    Box::new(Receiving { rx, buf: Vec::new(), at: 0, gone })
 }
 
 struct Sending {
@@ -210,6 +219,14 @@ struct Receiving {
     rx: Receiver<io::Result<Vec<u8>>>,
     buf: Vec<u8>,
     at: usize,
+    /// Set when dropped: the merge stops preparing trees nobody will read.
+    gone: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        self.gone.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Read for Receiving {

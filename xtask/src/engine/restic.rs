@@ -166,8 +166,13 @@ impl Restic {
         }
         args.push("--".to_string());
         args.extend(paths.iter().cloned());
-        // Its stdin stays open and unread: closing it is not what ends a backup of paths.
-        let running = self.tool.sink(&args)?.interrupted_when_abandoned();
+        self.run_watched(&args, go_on)
+    }
+
+    /// `restic ARGS`, stopped (SIGINT, then killed) as soon as `go_on` fails; its stdout.
+    fn run_watched(&self, args: &[String], go_on: &dyn Fn() -> Result<()>) -> Result<Vec<u8>> {
+        // Its stdin stays open and unread: closing it is not what ends these commands.
+        let running = self.tool.sink(args)?.interrupted_when_abandoned();
         while running.running()? {
             go_on()?;
             std::thread::sleep(std::time::Duration::from_millis(100));
@@ -184,9 +189,10 @@ impl Restic {
 
     /// Every file of `snapshot` restored under `target` at its absolute path (`restic restore`:
     /// modes, owners as root, mtimes, symbolic links, hard links, special files).
-    pub fn restore_into(&self, snapshot: &str, target: &std::path::Path) -> Result<()> {
-        let target = target.display().to_string();
-        self.run(&["restore", "--no-lock", snapshot, "--target", &target]).map(drop)
+    /// Stopped when `go_on` fails.
+    pub fn restore_into(&self, snapshot: &str, target: &std::path::Path, go_on: &dyn Fn() -> Result<()>) -> Result<()> {
+        let args = ["restore", "--no-lock", snapshot, "--target", &target.display().to_string()].map(String::from);
+        self.run_watched(&args, go_on).map(drop)
     }
 
     /// The id of the snapshot a finished `backup --json` reported.

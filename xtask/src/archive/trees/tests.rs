@@ -53,7 +53,7 @@ fn record(dir: &std::path::Path) -> Vec<u8> {
 struct Fixed(Vec<u8>, bool);
 
 impl Trees for Fixed {
-    fn prepare(&mut self, meta: &Metadata) -> Result<()> {
+    fn prepare(&mut self, meta: &Metadata, _: &dyn Fn() -> Result<()>) -> Result<()> {
         self.1 = meta.volumes.iter().any(|v| v.tree.is_some());
         Ok(())
     }
@@ -67,7 +67,7 @@ impl Trees for Fixed {
 fn merged_report(dir: &std::path::Path, trees: Vec<u8>) -> Result<crate::archive::Report> {
     let mut merged = Vec::new();
     let mut source = Fixed(trees, false);
-    merge(&record(dir)[..], &mut source, &mut merged)?;
+    merge(&record(dir)[..], &mut source, &mut merged, &|| Ok(()))?;
     assert!(source.1, "the trees were prepared from the metadata");
     let path = dir.join("full_backup_20260101_000000.tar.gz");
     let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(&path).unwrap(), flate2::Compression::fast());
