@@ -5,6 +5,7 @@
     scripts/bench-backup.sh --mode mariadb [--runs 3]   # backup-db of a 1 GB MariaDB database
     scripts/bench-backup.sh --mode offsite [--runs 3]   # 1 GiB: local, --push, --push + encryption
     scripts/bench-backup.sh --mode restic               # 1 GiB: the deduplicated tier, 1% changed
+    scripts/bench-backup.sh --mode trees                # 1 GiB: its tree form beside plain restic, 1% changed
 
 For each size (MiB) a deterministic mixed dataset (../shared/bench/make-dataset.py, or the
 fallback copy here) is made once into a Docker volume `xtask-bench-<size>` (cached by label).
@@ -671,11 +672,104 @@ def write_restic_section(r):
     write_section("The deduplicated tier (restic)", section)
 
 
+def trees_bench(a):
+    """1 GiB, the restic tier's tree form (`backup --push vault --no-keep-local`: the volume read by
+    restic at its mountpoint) beside plain `restic backup` of the same files in a directory: the
+    first push, 1% of the files rewritten, the second; the bytes each added; one restore from the
+    repository vs one from a local archive. One run each, short: the machine is shared."""
+    vol = ensure_volume(1024)
+    data = volume_bytes(vol)
+    work = tempfile.mkdtemp(prefix="xtask-bench-trees-")
+    wvol, targets = f"xtask-bench-trees-{os.getpid()}", []
+    try:
+        sh("docker", "volume", "create", wvol, stdout=subprocess.DEVNULL)
+        sh("docker", "run", "--rm", "-v", f"{vol}:/src:ro", "-v", f"{wvol}:/data", HELPER, "cp", "-a", "/src/.", "/data/")
+        files = os.path.join(work, "files")
+        os.makedirs(files)
+        sh("docker", "run", "--rm", "-v", f"{vol}:/src:ro", "-v", f"{files}:/dst", HELPER, "cp", "-a", "/src/.", "/dst/")
+        pw = os.path.join(work, "pw")
+        open(pw, "w").write("bench repository password\n")
+        compose = write_compose(work, "${BENCH_VOLUME}")
+        open(compose, "a").write(f"x-xtask:\n  remotes:\n    vault: {{url: \"restic:{work}/repo\", password_file: \"{pw}\"}}\n")
+        env = dict(os.environ, BENCH_VOLUME=wvol)
+        renv = dict(os.environ, RESTIC_REPOSITORY=f"{work}/repo", RESTIC_PASSWORD_FILE=pw)
+        fenv = dict(renv, RESTIC_REPOSITORY=f"{work}/floor")
+        x = lambda *args: [a.xtask, "--file", compose, "--quiet"] + list(args)
+        load = [os.getloadavg()[0]]
+        settle()
+        push1 = run_watched(x("backup", "--push", "vault", "--no-keep-local", "--yes", "--output-dir", f"{work}/n1", "--json"),
+                            env, ("restic",))
+        raw1 = restic_stats(renv)
+        sh("restic", "init", "-q", env=fenv)
+        settle()
+        f1 = timed(["restic", "backup", "-q", "--host", "floor", files], env=fenv)[0]
+        fraw1 = restic_stats(fenv)
+        changed = out("docker", "run", "--rm", "-v", f"{wvol}:/data", HELPER, "sh", "-c", CHANGE_ONE_PERCENT, "sh", "/data")
+        sh("sh", "-c", CHANGE_ONE_PERCENT, "sh", files, stdout=subprocess.DEVNULL)
+        load.append(os.getloadavg()[0])
+        settle()
+        push2 = run_watched(x("backup", "--push", "vault", "--no-keep-local", "--output-dir", f"{work}/n2", "--json"),
+                            env, ("restic",))
+        raw2 = restic_stats(renv)
+        settle()
+        f2 = timed(["restic", "backup", "-q", "--host", "floor", files], env=fenv)[0]
+        fraw2 = restic_stats(fenv)
+        local = run_watched(x("backup", "--output-dir", f"{work}/l", "--json"), env, ("restic",))
+        archive = json.loads(local[1])["path"]
+
+        def restore(extra):
+            target = f"xtask-bench-trees-r{os.getpid()}-{len(targets)}"
+            sh("docker", "volume", "create", target, stdout=subprocess.DEVNULL)
+            targets.append(target)
+            settle()
+            return run_watched(x("restore", *extra, "--yes", "--no-safety-backup", "--output-dir", f"{work}/r"),
+                               dict(os.environ, BENCH_VOLUME=target), ("restic",))
+        from_local = restore([archive])
+        from_repo = restore(["--remote", "vault", "--latest"])
+        load.append(os.getloadavg()[0])
+    finally:
+        for v in [wvol] + targets:
+            subprocess.run(["docker", "volume", "rm", "-f", v], capture_output=True)
+        subprocess.run(["docker", "run", "--rm", "-v", f"{work}:/w", HELPER, "sh", "-c", "rm -rf /w/*"], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+    rows = dict(data=data, changed=int(changed.split()[-1]), push1=push1[0], push2=push2[0], raw1=raw1,
+                added=raw2 - raw1, floor1=f1, floor2=f2, floor_raw1=fraw1, floor_added=fraw2 - fraw1,
+                from_local=from_local[0], from_repo=from_repo[0], load=load,
+                rss=max(r[2]["self"] for r in (push1, push2, from_repo)),
+                restic_rss=max(r[2]["restic"] for r in (push1, push2, from_repo)))
+    print(json.dumps(rows), flush=True)
+    write_trees_section(rows)
+
+
+def write_trees_section(r):
+    mib = lambda b: f"{b / 1048576:.1f} MiB"
+    section = "\n".join([
+        "## The restic tier's tree form", "",
+        f"Measured by `scripts/bench-backup.sh --mode trees` on {time.strftime('%Y-%m-%d', time.gmtime())}, "
+        f"{os.cpu_count()} cores shared with other work (load average {', '.join(f'{l:.1f}' for l in r['load'])} "
+        f"at the start, before the second pushes and after the restores), restic {out('restic', 'version').split()[1]}, "
+        f"one run each: the 1 GiB mixed data set ({mib(r['data'])} on disk), then {r['changed']} files (every 100th, "
+        "1%) rewritten with new bytes of the same size, in the volume and in a directory copy of it. The repository is "
+        "a local directory.", "",
+        "| what | `backup --push vault --no-keep-local` (tree form) | plain `restic backup` of the files | ratio | target |",
+        "| --- | --- | --- | --- | --- |",
+        f"| first | {r['push1']:.1f} s; {mib(r['raw1'])} | {r['floor1']:.1f} s; {mib(r['floor_raw1'])} | "
+        f"{r['push1'] / r['floor1']:.2f}x | 1.2x |",
+        f"| second, 1% changed | {r['push2']:.1f} s ({r['push2'] / r['push1']:.2f}x the first); added {mib(r['added'])} | "
+        f"{r['floor2']:.1f} s; added {mib(r['floor_added'])} | {r['push2'] / r['floor2']:.2f}x; "
+        f"{r['added'] / max(r['floor_added'], 1):.2f}x | 1.2x; 1.2x |",
+        f"| restore from the repository vs from a local archive | {r['from_repo']:.1f} s | {r['from_local']:.1f} s (local) | "
+        f"{r['from_repo'] / r['from_local']:.2f}x | 1.3x |",
+        f"| peak RSS: xtask / restic | {r['rss'] / 1024:.1f} / {r['restic_rss'] / 1024:.1f} MiB | | | 64 MiB (xtask) |",
+        ""])
+    write_section("The restic tier's tree form", section)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="100,1024")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--mode", choices=["backup", "restore", "mariadb", "offsite", "restic"], default="backup")
+    ap.add_argument("--mode", choices=["backup", "restore", "mariadb", "offsite", "restic", "trees"], default="backup")
     ap.add_argument("--xtask", default=os.path.join(ROOT, "target", "debug", "xtask"))
     a = ap.parse_args()
     if a.mode == "restore":
@@ -686,6 +780,8 @@ def main():
         return offsite_bench(a)
     if a.mode == "restic":
         return restic_bench(a)
+    if a.mode == "trees":
+        return trees_bench(a)
     rows = []
     for size in [int(s) for s in a.sizes.split(",")]:
         vol = ensure_volume(size)
