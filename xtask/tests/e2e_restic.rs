@@ -218,7 +218,11 @@ fn a_backup_in_a_restic_repository_comes_back_identical_and_the_next_adds_only_w
     let theirs = tags.iter().filter(|t| t.contains(&format!("project={}", other.project))).count();
     // Ours: the kept archive (the --no-keep-local one, in the tree form) and its trees snapshot.
     let parts = tags.iter().filter(|t| t.iter().any(|t| t == "part=trees")).count();
-    assert_eq!((ours, parts, theirs), (2, 1, 1), "this project's older snapshot forgotten, the other project's kept: {tags:?}");
+    assert_eq!(
+        (ours, parts, theirs),
+        (2, 1, 1),
+        "this project's older snapshot forgotten, the other project's kept: {tags:?}"
+    );
 }
 
 #[test]

@@ -167,7 +167,12 @@ fn a_tree_snapshot_round_trips_volumes_and_binds_and_the_next_adds_only_what_cha
     seed(&bed);
     // 8 MiB that stay the same, so the second backup has something to skip.
     let big = bed.project.0.join("photos/big.bin");
-    assert!(Command::new("sh").args(["-c", "head -c 8388608 /dev/urandom > \"$1\"", "_"]).arg(&big).status().unwrap().success());
+    assert!(Command::new("sh")
+        .args(["-c", "head -c 8388608 /dev/urandom > \"$1\"", "_"])
+        .arg(&big)
+        .status()
+        .unwrap()
+        .success());
 
     let err = bed.backup();
     let media_at = format!("{}-media: read by restic as a file tree at /", bed.stack.project);
@@ -183,7 +188,12 @@ fn a_tree_snapshot_round_trips_volumes_and_binds_and_the_next_adds_only_what_cha
     // A second backup with one new file of 1 MiB adds about its bytes, not the 8 MiB again.
     let first = bed.raw_bytes();
     let new = bed.project.0.join("photos/new.bin");
-    assert!(Command::new("sh").args(["-c", "head -c 1048576 /dev/urandom > \"$1\"", "_"]).arg(&new).status().unwrap().success());
+    assert!(Command::new("sh")
+        .args(["-c", "head -c 1048576 /dev/urandom > \"$1\"", "_"])
+        .arg(&new)
+        .status()
+        .unwrap()
+        .success());
     let err = bed.backup();
     assert!(err.contains("unchanged files skipped"), "the previous trees were the parent: {err}");
     let added = bed.raw_bytes() - first;
@@ -257,7 +267,8 @@ fn a_forged_tree_or_an_incomplete_record_is_never_used() {
     let listed = bed.archives();
     let record = listed[0]["snapshot"].as_str().unwrap().to_string();
     let tags: serde_json::Value = serde_json::from_str(&bed.restic(&["snapshots", "--json", &record])).unwrap();
-    let complete = tags[0]["tags"].as_array().unwrap().iter().find_map(|t| t.as_str().filter(|t| t.starts_with("tar-sha256=")));
+    let complete =
+        tags[0]["tags"].as_array().unwrap().iter().find_map(|t| t.as_str().filter(|t| t.starts_with("tar-sha256=")));
     bed.restic(&["tag", "--remove", complete.unwrap(), &record]);
     let listed = bed.archives();
     assert_eq!(listed[0]["complete"], false, "{listed}");

@@ -330,9 +330,9 @@ impl trees::Trees for StagedTrees {
             }
         }
         let dir = crate::files::private_temp_dir("xtask-trees")?;
-        self.restic
-            .restore_into(&self.snapshot, &dir.path, go_on)
-            .with_context(|| format!("restore the file trees of snapshot {} into {}", self.snapshot, dir.path.display()))?;
+        self.restic.restore_into(&self.snapshot, &dir.path, go_on).with_context(|| {
+            format!("restore the file trees of snapshot {} into {}", self.snapshot, dir.path.display())
+        })?;
         self.dir = Some(dir);
         Ok(())
     }

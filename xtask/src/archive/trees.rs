@@ -67,7 +67,8 @@ pub fn merge(record: impl Read, trees: &mut dyn Trees, out: impl Write, go_on: &
     let mut tree_sums = Vec::new();
     for v in meta.volumes.iter().filter(|v| v.tree.is_some()) {
         let source = trees.tar(v)?;
-        add_tree(&mut builder, &v.name, source, &mut tree_sums).with_context(|| format!("read the tree of {}", v.name))?;
+        add_tree(&mut builder, &v.name, source, &mut tree_sums)
+            .with_context(|| format!("read the tree of {}", v.name))?;
     }
     text.extend_from_slice(&format_sums(&tree_sums));
     header.set_size(text.len() as u64);
@@ -179,11 +180,8 @@ pub fn tree_path(tree: &str) -> Result<&str> {
 /// The merged archive of [`merge`] made on a thread of its own and read through the returned
 /// reader; a failure there is the reader's error (never a clean end), and dropping the reader
 /// stops the thread at its next write.
-pub fn spawn_merge(
-    record: Box<dyn Read + Send>,
-    mut trees: Box<dyn Trees + Send>,
-) -> Box<dyn Read + Send> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(8);
+pub fn spawn_merge(record: Box<dyn Read + Send>, mut trees: Box<dyn Trees + Send>) -> Box<dyn Read + Send> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(2);
     let gone = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader_gone = gone.clone();
     std::thread::spawn(move || {

@@ -171,29 +171,66 @@ fn date_doubt(named: OffsetDateTime, taken: Option<OffsetDateTime>, now: OffsetD
 
 /// The project's archives in the repository, newest first.
 pub fn scan(restic: &Restic, project: &str) -> Result<Vec<VaultArchive>> {
+    Ok(archives_in(&restic.snapshots(project)?, project))
+}
+
+fn archives_in(snapshots: &[Snapshot], project: &str) -> Vec<VaultArchive> {
     let now = OffsetDateTime::now_utc();
-    let mut out: Vec<VaultArchive> =
-        restic.snapshots(project)?.iter().filter_map(|s| archive_of(s, project, now)).collect();
+    let mut out: Vec<VaultArchive> = snapshots.iter().filter_map(|s| archive_of(s, project, now)).collect();
     out.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.snapshot_time.cmp(&a.snapshot_time)));
-    Ok(out)
+    out
 }
 
 /// [`scan`] judged by the reading policy: under `x-xtask.sign`, a complete snapshot without a
 /// valid signature by an allowed key is in doubt (its `problem` says why).
 pub fn scan_judged(ctx: &Ctx, restic: &Restic) -> Result<Vec<VaultArchive>> {
-    let mut archives = scan(restic, &ctx.stack.name)?;
+    Ok(list_judged(ctx, restic)?.archives)
+}
+
+/// One listing of the repository (one `restic snapshots`): the project's archives judged as
+/// [`scan_judged`] does, and the trees snapshots of those in the tree form.
+pub struct Listing {
+    pub archives: Vec<VaultArchive>,
+    snapshots: Vec<Snapshot>,
+    project: String,
+}
+
+/// [`Listing`] of the project's snapshots.
+pub fn list_judged(ctx: &Ctx, restic: &Restic) -> Result<Listing> {
+    let project = ctx.stack.name.clone();
+    let snapshots = restic.snapshots(&project)?;
+    let mut archives = archives_in(&snapshots, &project);
     let policy = crate::store::trust::Policy::of(ctx)?;
-    if policy.signing.is_none() {
-        return Ok(archives);
-    }
-    for a in archives.iter_mut() {
-        let Some(digest) = a.tar_sha256 else { continue };
-        a.untrusted = policy.unsigned_stream(&a.signed_name(), a.tar_size, digest, a.signature.as_deref());
-        if a.problem.is_none() {
-            a.problem.clone_from(&a.untrusted);
+    if policy.signing.is_some() {
+        for a in archives.iter_mut() {
+            let Some(digest) = a.tar_sha256 else { continue };
+            a.untrusted = policy.unsigned_stream(&a.signed_name(), a.tar_size, digest, a.signature.as_deref());
+            if a.problem.is_none() {
+                a.problem.clone_from(&a.untrusted);
+            }
         }
     }
-    Ok(archives)
+    Ok(Listing { archives, snapshots, project })
+}
+
+impl Listing {
+    /// The snapshot holding the trees of archive `file`: one of its parts whose root tree is
+    /// exactly `tree` (restic checks every object it reads against its id, so the files
+    /// restored are the ones that tree names).
+    pub fn part(&self, file: &str, tree: &str) -> Option<String> {
+        self.snapshots.iter().find(|s| is_part_of(s, &self.project, file) && s.tree == tree).map(|s| s.id.clone())
+    }
+
+    /// The trees snapshots of the project (snapshot id, archive name, time), for prune.
+    pub fn parts(&self) -> Vec<(String, String, String)> {
+        self.snapshots
+            .iter()
+            .filter_map(|s| {
+                let file = s.tag("archive")?.to_string();
+                is_part_of(s, &self.project, &file).then(|| (s.id.clone(), file, s.time.clone()))
+            })
+            .collect()
+    }
 }
 
 /// The archive an argument names: its file name, or a snapshot id prefix of 8 hex digits or more
@@ -214,10 +251,11 @@ fn named<'a>(archives: &'a [VaultArchive], f: &str) -> Option<&'a VaultArchive> 
 /// repository, ready to stream.
 pub fn pick(ctx: &Ctx, spec: &VaultSpec, file: Option<&str>) -> Result<(Source, VaultArchive)> {
     let restic = open(spec, false)?;
-    let archives = scan_judged(ctx, &restic)?;
+    let listing = list_judged(ctx, &restic)?;
+    let archives = &listing.archives;
     let name = &spec.name;
     let found = match file {
-        Some(f) => named(&archives, f).with_context(|| {
+        Some(f) => named(archives, f).with_context(|| {
             format!(
                 "remote {name} has no archive {f} of project {} (an archive's name, or at least 8 hex digits of one \
                  snapshot id); see `cargo xtask backups --remote {name}`",
@@ -244,7 +282,7 @@ pub fn pick(ctx: &Ctx, spec: &VaultSpec, file: Option<&str>) -> Result<(Source, 
     let source = match &found.trees {
         None => Source::restic(restic, &found.snapshot, &found.stored_name(), digest),
         Some(tree) => {
-            let part = trees_part(&restic, &ctx.stack.name, &found.file, tree)?.with_context(|| {
+            let part = listing.part(&found.file, tree).with_context(|| {
                 format!(
                     "{name}: archive {} is in the tree form, but no snapshot of the repository holds its trees (tree \
                      {tree}): they were forgotten or altered; refused",
@@ -269,26 +307,6 @@ fn is_part_of(s: &Snapshot, project: &str, file: &str) -> bool {
         && projects.len() == 1
         && projects[0].strip_prefix("project=") == Some(project)
         && s.tag("archive") == Some(file)
-}
-
-/// The snapshot holding the trees of archive `file` of `project`: one of its parts whose root
-/// tree is exactly `tree` (restic checks every object it reads against its id, so the files
-/// restored are the ones that tree names).
-pub fn trees_part(restic: &Restic, project: &str, file: &str, tree: &str) -> Result<Option<String>> {
-    let parts = restic.snapshots(project)?;
-    Ok(parts.into_iter().find(|s| is_part_of(s, project, file) && s.tree == tree).map(|s| s.id))
-}
-
-/// The trees parts of `project` in the repository (snapshot id, archive name, time), for prune.
-pub fn parts(restic: &Restic, project: &str) -> Result<Vec<(String, String, String)>> {
-    let all = restic.snapshots(project)?;
-    Ok(all
-        .into_iter()
-        .filter_map(|s| {
-            let file = s.tag("archive")?.to_string();
-            is_part_of(&s, project, &file).then(|| (s.id.clone(), file, s.time.clone()))
-        })
-        .collect())
 }
 
 #[cfg(test)]

@@ -215,7 +215,9 @@ impl ToolWriter {
     /// Whether the tool still runs (it is not waited for here; [`ToolWriter::finish`] does).
     pub fn running(&self) -> Result<bool> {
         match self.handle.as_ref() {
-            Some(h) => Ok(h.try_wait().with_context(|| format!("wait for `{}`", self.tool.shown(&self.args)))?.is_none()),
+            Some(h) => {
+                Ok(h.try_wait().with_context(|| format!("wait for `{}`", self.tool.shown(&self.args)))?.is_none())
+            }
             None => Ok(false),
         }
     }

@@ -193,13 +193,9 @@ pub fn complete_stream(
 /// parent restic would choose by itself); returns its root tree's id.
 fn push_trees(ctx: &Ctx, restic: &Restic, file: &str, paths: &[String]) -> Result<String> {
     let project = &ctx.stack.name;
-    let parent = match vault::scan_judged(ctx, restic)?
-        .into_iter()
-        .find(|a| a.complete && a.problem.is_none() && a.trees.is_some())
-    {
-        Some(a) => vault::trees_part(restic, project, &a.file, a.trees.as_deref().unwrap_or_default())?,
-        None => None,
-    };
+    let listing = vault::list_judged(ctx, restic)?;
+    let trusted = listing.archives.iter().find(|a| a.complete && a.problem.is_none() && a.trees.is_some());
+    let parent = trusted.and_then(|a| listing.part(&a.file, a.trees.as_deref().unwrap_or_default()));
     let kind = crate::store::local::name_kind(file);
     let tags = vec![
         "xtask".to_string(),
@@ -235,15 +231,13 @@ fn ticking<'a, R: Read>(from: R, tick: &'a dyn Fn(u64)) -> std::io::BufReader<Ti
 /// The trees snapshots (the tree form's parts) that go with the archives `doomed`, and those no
 /// complete archive uses that are over a day old (left by an interrupted push); each said.
 fn doomed_parts(
-    restic: &Restic,
-    project: &str,
-    archives: &[VaultArchive],
+    listing: &vault::Listing,
     doomed: &[(&VaultArchive, String)],
     now: OffsetDateTime,
     dry_run: bool,
-) -> Result<Vec<String>> {
-    let mut ids = Vec::new();
-    for (id, file, time) in vault::parts(restic, project)? {
+) -> Vec<String> {
+    let (archives, mut ids) = (&listing.archives, Vec::new());
+    for (id, file, time) in listing.parts() {
         let is_doomed = |a: &VaultArchive| doomed.iter().any(|(d, _)| d.snapshot == a.snapshot);
         let used = archives.iter().any(|a| a.file == file && a.complete && !is_doomed(a));
         let goes_with = archives.iter().any(|a| a.file == file && is_doomed(a));
@@ -251,13 +245,19 @@ fn doomed_parts(
         let why = match (used, goes_with) {
             (true, _) => continue,
             (false, true) => "the file trees of an archive forgotten",
-            (false, false) if now - taken > LEFTOVER_AGE => "file trees no complete archive uses, left by an interrupted push",
+            (false, false) if now - taken > LEFTOVER_AGE => {
+                "file trees no complete archive uses, left by an interrupted push"
+            }
             (false, false) => continue,
         };
-        println!("{} the trees of {file} (snapshot {}): {why}", if dry_run { "would forget" } else { "forget" }, &id[..8]);
+        println!(
+            "{} the trees of {file} (snapshot {}): {why}",
+            if dry_run { "would forget" } else { "forget" },
+            &id[..8]
+        );
         ids.push(id);
     }
-    Ok(ids)
+    ids
 }
 
 /// `backups --remote VAULT`: the project's snapshots as archives.
@@ -365,7 +365,8 @@ fn write_stored(
 /// `--keep-*` is not used: it groups snapshots by path, and each archive has a path of its own.
 pub fn prune(ctx: &Ctx, spec: &VaultSpec, r: &Retention, dry_run: bool) -> Result<()> {
     let restic = vault::open(spec, false)?;
-    let archives = vault::scan_judged(ctx, &restic)?;
+    let listing = vault::list_judged(ctx, &restic)?;
+    let archives = &listing.archives;
     let now = OffsetDateTime::now_utc();
     let mut doomed: Vec<(&VaultArchive, String)> = Vec::new();
     for a in archives.iter().filter(|a| a.complete && a.problem.is_some()) {
@@ -401,7 +402,7 @@ pub fn prune(ctx: &Ctx, spec: &VaultSpec, r: &Retention, dry_run: bool) -> Resul
         );
     }
     let mut ids: Vec<String> = doomed.iter().map(|(a, _)| a.snapshot.clone()).collect();
-    ids.extend(doomed_parts(&restic, &ctx.stack.name, &archives, &doomed, now, dry_run)?);
+    ids.extend(doomed_parts(&listing, &doomed, now, dry_run));
     if dry_run {
         return Ok(());
     }
