@@ -736,6 +736,7 @@ def trees_bench(a):
                 added=raw2 - raw1, floor1=f1, floor2=f2, floor_raw1=fraw1, floor_added=fraw2 - fraw1,
                 from_local=from_local[0], from_repo=from_repo[0], load=load,
                 rss=max(r[2]["self"] for r in (push1, push2, from_repo)),
+                rss_each=[r[2]["self"] for r in (push1, push2, from_repo, from_local)],
                 restic_rss=max(r[2]["restic"] for r in (push1, push2, from_repo)))
     print(json.dumps(rows), flush=True)
     write_trees_section(rows)
@@ -760,7 +761,9 @@ def write_trees_section(r):
         f"{r['added'] / max(r['floor_added'], 1):.2f}x | 1.2x; 1.2x |",
         f"| restore from the repository vs from a local archive | {r['from_repo']:.1f} s | {r['from_local']:.1f} s (local) | "
         f"{r['from_repo'] / r['from_local']:.2f}x | 1.3x |",
-        f"| peak RSS: xtask / restic | {r['rss'] / 1024:.1f} / {r['restic_rss'] / 1024:.1f} MiB | | | 64 MiB (xtask) |",
+        f"| peak RSS: xtask / restic | {r['rss'] / 1024:.1f} / {r['restic_rss'] / 1024:.1f} MiB (xtask: first push, "
+        f"second, restore; the restore from a local archive: {' / '.join(f'{k / 1024:.1f}' for k in r['rss_each'])} MiB)"
+        " | | | 64 MiB (xtask) |",
         ""])
     write_section("The restic tier's tree form", section)
 

@@ -284,7 +284,7 @@ pub fn list(ctx: &Ctx, spec: &VaultSpec, json: bool) -> Result<()> {
                 a.file.clone(),
                 a.created_at.clone(),
                 a.snapshot[..8.min(a.snapshot.len())].to_string(),
-                a.kind.to_string(),
+                if a.trees.is_some() { format!("{} (trees)", a.kind) } else { a.kind.to_string() },
                 state,
             ]
         })
