@@ -354,4 +354,31 @@ mod tests {
         let after = of(&["archive=full_backup_20261206_060000.tar.gz", &digest]).unwrap();
         assert!(after.problem.unwrap().contains("after its snapshot"), "named after it was taken (05:00)");
     }
+
+    #[test]
+    fn a_tree_form_archive_is_its_record_and_its_trees_only_the_part_with_that_tree() {
+        let name = "archive=full_backup_20261206_050000.tar.zst";
+        let now = OffsetDateTime::parse("2026-12-07T00:00:00Z", &Rfc3339).unwrap();
+        let tree = "ab".repeat(32);
+        let trees_tag = format!("{TREES_TAG}{tree}");
+        let digest = format!("{COMPLETE_TAG}{}", "cd".repeat(32));
+        let record = snapshot(&["xtask", "project=p", name, &digest, &trees_tag]);
+        let a = archive_of(&record, "p", now).unwrap();
+        assert_eq!(a.trees.as_deref(), Some(tree.as_str()));
+        assert_eq!(a.signed_name(), format!("full_backup_20261206_050000.tar@tree={tree}"));
+        let mut part = snapshot(&["xtask", "project=p", name, PART_TAG]);
+        part.id = "part1".into();
+        part.tree = tree.clone();
+        assert!(archive_of(&part, "p", now).is_none(), "a part is never an archive of its own");
+        let mut other = part.clone();
+        other.id = "part2".into();
+        other.tree = "ef".repeat(32);
+        let short = snapshot(&["xtask", "project=p", name, &digest, &format!("{TREES_TAG}abc")]);
+        assert_eq!(archive_of(&short, "p", now).unwrap().trees, None, "a malformed tree id is none");
+        let listing = Listing { archives: vec![a], snapshots: vec![record, other, part], project: "p".into() };
+        let file = "full_backup_20261206_050000.tar.zst";
+        assert_eq!(listing.part(file, &tree).as_deref(), Some("part1"), "only the part with the tagged tree");
+        assert_eq!(listing.part("full_backup_20261206_060000.tar.zst", &tree), None, "another archive's");
+        assert_eq!(listing.parts().len(), 2);
+    }
 }
