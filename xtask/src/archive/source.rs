@@ -330,6 +330,17 @@ impl trees::Trees for StagedTrees {
             }
         }
         let dir = crate::files::private_temp_dir("xtask-trees")?;
+        // Room for the trees as they were measured at backup (restic restores them whole).
+        let needed: u64 = meta.volumes.iter().filter(|v| v.tree.is_some()).filter_map(|v| v.size_bytes).sum();
+        let free = crate::files::free_space(&dir.path)?;
+        if free < needed {
+            bail!(
+                "not enough room in {} for the file trees of the archive ({} bytes needed, {free} free): restic \
+                 restores them there before they are read; set TMPDIR to a directory on a larger disk",
+                std::env::temp_dir().display(),
+                needed
+            );
+        }
         self.restic.restore_into(&self.snapshot, &dir.path, go_on).with_context(|| {
             format!("restore the file trees of snapshot {} into {}", self.snapshot, dir.path.display())
         })?;
