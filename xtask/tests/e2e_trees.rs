@@ -4,8 +4,9 @@
 //! the stream form. After clean-all, `restore --remote` brings back content, modes, owners,
 //! mtimes, symbolic links, hard links and odd names; a second backup adds about the bytes of the
 //! one file that changed; a trees snapshot forged by someone with the repository's password (a
-//! device node) is refused before anything changes; an archive whose record lost its
-//! completion tag is INCOMPLETE and never used.
+//! device node) is refused before anything changes, and under `x-xtask.sign` a record pointed at
+//! another tree is untrusted; an archive whose record lost its completion tag is INCOMPLETE and
+//! never used; `prune --remote` forgets an archive with its trees snapshot.
 #![allow(clippy::disallowed_methods)]
 
 mod common;
@@ -325,4 +326,34 @@ fn with_sign_set_a_record_pointed_at_another_tree_is_not_trusted() {
     let (ok, _, err) =
         bed.stack.xtask(&["restore", "--remote", "vault", "--latest", "--yes", "--output-dir", bed.backups.s()]);
     assert!(!ok && err.contains("no complete archive"), "never the latest: {err}");
+}
+
+/// `prune --remote` forgets a tree-form archive with its trees snapshot, keeps the newer one's,
+/// and what is kept still reads whole.
+#[test]
+fn prune_forgets_a_tree_archive_together_with_its_trees() {
+    if !ready() {
+        return;
+    }
+    let bed = Bed::new("trees-prune");
+    bed.stack.xtask_ok(&["up"]);
+    seed(&bed);
+    bed.backup();
+    // Archives are named by the second (with no local file, nothing else tells two apart): the
+    // next one in a second of its own.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::fs::write(bed.project.0.join("photos/later.txt"), "later").unwrap();
+    bed.backup();
+    let listed = bed.archives();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    let newer_tree = listed[0]["trees"].as_str().unwrap().to_string();
+    let keep_one = ["--keep-last", "1", "--keep-daily", "0", "--keep-weekly", "0", "--keep-monthly", "0"];
+    let out = bed.stack.xtask_ok(&[&["prune", "--remote", "vault"][..], &keep_one].concat());
+    assert!(out.contains("the file trees of an archive forgotten"), "{out}");
+    let left: serde_json::Value = serde_json::from_str(&bed.restic(&["snapshots", "--json"])).unwrap();
+    let left = left.as_array().unwrap();
+    assert_eq!(left.len(), 2, "the newer record and its trees: {left:?}");
+    let part = left.iter().find(|s| s["tags"].as_array().unwrap().iter().any(|t| t == "part=trees")).unwrap();
+    assert_eq!(part["tree"].as_str(), Some(newer_tree.as_str()), "the kept archive's own trees");
+    bed.stack.xtask_ok(&["verify", "--remote", "vault", "--latest", "--output-dir", bed.backups.s()]);
 }
