@@ -4,7 +4,9 @@
 //! `metadata.json`, the dumps, the volumes kept in the stream form and `SHA256SUMS`), and its
 //! trees (each volume and bind whose metadata names a `tree` path, read by restic where it
 //! lived). [`merge`] writes the record's entries in order, then each tree's entries renamed
-//! under its volume's prefix, then `SHA256SUMS`: the record's lines and one per tree file.
+//! under its volume's prefix, then `SHA256SUMS` with a line for every file. The record's index
+//! (format version 4) lists its own entries only: the merged archive is read as version 3,
+//! without one.
 //! Nothing here trusts the trees: a name that leaves its volume, a hard link out of it, an
 //! unsupported type fail the merge, and the grammar judges the rest (special files, modes).
 
@@ -18,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use sha2::Digest;
 
 use super::{format_sums, grammar, parse_metadata, volume_prefix, HashingReader, Metadata, VolumeInfo};
-use super::{CHECKSUMS, METADATA};
+use super::{CHECKSUMS, INDEX, INDEXED_SINCE, METADATA};
 
 /// Where the trees of an archive come from: made ready once the record was read whole (its
 /// digest checked), then each tree's files as a tar stream of its root (`tar -c -C ROOT .`).
@@ -35,46 +37,57 @@ pub fn merge(record: impl Read, trees: &mut dyn Trees, out: impl Write, go_on: &
     let mut builder = tar::Builder::new(out);
     builder.mode(tar::HeaderMode::Complete);
     let mut archive = tar::Archive::new(io::BufReader::with_capacity(1 << 20, record));
-    let (mut meta, mut sums) = (None, None);
+    let (mut meta, mut sums_header, mut sums) = (None, None, Vec::new());
     for entry in archive.entries().context("read the archive's record")? {
         let mut entry = entry.context("read the archive's record")?;
         let path = entry.path_bytes().into_owned();
-        if sums.is_some() {
+        if sums_header.is_some() {
             bail!("the archive's record has an entry after {CHECKSUMS}: refused");
         }
         if path == CHECKSUMS.as_bytes() {
-            let mut text = Vec::new();
-            entry.read_to_end(&mut text).context("read the record's SHA256SUMS")?;
-            sums = Some((entry.header().clone(), text));
-            continue;
-        }
-        if path == METADATA.as_bytes() && meta.is_none() {
+            sums_header = Some(entry.header().clone());
+        } else if path == INDEX.as_bytes() {
+            // It lists the record's entries only; the merged archive has none (see `as_merged`).
+        } else if path == METADATA.as_bytes() && meta.is_none() {
             let mut text = Vec::new();
             entry.read_to_end(&mut text).context("read the record's metadata.json")?;
-            meta = Some(parse_metadata(&text).context("read the record's metadata.json")?);
+            let merged = as_merged(parse_metadata(&text).context("read the record's metadata.json")?);
+            let json = serde_json::to_vec_pretty(&merged)?;
             let mut header = entry.header().clone();
-            builder.append_data(&mut header, METADATA, &text[..]).context("write metadata.json")?;
-            continue;
+            header.set_size(json.len() as u64);
+            builder.append_data(&mut header, METADATA, &json[..]).context("write metadata.json")?;
+            sums.push((path, sha2::Sha256::digest(&json).into()));
+            meta = Some(merged);
+        } else if let Some(digest) = copy_entry(&mut builder, &mut entry, path.clone(), None)? {
+            sums.push((path, digest));
         }
-        copy_entry(&mut builder, &mut entry, path, None)?;
     }
     // To its end: a record read from restic is checked against its digest there.
     io::copy(&mut archive.into_inner(), &mut io::sink()).context("read the archive's record to its end")?;
     let meta = meta.context("the archive's record has no metadata.json")?;
-    let (mut header, mut text) = sums.context("the archive's record has no SHA256SUMS")?;
+    let mut header = sums_header.context("the archive's record has no SHA256SUMS")?;
     builder.get_mut().flush().context("hand on the archive's record")?;
     trees.prepare(&meta, go_on)?;
-    let mut tree_sums = Vec::new();
     for v in meta.volumes.iter().filter(|v| v.tree.is_some()) {
         let source = trees.tar(v)?;
-        add_tree(&mut builder, &v.name, source, &mut tree_sums)
-            .with_context(|| format!("read the tree of {}", v.name))?;
+        add_tree(&mut builder, &v.name, source, &mut sums).with_context(|| format!("read the tree of {}", v.name))?;
     }
-    text.extend_from_slice(&format_sums(&tree_sums));
+    let text = format_sums(&sums);
     header.set_size(text.len() as u64);
     builder.append_data(&mut header, CHECKSUMS, &text[..]).context("write SHA256SUMS")?;
     builder.into_inner().context("finish the archive's tar stream")?.flush()?;
     Ok(())
+}
+
+/// The record's metadata as the merged archive's: an index (format version 4) would list the
+/// record's entries only, so the merged archive is read as version 3, without one (every file
+/// still in `SHA256SUMS`; `ls` and `cat` read it whole, as any restic archive).
+fn as_merged(mut meta: Metadata) -> Metadata {
+    if meta.format_version >= INDEXED_SINCE {
+        meta.format_version = INDEXED_SINCE - 1;
+        meta.entries.retain(|e| e.path != INDEX);
+    }
+    meta
 }
 
 /// The entries of one tree's tar stream under `volumes/<name>/` (or `binds/<id>/`); each

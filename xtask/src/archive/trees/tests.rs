@@ -67,7 +67,11 @@ impl Trees for Fixed {
 fn merged_report(dir: &std::path::Path, trees: Vec<u8>) -> Result<crate::archive::Report> {
     let mut merged = Vec::new();
     let mut source = Fixed(trees, false);
-    merge(&record(dir)[..], &mut source, &mut merged, &|| Ok(()))?;
+    let record = record(dir);
+    let names: Vec<Vec<u8>> =
+        tar::Archive::new(&record[..]).entries().unwrap().map(|e| e.unwrap().path_bytes().into_owned()).collect();
+    assert!(names.contains(&crate::archive::INDEX.as_bytes().to_vec()), "the record carries an index");
+    merge(&record[..], &mut source, &mut merged, &|| Ok(()))?;
     assert!(source.1, "the trees were prepared from the metadata");
     let path = dir.join("full_backup_20260101_000000.tar.gz");
     let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(&path).unwrap(), flate2::Compression::fast());

@@ -178,8 +178,7 @@ pub fn complete_stream(
     }
     if crate::store::trust::Policy::of(ctx)?.signing.is_some() {
         let named = vault::signed_name(file, tree.as_deref());
-        let statement =
-            Statement { file: named, size, sha256: *digest, project: ctx.stack.name.clone(), index: None };
+        let statement = Statement { file: named, size, sha256: *digest, project: ctx.stack.name.clone(), index: None };
         let armor = crate::engine::sign::sign(&statement.text()).with_context(|| format!("sign {file}'s stream"))?;
         tags.push(format!("{SIZE_TAG}{size}"));
         tags.push(format!("{SIG_TAG}{}", signature::compact(&armor)));
