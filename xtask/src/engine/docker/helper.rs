@@ -162,8 +162,13 @@ pub fn labels() -> Vec<String> {
     ]
 }
 
+/// Where a helper's `xtask.pid` means something: the host name and this process's pid namespace
+/// (`vm/pid:[4026531836]`). A run in another pid namespace (a container, `unshare --pid`) on the
+/// same host cannot see this one's processes, so it must never judge its helpers orphaned.
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    let ns = std::fs::read_link("/proc/self/ns/pid").map(|l| l.to_string_lossy().into_owned()).unwrap_or_default();
+    format!("{host}/{ns}")
 }
 
 /// The small image the tool runs to read or write volumes: `$XTASK_HELPER_IMAGE`, else busybox.
