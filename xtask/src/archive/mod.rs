@@ -38,4 +38,6 @@ pub use writer::*;
 
 pub use inflate::Inflated;
 #[cfg(test)]
+mod attack6_tests;
+#[cfg(test)]
 mod tests;

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use super::source::DigestChecked;
 use super::*;
 
-fn meta(volumes: &[&str]) -> Metadata {
+pub(super) fn meta(volumes: &[&str]) -> Metadata {
     let pairs: Vec<(&str, &str)> = volumes.iter().map(|v| (*v, *v)).collect();
     let mut m = Metadata::sample("p", &pairs);
     // The raw archives these tests build by hand have no index: the grammar of version 3.
@@ -23,13 +23,13 @@ fn meta(volumes: &[&str]) -> Metadata {
 }
 
 /// `m` at this release's format version (with the index).
-fn current(mut m: Metadata) -> Metadata {
+pub(super) fn current(mut m: Metadata) -> Metadata {
     m.format_version = FORMAT_VERSION;
     m
 }
 
 /// A tar like `tar -c -C /v .` would print, with the odd cases.
-fn volume_stream() -> Vec<u8> {
+pub(super) fn volume_stream() -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     let dir = |path: &str, b: &mut tar::Builder<Vec<u8>>| {
         let mut h = tar::Header::new_gnu();
@@ -69,7 +69,7 @@ fn volume_stream() -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
-fn temp_dir(name: &str) -> PathBuf {
+pub(super) fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("xtask-archive-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
@@ -515,13 +515,13 @@ fn many_files(n: usize, size: usize) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
     (b.into_inner().unwrap(), files)
 }
 
-fn seekable_of(path: &Path) -> seekable::Seekable<seekable::LocalRanges<'static>> {
+pub(super) fn seekable_of(path: &Path) -> seekable::Seekable<seekable::LocalRanges<'static>> {
     let file: &'static File = Box::leak(Box::new(File::open(path).unwrap()));
     let len = file.metadata().unwrap().len();
     seekable::Seekable::open(seekable::LocalRanges { file, len }, "test").unwrap().expect("a seek footer")
 }
 
-fn listed(s: &seekable::Seekable<seekable::LocalRanges<'static>>) -> Vec<index::Entry> {
+pub(super) fn listed(s: &seekable::Seekable<seekable::LocalRanges<'static>>) -> Vec<index::Entry> {
     let mut all = Vec::new();
     s.listing(Rules::default(), &mut |e| {
         all.push(e);
@@ -531,13 +531,16 @@ fn listed(s: &seekable::Seekable<seekable::LocalRanges<'static>>) -> Vec<index::
     all
 }
 
-fn read_one(s: &seekable::Seekable<seekable::LocalRanges<'static>>, e: &index::Entry) -> anyhow::Result<Vec<u8>> {
+pub(super) fn read_one(
+    s: &seekable::Seekable<seekable::LocalRanges<'static>>,
+    e: &index::Entry,
+) -> anyhow::Result<Vec<u8>> {
     let mut out = Vec::new();
     s.read_entry(e, &mut out).map(|_| out)
 }
 
 /// A seekable archive of `many_files(24, 200 KiB)` beside the odd names: several frames.
-fn write_seekable(dir: &Path) -> (PathBuf, Vec<(String, Vec<u8>)>) {
+pub(super) fn write_seekable(dir: &Path) -> (PathBuf, Vec<(String, Vec<u8>)>) {
     let path = dir.join("full_backup_20260101_000000.tar.zst");
     let mut w = ArchiveWriter::create(&path, Compression::default(), 2).unwrap();
     write_metadata(&mut w, &current(meta(&["vol", "odd"]))).unwrap();
@@ -587,7 +590,7 @@ fn a_seekable_archive_lists_and_reads_each_entry_from_its_index() {
 /// The archive at `path` rewritten seekable with `edit` applied to its index lines (the sums
 /// line of the index fixed to match when `fix_sums`): what someone who can write the archive
 /// (but cannot sign) could make.
-fn forge_index(path: &Path, out: &Path, fix_sums: bool, edit: &dyn Fn(&mut Vec<index::Entry>)) {
+pub(super) fn forge_index(path: &Path, out: &Path, fix_sums: bool, edit: &dyn Fn(&mut Vec<index::Entry>)) {
     let mut plain = Vec::new();
     zstd::stream::read::Decoder::new(File::open(path).unwrap()).unwrap().read_to_end(&mut plain).unwrap();
     let mut parts: Vec<(tar::Header, Vec<u8>, Vec<u8>)> = Vec::new();
