@@ -58,8 +58,8 @@ pub fn entries(
     visit: &mut dyn FnMut(&Entry) -> Result<()>,
 ) -> Result<Listed> {
     let seek = match indexed(src, gate)? {
-        Ok(s) => {
-            let metadata = s.listing(rules, &mut |e| visit(&e))?;
+        Ok((s, approved)) => {
+            let metadata = s.listing(approved, rules, &mut |e| visit(&e))?;
             return Ok(Listed { access: Access::Indexed, metadata });
         }
         Err(why) => why,
@@ -95,17 +95,21 @@ impl Gate for Open {
 
 type Indexed<'s> = super::seekable::Seekable<Box<dyn super::seekable::Ranges + 's>>;
 
-/// `src` opened for a read by its index, its index trusted by `gate`; else why not (None: it
-/// has no seek footer).
-fn indexed<'s>(src: &'s Source, gate: &dyn Gate) -> Result<std::result::Result<Indexed<'s>, Option<String>>> {
+/// `src` opened for a read by its index, with the index digest `gate` trusted (every later read
+/// of the index must hash to it); else why not (None: it has no seek footer).
+#[allow(clippy::type_complexity)]
+fn indexed<'s>(
+    src: &'s Source,
+    gate: &dyn Gate,
+) -> Result<std::result::Result<(Indexed<'s>, [u8; 32]), Option<String>>> {
     let Some(s) = super::seekable::open_source(src)? else { return Ok(Err(None)) };
-    let digest = s.index_digest()?;
+    let digest = s.index_digest().with_context(|| format!("archive {}: read its index", src.path.display()))?;
     if !gate.indexed(digest)? {
         return Ok(Err(Some(
             "its signature names no index (signed before indexes were): read whole to check it".into(),
         )));
     }
-    Ok(Ok(s))
+    Ok(Ok((s, digest)))
 }
 
 /// What [`read_entries`] hands each wanted entry to: a regular file with a reader of its bytes.
@@ -127,8 +131,8 @@ pub fn read_entries(
     let spool = crate::files::Unnamed::create(near)?;
     let mut kept: Vec<(Entry, Option<u64>)> = Vec::new();
     let (metadata, access) = match indexed(src, gate)? {
-        Ok(s) => {
-            let metadata = s.listing(rules, &mut |e| {
+        Ok((s, approved)) => {
+            let metadata = s.listing(approved, rules, &mut |e| {
                 if wanted(&e.name) {
                     kept.push((e, None));
                 }

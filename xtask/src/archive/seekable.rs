@@ -180,14 +180,23 @@ impl<R: Ranges> Seekable<R> {
     }
 
     /// The archive's metadata, then every other entry its index lists, in order (not the index
-    /// or `SHA256SUMS`), checked as they are read: the index first proven against `SHA256SUMS`;
-    /// its first entry `metadata.json`, read from its frame, checked against its line and by the
-    /// metadata rules; then each line by the line grammar (offsets increasing and before the
-    /// index) and by the archive's grammar as the stream's entry would be (its place, type,
-    /// parent, hard link target, named once).
-    pub fn listing(&self, rules: super::Rules, visit: &mut dyn FnMut(Entry) -> Result<()>) -> Result<super::Metadata> {
+    /// or `SHA256SUMS`), checked as they are read: the index must hash to `approved` (the digest
+    /// [`Seekable::index_digest`] proved against `SHA256SUMS` and the reading policy approved:
+    /// this second read of the index is checked against that digest, never against a new read
+    /// of `SHA256SUMS`, so an archive changed between the two reads is refused); its first entry
+    /// `metadata.json`, read from its frame, checked against its line and by the metadata rules;
+    /// then each line by the line grammar (offsets increasing and before the index) and by the
+    /// archive's grammar as the stream's entry would be (its place, type, parent, hard link
+    /// target, named once). `visit` sees lines before the digest is complete: what it kept
+    /// counts only once this returns `Ok`.
+    pub fn listing(
+        &self,
+        approved: [u8; 32],
+        rules: super::Rules,
+        visit: &mut dyn FnMut(Entry) -> Result<()>,
+    ) -> Result<super::Metadata> {
         let shown = &self.shown;
-        let digest = self.index_digest().with_context(|| format!("archive {shown}: read its index"))?;
+        let digest = approved;
         let mut tar = tar::Archive::new(self.stream_at(self.footer.index_at)?);
         let mut first = tar.entries()?.next().context("the index vanished")??;
         let mut hasher = Sha256::new();
@@ -220,7 +229,7 @@ impl<R: Ranges> Seekable<R> {
             }
         }
         if <[u8; 32]>::from(hasher.finalize()) != digest {
-            bail!("archive {shown}: the index changed between two reads");
+            bail!("archive {shown}: the index changed between two reads (its digest is not the one checked): refused");
         }
         meta.with_context(|| format!("archive {shown}: its index lists no {}", super::METADATA))
     }
