@@ -113,7 +113,6 @@ fn ghost(lines: &mut Vec<index::Entry>, name: &[u8], kind: Kind, link: Option<&[
 /// `cat`'s refusal messages) handed out a symlink the tar stream does not hold, which `verify`
 /// refuses ("the index does not list the archive's entries as they are").
 #[test]
-#[ignore = "finding 2: dirs and links of a read by the index are never read from the stream"]
 fn an_entry_only_the_index_holds_is_not_handed_out() {
     let dir = temp_dir("attack6-ghost");
     let (orig, _) = write_seekable(&dir);
@@ -133,7 +132,7 @@ fn an_entry_only_the_index_holds_is_not_handed_out() {
             Ok(())
         });
         let err = res.expect_err("an entry the stream does not hold was handed out");
-        assert!(format!("{err:#}").contains("holds another entry where the index points"), "{err:#}");
+        assert!(format!("{err:#}").contains("where the index points"), "{err:#}");
         assert!(handed.is_empty(), "{handed:?}");
     }
     std::fs::remove_dir_all(&dir).unwrap();

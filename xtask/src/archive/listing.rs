@@ -165,12 +165,18 @@ pub fn read_entries(
     Ok(Listed { access, metadata })
 }
 
-/// Reads every kept file of an indexed archive from its own frames into `spool` (each checked
-/// against its index line and digest by `read_entry`), noting where each starts there; nothing
-/// is handed out before all of them are read.
+/// Reads every kept entry of an indexed archive from its own frames (each checked against its
+/// index line, a file's bytes against its digest, by `read_entry`): a file into `spool`, noting
+/// where it starts there; a directory, link or node only its header, so that nothing is handed
+/// out that the tar stream does not hold where its line says (an index line alone is not an
+/// entry). Nothing is handed out before all of them are read.
 fn spool_indexed(s: &Indexed<'_>, kept: &mut [(Entry, Option<u64>)], spool: &crate::files::Unnamed) -> Result<()> {
     let mut at = 0u64;
-    for (entry, place) in kept.iter_mut().filter(|(e, _)| e.kind == Kind::File) {
+    for (entry, place) in kept.iter_mut() {
+        if entry.kind != Kind::File {
+            s.read_entry(entry, &mut io::sink())?;
+            continue;
+        }
         let mut writer = io::BufWriter::with_capacity(1 << 20, spool.writer());
         s.read_entry(entry, &mut writer)?;
         writer.flush().context("write a private file")?;

@@ -254,7 +254,11 @@ impl<R: Ranges> Seekable<R> {
             bail!("{shown}: the index points past its own start");
         }
         let mut tar = tar::Archive::new(self.stream_at(e.at).with_context(|| shown.clone())?);
-        let mut entry = tar.entries()?.next().with_context(|| format!("{shown}: no entry there"))??;
+        let mut entry = tar
+            .entries()?
+            .next()
+            .with_context(|| format!("{shown}: no entry where the index points (altered or forged)"))?
+            .with_context(|| format!("{shown}: no valid tar header where the index points (altered or forged)"))?;
         let found = header_entry(&mut entry, e.at).with_context(|| format!("{shown}: read its header"))?;
         if (Entry { sha256: e.sha256, ..found.clone() }) != *e {
             bail!("{shown}: the archive holds another entry where the index points (altered or forged)");
