@@ -220,6 +220,9 @@ impl<R: Ranges> Seekable<R> {
             let place = grammar
                 .check_listed(&entry.name, entry.kind, entry.size, entry.link.as_deref())
                 .with_context(|| format!("archive {shown}: index line {n}"))?;
+            if matches!(place, grammar::Place::Index | grammar::Place::Checksums) {
+                bail!("archive {shown}: index line {n} lists {}, which the index never lists", entry.shown());
+            }
             if place == grammar::Place::Metadata {
                 let m = self.read_metadata(&entry)?;
                 grammar.expect(&m);
