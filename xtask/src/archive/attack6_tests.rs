@@ -142,7 +142,6 @@ fn an_entry_only_the_index_holds_is_not_handed_out() {
 /// out with only its digest checked, while `verify` (and the sequential read) refuses a dump its
 /// client would run as more than SQL (`\!` runs a shell in psql): two readings of one archive.
 #[test]
-#[ignore = "finding 3: a dump read by the index skips the dump checks verify applies"]
 fn a_dump_verify_refuses_is_not_handed_out_by_the_index() {
     let dir = temp_dir("attack6-dump");
     let path = dir.join("full_backup_20260101_000000.tar.zst");
