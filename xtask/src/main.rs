@@ -27,9 +27,10 @@ fn main() -> ExitCode {
 }
 
 fn print_error(err: &anyhow::Error) {
-    eprintln!("error: {err}");
+    // Errors may quote an archive's bytes (a tar reader's error names the entry): escaped.
+    eprintln!("error: {}", xtask::ui::printable(&err.to_string()));
     for cause in err.chain().skip(1) {
-        eprintln!("  because: {cause}");
+        eprintln!("  because: {}", xtask::ui::printable(&cause.to_string()));
     }
 }
 

@@ -150,6 +150,25 @@ pub fn confirm(text: &str, how: Confirm) -> anyhow::Result<()> {
 }
 
 /// Bytes as a human reads them: 0 B, 1.5 KiB, 20.0 MiB.
+/// Text safe on a terminal: control characters (escape, bell…) but newline and tab, and the
+/// bidirectional and zero-width characters, escaped (`\x1b`, `\u{202e}`). For every line that
+/// may quote bytes of an archive or of another tool (an error's causes, a verification's
+/// problems): such bytes never drive the terminal.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' | '\t' => out.push(c),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}' => {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
@@ -201,6 +220,12 @@ mod tests {
         assert_eq!(human_bytes(1023), "1023 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(20 * 1024 * 1024), "20.0 MiB");
+    }
+
+    #[test]
+    fn printable_text_escapes_what_could_drive_a_terminal() {
+        let raw = "size for volumes/x/\u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31m\u{202e}txt\nnext\tcol é";
+        assert_eq!(printable(raw), "size for volumes/x/\\x1b]0;pwned\\x07\\x1b[2J\\x9b31m\\u{202e}txt\nnext\tcol é");
     }
 
     #[test]

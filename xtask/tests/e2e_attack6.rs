@@ -29,7 +29,6 @@ fn hostile_header_archive(path: &Path, name: &[u8]) {
 /// reached the terminal raw: escape sequences in a name drove the terminal (set its title,
 /// cleared the screen) from `ls`, `cat`, `verify`. Every error line is now printed escaped.
 #[test]
-#[ignore = "finding 5: errors quoting archive bytes are printed raw"]
 fn an_archive_name_in_an_error_reaches_no_terminal_raw() {
     let stack = TestStack::sample("attack6-esc");
     let dir = TempDir::new("attack6-esc");

@@ -122,12 +122,12 @@ pub fn verify(ctx: &Ctx, dir: &Path, which: Which, deep: bool, rules: archive::R
         if report.ok() {
             progress.finish(&format!("OK: {} entries, {} files, checksums match", report.entries, report.files));
             for r in &report.refused {
-                eprintln!("    refused: {r}");
+                eprintln!("    refused: {}", crate::ui::printable(r));
             }
         } else {
             progress.finish(&format!("FAILED: {} problem(s)", report.problems.len()));
             for p in &report.problems {
-                eprintln!("    problem: {p}");
+                eprintln!("    problem: {}", crate::ui::printable(p));
             }
         }
         reports.push(report);
