@@ -225,6 +225,9 @@ fn why_sequential(src: &Source, meta: &Metadata, seek: Option<String>) -> String
     if src.encrypted() {
         return "encrypted (age): decrypted from its start".into();
     }
+    if src.is_pinned() {
+        return "its whole digest was checked (signature or encryption policy): read whole, as checked".into();
+    }
     match Codec::of_name(&src.path.display().to_string()) {
         None => "a stream without a seekable index (restic snapshot)".into(),
         Some(Codec::Gzip) => "gzip archive (one stream, no index)".into(),

@@ -146,9 +146,11 @@ impl Source {
     /// The archive's bytes by range, for a partial read of a seekable archive (archive/
     /// seekable.rs): a local file by offset on its one descriptor, a remote object by ranged
     /// requests. None when the archive can only be read whole: encrypted (the footer is inside
-    /// age's stream) or a restic snapshot (a tar stream, not compressed).
+    /// age's stream), a restic snapshot (a tar stream, not compressed), or a local file whose
+    /// whole digest a check pinned ([`Source::stored_digest`]: every later read must hash to it,
+    /// which a read by ranges cannot prove).
     pub fn ranges(&self) -> Result<Option<Box<dyn super::seekable::Ranges + '_>>> {
-        if self.encrypted() {
+        if self.encrypted() || self.is_pinned() {
             return Ok(None);
         }
         Ok(match &self.origin {
@@ -165,6 +167,11 @@ impl Source {
 
     pub fn encrypted(&self) -> bool {
         self.identity.is_some()
+    }
+
+    /// A check read the whole archive and pinned its digest: it is read whole from then on.
+    pub fn is_pinned(&self) -> bool {
+        self.pinned.get().is_some()
     }
 
     /// The size and SHA-256 of a local archive's bytes as stored, read through its own open
