@@ -264,3 +264,48 @@ pub fn write_signature(archive: &Path, sig: &[u8]) -> Result<PathBuf> {
     std::fs::rename(&temp, &target).with_context(|| format!("rename {} to {}", temp.display(), target.display()))?;
     Ok(target)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy {
+            signing: Some(Signing {
+                allowed_signers: vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI".into()],
+                allowed_signers_file: None,
+            }),
+            encrypted: false,
+            project: "app".into(),
+            trust: crate::context::Trust::default(),
+        }
+    }
+
+    fn sig(file: &str, size: u64, project: &str, index: Option<[u8; 32]>) -> Vec<u8> {
+        let st = Statement { file: file.into(), size, sha256: [9; 32], project: project.into(), index };
+        signature::render(&st, "-----BEGIN SSH SIGNATURE-----\nAAAA\n-----END SSH SIGNATURE-----\n").into_bytes()
+    }
+
+    /// Holds (attack6): a partial read is refused (before any key is asked) with a signature
+    /// replayed from another archive: one naming another index, another file, size or project,
+    /// or none at all; a signature naming no index sends the read to a whole read.
+    #[test]
+    fn a_partial_read_refuses_a_signature_of_another_archive_or_index() {
+        let p = policy();
+        let path = Path::new("/b/full_backup_20260101_000000.tar.zst");
+        let index = [1; 32];
+        let name = "full_backup_20260101_000000.tar.zst";
+        let cases: [(Option<Vec<u8>>, &str); 5] = [
+            (Some(sig(name, 100, "app", Some([2; 32]))), "its index is not the one its signature names"),
+            (Some(sig("full_backup_20260102_000000.tar.zst", 100, "app", Some(index))), "vouches for another archive"),
+            (Some(sig(name, 101, "app", Some(index))), "vouches for another archive"),
+            (Some(sig(name, 100, "other", Some(index))), "vouches for another archive"),
+            (None, "it has no signature"),
+        ];
+        for (s, why) in cases {
+            let err = p.check_indexed(path, 100, index, s.as_deref()).unwrap_err();
+            assert!(format!("{err:#}").contains(why) && format!("{err:#}").contains("untrusted"), "{err:#}");
+        }
+        assert!(!p.check_indexed(path, 100, index, Some(&sig(name, 100, "app", None))).unwrap());
+    }
+}
