@@ -600,6 +600,15 @@ fn a_seekable_archive_lists_and_reads_each_entry_from_its_index() {
 /// line of the index fixed to match when `fix_sums`): what someone who can write the archive
 /// (but cannot sign) could make.
 pub(super) fn forge_index(path: &Path, out: &Path, fix_sums: bool, edit: &dyn Fn(&mut Vec<index::Entry>)) {
+    forge_with(path, out, fix_sums.then_some(&|_: &mut Vec<(Vec<u8>, [u8; 32])>| {}), edit)
+}
+
+/// Sums as [`forge_with`] hands them to its edit: (name, digest) in the archive's order.
+pub(super) type SumsEdit<'a> = &'a dyn Fn(&mut Vec<(Vec<u8>, [u8; 32])>);
+
+/// [`forge_index`], with `SHA256SUMS` rewritten to the data (then `sums_edit` applied) when
+/// `sums_edit` is given, kept as it was otherwise.
+pub(super) fn forge_with(path: &Path, out: &Path, sums_edit: Option<SumsEdit>, edit: &dyn Fn(&mut Vec<index::Entry>)) {
     let mut plain = Vec::new();
     zstd::stream::read::Decoder::new(File::open(path).unwrap()).unwrap().read_to_end(&mut plain).unwrap();
     let mut parts: Vec<(tar::Header, Vec<u8>, Vec<u8>)> = Vec::new();
@@ -618,13 +627,14 @@ pub(super) fn forge_index(path: &Path, out: &Path, fix_sums: bool, edit: &dyn Fn
         .collect();
     edit(&mut lines);
     parts[n - 2].2 = lines.iter().flat_map(index::to_line).collect();
-    if fix_sums {
+    if let Some(sums_edit) = sums_edit {
         let mut sums: Vec<(Vec<u8>, [u8; 32])> = Vec::new();
         for (_, name, data) in &parts[..n - 1] {
             if lines.iter().any(|l| l.name == *name && l.kind == grammar::Kind::File) || name == INDEX.as_bytes() {
                 sums.push((name.clone(), Sha256::digest(data).into()));
             }
         }
+        sums_edit(&mut sums);
         parts[n - 1].2 = format_sums(&sums);
     }
     let mut b = tar::Builder::new(Vec::new());
@@ -670,8 +680,12 @@ fn a_forged_or_altered_index_is_refused() {
     let aimed = listed(&s).into_iter().find(|e| e.name.ends_with(b"f001.bin")).unwrap();
     let err = format!("{:#}", read_one(&s, &aimed).unwrap_err());
     assert!(err.contains("holds another entry where the index points"), "{err}");
-    // An index that names an entry the stream does not hold.
-    forge_index(&path, &forged, true, &|lines| {
+    // An index that names an entry the stream does not hold (SHA256SUMS listing it too).
+    let ghost_sums = |sums: &mut Vec<(Vec<u8>, [u8; 32])>| {
+        let f003 = sums.iter().find(|(n, _)| n.ends_with(b"f003.bin")).unwrap().1;
+        sums.push((b"volumes/vol/ghost".to_vec(), f003));
+    };
+    forge_with(&path, &forged, Some(&ghost_sums), &|lines| {
         let i = lines.iter().position(|l| l.name.ends_with(b"f003.bin")).unwrap();
         let mut ghost = lines[i].clone();
         ghost.name = b"volumes/vol/ghost".to_vec();
