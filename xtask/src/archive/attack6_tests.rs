@@ -403,7 +403,6 @@ fn a_pinned_archive_is_never_read_around_its_pin() {
 /// its line in `SHA256SUMS` (which `verify` and `sha256sum -c` judge): `cat` handed out a file
 /// whose `SHA256SUMS` line says other bytes, and `ls` listed files `SHA256SUMS` does not know.
 #[test]
-#[ignore = "finding 7: the index is never checked against SHA256SUMS"]
 fn an_index_that_disagrees_with_sha256sums_is_refused() {
     let dir = temp_dir("attack6-sums");
     let (orig, files) = write_seekable(&dir);

@@ -105,7 +105,13 @@ pub struct Seekable<R: Ranges> {
     /// Where the footer starts: no frame's data reaches past it.
     footer_start: u64,
     shown: String,
+    /// The index digest and the `SHA256SUMS` lines as [`Seekable::index_digest`] first read
+    /// them: the listing checks every file line against them.
+    sums: std::sync::OnceLock<([u8; 32], Sums)>,
 }
+
+/// `SHA256SUMS` as read: name, hex digest.
+type Sums = std::collections::BTreeMap<Vec<u8>, String>;
 
 /// `src` read by its index: None when it has to be read whole (encrypted, a restic snapshot, gzip,
 /// or written before the seekable layout); an error when its footer is malformed.
@@ -134,7 +140,8 @@ impl<R: Ranges> Seekable<R> {
         let mut bytes = Vec::with_capacity(len);
         ranges.range(size - len as u64, len as u64)?.read_to_end(&mut bytes).context("read the seek footer")?;
         let footer = Footer::parse(&bytes, size).with_context(|| format!("archive {shown}"))?;
-        Ok(Some(Seekable { footer_start: size - len as u64, ranges, footer, shown: shown.to_string() }))
+        let shown = shown.to_string();
+        Ok(Some(Seekable { footer_start: size - len as u64, ranges, footer, shown, sums: Default::default() }))
     }
 
     /// The tar stream from `at` on: decompressed from the frame that holds it, to the footer.
@@ -176,6 +183,7 @@ impl<R: Ranges> Seekable<R> {
         if recorded.get(super::INDEX.as_bytes()) != Some(&super::hex(&digest)) {
             bail!("archive {shown}: the index does not match its line in {} (altered)", super::CHECKSUMS);
         }
+        let _ = self.sums.set((digest, recorded));
         Ok(digest)
     }
 
@@ -196,13 +204,22 @@ impl<R: Ranges> Seekable<R> {
         visit: &mut dyn FnMut(Entry) -> Result<()>,
     ) -> Result<super::Metadata> {
         let shown = &self.shown;
-        let digest = approved;
+        let sums = match self.sums.get() {
+            Some((read, sums)) if *read == approved => sums,
+            _ => bail!("archive {shown}: its index was not read against {} first", super::CHECKSUMS),
+        };
         let mut tar = tar::Archive::new(self.stream_at(self.footer.index_at)?);
         let mut first = tar.entries()?.next().context("the index vanished")??;
         let mut hasher = Sha256::new();
         let mut lines = BufReader::with_capacity(1 << 16, &mut first);
-        let mut grammar = grammar::Grammar::new(rules.allow_special);
-        let (mut line, mut next_at, mut n, mut meta) = (Vec::new(), 0u64, 0u64, None);
+        let mut check = LineCheck {
+            grammar: grammar::Grammar::new(rules.allow_special),
+            next_at: 0,
+            files: 0,
+            sums,
+            index_at: self.footer.index_at,
+        };
+        let (mut line, mut n, mut meta) = (Vec::new(), 0u64, None);
         loop {
             line.clear();
             if (&mut lines).take(index::MAX_LINE as u64 + 1).read_until(b'\n', &mut line)? == 0 {
@@ -213,25 +230,19 @@ impl<R: Ranges> Seekable<R> {
             let text =
                 line.strip_suffix(b"\n").with_context(|| format!("archive {shown}: index line {n} too long or cut"))?;
             let entry = index::parse_line(text).with_context(|| format!("archive {shown}: index line {n}"))?;
-            if entry.at < next_at || entry.at >= self.footer.index_at {
-                bail!("archive {shown}: index line {n} ({}) points out of order or past the index", entry.shown());
-            }
-            next_at = entry.at + 512;
-            let place = grammar
-                .check_listed(&entry.name, entry.kind, entry.size, entry.link.as_deref())
-                .with_context(|| format!("archive {shown}: index line {n}"))?;
-            if matches!(place, grammar::Place::Index | grammar::Place::Checksums) {
-                bail!("archive {shown}: index line {n} lists {}, which the index never lists", entry.shown());
-            }
+            let place = check.line(&entry).with_context(|| format!("archive {shown}: index line {n}"))?;
             if place == grammar::Place::Metadata {
                 let m = self.read_metadata(&entry)?;
-                grammar.expect(&m);
+                check.grammar.expect(&m);
                 meta = Some(m);
             } else {
                 visit(entry)?;
             }
         }
-        if <[u8; 32]>::from(hasher.finalize()) != digest {
+        if check.files + 1 != sums.len() {
+            bail!("archive {shown}: {} lists files its index does not (altered)", super::CHECKSUMS);
+        }
+        if <[u8; 32]>::from(hasher.finalize()) != approved {
             bail!("archive {shown}: the index changed between two reads (its digest is not the one checked): refused");
         }
         meta.with_context(|| format!("archive {shown}: its index lists no {}", super::METADATA))
@@ -287,6 +298,38 @@ impl<R: Ranges> Seekable<R> {
 
     pub fn footer(&self) -> &Footer {
         &self.footer
+    }
+}
+
+/// The checks of one index line after its own grammar: in order and before the index, a file's
+/// digest the one `SHA256SUMS` gives, and the archive's grammar as the stream's entry would be
+/// (its place, type, parent, hard link target, named once; never the index or `SHA256SUMS`).
+struct LineCheck<'s> {
+    grammar: grammar::Grammar,
+    next_at: u64,
+    /// File lines seen (each listed in `sums`).
+    files: usize,
+    sums: &'s Sums,
+    index_at: u64,
+}
+
+impl LineCheck<'_> {
+    fn line(&mut self, entry: &Entry) -> Result<grammar::Place> {
+        if entry.at < self.next_at || entry.at >= self.index_at {
+            bail!("{} points out of order or past the index", entry.shown());
+        }
+        self.next_at = entry.at + 512;
+        let place = self.grammar.check_listed(&entry.name, entry.kind, entry.size, entry.link.as_deref())?;
+        if matches!(place, grammar::Place::Index | grammar::Place::Checksums) {
+            bail!("{} is listed, which the index never lists", entry.shown());
+        }
+        if let Some(d) = entry.sha256 {
+            if self.sums.get(&entry.name) != Some(&super::hex(&d)) {
+                bail!("{}: its digest is not the one {} gives (altered)", entry.shown(), super::CHECKSUMS);
+            }
+            self.files += 1;
+        }
+        Ok(place)
     }
 }
 
