@@ -532,7 +532,7 @@ pub(super) fn list_all(
 
 pub(super) fn listed(s: &seekable::Seekable<seekable::LocalRanges<'static>>) -> Vec<index::Entry> {
     let mut all = Vec::new();
-    list_all(&s, &mut |e| {
+    list_all(s, &mut |e| {
         all.push(e);
         Ok(())
     })
