@@ -488,7 +488,7 @@ fn a_spooled_file_has_no_name_and_reads_back_what_was_written() {
 }
 
 /// A volume stream of `n` files of pseudo-random bytes (`size` each): several zstd frames.
-fn many_files(n: usize, size: usize) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
+pub(super) fn many_files(n: usize, size: usize) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
     let mut b = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Directory);
