@@ -203,13 +203,14 @@ fn hand_out(kept: &[(Entry, Option<u64>)], spool: &crate::files::Unnamed, out: &
 /// entry). Nothing is handed out before all of them are read.
 fn spool_indexed(s: &Indexed<'_>, kept: &mut [(Entry, Option<u64>)], spool: &crate::files::Unnamed) -> Result<()> {
     let mut at = 0u64;
+    let mut reader = s.entries();
     for (entry, place) in kept.iter_mut() {
         if entry.kind != Kind::File {
-            s.read_entry(entry, &mut io::sink())?;
+            reader.read(entry, &mut io::sink())?;
             continue;
         }
         let mut writer = io::BufWriter::with_capacity(1 << 20, spool.writer());
-        s.read_entry(entry, &mut writer)?;
+        reader.read(entry, &mut writer)?;
         writer.flush().context("write a private file")?;
         *place = Some(at);
         at += entry.size;

@@ -263,37 +263,14 @@ impl<R: Ranges> Seekable<R> {
     /// its own frames; the header found there must be `e`'s in every fact and the bytes must hash
     /// to its digest, or the read fails (what `out` took must then be thrown away).
     pub fn read_entry(&self, e: &Entry, out: &mut dyn Write) -> Result<()> {
-        let shown = format!("archive {}: entry {}", self.shown, e.shown());
-        if e.at >= self.footer.index_at {
-            bail!("{shown}: the index points past its own start");
-        }
-        let mut tar = tar::Archive::new(self.stream_at(e.at).with_context(|| shown.clone())?);
-        let mut entry = tar
-            .entries()?
-            .next()
-            .with_context(|| format!("{shown}: no entry where the index points (altered or forged)"))?
-            .with_context(|| format!("{shown}: no valid tar header where the index points (altered or forged)"))?;
-        let found = header_entry(&mut entry, e.at).with_context(|| format!("{shown}: read its header"))?;
-        if (Entry { sha256: e.sha256, ..found.clone() }) != *e {
-            bail!("{shown}: the archive holds another entry where the index points (altered or forged)");
-        }
-        if e.kind != Kind::File {
-            return Ok(());
-        }
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 256 << 10];
-        loop {
-            let n = entry.read(&mut buf).with_context(|| format!("{shown}: the archive is damaged"))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n]).with_context(|| format!("{shown}: write it out"))?;
-        }
-        if Some(<[u8; 32]>::from(hasher.finalize())) != e.sha256 {
-            bail!("{shown}: its bytes do not match the index's digest (altered)");
-        }
-        Ok(())
+        self.entries().read(e, out)
+    }
+
+    /// A reader of entries in the index's order that goes on decompressing where the last one
+    /// ended while the next lies ahead in the same stretch of frames, instead of starting again
+    /// from its frame (N entries of one frame cost about one read of the frame, not N).
+    pub fn entries(&self) -> EntryReader<'_, R> {
+        EntryReader { s: self, open: None }
     }
 
     pub fn footer(&self) -> &Footer {
@@ -301,6 +278,83 @@ impl<R: Ranges> Seekable<R> {
     }
 }
 
+/// See [`Seekable::entries`].
+pub struct EntryReader<'s, R: Ranges> {
+    s: &'s Seekable<R>,
+    /// The decompressed stream and the tar offset it stands at.
+    open: Option<(u64, Box<dyn Read + 's>)>,
+}
+
+impl<R: Ranges> EntryReader<'_, R> {
+    /// [`Seekable::read_entry`], continuing the stream when `e` lies ahead of it in its frame or
+    /// later; each entry is checked as if read alone.
+    pub fn read(&mut self, e: &Entry, out: &mut dyn Write) -> Result<()> {
+        let shown = format!("archive {}: entry {}", self.s.shown, e.shown());
+        if e.at >= self.s.footer.index_at {
+            bail!("{shown}: the index points past its own start");
+        }
+        let frame_start = self.s.footer.frame_of(e.at).map(|f| f.tar).unwrap_or(0);
+        let (pos, mut stream) = match self.open.take() {
+            Some((pos, stream)) if pos <= e.at && frame_start <= pos => (pos, stream),
+            _ => (e.at, Box::new(self.s.stream_at(e.at).with_context(|| shown.clone())?) as Box<dyn Read>),
+        };
+        let skipped = io::copy(&mut (&mut stream).take(e.at - pos), &mut io::sink())
+            .with_context(|| format!("{shown}: the archive is damaged"))?;
+        if skipped != e.at - pos {
+            bail!("{shown}: the archive ends before the entry");
+        }
+        let mut counted = Counted { inner: stream, n: 0 };
+        read_one(&mut counted, e, &shown, out)?;
+        self.open = Some((e.at + counted.n, counted.inner));
+        Ok(())
+    }
+}
+
+/// A reader counting what was read through it.
+struct Counted<'a> {
+    inner: Box<dyn Read + 'a>,
+    n: u64,
+}
+
+impl Read for Counted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+}
+
+/// The entry `e` from `stream`, which stands at its first header block: its header must be
+/// `e`'s in every fact, a file's bytes (written to `out`) must hash to its digest.
+fn read_one(stream: &mut dyn Read, e: &Entry, shown: &str, out: &mut dyn Write) -> Result<()> {
+    let mut tar = tar::Archive::new(stream);
+    let mut entry = tar
+        .entries()?
+        .next()
+        .with_context(|| format!("{shown}: no entry where the index points (altered or forged)"))?
+        .with_context(|| format!("{shown}: no valid tar header where the index points (altered or forged)"))?;
+    let found = header_entry(&mut entry, e.at).with_context(|| format!("{shown}: read its header"))?;
+    if (Entry { sha256: e.sha256, ..found.clone() }) != *e {
+        bail!("{shown}: the archive holds another entry where the index points (altered or forged)");
+    }
+    if e.kind != Kind::File {
+        return Ok(());
+    }
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = entry.read(&mut buf).with_context(|| format!("{shown}: the archive is damaged"))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n]).with_context(|| format!("{shown}: write it out"))?;
+    }
+    if Some(<[u8; 32]>::from(hasher.finalize())) != e.sha256 {
+        bail!("{shown}: its bytes do not match the index's digest (altered)");
+    }
+    Ok(())
+}
 /// The checks of one index line after its own grammar: in order and before the index, a file's
 /// digest the one `SHA256SUMS` gives, and the archive's grammar as the stream's entry would be
 /// (its place, type, parent, hard link target, named once; never the index or `SHA256SUMS`).
