@@ -338,8 +338,9 @@ fn ls_cat_and_restore_to_a_directory_read_a_remote_archive() {
     if !engine() || !Path::new("/usr/bin/rclone").exists() && std::env::var("CI").as_deref() != Ok("true") {
         return;
     }
-    let mut stack = TestStack::sample("browse-remote");
+    // The directory first: dropped after the stack, whose overlay it holds.
     let dir = TempDir::new("browse-remote");
+    let mut stack = TestStack::sample("browse-remote");
     // An rclone remote `loc` (an alias of a local directory), named `nas` in x-xtask.remotes.
     let store = dir.0.join("store");
     std::fs::create_dir_all(&store).unwrap();

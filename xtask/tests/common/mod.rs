@@ -252,8 +252,12 @@ impl Drop for TestStack {
     fn drop(&mut self) {
         let mut cmd = Command::new("docker");
         cmd.args(["compose", "--project-name", &self.project]);
-        for f in &self.files {
-            cmd.arg("--file").arg(f);
+        // An overlay in a test's TempDir may be gone already (dropped first): then Compose finds
+        // the project's containers by its label alone.
+        if self.files.iter().all(|f| f.exists()) {
+            for f in &self.files {
+                cmd.arg("--file").arg(f);
+            }
         }
         cmd.args(["down", "--volumes", "--remove-orphans", "--timeout", "5"]);
         cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
