@@ -490,3 +490,12 @@ impl TestStack {
         (out.status.success(), out.stdout, stderr)
     }
 }
+
+/// The archive name `name` (`KIND_backup_YYYYMMDD_HHMMSS…`) with its time moved by `secs`.
+pub fn shifted(name: &str, secs: i64) -> String {
+    let at = name.find(|c: char| c.is_ascii_digit()).unwrap();
+    let (prefix, stamp, rest) = (&name[..at], &name[at..at + 15], &name[at + 15..]);
+    let when = format!("{} {}:{}:{} UTC {secs:+} seconds", &stamp[..8], &stamp[9..11], &stamp[11..13], &stamp[13..15]);
+    let out = Command::new("date").args(["-u", "-d", &when, "+%Y%m%d_%H%M%S"]).output().unwrap();
+    format!("{prefix}{}{rest}", String::from_utf8(out.stdout).unwrap().trim())
+}
