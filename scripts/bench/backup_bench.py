@@ -67,23 +67,26 @@ def timed(cmd, **kw):
 
 
 def run_xtask(args, env=None):
-    """Runs the xtask, polling its own peak RSS (VmHWM, not the docker CLIs it starts)."""
-    t0 = time.monotonic()
-    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    hwm = 0
-    while p.poll() is None:
-        try:
-            for line in open(f"/proc/{p.pid}/status"):
-                if line.startswith("VmHWM:"):
-                    hwm = max(hwm, int(line.split()[1]))
-        except OSError:
-            pass
-        time.sleep(0.02)
-    stdout, stderr = p.communicate()
-    wall = time.monotonic() - t0
-    if p.returncode != 0:
-        sys.exit(f"{args} failed: {stderr}")
-    return wall, stdout, hwm
+    """Runs the xtask, polling its own peak RSS (VmHWM, not the docker CLIs it starts); its stdout
+    goes into a file (a long listing would fill a pipe nobody reads while it runs)."""
+    with tempfile.TemporaryFile() as out:
+        t0 = time.monotonic()
+        p = subprocess.Popen(args, stdout=out, stderr=subprocess.PIPE, text=True, env=env)
+        hwm = 0
+        while p.poll() is None:
+            try:
+                for line in open(f"/proc/{p.pid}/status"):
+                    if line.startswith("VmHWM:"):
+                        hwm = max(hwm, int(line.split()[1]))
+            except OSError:
+                pass
+            time.sleep(0.01)
+        wall = time.monotonic() - t0
+        stderr = p.stderr.read()
+        if p.returncode != 0:
+            sys.exit(f"{args} failed: {stderr}")
+        out.seek(0)
+        return wall, out.read().decode(), hwm
 
 
 def write_section(title, section):

@@ -14,32 +14,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import backup_bench as bb  # noqa: E402
 
 
-def run(args, env):
-    """Runs the xtask with its stdout into a file (a listing fills a pipe nobody reads while it
-    runs), polling its peak RSS (VmHWM): (wall, stdout, peak KiB)."""
-    with tempfile.TemporaryFile() as out:
-        t0 = time.monotonic()
-        p = subprocess.Popen(args, stdout=out, stderr=subprocess.PIPE, text=True, env=env)
-        hwm = 0
-        while p.poll() is None:
-            try:
-                for line in open(f"/proc/{p.pid}/status"):
-                    if line.startswith("VmHWM:"):
-                        hwm = max(hwm, int(line.split()[1]))
-            except OSError:
-                pass
-            time.sleep(0.01)
-        wall = time.monotonic() - t0
-        stderr = p.stderr.read()
-        if p.returncode != 0:
-            sys.exit(f"{args} failed: {stderr}")
-        out.seek(0)
-        return wall, out.read().decode(), hwm
-
-
 def one_mib_file(a, compose, archive, env):
     """A regular file of 0.9 to 1.1 MiB in the archive (as `ls` names it), and the volume."""
-    _, stdout, _ = run([a.xtask, "--file", compose, "--quiet", "ls", archive, "--json"], env)
+    _, stdout, _ = bb.run_xtask([a.xtask, "--file", compose, "--quiet", "ls", archive, "--json"], env)
     entries = json.loads(stdout)["entries"]
     files = [e for e in entries if e["type"] == "file"]
     if not files:
@@ -53,7 +30,7 @@ def median_of(a, make_args, env, prepare=None):
     for i in range(a.runs):
         if prepare:
             prepare(i)
-        wall, _, hwm = run(make_args(i), env)
+        wall, _, hwm = bb.run_xtask(make_args(i), env)
         walls.append(wall)
         hwms.append(hwm)
     return statistics.median(walls), max(hwms) / 1024
@@ -76,7 +53,7 @@ def main():
         for label, extra in (("zstd", []), ("zstd-b", []), ("gzip", ["--compression", "gzip"])):
             d = os.path.join(work, label)
             push = ["--push", "bench"] if label == "zstd" else []
-            _, stdout, _ = run([a.xtask, "--file", compose, "--quiet", "backup", "--output-dir", d, "--json"]
+            _, stdout, _ = bb.run_xtask([a.xtask, "--file", compose, "--quiet", "backup", "--output-dir", d, "--json"]
                                + extra + push, env)
             archives[label] = json.loads(stdout)["path"]
         name, name_size, entries = one_mib_file(a, compose, archives["zstd"], env)
