@@ -238,6 +238,9 @@ fn a_wrong_password_or_a_killed_push_changes_nothing_that_counts() {
     seed_sample(&stack);
     stack.xtask_ok(&["backup", "--push", "vault", "--yes", "--output-dir", archives.s()]);
     let good = stack.xtask_json(&["backups", "--remote", "vault", "--json"])[0]["file"].as_str().unwrap().to_string();
+    // Its record and its trees (the volumes read by restic as file trees).
+    let snapshots = repo.tags().len();
+    assert_eq!(snapshots, 2, "{:?}", repo.tags());
 
     // A wrong password: refused, nothing read or written.
     let wrong = dir.0.join("wrong.pw");
@@ -245,7 +248,7 @@ fn a_wrong_password_or_a_killed_push_changes_nothing_that_counts() {
     let bad = stack_with_vault("vaultkill-bad", &dir, &repo.path, &wrong);
     let (ok, _, err) = bad.xtask(&["backups", "--remote", "vault"]);
     assert!(!ok && err.contains("does not open its restic repository"), "{err}");
-    assert_eq!(repo.tags().len(), 1, "nothing was written");
+    assert_eq!(repo.tags().len(), snapshots, "nothing was written");
 
     // A big archive whose push is killed half-way: first the tool (restic then sees its input
     // end and may store the truncated stream), then restic itself.

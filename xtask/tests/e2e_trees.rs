@@ -6,7 +6,8 @@
 //! one file that changed; a trees snapshot forged by someone with the repository's password (a
 //! device node) is refused before anything changes, and under `x-xtask.sign` a record pointed at
 //! another tree is untrusted; an archive whose record lost its completion tag is INCOMPLETE and
-//! never used; `prune --remote` forgets an archive with its trees snapshot.
+//! never used; `prune --remote` forgets an archive with its trees snapshot; a backup that keeps
+//! its local archive (whole) pushes the tree form too.
 #![allow(clippy::disallowed_methods)]
 
 mod common;
@@ -356,4 +357,55 @@ fn prune_forgets_a_tree_archive_together_with_its_trees() {
     let part = left.iter().find(|s| s["tags"].as_array().unwrap().iter().any(|t| t == "part=trees")).unwrap();
     assert_eq!(part["tree"].as_str(), Some(newer_tree.as_str()), "the kept archive's own trees");
     bed.stack.xtask_ok(&["verify", "--remote", "vault", "--latest", "--output-dir", bed.backups.s()]);
+}
+
+/// The default `backup --push VAULT` keeps its local archive whole (every volume and bind in
+/// its stream, verified, its own index) and still pushes the trees form: the repository's record
+/// names the trees, restic skips what did not change on the next night, and a restore from the
+/// repository brings back what the local archive holds.
+#[test]
+fn a_backup_that_keeps_its_local_archive_pushes_the_trees_too() {
+    if !ready() {
+        return;
+    }
+    let bed = Bed::new("trees-local");
+    bed.stack.xtask_ok(&["up"]);
+    seed(&bed);
+    let dir = bed.backups.s();
+    let (ok, _, err) = bed.stack.xtask(&["backup", "--push", "vault", "--all", "--yes", "--output-dir", dir]);
+    assert!(ok, "{err}");
+    let media_at = format!("{}-media: read by restic as a file tree at /", bed.stack.project);
+    assert!(err.contains(&media_at), "the tree form although a local archive is kept: {err}");
+    let listed = bed.archives();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["complete"], true, "{listed}");
+    assert_eq!(listed[0]["trees"].as_str().map(str::len), Some(64), "{listed}");
+
+    // The local archive holds every volume and bind itself, and verifies.
+    let local = std::fs::read_dir(&bed.backups.0).unwrap().flatten().map(|e| e.path()).find(|p| {
+        p.file_name().unwrap().to_string_lossy().starts_with("full_backup_") && !p.to_string_lossy().ends_with(".sig")
+    });
+    let local = local.unwrap_or_else(|| panic!("no local archive in {}", bed.backups.s()));
+    assert_eq!(listed[0]["file"].as_str(), local.file_name().unwrap().to_str(), "the same name in both places");
+    let names: Vec<String> = load(&local).iter().map(|e| String::from_utf8_lossy(&e.name).into_owned()).collect();
+    for v in ["media", "scratch"] {
+        let photo = format!("volumes/{}-{v}/sub dir/photo 1.jpg", bed.stack.project);
+        assert!(names.contains(&photo), "{photo} in the local archive: {names:?}");
+    }
+    assert!(names.iter().any(|n| n.starts_with("binds/") && n.ends_with("/photo 1.jpg")), "{names:?}");
+    bed.stack.xtask_ok(&["verify", local.to_str().unwrap(), "--output-dir", dir]);
+
+    // The next backup: restic's parent is the first one's trees.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::fs::write(bed.project.0.join("photos/later.txt"), "later").unwrap();
+    let (ok, _, err) = bed.stack.xtask(&["backup", "--push", "vault", "--all", "--yes", "--output-dir", dir]);
+    assert!(ok && err.contains("unchanged files skipped"), "{err}");
+    let before = bed.state();
+
+    bed.stack.xtask_ok(&["clean-all", "--confirm", "DELETE EVERYTHING"]);
+    let photos = bed.project.0.join("photos");
+    std::fs::remove_dir_all(&photos).unwrap();
+    std::fs::create_dir_all(&photos).unwrap();
+    bed.stack.xtask_ok(&["restore", "--remote", "vault", "--latest", "--yes", "--output-dir", dir]);
+    assert_eq!(bed.state(), before, "the repository's trees bring back what was there");
 }

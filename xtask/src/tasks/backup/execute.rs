@@ -377,7 +377,9 @@ impl Target {
 }
 
 /// The archive itself: metadata, dumps, then each volume streamed from a read-only helper.
-/// Returns its path, size and what it holds.
+/// Returns its path, size and what it holds. With a restic push in the tree form and a local
+/// archive kept, two streams: the local archive whole, then the repository's record (the
+/// metadata naming the trees, the dumps, the volumes in the stream form: [`write_record`]).
 fn write_archive(
     ctx: &Ctx,
     plan: &BackupPlan,
@@ -387,32 +389,99 @@ fn write_archive(
     dumps: Vec<dump::Dumped>,
     sources: &Sources,
 ) -> Result<Written> {
-    let docker = ctx.docker()?;
     if crate::store::trust::Policy::of(ctx)?.signing.is_some() {
         // Asked before anything is written: an archive that cannot be signed would be untrusted.
         crate::engine::sign::key_file()?;
     }
     let Target { started, final_path, file_name } = target;
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let mut delivery = start_delivery(ctx, plan, vault, &file_name)?;
     let local = plan.keep_local || delivery.tap.is_none();
-    let out =
-        archive::Outputs { local, seal: plan.seal.as_ref(), mirror: delivery.mirror.take(), tap: delivery.tap.take() };
-    let mut writer = ArchiveWriter::create_with(&final_path, plan.compression, threads, out)?;
-    let config = ctx.model()?.1.clone().unwrap_or_default();
-    let infos: Vec<DbInfo> = dumps.iter().map(|d| d.info.clone()).collect();
+    // The tree form beside a local archive: the local one holds every volume, the record not.
+    let split = local && delivery.tap.is_some() && !sources.trees.is_empty();
+    let tap = if split { None } else { delivery.tap.take() };
+    let out = archive::Outputs { local, seal: plan.seal.as_ref(), mirror: delivery.mirror.take(), tap };
+    let mut writer = ArchiveWriter::create_with(&final_path, plan.compression, threads(), out)?;
     let created_at = started.format(&time::format_description::well_known::Rfc3339)?;
-    let meta = metadata(ctx, plan, opts, &config, infos, sources, created_at)?;
+    let trees = if split { BTreeMap::new() } else { sources.trees.clone() };
+    let content = Content { dumps: &dumps, sources, trees: &trees, created_at: &created_at };
+    write_content(ctx, plan, opts, &mut writer, &content)?;
+    let stats = writer.stats;
+    let mut committed = writer.commit_all()?;
+    let (bytes, sha256) = (committed.size, committed.sha256);
+    // Written by this host: a push of exactly these bytes counts as its own in the remote.
+    if let Err(e) = crate::store::pushed::record_written(&file_name, &sha256) {
+        eprintln!("warning: {file_name} is not in this host's record of backups ({e:#}); a push of it will not count as this host's");
+    }
+    if local {
+        crate::store::trust::sign_local(ctx, &final_path, committed.size, committed.sha256, committed.index_sha256)
+            .with_context(|| format!("the archive {} was written but not signed", final_path.display()))?;
+    }
+    if split {
+        let content = Content { trees: &sources.trees, ..content };
+        committed.tapped = write_record(ctx, plan, opts, &final_path, delivery.tap.take(), &content)?;
+    }
+    drop(dumps);
+    let trees: Vec<String> = sources.trees.values().cloned().collect();
+    deliver(ctx, opts, delivery, (&final_path, &trees), committed, local)?;
+    Ok(Written { path: final_path, bytes, stats, sha256, local })
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+}
+
+/// What goes into an archive's stream: the dumps, the volumes (those in `trees` left to
+/// restic), the metadata made of them.
+#[derive(Clone, Copy)]
+struct Content<'a> {
+    dumps: &'a [dump::Dumped],
+    sources: &'a Sources<'a>,
+    trees: &'a BTreeMap<String, String>,
+    created_at: &'a str,
+}
+
+/// The repository's record beside a kept local archive, into the restic push's `tap`: tar only
+/// (restic compresses), the dumps read again from their files, the volumes in the stream form
+/// copied again (on a local engine these are few: volumes with mount options, unreadable binds).
+/// The trees are read by restic once this is written, the services still as for the copy.
+fn write_record(
+    ctx: &Ctx,
+    plan: &BackupPlan,
+    opts: &Options,
+    final_path: &Path,
+    tap: Option<crate::engine::process::ToolWriter>,
+    content: &Content,
+) -> Result<Option<archive::tap::Tapped>> {
+    let out = archive::Outputs { local: false, seal: None, mirror: None, tap };
+    let mut writer = ArchiveWriter::create_with(final_path, plan.compression, threads(), out)?;
+    write_content(ctx, plan, opts, &mut writer, content).context("write the archive's record for the restic push")?;
+    let committed = writer.commit_all().context("write the archive's record for the restic push")?;
+    Ok(committed.tapped)
+}
+
+/// Writes `content` into `writer`: the metadata (checked by the grammar verify and restore
+/// will apply), each dump, then each volume not in `content.trees`.
+fn write_content(
+    ctx: &Ctx,
+    plan: &BackupPlan,
+    opts: &Options,
+    writer: &mut ArchiveWriter,
+    content: &Content,
+) -> Result<()> {
+    let docker = ctx.docker()?;
+    let config = ctx.model()?.1.clone().unwrap_or_default();
+    let infos: Vec<DbInfo> = content.dumps.iter().map(|d| d.info.clone()).collect();
+    let meta = metadata(ctx, plan, opts, &config, infos, content)?;
     // What verify and restore will demand of the archive, demanded of it before it is written.
     grammar::check_metadata(&meta)
         .context("this backup cannot be archived as it is (rename what the message names)")?;
-    archive::write_metadata(&mut writer, &meta)?;
-    for (entry, file) in dumps.iter().flat_map(|d| &d.files) {
+    archive::write_metadata(writer, &meta)?;
+    for (entry, file) in content.dumps.iter().flat_map(|d| &d.files) {
         // Read through the descriptor it was written and checked through: it has no name.
         writer.add_file(entry, file.len()?, file.reader()).with_context(|| format!("add {entry}"))?;
     }
-    drop(dumps);
-    for v in sources.volumes.iter().filter(|v| !sources.trees.contains_key(&v.name)) {
+    let sources = content.sources;
+    for v in sources.volumes.iter().filter(|v| !content.trees.contains_key(&v.name)) {
         crate::signals::check()?;
         let total = sources.sizes.get(v.source()).copied().unwrap_or(0);
         let progress = ctx.ui.progress_to(&format!("copy volume {}", v.source()), total);
@@ -426,20 +495,7 @@ fn write_archive(
         child.finish().with_context(|| format!("back up volume {}", v.name))?;
         progress.finish(&format!("volume {}: {} files, {}", v.name, stats.files, human_bytes(stats.bytes)));
     }
-    let stats = writer.stats;
-    let committed = writer.commit_all()?;
-    let (bytes, sha256) = (committed.size, committed.sha256);
-    // Written by this host: a push of exactly these bytes counts as its own in the remote.
-    if let Err(e) = crate::store::pushed::record_written(&file_name, &sha256) {
-        eprintln!("warning: {file_name} is not in this host's record of backups ({e:#}); a push of it will not count as this host's");
-    }
-    if local {
-        crate::store::trust::sign_local(ctx, &final_path, committed.size, committed.sha256, committed.index_sha256)
-            .with_context(|| format!("the archive {} was written but not signed", final_path.display()))?;
-    }
-    let trees: Vec<String> = sources.trees.values().cloned().collect();
-    deliver(ctx, opts, delivery, (&final_path, &trees), committed, local)?;
-    Ok(Written { path: final_path, bytes, stats, sha256, local })
+    Ok(())
 }
 
 /// What [`write_archive`] made: the archive's path (not there when `local` is false: the tar
@@ -534,8 +590,8 @@ fn deliver(
     }
 }
 
-fn volume_info(plan: &BackupPlan, v: &VolumeChoice, sources: &Sources) -> VolumeInfo {
-    let sizes = &sources.sizes;
+fn volume_info(plan: &BackupPlan, v: &VolumeChoice, content: &Content) -> VolumeInfo {
+    let sizes = &content.sources.sizes;
     let consistency = if plan.redis.iter().any(|r| r.volumes.contains(&v.name)) {
         "redis-save"
     } else if plan.stop || !v.stop_for_copy.is_empty() {
@@ -559,7 +615,7 @@ fn volume_info(plan: &BackupPlan, v: &VolumeChoice, sources: &Sources) -> Volume
             .iter()
             .map(|(service, target)| archive::BindMount { service: service.clone(), target: target.clone() })
             .collect(),
-        tree: sources.trees.get(&v.name).cloned(),
+        tree: content.trees.get(&v.name).cloned(),
     }
 }
 
@@ -569,10 +625,9 @@ fn metadata(
     opts: &Options,
     config_json: &str,
     databases: Vec<DbInfo>,
-    sources: &Sources,
-    created_at: String,
+    content: &Content,
 ) -> Result<Metadata> {
-    let (volumes, skipped) = (&sources.volumes, &sources.skipped);
+    let (volumes, skipped) = (&content.sources.volumes, &content.sources.skipped);
     let mut entries =
         vec![archive::EntryInfo { path: archive::METADATA.into(), what: "this description of the archive".into() }];
     for db in &databases {
@@ -588,7 +643,7 @@ fn metadata(
                     None => format!("the files of volume {} (role {})", v.name, v.role.as_str()),
                 },
             });
-            volume_info(plan, v, sources)
+            volume_info(plan, v, content)
         })
         .collect();
     entries.push(archive::EntryInfo {
@@ -603,7 +658,7 @@ fn metadata(
         compose_files: ctx.stack.files.iter().map(|f| f.display().to_string()).collect(),
         model_sha256: archive::hex(&Sha256::digest(config_json.as_bytes())),
         environment: opts.environment.clone(),
-        created_at,
+        created_at: content.created_at.to_string(),
         tool_version: env!("CARGO_PKG_VERSION").into(),
         tag: opts.tag.clone(),
         entries,

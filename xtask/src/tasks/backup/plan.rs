@@ -523,14 +523,17 @@ impl BackupPlan {
                 }
             }
             (Some(r), true, keep) => {
-                out.push_str(&format!("  - its tar stream into the restic repository {r} while it is written\n"));
-                if !keep {
-                    out.push_str("  - no local copy (--no-keep-local): the stream goes only into the repository\n");
+                out.push_str(&format!(
+                    "  - into the restic repository {r}: volumes and binds as file trees read by restic where \
+                     they live (a local engine, a plain directory this user can read), so unchanged files are \
+                     skipped; the others, the dumps and the metadata in a tar stream\n"
+                ));
+                if keep {
                     out.push_str(
-                        "  - volumes and binds as file trees read by restic where they live (a local engine, a \
-                         plain directory this user can read), so unchanged files are skipped; the others in \
-                         the stream\n",
+                        "  - the local archive holds every volume; the repository's stream is written after it\n",
                     );
+                } else {
+                    out.push_str("  - no local copy (--no-keep-local): the stream goes only into the repository\n");
                 }
             }
             (None, ..) => {}

@@ -1,4 +1,4 @@
-//! The tree form of `backup --push VAULT --no-keep-local` (docs/design.md, "The deduplicated
+//! The tree form of `backup --push VAULT` (docs/design.md, "The deduplicated
 //! tier"): which copied volumes and binds restic reads as file trees where they live, so its
 //! parent snapshot lets it skip unchanged files by their metadata. A named volume is read at its
 //! mountpoint when the engine is local and the volume is a plain directory of the local driver
@@ -22,10 +22,10 @@ pub enum Form {
     Stream(String),
 }
 
-/// The tree form applies: a push into a restic repository that keeps no local archive (a local
-/// archive must hold every volume, so it is read whole anyway and its stream goes in).
+/// The tree form applies: a push into a restic repository (with a local archive kept, that one
+/// holds every volume, and the repository's record is a second stream: `execute::write_record`).
 pub fn wanted(plan: &BackupPlan) -> bool {
-    plan.push_vault && !plan.keep_local
+    plan.push_vault
 }
 
 /// The form of each of `volumes` (by name): pure, from whether the engine is local, the plain
