@@ -111,6 +111,60 @@ pub fn private_temp_dir(prefix: &str) -> Result<TempDir> {
     Ok(TempDir { path: fresh_private_dir(&std::env::temp_dir(), &format!("{prefix}-"))? })
 }
 
+/// A [`TempDir`] whose process holds an exclusive lock (flock) on its `.held` file while it
+/// lives: a run killed (SIGKILL, a crash, the machine) leaves it unlocked, and
+/// [`sweep_unheld`] removes it later, whatever pid namespace either ran in.
+pub struct HeldTempDir {
+    pub dir: TempDir,
+    _held: std::fs::File,
+}
+
+/// A new [`private_temp_dir`], held.
+pub fn held_temp_dir(prefix: &str) -> Result<HeldTempDir> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = private_temp_dir(prefix)?;
+    let path = dir.path.join(".held");
+    let held = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("create {}", path.display()))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(std::os::unix::io::AsRawFd::as_raw_fd(&held), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!("lock {}: {}", path.display(), std::io::Error::last_os_error());
+    }
+    Ok(HeldTempDir { dir, _held: held })
+}
+
+/// Removes the directories [`held_temp_dir`] made with `prefix` under the system's temporary
+/// directory that this user owns and no process holds any more (left by a killed run); returns
+/// them. One whose `.held` cannot be opened (being made, or not ours) is left alone.
+pub fn sweep_unheld(prefix: &str) -> Vec<PathBuf> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return Vec::new() };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let mut removed = Vec::new();
+    for e in entries.flatten() {
+        let path = e.path();
+        let ours = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == me);
+        if !ours || !e.file_name().to_string_lossy().starts_with(&format!("{prefix}-")) {
+            continue;
+        }
+        let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK;
+        let Ok(held) = std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path.join(".held")) else {
+            continue;
+        };
+        // SAFETY: flock on a descriptor this function owns.
+        let free = unsafe { libc::flock(std::os::unix::io::AsRawFd::as_raw_fd(&held), libc::LOCK_EX | libc::LOCK_NB) };
+        if free == 0 && held.metadata().is_ok_and(|m| m.is_file()) && std::fs::remove_dir_all(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    removed
+}
+
 /// Creates a new directory (0700) in `parent` named `PREFIXPID-N-RANDOM`: the process's id
 /// first (sweepers of dead runs read it), then a counter and 64 unguessable bits; a name someone
 /// else took is skipped, never reused.
@@ -378,5 +432,22 @@ mod tests {
         assert_eq!(ops, Path::new("/home/ops/.local/state/xtask/pushed"));
         assert_eq!(home_of(passwd, 7), None, "a relative home is not one");
         assert_eq!(home_of(passwd, 1), None);
+    }
+
+    /// A directory left by a killed run (its `.held` no longer locked) is swept; one whose
+    /// process lives is not, nor one without `.held`.
+    #[test]
+    fn only_directories_nobody_holds_are_swept() {
+        let prefix = format!("xtask-sweep-test-{}", std::process::id());
+        let live = held_temp_dir(&prefix).unwrap();
+        let left = private_temp_dir(&prefix).unwrap();
+        std::fs::write(left.path.join(".held"), "").unwrap();
+        let making = private_temp_dir(&prefix).unwrap();
+        let removed = sweep_unheld(&prefix);
+        assert_eq!(removed, std::slice::from_ref(&left.path));
+        assert!(live.dir.path.exists() && making.path.exists() && !left.path.exists());
+        let live_path = live.dir.path.clone();
+        drop(live);
+        assert!(!live_path.exists(), "removed when dropped");
     }
 }

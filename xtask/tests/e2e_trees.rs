@@ -7,7 +7,8 @@
 //! device node) is refused before anything changes, and under `x-xtask.sign` a record pointed at
 //! another tree is untrusted; an archive whose record lost its completion tag is INCOMPLETE and
 //! never used; `prune --remote` forgets an archive with its trees snapshot; a backup that keeps
-//! its local archive (whole) pushes the tree form too.
+//! its local archive (whole) pushes the tree form too, and `restore --only` reads the trees of
+//! the volumes it restores alone.
 #![allow(clippy::disallowed_methods)]
 
 mod common;
@@ -408,4 +409,15 @@ fn a_backup_that_keeps_its_local_archive_pushes_the_trees_too() {
     std::fs::create_dir_all(&photos).unwrap();
     bed.stack.xtask_ok(&["restore", "--remote", "vault", "--latest", "--yes", "--output-dir", dir]);
     assert_eq!(bed.state(), before, "the repository's trees bring back what was there");
+
+    // `--only media`: the volume comes back, the bind (whose tree restic was not asked for) keeps
+    // what it has now.
+    on_volume(&bed.stack.volume("media"), Access::Write, "rm -rf '/v/sub dir' && echo changed > /v/ünïcode.txt");
+    std::fs::write(photos.join("after.txt"), "written after the backup").unwrap();
+    let only = ["restore", "--remote", "vault", "--latest", "--only", "media", "--yes", "--no-safety-backup"];
+    bed.stack.xtask_ok(&[&only[..], &["--output-dir", dir]].concat());
+    let now = bed.state();
+    let media = |s: &str| s.split("photos:").next().unwrap().to_string();
+    assert_eq!(media(&now), media(&before), "the volume asked for came back");
+    assert!(now.contains("./after.txt|"), "the bind not asked for was left alone: {now}");
 }

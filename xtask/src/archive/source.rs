@@ -55,6 +55,8 @@ enum Origin {
         file: String,
         tar_sha256: [u8; 32],
         trees: String,
+        /// Only these volumes' trees ([`Source::only_volumes`]); None: all.
+        only: Option<std::collections::BTreeSet<String>>,
     },
 }
 
@@ -114,8 +116,28 @@ impl Source {
             file: file.to_string(),
             tar_sha256,
             trees: trees.to_string(),
+            only: None,
         };
         Source::of(origin, None, path)
+    }
+
+    /// The metadata `meta` of this archive as a read from now on gives it ([`Source::only_volumes`]).
+    pub fn as_read(&self, meta: Metadata) -> Metadata {
+        match &self.origin {
+            Origin::ResticTrees { only, .. } => trees::leave_out(meta, only.as_ref()),
+            _ => meta,
+        }
+    }
+
+    /// A restore of some volumes: a tree-form archive read from now on holds only these of its
+    /// trees (restic restores no others: a database restored from an archive beside a photo
+    /// library does not restore the library first). A read already started ahead is dropped.
+    /// Nothing for other archives, which are read whole.
+    pub fn only_volumes(&mut self, names: std::collections::BTreeSet<String>) {
+        if let Origin::ResticTrees { only, .. } = &mut self.origin {
+            *only = Some(names);
+            *self.next.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+        }
     }
 
     fn of(origin: Origin, identity: Option<PathBuf>, path: PathBuf) -> Source {
@@ -262,7 +284,7 @@ impl Source {
                 recorded_by: "its push recorded",
                 checked: false,
             }),
-            Origin::ResticTrees { restic, snapshot, file, tar_sha256, trees } => {
+            Origin::ResticTrees { restic, snapshot, file, tar_sha256, trees, only } => {
                 let record = DigestChecked {
                     inner: HashingReader::new(restic.dump(snapshot, file)?),
                     expected: *tar_sha256,
@@ -271,7 +293,7 @@ impl Source {
                     checked: false,
                 };
                 let staged = StagedTrees { restic: restic.clone(), snapshot: trees.clone(), dir: None };
-                trees::spawn_merge(Box::new(record), Box::new(staged))
+                trees::spawn_merge(Box::new(record), Box::new(staged), only.clone())
             }
         })
     }
@@ -291,12 +313,13 @@ impl Source {
                 file: file.clone(),
                 tar_sha256: *tar_sha256,
             },
-            Origin::ResticTrees { restic, snapshot, file, tar_sha256, trees } => Origin::ResticTrees {
+            Origin::ResticTrees { restic, snapshot, file, tar_sha256, trees, only } => Origin::ResticTrees {
                 restic: restic.clone(),
                 snapshot: snapshot.clone(),
                 file: file.clone(),
                 tar_sha256: *tar_sha256,
                 trees: trees.clone(),
+                only: only.clone(),
             },
         };
         let copy = Source::of(origin, self.identity.clone(), self.path.clone());
@@ -326,8 +349,11 @@ impl Source {
 struct StagedTrees {
     restic: std::sync::Arc<Restic>,
     snapshot: String,
-    dir: Option<crate::files::TempDir>,
+    dir: Option<crate::files::HeldTempDir>,
 }
+
+/// The prefix of the directories the trees are restored into, under `$TMPDIR`.
+const TREES_DIR: &str = "xtask-trees";
 
 impl trees::Trees for StagedTrees {
     fn prepare(&mut self, meta: &Metadata, go_on: &dyn Fn() -> Result<()>) -> Result<()> {
@@ -336,7 +362,15 @@ impl trees::Trees for StagedTrees {
                 trees::tree_path(tree).with_context(|| format!("volume {} of the archive", v.name))?;
             }
         }
-        let dir = crate::files::private_temp_dir("xtask-trees")?;
+        let paths: Vec<&str> = meta.volumes.iter().filter_map(|v| v.tree.as_deref()).collect();
+        if paths.is_empty() {
+            return Ok(());
+        }
+        for left in crate::files::sweep_unheld(TREES_DIR) {
+            eprintln!("note: removed {}, file trees left by an interrupted read", left.display());
+        }
+        let held = crate::files::held_temp_dir(TREES_DIR)?;
+        let dir = &held.dir;
         // Room for the trees as they were measured at backup (restic restores them whole).
         let needed: u64 = meta.volumes.iter().filter(|v| v.tree.is_some()).filter_map(|v| v.size_bytes).sum();
         let free = crate::files::free_space(&dir.path)?;
@@ -348,15 +382,15 @@ impl trees::Trees for StagedTrees {
                 needed
             );
         }
-        self.restic.restore_into(&self.snapshot, &dir.path, go_on).with_context(|| {
+        self.restic.restore_into(&self.snapshot, &dir.path, &paths, go_on).with_context(|| {
             format!("restore the file trees of snapshot {} into {}", self.snapshot, dir.path.display())
         })?;
-        self.dir = Some(dir);
+        self.dir = Some(held);
         Ok(())
     }
 
     fn tar(&mut self, volume: &VolumeInfo) -> Result<Box<dyn Read + Send>> {
-        let dir = self.dir.as_ref().context("the trees were not restored")?;
+        let dir = &self.dir.as_ref().context("the trees were not restored")?.dir;
         let tree = volume.tree.as_deref().context("a volume without a tree")?;
         let staged = dir.path.join(trees::tree_path(tree)?);
         crate::files::refuse_symlinks(&staged)

@@ -10,6 +10,7 @@
 //! Nothing here trusts the trees: a name that leaves its volume, a hard link out of it, an
 //! unsupported type fail the merge, and the grammar judges the rest (special files, modes).
 
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -33,7 +34,14 @@ pub trait Trees {
 
 /// Writes the archive the record stream `record` and its `trees` make into `out` (see the
 /// module's header). The record is read to its very end before any tree is touched.
-pub fn merge(record: impl Read, trees: &mut dyn Trees, out: impl Write, go_on: &dyn Fn() -> Result<()>) -> Result<()> {
+/// With `only` (volume names: a restore of some volumes), the trees of the others are left out,
+/// from the metadata too: the merged archive is then a view that holds those volumes alone.
+pub fn merge(
+    record: impl Read,
+    trees: &mut dyn Trees,
+    out: impl Write,
+    (go_on, only): (&dyn Fn() -> Result<()>, Option<&BTreeSet<String>>),
+) -> Result<()> {
     let mut builder = tar::Builder::new(out);
     builder.mode(tar::HeaderMode::Complete);
     let mut archive = tar::Archive::new(io::BufReader::with_capacity(1 << 20, record));
@@ -51,7 +59,7 @@ pub fn merge(record: impl Read, trees: &mut dyn Trees, out: impl Write, go_on: &
         } else if path == METADATA.as_bytes() && meta.is_none() {
             let mut text = Vec::new();
             entry.read_to_end(&mut text).context("read the record's metadata.json")?;
-            let merged = as_merged(parse_metadata(&text).context("read the record's metadata.json")?);
+            let merged = as_merged(parse_metadata(&text).context("read the record's metadata.json")?, only);
             let json = serde_json::to_vec_pretty(&merged)?;
             let mut header = entry.header().clone();
             header.set_size(json.len() as u64);
@@ -82,10 +90,28 @@ pub fn merge(record: impl Read, trees: &mut dyn Trees, out: impl Write, go_on: &
 /// The record's metadata as the merged archive's: an index (format version 4) would list the
 /// record's entries only, so the merged archive is read as version 3, without one (every file
 /// still in `SHA256SUMS`; `ls` and `cat` read it whole, as any restic archive).
-fn as_merged(mut meta: Metadata) -> Metadata {
+/// With `only`, the tree volumes not in it are left out ([`leave_out`]).
+fn as_merged(mut meta: Metadata, only: Option<&BTreeSet<String>>) -> Metadata {
     if meta.format_version >= INDEXED_SINCE {
         meta.format_version = INDEXED_SINCE - 1;
         meta.entries.retain(|e| e.path != INDEX);
+    }
+    leave_out(meta, only)
+}
+
+/// The metadata of a merged archive read with `only` (volume names): the tree volumes not in it
+/// left out (the stream-form ones are in the record and stay). The same on metadata it was
+/// already applied to.
+pub fn leave_out(mut meta: Metadata, only: Option<&BTreeSet<String>>) -> Metadata {
+    if let Some(only) = only {
+        let left_out: Vec<String> = meta
+            .volumes
+            .iter()
+            .filter(|v| v.tree.is_some() && !only.contains(&v.name))
+            .map(|v| volume_prefix(&v.name))
+            .collect();
+        meta.volumes.retain(|v| !left_out.contains(&v.entry));
+        meta.entries.retain(|e| !left_out.contains(&e.path));
     }
     meta
 }
@@ -193,7 +219,11 @@ pub fn tree_path(tree: &str) -> Result<&str> {
 /// The merged archive of [`merge`] made on a thread of its own and read through the returned
 /// reader; a failure there is the reader's error (never a clean end), and dropping the reader
 /// stops the thread at its next write.
-pub fn spawn_merge(record: Box<dyn Read + Send>, mut trees: Box<dyn Trees + Send>) -> Box<dyn Read + Send> {
+pub fn spawn_merge(
+    record: Box<dyn Read + Send>,
+    mut trees: Box<dyn Trees + Send>,
+    only: Option<BTreeSet<String>>,
+) -> Box<dyn Read + Send> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(2);
     let gone = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader_gone = gone.clone();
@@ -203,7 +233,7 @@ pub fn spawn_merge(record: Box<dyn Read + Send>, mut trees: Box<dyn Trees + Send
             true => bail!("the merged archive is read no more"),
             false => Ok(()),
         };
-        let result = merge(record, trees.as_mut(), &mut out, &go_on).and_then(|()| Ok(out.flush()?));
+        let result = merge(record, trees.as_mut(), &mut out, (&go_on, only.as_ref())).and_then(|()| Ok(out.flush()?));
         drop(trees);
         if let Err(e) = result {
             let _ = tx.send(Err(io::Error::other(format!("{e:#}"))));

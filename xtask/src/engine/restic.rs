@@ -190,8 +190,20 @@ impl Restic {
     /// Every file of `snapshot` restored under `target` at its absolute path (`restic restore`:
     /// modes, owners as root, mtimes, symbolic links, hard links, special files).
     /// Stopped when `go_on` fails.
-    pub fn restore_into(&self, snapshot: &str, target: &std::path::Path, go_on: &dyn Fn() -> Result<()>) -> Result<()> {
-        let args = ["restore", "--no-lock", snapshot, "--target", &target.display().to_string()].map(String::from);
+    /// Only `paths` (and their parents) when each can be named as an include pattern (no glob
+    /// characters); else all of it.
+    pub fn restore_into(
+        &self,
+        snapshot: &str,
+        target: &std::path::Path,
+        paths: &[&str],
+        go_on: &dyn Fn() -> Result<()>,
+    ) -> Result<()> {
+        let mut args =
+            ["restore", "--no-lock", snapshot, "--target", &target.display().to_string()].map(String::from).to_vec();
+        if paths.iter().all(|p| !p.contains(['*', '?', '[', ']', '\\'])) {
+            args.extend(paths.iter().flat_map(|p| ["--include".to_string(), p.to_string()]));
+        }
         self.run_watched(&args, go_on).map(drop)
     }
 

@@ -65,14 +65,22 @@ impl Trees for Fixed {
 
 /// The merged archive written as a gzip file and verified by the grammar.
 fn merged_report(dir: &std::path::Path, trees: Vec<u8>) -> Result<crate::archive::Report> {
+    merged_report_of(dir, trees, None)
+}
+
+fn merged_report_of(
+    dir: &std::path::Path,
+    trees: Vec<u8>,
+    only: Option<&BTreeSet<String>>,
+) -> Result<crate::archive::Report> {
     let mut merged = Vec::new();
     let mut source = Fixed(trees, false);
     let record = record(dir);
     let names: Vec<Vec<u8>> =
         tar::Archive::new(&record[..]).entries().unwrap().map(|e| e.unwrap().path_bytes().into_owned()).collect();
     assert!(names.contains(&crate::archive::INDEX.as_bytes().to_vec()), "the record carries an index");
-    merge(&record[..], &mut source, &mut merged, &|| Ok(()))?;
-    assert!(source.1, "the trees were prepared from the metadata");
+    merge(&record[..], &mut source, &mut merged, (&|| Ok(()), only))?;
+    assert_eq!(source.1, only.is_none_or(|o| o.contains("media")), "the trees were prepared from the metadata");
     let path = dir.join("full_backup_20260101_000000.tar.gz");
     let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(&path).unwrap(), flate2::Compression::fast());
     gz.write_all(&merged).unwrap();
@@ -126,7 +134,24 @@ fn a_tree_path_names_one_place() {
 
 #[test]
 fn a_failed_merge_is_a_read_error_never_a_clean_end() {
-    let mut r = spawn_merge(Box::new(&b"not a tar"[..]), Box::new(Fixed(Vec::new(), false)));
+    let mut r = spawn_merge(Box::new(&b"not a tar"[..]), Box::new(Fixed(Vec::new(), false)), None);
     let mut out = Vec::new();
     assert!(r.read_to_end(&mut out).is_err());
+}
+
+/// A read of some volumes (a restore `--only`): the trees of the others are not asked for, and
+/// the merged archive is a whole one of the rest (its metadata without them), that verifies.
+#[test]
+fn a_merge_of_some_volumes_leaves_the_other_trees_out_of_the_metadata_too() {
+    let dir = crate::files::private_temp_dir("xtask-trees-test").unwrap();
+    let only = BTreeSet::from(["vol".to_string()]);
+    let report = merged_report_of(&dir.path, tree(&|_| {}), Some(&only)).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.volume_bytes.get("media"), None, "the tree not asked for is left out");
+    assert_eq!(report.volume_bytes.get("vol"), Some(&5), "the stream form's stays");
+    let viewed = leave_out(meta(), Some(&only));
+    assert_eq!(viewed.volumes.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), ["vol"]);
+    assert_eq!(leave_out(viewed.clone(), Some(&only)), viewed, "the same when applied again");
+    let all = BTreeSet::from(["vol".to_string(), "media".to_string()]);
+    assert!(merged_report_of(&dir.path, tree(&|_| {}), Some(&all)).unwrap().ok());
 }

@@ -185,7 +185,7 @@ pub struct Downtime {
 pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<Prepared> {
     let docker = ctx.docker()?;
     let dir = crate::store::local::prepare_dir(&opts.dir)?;
-    let src = open_source(ctx, opts, &dir)?;
+    let mut src = open_source(ctx, opts, &dir)?;
     let path = src.path.clone();
     let rules = Rules { allow_special: opts.allow_special };
     let (meta, verified) = if opts.in_place {
@@ -205,6 +205,9 @@ pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<Prepared> {
     let plan = plan(&ctx.model()?.0, &StackBinds::of(ctx, &opts.dir)?, &meta, &opts.only, opts.force)?;
     plan.check_refused(&path, opts.skip_refused)?;
     refuse_linked_binds(&plan)?;
+    // A tree-form archive in restic: only the trees of the volumes restored are restored by restic.
+    src.only_volumes(plan.volumes.iter().map(|v| v.archived.clone()).collect());
+    let meta = src.as_read(meta);
     let existing = docker.volume_names()?;
     let mut present = Vec::new();
     for v in &plan.volumes {
