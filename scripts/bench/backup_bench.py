@@ -6,6 +6,7 @@
     scripts/bench-backup.sh --mode offsite [--runs 3]   # 1 GiB: local, --push, --push + encryption
     scripts/bench-backup.sh --mode restic               # 1 GiB: the deduplicated tier, 1% changed
     scripts/bench-backup.sh --mode trees                # 1 GiB: its tree form beside plain restic, 1% changed
+    scripts/bench-backup.sh --mode photos               # 10 GiB, 60,000 files: the tree form beside plain restic, 0.1% changed
 
 For each size (MiB) a deterministic mixed dataset (../shared/bench/make-dataset.py, or the
 fallback copy here) is made once into a Docker volume `xtask-bench-<size>` (cached by label).
@@ -771,11 +772,107 @@ def write_trees_section(r):
     write_section("The restic tier's tree form", section)
 
 
+PHOTO_FILES = 60000
+
+
+def photo_library(root):
+    """About 10 GiB in the shape of a photo library: 60,000 files of 100 to 199 KiB in folders of
+    500 (an album a folder), and every 200th one 5 MiB; random bytes (photos do not compress).
+    Returns the bytes written."""
+    total = 0
+    for i in range(PHOTO_FILES):
+        d = os.path.join(root, f"album-{i // 500:03d}")
+        if i % 500 == 0:
+            os.makedirs(d, exist_ok=True)
+        size = (5 << 20) if i % 200 == 199 else (100 + (i * 7919) % 100) << 10
+        with open(os.path.join(d, f"IMG_{i:05d}.jpg"), "wb") as f:
+            f.write(os.urandom(size))
+        total += size
+    return total
+
+
+def photos_bench(a):
+    """The photo library (10 GiB, 60,000 files) in a volume: `backup --push vault --no-keep-local`
+    in the tree form, first and after 0.1% of the files were rewritten (every 1000th), beside plain
+    `restic backup` of the same directory (the volume's mountpoint) into a repository of its own."""
+    work = tempfile.mkdtemp(prefix="xtask-bench-photos-")
+    wvol = f"xtask-bench-photos-{os.getpid()}"
+    try:
+        sh("docker", "volume", "create", wvol, stdout=subprocess.DEVNULL)
+        root = out("docker", "volume", "inspect", "-f", "{{.Mountpoint}}", wvol).strip()
+        data = photo_library(root)
+        pw = os.path.join(work, "pw")
+        open(pw, "w").write("bench repository password\n")
+        compose = write_compose(work, "${BENCH_VOLUME}")
+        open(compose, "a").write(f"x-xtask:\n  remotes:\n    vault: {{url: \"restic:{work}/repo\", password_file: \"{pw}\"}}\n")
+        env = dict(os.environ, BENCH_VOLUME=wvol)
+        renv = dict(os.environ, RESTIC_REPOSITORY=f"{work}/repo", RESTIC_PASSWORD_FILE=pw)
+        fenv = dict(renv, RESTIC_REPOSITORY=f"{work}/floor")
+        x = lambda *args: [a.xtask, "--file", compose, "--quiet"] + list(args)
+        push = lambda n: run_watched(x("backup", "--push", "vault", "--no-keep-local", "--yes", "--output-dir",
+                                       f"{work}/n{n}", "--json"), env, ("restic",))
+        load = [os.getloadavg()[0]]
+        settle()
+        push1 = push(1)
+        raw1 = restic_stats(renv)
+        sh("restic", "init", "-q", env=fenv)
+        settle()
+        f1 = timed(["restic", "backup", "-q", "--host", "floor", root], env=fenv)[0]
+        fraw1 = restic_stats(fenv)
+        changed = 0
+        for i in range(0, PHOTO_FILES, 1000):
+            path = os.path.join(root, f"album-{i // 500:03d}", f"IMG_{i:05d}.jpg")
+            size = os.path.getsize(path)
+            with open(path, "wb") as f:
+                f.write(os.urandom(size))
+            changed += 1
+        load.append(os.getloadavg()[0])
+        settle()
+        push2 = push(2)
+        raw2 = restic_stats(renv)
+        settle()
+        f2 = timed(["restic", "backup", "-q", "--host", "floor", root], env=fenv)[0]
+        fraw2 = restic_stats(fenv)
+        load.append(os.getloadavg()[0])
+    finally:
+        subprocess.run(["docker", "volume", "rm", "-f", wvol], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+    rows = dict(data=data, files=PHOTO_FILES, changed=changed, push1=push1[0], push2=push2[0], raw1=raw1,
+                added=raw2 - raw1, floor1=f1, floor2=f2, floor_raw1=fraw1, floor_added=fraw2 - fraw1, load=load,
+                rss=max(push1[2]["self"], push2[2]["self"]),
+                restic_rss=max(push1[2]["restic"], push2[2]["restic"]))
+    print(json.dumps(rows), flush=True)
+    write_photos_section(rows)
+
+
+def write_photos_section(r):
+    mib = lambda b: f"{b / 1048576:.1f} MiB"
+    section = "\n".join([
+        "## The tree form on a photo library (10 GiB, 60,000 files)", "",
+        f"Measured by `scripts/bench-backup.sh --mode photos` on {time.strftime('%Y-%m-%d', time.gmtime())}, "
+        f"{os.cpu_count()} cores (load average {', '.join(f'{l:.1f}' for l in r['load'])} at the start, before the "
+        f"second pushes, at the end), restic {out('restic', 'version').split()[1]}, one run: {r['files']} files "
+        f"({mib(r['data'])}; 100 to 199 KiB, every 200th 5 MiB, random bytes) in a volume, then {r['changed']} of "
+        "them (every 1000th, 0.1%) rewritten with new bytes of the same size. Plain restic reads the same "
+        "directory (the volume's mountpoint) into a repository of its own. Both repositories are local "
+        "directories.", "",
+        "| what | `backup --push vault --no-keep-local` (tree form) | plain `restic backup` of the files | ratio | target |",
+        "| --- | --- | --- | --- | --- |",
+        f"| first | {r['push1']:.1f} s; {mib(r['raw1'])} | {r['floor1']:.1f} s; {mib(r['floor_raw1'])} | "
+        f"{r['push1'] / r['floor1']:.2f}x | 1.2x |",
+        f"| second, 0.1% changed | {r['push2']:.1f} s (**{r['push2'] / r['push1']:.3f}x the first**); added "
+        f"{mib(r['added'])} | {r['floor2']:.1f} s; added {mib(r['floor_added'])} | {r['push2'] / r['floor2']:.2f}x; "
+        f"{r['added'] / max(r['floor_added'], 1):.2f}x | 0.05x the first; 1.2x |",
+        f"| peak RSS: xtask / restic | {r['rss'] / 1024:.1f} / {r['restic_rss'] / 1024:.1f} MiB | | | 64 MiB (xtask) |",
+        ""])
+    write_section("The tree form on a photo library (10 GiB, 60,000 files)", section)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="100,1024")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--mode", choices=["backup", "restore", "mariadb", "offsite", "restic", "trees"], default="backup")
+    ap.add_argument("--mode", choices=["backup", "restore", "mariadb", "offsite", "restic", "trees", "photos"], default="backup")
     ap.add_argument("--xtask", default=os.path.join(ROOT, "target", "debug", "xtask"))
     a = ap.parse_args()
     if a.mode == "restore":
@@ -788,6 +885,8 @@ def main():
         return restic_bench(a)
     if a.mode == "trees":
         return trees_bench(a)
+    if a.mode == "photos":
+        return photos_bench(a)
     rows = []
     for size in [int(s) for s in a.sizes.split(",")]:
         vol = ensure_volume(size)

@@ -197,8 +197,12 @@ pub struct Listing {
 
 /// [`Listing`] of the project's snapshots.
 pub fn list_judged(ctx: &Ctx, restic: &Restic) -> Result<Listing> {
+    judged(ctx, restic.snapshots(&ctx.stack.name)?)
+}
+
+/// [`Listing`] of `snapshots`, the project's as `Restic::snapshots` listed them.
+pub fn judged(ctx: &Ctx, snapshots: Vec<Snapshot>) -> Result<Listing> {
     let project = ctx.stack.name.clone();
-    let snapshots = restic.snapshots(&project)?;
     let mut archives = archives_in(&snapshots, &project);
     let policy = crate::store::trust::Policy::of(ctx)?;
     if policy.signing.is_some() {

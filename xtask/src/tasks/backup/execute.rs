@@ -520,6 +520,8 @@ struct Delivery {
     /// is written (through `tap`).
     vault: Option<(VaultSpec, std::sync::Arc<crate::engine::restic::Restic>)>,
     tap: Option<crate::engine::process::ToolWriter>,
+    /// The repository's snapshots of the project, listed while the push started.
+    listed: Option<Vec<crate::engine::restic::Snapshot>>,
 }
 
 /// `--push` to a restic repository: the push started on a thread (restic's start overlaps the
@@ -534,8 +536,8 @@ fn start_vault(ctx: &Ctx, plan: &BackupPlan, opts: &Options, file_name: &str) ->
 /// Where the archive goes besides the local file: the restic push already started, or an
 /// rclone upload begun now.
 fn start_delivery(ctx: &Ctx, plan: &BackupPlan, vault: Option<Started>, file_name: &str) -> Result<Delivery> {
-    if let Some(Started { spec, restic, writer }) = vault {
-        return Ok(Delivery { vault: Some((spec, restic)), tap: Some(writer), ..Delivery::default() });
+    if let Some(Started { spec, restic, writer, listed }) = vault {
+        return Ok(Delivery { vault: Some((spec, restic)), tap: Some(writer), listed, ..Delivery::default() });
     }
     let Some(remote) = &plan.push else { return Ok(Delivery::default()) };
     let (upload, mirror) = crate::tasks::offsite::Upload::begin(ctx, remote, file_name)?;
@@ -565,7 +567,7 @@ fn deliver(
     let streamed = match tapped.writer {
         Ok(writer) => {
             let stream = (&tapped.sha256, tapped.bytes);
-            crate::tasks::offsite::vault::complete_stream(ctx, restic, (&file, trees), writer, stream)
+            crate::tasks::offsite::vault::complete_stream(ctx, restic, (&file, trees, to.listed), writer, stream)
         }
         Err(e) => Err(e.into()),
     };

@@ -22,7 +22,7 @@ use crate::archive::signature::{self, Statement};
 use crate::archive::{self, hex, HashingReader, Source};
 use crate::context::Ctx;
 use crate::engine::process::ToolWriter;
-use crate::engine::restic::{Restic, COMPLETE_TAG, PART_TAG, SIG_TAG, SIZE_TAG, TREES_TAG};
+use crate::engine::restic::{Restic, Snapshot, COMPLETE_TAG, PART_TAG, SIG_TAG, SIZE_TAG, TREES_TAG};
 use crate::model::offsite::VaultSpec;
 use crate::store::local::LocalFile;
 use crate::store::retention::{self, Retention};
@@ -75,7 +75,7 @@ fn push_one(ctx: &Ctx, restic: &Restic, item: &PushItem) -> Result<()> {
     let sent = std::io::copy(&mut stream, &mut writer)
         .with_context(|| format!("push {} to {}", item.file, restic.spec.name))?;
     let digest: [u8; 32] = stream.into_inner().inner.hasher.finalize().into();
-    let snapshot = complete_stream(ctx, restic, (&item.file, &[]), writer, (&digest, sent))?;
+    let snapshot = complete_stream(ctx, restic, (&item.file, &[], None), writer, (&digest, sent))?;
     progress.finish(&format!(
         "pushed {} ({} of tar) to {} as snapshot {}",
         item.file,
@@ -111,6 +111,9 @@ pub struct Started {
     pub spec: VaultSpec,
     pub restic: Arc<Restic>,
     pub writer: ToolWriter,
+    /// The project's snapshots as listed meanwhile (the tree form's parent is chosen from
+    /// them); None when that listing failed (it is listed again then).
+    pub listed: Option<Vec<Snapshot>>,
 }
 
 impl Starting {
@@ -122,12 +125,23 @@ impl Starting {
             let restic = Restic::open(&spec)?;
             // Both derive the key at once: the backup waits for the stream, the check says
             // whether it can work (a backup of a repository that is not there just fails).
+            // The listing too: the tree form's parent (one more key derivation, off the path).
             let mut writer = begin_stream(&project, &restic, &file)?;
-            if vault::ensure(&restic, create)? {
-                // Created just now: that first backup found no repository and ended.
-                writer = begin_stream(&project, &restic, &file)?;
-            }
-            Ok(Started { spec, restic: Arc::new(restic), writer })
+            let listing = std::thread::scope(|scope| {
+                let listing = scope.spawn(|| restic.snapshots(&project).ok());
+                let ensured = vault::ensure(&restic, create);
+                (ensured, listing.join().ok().flatten())
+            });
+            let listed = match listing {
+                (Err(e), _) => return Err(e),
+                (Ok(true), _) => {
+                    // Created just now: that first backup found no repository and ended.
+                    writer = begin_stream(&project, &restic, &file)?;
+                    Some(Vec::new())
+                }
+                (Ok(false), listed) => listed,
+            };
+            Ok(Started { spec, restic: Arc::new(restic), writer, listed })
         });
         Starting { remote, thread: Some(thread) }
     }
@@ -160,17 +174,26 @@ impl Drop for Starting {
 pub fn complete_stream(
     ctx: &Ctx,
     restic: &Restic,
-    (file, trees): (&str, &[String]),
+    (file, trees, listed): (&str, &[String], Option<Vec<Snapshot>>),
     writer: ToolWriter,
     (digest, size): (&[u8; 32], u64),
 ) -> Result<String> {
     // The trees first, the record's restic still waiting for the end of its input: a failure or
-    // a signal there drops it unfinished, so no record is saved at all.
-    let tree = match trees.is_empty() {
-        true => None,
-        false => Some(push_trees(ctx, restic, file, trees)?),
+    // a signal there drops it unfinished, so no record is saved at all. Their tree id is asked
+    // for while the record's restic finishes (a record without its tag is never used).
+    let finish = || restic.finish_backup(writer).with_context(|| format!("push {file} to {}", restic.spec.name));
+    let (tree, summary) = match trees.is_empty() {
+        true => (None, finish()?),
+        false => {
+            let trees_snapshot = push_trees(ctx, restic, file, trees, listed)?;
+            let (tree, summary) = std::thread::scope(|scope| {
+                let tree = scope.spawn(|| tree_of(restic, &trees_snapshot));
+                let summary = finish();
+                (tree.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reading the tree id panicked"))), summary)
+            });
+            (Some(tree?), summary?)
+        }
     };
-    let summary = restic.finish_backup(writer).with_context(|| format!("push {file} to {}", restic.spec.name))?;
     let snapshot = Restic::snapshot_of(&summary)?;
     let mut tags = vec![format!("{COMPLETE_TAG}{}", hex(digest))];
     if let Some(tree) = &tree {
@@ -187,12 +210,31 @@ pub fn complete_stream(
     Ok(snapshot)
 }
 
+/// The root tree id of snapshot `id`.
+fn tree_of(restic: &Restic, id: &str) -> Result<String> {
+    let tree = restic.snapshot(id)?.tree;
+    if tree.len() != 64 {
+        bail!("restic names no tree for snapshot {id}");
+    }
+    Ok(tree)
+}
+
 /// The trees of archive `file` (host paths) as one snapshot tagged `part=trees` and the archive's
-/// name, compared with the trees of the newest complete archive this reader trusts (never a
-/// parent restic would choose by itself); returns its root tree's id.
-fn push_trees(ctx: &Ctx, restic: &Restic, file: &str, paths: &[String]) -> Result<String> {
+/// name, compared with the trees of the newest complete archive this reader trusts among the
+/// project's snapshots (`listed` when listed already; never a parent restic would choose by
+/// itself); returns the snapshot's id.
+fn push_trees(
+    ctx: &Ctx,
+    restic: &Restic,
+    file: &str,
+    paths: &[String],
+    listed: Option<Vec<Snapshot>>,
+) -> Result<String> {
     let project = &ctx.stack.name;
-    let listing = vault::list_judged(ctx, restic)?;
+    let listing = match listed {
+        Some(snapshots) => vault::judged(ctx, snapshots)?,
+        None => vault::list_judged(ctx, restic)?,
+    };
     let trusted = listing.archives.iter().find(|a| a.complete && a.problem.is_none() && a.trees.is_some());
     let parent = trusted.and_then(|a| listing.part(&a.file, a.trees.as_deref().unwrap_or_default()));
     let kind = crate::store::local::name_kind(file);
@@ -209,17 +251,13 @@ fn push_trees(ctx: &Ctx, restic: &Restic, file: &str, paths: &[String]) -> Resul
         .with_context(|| format!("push the file trees of {file} to {}", restic.spec.name))?;
     let id = Restic::snapshot_of(&summary)?;
     let added = Restic::data_added(&summary).unwrap_or(0);
-    let tree = restic.snapshot(&id)?.tree;
-    if tree.len() != 64 {
-        bail!("restic names no tree for snapshot {id}");
-    }
     progress.finish(&format!(
         "file trees of {file}: snapshot {} ({} new{})",
         &id[..8.min(id.len())],
         human_bytes(added),
         if parent.is_some() { ", unchanged files skipped" } else { ", every file read" }
     ));
-    Ok(tree)
+    Ok(id)
 }
 
 /// `from` read in blocks of 1 MiB (a pipe either side), each counted by `tick`.
