@@ -269,7 +269,7 @@ pub fn bind_name(id: &str) -> String {
 
 /// Reads only the first entry, `metadata.json`, by the grammar (bounded, checked).
 pub fn read_metadata_from(src: &Source) -> Result<Metadata> {
-    let mut archive = src.tar();
+    let mut archive = src.head()?;
     let mut entries = archive.entries().context("not a zstd- or gzip-compressed tar archive")?;
     let mut first = entries
         .next()
@@ -280,7 +280,7 @@ pub fn read_metadata_from(src: &Source) -> Result<Metadata> {
     first.read_to_end(&mut text).context("read metadata.json")?;
     let meta = parse_metadata(&text)?;
     grammar::check_metadata(&meta)?;
-    Ok(meta)
+    Ok(src.as_read(meta))
 }
 
 pub fn parse_metadata(text: &[u8]) -> Result<Metadata> {

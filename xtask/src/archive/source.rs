@@ -121,11 +121,25 @@ impl Source {
         Source::of(origin, None, path)
     }
 
-    /// The metadata `meta` of this archive as a read from now on gives it ([`Source::only_volumes`]).
+    /// The metadata `meta` of this archive as a read from now on gives it: for the tree form, as
+    /// the merged archive says it (`trees::as_merged`, the trees [`Source::only_volumes`] left out).
     pub fn as_read(&self, meta: Metadata) -> Metadata {
         match &self.origin {
-            Origin::ResticTrees { only, .. } => trees::leave_out(meta, only.as_ref()),
+            Origin::ResticTrees { only, .. } => trees::as_merged(meta, only.as_ref()),
             _ => meta,
+        }
+    }
+
+    /// A stream whose first entry is the archive's `metadata.json` (for a read of it alone, then
+    /// [`Source::as_read`]): [`Source::tar`], but for the tree form the record alone, so that
+    /// no tree is restored for it (its digest is checked by the whole read that uses it, as for
+    /// any archive read in a stream).
+    pub fn head(&self) -> Result<tar::Archive<Inflated>> {
+        match &self.origin {
+            Origin::ResticTrees { restic, snapshot, file, .. } => {
+                Ok(tar::Archive::new(inflate::plain(Box::new(restic.dump(snapshot, file)?))))
+            }
+            _ => Ok(self.tar()),
         }
     }
 
@@ -156,8 +170,13 @@ impl Source {
     /// (half a second by design): the second is started along with the first and waits, its
     /// pipe full, until it is read (unless that is more than 20 s later: then a new one). Nothing
     /// for a local file.
+    /// Not for the tree form: its second read restores the trees of the volumes a restore
+    /// chose meanwhile ([`Source::only_volumes`]), and its metadata is read from the record alone
+    /// ([`Source::head`]).
     pub fn read_again_soon(&self) {
-        self.ahead.store(true, std::sync::atomic::Ordering::SeqCst);
+        if !matches!(self.origin, Origin::ResticTrees { .. }) {
+            self.ahead.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     /// The stream is the tar itself (a restic snapshot), not compressed.

@@ -91,7 +91,7 @@ pub fn merge(
 /// record's entries only, so the merged archive is read as version 3, without one (every file
 /// still in `SHA256SUMS`; `ls` and `cat` read it whole, as any restic archive).
 /// With `only`, the tree volumes not in it are left out ([`leave_out`]).
-fn as_merged(mut meta: Metadata, only: Option<&BTreeSet<String>>) -> Metadata {
+pub fn as_merged(mut meta: Metadata, only: Option<&BTreeSet<String>>) -> Metadata {
     if meta.format_version >= INDEXED_SINCE {
         meta.format_version = INDEXED_SINCE - 1;
         meta.entries.retain(|e| e.path != INDEX);
