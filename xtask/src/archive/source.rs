@@ -391,7 +391,7 @@ impl trees::Trees for StagedTrees {
         let held = crate::files::held_temp_dir(TREES_DIR)?;
         let dir = &held.dir;
         // Room for the trees as they were measured at backup (restic restores them whole).
-        let needed: u64 = meta.volumes.iter().filter(|v| v.tree.is_some()).filter_map(|v| v.size_bytes).sum();
+        let needed = trees::room_needed(meta);
         let free = crate::files::free_space(&dir.path)?;
         if free < needed {
             bail!(

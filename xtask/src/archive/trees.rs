@@ -116,6 +116,12 @@ pub fn leave_out(mut meta: Metadata, only: Option<&BTreeSet<String>>) -> Metadat
     meta
 }
 
+/// The room the trees of `meta` take once restored (their sizes as measured at backup): the
+/// metadata is untrusted input, so sizes that overflow add up to "more than any disk".
+pub fn room_needed(meta: &Metadata) -> u64 {
+    meta.volumes.iter().filter(|v| v.tree.is_some()).filter_map(|v| v.size_bytes).fold(0, u64::saturating_add)
+}
+
 /// The entries of one tree's tar stream under `volumes/<name>/` (or `binds/<id>/`); each
 /// regular file's SHA-256 added to `sums`.
 fn add_tree<W: Write>(

@@ -155,3 +155,14 @@ fn a_merge_of_some_volumes_leaves_the_other_trees_out_of_the_metadata_too() {
     let all = BTreeSet::from(["vol".to_string(), "media".to_string()]);
     assert!(merged_report_of(&dir.path, tree(&|_| {}), Some(&all)).unwrap().ok());
 }
+
+/// attack7: the sizes in an untrusted record's metadata can add up past u64: the room check
+/// must refuse (no panic, no wrap-around to a small number that fits any disk).
+#[test]
+fn sizes_that_overflow_need_more_room_than_any_disk() {
+    let mut m = meta();
+    m.volumes[0].tree = Some("/a".into());
+    m.volumes[0].size_bytes = Some(u64::MAX);
+    m.volumes[1].size_bytes = Some(2);
+    assert_eq!(room_needed(&m), u64::MAX);
+}
