@@ -190,8 +190,7 @@ impl Restic {
     /// Every file of `snapshot` restored under `target` at its absolute path (`restic restore`:
     /// modes, owners as root, mtimes, symbolic links, hard links, special files).
     /// Stopped when `go_on` fails.
-    /// Only `paths` (and their parents) when each can be named as an include pattern (no glob
-    /// characters); else all of it.
+    /// Only `paths` (and their parents): [`include_args`].
     pub fn restore_into(
         &self,
         snapshot: &str,
@@ -201,9 +200,7 @@ impl Restic {
     ) -> Result<()> {
         let mut args =
             ["restore", "--no-lock", snapshot, "--target", &target.display().to_string()].map(String::from).to_vec();
-        if paths.iter().all(|p| !p.contains(['*', '?', '[', ']', '\\'])) {
-            args.extend(paths.iter().flat_map(|p| ["--include".to_string(), p.to_string()]));
-        }
+        args.extend(include_args(paths));
         self.run_watched(&args, go_on).map(drop)
     }
 
@@ -336,6 +333,15 @@ fn damaged(text: &str) -> Option<String> {
     Some(line.trim().trim_start_matches("Fatal: ").chars().take(160).collect())
 }
 
+/// `--include PATH` for each of `paths`: each absolute, so a pattern from the root (never a
+/// leading dash), restic's glob characters escaped by a backslash.
+pub fn include_args(paths: &[&str]) -> Vec<String> {
+    let escaped = |p: &str| -> String {
+        p.chars().flat_map(|c| ['*', '?', '[', ']', '\\'].contains(&c).then_some('\\').into_iter().chain([c])).collect()
+    };
+    paths.iter().flat_map(|p| ["--include".to_string(), escaped(p)]).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,5 +380,17 @@ mod tests {
             tree: String::new(),
         };
         assert_eq!((s.tag("kind"), s.tag("kin"), s.tag("project")), (Some("db"), None, None));
+    }
+
+    /// attack7: a tree path with a glob character restored every tree of the snapshot (the
+    /// 500 GiB photo library beside a restored database, past the room check, which counted the
+    /// chosen trees only); escaped, it names exactly its own tree (restic 0.14: `x\[1\]` is the
+    /// directory `x[1]`, not `x1`).
+    #[test]
+    fn include_patterns_name_their_path_exactly_even_with_glob_characters() {
+        let args = include_args(&["/srv/p/x[1]", "/srv/p/a*b?", "/srv/p/back\\slash", "/srv/plain"]);
+        let expected = ["/srv/p/x\\[1\\]", "/srv/p/a\\*b\\?", "/srv/p/back\\\\slash", "/srv/plain"];
+        let want: Vec<String> = expected.iter().flat_map(|p| ["--include".to_string(), p.to_string()]).collect();
+        assert_eq!(args, want);
     }
 }
