@@ -123,17 +123,20 @@ pub struct HeldTempDir {
 pub fn held_temp_dir(prefix: &str) -> Result<HeldTempDir> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = private_temp_dir(prefix)?;
-    let path = dir.path.join(".held");
+    // Locked before it is named `.held`: a sweep meanwhile sees no `.held` (a directory being
+    // made, left alone), never an unlocked one it would take for a killed run's.
+    let (making, path) = (dir.path.join(".held-new"), dir.path.join(".held"));
     let held = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("create {}", path.display()))?;
+        .open(&making)
+        .with_context(|| format!("create {}", making.display()))?;
     // SAFETY: flock on a descriptor this function owns.
     if unsafe { libc::flock(std::os::unix::io::AsRawFd::as_raw_fd(&held), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        bail!("lock {}: {}", path.display(), std::io::Error::last_os_error());
+        bail!("lock {}: {}", making.display(), std::io::Error::last_os_error());
     }
+    std::fs::rename(&making, &path).with_context(|| format!("rename {} to .held", making.display()))?;
     Ok(HeldTempDir { dir, _held: held })
 }
 
@@ -449,5 +452,36 @@ mod tests {
         let live_path = live.dir.path.clone();
         drop(live);
         assert!(!live_path.exists(), "removed when dropped");
+    }
+
+    /// attack7: a run making its directory (`.held` created, not yet locked) looked like a
+    /// killed run's to a sweep running meanwhile, which removed it under the live run (restic
+    /// then restored into a directory it made itself, not the private one). Many runs made
+    /// while another sweeps: every one keeps its directory and its `.held`.
+    #[test]
+    fn a_directory_being_made_is_never_swept() {
+        let prefix = format!("xtask-sweep-race-{}", std::process::id());
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = done.clone();
+        let sweeper = {
+            let prefix = prefix.clone();
+            std::thread::spawn(move || {
+                let mut removed = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    removed.extend(sweep_unheld(&prefix));
+                }
+                removed
+            })
+        };
+        let mut lost = 0;
+        for _ in 0..3000 {
+            let held = held_temp_dir(&prefix).unwrap();
+            if !held.dir.path.join(".held").exists() {
+                lost += 1;
+            }
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let removed = sweeper.join().unwrap();
+        assert_eq!((lost, removed.len()), (0, 0), "live directories swept: {removed:?}");
     }
 }
