@@ -101,7 +101,33 @@ pub struct TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
+        let _ = remove_tree(&self.path);
+    }
+}
+
+/// Removes the directory tree at `path`, also where a directory inside is not writable by its
+/// owner (restic restores a volume's 0555 and 0500 directories as they were; only a user with
+/// CAP_DAC_OVERRIDE could empty them): those are made 0700 first, never through a symbolic link.
+pub fn remove_tree(path: &Path) -> std::io::Result<()> {
+    if std::fs::remove_dir_all(path).is_ok() {
+        return Ok(());
+    }
+    let_owner_in(path);
+    std::fs::remove_dir_all(path)
+}
+
+/// Gives the owner rwx on `dir` and every directory under it (not following symbolic links).
+fn let_owner_in(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::symlink_metadata(dir) else { return };
+    if !meta.is_dir() {
+        return;
+    }
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(meta.permissions().mode() | 0o700));
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            let_owner_in(&e.path());
+        }
     }
 }
 
@@ -161,7 +187,7 @@ pub fn sweep_unheld(prefix: &str) -> Vec<PathBuf> {
         };
         // SAFETY: flock on a descriptor this function owns.
         let free = unsafe { libc::flock(std::os::unix::io::AsRawFd::as_raw_fd(&held), libc::LOCK_EX | libc::LOCK_NB) };
-        if free == 0 && held.metadata().is_ok_and(|m| m.is_file()) && std::fs::remove_dir_all(&path).is_ok() {
+        if free == 0 && held.metadata().is_ok_and(|m| m.is_file()) && remove_tree(&path).is_ok() {
             removed.push(path);
         }
     }
@@ -483,5 +509,34 @@ mod tests {
         done.store(true, std::sync::atomic::Ordering::SeqCst);
         let removed = sweeper.join().unwrap();
         assert_eq!((lost, removed.len()), (0, 0), "live directories swept: {removed:?}");
+    }
+
+    /// attack7: restic restores a volume's directories with their modes, 0555 or 0500 among
+    /// them; a user without CAP_DAC_OVERRIDE (the rootless engine's) could not empty those, so
+    /// the trees were left in $TMPDIR after every read, and a killed run's sweep failed too (its
+    /// `.held` already gone: never swept again). Both remove it whole. Bites without
+    /// CAP_DAC_OVERRIDE only: `setpriv --bounding-set=-dac_override,-dac_read_search
+    /// --inh-caps=-dac_override,-dac_read_search TESTBINARY read_only_directories`.
+    #[test]
+    fn read_only_directories_inside_are_removed_too() {
+        use std::os::unix::fs::PermissionsExt;
+        let read_only = |root: &Path| {
+            let inner = root.join("ro/inner");
+            std::fs::create_dir_all(&inner).unwrap();
+            std::fs::write(inner.join("file"), "x").unwrap();
+            std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o500)).unwrap();
+            std::fs::set_permissions(root.join("ro"), std::fs::Permissions::from_mode(0o555)).unwrap();
+        };
+        let dir = private_temp_dir("xtask-read-only-test").unwrap();
+        read_only(&dir.path);
+        let path = dir.path.clone();
+        drop(dir);
+        assert!(!path.exists(), "{} left behind", path.display());
+        let prefix = format!("xtask-read-only-sweep-{}", std::process::id());
+        let left = private_temp_dir(&prefix).unwrap();
+        std::fs::write(left.path.join(".held"), "").unwrap();
+        read_only(&left.path);
+        assert_eq!(sweep_unheld(&prefix), std::slice::from_ref(&left.path));
+        assert!(!left.path.exists(), "{} left behind by the sweep", left.path.display());
     }
 }
