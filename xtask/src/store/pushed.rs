@@ -89,6 +89,24 @@ pub fn record(root: &str, file: &str, digest: &[u8; 32]) -> Result<bool> {
     Ok(true)
 }
 
+/// The record of the trees snapshots this host pushed into the restic repository `repository`
+/// (`TREE-ID  ARCHIVE` lines): without `x-xtask.sign`, only these are a parent for its next
+/// trees (anyone with the repository's password can write a complete-looking archive).
+pub fn trees_pushed(repository: &str) -> Pushed {
+    load(&trees_root(repository))
+}
+
+/// Adds the trees (root tree id `tree`) of archive `file` this host just pushed into
+/// `repository` to [`trees_pushed`].
+pub fn record_trees(repository: &str, file: &str, tree: &[u8; 32]) -> Result<()> {
+    append(&record_path(&trees_root(repository))?, file, tree)
+}
+
+/// What names a restic repository's record of trees (hashed into its file name, never shown).
+fn trees_root(repository: &str) -> String {
+    format!("restic-trees:{repository}")
+}
+
 /// Appends `SHA256  FILE` to the record at `path` (synced; the file is 0600, never a link).
 fn append(path: &Path, file: &str, digest: &[u8; 32]) -> Result<()> {
     let mut f = std::fs::OpenOptions::new()

@@ -207,6 +207,14 @@ pub fn complete_stream(
         tags.push(format!("{SIG_TAG}{}", signature::compact(&armor)));
     }
     restic.add_tags(&snapshot, &tags)?;
+    if let Some(tree) = tree.as_deref().and_then(crate::engine::remote::parse_hex32) {
+        // This host's own trees: the only parent its next trees take without sign.
+        if let Err(e) = crate::store::pushed::record_trees(&restic.spec.repository, file, &tree) {
+            eprintln!(
+                "warning: the trees of {file} are not in this host's record ({e:#}); the next push reads every file"
+            );
+        }
+    }
     Ok(snapshot)
 }
 
@@ -220,9 +228,8 @@ fn tree_of(restic: &Restic, id: &str) -> Result<String> {
 }
 
 /// The trees of archive `file` (host paths) as one snapshot tagged `part=trees` and the archive's
-/// name, compared with the trees of the newest complete archive this reader trusts among the
-/// project's snapshots (`listed` when listed already; never a parent restic would choose by
-/// itself); returns the snapshot's id.
+/// name, compared with the trees [`parent_of`] chooses among the project's snapshots (`listed`
+/// when listed already; never a parent restic would choose by itself); returns the snapshot's id.
 fn push_trees(
     ctx: &Ctx,
     restic: &Restic,
@@ -235,8 +242,7 @@ fn push_trees(
         Some(snapshots) => vault::judged(ctx, snapshots)?,
         None => vault::list_judged(ctx, restic)?,
     };
-    let trusted = listing.archives.iter().find(|a| a.complete && a.problem.is_none() && a.trees.is_some());
-    let parent = trusted.and_then(|a| listing.part(&a.file, a.trees.as_deref().unwrap_or_default()));
+    let parent = parent_of(ctx, restic, &listing)?;
     let kind = crate::store::local::name_kind(file);
     let tags = vec![
         "xtask".to_string(),
@@ -258,6 +264,24 @@ fn push_trees(
         if parent.is_some() { ", unchanged files skipped" } else { ", every file read" }
     ));
     Ok(id)
+}
+
+/// The trees snapshot the next trees are compared with: those of the newest complete archive
+/// whose date is not in doubt and whose trees this host pushed itself (its private record) or,
+/// under `x-xtask.sign`, whose signature an allowed key made. Never one only the repository
+/// vouches for: restic takes a file whose metadata matches the parent's node from the parent,
+/// content and all, and anyone with the password can write a complete-looking archive.
+fn parent_of(ctx: &Ctx, restic: &Restic, listing: &vault::Listing) -> Result<Option<String>> {
+    let signed = crate::store::trust::Policy::of(ctx)?.signing.is_some();
+    let ours = crate::store::pushed::trees_pushed(&restic.spec.repository);
+    let vouched = |a: &VaultArchive, tree: &str| {
+        signed || crate::engine::remote::parse_hex32(tree).is_some_and(|t| ours.knows(&a.file, &t))
+    };
+    let trusted = listing
+        .archives
+        .iter()
+        .find(|a| a.complete && a.problem.is_none() && a.trees.as_deref().is_some_and(|tree| vouched(a, tree)));
+    Ok(trusted.and_then(|a| listing.part(&a.file, a.trees.as_deref().unwrap_or_default())))
 }
 
 /// `from` read in blocks of 1 MiB (a pipe either side), each counted by `tick`.

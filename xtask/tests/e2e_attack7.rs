@@ -1,0 +1,176 @@
+//! Attacks on the restic tier's tree form through the binary (the pure parts are attacked in
+//! unit tests: `archive::trees`, `engine::restic`, `files`). Each test names the property it
+//! checks; those that showed a problem say so in their doc comment.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+const COMPOSE: &str = r#"name: attack7
+services:
+  app:
+    image: ${APP_IMAGE:-busybox}
+    command: ["sleep", "1000000"]
+    init: true
+    volumes:
+      - media:/media
+      - ./photos:/photos
+volumes:
+  media:
+    name: ${ATTACK7_PREFIX}-media
+    labels: {xtask.role: uploads, xtask.priority: critical}
+x-xtask:
+  remotes:
+    vault: {url: "restic:${ATTACK7_REPO}", password_file: "${ATTACK7_PASSWORD}"}
+"#;
+
+fn ready() -> bool {
+    if !engine() {
+        return false;
+    }
+    if Command::new("sh").args(["-c", "command -v restic"]).output().is_ok_and(|o| o.status.success()) {
+        return true;
+    }
+    assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "restic missing under CI=true: run scripts/provision.sh");
+    eprintln!("SKIPPED: restic missing (run scripts/provision.sh)");
+    false
+}
+
+/// The test's stack (a volume and a bind, both read as trees), its repository, its backups.
+struct Bed {
+    stack: TestStack,
+    project: TempDir,
+    repo: std::path::PathBuf,
+    password: std::path::PathBuf,
+    backups: TempDir,
+}
+
+impl Bed {
+    fn new(name: &str) -> Bed {
+        let (project, mut stack) = stack_from(name, COMPOSE, "ATTACK7_PREFIX");
+        let (repo, password) = (project.0.join("repo"), project.0.join("restic.pw"));
+        std::fs::write(&password, "a test repository password\n").unwrap();
+        std::fs::create_dir_all(project.0.join("photos")).unwrap();
+        std::fs::write(project.0.join("photos/photo.jpg"), vec![7u8; 200_000]).unwrap();
+        let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+        stack.env.push(("ATTACK7_REPO".into(), path(&repo)));
+        stack.env.push(("ATTACK7_PASSWORD".into(), path(&password)));
+        stack.unset.extend(["RESTIC_PASSWORD_FILE", "RESTIC_PASSWORD_COMMAND", "RESTIC_REPOSITORY"].map(String::from));
+        let backups = TempDir::new(&format!("{name}-backups"));
+        Bed { stack, project, repo, password, backups }
+    }
+
+    /// `restic ARGS` on the test's repository, `stdin` as its input; its stdout.
+    fn restic(&self, args: &[&str], stdin: &[u8]) -> String {
+        let mut child = Command::new("restic")
+            .args(args)
+            .env("RESTIC_REPOSITORY", &self.repo)
+            .env("RESTIC_PASSWORD_FILE", &self.password)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "restic {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn snapshots(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str::<serde_json::Value>(&self.restic(&["snapshots", "--json"], b""))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// `backup --push vault --no-keep-local --all`: its stderr.
+    fn backup(&self) -> String {
+        let dir = self.backups.s();
+        let args = ["backup", "--push", "vault", "--no-keep-local", "--all", "--yes", "--output-dir", dir];
+        let (ok, _, err) = self.stack.xtask(&args);
+        assert!(ok, "{err}");
+        err
+    }
+}
+
+fn tags(s: &serde_json::Value) -> Vec<String> {
+    s["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect()
+}
+
+fn is_part(s: &serde_json::Value) -> bool {
+    tags(s).iter().any(|t| t == "part=trees")
+}
+
+fn archive_of(s: &serde_json::Value) -> String {
+    tags(s).iter().find_map(|t| t.strip_prefix("archive=").map(String::from)).unwrap()
+}
+
+/// Finding 5: without `x-xtask.sign`, the parent of the next trees snapshot was the newest
+/// complete archive's trees, whoever wrote them: someone with the repository's password added
+/// an archive (a record with any digest, a trees snapshot at the same paths) and this host's
+/// next genuine snapshot was compared with it (restic takes a file whose size, mtime, inode
+/// and ctime match the parent's node from the parent, content and all: a forged node with the
+/// genuine metadata and other content would be carried into this host's own archive). The
+/// parent is now only a tree this host pushed itself (its private record) or, under sign, one
+/// whose archive is signed.
+#[test]
+fn the_parent_of_the_trees_is_never_a_snapshot_this_host_did_not_push() {
+    if !ready() {
+        return;
+    }
+    let bed = Bed::new("attack7-parent");
+    bed.stack.xtask_ok(&["up"]);
+    bed.backup();
+    let first = bed.snapshots();
+    let genuine_part = first.iter().find(|s| is_part(s)).unwrap().clone();
+    let genuine = archive_of(&genuine_part);
+
+    // Someone with the password: a complete archive a second newer, its trees at the same paths.
+    let forged = shifted(&genuine, 1);
+    let mut args: Vec<String> = ["backup", "--host", "xtask", "--json", "--quiet"].map(String::from).to_vec();
+    for t in tags(&genuine_part).iter().filter(|t| !t.starts_with("archive=")) {
+        args.extend(["--tag".to_string(), t.clone()]);
+    }
+    args.extend(["--tag".to_string(), format!("archive={forged}")]);
+    let paths = genuine_part["paths"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string());
+    args.extend(paths);
+    bed.restic(&args.iter().map(String::as_str).collect::<Vec<_>>(), b"");
+    let forged_part = bed.snapshots().into_iter().find(|s| is_part(s) && archive_of(s) == forged).unwrap();
+    let forged_tree = forged_part["tree"].as_str().unwrap().to_string();
+    let record_tags = [
+        "xtask".to_string(),
+        format!("project={}", bed.stack.project),
+        "kind=full".into(),
+        format!("archive={forged}"),
+        format!("tar-sha256={}", "ab".repeat(32)),
+        format!("trees={forged_tree}"),
+    ];
+    let stored = forged.trim_end_matches(".zst").trim_end_matches(".gz").to_string();
+    let mut record: Vec<String> =
+        ["backup", "--stdin", "--stdin-filename", &stored, "--host", "xtask", "--quiet"].map(String::from).to_vec();
+    for t in &record_tags {
+        record.extend(["--tag".to_string(), t.clone()]);
+    }
+    bed.restic(&record.iter().map(String::as_str).collect::<Vec<_>>(), b"not an archive");
+    let listed = bed.stack.xtask_json(&["backups", "--remote", "vault", "--json"]);
+    assert_eq!(listed[0]["file"].as_str(), Some(forged.as_str()), "the forged archive is the newest: {listed}");
+    assert_eq!(listed[0]["complete"], true, "{listed}");
+
+    // Archives are named by the second: the next one in a second of its own.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::fs::write(bed.project.0.join("photos/later.txt"), "later").unwrap();
+    let err = bed.backup();
+    let next = bed
+        .snapshots()
+        .into_iter()
+        .find(|s| is_part(s) && archive_of(s) != genuine && archive_of(s) != forged)
+        .unwrap_or_else(|| panic!("no new trees snapshot: {err}"));
+    assert_ne!(next["parent"], forged_part["id"], "the forged trees were the parent: {err}");
+    assert_eq!(next["parent"], genuine_part["id"], "this host's own trees are the parent: {err}");
+}
