@@ -174,3 +174,87 @@ fn the_parent_of_the_trees_is_never_a_snapshot_this_host_did_not_push() {
     assert_ne!(next["parent"], forged_part["id"], "the forged trees were the parent: {err}");
     assert_eq!(next["parent"], genuine_part["id"], "this host's own trees are the parent: {err}");
 }
+
+/// The record `id` (archive `file`) again, its metadata changed by `edit`, pushed as the
+/// archive's only record (the genuine one forgotten) with its digest and `trees=tree`: what
+/// someone with the password (no `x-xtask.sign`) can write.
+fn rewrite_record(bed: &Bed, (id, file, tree): (&str, &str, &str), edit: &dyn Fn(&mut serde_json::Value)) {
+    use sha2::Digest;
+    let stored = file.trim_end_matches(".zst").trim_end_matches(".gz").to_string();
+    let dump = Command::new("restic")
+        .args(["dump", id, &format!("/{stored}")])
+        .env("RESTIC_REPOSITORY", &bed.repo)
+        .env("RESTIC_PASSWORD_FILE", &bed.password)
+        .output()
+        .unwrap();
+    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    let mut out = tar::Builder::new(Vec::new());
+    for e in tar::Archive::new(&dump.stdout[..]).entries().unwrap() {
+        let mut e = e.unwrap();
+        let (path, mut header) = (e.path().unwrap().into_owned(), e.header().clone());
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        if path.to_str() == Some("metadata.json") {
+            let mut meta: serde_json::Value = serde_json::from_slice(&data).unwrap();
+            edit(&mut meta);
+            data = serde_json::to_vec_pretty(&meta).unwrap();
+            header.set_size(data.len() as u64);
+            header.set_cksum();
+        }
+        out.append(&header, &data[..]).unwrap();
+    }
+    let bytes = out.into_inner().unwrap();
+    let digest: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    bed.restic(&["forget", id], b"");
+    let mut args: Vec<String> =
+        ["backup", "--stdin", "--stdin-filename", &stored, "--host", "xtask", "--quiet"].map(String::from).to_vec();
+    let tags = [
+        "xtask".to_string(),
+        format!("project={}", bed.stack.project),
+        "kind=full".into(),
+        format!("archive={file}"),
+        format!("tar-sha256={digest}"),
+        format!("trees={tree}"),
+    ];
+    for t in tags {
+        args.extend(["--tag".to_string(), t]);
+    }
+    bed.restic(&args.iter().map(String::as_str).collect::<Vec<_>>(), &bytes);
+}
+
+/// Finding 6: `restore --in-place --only VOLUME` verified the archive before its plan chose its
+/// volumes, through a second handle made before `only_volumes`: every tree of the snapshot was
+/// restored into $TMPDIR for the verification and again for each volume filled, and the room
+/// check demanded room for all of them. Here the bind's tree claims more bytes than any disk
+/// holds: a restore of the volume alone must not need room for it, in place or not.
+#[test]
+fn an_in_place_restore_of_one_volume_reads_only_its_tree() {
+    if !ready() {
+        return;
+    }
+    let bed = Bed::new("attack7-inplace");
+    bed.stack.xtask_ok(&["up"]);
+    on_volume(&bed.stack.volume("media"), Access::Write, "echo genuine > /v/a.txt");
+    bed.backup();
+    let listed = bed.stack.xtask_json(&["backups", "--remote", "vault", "--json"]);
+    let (id, file, tree) = (listed[0]["snapshot"].as_str(), listed[0]["file"].as_str(), listed[0]["trees"].as_str());
+    let huge = |meta: &mut serde_json::Value| {
+        for v in meta["volumes"].as_array_mut().unwrap() {
+            if v["name"].as_str().unwrap().starts_with("binds/") {
+                v["size_bytes"] = serde_json::json!(1u64 << 60);
+            }
+        }
+    };
+    rewrite_record(&bed, (id.unwrap(), file.unwrap(), tree.unwrap()), &huge);
+    on_volume(&bed.stack.volume("media"), Access::Write, "echo changed > /v/a.txt");
+    let restore = ["restore", "--remote", "vault", "--latest", "--only", "media", "--yes", "--no-safety-backup"];
+    let dir = ["--output-dir", bed.backups.s()];
+    let (ok, _, err) = bed.stack.xtask(&[&restore[..], &["--in-place"], &dir].concat());
+    assert!(ok, "an in-place restore of the volume alone needs no room for the bind's tree: {err}");
+    let read = on_volume(&bed.stack.volume("media"), Access::ReadOnly, "cat /v/a.txt");
+    assert_eq!(read.trim(), "genuine");
+    on_volume(&bed.stack.volume("media"), Access::Write, "echo changed > /v/a.txt");
+    bed.stack.xtask_ok(&[&restore[..], &dir].concat());
+    let read = on_volume(&bed.stack.volume("media"), Access::ReadOnly, "cat /v/a.txt");
+    assert_eq!(read.trim(), "genuine", "the one pass too");
+}

@@ -188,15 +188,13 @@ pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<Prepared> {
     let mut src = open_source(ctx, opts, &dir)?;
     let path = src.path.clone();
     let rules = Rules { allow_special: opts.allow_special };
-    let (meta, verified) = if opts.in_place {
-        ctx.ui.step(&format!("verify {}", path.display()));
-        let v = Verified::check(src.duplicate()?, rules)?;
-        (v.meta().clone(), Some(v))
-    } else {
-        // Read twice: the metadata now, the one pass once confirmed.
+    // Read twice: the metadata now, then (once the plan chose the volumes: a tree-form archive
+    // then reads only their trees) the one pass, or `--in-place`'s verification (through a
+    // handle of its own, which a read started ahead on this one would not serve).
+    if !opts.in_place {
         src.read_again_soon();
-        (archive::read_metadata_from(&src).with_context(|| format!("read {}", path.display()))?, None)
-    };
+    }
+    let meta = archive::read_metadata_from(&src).with_context(|| format!("read {}", path.display()))?;
     // A remote object's name is whatever its writer chose: it must fit the date it carries.
     let disagrees = || crate::store::local::name_disagrees(&path.display().to_string(), &meta.created_at);
     if let Some(why) = opts.remote.as_ref().and_then(|_| disagrees()) {
@@ -208,6 +206,7 @@ pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<Prepared> {
     // A tree-form archive in restic: only the trees of the volumes restored are restored by restic.
     src.only_volumes(plan.volumes.iter().map(|v| v.archived.clone()).collect());
     let meta = src.as_read(meta);
+    let verified = if opts.in_place { Some(verify_whole(ctx, &src, rules, &meta)?) } else { None };
     let existing = docker.volume_names()?;
     let mut present = Vec::new();
     for v in &plan.volumes {
@@ -223,6 +222,17 @@ pub fn prepare(ctx: &Ctx, opts: &Options) -> Result<Prepared> {
         );
     }
     Ok(Prepared { path, meta, plan, present, src, verified, dir })
+}
+
+/// `--in-place`: the archive (for the tree form, the view of the volumes restored) verified
+/// whole before anything is touched; its metadata must be the one the plan was made from.
+fn verify_whole(ctx: &Ctx, src: &Source, rules: Rules, meta: &archive::Metadata) -> Result<Verified> {
+    ctx.ui.step(&format!("verify {}", src.path.display()));
+    let v = Verified::check(src.duplicate()?, rules)?;
+    if v.meta() != meta {
+        bail!("{} changed since its metadata was read: nothing was changed", src.path.display());
+    }
+    Ok(v)
 }
 
 /// The archive `opts` names, opened once and checked by the reading policy (or, for an archive
