@@ -166,3 +166,44 @@ fn sizes_that_overflow_need_more_room_than_any_disk() {
     m.volumes[1].size_bytes = Some(2);
     assert_eq!(room_needed(&m), u64::MAX);
 }
+
+/// attack7 (held): a record (unsigned: anyone with the password) whose metadata names a volume
+/// both as a tree and with entries of its own in the record: with the tree read too, the same
+/// names twice; with the tree left out (`--only` of another volume), entries of a volume the
+/// view does not list. The grammar refuses both.
+#[test]
+fn a_volume_both_in_the_record_and_a_tree_is_refused() {
+    struct Any(Vec<u8>);
+    impl Trees for Any {
+        fn prepare(&mut self, _: &Metadata, _: &dyn Fn() -> Result<()>) -> Result<()> {
+            Ok(())
+        }
+        fn tar(&mut self, _: &VolumeInfo) -> Result<Box<dyn Read + Send>> {
+            Ok(Box::new(io::Cursor::new(self.0.clone())))
+        }
+    }
+    let dir = crate::files::private_temp_dir("xtask-trees-test").unwrap();
+    let path = dir.path.join("record.tar.gz");
+    let mut m = meta();
+    m.volumes[0].tree = Some("/var/lib/docker/volumes/vol/_data".into());
+    let mut w = ArchiveWriter::create(&path, Compression::new(Codec::Gzip), 1).unwrap();
+    crate::archive::write_metadata(&mut w, &m).unwrap();
+    w.add_volume_tar("vol", &tree(&|_| {})[..], &mut |_| Ok(())).unwrap();
+    w.commit().unwrap();
+    let mut record = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap()).read_to_end(&mut record).unwrap();
+    for only in [None, Some(BTreeSet::from(["media".to_string()]))] {
+        let mut merged = Vec::new();
+        let merging = merge(&record[..], &mut Any(tree(&|_| {})), &mut merged, (&|| Ok(()), only.as_ref()));
+        if merging.is_err() {
+            continue;
+        }
+        let out = dir.path.join("full_backup_20260101_000000.tar.gz");
+        let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(&out).unwrap(), flate2::Compression::fast());
+        gz.write_all(&merged).unwrap();
+        gz.finish().unwrap();
+        let report = verify(&out, Rules::default());
+        assert!(!report.ok(), "only {only:?}: refused");
+        eprintln!("only {only:?}: {:?}", report.problems);
+    }
+}
