@@ -51,7 +51,11 @@ struct Bed {
 
 impl Bed {
     fn new(name: &str) -> Bed {
-        let (project, mut stack) = stack_from(name, COMPOSE, "ATTACK7_PREFIX");
+        Bed::with_compose(name, COMPOSE)
+    }
+
+    fn with_compose(name: &str, compose: &str) -> Bed {
+        let (project, mut stack) = stack_from(name, compose, "ATTACK7_PREFIX");
         let (repo, password) = (project.0.join("repo"), project.0.join("restic.pw"));
         std::fs::write(&password, "a test repository password\n").unwrap();
         std::fs::create_dir_all(project.0.join("photos")).unwrap();
@@ -62,6 +66,18 @@ impl Bed {
         stack.unset.extend(["RESTIC_PASSWORD_FILE", "RESTIC_PASSWORD_COMMAND", "RESTIC_REPOSITORY"].map(String::from));
         let backups = TempDir::new(&format!("{name}-backups"));
         Bed { stack, project, repo, password, backups }
+    }
+
+    /// With `x-xtask.sign`: a key of its own, allowed, and used to sign.
+    fn signed(name: &str) -> Bed {
+        let keys = TempDir::new(&format!("{name}-keys"));
+        let (key, public) = ssh_keypair(&keys, "host");
+        let compose = format!("{COMPOSE}  sign: {{allowed_signers: [\"{public}\"]}}\n");
+        let mut bed = Bed::with_compose(name, &compose);
+        let kept = bed.project.0.join("signing-key");
+        std::fs::copy(&key, &kept).unwrap();
+        bed.stack.env.push(("XTASK_SIGNING_KEY".into(), kept.to_string_lossy().into_owned()));
+        bed
     }
 
     /// `restic ARGS` on the test's repository, `stdin` as its input; its stdout.
@@ -257,4 +273,57 @@ fn an_in_place_restore_of_one_volume_reads_only_its_tree() {
     bed.stack.xtask_ok(&[&restore[..], &dir].concat());
     let read = on_volume(&bed.stack.volume("media"), Access::ReadOnly, "cat /v/a.txt");
     assert_eq!(read.trim(), "genuine", "the one pass too");
+}
+
+/// A trees snapshot at the same paths with the same tags as `part` (archive `archive`), holding
+/// a file the genuine one does not: its id and tree.
+fn forge_part(bed: &Bed, part: &serde_json::Value, archive: &str) -> (String, String) {
+    let planted = bed.project.0.join("photos/planted.txt");
+    std::fs::write(&planted, "forged").unwrap();
+    let mut args: Vec<String> = ["backup", "--host", "xtask", "--json", "--quiet"].map(String::from).to_vec();
+    for t in tags(part).iter().filter(|t| !t.starts_with("archive=")) {
+        args.extend(["--tag".to_string(), t.clone()]);
+    }
+    args.extend(["--tag".to_string(), format!("archive={archive}")]);
+    args.extend(part["paths"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()));
+    let summary = bed.restic(&args.iter().map(String::as_str).collect::<Vec<_>>(), b"");
+    std::fs::remove_file(&planted).unwrap();
+    let line = summary.lines().rev().find(|l| l.contains("snapshot_id")).unwrap();
+    let id = serde_json::from_str::<serde_json::Value>(line).unwrap()["snapshot_id"].as_str().unwrap().to_string();
+    let forged = bed.snapshots().into_iter().find(|s| s["id"].as_str().unwrap().starts_with(&id)).unwrap();
+    (forged["id"].as_str().unwrap().to_string(), forged["tree"].as_str().unwrap().to_string())
+}
+
+/// Held: under `x-xtask.sign`, a second trees snapshot of a signed archive (same name, same
+/// paths, a planted file) is neither read by a restore (the signed tree id picks the genuine
+/// one) nor the next push's parent; with the genuine one forgotten, the archive is refused.
+#[test]
+fn with_sign_a_second_trees_snapshot_of_an_archive_is_never_used() {
+    if !ready() {
+        return;
+    }
+    let bed = Bed::signed("attack7-signed");
+    bed.stack.xtask_ok(&["up"]);
+    bed.backup();
+    let genuine_part = bed.snapshots().into_iter().find(is_part).unwrap();
+    let archive = archive_of(&genuine_part);
+    let (forged_id, forged_tree) = forge_part(&bed, &genuine_part, &archive);
+    assert_ne!(forged_tree, genuine_part["tree"].as_str().unwrap());
+
+    let dir = ["--output-dir", bed.backups.s()];
+    bed.stack.xtask_ok(&[&["pull", "--from", "vault", &archive][..], &dir].concat());
+    let pulled = bed.backups.0.join(&archive);
+    let names: Vec<String> = load(&pulled).iter().map(|e| String::from_utf8_lossy(&e.name).into_owned()).collect();
+    assert!(!names.iter().any(|n| n.ends_with("planted.txt")), "the genuine trees were read: {names:?}");
+    std::fs::remove_file(&pulled).unwrap();
+
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let err = bed.backup();
+    let next = bed.snapshots().into_iter().find(|s| is_part(s) && archive_of(s) != archive).unwrap();
+    assert_ne!(next["parent"].as_str(), Some(forged_id.as_str()), "{err}");
+    assert_eq!(next["parent"], genuine_part["id"], "the signed archive's own trees are the parent: {err}");
+
+    bed.restic(&["forget", genuine_part["id"].as_str().unwrap()], b"");
+    let (ok, _, err) = bed.stack.xtask(&[&["verify", "--remote", "vault", &archive][..], &dir].concat());
+    assert!(!ok && err.contains("no snapshot of the repository holds its trees"), "{err}");
 }
