@@ -327,3 +327,107 @@ fn with_sign_a_second_trees_snapshot_of_an_archive_is_never_used() {
     let (ok, _, err) = bed.stack.xtask(&[&["verify", "--remote", "vault", &archive][..], &dir].concat());
     assert!(!ok && err.contains("no snapshot of the repository holds its trees"), "{err}");
 }
+
+const TWO_BINDS: &str = r#"name: attack7paths
+services:
+  app:
+    image: ${APP_IMAGE:-busybox}
+    command: ["sleep", "1000000"]
+    init: true
+    volumes:
+      - ./one:/one
+      - ./two:/two
+x-xtask: {}
+"#;
+
+/// `script`'s shell command for `args`, each single-quoted.
+fn quoted(args: &[String]) -> String {
+    args.iter().map(|a| format!("'{}'", a.replace('\'', "'\\''"))).collect::<Vec<_>>().join(" ")
+}
+
+/// Finding 7: `restore --path` made its plan (which bind of the stack each archived bind is
+/// written into) from the metadata of a first read, then verified a second read and never
+/// compared the two: an archive whose bytes changed between them (a remote object served
+/// twice, a file rewritten in place) had its verified content written where other metadata
+/// said, here bind `one`'s file into bind `two`. Under `x-xtask.sign` the signature covers the
+/// verified read only. A path restore now refuses a metadata that is not the verified one.
+#[test]
+fn a_path_restore_refuses_an_archive_whose_metadata_changed_since_it_was_read() {
+    if !engine() {
+        return;
+    }
+    let (project, stack) = stack_from("attack7-paths", TWO_BINDS, "ATTACK7_PREFIX");
+    for (d, text) in [("one", "ONE"), ("two", "TWO")] {
+        std::fs::create_dir_all(project.0.join(d)).unwrap();
+        std::fs::write(project.0.join(d).join("f.txt"), text).unwrap();
+    }
+    stack.xtask_ok(&["up"]);
+    let backups = TempDir::new("attack7-paths-backups");
+    stack.xtask_ok(&["backup", "--output-dir", backups.s()]);
+    let archive = std::fs::read_dir(&backups.0).unwrap().flatten().map(|e| e.path()).find(|p| {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        name.starts_with("full_backup_") && name.ends_with(".tar.zst")
+    });
+    let archive = archive.expect("an archive");
+    let genuine = std::fs::read(&archive).unwrap();
+    let first = load(&archive).into_iter().next().unwrap();
+    let mut meta: serde_json::Value = serde_json::from_slice(&first.data).unwrap();
+    let at = |meta: &serde_json::Value, d: &str| {
+        let path = project.0.join(d).to_string_lossy().into_owned();
+        meta["volumes"].as_array().unwrap().iter().position(|v| v["bind"].as_str() == Some(path.as_str())).unwrap()
+    };
+    let (one, two) = (at(&meta, "one"), at(&meta, "two"));
+    let one_name = meta["volumes"][one]["name"].as_str().unwrap().to_string();
+    // The forged first read: the two binds' paths swapped (each bind's key is its path).
+    for field in ["bind", "key", "bind_mounts"] {
+        let (a, b) = (meta["volumes"][one][field].clone(), meta["volumes"][two][field].clone());
+        meta["volumes"][one][field] = b;
+        meta["volumes"][two][field] = a;
+    }
+    let json = serde_json::to_vec_pretty(&meta).unwrap();
+    {
+        let mut forged = tar::Builder::new(compressor(&archive));
+        let mut header = first.header.clone();
+        header.set_size(json.len() as u64);
+        header.set_cksum();
+        forged.append(&header, &json[..]).unwrap();
+        forged.into_inner().unwrap().flush().unwrap();
+    }
+
+    let mut args = vec![env!("CARGO_BIN_EXE_xtask").to_string(), "--project-name".into(), stack.project.clone()];
+    for f in &stack.files {
+        args.extend(["--file".to_string(), f.to_string_lossy().into_owned()]);
+    }
+    let path = format!("{one_name}/f.txt");
+    let restore = ["restore", archive.to_str().unwrap(), "--path", &path, "--output-dir", backups.s()];
+    args.extend(restore.map(String::from));
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", &quoted(&args), "/dev/null"]).envs(stack.env.iter().map(|(k, v)| (k, v)));
+    for v in &stack.unset {
+        cmd.env_remove(v);
+    }
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<u8>();
+    let mut stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for b in std::io::Read::bytes(&mut stdout).map_while(Result::ok) {
+            let _ = tx.send(b);
+        }
+    });
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("Type yes") {
+        match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+            Ok(b) => seen.push(b),
+            Err(_) => panic!("no confirmation asked: {}", String::from_utf8_lossy(&seen)),
+        }
+    }
+    // The second read finds the genuine bytes again (the same file, rewritten in place).
+    std::fs::OpenOptions::new().write(true).truncate(true).open(&archive).unwrap().write_all(&genuine).unwrap();
+    child.stdin.as_mut().unwrap().write_all(b"yes\n").unwrap();
+    let status = child.wait().unwrap();
+    seen.extend(rx.try_iter());
+    let out = String::from_utf8_lossy(&seen).into_owned();
+    let read = |d: &str| std::fs::read_to_string(project.0.join(d).join("f.txt")).unwrap();
+    assert_eq!((read("one"), read("two")), ("ONE".into(), "TWO".into()), "nothing crossed over: {out}");
+    assert!(!status.success() && out.contains("changed since its metadata was read"), "{out}");
+}

@@ -109,13 +109,16 @@ pub fn split_paths(selector: &Selector) -> Result<BTreeMap<String, Vec<String>>>
 fn prepare(ctx: &Ctx, opts: &Options, selector: &Selector) -> Result<(Prepared, Vec<PathsIn>)> {
     let docker = ctx.docker()?;
     let dir = prepare_dir(&opts.dir)?;
-    let src = open_source(ctx, opts, &dir)?;
+    let mut src = open_source(ctx, opts, &dir)?;
     let meta = archive::read_metadata_from(&src).with_context(|| format!("read {}", src.path.display()))?;
     let by_volume = split_paths(selector)?;
     let only: Vec<String> = by_volume.keys().cloned().collect();
     let plan = plan(&ctx.model()?.0, &StackBinds::of(ctx, &opts.dir)?, &meta, &only, opts.force)?;
     plan.check_refused(&src.path, false)?;
     refuse_linked_binds(&plan)?;
+    // A tree-form archive in restic: only the trees of these volumes are read.
+    src.only_volumes(plan.volumes.iter().map(|v| v.archived.clone()).collect());
+    let meta = src.as_read(meta);
     let existing = docker.volume_names()?;
     let mut paths = Vec::new();
     for v in &plan.volumes {
@@ -161,6 +164,10 @@ pub fn run(ctx: &Ctx, opts: &Options, paths: &[String], dry_run: bool) -> Result
     lock.covers(&p.dir, &p.plan.project)?;
     ctx.ui.step(&format!("verify {}", p.path.display()));
     let verified = Verified::check(p.src.duplicate()?, Rules { allow_special: opts.allow_special })?;
+    // The plan (which bind or volume each path is written into) was made from a first read.
+    if verified.meta() != &p.meta {
+        bail!("{} changed since its metadata was read: nothing was changed", p.path.display());
+    }
     for root in selector.roots() {
         if !verified.report.manifest.contains_key(root) {
             bail!("{} holds no entry {}: nothing was changed", p.path.display(), listing::shown(root));
