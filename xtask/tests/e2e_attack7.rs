@@ -345,6 +345,65 @@ fn quoted(args: &[String]) -> String {
     args.iter().map(|a| format!("'{}'", a.replace('\'', "'\\''"))).collect::<Vec<_>>().join(" ")
 }
 
+/// `xtask ARGS` of `stack` at a terminal (`script`): once it asks for confirmation,
+/// `before_yes`, then "yes". Whether it succeeded, and what it printed.
+fn confirmed_after(stack: &TestStack, args: &[&str], before_yes: &dyn Fn()) -> (bool, String) {
+    let mut all = vec![env!("CARGO_BIN_EXE_xtask").to_string(), "--project-name".into(), stack.project.clone()];
+    for f in &stack.files {
+        all.extend(["--file".to_string(), f.to_string_lossy().into_owned()]);
+    }
+    all.extend(args.iter().map(|a| a.to_string()));
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", &quoted(&all), "/dev/null"]).envs(stack.env.iter().map(|(k, v)| (k, v)));
+    for v in &stack.unset {
+        cmd.env_remove(v);
+    }
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<u8>();
+    let mut stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for b in std::io::Read::bytes(&mut stdout).map_while(Result::ok) {
+            let _ = tx.send(b);
+        }
+    });
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("Type yes") {
+        match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+            Ok(b) => seen.push(b),
+            Err(_) => panic!("no confirmation asked: {}", String::from_utf8_lossy(&seen)),
+        }
+    }
+    before_yes();
+    child.stdin.as_mut().unwrap().write_all(b"yes\n").unwrap();
+    let status = child.wait().unwrap();
+    seen.extend(rx.try_iter());
+    (status.success(), String::from_utf8_lossy(&seen).into_owned())
+}
+
+/// `archive` rewritten in place as a forgery of its first read: only its metadata, with the
+/// binds at `one` and `two` (host paths) swapped (each bind's key is its path). The archive
+/// name of the bind at `one`.
+fn swap_binds_in_place(archive: &std::path::Path, one: &str, two: &str) -> String {
+    let first = load(archive).into_iter().next().unwrap();
+    let mut meta: serde_json::Value = serde_json::from_slice(&first.data).unwrap();
+    let at = |p: &str| meta["volumes"].as_array().unwrap().iter().position(|v| v["bind"].as_str() == Some(p));
+    let (a, b) = (at(one).unwrap(), at(two).unwrap());
+    let one_name = meta["volumes"][a]["name"].as_str().unwrap().to_string();
+    for field in ["bind", "key", "bind_mounts"] {
+        let (x, y) = (meta["volumes"][a][field].clone(), meta["volumes"][b][field].clone());
+        meta["volumes"][a][field] = y;
+        meta["volumes"][b][field] = x;
+    }
+    let json = serde_json::to_vec_pretty(&meta).unwrap();
+    let mut forged = tar::Builder::new(compressor(archive));
+    let mut header = first.header.clone();
+    header.set_size(json.len() as u64);
+    header.set_cksum();
+    forged.append(&header, &json[..]).unwrap();
+    forged.into_inner().unwrap().flush().unwrap();
+    one_name
+}
+
 /// Finding 7: `restore --path` made its plan (which bind of the stack each archived bind is
 /// written into) from the metadata of a first read, then verified a second read and never
 /// compared the two: an archive whose bytes changed between them (a remote object served
@@ -370,64 +429,16 @@ fn a_path_restore_refuses_an_archive_whose_metadata_changed_since_it_was_read() 
     });
     let archive = archive.expect("an archive");
     let genuine = std::fs::read(&archive).unwrap();
-    let first = load(&archive).into_iter().next().unwrap();
-    let mut meta: serde_json::Value = serde_json::from_slice(&first.data).unwrap();
-    let at = |meta: &serde_json::Value, d: &str| {
-        let path = project.0.join(d).to_string_lossy().into_owned();
-        meta["volumes"].as_array().unwrap().iter().position(|v| v["bind"].as_str() == Some(path.as_str())).unwrap()
-    };
-    let (one, two) = (at(&meta, "one"), at(&meta, "two"));
-    let one_name = meta["volumes"][one]["name"].as_str().unwrap().to_string();
-    // The forged first read: the two binds' paths swapped (each bind's key is its path).
-    for field in ["bind", "key", "bind_mounts"] {
-        let (a, b) = (meta["volumes"][one][field].clone(), meta["volumes"][two][field].clone());
-        meta["volumes"][one][field] = b;
-        meta["volumes"][two][field] = a;
-    }
-    let json = serde_json::to_vec_pretty(&meta).unwrap();
-    {
-        let mut forged = tar::Builder::new(compressor(&archive));
-        let mut header = first.header.clone();
-        header.set_size(json.len() as u64);
-        header.set_cksum();
-        forged.append(&header, &json[..]).unwrap();
-        forged.into_inner().unwrap().flush().unwrap();
-    }
+    let host = |d: &str| project.0.join(d).to_string_lossy().into_owned();
+    let one_name = swap_binds_in_place(&archive, &host("one"), &host("two"));
 
-    let mut args = vec![env!("CARGO_BIN_EXE_xtask").to_string(), "--project-name".into(), stack.project.clone()];
-    for f in &stack.files {
-        args.extend(["--file".to_string(), f.to_string_lossy().into_owned()]);
-    }
     let path = format!("{one_name}/f.txt");
     let restore = ["restore", archive.to_str().unwrap(), "--path", &path, "--output-dir", backups.s()];
-    args.extend(restore.map(String::from));
-    let mut cmd = Command::new("script");
-    cmd.args(["-qec", &quoted(&args), "/dev/null"]).envs(stack.env.iter().map(|(k, v)| (k, v)));
-    for v in &stack.unset {
-        cmd.env_remove(v);
-    }
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<u8>();
-    let mut stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for b in std::io::Read::bytes(&mut stdout).map_while(Result::ok) {
-            let _ = tx.send(b);
-        }
-    });
-    let mut seen = Vec::new();
-    while !String::from_utf8_lossy(&seen).contains("Type yes") {
-        match rx.recv_timeout(std::time::Duration::from_secs(120)) {
-            Ok(b) => seen.push(b),
-            Err(_) => panic!("no confirmation asked: {}", String::from_utf8_lossy(&seen)),
-        }
-    }
     // The second read finds the genuine bytes again (the same file, rewritten in place).
-    std::fs::OpenOptions::new().write(true).truncate(true).open(&archive).unwrap().write_all(&genuine).unwrap();
-    child.stdin.as_mut().unwrap().write_all(b"yes\n").unwrap();
-    let status = child.wait().unwrap();
-    seen.extend(rx.try_iter());
-    let out = String::from_utf8_lossy(&seen).into_owned();
+    let (ok, out) = confirmed_after(&stack, &restore, &|| {
+        std::fs::OpenOptions::new().write(true).truncate(true).open(&archive).unwrap().write_all(&genuine).unwrap();
+    });
     let read = |d: &str| std::fs::read_to_string(project.0.join(d).join("f.txt")).unwrap();
     assert_eq!((read("one"), read("two")), ("ONE".into(), "TWO".into()), "nothing crossed over: {out}");
-    assert!(!status.success() && out.contains("changed since its metadata was read"), "{out}");
+    assert!(!ok && out.contains("changed since its metadata was read"), "{out}");
 }
