@@ -374,6 +374,9 @@ struct StagedTrees {
 /// The prefix of the directories the trees are restored into, under `$TMPDIR`.
 const TREES_DIR: &str = "xtask-trees";
 
+/// Where in that directory restic restores them.
+const RESTORED: &str = "restored";
+
 impl trees::Trees for StagedTrees {
     fn prepare(&mut self, meta: &Metadata, go_on: &dyn Fn() -> Result<()>) -> Result<()> {
         for v in &meta.volumes {
@@ -401,8 +404,10 @@ impl trees::Trees for StagedTrees {
                 needed
             );
         }
-        self.restic.restore_into(&self.snapshot, &dir.path, &paths, go_on).with_context(|| {
-            format!("restore the file trees of snapshot {} into {}", self.snapshot, dir.path.display())
+        // Into a directory of its own: no tree path names the `.held` lock beside it.
+        let target = dir.path.join(RESTORED);
+        self.restic.restore_into(&self.snapshot, &target, &paths, go_on).with_context(|| {
+            format!("restore the file trees of snapshot {} into {}", self.snapshot, target.display())
         })?;
         self.dir = Some(held);
         Ok(())
@@ -411,7 +416,7 @@ impl trees::Trees for StagedTrees {
     fn tar(&mut self, volume: &VolumeInfo) -> Result<Box<dyn Read + Send>> {
         let dir = &self.dir.as_ref().context("the trees were not restored")?.dir;
         let tree = volume.tree.as_deref().context("a volume without a tree")?;
-        let staged = dir.path.join(trees::tree_path(tree)?);
+        let staged = dir.path.join(RESTORED).join(trees::tree_path(tree)?);
         crate::files::refuse_symlinks(&staged)
             .with_context(|| format!("the tree of {} in snapshot {}", volume.name, self.snapshot))?;
         if !std::fs::symlink_metadata(&staged).is_ok_and(|m| m.is_dir()) {
