@@ -403,8 +403,16 @@ fn write_archive(
     let mut writer = ArchiveWriter::create_with(&final_path, plan.compression, threads(), out)?;
     let created_at = started.format(&time::format_description::well_known::Rfc3339)?;
     let trees = if split { BTreeMap::new() } else { sources.trees.clone() };
-    let content = Content { dumps: &dumps, sources, trees: &trees, created_at: &created_at };
-    write_content(ctx, plan, opts, &mut writer, &content)?;
+    write_head(
+        ctx,
+        plan,
+        opts,
+        &mut writer,
+        &Content { dumps: &dumps, sources, trees: &trees, created_at: &created_at },
+    )?;
+    // The dumps' files go before the volumes are read, unless the record needs them again.
+    let dumps = if split { dumps } else { Vec::new() };
+    write_volumes(ctx, &mut writer, sources, &trees)?;
     let stats = writer.stats;
     let mut committed = writer.commit_all()?;
     let (bytes, sha256) = (committed.size, committed.sha256);
@@ -417,7 +425,7 @@ fn write_archive(
             .with_context(|| format!("the archive {} was written but not signed", final_path.display()))?;
     }
     if split {
-        let content = Content { trees: &sources.trees, ..content };
+        let content = Content { dumps: &dumps, sources, trees: &sources.trees, created_at: &created_at };
         committed.tapped = write_record(ctx, plan, opts, &final_path, delivery.tap.take(), &content)?;
     }
     drop(dumps);
@@ -454,21 +462,24 @@ fn write_record(
 ) -> Result<Option<archive::tap::Tapped>> {
     let out = archive::Outputs { local: false, seal: None, mirror: None, tap };
     let mut writer = ArchiveWriter::create_with(final_path, plan.compression, threads(), out)?;
-    write_content(ctx, plan, opts, &mut writer, content).context("write the archive's record for the restic push")?;
+    (|| {
+        write_head(ctx, plan, opts, &mut writer, content)?;
+        write_volumes(ctx, &mut writer, content.sources, content.trees)
+    })()
+    .context("write the archive's record for the restic push")?;
     let committed = writer.commit_all().context("write the archive's record for the restic push")?;
     Ok(committed.tapped)
 }
 
-/// Writes `content` into `writer`: the metadata (checked by the grammar verify and restore
-/// will apply), each dump, then each volume not in `content.trees`.
-fn write_content(
+/// Writes the head of `content` into `writer`: the metadata (checked by the grammar verify and
+/// restore will apply), then each dump.
+fn write_head(
     ctx: &Ctx,
     plan: &BackupPlan,
     opts: &Options,
     writer: &mut ArchiveWriter,
     content: &Content,
 ) -> Result<()> {
-    let docker = ctx.docker()?;
     let config = ctx.model()?.1.clone().unwrap_or_default();
     let infos: Vec<DbInfo> = content.dumps.iter().map(|d| d.info.clone()).collect();
     let meta = metadata(ctx, plan, opts, &config, infos, content)?;
@@ -480,8 +491,18 @@ fn write_content(
         // Read through the descriptor it was written and checked through: it has no name.
         writer.add_file(entry, file.len()?, file.reader()).with_context(|| format!("add {entry}"))?;
     }
-    let sources = content.sources;
-    for v in sources.volumes.iter().filter(|v| !content.trees.contains_key(&v.name)) {
+    Ok(())
+}
+
+/// Writes each volume of `sources` not in `trees` into `writer`, streamed from a read-only helper.
+fn write_volumes(
+    ctx: &Ctx,
+    writer: &mut ArchiveWriter,
+    sources: &Sources,
+    trees: &BTreeMap<String, String>,
+) -> Result<()> {
+    let docker = ctx.docker()?;
+    for v in sources.volumes.iter().filter(|v| !trees.contains_key(&v.name)) {
         crate::signals::check()?;
         let total = sources.sizes.get(v.source()).copied().unwrap_or(0);
         let progress = ctx.ui.progress_to(&format!("copy volume {}", v.source()), total);
